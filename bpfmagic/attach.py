@@ -1,0 +1,239 @@
+"""Attach targets: parsing ``KIND:ARGS`` strings, the program type each needs,
+and attachments that detach by closing what they hold. Where the kernel
+offers an fd-owned attachment (raw tracepoint, perf event, XDP and TCX links)
+it is used, so a crashed kernel process cannot leave a program attached."""
+from __future__ import annotations
+
+import ctypes as ct
+import difflib
+import os
+import socket
+from dataclasses import dataclass, field
+
+from . import libbpf
+from .errors import AttachError
+
+TRACEFS = "/sys/kernel/tracing"
+
+# target kind -> (program type, syntax)
+TARGET_KINDS = {
+    "raw_tracepoint": ("raw_tracepoint", "raw_tracepoint:EVENT"),
+    "tracepoint": ("tracepoint", "tracepoint:CATEGORY:EVENT"),
+    "kprobe": ("kprobe", "kprobe:SYMBOL"),
+    "kretprobe": ("kprobe", "kretprobe:SYMBOL"),
+    "uprobe": ("kprobe", "uprobe:LIBRARY:SYMBOL"),
+    "uretprobe": ("kprobe", "uretprobe:LIBRARY:SYMBOL"),
+    "xdp": ("xdp", "xdp:IFACE"),
+    "tc": ("sched_cls", "tc:IFACE[:ingress|egress]"),
+    "socket": ("socket_filter", "socket:IFACE"),
+    "perf": ("perf_event", "perf:cpu-clock:HZ"),
+    "fentry": ("tracing", "fentry:FUNCTION"),
+    "fexit": ("tracing", "fexit:FUNCTION"),
+}
+KIND_ALIASES = {"raw_tp": "raw_tracepoint", "tp": "tracepoint", "tcx": "tc", "kfunc": "fentry", "kretfunc": "fexit"}
+
+ALTERNATIVE = ("use a tracepoint (tracepoint:syscalls:sys_enter_openat, tracepoint:sched:sched_switch, ...) "
+               "or a raw tracepoint (raw_tracepoint:sys_enter); `%bpf doctor` lists what this kernel serves")
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: str
+    args: tuple[str, ...]
+    text: str
+
+    @property
+    def prog_type(self) -> str:
+        return TARGET_KINDS[self.kind][0]
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def parse_target(text: str) -> Target:
+    kind, _, rest = text.partition(":")
+    kind = KIND_ALIASES.get(kind, kind)
+    if kind not in TARGET_KINDS or not rest:
+        forms = ", ".join(syntax for _, syntax in TARGET_KINDS.values())
+        raise AttachError(f"bad attach target {text!r}: use one of {forms}")
+    syntax = TARGET_KINDS[kind][1]
+    if kind == "tracepoint":
+        args = tuple(rest.split(":"))
+        if len(args) != 2 or not all(args):
+            raise AttachError(f"bad target {text!r}: use {syntax}, e.g. tracepoint:syscalls:sys_enter_write")
+    elif kind in ("uprobe", "uretprobe"):
+        lib, _, sym = rest.rpartition(":")
+        if not lib or not sym:
+            raise AttachError(f"bad target {text!r}: use {syntax}, e.g. uprobe:c:malloc")
+        args = (lib, sym)
+    elif kind == "tc":
+        parts = rest.split(":")
+        direction = parts[1] if len(parts) > 1 else "ingress"
+        if len(parts) > 2 or direction not in ("ingress", "egress"):
+            raise AttachError(f"bad target {text!r}: use {syntax}")
+        args = (parts[0], direction)
+    elif kind == "perf":
+        parts = rest.split(":")
+        if len(parts) != 2 or parts[0] != "cpu-clock" or not parts[1].isdigit() or int(parts[1]) <= 0:
+            raise AttachError(f"bad target {text!r}: use {syntax}, e.g. perf:cpu-clock:99")
+        args = tuple(parts)
+    else:
+        args = (rest,)
+    return Target(kind, args, f"{kind}:{rest}")
+
+
+def kprobes_available() -> bool:
+    return os.path.exists(f"{TRACEFS}/kprobe_events") or os.path.isdir("/sys/bus/event_source/devices/kprobe")
+
+
+def _ifindex(name: str) -> int:
+    try:
+        return socket.if_nametoindex(name)
+    except OSError:
+        names = [n for _, n in socket.if_nameindex()]
+        raise AttachError(f"no network interface {name!r} here (interfaces: {', '.join(names)})") from None
+
+
+@dataclass
+class Attachment:
+    target: Target
+    program: object  # session.Program
+    fds: list[int] = field(default_factory=list)
+    kind_of_fd: str = "fd"  # "fd", "perf" (perf event fds), "link", "bcc-uprobe"
+    detach_hook: object = None
+
+    @property
+    def link_fd(self) -> int | None:
+        return self.fds[0] if self.kind_of_fd == "link" else None
+
+    def detach(self) -> None:
+        from bcc.libbcc import lib as bcc
+        fds, self.fds = self.fds, []
+        for fd in fds:
+            if self.kind_of_fd == "perf":
+                bcc.bpf_close_perf_event_fd(fd)
+            else:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        if self.detach_hook is not None:
+            hook, self.detach_hook = self.detach_hook, None
+            hook()
+
+    def retarget(self, program) -> bool:
+        """Point this attachment at another program in one step (links only)."""
+        if self.kind_of_fd != "link":
+            return False
+        ret = libbpf.lib().bpf_link_update(self.fds[0], program.fd, None)
+        if ret < 0:
+            return False
+        self.program = program
+        return True
+
+
+def attach(program, target: Target, bpf) -> Attachment:
+    """Attach a loaded program (session.Program) to target. ``bpf`` is the
+    module's BCC object (needed for uprobes, whose bookkeeping BCC owns)."""
+    from bcc import BPF
+    from bcc.libbcc import lib as bcc
+
+    kind, args, fd = target.kind, target.args, program.fd
+    if kind == "raw_tracepoint":
+        res = bcc.bpf_attach_raw_tracepoint(fd, args[0].encode())
+        if res < 0:
+            known = _raw_tracepoint_hint(args[0])
+            raise AttachError(f"cannot attach {program.qualname} to {target}: {os.strerror(ct.get_errno())}. {known}")
+        return Attachment(target, program, [res])
+    if kind == "tracepoint":
+        category, event = args
+        if not BPF.tracepoint_exists(category.encode(), event.encode()):
+            raise AttachError(f"no tracepoint {category}:{event} on this kernel.{_tracepoint_hint(category, event)}")
+        res = bcc.bpf_attach_tracepoint(fd, category.encode(), event.encode())
+        if res < 0:
+            raise AttachError(f"cannot attach {program.qualname} to {target}: {os.strerror(ct.get_errno())}")
+        return Attachment(target, program, [res], "perf")
+    if kind in ("kprobe", "kretprobe"):
+        if not kprobes_available():
+            raise AttachError(f"{target}: kprobes are not available on this kernel (CONFIG_KPROBES is off); {ALTERNATIVE}")
+        attach_type = 0 if kind == "kprobe" else 1
+        ev = f"p_bpfmagic_{os.getpid()}_{program.fd}_{args[0]}"[:60].encode()
+        res = bcc.bpf_attach_kprobe(fd, attach_type, ev, args[0].encode(), 0, 0)
+        if res < 0:
+            raise AttachError(f"cannot attach {program.qualname} to {target}: {os.strerror(ct.get_errno())}")
+        return Attachment(target, program, [res], "perf", lambda: bcc.bpf_detach_kprobe(ev))
+    if kind in ("fentry", "fexit"):
+        raise AttachError(f"{target}: fentry/fexit programs are refused by this kernel (EPERM at load, a policy of "
+                          f"this kernel build) and BCC cannot declare them in %%bpf cells; {ALTERNATIVE}")
+    if kind in ("uprobe", "uretprobe"):
+        lib, sym = args
+        try:
+            if kind == "uprobe":
+                bpf.attach_uprobe(name=lib, sym=sym, fn_name=program.name)
+            else:
+                bpf.attach_uretprobe(name=lib, sym=sym, fn_name=program.name)
+        except Exception as e:
+            raise AttachError(f"cannot attach {program.qualname} to {target}: {e}") from None
+        detach = bpf.detach_uprobe if kind == "uprobe" else bpf.detach_uretprobe
+        return Attachment(target, program, [], "bcc-uprobe", lambda: detach(name=lib, sym=sym))
+    if kind == "xdp":
+        return _link(program, target, _ifindex(args[0]), libbpf.BPF_XDP)
+    if kind == "tc":
+        attach_type = libbpf.BPF_TCX_INGRESS if args[1] == "ingress" else libbpf.BPF_TCX_EGRESS
+        return _link(program, target, _ifindex(args[0]), attach_type)
+    if kind == "socket":
+        _ifindex(args[0])
+        sock = bcc.bpf_open_raw_sock(args[0].encode())
+        if sock < 0:
+            raise AttachError(f"cannot open a raw socket on {args[0]}: {os.strerror(ct.get_errno())}")
+        if bcc.bpf_attach_socket(sock, fd) < 0:
+            err = ct.get_errno()
+            os.close(sock)
+            raise AttachError(f"cannot attach {program.qualname} to {target}: {os.strerror(err)}")
+        return Attachment(target, program, [sock])
+    if kind == "perf":
+        from bcc import PerfSWConfig, PerfType
+        from bcc.utils import get_online_cpus
+        hz = int(args[1])
+        att = Attachment(target, program, [], "perf")
+        for cpu in get_online_cpus():
+            res = bcc.bpf_attach_perf_event(fd, PerfType.SOFTWARE, PerfSWConfig.CPU_CLOCK,
+                                            ct.c_ulonglong(0), ct.c_ulonglong(hz), -1, cpu, -1)
+            if res < 0:
+                err = ct.get_errno()
+                att.detach()
+                raise AttachError(f"cannot attach {program.qualname} to {target} on cpu {cpu}: {os.strerror(err)}")
+            att.fds.append(res)
+        return att
+    raise AttachError(f"target kind {kind} is not supported")
+
+
+def _link(program, target: Target, ifindex: int, attach_type: int) -> Attachment:
+    try:
+        link = libbpf.link_create(program.fd, ifindex, attach_type)
+    except OSError as e:
+        hint = ""
+        if e.errno == 16:  # EBUSY
+            hint = " (another XDP program is attached there; detach it or unload the module that holds it)"
+        raise AttachError(f"cannot attach {program.qualname} to {target}: {e.strerror}{hint}") from None
+    return Attachment(target, program, [link], "link")
+
+
+def _raw_tracepoint_hint(event: str) -> str:
+    try:
+        with open(f"{TRACEFS}/available_events") as f:
+            names = sorted({line.strip().split(":", 1)[1] for line in f if ":" in line})
+    except OSError:
+        return "Raw tracepoints are named like sys_enter, sched_switch."
+    close = difflib.get_close_matches(event, names, n=3)
+    return f"Did you mean {', '.join(close)}?" if close else "Raw tracepoints are named like sys_enter, sched_switch."
+
+
+def _tracepoint_hint(category: str, event: str) -> str:
+    try:
+        with open(f"{TRACEFS}/available_events") as f:
+            names = [line.strip() for line in f]
+    except OSError:
+        return f" (is tracefs mounted? mount -t tracefs nodev {TRACEFS})"
+    close = difflib.get_close_matches(f"{category}:{event}", names, n=3)
+    return f" Did you mean {', '.join('tracepoint:' + c for c in close)}?" if close else ""

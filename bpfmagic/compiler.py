@@ -1,0 +1,357 @@
+"""Compiling and loading BCC C: fd-2 capture, source preparation, program
+types, and turning clang/verifier output into errors that point at the cell."""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+import tempfile
+from dataclasses import dataclass
+
+from .errors import BpfCompileError, BpfVerifierError, EnvironmentProblem
+
+# Kernel enum bpf_prog_type values (== BCC's BPF.<TYPE> constants).
+PROG_TYPES = {
+    "socket_filter": 1,
+    "kprobe": 2,
+    "sched_cls": 3,
+    "sched_act": 4,
+    "tracepoint": 5,
+    "xdp": 6,
+    "perf_event": 7,
+    "cgroup_skb": 8,
+    "lwt_in": 10,
+    "sk_skb": 14,
+    "sk_msg": 16,
+    "raw_tracepoint": 17,
+    "flow_dissector": 22,
+    "tracing": 26,
+    "lsm": 29,
+}
+PROG_TYPE_NAMES = {v: k for k, v in PROG_TYPES.items()}
+# Aliases people type.
+PROG_TYPE_ALIASES = {"tc": "sched_cls", "socket": "socket_filter", "raw_tp": "raw_tracepoint",
+                     "uprobe": "kprobe", "perf": "perf_event", "tp": "tracepoint"}
+
+# The context parameter's struct says which program type a function is written for.
+CONTEXT_TYPES = {
+    "xdp_md": "xdp",
+    "__sk_buff": "sched_cls",
+    "bpf_raw_tracepoint_args": "raw_tracepoint",
+    "pt_regs": "kprobe",
+    "bpf_perf_event_data": "perf_event",
+    "sk_msg_md": "sk_msg",
+    "bpf_sock_ops": "sock_ops",
+}
+
+# BCC's naming conventions for auto-attached functions.
+AUTO_PREFIXES = {
+    "raw_tracepoint__": "raw_tracepoint",
+    "tracepoint__": "tracepoint",
+    "kprobe__": "kprobe",
+    "kretprobe__": "kprobe",
+    "kfunc__": "tracing",
+    "kretfunc__": "tracing",
+    "lsm__": "lsm",
+}
+
+
+def prog_type_name(value: int | str) -> str:
+    if isinstance(value, int):
+        return PROG_TYPE_NAMES.get(value, f"type {value}")
+    return PROG_TYPE_ALIASES.get(value, value)
+
+
+def prog_type_value(name: str) -> int:
+    name = prog_type_name(name.lower())
+    if name not in PROG_TYPES:
+        raise ValueError(f"unknown program type {name!r}; known: {', '.join(sorted(PROG_TYPES))}")
+    return PROG_TYPES[name]
+
+
+# ---------------------------------------------------------------- fd 2 capture
+
+@contextlib.contextmanager
+def captured_fd2():
+    """Redirect fd 2 into a temporary file for the duration of the block.
+
+    libbcc, clang and the verifier write to fd 2 directly, bypassing
+    sys.stderr; a file rather than a pipe because verifier logs can be
+    megabytes and a pipe nobody drains would block the writer.
+    Yields a list that holds the captured text once the block ends.
+    """
+    out: list[str] = []
+    with tempfile.TemporaryFile() as tmp:
+        for stream in (sys.stderr, sys.__stderr__):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        saved = os.dup(2)
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield out
+        finally:
+            with contextlib.suppress(Exception):
+                sys.__stderr__.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            out.append(tmp.read().decode(errors="replace"))
+
+
+# ----------------------------------------------------------- source analysis
+
+_FUNC_RE = re.compile(
+    r"^[ \t]*(?:static\s+)?(?:__attribute__\(\(.*?\)\)\s*)?"
+    r"(?:int|u32|__u32|u64|__u64|long|unsigned\s+int)\s+([A-Za-z_]\w*)\s*\(\s*"
+    r"(?:const\s+)?(?:struct\s+([A-Za-z_]\w*)\s*\*|void\s*\*)?",
+    re.M,
+)
+_MACRO_FUNCS = [
+    (re.compile(r"\bRAW_TRACEPOINT_PROBE\s*\(\s*(\w+)\s*\)"), lambda m: f"raw_tracepoint__{m[1]}", "raw_tracepoint"),
+    (re.compile(r"\bTRACEPOINT_PROBE\s*\(\s*(\w+)\s*,\s*(\w+)\s*\)"), lambda m: f"tracepoint__{m[1]}__{m[2]}", "tracepoint"),
+]
+_PROG_ARRAY_RE = re.compile(r"\bBPF_PROG_ARRAY\s*\(\s*([A-Za-z_]\w*)\s*,\s*([^)]*?)\s*\)")
+_SLOT_RE = re.compile(r"\bSLOT\s*\(\s*([A-Za-z_]\w*)\s*,\s*([A-Za-z_0-9]\w*)\s*\)")
+_CALL_RE = re.compile(r"\b([A-Za-z_]\w*)\s*\.\s*call\s*\(")
+
+
+def strip_comments(source: str) -> str:
+    """The source with comments blanked out (same length and line breaks), so
+    regexes don't find declarations inside comments."""
+    def blank(m: re.Match) -> str:
+        return re.sub(r"[^\n]", " ", m.group(0))
+    return re.sub(r"//[^\n]*|/\*.*?\*/", blank, source, flags=re.S)
+
+
+def function_contexts(source: str) -> dict[str, str | None]:
+    """Function name -> the program type its context parameter implies (None
+    when the parameter says nothing, e.g. ``void *ctx``)."""
+    code = strip_comments(source)
+    found: dict[str, str | None] = {}
+    for m in _FUNC_RE.finditer(code):
+        found[m[1]] = CONTEXT_TYPES.get(m[2]) if m[2] else None
+    for regex, name, ptype in _MACRO_FUNCS:
+        for m in regex.finditer(code):
+            found[name(m)] = ptype
+    return found
+
+
+def auto_attach_type(func: str) -> str | None:
+    for prefix, ptype in AUTO_PREFIXES.items():
+        if func.startswith(prefix):
+            return ptype
+    return None
+
+
+@dataclass
+class ArrayDecl:
+    name: str
+    size: int
+    line: int
+
+
+def declared_prog_arrays(source: str) -> list[ArrayDecl]:
+    code = strip_comments(source)
+    out = []
+    for m in _PROG_ARRAY_RE.finditer(code):
+        try:
+            size = int(m[2], 0)
+        except ValueError:
+            raise BpfCompileError(
+                f"line {code.count(chr(10), 0, m.start()) + 1}: BPF_PROG_ARRAY({m[1]}, {m[2]}): "
+                "the size must be an integer literal so cells can share the array") from None
+        out.append(ArrayDecl(m[1], size, code.count("\n", 0, m.start()) + 1))
+    return out
+
+
+def slot_references(source: str) -> list[tuple[str, str]]:
+    """(array, key) of every SLOT(array, key) in the code."""
+    return [(m[1], m[2]) for m in _SLOT_RE.finditer(strip_comments(source))]
+
+
+def called_arrays(source: str) -> set[str]:
+    """Names used as ``NAME.call(`` (tail-call sites)."""
+    return {m[1] for m in _CALL_RE.finditer(strip_comments(source))}
+
+
+def _prelude_line(code: str) -> int:
+    """Index of the first line that is code (not blank, not a preprocessor line
+    or its continuation, not inside a comment): declarations the prelude adds go
+    in front of it on the same line, so line numbers stay those of the cell."""
+    lines = strip_comments(code).split("\n")
+    continued = False
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        was_continued, continued = continued, stripped.endswith("\\")
+        if was_continued or not stripped or stripped.startswith("#"):
+            continue
+        return i
+    return len(lines) - 1
+
+
+def counter_pin(pin: str) -> str:
+    """Where an array's call counters are pinned (bpffs refuses dots in names)."""
+    return os.path.join(os.path.dirname(pin), "calls", os.path.basename(pin))
+
+
+def counter_name(array: str) -> str:
+    return f"__bm_calls_{array}"
+
+
+def _count_tail_calls(text: str, names: set[str], sizes: dict[str, int]) -> str:
+    """Wrap each ``ARRAY.call(ctx, key)`` so it counts the call at [key] and,
+    when the helper returns (the slot was empty or the 33-call limit hit), the
+    fall-through at [size + key] of the array's per-CPU counter map."""
+    code_only = strip_comments(text)
+    out, last = [], 0
+    for m in _CALL_RE.finditer(code_only):
+        name = m[1]
+        if name not in names or m.start() < last:
+            continue
+        close = _matching_paren(code_only, m.end() - 1)
+        if close is None:
+            continue
+        args = _split_args(code_only, m.end(), close)
+        if len(args) != 2:
+            continue
+        (a0, a1), (b0, b1) = args
+        ctx, key = text[a0:a1], text[b0:b1]
+        counter, size = counter_name(name), sizes[name]
+        bump = (f"__bm_v = {counter}.lookup(&__bm_i); if (__bm_v) *__bm_v += 1;")
+        out += [text[last:m.start()],
+                f"({{ u32 __bm_k = ({key}); u32 __bm_i = __bm_k; u64 *__bm_v; {bump} "
+                f"{name}.call({ctx}, __bm_k); __bm_i = __bm_k + {size}; {bump} }})"]
+        last = close + 1
+    out.append(text[last:])
+    return "".join(out)
+
+
+def _matching_paren(code: str, open_at: int) -> int | None:
+    depth = 0
+    for i in range(open_at, len(code)):
+        c = code[i]
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth == 0:
+                return i
+    return None
+
+
+def _split_args(code: str, start: int, end: int) -> list[tuple[int, int]]:
+    """Spans of the top-level comma-separated arguments in code[start:end]."""
+    spans, depth, begin = [], 0, start
+    for i in range(start, end):
+        c = code[i]
+        if c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+        elif c == "," and depth == 0:
+            spans.append((begin, i))
+            begin = i + 1
+    spans.append((begin, end))
+    return spans
+
+
+def rewrite_source(source: str, arrays: dict[str, tuple[str, int]], slot_index,
+                   extra_decls: list[str] = (), count_calls: bool = True) -> str:
+    """Rewrite the cell's C for BCC, keeping every line where it was.
+
+    ``arrays`` maps each session array to (pin path, size).
+    - ``BPF_PROG_ARRAY(name, n)`` of a session array becomes a pinned table, so
+      every cell shares the session's map;
+    - a session array used (``name.call``) but not declared gets declared;
+    - ``SLOT(array, key)`` becomes the key's index, ``slot_index(array, key)``;
+    - with ``count_calls``, tail calls into session arrays are counted per key.
+    """
+    def pinned(name: str) -> str:
+        pin, size = arrays[name]
+        return f'BPF_TABLE_PINNED("prog", u32, u32, {name}, {size}, "{pin}")'
+
+    def sub_code(regex, repl, text):
+        # Substitute only real code: the match must survive comment stripping.
+        code_only = strip_comments(text)
+        parts, last = [], 0
+        for m in regex.finditer(text):
+            if code_only[m.start():m.end()] != m.group(0):
+                continue
+            parts += [text[last:m.start()], repl(m)]
+            last = m.end()
+        parts.append(text[last:])
+        return "".join(parts)
+
+    declared = {d.name for d in declared_prog_arrays(source)}
+    text = sub_code(_PROG_ARRAY_RE, lambda m: pinned(m[1]) if m[1] in arrays else m.group(0), source)
+    text = sub_code(_SLOT_RE, lambda m: str(slot_index(m[1], m[2])), text)
+    called = {n for n in called_arrays(source) if n in arrays}
+    if count_calls:
+        text = _count_tail_calls(text, called, {n: arrays[n][1] for n in called})
+
+    prelude = [pinned(n) + ";" for n in sorted(called - declared)]
+    if count_calls:
+        prelude += [f'BPF_TABLE_PINNED("percpu_array", u32, u64, {counter_name(n)}, {2 * arrays[n][1]}, '
+                    f'"{counter_pin(arrays[n][0])}");' for n in sorted(called)]
+    prelude += list(extra_decls)
+    if prelude:
+        lines = text.split("\n")
+        i = _prelude_line(text)
+        lines[i] = " ".join(prelude) + " " + lines[i]
+        text = "\n".join(lines)
+    return text
+
+
+# ------------------------------------------------------------ error mapping
+
+_LOC_RE = re.compile(r"/virtual/main\.c:(\d+):(\d+):")
+_VERIFIER_LOC_RE = re.compile(r"@ main\.c:(\d+)")
+
+
+def _relabel(text: str, origin: str) -> str:
+    text = _LOC_RE.sub(lambda m: f"{origin}:{m[1]}:{m[2]}:", text)
+    return _VERIFIER_LOC_RE.sub(lambda m: f"@ {origin}:{m[1]}", text)
+
+
+def compile_error(stderr: str, source: str, origin: str) -> BpfCompileError:
+    """clang's diagnostics relabelled with the cell's line numbers, each error
+    followed by the offending line of the cell as the user wrote it."""
+    lines = source.split("\n")
+    shown: list[str] = []
+    for raw in stderr.splitlines():
+        m = _LOC_RE.search(raw)
+        if m:
+            shown.append(_relabel(raw, origin))
+            n = int(m[1])
+            if 1 <= n <= len(lines) and ": error:" in raw:
+                shown.append(f"    {n:4d} | {lines[n - 1]}")
+        elif raw.strip() and not raw.startswith(" ") and "error" in raw:
+            shown.append(raw)
+    errors = [s for s in shown if ": error:" in s or "fatal error" in s]
+    if not errors:
+        msg = stderr.strip() or "BCC could not compile the program (no message)"
+        if "Unable to find kernel headers" in stderr:
+            raise EnvironmentProblem(
+                "BCC found no kernel headers. Run `bpfmagic doctor`; usually "
+                "`apt-get install -y linux-headers-amd64` fixes it (bpfmagic then "
+                "builds a merged header tree by itself).", stderr)
+        return BpfCompileError(_relabel(msg, origin), stderr)
+    # Keep the diagnostics compact: the errors with their lines, then clang's count.
+    return BpfCompileError("\n".join(shown).rstrip(), stderr)
+
+
+def verifier_error(func: str, stderr: str, reason: str, origin: str, tail: int = 30) -> BpfVerifierError:
+    """The end of the verifier log (where the reason is) plus BCC's HINT lines."""
+    log = _relabel(stderr, origin)
+    lines = [line for line in log.splitlines() if line.strip()]
+    hints = [line for line in lines if line.startswith("HINT:")]
+    body = [line for line in lines if not line.startswith("HINT:")]
+    cut = body[-tail:]
+    head = f"the verifier rejected {func} ({reason})"
+    if len(body) > tail:
+        head += f"; last {tail} of {len(body)} log lines (full log: exception .log)"
+    parts = [head + ":", *("  " + line for line in cut)]
+    if hints:
+        parts += ["", *hints]
+    return BpfVerifierError("\n".join(parts), log)

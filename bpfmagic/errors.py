@@ -1,0 +1,40 @@
+"""Exceptions of bpfmagic. Each carries a message meant for the notebook cell:
+what went wrong and what to do. The full compiler or verifier output stays on
+the exception (``.log``) because it can be megabytes."""
+from __future__ import annotations
+
+
+class BpfError(Exception):
+    """Base of every error bpfmagic reports in a cell without a Python traceback."""
+
+    def __init__(self, message: str, log: str = ""):
+        super().__init__(message)
+        self.message = message
+        self.log = log
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class BpfCompileError(BpfError):
+    """The C did not compile: clang's messages, mapped to the cell's line numbers."""
+
+
+class BpfVerifierError(BpfError):
+    """The kernel refused a program: the tail of the verifier log and BCC's hint."""
+
+
+class AttachError(BpfError):
+    """A program could not be attached to its target."""
+
+
+class SlotError(BpfError):
+    """A prog-array slot request is wrong: unknown array or key, type mismatch, ..."""
+
+
+class EnvironmentProblem(BpfError):
+    """The machine lacks something (privileges, headers, mounts): says how to fix it."""
+
+
+class UsageProblem(BpfError):
+    """A name or argument given to bpfmagic is malformed."""

@@ -1,0 +1,210 @@
+"""Thin ctypes binding to the system libbpf (libbpf.so.1) for what BCC lacks:
+map creation and pinning, links (XDP, TCX), BPF_PROG_TEST_RUN and run stats.
+
+Every call returns a non-negative value or raises OSError with the kernel's errno.
+"""
+from __future__ import annotations
+
+import ctypes as ct
+import ctypes.util
+import errno as _errno
+import os
+
+_lib = None
+
+
+def lib() -> ct.CDLL:
+    """libbpf.so.1, loaded once on first use (it may be missing on a broken machine)."""
+    global _lib
+    if _lib is None:
+        name = "libbpf.so.1"
+        try:
+            _lib = ct.CDLL(name, use_errno=True)
+        except OSError:
+            found = ctypes.util.find_library("bpf")
+            if not found:
+                raise
+            _lib = ct.CDLL(found, use_errno=True)
+        _declare(_lib)
+    return _lib
+
+
+# enum bpf_map_type / bpf_attach_type values from the uapi (stable ABI)
+BPF_MAP_TYPE_PERCPU_ARRAY = 6
+BPF_MAP_TYPE_PROG_ARRAY = 3
+BPF_XDP = 37
+BPF_TCX_INGRESS = 46
+BPF_TCX_EGRESS = 47
+BPF_STATS_RUN_TIME = 0
+BPF_ANY = 0
+
+
+class MapCreateOpts(ct.Structure):
+    _fields_ = [
+        ("sz", ct.c_size_t),
+        ("btf_fd", ct.c_uint32),
+        ("btf_key_type_id", ct.c_uint32),
+        ("btf_value_type_id", ct.c_uint32),
+        ("btf_vmlinux_value_type_id", ct.c_uint32),
+        ("inner_map_fd", ct.c_uint32),
+        ("map_flags", ct.c_uint32),
+        ("map_extra", ct.c_uint64),
+        ("numa_node", ct.c_uint32),
+        ("map_ifindex", ct.c_uint32),
+    ]
+
+
+class TestRunOpts(ct.Structure):
+    # struct bpf_test_run_opts of libbpf 1.x
+    _fields_ = [
+        ("sz", ct.c_size_t),
+        ("data_in", ct.c_void_p),
+        ("data_out", ct.c_void_p),
+        ("data_size_in", ct.c_uint32),
+        ("data_size_out", ct.c_uint32),
+        ("ctx_in", ct.c_void_p),
+        ("ctx_out", ct.c_void_p),
+        ("ctx_size_in", ct.c_uint32),
+        ("ctx_size_out", ct.c_uint32),
+        ("retval", ct.c_uint32),
+        ("repeat", ct.c_int),
+        ("duration", ct.c_uint32),
+        ("flags", ct.c_uint32),
+        ("cpu", ct.c_uint32),
+        ("batch_size", ct.c_uint32),
+    ]
+
+
+class LinkCreateOpts(ct.Structure):
+    # struct bpf_link_create_opts: only the leading fields we set; the union that
+    # follows is zeroed by the padding (libbpf checks sz, so it must be the real size)
+    _fields_ = [
+        ("sz", ct.c_size_t),
+        ("flags", ct.c_uint32),
+        ("_union", ct.c_uint8 * 64),
+    ]
+
+
+def _declare(l: ct.CDLL) -> None:
+    l.bpf_map_create.restype = ct.c_int
+    l.bpf_map_create.argtypes = [ct.c_int, ct.c_char_p, ct.c_uint32, ct.c_uint32,
+                                 ct.c_uint32, ct.POINTER(MapCreateOpts)]
+    l.bpf_obj_pin.argtypes = [ct.c_int, ct.c_char_p]
+    l.bpf_obj_get.argtypes = [ct.c_char_p]
+    l.bpf_map_update_elem.argtypes = [ct.c_int, ct.c_void_p, ct.c_void_p, ct.c_uint64]
+    l.bpf_map_delete_elem.argtypes = [ct.c_int, ct.c_void_p]
+    l.bpf_map_lookup_elem.argtypes = [ct.c_int, ct.c_void_p, ct.c_void_p]
+    l.bpf_prog_test_run_opts.argtypes = [ct.c_int, ct.POINTER(TestRunOpts)]
+    l.bpf_enable_stats.argtypes = [ct.c_int]
+    l.bpf_link_create.argtypes = [ct.c_int, ct.c_int, ct.c_int, ct.POINTER(LinkCreateOpts)]
+    l.bpf_map_lookup_batch.argtypes = [ct.c_int, ct.c_void_p, ct.c_void_p, ct.c_void_p, ct.c_void_p,
+                                       ct.POINTER(ct.c_uint32), ct.c_void_p]
+    l.bpf_link_update.argtypes = [ct.c_int, ct.c_int, ct.c_void_p]
+
+
+def _check(ret: int, what: str) -> int:
+    if ret < 0:
+        # libbpf returns -errno (and sets errno)
+        err = -ret if ret < -1 else (ct.get_errno() or _errno.EINVAL)
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+    return ret
+
+
+def map_create_prog_array(name: str, size: int) -> int:
+    opts = MapCreateOpts(sz=ct.sizeof(MapCreateOpts))
+    fd = lib().bpf_map_create(BPF_MAP_TYPE_PROG_ARRAY, name[:15].encode(), 4, 4, size, ct.byref(opts))
+    return _check(fd, f"create prog array {name}")
+
+
+def map_create_percpu_u64_array(name: str, size: int) -> int:
+    opts = MapCreateOpts(sz=ct.sizeof(MapCreateOpts))
+    fd = lib().bpf_map_create(BPF_MAP_TYPE_PERCPU_ARRAY, name[:15].encode(), 4, 8, size, ct.byref(opts))
+    return _check(fd, f"create per-CPU array {name}")
+
+
+def num_possible_cpus() -> int:
+    return _check(lib().libbpf_num_possible_cpus(), "count possible CPUs")
+
+
+def percpu_u64_sums(fd: int, size: int) -> list[int]:
+    """Sum over CPUs of every u64 value of a per-CPU array, one batch call."""
+    ncpu = num_possible_cpus()
+    keys = (ct.c_uint32 * size)()
+    values = (ct.c_uint64 * (size * ncpu))()
+    count = ct.c_uint32(size)
+    out_batch = ct.c_uint32(0)
+    ret = lib().bpf_map_lookup_batch(fd, None, ct.byref(out_batch), keys, values, ct.byref(count), None)
+    if ret < 0 and -ret != _errno.ENOENT and ct.get_errno() != _errno.ENOENT:
+        _check(ret, "read per-CPU array")
+    sums = [0] * size
+    for i in range(count.value):
+        sums[keys[i]] = sum(values[i * ncpu:(i + 1) * ncpu])
+    return sums
+
+
+def obj_pin(fd: int, path: str) -> None:
+    _check(lib().bpf_obj_pin(fd, path.encode()), f"pin {path}")
+
+
+def obj_get(path: str) -> int:
+    return _check(lib().bpf_obj_get(path.encode()), f"open pin {path}")
+
+
+def map_update_u32(fd: int, key: int, value: int) -> None:
+    k, v = ct.c_uint32(key), ct.c_uint32(value)
+    _check(lib().bpf_map_update_elem(fd, ct.byref(k), ct.byref(v), BPF_ANY), f"update key {key}")
+
+
+def map_delete_u32(fd: int, key: int) -> bool:
+    """Delete key; False when it was not there."""
+    k = ct.c_uint32(key)
+    ret = lib().bpf_map_delete_elem(fd, ct.byref(k))
+    if ret < 0 and (-ret == _errno.ENOENT or ct.get_errno() == _errno.ENOENT):
+        return False
+    _check(ret, f"delete key {key}")
+    return True
+
+
+def enable_stats() -> int:
+    """An fd that keeps kernel run-time stats on while it is open."""
+    return _check(lib().bpf_enable_stats(BPF_STATS_RUN_TIME), "enable run-time stats")
+
+
+def link_create(prog_fd: int, target_fd: int, attach_type: int) -> int:
+    opts = LinkCreateOpts(sz=ct.sizeof(LinkCreateOpts))
+    return _check(lib().bpf_link_create(prog_fd, target_fd, attach_type, ct.byref(opts)),
+                  "create link")
+
+
+def test_run(prog_fd: int, data: bytes | None = None, ctx: bytes | None = None,
+             repeat: int = 0, data_out_size: int | None = None) -> dict:
+    """BPF_PROG_TEST_RUN: returns retval, duration (ns per run, as the kernel
+    averages it), data_out and ctx_out."""
+    opts = TestRunOpts(sz=ct.sizeof(TestRunOpts))
+    keep = []
+    if data is not None:
+        buf_in = ct.create_string_buffer(bytes(data), len(data))
+        out_size = data_out_size if data_out_size is not None else max(len(data) + 256, 4096)
+        buf_out = ct.create_string_buffer(out_size)
+        keep += [buf_in, buf_out]
+        opts.data_in, opts.data_size_in = ct.cast(buf_in, ct.c_void_p), len(data)
+        opts.data_out, opts.data_size_out = ct.cast(buf_out, ct.c_void_p), out_size
+    if ctx is not None:
+        ctx_in = ct.create_string_buffer(bytes(ctx), len(ctx))
+        keep.append(ctx_in)
+        opts.ctx_in, opts.ctx_size_in = ct.cast(ctx_in, ct.c_void_p), len(ctx)
+    opts.repeat = repeat
+    _check(lib().bpf_prog_test_run_opts(prog_fd, ct.byref(opts)), "BPF_PROG_TEST_RUN")
+    data_out = bytes(keep[1].raw[: opts.data_size_out]) if data is not None else None
+    return {"retval": opts.retval, "duration_ns": opts.duration, "data_out": data_out}
+
+
+def fdinfo(fd: int) -> dict[str, str]:
+    """Key/value pairs of /proc/self/fdinfo/FD: prog_id, run_cnt, run_time_ns,
+    map_id, owner_prog_type, ... as the kernel reports them."""
+    out = {}
+    with open(f"/proc/self/fdinfo/{fd}") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            out[key.strip()] = value.strip()
+    return out

@@ -1,0 +1,241 @@
+"""IPython magics: ``%%bpf`` and ``%bpf``. They only parse arguments and
+display results; every kernel object belongs to the Session."""
+from __future__ import annotations
+
+import shlex
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic_arguments import MagicArgumentParser
+from IPython.utils.process import arg_split
+
+import bpfmagic
+
+from .errors import BpfError
+
+CELL_USAGE = """%%bpf NAME [-a FUNC=TARGET]... [-s ARRAY[KEY]=FUNC]... [--file PATH] [--cflags "..."] [-v]"""
+
+
+def _cell_parser() -> MagicArgumentParser:
+    p = MagicArgumentParser(prog="%%bpf", add_help=False,
+                            description="Compile the cell's BCC C as module NAME, load, attach and slot it.")
+    p.add_argument("name", help="module name; after the cell NAME is the Module in the namespace")
+    p.add_argument("-a", "--attach", action="append", default=[], metavar="FUNC=TARGET",
+                   help="attach FUNC: raw_tracepoint:EVENT, tracepoint:CAT:EVENT, kprobe:SYM, kretprobe:SYM, "
+                        "uprobe:LIB:SYM, uretprobe:LIB:SYM, xdp:IFACE, tc:IFACE[:ingress|egress], "
+                        "socket:IFACE, perf:cpu-clock:HZ")
+    p.add_argument("-s", "--slot", action="append", default=[], metavar="ARRAY[KEY]=FUNC",
+                   help="load FUNC with ARRAY's program type and store it at KEY (integer, syscall or name)")
+    p.add_argument("--file", help="load this .bpf.c file as the module (cell body empty)")
+    p.add_argument("--cflags", default="", help='extra compiler flags, e.g. --cflags "-DN=4"')
+    p.add_argument("--core", action="store_true", help="compile as libbpf CO-RE C (clang + libbpf)")
+    p.add_argument("-v", "--verbose", action="store_true", help="show the full verifier log even on success")
+    return p
+
+
+def _pairs(items: list[str], what: str) -> list[tuple[str, str]]:
+    out = []
+    for item in items:
+        left, eq, right = item.partition("=")
+        if not eq or not left.strip() or not right.strip():
+            raise UsageError(f"{what}: expected X=Y, got {item!r}")
+        out.append((left.strip(), right.strip()))
+    return out
+
+
+def _line_parsers() -> dict[str, MagicArgumentParser]:
+    parsers: dict[str, MagicArgumentParser] = {}
+
+    def parser(name: str, help: str) -> MagicArgumentParser:
+        p = MagicArgumentParser(prog=f"%bpf {name}", description=help, add_help=False)
+        parsers[name] = p
+        return p
+
+    parser("ls", "modules, programs (type, id, attached to, slots) and tables")
+    p = parser("slots", "slots of every array (or ARRAY) with run counts")
+    p.add_argument("array", nargs="?")
+    p.add_argument("--all", action="store_true", help="every index, empty ones too")
+    p = parser("slot", "put a loaded program into a slot: ARRAY[KEY]=MODULE.FUNC")
+    p.add_argument("assignment")
+    p = parser("unslot", "empty a slot: ARRAY[KEY]")
+    p.add_argument("spec")
+    p = parser("progarray", "create a session prog array")
+    p.add_argument("name")
+    p.add_argument("size", type=int)
+    p.add_argument("--type", help="program type (xdp, raw_tracepoint, sched_cls, ...)")
+    p.add_argument("--keys", choices=["syscalls"], help="keys are the architecture's syscall names")
+    p.add_argument("--slots", help="names for indices 0, 1, ... (a,b,c) or explicit (a=3,b=7)")
+    p = parser("unload", "detach and free a module (or an unused array)")
+    p.add_argument("name")
+    parser("reset", "unload every module and free every array")
+    parser("doctor", "environment report with the fix for each problem")
+    return parsers
+
+
+@magics_class
+class BpfMagics(Magics):
+    """The bpfmagic magics; the state lives in bpfmagic.session()."""
+
+    def __init__(self, shell):
+        super().__init__(shell)
+        self._cell_parser = _cell_parser()
+        self._line = _line_parsers()
+
+    @line_cell_magic
+    def bpf(self, line: str, cell: str | None = None):
+        """eBPF tail-call experiments with BCC.
+
+        Cell magic::
+
+            %%bpf NAME [-a FUNC=TARGET]... [-s ARRAY[KEY]=FUNC]... [--file PATH] [--cflags "..."] [-v]
+            <BCC C source>
+
+        compiles the cell as module NAME, loads it, attaches FUNC to TARGET
+        (raw_tracepoint:EVENT, tracepoint:CAT:EVENT, uprobe:LIB:SYM, xdp:IFACE,
+        tc:IFACE[:ingress|egress], socket:IFACE, perf:cpu-clock:HZ, kprobe:SYM)
+        and stores FUNC in slot KEY of prog array ARRAY. BCC's own conventions
+        (RAW_TRACEPOINT_PROBE, TRACEPOINT_PROBE) auto-attach as usual.
+        ``BPF_PROG_ARRAY(progs, N)`` is the session-wide array ``progs``,
+        shared by every cell; ``SLOT(progs, name)`` in C is the index of a
+        named slot. Re-running a cell replaces the module only after the new
+        version loaded. After the cell, NAME is the Module object.
+
+        Line magic::
+
+            %bpf ls                                   modules, programs, tables
+            %bpf slots [ARRAY] [--all]                slots with run_cnt / run_time_ns
+            %bpf slot ARRAY[KEY]=MODULE.FUNC          hot-swap a slot
+            %bpf unslot ARRAY[KEY]                    empty a slot
+            %bpf progarray NAME SIZE [--type T] [--keys syscalls] [--slots a,b,c]
+            %bpf unload NAME                          detach and free a module
+            %bpf reset                                free everything
+            %bpf doctor                               environment report with fixes
+        """
+        try:
+            if cell is None:
+                return self._line_command(line)
+            return self._cell(line, cell)
+        except BpfError:
+            raise  # shown without a traceback by the custom exception handler
+
+    # -------------------------------------------------------------- cell
+    def _cell(self, line: str, cell: str):
+        args = self._cell_parser.parse_args(arg_split(line))
+        attach: dict[str, list[str]] = {}
+        for func, target in _pairs(args.attach, "-a"):
+            attach.setdefault(func, []).append(target)
+        slots = {}
+        for spec, func in _pairs(args.slot, "-s"):
+            if spec in slots:
+                raise UsageError(f"-s {spec} given twice")
+            slots[spec] = func
+        module = bpfmagic.session().load(
+            args.name, cell, attach=attach, slots=slots, cflags=shlex.split(args.cflags),
+            file=args.file, verbose=args.verbose, core=args.core, origin="cell")
+        self.shell.user_ns[args.name] = module
+        if args.verbose and module.compile_log.strip():
+            print(module.compile_log.rstrip())
+        else:
+            warnings = [ln for ln in module.compile_log.splitlines() if "warning:" in ln]
+            if warnings:
+                print("\n".join(warnings))
+        print(_summary(module))
+
+    # -------------------------------------------------------------- line
+    def _line_command(self, line: str):
+        words = arg_split(line)
+        if not words:
+            raise UsageError("%bpf needs a command: " + ", ".join(self._line) + " (see %bpf?)")
+        command, rest = words[0], words[1:]
+        parser = self._line.get(command)
+        if parser is None:
+            raise UsageError(f"unknown %bpf command {command!r}; commands: {', '.join(self._line)} (see %bpf?)")
+        args = parser.parse_args(rest)
+        return getattr(self, "_cmd_" + command)(args)
+
+    def _cmd_ls(self, args):
+        return bpfmagic.session().ls()
+
+    def _cmd_slots(self, args):
+        return bpfmagic.session().slots(args.array, all_keys=args.all)
+
+    def _cmd_slot(self, args):
+        spec, eq, program = args.assignment.partition("=")
+        if not eq:
+            raise UsageError("write %bpf slot ARRAY[KEY]=MODULE.FUNC")
+        bpfmagic.session().slot(spec.strip(), program.strip())
+        print(f"{spec.strip()} <- {program.strip()}")
+
+    def _cmd_unslot(self, args):
+        had = bpfmagic.session().unslot(args.spec)
+        print(f"{args.spec} emptied" if had else f"{args.spec} was already empty")
+
+    def _cmd_progarray(self, args):
+        array = bpfmagic.session().progarray(args.name, args.size, type=args.type, keys=args.keys,
+                                             slots=args.slots)
+        return bpfmagic.session().slots(array.name)
+
+    def _cmd_unload(self, args):
+        bpfmagic.session().unload(args.name)
+        value = self.shell.user_ns.get(args.name)
+        if isinstance(value, bpfmagic.Module):
+            del self.shell.user_ns[args.name]
+        print(f"unloaded {args.name}")
+
+    def _cmd_reset(self, args):
+        s = bpfmagic.session()
+        names = list(s.modules)
+        s.reset()
+        for name in names:
+            if isinstance(self.shell.user_ns.get(name), bpfmagic.Module):
+                del self.shell.user_ns[name]
+        print(f"reset: unloaded {len(names)} module(s)")
+
+    def _cmd_doctor(self, args):
+        from . import doctor
+        return doctor.report()
+
+
+def _summary(module) -> str:
+    parts = []
+    for p in module.programs.values():
+        where = module.session._attached_to(p) + module.session._slots_of(p)
+        parts.append(f"{p.name} ({p.type}{': ' + ', '.join(where) if where else ''})")
+    tables = [t for t in module.tables]
+    text = f"{module.name}: " + ("; ".join(parts) if parts else "compiled, no program loaded yet")
+    if tables:
+        text += f" | tables: {', '.join(tables)}"
+    return text
+
+
+# ------------------------------------------------------------ registration
+
+def _show_bpf_error(shell, etype, value, tb, tb_offset=None):
+    """BpfError: the message in the cell, no Python traceback (it is the
+    user's C or arguments that are wrong, not Python code)."""
+    stb = [f"\x1b[0;31m{etype.__name__}\x1b[0m: {value}"]
+    shell._showtraceback(etype, value, stb)
+    return stb
+
+
+_saved_custom_exc = None
+
+
+def register(ipython) -> None:
+    global _saved_custom_exc
+    ipython.register_magics(BpfMagics)
+    _saved_custom_exc = (ipython.custom_exceptions, getattr(ipython, "CustomTB", None))
+    ipython.set_custom_exc((BpfError,), _show_bpf_error)
+
+
+def unregister(ipython) -> None:
+    global _saved_custom_exc
+    if _saved_custom_exc is not None:
+        exceptions, handler = _saved_custom_exc
+        ipython.custom_exceptions = exceptions
+        if handler is not None:
+            ipython.CustomTB = handler
+        _saved_custom_exc = None
+    magics = ipython.magics_manager.magics
+    for kind in ("line", "cell"):
+        magics[kind].pop("bpf", None)

@@ -1,0 +1,211 @@
+"""Session-wide prog arrays: one kernel map per name, pinned so every cell's
+BCC module opens the same map, with named keys and a record of what is in
+each slot."""
+from __future__ import annotations
+
+import functools
+import glob
+import os
+import platform
+import re
+from dataclasses import dataclass, field
+
+from . import libbpf
+from .compiler import counter_pin, prog_type_name, prog_type_value
+from .errors import SlotError, UsageProblem
+
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+MAX_ARRAY_NAME = 15  # the kernel's BPF_OBJ_NAME_LEN - 1; BCC truncates beyond it
+
+
+def check_name(kind: str, name: str, max_len: int = 63) -> str:
+    """Names become C identifiers and path components: only identifiers pass,
+    so no name can reach a path outside the session's pin directory."""
+    if not isinstance(name, str) or not NAME_RE.match(name) or len(name) > max_len:
+        raise UsageProblem(
+            f"bad {kind} name {name!r}: use a C identifier (letters, digits, _; "
+            f"not starting with a digit; at most {max_len} characters)")
+    return name
+
+
+@functools.lru_cache(maxsize=1)
+def syscall_numbers() -> dict[str, int]:
+    """Syscall name -> number for the running architecture, from the uapi
+    unistd header of the installed libc headers, else BCC's table."""
+    machine = platform.machine()
+    candidates = {
+        "x86_64": ["/usr/include/x86_64-linux-gnu/asm/unistd_64.h", "/usr/include/asm/unistd_64.h"],
+        "aarch64": ["/usr/include/aarch64-linux-gnu/asm/unistd.h", "/usr/include/asm-generic/unistd.h"],
+    }.get(machine, []) + glob.glob("/usr/include/*/asm/unistd_64.h")
+    table: dict[str, int] = {}
+    for path in candidates:
+        try:
+            with open(path) as f:
+                for m in re.finditer(r"#define\s+__NR_(\w+)\s+(\d+)\b", f.read()):
+                    table.setdefault(m[1], int(m[2]))
+        except OSError:
+            continue
+        if table:
+            return table
+    try:
+        from bcc.syscall import syscalls  # BCC's (older) x86_64 table
+        return {v.decode(): k for k, v in syscalls.items()}
+    except Exception:
+        return {}
+
+
+def syscall_names() -> dict[int, str]:
+    return {v: k for k, v in syscall_numbers().items()}
+
+
+@dataclass
+class ProgArray:
+    """A prog array of the session: its map fd (the session's own reference),
+    its pin, its key names, and which program sits in each slot."""
+
+    name: str
+    size: int
+    fd: int
+    pin: str
+    declared_type: str | None = None
+    keys: str | None = None  # "syscalls" or None
+    names: dict[str, int] = field(default_factory=dict)
+    entries: dict[int, object] = field(default_factory=dict)  # index -> Program
+    # Per-CPU u64 counters bumped by the rewritten ARRAY.call(): [key] calls made,
+    # [size + key] calls that fell through (empty slot or the 33-call limit).
+    # Kernel run stats can't give this: a tail-call target's run_cnt never moves.
+    counter_fd: int = -1
+    counter_pin: str = ""
+
+    def call_counts(self) -> tuple[list[int], list[int]]:
+        """(calls, missed) per index, summed over CPUs."""
+        # Two reads: fall-throughs from the first, calls from the second, so a
+        # busy slot never shows more fall-throughs than calls.
+        first = libbpf.percpu_u64_sums(self.counter_fd, 2 * self.size)
+        second = libbpf.percpu_u64_sums(self.counter_fd, 2 * self.size)
+        return second[: self.size], first[self.size:]
+
+    # -- type
+    @property
+    def owner_type(self) -> str | None:
+        """The type the kernel fixed for this array (set by the first program
+        that uses it), else the one declared with --type."""
+        info = libbpf.fdinfo(self.fd)
+        if "owner_prog_type" in info:
+            return prog_type_name(int(info["owner_prog_type"]))
+        return self.declared_type
+
+    @property
+    def map_id(self) -> int:
+        return int(libbpf.fdinfo(self.fd)["map_id"])
+
+    # -- keys
+    def key_name(self, index: int) -> str | None:
+        if self.keys == "syscalls":
+            return syscall_names().get(index)
+        for name, i in self.names.items():
+            if i == index:
+                return name
+        return None
+
+    def resolve(self, key: str | int, allocate: bool = False, pending: dict | None = None) -> int:
+        """Index of KEY: an integer, a syscall name (keys=syscalls) or a
+        registered name. With ``allocate`` a new name takes the lowest free
+        index; it goes into ``pending`` (committed only when the cell loads)."""
+        if isinstance(key, int) or (isinstance(key, str) and re.fullmatch(r"\d+|0x[0-9a-fA-F]+", key)):
+            index = int(key, 0) if isinstance(key, str) else key
+            if not 0 <= index < self.size:
+                raise SlotError(f"{self.name}[{index}]: index out of range (the array has {self.size} slots: 0..{self.size - 1})")
+            return index
+        if self.keys == "syscalls":
+            number = syscall_numbers().get(key)
+            if number is None:
+                raise SlotError(f"{self.name}[{key}]: {key!r} is not a syscall of {platform.machine()}")
+            if number >= self.size:
+                raise SlotError(f"{self.name}[{key}]: syscall {key} is number {number}, beyond the array's {self.size} slots; "
+                                f"recreate it bigger (%bpf progarray {self.name} 512 --keys syscalls)")
+            return number
+        check_name("slot", key)
+        if key in self.names:
+            return self.names[key]
+        if pending is not None and key in pending:
+            return pending[key]
+        if not allocate:
+            known = ", ".join(f"{n}={i}" for n, i in sorted(self.names.items(), key=lambda kv: kv[1])) or "none"
+            raise SlotError(f"{self.name}[{key}]: no slot named {key!r} (named slots: {known})")
+        taken = set(self.names.values()) | set(self.entries) | set((pending or {}).values())
+        free = next((i for i in range(self.size) if i not in taken), None)
+        if free is None:
+            raise SlotError(f"{self.name}: no free slot left for {key!r} (all {self.size} in use)")
+        if pending is not None:
+            pending[key] = free
+        else:
+            self.names[key] = free
+        return free
+
+    # -- slots (kernel side)
+    def put(self, index: int, program) -> None:
+        """Store program at index; a type the array cannot hold is refused with both types named."""
+        have = self.owner_type
+        if have and have != program.type:
+            raise SlotError(self.mismatch(program, have))
+        try:
+            libbpf.map_update_u32(self.fd, index, program.fd)
+        except OSError as e:
+            have = self.owner_type
+            if have and have != program.type:
+                raise SlotError(self.mismatch(program, have)) from None
+            raise SlotError(f"{self.name}[{index}] = {program.qualname}: the kernel refused it ({e.strerror})") from None
+        self.entries[index] = program
+
+    def mismatch(self, program, have: str) -> str:
+        return (f"{self.name} holds {have} programs (the first program that used it fixed the type); "
+                f"{program.qualname} is a {program.type} program. Tail calls only reach programs of the "
+                f"caller's type: load {program.name} as {have} (its context parameter must fit), "
+                f"or use another array.")
+
+    def clear(self, index: int) -> None:
+        libbpf.map_delete_u32(self.fd, index)
+        self.entries.pop(index, None)
+
+    def close(self) -> None:
+        for index in list(self.entries):
+            self.clear(index)
+        for path in (self.pin, self.counter_pin):
+            with _suppress():
+                os.unlink(path)
+        for fd in (self.fd, self.counter_fd):
+            with _suppress():
+                os.close(fd)
+        self.fd = self.counter_fd = -1
+
+
+def _suppress():
+    import contextlib
+    return contextlib.suppress(OSError)
+
+
+def create(name: str, size: int, pin: str, prog_type: str | None = None, keys: str | None = None) -> ProgArray:
+    check_name("array", name, MAX_ARRAY_NAME)
+    if not isinstance(size, int) or not 1 <= size <= 1 << 20:
+        raise UsageProblem(f"array {name}: size must be an integer between 1 and {1 << 20}")
+    if prog_type is not None:
+        prog_type = prog_type_name(prog_type)
+        prog_type_value(prog_type)  # validates
+    if keys not in (None, "syscalls"):
+        raise UsageProblem(f"array {name}: --keys takes 'syscalls' (got {keys!r})")
+    fds = []
+    try:
+        fds.append(libbpf.map_create_prog_array(name, size))
+        fds.append(libbpf.map_create_percpu_u64_array(name[:11] + "_tcc", 2 * size))
+        libbpf.obj_pin(fds[0], pin)
+        os.makedirs(os.path.join(os.path.dirname(pin), "calls"), exist_ok=True)
+        libbpf.obj_pin(fds[1], counter_pin(pin))
+    except OSError:
+        for fd in fds:
+            os.close(fd)
+        with _suppress():
+            os.unlink(pin)
+        raise
+    return ProgArray(name=name, size=size, fd=fds[0], pin=pin, declared_type=prog_type, keys=keys,
+                     counter_fd=fds[1], counter_pin=counter_pin(pin))

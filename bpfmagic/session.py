@@ -1,0 +1,714 @@
+"""The Session owns every kernel object bpfmagic creates: modules (BCC
+objects and their programs), attachments and the session-wide prog arrays.
+The magics and the Python API both go through it."""
+from __future__ import annotations
+
+import atexit
+import contextlib
+import itertools
+import os
+import re
+import shutil
+import threading
+import weakref
+from dataclasses import dataclass, field
+
+from . import env, libbpf
+from . import progarray as pa
+from .attach import Attachment, Target, attach as attach_target, parse_target
+from .compiler import (PROG_TYPES, auto_attach_type, captured_fd2, compile_error,
+                       declared_prog_arrays, function_contexts, prog_type_name, rewrite_source,
+                       slot_references, verifier_error)
+from .errors import (AttachError, BpfCompileError, BpfError, BpfVerifierError,
+                     EnvironmentProblem, SlotError, UsageProblem)
+
+PIN_ROOT = "/sys/fs/bpf/bpfmagic"
+_SLOT_SPEC_RE = re.compile(r"^\s*([A-Za-z_]\w*)\s*\[\s*([^\]\s]+)\s*\]\s*$")
+_serials = itertools.count(1)
+# calls/taken/missed: tail calls made into each slot (counted by the rewritten
+# ARRAY.call); run_cnt/run_time_ns: the kernel's stats, which count a program
+# only when it runs as an entry point (attached or test-run), never when it
+# is reached by a tail call.
+SLOT_COLUMNS = ["array", "index", "key", "program", "type", "prog_id", "calls", "taken", "missed",
+                "run_cnt", "run_time_ns"]
+
+
+def parse_slot_spec(spec: str) -> tuple[str, str]:
+    """'progs[write]' -> ('progs', 'write')."""
+    m = _SLOT_SPEC_RE.match(spec)
+    if not m:
+        raise SlotError(f"bad slot {spec!r}: write ARRAY[KEY], e.g. progs[3] or progs[write]")
+    return m[1], m[2]
+
+
+@dataclass(eq=False)
+class Program:
+    """One loaded BPF program of a module."""
+
+    module: "Module"
+    name: str
+    type: str
+    fd: int
+
+    @property
+    def qualname(self) -> str:
+        return f"{self.module.name}.{self.name}"
+
+    def info(self) -> dict[str, str]:
+        return libbpf.fdinfo(self.fd)
+
+    @property
+    def prog_id(self) -> int:
+        return int(self.info()["prog_id"])
+
+    @property
+    def run_cnt(self) -> int:
+        return int(self.info().get("run_cnt", 0))
+
+    @property
+    def run_time_ns(self) -> int:
+        return int(self.info().get("run_time_ns", 0))
+
+    def __repr__(self) -> str:
+        return f"<Program {self.qualname} {self.type} fd={self.fd}>"
+
+
+class Module:
+    """A loaded cell: its BCC object, programs, attachments and slots.
+    Tables are reached as ``module["table"]`` (BCC table objects)."""
+
+    def __init__(self, session: "Session", name: str, source: str, bpf, origin: str):
+        self.session = session
+        self.name = name
+        self.source = source
+        self.origin = origin
+        self.bpf = bpf
+        self.programs: dict[str, Program] = {}
+        self.attachments: list[Attachment] = []
+        self.auto_attached: list[str] = []  # functions BCC attached by naming convention
+        self.slots: list[tuple[str, int]] = []  # (array, index) this module filled
+        self.compile_log = ""
+        self.contexts = function_contexts(source)
+        self.closed = False
+
+    # -- contents
+    @property
+    def functions(self) -> list[str]:
+        lib = _bcc()
+        if self.bpf is None or self.bpf.module is None:
+            return list(self.programs)
+        return [lib.bpf_function_name(self.bpf.module, i).decode()
+                for i in range(lib.bpf_num_functions(self.bpf.module))]
+
+    @property
+    def tables(self) -> list[str]:
+        lib = _bcc()
+        if self.bpf is None or self.bpf.module is None:
+            return []
+        names = (lib.bpf_table_name(self.bpf.module, i).decode()
+                 for i in range(lib.bpf_num_tables(self.bpf.module)))
+        return [n for n in names if not n.startswith("__bm_")]  # bpfmagic's own counters stay hidden
+
+    def __getitem__(self, table: str):
+        if table not in self.tables:
+            raise KeyError(f"{self.name} has no table {table!r} (tables: {', '.join(self.tables) or 'none'})")
+        return self.bpf[table]
+
+    def __contains__(self, table: str) -> bool:
+        return table in self.tables
+
+    def program(self, name: str, type: str | None = None) -> Program:
+        """The loaded program NAME, loading it now if needed (with ``type``,
+        else the type its context parameter implies)."""
+        return self.session._load_program(self, name, type)
+
+    def __repr__(self) -> str:
+        progs = ", ".join(f"{p.name}:{p.type}" for p in self.programs.values()) or "no programs loaded"
+        state = "unloaded" if self.closed else "loaded"
+        return f"<bpfmagic Module {self.name} ({state}): {progs}; tables: {', '.join(self.tables) or '-'}>"
+
+    # -- teardown (called by the session)
+    def _free(self) -> None:
+        for att in self.attachments:
+            att.detach()
+        self.attachments.clear()
+        if self.bpf is not None:
+            with captured_fd2():
+                self.bpf.cleanup()
+            # BCC registers cleanup with atexit, which would keep the object alive forever.
+            with contextlib.suppress(Exception):
+                atexit.unregister(self.bpf.cleanup)
+            self.bpf = None
+        self.programs.clear()
+        self.closed = True
+
+
+class Session:
+    """Registry and lifecycle of everything bpfmagic loads into the kernel.
+
+    >>> s = Session()
+    >>> m = s.load("disp", source, attach={"dispatch": "raw_tracepoint:sys_enter"},
+    ...            slots={"progs[write]": "on_write"})
+    >>> s.slots(); s.close()
+    """
+
+    def __init__(self, stats: bool = True, prepare: bool = True):
+        self.modules: dict[str, Module] = {}
+        self.arrays: dict[str, pa.ProgArray] = {}
+        self._lock = threading.RLock()
+        self._serial = next(_serials)
+        self._pin_dir: str | None = None
+        self._stats_fd: int | None = None
+        self.closed = False
+        # Extension points: callables run with a Module after it is switched in / before it is freed.
+        self.on_load: list = []
+        self.on_unload: list = []
+        self.env = env.prepare() if prepare else {}
+        self.privileges = env.privileges()
+        if self.privileges.can_load:
+            _clean_dead_pins()
+            if stats:
+                self.enable_stats()
+        self._finalizer = weakref.finalize(self, Session._close_at_exit, weakref.ref(self))
+
+    # ------------------------------------------------------------ helpers
+    @staticmethod
+    def _close_at_exit(ref) -> None:
+        session = ref()
+        if session is not None:
+            session.close()
+
+    def _require_privileges(self) -> None:
+        p = self.privileges
+        if not p.can_load:
+            raise EnvironmentProblem(
+                f"loading BPF programs needs root or CAP_BPF (with CAP_PERFMON for tracing and "
+                f"CAP_NET_ADMIN for XDP/tc); this process has {p.describe()}. Start Jupyter as root, "
+                f"or grant the capabilities: setcap cap_bpf,cap_perfmon,cap_net_admin+ep $(readlink -f $(which python3))")
+        if self.closed:
+            raise UsageProblem("this Session is closed; create a new one")
+
+    def pin_dir(self) -> str:
+        """/sys/fs/bpf/bpfmagic/<pid>/s<N>: where this session pins its arrays."""
+        if self._pin_dir is None:
+            status = env.ensure_bpffs()
+            if not env.is_mounted("/sys/fs/bpf", "bpf"):
+                raise EnvironmentProblem(f"bpffs is not mounted and could not be ({status}); "
+                                         "run: mount -t bpf bpf /sys/fs/bpf")
+            path = os.path.join(PIN_ROOT, str(os.getpid()), f"s{self._serial}")
+            os.makedirs(path, exist_ok=True)
+            self._pin_dir = path
+        return self._pin_dir
+
+    def enable_stats(self) -> None:
+        """Keep kernel run-time stats (run_cnt, run_time_ns) on while the session lives."""
+        if self._stats_fd is None:
+            with contextlib.suppress(OSError):
+                self._stats_fd = libbpf.enable_stats()
+
+    def disable_stats(self) -> None:
+        if self._stats_fd is not None:
+            os.close(self._stats_fd)
+            self._stats_fd = None
+
+    @property
+    def stats_enabled(self) -> bool:
+        return self._stats_fd is not None
+
+    # ------------------------------------------------------------ arrays
+    def progarray(self, name: str, size: int, type: str | None = None, keys: str | None = None,
+                  slots=None) -> pa.ProgArray:
+        """Create the session array NAME (or return it when it exists with the same size).
+        ``slots``: names for indices, "a,b,c" / ["a", "b"] (0, 1, ...) or {"a": 3}."""
+        self._require_privileges()
+        with self._lock:
+            existing = self.arrays.get(name)
+            if existing is not None:
+                if existing.size != size:
+                    raise SlotError(f"array {name} exists with {existing.size} slots, not {size}; "
+                                    f"`%bpf unload {name}` or `%bpf reset` first")
+                array = existing
+            else:
+                pa.check_name("array", name, pa.MAX_ARRAY_NAME)
+                array = pa.create(name, size, os.path.join(self.pin_dir(), name), type, keys)
+                self.arrays[name] = array
+            if type is not None:
+                have = array.owner_type
+                if have and have != prog_type_name(type):
+                    raise SlotError(f"array {name} already holds {have} programs, not {prog_type_name(type)}")
+                array.declared_type = prog_type_name(type)
+            for key, index in _slot_names(slots).items():
+                if array.keys == "syscalls":
+                    raise SlotError(f"{name} is keyed by syscall names; it takes no --slots")
+                pa.check_name("slot", key)
+                if index is None:
+                    array.resolve(key, allocate=True)
+                else:
+                    if not 0 <= index < size:
+                        raise SlotError(f"{name}[{key}={index}]: index out of range 0..{size - 1}")
+                    owner = next((n for n, i in array.names.items() if i == index and n != key), None)
+                    if owner:
+                        raise SlotError(f"{name}[{index}] is already named {owner!r}")
+                    array.names[key] = index
+            return array
+
+    def array(self, name: str) -> pa.ProgArray:
+        try:
+            return self.arrays[name]
+        except KeyError:
+            known = ", ".join(self.arrays) or "none yet"
+            raise SlotError(f"no prog array {name!r} in this session (arrays: {known}); declare it with "
+                            f"BPF_PROG_ARRAY({name}, N) in a cell or `%bpf progarray {name} N`") from None
+
+    # ------------------------------------------------------------ loading
+    def load(self, name: str, source: str = "", attach=None, slots=None, cflags=(), file: str | None = None,
+             verbose: bool = False, core: bool = False, origin: str | None = None,
+             count_tail_calls: bool = True) -> Module:
+        """Compile and load SOURCE as module NAME, attach and slot its programs.
+
+        attach: {"func": "raw_tracepoint:sys_enter"} (a value may be a list of targets)
+        slots:  {"progs[write]": "func"}
+        Re-loading NAME replaces the module only once the new version is fully
+        loaded; on failure the previous version keeps running.
+        count_tail_calls: count calls and fall-throughs per slot (False for
+        benchmarks that must measure the bare tail call).
+        """
+        if core:
+            raise UsageProblem("--core (clang + libbpf CO-RE) is not available yet in this version of bpfmagic")
+        pa.check_name("module", name)
+        self._require_privileges()
+        if file is not None:
+            source, origin = _with_file(file, source)
+        origin = origin or name
+        attach_specs = _attach_specs(attach)
+        slot_specs = [(parse_slot_spec(spec), func) for spec, func in (slots or {}).items()]
+        with self._lock:
+            old = self.modules.get(name)
+            try:
+                return self._load(name, source, attach_specs, slot_specs, list(cflags), verbose, origin, old,
+                                  count_tail_calls)
+            except BpfError as e:
+                if old is not None:
+                    e.message += (f"\n\n[bpfmagic] the new version of {name} was not loaded; the previous "
+                                  f"version is still loaded, attached and slotted.")
+                    e.args = (e.message,)
+                raise
+
+    def _load(self, name, source, attach_specs, slot_specs, cflags, verbose, origin, old, count_calls) -> Module:
+        from bcc import BPF
+
+        for func, target in attach_specs:
+            parse_target(target)  # bad syntax is an error before any compiling
+        new_arrays: list[str] = []
+        pending: dict[str, dict[str, int]] = {}
+        module = None
+        attachments: list[Attachment] = []
+        retargeted: list[tuple[Attachment, Program]] = []
+        replaced: list[tuple[pa.ProgArray, int, Program | None]] = []
+        try:
+            # Session arrays this cell declares: shared if they exist, created otherwise.
+            for decl in declared_prog_arrays(source):
+                pa.check_name("array", decl.name, pa.MAX_ARRAY_NAME)
+                have = self.arrays.get(decl.name)
+                if have is not None:
+                    if have.size != decl.size:
+                        raise SlotError(f"{origin}:{decl.line}: BPF_PROG_ARRAY({decl.name}, {decl.size}): the session's "
+                                        f"array {decl.name} has {have.size} slots; declare it with {have.size}, "
+                                        f"or `%bpf unload {decl.name}` first")
+                else:
+                    self.progarray(decl.name, decl.size)
+                    new_arrays.append(decl.name)
+
+            def slot_index(array_name: str, key: str) -> int:
+                array = self.array(array_name)
+                return array.resolve(key, allocate=True, pending=pending.setdefault(array_name, {}))
+
+            for array_name, key in slot_references(source):
+                slot_index(array_name, key)
+            resolved_slots = [(self.array(a), slot_index(a, k), func) for (a, k), func in slot_specs]
+            text = rewrite_source(source, {n: (a.pin, a.size) for n, a in self.arrays.items()}, slot_index,
+                                  count_calls=count_calls)
+
+            debug = 0x10 if verbose else 0  # BCC's DEBUG_BPF_REGISTER_STATE: full verifier log
+            with captured_fd2() as log:
+                try:
+                    bpf = BPF(text=text, cflags=cflags, debug=debug)
+                    error = None
+                except Exception as e:  # BCC raises bare Exception
+                    bpf, error = None, e
+            stderr = log[0]
+            if error is not None:
+                raise self._bcc_error(error, stderr, source, origin) from None
+            module = Module(self, name, source, bpf, origin)
+            module.compile_log = stderr
+            # Functions BCC loaded and attached by naming convention.
+            for fname, fn in bpf.funcs.items():
+                fname = fname.decode()
+                module.programs[fname] = Program(module, fname, auto_attach_type(fname) or "unknown", fn.fd)
+                module.auto_attached.append(fname)
+
+            # Load what is attached and slotted, with the type its use demands.
+            for func, target in attach_specs:
+                self._load_program(module, func, parse_target(target).prog_type, why=f"attached to {target}")
+            for array, index, func in resolved_slots:
+                self._load_program(module, func, self._slot_type(array, module, func), array=array)
+
+            # Switch over: attach and slot the new version (an old link is retargeted in one step).
+            for func, target_text in attach_specs:
+                target = parse_target(target_text)
+                program = module.programs[func]
+                old_att = _find_link(old, target)
+                if old_att is not None:
+                    previous = old_att.program
+                    if old_att.retarget(program):
+                        retargeted.append((old_att, previous))
+                        module.attachments.append(old_att)
+                        continue
+                att = attach_target(program, target, bpf)
+                attachments.append(att)
+                module.attachments.append(att)
+            for array, index, func in resolved_slots:
+                program = module.programs[func]
+                replaced.append((array, index, array.entries.get(index)))
+                array.put(index, program)
+                module.slots.append((array.name, index))
+        except BaseException:
+            # Roll back: previous slot occupants, links, new attachments, the new module, new arrays.
+            for array, index, previous in reversed(replaced):
+                with contextlib.suppress(Exception):
+                    if previous is not None and not previous.module.closed:
+                        array.put(index, previous)
+                    else:
+                        array.clear(index)
+            for att, previous in retargeted:
+                with contextlib.suppress(Exception):
+                    att.retarget(previous)
+            for att in attachments:
+                att.detach()
+            if module is not None:
+                module.attachments = []
+                module._free()
+            for array_name in new_arrays:
+                if not any(array_name in m.source for m in self.modules.values()):
+                    with contextlib.suppress(Exception):
+                        self.arrays.pop(array_name).close()
+            raise
+
+        # Committed: names become permanent, the old version goes.
+        for array_name, names in pending.items():
+            self.arrays[array_name].names.update(names)
+        if old is not None:
+            transferred = {id(att) for att, _ in retargeted}
+            old.attachments = [a for a in old.attachments if id(a) not in transferred]
+            self._free_module(old, keep_slots={(a.name, i) for a, i, _ in resolved_slots})
+        self.modules[name] = module
+        for hook in list(self.on_load):
+            hook(module)
+        return module
+
+    def _bcc_error(self, error: Exception, stderr: str, source: str, origin: str) -> BpfError:
+        text = str(error)
+        if "Failed to load BPF program" in text:
+            func = re.search(r"program b?'?([\w]+)", text)
+            return verifier_error(func[1] if func else "a program", stderr, text.split(": ")[-1], origin)
+        if "Failed to attach" in text or "attach" in text.lower():
+            return AttachError(f"{text}\n{stderr.strip()}".strip(), stderr)
+        if "Need super-user" in text:
+            return EnvironmentProblem("loading BPF programs needs root or CAP_BPF", stderr)
+        return compile_error(stderr, source, origin)
+
+    def _slot_type(self, array: pa.ProgArray, module: Module, func: str) -> str:
+        """The type FUNC must be loaded with to go into ARRAY."""
+        have = array.owner_type
+        declared = module.contexts.get(func)
+        if func in module.programs:
+            declared = module.programs[func].type
+        if have and declared and have != declared:
+            raise SlotError(f"{array.name} holds {have} programs (fixed by the first program that used it); "
+                            f"{module.name}.{func} is a {declared} program. Tail calls only reach programs of "
+                            f"the caller's type: write {func} for {have} or use another array.")
+        ptype = have or declared
+        if ptype is None:
+            raise SlotError(f"cannot tell which program type {module.name}.{func} is for {array.name}: give its "
+                            f"context parameter a type (struct xdp_md *, struct __sk_buff *, struct "
+                            f"bpf_raw_tracepoint_args *, ...) or fix the array's type with "
+                            f"`%bpf progarray {array.name} {array.size} --type TYPE`")
+        return ptype
+
+    def _load_program(self, module: Module, func: str, ptype: str | None = None, why: str = "",
+                      array: pa.ProgArray | None = None) -> Program:
+        if module.closed:
+            raise UsageProblem(f"module {module.name} is unloaded")
+        existing = module.programs.get(func)
+        if ptype is not None:
+            ptype = prog_type_name(ptype)
+        if existing is not None:
+            if ptype and existing.type != ptype:
+                raise (SlotError if array else AttachError)(
+                    f"{module.name}.{func} is loaded as {existing.type}; {why or 'this use'} needs {ptype}")
+            return existing
+        if func not in module.functions:
+            known = ", ".join(module.functions) or "none"
+            raise UsageProblem(f"{module.name} has no function {func!r} (functions: {known})")
+        ptype = ptype or module.contexts.get(func)
+        if ptype is None:
+            raise UsageProblem(f"say which program type {module.name}.{func} is: its context parameter does "
+                               f"not tell (known: {', '.join(sorted(PROG_TYPES))})")
+        if ptype not in PROG_TYPES:
+            raise UsageProblem(f"unknown program type {ptype!r}; known: {', '.join(sorted(PROG_TYPES))}")
+        with captured_fd2() as log:
+            try:
+                fn = module.bpf.load_func(func.encode(), PROG_TYPES[ptype])
+                error = None
+            except Exception as e:
+                error = e
+        if error is not None:
+            raise verifier_error(f"{module.name}.{func} (as {ptype})", log[0], str(error).split(": ")[-1],
+                                 module.origin) from None
+        module.compile_log += log[0]
+        program = Program(module, func, ptype, fn.fd)
+        module.programs[func] = program
+        return program
+
+    def program(self, spec: str, type: str | None = None) -> Program:
+        """'module.func' -> its Program, loaded on demand."""
+        mod_name, dot, func = spec.partition(".")
+        if not dot or not func:
+            raise UsageProblem(f"name a program as MODULE.FUNC (got {spec!r})")
+        return self.module(mod_name).program(func, type)
+
+    def module(self, name: str) -> Module:
+        try:
+            return self.modules[name]
+        except KeyError:
+            raise UsageProblem(f"no module {name!r} (modules: {', '.join(self.modules) or 'none'})") from None
+
+    # ------------------------------------------------------------ slots
+    def slot(self, spec: str, program: str) -> None:
+        """Hot-swap: put MODULE.FUNC into ARRAY[KEY] (one atomic map update)."""
+        with self._lock:
+            array_name, key = parse_slot_spec(spec)
+            array = self.array(array_name)
+            index = array.resolve(key, allocate=True)
+            mod_name, _, func = program.partition(".")
+            module = self.module(mod_name)
+            prog = self._load_program(module, func, self._slot_type(array, module, func), array=array)
+            previous = array.entries.get(index)
+            array.put(index, prog)
+            if previous is not None and (array.name, index) in previous.module.slots:
+                previous.module.slots.remove((array.name, index))
+            module.slots.append((array.name, index))
+
+    def unslot(self, spec: str) -> bool:
+        """Empty ARRAY[KEY]; tail calls to it fall through again. False if it was empty."""
+        with self._lock:
+            array_name, key = parse_slot_spec(spec)
+            array = self.array(array_name)
+            index = array.resolve(key)
+            previous = array.entries.get(index)
+            array.clear(index)
+            if previous is not None and (array.name, index) in previous.module.slots:
+                previous.module.slots.remove((array.name, index))
+            return previous is not None
+
+    # ------------------------------------------------------------ views
+    def ls(self):
+        """DataFrame: one row per module function (loaded or not), and tables."""
+        import pandas as pd
+        rows = []
+        with self._lock:
+            for m in self.modules.values():
+                for func in m.functions:
+                    p = m.programs.get(func)
+                    rows.append({
+                        "module": m.name, "function": func,
+                        "type": p.type if p else None,
+                        "prog_id": p.prog_id if p else None,
+                        "attached": ", ".join(self._attached_to(p)) if p else "",
+                        "slots": ", ".join(self._slots_of(p)) if p else "",
+                        "tables": ", ".join(t for t in m.tables),
+                    })
+        return pd.DataFrame(rows, columns=["module", "function", "type", "prog_id", "attached", "slots", "tables"])
+
+    def _attached_to(self, p: Program) -> list[str]:
+        out = [str(a.target) for a in p.module.attachments if a.program is p]
+        if p.name in p.module.auto_attached:
+            t = auto_attach_type(p.name)
+            event = p.name.split("__", 1)[1].replace("__", ":")
+            out.append(f"{t}:{event} (auto)")
+        return out
+
+    def _slots_of(self, p: Program) -> list[str]:
+        out = []
+        for array in self.arrays.values():
+            for index, q in array.entries.items():
+                if q is p:
+                    key = array.key_name(index)
+                    out.append(f"{array.name}[{key}]" if key else f"{array.name}[{index}]")
+        return out
+
+    def slots(self, array: str | None = None, all_keys: bool = False):
+        """DataFrame of filled or named slots: array, index, key name, program, type,
+        run_cnt, run_time_ns (kernel stats, on while the session keeps them)."""
+        import pandas as pd
+        rows = []
+        with self._lock:
+            arrays = [self.array(array)] if array else list(self.arrays.values())
+            for a in arrays:
+                calls, missed = a.call_counts()
+                named = set(a.names.values())
+                used = {i for i in range(a.size) if calls[i]}
+                indices = range(a.size) if all_keys else sorted(set(a.entries) | named | used)
+                for index in indices:
+                    p = a.entries.get(index)
+                    info = p.info() if p else {}
+                    rows.append({
+                        "array": a.name, "index": index, "key": a.key_name(index),
+                        "program": p.qualname if p else None,
+                        "type": p.type if p else None,
+                        "prog_id": int(info["prog_id"]) if p else None,
+                        "calls": calls[index],
+                        "taken": calls[index] - missed[index],
+                        "missed": missed[index],
+                        "run_cnt": int(info.get("run_cnt", 0)) if p else 0,
+                        "run_time_ns": int(info.get("run_time_ns", 0)) if p else 0,
+                    })
+        return pd.DataFrame(rows, columns=SLOT_COLUMNS)
+
+    # ------------------------------------------------------------ teardown
+    def _free_module(self, module: Module, keep_slots=frozenset()) -> None:
+        for hook in list(self.on_unload):
+            with contextlib.suppress(Exception):
+                hook(module)
+        for array_name, index in module.slots:
+            array = self.arrays.get(array_name)
+            if array is None or (array_name, index) in keep_slots:
+                continue
+            p = array.entries.get(index)
+            if p is not None and p.module is module:
+                with contextlib.suppress(OSError):
+                    array.clear(index)
+        module.slots.clear()
+        module._free()
+
+    def unload(self, name: str) -> None:
+        """Detach and free module NAME (or the prog array NAME when no module has that name)."""
+        with self._lock:
+            if name in self.modules:
+                self._free_module(self.modules.pop(name))
+            elif name in self.arrays:
+                users = [m.name for m in self.modules.values() if m.bpf is not None and name in m.tables]
+                if users:
+                    raise UsageProblem(f"array {name} is used by {', '.join(users)}: unload those first")
+                self.arrays.pop(name).close()
+            else:
+                raise UsageProblem(f"nothing named {name!r} is loaded (modules: {', '.join(self.modules) or 'none'}; "
+                                   f"arrays: {', '.join(self.arrays) or 'none'})")
+
+    def reset(self) -> None:
+        """Unload every module and free every array."""
+        with self._lock:
+            for name in list(self.modules):
+                self._free_module(self.modules.pop(name))
+            for name in list(self.arrays):
+                self.arrays.pop(name).close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.reset()
+        self.disable_stats()
+        if self._pin_dir:
+            for path in (os.path.join(self._pin_dir, "calls"), self._pin_dir):
+                with contextlib.suppress(OSError):
+                    os.rmdir(path)
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.dirname(self._pin_dir))
+        self.closed = True
+        self._finalizer.detach()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"<bpfmagic Session: modules {', '.join(self.modules) or '-'}; "
+                f"arrays {', '.join(self.arrays) or '-'}>")
+
+
+# ---------------------------------------------------------------- helpers
+
+def _bcc():
+    """libbcc with the table-listing calls BCC's Python binding leaves undeclared."""
+    import ctypes as ct
+    from bcc.libbcc import lib
+    if lib.bpf_table_name.restype is not ct.c_char_p:
+        lib.bpf_num_tables.restype = ct.c_ulonglong
+        lib.bpf_num_tables.argtypes = [ct.c_void_p]
+        lib.bpf_table_name.restype = ct.c_char_p
+        lib.bpf_table_name.argtypes = [ct.c_void_p, ct.c_ulonglong]
+    return lib
+
+
+def _attach_specs(attach) -> list[tuple[str, str]]:
+    specs = []
+    for func, targets in (attach or {}).items():
+        for target in [targets] if isinstance(targets, str) else targets:
+            specs.append((func, target))
+    return specs
+
+
+def _slot_names(slots) -> dict[str, int | None]:
+    if not slots:
+        return {}
+    if isinstance(slots, dict):
+        return dict(slots)
+    if isinstance(slots, str):
+        slots = [s for s in slots.split(",") if s.strip()]
+    out: dict[str, int | None] = {}
+    for i, item in enumerate(slots):
+        name, eq, index = item.strip().partition("=")
+        out[name.strip()] = int(index, 0) if eq else i
+    return out
+
+
+def _find_link(old: Module | None, target: Target) -> Attachment | None:
+    if old is None:
+        return None
+    for att in old.attachments:
+        if att.link_fd is not None and att.target == target:
+            return att
+    return None
+
+
+def _with_file(path: str, body: str) -> tuple[str, str]:
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as e:
+        raise UsageProblem(f"--file {path}: {e.strerror}") from None
+    if body.strip():
+        raise UsageProblem("--file loads the file as the whole module; leave the cell body empty "
+                           "(or #include the file from the body instead)")
+    return text, os.path.basename(path)
+
+
+def _clean_dead_pins() -> None:
+    """Remove pin directories of bpfmagic processes that no longer run."""
+    try:
+        entries = os.listdir(PIN_ROOT)
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            os.kill(int(entry), 0)
+            continue  # alive
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        shutil.rmtree(os.path.join(PIN_ROOT, entry), ignore_errors=True)
