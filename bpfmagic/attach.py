@@ -86,6 +86,15 @@ def kprobes_available() -> bool:
     return os.path.exists(f"{TRACEFS}/kprobe_events") or os.path.isdir("/sys/bus/event_source/devices/kprobe")
 
 
+def check_servable(target: Target) -> None:
+    """Refuse, before anything is compiled, a target kind this kernel cannot serve."""
+    if target.kind in ("kprobe", "kretprobe") and not kprobes_available():
+        raise AttachError(f"{target}: kprobes are not available on this kernel (CONFIG_KPROBES is off); {ALTERNATIVE}")
+    if target.kind in ("fentry", "fexit"):
+        raise AttachError(f"{target}: fentry/fexit programs are refused by this kernel (EPERM at load, a policy of "
+                          f"this kernel build) and BCC cannot declare them in %%bpf cells; {ALTERNATIVE}")
+
+
 def _ifindex(name: str) -> int:
     try:
         return socket.if_nametoindex(name)
@@ -147,15 +156,14 @@ def attach(program, target: Target, bpf) -> Attachment:
         return Attachment(target, program, [res])
     if kind == "tracepoint":
         category, event = args
-        if not BPF.tracepoint_exists(category.encode(), event.encode()):
+        if not BPF.tracepoint_exists(category, event):
             raise AttachError(f"no tracepoint {category}:{event} on this kernel.{_tracepoint_hint(category, event)}")
         res = bcc.bpf_attach_tracepoint(fd, category.encode(), event.encode())
         if res < 0:
             raise AttachError(f"cannot attach {program.qualname} to {target}: {os.strerror(ct.get_errno())}")
         return Attachment(target, program, [res], "perf")
     if kind in ("kprobe", "kretprobe"):
-        if not kprobes_available():
-            raise AttachError(f"{target}: kprobes are not available on this kernel (CONFIG_KPROBES is off); {ALTERNATIVE}")
+        check_servable(target)
         attach_type = 0 if kind == "kprobe" else 1
         ev = f"p_bpfmagic_{os.getpid()}_{program.fd}_{args[0]}"[:60].encode()
         res = bcc.bpf_attach_kprobe(fd, attach_type, ev, args[0].encode(), 0, 0)
@@ -163,8 +171,7 @@ def attach(program, target: Target, bpf) -> Attachment:
             raise AttachError(f"cannot attach {program.qualname} to {target}: {os.strerror(ct.get_errno())}")
         return Attachment(target, program, [res], "perf", lambda: bcc.bpf_detach_kprobe(ev))
     if kind in ("fentry", "fexit"):
-        raise AttachError(f"{target}: fentry/fexit programs are refused by this kernel (EPERM at load, a policy of "
-                          f"this kernel build) and BCC cannot declare them in %%bpf cells; {ALTERNATIVE}")
+        check_servable(target)
     if kind in ("uprobe", "uretprobe"):
         lib, sym = args
         try:

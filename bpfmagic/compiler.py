@@ -309,9 +309,23 @@ _LOC_RE = re.compile(r"/virtual/main\.c:(\d+):(\d+):")
 _VERIFIER_LOC_RE = re.compile(r"@ main\.c:(\d+)")
 
 
-def _relabel(text: str, origin: str) -> str:
+_VERIFIER_SRC_RE = re.compile(r"^; (.*?) @ main\.c:(\d+)$", re.M)
+
+
+def _relabel(text: str, origin: str, source: str | None = None) -> str:
+    """Point clang's and the verifier's locations at the cell. The verifier's
+    line numbers count BCC's rewritten text, so its source snippets are looked
+    up in the cell instead (and left without a number when not found once)."""
     text = _LOC_RE.sub(lambda m: f"{origin}:{m[1]}:{m[2]}:", text)
-    return _VERIFIER_LOC_RE.sub(lambda m: f"@ {origin}:{m[1]}", text)
+    if source is None:
+        return _VERIFIER_LOC_RE.sub(lambda m: f"@ {origin}:{m[1]}", text)
+    lines = [line.strip() for line in source.split("\n")]
+
+    def locate(m: re.Match) -> str:
+        snippet = m[1].strip()
+        hits = [i + 1 for i, line in enumerate(lines) if snippet and snippet in line]
+        return f"; {snippet} @ {origin}:{hits[0]}" if len(hits) == 1 else f"; {snippet}"
+    return _VERIFIER_SRC_RE.sub(locate, text)
 
 
 def compile_error(stderr: str, source: str, origin: str) -> BpfCompileError:
@@ -341,9 +355,10 @@ def compile_error(stderr: str, source: str, origin: str) -> BpfCompileError:
     return BpfCompileError("\n".join(shown).rstrip(), stderr)
 
 
-def verifier_error(func: str, stderr: str, reason: str, origin: str, tail: int = 30) -> BpfVerifierError:
+def verifier_error(func: str, stderr: str, reason: str, origin: str, source: str | None = None,
+                   tail: int = 30) -> BpfVerifierError:
     """The end of the verifier log (where the reason is) plus BCC's HINT lines."""
-    log = _relabel(stderr, origin)
+    log = _relabel(stderr, origin, source)
     lines = [line for line in log.splitlines() if line.strip()]
     hints = [line for line in lines if line.startswith("HINT:")]
     body = [line for line in lines if not line.startswith("HINT:")]

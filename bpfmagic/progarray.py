@@ -79,11 +79,10 @@ class ProgArray:
 
     def call_counts(self) -> tuple[list[int], list[int]]:
         """(calls, missed) per index, summed over CPUs."""
-        # Two reads: fall-throughs from the first, calls from the second, so a
-        # busy slot never shows more fall-throughs than calls.
-        first = libbpf.percpu_u64_sums(self.counter_fd, 2 * self.size)
-        second = libbpf.percpu_u64_sums(self.counter_fd, 2 * self.size)
-        return second[: self.size], first[self.size:]
+        # One batch read: exact once traffic stops; while programs run, a call
+        # still in flight may show as taken for a moment.
+        sums = libbpf.percpu_u64_sums(self.counter_fd, 2 * self.size)
+        return sums[: self.size], sums[self.size:]
 
     # -- type
     @property

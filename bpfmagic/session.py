@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from . import env, libbpf
 from . import progarray as pa
-from .attach import Attachment, Target, attach as attach_target, parse_target
+from .attach import Attachment, Target, attach as attach_target, check_servable, parse_target
 from .compiler import (PROG_TYPES, auto_attach_type, captured_fd2, compile_error,
                        declared_prog_arrays, function_contexts, prog_type_name, rewrite_source,
                        slot_references, verifier_error)
@@ -298,7 +298,7 @@ class Session:
         from bcc import BPF
 
         for func, target in attach_specs:
-            parse_target(target)  # bad syntax is an error before any compiling
+            check_servable(parse_target(target))  # before any compiling
         new_arrays: list[str] = []
         pending: dict[str, dict[str, int]] = {}
         module = None
@@ -410,7 +410,7 @@ class Session:
         text = str(error)
         if "Failed to load BPF program" in text:
             func = re.search(r"program b?'?([\w]+)", text)
-            return verifier_error(func[1] if func else "a program", stderr, text.split(": ")[-1], origin)
+            return verifier_error(func[1] if func else "a program", stderr, text.split(": ")[-1], origin, source)
         if "Failed to attach" in text or "attach" in text.lower():
             return AttachError(f"{text}\n{stderr.strip()}".strip(), stderr)
         if "Need super-user" in text:
@@ -464,7 +464,7 @@ class Session:
                 error = e
         if error is not None:
             raise verifier_error(f"{module.name}.{func} (as {ptype})", log[0], str(error).split(": ")[-1],
-                                 module.origin) from None
+                                 module.origin, module.source) from None
         module.compile_log += log[0]
         program = Program(module, func, ptype, fn.fd)
         module.programs[func] = program
@@ -568,7 +568,7 @@ class Session:
                         "type": p.type if p else None,
                         "prog_id": int(info["prog_id"]) if p else None,
                         "calls": calls[index],
-                        "taken": calls[index] - missed[index],
+                        "taken": max(calls[index] - missed[index], 0),
                         "missed": missed[index],
                         "run_cnt": int(info.get("run_cnt", 0)) if p else 0,
                         "run_time_ns": int(info.get("run_time_ns", 0)) if p else 0,

@@ -1,0 +1,81 @@
+# make demo   prepare the machine, then run notebooks/01-syscall-dispatch.ipynb headless
+# make test   prepare the machine, then run the test suite
+# Every target prepares the machine first (`setup`); that step is idempotent
+# and takes about a second once done.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# bcc (python3-bpfcc) is importable only by Debian's own Python: the venv
+# must come from /usr/bin/python3, not from whatever python3 is first on PATH.
+SYSTEM_PYTHON := /usr/bin/python3
+VENV          := .venv
+PY            := $(VENV)/bin/python
+APT_PACKAGES  := python3-bpfcc bpftool linux-headers-amd64 clang llvm libbpf-dev python3-venv iproute2
+SUDO          := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PYTEST_ARGS   ?=
+DEMO          ?= notebooks/01-syscall-dispatch.ipynb
+
+export DEBIAN_FRONTEND := noninteractive
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help setup apt mounts headers demo test bench clean
+
+help:
+	@echo "make demo    run $(DEMO) headless (prepares the machine first)"
+	@echo "make test    run the tests (prepares the machine first; PYTEST_ARGS=... passes through)"
+	@echo "make bench   run bench/*.py"
+	@echo "make setup   only prepare: apt packages, tracefs/bpffs, $(VENV), kernel headers"
+	@echo "make clean   remove $(VENV) and build outputs"
+
+setup: apt mounts $(VENV)/.installed headers
+
+# Install the apt packages only if one is missing (apt-get update only then).
+apt:
+	@missing=""; \
+	for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}\n' "$$p" 2>/dev/null | grep -q '^install ok installed$$' \
+	    || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "setup: installing$$missing"; \
+	  $(SUDO) apt-get update -q && \
+	  $(SUDO) apt-get install -y -q --no-install-recommends $$missing </dev/null; \
+	fi
+
+mounts:
+	@grep -q '^[^ ]* /sys/kernel/tracing tracefs ' /proc/mounts \
+	  || { echo "setup: mounting tracefs"; $(SUDO) mount -t tracefs nodev /sys/kernel/tracing; }
+	@grep -q '^[^ ]* /sys/fs/bpf bpf ' /proc/mounts \
+	  || { echo "setup: mounting bpffs"; $(SUDO) mount -t bpf bpf /sys/fs/bpf; }
+
+$(PY): | apt
+	$(SYSTEM_PYTHON) -m venv --system-site-packages $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e '.[test]'
+	@$(PY) -c "import bcc, pandas, ipywidgets, nbclient" \
+	  || { echo "setup: $(VENV) cannot import bcc; run 'make clean setup'" >&2; exit 1; }
+	@touch $@
+
+# Merged kernel headers tree for BCC (cached; a no-op when already built).
+# Same as `python -m bpfmagic.env`, without runpy's warning about the
+# package importing bpfmagic.env before running it.
+headers: $(VENV)/.installed
+	@$(PY) -c 'import sys, bpfmagic.env as e; sys.exit(e.main())'
+
+demo: setup
+	$(VENV)/bin/bpfmagic run $(DEMO)
+
+test: setup
+	$(PY) -m pytest -q tests $(PYTEST_ARGS)
+
+bench: setup
+	@set -e; for f in bench/*.py; do \
+	  [ -e "$$f" ] || continue; \
+	  echo "== $$f"; $(PY) "$$f"; \
+	done
+
+clean:
+	rm -rf $(VENV) build notebooks/build *.egg-info .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

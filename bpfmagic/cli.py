@@ -1,0 +1,168 @@
+"""The ``bpfmagic`` command.
+
+    bpfmagic doctor                  environment report; exit 1 if a required check fails
+    bpfmagic run NOTEBOOK [--timeout S] [--output OUT.ipynb]
+                                     execute a notebook headless, print each cell's
+                                     text outputs, save the executed copy
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+
+DEFAULT_BUILD_DIR = "build"
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from . import doctor
+
+    results = doctor.checks()
+    print(doctor.format_text(results))
+    return 0 if doctor.required_ok(results) else 1
+
+
+def default_output(notebook: str) -> str:
+    """``build/<stem>.ipynb`` under the current directory (never the source)."""
+    stem = os.path.splitext(os.path.basename(notebook))[0]
+    return os.path.join(DEFAULT_BUILD_DIR, f"{stem}.ipynb")
+
+
+def _text_of(output) -> str:
+    """The text a terminal would show for one notebook output."""
+    kind = output.get("output_type")
+    if kind == "stream":
+        return output.get("text", "")
+    if kind in ("execute_result", "display_data"):
+        data = output.get("data", {})
+        text = data.get("text/plain")
+        if text is None:
+            mimes = ", ".join(sorted(data)) or "nothing"
+            return f"<{mimes}>\n"
+        return text if text.endswith("\n") else text + "\n"
+    if kind == "error":
+        tb = "\n".join(output.get("traceback", [])) or f"{output.get('ename')}: {output.get('evalue')}"
+        return _ANSI.sub("", tb) + "\n"
+    return ""
+
+
+def print_cell(cell, index: int, out=None) -> None:
+    """Print a code cell's text outputs under a one-line header."""
+    out = out or sys.stdout
+    if cell.get("cell_type") != "code":
+        return
+    first = next((ln for ln in cell.get("source", "").splitlines() if ln.strip()), "")
+    n = cell.get("execution_count")
+    out.write(f"--- cell {index} [{n if n is not None else ' '}]: {first[:70]}\n")
+    for o in cell.get("outputs", []):
+        out.write(_text_of(o))
+    out.flush()
+
+
+def _kernel_manager(kernel_name: str):
+    """A KernelManager whose ``kernel_name`` kernel runs this very interpreter.
+
+    An installed ``python3`` kernelspec elsewhere (pyenv, ~/.local) would
+    start an interpreter that cannot import bcc; pin it to sys.executable.
+    """
+    from jupyter_client import KernelManager
+    from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
+
+    class _Pinned(KernelSpecManager):
+        def get_kernel_spec(self, name):
+            if name == kernel_name:
+                return KernelSpec(
+                    argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                    display_name=f"Python 3 ({sys.executable})",
+                    language="python",
+                    metadata={"debugger": False},
+                )
+            return super().get_kernel_spec(name)
+
+    return KernelManager(kernel_name=kernel_name, kernel_spec_manager=_Pinned())
+
+
+def run_notebook(path: str, output: str | None = None, timeout: float = 600,
+                 kernel_name: str = "python3", echo: bool = True) -> tuple[bool, str]:
+    """Execute ``path`` top to bottom in its own directory; save to ``output``.
+
+    Returns ``(ok, output_path)``. With ``echo`` each cell's text outputs are
+    printed as soon as it finished.
+    """
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    output = output or default_output(path)
+    if os.path.exists(output) and os.path.samefile(output, path):
+        raise ValueError(f"output {output} would overwrite the source notebook")
+    nb = nbformat.read(path, as_version=4)
+    nbdir = os.path.dirname(os.path.abspath(path))
+
+    def on_cell_executed(cell, cell_index, execute_reply=None, **kw):
+        if echo:
+            print_cell(cell, cell_index)
+
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name=kernel_name,
+        km=_kernel_manager(kernel_name),
+        resources={"metadata": {"path": nbdir}},
+        on_cell_executed=on_cell_executed,
+    )
+    ok = True
+    failed = None
+    try:
+        client.execute()
+    except CellExecutionError as e:
+        ok, failed = False, e
+    except Exception as e:  # kernel died, timeout, ...
+        ok, failed = False, e
+    finally:
+        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+        nbformat.write(nb, output)
+    if not ok:
+        print(f"\n*** {path}: execution failed", file=sys.stderr)
+        bad = next((i for i, c in enumerate(nb.cells) if c.get("cell_type") == "code"
+                    and any(o.get("output_type") == "error" for o in c.get("outputs", []))), None)
+        if bad is not None:
+            print_cell(nb.cells[bad], bad, out=sys.stderr)
+        else:
+            print(_ANSI.sub("", str(failed)), file=sys.stderr)
+    print(f"executed notebook: {output}", file=sys.stderr)
+    return ok, output
+
+
+def _run(args: argparse.Namespace) -> int:
+    if not os.path.isfile(args.notebook):
+        print(f"bpfmagic run: no such notebook: {args.notebook}", file=sys.stderr)
+        return 2
+    try:
+        ok, _ = run_notebook(args.notebook, args.output, args.timeout, args.kernel)
+    except ValueError as e:
+        print(f"bpfmagic run: {e}", file=sys.stderr)
+        return 2
+    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bpfmagic", description="eBPF tail-call experiments in Jupyter")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("doctor", help="check the environment; print the fix for each problem")
+    p.set_defaults(func=_doctor)
+    p = sub.add_parser("run", help="execute a notebook headless and print its text outputs")
+    p.add_argument("notebook")
+    p.add_argument("--timeout", type=float, default=600, help="seconds per cell (default 600)")
+    p.add_argument("--output", "-o", help=f"executed copy (default {DEFAULT_BUILD_DIR}/<name>.ipynb)")
+    p.add_argument("--kernel", default="python3", help=argparse.SUPPRESS)
+    p.set_defaults(func=_run)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

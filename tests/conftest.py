@@ -1,0 +1,97 @@
+"""Shared fixtures. Every test that loads BPF objects runs as root on a real
+kernel; the whole run must leave no program, map or link behind."""
+from __future__ import annotations
+
+import gc
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+
+def kernel_objects() -> dict[str, set[int]]:
+    """ids of every BPF program, map and link the kernel has now (bpftool)."""
+    out = {}
+    for kind in ("prog", "map", "link"):
+        res = subprocess.run(["bpftool", "-j", kind, "show"], capture_output=True, text=True)
+        try:
+            out[kind] = {item["id"] for item in json.loads(res.stdout or "[]")}
+        except json.JSONDecodeError:
+            out[kind] = set()
+    return out
+
+
+def _held_by_other_processes() -> dict[str, set[int]]:
+    """ids of programs, maps and links that another live process holds an fd
+    of (a concurrent bpftool, BCC script or test run is not our leak)."""
+    held: dict[str, set[int]] = {"prog": set(), "map": set(), "link": set()}
+    me = os.getpid()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        if int(pid) == me:
+            continue
+        try:
+            fds = os.listdir(f"/proc/{pid}/fdinfo")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                    text = f.read()
+            except OSError:
+                continue
+            for kind in held:
+                key = f"{kind}_id:"
+                for line in text.splitlines():
+                    if line.startswith(key) and not (kind == "prog" and "link_id:" in text):
+                        held[kind].add(int(line.split()[1]))
+    return held
+
+
+def leftovers(before: dict[str, set[int]], wait: float = 5.0) -> dict[str, set[int]]:
+    """Objects made since ``before`` that are still there. The kernel frees a
+    detached program after an RCU grace period (about a second for raw
+    tracepoints here), so this polls for up to ``wait`` seconds."""
+    gc.collect()
+    deadline = time.monotonic() + wait
+    while True:
+        now = kernel_objects()
+        new = {kind: ids - before[kind] for kind, ids in now.items() if ids - before[kind]}
+        if new:
+            others = _held_by_other_processes()
+            new = {kind: ids - others[kind] for kind, ids in new.items() if ids - others[kind]}
+        if not new or time.monotonic() > deadline:
+            return new
+        time.sleep(0.1)
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="loads BPF programs: needs root")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_loaded():
+    """The suite as a whole leaves no BPF program, map or link behind."""
+    if os.geteuid() != 0 or not shutil.which("bpftool"):
+        yield
+        return
+    before = kernel_objects()
+    yield
+    import bpfmagic
+    bpfmagic._drop_session()
+    left = leftovers(before)
+    assert not left, f"BPF objects left loaded after the test run: {left}"
+
+
+@pytest.fixture
+def session():
+    """A fresh Session, closed afterwards; the test fails if closing it leaves
+    any of the kernel objects it made."""
+    from bpfmagic import Session
+    before = kernel_objects()
+    s = Session()
+    yield s
+    s.close()
+    left = leftovers(before)
+    assert not left, f"Session.close() left BPF objects: {left}"
