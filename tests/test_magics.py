@@ -1,0 +1,223 @@
+"""The magics through IPython's testing shell, on the real kernel."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pandas as pd
+import pytest
+
+import bpfmagic
+from bpfmagic import BpfCompileError, BpfVerifierError, Module, SlotError
+
+from .conftest import kernel_objects, leftovers, needs_root
+
+
+@pytest.fixture(scope="module")
+def ip():
+    from IPython.testing.globalipapp import get_ipython
+    shell = get_ipython()
+    shell.run_line_magic("load_ext", "bpfmagic")
+    yield shell
+    shell.run_line_magic("unload_ext", "bpfmagic")
+
+
+@pytest.fixture
+def fresh(ip):
+    """The shell with an empty bpfmagic session; everything is freed afterwards."""
+    bpfmagic._drop_session()
+    before = kernel_objects() if os.geteuid() == 0 else None
+    yield ip
+    ip.run_line_magic("bpf", "reset")
+    bpfmagic._drop_session()
+    if before is not None:
+        assert leftovers(before) == {}
+
+
+def run(ip, code: str):
+    return ip.run_cell(textwrap.dedent(code))
+
+
+def test_help_is_usable(ip):
+    doc = ip.find_magic("bpf").__doc__
+    for text in ("%%bpf NAME", "-a FUNC=TARGET", "-s ARRAY[KEY]=FUNC", "%bpf slots", "%bpf unload NAME",
+                 "%bpf progarray", "raw_tracepoint:EVENT"):
+        assert text in doc
+
+
+def test_unknown_command_is_a_usage_error(fresh, capsys):
+    res = run(fresh, "%bpf frobnicate")
+    assert type(res.error_in_exec).__name__ == "UsageError"
+    assert "unknown %bpf command 'frobnicate'" in capsys.readouterr().err + str(res.error_in_exec)
+
+
+@needs_root
+def test_three_cell_syscall_dispatch_with_named_slots(fresh, capsys):
+    ip = fresh
+    assert run(ip, "%bpf progarray progs 512 --keys syscalls").success
+    res = run(ip, """\
+        %%bpf disp -a dispatch=raw_tracepoint:sys_enter
+        BPF_PROG_ARRAY(progs, 512);
+        int dispatch(struct bpf_raw_tracepoint_args *ctx) {
+            progs.call(ctx, ctx->args[1]);
+            return 0;
+        }
+        """)
+    assert res.success, res.error_in_exec
+    res = run(ip, """\
+        %%bpf handlers -s progs[getppid]=on_getppid -s progs[getpgid]=on_getpgid
+        BPF_ARRAY(seen, u64, 2);
+        int on_getppid(struct bpf_raw_tracepoint_args *ctx) { int k = 0; seen.atomic_increment(k); return 0; }
+        int on_getpgid(struct bpf_raw_tracepoint_args *ctx) { int k = 1; seen.atomic_increment(k); return 0; }
+        """)
+    assert res.success, res.error_in_exec
+    out = capsys.readouterr().out
+    assert "on_getppid (raw_tracepoint: progs[getppid])" in out
+    handlers = ip.user_ns["handlers"]
+    assert isinstance(handlers, Module) and isinstance(ip.user_ns["disp"], Module)
+    for _ in range(25):
+        os.getppid()
+    os.getpgid(0)
+    assert handlers["seen"][0].value >= 25 and handlers["seen"][1].value >= 1
+    slots = ip.run_line_magic("bpf", "slots progs").set_index("key")
+    assert slots.loc["getppid", "program"] == "handlers.on_getppid"
+    assert slots.loc["getppid", "taken"] >= 25
+    ls = ip.run_line_magic("bpf", "ls")
+    assert set(ls["module"]) == {"disp", "handlers"}
+    assert ls.set_index("function").loc["dispatch", "attached"] == "raw_tracepoint:sys_enter"
+    # hot swap and unslot through the line magic
+    run(ip, "%bpf slot progs[getpgid]=handlers.on_getppid")
+    assert ip.run_line_magic("bpf", "slots").set_index("key").loc["getpgid", "program"] == "handlers.on_getppid"
+    run(ip, "%bpf unslot progs[getpgid]")
+    assert pd.isna(ip.run_line_magic("bpf", "slots").set_index("key").loc["getpgid", "program"])
+    run(ip, "%bpf unload handlers")
+    assert "handlers" not in ip.user_ns and "handlers" not in bpfmagic.session().modules
+
+
+@needs_root
+def test_compile_error_is_shown_in_the_cell_without_traceback(fresh, capsys):
+    res = run(fresh, """\
+        %%bpf broken
+        int f(struct xdp_md *ctx) {
+            return XDP_PASS
+        }
+        """)
+    assert isinstance(res.error_in_exec, BpfCompileError)
+    out = capsys.readouterr()
+    shown = out.out + out.err
+    assert "BpfCompileError" in shown and "cell:2:" in shown and "   2 |     return XDP_PASS" in shown
+    assert "Traceback" not in shown and "site-packages" not in shown and "/virtual/main.c" not in shown
+
+
+@needs_root
+def test_verifier_error_is_shown_in_the_cell(fresh, capsys):
+    res = run(fresh, """\
+        %%bpf v -a f=xdp:lo
+        BPF_ARRAY(a, u64, 4);
+        int f(struct xdp_md *ctx) {
+            int k = ctx->data_end - ctx->data;
+            u64 *p = a.lookup(&k);
+            return *p;
+        }
+        """)
+    assert isinstance(res.error_in_exec, BpfVerifierError)
+    shown = "".join(capsys.readouterr())
+    assert "invalid mem access 'map_value_or_null'" in shown and "HINT" in shown
+    assert "Traceback" not in shown
+
+
+@needs_root
+def test_failed_rerun_says_the_old_version_runs(fresh, capsys):
+    good = """\
+        %%bpf m -a f=xdp:lo
+        int f(struct xdp_md *ctx) { return XDP_PASS; }
+        """
+    assert run(fresh, good).success
+    first = fresh.user_ns["m"]
+    res = run(fresh, good.replace("XDP_PASS;", "XDP_PASS"))
+    assert isinstance(res.error_in_exec, BpfCompileError)
+    shown = " ".join("".join(capsys.readouterr()).split())
+    assert "the previous version is still loaded, attached and slotted" in shown
+    assert fresh.user_ns["m"] is first and not first.closed
+    assert bpfmagic.session().modules["m"] is first
+
+
+@needs_root
+def test_type_mismatch_and_bad_args_in_cells(fresh, capsys):
+    run(fresh, "%bpf progarray jt 4 --type xdp")
+    res = run(fresh, """\
+        %%bpf r -s jt[0]=f
+        int f(struct bpf_raw_tracepoint_args *ctx) { return 0; }
+        """)
+    assert isinstance(res.error_in_exec, SlotError)
+    assert "jt holds xdp programs" in str(res.error_in_exec) and "raw_tracepoint" in str(res.error_in_exec)
+    res = run(fresh, "%%bpf r -a nothing\nint f(void *c) { return 0; }\n")
+    assert type(res.error_in_exec).__name__ == "UsageError"
+    res = run(fresh, "%%bpf ../evil\nint f(struct xdp_md *c) { return 0; }\n")
+    assert "bad module name" in str(res.error_in_exec)
+
+
+@needs_root
+def test_doctor_and_reset(fresh):
+    report = fresh.run_line_magic("bpf", "doctor")
+    assert isinstance(report, pd.DataFrame) and "fix" in report.columns
+    assert run(fresh, "%%bpf a\nint f(struct xdp_md *c) { return XDP_PASS; }\n").success
+    run(fresh, "%bpf reset")
+    assert "a" not in fresh.user_ns and not bpfmagic.session().modules
+
+
+@needs_root
+def test_unload_ext_frees_everything(ip):
+    bpfmagic._drop_session()
+    before = kernel_objects()
+    assert ip.run_cell("%%bpf u -a f=xdp:lo\nint f(struct xdp_md *c) { return XDP_PASS; }\n").success
+    assert kernel_objects()["prog"] - before["prog"]
+    ip.run_line_magic("unload_ext", "bpfmagic")
+    assert leftovers(before) == {}
+    ip.run_line_magic("load_ext", "bpfmagic")  # the module-scoped shell fixture expects it loaded
+
+
+def test_process_exit_frees_everything():
+    """A kernel process that exits (even without unloading) leaves nothing behind."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    before = kernel_objects()
+    code = textwrap.dedent("""
+        from IPython.testing.globalipapp import start_ipython
+        ip = start_ipython()
+        ip.run_line_magic("load_ext", "bpfmagic")
+        ok = ip.run_cell('''%%bpf p -a f=xdp:lo -s jt[0]=g
+        BPF_PROG_ARRAY(jt, 4);
+        int f(struct xdp_md *c) { jt.call(c, 0); return XDP_PASS; }
+        int g(struct xdp_md *c) { return XDP_PASS; }
+        ''').success
+        print("LOADED" if ok else "FAILED", flush=True)
+    """)
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, timeout=120)
+    assert "LOADED" in out.stdout, out.stdout + out.stderr
+    assert leftovers(before) == {}
+
+
+def test_unprivileged_extension_loads_and_cell_says_what_is_missing(tmp_path):
+    """Run as user nobody (a real unprivileged process): the extension loads,
+    %%bpf explains what is missing, the process lives on."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch to an unprivileged user")
+    code = textwrap.dedent("""
+        from IPython.testing.globalipapp import start_ipython
+        ip = start_ipython()
+        ip.run_line_magic("load_ext", "bpfmagic")
+        res = ip.run_cell("%%bpf m\\nint f(struct xdp_md *c) { return 2; }\\n")
+        print("ERROR:", type(res.error_in_exec).__name__, res.error_in_exec)
+        print("ALIVE")
+    """)
+    env = dict(os.environ, HOME=str(tmp_path), XDG_CACHE_HOME=str(tmp_path))
+    os.chmod(tmp_path, 0o777)
+    out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+                          sys.executable, "-W", "ignore", "-c", code],
+                         capture_output=True, text=True, timeout=120, env=env, cwd=str(tmp_path))
+    assert "ALIVE" in out.stdout, out.stdout + out.stderr
+    assert "ERROR: EnvironmentProblem" in out.stdout
+    assert "CAP_BPF" in out.stdout and "setcap" in out.stdout
