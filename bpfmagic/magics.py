@@ -8,6 +8,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import MagicArgumentParser
 from IPython.utils.process import arg_split
+from traitlets import Integer, observe
 
 import bpfmagic
 
@@ -69,12 +70,34 @@ def _line_parsers() -> dict[str, MagicArgumentParser]:
     p.add_argument("name")
     parser("reset", "unload every module and free every array")
     parser("doctor", "environment report with the fix for each problem")
+    p = parser("df", "DataFrame of the events streamed from TABLE (or MODULE.TABLE) so far")
+    p.add_argument("table")
+    p.add_argument("--last", type=int, metavar="N", help="only the last N rows")
+    p.add_argument("--counts", metavar="COL", help="rows per value of COL instead of the rows")
+    p = parser("watch", "live view of a stream: events, rate, lost, last rows, counts by a column")
+    p.add_argument("table")
+    p.add_argument("--by", metavar="COL", help="also show the number of rows per value of COL")
+    p.add_argument("--rows", type=int, default=10, metavar="N", help="how many of the last rows to show")
+    p.add_argument("--interval", type=float, default=0.5, metavar="S", help="seconds between updates")
+    p = parser("trace", "bpf_trace_printk lines from trace_pipe (ts, cpu, pid, comm, msg)")
+    p.add_argument("--seconds", type=float, default=1.0, metavar="S", help="read for S seconds (default 1)")
+    p.add_argument("--lines", type=int, metavar="N", help="stop after N lines")
+    p.add_argument("--grep", metavar="REGEX", help="keep only messages matching REGEX")
+    parser("streams", "every stream: kind, events, rows kept, dropped, lost, max_rows")
     return parsers
 
 
 @magics_class
 class BpfMagics(Magics):
     """The bpfmagic magics; the state lives in bpfmagic.session()."""
+
+    max_rows = Integer(1_000_000, help="rows each event stream keeps (the oldest are dropped); "
+                                       "`%config BpfMagics.max_rows = N`").tag(config=True)
+
+    @observe("max_rows")
+    def _max_rows_changed(self, change):
+        if bpfmagic._session is not None:  # else applied when a cell creates the session
+            bpfmagic._session.streams.max_rows = change["new"]
 
     def __init__(self, shell):
         super().__init__(shell)
@@ -110,6 +133,13 @@ class BpfMagics(Magics):
             %bpf unload NAME                          detach and free a module
             %bpf reset                                free everything
             %bpf doctor                               environment report with fixes
+            %bpf df TABLE [--last N] [--counts COL]   events streamed from TABLE (or MODULE.TABLE)
+            %bpf watch TABLE [--by COL] [--rows N]    live view: events, rate, lost, last rows
+            %bpf trace [--seconds S] [--grep RE]      bpf_trace_printk lines (ts, cpu, pid, comm, msg)
+            %bpf streams                              every stream with its counters
+
+        Streams keep at most ``BpfMagics.max_rows`` rows each (``%config
+        BpfMagics.max_rows = N``; per stream: ``stream.max_rows = N``).
         """
         try:
             if cell is None:
@@ -129,6 +159,7 @@ class BpfMagics(Magics):
             if spec in slots:
                 raise UsageError(f"-s {spec} given twice")
             slots[spec] = func
+        bpfmagic.session().streams.max_rows = self.max_rows
         module = bpfmagic.session().load(
             args.name, cell, attach=attach, slots=slots, cflags=shlex.split(args.cflags),
             file=args.file, verbose=args.verbose, core=args.core, origin="cell")
@@ -173,7 +204,7 @@ class BpfMagics(Magics):
     def _cmd_progarray(self, args):
         array = bpfmagic.session().progarray(args.name, args.size, type=args.type, keys=args.keys,
                                              slots=args.slots)
-        return bpfmagic.session().slots(array.name)
+        print(_describe_array(array))
 
     def _cmd_unload(self, args):
         bpfmagic.session().unload(args.name)
@@ -194,6 +225,34 @@ class BpfMagics(Magics):
     def _cmd_doctor(self, args):
         from . import doctor
         return doctor.report()
+
+    def _cmd_df(self, args):
+        stream = bpfmagic.session().stream(args.table)
+        if args.counts:
+            return stream.counts(args.counts)
+        return stream.tail(args.last) if args.last is not None else stream.df()
+
+    def _cmd_watch(self, args):
+        from .widgets import Watch
+        return Watch(bpfmagic.session().stream(args.table), by=args.by, rows=args.rows, interval=args.interval)
+
+    def _cmd_trace(self, args):
+        return bpfmagic.session().trace(seconds=args.seconds, max_lines=args.lines, grep=args.grep)
+
+    def _cmd_streams(self, args):
+        return bpfmagic.session().streams.summary()
+
+
+def _describe_array(array) -> str:
+    if array.keys == "syscalls":
+        keys = "keys are syscall names (" + ", ".join(
+            f"{array.key_name(i)}={i}" for i in range(min(3, array.size)) if array.key_name(i)) + ", ...)"
+    elif array.names:
+        keys = "named slots: " + ", ".join(f"{n}={i}" for n, i in sorted(array.names.items(), key=lambda kv: kv[1]))
+    else:
+        keys = "integer keys; new names take the lowest free index"
+    kind = array.owner_type or "any program type (fixed by the first program that uses it)"
+    return f"prog array {array.name}: {array.size} slots for {kind}; {keys}"
 
 
 def _summary(module) -> str:

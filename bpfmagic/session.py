@@ -19,6 +19,7 @@ from .attach import Attachment, Target, attach as attach_target, check_servable,
 from .compiler import (PROG_TYPES, auto_attach_type, captured_fd2, compile_error,
                        declared_prog_arrays, function_contexts, prog_type_name, rewrite_source,
                        slot_references, verifier_error)
+from .stream import Stream, StreamManager, count_output_failures
 from .errors import (AttachError, BpfCompileError, BpfError, BpfVerifierError,
                      EnvironmentProblem, SlotError, UsageProblem)
 
@@ -109,6 +110,11 @@ class Module:
                  for i in range(lib.bpf_num_tables(self.bpf.module)))
         return [n for n in names if not n.startswith("__bm_")]  # bpfmagic's own counters stay hidden
 
+    @property
+    def streams(self) -> dict:
+        """The streams of this module's event tables, by table name."""
+        return self.session.streams.of(self)
+
     def __getitem__(self, table: str):
         if table not in self.tables:
             raise KeyError(f"{self.name} has no table {table!r} (tables: {', '.join(self.tables) or 'none'})")
@@ -163,7 +169,8 @@ class Session:
         # Extension points: callables run with a Module after it is switched in / before it is freed.
         self.on_load: list = []
         self.on_unload: list = []
-        self.env = env.prepare() if prepare else {}
+        self.streams = StreamManager(self)  # event tables -> DataFrames, started/stopped by the hooks above
+        self.env = _prepare_environment() if prepare else {}
         self.privileges = env.privileges()
         if self.privileges.can_load:
             _clean_dead_pins()
@@ -328,6 +335,7 @@ class Session:
             resolved_slots = [(self.array(a), slot_index(a, k), func) for (a, k), func in slot_specs]
             text = rewrite_source(source, {n: (a.pin, a.size) for n, a in self.arrays.items()}, slot_index,
                                   count_calls=count_calls)
+            text = count_output_failures(text)  # failed ring/perf outputs bump a counter: Stream.lost
 
             debug = 0x10 if verbose else 0  # BCC's DEBUG_BPF_REGISTER_STATE: full verifier log
             with captured_fd2() as log:
@@ -477,6 +485,15 @@ class Session:
             raise UsageProblem(f"name a program as MODULE.FUNC (got {spec!r})")
         return self.module(mod_name).program(func, type)
 
+    def stream(self, name: str) -> Stream:
+        """The stream of event table NAME ("events" when only one module has it, else "module.events")."""
+        return self.streams.get(name)
+
+    def trace(self, seconds: float = 1.0, max_lines: int | None = None, grep: str | None = None):
+        """bpf_trace_printk lines from trace_pipe for up to SECONDS: DataFrame (ts, cpu, pid, comm, msg)."""
+        from .trace import capture
+        return capture(seconds=seconds, max_lines=max_lines, grep=grep)
+
     def module(self, name: str) -> Module:
         try:
             return self.modules[name]
@@ -575,6 +592,29 @@ class Session:
                     })
         return pd.DataFrame(rows, columns=SLOT_COLUMNS)
 
+    # ------------------------------------------------------------ experiments (testrun.py, stats.py, graph.py)
+    def test_run(self, spec: str, data=None, ctx=None, repeat: int = 1, type: str | None = None):
+        """BPF_PROG_TEST_RUN of MODULE.FUNC: retval (and its name), ns per run,
+        data out, and the slots its tail calls went through."""
+        from . import testrun
+        return testrun.test_run(self, spec, data=data, ctx=ctx, repeat=repeat, type=type)
+
+    def stats(self, since=None):
+        """Per-program run_cnt, run_time_ns, avg_ns, tail calls in and missed;
+        rows for empty slots that tail calls missed. ``since``: an earlier stats()."""
+        from . import stats
+        return stats.stats(self, since=since)
+
+    def bench_tailcalls(self, depth: int = 33, repeat: int = 100_000, index: str = "const", rounds: int = 3):
+        """Tail-call cost curve: DataFrame (depth, tail_calls, ns_per_run); the fit is in .attrs."""
+        from . import testrun
+        return testrun.bench_tailcalls(self, depth=depth, repeat=repeat, index=index, rounds=rounds)
+
+    def graph(self, array: str | None = None):
+        """The tail-call chain (programs, slots, call sites) as data and a picture."""
+        from . import graph
+        return graph.graph(self, array)
+
     # ------------------------------------------------------------ teardown
     def _free_module(self, module: Module, keep_slots=frozenset()) -> None:
         for hook in list(self.on_unload):
@@ -650,6 +690,18 @@ def _bcc():
         lib.bpf_table_name.restype = ct.c_char_p
         lib.bpf_table_name.argtypes = [ct.c_void_p, ct.c_ulonglong]
     return lib
+
+
+def _prepare_environment() -> dict:
+    """env.prepare(), with its once-per-process headers warning re-issued
+    without a source line (shown in a notebook it should read as a note)."""
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = env.prepare()
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, filename="bpfmagic", lineno=0)
+    return result
 
 
 def _attach_specs(attach) -> list[tuple[str, str]]:
