@@ -70,6 +70,26 @@ def _line_parsers() -> dict[str, MagicArgumentParser]:
     p.add_argument("name")
     parser("reset", "unload every module and free every array")
     parser("doctor", "environment report with the fix for each problem")
+    p = parser("run", "BPF_PROG_TEST_RUN: run MODULE.FUNC on a packet/context; retval, ns per run, data out")
+    p.add_argument("program", metavar="MODULE.FUNC")
+    p.add_argument("--repeat", type=int, default=1, metavar="N", help="runs to average over (not raw_tracepoint)")
+    p.add_argument("--data", metavar="HEX", help="packet bytes in hex (default: a UDP/IPv4 frame); "
+                                                  "{pkt.hex()} passes a Python value")
+    p.add_argument("--ctx", metavar="HEX", help="context in: xdp_md/__sk_buff bytes, or raw_tp u64 args")
+    p.add_argument("--type", help="load FUNC as this program type (default: what its context parameter implies)")
+    p = parser("stats", "per-program run_cnt, run_time_ns, avg_ns, tail calls in, missed")
+    onoff = p.add_mutually_exclusive_group()
+    onoff.add_argument("--on", action="store_true", help="keep kernel run stats on (the default)")
+    onoff.add_argument("--off", action="store_true", help="stop the kernel's run stats (they cost ~10-70 ns per run)")
+    p = parser("bench", "benchmarks: `%bpf bench tailcalls` is the tail-call cost curve")
+    p.add_argument("what", choices=["tailcalls"])
+    p.add_argument("--depth", type=int, default=33, help="tail calls asked for, 0..DEPTH (past 33 shows the limit)")
+    p.add_argument("--repeat", type=int, default=100_000, metavar="N", help="runs per test run")
+    p.add_argument("--rounds", type=int, default=3, metavar="R", help="best of R rounds")
+    p.add_argument("--index", choices=["const", "var"], default="const",
+                   help="const: direct jumps the JIT patches; var: indirect (retpoline) path")
+    p = parser("graph", "the tail-call chain as a picture: programs, slots, call sites, run/missed counts")
+    p.add_argument("array", nargs="?")
     p = parser("df", "DataFrame of the events streamed from TABLE (or MODULE.TABLE) so far")
     p.add_argument("table")
     p.add_argument("--last", type=int, metavar="N", help="only the last N rows")
@@ -133,6 +153,12 @@ class BpfMagics(Magics):
             %bpf unload NAME                          detach and free a module
             %bpf reset                                free everything
             %bpf doctor                               environment report with fixes
+            %bpf run MODULE.FUNC [--repeat N] [--data HEX] [--ctx HEX] [--type T]
+                                                      BPF_PROG_TEST_RUN: retval, ns/run, data out
+            %bpf stats [--on|--off]                   per-program runs, avg ns, tail calls in, missed
+            %bpf bench tailcalls [--depth 33] [--repeat N] [--index const|var]
+                                                      tail-call cost curve: DataFrame and plot
+            %bpf graph [ARRAY]                        the tail-call chain as a picture (.nodes, .edges)
             %bpf df TABLE [--last N] [--counts COL]   events streamed from TABLE (or MODULE.TABLE)
             %bpf watch TABLE [--by COL] [--rows N]    live view: events, rate, lost, last rows
             %bpf trace [--seconds S] [--grep RE]      bpf_trace_printk lines (ts, cpu, pid, comm, msg)
@@ -225,6 +251,34 @@ class BpfMagics(Magics):
     def _cmd_doctor(self, args):
         from . import doctor
         return doctor.report()
+
+    def _cmd_run(self, args):
+        return bpfmagic.session().test_run(args.program, data=args.data, ctx=args.ctx, repeat=args.repeat,
+                                           type=args.type)
+
+    def _cmd_stats(self, args):
+        s = bpfmagic.session()
+        if args.off:
+            s.disable_stats()
+            print("kernel run stats off for this session (counts stay where they are)")
+        elif args.on:
+            s.enable_stats()
+        df = s.stats()
+        if not s.stats_enabled and not args.off:
+            print("note: kernel run stats are off in this session (`%bpf stats --on`); run_cnt may be stale")
+        return df
+
+    def _cmd_bench(self, args):
+        from IPython.display import SVG, display
+        from . import testrun
+        df = bpfmagic.session().bench_tailcalls(depth=args.depth, repeat=args.repeat, index=args.index,
+                                                rounds=args.rounds)
+        print(testrun.describe_fit(df))
+        display(SVG(testrun.figure_svg(testrun.plot_tailcalls(df))))
+        return df
+
+    def _cmd_graph(self, args):
+        return bpfmagic.session().graph(args.array)
 
     def _cmd_df(self, args):
         stream = bpfmagic.session().stream(args.table)

@@ -1,0 +1,957 @@
+"""Streams: events of BPF_RINGBUF_OUTPUT / BPF_PERF_OUTPUT tables into pandas.
+
+Every event table whose record type BCC inferred is consumed by a background
+thread from load to unload. Ring buffers are read in bulk: the ring is
+mmap'ed and runs of fixed-size records are copied out with numpy (no Python
+call per event); variable-size records take a slower exact path. Perf
+buffers go through BCC's reader (one Python callback per event). Rows are
+kept raw (one numpy structured array per batch) up to ``max_rows``; they are
+turned into DataFrame columns only when asked for.
+
+Loss: the source rewrite in :func:`count_output_failures` makes every
+``TABLE.ringbuf_output`` / ``ringbuf_reserve`` / ``perf_submit`` call bump a
+per-CPU counter when it fails (ring full, perf buffer full or not open yet),
+so ``lost`` is exact for both kinds of table.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes as ct
+import mmap
+import os
+import re
+import select
+import threading
+import time
+import warnings
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import libbpf
+from .compiler import _matching_paren, _prelude_line, _split_args, strip_comments
+from .errors import UsageProblem
+
+DEFAULT_MAX_ROWS = 1_000_000
+DEFAULT_PERF_PAGES = 64  # per CPU; BCC's default of 8 overflows at a few thousand events per wakeup
+
+# struct bpf_ringbuf_hdr: u32 len (bit 31 busy, bit 30 discarded), u32 pg_off; records 8-byte aligned
+RINGBUF_BUSY = 1 << 31
+RINGBUF_DISCARD = 1 << 30
+RINGBUF_LEN_MASK = RINGBUF_DISCARD - 1
+RINGBUF_HDR = 8
+BPF_MAP_TYPE_PERF_EVENT_ARRAY = 4
+BPF_MAP_TYPE_RINGBUF = 27
+
+LOST_COUNTER = "__bm_lost"  # '__bm_' names are hidden from Module.tables
+
+
+class StreamWarning(UserWarning):
+    """An event table that cannot be streamed (its record type is not decodable)."""
+
+
+# ------------------------------------------------------------ loss counting rewrite
+
+_EVENT_DECL_RE = re.compile(r"\b(BPF_RINGBUF_OUTPUT|BPF_PERF_OUTPUT)\s*\(\s*([A-Za-z_]\w*)\s*[,)]")
+_OUTPUT_CALL_RE = re.compile(r"\b([A-Za-z_]\w*)\s*\.\s*(ringbuf_output|ringbuf_reserve|perf_submit|perf_submit_skb)\s*\(")
+
+
+def event_tables(source: str) -> list[str]:
+    """Names of the ring/perf output tables the code declares, in the order of
+    their slots in the loss counter."""
+    return sorted({m[2] for m in _EVENT_DECL_RE.finditer(strip_comments(source))})
+
+
+def count_output_failures(text: str) -> str:
+    """Rewrite each output call on a declared event table so that a failure
+    bumps ``__bm_lost[slot of the table]`` (per CPU). Lines stay where they
+    were; the calls keep their value (int for outputs, the pointer for
+    ``ringbuf_reserve``), so BCC still infers the record type from them."""
+    tables = event_tables(text)
+    if not tables:
+        return text
+    slot = {name: i for i, name in enumerate(tables)}
+    code = strip_comments(text)
+    out, last = [], 0
+    for m in _OUTPUT_CALL_RE.finditer(code):
+        table, method = m[1], m[2]
+        if table not in slot or m.start() < last:
+            continue
+        close = _matching_paren(code, m.end() - 1)
+        if close is None:
+            continue
+        call = text[m.start():close + 1]
+        bump = (f"{{ u32 __bm_lk = {slot[table]}; u64 *__bm_lv = {LOST_COUNTER}.lookup(&__bm_lk); "
+                f"if (__bm_lv) *__bm_lv += 1; }}")
+        if method == "ringbuf_reserve":
+            wrapped = f"({{ void *__bm_rp = {call}; if (!__bm_rp) {bump} __bm_rp; }})"
+        else:
+            wrapped = f"({{ int __bm_rc = {call}; if (__bm_rc) {bump} __bm_rc; }})"
+        out += [text[last:m.start()], wrapped]
+        last = close + 1
+    out.append(text[last:])
+    text = "".join(out)
+    lines = text.split("\n")
+    i = _prelude_line(text)
+    lines[i] = f"BPF_PERCPU_ARRAY({LOST_COUNTER}, u64, {len(tables)}); " + lines[i]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------ record types
+
+_SCALARS = {
+    "int8": ["char", "signed char", "s8", "__s8", "int8_t"],
+    "uint8": ["unsigned char", "u8", "__u8", "uint8_t"],
+    "bool": ["_Bool", "bool"],
+    "int16": ["short", "short int", "signed short", "s16", "__s16", "int16_t"],
+    "uint16": ["unsigned short", "unsigned short int", "u16", "__u16", "uint16_t", "__be16", "__le16",
+               "__sum16"],
+    "int32": ["int", "signed int", "signed", "s32", "__s32", "int32_t", "pid_t", "enum"],
+    "uint32": ["unsigned int", "unsigned", "u32", "__u32", "uint32_t", "__be32", "__le32", "__wsum",
+               "gfp_t", "uid_t", "gid_t", "dev_t"],
+    "int64": ["long", "long int", "long long", "long long int", "signed long", "s64", "__s64", "int64_t",
+              "ssize_t", "loff_t", "time64_t", "ktime_t"],
+    "uint64": ["unsigned long", "unsigned long int", "unsigned long long", "unsigned long long int", "u64",
+               "__u64", "uint64_t", "size_t", "__be64", "__le64", "uintptr_t", "sector_t"],
+    "float32": ["float"],
+    "float64": ["double"],
+    "int128": ["__int128", "__int128_t", "__s128", "s128"],
+    "uint128": ["unsigned __int128", "__uint128_t", "__u128", "u128"],
+}
+_C_TO_NUMPY = {c: np_name for np_name, cs in _SCALARS.items() for c in cs}
+_ARRAY_TYPE_RE = re.compile(r"^(.*?)\s*((?:\[\d+\])+)$")
+_TYPEDEF_RE = re.compile(r"\btypedef\s+([^;{}()]+?)\s+([A-Za-z_]\w*)\s*;")
+
+
+@dataclass
+class Field:
+    name: str
+    ctype: str        # as BCC reports it, e.g. "char[16]"
+    kind: str         # "int", "float", "bool", "str", "array", "int128"
+    base: np.dtype
+    shape: tuple = ()
+
+
+class RecordType:
+    """The record struct of an event table as a numpy dtype laid out like
+    clang lays out the C struct (natural alignment), and the conversion of
+    raw records into DataFrame columns."""
+
+    def __init__(self, fields: list[Field], packed: bool = False):
+        self.fields = fields
+        names, formats, offsets, offset, align = [], [], [], 0, 1
+        for f in fields:
+            fmt = (f.base, f.shape) if f.shape else f.base
+            size = np.dtype(fmt).itemsize
+            a = 1 if packed else _alignment(f)
+            offset = (offset + a - 1) // a * a
+            names.append(f.name)
+            formats.append(fmt)
+            offsets.append(offset)
+            offset += size
+            align = max(align, a)
+        itemsize = (offset + align - 1) // align * align
+        self.dtype = np.dtype({"names": names, "formats": formats, "offsets": offsets,
+                               "itemsize": max(itemsize, 1)})
+
+    @property
+    def columns(self) -> list[str]:
+        return [f.name for f in self.fields]
+
+    @property
+    def itemsize(self) -> int:
+        return self.dtype.itemsize
+
+    def empty(self, n: int = 0) -> np.ndarray:
+        return np.zeros(n, self.dtype)
+
+    def from_bytes(self, payloads: list[bytes]) -> np.ndarray:
+        """Records of any length: shorter ones are zero-padded, longer ones cut."""
+        size = self.itemsize
+        raw = b"".join(p if len(p) == size else p[:size].ljust(size, b"\0") for p in payloads)
+        return np.frombuffer(raw, self.dtype).copy()
+
+    def frame(self, records):
+        """DataFrame of RECORDS (a structured array or a list of them): each
+        column is copied once, straight from the raw records."""
+        import pandas as pd
+        chunks = [records] if isinstance(records, np.ndarray) else list(records)
+        n = sum(len(c) for c in chunks)
+        columns = {f.name: self.column(chunks, f) for f in self.fields}
+        # copy=False: every column is a fresh array already
+        return pd.DataFrame(columns, columns=self.columns, index=pd.RangeIndex(n), copy=False)
+
+    def column(self, chunks: list[np.ndarray], f: Field):
+        import pandas as pd
+        if not chunks:
+            values = self.empty()[f.name]
+        elif len(chunks) == 1:
+            values = np.ascontiguousarray(chunks[0][f.name])
+        else:
+            values = np.concatenate([c[f.name] for c in chunks])
+        if f.kind == "str":
+            return decode_cstrings(values)
+        if f.kind in ("array", "int128"):
+            return pd.Series(list(values), dtype=object)
+        return values
+
+    def __repr__(self) -> str:
+        return f"<RecordType {self.itemsize} bytes: " + ", ".join(f"{f.name} {f.ctype}" for f in self.fields) + ">"
+
+
+def _alignment(f: Field) -> int:
+    if f.kind == "str":
+        return 1
+    return min(f.base.itemsize, 16) if f.kind != "int128" else 16
+
+
+def decode_cstrings(values: np.ndarray):
+    """char[N] values to str: each ends at its first NUL (bytes after it may be
+    garbage left by bpf_probe_read_str), decoded as UTF-8 (invalid bytes
+    replaced). Built as one Arrow string array when pyarrow is there: no
+    Python object per row."""
+    n, width = len(values), values.dtype.itemsize
+    raw = np.ascontiguousarray(values).view(np.uint8).reshape(n, width)
+    if n == 0 or width == 0:
+        return np.array([""] * n, dtype=object)
+    nul = raw == 0
+    first = np.argmax(nul, axis=1)
+    lengths = np.where(nul.any(axis=1), first, width)
+    try:
+        import pandas as pd
+        import pyarrow as pa
+    except ImportError:
+        pa = None
+    if pa is not None:
+        data = raw[np.arange(width) < lengths[:, None]]
+        offsets = np.zeros(n + 1, np.int32)
+        np.cumsum(lengths, out=offsets[1:])
+        arr = pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
+        try:
+            arr.validate(full=True)  # UTF-8 check
+            return pd.array(arr, dtype="str")
+        except pa.ArrowInvalid:
+            pass
+    as_bytes = [row[:k].tobytes() for row, k in zip(raw, lengths.tolist())]
+    return np.array([b.decode("utf-8", "replace") for b in as_bytes], dtype=object)
+
+
+def _resolve_typedefs(source: str) -> dict[str, str]:
+    return {m[2]: " ".join(m[1].split()) for m in _TYPEDEF_RE.finditer(strip_comments(source or ""))}
+
+
+def parse_field(name: str, ctype: str, typedefs: dict[str, str]) -> Field:
+    """One field as BCC reports it ("comm#char[16]" -> name, type) to a numpy type."""
+    base_c, dims = ctype.strip(), ()
+    m = _ARRAY_TYPE_RE.match(base_c)
+    if m:
+        base_c, dims = m[1].strip(), tuple(int(d) for d in re.findall(r"\d+", m[2]))
+    for _ in range(8):  # typedef chains: myu64 -> __u64 -> unsigned long long
+        base_c = re.sub(r"\b(const|volatile)\b\s*", "", base_c).strip()
+        if base_c.startswith("enum "):
+            base_c = "enum"
+        if base_c in _C_TO_NUMPY or base_c.endswith("*"):
+            break
+        inner = typedefs.get(base_c)
+        if inner is None:
+            break
+        am = _ARRAY_TYPE_RE.match(inner)
+        if am:  # typedef char name_t[16];
+            base_c = am[1].strip()
+            dims = tuple(int(d) for d in re.findall(r"\d+", am[2])) + dims
+        else:
+            base_c = inner
+    if base_c.endswith("*"):
+        np_name = "uint64"
+    else:
+        np_name = _C_TO_NUMPY.get(base_c)
+    if np_name is None:
+        raise TypeError(f"field {name}: type {ctype!r} is not a scalar or array of scalars bpfmagic can decode "
+                        f"(nested structs and unions are not supported: flatten the record)")
+    if np_name in ("int128", "uint128"):
+        return Field(name, ctype, "int128", np.dtype("<u8"), dims + (2,))
+    if base_c in ("char", "signed char") and dims:
+        # char[N] -> str; char[M][N] -> array of str would need more care: keep bytes arrays
+        if len(dims) == 1:
+            return Field(name, ctype, "str", np.dtype(f"S{dims[0]}"))
+        return Field(name, ctype, "array", np.dtype(f"S{dims[-1]}"), dims[:-1])
+    base = np.dtype(np_name).newbyteorder("<") if np_name != "bool" else np.dtype(np.bool_)
+    if dims:
+        return Field(name, ctype, "array", base, dims)
+    kind = "bool" if np_name == "bool" else "float" if np_name.startswith("float") else "int"
+    return Field(name, ctype, kind, base)
+
+
+def record_type(module, table: str) -> RecordType | None:
+    """The record type BCC inferred for TABLE (None when it inferred none)."""
+    from bcc.libbcc import lib
+    name = table.encode()
+    n = lib.bpf_perf_event_fields(module.bpf.module, name)
+    if not n:
+        return None
+    typedefs = _resolve_typedefs(module.source)
+    fields = []
+    for i in range(n):
+        desc = lib.bpf_perf_event_field(module.bpf.module, name, i).decode()
+        fname, _, ctype = desc.partition("#")
+        fields.append(parse_field(fname, ctype, typedefs))
+    return RecordType(fields, packed=_is_packed(module.source, [f.name for f in fields]))
+
+
+_STRUCT_RE = re.compile(r"\bstruct\s+(__attribute__\s*\(\(\s*(?:__)?packed(?:__)?\s*\)\)\s*)?"
+                        r"[A-Za-z_]\w*\s*\{([^{}]*)\}\s*([^;]*);", re.S)
+
+
+def _is_packed(source: str, names: list[str]) -> bool:
+    """Whether the struct with exactly these field names is declared packed."""
+    for m in _STRUCT_RE.finditer(strip_comments(source or "")):
+        body_names = re.findall(r"([A-Za-z_]\w*)\s*(?:\[[^\]]*\]\s*)*(?::\s*\d+\s*)?;", m[2])
+        if body_names == names:
+            return bool(m[1]) or "packed" in m[3]
+    return False
+
+
+# ------------------------------------------------------------ ring buffer reader
+
+class RingReader:
+    """Consumer side of a BPF ring buffer, mmap'ed: consumer page read-write
+    at offset 0; producer page plus the data area mapped twice (so a record
+    that wraps around is contiguous) read-only at offset pagesize."""
+
+    kind = "ringbuf"
+    max_batch = 1 << 20  # records copied per numpy step: bounds one batch to a few tens of MB
+
+    def __init__(self, map_fd: int, rtype: RecordType):
+        info = libbpf.fdinfo(map_fd)
+        if int(info["map_type"]) != BPF_MAP_TYPE_RINGBUF:
+            raise ValueError(f"map fd {map_fd} is not a ring buffer")
+        self.rtype = rtype
+        self.size = int(info["max_entries"])
+        self.mask = self.size - 1
+        page = mmap.PAGESIZE
+        self._consumer_map = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
+        self._producer_map = mmap.mmap(map_fd, page + 2 * self.size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
+        self._consumer_pos = np.frombuffer(self._consumer_map, np.uint64, 1)
+        self._producer_pos = np.frombuffer(self._producer_map, np.uint64, 1)
+        self._data = np.frombuffer(self._producer_map, np.uint8, 2 * self.size, offset=page)
+        self._window = 4096  # adapts: grows over runs of fixed-size records, shrinks after a mismatch
+        self.variable = 0    # records of another length than the struct (padded or cut)
+        self.discarded = 0
+
+    def fds(self) -> list[int]:
+        return []  # set by the stream: the map fd itself is what epoll waits on
+
+    def read(self) -> list[np.ndarray]:
+        """Every committed record from the consumer position on, in ring order."""
+        cons = int(self._consumer_pos[0])
+        prod = int(self._producer_pos[0])  # x86: this load is ordered before the header loads below
+        if cons >= prod:
+            return []
+        out, cons = self.decode(cons, prod)
+        self._consumer_pos[0] = cons  # frees the space for the producers
+        return out
+
+    def decode(self, cons: int, prod: int) -> tuple[list[np.ndarray], int]:
+        return decode_ring(self._data, cons, prod, self.mask, self.rtype, self)
+
+    def close(self) -> None:
+        # The numpy views export the mmaps' buffers: drop them before closing, or close raises.
+        self._consumer_pos = self._producer_pos = self._data = None
+        for m in (self._consumer_map, self._producer_map):
+            with contextlib.suppress(Exception):
+                m.close()
+
+
+def decode_ring(data: np.ndarray, cons: int, prod: int, mask: int, rtype: RecordType,
+                state=None) -> tuple[list[np.ndarray], int]:
+    """Decode the records of ring positions [cons, prod) from DATA (the data
+    area mapped twice, as uint8). Stops at the first busy (reserved, not yet
+    committed) record; skips discarded ones. Returns (arrays, new cons).
+
+    Runs of records of the struct's size are checked and copied with numpy
+    (headers compared as one vector, payloads copied as one 2-D slice);
+    a record of another size is read alone and zero-padded or cut.
+    ``state`` carries the adaptive window and counters between calls."""
+    itemsize = rtype.itemsize
+    stride = (itemsize + RINGBUF_HDR + 7) & ~7
+    out: list[np.ndarray] = []
+    window = getattr(state, "_window", 4096)
+    max_batch = getattr(state, "max_batch", 1 << 20)
+    while cons < prod:
+        off = cons & mask
+        n = min((prod - cons) // stride, window)
+        k = 0
+        if n:
+            block = data[off:off + n * stride]
+            words = block.view("<u4").reshape(n, stride // 4)
+            headers = words[:, 0]
+            fixed = (headers & ~np.uint32(RINGBUF_DISCARD)) == itemsize  # false for busy or other sizes
+            k = n if fixed.all() else int(np.argmin(fixed))
+            if k:
+                payload = block.reshape(n, stride)[:k, RINGBUF_HDR:RINGBUF_HDR + itemsize]
+                kept = headers[:k] == itemsize
+                if kept.all():
+                    records = np.ascontiguousarray(payload)
+                else:
+                    records = payload[kept]
+                    if state is not None:
+                        state.discarded += int(k - kept.sum())
+                if len(records):
+                    out.append(records.view(rtype.dtype).reshape(-1))
+                cons += k * stride
+            window = min(window * 2, max_batch) if k == n else max(16, k)
+            if k == n:
+                continue
+        # The record at cons is busy, discarded alone, or of another size.
+        header = int(data[off:off + 4].view("<u4")[0])
+        if header & RINGBUF_BUSY:
+            break
+        length = header & RINGBUF_LEN_MASK
+        if header & RINGBUF_DISCARD:
+            if state is not None:
+                state.discarded += 1
+        else:
+            payload = data[off + RINGBUF_HDR:off + RINGBUF_HDR + length]
+            out.append(rtype.from_bytes([payload.tobytes()]))
+            if state is not None and length != itemsize:
+                state.variable += 1
+        cons += (length + RINGBUF_HDR + 7) & ~7
+    if state is not None:
+        state._window = window
+    return out, cons
+
+
+# ------------------------------------------------------------ perf buffer reader
+
+class PerfReader:
+    """BCC's per-CPU perf readers for one table; one Python callback per event
+    (the kernel side costs microseconds per event anyway). Events of
+    different CPUs interleave in the order the buffers are read."""
+
+    kind = "perf"
+
+    def __init__(self, table, rtype: RecordType, page_cnt: int = DEFAULT_PERF_PAGES):
+        from bcc.libbcc import lib
+        self._lib = lib
+        self.table = table
+        self.rtype = rtype
+        self.kernel_lost = 0  # what the perf buffers reported as overwritten/lost
+        self.variable = 0
+        self.discarded = 0
+        self._pending: list[bytes] = []
+        size = rtype.itemsize
+
+        def on_event(cpu, data, length):
+            # perf pads raw samples to 8 bytes: the payload is the struct plus up to 7 bytes
+            self._pending.append(ct.string_at(data, min(length, size)))
+            if length < size:
+                self.variable += 1
+
+        def on_lost(count):
+            self.kernel_lost += count
+
+        self._on_event, self._on_lost = on_event, on_lost
+        table.open_perf_buffer(on_event, page_cnt=page_cnt, lost_cb=on_lost)
+        self._readers = [r for (tid, _cpu), r in table.bpf.perf_buffers.items() if tid == id(table)]
+        self._reader_array = (ct.c_void_p * len(self._readers))(*self._readers)
+
+    def fds(self) -> list[int]:
+        return [self._lib.perf_reader_fd(r) for r in self._readers]
+
+    def read(self) -> list[np.ndarray]:
+        self._lib.perf_reader_consume(len(self._readers), self._reader_array)
+        if not self._pending:
+            return []
+        pending, self._pending = self._pending, []
+        return [self.rtype.from_bytes(pending)]
+
+    def close(self) -> None:
+        for cpu in list(self.table._open_key_fds):
+            with contextlib.suppress(Exception):
+                del self.table[cpu]  # frees BCC's reader for that CPU
+        self._readers, self._reader_array = [], None
+
+
+# ------------------------------------------------------------ rows
+
+class _Rows:
+    """Raw record batches, oldest first, at most max_rows in all."""
+
+    def __init__(self):
+        self.chunks: deque[np.ndarray] = deque()
+        self.n = 0
+
+    def append(self, batch: np.ndarray, max_rows: int) -> int:
+        """Add BATCH; returns how many of the oldest rows were dropped."""
+        if len(batch) == 0:
+            return 0
+        self.chunks.append(batch)
+        self.n += len(batch)
+        dropped = self.trim(max_rows)
+        if len(self.chunks) > 256:
+            self._compact()
+        return dropped
+
+    def trim(self, max_rows: int) -> int:
+        dropped = 0
+        while self.n > max_rows:
+            first = self.chunks[0]
+            excess = self.n - max_rows
+            if len(first) <= excess:
+                self.chunks.popleft()
+                self.n -= len(first)
+                dropped += len(first)
+            else:
+                rest = first[excess:]
+                # a small tail of a big batch is copied so the big one can be freed
+                self.chunks[0] = rest.copy() if len(rest) * 2 < len(first) else rest
+                self.n -= excess
+                dropped += excess
+        return dropped
+
+    def _compact(self) -> None:
+        # many small batches (one event per wakeup) make df() slow: merge the newest ones
+        small = []
+        while self.chunks and len(self.chunks[-1]) < 65536 and len(small) < 256:
+            small.append(self.chunks.pop())
+        if small:
+            self.chunks.append(np.concatenate(small[::-1]))
+
+    def snapshot(self) -> list[np.ndarray]:
+        return list(self.chunks)
+
+    def tail(self, n: int) -> list[np.ndarray]:
+        out, have = [], 0
+        for chunk in reversed(self.chunks):
+            if have >= n:
+                break
+            take = chunk[-(n - have):]
+            out.append(take)
+            have += len(take)
+        return out[::-1]
+
+    def clear(self) -> None:
+        self.chunks.clear()
+        self.n = 0
+
+
+# ------------------------------------------------------------ the stream
+
+class Stream:
+    """The events of one table, consumed in the background from load to unload.
+
+    ``df()``: DataFrame of the rows kept so far (columns = the record's fields);
+    ``count``: records received; ``dropped``: oldest rows discarded to stay
+    within ``max_rows``; ``lost``: records the program could not output.
+    ``stop()`` ends consuming (rows stay); ``clear()`` starts counting afresh.
+    """
+
+    poll_timeout = 0.5  # seconds; a safety net only: the eventfd wakes the thread on stop
+
+    def __init__(self, manager: "StreamManager", module, table: str, rtype: RecordType,
+                 max_rows: int | None = None, perf_pages: int = DEFAULT_PERF_PAGES):
+        self.manager = manager
+        self.module_name = module.name
+        self.table = table
+        self.name = f"{module.name}.{table}"
+        self.rtype = rtype
+        self._module = module
+        self._max_rows = max_rows
+        self._lock = threading.Lock()
+        self._rows = _Rows()
+        self.count = 0
+        self.dropped = 0
+        self.error: BaseException | None = None
+        self.started_at = time.time()
+        self.stopped = threading.Event()
+        self._stopping = False
+        self._listeners: list = []  # callables run (with the stream) after it stopped
+        self._parquet = None
+        self._lost_base = 0
+        self._lost_final: int | None = None
+        self._lost_slot = None
+        self._lost_fd = None
+        self._lost_size = 0
+        self._closed = False
+        self._reader_stats = {"kernel_lost": 0, "variable": 0, "discarded": 0}
+        tables = event_tables(module.source)
+        if table in tables:
+            try:
+                self._lost_fd = module.bpf[LOST_COUNTER].map_fd
+                self._lost_slot = tables.index(table)
+                self._lost_size = len(tables)
+            except KeyError:  # compiled without the rewrite
+                pass
+        bcc_table = module.bpf[table]
+        map_fd = bcc_table.map_fd
+        if int(libbpf.fdinfo(map_fd)["map_type"]) == BPF_MAP_TYPE_RINGBUF:
+            self.kind = "ringbuf"
+            self._reader = RingReader(map_fd, rtype)
+            self._fds = [map_fd]
+        else:
+            self.kind = "perf"
+            self._reader = PerfReader(bcc_table, rtype, perf_pages)
+            self._fds = self._reader.fds()
+        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._thread = threading.Thread(target=self._run, name=f"bpfmagic-stream-{self.name}", daemon=True)
+        self._thread.start()
+
+    # -------------------------------------------------- consuming
+    def _run(self) -> None:
+        ep = select.epoll()
+        try:
+            ep.register(self._wake, select.EPOLLIN)
+            for fd in self._fds:
+                ep.register(fd, select.EPOLLIN)
+            while not self._stopping:
+                ep.poll(self.poll_timeout)
+                self._drain()
+            self._drain()  # what arrived up to the stop
+        except BaseException as e:  # kept for the user: a stream must not die silently
+            self.error = e
+        finally:
+            ep.close()
+
+    def _drain(self) -> None:
+        batches = self._reader.read()
+        if not batches:
+            return
+        with self._lock:
+            for batch in batches:
+                self.count += len(batch)
+                self.dropped += self._rows.append(batch, self.max_rows)
+                if self._parquet is not None:
+                    self._parquet.write(batch)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self) -> None:
+        """Stop consuming: the thread drains what is in the buffer, exits and is
+        joined; the mmaps / perf readers are released. Rows stay readable."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stopping = True
+        with contextlib.suppress(OSError):
+            os.eventfd_write(self._wake, 1)
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+        self._lost_final = self._read_lost()
+        if self._reader is not None:
+            self._reader_stats = self._live_reader_stats()
+            self._reader.close()
+            self._reader = None
+        with contextlib.suppress(OSError):
+            os.close(self._wake)
+        self._lost_fd = None
+        self._module = None
+        with self._lock:
+            if self._parquet is not None:
+                self._parquet.close()
+                self._parquet = None
+        self.stopped.set()
+        for listener in list(self._listeners):
+            with contextlib.suppress(Exception):
+                listener(self)
+
+    def clear(self) -> None:
+        """Forget the rows and start counting (count, dropped, lost) from zero."""
+        with self._lock:
+            self._rows.clear()
+            self.count = 0
+            self.dropped = 0
+            self._lost_base = self._read_lost_raw() if self._lost_final is None else self._lost_final
+            self.started_at = time.time()
+
+    # -------------------------------------------------- counters
+    def _read_lost_raw(self) -> int:
+        if self._lost_fd is None:
+            return 0
+        return libbpf.percpu_u64_sums(self._lost_fd, self._lost_size)[self._lost_slot]
+
+    def _read_lost(self) -> int:
+        return self._read_lost_raw() - self._lost_base
+
+    @property
+    def lost(self) -> int:
+        """Records the program could not write (ring full; perf buffer full or
+        not open yet), counted in the kernel by the rewritten output calls."""
+        if self._lost_final is not None:
+            return self._lost_final
+        if self._lost_fd is None:
+            return self.kernel_lost
+        return self._read_lost()
+
+    def _live_reader_stats(self) -> dict:
+        r = self._reader
+        return {"kernel_lost": getattr(r, "kernel_lost", 0), "variable": r.variable, "discarded": r.discarded}
+
+    def _stat(self, key: str) -> int:
+        reader = self._reader
+        return self._reader_stats[key] if reader is None else self._live_reader_stats()[key]
+
+    @property
+    def kernel_lost(self) -> int:
+        """Perf buffers only: the records the kernel reported as lost (LOST
+        records); included in ``lost`` when the output calls are counted."""
+        return self._stat("kernel_lost")
+
+    @property
+    def variable(self) -> int:
+        """Records whose length differed from the struct (zero-padded or cut)."""
+        return self._stat("variable")
+
+    @property
+    def discarded(self) -> int:
+        """Ring buffer records the program reserved and then discarded."""
+        return self._stat("discarded")
+
+    @property
+    def loss_counted(self) -> bool:
+        """False when the table's output calls could not be instrumented (e.g.
+        the table is declared in an #included file): ``lost`` then only has
+        what perf buffers report, and nothing for ring buffers."""
+        return self._lost_slot is not None
+
+    @property
+    def max_rows(self) -> int:
+        return self._max_rows if self._max_rows is not None else self.manager.max_rows
+
+    @max_rows.setter
+    def max_rows(self, value: int | None) -> None:
+        if value is not None and value < 0:
+            raise ValueError("max_rows must be >= 0")
+        with self._lock:
+            self._max_rows = value
+            self.dropped += self._rows.trim(self.max_rows)
+
+    def __len__(self) -> int:
+        return self._rows.n
+
+    @property
+    def columns(self) -> list[str]:
+        return self.rtype.columns
+
+    # -------------------------------------------------- reading
+    def records(self) -> np.ndarray:
+        """The rows kept so far as one numpy structured array (raw fields)."""
+        with self._lock:
+            chunks = self._rows.snapshot()
+        return np.concatenate(chunks) if chunks else self.rtype.empty()
+
+    def df(self):
+        """DataFrame of the rows kept so far, oldest first."""
+        with self._lock:
+            chunks = self._rows.snapshot()
+        return self.rtype.frame(chunks)
+
+    def tail(self, n: int = 10):
+        """DataFrame of the last N rows (decodes only those)."""
+        with self._lock:
+            chunks = self._rows.tail(n)
+            held = self._rows.n
+        frame = self.rtype.frame(chunks)
+        frame.index = frame.index + (held - len(frame))
+        return frame
+
+    def counts(self, column: str):
+        """Rows per value of COLUMN, most frequent first (str values decoded
+        once per distinct value, not per row)."""
+        import pandas as pd
+        field = next((f for f in self.rtype.fields if f.name == column), None)
+        if field is None:
+            raise UsageProblem(f"{self.name} has no column {column!r} (columns: {', '.join(self.columns)})")
+        if field.kind in ("array", "int128"):
+            raise UsageProblem(f"{self.name}.{column} is an array ({field.ctype}); count by a scalar column")
+        with self._lock:
+            chunks = self._rows.snapshot()
+        values = np.concatenate([c[column] for c in chunks]) if chunks else self.rtype.empty()[column]
+        if field.kind != "str":
+            counts = pd.Series(values, name=column).value_counts()
+            counts.name = "count"
+            return counts
+        keys, counts = np.unique(values, return_counts=True)
+        # bytes after the NUL differ between rows of the same string: sum after decoding
+        by_value = pd.Series(counts, index=pd.Index(decode_cstrings(keys), name=column), name="count")
+        return by_value.groupby(level=0, sort=False).sum().sort_values(ascending=False, kind="stable")
+
+    # -------------------------------------------------- export
+    def to_parquet(self, path: str, follow: bool = False) -> str:
+        """Write the rows kept so far to a Parquet file. With ``follow=True``
+        the file stays open and every batch that arrives afterwards is
+        appended too (beyond ``max_rows``: for runs too big for memory) until
+        the stream stops or :meth:`close_parquet` is called."""
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise UsageProblem("to_parquet needs pyarrow: pip install pyarrow") from None
+        if follow and not self.running:
+            raise UsageProblem(f"{self.name} is stopped: nothing more will arrive to follow")
+        with self._lock:
+            if self._parquet is not None:
+                raise UsageProblem(f"{self.name} already follows into {self._parquet.path}; "
+                                   "close_parquet() first")
+            chunks = self._rows.snapshot()
+            sink = _ParquetSink(path, self.rtype)
+            for chunk in chunks:
+                sink.write(chunk)
+            if follow:
+                self._parquet = sink
+            else:
+                sink.close()
+        return path
+
+    def close_parquet(self) -> None:
+        with self._lock:
+            if self._parquet is not None:
+                self._parquet.close()
+                self._parquet = None
+
+    def on_stop(self, listener) -> None:
+        """Run LISTENER(stream) once the stream has stopped (now if it has)."""
+        self._listeners.append(listener)
+        if self.stopped.is_set():
+            listener(self)
+
+    def summary(self) -> dict:
+        return {"stream": self.name, "kind": self.kind, "running": self.running, "count": self.count,
+                "rows": len(self), "dropped": self.dropped, "lost": self.lost, "max_rows": self.max_rows,
+                "columns": ", ".join(self.columns)}
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        err = f", error: {self.error!r}" if self.error else ""
+        return (f"<bpfmagic Stream {self.name} ({self.kind}, {state}): {self.count} events, {len(self)} rows, "
+                f"{self.dropped} dropped, {self.lost} lost{err}>")
+
+
+
+class _ParquetSink:
+    """Record batches appended to one Parquet file, in row groups of at
+    least ``group_rows`` (tiny row groups make files slow to read)."""
+
+    group_rows = 65536
+
+    def __init__(self, path: str, rtype: RecordType):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        self.path = path
+        self.rtype = rtype
+        schema = pa.Schema.from_pandas(rtype.frame(rtype.empty()), preserve_index=False)
+        self._writer = pq.ParquetWriter(path, schema)
+        self._schema = schema
+        self._pending: list[np.ndarray] = []
+        self._n = 0
+
+    def write(self, batch: np.ndarray) -> None:
+        self._pending.append(batch)
+        self._n += len(batch)
+        if self._n >= self.group_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        import pyarrow as pa
+        if not self._pending:
+            return
+        frame = self.rtype.frame(self._pending)
+        self._writer.write_table(pa.Table.from_pandas(frame, schema=self._schema, preserve_index=False))
+        self._pending, self._n = [], 0
+
+    def close(self) -> None:
+        self.flush()
+        self._writer.close()
+
+
+# ------------------------------------------------------------ manager
+
+class StreamManager:
+    """The session's streams, started and stopped with their modules through
+    the Session's on_load / on_unload hooks."""
+
+    def __init__(self, session, max_rows: int = DEFAULT_MAX_ROWS):
+        self.session = session
+        self.max_rows = max_rows  # default of every stream that has none of its own
+        self.perf_pages = DEFAULT_PERF_PAGES
+        self._streams: dict[str, Stream] = {}
+        self._unstreamed: dict[str, str] = {}  # "module.table" -> why it has no stream
+        session.on_load.append(self._on_load)
+        session.on_unload.append(self._on_unload)
+
+    def _on_load(self, module) -> None:
+        for table in module.tables:
+            qualname = f"{module.name}.{table}"
+            try:
+                bcc_table = module.bpf[table]
+                kind = int(libbpf.fdinfo(bcc_table.map_fd)["map_type"])
+            except Exception:
+                continue
+            if kind not in (BPF_MAP_TYPE_RINGBUF, BPF_MAP_TYPE_PERF_EVENT_ARRAY):
+                continue
+            try:
+                rtype = record_type(module, table)
+            except TypeError as e:
+                self._unstreamed[qualname] = f"its record type cannot be decoded: {e}"
+                warnings.warn(f"{qualname} is not streamed: {e}", StreamWarning, stacklevel=2)
+                continue
+            if rtype is None:
+                call = "ringbuf_output(&rec, sizeof(rec), 0) or ringbuf_submit(rec, 0)" \
+                    if kind == BPF_MAP_TYPE_RINGBUF else "perf_submit(ctx, &rec, sizeof(rec))"
+                self._unstreamed[qualname] = (f"BCC inferred no record type for it: write {table}.{call} with "
+                                              f"a struct, or read it yourself with BCC")
+                continue
+            try:
+                self._streams[qualname] = Stream(self, module, table, rtype, perf_pages=self.perf_pages)
+            except Exception as e:  # the module stays loaded; say why its table is not streamed
+                self._unstreamed[qualname] = f"opening it failed: {e}"
+                warnings.warn(f"{qualname} is not streamed: {e}", StreamWarning, stacklevel=2)
+
+    def _on_unload(self, module) -> None:
+        prefix = module.name + "."
+        for name in [n for n, s in self._streams.items() if s._module is module]:
+            self._streams.pop(name).stop()
+        for name in [n for n in self._unstreamed if n.startswith(prefix)]:
+            del self._unstreamed[name]
+
+    def __iter__(self):
+        return iter(list(self._streams.values()))
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def names(self) -> list[str]:
+        return list(self._streams)
+
+    def of(self, module) -> dict[str, Stream]:
+        """The streams of MODULE by table name."""
+        return {s.table: s for s in self._streams.values() if s._module is module}
+
+    def get(self, name: str) -> Stream:
+        """The stream of TABLE (when only one module has such a table) or of MODULE.TABLE."""
+        if name in self._streams:
+            return self._streams[name]
+        if name in self._unstreamed:
+            raise UsageProblem(f"{name} is not streamed: {self._unstreamed[name]}")
+        matches = [s for s in self._streams.values() if s.table == name]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise UsageProblem(f"several modules have a table {name!r}: name one of "
+                               f"{', '.join(s.name for s in matches)}")
+        unstreamed = [(q, why) for q, why in self._unstreamed.items() if q.split(".", 1)[1] == name]
+        if len(unstreamed) == 1:
+            raise UsageProblem(f"{unstreamed[0][0]} is not streamed: {unstreamed[0][1]}")
+        known = ", ".join(self._streams) or "none (streams come from BPF_RINGBUF_OUTPUT / BPF_PERF_OUTPUT tables)"
+        raise UsageProblem(f"no stream {name!r}; streams: {known}")
+
+    def summary(self):
+        import pandas as pd
+        rows = [s.summary() for s in self._streams.values()]
+        return pd.DataFrame(rows, columns=["stream", "kind", "running", "count", "rows", "dropped", "lost",
+                                           "max_rows", "columns"])
+
+    def stop_all(self) -> None:
+        for name in list(self._streams):
+            self._streams.pop(name).stop()

@@ -1,0 +1,357 @@
+"""BPF_PROG_TEST_RUN for one program of the session, and the tail-call cost
+curve measured with it.
+
+``test_run`` runs MODULE.FUNC on chosen input (a packet for XDP, tc and
+socket filters; a context for raw tracepoints) and reports the return value
+by name, the kernel's ns per run, the data out and which slots the run's
+tail calls went through.
+
+``bench_tailcalls`` is the published method (Cloudflare LPC 2020, pchaigno
+2021): a chain of XDP programs run with BPF_PROG_TEST_RUN, best of several
+rounds, one row per number of tail calls asked for.
+"""
+from __future__ import annotations
+
+import errno
+import io
+import platform
+from dataclasses import dataclass, field
+
+from . import libbpf, packets
+from .errors import UsageProblem
+
+MAX_TAIL_CALL_CNT = 33  # the kernel's limit; used only to label the plot, never to fill in results
+
+XDP_ACTIONS = {0: "XDP_ABORTED", 1: "XDP_DROP", 2: "XDP_PASS", 3: "XDP_TX", 4: "XDP_REDIRECT"}
+TC_ACTIONS = {-1: "TC_ACT_UNSPEC", 0: "TC_ACT_OK", 1: "TC_ACT_RECLASSIFY", 2: "TC_ACT_SHOT", 3: "TC_ACT_PIPE",
+              4: "TC_ACT_STOLEN", 5: "TC_ACT_QUEUED", 6: "TC_ACT_REPEAT", 7: "TC_ACT_REDIRECT", 8: "TC_ACT_TRAP"}
+PACKET_TYPES = {"xdp", "sched_cls", "sched_act", "socket_filter", "cgroup_skb", "lwt_in", "flow_dissector"}
+# struct bpf_raw_tracepoint_args is u64 args[]; the kernel accepts up to
+# MAX_BPF_FUNC_ARGS (12) of them, and a program may read any of the 12.
+RAW_TP_CTX_SIZE = 12 * 8
+
+
+def retval_name(prog_type: str, retval: int) -> str | None:
+    """XDP_PASS, TC_ACT_SHOT, ... for the program types whose return value is an action."""
+    if prog_type == "xdp":
+        return XDP_ACTIONS.get(retval)
+    if prog_type in ("sched_cls", "sched_act"):
+        return TC_ACTIONS.get(retval)
+    if prog_type == "socket_filter":  # the number of bytes to keep
+        return "drop" if retval == 0 else f"keep {retval} bytes"
+    if prog_type == "cgroup_skb":
+        return {0: "drop", 1: "allow"}.get(retval)
+    return None
+
+
+def _signed32(value: int) -> int:
+    return value - (1 << 32) if value & 0x80000000 else value
+
+
+def as_bytes(value, what: str) -> bytes | None:
+    """bytes-like, or hex text ('45 00 ...', 'de:ad:..')."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            return packets.parse_hex(value)
+        except ValueError as e:
+            raise UsageProblem(f"{what}: {e}") from None
+    try:
+        return bytes(value)
+    except TypeError:
+        raise UsageProblem(f"{what}: give bytes or hex text, not {type(value).__name__}") from None
+
+
+@dataclass
+class TestRunResult:
+    """What one BPF_PROG_TEST_RUN returned."""
+
+    __test__ = False  # not a pytest test class, whatever its name says
+
+    program: str
+    type: str
+    retval: int
+    retval_name: str | None
+    ns_per_run: int | None  # the kernel's average over `repeat` runs; None where it does not time (raw_tp)
+    repeat: int
+    data_in: bytes | None
+    data_out: bytes | None
+    tail_calls: object = None  # DataFrame: slots whose counters moved during the run (attached programs included)
+
+    @property
+    def retval_text(self) -> str:
+        return f"{self.retval} ({self.retval_name})" if self.retval_name else str(self.retval)
+
+    def summary(self) -> str:
+        parts = [f"{self.program} ({self.type}): retval {self.retval_text}"]
+        if self.ns_per_run is not None:
+            parts.append(f"{self.ns_per_run} ns/run over {self.repeat:,} run{'s' if self.repeat != 1 else ''}")
+        if self.data_out is not None:
+            changed = "unchanged" if self.data_out == self.data_in else "changed"
+            parts.append(f"data out {len(self.data_out)} bytes ({changed}): {packets.describe(self.data_out)}")
+        return "; ".join(parts)
+
+    def __repr__(self) -> str:
+        text = self.summary()
+        if self.tail_calls is not None and len(self.tail_calls):
+            text += "\ntail calls during the run:\n" + self.tail_calls.to_string(index=False)
+        return text
+
+    def _repr_html_(self) -> str:
+        import html
+        out = f"<p><code>{html.escape(self.summary())}</code></p>"
+        if self.data_out is not None:
+            out += f"<pre>{html.escape(hexdump(self.data_out, limit=128))}</pre>"
+        if self.tail_calls is not None and len(self.tail_calls):
+            out += "<p>tail calls during the run:</p>" + self.tail_calls.to_html(index=False)
+        return out
+
+
+def hexdump(data: bytes, width: int = 16, limit: int | None = None) -> str:
+    shown = data if limit is None else data[:limit]
+    lines = [f"{i:04x}  {shown[i:i + width].hex(' ')}" for i in range(0, len(shown), width)]
+    if limit is not None and len(data) > limit:
+        lines.append(f"... {len(data) - limit} more bytes")
+    return "\n".join(lines)
+
+
+def _call_counts(session) -> dict[tuple[str, int], tuple[int, int]]:
+    counts = {}
+    for array in session.arrays.values():
+        calls, missed = array.call_counts()
+        for index, (c, m) in enumerate(zip(calls, missed)):
+            if c or m:
+                counts[(array.name, index)] = (c, m)
+    return counts
+
+
+def _count_delta(session, before, after):
+    import pandas as pd
+    rows = []
+    for (name, index), (calls, missed) in sorted(after.items()):
+        c0, m0 = before.get((name, index), (0, 0))
+        if calls - c0 or missed - m0:
+            array = session.arrays.get(name)
+            program = array.entries.get(index) if array else None
+            rows.append({"array": name, "index": index, "key": array.key_name(index) if array else None,
+                         "program": program.qualname if program else None,
+                         "calls": calls - c0, "taken": (calls - c0) - (missed - m0), "missed": missed - m0})
+    return pd.DataFrame(rows, columns=["array", "index", "key", "program", "calls", "taken", "missed"])
+
+
+def test_run(session, spec: str, data=None, ctx=None, repeat: int = 1, type: str | None = None) -> TestRunResult:
+    """Run MODULE.FUNC once or ``repeat`` times through BPF_PROG_TEST_RUN.
+
+    data: the packet (bytes or hex text) for XDP/tc/socket filters; default a
+        small UDP/IPv4 frame (packets.udp_packet()).
+    ctx: the context in (bytes or hex): xdp_md / __sk_buff fields, or the
+        raw tracepoint's u64 args (default: 12 zero args).
+    type: load FUNC with this program type instead of the one its context
+        parameter implies (only when it is not loaded yet).
+    """
+    if not isinstance(repeat, int) or repeat < 1:
+        raise UsageProblem(f"repeat must be a positive integer (got {repeat!r})")
+    program = session.program(spec, type)
+    data, ctx = as_bytes(data, "data"), as_bytes(ctx, "ctx")
+    if program.type == "raw_tracepoint":
+        if data is not None:
+            raise UsageProblem(f"{spec} is a raw_tracepoint program: the kernel test-runs those with a context "
+                               f"(--ctx, the u64 args) only, no data (EINVAL)")
+        if repeat != 1:
+            raise UsageProblem(f"{spec} is a raw_tracepoint program: the kernel runs those once per test run "
+                               f"(repeat is refused with EINVAL) and does not time them; drop --repeat")
+        if ctx is None:
+            ctx = bytes(RAW_TP_CTX_SIZE)
+        elif len(ctx) % 8 or len(ctx) > RAW_TP_CTX_SIZE:
+            raise UsageProblem(f"raw_tracepoint ctx: a whole number of u64 args, at most 12 "
+                               f"(got {len(ctx)} bytes)")
+    elif program.type in PACKET_TYPES and data is None:
+        data = packets.udp_packet()
+    before = _call_counts(session)
+    try:
+        # The kernel counts repeat 0 as 1; raw_tp wants exactly 0.
+        out = libbpf.test_run(program.fd, data=data, ctx=ctx, repeat=0 if program.type == "raw_tracepoint" else repeat)
+    except OSError as e:
+        raise _test_run_error(spec, program.type, e, data, ctx) from None
+    after = _call_counts(session)
+    retval = out["retval"]
+    if program.type in ("sched_cls", "sched_act"):
+        retval = _signed32(retval)
+    return TestRunResult(
+        program=program.qualname, type=program.type, retval=retval, retval_name=retval_name(program.type, retval),
+        ns_per_run=None if program.type == "raw_tracepoint" else out["duration_ns"],
+        repeat=repeat, data_in=data, data_out=out["data_out"], tail_calls=_count_delta(session, before, after))
+
+
+def _test_run_error(spec: str, ptype: str, e: OSError, data, ctx) -> UsageProblem:
+    if e.errno in (errno.ENOTSUP, 524):  # 524: the kernel's ENOTSUPP
+        return UsageProblem(f"{spec}: the kernel cannot test-run {ptype} programs (BPF_PROG_TEST_RUN: not "
+                            f"supported). It can: xdp, sched_cls, socket_filter, raw_tracepoint, ...; load the "
+                            f"function as one of those with type=... / --type.")
+    if e.errno == errno.EINVAL:
+        hint = ""
+        if data is not None and len(data) < 14 and ptype in PACKET_TYPES:
+            hint = f" The packet has {len(data)} bytes; the kernel wants at least an Ethernet header (14)."
+        elif ctx is not None:
+            hint = f" The kernel refused the ctx ({len(ctx)} bytes): it must fit the program type's context struct."
+        return UsageProblem(f"{spec} ({ptype}): BPF_PROG_TEST_RUN refused the input (EINVAL).{hint}")
+    return UsageProblem(f"{spec} ({ptype}): BPF_PROG_TEST_RUN failed: {e.strerror}")
+
+
+# ------------------------------------------------------------ tail-call curve
+
+BENCH_MODULE = "_bench_tailcalls"
+BENCH_ARRAY = "_bench_tc"
+MAX_BENCH_DEPTH = 256
+
+
+def chain_source(depth: int, index: str) -> str:
+    """XDP programs for a chain of ``depth`` tail calls. Each program returns
+    how many tail calls were taken to reach it, so when the chain ends (an
+    empty slot, or the kernel's limit) the test run's retval is the count,
+    measured by the programs themselves at no cost per hop.
+
+    const: hop_i calls slot i+1 with a constant index (the JIT patches a direct jump).
+    var: one program in every slot reads the count from the packet's first
+    byte and calls slot count+1 (an indirect jump, through a retpoline where on).
+    """
+    size = depth + 2
+    lines = [f"BPF_PROG_ARRAY({BENCH_ARRAY}, {size});"]
+    if index == "const":
+        for i in range(depth + 1):
+            lines.append(f"int hop{i}(struct xdp_md *ctx) {{ {BENCH_ARRAY}.call(ctx, {i + 1}); return {i}; }}")
+    elif index == "var":
+        # The count lives in the packet: a value loaded from packet memory is
+        # unknown to the verifier, so the index is a variable one.
+        lines.append(r"""
+static __always_inline int step(struct xdp_md *ctx, int first) {
+    u8 *count = (u8 *)(long)ctx->data;
+    if ((void *)(count + 1) > (void *)(long)ctx->data_end)
+        return XDP_ABORTED;
+    if (first)
+        *count = 0;  /* the packet is reused across repeats: the entry resets the count */
+    u32 taken = *count;
+    *count = taken + 1;
+    TC_ARRAY.call(ctx, taken + 1);
+    return taken;
+}
+int entry(struct xdp_md *ctx) { return step(ctx, 1); }
+int hop(struct xdp_md *ctx) { return step(ctx, 0); }
+""".replace("TC_ARRAY", BENCH_ARRAY))
+    else:
+        raise UsageProblem(f"index must be 'const' or 'var' (got {index!r})")
+    return "\n".join(lines) + "\n"
+
+
+def bench_tailcalls(session, depth: int = 33, repeat: int = 100_000, index: str = "const", rounds: int = 3):
+    """The tail-call cost curve: DataFrame with one row per depth 0..depth
+    (tail calls asked for), ``tail_calls`` (taken: the chain's own count) and
+    ``ns_per_run`` (best of ``rounds`` test runs of ``repeat`` runs each);
+    ``df.attrs`` holds the fit (ns_per_tail_call, intercept_ns) and the setup.
+    Loads its own module and array and frees both afterwards."""
+    import numpy as np
+    import pandas as pd
+
+    if not isinstance(depth, int) or not 0 <= depth <= MAX_BENCH_DEPTH:
+        raise UsageProblem(f"depth must be an integer 0..{MAX_BENCH_DEPTH} (got {depth!r})")
+    if not isinstance(repeat, int) or repeat < 1 or not isinstance(rounds, int) or rounds < 1:
+        raise UsageProblem("repeat and rounds must be positive integers")
+    if index not in ("const", "var"):
+        raise UsageProblem(f"index must be 'const' or 'var' (got {index!r})")
+    if BENCH_MODULE in session.modules or BENCH_ARRAY in session.arrays:
+        raise UsageProblem(f"{BENCH_MODULE}/{BENCH_ARRAY} already exist in this session: is another benchmark "
+                           f"running? `%bpf unload {BENCH_MODULE}` then `%bpf unload {BENCH_ARRAY}` if not")
+    packet = bytes(64)
+    best: dict[int, int] = {}
+    taken: dict[int, set[int]] = {d: set() for d in range(depth + 1)}
+    try:
+        # Bare tail calls: without the per-slot counting the rewrite would add.
+        session.load(BENCH_MODULE, chain_source(depth, index), count_tail_calls=False, origin="bench_tailcalls")
+        entry = session.program(f"{BENCH_MODULE}.{'hop0' if index == 'const' else 'entry'}")
+
+        def fill(slot: int) -> None:
+            session.slot(f"{BENCH_ARRAY}[{slot}]", f"{BENCH_MODULE}.{f'hop{slot}' if index == 'const' else 'hop'}")
+
+        # Depth d = slots 1..d filled and d+1 empty. Rounds alternate going up
+        # (fill slot d, run) and down (empty slot d+1, run): one map update per
+        # step, and a disturbance (another process switching kernel stats on,
+        # a noisy neighbour) spoils one pass over several depths rather than
+        # every run of one depth; each depth keeps its best round.
+        for round_number in range(rounds):
+            upward = round_number % 2 == 0
+            for d in range(depth + 1) if upward else range(depth, -1, -1):
+                if upward and d >= 1:
+                    fill(d)
+                elif not upward and d < depth:
+                    session.unslot(f"{BENCH_ARRAY}[{d + 1}]")
+                out = libbpf.test_run(entry.fd, data=packet, repeat=repeat)
+                taken[d].add(out["retval"])
+                best[d] = min(best.get(d, out["duration_ns"]), out["duration_ns"])
+    finally:
+        if BENCH_MODULE in session.modules:
+            session.unload(BENCH_MODULE)
+        if BENCH_ARRAY in session.arrays:
+            session.unload(BENCH_ARRAY)
+    rows = []
+    for d in range(depth + 1):
+        if len(taken[d]) != 1:
+            raise RuntimeError(f"the chain of depth {d} took different numbers of tail calls: {sorted(taken[d])}")
+        rows.append({"depth": d, "tail_calls": taken[d].pop(), "ns_per_run": best[d]})
+    df = pd.DataFrame(rows, columns=["depth", "tail_calls", "ns_per_run"])
+    df["index"] = index
+    # Fit against tail calls taken, not asked for: past the limit the extra
+    # calls fall through and the cost stops growing.
+    if df["tail_calls"].nunique() >= 2:
+        slope, intercept = np.polyfit(df["tail_calls"], df["ns_per_run"], 1)
+    else:
+        slope, intercept = float("nan"), float(df["ns_per_run"].mean())
+    df.attrs.update({
+        "ns_per_tail_call": float(slope), "intercept_ns": float(intercept), "index": index,
+        "repeat": repeat, "rounds": rounds, "max_tail_calls": int(df["tail_calls"].max()),
+        "kernel": platform.release(), "stats_enabled": session.stats_enabled,
+    })
+    return df
+
+
+def describe_fit(df) -> str:
+    a = df.attrs
+    return (f"{a['ns_per_tail_call']:.2f} ns per tail call ({a['index']} index), {a['intercept_ns']:.1f} ns "
+            f"base per run; at most {a['max_tail_calls']} tail calls taken; kernel {a['kernel']}, best of "
+            f"{a['rounds']} x {a['repeat']:,} runs")
+
+
+def plot_tailcalls(*frames, ax=None):
+    """ns_per_run against depth for each bench_tailcalls DataFrame, with its
+    fit (flat past the most tail calls taken). Returns the matplotlib Figure."""
+    import numpy as np
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure state
+
+    if ax is None:
+        fig = Figure(figsize=(7, 4), layout="constrained")
+        ax = fig.add_subplot()
+    else:
+        fig = ax.figure
+    for df in frames:
+        a = df.attrs
+        points = ax.plot(df["depth"], df["ns_per_run"], "o", ms=4, label=f"{a['index']} index (measured)")
+        depth = np.arange(0, int(df["depth"].max()) + 1)
+        taken = np.minimum(depth, a["max_tail_calls"])
+        ax.plot(depth, a["intercept_ns"] + a["ns_per_tail_call"] * taken, "-", color=points[0].get_color(),
+                label=f"fit: {a['ns_per_tail_call']:.2f} ns/tail call")
+    if frames and max(int(df["depth"].max()) for df in frames) > MAX_TAIL_CALL_CNT:
+        ax.axvline(MAX_TAIL_CALL_CNT, color="grey", ls="--", lw=1)
+        ax.annotate(f"kernel limit ({MAX_TAIL_CALL_CNT})", (MAX_TAIL_CALL_CNT, ax.get_ylim()[0]),
+                    xytext=(-4, 4), textcoords="offset points", ha="right", color="grey", fontsize=8)
+    ax.set_xlabel("tail calls asked for (chain depth)")
+    ax.set_ylabel("ns per run (BPF_PROG_TEST_RUN)")
+    ax.set_title(f"Tail-call cost, XDP, kernel {platform.release()}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def figure_svg(fig) -> str:
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg")
+    return buf.getvalue()

@@ -1,0 +1,90 @@
+"""bpf_trace_printk output: lines of tracefs' trace_pipe into a DataFrame.
+
+trace_pipe is a consuming read shared by the whole machine: what one reader
+takes, another does not see, and lines printed before the capture starts are
+still there if nobody read them.
+"""
+from __future__ import annotations
+
+import os
+import re
+import select
+import time
+
+from . import env
+from .errors import EnvironmentProblem
+
+TRACE_PIPE = "/sys/kernel/tracing/trace_pipe"
+COLUMNS = ["ts", "cpu", "pid", "comm", "msg"]
+
+# "  python3-1234    [001] d..31  1234.567890: bpf_trace_printk: hello"
+# (with the record-tgid option a "(  1234)" column follows the pid; older
+# kernels print 4 flag characters, newer ones 5; the flags can be absent)
+_LINE_RE = re.compile(
+    r"^\s*(?P<comm>.*?)-(?P<pid>\d+)\s+(?:\(\s*[-\d]+\)\s+)?\[(?P<cpu>\d+)\]\s+"
+    r"(?:(?P<flags>[^\s:]{4,5})\s+)?(?P<ts>\d+\.\d+):\s+(?P<event>[^:]+):\s?(?P<msg>.*)$")
+_LOST_RE = re.compile(r"CPU:(\d+) \[LOST (\d+) EVENTS\]")
+
+
+def parse_line(line: str) -> dict | None:
+    """One trace_pipe line of bpf_trace_printk to {ts, cpu, pid, comm, msg}; None for other lines."""
+    m = _LINE_RE.match(line)
+    if m is None or m["event"].strip() != "bpf_trace_printk":
+        return None
+    return {"ts": float(m["ts"]), "cpu": int(m["cpu"]), "pid": int(m["pid"]), "comm": m["comm"],
+            "msg": m["msg"]}
+
+
+def capture(seconds: float = 1.0, max_lines: int | None = None, grep: str | None = None,
+            path: str = TRACE_PIPE):
+    """Read bpf_trace_printk lines for at most SECONDS (or until MAX_LINES),
+    never blocking longer. ``grep``: keep messages matching this regex.
+    DataFrame columns: ts (seconds since boot, as the trace clock), cpu, pid
+    (the thread id), comm, msg. ``df.attrs["lost"]``: lines the kernel
+    reported as overwritten before they were read. Reading consumes: lines
+    read past MAX_LINES in the same read are gone for other readers too."""
+    import pandas as pd
+    status = env.ensure_tracefs()
+    if not os.path.exists(path):
+        raise EnvironmentProblem(f"no {path}: {status.reason}; "
+                                 f"mount it with `mount -t tracefs nodev /sys/kernel/tracing`")
+    pattern = re.compile(grep) if grep else None
+    rows: list[dict] = []
+    lost = 0
+    deadline = time.monotonic() + max(0.0, seconds)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        partial = b""
+        while max_lines is None or len(rows) < max_lines:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            if not poller.poll(min(left, 0.1) * 1000):
+                continue
+            try:
+                chunk = os.read(fd, 1 << 16)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                continue
+            lines = (partial + chunk).split(b"\n")
+            partial = lines.pop()  # an unfinished line waits for the next read
+            for raw in lines:
+                text = raw.decode("utf-8", "replace")
+                m = _LOST_RE.search(text)
+                if m:
+                    lost += int(m[2])
+                    continue
+                row = parse_line(text)
+                if row is None or (pattern is not None and not pattern.search(row["msg"])):
+                    continue
+                rows.append(row)
+                if max_lines is not None and len(rows) >= max_lines:
+                    break
+    finally:
+        os.close(fd)
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    frame.attrs["lost"] = lost
+    return frame
