@@ -235,6 +235,12 @@ class Session:
                     raise SlotError(f"array {name} exists with {existing.size} slots, not {size}; "
                                     f"`%bpf unload {name}` or `%bpf reset` first")
                 array = existing
+                if keys is not None and keys != existing.keys:
+                    if existing.names or existing.keys is not None:
+                        named = ", ".join(f"{n}={i}" for n, i in existing.names.items()) or existing.keys
+                        raise SlotError(f"array {name} already has keys ({named}); run `%bpf progarray {name} "
+                                        f"{size} --keys {keys}` before the cells that use it, or `%bpf reset`")
+                    existing.keys = keys
             else:
                 pa.check_name("array", name, pa.MAX_ARRAY_NAME)
                 array = pa.create(name, size, os.path.join(self.pin_dir(), name), type, keys)

@@ -389,3 +389,21 @@ def test_dead_session_pins_are_cleaned(tmp_path):
         assert not os.path.exists(os.path.dirname(pin_dir))
     finally:
         s.close()
+
+
+def test_syscall_keys_can_be_set_after_the_array_is_declared(session):
+    """DESIGN's API example loads the dispatcher first, then asks for syscall keys."""
+    session.load("disp", DISPATCHER, attach={"dispatch": "raw_tracepoint:sys_enter"})
+    session.progarray("progs", 512, keys="syscalls")
+    session.load("h", COUNTER + "int on(struct bpf_raw_tracepoint_args *ctx) { int k = 0; hits.atomic_increment(k); return 0; }",
+                 slots={"progs[getppid]": "on"})
+    assert session.slots("progs").set_index("key").loc["getppid", "index"] == syscall_numbers()["getppid"]
+    for _ in range(5):
+        os.getppid()
+    assert hits(session.modules["h"]) >= 5
+
+
+def test_syscall_keys_refused_once_names_are_taken(session):
+    session.progarray("jt", 8, slots="a,b")
+    with pytest.raises(SlotError, match="already has keys"):
+        session.progarray("jt", 8, keys="syscalls")
