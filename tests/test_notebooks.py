@@ -21,8 +21,10 @@ def execute(path, tmp_path):
     before = kernel_objects()
     ok, out = run_notebook(path, output=str(tmp_path / os.path.basename(path)), timeout=300, echo=False)
     nb = nbformat.read(out, as_version=4)
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if o.get("output_type") == "error"]
+    # Cells tagged raises-exception show an error on purpose (a tutorial's "when it goes wrong").
+    errors = [o for c in nb.cells if c.cell_type == "code"
+              and "raises-exception" not in c.get("metadata", {}).get("tags", [])
+              for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert ok and not errors, f"{path} failed: {[e.get('ename') + ': ' + e.get('evalue', '') for e in errors]}"
     # The kernel process has exited: nothing it loaded may remain.
     assert leftovers(before) == {}
@@ -63,3 +65,18 @@ def test_syscall_dispatch_notebook_results(tmp_path):
     assert "handlers.on_write" in everything and "progs[getppid] emptied" in everything
     assert any("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code"
                for o in c.get("outputs", [])), "the write-size plot is missing"
+
+
+def test_syscall_dispatch_notebook_shows_errors_in_cells(tmp_path):
+    path = next(p for p in NOTEBOOKS if p.endswith("01-syscall-dispatch.ipynb"))
+    nb = execute(path, tmp_path)
+    verifier, rerun = [[o for o in c.outputs if o.output_type == "error"][0] for c in tagged(nb, "raises-exception")]
+    assert verifier.ename == "BpfVerifierError"
+    assert "map_value_or_null" in verifier.evalue and "HINT" in verifier.evalue
+    assert "*v = bpf_ktime_get_ns(); " in verifier.evalue and "@ cell:5" in verifier.evalue  # lines of the cell body
+    assert rerun.ename == "BpfCompileError"
+    assert "cell:4:" in rerun.evalue and "calls.atomic_increment(k)" in rerun.evalue
+    assert "the previous version is still loaded" in " ".join(rerun.evalue.split())
+    assert not any("Traceback" in line for o in (verifier, rerun) for line in o.traceback)
+    ran = int(text_outputs(tagged(nb, "still-running")[0]).split("still ran ")[1].split()[0])
+    assert ran >= 100
