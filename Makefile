@@ -11,7 +11,7 @@ SHELL := /bin/bash
 SYSTEM_PYTHON := /usr/bin/python3
 VENV          := .venv
 PY            := $(VENV)/bin/python
-APT_PACKAGES  := python3-bpfcc bpftool linux-headers-amd64 clang llvm libbpf-dev python3-venv iproute2
+APT_PACKAGES  := python3-bpfcc bpftool linux-headers-amd64 clang llvm libbpf-dev python3-venv iproute2 graphviz
 SUDO          := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS   ?=
 DEMO          ?= notebooks/01-syscall-dispatch.ipynb

@@ -367,6 +367,21 @@ def verifier_error(func: str, stderr: str, reason: str, origin: str, source: str
     if len(body) > tail:
         head += f"; last {tail} of {len(body)} log lines (full log: exception .log)"
     parts = [head + ":", *("  " + line for line in cut)]
+    if body and body[-1].startswith("processed ") and "Invalid argument" in reason:
+        parts.append("The program verified, but the kernel refused it: a prog array it uses already holds "
+                     "programs of another type or attach type (a map's programs must all match).")
+    if not hints:  # BCC adds hints of its own; libbpf (--core) does not
+        hints = [f"HINT: {text}" for key, text in VERIFIER_HINTS.items() if key in log]
     if hints:
         parts += ["", *hints]
     return BpfVerifierError("\n".join(parts), log)
+
+
+VERIFIER_HINTS = {
+    "map_value_or_null": "a map lookup can return NULL: check the pointer before using it.",
+    "invalid mem access 'scalar'": "a pointer the verifier cannot trust is dereferenced: read kernel memory "
+                                   "with bpf_probe_read_kernel() or BPF_CORE_READ().",
+    "unreachable insn": "code after an unconditional return or jump; compile with -O2.",
+    "back-edge": "a loop the verifier cannot bound: give it a constant bound or use bpf_loop().",
+    "invalid access to packet": "check packet bounds (data + N > data_end) before reading the packet.",
+}

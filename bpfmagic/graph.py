@@ -171,10 +171,12 @@ class ChainGraph:
                 if row.run_cnt:
                     avg = f", {row.avg_ns:.0f} ns avg" if row.avg_ns is not None else ""
                     lines.append(f"{row.run_cnt:,} runs{avg}")
+                if row.taken:
+                    lines.append(f"{row.taken:,} tail calls in")
                 g.node(row.node, "\n".join(lines), shape="box", style="rounded,filled", fillcolor="#e8f0fe")
             else:
                 label = row.node + f"\n{row.calls:,} calls"
-                empty = row.program is None
+                empty = not isinstance(row.program, str)
                 if row.missed:
                     label += f", {row.missed:,} missed"
                 color = "#d93025" if row.missed else ("#9aa0a6" if empty else "#1a73e8")
@@ -189,10 +191,14 @@ class ChainGraph:
         return g
 
     def svg(self) -> str:
+        return self.render("svg").decode()
+
+    def render(self, format: str = "svg") -> bytes:
+        """The picture as bytes: svg, png, pdf (any format `dot` writes)."""
         if not shutil.which("dot"):
             raise RuntimeError("drawing the graph needs Graphviz's `dot`: apt-get install graphviz "
                                "(the data is in .nodes and .edges)")
-        return self.dot().pipe(format="svg").decode()
+        return self.dot().pipe(format=format)
 
     def _repr_mimebundle_(self, include=None, exclude=None):
         bundle = {"text/plain": repr(self)}
@@ -267,6 +273,9 @@ def graph(session, array: str | None = None) -> ChainGraph:
             for index in range(a.size):  # slots that were called though no call site names them (e.g. var keys)
                 if calls[index]:
                     slot_node(a, index)
+    for edge in edges:  # a program's "taken": the tail calls that entered it through its slots
+        if edge["kind"] == "slot":
+            nodes[edge["dst"]]["taken"] += edge["taken"]
     node_df = pd.DataFrame(list(nodes.values()), columns=NODE_COLUMNS)
     edge_df = pd.DataFrame(edges, columns=EDGE_COLUMNS)
     title = f"tail-call chain: {', '.join(sorted(names)) or 'no arrays'}"

@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 from . import env, libbpf
 from . import progarray as pa
 from .attach import Attachment, Target, attach as attach_target, check_servable, parse_target
-from .compiler import (PROG_TYPES, auto_attach_type, captured_fd2, compile_error,
+from .compiler import (PROG_TYPES, ArrayDecl, auto_attach_type, counter_name, captured_fd2, compile_error,
                        declared_prog_arrays, function_contexts, prog_type_name, rewrite_source,
                        slot_references, verifier_error)
-from .stream import Stream, StreamManager, count_output_failures
 from .errors import (AttachError, BpfCompileError, BpfError, BpfVerifierError,
                      EnvironmentProblem, SlotError, UsageProblem)
 
@@ -90,11 +89,14 @@ class Module:
         self.slots: list[tuple[str, int]] = []  # (array, index) this module filled
         self.compile_log = ""
         self.contexts = function_contexts(source)
+        self.core = None  # core.CoreObject of a --core module (then bpf is None)
         self.closed = False
 
     # -- contents
     @property
     def functions(self) -> list[str]:
+        if self.core is not None:
+            return list(self.core.programs()) if self.core.ptr else list(self.programs)
         lib = _bcc()
         if self.bpf is None or self.bpf.module is None:
             return list(self.programs)
@@ -103,6 +105,8 @@ class Module:
 
     @property
     def tables(self) -> list[str]:
+        if self.core is not None:
+            return self.core.tables() if self.core.ptr else []
         lib = _bcc()
         if self.bpf is None or self.bpf.module is None:
             return []
@@ -118,6 +122,8 @@ class Module:
     def __getitem__(self, table: str):
         if table not in self.tables:
             raise KeyError(f"{self.name} has no table {table!r} (tables: {', '.join(self.tables) or 'none'})")
+        if self.core is not None:
+            return self.core.table(table)
         return self.bpf[table]
 
     def __contains__(self, table: str) -> bool:
@@ -145,6 +151,8 @@ class Module:
             with contextlib.suppress(Exception):
                 atexit.unregister(self.bpf.cleanup)
             self.bpf = None
+        if self.core is not None:
+            self.core.close()
         self.programs.clear()
         self.closed = True
 
@@ -169,6 +177,7 @@ class Session:
         # Extension points: callables run with a Module after it is switched in / before it is freed.
         self.on_load: list = []
         self.on_unload: list = []
+        from .stream import StreamManager  # numpy: imported only once a Session exists
         self.streams = StreamManager(self)  # event tables -> DataFrames, started/stopped by the hooks above
         self.env = _prepare_environment() if prepare else {}
         self.privileges = env.privileges()
@@ -286,8 +295,6 @@ class Session:
         count_tail_calls: count calls and fall-throughs per slot (False for
         benchmarks that must measure the bare tail call).
         """
-        if core:
-            raise UsageProblem("--core (clang + libbpf CO-RE) is not available yet in this version of bpfmagic")
         pa.check_name("module", name)
         self._require_privileges()
         if file is not None:
@@ -299,7 +306,7 @@ class Session:
             old = self.modules.get(name)
             try:
                 return self._load(name, source, attach_specs, slot_specs, list(cflags), verbose, origin, old,
-                                  count_tail_calls)
+                                  count_tail_calls, core, file)
             except BpfError as e:
                 if old is not None:
                     e.message += (f"\n\n[bpfmagic] the new version of {name} was not loaded; the previous "
@@ -307,9 +314,11 @@ class Session:
                     e.args = (e.message,)
                 raise
 
-    def _load(self, name, source, attach_specs, slot_specs, cflags, verbose, origin, old, count_calls) -> Module:
-        from bcc import BPF
-
+    def _load(self, name, source, attach_specs, slot_specs, cflags, verbose, origin, old, count_calls,
+              core=False, file=None) -> Module:
+        if core:
+            from . import core as co
+            co.tools()
         for func, target in attach_specs:
             check_servable(parse_target(target))  # before any compiling
         new_arrays: list[str] = []
@@ -320,7 +329,10 @@ class Session:
         replaced: list[tuple[pa.ProgArray, int, Program | None]] = []
         try:
             # Session arrays this cell declares: shared if they exist, created otherwise.
-            for decl in declared_prog_arrays(source):
+            decls = declared_prog_arrays(source)
+            if core:
+                decls += [ArrayDecl(n, size, line) for n, size, line in co.declared_struct_prog_arrays(source)]
+            for decl in decls:
                 pa.check_name("array", decl.name, pa.MAX_ARRAY_NAME)
                 have = self.arrays.get(decl.name)
                 if have is not None:
@@ -339,27 +351,12 @@ class Session:
             for array_name, key in slot_references(source):
                 slot_index(array_name, key)
             resolved_slots = [(self.array(a), slot_index(a, k), func) for (a, k), func in slot_specs]
-            text = rewrite_source(source, {n: (a.pin, a.size) for n, a in self.arrays.items()}, slot_index,
-                                  count_calls=count_calls)
-            text = count_output_failures(text)  # failed ring/perf outputs bump a counter: Stream.lost
-
-            debug = 0x10 if verbose else 0  # BCC's DEBUG_BPF_REGISTER_STATE: full verifier log
-            with captured_fd2() as log:
-                try:
-                    bpf = BPF(text=text, cflags=cflags, debug=debug)
-                    error = None
-                except Exception as e:  # BCC raises bare Exception
-                    bpf, error = None, e
-            stderr = log[0]
-            if error is not None:
-                raise self._bcc_error(error, stderr, source, origin) from None
-            module = Module(self, name, source, bpf, origin)
-            module.compile_log = stderr
-            # Functions BCC loaded and attached by naming convention.
-            for fname, fn in bpf.funcs.items():
-                fname = fname.decode()
-                module.programs[fname] = Program(module, fname, auto_attach_type(fname) or "unknown", fn.fd)
-                module.auto_attached.append(fname)
+            if core:
+                module = self._compile_core(name, source, origin, cflags, slot_index, count_calls, file,
+                                            {d.name for d in decls}, attach_specs, resolved_slots, verbose)
+            else:
+                module = self._compile_bcc(name, source, origin, cflags, slot_index, count_calls, verbose)
+            bpf = module.bpf
 
             # Load what is attached and slotted, with the type its use demands.
             for func, target in attach_specs:
@@ -381,6 +378,15 @@ class Session:
                 att = attach_target(program, target, bpf)
                 attachments.append(att)
                 module.attachments.append(att)
+            if core:
+                # Programs whose SEC() names their target (tp_btf/..., raw_tp/...) attach by themselves.
+                attached = {f for f, _ in attach_specs} | {f for _, _, f in resolved_slots}
+                for pname, prog_ptr in module.core.programs().items():
+                    if pname not in attached and module.core.section(prog_ptr).startswith(co.AUTO_ATTACH_SECTIONS):
+                        att = module.core.attach_by_section(module.programs[pname], prog_ptr)
+                        attachments.append(att)
+                        module.attachments.append(att)
+                        module.auto_attached.append(pname)
             for array, index, func in resolved_slots:
                 program = module.programs[func]
                 replaced.append((array, index, array.entries.get(index)))
@@ -418,6 +424,80 @@ class Session:
         self.modules[name] = module
         for hook in list(self.on_load):
             hook(module)
+        return module
+
+    def _compile_bcc(self, name, source, origin, cflags, slot_index, count_calls, verbose) -> Module:
+        """BCC: rewrite for the session (shared arrays, SLOT, counters), compile, load
+        what BCC auto-attaches by naming convention."""
+        from bcc import BPF
+        text = rewrite_source(source, {n: (a.pin, a.size) for n, a in self.arrays.items()}, slot_index,
+                              count_calls=count_calls)
+        from .stream import count_output_failures
+        text = count_output_failures(text)  # failed ring/perf outputs bump a counter: Stream.lost
+        debug = 0x10 if verbose else 0  # BCC's DEBUG_BPF_REGISTER_STATE: full verifier log
+        with captured_fd2() as log:
+            try:
+                bpf = BPF(text=text, cflags=cflags, debug=debug)
+                error = None
+            except Exception as e:  # BCC raises bare Exception
+                bpf, error = None, e
+        stderr = log[0]
+        if error is not None:
+            raise self._bcc_error(error, stderr, source, origin) from None
+        module = Module(self, name, source, bpf, origin)
+        module.compile_log = stderr
+        # Functions BCC loaded and attached by naming convention.
+        for fname, fn in bpf.funcs.items():
+            fname = fname.decode()
+            module.programs[fname] = Program(module, fname, auto_attach_type(fname) or "unknown", fn.fd)
+            module.auto_attached.append(fname)
+        return module
+
+    def _compile_core(self, name, source, origin, cflags, slot_index, count_calls, file, declared,
+                      attach_specs, resolved_slots, verbose) -> Module:
+        """CO-RE: clang against vmlinux.h, libbpf loads every program of the object;
+        session arrays (and their call counters) reuse the session's map fds."""
+        from . import core as co
+        text = rewrite_source(source, {}, slot_index, count_calls=False)  # only SLOT() here
+        sizes = {n: a.size for n, a in self.arrays.items()}
+        text = co.prepare_source(text, origin, sizes, declared, count_calls)
+        include_dirs = [os.path.dirname(os.path.abspath(file))] if file else []
+        obj_bytes, warnings_text = co.compile_object(text, source, origin, cflags, include_dirs)
+        obj = co.CoreObject(name, obj_bytes)
+        try:
+            maps = obj.maps()
+            for array_name, array in self.arrays.items():
+                if array_name in maps:
+                    obj.reuse(array_name, array.fd)
+                if counter_name(array_name) in maps:
+                    obj.reuse(counter_name(array_name), array.counter_fd)
+            # Types are fixed by SEC(): refuse a mismatch before the kernel says only EINVAL.
+            progs = obj.programs()
+            for func, target in attach_specs:
+                if func not in progs:
+                    raise UsageProblem(f"{name} has no program {func!r} (programs: {', '.join(progs) or 'none'})")
+                have, need = obj.program_type(progs[func]), parse_target(target).prog_type
+                if have != need:
+                    raise AttachError(f"{name}.{func} is SEC(\"{obj.section(progs[func])}\"), a {have} program; "
+                                      f"{target} needs {need}")
+            for array, index, func in resolved_slots:
+                if func not in progs:
+                    raise UsageProblem(f"{name} has no program {func!r} (programs: {', '.join(progs) or 'none'})")
+                have = array.owner_type
+                if have and have != obj.program_type(progs[func]):
+                    raise SlotError(f"{array.name} holds {have} programs; {name}.{func} is "
+                                    f"SEC(\"{obj.section(progs[func])}\"), a {obj.program_type(progs[func])} program")
+            log = obj.load(origin, source, verbose)
+        except BaseException:
+            obj.close()
+            raise
+        module = Module(self, name, source, None, origin)
+        module.core = obj
+        module.compile_log = warnings_text + log
+        for pname, prog_ptr in obj.programs().items():
+            fd = co._lib().bpf_program__fd(prog_ptr)
+            if fd >= 0:
+                module.programs[pname] = Program(module, pname, obj.program_type(prog_ptr), fd)
         return module
 
     def _bcc_error(self, error: Exception, stderr: str, source: str, origin: str) -> BpfError:
@@ -461,6 +541,9 @@ class Session:
                 raise (SlotError if array else AttachError)(
                     f"{module.name}.{func} is loaded as {existing.type}; {why or 'this use'} needs {ptype}")
             return existing
+        if module.core is not None:  # libbpf loaded every program of the object already
+            known = ", ".join(module.programs) or "none"
+            raise UsageProblem(f"{module.name} has no program {func!r} (programs: {known})")
         if func not in module.functions:
             known = ", ".join(module.functions) or "none"
             raise UsageProblem(f"{module.name} has no function {func!r} (functions: {known})")
@@ -472,7 +555,10 @@ class Session:
             raise UsageProblem(f"unknown program type {ptype!r}; known: {', '.join(sorted(PROG_TYPES))}")
         with captured_fd2() as log:
             try:
-                fn = module.bpf.load_func(func.encode(), PROG_TYPES[ptype])
+                # XDP with expected attach type BPF_XDP, as libbpf's SEC("xdp") loads it: this kernel
+                # refuses tail calls between programs of different attach types.
+                fn = module.bpf.load_func(func.encode(), PROG_TYPES[ptype],
+                                          attach_type=libbpf.BPF_XDP if ptype == "xdp" else -1)
                 error = None
             except Exception as e:
                 error = e
@@ -491,7 +577,7 @@ class Session:
             raise UsageProblem(f"name a program as MODULE.FUNC (got {spec!r})")
         return self.module(mod_name).program(func, type)
 
-    def stream(self, name: str) -> Stream:
+    def stream(self, name: str) -> "Stream":
         """The stream of event table NAME ("events" when only one module has it, else "module.events")."""
         return self.streams.get(name)
 

@@ -149,6 +149,11 @@ def test_run(session, spec: str, data=None, ctx=None, repeat: int = 1, type: str
         raw tracepoint's u64 args (default: 12 zero args).
     type: load FUNC with this program type instead of the one its context
         parameter implies (only when it is not loaded yet).
+
+    With repeat > 1 the kernel runs every repeat on the same buffer, so a
+    program's writes to the packet accumulate. Socket filters see the packet
+    from the IP header on (the kernel strips the Ethernet header and zeroes
+    it in data out).
     """
     if not isinstance(repeat, int) or repeat < 1:
         raise UsageProblem(f"repeat must be a positive integer (got {repeat!r})")

@@ -421,7 +421,7 @@ def test_run_notebook_prints_outputs_and_saves_copy(tmp_path):
     assert "hello from cell 0" in r.stdout
     assert "run_cnt" in r.stdout and "prog" in r.stdout
     assert "'beside the notebook'" in r.stdout
-    assert repr(sys.executable) in r.stdout  # kernel runs this interpreter (sees bcc)
+    assert f"'{os.path.dirname(sys.executable)}/python" in r.stdout  # the kernel runs this venv's python (sees bcc)
     out = work / "build" / "demo.ipynb"
     assert out.is_file()
     assert src.read_bytes() == before

@@ -214,7 +214,7 @@ def test_type_mismatch_names_both_types(session):
         session.load("x", "int on_pkt(struct xdp_md *ctx) { return XDP_PASS; }", slots={"progs[3]": "on_pkt"})
     assert "raw_tracepoint" in str(err.value) and "xdp" in str(err.value)
     assert "x" not in session.modules
-    assert session.slots("progs").empty
+    assert session.slots("progs")["program"].isna().all()
 
 
 def test_array_type_from_progarray_decides_function_type(session):
@@ -363,7 +363,7 @@ def test_unload_and_reset_free_everything(session):
     assert kernel_objects()["prog"] - before["prog"]
     session.unload("h")
     assert "h" not in session.modules
-    assert session.slots("progs").empty
+    assert session.slots("progs")["program"].isna().all()
     session.reset()
     assert not session.arrays and not session.modules
     from .conftest import leftovers

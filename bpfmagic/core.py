@@ -1,0 +1,425 @@
+"""The CO-RE path (``%%bpf NAME --core``): the cell is libbpf-style C, compiled
+by clang against ``vmlinux.h`` of the running kernel and loaded by libbpf.
+It serves what BCC cannot: BPF-to-BPF calls, tp_btf programs and kernel
+struct reads with correct offsets (BPF_CORE_READ).
+
+Session prog arrays are shared with BCC cells: a prog array map of the
+object whose name is a session array reuses the session's map fd, so CO-RE
+and BCC programs tail-call each other through the same slots."""
+from __future__ import annotations
+
+import contextlib
+import ctypes as ct
+import os
+import platform
+import re
+import shutil
+import subprocess
+import tempfile
+
+from . import libbpf
+from .attach import Attachment, Target
+from .compiler import (_matching_paren, _split_args, captured_fd2, counter_name, prog_type_name,
+                       strip_comments)
+from .errors import AttachError, BpfCompileError, BpfVerifierError, EnvironmentProblem
+
+VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
+_ARCH = {"x86_64": "x86", "aarch64": "arm64", "s390x": "s390", "ppc64le": "powerpc", "riscv64": "riscv"}
+
+# Declarations every --core cell gets unless it includes vmlinux.h itself.
+PRELUDE = """#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+"""
+# BPF_PROG_ARRAY(name, n) means the same thing in BCC and --core cells.
+PROG_ARRAY_MACRO = """#ifndef BPF_PROG_ARRAY
+#define BPF_PROG_ARRAY(_name, _n) struct { __uint(type, BPF_MAP_TYPE_PROG_ARRAY); \\
+    __uint(max_entries, _n); __type(key, __u32); __type(value, __u32); } _name SEC(".maps")
+#endif
+"""
+_STRUCT_MAP_RE = re.compile(r"struct\s*\{([^{}]*)\}\s*([A-Za-z_]\w*)\s+SEC\(\s*\"\.maps\"\s*\)")
+_MAX_ENTRIES_RE = re.compile(r"__uint\s*\(\s*max_entries\s*,\s*(\w+)\s*\)")
+_TAIL_CALL_RE = re.compile(r"\bbpf_tail_call(?:_static)?\s*\(")
+# SEC prefixes libbpf can attach by itself (the section names the target).
+AUTO_ATTACH_SECTIONS = ("tp_btf/", "raw_tp/", "raw_tracepoint/", "tp/", "tracepoint/", "fentry/", "fexit/",
+                        "lsm/", "iter/")
+
+
+# ------------------------------------------------------------ environment
+
+def tools() -> None:
+    """Raise EnvironmentProblem when clang, bpftool, BTF or libbpf headers are missing."""
+    missing = []
+    if not shutil.which("clang"):
+        missing.append("clang (apt-get install -y clang llvm)")
+    if not shutil.which("bpftool"):
+        missing.append("bpftool (apt-get install -y bpftool)")
+    if not os.path.exists("/usr/include/bpf/bpf_helpers.h"):
+        missing.append("libbpf headers (apt-get install -y libbpf-dev)")
+    if not os.path.exists(VMLINUX_BTF):
+        missing.append(f"kernel BTF at {VMLINUX_BTF} (a kernel built with CONFIG_DEBUG_INFO_BTF)")
+    if missing:
+        raise EnvironmentProblem("--core needs " + "; ".join(missing))
+
+
+def vmlinux_dir() -> str:
+    """A directory holding vmlinux.h of the running kernel (dumped once from its BTF, cached)."""
+    cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "bpfmagic",
+                         "vmlinux", platform.release())
+    header = os.path.join(cache, "vmlinux.h")
+    if os.path.exists(header):
+        return cache
+    os.makedirs(cache, exist_ok=True)
+    res = subprocess.run(["bpftool", "btf", "dump", "file", VMLINUX_BTF, "format", "c"],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        raise EnvironmentProblem(f"bpftool could not dump {VMLINUX_BTF}: {res.stderr.strip()}")
+    fd, tmp = tempfile.mkstemp(dir=cache, suffix=".h")  # atomic: concurrent sessions never see half a file
+    with os.fdopen(fd, "w") as f:
+        f.write(res.stdout)
+    os.replace(tmp, header)
+    return cache
+
+
+# ------------------------------------------------------------ source
+
+def declared_struct_prog_arrays(source: str) -> list[tuple[str, int, int]]:
+    """(name, size, line) of prog arrays declared in libbpf's struct form."""
+    code = strip_comments(source)
+    out = []
+    for m in _STRUCT_MAP_RE.finditer(code):
+        body = m[1]
+        if "BPF_MAP_TYPE_PROG_ARRAY" not in body:
+            continue
+        size = _MAX_ENTRIES_RE.search(body)
+        try:
+            n = int(size[1], 0) if size else 0
+        except ValueError:
+            raise BpfCompileError(f"prog array {m[2]}: max_entries must be an integer literal so cells can "
+                                  "share the array") from None
+        out.append((m[2], n, code.count("\n", 0, m.start()) + 1))
+    return out
+
+
+def _count_core_tail_calls(text: str, sizes: dict[str, int]) -> str:
+    """Wrap ``bpf_tail_call(ctx, &ARRAY, key)`` on a session array to count calls
+    and fall-throughs per key (the same counters BCC cells bump)."""
+    code = strip_comments(text)
+    out, last = [], 0
+    for m in _TAIL_CALL_RE.finditer(code):
+        if m.start() < last:
+            continue
+        close = _matching_paren(code, m.end() - 1)
+        if close is None:
+            continue
+        args = _split_args(code, m.end(), close)
+        if len(args) != 3:
+            continue
+        array = text[args[1][0]:args[1][1]].strip().lstrip("&").strip()
+        if array not in sizes:
+            continue
+        ctx, key = text[args[0][0]:args[0][1]], text[args[2][0]:args[2][1]]
+        counter, size = counter_name(array), sizes[array]
+        bump = f"__bm_v = bpf_map_lookup_elem(&{counter}, &__bm_i); if (__bm_v) *__bm_v += 1;"
+        out += [text[last:m.start()],
+                f"({{ __u32 __bm_k = ({key}); __u32 __bm_i = __bm_k; __u64 *__bm_v; {bump} "
+                f"long __bm_r = bpf_tail_call({ctx}, &{array}, __bm_k); __bm_i = __bm_k + {size}; {bump} __bm_r; }})"]
+        last = close + 1
+    out.append(text[last:])
+    return "".join(out)
+
+
+def tail_called_arrays(source: str) -> set[str]:
+    code = strip_comments(source)
+    names = set()
+    for m in _TAIL_CALL_RE.finditer(code):
+        close = _matching_paren(code, m.end() - 1)
+        if close is None:
+            continue
+        args = _split_args(code, m.end(), close)
+        if len(args) == 3:
+            names.add(code[args[1][0]:args[1][1]].strip().lstrip("&").strip())
+    return names
+
+
+def prepare_source(source: str, origin: str, arrays: dict[str, int], declared: set[str],
+                   count_calls: bool) -> str:
+    """The text clang compiles: prelude, declarations of session arrays used
+    but not declared, counters, then the cell under ``#line 1`` so every
+    diagnostic and every line-info record names the cell's own lines."""
+    used = {n for n in tail_called_arrays(source) if n in arrays}
+    text = _count_core_tail_calls(source, {n: arrays[n] for n in used}) if count_calls else source
+    prelude = [] if re.search(r'#\s*include\s*[<"]vmlinux\.h[>"]', source) else [PRELUDE]
+    prelude.append(PROG_ARRAY_MACRO)
+    for name in sorted(used - declared):
+        prelude.append(f"BPF_PROG_ARRAY({name}, {arrays[name]});\n")
+    if count_calls:
+        for name in sorted(used):
+            prelude.append(f"struct {{ __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY); __uint(max_entries, {2 * arrays[name]}); "
+                           f"__type(key, __u32); __type(value, __u64); }} {counter_name(name)} SEC(\".maps\");\n")
+    if not re.search(r'SEC\(\s*"license"\s*\)', source):
+        prelude.append('char _license[] SEC("license") = "GPL";\n')
+    return "".join(prelude) + f'#line 1 "{origin}"\n' + text
+
+
+_CLANG_LOC_RE = re.compile(r"^(.*?):(\d+):(\d+): (error|warning|note|fatal error):")
+
+
+def compile_object(text: str, source: str, origin: str, cflags: list[str], include_dirs=()) -> tuple[bytes, str]:
+    """clang -target bpf: the object file and clang's warnings; errors raise
+    BpfCompileError with the offending lines of the cell."""
+    arch = _ARCH.get(platform.machine(), platform.machine())
+    with tempfile.TemporaryDirectory(prefix="bpfmagic-core-") as tmp:
+        out = os.path.join(tmp, "module.bpf.o")
+        # The cell under its own name in clang's working directory: `#line 1 "cell"`
+        # then names a real file, and the BTF line info (what the verifier quotes)
+        # carries the cell's lines.
+        with open(os.path.join(tmp, origin), "w") as f:
+            f.write(source)
+        cmd = ["clang", "-g", "-O2", "-target", "bpf", f"-D__TARGET_ARCH_{arch}", "-I", vmlinux_dir(),
+               *(f"-I{os.path.abspath(d)}" for d in include_dirs), *cflags, "-x", "c", "-c", "-", "-o", out]
+        res = subprocess.run(cmd, input=text, capture_output=True, text=True, cwd=tmp)
+        if res.returncode != 0:
+            raise _clang_error(res.stderr, source, origin)
+        with open(out, "rb") as f:
+            return f.read(), res.stderr
+
+
+def _clang_error(stderr: str, source: str, origin: str) -> BpfCompileError:
+    lines = source.split("\n")
+    shown = []
+    for raw in stderr.splitlines():
+        m = _CLANG_LOC_RE.match(raw)
+        if m and m[1] == origin and m[4] != "note":
+            shown.append(raw)
+            n = int(m[2])
+            if "error" in m[4] and 1 <= n <= len(lines):
+                shown.append(f"    {n:4d} | {lines[n - 1]}")
+        elif m and "error" in m[4]:
+            shown.append(raw)  # an error inside a header: keep it as clang said it
+    if not shown:
+        shown = [stderr.strip() or "clang failed without a message"]
+    return BpfCompileError("\n".join(shown), stderr)
+
+
+# ------------------------------------------------------------ libbpf object
+
+_declared = False
+
+
+def _lib() -> ct.CDLL:
+    global _declared
+    lib = libbpf.lib()
+    if not _declared:
+        vp, cp = ct.c_void_p, ct.c_char_p
+        for fname, res, args in [
+            ("bpf_object__open_mem", vp, [vp, ct.c_size_t, vp]),
+            ("bpf_object__load", ct.c_int, [vp]),
+            ("bpf_object__close", None, [vp]),
+            ("bpf_object__next_program", vp, [vp, vp]),
+            ("bpf_object__next_map", vp, [vp, vp]),
+            ("bpf_program__name", cp, [vp]),
+            ("bpf_program__section_name", cp, [vp]),
+            ("bpf_program__fd", ct.c_int, [vp]),
+            ("bpf_program__type", ct.c_int, [vp]),
+            ("bpf_program__attach", vp, [vp]),
+            ("bpf_map__name", cp, [vp]),
+            ("bpf_map__fd", ct.c_int, [vp]),
+            ("bpf_map__type", ct.c_int, [vp]),
+            ("bpf_map__max_entries", ct.c_uint32, [vp]),
+            ("bpf_map__key_size", ct.c_uint32, [vp]),
+            ("bpf_map__value_size", ct.c_uint32, [vp]),
+            ("bpf_map__reuse_fd", ct.c_int, [vp, ct.c_int]),
+            ("bpf_link__destroy", ct.c_int, [vp]),
+            ("bpf_program__set_log_level", ct.c_int, [vp, ct.c_uint32]),
+            ("libbpf_set_print", vp, [vp]),
+            ("libbpf_get_error", ct.c_long, [vp]),
+        ]:
+            f = getattr(lib, fname)
+            f.restype, f.argtypes = res, args
+        _declared = True
+    return lib
+
+
+_PRINT_FN = ct.CFUNCTYPE(ct.c_int, ct.c_int, ct.c_char_p, ct.c_void_p)
+_libc = ct.CDLL(None)
+_libc.vsnprintf.argtypes = [ct.c_char_p, ct.c_size_t, ct.c_char_p, ct.c_void_p]
+
+
+@contextlib.contextmanager
+def libbpf_messages():
+    """Collect libbpf's messages (verifier logs included) for the duration of
+    the block. libbpf prints through a process-wide callback that libbcc
+    replaces with its own, so capturing fd 2 is not enough: install ours, then
+    put back whatever was there."""
+    chunks: list[str] = []
+    out: list[str] = []
+
+    def collect(level, fmt, args):
+        if level <= 1:  # LIBBPF_WARN, LIBBPF_INFO; not DEBUG
+            buf = ct.create_string_buffer(1 << 16)
+            _libc.vsnprintf(buf, len(buf), fmt, args)
+            chunks.append(buf.value.decode(errors="replace"))
+        return 0
+
+    callback = _PRINT_FN(collect)
+    lib = _lib()
+    previous = lib.libbpf_set_print(ct.cast(callback, ct.c_void_p))
+    try:
+        yield out
+    finally:
+        lib.libbpf_set_print(previous)
+        out.append("".join(chunks))
+
+
+class CoreMap:
+    """A map of a --core module, read like a BCC table: ``m["hits"][0].value``
+    (u32/u64 values as ctypes integers, other sizes as bytes; per-CPU maps
+    give one value per CPU)."""
+
+    def __init__(self, name: str, fd: int, map_type: int, key_size: int, value_size: int, max_entries: int):
+        self.name, self.fd, self.map_type = name, fd, map_type
+        self.key_size, self.value_size, self.max_entries = key_size, value_size, max_entries
+        self.percpu = map_type in (5, 6, 10)  # PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH
+
+    def _value_type(self):
+        return {4: ct.c_uint32, 8: ct.c_uint64}.get(self.value_size)
+
+    def __getitem__(self, key):
+        k = ct.c_uint32(key) if self.key_size == 4 else (ct.c_uint64(key) if self.key_size == 8 else key)
+        ncpu = libbpf.num_possible_cpus() if self.percpu else 1
+        stride = (self.value_size + 7) // 8 * 8 if self.percpu else self.value_size
+        buf = ct.create_string_buffer(stride * ncpu)
+        if libbpf.lib().bpf_map_lookup_elem(self.fd, ct.byref(k) if not isinstance(k, bytes) else k, buf) < 0:
+            raise KeyError(key)
+        vt = self._value_type()
+        values = [vt.from_buffer_copy(buf.raw[i * stride:i * stride + self.value_size]) if vt
+                  else buf.raw[i * stride:i * stride + self.value_size] for i in range(ncpu)]
+        return values if self.percpu else values[0]
+
+    def items(self):
+        if self.map_type in (2, 6):  # arrays: every index exists
+            return [(ct.c_uint32(i), self[i]) for i in range(self.max_entries)]
+        raise NotImplementedError(f"{self.name}: iterating this map type is not supported; look keys up with [key]")
+
+    def __repr__(self) -> str:
+        return f"<CoreMap {self.name} type={self.map_type} max_entries={self.max_entries}>"
+
+
+class CoreLink(Attachment):
+    """A libbpf bpf_link (tp_btf, fentry, raw_tp sections): destroyed on detach."""
+
+    def __init__(self, target: Target, program, link_ptr: int):
+        super().__init__(target, program, [], "libbpf-link")
+        self.link_ptr = link_ptr
+
+    def detach(self) -> None:
+        if self.link_ptr:
+            _lib().bpf_link__destroy(self.link_ptr)
+            self.link_ptr = 0
+
+
+class CoreObject:
+    """One clang-compiled object loaded through libbpf."""
+
+    def __init__(self, name: str, obj_bytes: bytes):
+        lib = _lib()
+        self._buf = ct.create_string_buffer(obj_bytes, len(obj_bytes))
+        ptr = lib.bpf_object__open_mem(self._buf, len(obj_bytes), None)
+        if not ptr or lib.libbpf_get_error(ptr):
+            raise BpfCompileError(f"libbpf could not open the object of {name}")
+        self.ptr = ptr
+        self.name = name
+        self.hidden: set[str] = set()  # bpfmagic's own maps (call counters)
+
+    def _iter(self, next_fn):
+        item = None
+        while True:
+            item = next_fn(self.ptr, item)
+            if not item:
+                return
+            yield item
+
+    def programs(self) -> dict[str, int]:
+        lib = _lib()
+        return {lib.bpf_program__name(p).decode(): p for p in self._iter(lib.bpf_object__next_program)}
+
+    def maps(self) -> dict[str, int]:
+        lib = _lib()
+        return {lib.bpf_map__name(m).decode(): m for m in self._iter(lib.bpf_object__next_map)}
+
+    def program_type(self, prog) -> str:
+        return prog_type_name(_lib().bpf_program__type(prog))
+
+    def section(self, prog) -> str:
+        return _lib().bpf_program__section_name(prog).decode()
+
+    def reuse(self, map_name: str, fd: int) -> None:
+        """Make the object's map MAP_NAME the session's map FD (libbpf dups the fd)."""
+        m = self.maps().get(map_name)
+        if m is None:
+            return
+        if _lib().bpf_map__reuse_fd(m, fd) < 0:
+            raise BpfCompileError(f"{self.name}: map {map_name} does not match the session's map of that name")
+        if map_name.startswith("__bm_"):
+            # reuse_fd renames the map after the kernel's name: remember it to keep it out of tables()
+            self.hidden.add(_lib().bpf_map__name(m).decode())
+
+    def load(self, origin: str, source: str, verbose: bool = False) -> str:
+        """Load every program; returns what libbpf said (the verifier log with -v)."""
+        lib = _lib()
+        if verbose:
+            for prog in self.programs().values():
+                lib.bpf_program__set_log_level(prog, 2)
+        with libbpf_messages() as log:
+            ret = lib.bpf_object__load(self.ptr)
+        if ret < 0:
+            sections = [self.section(p) for p in self.programs().values()]
+            refused = [sec for sec in sections if sec.startswith(("fentry/", "fexit/", "lsm/", "fmod_ret/"))]
+            if refused and -ret == 1:  # EPERM: this kernel build refuses these program types
+                raise AttachError(f"{self.name}: SEC(\"{refused[0]}\") programs are refused by this kernel "
+                                  "(EPERM at load, a policy of this kernel build). Use SEC(\"tp_btf/...\") "
+                                  "(BTF-typed tracepoints) or SEC(\"raw_tp/...\") instead.", log[0])
+            raise _verifier_error(self.name, log[0], -ret, origin, source)
+        return log[0]
+
+    def table(self, name: str) -> CoreMap:
+        lib = _lib()
+        m = self.maps()[name]
+        return CoreMap(name, lib.bpf_map__fd(m), lib.bpf_map__type(m), lib.bpf_map__key_size(m),
+                       lib.bpf_map__value_size(m), lib.bpf_map__max_entries(m))
+
+    def tables(self) -> list[str]:
+        return [n for n in self.maps() if "." not in n and not n.startswith("__bm_") and n not in self.hidden]
+
+    def attach_by_section(self, program, prog_ptr) -> CoreLink:
+        lib = _lib()
+        link = lib.bpf_program__attach(prog_ptr)
+        err = lib.libbpf_get_error(link) if link else -1
+        if not link or err:
+            code = -err if err and err < 0 else ct.get_errno()
+            section = self.section(prog_ptr)
+            hint = (" (fentry/fexit/LSM are refused by this kernel build; tp_btf/ and raw_tp/ sections work)"
+                    if section.startswith(("fentry/", "fexit/", "lsm/")) else "")
+            raise AttachError(f"libbpf could not attach {program.qualname} (SEC(\"{section}\")): "
+                              f"{os.strerror(code) if code else 'failed'}{hint}")
+        kind, _, rest = self.section(prog_ptr).partition("/")
+        return CoreLink(Target(kind, (rest,), f"{kind}:{rest}"), program, link)
+
+    def close(self) -> None:
+        if self.ptr:
+            _lib().bpf_object__close(self.ptr)
+            self.ptr = None
+
+
+def _verifier_error(name: str, log: str, errno_: int, origin: str, source: str) -> BpfVerifierError:
+    from .compiler import verifier_error
+    # libbpf frames the kernel's log between these markers; keep libbpf's own lines out of the tail.
+    m = re.search(r"-- BEGIN PROG LOAD LOG --\n(.*?)-- END PROG LOAD LOG --", log, re.S)
+    prog = re.search(r"prog '(\w+)': BPF program load failed", log)
+    body = m[1] if m else log
+    body = re.sub(rf"@ {re.escape(origin)}:(\d+)", lambda mm: f"@ {origin}:{mm[1]}", body)
+    err = verifier_error(f"{name}.{prog[1]}" if prog else name, body, os.strerror(errno_), origin)
+    err.log = log
+    return err

@@ -1,0 +1,67 @@
+"""The tail-call cost curve: the counts come from the chain itself, the cost
+grows with each tail call taken and stops growing at the kernel's limit.
+(Correctness only; the figures themselves are for bench/tailcalls.py.)"""
+from __future__ import annotations
+
+import pytest
+
+from bpfmagic import UsageProblem, testrun
+
+from .conftest import needs_root
+
+
+@needs_root
+@pytest.mark.parametrize("index", ["const", "var"])
+def test_curve_counts_tail_calls_up_to_the_limit(session, index):
+    df = session.bench_tailcalls(depth=35, repeat=20_000, index=index)
+    assert list(df.columns[:3]) == ["depth", "tail_calls", "ns_per_run"]
+    assert list(df["depth"]) == list(range(36))
+    assert list(df["tail_calls"]) == [min(d, 33) for d in range(36)]
+    assert (df["ns_per_run"] > 0).all() and (df["index"] == index).all()
+    assert df.attrs["ns_per_tail_call"] > 0
+    assert df.attrs["max_tail_calls"] == 33 and df.attrs["index"] == index
+    # The benchmark's own module and array are gone (the fixture checks the kernel side).
+    assert testrun.BENCH_MODULE not in session.modules and testrun.BENCH_ARRAY not in session.arrays
+
+
+@needs_root
+def test_chain_without_the_limit_and_the_plot(session):
+    df = session.bench_tailcalls(depth=4, repeat=1000, rounds=2)
+    assert list(df["tail_calls"]) == [0, 1, 2, 3, 4]
+    fig = testrun.plot_tailcalls(df)
+    ax = fig.axes[0]
+    measured, fit = ax.lines[0], ax.lines[1]
+    assert list(measured.get_xdata()) == [0, 1, 2, 3, 4] and list(measured.get_ydata()) == list(df["ns_per_run"])
+    assert fit.get_ydata()[4] == pytest.approx(df.attrs["intercept_ns"] + 4 * df.attrs["ns_per_tail_call"])
+    assert testrun.figure_svg(fig).lstrip().startswith("<?xml")
+    assert "ns per tail call (const index)" in testrun.describe_fit(df)
+
+
+@needs_root
+def test_bench_frees_its_programs_even_when_a_run_fails(session, monkeypatch):
+    def failing_test_run(*args, **kwargs):
+        raise OSError(22, "injected")
+    monkeypatch.setattr(testrun.libbpf, "test_run", failing_test_run)
+    with pytest.raises(OSError):
+        session.bench_tailcalls(depth=3, repeat=10)
+    assert not session.modules and not session.arrays
+
+
+def test_bad_arguments_are_refused_before_loading_anything():
+    from bpfmagic import Session
+    s = Session(stats=False, prepare=False)
+    try:
+        for kwargs in ({"depth": -1}, {"depth": 10_000}, {"index": "indirect"}, {"repeat": 0}, {"rounds": 0}):
+            with pytest.raises(UsageProblem):
+                s.bench_tailcalls(**kwargs)
+        assert not s.modules
+    finally:
+        s.close()
+
+
+def test_chain_source_makes_one_program_per_hop_or_one_shared_hop():
+    const = testrun.chain_source(3, "const")
+    assert [f"hop{i}" in const for i in range(5)] == [True, True, True, True, False]
+    assert "call(ctx, 4); return 3;" in const
+    var = testrun.chain_source(3, "var")
+    assert "int hop(" in var and "int entry(" in var and "taken + 1" in var

@@ -1,0 +1,148 @@
+"""The chain graph against chains built here, and the three-cell experiment
+through the magics: build a chain, run it on a packet, see slots, misses,
+cost and the picture."""
+from __future__ import annotations
+
+import os
+import shutil
+import textwrap
+
+import pandas as pd
+import pytest
+
+import bpfmagic
+from bpfmagic import graph as chain_graph
+
+from .conftest import kernel_objects, leftovers, needs_root
+
+CHAIN = r"""
+#include <linux/pkt_cls.h>
+BPF_PROG_ARRAY(jt, 8);
+#define PARSE_L4 2
+int entry(struct xdp_md *ctx) { jt.call(ctx, SLOT(jt, parse_ip)); return XDP_PASS; }
+int parse_ip(struct xdp_md *ctx) { jt.call(ctx, PARSE_L4); return XDP_DROP; }
+int parse_l4(struct xdp_md *ctx) {
+    // jt.call(ctx, 7) in a comment is no call site
+    jt.call(ctx, 5);  /* empty: every call here is missed */
+    return XDP_TX;
+}
+int dispatch(struct xdp_md *ctx) {
+    u32 key = ctx->rx_queue_index;
+    jt.call(ctx, key);
+    return XDP_PASS;
+}
+"""
+
+
+def test_call_sites_are_found_per_function():
+    source = textwrap.dedent("""
+        BPF_PROG_ARRAY(progs, 4);
+        struct s { int a; };
+        RAW_TRACEPOINT_PROBE(sys_enter) { progs.call(ctx, ctx->args[1]); return 0; }
+        static int helper(void *ctx) { return 0; }
+        int f(struct xdp_md *ctx) {
+            if (1) { progs.call(ctx, (3)); }
+            /* progs.call(ctx, 9); */
+            bpf_tail_call(ctx, &other, SLOT(other, x));
+            return 0;
+        }
+    """)
+    sites = [(s.function, s.array, s.key) for s in chain_graph.call_sites(source)]
+    assert sites == [("raw_tracepoint__sys_enter", "progs", "ctx->args[1]"), ("f", "progs", "(3)"),
+                     ("f", "other", "SLOT(other, x)")]
+
+
+@needs_root
+def test_edges_match_the_chain(session):
+    session.load("c", CHAIN, slots={"jt[parse_ip]": "parse_ip", "jt[2]": "parse_l4"})
+    session.program("c.dispatch")
+    for _ in range(3):
+        assert session.test_run("c.entry").retval_name == "XDP_TX"
+    g = session.graph()
+    assert g.edge_set("call") == {
+        ("c.entry", "jt[parse_ip]"), ("c.parse_ip", "jt[2]"), ("c.parse_l4", "jt[5]"),
+        # a variable key can reach every slot in use
+        ("c.dispatch", "jt[parse_ip]"), ("c.dispatch", "jt[2]"), ("c.dispatch", "jt[5]"),
+    }
+    assert g.edge_set("slot") == {("jt[parse_ip]", "c.parse_ip"), ("jt[2]", "c.parse_l4")}
+    calls = g.edges[g.edges["kind"] == "call"]
+    assert set(calls[calls["src"] == "c.dispatch"]["key"]) == {"(var)"}
+
+    nodes = g.nodes.set_index("node")
+    assert (nodes.loc["jt[parse_ip]", "calls"], nodes.loc["jt[parse_ip]", "taken"]) == (3, 3)
+    assert (nodes.loc["jt[5]", "calls"], nodes.loc["jt[5]", "missed"]) == (3, 3)
+    assert pd.isna(nodes.loc["jt[5]", "program"])
+    assert nodes.loc["c.entry", "run_cnt"] == 3 and nodes.loc["c.parse_l4", "taken"] == 3
+    assert "c.parse_ip" in repr(g)
+
+    if shutil.which("dot"):
+        svg = g.svg()
+        assert svg.lstrip().startswith("<?xml") and "jt[parse_ip]" in svg and "3 missed" in svg
+        assert "image/svg+xml" in g._repr_mimebundle_()
+    assert session.graph("jt").edge_set() == g.edge_set()
+
+
+@needs_root
+def test_graph_of_two_modules_sharing_an_array(session):
+    session.load("a", "BPF_PROG_ARRAY(p, 4);\nint go(struct xdp_md *ctx) { p.call(ctx, 1); return XDP_PASS; }")
+    session.load("b", "BPF_PROG_ARRAY(p, 4);\nint next(struct xdp_md *ctx) { p.call(ctx, 3); return XDP_DROP; }",
+                 slots={"p[1]": "next"})
+    session.program("a.go")
+    g = session.graph()
+    assert g.edge_set() == {("a.go", "p[1]"), ("p[1]", "b.next"), ("b.next", "p[3]")}
+
+
+# ------------------------------------------------------------------ magics
+
+
+@pytest.fixture
+def shell():
+    from IPython.testing.globalipapp import get_ipython
+    ip = get_ipython()
+    ip.run_line_magic("load_ext", "bpfmagic")
+    bpfmagic._drop_session()
+    before = kernel_objects() if os.geteuid() == 0 else None
+    yield ip
+    ip.run_line_magic("bpf", "reset")
+    bpfmagic._drop_session()
+    if before is not None:
+        assert leftovers(before) == {}
+
+
+@needs_root
+def test_three_cells_chain_run_stats_cost_and_picture(shell, capsys):
+    # Cell 1: the chain.
+    result = shell.run_cell(textwrap.dedent("""\
+        %%bpf c -s jt[parse_ip]=parse_ip -s jt[2]=parse_l4
+        """) + CHAIN)
+    assert result.success, result.error_in_exec
+    # Cell 2: run it on a packet, then see the slots and the misses.
+    frame = bpfmagic.packets.udp_packet(dport=53, payload=b"query")
+    shell.user_ns["frame"] = frame
+    result = shell.run_cell("r = %bpf run c.entry --repeat 5 --data {frame.hex()}")  # IPython expands {...}
+    assert result.success, result.error_in_exec
+    r = shell.user_ns["r"]
+    assert (r.retval_name, r.repeat, r.data_in) == ("XDP_TX", 5, frame)
+    stats = shell.run_line_magic("bpf", "stats")
+    assert stats.set_index("program").loc["(empty)", "missed"] == 5
+    assert stats.set_index("program").loc["c.entry", "run_cnt"] == 5
+    slots = shell.run_line_magic("bpf", "slots jt")
+    assert slots.set_index("index").loc[5, "missed"] == 5
+    # Cell 3: what a tail call costs, and the chain as a picture.
+    df = shell.run_line_magic("bpf", "bench tailcalls --depth 3 --repeat 1000 --rounds 1")
+    assert list(df["tail_calls"]) == [0, 1, 2, 3]
+    assert "ns per tail call" in capsys.readouterr().out
+    g = shell.run_line_magic("bpf", "graph jt")
+    assert ("c.parse_ip", "jt[2]") in g.edge_set("call")
+    assert shell.run_line_magic("bpf", "stats --off").shape[0] >= 3
+    assert not bpfmagic.session().stats_enabled
+    shell.run_line_magic("bpf", "stats --on")
+    assert bpfmagic.session().stats_enabled
+
+
+@needs_root
+def test_run_errors_are_usage_problems_in_the_cell(shell):
+    shell.run_cell("%%bpf r\nint raw(struct bpf_raw_tracepoint_args *ctx) { return 1; }")
+    with pytest.raises(bpfmagic.UsageProblem, match="repeat"):
+        shell.run_line_magic("bpf", "run r.raw --repeat 10")
+    assert shell.run_line_magic("bpf", "run r.raw --ctx 0000000000000000").retval == 1

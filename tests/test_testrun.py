@@ -1,0 +1,185 @@
+"""BPF_PROG_TEST_RUN through Session.test_run and `%bpf run`, and the packet
+builders, on the real kernel."""
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from bpfmagic import UsageProblem, packets
+
+from .conftest import needs_root
+
+# ------------------------------------------------------------------ packets
+
+
+def test_checksum_matches_the_rfc_1071_example():
+    # RFC 1071 section 3: the words 0001 f203 f4f5 f6f7 sum to ddf2 (folded); the checksum is its complement.
+    assert packets.checksum(bytes.fromhex("0001f203f4f5f6f7")) == 0x220D
+
+
+def test_ipv4_header_matches_a_published_example():
+    # The worked example of Wikipedia's "IPv4 header checksum": 192.168.0.1 -> 192.168.0.199, UDP, 115 bytes.
+    header = packets.ipv4(bytes(115 - 20), "192.168.0.1", "192.168.0.199", packets.IPPROTO_UDP, ttl=64)[:20]
+    assert header == bytes.fromhex("4500 0073 0000 4000 4011 b861 c0a8 0001 c0a8 00c7")
+
+
+def test_frames_match_scapy_byte_for_byte():
+    scapy = pytest.importorskip("scapy.all")
+    Ether, IP, IPv6, UDP, TCP, Raw = scapy.Ether, scapy.IP, scapy.IPv6, scapy.UDP, scapy.TCP, scapy.Raw
+    macs = dict(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+    ip4 = dict(src="10.1.2.3", dst="192.0.2.77", id=0, flags="DF", ttl=64)
+    cases = [
+        (packets.udp_packet("10.1.2.3", "192.0.2.77", 5353, 53, b"query!"),
+         Ether(**macs) / IP(**ip4) / UDP(sport=5353, dport=53) / Raw(b"query!")),
+        (packets.udp_packet("10.1.2.3", "192.0.2.77", 1, 2, b"odd"),  # odd length: checksum pads
+         Ether(**macs) / IP(**ip4) / UDP(sport=1, dport=2) / Raw(b"odd")),
+        (packets.tcp_packet("10.1.2.3", "192.0.2.77", 40000, 443, "SA", b"hello", seq=1000, ack=7),
+         Ether(**macs) / IP(**ip4) / TCP(sport=40000, dport=443, flags="SA", seq=1000, ack=7, window=65535)
+         / Raw(b"hello")),
+        (packets.udp_packet("fd00::1", "2001:db8::53", 9999, 53, b"v6 payload"),
+         Ether(**macs) / IPv6(src="fd00::1", dst="2001:db8::53", hlim=64) / UDP(sport=9999, dport=53)
+         / Raw(b"v6 payload")),
+        (packets.tcp_packet("fd00::1", "2001:db8::80", 1234, 80, "PA", b"GET / HTTP/1.0\r\n\r\n"),
+         Ether(**macs) / IPv6(src="fd00::1", dst="2001:db8::80", hlim=64)
+         / TCP(sport=1234, dport=80, flags="PA", window=65535) / Raw(b"GET / HTTP/1.0\r\n\r\n")),
+    ]
+    for ours, theirs in cases:
+        assert ours == bytes(theirs), theirs.summary()
+
+
+def test_describe_and_hex_parsing():
+    frame = packets.tcp_packet("10.0.0.1", "10.0.0.2", 1234, 80, "S")
+    assert packets.describe(frame) == "IPv4 10.0.0.1 -> 10.0.0.2 TCP 1234 -> 80 [S] payload 0 bytes"
+    assert packets.describe(packets.udp_packet("fd00::1", "fd00::2", 1, 2, b"xyz")) == \
+        "IPv6 fd00::1 -> fd00::2 UDP 1 -> 2 payload 3 bytes"
+    assert packets.parse_hex("de:ad be-ef") == b"\xde\xad\xbe\xef"
+    assert packets.parse_hex("0x4500") == b"\x45\x00"
+    with pytest.raises(ValueError):
+        packets.udp_packet("10.0.0.1", "fd00::2")
+    with pytest.raises(ValueError):
+        packets.tcp(flags="SX")
+
+
+# ------------------------------------------------------------------ test_run
+
+PROGRAMS = r"""
+#include <linux/pkt_cls.h>
+int pass(struct xdp_md *ctx) { return XDP_PASS; }
+int drop(struct xdp_md *ctx) { return XDP_DROP; }
+int aborted(struct xdp_md *ctx) { return XDP_ABORTED; }
+int redirect(struct xdp_md *ctx) { return XDP_REDIRECT; }
+/* Swap the MAC addresses and bounce the frame: data out must show it. */
+int bounce(struct xdp_md *ctx) {
+    u8 *p = (u8 *)(long)ctx->data;
+    if ((void *)(p + 12) > (void *)(long)ctx->data_end)
+        return XDP_ABORTED;
+    for (int i = 0; i < 6; i++) { u8 t = p[i]; p[i] = p[i + 6]; p[i + 6] = t; }
+    return XDP_TX;
+}
+/* The IP protocol byte (offset 23 in an Ethernet frame). */
+int proto(struct xdp_md *ctx) {
+    u8 *p = (u8 *)(long)ctx->data;
+    if ((void *)(p + 24) > (void *)(long)ctx->data_end)
+        return XDP_ABORTED;
+    return p[23];
+}
+int tc_shot(struct __sk_buff *skb) { return TC_ACT_SHOT; }
+int tc_unspec(struct __sk_buff *skb) { return -1; }
+int tc_len(struct __sk_buff *skb) { return skb->len; }
+/* Loaded as a socket filter: the kernel hands it the packet from the IP header on. */
+int sf_proto(struct __sk_buff *skb) { return load_byte(skb, 9); }
+int raw(struct bpf_raw_tracepoint_args *ctx) { return ctx->args[0] * 3 + ctx->args[1]; }
+"""
+
+
+@pytest.fixture
+def progs(session):
+    session.load("t", PROGRAMS)
+    return session
+
+
+@needs_root
+def test_xdp_retvals_have_their_names(progs):
+    expected = {"pass": (2, "XDP_PASS"), "drop": (1, "XDP_DROP"), "aborted": (0, "XDP_ABORTED"),
+                "redirect": (4, "XDP_REDIRECT")}
+    for func, (retval, name) in expected.items():
+        r = progs.test_run(f"t.{func}")
+        assert (r.type, r.retval, r.retval_name) == ("xdp", retval, name)
+        assert r.data_in == packets.udp_packet()  # the default packet
+
+
+@needs_root
+def test_xdp_data_out_and_repeat(progs):
+    frame = packets.udp_packet(src_mac="aa:bb:cc:dd:ee:01", dst_mac="aa:bb:cc:dd:ee:02", payload=b"ping")
+    swapped = packets.mac("aa:bb:cc:dd:ee:01") + packets.mac("aa:bb:cc:dd:ee:02") + frame[12:]
+    r = progs.test_run("t.bounce", data=frame)
+    assert (r.retval_name, r.data_out) == ("XDP_TX", swapped)
+    # The kernel runs every repeat on the same buffer: writes accumulate, an even number of swaps undoes them.
+    r = progs.test_run("t.bounce", data=frame, repeat=1000)
+    assert r.data_out == frame
+    assert r.repeat == 1000 and r.ns_per_run > 0
+    assert progs.test_run("t.bounce", data=frame, repeat=999).data_out == swapped
+    assert progs.program("t.bounce").run_cnt == 1 + 1000 + 999
+    assert progs.test_run("t.proto", data=packets.tcp_packet()).retval == packets.IPPROTO_TCP
+    assert progs.test_run("t.proto", data=packets.udp_packet().hex()).retval == packets.IPPROTO_UDP  # hex text
+
+
+@needs_root
+def test_tc_retvals_are_signed_and_named(progs):
+    r = progs.test_run("t.tc_shot")
+    assert (r.type, r.retval, r.retval_name) == ("sched_cls", 2, "TC_ACT_SHOT")
+    r = progs.test_run("t.tc_unspec")
+    assert (r.retval, r.retval_name) == (-1, "TC_ACT_UNSPEC")
+    frame = packets.udp_packet(payload=b"12345")
+    r = progs.test_run("t.tc_len", data=frame, repeat=10)
+    assert (r.retval, r.retval_name) == (len(frame), None)
+    assert r.data_out == frame
+
+
+@needs_root
+def test_socket_filter_by_type_override(progs):
+    r = progs.test_run("t.sf_proto", data=packets.tcp_packet(), type="socket_filter")
+    assert (r.type, r.retval, r.retval_name) == ("socket_filter", packets.IPPROTO_TCP, "keep 6 bytes")
+    with pytest.raises(Exception, match="loaded as socket_filter"):
+        progs.test_run("t.sf_proto", type="sched_cls")
+
+
+@needs_root
+def test_raw_tracepoint_runs_with_ctx_only(progs):
+    r = progs.test_run("t.raw", ctx=struct.pack("<2Q", 5, 7))
+    assert (r.type, r.retval, r.ns_per_run, r.data_out) == ("raw_tracepoint", 22, None, None)
+    assert progs.test_run("t.raw").retval == 0  # default: zero args
+    with pytest.raises(UsageProblem, match="repeat"):
+        progs.test_run("t.raw", repeat=10)
+    with pytest.raises(UsageProblem, match="no data"):
+        progs.test_run("t.raw", data=b"\0" * 64)
+
+
+@needs_root
+def test_bad_input_says_why(progs):
+    with pytest.raises(UsageProblem, match="at least an Ethernet header"):
+        progs.test_run("t.pass", data=b"\x01\x02")
+    with pytest.raises(UsageProblem, match="not hex"):
+        progs.test_run("t.pass", data="zz")
+    with pytest.raises(UsageProblem, match="MODULE.FUNC"):
+        progs.test_run("pass")
+    with pytest.raises(UsageProblem, match="positive"):
+        progs.test_run("t.pass", repeat=0)
+
+
+CHAIN = r"""
+BPF_PROG_ARRAY(jt, 8);
+int first(struct xdp_md *ctx) { jt.call(ctx, SLOT(jt, second)); return XDP_PASS; }
+int second(struct xdp_md *ctx) { jt.call(ctx, 5); return XDP_DROP; }
+"""
+
+
+@needs_root
+def test_result_shows_the_tail_calls_of_the_run(session):
+    session.load("c", CHAIN, slots={"jt[second]": "second"})
+    r = session.test_run("c.first", repeat=7)
+    assert r.retval_name == "XDP_DROP"  # second ran, its call into empty slot 5 fell through
+    rows = {(row.array, row.index): (row.calls, row.taken, row.missed) for row in r.tail_calls.itertuples()}
+    assert rows == {("jt", 0): (7, 7, 0), ("jt", 5): (7, 0, 7)}
+    assert "XDP_DROP" in repr(r) and "<table" in r._repr_html_()
