@@ -363,6 +363,14 @@ class Session:
                 self._load_program(module, func, parse_target(target).prog_type, why=f"attached to {target}")
             for array, index, func in resolved_slots:
                 self._load_program(module, func, self._slot_type(array, module, func), array=array)
+            # The rest whose context parameter names its type load now, so the verifier
+            # speaks in this cell, not at the first %bpf run (__sk_buff is left for later:
+            # tc or socket filter is the user's choice).
+            if module.bpf is not None:
+                functions = set(module.functions)
+                for func, ptype in module.contexts.items():
+                    if func in functions and func not in module.programs and ptype not in (None, "sched_cls"):
+                        self._load_program(module, func, ptype)
 
             # Switch over: attach and slot the new version (an old link is retargeted in one step).
             for func, target_text in attach_specs:

@@ -45,14 +45,26 @@ def tagged(nb, tag):
     return [c for c in nb.cells if tag in c.get("metadata", {}).get("tags", [])]
 
 
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory):
+    """Each notebook executed once for all the tests of this file."""
+    cache = {}
+
+    def get(name):
+        path = next(p for p in NOTEBOOKS if p.endswith(name))
+        if path not in cache:
+            cache[path] = execute(path, tmp_path_factory.mktemp("nb"))
+        return cache[path]
+    return get
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
-def test_notebook_runs_top_to_bottom(path, tmp_path):
-    execute(path, tmp_path)
+def test_notebook_runs_top_to_bottom(path, executed):
+    executed(os.path.basename(path))
 
 
-def test_syscall_dispatch_notebook_results(tmp_path):
-    path = next(p for p in NOTEBOOKS if p.endswith("01-syscall-dispatch.ipynb"))
-    nb = execute(path, tmp_path)
+def test_syscall_dispatch_notebook_results(executed):
+    nb = executed("01-syscall-dispatch.ipynb")
     summary = json.loads(text_outputs(tagged(nb, "summary")[0]).strip().splitlines()[-1])
     assert summary["write_runs"] >= 1000            # the workload's writes reached on_write
     assert summary["getppid_runs"] >= 1000          # 500 + 500 with the slot filled
@@ -67,9 +79,8 @@ def test_syscall_dispatch_notebook_results(tmp_path):
                for o in c.get("outputs", [])), "the write-size plot is missing"
 
 
-def test_syscall_dispatch_notebook_shows_errors_in_cells(tmp_path):
-    path = next(p for p in NOTEBOOKS if p.endswith("01-syscall-dispatch.ipynb"))
-    nb = execute(path, tmp_path)
+def test_syscall_dispatch_notebook_shows_errors_in_cells(executed):
+    nb = executed("01-syscall-dispatch.ipynb")
     verifier, rerun = [[o for o in c.outputs if o.output_type == "error"][0] for c in tagged(nb, "raises-exception")]
     assert verifier.ename == "BpfVerifierError"
     assert "map_value_or_null" in verifier.evalue and "HINT" in verifier.evalue
@@ -80,3 +91,18 @@ def test_syscall_dispatch_notebook_shows_errors_in_cells(tmp_path):
     assert not any("Traceback" in line for o in (verifier, rerun) for line in o.traceback)
     ran = int(text_outputs(tagged(nb, "still-running")[0]).split("still ran ")[1].split()[0])
     assert ran >= 100
+
+
+def test_xdp_chain_experiments_notebook_results(executed):
+    nb = executed("02-xdp-chain-experiments.ipynb")
+    summary = json.loads(text_outputs(tagged(nb, "summary")[0]).strip().splitlines()[-1])
+    assert summary["verdicts"] == {"dns": "XDP_DROP", "web": "XDP_PASS", "v6": "XDP_PASS"}
+    assert summary["after_fill"] == "XDP_TX"
+    assert summary["max_tail_calls"] == 33
+    assert summary["const_ns_per_call"] > 0 and summary["var_ns_per_call"] > 0
+    slots = text_outputs(tagged(nb, "slots-before")[0])
+    assert "ipv4.parse_ipv4" in slots and "verdict" in slots and "ipv6" in slots
+    graph = tagged(nb, "graph")[0]
+    assert any("image/svg+xml" in o.get("data", {}) for o in graph.outputs), "the chain picture is missing"
+    for tag in ("bench-const", "bench-var"):
+        assert any("image/svg+xml" in o.get("data", {}) for o in tagged(nb, tag)[0].outputs)
