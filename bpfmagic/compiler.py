@@ -384,4 +384,6 @@ VERIFIER_HINTS = {
     "unreachable insn": "code after an unconditional return or jump; compile with -O2.",
     "back-edge": "a loop the verifier cannot bound: give it a constant bound or use bpf_loop().",
     "invalid access to packet": "check packet bounds (data + N > data_end) before reading the packet.",
+    "tail_calls are not allowed when call stack": "a tail call from a subprogram needs the frames above it "
+        "to use less than 256 bytes of stack: shrink the callers' locals (a per-CPU array map makes good scratch space).",
 }

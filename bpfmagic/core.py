@@ -122,9 +122,14 @@ def _count_core_tail_calls(text: str, sizes: dict[str, int]) -> str:
         ctx, key = text[args[0][0]:args[0][1]], text[args[2][0]:args[2][1]]
         counter, size = counter_name(array), sizes[array]
         bump = f"__bm_v = bpf_map_lookup_elem(&{counter}, &__bm_i); if (__bm_v) *__bm_v += 1;"
+        # As a statement the wrapper yields nothing (no "result unused" warning); in an
+        # expression it yields the helper's return value.
+        statement = code[close + 1:].lstrip().startswith(";") and code[:m.start()].rstrip()[-1:] in ";{})"
+        result = "" if statement else " __bm_r;"
         out += [text[last:m.start()],
                 f"({{ __u32 __bm_k = ({key}); __u32 __bm_i = __bm_k; __u64 *__bm_v; {bump} "
-                f"long __bm_r = bpf_tail_call({ctx}, &{array}, __bm_k); __bm_i = __bm_k + {size}; {bump} __bm_r; }})"]
+                f"long __bm_r = bpf_tail_call({ctx}, &{array}, __bm_k); __bm_i = __bm_k + {size}; {bump}"
+                f"{result} }})"]
         last = close + 1
     out.append(text[last:])
     return "".join(out)

@@ -649,7 +649,7 @@ class Session:
 
     def _attached_to(self, p: Program) -> list[str]:
         out = [str(a.target) for a in p.module.attachments if a.program is p]
-        if p.name in p.module.auto_attached:
+        if p.name in p.module.auto_attached and p.module.core is None:  # BCC's naming convention
             t = auto_attach_type(p.name)
             event = p.name.split("__", 1)[1].replace("__", ":")
             out.append(f"{t}:{event} (auto)")

@@ -65,7 +65,6 @@ class Watch:
         rate = max(count - before, 0) / (now - then) if now > then else 0.0
         self._last = (now, count)
         lost, dropped, held = s.lost, s.dropped, len(s)
-        self.values = {"count": count, "rate": rate, "lost": lost, "dropped": dropped, "rows": held}
         state = "running" if s.running else "stopped"
         view = "" if not self._stopped.is_set() else " · view stopped"
         error = f" · <span style='color:#b00'>error: {html.escape(repr(s.error))}</span>" if s.error else ""
@@ -78,6 +77,8 @@ class Watch:
         if self.by:
             counts = s.counts(self.by).head(20)
             self.groups.value = counts.to_frame().to_html(border=0)
+        # last: whoever sees these figures sees widgets showing them
+        self.values = {"count": count, "rate": rate, "lost": lost, "dropped": dropped, "rows": held}
 
     def _clear(self) -> None:
         self.stream.clear()

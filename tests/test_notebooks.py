@@ -106,3 +106,16 @@ def test_xdp_chain_experiments_notebook_results(executed):
     assert any("image/svg+xml" in o.get("data", {}) for o in graph.outputs), "the chain picture is missing"
     for tag in ("bench-const", "bench-var"):
         assert any("image/svg+xml" in o.get("data", {}) for o in tagged(nb, tag)[0].outputs)
+
+
+def test_core_notebook_results(executed):
+    nb = executed("03-core-and-bpf-to-bpf.ipynb")
+    summary = json.loads(text_outputs(tagged(nb, "summary")[0]).strip().splitlines()[-1])
+    reads = summary["reads"]
+    assert reads["CO-RE"] == reads["real pid"]          # BPF_CORE_READ relocated to this kernel
+    assert "BCC, 6.1 headers" in reads                   # shown beside it (wrong where headers mismatch)
+    assert summary["mixed_retval"] == "XDP_DROP"         # BCC entry -> CO-RE stage -> BCC verdict
+    assert summary["bytes"] == 100 * 100                 # 100 runs of a 100-byte frame, via the subprogram
+    [error] = [o for c in tagged(nb, "raises-exception") for o in c.outputs if o.output_type == "error"]
+    assert error.ename == "BpfVerifierError"
+    assert "tail_calls are not allowed when call stack of previous frames" in error.evalue
