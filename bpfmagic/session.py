@@ -124,7 +124,7 @@ class Module:
             raise KeyError(f"{self.name} has no table {table!r} (tables: {', '.join(self.tables) or 'none'})")
         if self.core is not None:
             return self.core.table(table)
-        return self.bpf[table]
+        return self.bpf[table.encode()]  # BCC wants bytes (a str works but warns)
 
     def __contains__(self, table: str) -> bool:
         return table in self.tables
@@ -445,7 +445,7 @@ class Session:
         debug = 0x10 if verbose else 0  # BCC's DEBUG_BPF_REGISTER_STATE: full verifier log
         with captured_fd2() as log:
             try:
-                bpf = BPF(text=text, cflags=cflags, debug=debug)
+                bpf = BPF(text=text.encode(), cflags=cflags, debug=debug)
                 error = None
             except Exception as e:  # BCC raises bare Exception
                 bpf, error = None, e

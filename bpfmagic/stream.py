@@ -27,7 +27,10 @@ import warnings
 from collections import deque
 from dataclasses import dataclass
 
-import numpy as np
+try:
+    import numpy as np
+except ImportError:  # bpfmagic itself must import without numpy (the doctor runs on a bare python3)
+    np = None
 
 from . import libbpf
 from .compiler import _matching_paren, _prelude_line, _split_args, strip_comments
@@ -342,6 +345,20 @@ class RingReader:
     def fds(self) -> list[int]:
         return []  # set by the stream: the map fd itself is what epoll waits on
 
+    max_pause = 0.002  # seconds of added latency at most
+
+    def pause(self, drained: int) -> float:
+        """How long the consumer may wait before the next drain while records
+        flow: reading right behind the producer costs it cache-line transfers
+        and a wakeup per catch-up. At the rate just seen, the ring must not
+        get more than a quarter full meanwhile (small rings: no pause)."""
+        now = time.monotonic()
+        last, self._last_read = getattr(self, "_last_read", None), now
+        if last is None or now <= last:
+            return 0.0
+        bytes_per_s = drained * (self.rtype.itemsize + RINGBUF_HDR) / (now - last)
+        return min(self.max_pause, 0.25 * self.size / bytes_per_s)
+
     def read(self) -> list[np.ndarray]:
         """Every committed record from the consumer position on, in ring order."""
         cons = int(self._consumer_pos[0])
@@ -357,10 +374,19 @@ class RingReader:
 
     def close(self) -> None:
         # The numpy views export the mmaps' buffers: drop them before closing, or close raises.
+        # An mmap left open would keep the ring buffer map alive after the module is freed.
         self._consumer_pos = self._producer_pos = self._data = None
         for m in (self._consumer_map, self._producer_map):
-            with contextlib.suppress(Exception):
+            try:
                 m.close()
+            except BufferError:
+                import gc
+                gc.collect()  # a view held by a dead frame (e.g. a traceback)
+                try:
+                    m.close()
+                except BufferError:
+                    warnings.warn("a view into the ring buffer is still alive: the map stays mapped "
+                                  "until it is garbage-collected", StreamWarning, stacklevel=2)
 
 
 def decode_ring(data: np.ndarray, cons: int, prod: int, mask: int, rtype: RecordType,
@@ -392,7 +418,7 @@ def decode_ring(data: np.ndarray, cons: int, prod: int, mask: int, rtype: Record
                 payload = block.reshape(n, stride)[:k, RINGBUF_HDR:RINGBUF_HDR + itemsize]
                 kept = headers[:k] == itemsize
                 if kept.all():
-                    records = np.ascontiguousarray(payload)
+                    records = payload.copy()  # never a view: the producers reuse the ring
                 else:
                     records = payload[kept]
                     if state is not None:
@@ -404,6 +430,7 @@ def decode_ring(data: np.ndarray, cons: int, prod: int, mask: int, rtype: Record
             if k == n:
                 continue
         # The record at cons is busy, discarded alone, or of another size.
+        off = cons & mask
         header = int(data[off:off + 4].view("<u4")[0])
         if header & RINGBUF_BUSY:
             break
@@ -458,6 +485,9 @@ class PerfReader:
 
     def fds(self) -> list[int]:
         return [self._lib.perf_reader_fd(r) for r in self._readers]
+
+    def pause(self, drained: int) -> float:
+        return 0.0  # the kernel side of perf buffers is the bottleneck; read as soon as woken
 
     def read(self) -> list[np.ndarray]:
         self._lib.perf_reader_consume(len(self._readers), self._reader_array)
@@ -559,6 +589,7 @@ class Stream:
         self._module = module
         self._max_rows = max_rows
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)  # notified after every batch and on stop
         self._rows = _Rows()
         self.count = 0
         self.dropped = 0
@@ -578,12 +609,12 @@ class Stream:
         tables = event_tables(module.source)
         if table in tables:
             try:
-                self._lost_fd = module.bpf[LOST_COUNTER].map_fd
+                self._lost_fd = module.bpf[LOST_COUNTER.encode()].map_fd
                 self._lost_slot = tables.index(table)
                 self._lost_size = len(tables)
             except KeyError:  # compiled without the rewrite
                 pass
-        bcc_table = module.bpf[table]
+        bcc_table = module.bpf[table.encode()]
         map_fd = bcc_table.map_fd
         if int(libbpf.fdinfo(map_fd)["map_type"]) == BPF_MAP_TYPE_RINGBUF:
             self.kind = "ringbuf"
@@ -606,23 +637,28 @@ class Stream:
                 ep.register(fd, select.EPOLLIN)
             while not self._stopping:
                 ep.poll(self.poll_timeout)
-                self._drain()
+                drained = self._drain()
+                pause = self._reader.pause(drained) if drained else 0.0
+                if pause > 0:
+                    time.sleep(pause)
             self._drain()  # what arrived up to the stop
         except BaseException as e:  # kept for the user: a stream must not die silently
             self.error = e
         finally:
             ep.close()
 
-    def _drain(self) -> None:
+    def _drain(self) -> int:
         batches = self._reader.read()
         if not batches:
-            return
+            return 0
         with self._lock:
             for batch in batches:
                 self.count += len(batch)
                 self.dropped += self._rows.append(batch, self.max_rows)
                 if self._parquet is not None:
                     self._parquet.write(batch)
+            self._arrived.notify_all()
+        return sum(len(b) for b in batches)
 
     @property
     def running(self) -> bool:
@@ -649,13 +685,31 @@ class Stream:
         self._lost_fd = None
         self._module = None
         with self._lock:
-            if self._parquet is not None:
-                self._parquet.close()
-                self._parquet = None
+            sink, self._parquet = self._parquet, None
+        if sink is not None:
+            try:
+                sink.close()
+            except Exception as e:  # the stream still stops; the error is kept
+                self.error = e
         self.stopped.set()
+        with self._arrived:
+            self._arrived.notify_all()
         for listener in list(self._listeners):
             with contextlib.suppress(Exception):
                 listener(self)
+
+    def wait(self, count: int, timeout: float | None = None) -> bool:
+        """Block until COUNT records have arrived (since the last clear()), the
+        stream stopped or TIMEOUT seconds passed; True when COUNT was reached.
+        Cheaper than polling ``count``: the consumer thread wakes the caller."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._arrived:
+            while self.count < count and not self.stopped.is_set():
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                self._arrived.wait(left)
+            return self.count >= count
 
     def clear(self) -> None:
         """Forget the rows and start counting (count, dropped, lost) from zero."""
@@ -805,10 +859,11 @@ class Stream:
         return path
 
     def close_parquet(self) -> None:
+        """Stop appending to the file that ``to_parquet(..., follow=True)`` opened."""
         with self._lock:
-            if self._parquet is not None:
-                self._parquet.close()
-                self._parquet = None
+            sink, self._parquet = self._parquet, None
+        if sink is not None:
+            sink.close()
 
     def on_stop(self, listener) -> None:
         """Run LISTENER(stream) once the stream has stopped (now if it has)."""
@@ -830,39 +885,58 @@ class Stream:
 
 
 class _ParquetSink:
-    """Record batches appended to one Parquet file, in row groups of at
-    least ``group_rows`` (tiny row groups make files slow to read)."""
+    """Record batches appended to one Parquet file by a writer thread of its
+    own (encoding and disk writes must not stall the consumer and let the
+    ring overflow), in row groups of at least ``group_rows``."""
 
     group_rows = 65536
 
     def __init__(self, path: str, rtype: RecordType):
+        import queue
+
         import pyarrow as pa
         import pyarrow.parquet as pq
         self.path = path
         self.rtype = rtype
-        schema = pa.Schema.from_pandas(rtype.frame(rtype.empty()), preserve_index=False)
-        self._writer = pq.ParquetWriter(path, schema)
-        self._schema = schema
-        self._pending: list[np.ndarray] = []
-        self._n = 0
+        self._schema = pa.Schema.from_pandas(rtype.frame(rtype.empty()), preserve_index=False)
+        self._writer = pq.ParquetWriter(path, self._schema)
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"bpfmagic-parquet-{os.path.basename(path)}",
+                                        daemon=True)
+        self._thread.start()
 
     def write(self, batch: np.ndarray) -> None:
-        self._pending.append(batch)
-        self._n += len(batch)
-        if self._n >= self.group_rows:
-            self.flush()
+        self._queue.put(batch)
 
-    def flush(self) -> None:
+    def _run(self) -> None:
+        pending, n = [], 0
+        while True:
+            batch = self._queue.get()
+            if batch is not None:
+                pending.append(batch)
+                n += len(batch)
+            if pending and (batch is None or n >= self.group_rows):
+                try:
+                    self._flush(pending)
+                except BaseException as e:  # reported by close()
+                    self.error = e
+                pending, n = [], 0
+            if batch is None:
+                return
+
+    def _flush(self, batches: list[np.ndarray]) -> None:
         import pyarrow as pa
-        if not self._pending:
-            return
-        frame = self.rtype.frame(self._pending)
+        frame = self.rtype.frame(batches)
         self._writer.write_table(pa.Table.from_pandas(frame, schema=self._schema, preserve_index=False))
-        self._pending, self._n = [], 0
 
     def close(self) -> None:
-        self.flush()
+        """Write what is queued and close the file."""
+        self._queue.put(None)
+        self._thread.join()
         self._writer.close()
+        if self.error is not None:
+            raise self.error
 
 
 # ------------------------------------------------------------ manager
@@ -881,10 +955,14 @@ class StreamManager:
         session.on_unload.append(self._on_unload)
 
     def _on_load(self, module) -> None:
+        if np is None:
+            for table in module.tables:
+                self._unstreamed[f"{module.name}.{table}"] = "streams need numpy: pip install numpy pandas"
+            return
         for table in module.tables:
             qualname = f"{module.name}.{table}"
             try:
-                bcc_table = module.bpf[table]
+                bcc_table = module.bpf[table.encode()]
                 kind = int(libbpf.fdinfo(bcc_table.map_fd)["map_type"])
             except Exception:
                 continue
@@ -892,7 +970,7 @@ class StreamManager:
                 continue
             try:
                 rtype = record_type(module, table)
-            except TypeError as e:
+            except Exception as e:  # an unknown field type; the module stays loaded either way
                 self._unstreamed[qualname] = f"its record type cannot be decoded: {e}"
                 warnings.warn(f"{qualname} is not streamed: {e}", StreamWarning, stacklevel=2)
                 continue

@@ -1,0 +1,109 @@
+"""The ring buffer decoder and the source rewrite on constructed input:
+ring contents the kernel produces only under races (busy records), the
+wrap-around of the double-mapped data area, and record type parsing."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bpfmagic.stream import (RINGBUF_BUSY, RINGBUF_DISCARD, RecordType, count_output_failures,
+                             decode_ring, event_tables, parse_field)
+
+
+class State:
+    variable = discarded = 0
+    _window = 4
+    max_batch = 1 << 20
+
+
+def rtype():
+    return RecordType([parse_field("seq", "u64", {}), parse_field("v", "u32", {})])  # 16 bytes
+
+
+def ring(size: int, records: list[tuple[int, bytes]], start: int = 0):
+    """A data area of SIZE bytes mapped twice (as the kernel maps it), with
+    (header, payload) records written from position START on."""
+    area = np.zeros(size, np.uint8)
+    pos = start
+    for header, payload in records:
+        for i, byte in enumerate(int(header).to_bytes(4, "little") + bytes(4) + payload):
+            area[(pos + i) % size] = byte
+        pos += (8 + (header & ~(RINGBUF_BUSY | RINGBUF_DISCARD)) + 7) & ~7
+    return np.concatenate([area, area]), pos
+
+
+def rec(seq: int, v: int = 7) -> bytes:
+    return seq.to_bytes(8, "little") + v.to_bytes(4, "little") + bytes(4)
+
+
+def decode(data, start, end, size):
+    state = State()
+    batches, cons = decode_ring(data, start, end, size - 1, rtype(), state)
+    seqs = np.concatenate(batches)["seq"].tolist() if batches else []
+    return seqs, cons, state
+
+
+def test_fixed_records_wrapping_around_the_end():
+    records = [(16, rec(i)) for i in range(20)]
+    data, end = ring(512, records, start=400)  # 24-byte records, wrapping at 512
+    seqs, cons, state = decode(data, 400, end, 512)
+    assert seqs == list(range(20)) and cons == end and state.variable == 0
+
+
+def test_busy_record_stops_the_consumer_there():
+    records = [(16, rec(0)), (16, rec(1)), (16 | RINGBUF_BUSY, rec(2)), (16, rec(3))]
+    data, end = ring(1024, records)
+    seqs, cons, _ = decode(data, 0, end, 1024)
+    assert seqs == [0, 1] and cons == 48  # resumes at the busy record next time
+
+
+def test_discarded_and_variable_records():
+    records = [(16, rec(0)), (16 | RINGBUF_DISCARD, rec(1)), (12, rec(2)[:12]), (16, rec(3)),
+               (24, rec(4) + b"\xff" * 8), (3 | RINGBUF_DISCARD, b"abc"), (16, rec(5))]
+    data, end = ring(1024, records)
+    seqs, cons, state = decode(data, 0, end, 1024)
+    assert seqs == [0, 2, 3, 4, 5] and cons == end
+    assert state.discarded == 2 and state.variable == 2
+    batches, _ = decode_ring(data, 0, end, 1023, rtype(), State())
+    values = np.concatenate(batches)["v"].tolist()
+    assert values == [7, 7, 7, 7, 7]  # the 12-byte record kept v; its padding is zero
+
+
+def test_a_run_longer_than_the_window_is_decoded_in_steps():
+    records = [(16, rec(i)) for i in range(1000)]
+    data, end = ring(1 << 15, records)
+    seqs, cons, state = decode(data, 0, end, 1 << 15)
+    assert seqs == list(range(1000)) and state._window > 4
+
+
+def test_parse_fields_and_layout():
+    typedefs = {"myu64": "unsigned long long", "name_t": "char [16]"}
+    t = RecordType([parse_field("a", "u8", typedefs), parse_field("b", "myu64", typedefs),
+                    parse_field("c", "name_t", typedefs), parse_field("d", "enum color", typedefs),
+                    parse_field("e", "void *", typedefs), parse_field("f", "u16[3]", typedefs),
+                    parse_field("g", "unsigned __int128", typedefs)])
+    assert t.dtype.fields["b"][1] == 8 and t.dtype.fields["c"][1] == 16 and t.dtype.fields["d"][1] == 32
+    assert t.dtype.fields["e"][1] == 40 and t.dtype.fields["f"][1] == 48 and t.dtype.fields["g"][1] == 64
+    assert t.itemsize == 80  # clang: __int128 aligns to 16
+    assert [f.kind for f in t.fields] == ["int", "int", "str", "int", "int", "array", "int128"]
+    with pytest.raises(TypeError, match="nested structs"):
+        parse_field("x", "struct inner", {})
+
+
+def test_rewrite_counts_failures_and_keeps_lines():
+    src = ("#include <uapi/linux/ptrace.h>\n"
+           "struct rec { u64 a; };\n"
+           "BPF_RINGBUF_OUTPUT(events, 8);\n"
+           "BPF_PERF_OUTPUT(perf);\n"
+           "// events.ringbuf_output(&r, 8, 0); in a comment stays\n"
+           "int f(void *ctx) { struct rec r = {}; events.ringbuf_output(&r, sizeof(r), 0);\n"
+           "  struct rec *p = events.ringbuf_reserve(sizeof(*p)); if (p) events.ringbuf_submit(p, 0);\n"
+           "  perf.perf_submit(ctx, &r, sizeof(r)); other.ringbuf_output(&r, 8, 0); return 0; }\n")
+    out = count_output_failures(src)
+    assert out.count("\n") == src.count("\n")
+    lines = out.split("\n")
+    assert lines[1].startswith("BPF_PERCPU_ARRAY(__bm_lost, u64, 2);")
+    assert event_tables(src) == ["events", "perf"]
+    assert "u32 __bm_lk = 0" in lines[5] and "u32 __bm_lk = 0" in lines[6] and "u32 __bm_lk = 1" in lines[7]
+    assert lines[4] == src.split("\n")[4]
+    assert "({ int __bm_rc = other" not in out  # not a declared event table

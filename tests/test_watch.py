@@ -1,0 +1,78 @@
+"""The %bpf watch view: its widgets' values follow a real stream, and it
+stops with the stream."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from bpfmagic import UsageProblem, libbpf
+from bpfmagic.widgets import Watch
+
+from .conftest import needs_root
+from .test_stream import PACKET, ring_producer, wait_for
+
+pytestmark = needs_root
+
+
+def watch_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("bpfmagic-watch-")]
+
+
+def test_watch_values_change_while_events_arrive(session):
+    m = session.load("w", ring_producer())
+    st = session.stream("events")
+    view = Watch(st, by="len", rows=3, interval=0.05)
+    assert view.running and view.values["count"] == 0
+    first_status = view.status.value
+    libbpf.test_run(m.program("produce").fd, data=PACKET, repeat=1000)
+    assert wait_for(lambda: view.values.get("count") == 1000)
+    assert view.status.value != first_status and "1,000</b> events" in view.status.value
+    assert view.values["lost"] == 0 and view.values["rows"] == 1000
+    # the last three rows, and the counts by len (every packet is 64 bytes)
+    assert all(f"<td>{seq}</td>" in view.table.value for seq in (997, 998, 999))
+    assert "<td>996</td>" not in view.table.value
+    assert "<th>64</th>" in view.groups.value and "<td>1000</td>" in view.groups.value
+    libbpf.test_run(m.program("produce").fd, data=PACKET, repeat=500)
+    assert wait_for(lambda: view.values.get("count") == 1500)
+    view.clear_button.click()
+    assert st.count == 0 and view.values["count"] == 0
+    view.stop_button.click()
+    assert not view.running and st.running  # Stop stops the view, not the stream
+    assert watch_threads() == []
+
+
+def test_watch_stops_when_the_module_is_unloaded(session):
+    session.load("w2", ring_producer())
+    view = Watch(session.stream("events"), interval=0.05)
+    assert watch_threads() == ["bpfmagic-watch-w2.events"]
+    session.unload("w2")
+    assert not view.running and watch_threads() == []
+    assert "stopped" in view.status.value
+
+
+def test_watch_rejects_unknown_columns(session):
+    session.load("w3", ring_producer())
+    with pytest.raises(UsageProblem, match="no column 'nope'"):
+        Watch(session.stream("events"), by="nope")
+    assert watch_threads() == []
+
+
+def test_watch_magic_returns_a_displayable_view():
+    from IPython.testing.globalipapp import get_ipython
+    import bpfmagic
+    ip = get_ipython()
+    ip.run_line_magic("load_ext", "bpfmagic")
+    try:
+        ip.run_cell_magic("bpf", "wm", ring_producer())
+        view = ip.run_line_magic("bpf", "watch events --by cpu --rows 5 --interval 0.05")
+        assert isinstance(view, Watch) and view.by == "cpu" and view.rows == 5
+        bundle = view._repr_mimebundle_()
+        assert "application/vnd.jupyter.widget-view+json" in bundle
+        ip.run_line_magic("bpf", "unload wm")
+        time.sleep(0.01)
+        assert not view.running
+    finally:
+        bpfmagic._drop_session()
+        ip.run_line_magic("unload_ext", "bpfmagic")
