@@ -119,3 +119,18 @@ def test_core_notebook_results(executed):
     [error] = [o for c in tagged(nb, "raises-exception") for o in c.outputs if o.output_type == "error"]
     assert error.ename == "BpfVerifierError"
     assert "tail_calls are not allowed when call stack of previous frames" in error.evalue
+
+
+def test_events_notebook_results(executed):
+    nb = executed("04-events-into-dataframes.ipynb")
+    summary = json.loads(text_outputs(tagged(nb, "summary")[0]).strip().splitlines()[-1])
+    assert summary["write_events"] >= 2000 and summary["getppid_events"] >= 2000
+    assert summary["write_bytes"] >= sum(i % 100 + 1 for i in range(2000))  # the count argument of each write
+    assert summary["python_comm_rows"] >= 4000                               # char[16] decoded to str
+    assert summary["rows_kept"] == 1000 and summary["dropped"] > 0          # max_rows bound
+    assert summary["trace_lines"] >= 3
+    frame = text_outputs(tagged(nb, "events")[0])
+    for column in ("ts", "tid", "nr", "arg", "comm"):
+        assert column in frame
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs), "no live view"
