@@ -38,6 +38,11 @@ def _text_of(output) -> str:
         return output.get("text", "")
     if kind in ("execute_result", "display_data"):
         data = output.get("data", {})
+        pictures = [m for m in ("image/png", "image/svg+xml") if m in data]
+        if pictures:  # the repr of a Figure/SVG object tells a terminal reader nothing
+            return f"[picture: {pictures[0]}, in the executed notebook]\n"
+        if "application/vnd.jupyter.widget-view+json" in data:
+            return "[live widget: open the executed notebook in Jupyter]\n"
         text = data.get("text/plain")
         if text is None:
             mimes = ", ".join(sorted(data)) or "nothing"
@@ -57,6 +62,8 @@ def print_cell(cell, index: int, out=None) -> None:
     first = next((ln for ln in cell.get("source", "").splitlines() if ln.strip()), "")
     n = cell.get("execution_count")
     out.write(f"--- cell {index} [{n if n is not None else ' '}]: {first[:70]}\n")
+    if "raises-exception" in cell.get("metadata", {}).get("tags", []):
+        out.write("(this cell shows an error on purpose)\n")
     for o in cell.get("outputs", []):
         out.write(_text_of(o))
     out.flush()
@@ -106,11 +113,12 @@ def run_notebook(path: str, output: str | None = None, timeout: float = 600,
         if echo:
             print_cell(cell, cell_index)
 
+    km = _kernel_manager(kernel_name)
     client = NotebookClient(
         nb,
         timeout=timeout,
         kernel_name=kernel_name,
-        km=_kernel_manager(kernel_name),
+        km=km,
         resources={"metadata": {"path": nbdir}},
         on_cell_executed=on_cell_executed,
     )
@@ -123,6 +131,11 @@ def run_notebook(path: str, output: str | None = None, timeout: float = 600,
     except Exception as e:  # kernel died, timeout, ...
         ok, failed = False, e
     finally:
+        # nbclient leaves a kernel it did not start alone: stop it (everything it
+        # loaded is freed with it) and remove its connection file.
+        if km.has_kernel:
+            km.shutdown_kernel(now=False)
+        km.cleanup_resources()
         os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
         nbformat.write(nb, output)
     if not ok:

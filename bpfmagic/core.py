@@ -48,12 +48,17 @@ AUTO_ATTACH_SECTIONS = ("tp_btf/", "raw_tp/", "raw_tracepoint/", "tp/", "tracepo
 
 # ------------------------------------------------------------ environment
 
+def _tool(name: str) -> str | None:
+    """A binary on PATH or in the sbin directories a non-root PATH leaves out (bpftool)."""
+    return shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
+
+
 def tools() -> None:
     """Raise EnvironmentProblem when clang, bpftool, BTF or libbpf headers are missing."""
     missing = []
-    if not shutil.which("clang"):
+    if not _tool("clang"):
         missing.append("clang (apt-get install -y clang llvm)")
-    if not shutil.which("bpftool"):
+    if not _tool("bpftool"):
         missing.append("bpftool (apt-get install -y bpftool)")
     if not os.path.exists("/usr/include/bpf/bpf_helpers.h"):
         missing.append("libbpf headers (apt-get install -y libbpf-dev)")
@@ -71,7 +76,7 @@ def vmlinux_dir() -> str:
     if os.path.exists(header):
         return cache
     os.makedirs(cache, exist_ok=True)
-    res = subprocess.run(["bpftool", "btf", "dump", "file", VMLINUX_BTF, "format", "c"],
+    res = subprocess.run([_tool("bpftool") or "bpftool", "btf", "dump", "file", VMLINUX_BTF, "format", "c"],
                          capture_output=True, text=True)
     if res.returncode != 0:
         raise EnvironmentProblem(f"bpftool could not dump {VMLINUX_BTF}: {res.stderr.strip()}")
@@ -182,7 +187,7 @@ def compile_object(text: str, source: str, origin: str, cflags: list[str], inclu
         # carries the cell's lines.
         with open(os.path.join(tmp, origin), "w") as f:
             f.write(source)
-        cmd = ["clang", "-g", "-O2", "-target", "bpf", f"-D__TARGET_ARCH_{arch}", "-I", vmlinux_dir(),
+        cmd = [_tool("clang") or "clang", "-g", "-O2", "-target", "bpf", f"-D__TARGET_ARCH_{arch}", "-I", vmlinux_dir(),
                *(f"-I{os.path.abspath(d)}" for d in include_dirs), *cflags, "-x", "c", "-c", "-", "-o", out]
         res = subprocess.run(cmd, input=text, capture_output=True, text=True, cwd=tmp)
         if res.returncode != 0:

@@ -201,6 +201,9 @@ class BpfMagics(Magics):
     # -------------------------------------------------------------- line
     def _line_command(self, line: str):
         words = arg_split(line)
+        comment = next((i for i, w in enumerate(words) if w.startswith("#")), None)
+        if comment is not None:  # `%bpf slots   # what this shows` reads naturally in a cell
+            words = words[:comment]
         if not words:
             raise UsageError("%bpf needs a command: " + ", ".join(self._line) + " (see %bpf?)")
         command, rest = words[0], words[1:]

@@ -13,7 +13,7 @@ import threading
 import weakref
 from dataclasses import dataclass, field
 
-from . import env, libbpf
+from . import libbpf
 from . import progarray as pa
 from .attach import Attachment, Target, attach as attach_target, check_servable, parse_target
 from .compiler import (PROG_TYPES, ArrayDecl, auto_attach_type, counter_name, captured_fd2, compile_error,
@@ -180,6 +180,7 @@ class Session:
         from .stream import StreamManager  # numpy: imported only once a Session exists
         self.streams = StreamManager(self)  # event tables -> DataFrames, started/stopped by the hooks above
         self.env = _prepare_environment() if prepare else {}
+        from . import env  # imported late: `python -m bpfmagic.env` must not find it loaded
         self.privileges = env.privileges()
         if self.privileges.can_load:
             _clean_dead_pins()
@@ -207,6 +208,7 @@ class Session:
     def pin_dir(self) -> str:
         """/sys/fs/bpf/bpfmagic/<pid>/s<N>: where this session pins its arrays."""
         if self._pin_dir is None:
+            from . import env
             status = env.ensure_bpffs()
             if not env.is_mounted("/sys/fs/bpf", "bpf"):
                 raise EnvironmentProblem(f"bpffs is not mounted and could not be ({status}); "
@@ -798,6 +800,7 @@ def _prepare_environment() -> dict:
     import warnings
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        from . import env
         result = env.prepare()
     for w in caught:
         warnings.warn_explicit(w.message, w.category, filename="bpfmagic", lineno=0)

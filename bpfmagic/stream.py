@@ -845,7 +845,7 @@ class Stream:
         if follow and not self.running:
             raise UsageProblem(f"{self.name} is stopped: nothing more will arrive to follow")
         with self._lock:
-            if self._parquet is not None:
+            if follow and self._parquet is not None:  # a snapshot beside a followed file is fine
                 raise UsageProblem(f"{self.name} already follows into {self._parquet.path}; "
                                    "close_parquet() first")
             chunks = self._rows.snapshot()
@@ -898,7 +898,9 @@ class _ParquetSink:
         import pyarrow.parquet as pq
         self.path = path
         self.rtype = rtype
-        self._schema = pa.Schema.from_pandas(rtype.frame(rtype.empty()), preserve_index=False)
+        # From one zeroed record, not from an empty frame: an empty str column has no
+        # values to type it (Arrow says null) and every real batch would then fail to cast.
+        self._schema = pa.Schema.from_pandas(rtype.frame(rtype.empty(1)), preserve_index=False)
         self._writer = pq.ParquetWriter(path, self._schema)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self.error: BaseException | None = None

@@ -221,3 +221,8 @@ def test_unprivileged_extension_loads_and_cell_says_what_is_missing(tmp_path):
     assert "ALIVE" in out.stdout, out.stdout + out.stderr
     assert "ERROR: EnvironmentProblem" in out.stdout
     assert "CAP_BPF" in out.stdout and "setcap" in out.stdout
+
+
+def test_line_magic_ignores_a_trailing_comment(fresh):
+    ls = fresh.run_line_magic("bpf", "ls          # modules, programs and tables")
+    assert isinstance(ls, pd.DataFrame) and list(ls.columns)[:2] == ["module", "function"]

@@ -426,3 +426,30 @@ def test_magics_df_streams_and_max_rows_config(tmp_path):
     finally:
         bpfmagic._drop_session()
         ip.run_line_magic("unload_ext", "bpfmagic")
+
+
+def test_to_parquet_keeps_string_columns(session, tmp_path):
+    """char[N] fields are str columns: the Parquet schema must type them as strings."""
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    m = session.load("named", r"""
+struct rec { u64 seq; char tag[8]; };
+BPF_RINGBUF_OUTPUT(events, 16);
+BPF_ARRAY(next_seq, u64, 1);
+int produce(struct xdp_md *ctx) {
+    int k = 0;
+    u64 *seq = next_seq.lookup(&k);
+    if (!seq) return XDP_ABORTED;
+    struct rec r = {.seq = (*seq)++};
+    __builtin_memcpy(r.tag, "pkt", 4);
+    events.ringbuf_output(&r, sizeof(r), 0);
+    return XDP_PASS;
+}""")
+    st = session.stream("events")
+    follow = st.to_parquet(str(tmp_path / "follow.parquet"), follow=True)
+    libbpf.test_run(m.programs["produce"].fd, data=bytes(64), repeat=300)
+    assert wait_for(lambda: st.count == 300)
+    snap = pd.read_parquet(st.to_parquet(str(tmp_path / "snap.parquet")))
+    assert snap["tag"].tolist() == ["pkt"] * 300 and snap["seq"].tolist() == list(range(300))
+    session.unload("named")
+    assert pd.read_parquet(follow)["tag"].tolist() == ["pkt"] * 300
