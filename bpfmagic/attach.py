@@ -95,6 +95,44 @@ def check_servable(target: Target) -> None:
                           f"this kernel build) and BCC cannot declare them in %%bpf cells; {ALTERNATIVE}")
 
 
+def check_event_exists(target: Target) -> None:
+    """Refuse, before compiling, a tracepoint or raw tracepoint this kernel lacks."""
+    if target.kind == "tracepoint":
+        category, event = target.args
+        if os.path.isdir(f"{TRACEFS}/events") and not os.path.isdir(f"{TRACEFS}/events/{category}/{event}"):
+            raise AttachError(f"no tracepoint {category}:{event} on this kernel.{_tracepoint_hint(category, event)}")
+    elif target.kind == "raw_tracepoint":
+        try:
+            with open(f"{TRACEFS}/available_events") as f:
+                events = {line.strip().split(":", 1)[1] for line in f if ":" in line}
+        except OSError:
+            return  # tracefs not readable: the kernel will say it at attach time
+        if target.args[0] not in events:
+            raise AttachError(f"no raw tracepoint {target.args[0]} on this kernel. "
+                              f"{_raw_tracepoint_hint(target.args[0])}")
+
+
+_CONVENTIONS = [("kretprobe__", "kretprobe"), ("kprobe__", "kprobe"), ("raw_tracepoint__", "raw_tracepoint"),
+                ("tracepoint__", "tracepoint"), ("kretfunc__", "fexit"), ("kfunc__", "fentry"), ("lsm__", "fentry")]
+
+
+def convention_targets(functions) -> list[tuple[str, Target]]:
+    """(function, target) of the functions BCC attaches by their names
+    (kprobe__SYM, tracepoint__CAT__EVENT, raw_tracepoint__EVENT, kfunc__...)."""
+    out = []
+    for func in functions:
+        for prefix, kind in _CONVENTIONS:
+            if func.startswith(prefix):
+                rest = func[len(prefix):]
+                if kind == "tracepoint":
+                    category, _, event = rest.partition("__")
+                    out.append((func, Target(kind, (category, event), f"tracepoint:{category}:{event}")))
+                else:
+                    out.append((func, Target(kind, (rest,), f"{kind}:{rest}")))
+                break
+    return out
+
+
 def _ifindex(name: str) -> int:
     try:
         return socket.if_nametoindex(name)

@@ -111,6 +111,7 @@ _MACRO_FUNCS = [
     (re.compile(r"\bRAW_TRACEPOINT_PROBE\s*\(\s*(\w+)\s*\)"), lambda m: f"raw_tracepoint__{m[1]}", "raw_tracepoint"),
     (re.compile(r"\bTRACEPOINT_PROBE\s*\(\s*(\w+)\s*,\s*(\w+)\s*\)"), lambda m: f"tracepoint__{m[1]}__{m[2]}", "tracepoint"),
 ]
+_KFUNC_MACRO_RE = re.compile(r"\b(K(?:RET)?FUNC_PROBE|LSM_PROBE)\s*\(\s*(\w+)")
 _PROG_ARRAY_RE = re.compile(r"\bBPF_PROG_ARRAY\s*\(\s*([A-Za-z_]\w*)\s*,\s*([^)]*?)\s*\)")
 _SLOT_RE = re.compile(r"\bSLOT\s*\(\s*([A-Za-z_]\w*)\s*,\s*([A-Za-z_0-9]\w*)\s*\)")
 _CALL_RE = re.compile(r"\b([A-Za-z_]\w*)\s*\.\s*call\s*\(")
@@ -134,6 +135,9 @@ def function_contexts(source: str) -> dict[str, str | None]:
     for regex, name, ptype in _MACRO_FUNCS:
         for m in regex.finditer(code):
             found[name(m)] = ptype
+    for m in _KFUNC_MACRO_RE.finditer(code):  # BCC's fentry/fexit/LSM macros
+        prefix = {"KFUNC_PROBE": "kfunc__", "KRETFUNC_PROBE": "kretfunc__", "LSM_PROBE": "lsm__"}[m[1]]
+        found[prefix + m[2]] = "tracing"
     return found
 
 
@@ -176,17 +180,27 @@ def called_arrays(source: str) -> set[str]:
 
 
 def _prelude_line(code: str) -> int:
-    """Index of the first line that is code (not blank, not a preprocessor line
-    or its continuation, not inside a comment): declarations the prelude adds go
-    in front of it on the same line, so line numbers stay those of the cell."""
+    """Index of the first line that is code outside any #if/#ifdef block (not
+    blank, not a preprocessor line or its continuation, not in a comment):
+    declarations the prelude adds go in front of it on the same line, so line
+    numbers stay those of the cell, and no conditional can hide them."""
     lines = strip_comments(code).split("\n")
     continued = False
+    depth = 0
     for i, line in enumerate(lines):
         stripped = line.strip()
         was_continued, continued = continued, stripped.endswith("\\")
-        if was_continued or not stripped or stripped.startswith("#"):
+        if was_continued or not stripped:
             continue
-        return i
+        if stripped.startswith("#"):
+            directive = stripped[1:].lstrip()
+            if directive.startswith(("if", "ifdef", "ifndef")):
+                depth += 1
+            elif directive.startswith("endif"):
+                depth = max(depth - 1, 0)
+            continue
+        if depth == 0:
+            return i
     return len(lines) - 1
 
 

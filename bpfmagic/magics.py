@@ -53,6 +53,10 @@ def _line_parsers() -> dict[str, MagicArgumentParser]:
         return p
 
     parser("ls", "modules, programs (type, id, attached to, slots) and tables")
+    load = _cell_parser()
+    load.prog = "%bpf load"
+    load.description = "load module NAME from --file PATH, like a %%bpf cell with that file as its body"
+    parsers["load"] = load
     p = parser("slots", "slots of every array (or ARRAY) with run counts")
     p.add_argument("array", nargs="?")
     p.add_argument("--all", action="store_true", help="every index, empty ones too")
@@ -146,6 +150,7 @@ class BpfMagics(Magics):
         Line magic::
 
             %bpf ls                                   modules, programs, tables
+            %bpf load NAME --file PATH [-a ...] [-s ...] [--core]   a module from a .bpf.c file
             %bpf slots [ARRAY] [--all]                slots with run_cnt / run_time_ns
             %bpf slot ARRAY[KEY]=MODULE.FUNC          hot-swap a slot
             %bpf unslot ARRAY[KEY]                    empty a slot
@@ -176,7 +181,18 @@ class BpfMagics(Magics):
 
     # -------------------------------------------------------------- cell
     def _cell(self, line: str, cell: str):
-        args = self._cell_parser.parse_args(arg_split(line))
+        return self._load_module(self._cell_parser.parse_args(arg_split(line)), cell)
+
+    def _cmd_load(self, args):
+        if not args.file:
+            raise UsageError("%bpf load NAME --file PATH [...]: the C comes from --file (or use a %%bpf cell)")
+        return self._load_module(args, "")
+
+    def _load_module(self, args, body: str):
+        existing = self.shell.user_ns.get(args.name)
+        if existing is not None and not isinstance(existing, bpfmagic.Module):
+            raise UsageError(f"{args.name!r} is already a {type(existing).__name__} in this notebook; "
+                             "name the module something else (the module object takes that name)")
         attach: dict[str, list[str]] = {}
         for func, target in _pairs(args.attach, "-a"):
             attach.setdefault(func, []).append(target)
@@ -187,7 +203,7 @@ class BpfMagics(Magics):
             slots[spec] = func
         bpfmagic.session().streams.max_rows = self.max_rows
         module = bpfmagic.session().load(
-            args.name, cell, attach=attach, slots=slots, cflags=shlex.split(args.cflags),
+            args.name, body, attach=attach, slots=slots, cflags=shlex.split(args.cflags),
             file=args.file, verbose=args.verbose, core=args.core, origin="cell")
         self.shell.user_ns[args.name] = module
         if args.verbose and module.compile_log.strip():
@@ -315,7 +331,7 @@ def _describe_array(array) -> str:
 def _summary(module) -> str:
     parts = []
     for p in module.programs.values():
-        where = module.session._attached_to(p) + module.session._slots_of(p)
+        where = module.session.placement(p)
         parts.append(f"{p.name} ({p.type}{': ' + ', '.join(where) if where else ''})")
     tables = [t for t in module.tables]
     text = f"{module.name}: " + ("; ".join(parts) if parts else "compiled, no program loaded yet")

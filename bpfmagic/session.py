@@ -6,6 +6,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import itertools
+import keyword
 import os
 import re
 import shutil
@@ -15,8 +16,9 @@ from dataclasses import dataclass, field
 
 from . import libbpf
 from . import progarray as pa
-from .attach import Attachment, Target, attach as attach_target, check_servable, parse_target
-from .compiler import (PROG_TYPES, ArrayDecl, auto_attach_type, counter_name, captured_fd2, compile_error,
+from .attach import (Attachment, Target, attach as attach_target, check_event_exists, check_servable,
+                     convention_targets, parse_target)
+from .compiler import (PROG_TYPE_NAMES, PROG_TYPES, ArrayDecl, prog_type_value, auto_attach_type, counter_name, strip_comments, captured_fd2, compile_error,
                        declared_prog_arrays, function_contexts, prog_type_name, rewrite_source,
                        slot_references, verifier_error)
 from .errors import (AttachError, BpfCompileError, BpfError, BpfVerifierError,
@@ -239,40 +241,52 @@ class Session:
         """Create the session array NAME (or return it when it exists with the same size).
         ``slots``: names for indices, "a,b,c" / ["a", "b"] (0, 1, ...) or {"a": 3}."""
         self._require_privileges()
+        # Every argument is checked before anything is created or changed.
+        pa.check_name("array", name, pa.MAX_ARRAY_NAME)
+        if not isinstance(size, int) or not 1 <= size <= pa.MAX_ARRAY_SIZE:
+            raise UsageProblem(f"array {name}: size must be an integer between 1 and {pa.MAX_ARRAY_SIZE}")
+        if type is not None:
+            try:
+                type = prog_type_name(PROG_TYPE_NAMES[prog_type_value(type)])
+            except ValueError as e:
+                raise UsageProblem(f"array {name}: {e}") from None
+        if keys not in (None, "syscalls"):
+            raise UsageProblem(f"array {name}: keys can be 'syscalls' (got {keys!r})")
+        names = _slot_names(slots)
+        if names and (keys == "syscalls" or (name in self.arrays and self.arrays[name].keys == "syscalls")):
+            raise SlotError(f"{name} is keyed by syscall names; it takes no --slots")
+        for key, index in names.items():
+            pa.check_name("slot", key)
+            if index is not None and not 0 <= index < size:
+                raise SlotError(f"{name}[{key}={index}]: index out of range 0..{size - 1}")
         with self._lock:
             existing = self.arrays.get(name)
             if existing is not None:
                 if existing.size != size:
                     raise SlotError(f"array {name} exists with {existing.size} slots, not {size}; "
                                     f"`%bpf unload {name}` or `%bpf reset` first")
+                if type is not None and existing.owner_type and existing.owner_type != type:
+                    raise SlotError(f"array {name} already holds {existing.owner_type} programs, not {type}")
+                if keys is not None and keys != existing.keys and (existing.names or existing.keys is not None):
+                    named = ", ".join(f"{n}={i}" for n, i in existing.names.items()) or existing.keys
+                    raise SlotError(f"array {name} already has keys ({named}); run `%bpf progarray {name} "
+                                    f"{size} --keys {keys}` before the cells that use it, or `%bpf reset`")
+                for key, index in names.items():
+                    owner = next((n for n, i in existing.names.items() if i == index and n != key), None)
+                    if index is not None and owner:
+                        raise SlotError(f"{name}[{index}] is already named {owner!r}")
                 array = existing
-                if keys is not None and keys != existing.keys:
-                    if existing.names or existing.keys is not None:
-                        named = ", ".join(f"{n}={i}" for n, i in existing.names.items()) or existing.keys
-                        raise SlotError(f"array {name} already has keys ({named}); run `%bpf progarray {name} "
-                                        f"{size} --keys {keys}` before the cells that use it, or `%bpf reset`")
-                    existing.keys = keys
+                if keys is not None:
+                    array.keys = keys
             else:
-                pa.check_name("array", name, pa.MAX_ARRAY_NAME)
                 array = pa.create(name, size, os.path.join(self.pin_dir(), name), type, keys)
                 self.arrays[name] = array
             if type is not None:
-                have = array.owner_type
-                if have and have != prog_type_name(type):
-                    raise SlotError(f"array {name} already holds {have} programs, not {prog_type_name(type)}")
-                array.declared_type = prog_type_name(type)
-            for key, index in _slot_names(slots).items():
-                if array.keys == "syscalls":
-                    raise SlotError(f"{name} is keyed by syscall names; it takes no --slots")
-                pa.check_name("slot", key)
+                array.declared_type = type
+            for key, index in names.items():
                 if index is None:
                     array.resolve(key, allocate=True)
                 else:
-                    if not 0 <= index < size:
-                        raise SlotError(f"{name}[{key}={index}]: index out of range 0..{size - 1}")
-                    owner = next((n for n, i in array.names.items() if i == index and n != key), None)
-                    if owner:
-                        raise SlotError(f"{name}[{index}] is already named {owner!r}")
                     array.names[key] = index
             return array
 
@@ -298,6 +312,8 @@ class Session:
         benchmarks that must measure the bare tail call).
         """
         pa.check_name("module", name)
+        if keyword.iskeyword(name):
+            raise UsageProblem(f"bad module name {name!r}: a Python keyword cannot name the module object")
         self._require_privileges()
         if file is not None:
             source, origin = _with_file(file, source)
@@ -323,6 +339,10 @@ class Session:
             co.tools()
         for func, target in attach_specs:
             check_servable(parse_target(target))  # before any compiling
+        if not core:  # functions BCC attaches by their names get the same checks
+            for func, target in convention_targets(function_contexts(source)):
+                check_servable(target)
+                check_event_exists(target)
         new_arrays: list[str] = []
         pending: dict[str, dict[str, int]] = {}
         module = None
@@ -361,6 +381,8 @@ class Session:
             bpf = module.bpf
 
             # Load what is attached and slotted, with the type its use demands.
+            for func in [f for f, _ in attach_specs] + [f for _, _, f in resolved_slots]:
+                _require_function(module, func)
             for func, target in attach_specs:
                 self._load_program(module, func, parse_target(target).prog_type, why=f"attached to {target}")
             for array, index, func in resolved_slots:
@@ -418,10 +440,9 @@ class Session:
             if module is not None:
                 module.attachments = []
                 module._free()
-            for array_name in new_arrays:
-                if not any(array_name in m.source for m in self.modules.values()):
-                    with contextlib.suppress(Exception):
-                        self.arrays.pop(array_name).close()
+            for array_name in new_arrays:  # created for this cell: nothing else can use them yet
+                with contextlib.suppress(Exception):
+                    self.arrays.pop(array_name).close()
             raise
 
         # Committed: names become permanent, the old version goes.
@@ -517,7 +538,7 @@ class Session:
             return verifier_error(func[1] if func else "a program", stderr, text.split(": ")[-1], origin, source)
         if "Failed to attach" in text or "attach" in text.lower():
             return AttachError(f"{text}\n{stderr.strip()}".strip(), stderr)
-        if "Need super-user" in text:
+        if "Need super-user" in text and not self.privileges.can_load:
             return EnvironmentProblem("loading BPF programs needs root or CAP_BPF", stderr)
         return compile_error(stderr, source, origin)
 
@@ -608,12 +629,17 @@ class Session:
         with self._lock:
             array_name, key = parse_slot_spec(spec)
             array = self.array(array_name)
-            index = array.resolve(key, allocate=True)
-            mod_name, _, func = program.partition(".")
+            pending: dict[str, int] = {}
+            index = array.resolve(key, allocate=True, pending=pending)
+            mod_name, dot, func = program.partition(".")
+            if not dot or not func:
+                raise UsageProblem(f"name the program as MODULE.FUNC (got {program!r})")
             module = self.module(mod_name)
+            _require_function(module, func)
             prog = self._load_program(module, func, self._slot_type(array, module, func), array=array)
             previous = array.entries.get(index)
             array.put(index, prog)
+            array.names.update(pending)  # a new name is kept only once its slot is filled
             if previous is not None and (array.name, index) in previous.module.slots:
                 previous.module.slots.remove((array.name, index))
             module.slots.append((array.name, index))
@@ -648,6 +674,10 @@ class Session:
                         "tables": ", ".join(t for t in m.tables),
                     })
         return pd.DataFrame(rows, columns=["module", "function", "type", "prog_id", "attached", "slots", "tables"])
+
+    def placement(self, p: Program) -> list[str]:
+        """Where a program runs: its attach targets and the slots that hold it."""
+        return self._attached_to(p) + self._slots_of(p)
 
     def _attached_to(self, p: Program) -> list[str]:
         out = [str(a.target) for a in p.module.attachments if a.program is p]
@@ -739,7 +769,7 @@ class Session:
             if name in self.modules:
                 self._free_module(self.modules.pop(name))
             elif name in self.arrays:
-                users = [m.name for m in self.modules.values() if m.bpf is not None and name in m.tables]
+                users = [m.name for m in self.modules.values() if name in m.tables]
                 if users:
                     raise UsageProblem(f"array {name} is used by {', '.join(users)}: unload those first")
                 self.arrays.pop(name).close()
@@ -815,6 +845,12 @@ def _attach_specs(attach) -> list[tuple[str, str]]:
     return specs
 
 
+def _require_function(module: Module, func: str) -> None:
+    if func not in module.programs and func not in module.functions:
+        known = ", ".join(module.functions) or "none"
+        raise UsageProblem(f"{module.name} has no function {func!r} (functions: {known})")
+
+
 def _slot_names(slots) -> dict[str, int | None]:
     if not slots:
         return {}
@@ -825,7 +861,10 @@ def _slot_names(slots) -> dict[str, int | None]:
     out: dict[str, int | None] = {}
     for i, item in enumerate(slots):
         name, eq, index = item.strip().partition("=")
-        out[name.strip()] = int(index, 0) if eq else i
+        try:
+            out[name.strip()] = int(index, 0) if eq else i
+        except ValueError:
+            raise UsageProblem(f"slot {item.strip()!r}: write NAME or NAME=INDEX with an integer index") from None
     return out
 
 
@@ -844,9 +883,9 @@ def _with_file(path: str, body: str) -> tuple[str, str]:
             text = f.read()
     except OSError as e:
         raise UsageProblem(f"--file {path}: {e.strerror}") from None
-    if body.strip():
-        raise UsageProblem("--file loads the file as the whole module; leave the cell body empty "
-                           "(or #include the file from the body instead)")
+    if strip_comments(body).strip():
+        raise UsageProblem("--file loads the file as the whole module; leave the cell body empty or to "
+                           "comments (or #include the file from the body instead)")
     return text, os.path.basename(path)
 
 

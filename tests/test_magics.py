@@ -226,3 +226,22 @@ def test_unprivileged_extension_loads_and_cell_says_what_is_missing(tmp_path):
 def test_line_magic_ignores_a_trailing_comment(fresh):
     ls = fresh.run_line_magic("bpf", "ls          # modules, programs and tables")
     assert isinstance(ls, pd.DataFrame) and list(ls.columns)[:2] == ["module", "function"]
+
+
+@needs_root
+def test_module_names_cannot_clobber_the_namespace(fresh):
+    res = run(fresh, "%%bpf get_ipython\nint f(struct xdp_md *c) { return XDP_PASS; }\n")
+    assert type(res.error_in_exec).__name__ == "UsageError" and "already a" in str(res.error_in_exec)
+    assert callable(fresh.user_ns["get_ipython"])
+    assert "get_ipython" not in bpfmagic.session().modules
+
+
+@needs_root
+def test_load_line_command_takes_a_file(fresh, tmp_path):
+    path = tmp_path / "drop.bpf.c"
+    path.write_text("int f(struct xdp_md *ctx) { return XDP_DROP; }\n")
+    assert run(fresh, f"%bpf load dropper --file {path}").success
+    from bpfmagic import libbpf
+    assert libbpf.test_run(fresh.user_ns["dropper"].programs["f"].fd, data=bytes(64))["retval"] == 1
+    res = run(fresh, "%bpf load nofile")
+    assert type(res.error_in_exec).__name__ == "UsageError"

@@ -407,3 +407,70 @@ def test_syscall_keys_refused_once_names_are_taken(session):
     session.progarray("jt", 8, slots="a,b")
     with pytest.raises(SlotError, match="already has keys"):
         session.progarray("jt", 8, keys="syscalls")
+
+
+# ------------------------------------------------------- review regressions
+
+def test_prelude_is_not_hidden_by_a_leading_conditional(session):
+    session.progarray("jt", 4)
+    m = session.load("cond", """#ifdef NOT_DEFINED
+#define UNUSED 1
+#endif
+#if 0
+int never(struct xdp_md *ctx) { return 0; }
+#endif
+int f(struct xdp_md *ctx) { jt.call(ctx, 0); return XDP_PASS; }
+""")
+    assert xdp_run(session, "cond.f") == 2
+
+
+@pytest.mark.parametrize("source, words", [
+    ("int kprobe__do_sys_openat2(struct pt_regs *ctx) { return 0; }", ["kprobes are not available", "raw_tracepoint"]),
+    ("TRACEPOINT_PROBE(syscalls, sys_enter_wrte) { return 0; }", ["no tracepoint syscalls:sys_enter_wrte",
+                                                                  "sys_enter_write"]),
+    ("RAW_TRACEPOINT_PROBE(sys_entr) { return 0; }", ["no raw tracepoint sys_entr", "sys_enter"]),
+    ("KFUNC_PROBE(do_sys_openat2) { return 0; }", ["fentry", "refused by this kernel"]),
+])
+def test_bcc_naming_conventions_get_the_target_checks(session, source, words):
+    with pytest.raises(AttachError) as err:
+        session.load("conv", source)
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_progarray_bad_arguments_create_nothing(session):
+    for kwargs in ({"slots": "a=x"}, {"type": "bogus"}, {"keys": "nope"}, {"size": 0}):
+        args = {"name": "p", "size": 8, **kwargs}
+        with pytest.raises((UsageProblem, SlotError)):
+            session.progarray(**args)
+        assert "p" not in session.arrays
+
+
+def test_slot_of_a_missing_function_keeps_no_name(session):
+    session.progarray("jt", 4, type="xdp")
+    session.load("t", "int real(struct xdp_md *ctx) { return XDP_PASS; }")
+    with pytest.raises(UsageProblem, match="t has no function 'nosuch'"):
+        session.slot("jt[typo]", "t.nosuch")
+    assert "typo" not in session.array("jt").names
+    with pytest.raises(UsageProblem, match="has no function 'nosuch'"):
+        session.load("u", "int real(struct xdp_md *ctx) { return XDP_PASS; }", slots={"jt[0]": "nosuch"})
+
+
+def test_an_array_used_by_a_core_module_cannot_be_unloaded(session):
+    session.progarray("jt", 4)
+    session.load("c", 'SEC("xdp") int f(struct xdp_md *ctx) { bpf_tail_call(ctx, &jt, 0); return XDP_PASS; }',
+                 core=True)
+    with pytest.raises(UsageProblem, match="used by c"):
+        session.unload("jt")
+
+
+def test_python_keywords_cannot_name_modules(session):
+    with pytest.raises(UsageProblem, match="keyword"):
+        session.load("class", "int f(struct xdp_md *ctx) { return XDP_PASS; }")
+
+
+def test_file_with_a_comment_only_body(session, tmp_path):
+    path = tmp_path / "p.bpf.c"
+    path.write_text("int f(struct xdp_md *ctx) { return XDP_DROP; }\n")
+    session.load("p", "// loaded from the file\n", file=str(path))
+    assert xdp_run(session, "p.f") == 1
