@@ -213,14 +213,15 @@ def attach(program, target: Target, bpf) -> Attachment:
     if kind in ("uprobe", "uretprobe"):
         lib, sym = args
         try:
+            # BCC wants bytes (str works but warns in the cell)
             if kind == "uprobe":
-                bpf.attach_uprobe(name=lib, sym=sym, fn_name=program.name)
+                bpf.attach_uprobe(name=lib.encode(), sym=sym.encode(), fn_name=program.name.encode())
             else:
-                bpf.attach_uretprobe(name=lib, sym=sym, fn_name=program.name)
+                bpf.attach_uretprobe(name=lib.encode(), sym=sym.encode(), fn_name=program.name.encode())
         except Exception as e:
             raise AttachError(f"cannot attach {program.qualname} to {target}: {e}") from None
         detach = bpf.detach_uprobe if kind == "uprobe" else bpf.detach_uretprobe
-        return Attachment(target, program, [], "bcc-uprobe", lambda: detach(name=lib, sym=sym))
+        return Attachment(target, program, [], "bcc-uprobe", lambda: detach(name=lib.encode(), sym=sym.encode()))
     if kind == "xdp":
         return _link(program, target, _ifindex(args[0]), libbpf.BPF_XDP)
     if kind == "tc":

@@ -19,7 +19,7 @@ import tempfile
 
 from . import libbpf
 from .attach import Attachment, Target
-from .compiler import (_matching_paren, _split_args, captured_fd2, counter_name, prog_type_name,
+from .compiler import (_matching_paren, _split_args, counter_name, prog_type_name,
                        strip_comments)
 from .errors import AttachError, BpfCompileError, BpfVerifierError, EnvironmentProblem
 
@@ -385,6 +385,11 @@ class CoreObject:
         with libbpf_messages() as log:
             ret = lib.bpf_object__load(self.ptr)
         if ret < 0:
+            untyped = re.search(r"prog '(\w+)': missing BPF prog type", log[0])
+            if untyped:
+                raise BpfCompileError(f"{self.name}.{untyped[1]} has no SEC(): in a --core cell each program "
+                                      'needs one (SEC("xdp"), SEC("raw_tp/sys_enter"), SEC("tp_btf/sched_switch"), '
+                                      "...); a helper function should be static", log[0])
             sections = [self.section(p) for p in self.programs().values()]
             refused = [sec for sec in sections if sec.startswith(("fentry/", "fexit/", "lsm/", "fmod_ret/"))]
             if refused and -ret == 1:  # EPERM: this kernel build refuses these program types

@@ -172,12 +172,10 @@ class BpfMagics(Magics):
         Streams keep at most ``BpfMagics.max_rows`` rows each (``%config
         BpfMagics.max_rows = N``; per stream: ``stream.max_rows = N``).
         """
-        try:
-            if cell is None:
-                return self._line_command(line)
-            return self._cell(line, cell)
-        except BpfError:
-            raise  # shown without a traceback by the custom exception handler
+        # A BpfError propagates: the custom exception handler shows it without a traceback.
+        if cell is None:
+            return self._line_command(line)
+        return self._cell(line, cell)
 
     # -------------------------------------------------------------- cell
     def _cell(self, line: str, cell: str):
@@ -371,3 +369,7 @@ def unregister(ipython) -> None:
     magics = ipython.magics_manager.magics
     for kind in ("line", "cell"):
         magics[kind].pop("bpf", None)
+    # The modules are freed with the session: don't leave dead objects under their names.
+    for name, value in list(ipython.user_ns.items()):
+        if isinstance(value, bpfmagic.Module):
+            del ipython.user_ns[name]

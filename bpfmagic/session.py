@@ -187,7 +187,8 @@ class Session:
         if self.privileges.can_load:
             _clean_dead_pins()
             if stats:
-                self.enable_stats()
+                with contextlib.suppress(EnvironmentProblem):  # counts stay 0; `%bpf stats --on` says why
+                    self.enable_stats()
         self._finalizer = weakref.finalize(self, Session._close_at_exit, weakref.ref(self))
 
     # ------------------------------------------------------------ helpers
@@ -221,10 +222,14 @@ class Session:
         return self._pin_dir
 
     def enable_stats(self) -> None:
-        """Keep kernel run-time stats (run_cnt, run_time_ns) on while the session lives."""
+        """Keep kernel run-time stats (run_cnt, run_time_ns) on while the session holds them.
+        (They cost the kernel a clock read per program run, machine-wide.)"""
         if self._stats_fd is None:
-            with contextlib.suppress(OSError):
+            try:
                 self._stats_fd = libbpf.enable_stats()
+            except OSError as e:
+                raise EnvironmentProblem(f"the kernel refused to turn run-time stats on ({e.strerror}); "
+                                         "it needs CAP_SYS_ADMIN or root") from None
 
     def disable_stats(self) -> None:
         if self._stats_fd is not None:

@@ -115,3 +115,8 @@ def test_core_cell_through_the_magic(session):
         assert ip.run_line_magic("bpf", "ls").set_index("function").loc["f", "attached"] == "xdp:lo"
     finally:
         bpfmagic._drop_session()
+
+
+def test_core_program_without_sec_is_explained(session):
+    with pytest.raises(BpfCompileError, match=r"c\.f has no SEC\(\)"):
+        session.load("c", "int f(struct xdp_md *ctx) { return XDP_PASS; }", core=True)
