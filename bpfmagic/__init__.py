@@ -15,6 +15,7 @@ __all__ = ["Session", "Module", "Program", "session", "BpfError", "BpfCompileErr
            "load_ipython_extension", "unload_ipython_extension"]
 
 _session: Session | None = None
+_session_hooks: list = []  # run with each new shell session: the magics apply their %config once
 
 
 def session() -> Session:
@@ -22,6 +23,8 @@ def session() -> Session:
     global _session
     if _session is None or _session.closed:
         _session = Session()
+        for hook in list(_session_hooks):
+            hook(_session)
     return _session
 
 

@@ -107,14 +107,15 @@ _FUNC_RE = re.compile(
     r"(?:const\s+)?(?:struct\s+([A-Za-z_]\w*)\s*\*|void\s*\*)?",
     re.M,
 )
-_MACRO_FUNCS = [
+# Public: graph.py, core.py and stream.py parse the same C with these.
+MACRO_FUNCS = [
     (re.compile(r"\bRAW_TRACEPOINT_PROBE\s*\(\s*(\w+)\s*\)"), lambda m: f"raw_tracepoint__{m[1]}", "raw_tracepoint"),
     (re.compile(r"\bTRACEPOINT_PROBE\s*\(\s*(\w+)\s*,\s*(\w+)\s*\)"), lambda m: f"tracepoint__{m[1]}__{m[2]}", "tracepoint"),
 ]
 _KFUNC_MACRO_RE = re.compile(r"\b(K(?:RET)?FUNC_PROBE|LSM_PROBE)\s*\(\s*(\w+)")
 _PROG_ARRAY_RE = re.compile(r"\bBPF_PROG_ARRAY\s*\(\s*([A-Za-z_]\w*)\s*,\s*([^)]*?)\s*\)")
-_SLOT_RE = re.compile(r"\bSLOT\s*\(\s*([A-Za-z_]\w*)\s*,\s*([A-Za-z_0-9]\w*)\s*\)")
-_CALL_RE = re.compile(r"\b([A-Za-z_]\w*)\s*\.\s*call\s*\(")
+SLOT_RE = re.compile(r"\bSLOT\s*\(\s*([A-Za-z_]\w*)\s*,\s*([A-Za-z_0-9]\w*)\s*\)")
+CALL_RE = re.compile(r"\b([A-Za-z_]\w*)\s*\.\s*call\s*\(")
 
 
 def strip_comments(source: str) -> str:
@@ -132,7 +133,7 @@ def function_contexts(source: str) -> dict[str, str | None]:
     found: dict[str, str | None] = {}
     for m in _FUNC_RE.finditer(code):
         found[m[1]] = CONTEXT_TYPES.get(m[2]) if m[2] else None
-    for regex, name, ptype in _MACRO_FUNCS:
+    for regex, name, ptype in MACRO_FUNCS:
         for m in regex.finditer(code):
             found[name(m)] = ptype
     for m in _KFUNC_MACRO_RE.finditer(code):  # BCC's fentry/fexit/LSM macros
@@ -171,12 +172,12 @@ def declared_prog_arrays(source: str) -> list[ArrayDecl]:
 
 def slot_references(source: str) -> list[tuple[str, str]]:
     """(array, key) of every SLOT(array, key) in the code."""
-    return [(m[1], m[2]) for m in _SLOT_RE.finditer(strip_comments(source))]
+    return [(m[1], m[2]) for m in SLOT_RE.finditer(strip_comments(source))]
 
 
 def called_arrays(source: str) -> set[str]:
     """Names used as ``NAME.call(`` (tail-call sites)."""
-    return {m[1] for m in _CALL_RE.finditer(strip_comments(source))}
+    return {m[1] for m in CALL_RE.finditer(strip_comments(source))}
 
 
 def _prelude_line(code: str) -> int:
@@ -219,14 +220,14 @@ def _count_tail_calls(text: str, names: set[str], sizes: dict[str, int]) -> str:
     fall-through at [size + key] of the array's per-CPU counter map."""
     code_only = strip_comments(text)
     out, last = [], 0
-    for m in _CALL_RE.finditer(code_only):
+    for m in CALL_RE.finditer(code_only):
         name = m[1]
         if name not in names or m.start() < last:
             continue
-        close = _matching_paren(code_only, m.end() - 1)
+        close = matching_paren(code_only, m.end() - 1)
         if close is None:
             continue
-        args = _split_args(code_only, m.end(), close)
+        args = split_args(code_only, m.end(), close)
         if len(args) != 2:
             continue
         (a0, a1), (b0, b1) = args
@@ -241,20 +242,25 @@ def _count_tail_calls(text: str, names: set[str], sizes: dict[str, int]) -> str:
     return "".join(out)
 
 
-def _matching_paren(code: str, open_at: int) -> int | None:
+_CLOSERS = {"(": ")", "[": "]", "{": "}"}
+
+
+def matching_paren(code: str, open_at: int) -> int | None:
+    """Index of the bracket closing the one at code[open_at] ('(', '[' or '{'), None if unclosed."""
+    open_, close = code[open_at], _CLOSERS[code[open_at]]
     depth = 0
     for i in range(open_at, len(code)):
         c = code[i]
-        if c == "(":
+        if c == open_:
             depth += 1
-        elif c == ")":
+        elif c == close:
             depth -= 1
             if depth == 0:
                 return i
     return None
 
 
-def _split_args(code: str, start: int, end: int) -> list[tuple[int, int]]:
+def split_args(code: str, start: int, end: int) -> list[tuple[int, int]]:
     """Spans of the top-level comma-separated arguments in code[start:end]."""
     spans, depth, begin = [], 0, start
     for i in range(start, end):
@@ -299,7 +305,7 @@ def rewrite_source(source: str, arrays: dict[str, tuple[str, int]], slot_index,
 
     declared = {d.name for d in declared_prog_arrays(source)}
     text = sub_code(_PROG_ARRAY_RE, lambda m: pinned(m[1]) if m[1] in arrays else m.group(0), source)
-    text = sub_code(_SLOT_RE, lambda m: str(slot_index(m[1], m[2])), text)
+    text = sub_code(SLOT_RE, lambda m: str(slot_index(m[1], m[2])), text)
     called = {n for n in called_arrays(source) if n in arrays}
     if count_calls:
         text = _count_tail_calls(text, called, {n: arrays[n][1] for n in called})

@@ -19,7 +19,7 @@ import tempfile
 
 from . import libbpf
 from .attach import Attachment, Target
-from .compiler import (_matching_paren, _split_args, counter_name, prog_type_name,
+from .compiler import (counter_name, matching_paren, prog_type_name, split_args,
                        strip_comments)
 from .errors import AttachError, BpfCompileError, BpfVerifierError, EnvironmentProblem
 
@@ -115,10 +115,10 @@ def _count_core_tail_calls(text: str, sizes: dict[str, int]) -> str:
     for m in _TAIL_CALL_RE.finditer(code):
         if m.start() < last:
             continue
-        close = _matching_paren(code, m.end() - 1)
+        close = matching_paren(code, m.end() - 1)
         if close is None:
             continue
-        args = _split_args(code, m.end(), close)
+        args = split_args(code, m.end(), close)
         if len(args) != 3:
             continue
         array = text[args[1][0]:args[1][1]].strip().lstrip("&").strip()
@@ -144,10 +144,10 @@ def tail_called_arrays(source: str) -> set[str]:
     code = strip_comments(source)
     names = set()
     for m in _TAIL_CALL_RE.finditer(code):
-        close = _matching_paren(code, m.end() - 1)
+        close = matching_paren(code, m.end() - 1)
         if close is None:
             continue
-        args = _split_args(code, m.end(), close)
+        args = split_args(code, m.end(), close)
         if len(args) == 3:
             names.add(code[args[1][0]:args[1][1]].strip().lstrip("&").strip())
     return names

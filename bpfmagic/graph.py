@@ -14,20 +14,15 @@ import re
 import shutil
 from dataclasses import dataclass
 
-from .compiler import strip_comments
+from .compiler import CALL_RE, MACRO_FUNCS, SLOT_RE, matching_paren, split_args, strip_comments
+from .progarray import slot_counts
 
 NODE_COLUMNS = ["node", "kind", "program", "type", "array", "index", "key", "run_cnt", "avg_ns",
                 "calls", "taken", "missed"]
 EDGE_COLUMNS = ["src", "dst", "kind", "array", "index", "key", "calls", "taken", "missed"]
 
-_ARRAY_CALL_RE = re.compile(r"\b([A-Za-z_]\w*)\s*\.\s*call\s*\(")
 _HELPER_CALL_RE = re.compile(r"\bbpf_tail_call\s*\(")
-_SLOT_RE = re.compile(r"^SLOT\s*\(\s*([A-Za-z_]\w*)\s*,\s*(\w+)\s*\)$")
 _DEFINE_RE = re.compile(r"^[ \t]*#[ \t]*define[ \t]+([A-Za-z_]\w*)[ \t]+\(?\s*(0x[0-9a-fA-F]+|\d+)\s*\)?[ \t]*$", re.M)
-_MACRO_NAMES = {
-    "RAW_TRACEPOINT_PROBE": lambda args: f"raw_tracepoint__{args[0]}",
-    "TRACEPOINT_PROBE": lambda args: f"tracepoint__{args[0]}__{args[1]}",
-}
 
 
 @dataclass
@@ -44,7 +39,7 @@ def call_sites(source: str) -> list[CallSite]:
     sites = []
     for name, start, end in _functions(code):
         body = code[start:end]
-        for m in _ARRAY_CALL_RE.finditer(body):
+        for m in CALL_RE.finditer(body):
             args = _args(body, m.end() - 1)
             if args is not None and len(args) == 2:
                 sites.append(CallSite(name, m[1], args[1]))
@@ -63,7 +58,7 @@ def _functions(code: str):
         if c == "{":
             if depth == 0:
                 name = _function_name(code[:i])
-                end = _match(code, i, "{", "}")
+                end = matching_paren(code, i)
                 if name and end is not None:
                     yield name, i, end
                     i = end + 1
@@ -88,54 +83,32 @@ def _function_name(before: str) -> str | None:
                 m = re.search(r"([A-Za-z_]\w*)\s*$", text[:j])
                 if not m:
                     return None
-                if m[1] in _MACRO_NAMES:
-                    args = [a.strip() for a in text[j + 1:-1].split(",")]
-                    return _MACRO_NAMES[m[1]](args)
+                for regex, name, _ in MACRO_FUNCS:  # RAW_TRACEPOINT_PROBE(ev) -> raw_tracepoint__ev, ...
+                    macro = regex.fullmatch(text, m.start())
+                    if macro:
+                        return name(macro)
                 return m[1]
     return None
 
 
-def _match(code: str, at: int, open_: str, close: str) -> int | None:
-    depth = 0
-    for i in range(at, len(code)):
-        if code[i] == open_:
-            depth += 1
-        elif code[i] == close:
-            depth -= 1
-            if depth == 0:
-                return i
-    return None
-
-
 def _args(code: str, open_at: int) -> list[str] | None:
-    close = _match(code, open_at, "(", ")")
+    close = matching_paren(code, open_at)
     if close is None:
         return None
-    args, depth, begin = [], 0, open_at + 1
-    for i in range(open_at + 1, close):
-        c = code[i]
-        if c in "([{":
-            depth += 1
-        elif c in ")]}":
-            depth -= 1
-        elif c == "," and depth == 0:
-            args.append(code[begin:i].strip())
-            begin = i + 1
-    args.append(code[begin:close].strip())
-    return args
+    return [code[a:b].strip() for a, b in split_args(code, open_at + 1, close)]
 
 
 def resolve_key(array, key: str, defines: dict[str, int]) -> int | None:
     """The slot index a key expression names when it is a constant (a number,
     a #define'd number or SLOT(array, name)); None when it is computed at run time."""
     key = key.strip()
-    while key.startswith("(") and _match(key, 0, "(", ")") == len(key) - 1:
+    while key.startswith("(") and matching_paren(key, 0) == len(key) - 1:
         key = key[1:-1].strip()
     if re.fullmatch(r"0x[0-9a-fA-F]+|\d+", key):
         return int(key, 0)
     if key in defines:
         return defines[key]
-    m = _SLOT_RE.match(key)
+    m = SLOT_RE.fullmatch(key)
     if not m:
         return None  # a variable (or an expression): known only at run time
     try:
@@ -215,7 +188,9 @@ class ChainGraph:
 
 
 def graph(session, array: str | None = None) -> ChainGraph:
-    """The chain graph of every session array, or of ARRAY."""
+    """The chain graph of every session array, or of ARRAY. Slot nodes and call
+    edges count per slot (since the array was created); slot edges and program
+    nodes count only the calls made while the program sat in the slot."""
     import pandas as pd
 
     nodes: dict[str, dict] = {}
@@ -223,33 +198,37 @@ def graph(session, array: str | None = None) -> ChainGraph:
     with session._lock:
         arrays = [session.array(array)] if array else list(session.arrays.values())
         names = {a.name for a in arrays}
-        counts = {a.name: a.call_counts() for a in arrays}
+        counts = slot_counts(arrays)
         programs = [p for m in session.modules.values() for p in m.programs.values()]
 
         def program_node(p):
             if p.qualname not in nodes:
                 info = p.info()
                 run_cnt, run_time = int(info.get("run_cnt", 0)), int(info.get("run_time_ns", 0))
+                credited = [cm for a in arrays for cm in a.credited(p, counts).values()]
+                calls, missed = sum(c for c, _ in credited), sum(m for _, m in credited)
                 nodes[p.qualname] = {"node": p.qualname, "kind": "program", "program": p.qualname, "type": p.type,
                                      "array": None, "index": None, "key": None, "run_cnt": run_cnt,
                                      "avg_ns": round(run_time / run_cnt, 1) if run_cnt else None,
-                                     "calls": 0, "taken": 0, "missed": 0}
+                                     "calls": calls, "taken": calls - missed, "missed": missed}
             return p.qualname
 
         def slot_node(a, index):
-            label = f"{a.name}[{a.key_name(index) or index}]"
+            label = a.label(index)
             if label not in nodes:
-                calls, missed = counts[a.name]
+                calls, missed = counts.get((a.name, index), (0, 0))
                 occupant = a.entries.get(index)
                 nodes[label] = {"node": label, "kind": "slot", "program": occupant.qualname if occupant else None,
                                 "type": occupant.type if occupant else None, "array": a.name, "index": index,
-                                "key": a.key_name(index), "run_cnt": 0, "avg_ns": None, "calls": calls[index],
-                                "taken": calls[index] - missed[index], "missed": missed[index]}
+                                "key": a.key_name(index), "run_cnt": 0, "avg_ns": None, "calls": calls,
+                                "taken": calls - missed, "missed": missed}
             return label
 
+        def called(a):
+            return {index for name, index in counts if name == a.name}
+
         def interesting(a):
-            calls, _ = counts[a.name]
-            return sorted(set(a.entries) | set(a.names.values()) | {i for i in range(a.size) if calls[i]})
+            return sorted(set(a.entries) | set(a.names.values()) | called(a))
 
         sites_by_module = {m.name: call_sites(m.source) for m in session.modules.values()}
         defines_by_module = {m.name: {d[1]: int(d[2], 0) for d in _DEFINE_RE.finditer(m.source)}
@@ -263,26 +242,24 @@ def graph(session, array: str | None = None) -> ChainGraph:
                 targets = [index] if index is not None and 0 <= index < a.size else interesting(a)
                 for target in targets:
                     edge = _edge(program_node(p), slot_node(a, target), "call", a, target,
-                                 key=a.key_name(target) if index is not None else "(var)", counts=counts)
+                                 a.key_name(target) if index is not None else "(var)",
+                                 counts.get((a.name, target), (0, 0)))
                     if edge not in edges:
                         edges.append(edge)
         for a in arrays:
-            for index, p in sorted(a.entries.items()):
-                edges.append(_edge(slot_node(a, index), program_node(p), "slot", a, index, a.key_name(index), counts))
-            calls, _ = counts[a.name]
-            for index in range(a.size):  # slots that were called though no call site names them (e.g. var keys)
-                if calls[index]:
-                    slot_node(a, index)
-    for edge in edges:  # a program's "taken": the tail calls that entered it through its slots
-        if edge["kind"] == "slot":
-            nodes[edge["dst"]]["taken"] += edge["taken"]
+            for index in sorted(a.entries):
+                p = a.entries[index]
+                edges.append(_edge(slot_node(a, index), program_node(p), "slot", a, index, a.key_name(index),
+                                   a.credited(p, counts)[index]))
+            for index in sorted(called(a)):  # slots that were called though no call site names them (e.g. var keys)
+                slot_node(a, index)
     node_df = pd.DataFrame(list(nodes.values()), columns=NODE_COLUMNS)
     edge_df = pd.DataFrame(edges, columns=EDGE_COLUMNS)
     title = f"tail-call chain: {', '.join(sorted(names)) or 'no arrays'}"
     return ChainGraph(node_df, edge_df, title)
 
 
-def _edge(src, dst, kind, array, index, key, counts):
-    calls, missed = counts[array.name]
+def _edge(src, dst, kind, array, index, key, calls_missed):
+    calls, missed = calls_missed
     return {"src": src, "dst": dst, "kind": kind, "array": array.name, "index": index, "key": key,
-            "calls": calls[index], "taken": calls[index] - missed[index], "missed": missed[index]}
+            "calls": calls, "taken": calls - missed, "missed": missed}

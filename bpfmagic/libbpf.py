@@ -54,6 +54,9 @@ class MapCreateOpts(ct.Structure):
     ]
 
 
+MAX_REPEAT = 2**31 - 1  # bpf_test_run_opts.repeat is an int
+
+
 class TestRunOpts(ct.Structure):
     # struct bpf_test_run_opts of libbpf 1.x
     _fields_ = [
@@ -90,7 +93,6 @@ def _declare(l: ct.CDLL) -> None:
     l.bpf_map_create.argtypes = [ct.c_int, ct.c_char_p, ct.c_uint32, ct.c_uint32,
                                  ct.c_uint32, ct.POINTER(MapCreateOpts)]
     l.bpf_obj_pin.argtypes = [ct.c_int, ct.c_char_p]
-    l.bpf_obj_get.argtypes = [ct.c_char_p]
     l.bpf_map_update_elem.argtypes = [ct.c_int, ct.c_void_p, ct.c_void_p, ct.c_uint64]
     l.bpf_map_delete_elem.argtypes = [ct.c_int, ct.c_void_p]
     l.bpf_map_lookup_elem.argtypes = [ct.c_int, ct.c_void_p, ct.c_void_p]
@@ -142,12 +144,16 @@ def percpu_u64_sums(fd: int, size: int) -> list[int]:
     return sums
 
 
+def percpu_u64_sum(fd: int, key: int) -> int:
+    """Sum over CPUs of one u64 value of a per-CPU array."""
+    ncpu = num_possible_cpus()
+    k, values = ct.c_uint32(key), (ct.c_uint64 * ncpu)()
+    _check(lib().bpf_map_lookup_elem(fd, ct.byref(k), values), f"read key {key}")
+    return sum(values)
+
+
 def obj_pin(fd: int, path: str) -> None:
     _check(lib().bpf_obj_pin(fd, path.encode()), f"pin {path}")
-
-
-def obj_get(path: str) -> int:
-    return _check(lib().bpf_obj_get(path.encode()), f"open pin {path}")
 
 
 def map_update_u32(fd: int, key: int, value: int) -> None:
@@ -193,6 +199,8 @@ def test_run(prog_fd: int, data: bytes | None = None, ctx: bytes | None = None,
         ctx_in = ct.create_string_buffer(bytes(ctx), len(ctx))
         keep.append(ctx_in)
         opts.ctx_in, opts.ctx_size_in = ct.cast(ctx_in, ct.c_void_p), len(ctx)
+    if not 0 <= repeat <= MAX_REPEAT:  # ctypes would wrap it silently
+        raise ValueError(f"repeat must be 0..{MAX_REPEAT} (got {repeat})")
     opts.repeat = repeat
     _check(lib().bpf_prog_test_run_opts(prog_fd, ct.byref(opts)), "BPF_PROG_TEST_RUN")
     data_out = bytes(keep[1].raw[: opts.data_size_out]) if data is not None else None

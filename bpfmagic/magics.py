@@ -8,7 +8,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import MagicArgumentParser
 from IPython.utils.process import arg_split
-from traitlets import Integer, observe
+from traitlets import Integer, TraitError, observe, validate
 
 import bpfmagic
 
@@ -57,7 +57,8 @@ def _line_parsers() -> dict[str, MagicArgumentParser]:
     load.prog = "%bpf load"
     load.description = "load module NAME from --file PATH, like a %%bpf cell with that file as its body"
     parsers["load"] = load
-    p = parser("slots", "slots of every array (or ARRAY) with run counts")
+    p = parser("slots", "slots of every array (or ARRAY): tail calls per slot since the array was created "
+                        "(whoever sat in it; %bpf stats splits them per program), run counts")
     p.add_argument("array", nargs="?")
     p.add_argument("--all", action="store_true", help="every index, empty ones too")
     p = parser("slot", "put a loaded program into a slot: ARRAY[KEY]=MODULE.FUNC")
@@ -118,13 +119,26 @@ class BpfMagics(Magics):
     max_rows = Integer(1_000_000, help="rows each event stream keeps (the oldest are dropped); "
                                        "`%config BpfMagics.max_rows = N`").tag(config=True)
 
+    @validate("max_rows")
+    def _check_max_rows(self, proposal):
+        value = proposal["value"]
+        if value < 1:  # %config must refuse it: a stream cannot keep fewer than one row
+            raise TraitError(f"BpfMagics.max_rows must be an integer >= 1 (rows each stream keeps), not {value}")
+        return value
+
     @observe("max_rows")
     def _max_rows_changed(self, change):
-        if bpfmagic._session is not None:  # else applied when a cell creates the session
+        # only when the config changes: streams.max_rows set from Python stays until then
+        if bpfmagic._session is not None and not bpfmagic._session.closed:
             bpfmagic._session.streams.max_rows = change["new"]
+
+    def _configure_session(self, session) -> None:
+        """Run once for each new shell session (bpfmagic.session())."""
+        session.streams.max_rows = self.max_rows
 
     def __init__(self, shell):
         super().__init__(shell)
+        bpfmagic._session_hooks.append(self._configure_session)
         self._cell_parser = _cell_parser()
         self._line = _line_parsers()
 
@@ -199,7 +213,6 @@ class BpfMagics(Magics):
             if spec in slots:
                 raise UsageError(f"-s {spec} given twice")
             slots[spec] = func
-        bpfmagic.session().streams.max_rows = self.max_rows
         module = bpfmagic.session().load(
             args.name, body, attach=attach, slots=slots, cflags=shlex.split(args.cflags),
             file=args.file, verbose=args.verbose, core=args.core, origin="cell")
@@ -366,6 +379,8 @@ def unregister(ipython) -> None:
         if handler is not None:
             ipython.CustomTB = handler
         _saved_custom_exc = None
+    bpfmagic._session_hooks[:] = [h for h in bpfmagic._session_hooks
+                                  if not isinstance(getattr(h, "__self__", None), BpfMagics)]
     magics = ipython.magics_manager.magics
     for kind in ("line", "cell"):
         magics[kind].pop("bpf", None)

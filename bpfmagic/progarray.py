@@ -8,6 +8,7 @@ import glob
 import os
 import platform
 import re
+import weakref
 from dataclasses import dataclass, field
 
 from . import libbpf
@@ -16,6 +17,7 @@ from .errors import SlotError, UsageProblem
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 MAX_ARRAY_NAME = 15  # the kernel's BPF_OBJ_NAME_LEN - 1; BCC truncates beyond it
+MAX_ARRAY_SIZE = 1 << 20
 
 
 def check_name(kind: str, name: str, max_len: int = 63) -> str:
@@ -76,6 +78,12 @@ class ProgArray:
     # Kernel run stats can't give this: a tail-call target's run_cnt never moves.
     counter_fd: int = -1
     counter_pin: str = ""
+    # The counters are per index and never reset; these split them by occupant, so a
+    # program is credited only with the calls made while it sat in a slot.
+    # (calls, missed) at each index when its current occupant (or emptiness) came:
+    baselines: dict[int, tuple[int, int]] = field(default_factory=dict)
+    # program -> {index: (calls, missed)} of its finished stays; weak: gone with the program.
+    earned: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary)
 
     def call_counts(self) -> tuple[list[int], list[int]]:
         """(calls, missed) per index, summed over CPUs."""
@@ -83,6 +91,38 @@ class ProgArray:
         # still in flight may show as taken for a moment.
         sums = libbpf.percpu_u64_sums(self.counter_fd, 2 * self.size)
         return sums[: self.size], sums[self.size:]
+
+    def counts_at(self, index: int) -> tuple[int, int]:
+        """(calls, missed) at one index since the array was created."""
+        if self.counter_fd < 0:
+            return 0, 0
+        return (libbpf.percpu_u64_sum(self.counter_fd, index),
+                libbpf.percpu_u64_sum(self.counter_fd, self.size + index))
+
+    def credited(self, program, counts: dict | None = None) -> dict[int, tuple[int, int]]:
+        """index -> (calls, missed) into this array's slots while PROGRAM sat in
+        them: its finished stays plus the current ones. ``counts``: a
+        slot_counts() reading to use instead of reading the counters again."""
+        out = dict(self.earned.get(program, {}))
+        for index, occupant in self.entries.items():
+            if occupant is program:
+                now = self.counts_at(index) if counts is None else counts.get((self.name, index), (0, 0))
+                c0, m0 = self.baselines.get(index, (0, 0))
+                c, m = out.get(index, (0, 0))
+                out[index] = (c + now[0] - c0, m + now[1] - m0)
+        return out
+
+    def _turn_over(self, index: int) -> None:
+        """End the stay of whatever is at index (crediting its program) and start the next.
+        A call in flight during the map update may land on either side."""
+        now = self.counts_at(index)
+        occupant = self.entries.get(index)
+        if occupant is not None:
+            c0, m0 = self.baselines.get(index, (0, 0))
+            stays = self.earned.setdefault(occupant, {})
+            c, m = stays.get(index, (0, 0))
+            stays[index] = (c + now[0] - c0, m + now[1] - m0)
+        self.baselines[index] = now
 
     # -- type
     @property
@@ -99,6 +139,10 @@ class ProgArray:
         return int(libbpf.fdinfo(self.fd)["map_id"])
 
     # -- keys
+    def label(self, index: int) -> str:
+        """ARRAY[KEY] as every view shows a slot: the key's name if it has one, else the index."""
+        return f"{self.name}[{self.key_name(index) or index}]"
+
     def key_name(self, index: int) -> str | None:
         if self.keys == "syscalls":
             return syscall_names().get(index)
@@ -155,6 +199,7 @@ class ProgArray:
             if have and have != program.type:
                 raise SlotError(self.mismatch(program, have)) from None
             raise SlotError(f"{self.name}[{index}] = {program.qualname}: the kernel refused it ({e.strerror})") from None
+        self._turn_over(index)
         self.entries[index] = program
 
     def mismatch(self, program, have: str) -> str:
@@ -165,11 +210,14 @@ class ProgArray:
 
     def clear(self, index: int) -> None:
         libbpf.map_delete_u32(self.fd, index)
+        self._turn_over(index)
         self.entries.pop(index, None)
 
     def close(self) -> None:
+        # Emptied without crediting anyone: the counts go with the array.
         for index in list(self.entries):
-            self.clear(index)
+            libbpf.map_delete_u32(self.fd, index)
+            self.entries.pop(index)
         for path in (self.pin, self.counter_pin):
             with _suppress():
                 os.unlink(path)
@@ -179,6 +227,18 @@ class ProgArray:
         self.fd = self.counter_fd = -1
 
 
+def slot_counts(arrays) -> dict[tuple[str, int], tuple[int, int]]:
+    """(array name, index) -> (calls, missed) since the array was created, for
+    every slot whose counters moved: one batch read per array."""
+    out = {}
+    for array in arrays:
+        calls, missed = array.call_counts()
+        for index, (c, m) in enumerate(zip(calls, missed)):
+            if c or m:
+                out[(array.name, index)] = (c, m)
+    return out
+
+
 def _suppress():
     import contextlib
     return contextlib.suppress(OSError)
@@ -186,8 +246,8 @@ def _suppress():
 
 def create(name: str, size: int, pin: str, prog_type: str | None = None, keys: str | None = None) -> ProgArray:
     check_name("array", name, MAX_ARRAY_NAME)
-    if not isinstance(size, int) or not 1 <= size <= 1 << 20:
-        raise UsageProblem(f"array {name}: size must be an integer between 1 and {1 << 20}")
+    if not isinstance(size, int) or not 1 <= size <= MAX_ARRAY_SIZE:
+        raise UsageProblem(f"array {name}: size must be an integer between 1 and {MAX_ARRAY_SIZE}")
     if prog_type is not None:
         prog_type = prog_type_name(prog_type)
         prog_type_value(prog_type)  # validates

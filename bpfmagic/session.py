@@ -693,17 +693,14 @@ class Session:
         return out
 
     def _slots_of(self, p: Program) -> list[str]:
-        out = []
-        for array in self.arrays.values():
-            for index, q in array.entries.items():
-                if q is p:
-                    key = array.key_name(index)
-                    out.append(f"{array.name}[{key}]" if key else f"{array.name}[{index}]")
-        return out
+        return [array.label(index) for array in self.arrays.values()
+                for index in sorted(array.entries) if array.entries[index] is p]
 
     def slots(self, array: str | None = None, all_keys: bool = False):
         """DataFrame of filled or named slots: array, index, key name, program, type,
-        run_cnt, run_time_ns (kernel stats, on while the session keeps them)."""
+        calls, taken, missed, run_cnt, run_time_ns (kernel stats, on while the
+        session keeps them). The call counts are per slot, since the array was
+        created, whoever sat in it; stats() credits each program only its own."""
         import pandas as pd
         rows = []
         with self._lock:
@@ -787,6 +784,7 @@ class Session:
         with self._lock:
             for name in list(self.modules):
                 self._free_module(self.modules.pop(name))
+            self.streams.stop_all()  # also streams whose module hook missed them (stopped by the user)
             for name in list(self.arrays):
                 self.arrays.pop(name).close()
 

@@ -4,9 +4,13 @@ the Session's bpf_enable_stats fd) next to bpfmagic's own tail-call counters.
 Two sources, because neither alone tells the story: the kernel counts a
 program only when it runs as an entry point (attached, or test-run), never
 when a tail call reaches it; the rewritten ``ARRAY.call`` counts every tail
-call per slot, taken or fallen through (missed).
+call per slot, taken or fallen through (missed). The slot counters are split
+by occupant when a slot is filled or emptied (ProgArray.credited), so a
+program is credited only with the calls made while it sat in the slot.
 """
 from __future__ import annotations
+
+from .progarray import slot_counts
 
 STATS_COLUMNS = ["program", "module", "function", "type", "prog_id", "attached", "slots",
                  "run_cnt", "run_time_ns", "avg_ns", "tail_calls_in", "missed"]
@@ -16,77 +20,70 @@ def stats(session, since=None):
     """DataFrame, one row per loaded program:
 
     run_cnt, run_time_ns, avg_ns: kernel stats (entry-point runs only);
-    tail_calls_in: tail calls that entered it through its slots;
-    missed: tail calls into its slots that fell through (the 33-call limit,
-    or, before it was put there, an empty slot).
+    tail_calls_in: tail calls that entered it through its slots while it sat
+    in them (it keeps them after being swapped out, while its module is loaded);
+    missed: tail calls into its slots that fell through while it sat there
+    (the 33-call limit).
     Tail calls into *empty* slots have no program to blame: each such slot
-    gets a row of its own (program "(empty)", slots ARRAY[KEY]) with its
-    missed count, which is what a "missed tail call" hunt looks for.
+    gets a row of its own (program "(empty)", slots ARRAY[KEY]) with what it
+    missed since it was last emptied, which is what a "missed tail call" hunt
+    looks for.
 
     since: an earlier stats() DataFrame; every count becomes the difference
-    (per program id for the kernel's counts, per slot for the tail calls).
+    (per program id for the programs, per slot for the empty slots).
     """
     import pandas as pd
 
     rows = []
     with session._lock:
-        slot_counts = {}
-        for array in session.arrays.values():
-            calls, missed = array.call_counts()
-            for index in range(array.size):
-                if calls[index] or missed[index]:
-                    slot_counts[(array.name, index)] = (calls[index], missed[index])
-        earlier_slots = since.attrs.get("slot_counts", {}) if since is not None else {}
-        earlier_runs = since.attrs.get("runs_abs", {}) if since is not None else {}
-        runs_abs = {}
-
-        def slot_delta(array, index) -> tuple[int, int]:
-            calls, missed = slot_counts.get((array.name, index), (0, 0))
-            calls0, missed0 = earlier_slots.get((array.name, index), (0, 0))
-            return calls - calls0, missed - missed0
+        arrays = list(session.arrays.values())
+        counts = slot_counts(arrays)
+        earlier = since.attrs if since is not None else {}
+        earlier_slots = earlier.get("slot_counts", {})
+        earlier_runs = earlier.get("runs_abs", {})
+        earlier_tail = earlier.get("tail_abs", {})
+        runs_abs, tail_abs = {}, {}
 
         for module in session.modules.values():
             for program in module.programs.values():
                 info = program.info()
-                taken = fell = 0
-                slots = []
-                for array in session.arrays.values():
-                    for index, occupant in array.entries.items():
-                        if occupant is program:
-                            calls, missed = slot_delta(array, index)
-                            taken += calls - missed
-                            fell += missed
-                            slots.append(_slot_label(array, index))
                 prog_id = int(info["prog_id"])
+                calls = missed = 0
+                for array in arrays:
+                    for c, m in array.credited(program, counts).values():
+                        calls, missed = calls + c, missed + m
+                tail_abs[prog_id] = (calls - missed, missed)
                 runs_abs[prog_id] = (int(info.get("run_cnt", 0)), int(info.get("run_time_ns", 0)))
                 run_cnt0, run_time0 = earlier_runs.get(prog_id, (0, 0))
+                taken0, missed0 = earlier_tail.get(prog_id, (0, 0))
                 rows.append({
                     "program": program.qualname, "module": module.name, "function": program.name,
                     "type": program.type, "prog_id": prog_id,
-                    "attached": ", ".join(session._attached_to(program)), "slots": ", ".join(slots),
+                    "attached": ", ".join(session._attached_to(program)),
+                    "slots": ", ".join(session._slots_of(program)),
                     "run_cnt": runs_abs[prog_id][0] - run_cnt0,
                     "run_time_ns": runs_abs[prog_id][1] - run_time0, "avg_ns": None,
-                    "tail_calls_in": taken, "missed": fell,
+                    "tail_calls_in": tail_abs[prog_id][0] - taken0, "missed": missed - missed0,
                 })
-        for array in session.arrays.values():
+        for array in arrays:
             for index in range(array.size):
-                _, missed = slot_delta(array, index)
-                if missed and index not in array.entries:
+                if index in array.entries:
+                    continue
+                missed = counts.get((array.name, index), (0, 0))[1]
+                # Counted from when the slot was emptied, or from `since` if that came later.
+                start = max(array.baselines.get(index, (0, 0))[1], earlier_slots.get((array.name, index), (0, 0))[1])
+                if missed > start:
                     rows.append({
                         "program": "(empty)", "module": None, "function": None, "type": None, "prog_id": None,
-                        "attached": "", "slots": _slot_label(array, index), "run_cnt": 0, "run_time_ns": 0,
-                        "avg_ns": None, "tail_calls_in": 0, "missed": missed,
+                        "attached": "", "slots": array.label(index), "run_cnt": 0, "run_time_ns": 0,
+                        "avg_ns": None, "tail_calls_in": 0, "missed": missed - start,
                     })
     df = pd.DataFrame(rows, columns=STATS_COLUMNS)
     df["avg_ns"] = [round(t / n, 1) if n else None for t, n in zip(df["run_time_ns"], df["run_cnt"])]
     df["prog_id"] = df["prog_id"].astype("Int64")
     # Absolute counters, so that a later stats(since=this) works even when this one is a difference.
     df.attrs["runs_abs"] = runs_abs
-    df.attrs["slot_counts"] = slot_counts
+    df.attrs["tail_abs"] = tail_abs
+    df.attrs["slot_counts"] = counts
     df.attrs["stats_enabled"] = session.stats_enabled
     return df
-
-
-def _slot_label(array, index: int) -> str:
-    key = array.key_name(index)
-    return f"{array.name}[{key}]" if key else f"{array.name}[{index}]"

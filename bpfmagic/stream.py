@@ -18,12 +18,14 @@ from __future__ import annotations
 import contextlib
 import ctypes as ct
 import mmap
+import numbers
 import os
 import re
 import select
 import threading
 import time
 import warnings
+import weakref
 from collections import deque
 from dataclasses import dataclass
 
@@ -33,7 +35,7 @@ except ImportError:  # bpfmagic itself must import without numpy (the doctor run
     np = None
 
 from . import libbpf
-from .compiler import _matching_paren, _prelude_line, _split_args, strip_comments
+from .compiler import _prelude_line, matching_paren, strip_comments
 from .errors import UsageProblem
 
 DEFAULT_MAX_ROWS = 1_000_000
@@ -51,7 +53,15 @@ LOST_COUNTER = "__bm_lost"  # '__bm_' names are hidden from Module.tables
 
 
 class StreamWarning(UserWarning):
-    """An event table that cannot be streamed (its record type is not decodable)."""
+    """An event table that cannot be streamed (its record type is not decodable),
+    records of another size than their struct, or a stream whose reader failed."""
+
+
+def check_max_rows(value) -> int:
+    """VALUE as a row bound, or UsageProblem: an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise UsageProblem(f"max_rows must be an integer >= 1 (rows a stream keeps), not {value!r}")
+    return int(value)
 
 
 # ------------------------------------------------------------ loss counting rewrite
@@ -81,7 +91,7 @@ def count_output_failures(text: str) -> str:
         table, method = m[1], m[2]
         if table not in slot or m.start() < last:
             continue
-        close = _matching_paren(code, m.end() - 1)
+        close = matching_paren(code, m.end() - 1)
         if close is None:
             continue
         call = text[m.start():close + 1]
@@ -299,20 +309,67 @@ def record_type(module, table: str) -> RecordType | None:
         desc = lib.bpf_perf_event_field(module.bpf.module, name, i).decode()
         fname, _, ctype = desc.partition("#")
         fields.append(parse_field(fname, ctype, typedefs))
-    return RecordType(fields, packed=_is_packed(module.source, [f.name for f in fields]))
+    packed, problem = struct_layout(module.source, [f.name for f in fields])
+    if problem:
+        # BCC reports each field's type only (no bit width, no alignment): a natural layout would be wrong
+        raise TypeError(f"{problem}; BCC reports its fields without bit widths or alignment, so their "
+                        f"offsets are unknown: use plain, naturally aligned fields (shift and mask in C)")
+    return RecordType(fields, packed=packed)
 
 
-_STRUCT_RE = re.compile(r"\bstruct\s+(__attribute__\s*\(\(\s*(?:__)?packed(?:__)?\s*\)\)\s*)?"
-                        r"[A-Za-z_]\w*\s*\{([^{}]*)\}\s*([^;]*);", re.S)
+_ATTR = r"__attribute__\s*\(\((?:[^()]|\((?:[^()]|\([^()]*\))*\))*\)\)"
+_ATTR_RE = re.compile(_ATTR)
+# struct [attributes] [name] { fields } [attributes] declarators ;
+_STRUCT_RE = re.compile(r"\bstruct\s+((?:" + _ATTR + r"|[^{};()])*)\{([^{}]*)\}([^;]*);", re.S)
+_FIELD_NAME_RE = re.compile(r"([A-Za-z_]\w*)\s*(?:\[[^\]]*\]\s*)*(?::(?P<bits>[^:]*))?$")
 
 
-def _is_packed(source: str, names: list[str]) -> bool:
-    """Whether the struct with exactly these field names is declared packed."""
-    for m in _STRUCT_RE.finditer(strip_comments(source or "")):
-        body_names = re.findall(r"([A-Za-z_]\w*)\s*(?:\[[^\]]*\]\s*)*(?::\s*\d+\s*)?;", m[2])
-        if body_names == names:
-            return bool(m[1]) or "packed" in m[3]
-    return False
+def _sets_layout(text: str) -> bool:
+    """Whether TEXT has an alignment specifier or a packed/aligned attribute."""
+    if re.search(r"\b(_Alignas|alignas|__aligned|__packed)\b", text):
+        return True
+    return any(re.search(r"aligned|packed", a) for a in _ATTR_RE.findall(text))
+
+
+def _struct_fields(body: str) -> list[tuple[str, str | None, str]]:
+    """(name, bit width or None, declaration) of each field of a struct body;
+    ``u32 a, b;`` gives two."""
+    out = []
+    for decl in body.split(";"):
+        for part in _ATTR_RE.sub(" ", decl).split(","):
+            m = _FIELD_NAME_RE.search(part.strip())
+            if m:
+                out.append((m[1], m["bits"].strip() if m["bits"] is not None else None, decl))
+    return out
+
+
+def struct_layout(source: str, names: list[str]) -> tuple[bool, str | None]:
+    """(packed, problem) for the struct of SOURCE whose fields are exactly
+    NAMES: packed when the whole struct is ``__attribute__((packed))`` (laid
+    out exactly); a problem (text) when its layout cannot be known from field
+    types alone: bit-fields, aligned or per-field packed attributes, #pragma
+    pack. (False, None) when no such struct is found."""
+    code = strip_comments(source or "")
+    for m in _STRUCT_RE.finditer(code):
+        fields = _struct_fields(m[2])
+        if [name for name, _, _ in fields] != names:
+            continue
+        tag = _ATTR_RE.sub(" ", m[1]).split()
+        what = f"struct {tag[0]}" if tag else "the record struct"
+        bits = [f"{name}:{width}" for name, width, _ in fields if width is not None]
+        if bits:
+            return False, f"{what} has bit-fields ({', '.join(bits)})"
+        attributed = [name for name, _, decl in fields if _sets_layout(decl)]
+        if attributed:
+            return False, f"{what} has alignment/packing attributes on {', '.join(attributed)}"
+        outer = m[1] + " " + m[3]
+        if re.search(r"\b(_Alignas|alignas|__aligned)\b", outer) or any(
+                "aligned" in a for a in _ATTR_RE.findall(outer)):
+            return False, f"{what} is declared aligned"
+        if re.search(r"^\s*#\s*pragma\s+pack\b", code, re.M):
+            return False, f"{what} may be laid out by #pragma pack"
+        return _sets_layout(outer), None  # what is left is packed: every field at alignment 1
+    return False, None
 
 
 # ------------------------------------------------------------ ring buffer reader
@@ -340,6 +397,7 @@ class RingReader:
         self._data = np.frombuffer(self._producer_map, np.uint8, 2 * self.size, offset=page)
         self._window = 4096  # adapts: grows over runs of fixed-size records, shrinks after a mismatch
         self.variable = 0    # records of another length than the struct (padded or cut)
+        self.variable_length = 0  # the length of the last of them
         self.discarded = 0
 
     def fds(self) -> list[int]:
@@ -443,6 +501,7 @@ def decode_ring(data: np.ndarray, cons: int, prod: int, mask: int, rtype: Record
             out.append(rtype.from_bytes([payload.tobytes()]))
             if state is not None and length != itemsize:
                 state.variable += 1
+                state.variable_length = length
         cons += (length + RINGBUF_HDR + 7) & ~7
     if state is not None:
         state._window = window
@@ -465,15 +524,17 @@ class PerfReader:
         self.rtype = rtype
         self.kernel_lost = 0  # what the perf buffers reported as overwritten/lost
         self.variable = 0
+        self.variable_length = 0
         self.discarded = 0
         self._pending: list[bytes] = []
         size = rtype.itemsize
+        padded = (size + 4 + 7) // 8 * 8 - 4  # perf pads a raw sample so that its u32 size + data is 8-aligned
 
         def on_event(cpu, data, length):
-            # perf pads raw samples to 8 bytes: the payload is the struct plus up to 7 bytes
             self._pending.append(ct.string_at(data, min(length, size)))
-            if length < size:
+            if length < size or length > padded:
                 self.variable += 1
+                self.variable_length = length
 
         def on_lost(count):
             self.kernel_lost += count
@@ -587,7 +648,8 @@ class Stream:
         self.name = f"{module.name}.{table}"
         self.rtype = rtype
         self._module = module
-        self._max_rows = max_rows
+        self._owner = weakref.ref(module)  # still known after stop() drops _module
+        self._max_rows = None if max_rows is None else check_max_rows(max_rows)
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)  # notified after every batch and on stop
         self._rows = _Rows()
@@ -597,7 +659,10 @@ class Stream:
         self.started_at = time.time()
         self.stopped = threading.Event()
         self._stopping = False
+        self._finished = False
+        self._size_warned = False
         self._listeners: list = []  # callables run (with the stream) after it stopped
+        self._watch = None  # its live view (widgets.Watch): one at a time
         self._parquet = None
         self._lost_base = 0
         self._lost_final: int | None = None
@@ -642,13 +707,21 @@ class Stream:
                 if pause > 0:
                     time.sleep(pause)
             self._drain()  # what arrived up to the stop
-        except BaseException as e:  # kept for the user: a stream must not die silently
+        except BaseException as e:  # a stream must not die silently, nor leave wait() hanging
             self.error = e
+            _warn(f"stream {self.name} stopped: its reader failed with {e!r}; the rows so far stay readable "
+                  f"(stream.error has the exception)")
+            self._finish()
         finally:
             ep.close()
 
     def _drain(self) -> int:
         batches = self._reader.read()
+        if self._reader.variable and not self._size_warned:
+            self._size_warned = True
+            _warn(f"{self.name}: records of {self._reader.variable_length} bytes arrived where its struct has "
+                  f"{self.rtype.itemsize} ({self.rtype}); they are zero-padded or cut. If the struct has "
+                  f"bit-fields or packed/aligned fields, its columns are wrong")
         if not batches:
             return 0
         with self._lock:
@@ -662,7 +735,7 @@ class Stream:
 
     @property
     def running(self) -> bool:
-        return self._thread.is_alive()
+        return self._thread.is_alive() and not self.stopped.is_set()
 
     def stop(self) -> None:
         """Stop consuming: the thread drains what is in the buffer, exits and is
@@ -691,8 +764,15 @@ class Stream:
                 sink.close()
             except Exception as e:  # the stream still stops; the error is kept
                 self.error = e
-        self.stopped.set()
-        with self._arrived:
+        self._finish()
+
+    def _finish(self) -> None:
+        """Mark the stream stopped, wake wait() and run the stop listeners (once)."""
+        with self._lock:
+            if self._finished:
+                return
+            self._finished = True
+            self.stopped.set()
             self._arrived.notify_all()
         for listener in list(self._listeners):
             with contextlib.suppress(Exception):
@@ -776,8 +856,9 @@ class Stream:
 
     @max_rows.setter
     def max_rows(self, value: int | None) -> None:
-        if value is not None and value < 0:
-            raise ValueError("max_rows must be >= 0")
+        """Rows kept (the oldest are dropped); None: the manager's default."""
+        if value is not None:
+            value = check_max_rows(value)
         with self._lock:
             self._max_rows = value
             self.dropped += self._rows.trim(self.max_rows)
@@ -871,17 +952,29 @@ class Stream:
         if self.stopped.is_set():
             listener(self)
 
+    def remove_on_stop(self, listener) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
     def summary(self) -> dict:
         return {"stream": self.name, "kind": self.kind, "running": self.running, "count": self.count,
                 "rows": len(self), "dropped": self.dropped, "lost": self.lost, "max_rows": self.max_rows,
-                "columns": ", ".join(self.columns)}
+                "columns": ", ".join(self.columns), "error": repr(self.error) if self.error else ""}
 
     def __repr__(self) -> str:
-        state = "running" if self.running else "stopped"
+        state = "running" if self.running else "failed" if self.error else "stopped"
         err = f", error: {self.error!r}" if self.error else ""
         return (f"<bpfmagic Stream {self.name} ({self.kind}, {state}): {self.count} events, {len(self)} rows, "
                 f"{self.dropped} dropped, {self.lost} lost{err}>")
 
+
+
+def _warn(message: str) -> None:
+    """A StreamWarning from the consumer thread, once per call (each stream
+    decides when): no per-line dedup, which would hide it for a re-run cell.
+    Never raises (-W error): the thread has no caller to raise to."""
+    with contextlib.suppress(Exception):
+        warnings.warn_explicit(message, StreamWarning, filename="bpfmagic", lineno=0)
 
 
 class _ParquetSink:
@@ -949,14 +1042,35 @@ class StreamManager:
 
     def __init__(self, session, max_rows: int = DEFAULT_MAX_ROWS):
         self.session = session
-        self.max_rows = max_rows  # default of every stream that has none of its own
+        self._max_rows = check_max_rows(max_rows)
         self.perf_pages = DEFAULT_PERF_PAGES
         self._streams: dict[str, Stream] = {}
         self._unstreamed: dict[str, str] = {}  # "module.table" -> why it has no stream
         session.on_load.append(self._on_load)
         session.on_unload.append(self._on_unload)
 
+    @property
+    def max_rows(self) -> int:
+        """Rows kept by every stream that has no max_rows of its own."""
+        return self._max_rows
+
+    @max_rows.setter
+    def max_rows(self, value: int) -> None:
+        value = check_max_rows(value)
+        self._max_rows = value
+        for stream in self:  # streams without a bound of their own follow the default at once
+            if stream._max_rows is None:
+                stream.max_rows = None
+
     def _on_load(self, module) -> None:
+        if module.core is not None:  # libbpf maps: no BCC table, no inferred record type
+            for table in module.tables:
+                with contextlib.suppress(Exception):
+                    if module.core.table(table).map_type in (BPF_MAP_TYPE_RINGBUF, BPF_MAP_TYPE_PERF_EVENT_ARRAY):
+                        self._unstreamed[f"{module.name}.{table}"] = (
+                            f"streams of --core modules are not supported yet: read the map with "
+                            f"{module.name}[{table!r}]")
+            return
         if np is None:
             for table in module.tables:
                 self._unstreamed[f"{module.name}.{table}"] = "streams need numpy: pip install numpy pandas"
@@ -982,6 +1096,9 @@ class StreamManager:
                 self._unstreamed[qualname] = (f"BCC inferred no record type for it: write {table}.{call} with "
                                               f"a struct, or read it yourself with BCC")
                 continue
+            previous = self._streams.pop(qualname, None)
+            if previous is not None:  # a stream of an earlier version of the module left behind
+                previous.stop()
             try:
                 self._streams[qualname] = Stream(self, module, table, rtype, perf_pages=self.perf_pages)
             except Exception as e:  # the module stays loaded; say why its table is not streamed
@@ -990,7 +1107,8 @@ class StreamManager:
 
     def _on_unload(self, module) -> None:
         prefix = module.name + "."
-        for name in [n for n, s in self._streams.items() if s._module is module]:
+        # by name: a stream the user stopped no longer holds its module
+        for name in [n for n, s in self._streams.items() if s.module_name == module.name]:
             self._streams.pop(name).stop()
         for name in [n for n in self._unstreamed if n.startswith(prefix)]:
             del self._unstreamed[name]
@@ -1006,7 +1124,7 @@ class StreamManager:
 
     def of(self, module) -> dict[str, Stream]:
         """The streams of MODULE by table name."""
-        return {s.table: s for s in self._streams.values() if s._module is module}
+        return {s.table: s for s in self._streams.values() if s._owner() is module}
 
     def get(self, name: str) -> Stream:
         """The stream of TABLE (when only one module has such a table) or of MODULE.TABLE."""
@@ -1030,8 +1148,10 @@ class StreamManager:
         import pandas as pd
         rows = [s.summary() for s in self._streams.values()]
         return pd.DataFrame(rows, columns=["stream", "kind", "running", "count", "rows", "dropped", "lost",
-                                           "max_rows", "columns"])
+                                           "max_rows", "columns", "error"])
 
     def stop_all(self) -> None:
+        """Stop and forget every stream (the session is reset or closed)."""
         for name in list(self._streams):
             self._streams.pop(name).stop()
+        self._unstreamed.clear()

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import errno
 import io
+import operator
 import platform
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import libbpf, packets
 from .errors import UsageProblem
+from .progarray import slot_counts
 
 MAX_TAIL_CALL_CNT = 33  # the kernel's limit; used only to label the plot, never to fill in results
 
@@ -42,6 +44,19 @@ def retval_name(prog_type: str, retval: int) -> str | None:
     if prog_type == "cgroup_skb":
         return {0: "drop", 1: "allow"}.get(retval)
     return None
+
+
+def check_repeat(repeat) -> int:
+    """repeat as the kernel gets it: libbpf's bpf_test_run_opts.repeat is a C
+    int, so anything past 2**31 - 1 would wrap (2**32 + 1 runs once)."""
+    try:
+        n = None if isinstance(repeat, bool) else operator.index(repeat)
+    except TypeError:
+        n = None
+    if n is None or not 1 <= n <= libbpf.MAX_REPEAT:
+        raise UsageProblem(f"repeat must be a positive integer up to {libbpf.MAX_REPEAT:,} "
+                           f"(libbpf passes it as a C int); got {repeat!r}")
+    return n
 
 
 def _signed32(value: int) -> int:
@@ -116,28 +131,21 @@ def hexdump(data: bytes, width: int = 16, limit: int | None = None) -> str:
     return "\n".join(lines)
 
 
-def _call_counts(session) -> dict[tuple[str, int], tuple[int, int]]:
-    counts = {}
-    for array in session.arrays.values():
-        calls, missed = array.call_counts()
-        for index, (c, m) in enumerate(zip(calls, missed)):
-            if c or m:
-                counts[(array.name, index)] = (c, m)
-    return counts
+TAIL_CALL_COLUMNS = ["slot", "array", "index", "key", "program", "calls", "taken", "missed"]
 
 
-def _count_delta(session, before, after):
+def _count_delta(arrays, before, after):
     import pandas as pd
     rows = []
     for (name, index), (calls, missed) in sorted(after.items()):
         c0, m0 = before.get((name, index), (0, 0))
         if calls - c0 or missed - m0:
-            array = session.arrays.get(name)
-            program = array.entries.get(index) if array else None
-            rows.append({"array": name, "index": index, "key": array.key_name(index) if array else None,
+            array = arrays[name]
+            program = array.entries.get(index)
+            rows.append({"slot": array.label(index), "array": name, "index": index, "key": array.key_name(index),
                          "program": program.qualname if program else None,
                          "calls": calls - c0, "taken": (calls - c0) - (missed - m0), "missed": missed - m0})
-    return pd.DataFrame(rows, columns=["array", "index", "key", "program", "calls", "taken", "missed"])
+    return pd.DataFrame(rows, columns=TAIL_CALL_COLUMNS)
 
 
 def test_run(session, spec: str, data=None, ctx=None, repeat: int = 1, type: str | None = None) -> TestRunResult:
@@ -155,8 +163,7 @@ def test_run(session, spec: str, data=None, ctx=None, repeat: int = 1, type: str
     from the IP header on (the kernel strips the Ethernet header and zeroes
     it in data out).
     """
-    if not isinstance(repeat, int) or repeat < 1:
-        raise UsageProblem(f"repeat must be a positive integer (got {repeat!r})")
+    repeat = check_repeat(repeat)
     program = session.program(spec, type)
     data, ctx = as_bytes(data, "data"), as_bytes(ctx, "ctx")
     if program.type == "raw_tracepoint":
@@ -173,20 +180,21 @@ def test_run(session, spec: str, data=None, ctx=None, repeat: int = 1, type: str
                                f"(got {len(ctx)} bytes)")
     elif program.type in PACKET_TYPES and data is None:
         data = packets.udp_packet()
-    before = _call_counts(session)
+    arrays = dict(session.arrays)
+    before = slot_counts(arrays.values())
     try:
         # The kernel counts repeat 0 as 1; raw_tp wants exactly 0.
         out = libbpf.test_run(program.fd, data=data, ctx=ctx, repeat=0 if program.type == "raw_tracepoint" else repeat)
     except OSError as e:
         raise _test_run_error(spec, program.type, e, data, ctx) from None
-    after = _call_counts(session)
+    after = slot_counts(arrays.values())
     retval = out["retval"]
     if program.type in ("sched_cls", "sched_act"):
         retval = _signed32(retval)
     return TestRunResult(
         program=program.qualname, type=program.type, retval=retval, retval_name=retval_name(program.type, retval),
         ns_per_run=None if program.type == "raw_tracepoint" else out["duration_ns"],
-        repeat=repeat, data_in=data, data_out=out["data_out"], tail_calls=_count_delta(session, before, after))
+        repeat=repeat, data_in=data, data_out=out["data_out"], tail_calls=_count_delta(arrays, before, after))
 
 
 def _test_run_error(spec: str, ptype: str, e: OSError, data, ctx) -> UsageProblem:
@@ -260,8 +268,9 @@ def bench_tailcalls(session, depth: int = 33, repeat: int = 100_000, index: str 
 
     if not isinstance(depth, int) or not 0 <= depth <= MAX_BENCH_DEPTH:
         raise UsageProblem(f"depth must be an integer 0..{MAX_BENCH_DEPTH} (got {depth!r})")
-    if not isinstance(repeat, int) or repeat < 1 or not isinstance(rounds, int) or rounds < 1:
-        raise UsageProblem("repeat and rounds must be positive integers")
+    repeat = check_repeat(repeat)
+    if not isinstance(rounds, int) or rounds < 1:
+        raise UsageProblem(f"rounds must be a positive integer (got {rounds!r})")
     if index not in ("const", "var"):
         raise UsageProblem(f"index must be 'const' or 'var' (got {index!r})")
     if BENCH_MODULE in session.modules or BENCH_ARRAY in session.arrays:

@@ -12,7 +12,7 @@ import select
 import time
 
 from . import env
-from .errors import EnvironmentProblem
+from .errors import EnvironmentProblem, UsageProblem
 
 TRACE_PIPE = "/sys/kernel/tracing/trace_pipe"
 COLUMNS = ["ts", "cpu", "pid", "comm", "msg"]
@@ -44,15 +44,24 @@ def capture(seconds: float = 1.0, max_lines: int | None = None, grep: str | None
     reported as overwritten before they were read. Reading consumes: lines
     read past MAX_LINES in the same read are gone for other readers too."""
     import pandas as pd
+    try:
+        pattern = re.compile(grep) if grep else None
+    except re.error as e:
+        raise UsageProblem(f"--grep {grep!r} is not a valid regular expression: {e}") from None
     status = env.ensure_tracefs()
-    if not os.path.exists(path):
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except PermissionError:
+        # tracefs is root-only by default (mode 700): the file exists but this process may not see it
+        raise EnvironmentProblem(f"permission denied reading {path}: tracefs is readable by root only and "
+                                 f"this process runs as uid {os.geteuid()}. Start Jupyter as root (or give "
+                                 f"this user access to {os.path.dirname(path)})") from None
+    except FileNotFoundError:
         raise EnvironmentProblem(f"no {path}: {status.reason}; "
-                                 f"mount it with `mount -t tracefs nodev /sys/kernel/tracing`")
-    pattern = re.compile(grep) if grep else None
+                                 f"mount it with `mount -t tracefs nodev /sys/kernel/tracing`") from None
     rows: list[dict] = []
     lost = 0
     deadline = time.monotonic() + max(0.0, seconds)
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         poller = select.poll()
         poller.register(fd, select.POLLIN)

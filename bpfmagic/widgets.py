@@ -18,7 +18,9 @@ class Watch:
     ``by``) the number of rows per value of a column, refreshed every
     ``interval`` seconds until the stream stops (module unloaded) or the view
     is stopped. Buttons: Stop (this view stops updating; the stream keeps
-    collecting) and Clear (the stream's rows and counters start afresh)."""
+    collecting) and Clear (the stream's rows and counters start afresh).
+    A stream has one live view: a new Watch of it stops the previous one
+    (re-running a ``%bpf watch`` cell must not pile up updater threads)."""
 
     def __init__(self, stream, by: str | None = None, rows: int = 10, interval: float = 0.5):
         import ipywidgets as w
@@ -44,16 +46,24 @@ class Watch:
         self.widget = w.VBox([w.HBox([self.status, self.stop_button, self.clear_button]), w.HBox(body)])
         self._stopped = threading.Event()
         self._last = (time.monotonic(), stream.count)
+        previous = getattr(stream, "_watch", None)
+        if previous is not None:
+            previous.stop()
         self.update()
         self._thread = threading.Thread(target=self._run, name=f"bpfmagic-watch-{stream.name}", daemon=True)
         self._thread.start()
-        stream.on_stop(lambda _stream: self.stop())
+        stream._watch = self
+        self._on_stream_stop = lambda _stream: self.stop()
+        stream.on_stop(self._on_stream_stop)
 
     # ------------------------------------------------------------ updating
     def _run(self) -> None:
         while not self._stopped.wait(self.interval):
             if self.stream.stopped.is_set():
                 break
+            if self.widget.comm is None:  # the widget was closed (view.widget.close(), front end)
+                self._stopped.set()
+                return
             self.update()
         self.update()  # the final figures, e.g. after the module was unloaded
 
@@ -91,6 +101,11 @@ class Watch:
         thread = getattr(self, "_thread", None)
         if thread is not None and thread is not threading.current_thread():
             thread.join()
+        listener = getattr(self, "_on_stream_stop", None)
+        if listener is not None:  # a stopped view need not stay referenced by the stream
+            self.stream.remove_on_stop(listener)
+        if getattr(self.stream, "_watch", None) is self:
+            self.stream._watch = None
 
     @property
     def running(self) -> bool:

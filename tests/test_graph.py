@@ -92,6 +92,25 @@ def test_graph_of_two_modules_sharing_an_array(session):
     assert g.edge_set() == {("a.go", "p[1]"), ("p[1]", "b.next"), ("b.next", "p[3]")}
 
 
+@needs_root
+def test_a_swapped_in_program_is_credited_only_its_own_calls(session):
+    session.load("c", "BPF_PROG_ARRAY(sw, 4);\n"
+                      "int entry(struct xdp_md *ctx) { sw.call(ctx, 1); return XDP_PASS; }\n"
+                      "int a1(struct xdp_md *ctx) { return XDP_DROP; }\n"
+                      "int b1(struct xdp_md *ctx) { return XDP_TX; }", slots={"sw[1]": "a1"})
+    session.test_run("c.entry", repeat=100)
+    session.slot("sw[1]", "c.b1")
+    session.test_run("c.entry")
+    g = session.graph()
+    nodes = g.nodes.set_index("node")
+    assert (nodes.loc["sw[1]", "calls"], nodes.loc["sw[1]", "taken"]) == (101, 101)  # the slot: cumulative
+    assert nodes.loc["c.b1", "taken"] == 1
+    slot_edge = g.edges[g.edges["kind"] == "slot"].set_index("dst").loc["c.b1"]
+    assert (slot_edge["calls"], slot_edge["taken"], slot_edge["missed"]) == (1, 1, 0)
+    if shutil.which("dot"):
+        assert "1 taken" in g.svg() and "101 taken" not in g.svg()
+
+
 # ------------------------------------------------------------------ magics
 
 
@@ -102,8 +121,11 @@ def shell():
     ip.run_line_magic("load_ext", "bpfmagic")
     bpfmagic._drop_session()
     before = kernel_objects() if os.geteuid() == 0 else None
+    names = set(ip.user_ns)
     yield ip
     ip.run_line_magic("bpf", "reset")
+    for name in set(ip.user_ns) - names:  # the shell is shared: a test's variables must not reach the next
+        del ip.user_ns[name]
     bpfmagic._drop_session()
     if before is not None:
         assert leftovers(before) == {}
@@ -146,3 +168,13 @@ def test_run_errors_are_usage_problems_in_the_cell(shell):
     with pytest.raises(bpfmagic.UsageProblem, match="repeat"):
         shell.run_line_magic("bpf", "run r.raw --repeat 10")
     assert shell.run_line_magic("bpf", "run r.raw --ctx 0000000000000000").retval == 1
+
+
+@needs_root
+def test_run_refuses_a_repeat_beyond_a_c_int(shell):
+    shell.run_cell("%%bpf x\nint pass(struct xdp_md *ctx) { return XDP_PASS; }")
+    with pytest.raises(bpfmagic.UsageProblem, match="2,147,483,647"):
+        shell.run_line_magic("bpf", "run x.pass --repeat 4294967297")
+    with pytest.raises(bpfmagic.UsageProblem, match="2,147,483,647"):
+        shell.run_line_magic("bpf", "bench tailcalls --depth 1 --repeat 4294967297")
+    assert bpfmagic.session().program("x.pass").run_cnt == 0

@@ -93,3 +93,84 @@ def test_counting_off_leaves_the_counters_alone(session):
     slots = session.slots("jt")
     assert slots["calls"].sum() == 0 and slots["missed"].sum() == 0
     assert rows_by(session.stats(), "program")["c.entry"]["run_cnt"] == 10
+
+
+SWAP = r"""
+BPF_PROG_ARRAY(sw, 4);
+int entry(struct xdp_md *ctx) { sw.call(ctx, 1); return XDP_PASS; }
+int a1(struct xdp_md *ctx) { return XDP_DROP; }
+int b1(struct xdp_md *ctx) { return XDP_TX; }
+"""
+
+
+def tail_calls_in(session, since=None):
+    df = session.stats(since=since)
+    df = df[df["program"] != "(empty)"]
+    return {row.program: (row.tail_calls_in, row.missed) for row in df.itertuples()}
+
+
+@needs_root
+def test_a_swap_credits_each_program_only_the_calls_made_while_it_sat_in_the_slot(session):
+    session.load("c", SWAP, slots={"sw[1]": "a1"})
+    session.test_run("c.entry", repeat=100)
+    session.slot("sw[1]", "c.b1")
+    assert session.test_run("c.entry").retval_name == "XDP_TX"
+    got = tail_calls_in(session)
+    assert (got["c.a1"], got["c.b1"]) == ((100, 0), (1, 0))
+    slot = rows_by(session.slots("sw"), "index")[1]
+    assert (slot["program"], slot["calls"], slot["taken"]) == ("c.b1", 101, 101)  # per slot: cumulative
+
+    # Emptied: the misses belong to the empty slot, and both programs keep what they earned.
+    session.unslot("sw[1]")
+    session.test_run("c.entry", repeat=2)
+    stats = session.stats()
+    empty = rows_by(stats[stats["program"] == "(empty)"], "slots")
+    assert set(empty) == {"sw[1]"} and empty["sw[1]"]["missed"] == 2
+    got = tail_calls_in(session)
+    assert (got["c.a1"], got["c.b1"]) == ((100, 0), (1, 0))
+
+    # Back in: a1 adds to what it had; the empty slot's misses stop showing once it is filled.
+    session.slot("sw[1]", "c.a1")
+    session.test_run("c.entry", repeat=3)
+    stats = session.stats()
+    assert "(empty)" not in set(stats["program"])
+    got = tail_calls_in(session)
+    assert (got["c.a1"], got["c.b1"]) == ((103, 0), (1, 0))
+
+    # since=: differences per program across a swap.
+    before = session.stats()
+    session.slot("sw[1]", "c.b1")
+    session.test_run("c.entry", repeat=5)
+    got = tail_calls_in(session, since=before)
+    assert (got["c.a1"], got["c.b1"]) == ((0, 0), (5, 0))
+    session.unslot("sw[1]")
+    session.test_run("c.entry", repeat=4)
+    delta = session.stats(since=before)
+    assert rows_by(delta[delta["program"] == "(empty)"], "slots")["sw[1]"]["missed"] == 4
+
+    # A reloaded module is a new version: its programs start from zero.
+    session.load("c", SWAP, slots={"sw[1]": "a1"})
+    session.test_run("c.entry", repeat=6)
+    got = tail_calls_in(session)
+    assert (got["c.a1"], got["c.b1"]) == ((6, 0), (0, 0))
+
+
+@needs_root
+def test_slot_labels_are_the_same_in_every_view(session):
+    session.progarray("lab", 8, slots="first")
+    session.load("c", "BPF_PROG_ARRAY(lab, 8);\n"
+                      "int entry(struct xdp_md *ctx) { lab.call(ctx, 5); lab.call(ctx, 0); return XDP_PASS; }\n"
+                      "int hop(struct xdp_md *ctx) { return XDP_DROP; }",
+                 slots={"lab[first]": "hop", "lab[3]": "hop"})
+    array = session.array("lab")
+    assert [array.label(i) for i in (0, 3, 5)] == ["lab[first]", "lab[3]", "lab[5]"]
+    session.test_run("c.entry")
+    assert session.ls().set_index("function").loc["hop", "slots"] == "lab[first], lab[3]"
+    stats = session.stats()
+    assert rows_by(stats, "program")["c.hop"]["slots"] == "lab[first], lab[3]"
+    assert set(stats[stats["program"] == "(empty)"]["slots"]) == {"lab[5]"}
+    assert {"lab[first]", "lab[3]", "lab[5]"} <= set(session.graph().nodes["node"])
+    assert set(session.test_run("c.entry").tail_calls["slot"]) == {"lab[first]", "lab[5]"}
+
+    syscalls = session.progarray("sysc", 512, keys="syscalls")
+    assert syscalls.label(1) == "sysc[write]" and syscalls.label(511) == "sysc[511]"

@@ -2,6 +2,8 @@
 run with BPF_PROG_TEST_RUN or by real syscalls, read back into DataFrames."""
 from __future__ import annotations
 
+import contextlib
+import copy
 import os
 import threading
 import time
@@ -11,6 +13,7 @@ import pytest
 
 from bpfmagic import UsageProblem
 from bpfmagic import libbpf
+from bpfmagic.stream import StreamWarning
 
 from .conftest import needs_root
 
@@ -184,9 +187,10 @@ def test_discarded_and_short_records(session):
     m = session.load("mixed", src)
     st = session.stream("events")
     n = 5000
-    produce(m, "produce", n)
     expect = [s for s in range(n) if s % 5 != 1]
-    assert wait_for(lambda: st.count == len(expect))
+    with pytest.warns(StreamWarning, match="records of 16 bytes arrived"):
+        produce(m, "produce", n)
+        assert wait_for(lambda: st.count == len(expect))
     df = st.df()
     assert df["seq"].tolist() == expect
     short = df["seq"] % 5 == 0
@@ -205,10 +209,11 @@ def test_small_ring_overflow_counts_every_lost_record(session):
     assert st.lost > 0 and st.count + st.lost == n
     seq = st.df()["seq"].to_numpy()
     assert (np.diff(seq.astype(np.int64)) > 0).all()  # what arrived, arrived in order
-    # the consumer is not stuck: a later record still arrives
+    # the consumer is not stuck: it emptied the ring, so a later record is delivered, not lost
+    count, lost = st.count, st.lost
     produce(m, "produce", 1)
-    assert wait_for(lambda: st.count + st.lost == n + 1)
-    assert st.df()["seq"].iloc[-1] == n or st.lost > 0
+    assert st.wait(count + 1, timeout=10), st
+    assert st.lost == lost and st.df()["seq"].iloc[-1] == n
 
 
 def test_max_rows_keeps_the_newest(session):
@@ -314,6 +319,124 @@ def test_stop_releases_the_ring_for_bcc(session):
     assert got == [0, 1, 2, 3, 4] and st.count == 0
 
 
+def test_a_stopped_stream_goes_with_its_module(session):
+    """stop() drops the stream's module; unload and reset must still remove it."""
+    session.load("a1", ring_producer())
+    session.stream("events").stop()
+    session.unload("a1")
+    assert session.streams.names() == []
+    m2 = session.load("a2", ring_producer())
+    st = session.stream("events")  # not "several modules have a table 'events'"
+    assert st.name == "a2.events" and m2.streams == {"events": st}
+    st.stop()
+    assert m2.streams == {"events": st}  # stopped, still the module's until it goes
+    session.reset()
+    assert session.streams.names() == [] and stream_threads() == []
+
+
+def test_reader_failure_stops_the_stream_and_wakes_waiters(session):
+    """A consumer thread that dies must not leave wait() hanging nor die
+    silently. The failure is the one a negative max_rows used to cause
+    (the setter refuses it now, so it is put in place behind its back)."""
+    m = session.load("dies", ring_producer())
+    st = session.stream("events")
+    st._max_rows = -5  # _Rows.trim then fails on the consumer thread
+    with pytest.warns(StreamWarning, match=r"dies\.events stopped: its reader failed with IndexError") as caught:
+        produce(m, "produce", 10)
+        t0 = time.monotonic()
+        assert st.wait(11, timeout=20) is False
+        assert time.monotonic() - t0 < 5  # woken by the failure, not by the timeout
+    assert len([w for w in caught if issubclass(w.category, StreamWarning)]) == 1
+    assert st.stopped.is_set() and not st.running and isinstance(st.error, IndexError)
+    assert "failed" in repr(st) and "IndexError" in repr(st)
+    assert "IndexError" in session.streams.summary().loc[0, "error"]
+    session.unload("dies")
+    assert stream_threads() == []
+
+
+def test_max_rows_must_be_a_positive_integer(session):
+    m = session.load("rows", ring_producer())
+    st = session.stream("events")
+    for bad in (-5, 0, 2.5, True, "10"):
+        with pytest.raises(UsageProblem, match="max_rows must be an integer >= 1"):
+            st.max_rows = bad
+        with pytest.raises(UsageProblem, match="max_rows must be an integer >= 1"):
+            session.streams.max_rows = bad
+    assert st.max_rows == session.streams.max_rows == 1_000_000
+    st.max_rows = np.int64(5)
+    assert st.max_rows == 5
+    produce(m, "produce", 20)
+    assert st.wait(20, timeout=10) and st.running and len(st) == 5
+
+
+def test_bit_fields_and_alignment_attributes_are_refused_with_the_reason(session):
+    """BCC reports field types only: bit-fields and aligned fields would
+    decode wrong (a=83 b=0 for a=3 b=5), so such tables are not streamed and
+    the stream lookups say why."""
+    bits = r"""
+    struct rec { u32 a:4; u32 b:28; u64 c; };
+    BPF_RINGBUF_OUTPUT(events, 16);
+    int produce(struct xdp_md *ctx) {
+        struct rec r = {.a = 3, .b = 5, .c = 7};
+        events.ringbuf_output(&r, sizeof(r), 0);
+        return XDP_PASS;
+    }
+    """
+    with pytest.warns(StreamWarning, match=r"bit-fields \(a:4, b:28\)"):
+        session.load("bits", bits)
+    with pytest.raises(UsageProblem, match=r"bits\.events is not streamed: .*bit-fields \(a:4, b:28\)"):
+        session.stream("events")
+    aligned = bits.replace("u32 a:4; u32 b:28; u64 c;", "u32 a; u32 b; u64 c __attribute__((aligned(16)));")
+    with pytest.warns(StreamWarning, match="alignment/packing attributes on c"):
+        session.load("al", aligned)
+    with pytest.raises(UsageProblem, match="alignment/packing attributes on c"):
+        session.stream("al.events")
+    # a struct packed as a whole is laid out exactly: streamed
+    packed = bits.replace("struct rec { u32 a:4; u32 b:28; u64 c; }",
+                          "struct __attribute__((packed)) rec { u8 a; u64 b; u16 c; }")
+    m = session.load("pk", packed)
+    st = session.stream("pk.events")
+    produce(m, "produce", 2)
+    assert st.wait(2, timeout=10) and st.rtype.itemsize == 11 and st.variable == 0
+    assert st.df()[["a", "b", "c"]].values.tolist() == [[3, 5, 7], [3, 5, 7]]
+
+
+def test_records_of_another_size_warn_once(session):
+    src = r"""
+    struct rec { u64 seq; u64 a; u64 b; };
+    BPF_RINGBUF_OUTPUT(events, 64);
+    int produce(struct xdp_md *ctx) {
+        struct rec r = {.seq = 1, .a = 2};
+        events.ringbuf_output(&r, 16, 0);     /* 16 bytes of a 24-byte struct */
+        return XDP_PASS;
+    }
+    """
+    m = session.load("short", src)
+    st = session.stream("events")
+    with pytest.warns(StreamWarning, match=r"short\.events: records of 16 bytes arrived where its struct has 24") as caught:
+        produce(m, "produce", 5)
+        assert st.wait(5, timeout=10)
+        produce(m, "produce", 5)
+        assert st.wait(10, timeout=10)
+    assert len([w for w in caught if issubclass(w.category, StreamWarning)]) == 1
+    assert st.variable == 10 and st.df()["b"].tolist() == [0] * 10
+
+
+def test_core_ring_buffers_say_why_they_are_not_streamed(session):
+    session.load("co", r"""
+struct event { u64 seq; };
+struct { __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, 4096); } events SEC(".maps");
+SEC("xdp") int produce(struct xdp_md *ctx) {
+    struct event e = {.seq = 1};
+    bpf_ringbuf_output(&events, &e, sizeof(e), 0);
+    return XDP_PASS;
+}""", core=True)
+    for name in ("events", "co.events"):
+        with pytest.raises(UsageProblem, match=r"co\.events is not streamed: streams of --core modules are not "
+                                               r"supported yet: read the map with co\['events'\]"):
+            session.stream(name)
+
+
 # ---------------------------------------------------------------- perf buffers
 
 PERF_PRODUCER = r"""
@@ -403,12 +526,29 @@ def test_to_parquet_snapshot_and_follow(session, tmp_path):
 
 # ---------------------------------------------------------------- the magics
 
-def test_magics_df_streams_and_max_rows_config(tmp_path):
+@contextlib.contextmanager
+def bpf_shell():
+    """The shared test shell with bpfmagic loaded; afterwards the extension is
+    unloaded and BpfMagics' config (shared by every later shell test) is as it was."""
     from IPython.testing.globalipapp import get_ipython
     import bpfmagic
     ip = get_ipython()
+    saved = copy.deepcopy(ip.config.get("BpfMagics")) if "BpfMagics" in ip.config else None
     ip.run_line_magic("load_ext", "bpfmagic")
     try:
+        yield ip
+    finally:
+        bpfmagic._drop_session()
+        ip.run_line_magic("unload_ext", "bpfmagic")
+        if saved is None:
+            ip.config.pop("BpfMagics", None)
+        else:
+            ip.config["BpfMagics"] = saved
+
+
+def test_magics_df_streams_and_max_rows_config(tmp_path):
+    import bpfmagic
+    with bpf_shell() as ip:
         ip.run_line_magic("config", "BpfMagics.max_rows = 123")
         ip.run_cell_magic("bpf", "mag", ring_producer())
         assert bpfmagic.session().stream("events").max_rows == 123
@@ -423,9 +563,32 @@ def test_magics_df_streams_and_max_rows_config(tmp_path):
         assert summary.loc[0, "count"] == 200 and summary.loc[0, "dropped"] == 77
         ip.run_line_magic("bpf", "reset")
         assert stream_threads() == []
-    finally:
+
+
+def test_magics_config_applies_once_and_rejects_bad_values():
+    """%config BpfMagics.max_rows reaches the session when the session is
+    created and when the config changes, not on every cell (that would undo
+    what the Python API set); values below 1 are refused by %config."""
+    import bpfmagic
+    with bpf_shell() as ip:
+        ip.run_line_magic("config", "BpfMagics.max_rows = 123")
+        ip.run_cell_magic("bpf", "cfg", ring_producer())
+        streams = bpfmagic.session().streams
+        assert streams.max_rows == 123
+        streams.max_rows = 50  # the Python API
+        ip.run_cell_magic("bpf", "other", "int noop(struct xdp_md *ctx) { return XDP_PASS; }")
+        assert streams.max_rows == 50 and bpfmagic.session().stream("events").max_rows == 50
+        ip.run_line_magic("config", "BpfMagics.max_rows = 77")  # a change of the config applies
+        assert streams.max_rows == 77
+        ip.run_line_magic("config", "BpfMagics.max_rows = -5")  # refused (IPython logs the error)
+        magics = ip.magics_manager.registry["BpfMagics"]
+        assert magics.max_rows == 77 and streams.max_rows == 77
+        st = bpfmagic.session().stream("events")
+        produce(ip.user_ns["cfg"], "produce", 100)
+        assert st.wait(100, timeout=10) and st.running and len(st) == 77
         bpfmagic._drop_session()
-        ip.run_line_magic("unload_ext", "bpfmagic")
+        ip.run_line_magic("bpf", "ls")  # a new session gets the config once
+        assert bpfmagic.session().streams.max_rows == 77
 
 
 def test_to_parquet_keeps_string_columns(session, tmp_path):

@@ -183,3 +183,17 @@ def test_result_shows_the_tail_calls_of_the_run(session):
     rows = {(row.array, row.index): (row.calls, row.taken, row.missed) for row in r.tail_calls.itertuples()}
     assert rows == {("jt", 0): (7, 7, 0), ("jt", 5): (7, 0, 7)}
     assert "XDP_DROP" in repr(r) and "<table" in r._repr_html_()
+
+
+@needs_root
+def test_repeat_beyond_a_c_int_is_refused(progs):
+    # libbpf's bpf_test_run_opts.repeat is an int: 2**32 + 1 used to wrap to 1 run reported as 4,294,967,297.
+    for bad in (2**31, 2**32 + 1, -1, True, 2.0):
+        with pytest.raises(UsageProblem, match="repeat"):
+            progs.test_run("t.pass", repeat=bad)
+    with pytest.raises(UsageProblem, match="2,147,483,647"):
+        progs.test_run("t.pass", repeat=2**32 + 1)
+    with pytest.raises(UsageProblem, match="2,147,483,647"):
+        progs.bench_tailcalls(depth=1, repeat=2**32 + 1)
+    assert progs.program("t.pass").run_cnt == 0  # refused before anything ran
+    assert progs.test_run("t.pass", repeat=2**16).repeat == 2**16

@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 
-from bpfmagic import libbpf
-from bpfmagic.trace import parse_line
+import pytest
+
+from bpfmagic import UsageProblem, libbpf
+from bpfmagic.trace import capture, parse_line
 
 from .conftest import needs_root
 
@@ -58,3 +62,24 @@ def test_capture_stops_after_max_lines(session):
     df = session.trace(seconds=5, max_lines=10, grep="^bmlimit$")
     assert len(df) == 10 and time.monotonic() - t0 < 1
     session.trace(seconds=0.3, grep="bmlimit")  # leave nothing of ours in the pipe
+
+
+def test_bad_grep_is_a_usage_problem():
+    with pytest.raises(UsageProblem, match=r"--grep '\(' is not a valid regular expression"):
+        capture(seconds=0.1, grep="(")
+
+
+@needs_root
+def test_unprivileged_capture_says_permission_denied():
+    """As another user, tracefs (mode 700) is there but unreadable: the error
+    says permission, not "mount it"."""
+    code = ("from bpfmagic.trace import capture\n"
+            "try:\n    capture(seconds=0.1)\n"
+            "except Exception as e:\n    print(type(e).__name__, e)\n")
+    import bpfmagic
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(bpfmagic.__file__))}  # this bpfmagic
+    out = subprocess.run([sys.executable, "-c", code], user=65534, group=65534, extra_groups=[],
+                         cwd="/", env=env, capture_output=True, text=True, timeout=60)
+    assert out.stdout.startswith("EnvironmentProblem permission denied reading /sys/kernel/tracing/trace_pipe"), \
+        out.stdout + out.stderr
+    assert "mount" not in out.stdout

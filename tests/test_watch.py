@@ -52,6 +52,22 @@ def test_watch_stops_when_the_module_is_unloaded(session):
     assert "stopped" in view.status.value
 
 
+def test_one_live_view_per_stream(session):
+    """Re-running a %bpf watch cell must not pile up updater threads: a new
+    view of a stream stops the previous one; closing a view stops it."""
+    session.load("w4", ring_producer())
+    st = session.stream("events")
+    views = [Watch(st, interval=0.05) for _ in range(5)]
+    assert len(watch_threads()) <= 1 and views[-1].running
+    assert not any(v.running for v in views[:-1])
+    assert len(st._listeners) == 1  # stopped views are not kept alive by the stream
+    views[-1].close()
+    assert watch_threads() == [] and st.running
+    closed = Watch(st, interval=0.05)
+    closed.widget.close()  # as the front end closing it: the thread notices at its next tick
+    assert wait_for(lambda: not closed.running, timeout=2) and watch_threads() == []
+
+
 def test_watch_rejects_unknown_columns(session):
     session.load("w3", ring_producer())
     with pytest.raises(UsageProblem, match="no column 'nope'"):
