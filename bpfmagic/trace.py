@@ -6,6 +6,7 @@ still there if nobody read them.
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
 import select
@@ -56,7 +57,12 @@ def capture(seconds: float = 1.0, max_lines: int | None = None, grep: str | None
         raise EnvironmentProblem(f"permission denied reading {path}: tracefs is readable by root only and "
                                  f"this process runs as uid {os.geteuid()}. Start Jupyter as root (or give "
                                  f"this user access to {os.path.dirname(path)})") from None
-    except FileNotFoundError:
+    except OSError as e:
+        if e.errno == errno.EBUSY:  # trace_pipe takes one reader at a time
+            raise EnvironmentProblem(f"{path} is being read by another process (a BCC script's trace_print, "
+                                     "`cat trace_pipe`, another notebook): stop it and run this again") from None
+        if e.errno != errno.ENOENT:
+            raise
         raise EnvironmentProblem(f"no {path}: {status.reason}; "
                                  f"mount it with `mount -t tracefs nodev /sys/kernel/tracing`") from None
     rows: list[dict] = []

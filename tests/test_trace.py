@@ -83,3 +83,20 @@ def test_unprivileged_capture_says_permission_denied():
     assert out.stdout.startswith("EnvironmentProblem permission denied reading /sys/kernel/tracing/trace_pipe"), \
         out.stdout + out.stderr
     assert "mount" not in out.stdout
+
+
+def test_a_second_reader_gets_a_clear_error(session):
+    import errno as errno_
+    from bpfmagic import EnvironmentProblem
+    from bpfmagic.trace import TRACE_PIPE
+    try:
+        holder = os.open(TRACE_PIPE, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as e:
+        if e.errno == errno_.EBUSY:
+            pytest.skip("another process reads trace_pipe right now")
+        raise
+    try:
+        with pytest.raises(EnvironmentProblem, match="being read by another process"):
+            session.trace(seconds=0.1)
+    finally:
+        os.close(holder)
