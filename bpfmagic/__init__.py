@@ -6,8 +6,15 @@ belongs to a :class:`Session`; ``bpfmagic.session()`` is the shell's.
 """
 from __future__ import annotations
 
-from .errors import (AttachError, BpfCompileError, BpfError, BpfVerifierError,
-                     EnvironmentProblem, SlotError, UsageProblem)
+from .errors import (
+    AttachError,
+    BpfCompileError,
+    BpfError,
+    BpfVerifierError,
+    EnvironmentProblem,
+    SlotError,
+    UsageProblem,
+)
 from .session import Module, Program, Session
 
 __all__ = ["Session", "Module", "Program", "session", "BpfError", "BpfCompileError",

@@ -9,7 +9,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 
-from .errors import BpfCompileError, BpfVerifierError, EnvironmentProblem
+from .errors import BpfCompileError, BpfError, BpfVerifierError, EnvironmentProblem
 
 # Kernel enum bpf_prog_type values (== BCC's BPF.<TYPE> constants).
 PROG_TYPES = {
@@ -407,3 +407,42 @@ VERIFIER_HINTS = {
     "tail_calls are not allowed when call stack": "a tail call from a subprogram needs the frames above it "
         "to use less than 256 bytes of stack: shrink the callers' locals (a per-CPU array map makes good scratch space).",
 }
+
+
+# ------------------------------------------------------------ BCC loading
+
+def load_bcc(source: str, origin: str, arrays: dict[str, tuple[str, int]], slot_index, cflags: list[str],
+             count_calls: bool, verbose: bool, can_load: bool = True):
+    """Rewrite the cell for the session (shared arrays, SLOT, call and loss
+    counters) and compile it with BCC; BCC also loads and attaches the
+    functions its naming conventions name. Returns (BPF object, what
+    libbcc/clang wrote to fd 2); failures raise errors that point at the cell."""
+    from bcc import BPF
+
+    from .stream import count_output_failures
+    text = rewrite_source(source, arrays, slot_index, count_calls=count_calls)
+    text = count_output_failures(text)  # failed ring/perf outputs bump a counter: Stream.lost
+    debug = 0x10 if verbose else 0  # BCC's DEBUG_BPF_REGISTER_STATE: the full verifier log
+    with captured_fd2() as log:
+        try:
+            bpf = BPF(text=text.encode(), cflags=cflags, debug=debug)
+            error = None
+        except Exception as e:  # BCC raises bare Exception
+            bpf, error = None, e
+    if error is not None:
+        raise bcc_error(error, log[0], source, origin, can_load) from None
+    return bpf, log[0]
+
+
+def bcc_error(error: Exception, stderr: str, source: str, origin: str, can_load: bool = True) -> BpfError:
+    """The error a failed BPF(text=...) means, from BCC's exception and fd-2 output."""
+    from .errors import AttachError
+    text = str(error)
+    if "Failed to load BPF program" in text:
+        func = re.search(r"program b?'?([\w]+)", text)
+        return verifier_error(func[1] if func else "a program", stderr, text.split(": ")[-1], origin, source)
+    if "attach" in text.lower():
+        return AttachError(f"{text}\n{stderr.strip()}".strip(), stderr)
+    if "Need super-user" in text and not can_load:
+        return EnvironmentProblem("loading BPF programs needs root or CAP_BPF", stderr)
+    return compile_error(stderr, source, origin)

@@ -19,9 +19,8 @@ import tempfile
 
 from . import libbpf
 from .attach import Attachment, Target
-from .compiler import (counter_name, matching_paren, prog_type_name, split_args,
-                       strip_comments)
-from .errors import AttachError, BpfCompileError, BpfVerifierError, EnvironmentProblem
+from .compiler import counter_name, matching_paren, prog_type_name, split_args, strip_comments
+from .errors import AttachError, BpfCompileError, BpfVerifierError, EnvironmentProblem, SlotError, UsageProblem
 
 VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
 _ARCH = {"x86_64": "x86", "aarch64": "arm64", "s390x": "s390", "ppc64le": "powerpc", "riscv64": "riscv"}
@@ -359,6 +358,9 @@ class CoreObject:
         lib = _lib()
         return {lib.bpf_map__name(m).decode(): m for m in self._iter(lib.bpf_object__next_map)}
 
+    def program_fd(self, prog) -> int:
+        return _lib().bpf_program__fd(prog)
+
     def program_type(self, prog) -> str:
         return prog_type_name(_lib().bpf_program__type(prog))
 
@@ -438,3 +440,48 @@ def _verifier_error(name: str, log: str, errno_: int, origin: str, source: str) 
     err = verifier_error(f"{name}.{prog[1]}" if prog else name, body, os.strerror(errno_), origin)
     err.log = log
     return err
+
+
+def load_object(name: str, source: str, origin: str, cflags: list[str], slot_index, file: str | None,
+                declared: set[str], arrays: dict, count_calls: bool, verbose: bool,
+                needs: dict[str, str], slotted: list) -> tuple[CoreObject, str]:
+    """Compile a --core cell and load it: clang against vmlinux.h, then libbpf
+    with the session's arrays (and their call counters) reusing the session's
+    map fds. ``needs``: function -> the program type its -a target needs;
+    ``slotted``: (array, function) of its -s slots. A type its SEC() cannot
+    serve is refused before the kernel would say only EINVAL.
+    Returns the loaded object and what clang and libbpf said."""
+    from .compiler import rewrite_source
+    text = rewrite_source(source, {}, slot_index, count_calls=False)  # SLOT() only; counting is done below
+    text = prepare_source(text, origin, {n: a.size for n, a in arrays.items()}, declared, count_calls)
+    include_dirs = [os.path.dirname(os.path.abspath(file))] if file else []
+    obj_bytes, warnings_text = compile_object(text, source, origin, cflags, include_dirs)
+    obj = CoreObject(name, obj_bytes)
+    try:
+        maps = obj.maps()
+        for array_name, array in arrays.items():
+            if array_name in maps:
+                obj.reuse(array_name, array.fd)
+            if counter_name(array_name) in maps:
+                obj.reuse(counter_name(array_name), array.counter_fd)
+        progs = obj.programs()
+
+        def program(func: str):
+            if func not in progs:
+                raise UsageProblem(f"{name} has no program {func!r} (programs: {', '.join(progs) or 'none'})")
+            return progs[func]
+        for func, need in needs.items():
+            have = obj.program_type(program(func))
+            if have != need:
+                raise AttachError(f"{name}.{func} is SEC(\"{obj.section(progs[func])}\"), a {have} program; "
+                                  f"its target needs {need}")
+        for array, func in slotted:
+            have, kind = array.owner_type, obj.program_type(program(func))
+            if have and have != kind:
+                raise SlotError(f"{array.name} holds {have} programs; {name}.{func} is "
+                                f"SEC(\"{obj.section(progs[func])}\"), a {kind} program")
+        log = obj.load(origin, source, verbose)
+    except BaseException:
+        obj.close()
+        raise
+    return obj, warnings_text + log

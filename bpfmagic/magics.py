@@ -300,6 +300,7 @@ class BpfMagics(Magics):
 
     def _cmd_bench(self, args):
         from IPython.display import SVG, display
+
         from . import testrun
         df = bpfmagic.session().bench_tailcalls(depth=args.depth, repeat=args.repeat, index=args.index,
                                                 rounds=args.rounds)

@@ -12,17 +12,28 @@ import re
 import shutil
 import threading
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import libbpf
-from . import progarray as pa
-from .attach import (Attachment, Target, attach as attach_target, check_event_exists, check_servable,
-                     convention_targets, parse_target)
-from .compiler import (PROG_TYPE_NAMES, PROG_TYPES, ArrayDecl, prog_type_value, auto_attach_type, counter_name, strip_comments, captured_fd2, compile_error,
-                       declared_prog_arrays, function_contexts, prog_type_name, rewrite_source,
-                       slot_references, verifier_error)
-from .errors import (AttachError, BpfCompileError, BpfError, BpfVerifierError,
-                     EnvironmentProblem, SlotError, UsageProblem)
+from . import progarray as prog_arrays
+from .attach import Attachment, Target, check_event_exists, check_servable, convention_targets, parse_target
+from .attach import attach as attach_target
+from .compiler import (
+    PROG_TYPE_NAMES,
+    PROG_TYPES,
+    ArrayDecl,
+    auto_attach_type,
+    captured_fd2,
+    declared_prog_arrays,
+    function_contexts,
+    load_bcc,
+    prog_type_name,
+    prog_type_value,
+    slot_references,
+    strip_comments,
+    verifier_error,
+)
+from .errors import AttachError, BpfError, EnvironmentProblem, SlotError, UsageProblem
 
 PIN_ROOT = "/sys/fs/bpf/bpfmagic"
 _SLOT_SPEC_RE = re.compile(r"^\s*([A-Za-z_]\w*)\s*\[\s*([^\]\s]+)\s*\]\s*$")
@@ -170,7 +181,7 @@ class Session:
 
     def __init__(self, stats: bool = True, prepare: bool = True):
         self.modules: dict[str, Module] = {}
-        self.arrays: dict[str, pa.ProgArray] = {}
+        self.arrays: dict[str, prog_arrays.ProgArray] = {}
         self._lock = threading.RLock()
         self._serial = next(_serials)
         self._pin_dir: str | None = None
@@ -242,14 +253,14 @@ class Session:
 
     # ------------------------------------------------------------ arrays
     def progarray(self, name: str, size: int, type: str | None = None, keys: str | None = None,
-                  slots=None) -> pa.ProgArray:
+                  slots=None) -> prog_arrays.ProgArray:
         """Create the session array NAME (or return it when it exists with the same size).
         ``slots``: names for indices, "a,b,c" / ["a", "b"] (0, 1, ...) or {"a": 3}."""
         self._require_privileges()
         # Every argument is checked before anything is created or changed.
-        pa.check_name("array", name, pa.MAX_ARRAY_NAME)
-        if not isinstance(size, int) or not 1 <= size <= pa.MAX_ARRAY_SIZE:
-            raise UsageProblem(f"array {name}: size must be an integer between 1 and {pa.MAX_ARRAY_SIZE}")
+        prog_arrays.check_name("array", name, prog_arrays.MAX_ARRAY_NAME)
+        if not isinstance(size, int) or not 1 <= size <= prog_arrays.MAX_ARRAY_SIZE:
+            raise UsageProblem(f"array {name}: size must be an integer between 1 and {prog_arrays.MAX_ARRAY_SIZE}")
         if type is not None:
             try:
                 type = prog_type_name(PROG_TYPE_NAMES[prog_type_value(type)])
@@ -261,7 +272,7 @@ class Session:
         if names and (keys == "syscalls" or (name in self.arrays and self.arrays[name].keys == "syscalls")):
             raise SlotError(f"{name} is keyed by syscall names; it takes no --slots")
         for key, index in names.items():
-            pa.check_name("slot", key)
+            prog_arrays.check_name("slot", key)
             if index is not None and not 0 <= index < size:
                 raise SlotError(f"{name}[{key}={index}]: index out of range 0..{size - 1}")
         with self._lock:
@@ -284,7 +295,7 @@ class Session:
                 if keys is not None:
                     array.keys = keys
             else:
-                array = pa.create(name, size, os.path.join(self.pin_dir(), name), type, keys)
+                array = prog_arrays.create(name, size, os.path.join(self.pin_dir(), name), type, keys)
                 self.arrays[name] = array
             if type is not None:
                 array.declared_type = type
@@ -295,7 +306,7 @@ class Session:
                     array.names[key] = index
             return array
 
-    def array(self, name: str) -> pa.ProgArray:
+    def array(self, name: str) -> prog_arrays.ProgArray:
         try:
             return self.arrays[name]
         except KeyError:
@@ -316,7 +327,7 @@ class Session:
         count_tail_calls: count calls and fall-throughs per slot (False for
         benchmarks that must measure the bare tail call).
         """
-        pa.check_name("module", name)
+        prog_arrays.check_name("module", name)
         if keyword.iskeyword(name):
             raise UsageProblem(f"bad module name {name!r}: a Python keyword cannot name the module object")
         self._require_privileges()
@@ -325,11 +336,12 @@ class Session:
         origin = origin or name
         attach_specs = _attach_specs(attach)
         slot_specs = [(parse_slot_spec(spec), func) for spec, func in (slots or {}).items()]
+        req = _LoadRequest(name, source, origin, attach_specs, slot_specs, list(cflags), verbose,
+                           count_tail_calls, core, file)
         with self._lock:
             old = self.modules.get(name)
             try:
-                return self._load(name, source, attach_specs, slot_specs, list(cflags), verbose, origin, old,
-                                  count_tail_calls, core, file)
+                return self._load(req, old)
             except BpfError as e:
                 if old is not None:
                     e.message += (f"\n\n[bpfmagic] the new version of {name} was not loaded; the previous "
@@ -337,8 +349,8 @@ class Session:
                     e.args = (e.message,)
                 raise
 
-    def _load(self, name, source, attach_specs, slot_specs, cflags, verbose, origin, old, count_calls,
-              core=False, file=None) -> Module:
+    def _load(self, req: "_LoadRequest", old: Module | None) -> Module:
+        name, source, origin, attach_specs, core = req.name, req.source, req.origin, req.attach, req.core
         if core:
             from . import core as co
             co.tools()
@@ -353,14 +365,14 @@ class Session:
         module = None
         attachments: list[Attachment] = []
         retargeted: list[tuple[Attachment, Program]] = []
-        replaced: list[tuple[pa.ProgArray, int, Program | None]] = []
+        replaced: list[tuple[prog_arrays.ProgArray, int, Program | None]] = []
         try:
             # Session arrays this cell declares: shared if they exist, created otherwise.
             decls = declared_prog_arrays(source)
             if core:
                 decls += [ArrayDecl(n, size, line) for n, size, line in co.declared_struct_prog_arrays(source)]
             for decl in decls:
-                pa.check_name("array", decl.name, pa.MAX_ARRAY_NAME)
+                prog_arrays.check_name("array", decl.name, prog_arrays.MAX_ARRAY_NAME)
                 have = self.arrays.get(decl.name)
                 if have is not None:
                     if have.size != decl.size:
@@ -377,12 +389,11 @@ class Session:
 
             for array_name, key in slot_references(source):
                 slot_index(array_name, key)
-            resolved_slots = [(self.array(a), slot_index(a, k), func) for (a, k), func in slot_specs]
+            resolved_slots = [(self.array(a), slot_index(a, k), func) for (a, k), func in req.slots]
             if core:
-                module = self._compile_core(name, source, origin, cflags, slot_index, count_calls, file,
-                                            {d.name for d in decls}, attach_specs, resolved_slots, verbose)
+                module = self._compile_core(req, slot_index, {d.name for d in decls}, resolved_slots)
             else:
-                module = self._compile_bcc(name, source, origin, cflags, slot_index, count_calls, verbose)
+                module = self._compile_bcc(req, slot_index)
             bpf = module.bpf
 
             # Load what is attached and slotted, with the type its use demands.
@@ -462,26 +473,12 @@ class Session:
             hook(module)
         return module
 
-    def _compile_bcc(self, name, source, origin, cflags, slot_index, count_calls, verbose) -> Module:
-        """BCC: rewrite for the session (shared arrays, SLOT, counters), compile, load
-        what BCC auto-attaches by naming convention."""
-        from bcc import BPF
-        text = rewrite_source(source, {n: (a.pin, a.size) for n, a in self.arrays.items()}, slot_index,
-                              count_calls=count_calls)
-        from .stream import count_output_failures
-        text = count_output_failures(text)  # failed ring/perf outputs bump a counter: Stream.lost
-        debug = 0x10 if verbose else 0  # BCC's DEBUG_BPF_REGISTER_STATE: full verifier log
-        with captured_fd2() as log:
-            try:
-                bpf = BPF(text=text.encode(), cflags=cflags, debug=debug)
-                error = None
-            except Exception as e:  # BCC raises bare Exception
-                bpf, error = None, e
-        stderr = log[0]
-        if error is not None:
-            raise self._bcc_error(error, stderr, source, origin) from None
-        module = Module(self, name, source, bpf, origin)
-        module.compile_log = stderr
+    def _compile_bcc(self, req: "_LoadRequest", slot_index) -> Module:
+        arrays = {n: (a.pin, a.size) for n, a in self.arrays.items()}
+        bpf, log = load_bcc(req.source, req.origin, arrays, slot_index, req.cflags, req.count_calls, req.verbose,
+                            can_load=self.privileges.can_load)
+        module = Module(self, req.name, req.source, bpf, req.origin)
+        module.compile_log = log
         # Functions BCC loaded and attached by naming convention.
         for fname, fn in bpf.funcs.items():
             fname = fname.decode()
@@ -489,65 +486,22 @@ class Session:
             module.auto_attached.append(fname)
         return module
 
-    def _compile_core(self, name, source, origin, cflags, slot_index, count_calls, file, declared,
-                      attach_specs, resolved_slots, verbose) -> Module:
-        """CO-RE: clang against vmlinux.h, libbpf loads every program of the object;
-        session arrays (and their call counters) reuse the session's map fds."""
-        from . import core as co
-        text = rewrite_source(source, {}, slot_index, count_calls=False)  # only SLOT() here
-        sizes = {n: a.size for n, a in self.arrays.items()}
-        text = co.prepare_source(text, origin, sizes, declared, count_calls)
-        include_dirs = [os.path.dirname(os.path.abspath(file))] if file else []
-        obj_bytes, warnings_text = co.compile_object(text, source, origin, cflags, include_dirs)
-        obj = co.CoreObject(name, obj_bytes)
-        try:
-            maps = obj.maps()
-            for array_name, array in self.arrays.items():
-                if array_name in maps:
-                    obj.reuse(array_name, array.fd)
-                if counter_name(array_name) in maps:
-                    obj.reuse(counter_name(array_name), array.counter_fd)
-            # Types are fixed by SEC(): refuse a mismatch before the kernel says only EINVAL.
-            progs = obj.programs()
-            for func, target in attach_specs:
-                if func not in progs:
-                    raise UsageProblem(f"{name} has no program {func!r} (programs: {', '.join(progs) or 'none'})")
-                have, need = obj.program_type(progs[func]), parse_target(target).prog_type
-                if have != need:
-                    raise AttachError(f"{name}.{func} is SEC(\"{obj.section(progs[func])}\"), a {have} program; "
-                                      f"{target} needs {need}")
-            for array, index, func in resolved_slots:
-                if func not in progs:
-                    raise UsageProblem(f"{name} has no program {func!r} (programs: {', '.join(progs) or 'none'})")
-                have = array.owner_type
-                if have and have != obj.program_type(progs[func]):
-                    raise SlotError(f"{array.name} holds {have} programs; {name}.{func} is "
-                                    f"SEC(\"{obj.section(progs[func])}\"), a {obj.program_type(progs[func])} program")
-            log = obj.load(origin, source, verbose)
-        except BaseException:
-            obj.close()
-            raise
-        module = Module(self, name, source, None, origin)
+    def _compile_core(self, req: "_LoadRequest", slot_index, declared: set[str], resolved_slots) -> Module:
+        from . import core
+        needs = {func: parse_target(target).prog_type for func, target in req.attach}
+        slotted = [(array, func) for array, _, func in resolved_slots]
+        obj, log = core.load_object(req.name, req.source, req.origin, req.cflags, slot_index, req.file, declared,
+                                    self.arrays, req.count_calls, req.verbose, needs, slotted)
+        module = Module(self, req.name, req.source, None, req.origin)
         module.core = obj
-        module.compile_log = warnings_text + log
+        module.compile_log = log
         for pname, prog_ptr in obj.programs().items():
-            fd = co._lib().bpf_program__fd(prog_ptr)
+            fd = obj.program_fd(prog_ptr)
             if fd >= 0:
                 module.programs[pname] = Program(module, pname, obj.program_type(prog_ptr), fd)
         return module
 
-    def _bcc_error(self, error: Exception, stderr: str, source: str, origin: str) -> BpfError:
-        text = str(error)
-        if "Failed to load BPF program" in text:
-            func = re.search(r"program b?'?([\w]+)", text)
-            return verifier_error(func[1] if func else "a program", stderr, text.split(": ")[-1], origin, source)
-        if "Failed to attach" in text or "attach" in text.lower():
-            return AttachError(f"{text}\n{stderr.strip()}".strip(), stderr)
-        if "Need super-user" in text and not self.privileges.can_load:
-            return EnvironmentProblem("loading BPF programs needs root or CAP_BPF", stderr)
-        return compile_error(stderr, source, origin)
-
-    def _slot_type(self, array: pa.ProgArray, module: Module, func: str) -> str:
+    def _slot_type(self, array: prog_arrays.ProgArray, module: Module, func: str) -> str:
         """The type FUNC must be loaded with to go into ARRAY."""
         have = array.owner_type
         declared = module.contexts.get(func)
@@ -566,7 +520,7 @@ class Session:
         return ptype
 
     def _load_program(self, module: Module, func: str, ptype: str | None = None, why: str = "",
-                      array: pa.ProgArray | None = None) -> Program:
+                      array: prog_arrays.ProgArray | None = None) -> Program:
         if module.closed:
             raise UsageProblem(f"module {module.name} is unloaded")
         existing = module.programs.get(func)
@@ -613,7 +567,7 @@ class Session:
             raise UsageProblem(f"name a program as MODULE.FUNC (got {spec!r})")
         return self.module(mod_name).program(func, type)
 
-    def stream(self, name: str) -> "Stream":
+    def stream(self, name: str):
         """The stream of event table NAME ("events" when only one module has it, else "module.events")."""
         return self.streams.get(name)
 
@@ -815,9 +769,25 @@ class Session:
 
 # ---------------------------------------------------------------- helpers
 
+@dataclass
+class _LoadRequest:
+    """What one %%bpf cell (or Session.load call) asks for."""
+    name: str
+    source: str
+    origin: str  # how errors name the source: "cell", the module name or the --file's name
+    attach: list[tuple[str, str]]  # (function, target)
+    slots: list[tuple[tuple[str, str], str]]  # ((array, key), function)
+    cflags: list[str]
+    verbose: bool
+    count_calls: bool  # count tail calls per slot (off for benchmarks of the bare call)
+    core: bool
+    file: str | None
+
+
 def _bcc():
     """libbcc with the table-listing calls BCC's Python binding leaves undeclared."""
     import ctypes as ct
+
     from bcc.libbcc import lib
     if lib.bpf_table_name.restype is not ct.c_char_p:
         lib.bpf_num_tables.restype = ct.c_ulonglong

@@ -413,7 +413,7 @@ def test_syscall_keys_refused_once_names_are_taken(session):
 
 def test_prelude_is_not_hidden_by_a_leading_conditional(session):
     session.progarray("jt", 4)
-    m = session.load("cond", """#ifdef NOT_DEFINED
+    session.load("cond", """#ifdef NOT_DEFINED
 #define UNUSED 1
 #endif
 #if 0

@@ -110,7 +110,7 @@ def test_events_of_real_syscalls_with_strings(session):
         return 0;
     }
     """
-    m = session.load("sys", src, attach={"on_enter": "raw_tracepoint:sys_enter"},
+    session.load("sys", src, attach={"on_enter": "raw_tracepoint:sys_enter"},
                      cflags=[f"-DTGID={os.getpid()}", f"-DNR_GETPPID={NR_GETPPID}"])
     st = session.stream("calls")
     n = 1000
