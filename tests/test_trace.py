@@ -60,7 +60,7 @@ def test_capture_stops_after_max_lines(session):
     libbpf.test_run(m.program("say").fd, data=bytes(64), repeat=50)
     t0 = time.monotonic()
     df = session.trace(seconds=5, max_lines=10, grep="^bmlimit$")
-    assert len(df) == 10 and time.monotonic() - t0 < 1
+    assert len(df) == 10 and time.monotonic() - t0 < 4  # returned at 10 lines, not at the 5 s deadline
     session.trace(seconds=0.3, grep="bmlimit")  # leave nothing of ours in the pipe
 
 
