@@ -132,6 +132,11 @@ class Module:
         """The streams of this module's event tables, by table name."""
         return self.session.streams.of(self)
 
+    def stats(self, since=None):
+        """Session.stats() rows of this module's programs."""
+        df = self.session.stats(since=since)
+        return df[df["module"] == self.name].reset_index(drop=True)
+
     def __getitem__(self, table: str):
         if table not in self.tables:
             raise KeyError(f"{self.name} has no table {table!r} (tables: {', '.join(self.tables) or 'none'})")
@@ -284,9 +289,10 @@ class Session:
                 if type is not None and existing.owner_type and existing.owner_type != type:
                     raise SlotError(f"array {name} already holds {existing.owner_type} programs, not {type}")
                 if keys is not None and keys != existing.keys and (existing.names or existing.keys is not None):
-                    named = ", ".join(f"{n}={i}" for n, i in existing.names.items()) or existing.keys
-                    raise SlotError(f"array {name} already has keys ({named}); run `%bpf progarray {name} "
-                                    f"{size} --keys {keys}` before the cells that use it, or `%bpf reset`")
+                    if not self._rekey_to_syscalls(existing, keys):
+                        named = ", ".join(f"{n}={i}" for n, i in existing.names.items()) or existing.keys
+                        raise SlotError(f"array {name} already has keys ({named}); run `%bpf progarray {name} "
+                                        f"{size} --keys {keys}` before the cells that use it, or `%bpf reset`")
                 for key, index in names.items():
                     owner = next((n for n, i in existing.names.items() if i == index and n != key), None)
                     if index is not None and owner:
@@ -305,6 +311,36 @@ class Session:
                 else:
                     array.names[key] = index
             return array
+
+    def _rekey_to_syscalls(self, array: prog_arrays.ProgArray, keys: str) -> bool:
+        """Switch an array whose slot names are all syscall names to syscall keys,
+        moving each named program to its syscall's index (DESIGN's own example
+        slots progs[write] first and asks for syscall keys after). Refused (False)
+        when a loaded program has a name's old index compiled in (SLOT()), or
+        when the move would overwrite a slot."""
+        numbers = prog_arrays.syscall_numbers()
+        if keys != "syscalls" or array.keys is not None or not array.names:
+            return False
+        if any(n not in numbers or numbers[n] >= array.size for n in array.names):
+            return False
+        if any((array.name, n) in slot_references(m.source) for m in self.modules.values() for n in array.names):
+            return False
+        moves = {array.names[n]: numbers[n] for n in array.names}
+        if any(new in array.entries and new not in moves for new in moves.values()):
+            return False
+        programs = {old: array.entries.get(old) for old in moves}
+        for old, new in moves.items():
+            if programs[old] is not None and old != new:
+                array.put(new, programs[old])
+                programs[old].module.slots.append((array.name, new))
+        for old, new in moves.items():
+            if programs[old] is not None and old != new and old not in moves.values():
+                array.clear(old)
+                with contextlib.suppress(ValueError):
+                    programs[old].module.slots.remove((array.name, old))
+        array.names.clear()
+        array.keys = keys
+        return True
 
     def array(self, name: str) -> prog_arrays.ProgArray:
         try:

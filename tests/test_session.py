@@ -474,3 +474,28 @@ def test_file_with_a_comment_only_body(session, tmp_path):
     path.write_text("int f(struct xdp_md *ctx) { return XDP_DROP; }\n")
     session.load("p", "// loaded from the file\n", file=str(path))
     assert xdp_run(session, "p.f") == 1
+
+
+def test_design_example_order_slots_first_then_syscall_keys(session):
+    """DESIGN.md's API example: load with slots={"progs[write]": ...}, then
+    progarray("progs", 512, keys="syscalls"): the handler ends up at write's number."""
+    source = COUNTER + """BPF_PROG_ARRAY(progs, 512);
+int dispatch(struct bpf_raw_tracepoint_args *ctx) {
+    if ((bpf_get_current_pid_tgid() >> 32) != ME) return 0;
+    progs.call(ctx, ctx->args[1]);
+    return 0;
+}
+int on_getppid(struct bpf_raw_tracepoint_args *ctx) { int k = 0; hits.atomic_increment(k); return 0; }"""
+    m = session.load("disp", source, attach={"dispatch": "raw_tracepoint:sys_enter"},
+                     slots={"progs[getppid]": "on_getppid"}, cflags=[f"-DME={os.getpid()}"])
+    session.progarray("progs", 512, keys="syscalls")
+    before = hits(m)  # until now the handler sat at index 0 (read) and counted this process's reads
+    for _ in range(20):
+        os.getppid()
+    assert hits(m) - before == 20
+    slots = session.slots("progs", all_keys=True).set_index("key")
+    assert slots.loc["getppid", "index"] == syscall_numbers()["getppid"]
+    assert slots.loc["getppid", "program"] == "disp.on_getppid"
+    assert pd.isna(slots.loc["read", "program"])  # index 0 emptied
+    session.unload("disp")
+    assert session.slots("progs")["program"].isna().all()

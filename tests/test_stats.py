@@ -174,3 +174,12 @@ def test_slot_labels_are_the_same_in_every_view(session):
 
     syscalls = session.progarray("sysc", 512, keys="syscalls")
     assert syscalls.label(1) == "sysc[write]" and syscalls.label(511) == "sysc[511]"
+
+
+def test_module_stats_are_its_own_rows(session):
+    from bpfmagic import libbpf
+    a = session.load("a", "int fa(struct xdp_md *ctx) { return XDP_PASS; }")
+    session.load("b", "int fb(struct xdp_md *ctx) { return XDP_PASS; }")
+    libbpf.test_run(a.programs["fa"].fd, data=bytes(64), repeat=7)
+    rows = a.stats()
+    assert list(rows["program"]) == ["a.fa"] and int(rows["run_cnt"].iloc[0]) == 7
