@@ -363,6 +363,10 @@ def compile_error(stderr: str, source: str, origin: str) -> BpfCompileError:
         elif raw.strip() and not raw.startswith(" ") and "error" in raw:
             shown.append(raw)
     errors = [s for s in shown if ": error:" in s or "fatal error" in s]
+    ring = re.search(r"could not open bpf map: (\w+), error: Invalid argument", stderr)
+    if not errors and ring and re.search(rf"BPF_RINGBUF_OUTPUT\s*\(\s*{ring[1]}\b", source):
+        return BpfCompileError(f"BPF_RINGBUF_OUTPUT({ring[1]}, PAGES): the kernel refused the ring; PAGES must be "
+                               "a power of two (the ring is PAGES x 4 KiB), e.g. 64 for 256 KiB", stderr)
     if not errors:
         msg = stderr.strip() or "BCC could not compile the program (no message)"
         if "Unable to find kernel headers" in stderr:

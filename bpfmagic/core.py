@@ -19,8 +19,21 @@ import tempfile
 
 from . import libbpf
 from .attach import Attachment, Target
-from .compiler import counter_name, matching_paren, prog_type_name, split_args, strip_comments
-from .errors import AttachError, BpfCompileError, BpfVerifierError, EnvironmentProblem, SlotError, UsageProblem
+from .compiler import (
+    counter_name,
+    matching_paren,
+    prog_type_name,
+    split_args,
+    strip_comments,
+)
+from .errors import (
+    AttachError,
+    BpfCompileError,
+    BpfVerifierError,
+    EnvironmentProblem,
+    SlotError,
+    UsageProblem,
+)
 
 VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
 _ARCH = {"x86_64": "x86", "aarch64": "arm64", "s390x": "s390", "ppc64le": "powerpc", "riscv64": "riscv"}

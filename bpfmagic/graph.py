@@ -14,7 +14,14 @@ import re
 import shutil
 from dataclasses import dataclass
 
-from .compiler import CALL_RE, MACRO_FUNCS, SLOT_RE, matching_paren, split_args, strip_comments
+from .compiler import (
+    CALL_RE,
+    MACRO_FUNCS,
+    SLOT_RE,
+    matching_paren,
+    split_args,
+    strip_comments,
+)
 from .progarray import slot_counts
 
 NODE_COLUMNS = ["node", "kind", "program", "type", "array", "index", "key", "run_cnt", "avg_ns",

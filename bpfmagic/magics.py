@@ -2,6 +2,7 @@
 display results; every kernel object belongs to the Session."""
 from __future__ import annotations
 
+import builtins
 import shlex
 
 from IPython.core.error import UsageError
@@ -32,6 +33,14 @@ def _cell_parser() -> MagicArgumentParser:
     p.add_argument("--core", action="store_true", help="compile as libbpf CO-RE C (clang + libbpf)")
     p.add_argument("-v", "--verbose", action="store_true", help="show the full verifier log even on success")
     return p
+
+
+def _split(text: str, what: str = "the arguments") -> list[str]:
+    """Shell-like words; an unclosed quote is a usage error, not a traceback."""
+    try:
+        return arg_split(text) if what == "the arguments" else shlex.split(text)
+    except ValueError as e:
+        raise UsageError(f"cannot parse {what}: {e} ({text!r})") from None
 
 
 def _pairs(items: list[str], what: str) -> list[tuple[str, str]]:
@@ -108,6 +117,8 @@ def _line_parsers() -> dict[str, MagicArgumentParser]:
     p.add_argument("--seconds", type=float, default=1.0, metavar="S", help="read for S seconds (default 1)")
     p.add_argument("--lines", type=int, metavar="N", help="stop after N lines")
     p.add_argument("--grep", metavar="REGEX", help="keep only messages matching REGEX")
+    p.add_argument("--older", action="store_true",
+                   help="also lines printed before this session began (left unread in trace_pipe)")
     parser("streams", "every stream: kind, events, rows kept, dropped, lost, max_rows")
     return parsers
 
@@ -193,7 +204,7 @@ class BpfMagics(Magics):
 
     # -------------------------------------------------------------- cell
     def _cell(self, line: str, cell: str):
-        return self._load_module(self._cell_parser.parse_args(arg_split(line)), cell)
+        return self._load_module(self._cell_parser.parse_args(_split(line)), cell)
 
     def _cmd_load(self, args):
         if not args.file:
@@ -205,6 +216,9 @@ class BpfMagics(Magics):
         if existing is not None and not isinstance(existing, bpfmagic.Module):
             raise UsageError(f"{args.name!r} is already a {type(existing).__name__} in this notebook; "
                              "name the module something else (the module object takes that name)")
+        if existing is None and hasattr(builtins, args.name):
+            raise UsageError(f"{args.name!r} is a Python builtin; name the module something else "
+                             "(the module object takes that name in the notebook)")
         attach: dict[str, list[str]] = {}
         for func, target in _pairs(args.attach, "-a"):
             attach.setdefault(func, []).append(target)
@@ -214,7 +228,7 @@ class BpfMagics(Magics):
                 raise UsageError(f"-s {spec} given twice")
             slots[spec] = func
         module = bpfmagic.session().load(
-            args.name, body, attach=attach, slots=slots, cflags=shlex.split(args.cflags),
+            args.name, body, attach=attach, slots=slots, cflags=_split(args.cflags, "--cflags"),
             file=args.file, verbose=args.verbose, core=args.core, origin="cell")
         self.shell.user_ns[args.name] = module
         if args.verbose and module.compile_log.strip():
@@ -227,7 +241,7 @@ class BpfMagics(Magics):
 
     # -------------------------------------------------------------- line
     def _line_command(self, line: str):
-        words = arg_split(line)
+        words = _split(line)
         comment = next((i for i, w in enumerate(words) if w.startswith("#")), None)
         if comment is not None:  # `%bpf slots   # what this shows` reads naturally in a cell
             words = words[:comment]
@@ -235,6 +249,8 @@ class BpfMagics(Magics):
             raise UsageError("%bpf needs a command: " + ", ".join(self._line) + " (see %bpf?)")
         command, rest = words[0], words[1:]
         parser = self._line.get(command)
+        if parser is None and "--file" in rest:  # `%bpf NAME --file PATH`: IPython's hint for a body-less %%bpf
+            return self._cmd_load(self._line["load"].parse_args(words))
         if parser is None:
             raise UsageError(f"unknown %bpf command {command!r}; commands: {', '.join(self._line)} (see %bpf?)")
         args = parser.parse_args(rest)
@@ -322,7 +338,8 @@ class BpfMagics(Magics):
         return Watch(bpfmagic.session().stream(args.table), by=args.by, rows=args.rows, interval=args.interval)
 
     def _cmd_trace(self, args):
-        return bpfmagic.session().trace(seconds=args.seconds, max_lines=args.lines, grep=args.grep)
+        return bpfmagic.session().trace(seconds=args.seconds, max_lines=args.lines, grep=args.grep,
+                                        older=args.older)
 
     def _cmd_streams(self, args):
         return bpfmagic.session().streams.summary()
@@ -347,6 +364,8 @@ def _summary(module) -> str:
         parts.append(f"{p.name} ({p.type}{': ' + ', '.join(where) if where else ''})")
     tables = [t for t in module.tables]
     text = f"{module.name}: " + ("; ".join(parts) if parts else "compiled, no program loaded yet")
+    if module.new_slot_names:  # a slot named for the first time (a typo in SLOT() shows up here)
+        text += f" | new slot names: {', '.join(module.new_slot_names)}"
     if tables:
         text += f" | tables: {', '.join(tables)}"
     return text

@@ -85,6 +85,11 @@ class ProgArray:
     # program -> {index: (calls, missed)} of its finished stays; weak: gone with the program.
     earned: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary)
 
+    def __repr__(self) -> str:
+        keys = "syscall keys" if self.keys == "syscalls" else f"{len(self.names)} named slots"
+        return (f"<ProgArray {self.name}: {self.size} slots of {self.owner_type or 'any type yet'}, {keys}, "
+                f"{len(self.entries)} filled>")
+
     def call_counts(self) -> tuple[list[int], list[int]]:
         """(calls, missed) per index, summed over CPUs."""
         # One batch read: exact once traffic stops; while programs run, a call

@@ -11,12 +11,20 @@ import os
 import re
 import shutil
 import threading
+import time
 import weakref
 from dataclasses import dataclass
 
 from . import libbpf
 from . import progarray as prog_arrays
-from .attach import Attachment, Target, check_event_exists, check_servable, convention_targets, parse_target
+from .attach import (
+    Attachment,
+    Target,
+    check_event_exists,
+    check_servable,
+    convention_targets,
+    parse_target,
+)
 from .attach import attach as attach_target
 from .compiler import (
     PROG_TYPE_NAMES,
@@ -103,6 +111,7 @@ class Module:
         self.compile_log = ""
         self.contexts = function_contexts(source)
         self.core = None  # core.CoreObject of a --core module (then bpf is None)
+        self.new_slot_names: list[str] = []  # "array[name]=index" this cell named first (a typo shows here)
         self.closed = False
 
     # -- contents
@@ -185,6 +194,7 @@ class Session:
     """
 
     def __init__(self, stats: bool = True, prepare: bool = True):
+        self.started = time.monotonic()
         self.modules: dict[str, Module] = {}
         self.arrays: dict[str, prog_arrays.ProgArray] = {}
         self._lock = threading.RLock()
@@ -198,7 +208,9 @@ class Session:
         from .stream import StreamManager  # numpy: imported only once a Session exists
         self.streams = StreamManager(self)  # event tables -> DataFrames, started/stopped by the hooks above
         self.env = _prepare_environment() if prepare else {}
-        from . import env  # imported late: `python -m bpfmagic.env` must not find it loaded
+        from . import (
+            env,  # imported late: `python -m bpfmagic.env` must not find it loaded
+        )
         self.privileges = env.privileges()
         if self.privileges.can_load:
             _clean_dead_pins()
@@ -500,6 +512,7 @@ class Session:
         # Committed: names become permanent, the old version goes.
         for array_name, names in pending.items():
             self.arrays[array_name].names.update(names)
+            module.new_slot_names += [f"{array_name}[{n}]={i}" for n, i in names.items()]
         if old is not None:
             transferred = {id(att) for att, _ in retargeted}
             old.attachments = [a for a in old.attachments if id(a) not in transferred]
@@ -607,10 +620,15 @@ class Session:
         """The stream of event table NAME ("events" when only one module has it, else "module.events")."""
         return self.streams.get(name)
 
-    def trace(self, seconds: float = 1.0, max_lines: int | None = None, grep: str | None = None):
-        """bpf_trace_printk lines from trace_pipe for up to SECONDS: DataFrame (ts, cpu, pid, comm, msg)."""
+    def trace(self, seconds: float = 1.0, max_lines: int | None = None, grep: str | None = None,
+              older: bool = False):
+        """bpf_trace_printk lines from trace_pipe for up to SECONDS: DataFrame (ts, cpu, pid, comm, msg).
+        Lines printed before this session began (left unread in the pipe by an
+        earlier process) are skipped unless ``older``; ``df.attrs["older"]`` counts them."""
         from .trace import capture
-        return capture(seconds=seconds, max_lines=max_lines, grep=grep)
+        # The trace clock ("local") runs with CLOCK_MONOTONIC here; a second of slack covers their drift.
+        since = None if older else self.started - 1.0
+        return capture(seconds=seconds, max_lines=max_lines, grep=grep, since=since)
 
     def module(self, name: str) -> Module:
         try:
@@ -850,6 +868,8 @@ def _attach_specs(attach) -> list[tuple[str, str]]:
     specs = []
     for func, targets in (attach or {}).items():
         for target in [targets] if isinstance(targets, str) else targets:
+            if (func, target) in specs:
+                raise UsageProblem(f"{func} is asked to attach to {target} twice")
             specs.append((func, target))
     return specs
 
@@ -870,6 +890,8 @@ def _slot_names(slots) -> dict[str, int | None]:
     out: dict[str, int | None] = {}
     for i, item in enumerate(slots):
         name, eq, index = item.strip().partition("=")
+        if name.strip() in out:
+            raise UsageProblem(f"slot name {name.strip()!r} given twice")
         try:
             out[name.strip()] = int(index, 0) if eq else i
         except ValueError:
@@ -892,6 +914,8 @@ def _with_file(path: str, body: str) -> tuple[str, str]:
             text = f.read()
     except OSError as e:
         raise UsageProblem(f"--file {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageProblem(f"--file {path}: not a C source file (not UTF-8 text)") from None
     if strip_comments(body).strip():
         raise UsageProblem("--file loads the file as the whole module; leave the cell body empty or to "
                            "comments (or #include the file from the body instead)")

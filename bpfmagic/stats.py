@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from .progarray import slot_counts
 
+MAX_EMPTY_ROWS = 8  # empty slots listed one by one in stats(); the rest are summed
 STATS_COLUMNS = ["program", "module", "function", "type", "prog_id", "attached", "slots",
                  "run_cnt", "run_time_ns", "avg_ns", "tail_calls_in", "missed"]
 
@@ -66,6 +67,7 @@ def stats(session, since=None):
                     "tail_calls_in": tail_abs[prog_id][0] - taken0, "missed": missed - missed0,
                 })
         for array in arrays:
+            empty = []
             for index in range(array.size):
                 if index in array.entries:
                     continue
@@ -73,11 +75,19 @@ def stats(session, since=None):
                 # Counted from when the slot was emptied, or from `since` if that came later.
                 start = max(array.baselines.get(index, (0, 0))[1], earlier_slots.get((array.name, index), (0, 0))[1])
                 if missed > start:
-                    rows.append({
-                        "program": "(empty)", "module": None, "function": None, "type": None, "prog_id": None,
-                        "attached": "", "slots": array.label(index), "run_cnt": 0, "run_time_ns": 0,
-                        "avg_ns": None, "tail_calls_in": 0, "missed": missed - start,
-                    })
+                    empty.append((missed - start, array.label(index)))
+            # The most missed empty slots get a row each; a syscall dispatcher misses in
+            # dozens of them, so the rest share one row.
+            empty.sort(key=lambda e: -e[0])
+            shown, rest = empty[:MAX_EMPTY_ROWS], empty[MAX_EMPTY_ROWS:]
+            if rest:
+                shown.append((sum(m for m, _ in rest), f"{len(rest)} more slots of {array.name}"))
+            for missed, label in shown:
+                rows.append({
+                    "program": "(empty)", "module": None, "function": None, "type": None, "prog_id": None,
+                    "attached": "", "slots": label, "run_cnt": 0, "run_time_ns": 0,
+                    "avg_ns": None, "tail_calls_in": 0, "missed": missed,
+                })
     df = pd.DataFrame(rows, columns=STATS_COLUMNS)
     df["avg_ns"] = [round(t / n, 1) if n else None for t, n in zip(df["run_time_ns"], df["run_cnt"])]
     df["prog_id"] = df["prog_id"].astype("Int64")

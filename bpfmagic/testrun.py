@@ -148,6 +148,28 @@ def _count_delta(arrays, before, after):
     return pd.DataFrame(rows, columns=TAIL_CALL_COLUMNS)
 
 
+def reachable_arrays(session, program) -> dict:
+    """The session arrays a tail-call chain starting at PROGRAM can reach:
+    those its module's code calls into, then those called by the modules of
+    the programs sitting in them, and so on."""
+    from .compiler import called_arrays
+    from .core import tail_called_arrays
+    found: dict = {}
+    modules, seen = [program.module], set()
+    while modules:
+        module = modules.pop()
+        if module.name in seen:
+            continue
+        seen.add(module.name)
+        names = tail_called_arrays(module.source) if module.core is not None else called_arrays(module.source)
+        for name in names:
+            array = session.arrays.get(name)
+            if array is not None and name not in found:
+                found[name] = array
+                modules += [p.module for p in array.entries.values()]
+    return found
+
+
 def test_run(session, spec: str, data=None, ctx=None, repeat: int = 1, type: str | None = None) -> TestRunResult:
     """Run MODULE.FUNC once or ``repeat`` times through BPF_PROG_TEST_RUN.
 
@@ -180,7 +202,9 @@ def test_run(session, spec: str, data=None, ctx=None, repeat: int = 1, type: str
                                f"(got {len(ctx)} bytes)")
     elif program.type in PACKET_TYPES and data is None:
         data = packets.udp_packet()
-    arrays = dict(session.arrays)
+    # Only the arrays this program's chain can reach: a dispatcher attached elsewhere
+    # keeps counting during the run, and its slots have nothing to do with it.
+    arrays = reachable_arrays(session, program)
     before = slot_counts(arrays.values())
     try:
         # The kernel counts repeat 0 as 1; raw_tp wants exactly 0.
@@ -339,7 +363,9 @@ def plot_tailcalls(*frames, ax=None):
     """ns_per_run against depth for each bench_tailcalls DataFrame, with its
     fit (flat past the most tail calls taken). Returns the matplotlib Figure."""
     import numpy as np
-    from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure state
+    from matplotlib.figure import (
+        Figure,  # no pyplot: no GUI backend, no global figure state
+    )
 
     if ax is None:
         fig = Figure(figsize=(7, 4), layout="constrained")

@@ -36,15 +36,24 @@ def parse_line(line: str) -> dict | None:
             "msg": m["msg"]}
 
 
+MAX_SECONDS = 3600.0
+
+
 def capture(seconds: float = 1.0, max_lines: int | None = None, grep: str | None = None,
-            path: str = TRACE_PIPE):
+            path: str = TRACE_PIPE, since: float | None = None):
     """Read bpf_trace_printk lines for at most SECONDS (or until MAX_LINES),
     never blocking longer. ``grep``: keep messages matching this regex.
     DataFrame columns: ts (seconds since boot, as the trace clock), cpu, pid
     (the thread id), comm, msg. ``df.attrs["lost"]``: lines the kernel
     reported as overwritten before they were read. Reading consumes: lines
     read past MAX_LINES in the same read are gone for other readers too."""
+    import math
+
     import pandas as pd
+    if not isinstance(seconds, (int, float)) or math.isnan(seconds) or not 0 < seconds <= MAX_SECONDS:
+        raise UsageProblem(f"--seconds must be a number of seconds in (0, {MAX_SECONDS:.0f}] (got {seconds!r})")
+    if max_lines is not None and max_lines < 1:
+        raise UsageProblem(f"--lines must be at least 1 (got {max_lines})")
     try:
         pattern = re.compile(grep) if grep else None
     except re.error as e:
@@ -66,7 +75,7 @@ def capture(seconds: float = 1.0, max_lines: int | None = None, grep: str | None
         raise EnvironmentProblem(f"no {path}: {status.reason}; "
                                  f"mount it with `mount -t tracefs nodev /sys/kernel/tracing`") from None
     rows: list[dict] = []
-    lost = 0
+    lost = older = 0
     deadline = time.monotonic() + max(0.0, seconds)
     try:
         poller = select.poll()
@@ -95,6 +104,9 @@ def capture(seconds: float = 1.0, max_lines: int | None = None, grep: str | None
                 row = parse_line(text)
                 if row is None or (pattern is not None and not pattern.search(row["msg"])):
                     continue
+                if since is not None and row["ts"] < since:
+                    older += 1  # printed before the session began (trace_pipe keeps unread lines)
+                    continue
                 rows.append(row)
                 if max_lines is not None and len(rows) >= max_lines:
                     break
@@ -102,4 +114,5 @@ def capture(seconds: float = 1.0, max_lines: int | None = None, grep: str | None
         os.close(fd)
     frame = pd.DataFrame(rows, columns=COLUMNS)
     frame.attrs["lost"] = lost
+    frame.attrs["older"] = older
     return frame

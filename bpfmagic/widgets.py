@@ -28,6 +28,8 @@ class Watch:
             raise UsageProblem(f"{stream.name} has no column {by!r} (columns: {', '.join(stream.columns)})")
         if interval <= 0:
             raise UsageProblem("--interval must be > 0 seconds")
+        if rows < 0:
+            raise UsageProblem(f"--rows must be 0 or more (got {rows})")
         self.stream = stream
         self.by = by
         self.rows = rows

@@ -245,3 +245,28 @@ def test_load_line_command_takes_a_file(fresh, tmp_path):
     assert libbpf.test_run(fresh.user_ns["dropper"].programs["f"].fd, data=bytes(64))["retval"] == 1
     res = run(fresh, "%bpf load nofile")
     assert type(res.error_in_exec).__name__ == "UsageError"
+
+
+@needs_root
+def test_bad_cell_arguments_are_usage_errors(fresh, capsys, tmp_path):
+    for line, words in [('%%bpf e --cflags "-DX=1', "cannot parse"),
+                        ("%%bpf print", "builtin"),
+                        ("%%bpf twice -a f=xdp:lo -a f=xdp:lo", "twice")]:
+        res = run(fresh, line + "\nint f(struct xdp_md *c) { return XDP_PASS; }\n")
+        assert res.error_in_exec is not None and words in str(res.error_in_exec), (line, res.error_in_exec)
+        assert "Traceback" not in "".join(capsys.readouterr())
+    assert callable(fresh.user_ns["print"]) if "print" in fresh.user_ns else True
+    binary = tmp_path / "blob.bpf.c"
+    binary.write_bytes(b"\x7fELF\xd0\xff\x00")
+    res = run(fresh, f"%bpf blob --file {binary}")
+    assert "not a C source file" in str(res.error_in_exec)
+
+
+@needs_root
+def test_line_form_with_file_and_new_slot_names_shown(fresh, capsys, tmp_path):
+    path = tmp_path / "e.bpf.c"
+    path.write_text("BPF_PROG_ARRAY(jt, 4);\nint e(struct xdp_md *ctx) { jt.call(ctx, SLOT(jt, parsee)); return 2; }\n")
+    assert run(fresh, f"%bpf entry --file {path}").success   # IPython's hint for a %%bpf without a body
+    out = capsys.readouterr().out
+    assert "new slot names: jt[parsee]=0" in out           # a typo in SLOT() would show here
+    assert isinstance(fresh.user_ns["entry"], Module)

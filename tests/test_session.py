@@ -499,3 +499,13 @@ int on_getppid(struct bpf_raw_tracepoint_args *ctx) { int k = 0; hits.atomic_inc
     assert pd.isna(slots.loc["read", "program"])  # index 0 emptied
     session.unload("disp")
     assert session.slots("progs")["program"].isna().all()
+
+
+def test_duplicate_slot_names_and_ring_size_hint(session):
+    with pytest.raises(UsageProblem, match="given twice"):
+        session.progarray("p", 8, slots="a,a,b")
+    assert "p" not in session.arrays
+    with pytest.raises(BpfCompileError, match="power of two"):
+        session.load("odd", """struct e { u32 x; };
+BPF_RINGBUF_OUTPUT(oddring, 3);
+int f(struct xdp_md *ctx) { struct e v = {1}; oddring.ringbuf_output(&v, sizeof(v), 0); return XDP_PASS; }""")

@@ -183,3 +183,21 @@ def test_module_stats_are_its_own_rows(session):
     libbpf.test_run(a.programs["fa"].fd, data=bytes(64), repeat=7)
     rows = a.stats()
     assert list(rows["program"]) == ["a.fa"] and int(rows["run_cnt"].iloc[0]) == 7
+
+
+def test_many_empty_slots_share_a_row(session):
+    from bpfmagic import libbpf
+    session.load("fan", """BPF_PROG_ARRAY(wide, 32);
+int fan(struct xdp_md *ctx) {
+    for (int i = 0; i < 12; i++)          /* 12 empty slots, slot i missed i+1 times per run */
+        for (int j = 0; j <= i; j++)
+            wide.call(ctx, i);
+    return XDP_PASS;
+}""")
+    libbpf.test_run(session.program("fan.fan").fd, data=bytes(64), repeat=1)
+    empty = session.stats()
+    empty = empty[empty["program"] == "(empty)"]
+    assert len(empty) == 9                              # 8 one by one, then the rest in one row
+    assert list(empty["slots"][:2]) == ["wide[11]", "wide[10]"] and empty["missed"].iloc[0] == 12
+    assert empty["slots"].iloc[-1] == "4 more slots of wide" and empty["missed"].iloc[-1] == 1 + 2 + 3 + 4
+    assert empty["missed"].sum() == sum(range(1, 13))

@@ -197,3 +197,15 @@ def test_repeat_beyond_a_c_int_is_refused(progs):
         progs.bench_tailcalls(depth=1, repeat=2**32 + 1)
     assert progs.program("t.pass").run_cnt == 0  # refused before anything ran
     assert progs.test_run("t.pass", repeat=2**16).repeat == 2**16
+
+
+def test_run_reports_only_the_tail_calls_its_chain_can_reach(session):
+    import os
+    session.load("disp", "BPF_PROG_ARRAY(progs, 512);\nint d(struct bpf_raw_tracepoint_args *ctx) "
+                         "{ progs.call(ctx, ctx->args[1]); return 0; }", attach={"d": "raw_tracepoint:sys_enter"})
+    session.load("entry", "BPF_PROG_ARRAY(chain, 4);\nint e(struct xdp_md *ctx) { chain.call(ctx, 0); return XDP_PASS; }")
+    session.load("hop", "int h(struct xdp_md *ctx) { chain.call(ctx, 1); return XDP_DROP; }", slots={"chain[0]": "h"})
+    os.getppid()  # the dispatcher counts syscalls all the while
+    r = session.test_run("entry.e", repeat=10)
+    assert set(r.tail_calls["array"]) == {"chain"}
+    assert dict(zip(r.tail_calls["slot"], r.tail_calls["calls"])) == {"chain[0]": 10, "chain[1]": 10}

@@ -100,3 +100,24 @@ def test_a_second_reader_gets_a_clear_error(session):
             session.trace(seconds=0.1)
     finally:
         os.close(holder)
+
+
+def test_seconds_are_checked(session):
+    for bad in (-1, 0, float("nan"), float("inf"), 1e9):
+        with pytest.raises(UsageProblem, match="--seconds"):
+            session.trace(seconds=bad)
+
+
+@needs_root
+def test_lines_older_than_the_session_are_skipped(session):
+    from bpfmagic import Session
+    src = r"""int say(struct xdp_md *ctx) { bpf_trace_printk("bmold\n"); return XDP_PASS; }"""
+    m = session.load("old", src)
+    libbpf.test_run(m.program("say").fd, data=bytes(64), repeat=3)   # printed before `later` began
+    time.sleep(1.5)                                                   # past the clock slack
+    later = Session()
+    try:
+        df = later.trace(seconds=0.5, grep="^bmold$")
+        assert df.empty and df.attrs["older"] == 3
+    finally:
+        later.close()
