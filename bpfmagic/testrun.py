@@ -92,7 +92,8 @@ class TestRunResult:
     repeat: int
     data_in: bytes | None
     data_out: bytes | None
-    tail_calls: object = None  # DataFrame: slots whose counters moved during the run (attached programs included)
+    tail_calls: object = None  # DataFrame: slots of this chain whose counters moved during the run
+    stats_on: bool = False  # kernel run stats were on: each run's time includes their accounting
 
     @property
     def retval_text(self) -> str:
@@ -101,7 +102,10 @@ class TestRunResult:
     def summary(self) -> str:
         parts = [f"{self.program} ({self.type}): retval {self.retval_text}"]
         if self.ns_per_run is not None:
-            parts.append(f"{self.ns_per_run} ns/run over {self.repeat:,} run{'s' if self.repeat != 1 else ''}")
+            timing = f"{self.ns_per_run} ns/run over {self.repeat:,} run{'s' if self.repeat != 1 else ''}"
+            if self.stats_on:
+                timing += " (with kernel run stats on, which add their own cost to every run: `%bpf stats --off`)"
+            parts.append(timing)
         if self.data_out is not None:
             changed = "unchanged" if self.data_out == self.data_in else "changed"
             parts.append(f"data out {len(self.data_out)} bytes ({changed}): {packets.describe(self.data_out)}")
@@ -206,19 +210,22 @@ def test_run(session, spec: str, data=None, ctx=None, repeat: int = 1, type: str
     # keeps counting during the run, and its slots have nothing to do with it.
     arrays = reachable_arrays(session, program)
     before = slot_counts(arrays.values())
+    runs_before = program.run_cnt
     try:
         # The kernel counts repeat 0 as 1; raw_tp wants exactly 0.
         out = libbpf.test_run(program.fd, data=data, ctx=ctx, repeat=0 if program.type == "raw_tracepoint" else repeat)
     except OSError as e:
         raise _test_run_error(spec, program.type, e, data, ctx) from None
     after = slot_counts(arrays.values())
+    runs = program.run_cnt - runs_before  # moves only while some process holds kernel run stats on
     retval = out["retval"]
     if program.type in ("sched_cls", "sched_act"):
         retval = _signed32(retval)
     return TestRunResult(
         program=program.qualname, type=program.type, retval=retval, retval_name=retval_name(program.type, retval),
         ns_per_run=None if program.type == "raw_tracepoint" else out["duration_ns"],
-        repeat=repeat, data_in=data, data_out=out["data_out"], tail_calls=_count_delta(arrays, before, after))
+        repeat=repeat, data_in=data, data_out=out["data_out"], tail_calls=_count_delta(arrays, before, after),
+        stats_on=runs > 0)
 
 
 def _test_run_error(spec: str, ptype: str, e: OSError, data, ctx) -> UsageProblem:

@@ -209,3 +209,13 @@ def test_run_reports_only_the_tail_calls_its_chain_can_reach(session):
     r = session.test_run("entry.e", repeat=10)
     assert set(r.tail_calls["array"]) == {"chain"}
     assert dict(zip(r.tail_calls["slot"], r.tail_calls["calls"])) == {"chain[0]": 10, "chain[1]": 10}
+
+
+def test_result_says_when_kernel_run_stats_were_on(session):
+    session.load("p", "int p(struct xdp_md *ctx) { return XDP_PASS; }")
+    on = session.test_run("p.p", repeat=10)
+    assert on.stats_on and "kernel run stats on" in on.summary()
+    session.disable_stats()
+    off = session.test_run("p.p", repeat=10)
+    if not off.stats_on:  # unless another process holds them on right now
+        assert "kernel run stats" not in off.summary()
