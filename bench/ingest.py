@@ -34,25 +34,7 @@ from bpfmagic.stream import RingReader  # noqa: E402
 
 PACKET = bytes(64)
 COLUMNS = ["seq", "ts", "cpu", "len", "tag"]
-PRODUCER = r"""
-struct rec { u64 seq; u64 ts; u32 cpu; u32 len; u64 tag; };   /* 32 bytes */
-BPF_RINGBUF_OUTPUT(events, PAGES);
-BPF_ARRAY(seqs, u64, 1);
-int produce(struct xdp_md *ctx) {
-    int k = 0;
-    u64 *c = seqs.lookup(&k);
-    if (!c) return XDP_PASS;
-    struct rec r = {};
-    r.seq = *c;
-    *c = r.seq + 1;
-    r.ts = bpf_ktime_get_ns();
-    r.cpu = bpf_get_smp_processor_id();
-    r.len = ctx->data_end - ctx->data;
-    r.tag = 0x5eed;
-    events.ringbuf_output(&r, sizeof(r), 0);
-    return XDP_PASS;
-}
-"""
+PRODUCER_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bpf", "xdp_ring_producer.bpf.c")
 
 
 def ring_pages(events: int) -> int:
@@ -142,7 +124,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     n, rounds = args.events, args.rounds
     warnings.simplefilter("ignore")  # the headers-mismatch note is irrelevant to this producer
-    source = PRODUCER.replace("PAGES", str(ring_pages(n)))
+    with open(PRODUCER_FILE) as f:
+        source = f"#define PAGES {ring_pages(n)}\n" + f.read()
 
     with Session(stats=False) as session:  # kernel run stats cost ~70 ns per producer run here
         module = session.load("bench", source)

@@ -22,30 +22,13 @@ pytestmark = needs_root
 PACKET = bytes(64)  # XDP test_run needs at least an Ethernet header
 NR_GETPPID = {"x86_64": 110, "aarch64": 173}.get(os.uname().machine)
 
-# One fixed 32-byte record per run: seq counts every run (also the ones whose output fails).
-RING_PRODUCER = r"""
-struct rec { u64 seq; u64 ts; u32 cpu; u32 len; u64 tag; };
-BPF_RINGBUF_OUTPUT(events, PAGES);
-BPF_ARRAY(seqs, u64, 1);
-int produce(struct xdp_md *ctx) {
-    int k = 0;
-    u64 *c = seqs.lookup(&k);
-    if (!c) return XDP_PASS;
-    struct rec r = {};
-    r.seq = *c;
-    *c = r.seq + 1;          /* test_run runs the program sequentially: no atomics needed */
-    r.ts = bpf_ktime_get_ns();
-    r.cpu = bpf_get_smp_processor_id();
-    r.len = ctx->data_end - ctx->data;
-    r.tag = 0xabcdef;
-    events.ringbuf_output(&r, sizeof(r), 0);
-    return XDP_PASS;
-}
-"""
+# One fixed 32-byte record per run (the reusable snippet in bpf/): seq counts every run.
+RING_PRODUCER_FILE = os.path.join(os.path.dirname(__file__), "..", "bpf", "xdp_ring_producer.bpf.c")
 
 
 def ring_producer(pages: int = 256) -> str:
-    return RING_PRODUCER.replace("PAGES", str(pages))
+    with open(RING_PRODUCER_FILE) as f:
+        return f"#define PAGES {pages}\n" + f.read()
 
 
 def wait_for(predicate, timeout: float = 10.0) -> bool:
