@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import pandas as pd
@@ -200,7 +202,7 @@ def test_process_exit_frees_everything():
     assert leftovers(before) == {}
 
 
-def test_unprivileged_extension_loads_and_cell_says_what_is_missing(tmp_path):
+def test_unprivileged_extension_loads_and_cell_says_what_is_missing():
     """Run as user nobody (a real unprivileged process): the extension loads,
     %%bpf explains what is missing, the process lives on."""
     if os.geteuid() != 0:
@@ -213,11 +215,17 @@ def test_unprivileged_extension_loads_and_cell_says_what_is_missing(tmp_path):
         print("ERROR:", type(res.error_in_exec).__name__, res.error_in_exec)
         print("ALIVE")
     """)
-    env = dict(os.environ, HOME=str(tmp_path), XDG_CACHE_HOME=str(tmp_path))
-    os.chmod(tmp_path, 0o777)
-    out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
-                          sys.executable, "-W", "ignore", "-c", code],
-                         capture_output=True, text=True, timeout=120, env=env, cwd=str(tmp_path))
+    # A home nobody can reach (pytest's tmp_path is under a root-only directory): else IPython
+    # falls back to a profile directory in /tmp that nobody owns and nothing removes.
+    home = tempfile.mkdtemp(prefix="bpfmagic-nobody-")
+    os.chmod(home, 0o777)
+    env = dict(os.environ, HOME=home, XDG_CACHE_HOME=home, IPYTHONDIR=os.path.join(home, ".ipython"))
+    try:
+        out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+                              sys.executable, "-W", "ignore", "-c", code],
+                             capture_output=True, text=True, timeout=120, env=env, cwd=home)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
     assert "ALIVE" in out.stdout, out.stdout + out.stderr
     assert "ERROR: EnvironmentProblem" in out.stdout
     assert "CAP_BPF" in out.stdout and "setcap" in out.stdout
