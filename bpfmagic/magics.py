@@ -159,8 +159,8 @@ class BpfMagics(Magics):
 
         Cell magic::
 
-            %%bpf NAME [-a FUNC=TARGET]... [-s ARRAY[KEY]=FUNC]... [--file PATH] [--cflags "..."] [-v]
-            <BCC C source>
+            %%bpf NAME [-a FUNC=TARGET]... [-s ARRAY[KEY]=FUNC]... [--file PATH] [--cflags "..."] [--core] [-v]
+            <BCC C source, or libbpf-style C with --core>
 
         compiles the cell as module NAME, loads it, attaches FUNC to TARGET
         (raw_tracepoint:EVENT, tracepoint:CAT:EVENT, uprobe:LIB:SYM, xdp:IFACE,
@@ -169,14 +169,19 @@ class BpfMagics(Magics):
         (RAW_TRACEPOINT_PROBE, TRACEPOINT_PROBE) auto-attach as usual.
         ``BPF_PROG_ARRAY(progs, N)`` is the session-wide array ``progs``,
         shared by every cell; ``SLOT(progs, name)`` in C is the index of a
-        named slot. Re-running a cell replaces the module only after the new
-        version loaded. After the cell, NAME is the Module object.
+        named slot; every tail call into a session array is counted per slot
+        (calls, taken, missed). ``--core`` compiles with clang against the
+        running kernel's vmlinux.h and loads with libbpf (SEC() programs,
+        BPF_CORE_READ, BPF-to-BPF calls, tp_btf), sharing the same arrays.
+        ``-v`` shows the full verifier log. Re-running a cell replaces the
+        module only after the new version loaded; if it fails, the previous
+        version keeps running. After the cell, NAME is the Module object.
 
         Line magic::
 
             %bpf ls                                   modules, programs, tables
             %bpf load NAME --file PATH [-a ...] [-s ...] [--core]   a module from a .bpf.c file
-            %bpf slots [ARRAY] [--all]                slots with run_cnt / run_time_ns
+            %bpf slots [ARRAY] [--all]                slots: program, calls, taken, missed, run counts
             %bpf slot ARRAY[KEY]=MODULE.FUNC          hot-swap a slot
             %bpf unslot ARRAY[KEY]                    empty a slot
             %bpf progarray NAME SIZE [--type T] [--keys syscalls] [--slots a,b,c]
@@ -191,7 +196,7 @@ class BpfMagics(Magics):
             %bpf graph [ARRAY]                        the tail-call chain as a picture (.nodes, .edges)
             %bpf df TABLE [--last N] [--counts COL]   events streamed from TABLE (or MODULE.TABLE)
             %bpf watch TABLE [--by COL] [--rows N]    live view: events, rate, lost, last rows
-            %bpf trace [--seconds S] [--grep RE]      bpf_trace_printk lines (ts, cpu, pid, comm, msg)
+            %bpf trace [--seconds S] [--grep RE] [--older]   bpf_trace_printk lines (ts, cpu, pid, comm, msg)
             %bpf streams                              every stream with its counters
 
         Streams keep at most ``BpfMagics.max_rows`` rows each (``%config

@@ -208,9 +208,8 @@ class Session:
         from .stream import StreamManager  # numpy: imported only once a Session exists
         self.streams = StreamManager(self)  # event tables -> DataFrames, started/stopped by the hooks above
         self.env = _prepare_environment() if prepare else {}
-        from . import (
-            env,  # imported late: `python -m bpfmagic.env` must not find it loaded
-        )
+        # env is imported late: `python -m bpfmagic.env` must not find it loaded already
+        from . import env
         self.privileges = env.privileges()
         if self.privileges.can_load:
             _clean_dead_pins()

@@ -413,9 +413,8 @@ def plot_tailcalls(*frames, ax=None):
     """ns_per_run against depth for each bench_tailcalls DataFrame, with its
     fit (flat past the most tail calls taken). Returns the matplotlib Figure."""
     import numpy as np
-    from matplotlib.figure import (
-        Figure,  # no pyplot: no GUI backend, no global figure state
-    )
+    # no pyplot: no GUI backend, no global figure state
+    from matplotlib.figure import Figure
 
     if ax is None:
         fig = Figure(figsize=(7, 4), layout="constrained")
