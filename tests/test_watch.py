@@ -87,8 +87,7 @@ def test_watch_magic_returns_a_displayable_view():
         bundle = view._repr_mimebundle_()
         assert "application/vnd.jupyter.widget-view+json" in bundle
         ip.run_line_magic("bpf", "unload wm")
-        time.sleep(0.01)
-        assert not view.running
+        assert wait_for(lambda: not view.running, timeout=5)
     finally:
         bpfmagic._drop_session()
         ip.run_line_magic("unload_ext", "bpfmagic")
