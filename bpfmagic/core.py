@@ -165,6 +165,267 @@ def tail_called_arrays(source: str) -> set[str]:
     return names
 
 
+# ------------------------------------------------------------ ring buffers: loss counting, record struct
+
+LOST_COUNTER = "__bm_lost"  # the same name BCC cells use (stream.LOST_COUNTER); hidden from tables()
+_RINGBUF_CALL_RE = re.compile(r"\b(bpf_ringbuf_output|bpf_ringbuf_reserve)\s*\(")
+_KEYWORDS = {"return", "sizeof", "if", "else", "case", "goto", "do", "while", "for", "switch", "const",
+             "volatile", "static", "register", "unsigned", "signed", "break", "continue", "default"}
+
+
+def ring_tables(source: str) -> list[str]:
+    """Names of the BPF_MAP_TYPE_RINGBUF maps the cell declares in libbpf's
+    struct form, in the order of their slots in the loss counter."""
+    return sorted({m[2] for m in _STRUCT_MAP_RE.finditer(strip_comments(source))
+                   if "BPF_MAP_TYPE_RINGBUF" in m[1]})
+
+
+def _ring_calls(code: str):
+    """(match, close, args, table) of each bpf_ringbuf_output/reserve call on ``&TABLE``."""
+    for m in _RINGBUF_CALL_RE.finditer(code):
+        close = matching_paren(code, m.end() - 1)
+        if close is None:
+            continue
+        args = split_args(code, m.end(), close)
+        if not args:
+            continue
+        first = code[args[0][0]:args[0][1]].strip()
+        if not first.startswith("&"):
+            continue
+        yield m, close, args, first[1:].strip()
+
+
+def count_ringbuf_failures(text: str) -> str:
+    """Wrap each ``bpf_ringbuf_output(&RING, ...)`` / ``bpf_ringbuf_reserve(&RING, ...)``
+    on a ring the cell declares so that a failure (ring full) bumps
+    ``__bm_lost[slot of RING]`` per CPU; the declaration of that counter goes
+    in front of the cell's first line of code. Lines stay where they were and
+    the calls keep their value."""
+    tables = ring_tables(text)
+    if not tables:
+        return text
+    slot = {name: i for i, name in enumerate(tables)}
+    code = strip_comments(text)
+    out, last = [], 0
+    for m, close, _args, table in _ring_calls(code):
+        if table not in slot or m.start() < last:
+            continue
+        call = text[m.start():close + 1]
+        bump = (f"{{ __u32 __bm_lk = {slot[table]}; __u64 *__bm_lv = bpf_map_lookup_elem(&{LOST_COUNTER}, "
+                f"&__bm_lk); if (__bm_lv) *__bm_lv += 1; }}")
+        statement = code[close + 1:].lstrip().startswith(";") and code[:m.start()].rstrip()[-1:] in ";{})"
+        if m[1] == "bpf_ringbuf_reserve":
+            wrapped = f"({{ void *__bm_rp = {call}; if (!__bm_rp) {bump}{'' if statement else ' __bm_rp;'} }})"
+        else:
+            wrapped = f"({{ long __bm_rc = {call}; if (__bm_rc) {bump}{'' if statement else ' __bm_rc;'} }})"
+        out += [text[last:m.start()], wrapped]
+        last = close + 1
+    out.append(text[last:])
+    text = "".join(out)
+    from .compiler import _prelude_line
+    lines = text.split("\n")
+    i = _prelude_line(text)
+    lines[i] = (f"struct {{ __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY); __uint(max_entries, {len(tables)}); "
+                f"__type(key, __u32); __type(value, __u64); }} {LOST_COUNTER} SEC(\".maps\"); " + lines[i])
+    return "\n".join(lines)
+
+
+def keep_ring_types(text: str, source: str) -> str:
+    """Append a global pointer to each type the cell writes into a ring it
+    declares: clang emits BTF only for types reachable from globals, maps
+    and function signatures, and a local ``struct event rec`` is none of
+    them. The stream reads the record layout from that BTF. (A .bss map
+    holds the pointers; it is not one of the module's tables.) The types
+    are found in SOURCE, the cell before the loss-counting rewrite."""
+    code = strip_comments(source)
+    decls = []
+    for table in ring_tables(source):
+        for kind in ring_record_types(source, table):
+            if kind == "?":
+                continue
+            if not kind.startswith("struct ") and not re.search(
+                    r"\btypedef\b[^;{}]*\b" + re.escape(kind) + r"\s*;|\}\s*" + re.escape(kind) + r"\s*;", code):
+                continue  # a name that may not be a type: declaring a pointer to it could break the cell
+            decls.append(f"{kind} *__bm_rec_{table}_{len(decls)} __attribute__((unused));")
+    if not decls:
+        return text
+    return text + ("" if text.endswith("\n") else "\n") + "\n".join(decls) + "\n"
+
+
+def _declared_type(code: str, var: str, before: int) -> str | None:
+    """The type VAR is declared with last before offset BEFORE: "struct NAME" or a
+    typedef name (pointer or not), None when no declaration is found."""
+    found = None
+    pattern = re.compile(r"(?:\bstruct\s+([A-Za-z_]\w*)|\b([A-Za-z_]\w*))[\s*]*(?:const\s+)?\b"
+                         + re.escape(var) + r"\s*(?=[=;,\[)])")
+    for m in pattern.finditer(code, 0, before):
+        if m[1]:
+            found = f"struct {m[1]}"
+        elif m[2] not in _KEYWORDS:
+            found = m[2]
+    return found
+
+
+def _sizeof_type(code: str, arg: str, at: int) -> str | None:
+    """The type of ``sizeof(struct NAME)``, ``sizeof(TYPE)``, ``sizeof(VAR)`` or ``sizeof(*VAR)``."""
+    m = re.fullmatch(r"\s*sizeof\s*\(\s*(struct\s+[A-Za-z_]\w*|\*?\s*[A-Za-z_]\w*)\s*\)\s*", arg)
+    if not m:
+        return None
+    inner = m[1]
+    if inner.startswith("struct"):
+        return "struct " + inner.split()[-1]
+    name = inner.lstrip("*").strip()
+    return _declared_type(code, name, at) or (name if not inner.startswith("*") else None)
+
+
+def ring_record_types(source: str, table: str) -> list[str]:
+    """The types (``struct NAME`` or typedef names) the cell writes into ring
+    TABLE, from its ``bpf_ringbuf_output(&TABLE, &VAR, sizeof(..), 0)`` and
+    ``bpf_ringbuf_reserve(&TABLE, sizeof(..), 0)`` calls (the variable's
+    declared type, the sizeof's type, or the pointer the reserve is assigned to)."""
+    code = strip_comments(source)
+    found: list[str] = []
+    for m, close, args, name in _ring_calls(code):
+        if name != table:
+            continue
+        kind = None
+        if m[1] == "bpf_ringbuf_output" and len(args) >= 3:
+            data = code[args[1][0]:args[1][1]].strip()
+            var = re.fullmatch(r"&?\s*([A-Za-z_]\w*)", data)
+            if var:
+                kind = _declared_type(code, var[1], m.start())
+            if kind is None:
+                kind = _sizeof_type(code, code[args[2][0]:args[2][1]], m.start())
+        elif m[1] == "bpf_ringbuf_reserve" and len(args) >= 2:
+            # struct NAME *e = bpf_ringbuf_reserve(...)  or  e = bpf_ringbuf_reserve(...)
+            target = re.search(r"(?:\bstruct\s+([A-Za-z_]\w*)|\b([A-Za-z_]\w*))?[\s*]*\b([A-Za-z_]\w*)\s*=\s*"
+                               r"(?:\([^()]*\)\s*)?$", code[max(0, m.start() - 200):m.start()])
+            if target and target[1]:
+                kind = f"struct {target[1]}"
+            elif target and target[2] and target[2] not in _KEYWORDS:
+                kind = target[2]
+            elif target:
+                kind = _declared_type(code, target[3], m.start())
+            if kind is None:
+                kind = _sizeof_type(code, code[args[1][0]:args[1][1]], m.start())
+        if kind is not None and kind not in found:
+            found.append(kind)
+        elif kind is None:
+            found.append("?")
+    return found
+
+
+class _BtfType(ct.Structure):
+    _fields_ = [("name_off", ct.c_uint32), ("info", ct.c_uint32), ("size_or_type", ct.c_uint32)]
+
+
+class _BtfMember(ct.Structure):
+    _fields_ = [("name_off", ct.c_uint32), ("type", ct.c_uint32), ("offset", ct.c_uint32)]
+
+
+class _BtfArray(ct.Structure):
+    _fields_ = [("type", ct.c_uint32), ("index_type", ct.c_uint32), ("nelems", ct.c_uint32)]
+
+
+BTF_KIND_INT, BTF_KIND_PTR, BTF_KIND_ARRAY, BTF_KIND_STRUCT, BTF_KIND_UNION, BTF_KIND_ENUM = 1, 2, 3, 4, 5, 6
+BTF_KIND_TYPEDEF, BTF_KIND_VOLATILE, BTF_KIND_CONST, BTF_KIND_RESTRICT = 8, 9, 10, 11
+BTF_KIND_FLOAT, BTF_KIND_TYPE_TAG, BTF_KIND_ENUM64 = 16, 18, 19
+_BTF_KIND_NAMES = {BTF_KIND_STRUCT: "struct", BTF_KIND_UNION: "union", 7: "forward declaration",
+                   12: "function", 13: "function prototype"}
+
+
+def btf_struct(obj: CoreObject, type_name: str) -> tuple[str, list[dict], int]:
+    """The layout of TYPE_NAME (``struct NAME`` or a typedef of a struct) from
+    the object's BTF: (struct name, members, size). Each member is a dict:
+    name, ctype (C spelling), offset (bytes), bits (bit-field width or 0),
+    base: ("int", size, signed, is_char) / ("float", size) / ("ptr", 8) /
+    ("other", kind name), dims (array dimensions). Raises LookupError when
+    the type is not in the BTF, TypeError when it is not a struct."""
+    lib = _lib()
+    btf = lib.bpf_object__btf(obj.ptr) if obj.ptr else None
+    if not btf:
+        raise LookupError(f"{obj.name} has no BTF")
+
+    def type_at(tid: int):
+        t = _BtfType.from_address(lib.btf__type_by_id(btf, tid))
+        return t, (t.info >> 24) & 0x1F, t.info & 0xFFFF, bool(t.info >> 31)
+
+    def name_of(off: int) -> str:
+        raw = lib.btf__name_by_offset(btf, off)
+        return raw.decode() if raw else ""
+
+    if type_name.startswith("struct "):
+        tid = lib.btf__find_by_name_kind(btf, type_name.split()[-1].encode(), BTF_KIND_STRUCT)
+    else:
+        tid = lib.btf__find_by_name_kind(btf, type_name.encode(), BTF_KIND_TYPEDEF)
+    if tid <= 0:
+        raise LookupError(f"{type_name} is not in the object's BTF")
+    seen = 0
+    while True:  # a typedef (or modifiers) down to the struct
+        t, kind, vlen, kflag = type_at(tid)
+        if kind in (BTF_KIND_TYPEDEF, BTF_KIND_CONST, BTF_KIND_VOLATILE, BTF_KIND_RESTRICT, BTF_KIND_TYPE_TAG) \
+                and seen < 16:
+            tid, seen = t.size_or_type, seen + 1
+            continue
+        break
+    if kind != BTF_KIND_STRUCT:
+        raise TypeError(f"{type_name} is a {_BTF_KIND_NAMES.get(kind, 'non-struct type')}, not a struct")
+    struct_name = name_of(t.name_off) or type_name
+    size = t.size_or_type
+    base_addr = ct.addressof(t) + ct.sizeof(_BtfType)
+    members = []
+    for i in range(vlen):
+        mem = _BtfMember.from_address(base_addr + i * ct.sizeof(_BtfMember))
+        if kflag:
+            bits, bit_off = mem.offset >> 24, mem.offset & 0xFFFFFF
+        else:
+            bits, bit_off = 0, mem.offset
+        mtid, dims, spelled = mem.type, [], None
+        for _ in range(32):
+            mt, mkind, _, _ = type_at(mtid)
+            if mkind == BTF_KIND_TYPEDEF:
+                spelled = spelled or name_of(mt.name_off)
+                mtid = mt.size_or_type
+            elif mkind in (BTF_KIND_CONST, BTF_KIND_VOLATILE, BTF_KIND_RESTRICT, BTF_KIND_TYPE_TAG):
+                mtid = mt.size_or_type
+            elif mkind == BTF_KIND_ARRAY:
+                arr = _BtfArray.from_address(ct.addressof(mt) + ct.sizeof(_BtfType))
+                dims.append(arr.nelems)
+                mtid = arr.type
+            else:
+                break
+        if mkind == BTF_KIND_INT:
+            enc = ct.c_uint32.from_address(ct.addressof(mt) + ct.sizeof(_BtfType)).value
+            int_bits = enc & 0xFF
+            if not bits and (bit_off % 8 or int_bits != mt.size_or_type * 8):
+                bits = int_bits  # an old-style bit-field: the width is in the int type
+            cname = name_of(mt.name_off)
+            base = ("int", mt.size_or_type, bool((enc >> 24) & 1) or cname == "char",
+                    cname in ("char", "signed char"))
+            if cname == "_Bool" or (enc >> 24) & 4:
+                base = ("bool", 1)
+        elif mkind in (BTF_KIND_ENUM, BTF_KIND_ENUM64):
+            cname = "enum " + name_of(mt.name_off)
+            base = ("int", mt.size_or_type, bool(mt.info >> 31), False)
+        elif mkind == BTF_KIND_FLOAT:
+            cname = name_of(mt.name_off)
+            base = ("float", mt.size_or_type)
+        elif mkind == BTF_KIND_PTR:
+            cname = "void *"
+            base = ("ptr", 8)
+        else:
+            cname = _BTF_KIND_NAMES.get(mkind, f"BTF kind {mkind}")
+            if mkind in (BTF_KIND_STRUCT, BTF_KIND_UNION):
+                cname += f" {name_of(mt.name_off)}".rstrip()
+            base = ("other", cname)
+        ctype = (spelled or cname) + "".join(f"[{d}]" for d in (dims if not spelled else []))
+        if spelled and dims:
+            ctype = spelled + "".join(f"[{d}]" for d in dims)
+        members.append({"name": name_of(mem.name_off), "ctype": ctype, "offset": bit_off // 8,
+                        "bit_offset": bit_off, "bits": bits, "base": base, "dims": tuple(dims)})
+    return struct_name, members, size
+
+
 def prepare_source(source: str, origin: str, arrays: dict[str, int], declared: set[str],
                    count_calls: bool) -> str:
     """The text clang compiles: prelude, declarations of session arrays used
@@ -172,6 +433,7 @@ def prepare_source(source: str, origin: str, arrays: dict[str, int], declared: s
     diagnostic and every line-info record names the cell's own lines."""
     used = {n for n in tail_called_arrays(source) if n in arrays}
     text = _count_core_tail_calls(source, {n: arrays[n] for n in used}) if count_calls else source
+    text = keep_ring_types(count_ringbuf_failures(text), source)  # failed ring outputs bump __bm_lost: Stream.lost
     prelude = [] if re.search(r'#\s*include\s*[<"]vmlinux\.h[>"]', source) else [PRELUDE]
     prelude.append(PROG_ARRAY_MACRO)
     for name in sorted(used - declared):
@@ -257,6 +519,11 @@ def _lib() -> ct.CDLL:
             ("bpf_program__set_log_level", ct.c_int, [vp, ct.c_uint32]),
             ("libbpf_set_print", vp, [vp]),
             ("libbpf_get_error", ct.c_long, [vp]),
+            ("bpf_object__btf", vp, [vp]),
+            ("btf__find_by_name_kind", ct.c_int32, [vp, cp, ct.c_uint32]),
+            ("btf__type_by_id", vp, [vp, ct.c_uint32]),
+            ("btf__resolve_size", ct.c_int64, [vp, ct.c_uint32]),
+            ("btf__name_by_offset", cp, [vp, ct.c_uint32]),
         ]:
             f = getattr(lib, fname)
             f.restype, f.argtypes = res, args

@@ -12,6 +12,14 @@ Loss: the source rewrite in :func:`count_output_failures` makes every
 ``TABLE.ringbuf_output`` / ``ringbuf_reserve`` / ``perf_submit`` call bump a
 per-CPU counter when it fails (ring full, perf buffer full or not open yet),
 so ``lost`` is exact for both kinds of table.
+
+``--core`` modules: their BPF_MAP_TYPE_RINGBUF maps are streamed with the
+same reader. The record struct is the one the cell's
+``bpf_ringbuf_output(&TABLE, &VAR, ...)`` / ``bpf_ringbuf_reserve(&TABLE, ...)``
+calls write (:func:`core.ring_record_types`), its layout read from the
+object's BTF (:func:`core_record_type`); :func:`core.count_ringbuf_failures`
+does the loss-counting rewrite for them. Their perf event arrays are not
+streamed.
 """
 from __future__ import annotations
 
@@ -151,8 +159,15 @@ class RecordType:
     clang lays out the C struct (natural alignment), and the conversion of
     raw records into DataFrame columns."""
 
-    def __init__(self, fields: list[Field], packed: bool = False):
+    def __init__(self, fields: list[Field], packed: bool = False, layout: tuple[list[int], int] | None = None):
+        """LAYOUT: (offsets, size) known exactly (from BTF): used as given."""
         self.fields = fields
+        if layout is not None:
+            offsets, size = layout
+            self.dtype = np.dtype({"names": [f.name for f in fields],
+                                   "formats": [(f.base, f.shape) if f.shape else f.base for f in fields],
+                                   "offsets": list(offsets), "itemsize": max(size, 1)})
+            return
         names, formats, offsets, offset, align = [], [], [], 0, 1
         for f in fields:
             fmt = (f.base, f.shape) if f.shape else f.base
@@ -315,6 +330,74 @@ def record_type(module, table: str) -> RecordType | None:
         raise TypeError(f"{problem}; BCC reports its fields without bit widths or alignment, so their "
                         f"offsets are unknown: use plain, naturally aligned fields (shift and mask in C)")
     return RecordType(fields, packed=packed)
+
+
+class Undeterminable(Exception):
+    """The record struct of a --core ring cannot be told from the cell."""
+
+
+def core_record_type(module, table: str) -> RecordType:
+    """The record type of ring TABLE of a --core module: the struct the cell's
+    ``bpf_ringbuf_output`` / ``bpf_ringbuf_reserve`` calls on it write, laid
+    out as the object's BTF says (exact offsets and size). Undeterminable
+    when the struct cannot be told; TypeError when it cannot be decoded."""
+    from .core import btf_struct, ring_record_types
+    hint = (f"use bpf_ringbuf_output(&{table}, &rec, sizeof(rec), 0) with a struct variable, or "
+            f"struct NAME *e = bpf_ringbuf_reserve(&{table}, sizeof(*e), 0)")
+    kinds = ring_record_types(module.source, table)
+    known = [k for k in kinds if k != "?"]
+    if not known:
+        raise Undeterminable(f"cannot tell which struct goes into {table}: {hint}")
+    if len(known) > 1:
+        raise Undeterminable(f"several types go into {table} ({', '.join(known)}): a stream decodes one "
+                             f"record struct per ring")
+    try:
+        struct_name, members, size = btf_struct(module.core, known[0])
+    except LookupError as e:
+        raise Undeterminable(f"cannot tell which struct goes into {table} ({e}): {hint}") from None
+    what = f"struct {struct_name}"
+    bits = [f"{m['name']}:{m['bits']}" for m in members if m["bits"]]
+    if bits:
+        raise TypeError(f"{what} has bit-fields ({', '.join(bits)}): use plain fields (shift and mask in C)")
+    fields, offsets = [], []
+    for m in members:
+        fields.append(_btf_field(m))
+        offsets.append(m["offset"])
+    if not fields:
+        raise TypeError(f"{what} has no fields")
+    return RecordType(fields, layout=(offsets, size))
+
+
+def _btf_field(m: dict) -> Field:
+    """One BTF struct member (core.btf_struct) as a Field."""
+    name, ctype, base, dims = m["name"], m["ctype"], m["base"], m["dims"]
+    if not name:
+        raise TypeError(f"an anonymous member ({ctype}) cannot be a column: name it or flatten the record")
+    kind = base[0]
+    if kind == "other":
+        raise TypeError(f"field {name}: type {ctype!r} is not a scalar or array of scalars bpfmagic can decode "
+                        f"(nested structs and unions are not supported: flatten the record)")
+    if kind == "int" and base[1] == 16:
+        return Field(name, ctype, "int128", np.dtype("<u8"), dims + (2,))
+    if kind == "int" and base[3] and dims:  # char[N] -> str
+        if len(dims) == 1:
+            return Field(name, ctype, "str", np.dtype(f"S{dims[0]}"))
+        return Field(name, ctype, "array", np.dtype(f"S{dims[-1]}"), dims[:-1])
+    if kind == "bool":
+        dt = np.dtype(np.bool_)
+    elif kind == "float":
+        if base[1] not in (4, 8):
+            raise TypeError(f"field {name}: a {base[1]}-byte float ({ctype}) is not supported")
+        dt = np.dtype(f"<f{base[1]}")
+    elif kind == "ptr":
+        dt = np.dtype("<u8")
+    else:
+        if base[1] not in (1, 2, 4, 8):
+            raise TypeError(f"field {name}: a {base[1]}-byte integer ({ctype}) is not supported")
+        dt = np.dtype(f"<{'i' if base[2] else 'u'}{base[1]}")
+    if dims:
+        return Field(name, ctype, "array", dt, dims)
+    return Field(name, ctype, "bool" if kind == "bool" else "float" if kind == "float" else "int", dt)
 
 
 _ATTR = r"__attribute__\s*\(\((?:[^()]|\((?:[^()]|\([^()]*\))*\))*\)\)"
@@ -671,20 +754,31 @@ class Stream:
         self._lost_size = 0
         self._closed = False
         self._reader_stats = {"kernel_lost": 0, "variable": 0, "discarded": 0}
-        tables = event_tables(module.source)
-        if table in tables:
-            try:
-                self._lost_fd = module.bpf[LOST_COUNTER.encode()].map_fd
+        if module.core is not None:  # a libbpf ring: counted by core.count_ringbuf_failures
+            from .core import ring_tables
+            tables = ring_tables(module.source)
+            if table in tables and LOST_COUNTER in module.core.maps():
+                self._lost_fd = module.core.table(LOST_COUNTER).fd
                 self._lost_slot = tables.index(table)
                 self._lost_size = len(tables)
-            except KeyError:  # compiled without the rewrite
-                pass
-        bcc_table = module.bpf[table.encode()]
-        map_fd = bcc_table.map_fd
+            bcc_table, map_fd = None, module.core.table(table).fd
+        else:
+            tables = event_tables(module.source)
+            if table in tables:
+                try:
+                    self._lost_fd = module.bpf[LOST_COUNTER.encode()].map_fd
+                    self._lost_slot = tables.index(table)
+                    self._lost_size = len(tables)
+                except KeyError:  # compiled without the rewrite
+                    pass
+            bcc_table = module.bpf[table.encode()]
+            map_fd = bcc_table.map_fd
         if int(libbpf.fdinfo(map_fd)["map_type"]) == BPF_MAP_TYPE_RINGBUF:
             self.kind = "ringbuf"
             self._reader = RingReader(map_fd, rtype)
             self._fds = [map_fd]
+        elif bcc_table is None:
+            raise ValueError(f"{self.name} is not a ring buffer: only rings of --core modules are streamed")
         else:
             self.kind = "perf"
             self._reader = PerfReader(bcc_table, rtype, perf_pages)
@@ -1063,13 +1157,8 @@ class StreamManager:
                 stream.max_rows = None
 
     def _on_load(self, module) -> None:
-        if module.core is not None:  # libbpf maps: no BCC table, no inferred record type
-            for table in module.tables:
-                with contextlib.suppress(Exception):
-                    if module.core.table(table).map_type in (BPF_MAP_TYPE_RINGBUF, BPF_MAP_TYPE_PERF_EVENT_ARRAY):
-                        self._unstreamed[f"{module.name}.{table}"] = (
-                            f"streams of --core modules are not supported yet: read the map with "
-                            f"{module.name}[{table!r}]")
+        if module.core is not None:
+            self._on_load_core(module)
             return
         if np is None:
             for table in module.tables:
@@ -1104,6 +1193,45 @@ class StreamManager:
             except Exception as e:  # the module stays loaded; say why its table is not streamed
                 self._unstreamed[qualname] = f"opening it failed: {e}"
                 warnings.warn(f"{qualname} is not streamed: {e}", StreamWarning, stacklevel=2)
+
+    def _on_load_core(self, module) -> None:
+        """Ring buffers of a --core module: the record struct comes from the
+        cell's ringbuf calls and its layout from the object's BTF. Perf event
+        arrays of --core modules are not streamed."""
+        for table in module.tables:
+            qualname = f"{module.name}.{table}"
+            try:
+                kind = module.core.table(table).map_type
+            except Exception:
+                continue
+            if kind == BPF_MAP_TYPE_PERF_EVENT_ARRAY:
+                self._unstreamed[qualname] = (
+                    f"perf event arrays of --core modules are not streamed: declare it as a "
+                    f"BPF_MAP_TYPE_RINGBUF map and write it with bpf_ringbuf_output, or read it with "
+                    f"{module.name}[{table!r}]")
+                continue
+            if kind != BPF_MAP_TYPE_RINGBUF:
+                continue
+            if np is None:
+                self._unstreamed[qualname] = "streams need numpy: pip install numpy pandas"
+                continue
+            try:
+                rtype = core_record_type(module, table)
+            except Undeterminable as e:
+                self._unstreamed[qualname] = str(e)
+                continue
+            except Exception as e:
+                self._unstreamed[qualname] = f"its record type cannot be decoded: {e}"
+                warnings.warn(f"{qualname} is not streamed: {e}", StreamWarning, stacklevel=3)
+                continue
+            previous = self._streams.pop(qualname, None)
+            if previous is not None:
+                previous.stop()
+            try:
+                self._streams[qualname] = Stream(self, module, table, rtype)
+            except Exception as e:
+                self._unstreamed[qualname] = f"opening it failed: {e}"
+                warnings.warn(f"{qualname} is not streamed: {e}", StreamWarning, stacklevel=3)
 
     def _on_unload(self, module) -> None:
         prefix = module.name + "."

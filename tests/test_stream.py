@@ -405,8 +405,9 @@ def test_records_of_another_size_warn_once(session):
     assert st.variable == 10 and st.df()["b"].tolist() == [0] * 10
 
 
-def test_core_ring_buffers_say_why_they_are_not_streamed(session):
-    session.load("co", r"""
+def test_core_ring_buffers_are_streamed_too(session):
+    """More in test_core_stream.py: the struct comes from the object's BTF."""
+    m = session.load("co", r"""
 struct event { u64 seq; };
 struct { __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, 4096); } events SEC(".maps");
 SEC("xdp") int produce(struct xdp_md *ctx) {
@@ -414,10 +415,10 @@ SEC("xdp") int produce(struct xdp_md *ctx) {
     bpf_ringbuf_output(&events, &e, sizeof(e), 0);
     return XDP_PASS;
 }""", core=True)
-    for name in ("events", "co.events"):
-        with pytest.raises(UsageProblem, match=r"co\.events is not streamed: streams of --core modules are not "
-                                               r"supported yet: read the map with co\['events'\]"):
-            session.stream(name)
+    st = session.stream("events")
+    assert st is session.stream("co.events") and st.columns == ["seq"]
+    produce(m, "produce", 3)
+    assert st.wait(3, timeout=10) and st.df()["seq"].tolist() == [1, 1, 1]
 
 
 # ---------------------------------------------------------------- perf buffers

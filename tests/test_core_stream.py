@@ -1,0 +1,177 @@
+"""Streams of --core ring buffers: the record struct named by the cell's
+bpf_ringbuf_output / bpf_ringbuf_reserve calls, its layout read from the
+object's BTF, the same bulk reader as BCC rings."""
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+from bpfmagic import UsageProblem, libbpf
+from bpfmagic.stream import StreamWarning
+
+from .conftest import needs_root
+
+pytestmark = needs_root
+
+PACKET = bytes(64)
+
+MAPS = r"""
+struct event { u64 seq; u32 len; char tag[8]; s16 neg; u8 raw[3]; };
+struct { __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, RING); } events SEC(".maps");
+struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 1); __type(key, u32); __type(value, u64); } seqs SEC(".maps");
+"""
+
+OUTPUT = MAPS + r"""
+SEC("xdp") int produce(struct xdp_md *ctx) {
+    u32 k = 0;
+    u64 *seq = bpf_map_lookup_elem(&seqs, &k);
+    if (!seq) return XDP_ABORTED;
+    struct event rec = {.seq = (*seq)++, .len = ctx->data_end - ctx->data, .tag = "core", .neg = -3,
+                        .raw = {1, 2, 3}};
+    bpf_ringbuf_output(&events, &rec, sizeof(rec), 0);
+    return XDP_PASS;
+}"""
+
+RESERVE = MAPS + r"""
+SEC("xdp") int produce(struct xdp_md *ctx) {
+    u32 k = 0;
+    u64 *seq = bpf_map_lookup_elem(&seqs, &k);
+    if (!seq) return XDP_ABORTED;
+    struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+    if (!e) return XDP_DROP;
+    e->seq = (*seq)++;
+    e->len = ctx->data_end - ctx->data;
+    __builtin_memcpy(e->tag, "reserved", 8);   /* all 8 bytes: no NUL */
+    e->neg = -7;
+    e->raw[0] = 9; e->raw[1] = 8; e->raw[2] = 7;
+    bpf_ringbuf_submit(e, 0);
+    return XDP_PASS;
+}"""
+
+
+def produce(module, runs: int) -> None:
+    libbpf.test_run(module.program("produce").fd, data=PACKET, repeat=runs)
+
+
+def wait_for(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return predicate()
+
+
+def stream_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("bpfmagic-stream-")]
+
+
+def test_core_ringbuf_output_records_arrive_exactly_in_order(session):
+    m = session.load("co", OUTPUT, core=True, cflags=["-DRING=256*1024"])
+    st = session.stream("events")
+    assert st is session.stream("co.events") and m.streams == {"events": st}
+    assert st.kind == "ringbuf" and st.loss_counted and st.rtype.itemsize == 32
+    n = 5000
+    produce(m, n)
+    assert st.wait(n, timeout=10), st
+    df = st.df()
+    assert list(df.columns) == ["seq", "len", "tag", "neg", "raw"]
+    assert [str(t) for t in df.dtypes[:2]] == ["uint64", "uint32"] and str(df.dtypes["neg"]) == "int16"
+    assert len(df) == n and st.count == n and st.lost == 0
+    assert np.array_equal(df["seq"].to_numpy(), np.arange(n, dtype=np.uint64))
+    assert (df["len"] == len(PACKET)).all() and (df["neg"] == -3).all()
+    assert set(df["tag"]) == {"core"} and df["raw"][0].tolist() == [1, 2, 3]
+    assert sorted(m.tables) == ["events", "seqs"]  # __bm_lost and the .bss of the type anchors stay hidden
+
+
+def test_core_reserve_submit_and_lost_count(session):
+    m = session.load("co", RESERVE, core=True, cflags=["-DRING=4096"])
+    st = session.stream("events")
+    st.stop()  # nobody consumes: the 4 KiB ring fills up (40-byte slots: 102 fit)
+    produce(m, 300)
+    assert st.loss_counted and libbpf.percpu_u64_sums(m.core.table("__bm_lost").fd, 1) == [300 - 4096 // 40]
+    session.unload("co")
+    m = session.load("co", RESERVE, core=True, cflags=["-DRING=4096"])
+    st = session.stream("events")
+    produce(m, 20_000)  # faster than any consumer: some are lost, none twice, none unaccounted
+    assert wait_for(lambda: st.count + st.lost == 20_000), st
+    assert st.lost > 0 and np.array_equal(np.diff(st.df()["seq"].to_numpy().astype(np.int64)) > 0,
+                                          np.ones(st.count - 1, bool))
+    session.unload("co")
+    m = session.load("co", RESERVE, core=True, cflags=["-DRING=256*1024"])
+    st = session.stream("events")
+    produce(m, 1000)
+    assert st.wait(1000, timeout=10), st
+    df = st.df()
+    assert df["seq"].tolist() == list(range(1000)) and st.lost == 0
+    assert set(df["tag"]) == {"reserved"} and (df["neg"] == -7).all() and df["raw"][999].tolist() == [9, 8, 7]
+
+
+def test_undeterminable_struct_says_why(session):
+    session.load("co", MAPS + r"""
+SEC("xdp") int produce(struct xdp_md *ctx) {
+    char buf[8] = {};
+    bpf_ringbuf_output(&events, (void *)buf + 0, 8, 0);
+    return XDP_PASS;
+}""", core=True, cflags=["-DRING=4096"])
+    with pytest.raises(UsageProblem, match=r"co\.events is not streamed: cannot tell which struct goes into "
+                                           r"events: use bpf_ringbuf_output\(&events, &rec, sizeof\(rec\), 0\) "
+                                           r"with a struct variable"):
+        session.stream("events")
+
+
+def test_bit_fields_are_refused_with_the_reason(session):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        session.load("co", r"""
+struct rec { u32 a:4, b:28; u64 c; };
+struct { __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, 4096); } bits SEC(".maps");
+SEC("xdp") int produce(struct xdp_md *ctx) {
+    struct rec r = {.a = 3, .b = 5};
+    bpf_ringbuf_output(&bits, &r, sizeof(r), 0);
+    return XDP_PASS;
+}""", core=True)
+    assert any(issubclass(w.category, StreamWarning) for w in caught)
+    with pytest.raises(UsageProblem, match=r"co\.bits is not streamed: .*struct rec has bit-fields \(a:4, b:28\)"):
+        session.stream("bits")
+
+
+def test_core_perf_event_arrays_are_not_streamed(session):
+    session.load("co", r"""
+struct { __uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY); __uint(key_size, 4); __uint(value_size, 4); } pe SEC(".maps");
+SEC("xdp") int produce(struct xdp_md *ctx) {
+    u64 v = 1;
+    bpf_perf_event_output(ctx, &pe, BPF_F_CURRENT_CPU, &v, sizeof(v));
+    return XDP_PASS;
+}""", core=True)
+    with pytest.raises(UsageProblem, match=r"co\.pe is not streamed: perf event arrays of --core modules are not "
+                                           r"streamed"):
+        session.stream("pe")
+
+
+def test_unload_stops_the_core_stream(session):
+    m = session.load("life", OUTPUT, core=True, cflags=["-DRING=4096"])
+    st = session.stream("life.events")
+    produce(m, 10)
+    assert st.wait(10, timeout=10)
+    assert st.running and stream_threads() == ["bpfmagic-stream-life.events"]
+    session.unload("life")
+    assert not st.running and stream_threads() == [] and st.count == 10
+    assert session.streams.names() == [] and len(st.df()) == 10
+
+
+def test_bpf_df_of_a_core_ring_through_the_magic():
+    from .test_stream import bpf_shell
+    with bpf_shell() as ip:
+        ip.run_cell_magic("bpf", "mag --core --cflags \"-DRING=4096\"", OUTPUT)
+        produce(ip.user_ns["mag"], 50)
+        import bpfmagic
+        assert bpfmagic.session().stream("mag.events").wait(50, timeout=10)
+        df = ip.run_line_magic("bpf", "df events --last 3")
+        assert df["seq"].tolist() == [47, 48, 49] and df["tag"].tolist() == ["core"] * 3
+        ip.run_line_magic("bpf", "reset")
+        assert stream_threads() == []
