@@ -3,7 +3,6 @@ stops with the stream."""
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
