@@ -205,6 +205,37 @@ def _prelude_line(code: str) -> int:
     return len(lines) - 1
 
 
+def declare_first(text: str, declarations: list[str]) -> str:
+    """Put DECLARATIONS in front of the first line of code (see _prelude_line),
+    on that same line: every later line keeps its number."""
+    if not declarations:
+        return text
+    lines = text.split("\n")
+    i = _prelude_line(text)
+    lines[i] = " ".join(declarations) + " " + lines[i]
+    return "\n".join(lines)
+
+
+def splice(text: str, edits) -> str:
+    """TEXT with each (start, end, replacement) of EDITS applied; edits come in
+    order and one that overlaps an earlier one is skipped."""
+    out, last = [], 0
+    for start, end, replacement in edits:
+        if start < last:
+            continue
+        out += [text[last:start], replacement]
+        last = end
+    out.append(text[last:])
+    return "".join(out)
+
+
+def is_statement(code: str, start: int, close: int) -> bool:
+    """Whether the call spanning code[start:close + 1] stands alone as a statement
+    (its value unused): a wrapper then yields nothing, so clang has no
+    "expression result unused" to warn about."""
+    return code[close + 1:].lstrip().startswith(";") and code[:start].rstrip()[-1:] in ";{})"
+
+
 def counter_pin(pin: str) -> str:
     """Where an array's call counters are pinned (bpffs refuses dots in names)."""
     return os.path.join(os.path.dirname(pin), "calls", os.path.basename(pin))
@@ -219,27 +250,26 @@ def _count_tail_calls(text: str, names: set[str], sizes: dict[str, int]) -> str:
     when the helper returns (the slot was empty or the 33-call limit hit), the
     fall-through at [size + key] of the array's per-CPU counter map."""
     code_only = strip_comments(text)
-    out, last = [], 0
-    for m in CALL_RE.finditer(code_only):
-        name = m[1]
-        if name not in names or m.start() < last:
-            continue
-        close = matching_paren(code_only, m.end() - 1)
-        if close is None:
-            continue
-        args = split_args(code_only, m.end(), close)
-        if len(args) != 2:
-            continue
-        (a0, a1), (b0, b1) = args
-        ctx, key = text[a0:a1], text[b0:b1]
-        counter, size = counter_name(name), sizes[name]
-        bump = (f"__bm_v = {counter}.lookup(&__bm_i); if (__bm_v) *__bm_v += 1;")
-        out += [text[last:m.start()],
-                f"({{ u32 __bm_k = ({key}); u32 __bm_i = __bm_k; u64 *__bm_v; {bump} "
-                f"{name}.call({ctx}, __bm_k); __bm_i = __bm_k + {size}; {bump} }})"]
-        last = close + 1
-    out.append(text[last:])
-    return "".join(out)
+
+    def edits():
+        for m in CALL_RE.finditer(code_only):
+            name = m[1]
+            if name not in names:
+                continue
+            close = matching_paren(code_only, m.end() - 1)
+            if close is None:
+                continue
+            args = split_args(code_only, m.end(), close)
+            if len(args) != 2:
+                continue
+            (a0, a1), (b0, b1) = args
+            ctx, key = text[a0:a1], text[b0:b1]
+            counter, size = counter_name(name), sizes[name]
+            bump = (f"__bm_v = {counter}.lookup(&__bm_i); if (__bm_v) *__bm_v += 1;")
+            yield (m.start(), close + 1,
+                   f"({{ u32 __bm_k = ({key}); u32 __bm_i = __bm_k; u64 *__bm_v; {bump} "
+                   f"{name}.call({ctx}, __bm_k); __bm_i = __bm_k + {size}; {bump} }})")
+    return splice(text, edits())
 
 
 _CLOSERS = {"(": ")", "[": "]", "{": "}"}
@@ -277,7 +307,7 @@ def split_args(code: str, start: int, end: int) -> list[tuple[int, int]]:
 
 
 def rewrite_source(source: str, arrays: dict[str, tuple[str, int]], slot_index,
-                   extra_decls: list[str] = (), count_calls: bool = True) -> str:
+                   count_calls: bool = True) -> str:
     """Rewrite the cell's C for BCC, keeping every line where it was.
 
     ``arrays`` maps each session array to (pin path, size).
@@ -294,14 +324,8 @@ def rewrite_source(source: str, arrays: dict[str, tuple[str, int]], slot_index,
     def sub_code(regex, repl, text):
         # Substitute only real code: the match must survive comment stripping.
         code_only = strip_comments(text)
-        parts, last = [], 0
-        for m in regex.finditer(text):
-            if code_only[m.start():m.end()] != m.group(0):
-                continue
-            parts += [text[last:m.start()], repl(m)]
-            last = m.end()
-        parts.append(text[last:])
-        return "".join(parts)
+        return splice(text, ((m.start(), m.end(), repl(m)) for m in regex.finditer(text)
+                             if code_only[m.start():m.end()] == m.group(0)))
 
     declared = {d.name for d in declared_prog_arrays(source)}
     text = sub_code(_PROG_ARRAY_RE, lambda m: pinned(m[1]) if m[1] in arrays else m.group(0), source)
@@ -314,13 +338,7 @@ def rewrite_source(source: str, arrays: dict[str, tuple[str, int]], slot_index,
     if count_calls:
         prelude += [f'BPF_TABLE_PINNED("percpu_array", u32, u64, {counter_name(n)}, {2 * arrays[n][1]}, '
                     f'"{counter_pin(arrays[n][0])}");' for n in sorted(called)]
-    prelude += list(extra_decls)
-    if prelude:
-        lines = text.split("\n")
-        i = _prelude_line(text)
-        lines[i] = " ".join(prelude) + " " + lines[i]
-        text = "\n".join(lines)
-    return text
+    return declare_first(text, prelude)
 
 
 # ------------------------------------------------------------ error mapping

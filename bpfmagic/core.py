@@ -21,8 +21,11 @@ from . import libbpf
 from .attach import Attachment, Target
 from .compiler import (
     counter_name,
+    declare_first,
+    is_statement,
     matching_paren,
     prog_type_name,
+    splice,
     split_args,
     strip_comments,
 )
@@ -123,33 +126,27 @@ def _count_core_tail_calls(text: str, sizes: dict[str, int]) -> str:
     """Wrap ``bpf_tail_call(ctx, &ARRAY, key)`` on a session array to count calls
     and fall-throughs per key (the same counters BCC cells bump)."""
     code = strip_comments(text)
-    out, last = [], 0
-    for m in _TAIL_CALL_RE.finditer(code):
-        if m.start() < last:
-            continue
-        close = matching_paren(code, m.end() - 1)
-        if close is None:
-            continue
-        args = split_args(code, m.end(), close)
-        if len(args) != 3:
-            continue
-        array = text[args[1][0]:args[1][1]].strip().lstrip("&").strip()
-        if array not in sizes:
-            continue
-        ctx, key = text[args[0][0]:args[0][1]], text[args[2][0]:args[2][1]]
-        counter, size = counter_name(array), sizes[array]
-        bump = f"__bm_v = bpf_map_lookup_elem(&{counter}, &__bm_i); if (__bm_v) *__bm_v += 1;"
-        # As a statement the wrapper yields nothing (no "result unused" warning); in an
-        # expression it yields the helper's return value.
-        statement = code[close + 1:].lstrip().startswith(";") and code[:m.start()].rstrip()[-1:] in ";{})"
-        result = "" if statement else " __bm_r;"
-        out += [text[last:m.start()],
-                f"({{ __u32 __bm_k = ({key}); __u32 __bm_i = __bm_k; __u64 *__bm_v; {bump} "
-                f"long __bm_r = bpf_tail_call({ctx}, &{array}, __bm_k); __bm_i = __bm_k + {size}; {bump}"
-                f"{result} }})"]
-        last = close + 1
-    out.append(text[last:])
-    return "".join(out)
+
+    def edits():
+        for m in _TAIL_CALL_RE.finditer(code):
+            close = matching_paren(code, m.end() - 1)
+            if close is None:
+                continue
+            args = split_args(code, m.end(), close)
+            if len(args) != 3:
+                continue
+            array = text[args[1][0]:args[1][1]].strip().lstrip("&").strip()
+            if array not in sizes:
+                continue
+            ctx, key = text[args[0][0]:args[0][1]], text[args[2][0]:args[2][1]]
+            counter, size = counter_name(array), sizes[array]
+            bump = f"__bm_v = bpf_map_lookup_elem(&{counter}, &__bm_i); if (__bm_v) *__bm_v += 1;"
+            result = "" if is_statement(code, m.start(), close) else " __bm_r;"
+            yield (m.start(), close + 1,
+                   f"({{ __u32 __bm_k = ({key}); __u32 __bm_i = __bm_k; __u64 *__bm_v; {bump} "
+                   f"long __bm_r = bpf_tail_call({ctx}, &{array}, __bm_k); __bm_i = __bm_k + {size}; {bump}"
+                   f"{result} }})")
+    return splice(text, edits())
 
 
 def tail_called_arrays(source: str) -> set[str]:
@@ -206,28 +203,23 @@ def count_ringbuf_failures(text: str) -> str:
         return text
     slot = {name: i for i, name in enumerate(tables)}
     code = strip_comments(text)
-    out, last = [], 0
-    for m, close, _args, table in _ring_calls(code):
-        if table not in slot or m.start() < last:
-            continue
-        call = text[m.start():close + 1]
-        bump = (f"{{ __u32 __bm_lk = {slot[table]}; __u64 *__bm_lv = bpf_map_lookup_elem(&{LOST_COUNTER}, "
-                f"&__bm_lk); if (__bm_lv) *__bm_lv += 1; }}")
-        statement = code[close + 1:].lstrip().startswith(";") and code[:m.start()].rstrip()[-1:] in ";{})"
-        if m[1] == "bpf_ringbuf_reserve":
-            wrapped = f"({{ void *__bm_rp = {call}; if (!__bm_rp) {bump}{'' if statement else ' __bm_rp;'} }})"
-        else:
-            wrapped = f"({{ long __bm_rc = {call}; if (__bm_rc) {bump}{'' if statement else ' __bm_rc;'} }})"
-        out += [text[last:m.start()], wrapped]
-        last = close + 1
-    out.append(text[last:])
-    text = "".join(out)
-    from .compiler import _prelude_line
-    lines = text.split("\n")
-    i = _prelude_line(text)
-    lines[i] = (f"struct {{ __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY); __uint(max_entries, {len(tables)}); "
-                f"__type(key, __u32); __type(value, __u64); }} {LOST_COUNTER} SEC(\".maps\"); " + lines[i])
-    return "\n".join(lines)
+
+    def edits():
+        for m, close, _args, table in _ring_calls(code):
+            if table not in slot:
+                continue
+            call = text[m.start():close + 1]
+            bump = (f"{{ __u32 __bm_lk = {slot[table]}; __u64 *__bm_lv = bpf_map_lookup_elem(&{LOST_COUNTER}, "
+                    f"&__bm_lk); if (__bm_lv) *__bm_lv += 1; }}")
+            statement = is_statement(code, m.start(), close)
+            if m[1] == "bpf_ringbuf_reserve":
+                wrapped = f"({{ void *__bm_rp = {call}; if (!__bm_rp) {bump}{'' if statement else ' __bm_rp;'} }})"
+            else:
+                wrapped = f"({{ long __bm_rc = {call}; if (__bm_rc) {bump}{'' if statement else ' __bm_rc;'} }})"
+            yield m.start(), close + 1, wrapped
+    counter = (f"struct {{ __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY); __uint(max_entries, {len(tables)}); "
+               f"__type(key, __u32); __type(value, __u64); }} {LOST_COUNTER} SEC(\".maps\");")
+    return declare_first(splice(text, edits()), [counter])
 
 
 def keep_ring_types(text: str, source: str) -> str:

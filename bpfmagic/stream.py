@@ -43,7 +43,7 @@ except ImportError:  # bpfmagic itself must import without numpy (the doctor run
     np = None
 
 from . import libbpf
-from .compiler import _prelude_line, matching_paren, strip_comments
+from .compiler import declare_first, matching_paren, splice, strip_comments
 from .errors import UsageProblem
 
 DEFAULT_MAX_ROWS = 1_000_000
@@ -94,29 +94,23 @@ def count_output_failures(text: str) -> str:
         return text
     slot = {name: i for i, name in enumerate(tables)}
     code = strip_comments(text)
-    out, last = [], 0
-    for m in _OUTPUT_CALL_RE.finditer(code):
-        table, method = m[1], m[2]
-        if table not in slot or m.start() < last:
-            continue
-        close = matching_paren(code, m.end() - 1)
-        if close is None:
-            continue
-        call = text[m.start():close + 1]
-        bump = (f"{{ u32 __bm_lk = {slot[table]}; u64 *__bm_lv = {LOST_COUNTER}.lookup(&__bm_lk); "
-                f"if (__bm_lv) *__bm_lv += 1; }}")
-        if method == "ringbuf_reserve":
-            wrapped = f"({{ void *__bm_rp = {call}; if (!__bm_rp) {bump} __bm_rp; }})"
-        else:
-            wrapped = f"({{ int __bm_rc = {call}; if (__bm_rc) {bump} __bm_rc; }})"
-        out += [text[last:m.start()], wrapped]
-        last = close + 1
-    out.append(text[last:])
-    text = "".join(out)
-    lines = text.split("\n")
-    i = _prelude_line(text)
-    lines[i] = f"BPF_PERCPU_ARRAY({LOST_COUNTER}, u64, {len(tables)}); " + lines[i]
-    return "\n".join(lines)
+
+    def edits():
+        for m in _OUTPUT_CALL_RE.finditer(code):
+            table, method = m[1], m[2]
+            if table not in slot:
+                continue
+            close = matching_paren(code, m.end() - 1)
+            if close is None:
+                continue
+            call = text[m.start():close + 1]
+            bump = (f"{{ u32 __bm_lk = {slot[table]}; u64 *__bm_lv = {LOST_COUNTER}.lookup(&__bm_lk); "
+                    f"if (__bm_lv) *__bm_lv += 1; }}")
+            if method == "ringbuf_reserve":
+                yield m.start(), close + 1, f"({{ void *__bm_rp = {call}; if (!__bm_rp) {bump} __bm_rp; }})"
+            else:
+                yield m.start(), close + 1, f"({{ int __bm_rc = {call}; if (__bm_rc) {bump} __bm_rc; }})"
+    return declare_first(splice(text, edits()), [f"BPF_PERCPU_ARRAY({LOST_COUNTER}, u64, {len(tables)});"])
 
 
 # ------------------------------------------------------------ record types
