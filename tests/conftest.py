@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import threading
 import time
 
 import pytest
@@ -71,6 +72,21 @@ def leftovers(before: dict[str, set[int]], wait: float = 5.0) -> dict[str, set[i
         if not new or time.monotonic() > deadline:
             return new
         time.sleep(0.1)
+
+
+def wait_for(predicate, timeout: float = 10.0) -> bool:
+    """Poll PREDICATE until it holds or TIMEOUT seconds pass: for what arrives
+    a little later (stream consumers, loopback packets handled in softirq)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return predicate()
+
+
+def stream_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("bpfmagic-stream-")]
 
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="loads BPF programs: needs root")

@@ -104,6 +104,7 @@ def test_core_type_mismatch_and_refused_program_types(session):
 
 def test_core_cell_through_the_magic(session):
     from IPython.testing.globalipapp import get_ipython
+
     import bpfmagic
     ip = get_ipython()
     ip.run_line_magic("load_ext", "bpfmagic")

@@ -3,8 +3,6 @@ bpf_ringbuf_output / bpf_ringbuf_reserve calls, its layout read from the
 object's BTF, the same bulk reader as BCC rings."""
 from __future__ import annotations
 
-import threading
-import time
 import warnings
 
 import numpy as np
@@ -13,7 +11,7 @@ import pytest
 from bpfmagic import UsageProblem, libbpf
 from bpfmagic.stream import StreamWarning
 
-from .conftest import needs_root
+from .conftest import needs_root, stream_threads, wait_for
 
 pytestmark = needs_root
 
@@ -57,17 +55,6 @@ def produce(module, runs: int) -> None:
     libbpf.test_run(module.program("produce").fd, data=PACKET, repeat=runs)
 
 
-def wait_for(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return predicate()
-
-
-def stream_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("bpfmagic-stream-")]
 
 
 def test_core_ringbuf_output_records_arrive_exactly_in_order(session):

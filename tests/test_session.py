@@ -10,11 +10,18 @@ import time
 import pandas as pd
 import pytest
 
-from bpfmagic import (AttachError, BpfCompileError, BpfVerifierError, Session, SlotError,
-                      UsageProblem, libbpf)
+from bpfmagic import (
+    AttachError,
+    BpfCompileError,
+    BpfVerifierError,
+    Session,
+    SlotError,
+    UsageProblem,
+    libbpf,
+)
 from bpfmagic.progarray import syscall_numbers
 
-from .conftest import kernel_objects, needs_root
+from .conftest import kernel_objects, needs_root, wait_for
 
 pytestmark = needs_root
 
@@ -27,16 +34,6 @@ def hits(module, index=0) -> int:
 
 def xdp_run(session, spec, repeat=1, data=b"\x00" * 64) -> int:
     return libbpf.test_run(session.program(spec).fd, data=data, repeat=repeat)["retval"]
-
-
-def eventually(predicate, timeout: float = 5.0) -> bool:
-    """Loopback packets are handled in softirq context: soon after sendto, not during it."""
-    deadline = time.time() + timeout
-    while not predicate():
-        if time.time() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def udp_to_lo(count=5, port=9):
@@ -99,7 +96,7 @@ int on_sock(struct __sk_buff *skb) { int k = 3; hits.atomic_increment(k); return
 """, attach={"on_xdp": "xdp:lo", "on_tc_in": "tc:lo", "on_tc_out": "tc:lo:egress", "on_sock": "socket:lo"})
     assert m.programs["on_sock"].type == "socket_filter"
     udp_to_lo(5)
-    eventually(lambda: all(hits(m, i) >= 5 for i in range(4)))
+    wait_for(lambda: all(hits(m, i) >= 5 for i in range(4)), timeout=5)
     for index in range(4):
         assert hits(m, index) >= 5, f"hook {index} saw {hits(m, index)} packets"
 
@@ -352,7 +349,7 @@ def test_rerun_of_xdp_module_retargets_its_link(session):
     v1 = session.load("x", src % 0, attach={"f": "xdp:lo"})
     v2 = session.load("x", src % 1, attach={"f": "xdp:lo"})  # a second XDP link on lo would be EBUSY
     udp_to_lo(3)
-    assert eventually(lambda: hits(v2, 1) >= 3) and hits(v2, 0) == 0
+    assert wait_for(lambda: hits(v2, 1) >= 3, timeout=5) and hits(v2, 0) == 0
     assert v1.closed
 
 

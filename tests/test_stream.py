@@ -11,11 +11,10 @@ import time
 import numpy as np
 import pytest
 
-from bpfmagic import UsageProblem
-from bpfmagic import libbpf
+from bpfmagic import UsageProblem, libbpf
 from bpfmagic.stream import StreamWarning
 
-from .conftest import needs_root
+from .conftest import needs_root, stream_threads, wait_for
 
 pytestmark = needs_root
 
@@ -31,21 +30,10 @@ def ring_producer(pages: int = 256) -> str:
         return f"#define PAGES {pages}\n" + f.read()
 
 
-def wait_for(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return predicate()
-
-
 def produce(module, func: str, runs: int) -> None:
     libbpf.test_run(module.program(func).fd, data=PACKET, repeat=runs)
 
 
-def stream_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("bpfmagic-stream-")]
 
 
 # ---------------------------------------------------------------- ring buffers
@@ -515,6 +503,7 @@ def bpf_shell():
     """The shared test shell with bpfmagic loaded; afterwards the extension is
     unloaded and BpfMagics' config (shared by every later shell test) is as it was."""
     from IPython.testing.globalipapp import get_ipython
+
     import bpfmagic
     ip = get_ipython()
     saved = copy.deepcopy(ip.config.get("BpfMagics")) if "BpfMagics" in ip.config else None

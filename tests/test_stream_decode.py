@@ -6,8 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bpfmagic.stream import (RINGBUF_BUSY, RINGBUF_DISCARD, RecordType, count_output_failures,
-                             decode_ring, event_tables, parse_field)
+from bpfmagic.stream import (
+    RINGBUF_BUSY,
+    RINGBUF_DISCARD,
+    RecordType,
+    count_output_failures,
+    decode_ring,
+    event_tables,
+    parse_field,
+)
 
 
 class State:

@@ -87,6 +87,7 @@ def test_unprivileged_capture_says_permission_denied():
 
 def test_a_second_reader_gets_a_clear_error(session):
     import errno as errno_
+
     from bpfmagic import EnvironmentProblem
     from bpfmagic.trace import TRACE_PIPE
     try:

@@ -9,8 +9,8 @@ import pytest
 from bpfmagic import UsageProblem, libbpf
 from bpfmagic.widgets import Watch
 
-from .conftest import needs_root
-from .test_stream import PACKET, ring_producer, wait_for
+from .conftest import needs_root, wait_for
+from .test_stream import PACKET, ring_producer
 
 pytestmark = needs_root
 
@@ -76,6 +76,7 @@ def test_watch_rejects_unknown_columns(session):
 
 def test_watch_magic_returns_a_displayable_view():
     from IPython.testing.globalipapp import get_ipython
+
     import bpfmagic
     ip = get_ipython()
     ip.run_line_magic("load_ext", "bpfmagic")
