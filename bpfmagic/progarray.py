@@ -12,7 +12,7 @@ import weakref
 from dataclasses import dataclass, field
 
 from . import libbpf
-from .compiler import counter_pin, prog_type_name, prog_type_value
+from .compiler import counter_pin, prog_type_name
 from .errors import SlotError, UsageProblem
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -250,14 +250,8 @@ def _suppress():
 
 
 def create(name: str, size: int, pin: str, prog_type: str | None = None, keys: str | None = None) -> ProgArray:
-    check_name("array", name, MAX_ARRAY_NAME)
-    if not isinstance(size, int) or not 1 <= size <= MAX_ARRAY_SIZE:
-        raise UsageProblem(f"array {name}: size must be an integer between 1 and {MAX_ARRAY_SIZE}")
-    if prog_type is not None:
-        prog_type = prog_type_name(prog_type)
-        prog_type_value(prog_type)  # validates
-    if keys not in (None, "syscalls"):
-        raise UsageProblem(f"array {name}: --keys takes 'syscalls' (got {keys!r})")
+    """The kernel maps of a new array (the prog array and its call counters),
+    pinned. Session.progarray has checked every argument already."""
     fds = []
     try:
         fds.append(libbpf.map_create_prog_array(name, size))
