@@ -675,6 +675,7 @@ class Session:
         rows = []
         with self._lock:
             for m in self.modules.values():
+                tables = ", ".join(m.tables)  # one listing per module, not per function
                 for func in m.functions:
                     p = m.programs.get(func)
                     rows.append({
@@ -683,7 +684,7 @@ class Session:
                         "prog_id": p.prog_id if p else None,
                         "attached": ", ".join(self._attached_to(p)) if p else "",
                         "slots": ", ".join(self._slots_of(p)) if p else "",
-                        "tables": ", ".join(t for t in m.tables),
+                        "tables": tables,
                     })
         return pd.DataFrame(rows, columns=["module", "function", "type", "prog_id", "attached", "slots", "tables"])
 
