@@ -26,19 +26,16 @@ from .attach import (
     parse_target,
 )
 from .attach import attach as attach_target
+from .c import CellSyntax, analyse
+from .c.analysis import SKB_TYPES
 from .compiler import (
     PROG_TYPE_NAMES,
     PROG_TYPES,
-    ArrayDecl,
     auto_attach_type,
     captured_fd2,
-    declared_prog_arrays,
-    function_contexts,
     load_bcc,
     prog_type_name,
     prog_type_value,
-    slot_references,
-    strip_comments,
     verifier_error,
 )
 from .errors import AttachError, BpfError, EnvironmentProblem, SlotError, UsageProblem
@@ -98,10 +95,11 @@ class Module:
     """A loaded cell: its BCC object, programs, attachments and slots.
     Tables are reached as ``module["table"]`` (BCC table objects)."""
 
-    def __init__(self, session: "Session", name: str, source: str, bpf, origin: str):
+    def __init__(self, session: "Session", name: str, syntax: CellSyntax, bpf, origin: str):
         self.session = session
         self.name = name
-        self.source = source
+        self.syntax = syntax  # what the C front end read in the cell
+        self.source = syntax.source
         self.origin = origin
         self.bpf = bpf
         self.programs: dict[str, Program] = {}
@@ -109,7 +107,8 @@ class Module:
         self.auto_attached: list[str] = []  # functions BCC attached by naming convention
         self.slots: list[tuple[str, int]] = []  # (array, index) this module filled
         self.compile_log = ""
-        self.contexts = function_contexts(source)
+        self.contexts = syntax.contexts
+        self.columns = None  # BCC: column shifts of instrumented call sites (for verifier messages)
         self.core = None  # core.CoreObject of a --core module (then bpf is None)
         self.new_slot_names: list[str] = []  # "array[name]=index" this cell named first (a typo shows here)
         self.closed = False
@@ -334,7 +333,8 @@ class Session:
             return False
         if any(n not in numbers or numbers[n] >= array.size for n in array.names):
             return False
-        if any((array.name, n) in slot_references(m.source) for m in self.modules.values() for n in array.names):
+        if any((r.array, r.key) == (array.name, n) for m in self.modules.values() for r in m.syntax.slot_refs
+               for n in array.names):
             return False
         moves = {array.names[n]: numbers[n] for n in array.names}
         if any(new in array.entries and new not in moves for new in moves.values()):
@@ -403,8 +403,9 @@ class Session:
             co.tools()
         for func, target in attach_specs:
             check_servable(parse_target(target))  # before any compiling
+        syntax = analyse(source)
         if not core:  # functions BCC attaches by their names get the same checks
-            for func, target in convention_targets(function_contexts(source)):
+            for func, target in convention_targets(syntax.contexts):
                 check_servable(target)
                 check_event_exists(target)
         new_arrays: list[str] = []
@@ -415,32 +416,29 @@ class Session:
         replaced: list[tuple[prog_arrays.ProgArray, int, Program | None]] = []
         try:
             # Session arrays this cell declares: shared if they exist, created otherwise.
-            decls = declared_prog_arrays(source)
-            if core:
-                decls += [ArrayDecl(n, size, line) for n, size, line in co.declared_struct_prog_arrays(source)]
-            for decl in decls:
-                prog_arrays.check_name("array", decl.name, prog_arrays.MAX_ARRAY_NAME)
-                have = self.arrays.get(decl.name)
+            for array_name, size, line in _declared_sizes(syntax, req):
+                prog_arrays.check_name("array", array_name, prog_arrays.MAX_ARRAY_NAME)
+                have = self.arrays.get(array_name)
                 if have is not None:
-                    if have.size != decl.size:
-                        raise SlotError(f"{origin}:{decl.line}: BPF_PROG_ARRAY({decl.name}, {decl.size}): the session's "
-                                        f"array {decl.name} has {have.size} slots; declare it with {have.size}, "
-                                        f"or `%bpf unload {decl.name}` first")
-                else:
-                    self.progarray(decl.name, decl.size)
-                    new_arrays.append(decl.name)
+                    if have.size != size:
+                        raise SlotError(f"{origin}:{line}: prog array {array_name} has {size} slots in this cell; the "
+                                        f"session's array {array_name} has {have.size} slots; declare it with {have.size}, "
+                                        f"or `%bpf unload {array_name}` first")
+                elif array_name not in new_arrays:
+                    self.progarray(array_name, size)
+                    new_arrays.append(array_name)
 
             def slot_index(array_name: str, key: str) -> int:
                 array = self.array(array_name)
                 return array.resolve(key, allocate=True, pending=pending.setdefault(array_name, {}))
 
-            for array_name, key in slot_references(source):
-                slot_index(array_name, key)
+            for ref in syntax.slot_refs:
+                slot_index(ref.array, ref.key)
             resolved_slots = [(self.array(a), slot_index(a, k), func) for (a, k), func in req.slots]
             if core:
-                module = self._compile_core(req, slot_index, {d.name for d in decls}, resolved_slots)
+                module = self._compile_core(req, syntax, slot_index, resolved_slots)
             else:
-                module = self._compile_bcc(req, slot_index)
+                module = self._compile_bcc(req, syntax, slot_index)
             bpf = module.bpf
 
             # Load what is attached and slotted, with the type its use demands.
@@ -475,7 +473,8 @@ class Session:
                 module.attachments.append(att)
             if core:
                 # Programs whose SEC() names their target (tp_btf/..., raw_tp/...) attach by themselves.
-                attached = {f for f, _ in attach_specs} | {f for _, _, f in resolved_slots}
+                # A slotted program keeps its SEC() attachment too: only -a replaces it.
+                attached = {f for f, _ in attach_specs}
                 for pname, prog_ptr in module.core.programs().items():
                     if pname not in attached and module.core.section(prog_ptr).startswith(co.AUTO_ATTACH_SECTIONS):
                         att = module.core.attach_by_section(module.programs[pname], prog_ptr)
@@ -521,12 +520,14 @@ class Session:
             hook(module)
         return module
 
-    def _compile_bcc(self, req: "_LoadRequest", slot_index) -> Module:
-        arrays = {n: (a.pin, a.size) for n, a in self.arrays.items()}
-        bpf, log = load_bcc(req.source, req.origin, arrays, slot_index, req.cflags, req.count_calls, req.verbose,
-                            can_load=self.privileges.can_load)
-        module = Module(self, req.name, req.source, bpf, req.origin)
+    def _compile_bcc(self, req: "_LoadRequest", syntax: CellSyntax, slot_index) -> Module:
+        arrays = {n: (a.pin, a.size, a.counter_pin) for n, a in self.arrays.items()}
+        bpf, log, columns = load_bcc(syntax, req.origin, arrays, slot_index, req.cflags, req.count_calls,
+                                     req.verbose, can_load=self.privileges.can_load,
+                                     include_dirs=_include_dirs(req.file))
+        module = Module(self, req.name, syntax, bpf, req.origin)
         module.compile_log = log
+        module.columns = columns
         # Functions BCC loaded and attached by naming convention.
         for fname, fn in bpf.funcs.items():
             fname = fname.decode()
@@ -534,13 +535,13 @@ class Session:
             module.auto_attached.append(fname)
         return module
 
-    def _compile_core(self, req: "_LoadRequest", slot_index, declared: set[str], resolved_slots) -> Module:
+    def _compile_core(self, req: "_LoadRequest", syntax: CellSyntax, slot_index, resolved_slots) -> Module:
         from . import core
         needs = {func: parse_target(target).prog_type for func, target in req.attach}
         slotted = [(array, func) for array, _, func in resolved_slots]
-        obj, log = core.load_object(req.name, req.source, req.origin, req.cflags, slot_index, req.file, declared,
+        obj, log = core.load_object(req.name, syntax, req.origin, req.cflags, slot_index, req.file,
                                     self.arrays, req.count_calls, req.verbose, needs, slotted)
-        module = Module(self, req.name, req.source, None, req.origin)
+        module = Module(self, req.name, syntax, None, req.origin)
         module.core = obj
         module.compile_log = log
         for pname, prog_ptr in obj.programs().items():
@@ -555,6 +556,9 @@ class Session:
         declared = module.contexts.get(func)
         if func in module.programs:
             declared = module.programs[func].type
+        if have and declared == "sched_cls" and module.contexts.get(func) == "sched_cls" and have in SKB_TYPES \
+                and func not in module.programs:
+            declared = have  # a __sk_buff function fits any skb array: the array's type decides
         if have and declared and have != declared:
             raise SlotError(f"{array.name} holds {have} programs (fixed by the first program that used it); "
                             f"{module.name}.{func} is a {declared} program. Tail calls only reach programs of "
@@ -899,6 +903,35 @@ def _slot_names(slots) -> dict[str, int | None]:
     return out
 
 
+def _include_dirs(file: str | None) -> list[str]:
+    """``#include "x.h"`` in a --file finds x.h beside that file, as a C compiler does."""
+    return [os.path.dirname(os.path.abspath(file))] if file else []
+
+
+def _declared_sizes(syntax: CellSyntax, req: "_LoadRequest") -> list[tuple[str, int, int]]:
+    """(name, size, line) of each prog array the cell declares. A size the
+    text cannot give (a macro, an #if, a -D flag), or a name declared in
+    several #if branches, is what the preprocessor makes of it."""
+    from .c.sizes import preprocessed_sizes
+    names = [d.name for d in syntax.arrays]
+    unknown = {d.name for d in syntax.arrays if d.size is None or names.count(d.name) > 1}
+    resolved = preprocessed_sizes(syntax.source, req.cflags, _include_dirs(req.file)) if unknown else {}
+    out, seen = [], set()
+    for d in syntax.arrays:
+        if d.name in seen:
+            continue
+        size = resolved.get(d.name) if d.name in unknown else d.size
+        if size is None:
+            if d.name in unknown and d.name not in resolved and names.count(d.name) > 1:
+                continue  # in an #if branch the preprocessor dropped
+            raise SlotError(f"{req.origin}:{d.line}: prog array {d.name}: cannot tell its size "
+                            f"({d.size_text or 'no max_entries'}); write a constant the cell (or its --cflags) "
+                            "defines, so cells can share the array")
+        seen.add(d.name)
+        out.append((d.name, size, d.line))
+    return out
+
+
 def _find_link(old: Module | None, target: Target) -> Attachment | None:
     if old is None:
         return None
@@ -916,7 +949,7 @@ def _with_file(path: str, body: str) -> tuple[str, str]:
         raise UsageProblem(f"--file {path}: {e.strerror}") from None
     except UnicodeDecodeError:
         raise UsageProblem(f"--file {path}: not a C source file (not UTF-8 text)") from None
-    if strip_comments(body).strip():
+    if analyse(body).has_content:
         raise UsageProblem("--file loads the file as the whole module; leave the cell body empty or to "
                            "comments (or #include the file from the body instead)")
     return text, os.path.basename(path)
