@@ -29,7 +29,9 @@ def _cell_parser() -> MagicArgumentParser:
     p.add_argument("-s", "--slot", action="append", default=[], metavar="ARRAY[KEY]=FUNC",
                    help="load FUNC with ARRAY's program type and store it at KEY (integer, syscall or name)")
     p.add_argument("--file", help="load this .bpf.c file as the module (cell body empty)")
-    p.add_argument("--cflags", default="", help='extra compiler flags, e.g. --cflags "-DN=4"')
+    p.add_argument("--cflags", action="append", default=[],
+                   help='extra compiler flags: several in one quoted string, repeatable, --cflags=... too, '
+                        'e.g. --cflags "-DN=4 -DDEBUG"')
     p.add_argument("--core", action="store_true", help="compile as libbpf CO-RE C (clang + libbpf)")
     p.add_argument("-v", "--verbose", action="store_true", help="show the full verifier log even on success")
     return p
@@ -41,6 +43,28 @@ def _split(text: str, what: str = "the arguments") -> list[str]:
         return arg_split(text) if what == "the arguments" else shlex.split(text)
     except ValueError as e:
         raise UsageError(f"cannot parse {what}: {e} ({text!r})") from None
+
+
+def _option_words(line: str) -> list[str]:
+    """The words of a %%bpf / %bpf load line, shell-quoted. ``--cflags X`` is
+    joined into ``--cflags=X`` so that a value starting with '-' (every
+    compiler flag) is taken as the value, not as an option of its own."""
+    words = _split(line, "the line")
+    out: list[str] = []
+    i = 0
+    while i < len(words):
+        if words[i] == "--cflags" and i + 1 < len(words):
+            out.append(f"--cflags={words[i + 1]}")
+            i += 2
+            continue
+        out.append(words[i])
+        i += 1
+    return out
+
+
+def _cflags(values: list[str]) -> list[str]:
+    """Every --cflags value split into its flags, in order."""
+    return [flag for value in values for flag in _split(value, "--cflags")]
 
 
 def _pairs(items: list[str], what: str) -> list[tuple[str, str]]:
@@ -209,7 +233,7 @@ class BpfMagics(Magics):
 
     # -------------------------------------------------------------- cell
     def _cell(self, line: str, cell: str):
-        return self._load_module(self._cell_parser.parse_args(_split(line)), cell)
+        return self._load_module(self._cell_parser.parse_args(_option_words(line)), cell)
 
     def _cmd_load(self, args):
         if not args.file:
@@ -233,7 +257,7 @@ class BpfMagics(Magics):
                 raise UsageError(f"-s {spec} given twice")
             slots[spec] = func
         module = bpfmagic.session().load(
-            args.name, body, attach=attach, slots=slots, cflags=_split(args.cflags, "--cflags"),
+            args.name, body, attach=attach, slots=slots, cflags=_cflags(args.cflags),
             file=args.file, verbose=args.verbose, core=args.core, origin="cell")
         self.shell.user_ns[args.name] = module
         if args.verbose and module.compile_log.strip():
@@ -247,6 +271,8 @@ class BpfMagics(Magics):
     # -------------------------------------------------------------- line
     def _line_command(self, line: str):
         words = _split(line)
+        if words and (words[0] == "load" or "--file" in words):  # `%bpf load ...` takes %%bpf's options
+            words = _option_words(line)
         comment = next((i for i, w in enumerate(words) if w.startswith("#")), None)
         if comment is not None:  # `%bpf slots   # what this shows` reads naturally in a cell
             words = words[:comment]

@@ -9,6 +9,7 @@ import itertools
 import keyword
 import os
 import re
+import shlex
 import shutil
 import threading
 import time
@@ -383,6 +384,8 @@ class Session:
         origin = origin or name
         attach_specs = _attach_specs(attach)
         slot_specs = [(parse_slot_spec(spec), func) for spec, func in (slots or {}).items()]
+        if isinstance(cflags, str):  # "-DA=1 -DB=2": several flags in one string, as on a command line
+            cflags = shlex.split(cflags)
         req = _LoadRequest(name, source, origin, attach_specs, slot_specs, list(cflags), verbose,
                            count_tail_calls, core, file)
         with self._lock:
@@ -606,7 +609,8 @@ class Session:
                 error = e
         if error is not None:
             raise verifier_error(f"{module.name}.{func} (as {ptype})", log[0], str(error).split(": ")[-1],
-                                 module.origin, module.source) from None
+                                 module.origin, module.source, columns=module.columns,
+                                 syntax=module.syntax) from None
         module.compile_log += log[0]
         program = Program(module, func, ptype, fn.fd)
         module.programs[func] = program

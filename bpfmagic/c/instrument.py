@@ -64,7 +64,7 @@ def bcc_text(cell: CellSyntax, arrays: dict[str, tuple[str, int, str]], slot_ind
         lines.append(f'#define __BM_PIN_{name} "{pin}"')
         counters = (f'; BPF_TABLE_PINNED("percpu_array", u32, u64, {counter_name(name)}, {2 * size}, '
                     f'"{counter_pin}")') if count_calls else ""
-        lines.append(f"#define __BM_COUNTERS_{name}{counters}")
+        lines.append(f"#define __BM_COUNTERS_{name} {counters}")
     lines += _slot_defines(cell, slot_index)
     declared = {a.name for a in cell.arrays}
     # Session arrays the cell uses without declaring: declared in front of its first line

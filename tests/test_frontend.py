@@ -1,0 +1,269 @@
+"""Real-world C in cells as it is: libbpf-style and uapi-style --core files,
+BCC's own table forms, --file includes, --cflags, and errors that point at
+the cell. The programs are written here in the shapes those files have."""
+from __future__ import annotations
+
+import os
+import textwrap
+
+import pytest
+
+from bpfmagic import packets
+from bpfmagic.c import analyse
+from bpfmagic.errors import AttachError, BpfCompileError, BpfVerifierError, SlotError
+
+from .conftest import needs_root
+
+pytestmark = needs_root
+
+# The selftests' shape: a .maps prog array sized through an #ifdef'd macro, a
+# self-tail-call through a macro, a counter in a map.
+LIBBPF_SELF_TAIL_CALL = r"""// SPDX-License-Identifier: GPL-2.0
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+
+#ifdef __mips__
+#define MAX_JMP 6000
+#else
+#define MAX_JMP 4
+#endif
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, MAX_JMP);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(__u32));
+} jmp_table SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} runs SEC(".maps");
+
+#define TAIL_CALL(ctx, idx) bpf_tail_call(ctx, &jmp_table, idx)
+
+SEC("tc")
+int classifier_0(struct __sk_buff *skb)
+{
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&runs, &zero);
+
+	if (n)
+		__sync_fetch_and_add(n, 1);
+	TAIL_CALL(skb, 0);
+	return 1;
+}
+
+char __license[] SEC("license") = "GPL";
+"""
+
+
+def test_libbpf_file_with_includes_ifdef_size_and_macro_tail_call(session):
+    m = session.load("selftest", LIBBPF_SELF_TAIL_CALL, core=True, slots={"jmp_table[0]": "classifier_0"})
+    assert session.array("jmp_table").size == 4  # the #else branch, as the compiler sees it
+    result = session.test_run("selftest.classifier_0", data=packets.udp_packet())
+    assert result.retval == 1
+    assert m["runs"][0].value == 34  # the entry run and 33 tail calls: MAX_TAIL_CALL_CNT
+    slot = session.slots("jmp_table").set_index("index").loc[0]
+    # The call inside the macro is counted: 34 calls made, 33 taken, the 34th fell through.
+    assert (slot["calls"], slot["taken"], slot["missed"]) == (34, 33, 1)
+
+
+def test_tail_calls_through_a_map_pointer_and_bpf_tail_call_static_are_counted(session):
+    session.load("target", 'SEC("xdp") int done(struct xdp_md *ctx) { return XDP_DROP; }', core=True)
+    session.progarray("jt", 4)
+    session.slot("jt[1]", "target.done")
+    session.load("callers", """
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+BPF_PROG_ARRAY(jt, 4);
+SEC("xdp") int via_pointer(struct xdp_md *ctx)
+{
+    void *table = &jt;
+    bpf_tail_call(ctx, table, 1);
+    return XDP_PASS;
+}
+SEC("xdp") int via_static(struct xdp_md *ctx)
+{
+    bpf_tail_call_static(ctx, &jt, 1);
+    bpf_tail_call_static(ctx, &jt, 2);   /* never reached: slot 1 is filled */
+    return XDP_PASS;
+}
+""", core=True)
+    assert session.test_run("callers.via_pointer").retval_name == "XDP_DROP"
+    assert session.test_run("callers.via_static", repeat=5).retval_name == "XDP_DROP"
+    slots = session.slots("jt").set_index("index")
+    assert slots.loc[1, "calls"] == 6 and slots.loc[1, "taken"] == 6 and slots.loc[1, "missed"] == 0
+    assert 2 not in slots.index or slots.loc[2, "calls"] == 0
+
+
+UAPI_XDP = r"""
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+SEC("xdp")
+int xdp_drop_udp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *iph = data + sizeof(*eth);
+
+	if ((void *)(iph + 1) > data_end)
+		return XDP_PASS;
+	if (eth->h_proto != bpf_htons(ETH_P_IP))
+		return XDP_PASS;
+	return iph->protocol == IPPROTO_UDP ? XDP_DROP : XDP_TX;
+}
+char _license[] SEC("license") = "GPL";
+"""
+
+
+def test_uapi_style_core_cell_compiles_without_vmlinux(session):
+    session.load("uapi", UAPI_XDP, core=True)
+    assert session.test_run("uapi.xdp_drop_udp", data=packets.udp_packet()).retval_name == "XDP_DROP"
+    assert session.test_run("uapi.xdp_drop_udp", data=packets.tcp_packet()).retval_name == "XDP_TX"
+    assert session.test_run("uapi.xdp_drop_udp", data=packets.udp_packet(src="fd00::1", dst="fd00::2")
+                            ).retval_name == "XDP_PASS"
+
+
+@pytest.mark.parametrize("core", [False, True])
+def test_include_beside_the_file(session, tmp_path, core):
+    (tmp_path / "verdicts.h").write_text("#define VERDICT 3 /* XDP_TX */\n")
+    head = '#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\nSEC("xdp") ' if core else ""
+    (tmp_path / "prog.bpf.c").write_text(head.replace('SEC("xdp") ', "") + '#include "verdicts.h"\n'
+                                         + ('SEC("xdp") ' if core else "")
+                                         + "int f(struct xdp_md *ctx) { return VERDICT; }\n")
+    session.load("inc", file=str(tmp_path / "prog.bpf.c"), core=core)
+    assert session.test_run("inc.f").retval == 3
+
+
+@pytest.mark.parametrize("core", [False, True])
+def test_several_cflags_in_one_string_and_repeated(session, core):
+    src = ('SEC("xdp") ' if core else "") + "int f(struct xdp_md *ctx) { return A + B; }"
+    session.load("flags", src, core=core, cflags="-DA=1 -DB=2")
+    assert session.test_run("flags.f").retval == 3
+    session.load("flags", src, core=core, cflags=["-DA=2", "-DB=2"])
+    assert session.test_run("flags.f").retval == 4
+
+
+def test_cflags_forms_in_the_magic():
+    from bpfmagic.magics import _cell_parser, _cflags, _option_words
+    parser = _cell_parser()
+    for line in ['m --cflags "-DA=1 -DB=2"', "m --cflags -DA=1 --cflags -DB=2", 'm --cflags="-DA=1 -DB=2"']:
+        assert _cflags(parser.parse_args(_option_words(line)).cflags) == ["-DA=1", "-DB=2"], line
+
+
+@pytest.mark.parametrize("core", [False, True])
+def test_a_parameter_named_like_a_session_array_is_not_the_array(session, core):
+    session.progarray("jmp_table", 8)
+    sec = 'SEC("xdp") ' if core else ""
+    session.load("shadow", f"""
+static __attribute__((always_inline)) inline int is_set(void *jmp_table) {{ return jmp_table != 0; }}
+{sec}int f(struct xdp_md *ctx) {{ return is_set(ctx) + 2; }}
+""", core=core)
+    assert session.test_run("shadow.f").retval == 3
+
+
+def test_bcc_prog_table_is_a_session_array(session):
+    # BCC's own test shape: BPF_TABLE("prog", int, int, NAME, N) and enum keys.
+    session.load("calls", """
+BPF_TABLE("prog", int, int, jump, 8);
+enum { PARSE = 1, VERDICT = 2 };
+int entry(struct xdp_md *ctx) { jump.call(ctx, PARSE); return XDP_ABORTED; }
+int parse(struct xdp_md *ctx) { jump.call(ctx, VERDICT); return XDP_PASS; }
+int verdict(struct xdp_md *ctx) { return XDP_DROP; }
+""", slots={"jump[1]": "parse", "jump[2]": "verdict"})
+    assert session.array("jump").size == 8
+    assert session.test_run("calls.entry").retval_name == "XDP_DROP"
+    slots = session.slots("jump").set_index("index")
+    assert slots.loc[1, "taken"] == 1 and slots.loc[2, "taken"] == 1
+
+
+def test_bcc_map_helper_by_address_gets_the_bcc_hint(session):
+    with pytest.raises(BpfVerifierError) as err:
+        session.load("helper", """
+BPF_ARRAY(counts, u64, 1);
+int f(struct xdp_md *ctx) {
+    u32 k = 0;
+    u64 *v = bpf_map_lookup_elem(&counts, &k);
+    return v ? XDP_PASS : XDP_DROP;
+}""")
+    assert "counts.lookup(&key)" in str(err.value)
+
+
+def test_skb_function_takes_the_type_of_a_socket_filter_array(session):
+    session.progarray("sk", 4, type="socket_filter")
+    session.load("sf", "int st2(struct __sk_buff *skb) { return skb->len; }", slots={"sk[1]": "st2"})
+    assert session.program("sf.st2").type == "socket_filter"
+
+
+def test_legacy_and_unservable_sections_say_what_to_write(session):
+    with pytest.raises(BpfCompileError, match=r'SEC\("tc"\)'):
+        session.load("legacy", '#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n'
+                     'SEC("classifier/0") int c(struct __sk_buff *skb) { return 0; }\n', core=True)
+    from bpfmagic.attach import kprobes_available
+    src = ('#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n'
+           'SEC("kprobe/do_unlinkat") int k(void *ctx) { return 0; }\n')
+    if kprobes_available():
+        session.load("kp", src, core=True)
+    else:
+        with pytest.raises(AttachError, match="kprobes are not available.*tracepoint"):
+            session.load("kp", src, core=True)
+
+
+def test_errors_name_the_cell_lines_and_columns_at_instrumented_call_sites(session):
+    session.progarray("jt", 4)
+    with pytest.raises(BpfCompileError) as err:
+        session.load("cols", "int f(struct xdp_md *ctx) {\n    jt.call(ctx, 1); return undefined_name;\n}\n",
+                     origin="cell")
+    text = str(err.value)
+    # 'undefined_name' starts at column 29 of line 2 in the cell, whatever the counting wrapper added.
+    assert "cell:2:29: error" in text and "__bm_" not in text
+
+
+def test_header_errors_keep_the_include_stack(session, tmp_path):
+    (tmp_path / "broken.h").write_text("int broken(void) { return }\n")
+    (tmp_path / "prog.bpf.c").write_text('\n#include "broken.h"\nint f(struct xdp_md *ctx) { return 2; }\n')
+    with pytest.raises(BpfCompileError) as err:
+        session.load("hdr", file=str(tmp_path / "prog.bpf.c"))
+    assert "In file included from prog.bpf.c:2:" in str(err.value) and "broken.h:1" in str(err.value)
+
+
+def test_no_warning_from_bpfmagics_own_instrumentation(session):
+    session.progarray("jt", 4)
+    m = session.load("quiet", "int f(struct xdp_md *ctx) { jt.call(ctx, 1); return XDP_PASS; }")
+    c = session.load("quietc", 'SEC("xdp") int g(struct xdp_md *ctx) { bpf_tail_call(ctx, &jt, 1); return 2; }',
+                     core=True)
+    assert "warning" not in m.compile_log and "warning" not in c.compile_log
+
+
+def test_front_end_reads_code_not_comments():
+    cell = analyse(textwrap.dedent("""
+        /* BPF_PROG_ARRAY(fake, 9); jt.call(ctx, 1); */
+        // SLOT(jt, fake)
+        BPF_PROG_ARRAY(jt, 4);
+        int f(struct xdp_md *ctx, void *other) { char *s = "jt.call(ctx, 2)"; jt.call(ctx, 3); return 0; }
+    """))
+    assert [a.name for a in cell.arrays] == ["jt"] and cell.arrays[0].size == 4
+    assert [(t.array, t.key) for t in cell.tail_calls] == [("jt", "3")]
+    assert cell.slot_refs == [] and cell.functions["f"].prog_type == "xdp"
+
+
+def test_front_end_reads_every_call_of_a_large_source():
+    body = "".join(f"int f{i}(struct xdp_md *ctx) {{ jt.call(ctx, {i % 4}); return 0; }}\n" for i in range(5000))
+    cell = analyse("BPF_PROG_ARRAY(jt, 4);\n" + body)
+    assert len(cell.tail_calls) == 5000 and cell.tail_calls[-1].function == "f4999"
+
+
+def test_size_mismatch_is_read_from_the_compiled_object(session):
+    session.progarray("jmp_table", 8)
+    with pytest.raises(SlotError, match="has 4 slots in this cell.*has 8 slots"):
+        session.load("selftest", LIBBPF_SELF_TAIL_CALL, core=True)
+    assert os.path.exists(session.array("jmp_table").pin)
