@@ -444,6 +444,8 @@ class Session:
                 module = self._compile_bcc(req, syntax, slot_index)
             bpf = module.bpf
 
+            if core:
+                self._adopt_initialized_slots(module, replaced)
             # Load what is attached and slotted, with the type its use demands.
             for func in [f for f, _ in attach_specs] + [f for _, _, f in resolved_slots]:
                 _require_function(module, func)
@@ -552,6 +554,23 @@ class Session:
             if fd >= 0:
                 module.programs[pname] = Program(module, pname, obj.program_type(prog_ptr), fd)
         return module
+
+    def _adopt_initialized_slots(self, module: Module, replaced: list) -> None:
+        """libbpf fills a prog array declared with ``.values = { [i] = &prog }``
+        when it loads the object: those slots hold the module's programs now,
+        so the session records them (shown by slots, emptied on unload)."""
+        by_id = {p.prog_id: p for p in module.programs.values()}
+        for decl in module.syntax.arrays:
+            array = self.arrays.get(decl.name)
+            if not decl.initialized or array is None:
+                continue
+            for index in range(array.size):
+                program = by_id.get(libbpf.map_lookup_u32(array.fd, index))
+                if program is not None and array.entries.get(index) is not program:
+                    replaced.append((array, index, array.entries.get(index)))
+                    array._turn_over(index)
+                    array.entries[index] = program
+                    module.slots.append((array.name, index))
 
     def _slot_type(self, array: prog_arrays.ProgArray, module: Module, func: str) -> str:
         """The type FUNC must be loaded with to go into ARRAY."""

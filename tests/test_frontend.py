@@ -267,3 +267,41 @@ def test_size_mismatch_is_read_from_the_compiled_object(session):
     with pytest.raises(SlotError, match="has 4 slots in this cell.*has 8 slots"):
         session.load("selftest", LIBBPF_SELF_TAIL_CALL, core=True)
     assert os.path.exists(session.array("jmp_table").pin)
+
+
+SELFTEST_VALUES = r"""#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+
+int classifier_0(struct __sk_buff *skb);
+int classifier_1(struct __sk_buff *skb);
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 2);
+	__uint(key_size, sizeof(__u32));
+	__array(values, int (void *));
+} jmp_table SEC(".maps") = {
+	.values = {
+		[0] = (void *) &classifier_0,
+		[1] = (void *) &classifier_1,
+	},
+};
+
+SEC("tc") int classifier_0(struct __sk_buff *skb) { bpf_tail_call_static(skb, &jmp_table, 1); return 0; }
+SEC("tc") int classifier_1(struct __sk_buff *skb) { return 7; }
+SEC("tc") int entry(struct __sk_buff *skb) { bpf_tail_call_static(skb, &jmp_table, 0); return 3; }
+char __license[] SEC("license") = "GPL";
+"""
+
+
+def test_values_initialized_prog_array_is_seen_and_freed(session):
+    m = session.load("vals", SELFTEST_VALUES, core=True)
+    assert session.test_run("vals.entry", data=packets.udp_packet()).retval == 7
+    slots = session.slots("jmp_table").set_index("index")
+    assert slots.loc[0, "program"] == "vals.classifier_0" and slots.loc[1, "program"] == "vals.classifier_1"
+    assert slots.loc[0, "taken"] == 1 and slots.loc[1, "taken"] == 1
+    session.unload("vals")
+    from bpfmagic import libbpf
+    array = session.array("jmp_table")
+    assert array.entries == {} and libbpf.map_lookup_u32(array.fd, 0) is None  # the kernel's slots emptied too
+    assert m.closed
