@@ -644,13 +644,14 @@ def _verifier_error(name: str, log: str, errno_: int, origin: str, source: str) 
 
 def load_object(name: str, syntax: CellSyntax, origin: str, cflags: list[str], slot_index, file: str | None,
                 arrays: dict, count_calls: bool, verbose: bool, needs: dict[str, str],
-                slotted: list) -> tuple[CoreObject, str]:
+                slotted: list, initial_globals: dict | None = None) -> tuple[CoreObject, str]:
     """Compile a --core cell and load it: clang against vmlinux.h, then libbpf
     with the session's arrays (and their call counters) reusing the session's
     map fds. ``needs``: function -> the program type its -a target needs;
     ``slotted``: (array, function) of its -s slots. A type its SEC() cannot
     serve is refused before the kernel would say only EINVAL.
-    Returns the loaded object and what clang and libbpf said."""
+    ``initial_globals``: values written into the object's sections before load
+    (.rodata included). Returns the loaded object and what clang and libbpf said."""
     source = syntax.source
     text = core_text(syntax, {n: a.size for n, a in arrays.items()}, slot_index, count_calls)
     text = keep_ring_types(text, source)  # record types of rings get BTF: the stream reads their layout
@@ -688,6 +689,9 @@ def load_object(name: str, syntax: CellSyntax, origin: str, cflags: list[str], s
             if have and have != kind:
                 raise SlotError(f"{array.name} holds {have} programs; {name}.{func} is "
                                 f"SEC(\"{obj.section(progs[func])}\"), a {kind} program")
+        if initial_globals:
+            from .globals import set_initial
+            set_initial(obj, initial_globals)
         log = obj.load(origin, source, verbose)
     except BaseException:
         obj.close()

@@ -33,6 +33,8 @@ def _cell_parser() -> MagicArgumentParser:
                    help='extra compiler flags: several in one quoted string, repeatable, --cflags=... too, '
                         'e.g. --cflags "-DN=4 -DDEBUG"')
     p.add_argument("--core", action="store_true", help="compile as libbpf CO-RE C (clang + libbpf)")
+    p.add_argument("--set", action="append", default=[], metavar="VAR=VALUE",
+                   help="(--core) set a global variable before load, const volatile (.rodata) ones included")
     p.add_argument("-v", "--verbose", action="store_true", help="show the full verifier log even on success")
     return p
 
@@ -115,6 +117,8 @@ def _line_parsers() -> dict[str, MagicArgumentParser]:
                                                   "{pkt.hex()} passes a Python value")
     p.add_argument("--ctx", metavar="HEX", help="context in: xdp_md/__sk_buff bytes, or raw_tp u64 args")
     p.add_argument("--type", help="load FUNC as this program type (default: what its context parameter implies)")
+    p = parser("globals", "a --core module's global variables (.bss, .data, .rodata): name, section, type, value")
+    p.add_argument("module")
     p = parser("stats", "per-program run_cnt, run_time_ns, avg_ns, tail calls in, missed")
     onoff = p.add_mutually_exclusive_group()
     onoff.add_argument("--on", action="store_true", help="keep kernel run stats on (the default)")
@@ -183,7 +187,7 @@ class BpfMagics(Magics):
 
         Cell magic::
 
-            %%bpf NAME [-a FUNC=TARGET]... [-s ARRAY[KEY]=FUNC]... [--file PATH] [--cflags "..."] [--core] [-v]
+            %%bpf NAME [-a FUNC=TARGET]... [-s ARRAY[KEY]=FUNC]... [--file PATH] [--cflags "..."] [--core] [--set VAR=VALUE]... [-v]
             <BCC C source, or libbpf-style C with --core>
 
         compiles the cell as module NAME, loads it, attaches FUNC to TARGET
@@ -258,6 +262,7 @@ class BpfMagics(Magics):
             slots[spec] = func
         module = bpfmagic.session().load(
             args.name, body, attach=attach, slots=slots, cflags=_cflags(args.cflags),
+            globals=dict(_pairs(args.set, "--set")),
             file=args.file, verbose=args.verbose, core=args.core, origin="cell")
         self.shell.user_ns[args.name] = module
         if args.verbose and module.compile_log.strip():
@@ -332,6 +337,9 @@ class BpfMagics(Magics):
     def _cmd_run(self, args):
         return bpfmagic.session().test_run(args.program, data=args.data, ctx=args.ctx, repeat=args.repeat,
                                            type=args.type)
+
+    def _cmd_globals(self, args):
+        return bpfmagic.session().module(args.module).globals.df()
 
     def _cmd_stats(self, args):
         s = bpfmagic.session()

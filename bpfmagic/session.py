@@ -137,6 +137,13 @@ class Module:
         return [n for n in names if not n.startswith("__bm_")]  # bpfmagic's own counters stay hidden
 
     @property
+    def globals(self):
+        """Global variables of a --core module: ``m.globals["count"]``, ``m.globals["selector"] = 2``,
+        ``m.globals.df()``."""
+        from .globals import Globals
+        return Globals(self)
+
+    @property
     def streams(self) -> dict:
         """The streams of this module's event tables, by table name."""
         return self.session.streams.of(self)
@@ -365,7 +372,7 @@ class Session:
     # ------------------------------------------------------------ loading
     def load(self, name: str, source: str = "", attach=None, slots=None, cflags=(), file: str | None = None,
              verbose: bool = False, core: bool = False, origin: str | None = None,
-             count_tail_calls: bool = True) -> Module:
+             count_tail_calls: bool = True, globals: dict | None = None) -> Module:
         """Compile and load SOURCE as module NAME, attach and slot its programs.
 
         attach: {"func": "raw_tracepoint:sys_enter"} (a value may be a list of targets)
@@ -374,6 +381,7 @@ class Session:
         loaded; on failure the previous version keeps running.
         count_tail_calls: count calls and fall-throughs per slot (False for
         benchmarks that must measure the bare tail call).
+        globals: (--core) global variables set before load, ``const volatile`` ones included.
         """
         prog_arrays.check_name("module", name)
         if keyword.iskeyword(name):
@@ -386,8 +394,10 @@ class Session:
         slot_specs = [(parse_slot_spec(spec), func) for spec, func in (slots or {}).items()]
         if isinstance(cflags, str):  # "-DA=1 -DB=2": several flags in one string, as on a command line
             cflags = shlex.split(cflags)
+        if globals and not core:
+            raise UsageProblem("globals= (--set) sets global variables of --core cells; BCC has no such globals")
         req = _LoadRequest(name, source, origin, attach_specs, slot_specs, list(cflags), verbose,
-                           count_tail_calls, core, file)
+                           count_tail_calls, core, file, dict(globals or {}))
         with self._lock:
             old = self.modules.get(name)
             try:
@@ -545,7 +555,8 @@ class Session:
         needs = {func: parse_target(target).prog_type for func, target in req.attach}
         slotted = [(array, func) for array, _, func in resolved_slots]
         obj, log = core.load_object(req.name, syntax, req.origin, req.cflags, slot_index, req.file,
-                                    self.arrays, req.count_calls, req.verbose, needs, slotted)
+                                    self.arrays, req.count_calls, req.verbose, needs, slotted,
+                                    req.initial_globals)
         module = Module(self, req.name, syntax, None, req.origin)
         module.core = obj
         module.compile_log = log
@@ -863,6 +874,7 @@ class _LoadRequest:
     count_calls: bool  # count tail calls per slot (off for benchmarks of the bare call)
     core: bool
     file: str | None
+    initial_globals: dict  # --set VAR=VALUE of a --core cell
 
 
 def _bcc():

@@ -305,3 +305,47 @@ def test_values_initialized_prog_array_is_seen_and_freed(session):
     array = session.array("jmp_table")
     assert array.entries == {} and libbpf.map_lookup_u32(array.fd, 0) is None  # the kernel's slots emptied too
     assert m.closed
+
+
+GLOBALS = r"""#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+
+const volatile __u32 verdict_on_hit = XDP_PASS;   /* .rodata: set before load */
+__u64 runs = 0;                                   /* .bss */
+__u32 selector = 1;                               /* .data */
+char tag[8] = "abc";
+struct limits { __u32 lo; __u32 hi; } window = { 10, 20 };
+__u32 seen[4];
+
+SEC("xdp")
+int count(struct xdp_md *ctx)
+{
+	__u32 len = ctx->data_end - ctx->data;
+
+	runs++;
+	seen[runs & 3] = len;
+	if (len >= window.lo && len <= window.hi)
+		return verdict_on_hit;
+	return selector;
+}
+"""
+
+
+def test_core_globals_read_write_and_set_before_load(session):
+    m = session.load("g", GLOBALS, core=True, globals={"verdict_on_hit": 1})  # XDP_DROP
+    assert m.globals["runs"] == 0 and m.globals["tag"] == "abc" and m.globals["window"] == {"lo": 10, "hi": 20}
+    assert session.test_run("g.count", data=b"x" * 14).retval_name == "XDP_DROP"   # 14 bytes: in the window
+    assert session.test_run("g.count", data=b"x" * 64).retval == 1                 # selector
+    m.globals["selector"] = 3
+    m.globals["window"] = {"lo": 60, "hi": 70}
+    assert session.test_run("g.count", data=b"x" * 64, repeat=3).retval_name == "XDP_DROP"
+    assert session.test_run("g.count", data=b"x" * 40).retval_name == "XDP_TX"     # selector 3, written
+    assert m.globals["runs"] == 6
+    assert list(m.globals["seen"]) == [64, 64, 40, 64]  # runs 1..6 wrote slots 1,2,3,0,1,2
+    with pytest.raises(Exception, match="frozen when the module loaded.*--set verdict_on_hit"):
+        m.globals["verdict_on_hit"] = 2
+    with pytest.raises(TypeError, match="window: struct limits has no field 'mid'"):
+        m.globals["window"] = {"mid": 1}
+    df = m.globals.df().set_index("name")
+    assert df.loc["verdict_on_hit", "section"] == ".rodata" and df.loc["verdict_on_hit", "value"] == 1
+    assert df.loc["runs", "section"] == ".bss" and df.loc["selector", "type"] == "__u32"
