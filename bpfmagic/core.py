@@ -81,6 +81,19 @@ def vmlinux_dir() -> str:
     return cache
 
 
+def prepare_cache() -> str:
+    """vmlinux.h and its precompiled form, made ahead (``make setup``) so the
+    first --core cell does not pay for them. Returns what was done."""
+    try:
+        tools()
+    except EnvironmentProblem as e:
+        return f"--core not prepared: {e}"
+    from . import objcache
+    headers = vmlinux_dir()
+    pch = objcache.precompiled_vmlinux(_tool("clang") or "clang", headers, ["-g", "-O2", "-target", "bpf"])
+    return f"vmlinux.h in {headers}" + (", precompiled" if pch else ", not precompiled (cache not trusted)")
+
+
 # ------------------------------------------------------------ source
 
 # ------------------------------------------------------------ ring buffers: loss counting, record struct
@@ -326,21 +339,40 @@ def _relabel(text: str, origin: str) -> str:
     return text.replace(f"{CORE_CELL_FILE}:", f"{origin}:")
 
 
-def compile_object(text: str, source: str, origin: str, cflags: list[str], include_dirs=()) -> tuple[bytes, str]:
+def compile_object(text: str, source: str, origin: str, cflags: list[str], include_dirs=(),
+                   vmlinux_first: bool = False) -> tuple[bytes, str]:
     """clang -target bpf: the object file and clang's warnings; errors raise
-    BpfCompileError with the offending lines of the cell."""
+    BpfCompileError with the offending lines of the cell. ``vmlinux_first``:
+    the text starts by including vmlinux.h, so its precompiled form serves.
+    An unchanged compile is served from the object cache."""
+    from . import objcache
     arch = _ARCH.get(platform.machine(), platform.machine())
+    clang = _tool("clang") or "clang"
+    headers = vmlinux_dir()
+    base = ["-g", "-O2", "-target", "bpf"]
+    pch = objcache.precompiled_vmlinux(clang, headers, base) if vmlinux_first else None
+    flags = [*base, f"-D__TARGET_ARCH_{arch}", "-I", headers,
+             *(f"-I{os.path.abspath(d)}" for d in include_dirs), *_multiarch_includes(), *cflags]
+    vmlinux = os.stat(os.path.join(headers, "vmlinux.h"))
+    cache_key = objcache.key(text, [*flags, f"vmlinux {vmlinux.st_size} {vmlinux.st_mtime_ns}"],
+                             objcache.clang_version(clang))
+    cached = objcache.lookup(cache_key)
+    if cached is not None:
+        return cached[0], _relabel(cached[1], origin)
     with tempfile.TemporaryDirectory(prefix="bpfmagic-core-") as tmp:
-        out = os.path.join(tmp, "module.bpf.o")
+        out, depfile = os.path.join(tmp, "module.bpf.o"), os.path.join(tmp, "module.d")
         # The cell's lines in the file the #line markers name: clang reads them into the
         # BTF line info, which is what the verifier quotes. The name is fixed (origin is
         # only a label), and the directory is private to this compile.
-        with open(os.path.join(tmp, CORE_CELL_FILE), "w") as f:
+        cell_file = os.path.join(tmp, CORE_CELL_FILE)
+        with open(cell_file, "w") as f:
             f.write(source)
-        cmd = [_tool("clang") or "clang", "-g", "-O2", "-target", "bpf", f"-D__TARGET_ARCH_{arch}",
-               "-I", vmlinux_dir(), *(f"-I{os.path.abspath(d)}" for d in include_dirs), *_multiarch_includes(),
-               *cflags, "-x", "c", "-c", "-", "-o", out]
-        res = subprocess.run(cmd, input=text, capture_output=True, text=True, cwd=tmp)
+        for use_pch in ([True, False] if pch else [False]):
+            cmd = [clang, *flags, *(["-include-pch", pch] if use_pch else []), "-MD", "-MF", depfile,
+                   "-x", "c", "-c", "-", "-o", out]
+            res = subprocess.run(cmd, input=text, capture_output=True, text=True, cwd=tmp)
+            if res.returncode == 0 or not use_pch or "PCH file" not in res.stderr:
+                break  # a PCH clang cannot use (flags like -mcpu differ): compiled again without it
         stderr = _relabel(res.stderr, origin)
         if res.returncode != 0:
             raise _clang_error(stderr, source, origin)
@@ -348,7 +380,9 @@ def compile_object(text: str, source: str, origin: str, cflags: list[str], inclu
             raise BpfCompileError(f"clang wrote no object file for {origin}: a flag in --cflags "
                                   f"({' '.join(cflags)}) stops it before code generation", stderr)
         with open(out, "rb") as f:
-            return f.read(), stderr
+            obj = f.read()
+        objcache.store(cache_key, obj, res.stderr, depfile, tmp, skip={cell_file, os.path.join(tmp, "-")})
+        return obj, stderr
 
 
 def _clang_error(stderr: str, source: str, origin: str) -> BpfCompileError:
@@ -656,7 +690,8 @@ def load_object(name: str, syntax: CellSyntax, origin: str, cflags: list[str], s
     text = core_text(syntax, {n: a.size for n, a in arrays.items()}, slot_index, count_calls)
     text = keep_ring_types(text, source)  # record types of rings get BTF: the stream reads their layout
     include_dirs = [os.path.dirname(os.path.abspath(file))] if file else []
-    obj_bytes, warnings_text = compile_object(text, source, origin, cflags, include_dirs)
+    obj_bytes, warnings_text = compile_object(text, source, origin, cflags, include_dirs,
+                                              vmlinux_first=syntax.starts_with_vmlinux)
     obj = CoreObject(name, obj_bytes)
     try:
         maps = obj.maps()

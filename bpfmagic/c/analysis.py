@@ -110,6 +110,9 @@ class CellSyntax:
     has_license: bool = False
     has_code: bool = False  # any file-scope node that is not a preprocessor directive or a comment
     has_content: bool = False  # anything but comments and blank space
+    # The cell's first line of code includes vmlinux.h (or it includes nothing, so bpfmagic's prelude
+    # does): a precompiled vmlinux.h then stands for it.
+    starts_with_vmlinux: bool = False
 
     @property
     def contexts(self) -> dict[str, str | None]:
@@ -373,6 +376,10 @@ def analyse(source: str) -> CellSyntax:
                     last_include_end = child.end_byte  # after the whole #if block: keep our lines outside it
 
     record_includes(root, False)
+    first = top_level[0] if top_level else None
+    cell.starts_with_vmlinux = not cell.includes or (
+        first is not None and first.type == "preproc_include" and bool(cell.includes)
+        and cell.includes[0].path == "vmlinux.h" and cell.includes[0].line == first.start_point[0] + 1)
     cell._instrument_offset = last_include_end
 
     for node in top_level:
