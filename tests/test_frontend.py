@@ -349,3 +349,37 @@ def test_core_globals_read_write_and_set_before_load(session):
     df = m.globals.df().set_index("name")
     assert df.loc["verdict_on_hit", "section"] == ".rodata" and df.loc["verdict_on_hit", "value"] == 1
     assert df.loc["runs", "section"] == ".bss" and df.loc["selector", "type"] == "__u32"
+
+
+def test_object_cache_follows_included_files_and_distrusts_others(session, tmp_path, monkeypatch):
+    from bpfmagic import objcache
+    monkeypatch.setattr(objcache, "cache_root", lambda: str(tmp_path / "cache"))
+    src_dir = tmp_path / "src"
+    src_dir.mkdir()
+    (src_dir / "verdict.h").write_text("#define VERDICT 1\n")
+    (src_dir / "p.bpf.c").write_text('#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n#include "verdict.h"\n'
+                                     'SEC("xdp") int f(struct xdp_md *ctx) { return VERDICT; }\n')
+    session.load("cached", file=str(src_dir / "p.bpf.c"), core=True)
+    objects = tmp_path / "cache" / "objects"
+    assert len(list(objects.glob("*.o"))) == 1 and (objects.stat().st_mode & 0o777) == 0o700
+    assert session.test_run("cached.f").retval == 1
+    import bpfmagic.core as core_module
+    compiles = []
+    real_run = core_module.subprocess.run
+    monkeypatch.setattr(core_module.subprocess, "run", lambda *a, **k: compiles.append(a) or real_run(*a, **k))
+    session.load("cached", file=str(src_dir / "p.bpf.c"), core=True)  # unchanged: nothing compiled
+    assert compiles == [] and session.test_run("cached.f").retval == 1
+    monkeypatch.setattr(core_module.subprocess, "run", real_run)
+    (src_dir / "verdict.h").write_text("#define VERDICT 3\n")  # same size, new content: the cache must see it
+    session.load("cached", file=str(src_dir / "p.bpf.c"), core=True)
+    assert session.test_run("cached.f").retval == 3
+    for obj in objects.glob("*.o"):  # a damaged object is compiled again, not loaded
+        obj.write_bytes(b"\0" * 64)
+    session.load("cached", file=str(src_dir / "p.bpf.c"), core=True)
+    assert session.test_run("cached.f").retval == 3
+    # A cache directory others can write is neither read nor written.
+    objects.chmod(0o777)
+    before = set(objects.iterdir())
+    (src_dir / "verdict.h").write_text("#define VERDICT 2\n")
+    session.load("cached", file=str(src_dir / "p.bpf.c"), core=True)
+    assert session.test_run("cached.f").retval == 2 and set(objects.iterdir()) == before
