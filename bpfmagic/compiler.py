@@ -340,6 +340,16 @@ VERIFIER_HINTS = {
                                    "with bpf_probe_read_kernel() or BPF_CORE_READ().",
     "unreachable insn": "code after an unconditional return or jump; compile with -O2.",
     "back-edge": "a loop the verifier cannot bound: give it a constant bound or use bpf_loop().",
+    "infinite loop detected": "a loop whose state never changes from the verifier's point of view: give it a "
+                              "bound that the loop variable reaches, or use bpf_loop().",
+    "tail_call is only allowed in functions that return 'int'": "a subprogram that tail-calls must return int: "
+        "declare it `static __noinline int ...` and return the tail call's result (or 0) from it.",
+    "cannot use helper": "this program type may not call that helper (bpf_probe_write_user is refused by "
+                         "this kernel); see `bpftool feature probe` for the helpers each type can call.",
+    "unbounded memory access": "an index added to a pointer has no upper bound the verifier can see: check it "
+                               "against the size first (if (i >= N) return ...).",
+    "invalid bpf_context access": "the context is read at an offset its type does not have (moved or cast ctx "
+                                  "pointer?): read fields through the ctx the program was given.",
     "invalid access to packet": "check packet bounds (data + N > data_end) before reading the packet.",
     "tail_calls are not allowed when call stack": "a tail call from a subprogram needs the frames above it "
         "to use less than 256 bytes of stack: shrink the callers' locals (a per-CPU array map makes good scratch space).",

@@ -664,10 +664,30 @@ def check_sections(obj: "CoreObject") -> None:
                               f"(CONFIG_KPROBES is off); {ALTERNATIVE}")
 
 
+def _libbpf_refusal(name: str, log: str, errno_: int) -> BpfCompileError:
+    """libbpf refused the object before the kernel's verifier saw a program:
+    say so, with libbpf's own reason and what it usually means."""
+    lines = [line.removeprefix("libbpf: ").strip() for line in log.splitlines() if line.strip()]
+    reasons = [line for line in lines if not line.startswith(("failed to load object", "prog '")) or
+               "failed to find" in line] or lines
+    text = f"libbpf refused to load {name} ({os.strerror(errno_)}), before the verifier saw it:\n" + \
+        "\n".join(f"  {line}" for line in reasons[-6:])
+    event = re.search(r"failed to find kernel BTF type ID of '(\w+)'", log)
+    if event:
+        text += (f"\nThe kernel's BTF has no {event[1]!r}: SEC(\"tp_btf/NAME\") and fentry-style sections name a "
+                 "raw tracepoint or kernel function that must exist (see /sys/kernel/tracing/available_events).")
+    kfunc = re.search(r"extern \(func ksym\) '(\w+)': not found", log)
+    if kfunc:
+        text += f"\nThis kernel exports no kfunc {kfunc[1]!r} (bpftool btf dump file /sys/kernel/btf/vmlinux lists them)."
+    return BpfCompileError(text, log)
+
+
 def _verifier_error(name: str, log: str, errno_: int, origin: str, source: str) -> BpfVerifierError:
     from .compiler import verifier_error
     # libbpf frames the kernel's log between these markers; keep libbpf's own lines out of the tail.
     m = re.search(r"-- BEGIN PROG LOAD LOG --\n(.*?)-- END PROG LOAD LOG --", log, re.S)
+    if m is None and "processed " not in log:
+        return _libbpf_refusal(name, log, errno_)
     prog = re.search(r"prog '(\w+)': BPF program load failed", log)
     body = m[1] if m else log
     body = body.replace(f"@ {CORE_CELL_FILE}:", f"@ {origin}:")

@@ -566,6 +566,15 @@ class Session:
                 module.programs[pname] = Program(module, pname, obj.program_type(prog_ptr), fd)
         return module
 
+    def _skb_chain_type(self, module: Module, func: str) -> str | None:
+        """A ``struct __sk_buff *`` function can be tc or a socket filter (or ...):
+        in a chain whose arrays hold (or were declared for) one skb type, that type."""
+        names = {t.array for t in module.syntax.tail_calls if t.function == func and t.array}
+        names |= {n for n in self.arrays if module.syntax.uses(n)}
+        types = {self.arrays[n].owner_type for n in names if n in self.arrays} - {None}
+        types &= SKB_TYPES
+        return types.pop() if len(types) == 1 else None
+
     def _adopt_initialized_slots(self, module: Module, replaced: list) -> None:
         """libbpf fills a prog array declared with ``.values = { [i] = &prog }``
         when it loads the object: those slots hold the module's programs now,
@@ -622,6 +631,8 @@ class Session:
         if func not in module.functions:
             known = ", ".join(module.functions) or "none"
             raise UsageProblem(f"{module.name} has no function {func!r} (functions: {known})")
+        if ptype is None and module.contexts.get(func) == "sched_cls":
+            ptype = self._skb_chain_type(module, func)
         ptype = ptype or module.contexts.get(func)
         if ptype is None:
             raise UsageProblem(f"say which program type {module.name}.{func} is: its context parameter does "

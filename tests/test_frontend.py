@@ -383,3 +383,55 @@ def test_object_cache_follows_included_files_and_distrusts_others(session, tmp_p
     (src_dir / "verdict.h").write_text("#define VERDICT 2\n")
     session.load("cached", file=str(src_dir / "p.bpf.c"), core=True)
     assert session.test_run("cached.f").retval == 2 and set(objects.iterdir()) == before
+
+
+def test_test_run_of_an_skb_function_takes_its_chains_type(session):
+    session.progarray("sk", 4, type="socket_filter")
+    session.load("tail", "int st2(struct __sk_buff *skb) { return 2; }", slots={"sk[1]": "st2"})
+    session.load("head", "int st1(struct __sk_buff *skb) { sk.call(skb, 1); return 1; }")
+    result = session.test_run("head.st1", data=packets.udp_packet())
+    assert result.type == "socket_filter" and result.retval == 2
+
+
+@pytest.mark.parametrize("source, core, expected", [
+    ('BPF_PROG_ARRAY(jt, 4);\nstatic __attribute__((noinline)) void sub(struct xdp_md *ctx) '
+     '{ bpf_tail_call(ctx, &jt, 0); }\nSEC("xdp") int f(struct xdp_md *ctx) { sub(ctx); return 0; }\n', True,
+     "must return int"),
+    ('int f(struct bpf_raw_tracepoint_args *ctx) { int x = 0; '
+     'bpf_probe_write_user((void *)ctx->args[0], &x, 4); return 0; }\n', False, "may not call that helper"),
+    ('BPF_ARRAY(a, u64, 4);\nint f(struct xdp_md *ctx) { int k = 0; u64 *v = a.lookup(&k); if (!v) return 0; '
+     'u32 i = ctx->data_end - ctx->data; return *(v + i); }\n', False, "no upper bound"),
+    ('int f(struct xdp_md *ctx) { ctx++; return ctx->data; }\n', False, "read fields through the ctx"),
+    ('SEC("xdp") int f(struct xdp_md *ctx) { volatile int i = 0; while (1) { i++; } return 0; }\n', True,
+     "loop"),
+])
+def test_verifier_hints_only_where_the_log_says_so(session, source, core, expected):
+    with pytest.raises(BpfVerifierError) as err:
+        session.load("e", source, core=core)
+    text = str(err.value)
+    assert expected in text
+    assert "can return NULL" not in text and "after the verifier accepted" not in text
+
+
+def test_libbpf_refusals_are_not_called_verifier_rejections(session):
+    with pytest.raises(BpfCompileError) as err:
+        session.load("e", '#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n#include <bpf/bpf_tracing.h>\n'
+                     'SEC("tp_btf/no_such_event") int BPF_PROG(h) { return 0; }\n', core=True)
+    assert "libbpf refused to load e" in str(err.value) and "no 'no_such_event'" in str(err.value)
+    assert "verifier rejected" not in str(err.value)
+
+
+def test_a_slotted_program_keeps_its_section_attachment(session):
+    import os as _os
+    session.progarray("rt", 4)
+    m = session.load("both", """
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 1); __type(key, __u32); __type(value, __u64); } hits SEC(".maps");
+SEC("raw_tp/sys_enter") int on_enter(void *ctx)
+{ __u32 k = 0; __u64 *v = bpf_map_lookup_elem(&hits, &k); if (v) __sync_fetch_and_add(v, 1); return 0; }
+""", core=True, slots={"rt[0]": "on_enter"})
+    for _ in range(10):
+        _os.getppid()
+    assert m.auto_attached == ["on_enter"] and m["hits"][0].value >= 10
+    assert session.array("rt").entries[0] is m.programs["on_enter"]
