@@ -309,6 +309,15 @@ def verifier_error(func: str, stderr: str, reason: str, origin: str, source: str
     """The end of the verifier log (where the reason is) plus the hints that
     the reason itself calls for (not every word the register dumps contain)."""
     log = _relabel(stderr, origin, source, columns)
+    too_large = re.search(r"Program\s+too large \((\d+) insns\)", log)
+    if too_large and "processed " not in log:
+        # BCC loads without a log first and, on E2BIG, reports the program's own length: the
+        # kernel's reason is the verifier's budget of processed instructions.
+        return BpfVerifierError(
+            f"the verifier rejected {func}: it walked 1,000,000 instructions (the limit) along the "
+            f"program's paths before finishing; the program itself has {too_large[1]} instructions, but "
+            f"every loop iteration and branch path counts.\n\nHINT: {VERIFIER_HINTS['is too large']}\n"
+            f"(-v shows the verifier's log.)", log)
     lines = [line for line in log.splitlines() if line.strip()]
     hints = [line for line in lines if line.startswith("HINT:")]
     body = [line for line in lines if not line.startswith("HINT:")]
@@ -340,6 +349,10 @@ VERIFIER_HINTS = {
                                    "with bpf_probe_read_kernel() or BPF_CORE_READ().",
     "unreachable insn": "code after an unconditional return or jump; compile with -O2.",
     "back-edge": "a loop the verifier cannot bound: give it a constant bound or use bpf_loop().",
+    "is too large": "bound loops tighter, use bpf_loop() for long loops, or split the work into stages "
+                    "chained by tail calls (each stage is verified on its own budget).",
+    "is too complex": "the verifier tracks too many branch states: fewer branches per loop iteration, "
+                      "bpf_loop(), or stages chained by tail calls.",
     "infinite loop detected": "a loop whose state never changes from the verifier's point of view: give it a "
                               "bound that the loop variable reaches, or use bpf_loop().",
     "tail_call is only allowed in functions that return 'int'": "a subprogram that tail-calls must return int: "

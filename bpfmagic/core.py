@@ -659,6 +659,10 @@ def check_sections(obj: "CoreObject") -> None:
     for pname, prog in obj.programs().items():
         section = obj.section(prog)
         kind = section.split("/", 1)[0]
+        if kind == "freplace":
+            raise AttachError(f'{obj.name}.{pname} is SEC("{section}"): an freplace program replaces a function '
+                              "of a program already loaded, which a cell cannot name as its target; to swap code "
+                              "at run time put the new version in a slot instead (-s ARRAY[KEY]=FUNC)")
         if kind in ("kprobe", "kretprobe", "ksyscall", "kretsyscall") and not kprobes_available():
             raise AttachError(f'{obj.name}.{pname} is SEC("{section}"): kprobes are not available on this kernel '
                               f"(CONFIG_KPROBES is off); {ALTERNATIVE}")

@@ -435,3 +435,17 @@ SEC("raw_tp/sys_enter") int on_enter(void *ctx)
         _os.getppid()
     assert m.auto_attached == ["on_enter"] and m["hits"][0].value >= 10
     assert session.array("rt").entries[0] is m.programs["on_enter"]
+
+
+def test_a_program_over_the_verifiers_budget_says_so(session):
+    with pytest.raises(BpfVerifierError) as err:
+        session.load("big", """
+BPF_ARRAY(a, u64, 1);
+int f(struct xdp_md *ctx) {
+    u64 sum = 0;
+    #pragma clang loop unroll(disable)
+    for (u32 i = 0; i < 200000; i++) { int k = 0; u64 *v = a.lookup(&k); if (v) sum += *v + i; }
+    return sum & 1;
+}""")
+    text = str(err.value)
+    assert "1,000,000 instructions" in text and "tail calls" in text and "at most 4096" not in text
