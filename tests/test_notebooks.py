@@ -134,3 +134,23 @@ def test_events_notebook_results(executed):
         assert column in frame
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs), "no live view"
+
+
+def test_limits_notebook_results(executed):
+    nb = executed("05-limits.ipynb")
+    summary = json.loads(text_outputs(tagged(nb, "summary")[0]).strip().splitlines()[-1])
+    # MAX_TAIL_CALL_CNT: the entry run plus 33 tail calls; the 34th call falls through
+    assert summary["limit"] == {"calls": 34, "taken": 33, "missed": 1, "runs": 34, "retval": "XDP_PASS"}
+    assert summary["repeat_1000"] == {"calls": 34000, "missed": 1000, "runs": 34000}  # the budget is per run
+    # two programs calling each other share the chain's budget
+    assert summary["pingpong"] == {"ping": 17, "pong": 17, "taken": 33, "missed": 1, "retval": "XDP_DROP"}
+    assert summary["empty_slot"] == {"calls": 1, "missed": 1, "runs": 1, "retval": "XDP_PASS"}
+    assert summary["kernel_says"].startswith("errno 22 ")                     # the kernel's bare EINVAL
+    assert summary["unload"] == {"before": "XDP_DROP", "after": "XDP_PASS", "missed_after": 1,
+                                 "program_freed": True}
+    assert "calls 34 / taken 33 / missed 1; loop ran 34 times" in text_outputs(tagged(nb, "limit-numbers")[0])
+    [error] = [o for o in tagged(nb, "same-type")[0].outputs if o.output_type == "error"]
+    assert error.ename == "SlotError"
+    assert "jump holds xdp programs" in error.evalue and "classifier.classify is a sched_cls program" in error.evalue
+    after = text_outputs(tagged(nb, "slots-after")[0])
+    assert "verdict" in after and "verdict.drop" not in after                 # the slot emptied with its module
