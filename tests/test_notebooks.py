@@ -154,3 +154,24 @@ def test_limits_notebook_results(executed):
     assert "jump holds xdp programs" in error.evalue and "classifier.classify is a sched_cls program" in error.evalue
     after = text_outputs(tagged(nb, "slots-after")[0])
     assert "verdict" in after and "verdict.drop" not in after                 # the slot emptied with its module
+
+
+def test_state_across_tail_calls_notebook_results(executed):
+    nb = executed("06-state-across-tail-calls.ipynb")
+    summary = json.loads(text_outputs(tagged(nb, "summary")[0]).strip().splitlines()[-1])
+    # the stack: the caller's bytes at the same offset by accident of the JIT's frame reuse, not one local over
+    assert summary["stack"]["peek"] == "0x1234abcd" and summary["stack"]["peek_shifted"] != "0x1234abcd"
+    # per-CPU scratch: decide knew what parse read from each packet, in packet order
+    scratch = summary["scratch"]
+    assert scratch["dns"] == {"verdict": "XDP_DROP", "seq": 1, "src": "10.1.0.1", "dst": "10.1.0.53", "proto": 17,
+                              "l4_off": 34, "dport": 53}
+    assert scratch["ntp"] == {"verdict": "XDP_PASS", "seq": 2, "src": "10.2.0.7", "dst": "10.2.0.123", "proto": 17,
+                              "l4_off": 34, "dport": 123}
+    assert scratch["web"] == {"verdict": "XDP_PASS", "seq": 3, "src": "192.168.9.1", "dst": "192.168.9.80",
+                              "proto": 6, "l4_off": 34, "dport": 0}
+    per_cpu = summary["scratch_per_cpu_seq"]
+    assert max(per_cpu) == 3 and 1 <= sum(1 for v in per_cpu if v) <= 3
+    # skb->cb in a sched_cls chain run on L2 frames
+    for name, src, port, verdict in (("dns", "10.1.0.1", 53, "TC_ACT_SHOT"), ("ntp", "10.2.0.7", 123, "TC_ACT_OK")):
+        assert summary["cb"][name] == {"verdict": verdict, "cb[0] l4_off": 34, "cb[1] proto": 17, "cb[2] saddr": src,
+                                       "cb[3] magic": "0xcb0cb0", "port read via cb[0]": port}
