@@ -175,3 +175,45 @@ def test_state_across_tail_calls_notebook_results(executed):
     for name, src, port, verdict in (("dns", "10.1.0.1", 53, "TC_ACT_SHOT"), ("ntp", "10.2.0.7", 123, "TC_ACT_OK")):
         assert summary["cb"][name] == {"verdict": verdict, "cb[0] l4_off": 34, "cb[1] proto": 17, "cb[2] saddr": src,
                                        "cb[3] magic": "0xcb0cb0", "port read via cb[0]": port}
+
+
+def _flow_from_frame(frame: bytes, repeat: int) -> dict | None:
+    """What a frame's headers say, read by scapy (not by the notebook's own parsing)."""
+    from scapy.layers.inet import IP, TCP, UDP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Dot1AD, Dot1Q, Ether
+    pkt = Ether(frame)
+    tags = [layer.vlan for layer in pkt.iterpayloads() if isinstance(layer, (Dot1Q, Dot1AD))]
+    if IP in pkt:
+        family, l3 = 4, pkt[IP]
+        proto = l3.proto
+    elif IPv6 in pkt:
+        family, l3 = 6, pkt[IPv6]
+        proto = l3.nh
+    else:
+        return None
+    l4 = pkt[TCP] if TCP in pkt else pkt[UDP] if UDP in pkt else None
+    return {"family": family, "vlan": tags[-1] if tags else 0, "proto": {1: "icmp", 6: "tcp", 17: "udp"}[proto],
+            "src": l3.src, "sport": l4.sport if l4 else 0, "dst": l3.dst, "dport": l4.dport if l4 else 0,
+            "packets": repeat, "bytes": len(frame) * repeat}
+
+
+def test_packet_parser_notebook_results(executed):
+    pytest.importorskip("scapy")
+    nb = executed("07-packet-parser.ipynb")
+    summary = json.loads(text_outputs(tagged(nb, "summary")[0]).strip().splitlines()[-1])
+    key = lambda f: (f["family"], f["vlan"], f["dport"], f["src"])  # noqa: E731
+    expected = sorted(filter(None, (_flow_from_frame(bytes.fromhex(f["hex"]), f["repeat"])
+                                    for f in summary["frames"])), key=key)
+    assert len(summary["frames"]) == 8 and len(expected) == 7                # the ARP frame is no flow
+    assert sorted(summary["flows"], key=key) == expected
+    assert {f["vlan"] for f in expected} == {0, 100, 200, 20}               # 802.1Q and the inner tag of QinQ
+    assert summary["matches"] is True
+    stages = summary["stages"]
+    assert stages["ARP"] == "eth" and stages["ping"] == "eth → ipv4×1"
+    assert stages["syslog over IPv6 in QinQ 10/20"] == "eth → vlan×2 → ipv6×1 → udp×1"
+    assert stages["ssh in VLAN 200"] == "eth → vlan×1 → ipv4×1 → tcp×1"
+    # the udp stage taken out: the flow is still counted, without its ports
+    assert summary["without_udp"] == {"src": "10.0.0.1", "dst": "10.0.0.53", "proto": "udp", "sport": 0,
+                                      "dport": 0, "packets": 1}
+    assert any("image/svg+xml" in o.get("data", {}) for o in tagged(nb, "graph")[0].outputs)
