@@ -217,3 +217,11 @@ def test_packet_parser_notebook_results(executed):
     assert summary["without_udp"] == {"src": "10.0.0.1", "dst": "10.0.0.53", "proto": "udp", "sport": 0,
                                       "dport": 0, "packets": 1}
     assert any("image/svg+xml" in o.get("data", {}) for o in tagged(nb, "graph")[0].outputs)
+    # live on a veth pair: what was sent from the namespace, and the namespace gone afterwards
+    live = {(f["proto"], f["dport"]): f for f in summary["live"]}
+    udp = live[("udp", 9999)]
+    assert (udp["src"], udp["dst"], udp["packets"], udp["bytes"]) == ("10.77.0.2", "10.77.0.1", 5, 5 * 42 + 10)
+    assert live[("tcp", 8080)]["packets"] >= 1                               # the SYN (a retry if the RST was slow)
+    assert summary["netns_left"] is False
+    import subprocess
+    assert summary["netns"] not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
