@@ -2,6 +2,7 @@
 display results; every kernel object belongs to the Session."""
 from __future__ import annotations
 
+import argparse
 import builtins
 import shlex
 
@@ -23,9 +24,10 @@ def _cell_parser() -> MagicArgumentParser:
                             description="Compile the cell's BCC C as module NAME, load, attach and slot it.")
     p.add_argument("name", help="module name; after the cell NAME is the Module in the namespace")
     p.add_argument("-a", "--attach", action="append", default=[], metavar="FUNC=TARGET",
-                   help="attach FUNC: raw_tracepoint:EVENT, tracepoint:CAT:EVENT, kprobe:SYM, kretprobe:SYM, "
+                   help="attach FUNC: raw_tracepoint:EVENT, tracepoint:CAT:EVENT, "
                         "uprobe:LIB:SYM, uretprobe:LIB:SYM, xdp:IFACE, tc:IFACE[:ingress|egress], "
-                        "socket:IFACE, perf:cpu-clock:HZ")
+                        "socket:IFACE, perf:cpu-clock:HZ; kprobe:SYM, kretprobe:SYM only where the kernel "
+                        "has kprobes (otherwise the cell says what to use)")
     p.add_argument("-s", "--slot", action="append", default=[], metavar="ARRAY[KEY]=FUNC",
                    help="load FUNC with ARRAY's program type and store it at KEY (integer, syscall or name)")
     p.add_argument("--file", help="load this .bpf.c file as the module (cell body empty)")
@@ -192,7 +194,8 @@ class BpfMagics(Magics):
 
         compiles the cell as module NAME, loads it, attaches FUNC to TARGET
         (raw_tracepoint:EVENT, tracepoint:CAT:EVENT, uprobe:LIB:SYM, xdp:IFACE,
-        tc:IFACE[:ingress|egress], socket:IFACE, perf:cpu-clock:HZ, kprobe:SYM)
+        tc:IFACE[:ingress|egress], socket:IFACE, perf:cpu-clock:HZ; kprobe:SYM
+        only where the kernel has kprobes, else the cell says what to use)
         and stores FUNC in slot KEY of prog array ARRAY. BCC's own conventions
         (RAW_TRACEPOINT_PROBE, TRACEPOINT_PROBE) auto-attach as usual.
         ``BPF_PROG_ARRAY(progs, N)`` is the session-wide array ``progs``,
@@ -219,12 +222,12 @@ class BpfMagics(Magics):
             %bpf run MODULE.FUNC [--repeat N] [--data HEX] [--ctx HEX] [--type T]
                                                       BPF_PROG_TEST_RUN: retval, ns/run, data out
             %bpf stats [--on|--off]                   per-program runs, avg ns, tail calls in, missed
-            %bpf bench tailcalls [--depth 33] [--repeat N] [--index const|var]
+            %bpf bench tailcalls [--depth 33] [--repeat N] [--rounds R] [--index const|var]
                                                       tail-call cost curve: DataFrame and plot
             %bpf graph [ARRAY]                        the tail-call chain as a picture (.nodes, .edges)
             %bpf df TABLE [--last N] [--counts COL]   events streamed from TABLE (or MODULE.TABLE)
-            %bpf watch TABLE [--by COL] [--rows N]    live view: events, rate, lost, last rows
-            %bpf trace [--seconds S] [--grep RE] [--older]   bpf_trace_printk lines (ts, cpu, pid, comm, msg)
+            %bpf watch TABLE [--by COL] [--rows N] [--interval S]   live view: events, rate, lost, last rows
+            %bpf trace [--seconds S] [--lines N] [--grep RE] [--older]   bpf_trace_printk lines (ts, cpu, pid, comm, msg)
             %bpf streams                              every stream with its counters
 
         Streams keep at most ``BpfMagics.max_rows`` rows each (``%config
@@ -237,7 +240,10 @@ class BpfMagics(Magics):
 
     # -------------------------------------------------------------- cell
     def _cell(self, line: str, cell: str):
-        return self._load_module(self._cell_parser.parse_args(_option_words(line)), cell)
+        words = _option_words(line)
+        if _asks_help(self._cell_parser, words):
+            return print(_help(self._cell_parser))
+        return self._load_module(self._cell_parser.parse_args(words), cell)
 
     def _cmd_load(self, args):
         if not args.file:
@@ -284,7 +290,11 @@ class BpfMagics(Magics):
         if not words:
             raise UsageError("%bpf needs a command: " + ", ".join(self._line) + " (see %bpf?)")
         command, rest = words[0], words[1:]
+        if command in ("-h", "--help", "help"):
+            return print(_commands_help(self._line))
         parser = self._line.get(command)
+        if parser is not None and _asks_help(parser, rest):  # before parsing: a missing argument is no error here
+            return print(_help(parser))
         if parser is None and "--file" in rest:  # `%bpf NAME --file PATH`: IPython's hint for a body-less %%bpf
             return self._cmd_load(self._line["load"].parse_args(words))
         if parser is None:
@@ -382,6 +392,32 @@ class BpfMagics(Magics):
 
     def _cmd_streams(self, args):
         return bpfmagic.session().streams.summary()
+
+
+def _asks_help(parser, words: list[str]) -> bool:
+    """-h or --help among WORDS as an option of its own: not after `--`, not
+    the value of an option that takes one (`%bpf trace --grep -h`)."""
+    takes_value = {opt for action in parser._actions for opt in action.option_strings if action.nargs != 0}
+    for i, w in enumerate(words):
+        if w == "--":
+            return False
+        if w in ("-h", "--help") and not (i and words[i - 1] in takes_value):
+            return True
+    return False
+
+
+def _help(parser) -> str:
+    """The parser's help with a plain usage line: IPython's MagicHelpFormatter
+    puts another '%' in front of the prog (it expects 'bpf', we name '%bpf watch')."""
+    parser.formatter_class = argparse.HelpFormatter
+    return parser.format_help().rstrip()
+
+
+def _commands_help(parsers) -> str:
+    width = max(map(len, parsers))
+    lines = ["%bpf COMMAND [...]; `%bpf COMMAND --help` for one command, `%%bpf --help` for the cell magic:", ""]
+    lines += [f"  {name:<{width}}  {p.description or ''}" for name, p in parsers.items()]
+    return "\n".join(lines)
 
 
 def _describe_array(array) -> str:
