@@ -221,6 +221,7 @@ class BpfMagics(Magics):
             %bpf doctor                               environment report with fixes
             %bpf run MODULE.FUNC [--repeat N] [--data HEX] [--ctx HEX] [--type T]
                                                       BPF_PROG_TEST_RUN: retval, ns/run, data out
+            %bpf globals MODULE                       a --core module's global variables: name, section, type, value
             %bpf stats [--on|--off]                   per-program runs, avg ns, tail calls in, missed
             %bpf bench tailcalls [--depth 33] [--repeat N] [--rounds R] [--index const|var]
                                                       tail-call cost curve: DataFrame and plot

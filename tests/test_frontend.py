@@ -449,3 +449,17 @@ int f(struct xdp_md *ctx) {
 }""")
     text = str(err.value)
     assert "1,000,000 instructions" in text and "tail calls" in text and "at most 4096" not in text
+
+
+from .test_magics import fresh, ip  # noqa: E402,F401  (the IPython shell fixtures)
+
+
+def test_set_and_globals_in_the_magics(fresh):
+    res = fresh.run_cell('%%bpf cfg --core --set verdict=1 --cflags "-DA=1 -DB=1"\n'
+                         '#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n'
+                         "const volatile __u32 verdict = 2;\n__u64 runs;\n"
+                         'SEC("xdp") int f(struct xdp_md *ctx) { runs += A + B; return verdict; }\n')
+    assert res.success, res.error_in_exec
+    assert fresh.run_line_magic("bpf", "run cfg.f").retval == 1  # XDP_DROP: set before load
+    df = fresh.run_line_magic("bpf", "globals cfg").set_index("name")
+    assert df.loc["runs", "value"] == 2 and df.loc["verdict", "section"] == ".rodata"
