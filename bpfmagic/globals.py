@@ -147,7 +147,6 @@ class _Btf:
             return np.array([value], dtype=f"<f{size}").tobytes()
         if kind == BTF_KIND_ARRAY:
             arr = self.entries(t, 1)[0]
-            esize = self.lib.btf__resolve_size(self.btf, arr.a)
             if isinstance(value, str):
                 data = value.encode()
                 if len(data) > arr.c:

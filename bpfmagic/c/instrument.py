@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .analysis import CellSyntax
+from .records import event_tables, output_calls
 
 COUNTER_PREFIX = "__bm_calls_"
 LOST_COUNTER = "__bm_lost"
@@ -74,6 +75,20 @@ def bcc_text(cell: CellSyntax, arrays: dict[str, tuple[str, int, str]], slot_ind
 
     data = cell.source.encode()
     edits: list[tuple[int, int, bytes]] = []
+    # Failed ring/perf outputs bump __bm_lost[slot of the table] per CPU: Stream.lost.
+    tables = event_tables(cell.source)
+    if tables:
+        undeclared.append(f"BPF_PERCPU_ARRAY({LOST_COUNTER}, u64, {len(tables)});")
+        slot = {name: i for i, name in enumerate(tables)}
+        for out in output_calls(cell.source, set(tables)):
+            call = data[out.start:out.end].decode()
+            bump = (f"{{ u32 __bm_lk = {slot[out.table]}; u64 *__bm_lv = {LOST_COUNTER}.lookup(&__bm_lk); "
+                    f"if (__bm_lv) *__bm_lv += 1; }}")
+            if out.method == "ringbuf_reserve":  # keeps the pointer: BCC infers the record type from it
+                text = f"({{ void *__bm_rp = {call}; if (!__bm_rp) {bump} __bm_rp; }})"
+            else:
+                text = f"({{ int __bm_rc = {call}; if (__bm_rc) {bump} __bm_rc; }})"
+            edits.append((out.start, out.end, _one_line(text, call)))
     if undeclared:
         at = cell.first_code_offset
         edits.append((at, at, " ".join(undeclared).encode() + b" "))
@@ -89,9 +104,7 @@ def bcc_text(cell: CellSyntax, arrays: dict[str, tuple[str, int, str]], slot_ind
             bump = f"__bm_v = {counter}.lookup(&__bm_i); if (__bm_v) *__bm_v += 1;"
             text = (f"({{ u32 __bm_k = ({key}); u32 __bm_i = __bm_k; u64 *__bm_v; {bump} "
                     f"{call.array}.call({call.ctx}, __bm_k); __bm_i = __bm_k + {size}; {bump} }})")
-            original = data[call.start:call.end]
-            # One line for the wrapper, then the call's own line breaks: later lines keep their numbers.
-            edits.append((call.start, call.end, text.replace("\n", " ").encode() + b"\n" * original.count(b"\n")))
+            edits.append((call.start, call.end, _one_line(text, data[call.start:call.end].decode())))
     edits.sort()
     out, last = [], 0
     columns = ColumnMap()
@@ -109,6 +122,11 @@ def bcc_text(cell: CellSyntax, arrays: dict[str, tuple[str, int, str]], slot_ind
         last = end
     out.append(data[last:])
     return b"".join(out).decode(errors="replace"), "\n".join(lines) + "\n", columns
+
+
+def _one_line(text: str, original: str) -> bytes:
+    """TEXT on one line, then as many line breaks as ORIGINAL had: later lines keep their numbers."""
+    return text.replace("\n", " ").encode() + b"\n" * original.count("\n")
 
 
 def _line_starts(data: bytes) -> list[int]:
