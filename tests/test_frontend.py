@@ -463,3 +463,47 @@ def test_set_and_globals_in_the_magics(fresh):
     assert fresh.run_line_magic("bpf", "run cfg.f").retval == 1  # XDP_DROP: set before load
     df = fresh.run_line_magic("bpf", "globals cfg").set_index("name")
     assert df.loc["runs", "value"] == 2 and df.loc["verdict", "section"] == ".rodata"
+
+
+SELF_CALL_WITH_GLOBAL = r"""// SPDX-License-Identifier: GPL-2.0
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+int classifier_0(struct __sk_buff *skb);
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 1);
+	__uint(key_size, sizeof(__u32));
+	__array(values, int (void *));
+} jmp_table SEC(".maps") = {
+	.values = { [0] = (void *) &classifier_0 },
+};
+
+int count = 0;
+
+SEC("tc")
+int classifier_0(struct __sk_buff *skb)
+{
+	count++;
+	bpf_tail_call_static(skb, &jmp_table, 0);
+	return 1;
+}
+
+SEC("tc")
+int entry(struct __sk_buff *skb)
+{
+	bpf_tail_call_static(skb, &jmp_table, 0);
+	return 0;
+}
+
+char __license[] SEC("license") = "GPL";
+"""
+
+
+def test_uapi_includes_values_init_and_a_bss_count_as_the_selftests_check(session):
+    m = session.load("tc3", SELF_CALL_WITH_GLOBAL, core=True)
+    result = session.test_run("tc3.entry", data=packets.udp_packet())
+    assert result.retval == 1 and m.globals["count"] == 33  # 33 tail calls reach classifier_0, the 34th falls through
+    slot = session.slots("jmp_table").set_index("index").loc[0]
+    assert slot["program"] == "tc3.classifier_0" and (slot["calls"], slot["taken"], slot["missed"]) == (34, 33, 1)
