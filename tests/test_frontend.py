@@ -507,3 +507,14 @@ def test_uapi_includes_values_init_and_a_bss_count_as_the_selftests_check(sessio
     assert result.retval == 1 and m.globals["count"] == 33  # 33 tail calls reach classifier_0, the 34th falls through
     slot = session.slots("jmp_table").set_index("index").loc[0]
     assert slot["program"] == "tc3.classifier_0" and (slot["calls"], slot["taken"], slot["missed"]) == (34, 33, 1)
+
+
+def test_codegen_hazards_are_read_on_the_tree():
+    from bpfmagic.c.hazards import codegen_hazards
+    assert codegen_hazards("int f(void *c) { u32 *p; u32 k = __sync_fetch_and_add(p, 1); return k; }") == [
+        "the result of __sync_fetch_and_add() is used"]
+    assert codegen_hazards("int f(void *c) { u64 *p; __sync_fetch_and_add(p, 1); return 0; }") == []
+    assert codegen_hazards("int f(void *c) { char buf[600]; return buf[0]; }") == ["600 bytes of local arrays"]
+    assert codegen_hazards("int f(void *c) { u32 v[2][40]; return v[0][0]; }") == ["320 bytes of local arrays"]
+    assert "a double" in codegen_hazards("int f(void *c) { double x = 2; return x; }")
+    assert codegen_hazards("/* double 1.5 __sync_fetch_and_add(p) */ int f(void *c) { return 0x1e; }") == []
