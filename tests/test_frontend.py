@@ -451,8 +451,6 @@ int f(struct xdp_md *ctx) {
     assert "1,000,000 instructions" in text and "tail calls" in text and "at most 4096" not in text
 
 
-from .test_magics import fresh, ip  # noqa: E402,F401  (the IPython shell fixtures)
-
 
 def test_set_and_globals_in_the_magics(fresh):
     res = fresh.run_cell('%%bpf cfg --core --set verdict=1 --cflags "-DA=1 -DB=1"\n'
