@@ -1,0 +1,127 @@
+"""What a local unprivileged user can do to root's sessions through the
+world-writable bpffs and the caches: nothing. The attacks run in a private
+mount namespace with a bpffs of its own (tests/namespaces.py), so the real
+/sys/fs/bpf/bpfmagic of concurrent sessions is never touched."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from .namespaces import in_private_bpffs
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="plants files as another user: needs root")
+
+# Digit-named directories of user nobody, the shape of dead sessions' pin
+# dirs (pids above any live one), each holding a file that must survive.
+PLANT = """
+    import pwd, tempfile
+    from bpfmagic import EnvironmentProblem, Session
+    nobody = pwd.getpwnam("nobody").pw_uid
+    def bait_dir():
+        bait = tempfile.mkdtemp(prefix="bpfmagic-bait-")
+        for entry in ("3999998", "3999999"):
+            os.mkdir(os.path.join(bait, entry))
+            os.mkdir(os.path.join(bait, entry, "flocked"))
+            with open(os.path.join(bait, entry, "keep"), "w") as f:
+                f.write("nobody's")
+            for path in (os.path.join(bait, entry), os.path.join(bait, entry, "keep")):
+                os.chown(path, nobody, nobody)
+        os.chown(bait, nobody, nobody)
+        os.chmod(bait, 0o755)
+        return bait
+    def survivors(bait):
+        return sorted(e for e in os.listdir(bait) if os.path.exists(os.path.join(bait, e, "keep")))
+    def start():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            s = Session()
+        warned = " ".join(str(w.message) for w in caught if "/sys/fs/bpf/bpfmagic" in str(w.message))
+        try:
+            s.progarray("jt", 4)
+            refused = ""
+        except EnvironmentProblem as e:
+            refused = str(e)
+        s.close()
+        return warned, refused
+"""
+
+
+def test_a_symlinked_pin_root_is_neither_followed_nor_pinned_through():
+    facts = in_private_bpffs(PLANT, """
+        import shutil
+        bait = bait_dir()
+        os.symlink(bait, "/sys/fs/bpf/bpfmagic")
+        os.lchown("/sys/fs/bpf/bpfmagic", nobody, nobody)
+        warned, refused = start()
+        report(survivors=survivors(bait), added=sorted(set(os.listdir(bait)) - {"3999998", "3999999"}),
+               still_a_link=os.path.islink("/sys/fs/bpf/bpfmagic"), warned=warned, refused=refused)
+        shutil.rmtree(bait)
+    """)
+    assert facts["survivors"] == ["3999998", "3999999"], "cleanup followed the link and deleted nobody's dirs"
+    assert facts["added"] == [], "the session pinned through the link"
+    assert facts["still_a_link"]
+    for text in (facts["refused"], facts["warned"]):
+        assert "symbolic link" in text and "user nobody" in text and "rm -rf /sys/fs/bpf/bpfmagic" in text
+
+
+def test_a_pin_root_owned_by_another_user_is_refused():
+    facts = in_private_bpffs(PLANT, """
+        root = "/sys/fs/bpf/bpfmagic"
+        os.mkdir(root)
+        os.mkdir(root + "/3999999")
+        os.mkdir(root + "/3999999/flocked")
+        for path in (root, root + "/3999999", root + "/3999999/flocked"):
+            os.chown(path, nobody, nobody)
+        os.chmod(root, 0o777)
+        warned, refused = start()
+        report(entries=sorted(os.listdir(root)), inside=os.listdir(root + "/3999999"),
+               owner=os.stat(root).st_uid, mode=os.stat(root).st_mode & 0o7777, refused=refused)
+    """)
+    assert facts["entries"] == ["3999999"], "the session pinned into nobody's directory or removed from it"
+    assert facts["inside"] == ["flocked"]
+    assert facts["owner"] != 0 and facts["mode"] == 0o777  # not taken over either: the message says what to do
+    assert "belongs to user nobody" in facts["refused"] and "rm -rf /sys/fs/bpf/bpfmagic" in facts["refused"]
+
+
+def test_cleanup_of_dead_entries_never_follows_a_link_or_removes_others_files():
+    """In a root of our own: a dead entry holding a link to nobody's files, an
+    entry that is itself a link, and an entry owned by nobody. Only the dead
+    entry of our own goes, and nothing behind any link."""
+    facts = in_private_bpffs(PLANT, """
+        root = "/sys/fs/bpf/bpfmagic"
+        bait = bait_dir()
+        os.mkdir(root, 0o777)
+        os.chmod(root, 0o777)                                 # ours, but loose: tightened, not refused
+        os.mkdir(root + "/3999990")                            # dead session of ours (lock free)
+        os.mkdir(root + "/3999990/flocked")
+        os.mkdir(root + "/3999990/s1")
+        os.symlink(bait + "/3999998", root + "/3999990/s1/jt")  # a link inside: unlinked, not followed
+        os.symlink(bait, root + "/3999991")                    # an entry that is a link: left alone
+        os.mkdir(root + "/3999992")                            # nobody's entry: not ours to remove
+        os.mkdir(root + "/3999992/flocked")
+        os.chown(root + "/3999992", nobody, nobody)
+        warned, refused = start()
+        report(entries=sorted(e for e in os.listdir(root) if e.startswith("39999")),
+               survivors=survivors(bait), mode=os.stat(root).st_mode & 0o7777, warned=warned, refused=refused)
+    """)
+    assert facts["entries"] == ["3999991", "3999992"]
+    assert facts["survivors"] == ["3999998", "3999999"]
+    assert facts["mode"] == 0o700
+    assert not facts["refused"] and not facts["warned"]
+
+
+def test_pin_directories_are_0700_whatever_the_umask():
+    facts = in_private_bpffs("""
+        os.umask(0)
+        from bpfmagic import Session
+        s = Session()
+        s.progarray("jt", 4)
+        modes = {}
+        for top, dirs, files in os.walk("/sys/fs/bpf/bpfmagic"):
+            modes[top] = os.stat(top).st_mode & 0o7777
+        s.close()
+        report(modes=modes)
+    """)
+    assert len(facts["modes"]) >= 4  # root, process, session, calls
+    assert set(facts["modes"].values()) == {0o700}, facts["modes"]
