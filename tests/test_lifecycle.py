@@ -77,3 +77,136 @@ def test_sessions_in_another_pid_namespace_keep_each_others_pins_and_clean_dead_
     assert facts["child_pins_kept"], "a parent session removed the pins of the live child"
     assert facts["left_by_dead_child"]  # without its reaper, only the next session's cleanup frees it
     assert facts["cleaned"], "the dead child's pins were not cleaned"
+
+
+# A kernel process with everything a notebook holds: a dispatcher attached to
+# raw_tracepoint:sys_enter tail-calling a slotted program that streams into a
+# ring buffer. It prints the ids of every BPF object it holds an fd of (its
+# prog arrays, counters, slotted program, ring, link) and its pin directory.
+LOADED_CHILD = """
+import json, os, sys, time, warnings
+warnings.simplefilter("ignore")
+from bpfmagic import Session
+s = Session()
+s.load("k", '''
+struct event { u32 pid; };
+BPF_PROG_ARRAY(jt, 4);
+BPF_RINGBUF_OUTPUT(events, 8);
+int on_enter(struct bpf_raw_tracepoint_args *ctx) {
+    struct event e = {};
+    e.pid = bpf_get_current_pid_tgid() >> 32;
+    events.ringbuf_output(&e, sizeof(e), 0);
+    return 0;
+}
+int dispatch(struct bpf_raw_tracepoint_args *ctx) { jt.call(ctx, 1); return 0; }
+''', attach={"dispatch": "raw_tracepoint:sys_enter"}, slots={"jt[1]": "on_enter"})
+stream = s.stream("events")
+while stream.count == 0:
+    time.sleep(0.01)
+ids = {"prog": set(), "map": set(), "link": set()}
+for fd in os.listdir("/proc/self/fdinfo"):
+    try:
+        text = open(f"/proc/self/fdinfo/{fd}").read()
+    except OSError:
+        continue
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    for kind in ids:
+        if f"{kind}_id" in fields and not (kind == "prog" and "link_id" in fields):
+            ids[kind].add(int(fields[f"{kind}_id"]))
+print(json.dumps({"ids": {k: sorted(v) for k, v in ids.items()}, "pin_dir": s.pin_dir(),
+                  "streamed": stream.count}), flush=True)
+time.sleep(600)
+"""
+
+
+def _spawn(code: str):
+    import subprocess
+    import sys
+
+    from .namespaces import child_env
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=child_env(), cwd="/")
+
+
+def test_sigkill_frees_everything_within_5_seconds_without_another_session():
+    import json
+    import signal
+    import time
+
+    from .conftest import kernel_objects
+    child = _spawn(LOADED_CHILD)
+    try:
+        facts = json.loads(child.stdout.readline())
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    killed = time.monotonic()
+    held = {kind: set(ids) for kind, ids in facts["ids"].items()}
+    assert held["prog"] and held["link"] and len(held["map"]) >= 3 and facts["streamed"] > 0
+    process_dir = os.path.dirname(facts["pin_dir"])
+    assert os.path.isdir(process_dir) or time.monotonic() - killed < 5
+
+    def remaining():
+        now = kernel_objects()
+        return {kind: ids & now[kind] for kind, ids in held.items() if ids & now[kind]}
+    while (remaining() or os.path.exists(process_dir)) and time.monotonic() - killed < 5:
+        time.sleep(0.05)
+    freed_after = time.monotonic() - killed
+    assert not remaining(), f"still loaded {freed_after:.1f} s after SIGKILL: {remaining()}"
+    assert not os.path.exists(process_dir), f"{process_dir} still there {freed_after:.1f} s after SIGKILL"
+    print(f"everything of the killed session gone {freed_after:.2f} s after SIGKILL")
+
+
+CORE_COMPILING_CHILD = """
+import warnings
+warnings.simplefilter("ignore")
+from bpfmagic import Session
+s = Session()
+print("ready", flush=True)
+source = "".join(f'SEC("xdp") int f{i}(struct xdp_md *ctx) {{ return XDP_PASS; }}\\n' for i in range(3000))
+while True:
+    s.load("slow", source, core=True)
+"""
+
+
+def test_a_core_compile_killed_midway_leaves_no_temp_dir():
+    import signal
+    import tempfile
+    import time
+
+    from bpfmagic import pins
+    child = _spawn(CORE_COMPILING_CHILD)
+    compile_dir = None
+    try:
+        child.stdout.readline()
+        deadline = time.monotonic() + 60
+        while compile_dir is None and time.monotonic() < deadline:
+            compile_dir = _clang_dir_of(child.pid)
+            time.sleep(0.005)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    killed = time.monotonic()
+    assert compile_dir and os.path.basename(compile_dir).startswith(pins.COMPILE_DIR_PREFIX)
+    assert os.path.dirname(compile_dir) == tempfile.gettempdir()
+    limit = pins.COMPILE_DIR_IDLE + 30  # clang of the dead process finishes first
+    while os.path.exists(compile_dir) and time.monotonic() - killed < limit:
+        time.sleep(0.1)
+    assert not os.path.exists(compile_dir), f"{compile_dir} left {limit} s after its process was killed"
+    print(f"compile dir of the killed process gone {time.monotonic() - killed:.2f} s after SIGKILL")
+
+
+def _clang_dir_of(pid: int) -> str | None:
+    """The working directory of a child process of PID (clang runs in the compile dir)."""
+    for task in os.listdir("/proc"):
+        if not task.isdigit():
+            continue
+        try:
+            with open(f"/proc/{task}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            if ppid == pid:
+                cwd = os.readlink(f"/proc/{task}/cwd")
+                if "bpfmagic-core-" in cwd:
+                    return cwd
+        except (OSError, ValueError, IndexError):
+            continue
+    return None
