@@ -372,7 +372,10 @@ def _mount(source: str, target: str, fstype: str) -> str | None:
     """mount(2) through libc; returns None on success or an error text."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.mount.argtypes = [ctypes.c_char_p] * 4 + [ctypes.c_ulong, ctypes.c_void_p]
+        # int mount(const char *source, const char *target, const char *fstype,
+        #           unsigned long flags, const void *data)
+        libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_void_p]
+        libc.mount.restype = ctypes.c_int
         if libc.mount(source.encode(), target.encode(), fstype.encode(), 0, None) == 0:
             return None
         err = ctypes.get_errno()

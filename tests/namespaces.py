@@ -49,3 +49,14 @@ PRIVATE_BPFFS = ["unshare", "-m", "sh", "-c", 'mount -t bpf bpf /sys/fs/bpf && e
 
 def in_private_bpffs(*pieces: str, **kw) -> dict:
     return run_python(list(pieces), PRIVATE_BPFFS, **kw)
+
+
+# A private mount namespace where neither bpffs nor tracefs is mounted, as on
+# a freshly booted machine (every stacked mount of each is removed).
+UNMOUNTED = ["unshare", "-m", "sh", "-c",
+             "for m in /sys/fs/bpf /sys/kernel/tracing; do while mountpoint -q $m; do umount $m || exit 1; done; done; "
+             'exec "$@"', "sh"]
+
+
+def without_bpffs_and_tracefs(*pieces: str, **kw) -> dict:
+    return run_python(list(pieces), UNMOUNTED, **kw)

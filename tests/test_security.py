@@ -125,3 +125,31 @@ def test_pin_directories_are_0700_whatever_the_umask():
     """)
     assert len(facts["modes"]) >= 4  # root, process, session, calls
     assert set(facts["modes"].values()) == {0o700}, facts["modes"]
+
+
+def test_session_mounts_bpffs_and_tracefs_when_they_are_not_mounted():
+    from .namespaces import without_bpffs_and_tracefs
+    facts = without_bpffs_and_tracefs("""
+        from bpfmagic import Session, env
+        before = [env.is_mounted(env.BPFFS, "bpf"), env.is_mounted(env.TRACEFS, "tracefs")]
+        s = Session()
+        after = [env.is_mounted(env.BPFFS, "bpf"), env.is_mounted(env.TRACEFS, "tracefs")]
+        m = s.load("t", '''
+            BPF_PROG_ARRAY(jt, 4);
+            BPF_ARRAY(hits, u64, 1);
+            TRACEPOINT_PROBE(syscalls, sys_enter_getppid) {
+                int k = 0;
+                hits.atomic_increment(k);
+                return 0;
+            }
+        ''')
+        for _ in range(3):
+            os.getppid()
+        hits = m["hits"][0].value
+        pinned = os.path.exists(os.path.join(s.pin_dir(), "jt"))
+        s.close()
+        report(before=before, after=after, hits=hits, pinned=pinned)
+    """)
+    assert facts["before"] == [False, False]
+    assert facts["after"] == [True, True]
+    assert facts["pinned"] and facts["hits"] >= 3
