@@ -153,3 +153,128 @@ def test_session_mounts_bpffs_and_tracefs_when_they_are_not_mounted():
     assert facts["before"] == [False, False]
     assert facts["after"] == [True, True]
     assert facts["pinned"] and facts["hits"] >= 3
+
+
+# ---------------------------------------------------------------- the cache
+# Each test runs a child with a cache of its own (XDG_CACHE_HOME, HOME): the
+# shared one of this machine is not part of the experiment.
+
+CACHE_CHILD = """
+    import pwd, shutil, stat
+    from bpfmagic import Session, libbpf
+    nobody = pwd.getpwnam("nobody").pw_uid
+    cache = os.path.join(os.environ["XDG_CACHE_HOME"], "bpfmagic")
+    BCC_CELL = "int f(struct xdp_md *ctx) { return XDP_DROP; }\\n"
+    CORE_CELL = 'SEC("xdp") int f(struct xdp_md *ctx) { __u64 x = XDP_DROP; return x; }\\n'
+    def loads():
+        # One BCC and one --core cell, each in a new session (which checks the caches again).
+        out = {}
+        for kind, source in (("bcc", BCC_CELL), ("core", CORE_CELL)):
+            s = Session()
+            try:
+                m = s.load("m", source, core=kind == "core")
+                out[kind] = libbpf.test_run(m.programs["f"].fd, data=bytes(64))["retval"]
+            except Exception as e:
+                out[kind] = f"{type(e).__name__}: {e}"[:300]
+            s.close()
+        return out
+    def tree():
+        return next(os.path.join(cache, "headers", d) for d in os.listdir(os.path.join(cache, "headers"))
+                    if not d.startswith("."))
+    def vmlinux_h():
+        d = os.path.join(cache, "vmlinux")
+        return os.path.join(d, os.listdir(d)[0], "vmlinux.h")
+    def modes():
+        found = {}
+        for top, dirs, files in os.walk(cache):
+            for name in [top] + [os.path.join(top, f) for f in files]:
+                st = os.lstat(name)
+                if not stat.S_ISLNK(st.st_mode):
+                    found[os.path.relpath(name, cache)] = [stat.S_IMODE(st.st_mode), st.st_uid, stat.S_ISDIR(st.st_mode)]
+        return found
+"""
+
+
+def in_own_cache(*pieces: str) -> dict:
+    import shutil
+    import tempfile
+
+    from .namespaces import run_python
+    home = tempfile.mkdtemp(prefix="bpfmagic-cache-test-")
+    env = {k: v for k, v in os.environ.items() if k != "BCC_KERNEL_SOURCE"}
+    env.update(HOME=home, XDG_CACHE_HOME=os.path.join(home, "cache"))
+    try:
+        return run_python([CACHE_CHILD, *pieces], [], env=env)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_caches_made_under_umask_000_are_0700_and_0600():
+    facts = in_own_cache("""
+        os.umask(0)
+        report(loads=loads(), modes=modes())
+    """)
+    assert facts["loads"] == {"bcc": 1, "core": 1}
+    modes = facts["modes"]
+    assert any(p.endswith("vmlinux.h") for p in modes) and any(p.endswith(".bpfmagic-headers.json") for p in modes)
+    bad = {path: oct(mode) for path, (mode, uid, isdir) in modes.items()
+           if mode & 0o077 or uid != os.geteuid() or (isdir and mode != 0o700)}
+    assert not bad, f"cache entries other users can read or write: {bad}"
+
+
+def test_a_cache_another_user_could_write_is_rebuilt_not_used():
+    """User nobody could write into a cache level (0777, or owned by them) and
+    plants a header: root's next cell must compile the real one."""
+    facts = in_own_cache("""
+        first = loads()
+        planted = "/tmp/bpfmagic-planted-%d" % os.getpid()
+        os.makedirs(planted + "/linux")
+        with open(planted + "/linux/kconfig.h", "w") as f:
+            f.write("#error planted by nobody\\n")
+        with open(planted + "/vmlinux.h", "w") as f:
+            f.write("#error planted by nobody\\n")
+        after = {}
+        # 1. include/ of the headers tree made 0777 (as an old umask did); nobody swaps include/linux.
+        include = os.path.join(tree(), "include")
+        os.chmod(include, 0o777)
+        os.unlink(include + "/linux")
+        os.symlink(planted + "/linux", include + "/linux")
+        os.lchown(include + "/linux", nobody, nobody)
+        after["world_writable_include"] = loads()
+        after["include_linux"] = os.readlink(os.path.join(tree(), "include", "linux"))
+        # 2. the vmlinux directory owned by nobody, who replaced vmlinux.h.
+        vdir = os.path.dirname(vmlinux_h())
+        os.chown(vdir, nobody, nobody)
+        shutil.copy(planted + "/vmlinux.h", vmlinux_h())
+        os.chown(vmlinux_h(), nobody, nobody)
+        after["nobodys_vmlinux_dir"] = loads()
+        # 3. the cache's top directory 0777: nothing under it can be trusted.
+        os.chmod(cache, 0o777)
+        after["world_writable_top"] = loads()
+        report(first=first, after=after, modes=modes())
+        shutil.rmtree(planted)
+    """)
+    assert facts["first"] == {"bcc": 1, "core": 1}
+    for attack in ("world_writable_include", "nobodys_vmlinux_dir", "world_writable_top"):
+        assert facts["after"][attack] == {"bcc": 1, "core": 1}, (attack, facts["after"][attack])
+    assert facts["after"]["include_linux"].startswith("/usr/src/")
+    bad = {path: (oct(mode), uid) for path, (mode, uid, _) in facts["modes"].items() if mode & 0o077 or uid != os.geteuid()}
+    assert not bad
+
+
+def test_a_damaged_cache_is_rebuilt():
+    """A truncated vmlinux.h made every --core cell fail; an emptied include/
+    every BCC cell. Both are found and redone."""
+    facts = in_own_cache("""
+        first = loads()
+        with open(vmlinux_h(), "r+") as f:
+            f.truncate(4096)
+        include = os.path.join(tree(), "include")
+        for name in os.listdir(include):
+            os.unlink(os.path.join(include, name))
+        report(first=first, after=loads(), include=len(os.listdir(os.path.join(tree(), "include"))),
+               vmlinux_size=os.path.getsize(vmlinux_h()))
+    """)
+    assert facts["first"] == {"bcc": 1, "core": 1}
+    assert facts["after"] == {"bcc": 1, "core": 1}
+    assert facts["include"] > 10 and facts["vmlinux_size"] > 100_000
