@@ -1,6 +1,6 @@
 """Run a Python snippet as a child process in namespaces of its own, so that
 tests can attack or unmount /sys/fs/bpf without touching the real one that
-concurrent sessions on this machine use."""
+concurrent sessions on this machine use; or without privileges."""
 from __future__ import annotations
 
 import json
@@ -60,3 +60,19 @@ UNMOUNTED = ["unshare", "-m", "sh", "-c",
 
 def without_bpffs_and_tracefs(*pieces: str, **kw) -> dict:
     return run_python(list(pieces), UNMOUNTED, **kw)
+
+
+# Root without any capability (none effective, permitted, inheritable,
+# ambient or in the bounding set, and no way to regain them): unprivileged
+# for BPF, yet still able to read a clone that lives under a 0700 directory,
+# which user nobody could not (and would then silently import another copy).
+WITHOUT_CAPABILITIES = ["setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all",
+                        "--no-new-privs"]
+
+# In a child that must be another user: import first (as root, from wherever
+# the clone is), then drop to nobody for what the test is about.
+BECOME_NOBODY = """
+os.setgroups([])
+os.setresgid(65534, 65534, 65534)
+os.setresuid(65534, 65534, 65534)
+"""
