@@ -221,7 +221,7 @@ class ProcessDir:
         finally:
             os.close(root)
         self.path = os.path.join(PIN_ROOT, self.name)
-        self.reaper, self._reaper_pipe = _start_reaper(self.name, os.fstat(self.fd).st_ino)
+        self.reaper_pid, self._reaper_pipe = _start_reaper(self.name, os.fstat(self.fd).st_ino)
 
     def session_dir(self, serial: int) -> str:
         """A fresh directory (mode 0700) for one Session's pins."""
@@ -292,25 +292,27 @@ _REAPER_CODE = ("import importlib.util as u, sys; s = u.spec_from_file_location(
                 "m = u.module_from_spec(s); s.loader.exec_module(m); m.reap(sys.argv[2:])")
 
 
-def _start_reaper(name: str, ino: int) -> tuple[subprocess.Popen, int]:
-    """A child process that sleeps on a pipe; the kernel closes our end when
-    this process dies, however it dies, and the reaper then removes NAME.
-    It inherits no fd but the pipe's (no BPF object, no socket of a Jupyter
-    kernel), runs in its own session (a terminal's ^C is not for it) and
-    in / (it keeps no directory busy)."""
+def _start_reaper(name: str, ino: int) -> tuple[int, int]:
+    """(pid, pipe fd) of a process that sleeps on a pipe; the kernel closes
+    our end when this process dies, however it dies, and the reaper then
+    removes NAME. It inherits no fd but the pipe's (no BPF object, no socket
+    of a Jupyter kernel), runs in its own session (a terminal's ^C is not for
+    it) and in / (it keeps no directory busy). It forks away from the process
+    we start, so it is no child of ours: nothing to wait for, no zombie."""
     read_end, write_end = os.pipe()  # both close-on-exec; only read_end is passed on
     try:
-        proc = subprocess.Popen(
+        launcher = subprocess.run(
             [sys.executable, "-I", "-c", _REAPER_CODE, os.path.abspath(__file__),
              str(read_end), name, str(ino), repr(time.time())],
-            pass_fds=(read_end,), close_fds=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, cwd="/", start_new_session=True)
-    except OSError:
+            pass_fds=(read_end,), close_fds=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, cwd="/", start_new_session=True, timeout=60)
+        pid = int(launcher.stdout)
+    except (OSError, ValueError, subprocess.SubprocessError):
         os.close(write_end)
-        raise
+        raise OSError(f"could not start the reaper of {PIN_ROOT}/{name}") from None
     finally:
         os.close(read_end)
-    return proc, write_end
+    return pid, write_end
 
 
 def reap(argv: list[str]) -> None:
@@ -319,6 +321,13 @@ def reap(argv: list[str]) -> None:
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_IGN)
     pipe, name, ino, started = int(argv[0]), argv[1], int(argv[2]), float(argv[3])
+    pid = os.fork()
+    if pid:
+        print(pid, flush=True)
+        os._exit(0)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 1)  # the launcher's caller reads stdout to its end
+    os.close(devnull)
     while os.read(pipe, 4096):
         pass
     try:
