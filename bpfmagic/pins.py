@@ -92,6 +92,8 @@ def _untrusted_root(bpffs: int) -> EnvironmentProblem:
             f"user, so anyone can plant it. {fix}")
     if not stat.S_ISDIR(st.st_mode):
         return EnvironmentProblem(f"{PIN_ROOT} is not a directory (made by {_user(st.st_uid)}). {fix}")
+    if st.st_uid == 0 and os.geteuid() != 0:  # root's sessions use it: removing it would break them
+        fix = "Sessions of different users cannot share it: run this one as root, as the sessions pinning there do."
     return EnvironmentProblem(
         f"{PIN_ROOT} belongs to {_user(st.st_uid)}, not to this session's {_user(os.geteuid())}: that user "
         f"could move or remove pins put there, so bpfmagic refuses it. {fix}")
@@ -221,7 +223,13 @@ class ProcessDir:
         finally:
             os.close(root)
         self.path = os.path.join(PIN_ROOT, self.name)
-        self.reaper_pid, self._reaper_pipe = _start_reaper(self.name, os.fstat(self.fd).st_ino)
+        try:
+            self.reaper_pid, self._reaper_pipe = _start_reaper(self.name, os.fstat(self.fd).st_ino)
+        except OSError as e:
+            import warnings
+            warnings.warn(f"bpfmagic: {e}: if this process is killed, its pins stay until the next session "
+                          "starts", RuntimeWarning, stacklevel=2)
+            self.reaper_pid, self._reaper_pipe = None, None
 
     def session_dir(self, serial: int) -> str:
         """A fresh directory (mode 0700) for one Session's pins."""
@@ -343,15 +351,25 @@ def reap(argv: list[str]) -> None:
 
 
 def _dirs_in_use() -> set[str]:
-    """Working directories of the processes we can see (clang runs in its compile dir)."""
+    """Directories the processes we can see work in or hold files of (clang
+    runs in its compile dir; a loader may hold the object file open)."""
     out = set()
     for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                out.add(os.readlink(f"/proc/{pid}/cwd"))
-            except OSError:
-                pass
+        if not pid.isdigit():
+            continue
+        try:
+            out.add(os.readlink(f"/proc/{pid}/cwd"))
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with _ignored():
+                    out.add(os.path.dirname(os.readlink(f"/proc/{pid}/fd/{fd}")))
+        except OSError:
+            pass
     return out
+
+
+def _ignored():
+    import contextlib
+    return contextlib.suppress(OSError)
 
 
 def remove_orphan_compile_dirs(since: float, idle: float = COMPILE_DIR_IDLE, wait: float = 120.0) -> None:
