@@ -313,7 +313,7 @@ def _start_reaper(name: str, ino: int) -> tuple[int, int]:
             [sys.executable, "-I", "-c", _REAPER_CODE, os.path.abspath(__file__),
              str(read_end), name, str(ino), repr(time.time())],
             pass_fds=(read_end,), close_fds=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL, cwd="/", start_new_session=True, timeout=60)
+            stderr=subprocess.DEVNULL, cwd="/", start_new_session=True, timeout=60, check=True)
         pid = int(launcher.stdout)
     except (OSError, ValueError, subprocess.SubprocessError):
         os.close(write_end)

@@ -925,6 +925,7 @@ def _claim_pins() -> None:
     removed when it dies (SIGKILL included) even if it never pins. An
     untrusted pin root is reported now and refused when pins are needed."""
     import warnings
+
     from . import env
     if not env.is_mounted(env.BPFFS, "bpf"):
         return  # pin_dir() mounts it or says why

@@ -23,7 +23,7 @@ def run_python(pieces: list[str], prefix: list[str], timeout: float = 120, env: 
     """Run the code PIECES (each dedented, then joined; report() defined) under
     the PREFIX command; returns the facts the code reported."""
     code = "\n".join(textwrap.dedent(p) for p in [PRELUDE, *pieces])
-    out = subprocess.run([*prefix, sys.executable, "-c", code], capture_output=True,
+    out = subprocess.run([*prefix, sys.executable, "-c", code], check=False, capture_output=True,
                          text=True, timeout=timeout, env=child_env(env), cwd="/")
     lines = out.stdout.strip().splitlines()
     if check and (out.returncode != 0 or not lines):
@@ -54,8 +54,8 @@ def in_private_bpffs(*pieces: str, **kw) -> dict:
 # A private mount namespace where neither bpffs nor tracefs is mounted, as on
 # a freshly booted machine (every stacked mount of each is removed).
 UNMOUNTED = ["unshare", "-m", "sh", "-c",
-             "for m in /sys/fs/bpf /sys/kernel/tracing; do while mountpoint -q $m; do umount $m || exit 1; done; done; "
-             'exec "$@"', "sh"]
+             ("for m in /sys/fs/bpf /sys/kernel/tracing; do while mountpoint -q $m; do umount $m || exit 1; done; done; "
+              'exec "$@"'), "sh"]
 
 
 def without_bpffs_and_tracefs(*pieces: str, **kw) -> dict:
