@@ -19,7 +19,9 @@ PLANT = """
     from bpfmagic import EnvironmentProblem, Session
     nobody = pwd.getpwnam("nobody").pw_uid
     def bait_dir():
+        import atexit, shutil
         bait = tempfile.mkdtemp(prefix="bpfmagic-bait-")
+        atexit.register(shutil.rmtree, bait, True)
         for entry in ("3999998", "3999999"):
             os.mkdir(os.path.join(bait, entry))
             os.mkdir(os.path.join(bait, entry, "flocked"))
@@ -49,14 +51,12 @@ PLANT = """
 
 def test_a_symlinked_pin_root_is_neither_followed_nor_pinned_through():
     facts = in_private_bpffs(PLANT, """
-        import shutil
         bait = bait_dir()
         os.symlink(bait, "/sys/fs/bpf/bpfmagic")
         os.lchown("/sys/fs/bpf/bpfmagic", nobody, nobody)
         warned, refused = start()
         report(survivors=survivors(bait), added=sorted(set(os.listdir(bait)) - {"3999998", "3999999"}),
                still_a_link=os.path.islink("/sys/fs/bpf/bpfmagic"), warned=warned, refused=refused)
-        shutil.rmtree(bait)
     """)
     assert facts["survivors"] == ["3999998", "3999999"], "cleanup followed the link and deleted nobody's dirs"
     assert facts["added"] == [], "the session pinned through the link"
@@ -227,7 +227,9 @@ def test_a_cache_another_user_could_write_is_rebuilt_not_used():
     plants a header: root's next cell must compile the real one."""
     facts = in_own_cache("""
         first = loads()
-        planted = "/tmp/bpfmagic-planted-%d" % os.getpid()
+        import atexit, tempfile
+        planted = tempfile.mkdtemp(prefix="bpfmagic-planted-")
+        atexit.register(shutil.rmtree, planted, True)
         os.makedirs(planted + "/linux")
         with open(planted + "/linux/kconfig.h", "w") as f:
             f.write("#error planted by nobody\\n")
@@ -252,7 +254,6 @@ def test_a_cache_another_user_could_write_is_rebuilt_not_used():
         os.chmod(cache, 0o777)
         after["world_writable_top"] = loads()
         report(first=first, after=after, modes=modes())
-        shutil.rmtree(planted)
     """)
     assert facts["first"] == {"bcc": 1, "core": 1}
     for attack in ("world_writable_include", "nobodys_vmlinux_dir", "world_writable_top"):
