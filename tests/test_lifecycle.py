@@ -125,12 +125,14 @@ time.sleep(600)
 """
 
 
-def _spawn(code: str):
+def _spawn(code: str, cache: str | None = None):
+    """CODE in a child process; CACHE: its own XDG_CACHE_HOME."""
     import subprocess
     import sys
 
     from .namespaces import child_env
-    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=child_env(), cwd="/")
+    env = child_env(dict(os.environ, XDG_CACHE_HOME=cache) if cache else None)
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env, cwd="/")
 
 
 def test_sigkill_frees_everything_within_5_seconds_without_another_session():
@@ -162,25 +164,27 @@ def test_sigkill_frees_everything_within_5_seconds_without_another_session():
     print(f"everything of the killed session gone {freed_after:.2f} s after SIGKILL")
 
 
+# Compiles a big --core cell again and again, each time a new text (an
+# unchanged one would come from the object cache without running clang).
 CORE_COMPILING_CHILD = """
-import warnings
+import itertools, warnings
 warnings.simplefilter("ignore")
 from bpfmagic import Session
 s = Session()
 print("ready", flush=True)
-source = "".join(f'SEC("xdp") int f{i}(struct xdp_md *ctx) {{ return XDP_PASS; }}\\n' for i in range(3000))
-while True:
+for n in itertools.count():
+    source = "".join(f'SEC("xdp") int f{i}_{n}(struct xdp_md *ctx) {{ return XDP_PASS; }}\\n' for i in range(3000))
     s.load("slow", source, core=True)
 """
 
 
-def test_a_core_compile_killed_midway_leaves_no_temp_dir():
+def test_a_core_compile_killed_midway_leaves_no_temp_dir(tmp_path):
     import signal
     import tempfile
     import time
 
     from bpfmagic import pins
-    child = _spawn(CORE_COMPILING_CHILD)
+    child = _spawn(CORE_COMPILING_CHILD, cache=str(tmp_path))  # its objects stay out of the shared cache
     compile_dir = None
     try:
         child.stdout.readline()
