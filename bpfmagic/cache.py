@@ -12,6 +12,7 @@ found by a stamp of the content's hash and repaired the same way.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import shutil
@@ -164,17 +165,37 @@ def _ignore():
 # ------------------------------------------------------------ vmlinux.h
 
 VMLINUX_H = "vmlinux.h"
-VMLINUX_STAMP = "vmlinux.h.sha256"  # hex digest of vmlinux.h as written: a truncated or edited file is redone
+# vmlinux.h's hash, and its size, mtime and inode as written: a file whose
+# stat still matches is the one hashed (cheap on every compile); any other
+# (truncated, rewritten) is hashed again, and redone unless the hash holds.
+VMLINUX_STAMP = "vmlinux.h.stamp"
 
 
-def _digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def _identity(st: os.stat_result) -> list[int]:
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def _stamp(directory: str, digest: str) -> None:
+    st = os.lstat(os.path.join(directory, VMLINUX_H))
+    write_file(directory, VMLINUX_STAMP, json.dumps({"sha256": digest, "file": _identity(st)}).encode())
 
 
 def vmlinux_intact(directory: str) -> bool:
-    header = read_trusted(os.path.join(directory, VMLINUX_H))
-    stamp = read_trusted(os.path.join(directory, VMLINUX_STAMP))
-    return header is not None and stamp is not None and stamp.decode(errors="replace").strip() == _digest(header)
+    header = os.path.join(directory, VMLINUX_H)
+    try:
+        st = os.lstat(header)
+        stamp = json.loads(read_trusted(os.path.join(directory, VMLINUX_STAMP)) or b"null")
+    except (OSError, ValueError):
+        return False
+    if untrusted_reason(st, "file") or not isinstance(stamp, dict) or not stamp.get("sha256"):
+        return False
+    if stamp.get("file") == _identity(st):
+        return True
+    data = read_trusted(header)
+    if data is None or hashlib.sha256(data).hexdigest() != stamp["sha256"]:
+        return False
+    _stamp(directory, stamp["sha256"])  # same content, new identity (copied, touched)
+    return True
 
 
 def vmlinux_dir(dump) -> str:
@@ -184,5 +205,5 @@ def vmlinux_dir(dump) -> str:
     if not vmlinux_intact(directory):
         data = dump()
         write_file(directory, VMLINUX_H, data)
-        write_file(directory, VMLINUX_STAMP, (_digest(data) + "\n").encode())
+        _stamp(directory, hashlib.sha256(data).hexdigest())
     return directory
