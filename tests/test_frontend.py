@@ -352,15 +352,15 @@ def test_core_globals_read_write_and_set_before_load(session):
 
 
 def test_object_cache_follows_included_files_and_distrusts_others(session, tmp_path, monkeypatch):
-    from bpfmagic import objcache
-    monkeypatch.setattr(objcache, "cache_root", lambda: str(tmp_path / "cache"))
+    (tmp_path / "cache").mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     src_dir = tmp_path / "src"
     src_dir.mkdir()
     (src_dir / "verdict.h").write_text("#define VERDICT 1\n")
     (src_dir / "p.bpf.c").write_text('#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n#include "verdict.h"\n'
                                      'SEC("xdp") int f(struct xdp_md *ctx) { return VERDICT; }\n')
     session.load("cached", file=str(src_dir / "p.bpf.c"), core=True)
-    objects = tmp_path / "cache" / "objects"
+    objects = tmp_path / "cache" / "bpfmagic" / "objects"
     assert len(list(objects.glob("*.o"))) == 1 and (objects.stat().st_mode & 0o777) == 0o700
     assert session.test_run("cached.f").retval == 1
     import bpfmagic.core as core_module
@@ -377,12 +377,13 @@ def test_object_cache_follows_included_files_and_distrusts_others(session, tmp_p
         obj.write_bytes(b"\0" * 64)
     session.load("cached", file=str(src_dir / "p.bpf.c"), core=True)
     assert session.test_run("cached.f").retval == 3
-    # A cache directory others can write is neither read nor written.
+    # A cache directory others can write is not read: it is rebuilt, and what was planted in it is gone.
     objects.chmod(0o777)
-    before = set(objects.iterdir())
+    (objects / "planted.json").write_text("{}")
     (src_dir / "verdict.h").write_text("#define VERDICT 2\n")
     session.load("cached", file=str(src_dir / "p.bpf.c"), core=True)
-    assert session.test_run("cached.f").retval == 2 and set(objects.iterdir()) == before
+    assert session.test_run("cached.f").retval == 2
+    assert (objects.stat().st_mode & 0o777) == 0o700 and not (objects / "planted.json").exists()
 
 
 def test_test_run_of_an_skb_function_takes_its_chains_type(session):
