@@ -207,3 +207,16 @@ def syscall_nr(name: str) -> int:
         libc.syscall.restype = ctypes.c_long
         assert libc.syscall(ctypes.c_long(nr)) == os.getppid(), f"syscall {nr} is not getppid here"
     return nr
+
+
+def prog_fdinfo(fd: int) -> dict[str, int]:
+    """The kernel's /proc fdinfo of a program fd: run_cnt, run_time_ns,
+    prog_id, ... (read apart from bpf_obj_get_info_by_fd, which bpfmagic uses)."""
+    out = {}
+    with open(f"/proc/self/fdinfo/{fd}") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            value = value.strip()
+            if value.isdigit():
+                out[key] = int(value)
+    return out

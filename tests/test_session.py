@@ -257,17 +257,23 @@ def test_bad_slot_keys(session, spec, match):
 
 @pytest.mark.parametrize("name", ["../../etc", "a/b", "1abc", "", "x" * 80, "progs.x"])
 def test_bad_names_never_reach_paths(session, name):
+    own_pins = f"/sys/fs/bpf/bpfmagic/{os.getpid()}"  # other sessions on the machine pin concurrently
+    before = _pins(own_pins, with_dirs=True)
     with pytest.raises(UsageProblem, match="bad"):
         session.load(name, "int f(struct xdp_md *ctx) { return 0; }")
     with pytest.raises(UsageProblem, match="bad"):
         session.progarray(name, 4)
-    assert not any(name in p for p in _pins()) if name else True
+    assert _pins(own_pins, with_dirs=True) == before  # the refused calls made no pin or directory, whatever the name
+    if name:  # every path contains "": for it the snapshot above is the check
+        # nowhere on bpffs either (a traversal such as ../../etc would land outside own_pins)
+        assert not any(name in p for p in _pins("/sys/fs/bpf"))
 
 
-def _pins() -> list[str]:
-    out = []
-    for root, dirs, files in os.walk("/sys/fs/bpf/bpfmagic"):
-        out += [os.path.join(root, f) for f in files]
+def _pins(top: str = "/sys/fs/bpf/bpfmagic", with_dirs: bool = False) -> set[str]:
+    """Every pinned object (and with WITH_DIRS every directory) under TOP."""
+    out = set()
+    for root, dirs, files in os.walk(top):
+        out.update(os.path.join(root, f) for f in files + (dirs if with_dirs else []))
     return out
 
 

@@ -476,8 +476,8 @@ def test_perf_buffer_overflow_is_counted(session):
 # ---------------------------------------------------------------- export
 
 def test_to_parquet_snapshot_and_follow(session, tmp_path):
-    pd = pytest.importorskip("pandas")
-    pytest.importorskip("pyarrow")
+    import pandas as pd
+    import pyarrow  # noqa: F401  (to_parquet needs it; a declared dependency)
     m = session.load("pq", ring_producer())
     st = session.stream("events")
     st.max_rows = 1000
@@ -566,8 +566,8 @@ def test_magics_config_applies_once_and_rejects_bad_values():
 
 def test_to_parquet_keeps_string_columns(session, tmp_path):
     """char[N] fields are str columns: the Parquet schema must type them as strings."""
-    pd = pytest.importorskip("pandas")
-    pytest.importorskip("pyarrow")
+    import pandas as pd
+    import pyarrow  # noqa: F401  (to_parquet needs it; a declared dependency)
     m = session.load("named", r"""
 struct rec { u64 seq; char tag[8]; };
 BPF_RINGBUF_OUTPUT(events, 16);
