@@ -14,12 +14,12 @@ import pytest
 from bpfmagic import UsageProblem, libbpf
 from bpfmagic.stream import StreamWarning
 
-from .conftest import needs_root, stream_threads, wait_for
+from .conftest import needs_root, stream_threads, syscall_nr, wait_for
 
 pytestmark = needs_root
 
 PACKET = bytes(64)  # XDP test_run needs at least an Ethernet header
-NR_GETPPID = {"x86_64": 110, "aarch64": 173}.get(os.uname().machine)
+NR_GETPPID = syscall_nr("getppid")
 
 # One fixed 32-byte record per run (the reusable snippet in bpf/): seq counts every run.
 RING_PRODUCER_FILE = os.path.join(os.path.dirname(__file__), "..", "bpf", "xdp_ring_producer.bpf.c")
