@@ -61,7 +61,7 @@ _writes = _mine[_mine["nr"] == NR_WRITE]
 _unhandled = bpfmagic.session().stream("unhandled").df()
 print(json.dumps({
     "main_comm": _comm, "nrs": sorted(int(n) for n in set(df["nr"])),
-    "getppid_rows": len(_getppid), "getppid_tids": sorted(int(t) for t in set(_getppid["tid"])),
+    "getppid_rows": len(_getppid), "getppid_rows_of_main": int((_getppid["tid"] == _main).sum()),
     "getppid_args": sorted(int(a) for a in set(_getppid["arg"])), "getppid_comms": sorted(set(_getppid["comm"])),
     "main_write_sizes": {int(k): v for k, v in collections.Counter(_writes["arg"]).items()},
     "write_comms_of_main": sorted(set(_writes["comm"])),
@@ -224,13 +224,12 @@ def test_syscall_dispatch_notebook_results(executed):
 
 def test_syscall_dispatch_notebook_histogram(executed):
     """The workload writes 100 times each of 1, 2, 4, ... 512 bytes: each log2 bucket
-    holds at least those 100 (8 bytes also gets the event-fd writes of the kernel's
-    own threads), and the buckets add up to on_write's runs read before and after."""
+    holds at least those 100 (the kernel's own threads write too: event-fd writes of
+    8 bytes, ...), and the buckets add up to on_write's runs read before and after."""
     nb = executed("01-syscall-dispatch.ipynb")
     sizes = {int(row[""]): int(row["writes"]) for row in cell_table(code_cell(nb, "write_sizes", "sizes.to_frame()"))}
     assert all(size & (size - 1) == 0 for size in sizes), sizes  # bucket lower bounds: powers of two
     assert all(sizes.get(1 << k, 0) >= 100 for k in range(10)), sizes
-    assert sum(sizes[1 << k] == 100 for k in range(10) if k != 3) == 9, sizes  # nothing else writes those sizes
     handled = {row[""]: int(row["handler runs"]) for row in cell_table(code_cell(nb, 'name="handler runs"'))}
     summary = json.loads(text_outputs(tagged(nb, "summary")[0]).strip().splitlines()[-1])
     assert handled["write"] <= sum(sizes.values()) <= summary["write_runs"], (handled, sizes, summary)
@@ -305,15 +304,16 @@ def test_events_notebook_results(executed):
     # The frame itself, row by row (see PROBES).
     rows = probe_result(nb)
     assert rows["nrs"] == sorted({nr_write, nr_getppid})          # only the handlers emit events
-    assert rows["getppid_rows"] == 2000                             # each getppid of the workload, once
+    # each getppid of the workload (the main thread's), once; ipykernel's parent poller thread
+    # calls getppid too, now and then
+    assert rows["getppid_rows_of_main"] == 2000 and rows["getppid_rows"] >= 2000
     assert rows["getppid_args"] == [0] and rows["getppid_comms"] == [rows["main_comm"]]
-    assert len(rows["getppid_tids"]) == 1                           # all from the notebook's main thread
     sizes = {int(k): v for k, v in rows["main_write_sizes"].items()}
     assert all(sizes.get(n, 0) == 20 for n in range(1, 101) if n != 8), sizes  # write(2)'s count, i % 100 + 1
     assert sizes.get(8, 0) >= 20 and rows["write_comms_of_main"] == [rows["main_comm"]]
     assert rows["unhandled_rows"] > 0 and rows["unhandled_with_handler"] == 0  # handled calls never fall through
     per_syscall = {row[""]: row for row in cell_table(tagged(nb, "per-syscall")[0])}
-    assert int(per_syscall["getppid"]["events"]) == 2000 and int(per_syscall["getppid"]["bytes"]) == 0
+    assert int(per_syscall["getppid"]["events"]) == rows["getppid_rows"] and int(per_syscall["getppid"]["bytes"]) == 0
     trace = cell_table(tagged(nb, "trace")[0])
     assert len(trace) >= 3 and {row["msg"] for row in trace} == {"getppid from the notebook"}
     # The live view, as the notebook left it after view.stop().
