@@ -13,6 +13,8 @@ from bpfmagic.trace import capture, parse_line
 
 from .conftest import needs_root
 
+SESSION_CLOCK_SLACK = 1.0  # Session.trace: the trace clock and CLOCK_MONOTONIC may drift this much
+
 
 def test_parse_line_formats():
     new = "          python3-4242    [001] d..31  5123.456789: bpf_trace_printk: slot 3 taken"
@@ -113,9 +115,14 @@ def test_lines_older_than_the_session_are_skipped(session):
     src = r"""int say(struct xdp_md *ctx) { bpf_trace_printk("bmold\n"); return XDP_PASS; }"""
     m = session.load("old", src)
     libbpf.test_run(m.program("say").fd, data=bytes(64), repeat=3)   # printed before `later` began
-    time.sleep(1.5)                                                   # past the clock slack
+    printed_by = time.monotonic()
+    # A session skips lines older than its start minus a clock slack (1 s): `later` has to
+    # begin more than that after the printing; only the clock can be waited for here.
+    while time.monotonic() < printed_by + SESSION_CLOCK_SLACK + 0.1:
+        time.sleep(0.05)
     later = Session()
     try:
+        assert later.started - SESSION_CLOCK_SLACK > printed_by
         df = later.trace(seconds=0.5, grep="^bmold$")
         assert df.empty and df.attrs["older"] == 3
     finally:
