@@ -44,7 +44,8 @@ def load_bench(script: str):
 def test_compile_bench_smoke_run_checks_both_sides():
     r = run_bench("compile.py", "--smoke")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "every cell loaded; both sides' programs attached and counted" in r.stdout
+    assert "every cell loaded; both sides' programs attached and counted; the --core rows loaded" in r.stdout
+    assert "first compile" in r.stdout and "unchanged re-run" in r.stdout
     for label in ("raw tracepoint counter", "dispatcher with tail call"):
         assert any(line.startswith(label) and line.endswith("x") for line in r.stdout.splitlines()), r.stdout
 
@@ -69,7 +70,10 @@ def test_a_missed_target_makes_each_bench_exit_1():
 
 def test_targets_are_judged_on_the_figures():
     compile_bench, ingest = load_bench("compile.py"), load_bench("ingest.py")
-    assert compile_bench.shortfalls(1.10) == [] and len(compile_bench.shortfalls(1.11)) == 1
+    assert compile_bench.shortfalls(1.10, 1.10, 0.30) == []
+    assert [m.split()[0] for m in compile_bench.shortfalls(1.11, 1.0, 0.2)] == ["worst"]
+    assert [m.split()[1] for m in compile_bench.shortfalls(1.0, 1.11, 0.2)] == ["first"]
+    assert [m.split()[1] for m in compile_bench.shortfalls(1.0, 1.0, 0.31)] == ["unchanged"]
     assert ingest.shortfalls(8.0, 20e6) == []
     assert [m[:3] for m in ingest.shortfalls(7.9, 20e6)] == ["(b)"]
     assert [m[:3] for m in ingest.shortfalls(8.0, 19.9e6)] == ["(c)"]
