@@ -192,11 +192,26 @@ def test_notebook_runs_top_to_bottom(path, executed):
             if o.output_type == "stream" and o.name == "stderr":
                 assert "Traceback" not in o.text, o.text
                 assert all("HeadersMismatchWarning" in line for line in o.text.splitlines() if "Warning" in line)
-    # the last cell frees, while the kernel still runs, every module the cells loaded
-    loaded = {c.source.split()[1] for c in code if c.source.startswith("%%bpf ")
-              and "raises-exception" not in c.metadata.get("tags", [])}
+    # the last cell frees, while the kernel still runs, every module the cells left loaded
     assert code[-1].source.strip() == "%bpf reset"
-    assert text_outputs(code[-1]) == f"reset: unloaded {len(loaded)} module(s)\n"
+    assert text_outputs(code[-1]) == f"reset: unloaded {len(modules_left(code[:-1]))} module(s)\n"
+
+
+def modules_left(cells) -> set[str]:
+    """Modules the cells leave loaded, replayed from their sources: each `%%bpf NAME`
+    cell that succeeded and each Session.load("NAME", ...) loads one, `%bpf unload
+    NAME` frees it."""
+    loaded: set[str] = set()
+    for c in cells:
+        if c.source.startswith("%%bpf ") and "raises-exception" not in c.metadata.get("tags", []):
+            loaded.add(c.source.split()[1])
+            continue
+        for m in re.finditer(r"^\s*%bpf unload (\w+)|\.load\(\s*[\"'](\w+)[\"']", c.source, re.MULTILINE):
+            if m[1]:
+                loaded.discard(m[1])
+            else:
+                loaded.add(m[2])
+    return loaded
 
 
 def test_syscall_dispatch_notebook_results(executed):
