@@ -3,7 +3,6 @@ session prog arrays with BCC cells."""
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 
