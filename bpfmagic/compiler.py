@@ -88,15 +88,6 @@ def captured_fd2():
             out.append(tmp.read().decode(errors="replace"))
 
 
-# ------------------------------------------------- text helpers (the stream's BCC loss counting)
-def strip_comments(source: str) -> str:
-    """The source with comments blanked out (same length and line breaks), so
-    regexes don't find declarations inside comments."""
-    def blank(m: re.Match) -> str:
-        return re.sub(r"[^\n]", " ", m.group(0))
-    return re.sub(r"//[^\n]*|/\*.*?\*/", blank, source, flags=re.S)
-
-
 def auto_attach_type(func: str) -> str | None:
     for prefix, ptype in AUTO_PREFIXES.items():
         if func.startswith(prefix):
@@ -104,99 +95,9 @@ def auto_attach_type(func: str) -> str | None:
     return None
 
 
-def _prelude_line(code: str) -> int:
-    """Index of the first line that is code outside any #if/#ifdef block (not
-    blank, not a preprocessor line or its continuation, not in a comment):
-    declarations the prelude adds go in front of it on the same line, so line
-    numbers stay those of the cell, and no conditional can hide them."""
-    lines = strip_comments(code).split("\n")
-    continued = False
-    depth = 0
-    for i, line in enumerate(lines):
-        stripped = line.strip()
-        was_continued, continued = continued, stripped.endswith("\\")
-        if was_continued or not stripped:
-            continue
-        if stripped.startswith("#"):
-            directive = stripped[1:].lstrip()
-            if directive.startswith(("if", "ifdef", "ifndef")):
-                depth += 1
-            elif directive.startswith("endif"):
-                depth = max(depth - 1, 0)
-            continue
-        if depth == 0:
-            return i
-    return len(lines) - 1
-
-
-def declare_first(text: str, declarations: list[str]) -> str:
-    """Put DECLARATIONS in front of the first line of code (see _prelude_line),
-    on that same line: every later line keeps its number."""
-    if not declarations:
-        return text
-    lines = text.split("\n")
-    i = _prelude_line(text)
-    lines[i] = " ".join(declarations) + " " + lines[i]
-    return "\n".join(lines)
-
-
-def splice(text: str, edits) -> str:
-    """TEXT with each (start, end, replacement) of EDITS applied; edits come in
-    order and one that overlaps an earlier one is skipped."""
-    out, last = [], 0
-    for start, end, replacement in edits:
-        if start < last:
-            continue
-        out += [text[last:start], replacement]
-        last = end
-    out.append(text[last:])
-    return "".join(out)
-
-
-def is_statement(code: str, start: int, close: int) -> bool:
-    """Whether the call spanning code[start:close + 1] stands alone as a statement
-    (its value unused): a wrapper then yields nothing, so clang has no
-    "expression result unused" to warn about."""
-    return code[close + 1:].lstrip().startswith(";") and code[:start].rstrip()[-1:] in ";{})"
-
-
 def counter_pin(pin: str) -> str:
     """Where an array's call counters are pinned (bpffs refuses dots in names)."""
     return os.path.join(os.path.dirname(pin), "calls", os.path.basename(pin))
-
-
-_CLOSERS = {"(": ")", "[": "]", "{": "}"}
-
-
-def matching_paren(code: str, open_at: int) -> int | None:
-    """Index of the bracket closing the one at code[open_at] ('(', '[' or '{'), None if unclosed."""
-    open_, close = code[open_at], _CLOSERS[code[open_at]]
-    depth = 0
-    for i in range(open_at, len(code)):
-        c = code[i]
-        if c == open_:
-            depth += 1
-        elif c == close:
-            depth -= 1
-            if depth == 0:
-                return i
-    return None
-
-
-def split_args(code: str, start: int, end: int) -> list[tuple[int, int]]:
-    """Spans of the top-level comma-separated arguments in code[start:end]."""
-    spans, depth, begin = [], 0, start
-    for i in range(start, end):
-        c = code[i]
-        if c in "([{":
-            depth += 1
-        elif c in ")]}":
-            depth -= 1
-        elif c == "," and depth == 0:
-            spans.append((begin, i))
-            begin = i + 1
-    spans.append((begin, end))
-    return spans
 
 
 # ------------------------------------------------------------ error mapping
@@ -255,7 +156,19 @@ def _cell_line(snippet: str, lines: list[str], origin: str) -> str:
     return ";"
 
 
-def compile_error(stderr: str, source: str, origin: str, columns: ColumnMap | None = None) -> BpfCompileError:
+def _libbpf_style_hint(syntax) -> str:
+    """A BCC cell that is libbpf-style C (SEC(), vmlinux.h, libbpf's headers) wants --core."""
+    if syntax is None:
+        return ""
+    libbpf_headers = any(i.path in ("vmlinux.h", "bpf/bpf_helpers.h") for i in syntax.includes)
+    if libbpf_headers or any(f.section for f in syntax.functions.values()):
+        return ("\n\nHINT: this is libbpf-style C (SEC(), vmlinux.h or <bpf/bpf_helpers.h>); BCC compiles its own "
+                "dialect: load it with --core (%%bpf NAME --core).")
+    return ""
+
+
+def compile_error(stderr: str, source: str, origin: str, columns: ColumnMap | None = None,
+                  syntax=None) -> BpfCompileError:
     """clang's diagnostics relabelled with the cell's lines and columns, each
     error followed by the offending line of the cell as the user wrote it; an
     error in a header keeps the include stack that leads there from the cell."""
@@ -291,7 +204,7 @@ def compile_error(stderr: str, source: str, origin: str, columns: ColumnMap | No
                 "builds a merged header tree by itself).", stderr)
         return BpfCompileError(_relabel(msg, origin, columns=columns), stderr)
     # Keep the diagnostics compact: the errors with their lines, then clang's count.
-    return BpfCompileError("\n".join(shown).rstrip(), stderr)
+    return BpfCompileError("\n".join(shown).rstrip() + _libbpf_style_hint(syntax), stderr)
 
 
 def _verified_then_refused(body: list[str]) -> bool:
@@ -380,9 +293,7 @@ def load_bcc(syntax, origin: str, arrays: dict[str, tuple[str, int, str]], slot_
     errors that point at the cell."""
     from bcc import BPF
 
-    from .stream import count_output_failures
     text, header, columns = bcc_text(syntax, arrays, slot_index, count_calls)
-    text = count_output_failures(text)  # failed ring/perf outputs bump a counter: Stream.lost
     debug = 0x10 if verbose else 0  # BCC's DEBUG_BPF_REGISTER_STATE: the full verifier log
     # The header lives in a directory only this process can enter, for the compile only.
     with tempfile.TemporaryDirectory(prefix="bpfmagic-bcc-") as tmp:
@@ -414,4 +325,4 @@ def bcc_error(error: Exception, stderr: str, source: str, origin: str, can_load:
         return AttachError(f"{text}\n{stderr.strip()}".strip(), stderr)
     if "Need super-user" in text and not can_load:
         return EnvironmentProblem("loading BPF programs needs root or CAP_BPF", stderr)
-    return compile_error(stderr, source, origin, columns)
+    return compile_error(stderr, source, origin, columns, syntax)

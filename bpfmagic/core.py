@@ -21,8 +21,8 @@ from . import libbpf
 from .attach import Attachment, Target
 from .c import CellSyntax, analyse, core_text
 from .c.instrument import CORE_CELL_FILE, counter_name
-from .compiler import matching_paren, prog_type_name, split_args
-from .compiler import strip_comments as _blank_comments
+from .c.records import ring_record_types
+from .compiler import prog_type_name
 from .errors import (
     AttachError,
     BpfCompileError,
@@ -98,9 +98,6 @@ def prepare_cache() -> str:
 
 # ------------------------------------------------------------ ring buffers: loss counting, record struct
 
-_RINGBUF_CALL_RE = re.compile(r"\b(bpf_ringbuf_output|bpf_ringbuf_reserve)\s*\(")
-_KEYWORDS = {"return", "sizeof", "if", "else", "case", "goto", "do", "while", "for", "switch", "const",
-             "volatile", "static", "register", "unsigned", "signed", "break", "continue", "default"}
 
 
 def ring_tables(source: str) -> list[str]:
@@ -109,104 +106,20 @@ def ring_tables(source: str) -> list[str]:
     return sorted(r.name for r in analyse(source).rings)
 
 
-def _ring_calls(code: str):
-    """(match, close, args, table) of each bpf_ringbuf_output/reserve call on ``&TABLE``."""
-    for m in _RINGBUF_CALL_RE.finditer(code):
-        close = matching_paren(code, m.end() - 1)
-        if close is None:
-            continue
-        args = split_args(code, m.end(), close)
-        if not args:
-            continue
-        first = code[args[0][0]:args[0][1]].strip()
-        if not first.startswith("&"):
-            continue
-        yield m, close, args, first[1:].strip()
-
-
 def keep_ring_types(text: str, source: str) -> str:
     """Append a global pointer to each type the cell writes into a ring it
     declares: clang emits BTF only for types reachable from globals, maps
     and function signatures, and a local ``struct event rec`` is none of
     them. The stream reads the record layout from that BTF. (A .bss map
-    holds the pointers; it is not one of the module's tables.) The types
-    are found in SOURCE, the cell before the loss-counting rewrite."""
-    code = _blank_comments(source)
+    holds the pointers; it is not one of the module's tables.)"""
     decls = []
     for table in ring_tables(source):
         for kind in ring_record_types(source, table):
-            if kind == "?":
-                continue
-            if not kind.startswith("struct ") and not re.search(
-                    r"\btypedef\b[^;{}]*\b" + re.escape(kind) + r"\s*;|\}\s*" + re.escape(kind) + r"\s*;", code):
-                continue  # a name that may not be a type: declaring a pointer to it could break the cell
-            decls.append(f"{kind} *__bm_rec_{table}_{len(decls)} __attribute__((unused));")
+            if kind != "?":
+                decls.append(f"{kind} *__bm_rec_{table}_{len(decls)} __attribute__((unused));")
     if not decls:
         return text
     return text + ("" if text.endswith("\n") else "\n") + "\n".join(decls) + "\n"
-
-
-def _declared_type(code: str, var: str, before: int) -> str | None:
-    """The type VAR is declared with last before offset BEFORE: "struct NAME" or a
-    typedef name (pointer or not), None when no declaration is found."""
-    found = None
-    pattern = re.compile(r"(?:\bstruct\s+([A-Za-z_]\w*)|\b([A-Za-z_]\w*))[\s*]*(?:const\s+)?\b"
-                         + re.escape(var) + r"\s*(?=[=;,\[)])")
-    for m in pattern.finditer(code, 0, before):
-        if m[1]:
-            found = f"struct {m[1]}"
-        elif m[2] not in _KEYWORDS:
-            found = m[2]
-    return found
-
-
-def _sizeof_type(code: str, arg: str, at: int) -> str | None:
-    """The type of ``sizeof(struct NAME)``, ``sizeof(TYPE)``, ``sizeof(VAR)`` or ``sizeof(*VAR)``."""
-    m = re.fullmatch(r"\s*sizeof\s*\(\s*(struct\s+[A-Za-z_]\w*|\*?\s*[A-Za-z_]\w*)\s*\)\s*", arg)
-    if not m:
-        return None
-    inner = m[1]
-    if inner.startswith("struct"):
-        return "struct " + inner.split()[-1]
-    name = inner.lstrip("*").strip()
-    return _declared_type(code, name, at) or (name if not inner.startswith("*") else None)
-
-
-def ring_record_types(source: str, table: str) -> list[str]:
-    """The types (``struct NAME`` or typedef names) the cell writes into ring
-    TABLE, from its ``bpf_ringbuf_output(&TABLE, &VAR, sizeof(..), 0)`` and
-    ``bpf_ringbuf_reserve(&TABLE, sizeof(..), 0)`` calls (the variable's
-    declared type, the sizeof's type, or the pointer the reserve is assigned to)."""
-    code = _blank_comments(source)
-    found: list[str] = []
-    for m, close, args, name in _ring_calls(code):
-        if name != table:
-            continue
-        kind = None
-        if m[1] == "bpf_ringbuf_output" and len(args) >= 3:
-            data = code[args[1][0]:args[1][1]].strip()
-            var = re.fullmatch(r"&?\s*([A-Za-z_]\w*)", data)
-            if var:
-                kind = _declared_type(code, var[1], m.start())
-            if kind is None:
-                kind = _sizeof_type(code, code[args[2][0]:args[2][1]], m.start())
-        elif m[1] == "bpf_ringbuf_reserve" and len(args) >= 2:
-            # struct NAME *e = bpf_ringbuf_reserve(...)  or  e = bpf_ringbuf_reserve(...)
-            target = re.search(r"(?:\bstruct\s+([A-Za-z_]\w*)|\b([A-Za-z_]\w*))?[\s*]*\b([A-Za-z_]\w*)\s*=\s*"
-                               r"(?:\([^()]*\)\s*)?$", code[max(0, m.start() - 200):m.start()])
-            if target and target[1]:
-                kind = f"struct {target[1]}"
-            elif target and target[2] and target[2] not in _KEYWORDS:
-                kind = target[2]
-            elif target:
-                kind = _declared_type(code, target[3], m.start())
-            if kind is None:
-                kind = _sizeof_type(code, code[args[1][0]:args[1][1]], m.start())
-        if kind is not None and kind not in found:
-            found.append(kind)
-        elif kind is None:
-            found.append("?")
-    return found
 
 
 class _BtfType(ct.Structure):
@@ -330,7 +243,9 @@ def _multiarch_includes() -> list[str]:
     directory; clang -target bpf does not search it. -idirafter: after
     everything else, so vmlinux.h and the cell's own -I come first."""
     path = os.path.join("/usr/include", _MULTIARCH.get(platform.machine(), ""))
-    return ["-idirafter", path] if os.path.isdir(path) and path != "/usr/include/" else []
+    flags = ["-idirafter", path] if os.path.isdir(path) and path != "/usr/include/" else []
+    # uapi headers that reach glibc's <gnu/stubs.h> (linux/if.h) want the 32-bit stubs under -target bpf.
+    return flags + ["-idirafter", os.path.join(os.path.dirname(__file__), "c", "include")]
 
 
 def _relabel(text: str, origin: str) -> str:
@@ -396,7 +311,10 @@ def _clang_error(stderr: str, source: str, origin: str) -> BpfCompileError:
             stack.append(raw)
             continue
         m = _CLANG_LOC_RE.match(raw)
-        if m and m[1] == origin and m[4] != "note":
+        if m and m[4] == "note":
+            if shown:  # "expanded from macro ...": where the error's text came from
+                shown.append(raw)
+        elif m and m[1] == origin:
             shown += stack
             shown.append(raw)
             n = int(m[2])
@@ -413,46 +331,8 @@ def _clang_error(stderr: str, source: str, origin: str) -> BpfCompileError:
 
 # ------------------------------------------------------------ libbpf object
 
-_declared = False
-
-
-def _lib() -> ct.CDLL:
-    global _declared
-    lib = libbpf.lib()
-    if not _declared:
-        vp, cp = ct.c_void_p, ct.c_char_p
-        for fname, res, args in [
-            ("bpf_object__open_mem", vp, [vp, ct.c_size_t, vp]),
-            ("bpf_object__load", ct.c_int, [vp]),
-            ("bpf_object__close", None, [vp]),
-            ("bpf_object__next_program", vp, [vp, vp]),
-            ("bpf_object__next_map", vp, [vp, vp]),
-            ("bpf_program__name", cp, [vp]),
-            ("bpf_program__section_name", cp, [vp]),
-            ("bpf_program__fd", ct.c_int, [vp]),
-            ("bpf_program__type", ct.c_int, [vp]),
-            ("bpf_program__attach", vp, [vp]),
-            ("bpf_map__name", cp, [vp]),
-            ("bpf_map__fd", ct.c_int, [vp]),
-            ("bpf_map__type", ct.c_int, [vp]),
-            ("bpf_map__max_entries", ct.c_uint32, [vp]),
-            ("bpf_map__key_size", ct.c_uint32, [vp]),
-            ("bpf_map__value_size", ct.c_uint32, [vp]),
-            ("bpf_map__reuse_fd", ct.c_int, [vp, ct.c_int]),
-            ("bpf_link__destroy", ct.c_int, [vp]),
-            ("bpf_program__set_log_level", ct.c_int, [vp, ct.c_uint32]),
-            ("libbpf_set_print", vp, [vp]),
-            ("libbpf_get_error", ct.c_long, [vp]),
-            ("bpf_object__btf", vp, [vp]),
-            ("btf__find_by_name_kind", ct.c_int32, [vp, cp, ct.c_uint32]),
-            ("btf__type_by_id", vp, [vp, ct.c_uint32]),
-            ("btf__resolve_size", ct.c_int64, [vp, ct.c_uint32]),
-            ("btf__name_by_offset", cp, [vp, ct.c_uint32]),
-        ]:
-            f = getattr(lib, fname)
-            f.restype, f.argtypes = res, args
-        _declared = True
-    return lib
+# libbpf's object API (bpf_object__*, bpf_program__*, bpf_map__*, btf__*), declared in libbpf.py.
+_lib = libbpf.object_api
 
 
 _PRINT_FN = ct.CFUNCTYPE(ct.c_int, ct.c_int, ct.c_char_p, ct.c_void_p)
@@ -726,8 +606,9 @@ def load_object(name: str, syntax: CellSyntax, origin: str, cflags: list[str], s
                     decl = next((d for d in syntax.arrays if d.name == array_name), None)
                     where = f"{origin}:{decl.line}: " if decl else ""
                     raise SlotError(f"{where}prog array {array_name} has {have} slots in this cell; the session's "
-                                    f"array {array_name} has {array.size} slots: declare it with {array.size}, or "
-                                    f"`%bpf unload {array_name}` first")
+                                    f"array {array_name} has {array.size} slots: declare it with {array.size}, or free the "
+                                    f"session's array first (`%bpf reset`, or unload the modules that use it, then "
+                                    f"`%bpf unload {array_name}`)")
                 obj.reuse(array_name, array.fd)
             if counter_name(array_name) in maps:
                 obj.reuse(counter_name(array_name), array.counter_fd)

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import UsageProblem
+from . import libbpf
+from .errors import UsageProblem, ValueTypeError
 
 BTF_KIND_INT, BTF_KIND_PTR, BTF_KIND_ARRAY, BTF_KIND_STRUCT, BTF_KIND_UNION, BTF_KIND_ENUM = 1, 2, 3, 4, 5, 6
 BTF_KIND_TYPEDEF, BTF_KIND_VOLATILE, BTF_KIND_CONST, BTF_KIND_RESTRICT = 8, 9, 10, 11
@@ -83,6 +84,15 @@ class _Btf:
             return f"{self.spelling(arr.a)}[{arr.c}]"
         return f"BTF kind {kind}"
 
+    def is_text(self, tid: int) -> bool:
+        """Whether TID is a char array (decoded as str)."""
+        t, kind, _, _ = self.type(self.resolve(tid))
+        if kind != BTF_KIND_ARRAY:
+            return False
+        elem = self.resolve(self.entries(t, 1)[0].a)
+        et, ekind, _, _ = self.type(elem)
+        return ekind == BTF_KIND_INT and self.name(et.name_off) in ("char", "signed char", "unsigned char")
+
     def decode(self, tid: int, raw: bytes):
         """Python value of RAW as type TID: int, float, str (char arrays), numpy array, dict (structs)."""
         tid = self.resolve(tid)
@@ -138,62 +148,48 @@ class _Btf:
                 if isinstance(value, bool):
                     value = int(value)
                 else:
-                    raise TypeError(f"{what}: {self.spelling(tid)} takes an integer, not {type(value).__name__}")
+                    raise ValueTypeError(f"{what}: {self.spelling(tid)} takes an integer, not {type(value).__name__}")
             try:
                 return int(value).to_bytes(size, "little", signed=signed)
             except OverflowError:
-                raise TypeError(f"{what}: {value} does not fit in {self.spelling(tid)} ({size} bytes)") from None
+                raise ValueTypeError(f"{what}: {value} does not fit in {self.spelling(tid)} ({size} bytes)") from None
         if kind == BTF_KIND_FLOAT:
             return np.array([value], dtype=f"<f{size}").tobytes()
         if kind == BTF_KIND_ARRAY:
             arr = self.entries(t, 1)[0]
-            esize = self.lib.btf__resolve_size(self.btf, arr.a)
             if isinstance(value, str):
                 data = value.encode()
                 if len(data) > arr.c:
-                    raise TypeError(f"{what}: {len(data)} bytes do not fit in {self.spelling(tid)}")
+                    raise ValueTypeError(f"{what}: {len(data)} bytes do not fit in {self.spelling(tid)}")
                 return data.ljust(size, b"\0")
+            if not hasattr(value, "__iter__"):
+                raise ValueTypeError(f"{what}: {self.spelling(tid)} takes a sequence of values, not {value!r}")
             items = list(value)
             if len(items) > arr.c:
-                raise TypeError(f"{what}: {len(items)} items do not fit in {self.spelling(tid)}")
+                raise ValueTypeError(f"{what}: {len(items)} items do not fit in {self.spelling(tid)}")
             return b"".join(self.encode(arr.a, v, f"{what}[{i}]") for i, v in enumerate(items)).ljust(size, b"\0")
         if kind in (BTF_KIND_STRUCT, BTF_KIND_UNION):
             if not isinstance(value, dict):
-                raise TypeError(f"{what}: {self.spelling(tid)} takes a dict of its fields")
+                raise ValueTypeError(f"{what}: {self.spelling(tid)} takes a dict of its fields")
             buf = bytearray(size)
             fields = {self.name(m.a): m for m in self.entries(t, vlen)}
             for key, v in value.items():
                 if key not in fields:
-                    raise TypeError(f"{what}: {self.spelling(tid)} has no field {key!r} "
+                    raise ValueTypeError(f"{what}: {self.spelling(tid)} has no field {key!r} "
                                     f"(fields: {', '.join(fields)})")
                 m = fields[key]
                 if kflag and m.c >> 24:
-                    raise TypeError(f"{what}.{key}: bit-fields cannot be written")
+                    raise ValueTypeError(f"{what}.{key}: bit-fields cannot be written")
                 start = (m.c & 0xFFFFFF if kflag else m.c) // 8
                 data = self.encode(m.b, v, f"{what}.{key}")
                 buf[start:start + len(data)] = data
             return bytes(buf)
-        raise TypeError(f"{what}: cannot write a {self.spelling(tid)}")
-
-
-def _declare(lib) -> None:
-    if getattr(lib, "_bpfmagic_globals_declared", False):
-        return
-    vp = ct.c_void_p
-    for fname, res, args in [
-        ("bpf_map__btf_value_type_id", ct.c_uint32, [vp]),
-        ("bpf_map__initial_value", vp, [vp, ct.POINTER(ct.c_size_t)]),
-    ]:
-        f = getattr(lib, fname)
-        f.restype, f.argtypes = res, args
-    lib._bpfmagic_globals_declared = True
+        raise ValueTypeError(f"{what}: cannot write a {self.spelling(tid)}")
 
 
 def sections(obj) -> dict[str, tuple[int, list[Variable]]]:
     """Each global-data section of OBJ (a core.CoreObject): its map pointer and variables."""
-    from .core import _lib
-    lib = _lib()
-    _declare(lib)
+    lib = libbpf.object_api()
     btf_ptr = lib.bpf_object__btf(obj.ptr) if obj.ptr else None
     if not btf_ptr:
         return {}
@@ -225,8 +221,7 @@ def sections(obj) -> dict[str, tuple[int, list[Variable]]]:
 def set_initial(obj, values: dict) -> None:
     """Write VALUES into the opened (not yet loaded) object's sections: how
     .rodata (``const volatile``) configuration is set before the verifier sees it."""
-    from .core import _lib
-    lib = _lib()
+    lib = libbpf.object_api()
     found = {v.name: (map_ptr, v) for map_ptr, variables in sections(obj).values() for v in variables}
     btf = _Btf(lib, lib.bpf_object__btf(obj.ptr))
     for name, value in values.items():
@@ -237,22 +232,25 @@ def set_initial(obj, values: dict) -> None:
         base = lib.bpf_map__initial_value(map_ptr, ct.byref(size))
         if not base:
             raise UsageProblem(f"{obj.name}: libbpf gives no initial value for {var.section}")
-        data = btf.encode(var.type_id, _parse_literal(value), name)
+        data = btf.encode(var.type_id, _parse_literal(value, btf.is_text(var.type_id)), name)
         ct.memmove(base + var.offset, data, len(data))
 
 
-def _parse_literal(value):
-    """``--set N=4`` gives text: integers (0x.. too) and quoted strings become values."""
+def _parse_literal(value, text_type: bool = False):
+    """``--set N=4`` gives text: integers (0x.. too) become ints, except for a
+    char array, which takes the text as it is (``--set pid="123"`` or ``--set pid=123``);
+    quotes around a string are dropped."""
     if not isinstance(value, str):
         return value
     text = value.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        return text[1:-1]
+    if text_type:
+        return text
     try:
         return int(text, 0)
     except ValueError:
-        pass
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
-        return text[1:-1]
-    return text
+        return text
 
 
 class Globals(MutableMapping):
@@ -268,13 +266,11 @@ class Globals(MutableMapping):
         if obj is None or not obj.ptr:
             raise UsageProblem(f"module {self.module.name} has no globals "
                                + ("(unloaded)" if self.module.closed else "(globals are a --core feature)"))
-        from .core import _lib
-        lib = _lib()
+        lib = libbpf.object_api()
         btf = _Btf(lib, lib.bpf_object__btf(obj.ptr))
         return lib, btf, {v.name: (map_ptr, v) for map_ptr, variables in sections(obj).values() for v in variables}
 
     def _read(self, lib, map_ptr) -> bytearray:
-        from . import libbpf
         size = lib.bpf_map__value_size(map_ptr)
         buf = ct.create_string_buffer(size)
         key = ct.c_uint32(0)
@@ -290,7 +286,6 @@ class Globals(MutableMapping):
         return btf.decode(var.type_id, bytes(self._read(lib, map_ptr)[var.offset:var.offset + var.size]))
 
     def __setitem__(self, name: str, value) -> None:
-        from . import libbpf
         lib, btf, found = self._table()
         if name not in found:
             raise KeyError(f"{self.module.name} has no global {name!r} (globals: {', '.join(found) or 'none'})")

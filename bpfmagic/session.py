@@ -112,6 +112,7 @@ class Module:
         self.columns = None  # BCC: column shifts of instrumented call sites (for verifier messages)
         self.core = None  # core.CoreObject of a --core module (then bpf is None)
         self.new_slot_names: list[str] = []  # "array[name]=index" this cell named first (a typo shows here)
+        self.notes: list[str] = []  # what the cell should say besides its summary
         self.closed = False
 
     # -- contents
@@ -436,7 +437,7 @@ class Session:
                     if have.size != size:
                         raise SlotError(f"{origin}:{line}: prog array {array_name} has {size} slots in this cell; the "
                                         f"session's array {array_name} has {have.size} slots; declare it with {have.size}, "
-                                        f"or `%bpf unload {array_name}` first")
+                                        f"or free it first: {self._unload_advice(array_name)}")
                 elif array_name not in new_arrays:
                     self.progarray(array_name, size)
                     new_arrays.append(array_name)
@@ -490,9 +491,18 @@ class Session:
                 # Programs whose SEC() names their target (tp_btf/..., raw_tp/...) attach by themselves.
                 # A slotted program keeps its SEC() attachment too: only -a replaces it.
                 attached = {f for f, _ in attach_specs}
+                slotted = {f for _, _, f in resolved_slots} | {p.name for a in self.arrays.values()
+                                                                for p in a.entries.values() if p.module is module}
                 for pname, prog_ptr in module.core.programs().items():
                     if pname not in attached and module.core.section(prog_ptr).startswith(co.AUTO_ATTACH_SECTIONS):
-                        att = module.core.attach_by_section(module.programs[pname], prog_ptr)
+                        try:
+                            att = module.core.attach_by_section(module.programs[pname], prog_ptr)
+                        except AttachError as e:
+                            if pname not in slotted:
+                                raise
+                            # Tail-call-only programs often carry a placeholder SEC(): the slot is their use.
+                            module.notes.append(f"{pname} runs through its slot only: {e.message}")
+                            continue
                         attachments.append(att)
                         module.attachments.append(att)
                         module.auto_attached.append(pname)
@@ -565,6 +575,14 @@ class Session:
             if fd >= 0:
                 module.programs[pname] = Program(module, pname, obj.program_type(prog_ptr), fd)
         return module
+
+    def _unload_advice(self, array_name: str) -> str:
+        """How to free session array ARRAY_NAME: the modules that use it go first."""
+        users = [m.name for m in self.modules.values()
+                 if array_name in m.tables or any(d.name == array_name for d in m.syntax.arrays)
+                 or m.syntax.uses(array_name)]
+        steps = [f"`%bpf unload {n}`" for n in users] + [f"`%bpf unload {array_name}`"]
+        return ", ".join(steps) + " (or `%bpf reset`)"
 
     def _skb_chain_type(self, module: Module, func: str) -> str | None:
         """A ``struct __sk_buff *`` function can be tc or a socket filter (or ...):
