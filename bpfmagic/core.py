@@ -63,22 +63,17 @@ def tools() -> None:
 
 
 def vmlinux_dir() -> str:
-    """A directory holding vmlinux.h of the running kernel (dumped once from its BTF, cached)."""
-    cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "bpfmagic",
-                         "vmlinux", platform.release())
-    header = os.path.join(cache, "vmlinux.h")
-    if os.path.exists(header):
-        return cache
-    os.makedirs(cache, exist_ok=True)
-    res = subprocess.run([_tool("bpftool") or "bpftool", "btf", "dump", "file", VMLINUX_BTF, "format", "c"],
-                         capture_output=True, text=True)
-    if res.returncode != 0:
-        raise EnvironmentProblem(f"bpftool could not dump {VMLINUX_BTF}: {res.stderr.strip()}")
-    fd, tmp = tempfile.mkstemp(dir=cache, suffix=".h")  # atomic: concurrent sessions never see half a file
-    with os.fdopen(fd, "w") as f:
-        f.write(res.stdout)
-    os.replace(tmp, header)
-    return cache
+    """A directory holding vmlinux.h of the running kernel (dumped once from its BTF;
+    cache.py keeps it trusted, intact and made with explicit modes)."""
+    from . import cache
+
+    def dump() -> bytes:
+        res = subprocess.run([_tool("bpftool") or "bpftool", "btf", "dump", "file", VMLINUX_BTF, "format", "c"],
+                             capture_output=True)
+        if res.returncode != 0 or not res.stdout:
+            raise EnvironmentProblem(f"bpftool could not dump {VMLINUX_BTF}: {res.stderr.decode(errors='replace').strip()}")
+        return res.stdout
+    return cache.vmlinux_dir(dump)
 
 
 def prepare_cache() -> str:

@@ -10,13 +10,12 @@ import keyword
 import os
 import re
 import shlex
-import shutil
 import threading
 import time
 import weakref
 from dataclasses import dataclass
 
-from . import libbpf
+from . import libbpf, pins
 from . import progarray as prog_arrays
 from .attach import (
     Attachment,
@@ -41,7 +40,7 @@ from .compiler import (
 )
 from .errors import AttachError, BpfError, EnvironmentProblem, SlotError, UsageProblem
 
-PIN_ROOT = "/sys/fs/bpf/bpfmagic"
+PIN_ROOT = pins.PIN_ROOT
 _SLOT_SPEC_RE = re.compile(r"^\s*([A-Za-z_]\w*)\s*\[\s*([^\]\s]+)\s*\]\s*$")
 _serials = itertools.count(1)
 # calls/taken/missed: tail calls made into each slot (counted by the rewritten
@@ -220,7 +219,7 @@ class Session:
         from . import env
         self.privileges = env.privileges()
         if self.privileges.can_load:
-            _clean_dead_pins()
+            _claim_pins()
             if stats:
                 with contextlib.suppress(EnvironmentProblem):  # counts stay 0; `%bpf stats --on` says why
                     self.enable_stats()
@@ -244,16 +243,15 @@ class Session:
             raise UsageProblem("this Session is closed; create a new one")
 
     def pin_dir(self) -> str:
-        """/sys/fs/bpf/bpfmagic/<pid>/s<N>: where this session pins its arrays."""
+        """/sys/fs/bpf/bpfmagic/<pid>/s<N>: where this session pins its arrays
+        (pins.py: a trusted root, a directory locked for the process's life)."""
         if self._pin_dir is None:
             from . import env
             status = env.ensure_bpffs()
             if not env.is_mounted("/sys/fs/bpf", "bpf"):
                 raise EnvironmentProblem(f"bpffs is not mounted and could not be ({status}); "
                                          "run: mount -t bpf bpf /sys/fs/bpf")
-            path = os.path.join(PIN_ROOT, str(os.getpid()), f"s{self._serial}")
-            os.makedirs(path, exist_ok=True)
-            self._pin_dir = path
+            self._pin_dir = pins.process_dir().session_dir(self._serial)
         return self._pin_dir
 
     def enable_stats(self) -> None:
@@ -869,11 +867,10 @@ class Session:
         self.reset()
         self.disable_stats()
         if self._pin_dir:
+            # The process's own directory stays (locked) until the process dies: its reaper removes it.
             for path in (os.path.join(self._pin_dir, "calls"), self._pin_dir):
                 with contextlib.suppress(OSError):
                     os.rmdir(path)
-            with contextlib.suppress(OSError):
-                os.rmdir(os.path.dirname(self._pin_dir))
         self.closed = True
         self._finalizer.detach()
 
@@ -1019,20 +1016,19 @@ def _with_file(path: str, body: str) -> tuple[str, str]:
     return text, os.path.basename(path)
 
 
-def _clean_dead_pins() -> None:
-    """Remove pin directories of bpfmagic processes that no longer run."""
+def _claim_pins() -> None:
+    """This process's pin directory and its reaper, made when the session
+    starts: dead sessions' pins are cleaned now, and this process's are
+    removed when it dies (SIGKILL included) even if it never pins. An
+    untrusted pin root is reported now and refused when pins are needed."""
+    import warnings
+
+    from . import env
+    if not env.is_mounted(env.BPFFS, "bpf"):
+        return  # pin_dir() mounts it or says why
     try:
-        entries = os.listdir(PIN_ROOT)
+        pins.clean_dead(keep=pins.process_dir().name)
+    except EnvironmentProblem as e:
+        warnings.warn(f"bpfmagic: {e}", RuntimeWarning, stacklevel=3)
     except OSError:
-        return
-    for entry in entries:
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            os.kill(int(entry), 0)
-            continue  # alive
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue
-        shutil.rmtree(os.path.join(PIN_ROOT, entry), ignore_errors=True)
+        pass  # pin_dir() raises it when pins are needed
