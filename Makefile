@@ -26,7 +26,7 @@ help:
 	@echo "make demo    run $(DEMO) headless (prepares the machine first)"
 	@echo "make test    run the tests (prepares the machine first; PYTEST_ARGS=... passes through)"
 	@echo "make docs    execute every notebook and render it to HTML under build/site/ (open build/site/index.html)"
-	@echo "make bench   run bench/*.py"
+	@echo "make bench   run bench/*.py; fails when one misses its target"
 	@echo "make setup   only prepare: apt packages, tracefs/bpffs, $(VENV), kernel headers"
 	@echo "make clean   remove $(VENV) and build outputs"
 
@@ -79,11 +79,12 @@ docs: setup
 	rm -rf build/site
 	$(PY) -m bpfmagic.site --out build/site notebooks/*.ipynb
 
+# Every benchmark runs; the target fails if any of them failed or missed its target.
 bench: setup
-	@set -e; for f in bench/*.py; do \
+	@status=0; for f in bench/*.py; do \
 	  [ -e "$$f" ] || continue; \
-	  echo "== $$f"; $(PY) "$$f"; \
-	done
+	  echo "== $$f"; $(PY) "$$f" || { echo "== $$f FAILED (exit $$?)"; status=1; }; \
+	done; exit $$status
 
 clean:
 	rm -rf $(VENV) build notebooks/build *.egg-info .pytest_cache
