@@ -176,8 +176,8 @@ def decode_field(f: Field, values: np.ndarray):
         raw &= np.uint64((1 << f.bits) - 1)
         if f.kind == "int":
             sign = np.uint64(1 << (f.bits - 1))
-            return (raw ^ sign).astype(np.int64) - np.int64(1 << (f.bits - 1))
-        return raw
+            return ((raw ^ sign).astype(np.int64) - np.int64(1 << (f.bits - 1))).astype(f.base)
+        return raw.astype(f.base)
     if f.kind == "str":
         from .stream import decode_cstrings
         if not f.shape:
