@@ -272,6 +272,9 @@ class BpfMagics(Magics):
             return self._cmd_load(self._line["load"].parse_args(words))
         if parser is None:
             raise UsageError(f"unknown %bpf command {command!r}; commands: {', '.join(self._line)} (see %bpf?)")
+        if "--help" in rest:  # add_help is off (-h is no flag of ours): answer --help here
+            print(parser.format_help())
+            return None
         args = parser.parse_args(rest)
         return getattr(self, "_cmd_" + command)(args)
 

@@ -17,6 +17,7 @@ from bpfmagic import UsageProblem, libbpf, packets
 from bpfmagic.widgets import MapWatch
 
 from .conftest import needs_root, wait_for
+from .test_magics import fresh, ip  # noqa: F401  (fixtures: the IPython shell with bpfmagic)
 
 pytestmark = needs_root
 
@@ -508,3 +509,40 @@ def test_stream_view_counts_agree_with_its_count(session):
         assert len(seen) > 3  # the view refreshed many times meanwhile
     finally:
         view.stop()
+
+
+# ------------------------------------------------------------------ the magics
+
+def test_bpf_map_magic(fresh, capsys):
+    from .test_magics import run
+    ip = fresh
+    res = run(ip, """\
+        %%bpf mm
+        BPF_PERCPU_ARRAY(hits, u64, 4);
+        BPF_HISTOGRAM(sizes);
+        int count(struct xdp_md *ctx) {
+            u32 k = 2; u64 *v = hits.lookup(&k); if (v) *v += 1;
+            sizes.increment(bpf_log2l(ctx->data_end - ctx->data));
+            return XDP_PASS;
+        }
+        """)
+    assert res.success, res.error_in_exec
+    for _ in range(3):
+        assert run(ip, f"%bpf run mm.count --data {DNS.hex()}").success
+    df = ip.run_line_magic("bpf", "map hits --sum --top 1")
+    assert df.to_dict("list") == {"key": [2], "value": [3]}
+    df = ip.run_line_magic("bpf", "map mm.hits --sort value.cpu0")
+    assert list(df.columns) == ["key"] + [f"value.cpu{i}" for i in range(libbpf.num_possible_cpus())]
+    hist = ip.run_line_magic("bpf", "map sizes --hist")
+    assert hist.to_dict("list") == {"bucket": [6], "low": [32], "high": [63], "count": [3]}
+    res = run(ip, "%bpf map hits --sort nope")
+    assert "no column 'nope'" in str(res.error_in_exec)
+    view = ip.run_line_magic("bpf", "watch hits --top 2 --interval 0.05")
+    try:
+        assert isinstance(view, MapWatch) and view.values["totals"]["value"] == 3
+    finally:
+        view.stop()
+    assert "%bpf map [MODULE.]TABLE" in ip.find_magic("bpf").__doc__
+    res = run(ip, "%bpf map --help")
+    assert res.success
+    assert "--sum" in capsys.readouterr().out
