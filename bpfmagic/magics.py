@@ -367,12 +367,11 @@ class BpfMagics(Magics):
     def _cmd_map(self, args):
         view = bpfmagic.session().map(args.table)
         if args.hist:
-            from IPython.display import display
+            from IPython.display import SVG, display
+
+            from .testrun import figure_svg
             hist = view.hist()
-            figure = view.plot_hist(hist=hist)
-            display(figure)
-            import matplotlib.pyplot as plt
-            plt.close(figure)  # shown once, not again by the inline backend
+            display(SVG(figure_svg(view.plot_hist(hist=hist))))
             return hist
         return view.df(sum=args.sum, sort=args.sort, top=args.top)
 

@@ -435,7 +435,7 @@ class MapView:
 
     Per-CPU maps: ``df()`` has one column per CPU (``value.cpu0``, ...; a
     struct's ``n.cpu0``, ...), ``df(sum=True)`` sums the numeric fields over
-    CPUs; ``view[key]`` is a list with one value per CPU; ``view[key] = v``
+    CPUs (arrays element-wise; strings and bytes are CPU 0's); ``view[key]`` is a list with one value per CPU; ``view[key] = v``
     writes V on every CPU, a list of one value per CPU sets each.
     """
 
@@ -611,9 +611,10 @@ class MapView:
                 name = self.value.column(f)
                 per_cpu = values[name]
                 if sum and f.numeric:
-                    columns[name] = decode_field(f, per_cpu).sum(axis=1) if len(per_cpu) else \
-                        np.zeros(0, np.uint64)
-                elif sum:
+                    columns[name] = decode_field(f, per_cpu).sum(axis=1)
+                elif sum and f.kind in ("int", "uint", "float") and not f.bits:  # arrays: element-wise
+                    columns[name] = decode_field(f, per_cpu.sum(axis=1))
+                elif sum:  # strings, bytes: CPU 0's
                     columns[name] = decode_field(f, per_cpu[:, 0])
                 else:
                     for cpu in range(self.ncpu):
@@ -806,7 +807,7 @@ class MapView:
         ``slot`` field gives one histogram per value of the other key fields."""
         import pandas as pd
         frame = self.df(sum=True)
-        if self.value.scalar is False or self.value.fields[0].kind not in ("int", "uint"):
+        if not self.value.scalar or self.value.fields[0].kind not in ("int", "uint"):
             raise UsageProblem(f"{self.name}: a histogram needs integer counts as values")
         slot = "slot" if "slot" in frame.columns else (self.key.columns[0] if self.key.scalar else None)
         if slot is None:
@@ -819,9 +820,11 @@ class MapView:
         lo_b, hi_b = (int(nonzero["bucket"].min()), int(nonzero["bucket"].max())) if len(nonzero) else (0, -1)
         frame = frame[(frame["bucket"] >= lo_b) & (frame["bucket"] <= hi_b)]
         bucket = frame["bucket"].to_numpy().astype(np.int64)
-        # bucket i holds values with bpf_log2l(v) == i: 2^(i-1) .. 2^i - 1; bucket 0 holds 0
-        low = np.where(bucket == 0, 0, np.left_shift(np.int64(1), np.maximum(bucket - 1, 0)))
-        high = np.where(bucket == 0, 0, np.left_shift(np.int64(1), bucket) - 1)
+        # bucket i holds the values v with bpf_log2l(v) == i: 2^(i-1) .. 2^i - 1, except that
+        # bpf_log2l(0) is 1 too, so bucket 1 is 0..1 (print_log2_hist's "0 -> 1")
+        one = np.uint64(1)
+        low = np.where(bucket <= 1, 0, one << np.maximum(bucket - 1, 0).astype(np.uint64)).astype(np.uint64)
+        high = np.where(bucket == 0, 0, (one << bucket.astype(np.uint64)) - one).astype(np.uint64)
         out = pd.DataFrame({**{c: frame[c].to_numpy() for c in sections}, "bucket": bucket, "low": low,
                             "high": high, "count": frame["count"].to_numpy()})
         out = out.sort_values(sections + ["bucket"], ignore_index=True)
@@ -830,11 +833,10 @@ class MapView:
 
     def plot_hist(self, ax=None, hist=None):
         """The log2 histogram as a matplotlib bar chart (one per section); returns the Figure."""
-        import matplotlib
+        from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure state
         if ax is None:
-            matplotlib.use(matplotlib.get_backend())  # keep the notebook's backend
-            import matplotlib.pyplot as plt
-            fig, ax = plt.subplots(figsize=(8, 3.5))
+            fig = Figure(figsize=(8, 3.5), layout="constrained")
+            ax = fig.add_subplot()
         else:
             fig = ax.figure
         df = self.hist() if hist is None else hist
@@ -851,7 +853,6 @@ class MapView:
         ax.set_ylabel("count")
         ax.set_title(self.name)
         ax.tick_params(axis="x", rotation=60)
-        fig.tight_layout()
         return fig
 
 

@@ -192,7 +192,7 @@ class MapWatch:
                 break
             try:
                 self.update()
-            except UsageProblem as e:  # the module was unloaded
+            except Exception as e:  # the module was unloaded (UsageProblem), or the read failed
                 self.error = e
                 self.status.value = f"<b>{html.escape(self.view.name)}</b> · stopped: {html.escape(str(e))}"
                 break

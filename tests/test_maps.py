@@ -359,8 +359,6 @@ def test_histogram_buckets_like_print_log2_hist(session):
     assert hist["count"].tolist() == [2, 0, 0, 1]
     fig = m.map("sizes").plot_hist(hist=hist)
     assert [round(p.get_height()) for p in fig.axes[0].patches] == [2, 0, 0, 1]
-    import matplotlib.pyplot as plt
-    plt.close(fig)
 
 
 def test_prog_arrays_show_their_slots(session):
@@ -546,3 +544,16 @@ def test_bpf_map_magic(fresh, capsys):
     res = run(ip, "%bpf map --help")
     assert res.success
     assert "--sum" in capsys.readouterr().out
+
+
+def test_histogram_of_small_values_starts_at_zero(session):
+    m = session.load("hz", """
+        BPF_HISTOGRAM(h);
+        int f(struct xdp_md *ctx) {
+            h.increment(bpf_log2l(0)); h.increment(bpf_log2l(1)); h.increment(bpf_log2l(3));
+            return XDP_PASS;
+        }
+        """)
+    session.test_run("hz.f", data=DNS)
+    hist = m.map("h").hist()
+    assert hist[["low", "high", "count"]].values.tolist() == [[0, 1, 2], [2, 3, 1]]

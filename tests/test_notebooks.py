@@ -134,3 +134,13 @@ def test_events_notebook_results(executed):
         assert column in frame
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs), "no live view"
+
+
+def test_maps_notebook_results(executed):
+    nb = executed("05-maps-into-dataframes.ipynb")
+    summary = json.loads(text_outputs(tagged(nb, "summary")[0]).strip().splitlines()[-1])
+    assert summary["dns_packets"] == 3 and summary["big_bytes"] == 2 * 1042  # counted by the program
+    assert summary["runs"] >= 5                                               # per-CPU, summed
+    assert summary["hist_buckets"] == [[64, 127, 3], [1024, 2047, 2]]         # 72- and 1042-byte frames
+    assert summary["verdicts"] == ["XDP_PASS", "XDP_DROP"]                    # a write seen by the program
+    assert summary["watched_packets"] == 100
