@@ -161,7 +161,7 @@ class Btf:
                 bits, bit_off = (mem.offset >> 24, mem.offset & 0xFFFFFF) if kflag else (0, mem.offset)
                 full = f"{prefix}.{name}" if prefix and name else (name or prefix)
                 if not bits:
-                    mtid, mt, mkind, _, _ = self._strip(mem.type)
+                    _, mt, mkind, _, _ = self._strip(mem.type)
                     if mkind == KIND_INT:
                         width = ct.c_uint32.from_address(ct.addressof(mt) + ct.sizeof(_BtfType)).value & 0xFF
                         if bit_off % 8 or width != mt.size_or_type * 8:
@@ -205,7 +205,7 @@ class Btf:
         return [Field(prefix, base, "bytes", self.size_of(tid))]
 
     def _bitfield(self, name: str, tid: int, base: int, bit_off: int, bits: int) -> Field:
-        _, t, kind, _, kflag = self._strip(tid)
+        _, t, kind, _, _ = self._strip(tid)
         size = t.size_or_type if kind in (KIND_INT, KIND_ENUM, KIND_ENUM64) else 4
         signed = False
         if kind == KIND_INT:

@@ -389,10 +389,9 @@ def batch_read(fd: int, key_size: int, value_bytes: int, max_entries: int, stats
             total += n
         if err == _errno.ENOENT or (n == 0 and not err):
             break
-        if err:  # ENOSPC after some entries, or another error mid-way: resume from the cursor
-            if err != _errno.ENOSPC:
-                raise OSError(err, f"BPF_MAP_LOOKUP_BATCH: {_errno.errorcode.get(err, err)}")
-        first = False
+        if err:  # a failure after some entries (the kernel's ENOSPC comes only with none)
+            raise OSError(err, f"BPF_MAP_LOOKUP_BATCH: {_errno.errorcode.get(err, err)}")
+        first = False  # more to come: resume from the cursor
         cursor_in[:] = cursor_out
         if total >= max_entries:  # a full array: the next call would only say ENOENT
             break

@@ -137,6 +137,9 @@ def _rate(per_second: float) -> str:
     return f"{per_second:.0f}/s"
 
 
+_LIVE_MAP_VIEWS: dict = {}  # map name -> its MapWatch: one live view per map
+
+
 class MapWatch:
     """A map's entries refreshed every ``interval`` seconds, with the change
     of each numeric value since the previous refresh (``COL.delta``) and its
@@ -147,8 +150,6 @@ class MapWatch:
     Stop button / ``stop()`` as for the stream view; the view stops by itself
     when the module is unloaded. ``frame`` is the table last shown and
     ``values`` its totals, for code that reads the view."""
-
-    _live: dict = {}  # map name -> its view: one live view per map
 
     def __init__(self, view, top: int = 20, sort: str | None = None, interval: float = 0.5):
         import ipywidgets as w
@@ -167,14 +168,14 @@ class MapWatch:
         self.stop_button.on_click(lambda _: self.stop())
         self.widget = w.VBox([w.HBox([self.status, self.stop_button]), self.table])
         self._stopped = threading.Event()
-        previous = MapWatch._live.get(view.name)
+        previous = _LIVE_MAP_VIEWS.get(view.name)
         if previous is not None:
             previous.stop()
         self.update()
         if sort is not None and sort not in self._numeric(self._previous[1]):
             raise UsageProblem(f"{view.name}: --sort takes a numeric value column "
                                f"({', '.join(self._numeric(self._previous[1])) or 'none'})")
-        MapWatch._live[view.name] = self
+        _LIVE_MAP_VIEWS[view.name] = self
         self._thread = threading.Thread(target=self._run, name=f"bpfmagic-mapwatch-{view.name}", daemon=True)
         self._thread.start()
 
@@ -192,7 +193,7 @@ class MapWatch:
                 break
             try:
                 self.update()
-            except Exception as e:  # the module was unloaded (UsageProblem), or the read failed
+            except (UsageProblem, OSError) as e:  # the module was unloaded, or the read failed
                 self.error = e
                 self.status.value = f"<b>{html.escape(self.view.name)}</b> · stopped: {html.escape(str(e))}"
                 break
@@ -251,8 +252,8 @@ class MapWatch:
         thread = getattr(self, "_thread", None)
         if thread is not None and thread is not threading.current_thread():
             thread.join()
-        if MapWatch._live.get(self.view.name) is self:
-            del MapWatch._live[self.view.name]
+        if _LIVE_MAP_VIEWS.get(self.view.name) is self:
+            del _LIVE_MAP_VIEWS[self.view.name]
 
     @property
     def running(self) -> bool:

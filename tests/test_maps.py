@@ -17,7 +17,8 @@ from bpfmagic import UsageProblem, libbpf, packets
 from bpfmagic.widgets import MapWatch
 
 from .conftest import needs_root, wait_for
-from .test_magics import fresh, ip  # noqa: F401  (fixtures: the IPython shell with bpfmagic)
+from .test_magics import fresh as _fresh  # noqa: F401  (fixtures: the IPython shell with bpfmagic)
+from .test_magics import ip as _ip  # noqa: F401
 
 pytestmark = needs_root
 
