@@ -802,8 +802,9 @@ class MapView:
     def hist(self):
         """A log2 histogram (BCC's BPF_HISTOGRAM with bpf_log2l / .increment):
         DataFrame of bucket, low, high, count, as print_log2_hist prints it,
-        from the lowest to the highest non-empty bucket. A struct key with a
-        ``slot`` field gives one histogram per value of the other key fields."""
+        every bucket from the lowest to the highest non-empty one. A struct key
+        with a ``slot`` field gives one histogram per value of the other key
+        fields (sections), over the same bucket range."""
         import pandas as pd
         frame = self.df(sum=True)
         if not self.value.scalar or self.value.fields[0].kind not in ("int", "uint"):
@@ -813,11 +814,14 @@ class MapView:
             raise UsageProblem(f"{self.name}: a histogram needs an integer key or a key field named slot")
         sections = [c for c in self.key.columns if c != slot]
         frame = frame.rename(columns={slot: "bucket", "value": "count"})
-        if not sections:
-            frame = frame.groupby("bucket", as_index=False)["count"].sum()
+        frame = frame.groupby(sections + ["bucket"], as_index=False)["count"].sum()
         nonzero = frame[frame["count"] > 0]
         lo_b, hi_b = (int(nonzero["bucket"].min()), int(nonzero["bucket"].max())) if len(nonzero) else (0, -1)
-        frame = frame[(frame["bucket"] >= lo_b) & (frame["bucket"] <= hi_b)]
+        # every bucket of the range in every section, empty ones as 0 (a hash holds only the hit ones)
+        buckets = pd.DataFrame({"bucket": np.arange(lo_b, hi_b + 1, dtype=frame["bucket"].dtype)})
+        grid = nonzero[sections].drop_duplicates().merge(buckets, how="cross") if sections else buckets
+        frame = grid.merge(frame, on=sections + ["bucket"], how="left")
+        frame["count"] = frame["count"].fillna(0).astype(np.uint64)
         bucket = frame["bucket"].to_numpy().astype(np.int64)
         # bucket i holds the values v with bpf_log2l(v) == i: 2^(i-1) .. 2^i - 1, except that
         # bpf_log2l(0) is 1 too, so bucket 1 is 0..1 (print_log2_hist's "0 -> 1")

@@ -558,3 +558,36 @@ def test_histogram_of_small_values_starts_at_zero(session):
     session.test_run("hz.f", data=DNS)
     hist = m.map("h").hist()
     assert hist[["low", "high", "count"]].values.tolist() == [[0, 1, 2], [2, 3, 1]]
+
+
+def test_histogram_with_sections(session):
+    """BCC's BPF_HISTOGRAM(name, struct {...; u64 slot;}): one histogram per value of the other key fields."""
+    m = session.load("hs", """
+        struct key_t { u32 port; u64 slot; };
+        BPF_HISTOGRAM(by_port, struct key_t);
+        int f(struct xdp_md *ctx) {
+            struct key_t k = {};
+            k.port = 53; k.slot = bpf_log2l(5); by_port.increment(k);      /* 4..7 */
+            k.port = 80; k.slot = bpf_log2l(300); by_port.increment(k);    /* 256..511 */
+            by_port.increment(k);
+            return XDP_PASS;
+        }
+        """)
+    session.test_run("hs.f", data=DNS)
+    hist = m.map("by_port").hist()
+    assert list(hist.columns) == ["port", "bucket", "low", "high", "count"]
+    rows = hist[hist["count"] > 0][["port", "low", "high", "count"]].values.tolist()
+    assert rows == [[53, 4, 7, 1], [80, 256, 511, 2]]
+    # each section spans the same buckets, the empty ones as 0 (as print_log2_hist prints them)
+    assert hist.groupby("port")["bucket"].apply(list).tolist() == [list(range(3, 10))] * 2
+    assert hist["count"].sum() == 3
+
+
+def test_a_view_follows_its_re_run_cell(session):
+    cell = "BPF_ARRAY(counts, u64, N); int f(struct xdp_md *c) { u32 k = 0; counts.increment(k); return XDP_PASS; }"
+    session.load("rr", cell, cflags=["-DN=2"])
+    view = session.map("counts")
+    session.test_run("rr.f", data=DNS)
+    assert view.df()["value"].tolist() == [1, 0]
+    session.load("rr", cell, cflags=["-DN=3"])  # replaced: a new map, empty
+    assert view.df()["value"].tolist() == [0, 0, 0] and view.max_entries == 3
