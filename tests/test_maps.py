@@ -584,7 +584,10 @@ def test_histogram_with_sections(session):
 
 
 def test_a_view_follows_its_re_run_cell(session):
-    cell = "BPF_ARRAY(counts, u64, N); int f(struct xdp_md *c) { u32 k = 0; counts.increment(k); return XDP_PASS; }"
+    cell = """
+        BPF_ARRAY(counts, u64, N);
+        int f(struct xdp_md *ctx) { u32 k = 0; counts.increment(k); return XDP_PASS; }
+        """
     session.load("rr", cell, cflags=["-DN=2"])
     view = session.map("counts")
     session.test_run("rr.f", data=DNS)
