@@ -7,6 +7,7 @@ import contextlib
 import os
 import socket
 import struct
+import textwrap
 import time
 
 import numpy as np
@@ -17,8 +18,6 @@ from bpfmagic import UsageProblem, libbpf, packets
 from bpfmagic.widgets import MapWatch
 
 from .conftest import needs_root, wait_for
-from .test_magics import fresh as _fresh  # noqa: F401  (fixtures: the IPython shell with bpfmagic)
-from .test_magics import ip as _ip  # noqa: F401
 
 pytestmark = needs_root
 
@@ -512,9 +511,26 @@ def test_stream_view_counts_agree_with_its_count(session):
 
 # ------------------------------------------------------------------ the magics
 
-def test_bpf_map_magic(fresh, capsys):
-    from .test_magics import run
-    ip = fresh
+@pytest.fixture
+def shell():
+    """IPython's testing shell with bpfmagic loaded and an empty session; freed afterwards."""
+    from IPython.testing.globalipapp import get_ipython
+
+    import bpfmagic
+    ip = get_ipython()
+    ip.run_line_magic("load_ext", "bpfmagic")
+    bpfmagic._drop_session()
+    yield ip
+    ip.run_line_magic("bpf", "reset")
+    bpfmagic._drop_session()
+    ip.run_line_magic("unload_ext", "bpfmagic")
+
+
+def test_bpf_map_magic(shell, capsys):
+    ip = shell
+
+    def run(ip, code):
+        return ip.run_cell(textwrap.dedent(code))
     res = run(ip, """\
         %%bpf mm
         BPF_PERCPU_ARRAY(hits, u64, 4);
