@@ -105,9 +105,13 @@ class _BtfArray(ct.Structure):
     _fields_ = [("type", ct.c_uint32), ("index_type", ct.c_uint32), ("nelems", ct.c_uint32)]
 
 
+class _BtfVarSecinfo(ct.Structure):
+    _fields_ = [("type", ct.c_uint32), ("offset", ct.c_uint32), ("size", ct.c_uint32)]
+
+
 KIND_INT, KIND_PTR, KIND_ARRAY, KIND_STRUCT, KIND_UNION, KIND_ENUM = 1, 2, 3, 4, 5, 6
 KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST, KIND_RESTRICT = 8, 9, 10, 11
-KIND_FLOAT, KIND_TYPE_TAG, KIND_ENUM64 = 16, 18, 19
+KIND_VAR, KIND_DATASEC, KIND_FLOAT, KIND_TYPE_TAG, KIND_ENUM64 = 14, 15, 16, 18, 19
 _MODIFIERS = (KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST, KIND_RESTRICT, KIND_TYPE_TAG)
 
 
@@ -145,11 +149,25 @@ class Btf:
             return arr.nelems * self.size_of(arr.type)
         if kind == KIND_PTR:
             return 8
+        if kind == KIND_VAR:
+            return self.size_of(t.size_or_type)
         return t.size_or_type
 
     def fields(self, tid: int, prefix: str = "", base: int = 0) -> list[Field]:
         """The leaves of type TID at byte offset BASE."""
         tid, t, kind, vlen, kflag = self._strip(tid)
+        if kind == KIND_DATASEC:  # .bss/.data/.rodata: each global variable at its offset
+            out = []
+            first = ct.addressof(t) + ct.sizeof(_BtfType)
+            for i in range(vlen):
+                info = _BtfVarSecinfo.from_address(first + i * ct.sizeof(_BtfVarSecinfo))
+                var = _BtfType.from_address(self.lib.btf__type_by_id(self.ptr, info.type))
+                name = self._name(var.name_off)
+                out.extend(self.fields(var.size_or_type, f"{prefix}.{name}" if prefix else name,
+                                       base + info.offset))
+            return out
+        if kind == KIND_VAR:
+            return self.fields(t.size_or_type, prefix, base)
         if kind in (KIND_STRUCT, KIND_UNION):
             if kind == KIND_UNION:  # which member is live is unknowable: keep the bytes
                 return [Field(prefix, base, "bytes", t.size_or_type)]

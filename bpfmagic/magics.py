@@ -117,7 +117,7 @@ def _line_parsers() -> dict[str, MagicArgumentParser]:
     p.add_argument("--sort", metavar="COL", help="map: order by the rate of COL (default: the first counter)")
     p.add_argument("--interval", type=float, default=0.5, metavar="S", help="seconds between updates")
     p = parser("map", "any map of a module as a DataFrame: hash, array, LRU, per-CPU (a column per CPU), "
-                      "LPM trie, queue/stack (peek), prog array (slots)")
+                      "LPM trie, queue/stack (peek), prog array (slots), --core globals (MODULE.bss/.data/.rodata)")
     p.add_argument("table", metavar="[MODULE.]TABLE")
     p.add_argument("--sum", action="store_true", help="per-CPU maps: sum the values over CPUs")
     p.add_argument("--sort", metavar="COL", help="order by COL, largest first")

@@ -126,9 +126,10 @@ class Layout:
         return values[self.role] if self.scalar else values
 
     # -- encoding
-    def pack(self, value, what: str) -> np.ndarray:
-        """VALUE (int, tuple, dict of fields, or bytes) as one record; errors name the field."""
-        rec = np.zeros(1, self.dtype)
+    def pack(self, value, what: str, base: np.ndarray | None = None) -> np.ndarray:
+        """VALUE (int, tuple, dict of fields, or bytes) as one record; errors name
+        the field. Fields a dict leaves out are BASE's (a record), else zero."""
+        rec = np.zeros(1, self.dtype) if base is None else base.reshape(1).copy()
         if isinstance(value, (bytes, bytearray, memoryview)):
             raw = bytes(value)
             if len(raw) != self.size:
@@ -449,12 +450,11 @@ class MapView:
 
     # -------------------------------------------------- binding
     def _bind(self, module) -> None:
-        handle = module[self.table]
+        self.globals = self.table not in module.tables and self.table in global_sections(module)
+        self.map_name = global_sections(module)[self.table] if self.globals else self.table
+        handle = module.core.table(self.map_name) if module.core is not None else module[self.table]
         self._module = module
-        if module.core is not None:
-            self.fd = handle.fd
-        else:
-            self.fd = handle.map_fd
+        self.fd = handle.fd if module.core is not None else handle.map_fd
         info = libbpf.fdinfo(self.fd)
         self.map_type = int(info["map_type"])
         self.key_size, self.value_size = int(info["key_size"]), int(info["value_size"])
@@ -476,7 +476,7 @@ class MapView:
         key_fields = value_fields = None
         if module.core is not None:
             lib = _lib()
-            ptr = module.core.maps().get(self.table)
+            ptr = module.core.maps().get(self.map_name)
             btf_ptr = lib.bpf_object__btf(module.core.ptr) if module.core.ptr else None
             if ptr and btf_ptr:
                 btf = Btf(lib, btf_ptr)
@@ -507,7 +507,7 @@ class MapView:
             raise UsageProblem(f"{self.name}: module {self.module_name} was unloaded, so its map "
                                f"{self.table} is gone; load the cell again")
         if module is not self._module:
-            if self.table not in module.tables:
+            if self.table not in module.tables and self.table not in global_sections(module):
                 raise UsageProblem(f"{self.name}: the re-run module {self.module_name} has no table {self.table}")
             self._bind(module)
         return module
@@ -604,7 +604,8 @@ class MapView:
                 frame = self.session.slots(array.name)
                 return _order(frame, sort, top, self.name)
         keys, values = self.read()
-        columns = {} if keys is None else self.key.decode(keys)
+        # a global-variable section is one value: its variables are the columns
+        columns = {} if keys is None or self.globals else self.key.decode(keys)
         if self.percpu:
             for f in self.value.fields:
                 name = self.value.column(f)
@@ -653,6 +654,11 @@ class MapView:
 
     def __getitem__(self, key):
         self._live()
+        if self.globals and isinstance(key, str):  # view["counter"]: one global variable
+            values = self[0]
+            if key not in values:
+                raise KeyError(f"{self.name} has no variable {key!r} (variables: {', '.join(values)})")
+            return values[key]
         k = self._pack_key(key)
         buf = np.zeros(self.ncpu, self.value.dtype)
         ret = _lib().bpf_map_lookup_elem(self.fd, _ptr(k), _ptr(buf))
@@ -690,9 +696,23 @@ class MapView:
             raise UsageProblem(f"{self.name} is an event table ({self.type_name}): it cannot be written")
 
     def __setitem__(self, key, value) -> None:
+        """Write VALUE at KEY. A dict that names some fields of a struct value
+        keeps the others as they are (read, then written: not atomic against
+        the program). Global variables: ``view["counter"] = 5``."""
         self._writable()
-        k, v = self._pack_key(key), self._pack_value(value)
+        if self.globals and isinstance(key, str):
+            key, value = 0, {key: value}
+        k = self._pack_key(key)
+        base = None
+        if isinstance(value, dict) and not self.value.scalar and not self.percpu:
+            current = np.zeros(1, self.value.dtype)
+            if _err(_lib().bpf_map_lookup_elem(self.fd, _ptr(k), _ptr(current))) == 0:
+                base = current
+        v = self.value.pack(value, f"{self.name} value", base) if base is not None else self._pack_value(value)
         err = _err(_lib().bpf_map_update_elem(self.fd, _ptr(k), _ptr(v), libbpf.BPF_ANY))
+        if err == _errno.EPERM and self.globals:
+            raise UsageProblem(f"{self.name} is frozen at load (.rodata: const volatile): set it before "
+                               f"loading, with --set VAR=VALUE")
         if err == _errno.E2BIG:
             raise UsageProblem(f"{self.name} is full ({self.max_entries} entries): {key!r} cannot be added")
         if err:
@@ -897,6 +917,22 @@ class _suppress_os:
 
 # ------------------------------------------------------------------ names
 
+GLOBAL_SECTIONS = ("bss", "data", "rodata")
+
+
+def global_sections(module) -> dict[str, str]:
+    """A --core module's global-variable maps: section name without the dot
+    ("bss", "data", "rodata", "data.custom") -> libbpf's map name."""
+    if module.core is None or not module.core.ptr:
+        return {}
+    out = {}
+    for name in module.core.maps():
+        section = name[1:] if name.startswith(".") else name.partition(".")[2]
+        if section.split(".")[0] in GLOBAL_SECTIONS and not section.startswith("rodata.str"):
+            out[section] = name
+    return out
+
+
 def find(session, name: str) -> MapView:
     """The map NAME: TABLE when only one module has it, else MODULE.TABLE."""
     mod_name, dot, table = name.partition(".")
@@ -905,9 +941,7 @@ def find(session, name: str) -> MapView:
         if module is None:
             raise UsageProblem(f"no module {mod_name!r} (modules: {', '.join(session.modules) or 'none'}); "
                                f"a map of an unloaded module is gone with it")
-        if table not in module.tables:
-            raise UsageProblem(f"{mod_name} has no table {table!r} (tables: {', '.join(module.tables) or 'none'})")
-        return MapView(session, module, table)
+        return view_of(session, module, table)
     owners = [m for m in session.modules.values() if name in m.tables]
     if name in session.arrays:  # a session prog array, whichever cells declare it
         holder = owners[0] if owners else None
@@ -921,6 +955,16 @@ def find(session, name: str) -> MapView:
                            f"{', '.join(f'{m.name}.{name}' for m in owners)}")
     known = [f"{m.name}.{t}" for m in session.modules.values() for t in m.tables]
     raise UsageProblem(f"no map {name!r}; maps: {', '.join(known) or 'none (no module is loaded)'}")
+
+
+def view_of(session, module, table: str) -> MapView:
+    """The map TABLE of MODULE: a table, or (--core) a global-variable section (bss, data, rodata)."""
+    table = table.lstrip(".")  # ".bss" and "bss" alike
+    sections = global_sections(module)
+    if table not in module.tables and table not in sections:
+        names = module.tables + [f".{g}" for g in sections]
+        raise UsageProblem(f"{module.name} has no table {table!r} (tables: {', '.join(names) or 'none'})")
+    return MapView(session, module, table)
 
 
 class SlotsView:

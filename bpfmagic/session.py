@@ -157,13 +157,12 @@ class Module:
         return table in self.tables
 
     def map(self, table: str):
-        """A view of map TABLE: .df(), [key], [key] = value, del, .clear(), .from_df() (maps.MapView)."""
-        from .maps import MapView
+        """A view of map TABLE: .df(), [key], [key] = value, del, .clear(), .from_df() (maps.MapView);
+        --core globals: map("bss"), map("data"), map("rodata")."""
+        from .maps import view_of
         if self.closed:
             raise UsageProblem(f"module {self.name} was unloaded: its maps are gone")
-        if table not in self.tables:
-            raise UsageProblem(f"{self.name} has no table {table!r} (tables: {', '.join(self.tables) or 'none'})")
-        return MapView(self.session, self, table)
+        return view_of(self.session, self, table)
 
     def df(self, table: str, sum: bool = False):
         """Map TABLE as a DataFrame (per-CPU values one column per CPU, or summed with ``sum``)."""

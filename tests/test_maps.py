@@ -610,3 +610,35 @@ def test_a_view_follows_its_re_run_cell(session):
     assert view.df()["value"].tolist() == [1, 0]
     session.load("rr", cell, cflags=["-DN=3"])  # replaced: a new map, empty
     assert view.df()["value"].tolist() == [0, 0, 0] and view.max_entries == 3
+
+
+def test_core_globals_as_one_row(session):
+    m = session.load("gl", r"""
+        struct pair { __u32 a; __u16 b; };
+        __u64 counter;
+        __u32 selector = 3;
+        char label[8] = "hi";
+        struct pair p = {1, 2};
+        int arr[3] = {4, 5, 6};
+        const volatile __u32 limit = 10;
+        SEC("xdp") int f(struct xdp_md *ctx) { counter++; return selector + limit; }
+        char LICENSE[] SEC("license") = "GPL";
+        """, core=True)
+    assert m.df("data").drop(columns="arr").to_dict("records") == [{"selector": 3, "label": "hi", "p.a": 1,
+                                                                     "p.b": 2}]
+    assert m.df("data")["arr"][0].tolist() == [4, 5, 6]
+    session.test_run("gl.f", data=DNS, repeat=1)
+    session.test_run("gl.f", data=DNS, repeat=1)
+    assert session.map("gl.bss")["counter"] == 2 and m.df(".bss").to_dict("list") == {"counter": [2]}
+    data = m.map("data")
+    data["selector"] = 7  # one variable written, the others kept
+    assert session.test_run("gl.f", data=DNS).retval == 17
+    assert data["label"] == "hi" and data["p.a"] == 1
+    data[0] = {"p": {"b": 9}}
+    assert data["p.b"] == 9 and data["selector"] == 7
+    with pytest.raises(UsageProblem, match="frozen at load"):
+        m.map("rodata")["limit"] = 1
+    with pytest.raises(KeyError, match="no variable 'nope'"):
+        data["nope"]
+    with pytest.raises(UsageProblem, match=r"tables: .*\.bss"):
+        m.map("nothing")
