@@ -232,24 +232,18 @@ def _set_field(rec: np.ndarray, f: Field, name: str, v, what: str) -> None:
     where = f"{what}: field {name!r} ({_describe(f)})" if f.name else f"{what}: {name} ({_describe(f)})"
     col = name
     if f.kind == "str":
-        if isinstance(v, str):
-            v = v.encode()
-        if not isinstance(v, (bytes, bytearray)) or f.shape:
-            if f.shape:
-                arr = np.asarray(v)
-                if arr.shape != f.shape:
-                    raise ValueError(f"{where}: needs {f.shape[0]} strings, got {v!r}")
-                for i, s in enumerate(arr.reshape(-1)):
-                    b = s.encode() if isinstance(s, str) else bytes(s)
-                    if len(b) > f.size:
-                        raise ValueError(f"{where}: {s!r} is longer than {f.size} bytes")
-                rec[col][0] = np.array([s.encode() if isinstance(s, str) else s for s in arr.reshape(-1)],
-                                       dtype=f"S{f.size}").reshape(f.shape)
-                return
-            raise TypeError(f"{where}: expects str or bytes, got {type(v).__name__}")
-        if len(v) > f.size:
-            raise ValueError(f"{where}: {len(v)} bytes do not fit in {f.size}")
-        rec[col][0] = bytes(v)
+        strings = np.asarray(v, dtype=object) if f.shape else np.array([v], dtype=object)
+        if f.shape and strings.shape != f.shape:
+            raise ValueError(f"{where}: needs {f.shape} strings, got {v!r}")
+        encoded = []
+        for text in strings.reshape(-1):
+            raw = text.encode() if isinstance(text, str) else text
+            if not isinstance(raw, (bytes, bytearray)):
+                raise TypeError(f"{where}: expects str or bytes, got {type(text).__name__}")
+            if len(raw) > f.size:
+                raise ValueError(f"{where}: {len(raw)} bytes do not fit in {f.size}")
+            encoded.append(bytes(raw))
+        rec[col][0] = np.array(encoded, dtype=f"S{f.size}").reshape(f.shape) if f.shape else encoded[0]
         return
     if f.kind == "bytes":
         if not isinstance(v, (bytes, bytearray)) or len(v) != f.nbytes:
