@@ -161,6 +161,15 @@ def map_update_u32(fd: int, key: int, value: int) -> None:
     _check(lib().bpf_map_update_elem(fd, ct.byref(k), ct.byref(v), BPF_ANY), f"update key {key}")
 
 
+def map_lookup_u32(fd: int, key: int) -> int | None:
+    """The u32 at key, None when empty. For a prog array, the id of the
+    program in the slot (what the kernel returns to user space)."""
+    k, v = ct.c_uint32(key), ct.c_uint32()
+    if lib().bpf_map_lookup_elem(fd, ct.byref(k), ct.byref(v)) < 0:
+        return None
+    return v.value
+
+
 def map_delete_u32(fd: int, key: int) -> bool:
     """Delete key; False when it was not there."""
     k = ct.c_uint32(key)
