@@ -326,46 +326,8 @@ def _clang_error(stderr: str, source: str, origin: str) -> BpfCompileError:
 
 # ------------------------------------------------------------ libbpf object
 
-_declared = False
-
-
-def _lib() -> ct.CDLL:
-    global _declared
-    lib = libbpf.lib()
-    if not _declared:
-        vp, cp = ct.c_void_p, ct.c_char_p
-        for fname, res, args in [
-            ("bpf_object__open_mem", vp, [vp, ct.c_size_t, vp]),
-            ("bpf_object__load", ct.c_int, [vp]),
-            ("bpf_object__close", None, [vp]),
-            ("bpf_object__next_program", vp, [vp, vp]),
-            ("bpf_object__next_map", vp, [vp, vp]),
-            ("bpf_program__name", cp, [vp]),
-            ("bpf_program__section_name", cp, [vp]),
-            ("bpf_program__fd", ct.c_int, [vp]),
-            ("bpf_program__type", ct.c_int, [vp]),
-            ("bpf_program__attach", vp, [vp]),
-            ("bpf_map__name", cp, [vp]),
-            ("bpf_map__fd", ct.c_int, [vp]),
-            ("bpf_map__type", ct.c_int, [vp]),
-            ("bpf_map__max_entries", ct.c_uint32, [vp]),
-            ("bpf_map__key_size", ct.c_uint32, [vp]),
-            ("bpf_map__value_size", ct.c_uint32, [vp]),
-            ("bpf_map__reuse_fd", ct.c_int, [vp, ct.c_int]),
-            ("bpf_link__destroy", ct.c_int, [vp]),
-            ("bpf_program__set_log_level", ct.c_int, [vp, ct.c_uint32]),
-            ("libbpf_set_print", vp, [vp]),
-            ("libbpf_get_error", ct.c_long, [vp]),
-            ("bpf_object__btf", vp, [vp]),
-            ("btf__find_by_name_kind", ct.c_int32, [vp, cp, ct.c_uint32]),
-            ("btf__type_by_id", vp, [vp, ct.c_uint32]),
-            ("btf__resolve_size", ct.c_int64, [vp, ct.c_uint32]),
-            ("btf__name_by_offset", cp, [vp, ct.c_uint32]),
-        ]:
-            f = getattr(lib, fname)
-            f.restype, f.argtypes = res, args
-        _declared = True
-    return lib
+# libbpf's object API (bpf_object__*, bpf_program__*, bpf_map__*, btf__*), declared in libbpf.py.
+_lib = libbpf.object_api
 
 
 _PRINT_FN = ct.CFUNCTYPE(ct.c_int, ct.c_int, ct.c_char_p, ct.c_void_p)

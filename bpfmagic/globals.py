@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import libbpf
 from .errors import UsageProblem
 
 BTF_KIND_INT, BTF_KIND_PTR, BTF_KIND_ARRAY, BTF_KIND_STRUCT, BTF_KIND_UNION, BTF_KIND_ENUM = 1, 2, 3, 4, 5, 6
@@ -175,24 +176,9 @@ class _Btf:
         raise TypeError(f"{what}: cannot write a {self.spelling(tid)}")
 
 
-def _declare(lib) -> None:
-    if getattr(lib, "_bpfmagic_globals_declared", False):
-        return
-    vp = ct.c_void_p
-    for fname, res, args in [
-        ("bpf_map__btf_value_type_id", ct.c_uint32, [vp]),
-        ("bpf_map__initial_value", vp, [vp, ct.POINTER(ct.c_size_t)]),
-    ]:
-        f = getattr(lib, fname)
-        f.restype, f.argtypes = res, args
-    lib._bpfmagic_globals_declared = True
-
-
 def sections(obj) -> dict[str, tuple[int, list[Variable]]]:
     """Each global-data section of OBJ (a core.CoreObject): its map pointer and variables."""
-    from .core import _lib
-    lib = _lib()
-    _declare(lib)
+    lib = libbpf.object_api()
     btf_ptr = lib.bpf_object__btf(obj.ptr) if obj.ptr else None
     if not btf_ptr:
         return {}
@@ -224,8 +210,7 @@ def sections(obj) -> dict[str, tuple[int, list[Variable]]]:
 def set_initial(obj, values: dict) -> None:
     """Write VALUES into the opened (not yet loaded) object's sections: how
     .rodata (``const volatile``) configuration is set before the verifier sees it."""
-    from .core import _lib
-    lib = _lib()
+    lib = libbpf.object_api()
     found = {v.name: (map_ptr, v) for map_ptr, variables in sections(obj).values() for v in variables}
     btf = _Btf(lib, lib.bpf_object__btf(obj.ptr))
     for name, value in values.items():
@@ -267,13 +252,11 @@ class Globals(MutableMapping):
         if obj is None or not obj.ptr:
             raise UsageProblem(f"module {self.module.name} has no globals "
                                + ("(unloaded)" if self.module.closed else "(globals are a --core feature)"))
-        from .core import _lib
-        lib = _lib()
+        lib = libbpf.object_api()
         btf = _Btf(lib, lib.bpf_object__btf(obj.ptr))
         return lib, btf, {v.name: (map_ptr, v) for map_ptr, variables in sections(obj).values() for v in variables}
 
     def _read(self, lib, map_ptr) -> bytearray:
-        from . import libbpf
         size = lib.bpf_map__value_size(map_ptr)
         buf = ct.create_string_buffer(size)
         key = ct.c_uint32(0)
@@ -289,7 +272,6 @@ class Globals(MutableMapping):
         return btf.decode(var.type_id, bytes(self._read(lib, map_ptr)[var.offset:var.offset + var.size]))
 
     def __setitem__(self, name: str, value) -> None:
-        from . import libbpf
         lib, btf, found = self._table()
         if name not in found:
             raise KeyError(f"{self.module.name} has no global {name!r} (globals: {', '.join(found) or 'none'})")

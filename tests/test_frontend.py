@@ -463,3 +463,58 @@ def test_set_and_globals_in_the_magics(fresh):
     assert fresh.run_line_magic("bpf", "run cfg.f").retval == 1  # XDP_DROP: set before load
     df = fresh.run_line_magic("bpf", "globals cfg").set_index("name")
     assert df.loc["runs", "value"] == 2 and df.loc["verdict", "section"] == ".rodata"
+
+
+SELF_CALL_WITH_GLOBAL = r"""// SPDX-License-Identifier: GPL-2.0
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+int classifier_0(struct __sk_buff *skb);
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 1);
+	__uint(key_size, sizeof(__u32));
+	__array(values, int (void *));
+} jmp_table SEC(".maps") = {
+	.values = { [0] = (void *) &classifier_0 },
+};
+
+int count = 0;
+
+SEC("tc")
+int classifier_0(struct __sk_buff *skb)
+{
+	count++;
+	bpf_tail_call_static(skb, &jmp_table, 0);
+	return 1;
+}
+
+SEC("tc")
+int entry(struct __sk_buff *skb)
+{
+	bpf_tail_call_static(skb, &jmp_table, 0);
+	return 0;
+}
+
+char __license[] SEC("license") = "GPL";
+"""
+
+
+def test_uapi_includes_values_init_and_a_bss_count_as_the_selftests_check(session):
+    m = session.load("tc3", SELF_CALL_WITH_GLOBAL, core=True)
+    result = session.test_run("tc3.entry", data=packets.udp_packet())
+    assert result.retval == 1 and m.globals["count"] == 33  # 33 tail calls reach classifier_0, the 34th falls through
+    slot = session.slots("jmp_table").set_index("index").loc[0]
+    assert slot["program"] == "tc3.classifier_0" and (slot["calls"], slot["taken"], slot["missed"]) == (34, 33, 1)
+
+
+def test_codegen_hazards_are_read_on_the_tree():
+    from bpfmagic.c.hazards import codegen_hazards
+    assert codegen_hazards("int f(void *c) { u32 *p; u32 k = __sync_fetch_and_add(p, 1); return k; }") == [
+        "the result of __sync_fetch_and_add() is used"]
+    assert codegen_hazards("int f(void *c) { u64 *p; __sync_fetch_and_add(p, 1); return 0; }") == []
+    assert codegen_hazards("int f(void *c) { char buf[600]; return buf[0]; }") == ["600 bytes of local arrays"]
+    assert codegen_hazards("int f(void *c) { u32 v[2][40]; return v[0][0]; }") == ["320 bytes of local arrays"]
+    assert "a double" in codegen_hazards("int f(void *c) { double x = 2; return x; }")
+    assert codegen_hazards("/* double 1.5 __sync_fetch_and_add(p) */ int f(void *c) { return 0x1e; }") == []
