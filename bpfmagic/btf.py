@@ -116,15 +116,11 @@ _MODIFIERS = (KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST, KIND_RESTRICT, KIND_TYPE_
 
 
 class Btf:
-    """Read access to a libbpf ``struct btf *`` (e.g. ``bpf_object__btf``)."""
+    """Read access to a libbpf ``struct btf *`` (e.g. ``bpf_object__btf``);
+    LIB is libbpf with its object API declared (libbpf.object_api())."""
 
     def __init__(self, lib: ct.CDLL, ptr: int):
         self.lib, self.ptr = lib, ptr
-        vp = ct.c_void_p
-        for fname, res, args in [("btf__type_by_id", vp, [vp, ct.c_uint32]),
-                                 ("btf__name_by_offset", ct.c_char_p, [vp, ct.c_uint32])]:
-            f = getattr(lib, fname)
-            f.restype, f.argtypes = res, args
 
     def _type(self, tid: int):
         t = _BtfType.from_address(self.lib.btf__type_by_id(self.ptr, tid))

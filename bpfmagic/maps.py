@@ -53,8 +53,9 @@ _declared = False
 
 
 def _lib() -> ct.CDLL:
+    """libbpf with the object/BTF API (libbpf.object_api) and the map calls used here."""
     global _declared
-    lib = libbpf.lib()
+    lib = libbpf.object_api()
     if not _declared:
         vp, u32p = ct.c_void_p, ct.POINTER(ct.c_uint32)
         for fname, res, args in [
@@ -66,9 +67,7 @@ def _lib() -> ct.CDLL:
             ("bpf_map_update_elem", ct.c_int, [ct.c_int, vp, vp, ct.c_uint64]),
             ("bpf_map_delete_elem", ct.c_int, [ct.c_int, vp]),
             ("bpf_map_lookup_and_delete_elem", ct.c_int, [ct.c_int, vp, vp]),
-            ("bpf_object__btf", vp, [vp]),
             ("bpf_map__btf_key_type_id", ct.c_uint32, [vp]),
-            ("bpf_map__btf_value_type_id", ct.c_uint32, [vp]),
         ]:
             f = getattr(lib, fname)
             f.restype, f.argtypes = res, args
