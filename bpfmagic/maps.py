@@ -95,7 +95,6 @@ class Layout:
     def __init__(self, fields: list[Field], size: int, role: str, itemsize: int | None = None):
         self.fields, self.size, self.role = fields, size, role
         self.scalar = len(fields) == 1 and fields[0].name == ""
-        fields = list(fields)
         names = [self.column(f) for f in fields]
         formats = [(f.base, f.shape) if f.shape else f.base for f in fields]
         self.dtype = np.dtype({"names": names, "formats": formats, "offsets": [f.offset for f in fields],
@@ -540,14 +539,13 @@ class MapView:
         value_bytes = self.stride * self.ncpu
         if self.map_type in (QUEUE, STACK):
             stats.method = "peek"
-            keys, values = np.empty((0, 0), np.uint8), np.empty((1, value_bytes), np.uint8)
+            keys, values = None, np.empty((1, value_bytes), np.uint8)  # no keys: the head only
             ret = _lib().bpf_map_lookup_elem(self.fd, None, _ptr(values))
             stats.syscalls += 1
             if _err(ret) == _errno.ENOENT:
                 values = values[:0]
             elif _err(ret):
                 raise OSError(_err(ret), f"{self.name}: peek failed")
-            keys = None
         elif self.map_type == PROG_ARRAY:
             stats.method = "lookup"
             keys, values = self._read_prog_array(stats)
@@ -623,12 +621,12 @@ class MapView:
             columns["program"] = np.array([programs.get(int(i)) for i in columns["value"]], dtype=object)
             columns["prog_id"] = columns.pop("value")
         frame = pd.DataFrame(columns)
-        frame = _order(frame, sort, top, self.name, default=self._first_numeric(frame, sum))
+        frame = _order(frame, sort, top, self.name, default=self._first_numeric(frame))
         frame.attrs["read"] = self.last_read.as_dict()
         frame.attrs["map"] = self.name
         return frame
 
-    def _first_numeric(self, frame, summed: bool) -> str | None:
+    def _first_numeric(self, frame) -> str | None:
         keys = set(self.key.columns)
         for col in frame.columns:
             if col not in keys and frame[col].dtype.kind in "iuf":
@@ -636,7 +634,7 @@ class MapView:
         return None
 
     def __len__(self) -> int:
-        return len(self.read()[0])
+        return len(self.read()[1])  # values: queues and stacks have no keys
 
     def __contains__(self, key) -> bool:
         try:
