@@ -671,3 +671,16 @@ def test_layouts_from_ctypes_round_trip():
         layout.pack({"level": 16}, "v")
     with pytest.raises(ValueError, match="field 'names'.*5 bytes do not fit in 4"):
         layout.pack({"names": ["abcde", ""]}, "v")
+
+
+def test_bench_maps_runs_and_checks_its_frames():
+    """bench/maps.py at a small size: every DataFrame matches what was written (the
+    figures themselves, and whether the targets hold, are for a full-size run)."""
+    import subprocess
+    import sys
+    bench = os.path.join(os.path.dirname(__file__), "..", "bench", "maps.py")
+    res = subprocess.run([sys.executable, bench, "--entries", "50000", "--baseline", "5000", "--rounds", "1"],
+                         capture_output=True, text=True, timeout=300)
+    out = res.stdout + res.stderr
+    assert "does not hold" not in out, out
+    assert "1 syscalls: BPF_MAP_LOOKUP_BATCH" in out and ("targets met" in out or "targets missed" in out), out
