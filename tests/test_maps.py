@@ -511,23 +511,8 @@ def test_stream_view_counts_agree_with_its_count(session):
 
 # ------------------------------------------------------------------ the magics
 
-@pytest.fixture
-def shell():
-    """IPython's testing shell with bpfmagic loaded and an empty session; freed afterwards."""
-    from IPython.testing.globalipapp import get_ipython
-
-    import bpfmagic
-    ip = get_ipython()
-    ip.run_line_magic("load_ext", "bpfmagic")
-    bpfmagic._drop_session()
-    yield ip
-    ip.run_line_magic("bpf", "reset")
-    bpfmagic._drop_session()
-    ip.run_line_magic("unload_ext", "bpfmagic")
-
-
-def test_bpf_map_magic(shell, capsys):
-    ip = shell
+def test_bpf_map_magic(fresh, capsys):
+    ip = fresh
 
     def run(ip, code):
         return ip.run_cell(textwrap.dedent(code))
@@ -680,7 +665,7 @@ def test_bench_maps_runs_and_checks_its_frames():
     import sys
     bench = os.path.join(os.path.dirname(__file__), "..", "bench", "maps.py")
     res = subprocess.run([sys.executable, bench, "--entries", "50000", "--baseline", "5000", "--rounds", "1"],
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=300, check=False)
     out = res.stdout + res.stderr
     assert "does not hold" not in out, out
     assert "1 syscalls: BPF_MAP_LOOKUP_BATCH" in out and ("targets met" in out or "targets missed" in out), out
