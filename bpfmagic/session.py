@@ -163,6 +163,18 @@ class Module:
     def __contains__(self, table: str) -> bool:
         return table in self.tables
 
+    def map(self, table: str):
+        """A view of map TABLE: .df(), [key], [key] = value, del, .clear(), .from_df() (maps.MapView);
+        --core globals: map("bss"), map("data"), map("rodata")."""
+        from .maps import view_of
+        if self.closed:
+            raise UsageProblem(f"module {self.name} was unloaded: its maps are gone")
+        return view_of(self.session, self, table)
+
+    def df(self, table: str, sum: bool = False):
+        """Map TABLE as a DataFrame (per-CPU values one column per CPU, or summed with ``sum``)."""
+        return self.map(table).df(sum=sum)
+
     def program(self, name: str, type: str | None = None) -> Program:
         """The loaded program NAME, loading it now if needed (with ``type``,
         else the type its context parameter implies)."""
@@ -683,6 +695,11 @@ class Session:
     def stream(self, name: str):
         """The stream of event table NAME ("events" when only one module has it, else "module.events")."""
         return self.streams.get(name)
+
+    def map(self, name: str):
+        """A view of map NAME (TABLE when one module has it, else MODULE.TABLE): maps.MapView."""
+        from . import maps
+        return maps.find(self, name)
 
     def trace(self, seconds: float = 1.0, max_lines: int | None = None, grep: str | None = None,
               older: bool = False):

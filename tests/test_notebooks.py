@@ -443,3 +443,12 @@ def test_packet_parser_notebook_results(executed):
     assert summary["netns_left"] is False
     import subprocess
     assert summary["netns"] not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+
+def test_maps_notebook_results(executed):
+    nb = executed("08-maps-into-dataframes.ipynb")
+    summary = json.loads(text_outputs(tagged(nb, "summary")[0]).strip().splitlines()[-1])
+    assert summary["dns_packets"] == 3 and summary["big_bytes"] == 2 * 1042  # counted by the program
+    assert summary["runs"] >= 5                                               # per-CPU, summed
+    assert summary["hist_buckets"] == [[64, 127, 3], [1024, 2047, 2]]         # 72- and 1042-byte frames
+    assert summary["verdicts"] == ["XDP_PASS", "XDP_DROP"]                    # a write seen by the program
+    assert summary["watched_packets"] == 100
