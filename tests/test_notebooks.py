@@ -235,3 +235,29 @@ def test_packet_parser_notebook_results(executed):
     assert summary["netns_left"] is False
     import subprocess
     assert summary["netns"] not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+
+
+def test_headers_mismatch_is_a_one_line_note_once(tmp_path):
+    """In a notebook the headers warning is a short stdout note on the first
+    bpfmagic cell, once: not a stderr block (shown pink, like an error)."""
+    from bpfmagic import env
+    info = env.kernel_headers_info()
+    if not info.mismatch and info.kind not in ("available", "merged"):
+        pytest.skip("the running kernel has its own headers")
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("%load_ext bpfmagic\n%bpf ls"),
+        nbformat.v4.new_code_cell("%%bpf first -a f=raw_tracepoint:sys_enter\nint f(void *ctx) { return 0; }"),
+        nbformat.v4.new_code_cell("%bpf reset\n%reload_ext bpfmagic\n%bpf ls"),
+    ])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "headers.ipynb"
+    nbformat.write(nb, str(path))
+    ok, out = run_notebook(str(path), output=str(tmp_path / "out.ipynb"), timeout=120, echo=False)
+    assert ok
+    cells = nbformat.read(out, as_version=4).cells
+    streams = [(o["name"], o["text"]) for c in cells for o in c.outputs if o.output_type == "stream"]
+    assert not [t for name, t in streams if name == "stderr"], streams
+    notes = [line for _, t in streams for line in t.splitlines() if line.startswith("note: BCC uses the headers")]
+    assert len(notes) == 1 and len(notes[0]) < 200, notes
+    assert info.running in notes[0] and "--core" in notes[0]
+    assert "note: BCC uses" in "".join(o.get("text", "") for o in cells[0].outputs)
