@@ -261,3 +261,33 @@ def test_headers_mismatch_is_a_one_line_note_once(tmp_path):
     assert len(notes) == 1 and len(notes[0]) < 200, notes
     assert info.running in notes[0] and "--core" in notes[0]
     assert "note: BCC uses" in "".join(o.get("text", "") for o in cells[0].outputs)
+
+
+def _fnv1a_rounds(words, rounds):
+    h = 14695981039346656037
+    for _ in range(rounds):
+        for w in words:
+            h = ((h ^ int(w)) * 1099511628211) % 2**64
+    return h
+
+
+def test_split_to_verify_notebook_results(executed):
+    nb = executed("09-split-to-verify.ipynb")
+    [error] = [o for c in tagged(nb, "raises-exception") for o in c.outputs if o.output_type == "error"]
+    assert error.ename == "BpfVerifierError"
+    assert "it walked 1,000,000 instructions (the limit)" in " ".join(error.evalue.split())
+    summary = json.loads(text_outputs(tagged(nb, "summary")[0]).strip().splitlines()[-1])
+    costs = summary["verified_insns"]
+    assert sorted(costs) == [f"split.stage{i}" for i in range(4)]
+    # each stage within the budget, together over it: what the one program needed
+    assert all(200_000 < n < summary["limit"] for n in costs.values()), costs
+    assert summary["total"] == sum(costs.values()) > summary["limit"] == 1_000_000
+    assert summary["retval"] == "XDP_PASS"
+    assert summary["taken"] == {"split.stage1": 1, "split.stage2": 1, "split.stage3": 1}
+    # the same result as the unsplit computation, done here in Python from the same table
+    import numpy as np
+    words = np.random.default_rng(summary["seed"]).integers(0, 2**32, summary["words"], dtype=np.uint64)
+    assert summary["kernel_result"] == _fnv1a_rounds(words.astype(np.uint32).tolist(), summary["rounds"])
+    assert summary["python_result"] == summary["kernel_result"]
+    fdinfo = "".join(text_outputs(c) for c in nb.cells if c.cell_type == "code" and "fdinfo" in c.source)
+    assert f"verified_insns:\t{costs['split.stage0']}" in fdinfo
