@@ -264,11 +264,18 @@ class Page:
         self.page.evaluate(JS_RUN, [command, index])
 
         def done():
-            cells = self.cells()
-            code = [c for c in cells[:until] if c["type"] == "code"]
-            return (all(c["count"] for c in code) and self.page.evaluate(JS_KERNEL) == "idle"
-                    and not any(c["state"] == "running" for c in code))
-        wait_for(done, timeout, f"{command} to finish", interval=0.5)
+            # finished, or stopped at a failed cell (JupyterLab runs no further after an error)
+            code = [c for c in self.cells()[:until] if c["type"] == "code"]
+            if self.page.evaluate(JS_KERNEL) != "idle" or any(c["state"] == "running" for c in code):
+                return False
+            failed = any(c["errors"] and "raises-exception" not in c["tags"] for c in code)
+            return failed or all(c["count"] for c in code)
+        try:
+            wait_for(done, timeout, f"{command} to finish", interval=0.5)
+        except Failed:
+            left = [c["i"] for c in self.cells()[:until] if c["type"] == "code" and not c["count"]]
+            raise Failed(f"{command} did not finish within {timeout:.0f} s (cells not run yet: {left}; "
+                         f"kernel {self.page.evaluate(JS_KERNEL)})") from None
 
     def errors(self) -> list[str]:
         return [f"cell {c['i']}: {e}" for c in self.cells() if "raises-exception" not in c["tags"]
@@ -341,7 +348,7 @@ def drive(page: Page, timeout: float) -> list[str]:
         page.run("notebook:run-all-below", after, timeout, until=len(cells))
         log(f"the other cells ran in {time.monotonic() - t1:.1f} s")
     if (errs := page.errors()):
-        problems.append("a cell failed: " + " / ".join(errs))
+        raise Failed("a cell failed: " + " / ".join(errs))
     if (why := page.widget_problem(watch)):
         problems.append(f"after the run: {why}")
     second = page.count(watch)
