@@ -291,3 +291,20 @@ def test_split_to_verify_notebook_results(executed):
     assert summary["python_result"] == summary["kernel_result"]
     fdinfo = "".join(text_outputs(c) for c in nb.cells if c.cell_type == "code" and "fdinfo" in c.source)
     assert f"verified_insns:\t{costs['split.stage0']}" in fdinfo
+
+
+def test_syscall_dispatch_notebook_tracex5_in_libbpf_style(executed):
+    nb = executed("01-syscall-dispatch.ipynb")
+    seen = json.loads(text_outputs(tagged(nb, "tracex5")[0]).strip().splitlines()[-1])
+    # the handlers' own conditions (write of 512 bytes, 128 < read size <= 1024), every mmap, and the
+    # two get* syscalls without a handler that fell through: 200 each, of the cells' thread only
+    assert seen == {"write": 200, "read": 200, "mmap": 200, "getuid": 200, "getppid": 200}
+    slots = text_outputs(tagged(nb, "tracex5-slots")[0])
+    for name in ("bpf_func_SYS__NR_read", "bpf_func_SYS__NR_write", "bpf_func_SYS__NR_mmap"):
+        assert f"tracex5.{name}" in slots          # the .values initializer's slots, as %bpf slots shows them
+    index = {w[4]: int(w[2]) for w in (line.split() for line in slots.splitlines()) if len(w) > 4
+             and w[4].startswith("tracex5.")}
+    assert index == {"tracex5.bpf_func_SYS__NR_read": 0, "tracex5.bpf_func_SYS__NR_write": 1,
+                     "tracex5.bpf_func_SYS__NR_mmap": 9}           # [__NR_read], [__NR_write], [__NR_mmap]
+    source = next(c.source for c in nb.cells if c.source.startswith("%%bpf tracex5"))
+    assert 'SEC("raw_tp/sys_enter")' in source and "[__NR_write] = (void *)&bpf_func_SYS__NR_write" in source
