@@ -935,15 +935,37 @@ def _bcc():
 
 def _prepare_environment() -> dict:
     """env.prepare(), with its once-per-process headers warning re-issued
-    without a source line (shown in a notebook it should read as a note)."""
+    without a source line. In IPython it is a one-line note on stdout
+    instead: a warning goes to stderr, which a notebook shows as a pink,
+    error-looking block on the cell that loaded the extension."""
     import warnings
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         from . import env
         result = env.prepare()
     for w in caught:
-        warnings.warn_explicit(w.message, w.category, filename="bpfmagic", lineno=0)
+        if issubclass(w.category, env.HeadersMismatchWarning) and _in_ipython():
+            print(headers_note(str(w.message)), flush=True)
+        else:
+            warnings.warn_explicit(w.message, w.category, filename="bpfmagic", lineno=0)
     return result
+
+
+def headers_note(message: str) -> str:
+    """The headers warning in one short line (the message itself if its shape is unknown)."""
+    m = re.search(r"running kernel (\S+) has no headers; BCC compiles against the headers of kernel (\S+)",
+                  message)
+    if not m:
+        return f"note: {message}"
+    return (f"note: BCC uses the headers of kernel {m.group(2)} (running {m.group(1)}): kernel struct "
+            "offsets read with bpf_probe_read_kernel may be wrong; use --core for those (%bpf doctor)")
+
+
+def _in_ipython() -> bool:
+    import sys
+    shell = sys.modules.get("IPython")
+    get = getattr(shell, "get_ipython", None)
+    return get is not None and get() is not None
 
 
 def _attach_specs(attach) -> list[tuple[str, str]]:
