@@ -589,3 +589,17 @@ def test_size_mismatch_advice_names_the_modules_to_unload_first(session):
     session.unload("jt")  # the advice works
     session.load("other", "BPF_PROG_ARRAY(jt, 8);\nint g(struct xdp_md *ctx) { return 2; }")
     assert session.array("jt").size == 8
+
+
+def test_a_core_program_over_the_budget_keeps_the_whole_log(session):
+    # The log is tens of megabytes; the reason is at its end (libbpf's messages are formatted whole).
+    with pytest.raises(BpfVerifierError) as err:
+        session.load("big", '#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n'
+                     "struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 1); __type(key, __u32); "
+                     '__type(value, __u64); } a SEC(".maps");\n'
+                     'SEC("xdp") int f(struct xdp_md *ctx) {\n    __u64 sum = 0;\n'
+                     "    #pragma clang loop unroll(disable)\n    for (__u32 i = 0; i < 200000; i++) "
+                     "{ __u32 k = 0; __u64 *v = bpf_map_lookup_elem(&a, &k); if (v) sum += *v + i; }\n"
+                     "    return sum & 1;\n}\n", core=True)
+    text = str(err.value)
+    assert "BPF program is too large" in text and "tail calls" in text and len(err.value.log) > 1 << 20
