@@ -10,7 +10,7 @@ import pytest
 
 from bpfmagic import packets
 from bpfmagic.c import analyse
-from bpfmagic.errors import AttachError, BpfCompileError, BpfVerifierError, SlotError
+from bpfmagic.errors import AttachError, BpfCompileError, BpfVerifierError, SlotError, UsageProblem
 
 from .conftest import needs_root
 
@@ -603,3 +603,8 @@ def test_a_core_program_over_the_budget_keeps_the_whole_log(session):
                      "    return sum & 1;\n}\n", core=True)
     text = str(err.value)
     assert "BPF program is too large" in text and "tail calls" in text and len(err.value.log) > 1 << 20
+
+
+def test_an_empty_cell_says_it_has_no_code(session):
+    with pytest.raises(UsageProblem, match="has no C code"):
+        session.load("empty", "  // nothing yet\n")
