@@ -513,8 +513,8 @@ def test_codegen_hazards_are_read_on_the_tree():
     assert codegen_hazards("int f(void *c) { u32 *p; u32 k = __sync_fetch_and_add(p, 1); return k; }") == [
         "the result of __sync_fetch_and_add() is used"]
     assert codegen_hazards("int f(void *c) { u64 *p; __sync_fetch_and_add(p, 1); return 0; }") == []
-    assert codegen_hazards("int f(void *c) { char buf[600]; return buf[0]; }") == ["600 bytes of local arrays"]
-    assert codegen_hazards("int f(void *c) { u32 v[2][40]; return v[0][0]; }") == ["320 bytes of local arrays"]
+    assert codegen_hazards("int f(void *c) { char buf[600]; return buf[0]; }") == ["600 bytes of locals"]
+    assert codegen_hazards("int f(void *c) { u32 v[2][40]; return v[0][0]; }") == ["320 bytes of locals"]
     assert "a double" in codegen_hazards("int f(void *c) { double x = 2; return x; }")
     assert codegen_hazards("/* double 1.5 __sync_fetch_and_add(p) */ int f(void *c) { return 0x1e; }") == []
 
@@ -608,3 +608,10 @@ def test_a_core_program_over_the_budget_keeps_the_whole_log(session):
 def test_an_empty_cell_says_it_has_no_code(session):
     with pytest.raises(UsageProblem, match="has no C code"):
         session.load("empty", "  // nothing yet\n")
+
+
+def test_codegen_hazards_see_big_struct_locals():
+    from bpfmagic.c.hazards import codegen_hazards
+    src = "struct ev { u64 ts; char comm[16]; u32 args[60]; };\nint f(void *c) { struct ev e = {}; return e.ts; }"
+    assert codegen_hazards(src) == ["264 bytes of locals"]
+    assert codegen_hazards("struct small { u64 a, b; };\nint f(void *c) { struct small s = {}; return s.a; }") == []
