@@ -326,11 +326,13 @@ class BpfMagics(Magics):
         print(_describe_array(array))
 
     def _cmd_unload(self, args):
-        bpfmagic.session().unload(args.name)
+        emptied = bpfmagic.session().unload(args.name)
         value = self.shell.user_ns.get(args.name)
         if isinstance(value, bpfmagic.Module):
             del self.shell.user_ns[args.name]
         print(f"unloaded {args.name}")
+        if emptied:
+            print(f"slots emptied (tail calls into them fall through now): {', '.join(emptied)}")
 
     def _cmd_reset(self, args):
         s = bpfmagic.session()
@@ -444,6 +446,8 @@ def _summary(module) -> str:
         text += f" | new slot names: {', '.join(module.new_slot_names)}"
     if tables:
         text += f" | tables: {', '.join(tables)}"
+    for note in module.slot_notes:  # what the re-run did to slots the old version held
+        text += f"\n{note}"
     return text
 
 

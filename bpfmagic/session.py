@@ -50,6 +50,8 @@ _serials = itertools.count(1)
 # is reached by a tail call.
 SLOT_COLUMNS = ["array", "index", "key", "program", "type", "prog_id", "calls", "taken", "missed",
                 "run_cnt", "run_time_ns"]
+LS_COLUMNS = ["module", "function", "type", "prog_id", "attached", "slots", "tables", "insns_processed",
+              "states", "verify_us", "stack"]
 
 
 def parse_slot_spec(spec: str) -> tuple[str, str]:
@@ -68,6 +70,20 @@ class Program:
     name: str
     type: str
     fd: int
+    verifier_log: str = ""  # the verifier's statistics lines (log level 4) from the load
+
+    @property
+    def verifier(self):
+        """The verifier's cost: instructions processed (of the 1,000,000 limit), states,
+        verification time, stack depth per subprogram (verifier.VerifierStats)."""
+        from .verifier import stats_of
+        return stats_of(self)
+
+    def dump(self, mode: str = "xlated", source: bool = True) -> str:
+        """The program's code: ``xlated`` (the BPF the kernel runs) or ``jited`` (x86), with the
+        cell's source lines interleaved (BTF line info) and tail-call sites marked."""
+        from .dump import dump
+        return dump(self, mode=mode, source=source)
 
     @property
     def qualname(self) -> str:
@@ -112,6 +128,8 @@ class Module:
         self.columns = None  # BCC: column shifts of instrumented call sites (for verifier messages)
         self.core = None  # core.CoreObject of a --core module (then bpf is None)
         self.new_slot_names: list[str] = []  # "array[name]=index" this cell named first (a typo shows here)
+        self.site_base: int | None = None  # this module's call-site counters: Session.site_counts
+        self.slot_notes: list[str] = []  # what a re-run did to slots the old version held (refilled / emptied)
         self.closed = False
 
     # -- contents
@@ -208,6 +226,9 @@ class Session:
         self._serial = next(_serials)
         self._pin_dir: str | None = None
         self._stats_fd: int | None = None
+        self._sites_fd: int | None = None  # per call site counters (site_counts), made on first use
+        self._sites_pin = ""
+        self._next_site = 0
         self.closed = False
         # Extension points: callables run with a Module after it is switched in / before it is freed.
         self.on_load: list = []
@@ -448,10 +469,12 @@ class Session:
             for ref in syntax.slot_refs:
                 slot_index(ref.array, ref.key)
             resolved_slots = [(self.array(a), slot_index(a, k), func) for (a, k), func in req.slots]
+            site_base = self._alloc_sites(syntax, req)
             if core:
-                module = self._compile_core(req, syntax, slot_index, resolved_slots)
+                module = self._compile_core(req, syntax, slot_index, resolved_slots, site_base)
             else:
-                module = self._compile_bcc(req, syntax, slot_index)
+                module = self._compile_bcc(req, syntax, slot_index, site_base)
+            module.site_base = site_base
             bpf = module.bpf
 
             if core:
@@ -472,7 +495,14 @@ class Session:
                     if func in functions and func not in module.programs and ptype not in (None, "sched_cls"):
                         self._load_program(module, func, ptype)
 
-            # Switch over: attach and slot the new version (an old link is retargeted in one step).
+            # Switch over: slot the new version, then attach it (an old link is retargeted in one step):
+            # a chain is complete before its entry sees its first event.
+            for array, index, func in resolved_slots:
+                program = module.programs[func]
+                replaced.append((array, index, array.entries.get(index)))
+                array.put(index, program)
+                module.slots.append((array.name, index))
+            self._refill_slots(old, module, replaced)
             for func, target_text in attach_specs:
                 target = parse_target(target_text)
                 program = module.programs[func]
@@ -496,11 +526,6 @@ class Session:
                         attachments.append(att)
                         module.attachments.append(att)
                         module.auto_attached.append(pname)
-            for array, index, func in resolved_slots:
-                program = module.programs[func]
-                replaced.append((array, index, array.entries.get(index)))
-                array.put(index, program)
-                module.slots.append((array.name, index))
         except BaseException:
             # Roll back: previous slot occupants, links, new attachments, the new module, new arrays.
             for array, index, previous in reversed(replaced):
@@ -529,41 +554,116 @@ class Session:
         if old is not None:
             transferred = {id(att) for att, _ in retargeted}
             old.attachments = [a for a in old.attachments if id(a) not in transferred]
-            self._free_module(old, keep_slots={(a.name, i) for a, i, _ in resolved_slots})
+            kept = {(a.name, i) for a, i, _ in resolved_slots} | set(module.slots)
+            self._free_module(old, keep_slots=kept)
         self.modules[name] = module
         for hook in list(self.on_load):
             hook(module)
         return module
 
-    def _compile_bcc(self, req: "_LoadRequest", syntax: CellSyntax, slot_index) -> Module:
+    def _refill_slots(self, old: Module | None, module: Module, replaced: list) -> None:
+        """A re-run: slots the old version held that this cell does not fill itself (put there
+        with `%bpf slot`) get the new version's function of the same name; those it has no
+        such function for (or that cannot load for the array) will empty. Both are said in
+        ``module.slot_notes``."""
+        if old is None:
+            return
+        filled = set(module.slots)
+        for array_name, index in list(old.slots):
+            array = self.arrays.get(array_name)
+            if array is None or (array_name, index) in filled:
+                continue
+            previous = array.entries.get(index)
+            if previous is None or previous.module is not old:
+                continue
+            label = array.label(index)
+            func = previous.name
+            if func in module.programs or func in module.functions:
+                try:
+                    program = self._load_program(module, func, self._slot_type(array, module, func), array=array)
+                    replaced.append((array, index, previous))
+                    array.put(index, program)
+                except BpfError as e:
+                    module.slot_notes.append(f"{label} emptied: the new {module.name}.{func} cannot go there "
+                                             f"({e.message.splitlines()[0]})")
+                    continue
+                module.slots.append((array_name, index))
+                module.slot_notes.append(f"{label} now holds the new {module.name}.{func} (was the old one)")
+            else:
+                module.slot_notes.append(f"{label} emptied: the new version of {module.name} has no {func}")
+
+    # ------------------------------------------------------------ per call site counters
+    def _alloc_sites(self, syntax: CellSyntax, req: "_LoadRequest") -> int | None:
+        """A base for this load's call-site counters (site = base + line of the cell), in the
+        session's per-CPU map __bm_sites (created on first use); None when the cell has no
+        tail call, counting is off, or the map is full (then only per-slot counts)."""
+        from .c.instrument import SITES
+        if not req.count_calls or not syntax.tail_calls:
+            return None
+        lines = syntax.source.count("\n") + 2
+        if self._next_site + lines > SITES:
+            return None
+        if self._sites_fd is None:
+            fd = libbpf.map_create_percpu_u64_array("bm_sites", 2 * SITES)
+            pin = os.path.join(self.pin_dir(), "calls", "bm_sites")
+            os.makedirs(os.path.dirname(pin), exist_ok=True)
+            try:
+                libbpf.obj_pin(fd, pin)
+            except OSError:
+                os.close(fd)
+                raise
+            self._sites_fd, self._sites_pin = fd, pin
+        base = self._next_site
+        self._next_site += lines
+        return base
+
+    def site_counts(self, module: Module) -> dict[int, tuple[int, int]]:
+        """line of the cell -> (calls, fell through) at the tail-call site(s) on that line
+        of MODULE (one read; fall-throughs first, so they never exceed the calls)."""
+        from .c.instrument import SITES
+        if module.site_base is None or self._sites_fd is None:
+            return {}
+        lines = module.source.count("\n") + 2
+        missed = libbpf.percpu_u64_sums(self._sites_fd, lines, start=SITES + module.site_base)
+        calls = libbpf.percpu_u64_sums(self._sites_fd, lines, start=module.site_base)
+        return {t.line: (calls[t.line], missed[t.line]) for t in module.syntax.tail_calls}
+
+    def _compile_bcc(self, req: "_LoadRequest", syntax: CellSyntax, slot_index, site_base=None) -> Module:
         arrays = {n: (a.pin, a.size, a.counter_pin) for n, a in self.arrays.items()}
-        bpf, log, columns = load_bcc(syntax, req.origin, arrays, slot_index, req.cflags, req.count_calls,
-                                     req.verbose, can_load=self.privileges.can_load,
-                                     include_dirs=_include_dirs(req.file))
+        from .verifier import collect_bcc
+        sites = (self._sites_pin, site_base) if site_base is not None else None
+        with collect_bcc() as stats:
+            bpf, log, columns = load_bcc(syntax, req.origin, arrays, slot_index, req.cflags, req.count_calls,
+                                         req.verbose, can_load=self.privileges.can_load,
+                                         include_dirs=_include_dirs(req.file), sites=sites)
         module = Module(self, req.name, syntax, bpf, req.origin)
         module.compile_log = log
         module.columns = columns
         # Functions BCC loaded and attached by naming convention.
         for fname, fn in bpf.funcs.items():
             fname = fname.decode()
-            module.programs[fname] = Program(module, fname, auto_attach_type(fname) or "unknown", fn.fd)
+            module.programs[fname] = Program(module, fname, auto_attach_type(fname) or "unknown", fn.fd,
+                                             stats.get(fname, ""))
             module.auto_attached.append(fname)
         return module
 
-    def _compile_core(self, req: "_LoadRequest", syntax: CellSyntax, slot_index, resolved_slots) -> Module:
+    def _compile_core(self, req: "_LoadRequest", syntax: CellSyntax, slot_index, resolved_slots,
+                      site_base=None) -> Module:
         from . import core
         needs = {func: parse_target(target).prog_type for func, target in req.attach}
         slotted = [(array, func) for array, _, func in resolved_slots]
+        sites = (self._sites_fd, site_base) if site_base is not None else None
         obj, log = core.load_object(req.name, syntax, req.origin, req.cflags, slot_index, req.file,
                                     self.arrays, req.count_calls, req.verbose, needs, slotted,
-                                    req.initial_globals)
+                                    req.initial_globals, sites=sites)
         module = Module(self, req.name, syntax, None, req.origin)
         module.core = obj
         module.compile_log = log
         for pname, prog_ptr in obj.programs().items():
             fd = obj.program_fd(prog_ptr)
             if fd >= 0:
-                module.programs[pname] = Program(module, pname, obj.program_type(prog_ptr), fd)
+                module.programs[pname] = Program(module, pname, obj.program_type(prog_ptr), fd,
+                                                 obj.verifier_logs.get(pname, ""))
         return module
 
     def _skb_chain_type(self, module: Module, func: str) -> str | None:
@@ -639,7 +739,8 @@ class Session:
                                f"not tell (known: {', '.join(sorted(PROG_TYPES))})")
         if ptype not in PROG_TYPES:
             raise UsageProblem(f"unknown program type {ptype!r}; known: {', '.join(sorted(PROG_TYPES))}")
-        with captured_fd2() as log:
+        from .verifier import collect_bcc
+        with captured_fd2() as log, collect_bcc() as stats:
             try:
                 # XDP with expected attach type BPF_XDP, as libbpf's SEC("xdp") loads it: this kernel
                 # refuses tail calls between programs of different attach types.
@@ -653,7 +754,7 @@ class Session:
                                  module.origin, module.source, columns=module.columns,
                                  syntax=module.syntax) from None
         module.compile_log += log[0]
-        program = Program(module, func, ptype, fn.fd)
+        program = Program(module, func, ptype, fn.fd, stats.get(func, ""))
         module.programs[func] = program
         return program
 
@@ -727,6 +828,7 @@ class Session:
                 tables = ", ".join(m.tables)  # one listing per module, not per function
                 for func in m.functions:
                     p = m.programs.get(func)
+                    v = p.verifier if p else None
                     rows.append({
                         "module": m.name, "function": func,
                         "type": p.type if p else None,
@@ -734,8 +836,16 @@ class Session:
                         "attached": ", ".join(self._attached_to(p)) if p else "",
                         "slots": ", ".join(self._slots_of(p)) if p else "",
                         "tables": tables,
+                        # The verifier's cost (log level 4 statistics of the load; the program's info).
+                        "insns_processed": v.insns_processed if v else None,
+                        "states": v.total_states if v else None,
+                        "verify_us": v.time_usec if v else None,
+                        "stack": "+".join(map(str, v.stack_depths)) if v and v.stack_depths else None,
                     })
-        return pd.DataFrame(rows, columns=["module", "function", "type", "prog_id", "attached", "slots", "tables"])
+        df = pd.DataFrame(rows, columns=LS_COLUMNS)
+        for col in ("prog_id", "insns_processed", "states", "verify_us"):
+            df[col] = df[col].astype("Int64")  # integers, blanks where not loaded (not NaN / 1394.0)
+        return df
 
     def placement(self, p: Program) -> list[str]:
         """Where a program runs: its attach targets and the slots that hold it."""
@@ -781,7 +891,9 @@ class Session:
                         "run_cnt": int(info.get("run_cnt", 0)) if p else 0,
                         "run_time_ns": int(info.get("run_time_ns", 0)) if p else 0,
                     })
-        return pd.DataFrame(rows, columns=SLOT_COLUMNS)
+        df = pd.DataFrame(rows, columns=SLOT_COLUMNS)
+        df["prog_id"] = df["prog_id"].astype("Int64")  # integers, empty slots blank (not NaN / 1394.0)
+        return df
 
     # ------------------------------------------------------------ experiments (testrun.py, stats.py, graph.py)
     def test_run(self, spec: str, data=None, ctx=None, repeat: int = 1, type: str | None = None):
@@ -807,10 +919,12 @@ class Session:
         return graph.graph(self, array)
 
     # ------------------------------------------------------------ teardown
-    def _free_module(self, module: Module, keep_slots=frozenset()) -> None:
+    def _free_module(self, module: Module, keep_slots=frozenset()) -> list[str]:
+        """Free MODULE; returns the slots that emptied (ARRAY[KEY] with what was in them)."""
         for hook in list(self.on_unload):
             with contextlib.suppress(Exception):
                 hook(module)
+        emptied = []
         for array_name, index in module.slots:
             array = self.arrays.get(array_name)
             if array is None or (array_name, index) in keep_slots:
@@ -819,19 +933,23 @@ class Session:
             if p is not None and p.module is module:
                 with contextlib.suppress(OSError):
                     array.clear(index)
+                    emptied.append(f"{array.label(index)} (was {p.qualname})")
         module.slots.clear()
         module._free()
+        return emptied
 
-    def unload(self, name: str) -> None:
-        """Detach and free module NAME (or the prog array NAME when no module has that name)."""
+    def unload(self, name: str) -> list[str]:
+        """Detach and free module NAME (or the prog array NAME when no module has that name).
+        Returns the slots that emptied (tail calls into them fall through from now on)."""
         with self._lock:
             if name in self.modules:
-                self._free_module(self.modules.pop(name))
+                return self._free_module(self.modules.pop(name))
             elif name in self.arrays:
                 users = [m.name for m in self.modules.values() if name in m.tables]
                 if users:
                     raise UsageProblem(f"array {name} is used by {', '.join(users)}: unload those first")
                 self.arrays.pop(name).close()
+                return []
             else:
                 raise UsageProblem(f"nothing named {name!r} is loaded (modules: {', '.join(self.modules) or 'none'}; "
                                    f"arrays: {', '.join(self.arrays) or 'none'})")
@@ -850,6 +968,11 @@ class Session:
             return
         self.reset()
         self.disable_stats()
+        if self._sites_fd is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._sites_pin)
+            os.close(self._sites_fd)
+            self._sites_fd = None
         if self._pin_dir:
             for path in (os.path.join(self._pin_dir, "calls"), self._pin_dir):
                 with contextlib.suppress(OSError):

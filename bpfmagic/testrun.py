@@ -109,7 +109,12 @@ class TestRunResult:
         if self.data_out is not None:
             changed = "unchanged" if self.data_out == self.data_in else "changed"
             parts.append(f"data out {len(self.data_out)} bytes ({changed}): {packets.describe(self.data_out)}")
-        return "; ".join(parts)
+        text = "; ".join(parts)
+        if self.type == "socket_filter":
+            text += ("\nnote: BPF_PROG_TEST_RUN hands a socket filter the packet from L3 on (the Ethernet "
+                     "header is pulled: offset 0 is the IP header), unlike an AF_PACKET socket, where it "
+                     "sees the frame from L2")
+        return text
 
     def __repr__(self) -> str:
         text = self.summary()

@@ -285,6 +285,53 @@ def _unconditional_defines(root) -> dict[str, str]:
     return {k: v for k, v in seen.items() if v is not None}
 
 
+def enum_constants(root, defines: dict[str, str] | None = None) -> dict[str, int]:
+    """Enumerators of the file's enums (named or not, at file scope or in a typedef), by
+    name: an explicit value evaluated like any constant (earlier enumerators and #defines
+    included), an implicit one the previous plus one. A name whose value the text cannot
+    give, or that two enums define differently, is left out (so is every one after it in
+    its enum, whose values then depend on it)."""
+    known: dict[str, int] = {}
+    clash: set[str] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if node.type == "function_definition":
+            continue  # enums local to a function are not the file's
+        if node.type == "enumerator_list":
+            previous: int | None = -1
+            for e in node.named_children:
+                if e.type != "enumerator":
+                    continue
+                name_node, value_node = e.child_by_field_name("name"), e.child_by_field_name("value")
+                if value_node is not None:
+                    env = dict(defines or {})
+                    env.update({k: str(v) for k, v in known.items()})
+                    value = constant_value(value_node, env)
+                else:
+                    value = previous + 1 if previous is not None else None
+                previous = value
+                if name_node is None or value is None:
+                    continue
+                name = _text(name_node)
+                if name in known and known[name] != value:
+                    clash.add(name)
+                known[name] = value
+            continue
+        stack.extend(reversed(node.children))  # in the file's order: an enumerator may use earlier ones
+    return {k: v for k, v in known.items() if k not in clash}
+
+
+def file_constants(source: str) -> dict[str, str]:
+    """Names a key expression may use whose value the text gives: unconditional object-like
+    #defines and enum constants, as text for constant_value."""
+    root = _parser().parse(source.encode()).root_node
+    defines = _unconditional_defines(root)
+    out = {k: str(v) for k, v in enum_constants(root, defines).items()}
+    out.update({k: v for k, v in defines.items() if k not in out})
+    return out
+
+
 def _struct_map_kind(decl) -> tuple[str | None, object]:
     """For a libbpf ``struct { __uint(type, BPF_MAP_TYPE_X); ... } name SEC(".maps")``
     declaration: ("PROG_ARRAY" etc., the max_entries argument node or None)."""

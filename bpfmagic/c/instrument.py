@@ -16,6 +16,10 @@ from dataclasses import dataclass, field
 from .analysis import CellSyntax
 
 COUNTER_PREFIX = "__bm_calls_"
+# Per call site counters, session-wide: [base + line] calls made at the call site on that line of
+# the cell, [SITES + base + line] those that fell through; each loaded module gets its own base.
+SITES_MAP = "__bm_sites"
+SITES = 1 << 15
 LOST_COUNTER = "__bm_lost"
 # The cell's own file name in what clang compiles for --core (the cell's
 # origin is a label for messages, never a path); messages are relabelled.
@@ -48,7 +52,7 @@ def _slot_defines(cell: CellSyntax, slot_index) -> list[str]:
 
 
 def bcc_text(cell: CellSyntax, arrays: dict[str, tuple[str, int, str]], slot_index,
-             count_calls: bool) -> tuple[str, str, ColumnMap]:
+             count_calls: bool, sites: tuple[str, int] | None = None) -> tuple[str, str, ColumnMap]:
     """What BCC compiles: (the cell's text, a header BCC force-includes ahead
     of it, the column map). ``arrays``: each session array -> (pin, size,
     counter pin). Every prog array the cell declares is a session array
@@ -66,6 +70,8 @@ def bcc_text(cell: CellSyntax, arrays: dict[str, tuple[str, int, str]], slot_ind
                     f'"{counter_pin}")') if count_calls else ""
         lines.append(f"#define __BM_COUNTERS_{name} {counters}")
     lines += _slot_defines(cell, slot_index)
+    if sites is not None and count_calls:  # (pin, base): the session's per-site counters
+        lines.append(f'BPF_TABLE_PINNED("percpu_array", u32, u64, {SITES_MAP}, {2 * SITES}, "{sites[0]}");')
     declared = {a.name for a in cell.arrays}
     # Session arrays the cell uses without declaring: declared in front of its first line
     # of code, on that line (BCC's tables must be declared in the main file).
@@ -87,8 +93,14 @@ def bcc_text(cell: CellSyntax, arrays: dict[str, tuple[str, int, str]], slot_ind
             counter, size = counter_name(call.array), arrays[call.array][1]
             key = data[call.key_start:call.key_end].decode()
             bump = f"__bm_v = {counter}.lookup(&__bm_i); if (__bm_v) *__bm_v += 1;"
-            text = (f"({{ u32 __bm_k = ({key}); u32 __bm_i = __bm_k; u64 *__bm_v; {bump} "
-                    f"{call.array}.call({call.ctx}, __bm_k); __bm_i = __bm_k + {size}; {bump} }})")
+            site_in = site_out = ""
+            if sites is not None:
+                site = sites[1] + call.line
+                sbump = f"__bm_v = {SITES_MAP}.lookup(&__bm_i); if (__bm_v) *__bm_v += 1;"
+                site_in = f" __bm_i = {site}; {sbump}"
+                site_out = f" __bm_i = {SITES + site}; {sbump}"
+            text = (f"({{ u32 __bm_k = ({key}); u32 __bm_i = __bm_k; u64 *__bm_v; {bump}{site_in} "
+                    f"{call.array}.call({call.ctx}, __bm_k); __bm_i = __bm_k + {size}; {bump}{site_out} }})")
             original = data[call.start:call.end]
             # One line for the wrapper, then the call's own line breaks: later lines keep their numbers.
             edits.append((call.start, call.end, text.replace("\n", " ").encode() + b"\n" * original.count(b"\n")))
@@ -143,6 +155,9 @@ static __attribute__((always_inline)) inline void __bm_bump(void *map, unsigned 
         *v += 1;
 }
 """
+_CORE_SITES = r"""#undef __BM_COUNT_0
+#define __BM_COUNT_0(_m, _k, _x) __bm_bump(&__bm_sites, __BM_SITE_BASE + __LINE__ + (_x) * __BM_SITES)
+"""
 _CORE_COUNTING = r"""#define __BM_COUNT_0(_m, _k, _x) ((void)0)
 #define __BM_COUNT __BM_COUNT_0
 #define bpf_tail_call(_c, _m, _k) ({ unsigned int __bm_k = (_k); __BM_COUNT(_m, __bm_k, 0); \
@@ -166,7 +181,7 @@ def _percpu_u64_map(name: str, entries: int) -> str:
 
 
 def core_text(cell: CellSyntax, session_arrays: dict[str, int], slot_index, count_calls: bool,
-              count_losses: bool = True) -> str:
+              count_losses: bool = True, site_base: int | None = None) -> str:
     """The text clang compiles for a --core cell: the cell's includes first
     (vmlinux.h and libbpf's headers when it has none), then bpfmagic's
     declarations, then the rest of the cell, every line under its own number
@@ -190,6 +205,10 @@ def core_text(cell: CellSyntax, session_arrays: dict[str, int], slot_index, coun
         block.append(f"BPF_PROG_ARRAY({name}, {session_arrays[name]});")
     if count_calls:
         block.append(_CORE_COUNTING)
+        if site_base is not None:  # the chain of comparisons starts with the call site's own counter
+            block.append(_percpu_u64_map(SITES_MAP, 2 * SITES))
+            block.append(f"#define __BM_SITE_BASE {site_base}\n#define __BM_SITES {SITES}")
+            block.append(_CORE_SITES)
         counted = undeclared + [a.name for a in cell.arrays]
         for name in counted:
             block.append(_percpu_u64_map(counter_name(name), 1))

@@ -1,0 +1,229 @@
+"""Chain instruments: the verifier's cost per program and the chain's stack,
+per-call-site counts, the graph of enum-keyed chains, counters read together,
+slots across re-runs and unloads."""
+from __future__ import annotations
+
+import threading
+
+import pandas as pd
+import pytest
+
+from bpfmagic import graph as chain_graph
+from bpfmagic.c.analysis import file_constants
+
+from .conftest import needs_root
+
+CORE_MIXED = r"""
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+struct { __uint(type, BPF_MAP_TYPE_PROG_ARRAY); __uint(max_entries, 4); __type(key, u32); __type(value, u32); } mx SEC(".maps");
+static __noinline int sub(struct xdp_md *ctx) {
+    volatile char b[40];
+    b[3] = 5;
+    bpf_tail_call(ctx, &mx, 1);
+    return b[3];
+}
+SEC("xdp") int top(struct xdp_md *ctx) { volatile char a[24]; a[1] = 2; return sub(ctx) + a[1]; }
+SEC("xdp") int leaf(struct xdp_md *ctx) { volatile char c[100]; c[7] = 3; return c[7] == 3 ? XDP_DROP : XDP_PASS; }
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+
+@needs_root
+def test_verifier_cost_of_a_bcc_program(session):
+    m = session.load("v", "int f(struct xdp_md *ctx) { char b[64]; __builtin_memset(b, 1, 64);\n"
+                          "  return b[ctx->ingress_ifindex & 63] ? XDP_PASS : XDP_DROP; }")
+    v = m.programs["f"].verifier
+    assert v.insns_processed is not None and v.insns_processed > 0
+    assert v.insns_processed == v.verified_insns  # the log's count and the program info's agree
+    assert v.insn_limit == 1_000_000 and v.time_usec is not None and v.total_states >= 0
+    assert v.stack_depths == [64] and v.subprograms == ["f"]
+    assert "insns processed" in v.summary()
+    ls = session.ls().set_index("function")
+    assert ls.loc["f", "insns_processed"] == v.insns_processed and ls.loc["f", "stack"] == "64"
+    assert str(ls["insns_processed"].dtype) == "Int64" and str(ls["prog_id"].dtype) == "Int64"
+
+
+@needs_root
+def test_verifier_cost_of_subprograms_and_the_chain_stack(session):
+    m = session.load("cm", CORE_MIXED, core=True)
+    top = m.programs["top"].verifier
+    assert len(top.stack_depths) == 2 and top.subprograms == ["top", "sub"]
+    assert top.insns_processed == top.verified_insns
+    assert m.programs["leaf"].verifier.stack_depths == [m.programs["leaf"].verifier.stack]
+    session.slot("mx[1]", "cm.leaf")
+    # top -> sub -> tail call -> leaf: leaf's XDP_DROP (1) replaces sub's return, top adds its a[1] (2);
+    # falling through would give sub's b[3] (5) + 2 = 7
+    r = session.test_run("cm.top")
+    assert r.retval == 3 and r.tail_calls.set_index("slot").loc["mx[1]", "taken"] == 1
+    g = session.graph("mx")
+    stack = g.stack
+    # top keeps both its frames across the tail call made from sub; leaf adds its own
+    assert stack["mixing"] == ["cm.top"]
+    assert stack["worst"] == top.stack + m.programs["leaf"].verifier.stack and stack["from"] == "cm.top"
+    assert stack["ok"] and stack["limit"] == 8448
+    assert "worst-case stack" in repr(g)
+
+
+@needs_root
+def test_a_failing_core_load_still_says_why(session):
+    bad = CORE_MIXED.replace("return c[7] == 3", "return *(char *)(long)ctx->data == 3")  # no bounds check
+    from bpfmagic import BpfVerifierError
+    with pytest.raises(BpfVerifierError, match="invalid access to packet"):
+        session.load("bad", bad, core=True)
+
+
+def test_enum_constants_are_read_on_the_tree():
+    consts = file_constants("#define X 4\nenum { A = 1, B, C = X << 1, D };\n"
+                            "typedef enum e { E = C + 1 } e_t;\nenum f { A = 7 };\n"
+                            "int f(void) { enum { Q = 3 }; return 0; }")
+    assert consts == {"B": "2", "C": "8", "D": "9", "E": "9", "X": "4"}  # A defined twice: left out
+
+
+TEST_CALL1 = r"""
+BPF_PROG_ARRAY(jump, 8);
+enum states { S_EOP = 1, S_ETHER, S_ARP, S_IP };
+int parse_ether(struct xdp_md *ctx) {
+    if (ctx->rx_queue_index == 7)
+        jump.call(ctx, S_ARP);
+    jump.call(ctx, S_IP);
+    return XDP_ABORTED;
+}
+int parse_ip(struct xdp_md *ctx) { jump.call(ctx, S_EOP); return XDP_PASS; }
+int parse_arp(struct xdp_md *ctx) { return XDP_TX; }
+int eop(struct xdp_md *ctx) { return XDP_DROP; }
+"""
+
+
+@needs_root
+def test_graph_of_enum_keys_and_counts_per_call_site(session):
+    session.load("t", TEST_CALL1, slots={"jump[2]": "parse_ether", "jump[3]": "parse_arp", "jump[4]": "parse_ip",
+                                        "jump[1]": "eop"})
+    for _ in range(4):
+        assert session.test_run("t.parse_ether").retval_name == "XDP_DROP"
+    g = session.graph("jump")
+    assert g.edge_set("call") == {("t.parse_ether", "jump[3]"), ("t.parse_ether", "jump[4]"),
+                                  ("t.parse_ip", "jump[1]")}
+    calls = g.edges[g.edges["kind"] == "call"].set_index("dst")
+    # each edge has its call site's counts: the ARP site never ran
+    assert (calls.loc["jump[3]", "line"], calls.loc["jump[3]", "calls"]) == (6, 0)
+    assert (calls.loc["jump[4]", "line"], calls.loc["jump[4]", "calls"], calls.loc["jump[4]", "missed"]) == (7, 4, 0)
+    assert calls.loc["jump[1]", "calls"] == 4
+    m = session.modules["t"]
+    assert session.site_counts(m) == {6: (0, 0), 7: (4, 0), 10: (4, 0)}
+
+
+@needs_root
+def test_counts_per_call_site_in_core_cells(session):
+    m = session.load("k", r"""
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+struct { __uint(type, BPF_MAP_TYPE_PROG_ARRAY); __uint(max_entries, 4); __type(key, u32); __type(value, u32); } kj SEC(".maps");
+SEC("xdp") int h(struct xdp_md *ctx) {
+    bpf_tail_call(ctx, &kj, 3);
+    bpf_tail_call_static(ctx, &kj, 0);
+    return XDP_PASS;
+}
+char LICENSE[] SEC("license") = "GPL";
+""", core=True)
+    session.test_run("k.h", repeat=5)
+    assert session.site_counts(m) == {6: (5, 5), 7: (5, 5)}
+
+
+@needs_root
+def test_a_wide_chain_fits_a_notebook(session):
+    n = 9
+    src = "BPF_PROG_ARRAY(wide, 16);\n" + "\n".join(
+        f"int h{i}(struct xdp_md *ctx) {{ wide.call(ctx, {i + 1}); return XDP_PASS; }}" for i in range(n))
+    session.load("w", src, slots={f"wide[{i}]": f"h{i}" for i in range(1, n)})
+    session.program("w.h0")
+    g = session.graph("wide")
+    dot = g.dot().source
+    assert "rankdir=TB" in dot and 'size="9.5,40"' in dot
+    import re
+    import shutil
+    if shutil.which("dot"):
+        width = float(re.search(r'<svg width="([\d.]+)pt"', g.svg())[1])
+        assert width * 96 / 72 <= 953  # pt -> px: inside a notebook's output area
+
+
+@needs_root
+def test_counters_read_while_traffic_runs_agree(session):
+    session.load("ag", "BPF_PROG_ARRAY(agj, 4);\n"
+                       "int go(struct xdp_md *ctx) { agj.call(ctx, 2); return XDP_PASS; }")  # slot 2 stays empty
+    prog = session.program("ag.go")
+    from bpfmagic import libbpf
+    done = threading.Event()
+
+    def traffic():
+        while not done.is_set():
+            libbpf.test_run(prog.fd, data=bytes(64), repeat=200_000)
+    t = threading.Thread(target=traffic)
+    t.start()
+    try:
+        readings = []
+        for _ in range(300):
+            row = session.slots("agj", all_keys=True).set_index("index").loc[2]
+            readings.append((row["calls"], row["missed"]))
+    finally:
+        done.set()
+        t.join()
+    assert any(c for c, _ in readings)
+    assert all(m <= c for c, m in readings), [r for r in readings if r[1] > r[0]][:3]
+    final = session.slots("agj").set_index("index").loc[2]
+    assert final["calls"] == final["missed"]
+
+
+@needs_root
+def test_slots_are_filled_before_the_entry_is_attached(session):
+    src = ("BPF_PROG_ARRAY(att, 4);\n"
+           "int entry(struct bpf_raw_tracepoint_args *ctx) { att.call(ctx, 1); return 0; }\n"
+           "int next(struct bpf_raw_tracepoint_args *ctx) { return 0; }")
+    session.load("at", src, attach={"entry": "raw_tracepoint:sys_enter"}, slots={"att[1]": "next"})
+    import os
+    os.getpid(), os.stat("/")  # syscalls: the entry runs
+    row = session.slots("att").set_index("index").loc[1]
+    assert row["calls"] > 0 and row["missed"] == 0  # attached before the slot was filled, the first runs missed
+
+
+@needs_root
+def test_a_rerun_refills_the_slots_its_old_version_held(session):
+    v1 = ("BPF_PROG_ARRAY(rr, 4);\nint e(struct xdp_md *ctx) { rr.call(ctx, 2); return XDP_PASS; }\n"
+          "int g(struct xdp_md *ctx) { return XDP_DROP; }")
+    session.load("r", v1)
+    session.slot("rr[2]", "r.g")
+    m2 = session.load("r", v1.replace("XDP_DROP", "XDP_TX"))
+    assert session.arrays["rr"].entries[2] is m2.programs["g"]
+    assert m2.slot_notes == ["rr[2] now holds the new r.g (was the old one)"]
+    assert session.test_run("r.e").retval_name == "XDP_TX"
+    m3 = session.load("r", "BPF_PROG_ARRAY(rr, 4);\nint e(struct xdp_md *ctx) { rr.call(ctx, 2); return XDP_PASS; }")
+    assert m3.slot_notes == ["rr[2] emptied: the new version of r has no g"]
+    assert 2 not in session.arrays["rr"].entries
+    assert session.test_run("r.e").retval_name == "XDP_PASS"
+    session.load("u", "int g(struct xdp_md *ctx) { return XDP_DROP; }")
+    session.slot("rr[1]", "u.g")
+    assert session.unload("u") == ["rr[1] (was u.g)"]
+
+
+@needs_root
+def test_socket_filter_runs_say_the_packet_starts_at_l3(session):
+    session.load("sf", "BPF_PROG_ARRAY(sfa, 2);\nint keep(struct __sk_buff *skb) { return skb->len; }")
+    r = session.test_run("sf.keep", type="socket_filter")
+    assert "from L3 on" in r.summary() and "AF_PACKET" in r.summary()
+    assert r.retval == 42 - 14  # the default UDP frame's length without its Ethernet header
+
+
+@needs_root
+def test_prog_ids_are_integers_and_empty_slots_blank(session):
+    session.load("pi", "BPF_PROG_ARRAY(pia, 4);\nint e(struct xdp_md *ctx) { pia.call(ctx, 3); return XDP_PASS; }\n"
+                       "int g(struct xdp_md *ctx) { return XDP_DROP; }", slots={"pia[1]": "g"})
+    session.test_run("pi.e")
+    slots = session.slots("pia").set_index("index")
+    assert str(slots["prog_id"].dtype) == "Int64"
+    assert slots.loc[1, "prog_id"] == session.program("pi.g").prog_id and pd.isna(slots.loc[3, "prog_id"])
+    assert "1394.0" not in slots.to_string() and ".0 " not in slots[["prog_id"]].to_string()
+
+
+def test_call_sites_carry_their_lines():
+    sites = chain_graph.call_sites("BPF_PROG_ARRAY(p, 4);\nint f(struct xdp_md *ctx) {\n  p.call(ctx, 1);\n  return 0; }")
+    assert [(s.function, s.line) for s in sites] == [("f", 3)]
