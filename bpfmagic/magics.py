@@ -150,6 +150,14 @@ def _line_parsers() -> dict[str, MagicArgumentParser]:
     p.add_argument("--older", action="store_true",
                    help="also lines printed before this session began (left unread in trace_pipe)")
     parser("streams", "every stream: kind, events, rows kept, dropped, lost, max_rows")
+    p = parser("dump", "a program's code: translated BPF (bpftool) or the JIT's x86 (capstone), with the cell's "
+                       "source lines and each tail-call site marked")
+    p.add_argument("program", metavar="MODULE.FUNC")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--xlated", action="store_true", help="the BPF the kernel runs, after its rewrites (default)")
+    mode.add_argument("--jited", action="store_true", help="the JIT's x86-64 code (patched jumps of tail calls)")
+    p.add_argument("--source", action="store_true", help="interleave the cell's source lines (the default)")
+    p.add_argument("--no-source", action="store_true", help="the code alone")
     return parsers
 
 
@@ -230,6 +238,7 @@ class BpfMagics(Magics):
             %bpf watch TABLE [--by COL] [--rows N] [--interval S]   live view: events, rate, lost, last rows
             %bpf trace [--seconds S] [--lines N] [--grep RE] [--older]   bpf_trace_printk lines (ts, cpu, pid, comm, msg)
             %bpf streams                              every stream with its counters
+            %bpf dump MODULE.FUNC [--xlated|--jited] [--source|--no-source]   the code, source lines, tail calls marked
 
         Streams keep at most ``BpfMagics.max_rows`` rows each (``%config
         BpfMagics.max_rows = N``; per stream: ``stream.max_rows = N``).
@@ -395,6 +404,10 @@ class BpfMagics(Magics):
 
     def _cmd_streams(self, args):
         return bpfmagic.session().streams.summary()
+
+    def _cmd_dump(self, args):
+        program = bpfmagic.session().program(args.program)
+        print(program.dump("jited" if args.jited else "xlated", source=not args.no_source))
 
 
 def _asks_help(parser, words: list[str]) -> bool:

@@ -227,3 +227,58 @@ def test_prog_ids_are_integers_and_empty_slots_blank(session):
 def test_call_sites_carry_their_lines():
     sites = chain_graph.call_sites("BPF_PROG_ARRAY(p, 4);\nint f(struct xdp_md *ctx) {\n  p.call(ctx, 1);\n  return 0; }")
     assert [(s.function, s.line) for s in sites] == [("f", 3)]
+
+
+DUMPED = r"""
+BPF_PROG_ARRAY(dj, 4);
+int f(struct xdp_md *ctx) {
+  dj.call(ctx, 1);
+  u32 k = ctx->rx_queue_index;
+  dj.call(ctx, k);
+  return XDP_PASS; }
+int g(struct xdp_md *ctx) { return XDP_DROP; }
+"""
+
+
+@needs_root
+def test_dump_marks_the_patched_jump_and_the_indirect_one(session):
+    session.load("d", DUMPED, slots={"dj[1]": "g"})
+    p = session.program("d.f")
+    jited = p.dump("jited")
+    marks = [line for line in jited.splitlines() if "◀ tail call" in line]
+    assert any("direct jump" in m and "into d.g" in m for m in marks), jited
+    assert any("variable index" in m for m in marks), jited
+    assert "; dj.call(ctx, 1);  @ d:4" in jited and "; dj.call(ctx, k);  @ d:6" in jited
+    session.unslot("dj[1]")  # empty: the kernel patches the direct jump out again
+    assert not any("into d.g" in line for line in p.dump("jited").splitlines())
+    xlated = p.dump("xlated")
+    assert sum("call bpf_tail_call#12  ◀ tail call" in line for line in xlated.splitlines()) == 2
+    assert "; u32 k = ctx->rx_queue_index;  @ d:5" in xlated
+    assert "@ d:" not in p.dump("xlated", source=False)
+
+
+@needs_root
+def test_dump_of_a_core_program_keeps_the_cells_lines(session):
+    m = session.load("cm2", CORE_MIXED, core=True)
+    session.slot("mx[1]", "cm2.leaf")
+    jited = m.programs["top"].dump("jited")
+    assert "<top>:" in jited and "<sub>:" in jited
+    assert "; bpf_tail_call(ctx, &mx, 1);  @ cm2:8" in jited
+    assert any("direct jump" in line and "cm2.leaf" in line for line in jited.splitlines())
+
+
+@needs_root
+def test_dump_through_the_magic(capsys):
+    from IPython.testing.globalipapp import get_ipython
+
+    import bpfmagic
+    ip = get_ipython()
+    ip.run_line_magic("load_ext", "bpfmagic")
+    bpfmagic._drop_session()
+    try:
+        ip.run_cell("%%bpf dm -s dj[1]=g\n" + DUMPED)
+        ip.run_line_magic("bpf", "dump dm.f --jited")
+        assert "direct jump" in capsys.readouterr().out
+    finally:
+        ip.run_line_magic("bpf", "reset")
+        bpfmagic._drop_session()
