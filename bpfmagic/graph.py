@@ -52,6 +52,9 @@ def _callers(cell, function: str) -> set[str]:
     while todo:
         name = todo.pop()
         for node in cell._identifiers.get(name, ()):
+            parent = node.parent
+            if parent is None or parent.type != "call_expression" or parent.child_by_field_name("function") != node:
+                continue  # a name used otherwise (SLOT(jt, parse_ip), a pointer) is no call
             for start, end, caller in spans:
                 if start <= node.start_byte < end and caller != name and caller not in out:
                     out.add(caller)
