@@ -118,6 +118,12 @@ def map_create_prog_array(name: str, size: int) -> int:
     return _check(fd, f"create prog array {name}")
 
 
+def map_create(map_type: int, name: str, key_size: int, value_size: int, entries: int) -> int:
+    opts = MapCreateOpts(sz=ct.sizeof(MapCreateOpts))
+    fd = lib().bpf_map_create(map_type, name[:15].encode(), key_size, value_size, entries, ct.byref(opts))
+    return _check(fd, f"create map {name}")
+
+
 def map_create_percpu_u64_array(name: str, size: int) -> int:
     opts = MapCreateOpts(sz=ct.sizeof(MapCreateOpts))
     fd = lib().bpf_map_create(BPF_MAP_TYPE_PERCPU_ARRAY, name[:15].encode(), 4, 8, size, ct.byref(opts))

@@ -119,6 +119,7 @@ def _line_parsers() -> dict[str, MagicArgumentParser]:
                                                   "{pkt.hex()} passes a Python value")
     p.add_argument("--ctx", metavar="HEX", help="context in: xdp_md/__sk_buff bytes, or raw_tp u64 args")
     p.add_argument("--type", help="load FUNC as this program type (default: what its context parameter implies)")
+    p.add_argument("--path", action="store_true", help="the way the run went through the chain (paths on)")
     p = parser("globals", "a --core module's global variables (.bss, .data, .rodata): name, section, type, value")
     p.add_argument("module")
     p = parser("stats", "per-program run_cnt, run_time_ns, avg_ns, tail calls in, missed")
@@ -150,6 +151,15 @@ def _line_parsers() -> dict[str, MagicArgumentParser]:
     p.add_argument("--older", action="store_true",
                    help="also lines printed before this session began (left unread in trace_pipe)")
     parser("streams", "every stream: kind, events, rows kept, dropped, lost, max_rows")
+    p = parser("paths", "the way runs go through a chain: --on/--off for cells loaded from now on; "
+                        "ARRAY: the distinct live paths with counts; --misses: why calls fell through")
+    p.add_argument("array", nargs="?")
+    onoff = p.add_mutually_exclusive_group()
+    onoff.add_argument("--on", action="store_true", help="record paths in cells loaded from now on")
+    onoff.add_argument("--off", action="store_true", help="cells loaded from now on run uninstrumented")
+    p.add_argument("--seconds", type=float, default=1.0, metavar="S", help="collect live paths for S seconds")
+    p.add_argument("--misses", action="store_true",
+                   help="per call site: calls, missed, and of those slot empty vs limit reached")
     p = parser("dump", "a program's code: translated BPF (bpftool) or the JIT's x86 (capstone), with the cell's "
                        "source lines and each tail-call site marked")
     p.add_argument("program", metavar="MODULE.FUNC")
@@ -227,7 +237,7 @@ class BpfMagics(Magics):
             %bpf unload NAME                          detach and free a module
             %bpf reset                                free everything
             %bpf doctor                               environment report with fixes
-            %bpf run MODULE.FUNC [--repeat N] [--data HEX] [--ctx HEX] [--type T]
+            %bpf run MODULE.FUNC [--repeat N] [--data HEX] [--ctx HEX] [--type T] [--path]
                                                       BPF_PROG_TEST_RUN: retval, ns/run, data out
             %bpf globals MODULE                       a --core module's global variables: name, section, type, value
             %bpf stats [--on|--off]                   per-program runs, avg ns, tail calls in, missed
@@ -238,6 +248,9 @@ class BpfMagics(Magics):
             %bpf watch TABLE [--by COL] [--rows N] [--interval S]   live view: events, rate, lost, last rows
             %bpf trace [--seconds S] [--lines N] [--grep RE] [--older]   bpf_trace_printk lines (ts, cpu, pid, comm, msg)
             %bpf streams                              every stream with its counters
+            %bpf paths --on|--off                     record paths in cells loaded from now on (off by default)
+            %bpf paths [ARRAY] [--seconds S]          distinct live paths with runs and shares
+            %bpf paths --misses                       per call site: missed split into slot empty / limit reached
             %bpf dump MODULE.FUNC [--xlated|--jited] [--source|--no-source]   the code, source lines, tail calls marked
 
         Streams keep at most ``BpfMagics.max_rows`` rows each (``%config
@@ -357,8 +370,11 @@ class BpfMagics(Magics):
         return doctor.report()
 
     def _cmd_run(self, args):
-        return bpfmagic.session().test_run(args.program, data=args.data, ctx=args.ctx, repeat=args.repeat,
-                                           type=args.type)
+        result = bpfmagic.session().test_run(args.program, data=args.data, ctx=args.ctx, repeat=args.repeat,
+                                             type=args.type, path=args.path)
+        if args.path:
+            print(result.path_text)
+        return result
 
     def _cmd_globals(self, args):
         return bpfmagic.session().module(args.module).globals.df()
@@ -404,6 +420,18 @@ class BpfMagics(Magics):
 
     def _cmd_streams(self, args):
         return bpfmagic.session().streams.summary()
+
+    def _cmd_paths(self, args):
+        s = bpfmagic.session()
+        if args.on:
+            s.enable_paths()
+            return print("paths on: cells loaded from now on record each run's way through the chain")
+        if args.off:
+            s.disable_paths()
+            return print("paths off: cells loaded from now on run uninstrumented (loaded ones keep recording)")
+        if args.misses:
+            return s.misses()
+        return s.paths(args.array, seconds=args.seconds)
 
     def _cmd_dump(self, args):
         program = bpfmagic.session().program(args.program)

@@ -129,6 +129,7 @@ class Module:
         self.core = None  # core.CoreObject of a --core module (then bpf is None)
         self.new_slot_names: list[str] = []  # "array[name]=index" this cell named first (a typo shows here)
         self.site_base: int | None = None  # this module's call-site counters: Session.site_counts
+        self.paths = False  # loaded with path recording
         self.slot_notes: list[str] = []  # what a re-run did to slots the old version held (refilled / emptied)
         self.closed = False
 
@@ -229,6 +230,9 @@ class Session:
         self._sites_fd: int | None = None  # per call site counters (site_counts), made on first use
         self._sites_pin = ""
         self._next_site = 0
+        self._site_owners: list = []  # (base, lines, syntax, module name) of every load with site ids
+        self._path_maps = None  # paths.PathMaps once enable_paths() ran
+        self.paths_enabled = False
         self.closed = False
         # Extension points: callables run with a Module after it is switched in / before it is freed.
         self.on_load: list = []
@@ -418,7 +422,7 @@ class Session:
         if globals and not core:
             raise UsageProblem("globals= (--set) sets global variables of --core cells; BCC has no such globals")
         req = _LoadRequest(name, source, origin, attach_specs, slot_specs, list(cflags), verbose,
-                           count_tail_calls, core, file, dict(globals or {}))
+                           count_tail_calls, core, file, dict(globals or {}), self.paths_enabled)
         with self._lock:
             old = self.modules.get(name)
             try:
@@ -475,6 +479,7 @@ class Session:
             else:
                 module = self._compile_bcc(req, syntax, slot_index, site_base)
             module.site_base = site_base
+            module.paths = req.paths and site_base is not None
             bpf = module.bpf
 
             if core:
@@ -598,13 +603,16 @@ class Session:
         session's per-CPU map __bm_sites (created on first use); None when the cell has no
         tail call, counting is off, or the map is full (then only per-slot counts)."""
         from .c.instrument import SITES
-        if not req.count_calls or not syntax.tail_calls:
+        if not (req.count_calls or req.paths) or not (syntax.tail_calls or req.paths):
             return None
+        if req.paths and self._path_maps is None:  # freed by a reset while paths stay on
+            from .paths import PathMaps
+            self._path_maps = PathMaps.create(self.pin_dir())
         lines = syntax.source.count("\n") + 2
         if self._next_site + lines > SITES:
             return None
         if self._sites_fd is None:
-            fd = libbpf.map_create_percpu_u64_array("bm_sites", 2 * SITES)
+            fd = libbpf.map_create_percpu_u64_array("bm_sites", 3 * SITES)  # calls, fell through, of those the limit
             pin = os.path.join(self.pin_dir(), "calls", "bm_sites")
             os.makedirs(os.path.dirname(pin), exist_ok=True)
             try:
@@ -615,7 +623,72 @@ class Session:
             self._sites_fd, self._sites_pin = fd, pin
         base = self._next_site
         self._next_site += lines
+        self._site_owners.append((base, lines, syntax, req.name))
         return base
+
+    def _site_owner(self, site: int):
+        """(base, lines, syntax, module name) of the load a site or function id belongs to."""
+        for owner in self._site_owners:
+            if owner[0] <= site < owner[0] + owner[1]:
+                return owner
+        return None
+
+    def _site_name(self, site: int, function: bool = False) -> str | None:
+        """MODULE.FUNC of a function id (base + the line of its definition)."""
+        owner = self._site_owner(site)
+        if owner is None:
+            return None
+        base, _, syntax, name = owner
+        line = site - base
+        fn = next((f.name for f in syntax.functions.values() if f.line == line), None)
+        return f"{name}.{fn}" if fn else f"{name}:{line}"
+
+    # ------------------------------------------------------------ paths (paths.py)
+    def enable_paths(self) -> None:
+        """Cells loaded from now on record the way each run goes through the chain (and why a
+        call fell through). Off by default; programs loaded without it run uninstrumented."""
+        self._require_privileges()
+        if self._path_maps is None:
+            from .paths import PathMaps
+            self._path_maps = PathMaps.create(self.pin_dir())
+        self.paths_enabled = True
+
+    def disable_paths(self) -> None:
+        """Cells loaded from now on run without path recording (loaded ones keep theirs)."""
+        self.paths_enabled = False
+
+    def paths(self, array: str | None = None, seconds: float = 1.0, during=None):
+        """The distinct paths live runs took during SECONDS, or while the callable ``during``
+        runs (those through ARRAY): DataFrame of path (one line of text), runs, share, hops,
+        how it ended."""
+        from . import paths
+        return paths.live(self, seconds=seconds, array=array, during=during)
+
+    def misses(self):
+        """Why tail calls fell through, per call site (line of the cell): calls, missed, and of
+        those the limit (the 33rd call taken already) vs an empty slot. The limit is known only
+        at sites loaded with paths on (else <NA>)."""
+        import pandas as pd
+        from .c.instrument import SITES
+        rows = []
+        with self._lock:
+            for m in self.modules.values():
+                if m.site_base is None or self._sites_fd is None:
+                    continue
+                lines = m.source.count("\n") + 2
+                limit = libbpf.percpu_u64_sums(self._sites_fd, lines, start=2 * SITES + m.site_base)
+                counts = self.site_counts(m)
+                for t in m.syntax.tail_calls:
+                    calls, missed = counts.get(t.line, (0, 0))
+                    lim = limit[t.line] if m.paths else None
+                    rows.append({"module": m.name, "function": t.function, "line": t.line, "array": t.array,
+                                 "key": t.key, "calls": calls, "taken": calls - missed, "missed": missed,
+                                 "slot_empty": missed - lim if lim is not None else None, "limit_reached": lim})
+        df = pd.DataFrame(rows, columns=["module", "function", "line", "array", "key", "calls", "taken", "missed",
+                                         "slot_empty", "limit_reached"])
+        for col in ("slot_empty", "limit_reached"):
+            df[col] = df[col].astype("Int64")
+        return df.drop_duplicates(["module", "line"]).reset_index(drop=True)
 
     def site_counts(self, module: Module) -> dict[int, tuple[int, int]]:
         """line of the cell -> (calls, fell through) at the tail-call site(s) on that line
@@ -632,10 +705,11 @@ class Session:
         arrays = {n: (a.pin, a.size, a.counter_pin) for n, a in self.arrays.items()}
         from .verifier import collect_bcc
         sites = (self._sites_pin, site_base) if site_base is not None else None
+        paths = {"pins": self._path_maps.pins} if req.paths and self._path_maps and sites else None
         with collect_bcc() as stats:
             bpf, log, columns = load_bcc(syntax, req.origin, arrays, slot_index, req.cflags, req.count_calls,
                                          req.verbose, can_load=self.privileges.can_load,
-                                         include_dirs=_include_dirs(req.file), sites=sites)
+                                         include_dirs=_include_dirs(req.file), sites=sites, paths=paths)
         module = Module(self, req.name, syntax, bpf, req.origin)
         module.compile_log = log
         module.columns = columns
@@ -653,9 +727,10 @@ class Session:
         needs = {func: parse_target(target).prog_type for func, target in req.attach}
         slotted = [(array, func) for array, _, func in resolved_slots]
         sites = (self._sites_fd, site_base) if site_base is not None else None
+        paths = self._path_maps if req.paths and sites else None
         obj, log = core.load_object(req.name, syntax, req.origin, req.cflags, slot_index, req.file,
                                     self.arrays, req.count_calls, req.verbose, needs, slotted,
-                                    req.initial_globals, sites=sites)
+                                    req.initial_globals, sites=sites, paths=paths)
         module = Module(self, req.name, syntax, None, req.origin)
         module.core = obj
         module.compile_log = log
@@ -896,11 +971,14 @@ class Session:
         return df
 
     # ------------------------------------------------------------ experiments (testrun.py, stats.py, graph.py)
-    def test_run(self, spec: str, data=None, ctx=None, repeat: int = 1, type: str | None = None):
+    def test_run(self, spec: str, data=None, ctx=None, repeat: int = 1, type: str | None = None,
+                 path: bool = False):
         """BPF_PROG_TEST_RUN of MODULE.FUNC: retval (and its name), ns per run,
-        data out, and the slots its tail calls went through."""
+        data out, and the slots its tail calls went through. ``path``: also the way the
+        (last) run went through the chain (.path DataFrame, .path_text); needs the chain
+        loaded with paths on."""
         from . import testrun
-        return testrun.test_run(self, spec, data=data, ctx=ctx, repeat=repeat, type=type)
+        return testrun.test_run(self, spec, data=data, ctx=ctx, repeat=repeat, type=type, path=path)
 
     def stats(self, since=None):
         """Per-program run_cnt, run_time_ns, avg_ns, tail calls in and missed;
@@ -962,17 +1040,26 @@ class Session:
             self.streams.stop_all()  # also streams whose module hook missed them (stopped by the user)
             for name in list(self.arrays):
                 self.arrays.pop(name).close()
+            self._free_instrument_maps()
+
+    def _free_instrument_maps(self) -> None:
+        """The per-call-site counters and the path maps (made again by the next load that needs them)."""
+        if self._sites_fd is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._sites_pin)
+            os.close(self._sites_fd)
+            self._sites_fd = None
+        self._next_site = 0
+        self._site_owners.clear()
+        if self._path_maps is not None:
+            self._path_maps.close()
+            self._path_maps = None
 
     def close(self) -> None:
         if self.closed:
             return
         self.reset()
         self.disable_stats()
-        if self._sites_fd is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(self._sites_pin)
-            os.close(self._sites_fd)
-            self._sites_fd = None
         if self._pin_dir:
             for path in (os.path.join(self._pin_dir, "calls"), self._pin_dir):
                 with contextlib.suppress(OSError):
@@ -1009,6 +1096,7 @@ class _LoadRequest:
     core: bool
     file: str | None
     initial_globals: dict  # --set VAR=VALUE of a --core cell
+    paths: bool = False  # record paths (Session.enable_paths())
 
 
 def _bcc():

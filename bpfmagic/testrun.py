@@ -94,6 +94,8 @@ class TestRunResult:
     data_out: bytes | None
     tail_calls: object = None  # DataFrame: slots of this chain whose counters moved during the run
     stats_on: bool = False  # kernel run stats were on: each run's time includes their accounting
+    path: object = None  # DataFrame of the (last) run's hops, with test_run(..., path=True)
+    path_text: str = ""  # the same as one line: entry → parse_eth → parse_ip ✗ jt[5] empty
 
     @property
     def retval_text(self) -> str:
@@ -110,6 +112,8 @@ class TestRunResult:
             changed = "unchanged" if self.data_out == self.data_in else "changed"
             parts.append(f"data out {len(self.data_out)} bytes ({changed}): {packets.describe(self.data_out)}")
         text = "; ".join(parts)
+        if self.path_text:
+            text += f"\npath: {self.path_text}"
         if self.type == "socket_filter":
             text += ("\nnote: BPF_PROG_TEST_RUN hands a socket filter the packet from L3 on (the Ethernet "
                      "header is pulled: offset 0 is the IP header), unlike an AF_PACKET socket, where it "
@@ -179,7 +183,8 @@ def reachable_arrays(session, program) -> dict:
     return found
 
 
-def test_run(session, spec: str, data=None, ctx=None, repeat: int = 1, type: str | None = None) -> TestRunResult:
+def test_run(session, spec: str, data=None, ctx=None, repeat: int = 1, type: str | None = None,
+             path: bool = False) -> TestRunResult:
     """Run MODULE.FUNC once or ``repeat`` times through BPF_PROG_TEST_RUN.
 
     data: the packet (bytes or hex text) for XDP/tc/socket filters; default a
@@ -214,6 +219,12 @@ def test_run(session, spec: str, data=None, ctx=None, repeat: int = 1, type: str
     # Only the arrays this program's chain can reach: a dispatcher attached elsewhere
     # keeps counting during the run, and its slots have nothing to do with it.
     arrays = reachable_arrays(session, program)
+    if path and not program.module.paths:
+        raise UsageProblem(f"{spec} was loaded without paths: `%bpf paths --on` (Session.enable_paths()), "
+                           f"then load (or re-run) the chain's cells")
+    if path:
+        from .paths import decode
+        serials = [decode(r)[3] for r in session._path_maps.records()]
     before = slot_counts(arrays.values())
     runs_before = program.run_cnt
     try:
@@ -226,7 +237,20 @@ def test_run(session, spec: str, data=None, ctx=None, repeat: int = 1, type: str
     retval = out["retval"]
     if program.type in ("sched_cls", "sched_act"):
         retval = _signed32(retval)
-    return TestRunResult(
+    hops = text = None
+    if path:
+        from .paths import decode, describe, path_frame
+        # The run used one CPU: the record whose serial moved (a new run began there).
+        records = session._path_maps.records()
+        moved = [r for r, s0 in zip(records, serials) if decode(r)[3] != s0]
+        if moved:
+            entry, raw_hops, _, _ = decode(moved[-1])
+            rows, text = describe(session, entry, raw_hops)
+            hops = path_frame(rows)
+        else:
+            hops, text = path_frame([]), f"{program.qualname} (no path recorded)"
+    return TestRunResult(path=hops, path_text=text or "",
+
         program=program.qualname, type=program.type, retval=retval, retval_name=retval_name(program.type, retval),
         ns_per_run=None if program.type == "raw_tracepoint" else out["duration_ns"],
         repeat=repeat, data_in=data, data_out=out["data_out"], tail_calls=_count_delta(arrays, before, after),

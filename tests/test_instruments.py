@@ -282,3 +282,96 @@ def test_dump_through_the_magic(capsys):
     finally:
         ip.run_line_magic("bpf", "reset")
         bpfmagic._drop_session()
+
+
+# ------------------------------------------------------------------ paths
+
+PATH_CHAIN = r"""
+BPF_PROG_ARRAY(pj, 8);
+int entry(struct xdp_md *ctx) {
+  u8 *p = (u8 *)(long)ctx->data;
+  if ((void *)(p + 1) > (void *)(long)ctx->data_end) return XDP_ABORTED;
+  if (*p == 0xAA) pj.call(ctx, 3);
+  pj.call(ctx, 1);
+  return XDP_PASS; }
+int parse_eth(struct xdp_md *ctx) { pj.call(ctx, 2); return XDP_DROP; }
+int parse_ip(struct xdp_md *ctx) { pj.call(ctx, 5); return XDP_TX; }
+"""
+
+
+@needs_root
+def test_a_run_through_a_chain_shows_its_path(session):
+    session.enable_paths()
+    session.load("pc", PATH_CHAIN, slots={"pj[1]": "parse_eth", "pj[2]": "parse_ip"})
+    r = session.test_run("pc.entry", data=bytes(64), path=True)
+    assert r.retval_name == "XDP_TX"
+    assert r.path_text == "pc.entry → parse_eth → parse_ip ✗ pj[5] empty"
+    assert list(r.path["outcome"]) == ["taken", "taken", "empty slot"]
+    assert list(r.path["line"]) == [7, 9, 10] and list(r.path["key"]) == [1, 2, 5]
+    assert "path: pc.entry → parse_eth" in r.summary()
+    r2 = session.test_run("pc.entry", data=b"\xaa" + bytes(63), path=True)  # slot 3 is empty: falls through to 1
+    assert r2.path_text == "pc.entry ✗ pj[3] empty → parse_eth → parse_ip ✗ pj[5] empty"
+    misses = session.misses().set_index("line")
+    assert (misses.loc[10, "missed"], misses.loc[10, "slot_empty"], misses.loc[10, "limit_reached"]) == (2, 2, 0)
+    assert misses.loc[6, "slot_empty"] == 1
+
+
+@needs_root
+def test_paths_off_runs_uninstrumented_code(session):
+    session.load("po", PATH_CHAIN, slots={"pj[1]": "parse_eth"})
+    with pytest.raises(Exception, match="loaded without paths"):
+        session.test_run("po.entry", path=True)
+    size_off = session.program("po.entry").verifier.xlated_insns
+    session.enable_paths()
+    session.load("po", PATH_CHAIN, slots={"pj[1]": "parse_eth"})
+    assert session.program("po.entry").verifier.xlated_insns > size_off
+
+
+@needs_root
+def test_the_limit_is_told_from_an_empty_slot(session):
+    session.enable_paths()
+    session.load("lim", "BPF_PROG_ARRAY(lj, 2);\n"
+                        "int loop(struct xdp_md *ctx) { lj.call(ctx, 0); return XDP_DROP; }", slots={"lj[0]": "loop"})
+    r = session.test_run("lim.loop", path=True)
+    assert len(r.path) == 34
+    assert list(r.path["outcome"][:33]) == ["taken"] * 33 and r.path["outcome"].iloc[33] == "limit reached"
+    assert r.path_text.endswith("✗ lj[0] limit")
+    m = session.misses().set_index("line").loc[2]
+    assert (m["calls"], m["missed"], m["limit_reached"], m["slot_empty"]) == (34, 1, 1, 0)
+
+
+@needs_root
+def test_paths_in_a_core_chain(session):
+    session.enable_paths()
+    session.load("cp", r"""
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+struct { __uint(type, BPF_MAP_TYPE_PROG_ARRAY); __uint(max_entries, 4); __type(key, u32); __type(value, u32); } cj SEC(".maps");
+SEC("xdp") int first(struct xdp_md *ctx) { bpf_tail_call_static(ctx, &cj, 1); return XDP_PASS; }
+SEC("xdp") int second(struct xdp_md *ctx) { bpf_tail_call(ctx, &cj, 3); return XDP_DROP; }
+char LICENSE[] SEC("license") = "GPL";
+""", core=True, slots={"cj[1]": "second"})
+    r = session.test_run("cp.first", path=True)
+    assert r.retval_name == "XDP_DROP" and r.path_text == "cp.first → second ✗ cj[3] empty"
+
+
+@needs_root
+def test_live_paths_are_counted(session):
+    session.enable_paths()
+    session.load("lv", PATH_CHAIN, slots={"pj[1]": "parse_eth", "pj[2]": "parse_ip"})
+    prog = session.program("lv.entry")
+    from bpfmagic import libbpf
+
+    def traffic():
+        for _ in range(3):
+            libbpf.test_run(prog.fd, data=bytes(64), repeat=100)
+        libbpf.test_run(prog.fd, data=b"\xaa" + bytes(63), repeat=7)
+    df = session.paths("pj", during=traffic)
+    got = dict(zip(df["path"], df["runs"]))
+    assert got == {"lv.entry → parse_eth → parse_ip ✗ pj[5] empty": 300,  # every run, counted once
+                   "lv.entry ✗ pj[3] empty → parse_eth → parse_ip ✗ pj[5] empty": 7}
+    assert abs(df["share"].sum() - 1) < 1e-9
+    # a second window: the runs left in the records by the first are not counted again
+    df2 = session.paths("pj", during=lambda: libbpf.test_run(prog.fd, data=b"\xaa" + bytes(63), repeat=5))
+    assert dict(zip(df2["path"], df2["runs"])) == {
+        "lv.entry ✗ pj[3] empty → parse_eth → parse_ip ✗ pj[5] empty": 5}

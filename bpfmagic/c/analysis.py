@@ -57,6 +57,8 @@ class Function:
     static: bool
     start: int
     end: int
+    body_start: int = -1  # byte offset just past the body's "{" (-1: a BCC macro function)
+    ctx_name: str | None = None  # the first parameter's name
 
 
 @dataclass(frozen=True)
@@ -551,11 +553,13 @@ def _function(node, section: str | None) -> Function | None:
     name = _text(name_node) if name_node is not None else None
     params = declarator.child_by_field_name("parameters")
     param_list = [p for p in params.named_children if p.type == "parameter_declaration"] if params else []
+    macro_ctx = False
     if name in _LIBBPF_NAME_MACROS and param_list:
         # SEC("tp_btf/x") int BPF_PROG(handler, ...): the macro's first argument is the name.
         first = param_list[0]
         name = _declarator_name(first.child_by_field_name("declarator")) or _text(first.child_by_field_name("type"))
         context = None
+        macro_ctx = True  # the macro names its context parameter ctx
     else:
         context = None
         if param_list:
@@ -572,5 +576,10 @@ def _function(node, section: str | None) -> Function | None:
                 if call is not None and call.type == "call_expression" and _text(call.child_by_field_name("function")) == "SEC":
                     section = _text(t)
     static = any(c.type == "storage_class_specifier" and _text(c) == "static" for c in node.children)
+    body = node.child_by_field_name("body")
+    ctx_name = "ctx" if macro_ctx else (
+        _declarator_name(param_list[0].child_by_field_name("declarator")) if param_list else None)
     return Function(name, node.start_point[0] + 1, context, CONTEXT_TYPES.get(context) if context else None,
-                    section, static, node.start_byte, node.end_byte)
+                    section, static, node.start_byte, node.end_byte,
+                    body.start_byte + 1 if body is not None and body.type == "compound_statement" else -1,
+                    ctx_name)
