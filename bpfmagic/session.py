@@ -986,10 +986,12 @@ class Session:
         from . import stats
         return stats.stats(self, since=since)
 
-    def bench_tailcalls(self, depth: int = 33, repeat: int = 100_000, index: str = "const", rounds: int = 3):
-        """Tail-call cost curve: DataFrame (depth, tail_calls, ns_per_run); the fit is in .attrs."""
+    def bench_tailcalls(self, depth: int = 33, repeat: int = 100_000, index: str = "const", rounds: int = 3,
+                        paths: bool = False):
+        """Tail-call cost curve: DataFrame (depth, tail_calls, ns_per_run); the fit is in .attrs.
+        ``paths``: the chain records paths (its cost per hop: the slope minus the bare one)."""
         from . import testrun
-        return testrun.bench_tailcalls(self, depth=depth, repeat=repeat, index=index, rounds=rounds)
+        return testrun.bench_tailcalls(self, depth=depth, repeat=repeat, index=index, rounds=rounds, paths=paths)
 
     def graph(self, array: str | None = None):
         """The tail-call chain (programs, slots, call sites) as data and a picture."""

@@ -317,7 +317,8 @@ int hop(struct xdp_md *ctx) { return step(ctx, 0); }
     return "\n".join(lines) + "\n"
 
 
-def bench_tailcalls(session, depth: int = 33, repeat: int = 100_000, index: str = "const", rounds: int = 3):
+def bench_tailcalls(session, depth: int = 33, repeat: int = 100_000, index: str = "const", rounds: int = 3,
+                    paths: bool = False):
     """The tail-call cost curve: DataFrame with one row per depth 0..depth
     (tail calls asked for), ``tail_calls`` (taken: the chain's own count) and
     ``ns_per_run`` (best of ``rounds`` test runs of ``repeat`` runs each);
@@ -344,8 +345,17 @@ def bench_tailcalls(session, depth: int = 33, repeat: int = 100_000, index: str 
     had_stats = session.stats_enabled
     session.disable_stats()
     try:
-        # Bare tail calls: without the per-slot counting the rewrite would add.
-        session.load(BENCH_MODULE, chain_source(depth, index), count_tail_calls=False, origin="bench_tailcalls")
+        # Bare tail calls: without the per-slot counting the rewrite would add (with ``paths``,
+        # with path recording only: its cost per hop is the difference of the slopes).
+        had_paths = session.paths_enabled
+        if paths:
+            session.enable_paths()
+        else:
+            session.paths_enabled = False
+        try:
+            session.load(BENCH_MODULE, chain_source(depth, index), count_tail_calls=False, origin="bench_tailcalls")
+        finally:
+            session.paths_enabled = had_paths
         entry = session.program(f"{BENCH_MODULE}.{'hop0' if index == 'const' else 'entry'}")
 
         def fill(slot: int) -> None:
@@ -401,6 +411,7 @@ def bench_tailcalls(session, depth: int = 33, repeat: int = 100_000, index: str 
         "ns_per_tail_call_all": slope_of(df)[0],
         "base_ns": float(df.loc[df["tail_calls"] == 0, "ns_per_run"].min()) if (df["tail_calls"] == 0).any() else None,
         "index": index, "repeat": repeat, "rounds": rounds, "max_tail_calls": int(df["tail_calls"].max()),
+        "paths": paths,
         "kernel": platform.release(), "stats_on_runs": stats_on_runs,
     })
     return df
