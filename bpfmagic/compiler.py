@@ -372,7 +372,8 @@ VERIFIER_HINTS = {
 # ------------------------------------------------------------ BCC loading
 
 def load_bcc(syntax, origin: str, arrays: dict[str, tuple[str, int, str]], slot_index, cflags: list[str],
-             count_calls: bool, verbose: bool, can_load: bool = True, include_dirs=(), sites=None, paths=None):
+             count_calls: bool, verbose: bool, can_load: bool = True, include_dirs=(), sites=None, paths=None,
+             cursor=None):
     """Compile the cell with BCC, instrumented for the session (shared arrays,
     SLOT, call and loss counters); BCC also loads and attaches the functions
     its naming conventions name. Returns (BPF object, what libbcc/clang wrote
@@ -381,7 +382,7 @@ def load_bcc(syntax, origin: str, arrays: dict[str, tuple[str, int, str]], slot_
     from bcc import BPF
 
     from .stream import count_output_failures
-    text, header, columns = bcc_text(syntax, arrays, slot_index, count_calls, sites, paths)
+    text, header, columns = bcc_text(syntax, arrays, slot_index, count_calls, sites, paths, cursor)
     text = count_output_failures(text)  # failed ring/perf outputs bump a counter: Stream.lost
     debug = 0x10 if verbose else 0  # BCC's DEBUG_BPF_REGISTER_STATE: the full verifier log
     # The header lives in a directory only this process can enter, for the compile only.

@@ -721,7 +721,7 @@ def _verifier_error(name: str, log: str, errno_: int, origin: str, source: str) 
 def load_object(name: str, syntax: CellSyntax, origin: str, cflags: list[str], slot_index, file: str | None,
                 arrays: dict, count_calls: bool, verbose: bool, needs: dict[str, str],
                 slotted: list, initial_globals: dict | None = None, sites=None,
-                paths=None) -> tuple[CoreObject, str]:
+                paths=None, cursor=None) -> tuple[CoreObject, str]:
     """Compile a --core cell and load it: clang against vmlinux.h, then libbpf
     with the session's arrays (and their call counters) reusing the session's
     map fds. ``needs``: function -> the program type its -a target needs;
@@ -732,21 +732,23 @@ def load_object(name: str, syntax: CellSyntax, origin: str, cflags: list[str], s
     source = syntax.source
     # sites: (fd, base) of the session's per-call-site counters
     text = core_text(syntax, {n: a.size for n, a in arrays.items()}, slot_index, count_calls,
-                     site_base=sites[1] if sites else None, paths=paths is not None)
+                     site_base=sites[1] if sites else None, paths=paths is not None, cursor=cursor is not None)
     text = keep_ring_types(text, source)  # record types of rings get BTF: the stream reads their layout
     include_dirs = [os.path.dirname(os.path.abspath(file))] if file else []
     obj_bytes, warnings_text = compile_object(text, source, origin, cflags, include_dirs,
                                               vmlinux_first=syntax.starts_with_vmlinux)
     try:
         return _open_and_load(name, syntax, origin, obj_bytes, arrays, needs, slotted, initial_globals,
-                              verbose, warnings_text, stats=True, sites=sites, paths=paths)
+                              verbose, warnings_text, stats=True, sites=sites, paths=paths,
+                              cursor=cursor)
     except _RetryWithoutStats:
         return _open_and_load(name, syntax, origin, obj_bytes, arrays, needs, slotted, initial_globals,
-                              verbose, warnings_text, stats=False, sites=sites, paths=paths)
+                              verbose, warnings_text, stats=False, sites=sites, paths=paths,
+                              cursor=cursor)
 
 
 def _open_and_load(name, syntax, origin, obj_bytes, arrays, needs, slotted, initial_globals, verbose,
-                   warnings_text, stats: bool, sites=None, paths=None):
+                   warnings_text, stats: bool, sites=None, paths=None, cursor=None):
     source = syntax.source
     obj = CoreObject(name, obj_bytes)
     try:
@@ -765,6 +767,8 @@ def _open_and_load(name, syntax, origin, obj_bytes, arrays, needs, slotted, init
                 obj.reuse(counter_name(array_name), array.counter_fd)
         if sites and SITES_MAP in maps:
             obj.reuse(SITES_MAP, sites[0])
+        if cursor is not None and "__bm_cursor" in maps:
+            obj.reuse("__bm_cursor", cursor)
         if paths is not None:
             for map_name, fd in (("__bm_path", paths.rec_fd), ("__bm_pathc", paths.counts_fd),
                                  ("__bm_pathctl", paths.ctl_fd)):

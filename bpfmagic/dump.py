@@ -115,7 +115,9 @@ def _program_at(session, address: int) -> str | None:
                 info = prog_info(p.fd, code=True)
             except OSError:
                 continue
-            if info.jited_ksyms and info.jited_ksyms[0] <= address < info.jited_ksyms[0] + info.jited_len:
+            # a tail call enters a program's main image (its first function), past its prologue
+            main_len = info.jited_func_lens[0] if info.jited_func_lens else info.jited_len
+            if info.jited_ksyms and info.jited_ksyms[0] <= address < info.jited_ksyms[0] + main_len:
                 return p.qualname
     return None
 

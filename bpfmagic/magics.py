@@ -160,6 +160,11 @@ def _line_parsers() -> dict[str, MagicArgumentParser]:
     p.add_argument("--seconds", type=float, default=1.0, metavar="S", help="collect live paths for S seconds")
     p.add_argument("--misses", action="store_true",
                    help="per call site: calls, missed, and of those slot empty vs limit reached")
+    p = parser("chain", "a chain described as data: --file chain.yaml (stages: [MODULE.FUNC, ...]) makes it or "
+                        "switches it to the file's order atomically; without --file, its stages with run counts")
+    p.add_argument("name")
+    p.add_argument("--file", metavar="YAML", help="stages: the chain's MODULE.FUNC in order (type:, capacity: optional)")
+    p.add_argument("--stages", metavar="M.F,M.F", help="the stages in order, instead of a file")
     p = parser("dump", "a program's code: translated BPF (bpftool) or the JIT's x86 (capstone), with the cell's "
                        "source lines and each tail-call site marked")
     p.add_argument("program", metavar="MODULE.FUNC")
@@ -251,6 +256,7 @@ class BpfMagics(Magics):
             %bpf paths --on|--off                     record paths in cells loaded from now on (off by default)
             %bpf paths [ARRAY] [--seconds S]          distinct live paths with runs and shares
             %bpf paths --misses                       per call site: missed split into slot empty / limit reached
+            %bpf chain NAME [--file chain.yaml | --stages M.F,M.F]   a chain as data: stages, atomic reorder, run counts
             %bpf dump MODULE.FUNC [--xlated|--jited] [--source|--no-source]   the code, source lines, tail calls marked
 
         Streams keep at most ``BpfMagics.max_rows`` rows each (``%config
@@ -432,6 +438,19 @@ class BpfMagics(Magics):
         if args.misses:
             return s.misses()
         return s.paths(args.array, seconds=args.seconds)
+
+    def _cmd_chain(self, args):
+        s = bpfmagic.session()
+        if args.file:
+            from .chain import load_file
+            chain = load_file(s, args.name, args.file)
+            print(chain)
+        elif args.stages:
+            chain = s.chain(args.name, [x.strip() for x in args.stages.split(",") if x.strip()])
+            print(chain)
+        else:
+            chain = s.chain(args.name)
+        return chain.df()
 
     def _cmd_dump(self, args):
         program = bpfmagic.session().program(args.program)

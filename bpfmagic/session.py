@@ -232,6 +232,8 @@ class Session:
         self._next_site = 0
         self._site_owners: list = []  # (base, lines, syntax, module name) of every load with site ids
         self._path_maps = None  # paths.PathMaps once enable_paths() ran
+        self._cursor: tuple[int, str] | None = None  # (fd, pin) of chains' per-CPU position (chain.py)
+        self.chains: dict = {}  # name -> chain.Chain
         self.paths_enabled = False
         self.closed = False
         # Extension points: callables run with a Module after it is switched in / before it is freed.
@@ -464,6 +466,16 @@ class Session:
                                         f"or `%bpf unload {array_name}` first")
                 elif array_name not in new_arrays:
                     self.progarray(array_name, size)
+                    new_arrays.append(array_name)
+
+            # Stages of chains described as data (CHAIN_NEXT(ctx, NAME)): the position map, and
+            # the chain's array when the chain is not made yet (chain.py sizes it the same).
+            chained = {t.array for t in syntax.tail_calls if t.kind == "chain"}
+            if chained:
+                from .chain import DEFAULT_CAPACITY
+                self.cursor_map()
+                for array_name in sorted(chained - set(self.arrays)):
+                    self.progarray(array_name, 2 * DEFAULT_CAPACITY)
                     new_arrays.append(array_name)
 
             def slot_index(array_name: str, key: str) -> int:
@@ -709,7 +721,8 @@ class Session:
         with collect_bcc() as stats:
             bpf, log, columns = load_bcc(syntax, req.origin, arrays, slot_index, req.cflags, req.count_calls,
                                          req.verbose, can_load=self.privileges.can_load,
-                                         include_dirs=_include_dirs(req.file), sites=sites, paths=paths)
+                                         include_dirs=_include_dirs(req.file), sites=sites, paths=paths,
+                                         cursor=self._cursor[1] if self._cursor else None)
         module = Module(self, req.name, syntax, bpf, req.origin)
         module.compile_log = log
         module.columns = columns
@@ -730,7 +743,8 @@ class Session:
         paths = self._path_maps if req.paths and sites else None
         obj, log = core.load_object(req.name, syntax, req.origin, req.cflags, slot_index, req.file,
                                     self.arrays, req.count_calls, req.verbose, needs, slotted,
-                                    req.initial_globals, sites=sites, paths=paths)
+                                    req.initial_globals, sites=sites, paths=paths,
+                                    cursor=self._cursor[0] if self._cursor else None)
         module = Module(self, req.name, syntax, None, req.origin)
         module.core = obj
         module.compile_log = log
@@ -1056,6 +1070,44 @@ class Session:
         if self._path_maps is not None:
             self._path_maps.close()
             self._path_maps = None
+        if self._cursor is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._cursor[1])
+            os.close(self._cursor[0])
+            self._cursor = None
+        self.chains.clear()
+
+    def cursor_map(self) -> tuple[int, str]:
+        """(fd, pin) of the per-CPU position a run has in a chain described as data."""
+        if self._cursor is None:
+            fd = libbpf.map_create(libbpf.BPF_MAP_TYPE_PERCPU_ARRAY, "bm_cursor", 4, 4, 1)
+            pin = os.path.join(self.pin_dir(), "calls", "bm_cursor")
+            os.makedirs(os.path.dirname(pin), exist_ok=True)
+            try:
+                libbpf.obj_pin(fd, pin)
+            except OSError:
+                os.close(fd)
+                raise
+            self._cursor = (fd, pin)
+        return self._cursor
+
+    def chain(self, name: str, stages=None, type: str | None = None, capacity: int = 16):
+        """The chain NAME described as data: ``stages`` in order, each "MODULE.FUNC" (each stage
+        ends with ``CHAIN_NEXT(ctx, NAME)``); the entry program is NAME_entry.entry. Called again
+        with other stages, it switches to them atomically for the traffic. Without stages: the
+        chain as it is."""
+        from . import chain as chains
+        with self._lock:
+            existing = self.chains.get(name)
+            if stages is None:
+                if existing is None:
+                    raise UsageProblem(f"no chain {name!r} (chains: {', '.join(self.chains) or 'none'})")
+                return existing
+            if existing is None:
+                existing = chains.Chain.create(self, name, type=type, capacity=capacity)
+                self.chains[name] = existing
+            existing.set(stages)
+            return existing
 
     def close(self) -> None:
         if self.closed:

@@ -375,3 +375,105 @@ def test_live_paths_are_counted(session):
     df2 = session.paths("pj", during=lambda: libbpf.test_run(prog.fd, data=b"\xaa" + bytes(63), repeat=5))
     assert dict(zip(df2["path"], df2["runs"])) == {
         "lv.entry ✗ pj[3] empty → parse_eth → parse_ip ✗ pj[5] empty": 5}
+
+
+# ------------------------------------------------------------------ chains as data
+
+STAGES = r"""
+static __always_inline int mark(struct xdp_md *ctx, u8 letter) {
+    u8 *p = (u8 *)(long)ctx->data;
+    if ((void *)(p + 8) > (void *)(long)ctx->data_end) return XDP_ABORTED;
+    u8 n = p[0];
+    if (n == 0) p[1] = letter; else if (n == 1) p[2] = letter; else if (n == 2) p[3] = letter;
+    else if (n == 3) p[4] = letter; else p[5] = letter;
+    p[0] = n + 1;
+    return XDP_PASS;
+}
+int a(struct xdp_md *ctx) { mark(ctx, 'A'); CHAIN_NEXT(ctx, fw); return XDP_PASS; }
+int b(struct xdp_md *ctx) { mark(ctx, 'B'); CHAIN_NEXT(ctx, fw); return XDP_TX; }
+int c(struct xdp_md *ctx) { mark(ctx, 'C'); CHAIN_NEXT(ctx, fw); return XDP_DROP; }
+"""
+
+
+def _order(session) -> bytes:
+    out = session.test_run("fw_entry.entry", data=bytes(64)).data_out
+    return out[1:1 + out[0]]
+
+
+@needs_root
+def test_a_chain_as_data_runs_its_stages_in_order(session):
+    session.load("st", STAGES)
+    ch = session.chain("fw", ["st.a", "st.b", "st.c"])
+    assert _order(session) == b"ABC"
+    assert session.test_run("fw_entry.entry", data=bytes(64)).retval_name == "XDP_DROP"  # the last stage's verdict
+    ch.reorder(["st.c", "st.a"])
+    assert _order(session) == b"CA" and ch.base == 16
+    ch.insert(1, "st.b")
+    assert _order(session) == b"CBA" and ch.base == 0
+    ch.remove("st.c")
+    assert _order(session) == b"BA"
+    df = ch.df()
+    assert list(df["stage"]) == ["st.b", "st.a"] and list(df["runs"]) == [1, 1]
+    assert list(df["runs_in_chain"]) == [4, 5]  # b: ABC twice, CBA, BA; a: ABC twice, CA, CBA, BA
+    assert list(df["slot"]) == ["fw[16]", "fw[17]"]
+    with pytest.raises(Exception, match="does not call CHAIN_NEXT"):
+        session.load("plain", "int p(struct xdp_md *ctx) { return XDP_PASS; }")
+        ch.reorder(["plain.p"])
+    assert _order(session) == b"BA"  # a refused change leaves the chain as it was
+
+
+@needs_root
+def test_reordering_under_traffic_shows_only_whole_orders(session):
+    session.enable_paths()
+    session.load("st", STAGES)
+    ch = session.chain("fw", ["st.a", "st.b", "st.c"])
+    prog = ch.program
+    from bpfmagic import libbpf
+    stop = threading.Event()
+    runs = []
+
+    def traffic():
+        while not stop.is_set():
+            libbpf.test_run(prog.fd, data=bytes(64), repeat=20_000)
+            runs.append(1)
+    t = threading.Thread(target=traffic)
+    t.start()
+
+    def flips():
+        for i in range(60):
+            ch.reorder(["st.c", "st.b", "st.a"] if i % 2 == 0 else ["st.a", "st.b", "st.c"])
+    try:
+        df = session.paths("fw", during=flips)
+    finally:
+        stop.set()
+        t.join()
+    got = dict(zip(df["path"], df["runs"]))
+    whole = {"fw_entry.entry → a → b → c ✗ fw[3] empty", "fw_entry.entry → c → b → a ✗ fw[19] empty"}
+    assert set(got) <= whole, got  # never a mix of the two orders
+    assert set(got) == whole and sum(got.values()) > 1000  # both orders ran, many times
+
+
+@needs_root
+def test_chain_from_a_yaml_file_through_the_magic(tmp_path, capsys):
+    from IPython.testing.globalipapp import get_ipython
+
+    import bpfmagic
+    ip = get_ipython()
+    ip.run_line_magic("load_ext", "bpfmagic")
+    bpfmagic._drop_session()
+    try:
+        ip.run_cell("%%bpf st\n" + STAGES)
+        f = tmp_path / "chain.yaml"
+        f.write_text("chain: fw\ntype: xdp\nstages:\n  - st.b\n  - st.c\n")
+        df = ip.run_line_magic("bpf", f"chain fw --file {f}")
+        assert list(df["stage"]) == ["st.b", "st.c"]
+        assert _order(bpfmagic.session()) == b"BC"
+        f.write_text("stages: [st.c, st.a, st.b]\n")
+        ip.run_line_magic("bpf", f"chain fw --file {f}")
+        assert _order(bpfmagic.session()) == b"CAB"
+        df = ip.run_line_magic("bpf", "chain fw")
+        assert list(df["runs"]) == [1, 1, 1]
+        assert "fw_entry.entry → c → a → b" in capsys.readouterr().out
+    finally:
+        ip.run_line_magic("bpf", "reset")
+        bpfmagic._drop_session()

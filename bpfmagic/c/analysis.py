@@ -515,6 +515,12 @@ def analyse(source: str) -> CellSyntax:
         if fn is None:
             continue
         args = _args(node)
+        if fn.type == "identifier" and _text(fn) == "CHAIN_NEXT" and len(args) == 2 and args[1].type == "identifier":
+            # CHAIN_NEXT(ctx, chain): a stage of a chain described as data (bpfmagic/chain.py) calls the next
+            cell.tail_calls.append(TailCall("chain", _text(args[1]), "CHAIN_NEXT", line_of(node),
+                                            enclosing(node.start_byte), node.start_byte, node.end_byte,
+                                            _text(args[0])))
+            continue
         if fn.type == "identifier" and _text(fn) == "SLOT" and len(args) == 2:
             cell.slot_refs.append(SlotRef(_text(args[0]), _text(args[1]), line_of(node), node.start_byte))
         elif fn.type == "identifier" and _text(fn) in _TAIL_CALL_HELPERS and len(args) == 3:

@@ -20,6 +20,7 @@ COUNTER_PREFIX = "__bm_calls_"
 # the cell, [SITES + base + line] those that fell through; each loaded module gets its own base.
 SITES_MAP = "__bm_sites"
 SITES = 1 << 15
+CURSOR_MAP = "__bm_cursor"  # chains as data: each CPU's position in the chain it runs
 LOST_COUNTER = "__bm_lost"
 # The cell's own file name in what clang compiles for --core (the cell's
 # origin is a label for messages, never a path); messages are relabelled.
@@ -53,7 +54,7 @@ def _slot_defines(cell: CellSyntax, slot_index) -> list[str]:
 
 def bcc_text(cell: CellSyntax, arrays: dict[str, tuple[str, int, str]], slot_index,
              count_calls: bool, sites: tuple[str, int] | None = None,
-             paths: dict | None = None) -> tuple[str, str, ColumnMap]:
+             paths: dict | None = None, cursor: str | None = None) -> tuple[str, str, ColumnMap]:
     """What BCC compiles: (the cell's text, a header BCC force-includes ahead
     of it, the column map). ``arrays``: each session array -> (pin, size,
     counter pin). Every prog array the cell declares is a session array
@@ -81,6 +82,9 @@ def bcc_text(cell: CellSyntax, arrays: dict[str, tuple[str, int, str]], slot_ind
                   f'BPF_TABLE_PINNED("hash", struct __bm_path_key, u64, __bm_pathc, {PATH_COUNTS}, '
                   f'"{pins["bm_pathc"]}");',
                   f'BPF_TABLE_PINNED("array", u32, u32, __bm_pathctl, 1, "{pins["bm_pathctl"]}");']
+    chained = any(t.kind == "chain" for t in cell.tail_calls)
+    if cursor and (chained or cell.uses(CURSOR_MAP)):  # chains as data: the per-CPU position of the run
+        lines.append(f'BPF_TABLE_PINNED("percpu_array", u32, u32, {CURSOR_MAP}, 1, "{cursor}");')
     declared = {a.name for a in cell.arrays}
     # Session arrays the cell uses without declaring: declared in front of its first line
     # of code, on that line (BCC's tables must be declared in the main file).
@@ -107,6 +111,25 @@ def bcc_text(cell: CellSyntax, arrays: dict[str, tuple[str, int, str]], slot_ind
     for decl in cell.arrays:
         if decl.form == "table":
             edits.append((decl.keyword_start, decl.keyword_start + len("BPF_TABLE"), b"_BM_PROGS"))
+    for call in cell.tail_calls:
+        if call.kind == "chain" and call.array in arrays and cursor:
+            # CHAIN_NEXT(ctx, chain): the run's position + 1, counted like any call site
+            counter, size = counter_name(call.array), arrays[call.array][1]
+            bump = f"__bm_v = {counter}.lookup(&__bm_i); if (__bm_v) *__bm_v += 1;" if count_calls else ""
+            path_in = path_out = site_in = site_out = ""
+            if sites is not None and count_calls:
+                site = sites[1] + call.line
+                sbump = f"__bm_v = {SITES_MAP}.lookup(&__bm_i); if (__bm_v) *__bm_v += 1;"
+                site_in, site_out = f" __bm_i = {site}; {sbump}", f" __bm_i = {SITES + site}; {sbump}"
+            if paths and sites is not None:
+                site = sites[1] + call.line
+                path_in, path_out = f" __bm_path_call({call.ctx}, {site}, __bm_k);", f" __bm_path_miss({site});"
+            text = (f"({{ u32 __bm_z = 0; u32 *__bm_c = {CURSOR_MAP}.lookup(&__bm_z); if (__bm_c) {{ "
+                    f"u32 __bm_k = *__bm_c + 1; *__bm_c = __bm_k; u32 __bm_i = __bm_k; u64 *__bm_v; "
+                    f"{bump}{site_in}{path_in} {call.array}.call({call.ctx}, __bm_k); __bm_i = __bm_k + {size}; "
+                    f"{bump}{site_out}{path_out} }} }})")
+            original = data[call.start:call.end]
+            edits.append((call.start, call.end, text.encode() + b"\n" * original.count(b"\n")))
     if count_calls or (paths and sites is not None):
         for call in cell.tail_calls:
             if call.kind != "call" or call.array not in arrays:
@@ -213,7 +236,8 @@ def _percpu_u64_map(name: str, entries: int) -> str:
 
 
 def core_text(cell: CellSyntax, session_arrays: dict[str, int], slot_index, count_calls: bool,
-              count_losses: bool = True, site_base: int | None = None, paths: bool = False) -> str:
+              count_losses: bool = True, site_base: int | None = None, paths: bool = False,
+              cursor: bool = False) -> str:
     """The text clang compiles for a --core cell: the cell's includes first
     (vmlinux.h and libbpf's headers when it has none), then bpfmagic's
     declarations, then the rest of the cell, every line under its own number
@@ -261,6 +285,12 @@ def core_text(cell: CellSyntax, session_arrays: dict[str, int], slot_index, coun
                   "#define __BM_PATH_MISS() __bm_path_miss(__BM_SITE_BASE + __LINE__)"]
     if count_calls or paths:
         block.append(_CORE_COUNTING)
+    if cursor and any(t.kind == "chain" for t in cell.tail_calls):
+        block.append("struct { int (*type)[6]; int (*max_entries)[1]; unsigned int *key; unsigned int *value; } "
+                     f"{CURSOR_MAP} __attribute__((section(\".maps\"), used));")
+        block.append(f"#define CHAIN_NEXT(_c, _n) ({{ unsigned int __bm_z = 0; unsigned int *__bm_c = "
+                     f"((void *(*)(void *, const void *))1)(&{CURSOR_MAP}, &__bm_z); if (__bm_c) {{ "
+                     f"unsigned int __bm_ck = *__bm_c + 1; *__bm_c = __bm_ck; bpf_tail_call(_c, &_n, __bm_ck); }} }})")
     if count_calls:
         if site_base is not None:  # the chain of comparisons starts with the call site's own counter
             if not paths:
