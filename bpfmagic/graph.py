@@ -93,6 +93,7 @@ class ChainGraph:
         self.edges = edges
         self.title = title
         self.stack = stack or {}  # the chain's worst-case stack (chain_stack)
+        self.widths: dict = {}  # (src, dst) -> runs along the edge (live paths): drawn as its width
 
     def edge_set(self, kind: str | None = None) -> set[tuple[str, str]]:
         rows = self.edges if kind is None else self.edges[self.edges["kind"] == kind]
@@ -129,6 +130,11 @@ class ChainGraph:
                 color = "#d93025" if row.missed else ("#9aa0a6" if empty else "#1a73e8")
                 g.node(row.node, label + ("\n(empty)" if empty else ""), shape="ellipse",
                        style="dashed" if empty else "solid", color=color, fontcolor=color if row.missed else "black")
+        top = max(self.widths.values(), default=0)
+
+        def width(src, dst) -> dict:
+            n = self.widths.get((src, dst))
+            return {"penwidth": f"{1 + 5 * n / top:.1f}", "xlabel": f"{n:,} runs"} if n and top else {}
         for row in self.edges.itertuples(index=False):
             if row.kind == "call":
                 variable = row.key == "(var)"
@@ -138,9 +144,10 @@ class ChainGraph:
                     label = f"line {row.line}" if row.line else ""
                     if row.calls is not None and row.calls == row.calls and row.calls:
                         label += f": {int(row.calls):,} calls" + (f", {int(row.missed):,} missed" if row.missed else "")
-                g.edge(row.src, row.dst, label=label, style="dashed" if variable else "solid")
+                g.edge(row.src, row.dst, label=label, style="dashed" if variable else "solid",
+                       **width(row.src, row.dst))
             else:
-                g.edge(row.src, row.dst, label=f"{row.taken:,} taken", color="#1a73e8")
+                g.edge(row.src, row.dst, label=f"{row.taken:,} taken", color="#1a73e8", **width(row.src, row.dst))
         return g
 
     def svg(self) -> str:

@@ -437,7 +437,13 @@ class BpfMagics(Magics):
             return print("paths off: cells loaded from now on run uninstrumented (loaded ones keep recording)")
         if args.misses:
             return s.misses()
-        return s.paths(args.array, seconds=args.seconds)
+        df = s.paths(args.array, seconds=args.seconds)
+        from IPython.display import display
+
+        from .paths import picture
+        if len(df):
+            display(picture(s, df, args.array))  # the chain with edges as wide as the runs along them
+        return df
 
     def _cmd_chain(self, args):
         s = bpfmagic.session()

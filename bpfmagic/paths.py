@@ -247,11 +247,16 @@ def live(session, seconds: float = 1.0, array: str | None = None, during=None):
             counts[old] = counts.get(old, 0) - 1
     counts = {k: n for k, n in counts.items() if n > 0}
     rows = []
+    edges: dict[tuple[str, str], int] = {}  # (program, slot) and (slot, program): runs along them
     for key, n in counts.items():
         entry, hops, _, _ = decode(key)
         hop_rows, text = describe(session, entry, hops)
         if array and not any(r["array"] == array for r in hop_rows):
             continue
+        for r in hop_rows:
+            edges[(r["program"], r["slot"])] = edges.get((r["program"], r["slot"]), 0) + n
+            if r["target"]:
+                edges[(r["slot"], r["target"])] = edges.get((r["slot"], r["target"]), 0) + n
         rows.append({"path": text, "runs": n, "hops": len(hop_rows),
                      "ends": hop_rows[-1]["outcome"] if hop_rows else "no tail call"})
     df = pd.DataFrame(rows, columns=["path", "runs", "hops", "ends"])
@@ -260,7 +265,15 @@ def live(session, seconds: float = 1.0, array: str | None = None, during=None):
     df["share"] = df["runs"] / total if total else 0.0
     df = df.sort_values("runs", ascending=False).reset_index(drop=True)[["path", "runs", "share", "hops", "ends"]]
     df.attrs["seconds"] = None if during is not None else seconds
+    df.attrs["edges"] = edges
     return df
+
+
+def picture(session, df, array: str | None = None):
+    """The chain graph with each edge as wide as the runs that went along it (live paths)."""
+    g = session.graph(array)
+    g.widths = dict(df.attrs.get("edges", {}))
+    return g
 
 
 def _canonical(entry: int, hops) -> bytes:

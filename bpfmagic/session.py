@@ -677,9 +677,9 @@ class Session:
         return paths.live(self, seconds=seconds, array=array, during=during)
 
     def misses(self):
-        """Why tail calls fell through, per call site (line of the cell): calls, missed, and of
-        those the limit (the 33rd call taken already) vs an empty slot. The limit is known only
-        at sites loaded with paths on (else <NA>)."""
+        """Why tail calls fell through, per call site (line of the cell; ``slot`` where its key is
+        a constant): calls, missed, and of those the limit (33 calls taken already) vs an empty
+        slot. The split is known only at sites loaded with paths on (else <NA>)."""
         import pandas as pd
         from .c.instrument import SITES
         rows = []
@@ -690,14 +690,18 @@ class Session:
                 lines = m.source.count("\n") + 2
                 limit = libbpf.percpu_u64_sums(self._sites_fd, lines, start=2 * SITES + m.site_base)
                 counts = self.site_counts(m)
+                from .graph import resolve_key
                 for t in m.syntax.tail_calls:
                     calls, missed = counts.get(t.line, (0, 0))
                     lim = limit[t.line] if m.paths else None
+                    a = self.arrays.get(t.array) if t.array else None
+                    index = resolve_key(a, t.key, m.source) if a is not None and t.kind != "chain" else None
+                    slot = a.label(index) if index is not None and 0 <= index < a.size else None
                     rows.append({"module": m.name, "function": t.function, "line": t.line, "array": t.array,
-                                 "key": t.key, "calls": calls, "taken": calls - missed, "missed": missed,
+                                 "key": t.key, "slot": slot, "calls": calls, "taken": calls - missed, "missed": missed,
                                  "slot_empty": missed - lim if lim is not None else None, "limit_reached": lim})
-        df = pd.DataFrame(rows, columns=["module", "function", "line", "array", "key", "calls", "taken", "missed",
-                                         "slot_empty", "limit_reached"])
+        df = pd.DataFrame(rows, columns=["module", "function", "line", "array", "key", "slot", "calls", "taken",
+                                         "missed", "slot_empty", "limit_reached"])
         for col in ("slot_empty", "limit_reached"):
             df[col] = df[col].astype("Int64")
         return df.drop_duplicates(["module", "line"]).reset_index(drop=True)

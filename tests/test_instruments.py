@@ -313,7 +313,7 @@ def test_a_run_through_a_chain_shows_its_path(session):
     assert r2.path_text == "pc.entry ✗ pj[3] empty → parse_eth → parse_ip ✗ pj[5] empty"
     misses = session.misses().set_index("line")
     assert (misses.loc[10, "missed"], misses.loc[10, "slot_empty"], misses.loc[10, "limit_reached"]) == (2, 2, 0)
-    assert misses.loc[6, "slot_empty"] == 1
+    assert misses.loc[6, "slot_empty"] == 1 and misses.loc[6, "slot"] == "pj[3]"
 
 
 @needs_root
@@ -371,6 +371,12 @@ def test_live_paths_are_counted(session):
     assert got == {"lv.entry → parse_eth → parse_ip ✗ pj[5] empty": 300,  # every run, counted once
                    "lv.entry ✗ pj[3] empty → parse_eth → parse_ip ✗ pj[5] empty": 7}
     assert abs(df["share"].sum() - 1) < 1e-9
+    from bpfmagic.paths import picture
+    g = picture(session, df, "pj")
+    assert g.widths[("lv.entry", "pj[1]")] == 307 and g.widths[("lv.entry", "pj[3]")] == 7
+    assert g.widths[("pj[2]", "lv.parse_ip")] == 307
+    dot = g.dot().source
+    assert "penwidth=6.0" in dot and "307 runs" in dot
     # a second window: the runs left in the records by the first are not counted again
     df2 = session.paths("pj", during=lambda: libbpf.test_run(prog.fd, data=b"\xaa" + bytes(63), repeat=5))
     assert dict(zip(df2["path"], df2["runs"])) == {
