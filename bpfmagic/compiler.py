@@ -285,7 +285,8 @@ VERIFIER_HINTS = {
 # ------------------------------------------------------------ BCC loading
 
 def load_bcc(syntax, origin: str, arrays: dict[str, tuple[str, int, str]], slot_index, cflags: list[str],
-             count_calls: bool, verbose: bool, can_load: bool = True, include_dirs=()):
+             count_calls: bool, verbose: bool, can_load: bool = True, include_dirs=(), sites=None, paths=None,
+             cursor=None):
     """Compile the cell with BCC, instrumented for the session (shared arrays,
     SLOT, call and loss counters); BCC also loads and attaches the functions
     its naming conventions name. Returns (BPF object, what libbcc/clang wrote
@@ -293,7 +294,7 @@ def load_bcc(syntax, origin: str, arrays: dict[str, tuple[str, int, str]], slot_
     errors that point at the cell."""
     from bcc import BPF
 
-    text, header, columns = bcc_text(syntax, arrays, slot_index, count_calls)
+    text, header, columns = bcc_text(syntax, arrays, slot_index, count_calls, sites, paths, cursor)
     debug = 0x10 if verbose else 0  # BCC's DEBUG_BPF_REGISTER_STATE: the full verifier log
     # The header lives in a directory only this process can enter, for the compile only.
     with tempfile.TemporaryDirectory(prefix="bpfmagic-bcc-") as tmp:

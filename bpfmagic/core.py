@@ -20,7 +20,7 @@ import tempfile
 from . import libbpf
 from .attach import Attachment, Target
 from .c import CellSyntax, analyse, core_text
-from .c.instrument import CORE_CELL_FILE, counter_name
+from .c.instrument import CORE_CELL_FILE, SITES_MAP, counter_name
 from .c.records import ring_record_types
 from .compiler import prog_type_name
 from .errors import (
@@ -354,7 +354,7 @@ def _format(fmt: bytes, args: int) -> str:
 
 
 @contextlib.contextmanager
-def libbpf_messages():
+def libbpf_messages(debug_logs: dict | None = None):
     """Collect libbpf's messages (verifier logs included) for the duration of
     the block. libbpf prints through a process-wide callback that libbcc
     replaces with its own, so capturing fd 2 is not enough: install ours, then
@@ -365,6 +365,12 @@ def libbpf_messages():
     def collect(level, fmt, args):
         if level <= 1:  # LIBBPF_WARN, LIBBPF_INFO; not DEBUG
             chunks.append(_format(fmt, args))
+        elif debug_logs is not None and fmt and b"BEGIN PROG LOAD LOG" in fmt:
+            # A program's log after a successful load (libbpf prints it at DEBUG level).
+            m = re.search(r"prog '(\w+)': -- BEGIN PROG LOAD LOG --\n(.*)-- END PROG LOAD LOG --",
+                          _format(fmt, args), re.S)
+            if m:
+                debug_logs[m[1]] = m[2]
         return 0
 
     callback = _PRINT_FN(collect)
@@ -437,6 +443,7 @@ class CoreObject:
         self.ptr = ptr
         self.name = name
         self.hidden: set[str] = set()  # bpfmagic's own maps (call counters)
+        self.verifier_logs: dict[str, str] = {}  # program -> the verifier's statistics (log level 4)
 
     def _iter(self, next_fn):
         item = None
@@ -474,14 +481,18 @@ class CoreObject:
             # reuse_fd renames the map after the kernel's name: remember it to keep it out of tables()
             self.hidden.add(_lib().bpf_map__name(m).decode())
 
-    def load(self, origin: str, source: str, verbose: bool = False) -> str:
-        """Load every program; returns what libbpf said (the verifier log with -v)."""
+    def load(self, origin: str, source: str, verbose: bool = False, stats: bool = False) -> str:
+        """Load every program; returns what libbpf said (the verifier log with -v).
+        ``stats``: ask each program's verification for its statistics (log level 4);
+        a failure then raises _RetryWithoutStats (the log has no reason in it)."""
         lib = _lib()
-        if verbose:
+        if verbose or stats:
             for prog in self.programs().values():
-                lib.bpf_program__set_log_level(prog, 2)
-        with libbpf_messages() as log:
+                lib.bpf_program__set_log_level(prog, (2 if verbose else 0) | (4 if stats else 0))
+        with libbpf_messages(self.verifier_logs) as log:
             ret = lib.bpf_object__load(self.ptr)
+        if ret < 0 and stats:
+            raise _RetryWithoutStats()
         if ret < 0:
             untyped = re.search(r"prog '(\w+)': missing BPF prog type", log[0])
             legacy = untyped and _legacy_section_hint(self.section(self.programs()[untyped[1]]))
@@ -527,6 +538,10 @@ class CoreObject:
         if self.ptr:
             _lib().bpf_object__close(self.ptr)
             self.ptr = None
+
+
+class _RetryWithoutStats(Exception):
+    """A load with log level 4 failed: its log lacks the reason; load again without it."""
 
 
 # Section names libbpf 0.x took with a suffix that libbpf 1.x refuses, and what to write instead.
@@ -596,7 +611,8 @@ def _verifier_error(name: str, log: str, errno_: int, origin: str, source: str) 
 
 def load_object(name: str, syntax: CellSyntax, origin: str, cflags: list[str], slot_index, file: str | None,
                 arrays: dict, count_calls: bool, verbose: bool, needs: dict[str, str],
-                slotted: list, initial_globals: dict | None = None) -> tuple[CoreObject, str]:
+                slotted: list, initial_globals: dict | None = None, sites=None,
+                paths=None, cursor=None) -> tuple[CoreObject, str]:
     """Compile a --core cell and load it: clang against vmlinux.h, then libbpf
     with the session's arrays (and their call counters) reusing the session's
     map fds. ``needs``: function -> the program type its -a target needs;
@@ -605,11 +621,26 @@ def load_object(name: str, syntax: CellSyntax, origin: str, cflags: list[str], s
     ``initial_globals``: values written into the object's sections before load
     (.rodata included). Returns the loaded object and what clang and libbpf said."""
     source = syntax.source
-    text = core_text(syntax, {n: a.size for n, a in arrays.items()}, slot_index, count_calls)
+    # sites: (fd, base) of the session's per-call-site counters
+    text = core_text(syntax, {n: a.size for n, a in arrays.items()}, slot_index, count_calls,
+                     site_base=sites[1] if sites else None, paths=paths is not None, cursor=cursor is not None)
     text = keep_ring_types(text, source)  # record types of rings get BTF: the stream reads their layout
     include_dirs = [os.path.dirname(os.path.abspath(file))] if file else []
     obj_bytes, warnings_text = compile_object(text, source, origin, cflags, include_dirs,
                                               vmlinux_first=syntax.starts_with_vmlinux)
+    try:
+        return _open_and_load(name, syntax, origin, obj_bytes, arrays, needs, slotted, initial_globals,
+                              verbose, warnings_text, stats=True, sites=sites, paths=paths,
+                              cursor=cursor)
+    except _RetryWithoutStats:
+        return _open_and_load(name, syntax, origin, obj_bytes, arrays, needs, slotted, initial_globals,
+                              verbose, warnings_text, stats=False, sites=sites, paths=paths,
+                              cursor=cursor)
+
+
+def _open_and_load(name, syntax, origin, obj_bytes, arrays, needs, slotted, initial_globals, verbose,
+                   warnings_text, stats: bool, sites=None, paths=None, cursor=None):
+    source = syntax.source
     obj = CoreObject(name, obj_bytes)
     try:
         maps = obj.maps()
@@ -626,6 +657,15 @@ def load_object(name: str, syntax: CellSyntax, origin: str, cflags: list[str], s
                 obj.reuse(array_name, array.fd)
             if counter_name(array_name) in maps:
                 obj.reuse(counter_name(array_name), array.counter_fd)
+        if sites and SITES_MAP in maps:
+            obj.reuse(SITES_MAP, sites[0])
+        if cursor is not None and "__bm_cursor" in maps:
+            obj.reuse("__bm_cursor", cursor)
+        if paths is not None:
+            for map_name, fd in (("__bm_path", paths.rec_fd), ("__bm_pathc", paths.counts_fd),
+                                 ("__bm_pathctl", paths.ctl_fd)):
+                if map_name in maps:
+                    obj.reuse(map_name, fd)
         progs = obj.programs()
         check_sections(obj)
 
@@ -646,7 +686,7 @@ def load_object(name: str, syntax: CellSyntax, origin: str, cflags: list[str], s
         if initial_globals:
             from .globals import set_initial
             set_initial(obj, initial_globals)
-        log = obj.load(origin, source, verbose)
+        log = obj.load(origin, source, verbose, stats=stats)
     except BaseException:
         obj.close()
         raise

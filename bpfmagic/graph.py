@@ -14,18 +14,24 @@ import shutil
 from dataclasses import dataclass
 
 from .c import analyse
-from .c.analysis import _parser, _unconditional_defines, constant_value
+from .c.analysis import _parser, constant_value, file_constants
 from .progarray import slot_counts
 
 NODE_COLUMNS = ["node", "kind", "program", "type", "array", "index", "key", "run_cnt", "avg_ns",
-                "calls", "taken", "missed"]
-EDGE_COLUMNS = ["src", "dst", "kind", "array", "index", "key", "calls", "taken", "missed"]
+                "calls", "taken", "missed", "insns_processed", "stack"]
+# A call edge counts the calls made at its call site (line of the cell) when the site's
+# counters know (a constant key reaches one slot); a variable key's edges to the slots it
+# may reach carry no split (calls <NA>), the site's own totals are in site_calls/site_missed.
+EDGE_COLUMNS = ["src", "dst", "kind", "array", "index", "key", "calls", "taken", "missed", "line",
+                "site_calls", "site_missed"]
+WIDE = 6  # chains with more programs than this are laid out top to bottom (a notebook is ~950 px wide)
 
 @dataclass
 class CallSite:
     function: str
     array: str
     key: str  # the key expression as written
+    line: int = 0  # the cell's line
 
 
 def call_sites(source: str) -> list[CallSite]:
@@ -33,8 +39,27 @@ def call_sites(source: str) -> list[CallSite]:
     in, the array and the key expression (``ARRAY.call(ctx, KEY)``,
     ``bpf_tail_call(ctx, &ARRAY, KEY)``, ``bpf_tail_call_static``, through a
     map-pointer variable), read on the syntax tree."""
-    return [CallSite(t.function, t.array, t.key) for t in analyse(source).tail_calls
+    return [CallSite(t.function, t.array, t.key, t.line) for t in analyse(source).tail_calls
             if t.function and t.array]
+
+
+def _callers(cell, function: str) -> set[str]:
+    """The functions of the cell that call FUNCTION (a BPF-to-BPF call or an inlined
+    helper), directly or through others: a tail call in a subprogram is made by them."""
+    spans = [(f.start, f.end, f.name) for f in cell.functions.values()]
+    out: set[str] = set()
+    todo = [function]
+    while todo:
+        name = todo.pop()
+        for node in cell._identifiers.get(name, ()):
+            parent = node.parent
+            if parent is None or parent.type != "call_expression" or parent.child_by_field_name("function") != node:
+                continue  # a name used otherwise (SLOT(jt, parse_ip), a pointer) is no call
+            for start, end, caller in spans:
+                if start <= node.start_byte < end and caller != name and caller not in out:
+                    out.add(caller)
+                    todo.append(caller)
+    return out
 
 
 def resolve_key(array, key: str, source: str) -> int | None:
@@ -56,18 +81,19 @@ def resolve_key(array, key: str, source: str) -> int | None:
             except Exception:
                 return None
         return None
-    defines = _unconditional_defines(_parser().parse(source.encode()).root_node)
-    return constant_value(value, defines)
+    return constant_value(value, file_constants(source))  # numbers, #defines, enum constants
 
 
 class ChainGraph:
     """Nodes and edges of the session's tail-call chains, as DataFrames, and
     as a Graphviz picture in Jupyter."""
 
-    def __init__(self, nodes, edges, title: str = ""):
+    def __init__(self, nodes, edges, title: str = "", stack=None):
         self.nodes = nodes
         self.edges = edges
         self.title = title
+        self.stack = stack or {}  # the chain's worst-case stack (chain_stack)
+        self.widths: dict = {}  # (src, dst) -> runs along the edge (live paths): drawn as its width
 
     def edge_set(self, kind: str | None = None) -> set[tuple[str, str]]:
         rows = self.edges if kind is None else self.edges[self.edges["kind"] == kind]
@@ -77,8 +103,12 @@ class ChainGraph:
         """graphviz.Digraph of the chain."""
         import graphviz
 
-        g = graphviz.Digraph("chain", graph_attr={"rankdir": "LR", "fontsize": "10", "label": self.title,
-                                                  "labelloc": "t"},
+        programs = int((self.nodes["kind"] == "program").sum()) if len(self.nodes) else 0
+        title = self.title + (f"\n{stack_summary(self.stack)}" if self.stack.get("worst") is not None else "")
+        # Fit a notebook's output (about 950 px): a long chain goes top to bottom, and
+        # anything still wider is scaled down to 9.5 inches (at 96 px per inch).
+        g = graphviz.Digraph("chain", graph_attr={"rankdir": "TB" if programs > WIDE else "LR", "fontsize": "10",
+                                                  "label": title, "labelloc": "t", "size": "9.5,40"},
                              node_attr={"fontname": "Helvetica", "fontsize": "10"},
                              edge_attr={"fontname": "Helvetica", "fontsize": "9"})
         for row in self.nodes.itertuples(index=False):
@@ -89,6 +119,8 @@ class ChainGraph:
                     lines.append(f"{row.run_cnt:,} runs{avg}")
                 if row.taken:
                     lines.append(f"{row.taken:,} tail calls in")
+                if row.insns_processed is not None and row.insns_processed == row.insns_processed:
+                    lines.append(f"verifier: {int(row.insns_processed):,} insns, stack {row.stack} B")
                 g.node(row.node, "\n".join(lines), shape="box", style="rounded,filled", fillcolor="#e8f0fe")
             else:
                 label = row.node + f"\n{row.calls:,} calls"
@@ -98,12 +130,24 @@ class ChainGraph:
                 color = "#d93025" if row.missed else ("#9aa0a6" if empty else "#1a73e8")
                 g.node(row.node, label + ("\n(empty)" if empty else ""), shape="ellipse",
                        style="dashed" if empty else "solid", color=color, fontcolor=color if row.missed else "black")
+        top = max(self.widths.values(), default=0)
+
+        def width(src, dst) -> dict:
+            n = self.widths.get((src, dst))
+            return {"penwidth": f"{1 + 5 * n / top:.1f}", "xlabel": f"{n:,} runs"} if n and top else {}
         for row in self.edges.itertuples(index=False):
             if row.kind == "call":
                 variable = row.key == "(var)"
-                g.edge(row.src, row.dst, label="var" if variable else "", style="dashed" if variable else "solid")
+                if variable:
+                    label = "var"
+                else:
+                    label = f"line {row.line}" if row.line else ""
+                    if row.calls is not None and row.calls == row.calls and row.calls:
+                        label += f": {int(row.calls):,} calls" + (f", {int(row.missed):,} missed" if row.missed else "")
+                g.edge(row.src, row.dst, label=label, style="dashed" if variable else "solid",
+                       **width(row.src, row.dst))
             else:
-                g.edge(row.src, row.dst, label=f"{row.taken:,} taken", color="#1a73e8")
+                g.edge(row.src, row.dst, label=f"{row.taken:,} taken", color="#1a73e8", **width(row.src, row.dst))
         return g
 
     def svg(self) -> str:
@@ -127,6 +171,8 @@ class ChainGraph:
             return "<ChainGraph: no tail calls or slots>"
         lines = [f"{r.src} -> {r.dst}" + (f"  ({r.taken} taken)" if r.kind == "slot" else "")
                  for r in self.edges.itertuples(index=False)]
+        if self.stack.get("worst") is not None:
+            lines.append(stack_summary(self.stack))
         return "<ChainGraph\n  " + "\n  ".join(lines) + "\n>"
 
 
@@ -138,6 +184,7 @@ def graph(session, array: str | None = None) -> ChainGraph:
 
     nodes: dict[str, dict] = {}
     edges: list[dict] = []
+    verifier: dict = {}
     with session._lock:
         arrays = [session.array(array)] if array else list(session.arrays.values())
         names = {a.name for a in arrays}
@@ -150,10 +197,13 @@ def graph(session, array: str | None = None) -> ChainGraph:
                 run_cnt, run_time = int(info.get("run_cnt", 0)), int(info.get("run_time_ns", 0))
                 credited = [cm for a in arrays for cm in a.credited(p, counts).values()]
                 calls, missed = sum(c for c, _ in credited), sum(m for _, m in credited)
+                v = p.verifier
                 nodes[p.qualname] = {"node": p.qualname, "kind": "program", "program": p.qualname, "type": p.type,
                                      "array": None, "index": None, "key": None, "run_cnt": run_cnt,
                                      "avg_ns": round(run_time / run_cnt, 1) if run_cnt else None,
-                                     "calls": calls, "taken": calls - missed, "missed": missed}
+                                     "calls": calls, "taken": calls - missed, "missed": missed,
+                                     "insns_processed": v.insns_processed, "stack": v.stack}
+                verifier[p.qualname] = v
             return p.qualname
 
         def slot_node(a, index):
@@ -174,19 +224,25 @@ def graph(session, array: str | None = None) -> ChainGraph:
             return sorted(set(a.entries) | set(a.names.values()) | called(a))
 
         sites_by_module = {m.name: call_sites(m.source) for m in session.modules.values()}
-        defines_by_module = {m.name: m.source
-                             for m in session.modules.values()}
+        site_counts = {m.name: session.site_counts(m) for m in session.modules.values()}
         for p in programs:
             for site in sites_by_module.get(p.module.name, []):
-                if site.function != p.name or site.array not in names:
+                if site.array not in names or (site.function != p.name and
+                                               p.name not in _callers(p.module.syntax, site.function)):
                     continue
                 a = session.arrays[site.array]
-                index = resolve_key(a, site.key, defines_by_module[p.module.name])
+                index = resolve_key(a, site.key, p.module.source)
                 targets = [index] if index is not None and 0 <= index < a.size else interesting(a)
+                at_site = site_counts[p.module.name].get(site.line)
                 for target in targets:
+                    if at_site is None:  # no per-site counters (counting off): the slot's own
+                        mine = counts.get((a.name, target), (0, 0)) if index is not None else (None, None)
+                    else:
+                        mine = at_site if index is not None else (None, None)
                     edge = _edge(program_node(p), slot_node(a, target), "call", a, target,
-                                 a.key_name(target) if index is not None else "(var)",
-                                 counts.get((a.name, target), (0, 0)))
+                                 a.key_name(target) if index is not None else "(var)", mine)
+                    edge.update(line=site.line, site_calls=at_site[0] if at_site else None,
+                                site_missed=at_site[1] if at_site else None)
                     if edge not in edges:
                         edges.append(edge)
         for a in arrays:
@@ -198,11 +254,74 @@ def graph(session, array: str | None = None) -> ChainGraph:
                 slot_node(a, index)
     node_df = pd.DataFrame(list(nodes.values()), columns=NODE_COLUMNS)
     edge_df = pd.DataFrame(edges, columns=EDGE_COLUMNS)
+    for col in ("calls", "taken", "missed", "line", "site_calls", "site_missed"):
+        edge_df[col] = edge_df[col].astype("Int64")
+    for col in ("insns_processed", "stack", "index"):
+        node_df[col] = node_df[col].astype("Int64")
     title = f"tail-call chain: {', '.join(sorted(names)) or 'no arrays'}"
-    return ChainGraph(node_df, edge_df, title)
+    return ChainGraph(node_df, edge_df, title, chain_stack(edge_df, verifier))
 
 
 def _edge(src, dst, kind, array, index, key, calls_missed):
     calls, missed = calls_missed
     return {"src": src, "dst": dst, "kind": kind, "array": array.name, "index": index, "key": key,
-            "calls": calls, "taken": calls - missed, "missed": missed}
+            "calls": calls, "taken": calls - missed if calls is not None else None, "missed": missed,
+            "line": None, "site_calls": None, "site_missed": None}
+
+
+def chain_stack(edges, verifier: dict) -> dict:
+    """The worst-case stack along the chain's tail calls and BPF-to-BPF calls.
+
+    A tail call replaces the frame it is made from; when it is made from a
+    subprogram (a program that mixes BPF-to-BPF calls and tail calls), the
+    frames of the callers above it stay. Counted conservatively: a program with
+    subprograms keeps all of its frames across its tail calls, one without keeps
+    none; the chain's last program adds its own deepest stack. Walks of up to 33
+    tail calls (the kernel's limit) are considered, cycles included. The rules
+    checked: each frame of a mixing program under 256 bytes (the verifier
+    refuses a tail call below 256 bytes of frames), and the whole under
+    256 B x 33 = 8448 bytes ("8 KB")."""
+    from .verifier import CHAIN_STACK_LIMIT, MAX_TAIL_CALL_CNT, MIXED_FRAME_LIMIT
+    nxt: dict[str, set[str]] = {}
+    calls = edges[edges["kind"] == "call"]
+    slots = edges[edges["kind"] == "slot"]
+    held_by_slot: dict[str, set[str]] = {}
+    for r in slots.itertuples(index=False):
+        held_by_slot.setdefault(r.src, set()).add(r.dst)
+    for r in calls.itertuples(index=False):
+        nxt.setdefault(r.src, set()).update(held_by_slot.get(r.dst, set()))
+    own = {p: (v.stack or 0) for p, v in verifier.items()}
+    mixing = {p for p, v in verifier.items() if len(v.stack_depths) > 1 and nxt.get(p)}
+    held = {p: (own[p] if p in mixing else 0) for p in verifier}
+    best = dict(own)  # the deepest stack of a walk starting at p with no tail call left
+    via: dict[str, str | None] = {p: None for p in verifier}
+    for _ in range(MAX_TAIL_CALL_CNT):
+        new, new_via = {}, {}
+        for p in verifier:
+            options = [(held[p] + best[q], q) for q in nxt.get(p, ()) if q in best]
+            top = max(options, default=(own[p], None))
+            new[p], new_via[p] = (top if top[0] > own[p] else (own[p], None))
+        if new == best:
+            break
+        best, via = new, new_via
+    if not best:
+        return {}
+    start = max(best, key=best.get)
+    frames_over = [f"{p}: frame of {d} B" for p in sorted(mixing) for d in verifier[p].stack_depths
+                   if d >= MIXED_FRAME_LIMIT]
+    worst = best[start]
+    return {"worst": worst, "from": start, "limit": CHAIN_STACK_LIMIT, "frame_limit": MIXED_FRAME_LIMIT,
+            "mixing": sorted(mixing), "over_frame_limit": frames_over, "ok": worst <= CHAIN_STACK_LIMIT and
+            not frames_over}
+
+
+def stack_summary(stack: dict) -> str:
+    if not stack or stack.get("worst") is None:
+        return "stack: unknown"
+    text = (f"worst-case stack {stack['worst']} B (from {stack['from']}) of {stack['limit']} B "
+            f"(256 B x 33)")
+    if stack["mixing"]:
+        text += f"; mixing BPF-to-BPF and tail calls: {', '.join(stack['mixing'])}"
+    if stack["over_frame_limit"]:
+        text += f"; over 256 B per frame: {', '.join(stack['over_frame_limit'])}"
+    return text

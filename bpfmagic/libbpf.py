@@ -118,6 +118,12 @@ def map_create_prog_array(name: str, size: int) -> int:
     return _check(fd, f"create prog array {name}")
 
 
+def map_create(map_type: int, name: str, key_size: int, value_size: int, entries: int) -> int:
+    opts = MapCreateOpts(sz=ct.sizeof(MapCreateOpts))
+    fd = lib().bpf_map_create(map_type, name[:15].encode(), key_size, value_size, entries, ct.byref(opts))
+    return _check(fd, f"create map {name}")
+
+
 def map_create_percpu_u64_array(name: str, size: int) -> int:
     opts = MapCreateOpts(sz=ct.sizeof(MapCreateOpts))
     fd = lib().bpf_map_create(BPF_MAP_TYPE_PERCPU_ARRAY, name[:15].encode(), 4, 8, size, ct.byref(opts))
@@ -128,20 +134,32 @@ def num_possible_cpus() -> int:
     return _check(lib().libbpf_num_possible_cpus(), "count possible CPUs")
 
 
-def percpu_u64_sums(fd: int, size: int) -> list[int]:
-    """Sum over CPUs of every u64 value of a per-CPU array, one batch call."""
+def percpu_u64_sums(fd: int, size: int, start: int = 0) -> list[int]:
+    """Sum over CPUs of the u64 values at keys start..start+size-1 of a per-CPU array, one batch call."""
     ncpu = num_possible_cpus()
     keys = (ct.c_uint32 * size)()
     values = (ct.c_uint64 * (size * ncpu))()
     count = ct.c_uint32(size)
     out_batch = ct.c_uint32(0)
-    ret = lib().bpf_map_lookup_batch(fd, None, ct.byref(out_batch), keys, values, ct.byref(count), None)
+    # in_batch is the key before the first one read (the kernel continues after it)
+    in_batch = ct.byref(ct.c_uint32(start - 1)) if start else None
+    ret = lib().bpf_map_lookup_batch(fd, in_batch, ct.byref(out_batch), keys, values, ct.byref(count), None)
     if ret < 0 and -ret != _errno.ENOENT and ct.get_errno() != _errno.ENOENT:
         _check(ret, "read per-CPU array")
     sums = [0] * size
     for i in range(count.value):
-        sums[keys[i]] = sum(values[i * ncpu:(i + 1) * ncpu])
+        if start <= keys[i] < start + size:
+            sums[keys[i] - start] = sum(values[i * ncpu:(i + 1) * ncpu])
     return sums
+
+
+def calls_and_missed(fd: int, size: int) -> tuple[list[int], list[int]]:
+    """(calls, missed) of a counter array laid out [calls x size, missed x size]:
+    the missed half is read first, so every miss counted had its call (bumped
+    before it) counted too, and no snapshot shows more missed than calls."""
+    missed = percpu_u64_sums(fd, size, start=size)
+    calls = percpu_u64_sums(fd, size)
+    return calls, missed
 
 
 def percpu_u64_sum(fd: int, key: int) -> int:

@@ -119,6 +119,7 @@ def _line_parsers() -> dict[str, MagicArgumentParser]:
                                                   "{pkt.hex()} passes a Python value")
     p.add_argument("--ctx", metavar="HEX", help="context in: xdp_md/__sk_buff bytes, or raw_tp u64 args")
     p.add_argument("--type", help="load FUNC as this program type (default: what its context parameter implies)")
+    p.add_argument("--path", action="store_true", help="the way the run went through the chain (paths on)")
     p = parser("globals", "a --core module's global variables (.bss, .data, .rodata): name, section, type, value")
     p.add_argument("module")
     p = parser("stats", "per-program run_cnt, run_time_ns, avg_ns, tail calls in, missed")
@@ -161,6 +162,28 @@ def _line_parsers() -> dict[str, MagicArgumentParser]:
     p.add_argument("--older", action="store_true",
                    help="also lines printed before this session began (left unread in trace_pipe)")
     parser("streams", "every stream: kind, events, rows kept, dropped, lost, max_rows")
+    p = parser("paths", "the way runs go through a chain: --on/--off for cells loaded from now on; "
+                        "ARRAY: the distinct live paths with counts; --misses: why calls fell through")
+    p.add_argument("array", nargs="?")
+    onoff = p.add_mutually_exclusive_group()
+    onoff.add_argument("--on", action="store_true", help="record paths in cells loaded from now on")
+    onoff.add_argument("--off", action="store_true", help="cells loaded from now on run uninstrumented")
+    p.add_argument("--seconds", type=float, default=1.0, metavar="S", help="collect live paths for S seconds")
+    p.add_argument("--misses", action="store_true",
+                   help="per call site: calls, missed, and of those slot empty vs limit reached")
+    p = parser("chain", "a chain described as data: --file chain.yaml (stages: [MODULE.FUNC, ...]) makes it or "
+                        "switches it to the file's order atomically; without --file, its stages with run counts")
+    p.add_argument("name")
+    p.add_argument("--file", metavar="YAML", help="stages: the chain's MODULE.FUNC in order (type:, capacity: optional)")
+    p.add_argument("--stages", metavar="M.F,M.F", help="the stages in order, instead of a file")
+    p = parser("dump", "a program's code: translated BPF (bpftool) or the JIT's x86 (capstone), with the cell's "
+                       "source lines and each tail-call site marked")
+    p.add_argument("program", metavar="MODULE.FUNC")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--xlated", action="store_true", help="the BPF the kernel runs, after its rewrites (default)")
+    mode.add_argument("--jited", action="store_true", help="the JIT's x86-64 code (patched jumps of tail calls)")
+    p.add_argument("--source", action="store_true", help="interleave the cell's source lines (the default)")
+    p.add_argument("--no-source", action="store_true", help="the code alone")
     return parsers
 
 
@@ -230,7 +253,7 @@ class BpfMagics(Magics):
             %bpf unload NAME                          detach and free a module
             %bpf reset                                free everything
             %bpf doctor                               environment report with fixes
-            %bpf run MODULE.FUNC [--repeat N] [--data HEX] [--ctx HEX] [--type T]
+            %bpf run MODULE.FUNC [--repeat N] [--data HEX] [--ctx HEX] [--type T] [--path]
                                                       BPF_PROG_TEST_RUN: retval, ns/run, data out
             %bpf globals MODULE                       a --core module's global variables: name, section, type, value
             %bpf stats [--on|--off]                   per-program runs, avg ns, tail calls in, missed
@@ -244,6 +267,11 @@ class BpfMagics(Magics):
                                                       any map as a DataFrame (per-CPU: a column per CPU)
             %bpf trace [--seconds S] [--lines N] [--grep RE] [--older]   bpf_trace_printk lines (ts, cpu, pid, comm, msg)
             %bpf streams                              every stream with its counters
+            %bpf paths --on|--off                     record paths in cells loaded from now on (off by default)
+            %bpf paths [ARRAY] [--seconds S]          distinct live paths with runs and shares
+            %bpf paths --misses                       per call site: missed split into slot empty / limit reached
+            %bpf chain NAME [--file chain.yaml | --stages M.F,M.F]   a chain as data: stages, atomic reorder, run counts
+            %bpf dump MODULE.FUNC [--xlated|--jited] [--source|--no-source]   the code, source lines, tail calls marked
 
         Streams keep at most ``BpfMagics.max_rows`` rows each (``%config
         BpfMagics.max_rows = N``; per stream: ``stream.max_rows = N``).
@@ -340,11 +368,13 @@ class BpfMagics(Magics):
         print(_describe_array(array))
 
     def _cmd_unload(self, args):
-        bpfmagic.session().unload(args.name)
+        emptied = bpfmagic.session().unload(args.name)
         value = self.shell.user_ns.get(args.name)
         if isinstance(value, bpfmagic.Module):
             del self.shell.user_ns[args.name]
         print(f"unloaded {args.name}")
+        if emptied:
+            print(f"slots emptied (tail calls into them fall through now): {', '.join(emptied)}")
 
     def _cmd_reset(self, args):
         s = bpfmagic.session()
@@ -360,8 +390,11 @@ class BpfMagics(Magics):
         return doctor.report()
 
     def _cmd_run(self, args):
-        return bpfmagic.session().test_run(args.program, data=args.data, ctx=args.ctx, repeat=args.repeat,
-                                           type=args.type)
+        result = bpfmagic.session().test_run(args.program, data=args.data, ctx=args.ctx, repeat=args.repeat,
+                                             type=args.type, path=args.path)
+        if args.path:
+            print(result.path_text)
+        return result
 
     def _cmd_globals(self, args):
         return bpfmagic.session().module(args.module).globals.df()
@@ -424,6 +457,41 @@ class BpfMagics(Magics):
     def _cmd_streams(self, args):
         return bpfmagic.session().streams.summary()
 
+    def _cmd_paths(self, args):
+        s = bpfmagic.session()
+        if args.on:
+            s.enable_paths()
+            return print("paths on: cells loaded from now on record each run's way through the chain")
+        if args.off:
+            s.disable_paths()
+            return print("paths off: cells loaded from now on run uninstrumented (loaded ones keep recording)")
+        if args.misses:
+            return s.misses()
+        df = s.paths(args.array, seconds=args.seconds)
+        from IPython.display import display
+
+        from .paths import picture
+        if len(df):
+            display(picture(s, df, args.array))  # the chain with edges as wide as the runs along them
+        return df
+
+    def _cmd_chain(self, args):
+        s = bpfmagic.session()
+        if args.file:
+            from .chain import load_file
+            chain = load_file(s, args.name, args.file)
+            print(chain)
+        elif args.stages:
+            chain = s.chain(args.name, [x.strip() for x in args.stages.split(",") if x.strip()])
+            print(chain)
+        else:
+            chain = s.chain(args.name)
+        return chain.df()
+
+    def _cmd_dump(self, args):
+        program = bpfmagic.session().program(args.program)
+        print(program.dump("jited" if args.jited else "xlated", source=not args.no_source))
+
 
 def _is_stream(session, name: str) -> bool:
     """NAME names an event stream (else, perhaps, a map)."""
@@ -481,7 +549,8 @@ def _summary(module) -> str:
         text += f" | new slot names: {', '.join(module.new_slot_names)}"
     if tables:
         text += f" | tables: {', '.join(tables)}"
-    return "\n".join([text, *(f"note: {n}" for n in module.notes)])
+    # what the re-run did to slots the old version held, then anything else the cell should say
+    return "\n".join([text, *module.slot_notes, *(f"note: {n}" for n in module.notes)])
 
 
 # ------------------------------------------------------------ registration

@@ -92,17 +92,17 @@ class ProgArray:
 
     def call_counts(self) -> tuple[list[int], list[int]]:
         """(calls, missed) per index, summed over CPUs."""
-        # One batch read: exact once traffic stops; while programs run, a call
-        # still in flight may show as taken for a moment.
-        sums = libbpf.percpu_u64_sums(self.counter_fd, 2 * self.size)
-        return sums[: self.size], sums[self.size:]
+        # Missed first, then calls (libbpf.calls_and_missed): numbers read together agree.
+        # While programs run, a call still in flight may show as taken for a moment.
+        return libbpf.calls_and_missed(self.counter_fd, self.size)
 
     def counts_at(self, index: int) -> tuple[int, int]:
         """(calls, missed) at one index since the array was created."""
         if self.counter_fd < 0:
             return 0, 0
-        return (libbpf.percpu_u64_sum(self.counter_fd, index),
-                libbpf.percpu_u64_sum(self.counter_fd, self.size + index))
+        missed = libbpf.percpu_u64_sum(self.counter_fd, self.size + index)  # missed first: see call_counts
+        calls = libbpf.percpu_u64_sum(self.counter_fd, index)
+        return calls, missed
 
     def credited(self, program, counts: dict | None = None) -> dict[int, tuple[int, int]]:
         """index -> (calls, missed) into this array's slots while PROGRAM sat in

@@ -49,6 +49,8 @@ _serials = itertools.count(1)
 # is reached by a tail call.
 SLOT_COLUMNS = ["array", "index", "key", "program", "type", "prog_id", "calls", "taken", "missed",
                 "run_cnt", "run_time_ns"]
+LS_COLUMNS = ["module", "function", "type", "prog_id", "attached", "slots", "tables", "insns_processed",
+              "states", "verify_us", "stack"]
 
 
 def parse_slot_spec(spec: str) -> tuple[str, str]:
@@ -67,6 +69,20 @@ class Program:
     name: str
     type: str
     fd: int
+    verifier_log: str = ""  # the verifier's statistics lines (log level 4) from the load
+
+    @property
+    def verifier(self):
+        """The verifier's cost: instructions processed (of the 1,000,000 limit), states,
+        verification time, stack depth per subprogram (verifier.VerifierStats)."""
+        from .verifier import stats_of
+        return stats_of(self)
+
+    def dump(self, mode: str = "xlated", source: bool = True) -> str:
+        """The program's code: ``xlated`` (the BPF the kernel runs) or ``jited`` (x86), with the
+        cell's source lines interleaved (BTF line info) and tail-call sites marked."""
+        from .dump import dump
+        return dump(self, mode=mode, source=source)
 
     @property
     def qualname(self) -> str:
@@ -112,6 +128,9 @@ class Module:
         self.core = None  # core.CoreObject of a --core module (then bpf is None)
         self.new_slot_names: list[str] = []  # "array[name]=index" this cell named first (a typo shows here)
         self.notes: list[str] = []  # what the cell should say besides its summary
+        self.site_base: int | None = None  # this module's call-site counters: Session.site_counts
+        self.paths = False  # loaded with path recording
+        self.slot_notes: list[str] = []  # what a re-run did to slots the old version held (refilled / emptied)
         self.closed = False
 
     # -- contents
@@ -220,6 +239,14 @@ class Session:
         self._serial = next(_serials)
         self._pin_dir: str | None = None
         self._stats_fd: int | None = None
+        self._sites_fd: int | None = None  # per call site counters (site_counts), made on first use
+        self._sites_pin = ""
+        self._next_site = 0
+        self._site_owners: list = []  # (base, lines, syntax, module name) of every load with site ids
+        self._path_maps = None  # paths.PathMaps once enable_paths() ran
+        self._cursor: tuple[int, str] | None = None  # (fd, pin) of chains' per-CPU position (chain.py)
+        self.chains: dict = {}  # name -> chain.Chain
+        self.paths_enabled = False
         self.closed = False
         # Extension points: callables run with a Module after it is switched in / before it is freed.
         self.on_load: list = []
@@ -408,7 +435,7 @@ class Session:
         if globals and not core:
             raise UsageProblem("globals= (--set) sets global variables of --core cells; BCC has no such globals")
         req = _LoadRequest(name, source, origin, attach_specs, slot_specs, list(cflags), verbose,
-                           count_tail_calls, core, file, dict(globals or {}))
+                           count_tail_calls, core, file, dict(globals or {}), self.paths_enabled)
         with self._lock:
             old = self.modules.get(name)
             try:
@@ -455,6 +482,16 @@ class Session:
                     self.progarray(array_name, size)
                     new_arrays.append(array_name)
 
+            # Stages of chains described as data (CHAIN_NEXT(ctx, NAME)): the position map, and
+            # the chain's array when the chain is not made yet (chain.py sizes it the same).
+            chained = {t.array for t in syntax.tail_calls if t.kind == "chain"}
+            if chained:
+                from .chain import DEFAULT_CAPACITY
+                self.cursor_map()
+                for array_name in sorted(chained - set(self.arrays)):
+                    self.progarray(array_name, 2 * DEFAULT_CAPACITY)
+                    new_arrays.append(array_name)
+
             def slot_index(array_name: str, key: str) -> int:
                 array = self.array(array_name)
                 return array.resolve(key, allocate=True, pending=pending.setdefault(array_name, {}))
@@ -462,10 +499,13 @@ class Session:
             for ref in syntax.slot_refs:
                 slot_index(ref.array, ref.key)
             resolved_slots = [(self.array(a), slot_index(a, k), func) for (a, k), func in req.slots]
+            site_base = self._alloc_sites(syntax, req)
             if core:
-                module = self._compile_core(req, syntax, slot_index, resolved_slots)
+                module = self._compile_core(req, syntax, slot_index, resolved_slots, site_base)
             else:
-                module = self._compile_bcc(req, syntax, slot_index)
+                module = self._compile_bcc(req, syntax, slot_index, site_base)
+            module.site_base = site_base
+            module.paths = req.paths and site_base is not None
             bpf = module.bpf
 
             if core:
@@ -486,7 +526,14 @@ class Session:
                     if func in functions and func not in module.programs and ptype not in (None, "sched_cls"):
                         self._load_program(module, func, ptype)
 
-            # Switch over: attach and slot the new version (an old link is retargeted in one step).
+            # Switch over: slot the new version, then attach it (an old link is retargeted in one step):
+            # a chain is complete before its entry sees its first event.
+            for array, index, func in resolved_slots:
+                program = module.programs[func]
+                replaced.append((array, index, array.entries.get(index)))
+                array.put(index, program)
+                module.slots.append((array.name, index))
+            self._refill_slots(old, module, replaced)
             for func, target_text in attach_specs:
                 target = parse_target(target_text)
                 program = module.programs[func]
@@ -519,11 +566,6 @@ class Session:
                         attachments.append(att)
                         module.attachments.append(att)
                         module.auto_attached.append(pname)
-            for array, index, func in resolved_slots:
-                program = module.programs[func]
-                replaced.append((array, index, array.entries.get(index)))
-                array.put(index, program)
-                module.slots.append((array.name, index))
         except BaseException:
             # Roll back: previous slot occupants, links, new attachments, the new module, new arrays.
             for array, index, previous in reversed(replaced):
@@ -552,41 +594,192 @@ class Session:
         if old is not None:
             transferred = {id(att) for att, _ in retargeted}
             old.attachments = [a for a in old.attachments if id(a) not in transferred]
-            self._free_module(old, keep_slots={(a.name, i) for a, i, _ in resolved_slots})
+            kept = {(a.name, i) for a, i, _ in resolved_slots} | set(module.slots)
+            self._free_module(old, keep_slots=kept)
         self.modules[name] = module
         for hook in list(self.on_load):
             hook(module)
         return module
 
-    def _compile_bcc(self, req: "_LoadRequest", syntax: CellSyntax, slot_index) -> Module:
+    def _refill_slots(self, old: Module | None, module: Module, replaced: list) -> None:
+        """A re-run: slots the old version held that this cell does not fill itself (put there
+        with `%bpf slot`) get the new version's function of the same name; those it has no
+        such function for (or that cannot load for the array) will empty. Both are said in
+        ``module.slot_notes``."""
+        if old is None:
+            return
+        filled = set(module.slots)
+        for array_name, index in list(old.slots):
+            array = self.arrays.get(array_name)
+            if array is None or (array_name, index) in filled:
+                continue
+            previous = array.entries.get(index)
+            if previous is None or previous.module is not old:
+                continue
+            label = array.label(index)
+            func = previous.name
+            if func in module.programs or func in module.functions:
+                try:
+                    program = self._load_program(module, func, self._slot_type(array, module, func), array=array)
+                    replaced.append((array, index, previous))
+                    array.put(index, program)
+                except BpfError as e:
+                    module.slot_notes.append(f"{label} emptied: the new {module.name}.{func} cannot go there "
+                                             f"({e.message.splitlines()[0]})")
+                    continue
+                module.slots.append((array_name, index))
+                module.slot_notes.append(f"{label} now holds the new {module.name}.{func} (was the old one)")
+            else:
+                module.slot_notes.append(f"{label} emptied: the new version of {module.name} has no {func}")
+
+    # ------------------------------------------------------------ per call site counters
+    def _alloc_sites(self, syntax: CellSyntax, req: "_LoadRequest") -> int | None:
+        """A base for this load's call-site counters (site = base + line of the cell), in the
+        session's per-CPU map __bm_sites (created on first use); None when the cell has no
+        tail call, counting is off, or the map is full (then only per-slot counts)."""
+        from .c.instrument import SITES
+        if not (req.count_calls or req.paths) or not (syntax.tail_calls or req.paths):
+            return None
+        if req.paths and self._path_maps is None:  # freed by a reset while paths stay on
+            from .paths import PathMaps
+            self._path_maps = PathMaps.create(self.pin_dir())
+        lines = syntax.source.count("\n") + 2
+        if self._next_site + lines > SITES:
+            return None
+        if self._sites_fd is None:
+            fd = libbpf.map_create_percpu_u64_array("bm_sites", 3 * SITES)  # calls, fell through, of those the limit
+            pin = os.path.join(self.pin_dir(), "calls", "bm_sites")
+            os.makedirs(os.path.dirname(pin), exist_ok=True)
+            try:
+                libbpf.obj_pin(fd, pin)
+            except OSError:
+                os.close(fd)
+                raise
+            self._sites_fd, self._sites_pin = fd, pin
+        base = self._next_site
+        self._next_site += lines
+        self._site_owners.append((base, lines, syntax, req.name))
+        return base
+
+    def _site_owner(self, site: int):
+        """(base, lines, syntax, module name) of the load a site or function id belongs to."""
+        for owner in self._site_owners:
+            if owner[0] <= site < owner[0] + owner[1]:
+                return owner
+        return None
+
+    def _site_name(self, site: int, function: bool = False) -> str | None:
+        """MODULE.FUNC of a function id (base + the line of its definition)."""
+        owner = self._site_owner(site)
+        if owner is None:
+            return None
+        base, _, syntax, name = owner
+        line = site - base
+        fn = next((f.name for f in syntax.functions.values() if f.line == line), None)
+        return f"{name}.{fn}" if fn else f"{name}:{line}"
+
+    # ------------------------------------------------------------ paths (paths.py)
+    def enable_paths(self) -> None:
+        """Cells loaded from now on record the way each run goes through the chain (and why a
+        call fell through). Off by default; programs loaded without it run uninstrumented."""
+        self._require_privileges()
+        if self._path_maps is None:
+            from .paths import PathMaps
+            self._path_maps = PathMaps.create(self.pin_dir())
+        self.paths_enabled = True
+
+    def disable_paths(self) -> None:
+        """Cells loaded from now on run without path recording (loaded ones keep theirs)."""
+        self.paths_enabled = False
+
+    def paths(self, array: str | None = None, seconds: float = 1.0, during=None):
+        """The distinct paths live runs took during SECONDS, or while the callable ``during``
+        runs (those through ARRAY): DataFrame of path (one line of text), runs, share, hops,
+        how it ended."""
+        from . import paths
+        return paths.live(self, seconds=seconds, array=array, during=during)
+
+    def misses(self):
+        """Why tail calls fell through, per call site (line of the cell; ``slot`` where its key is
+        a constant): calls, missed, and of those the limit (33 calls taken already) vs an empty
+        slot. The split is known only at sites loaded with paths on (else <NA>)."""
+        import pandas as pd
+        from .c.instrument import SITES
+        rows = []
+        with self._lock:
+            for m in self.modules.values():
+                if m.site_base is None or self._sites_fd is None:
+                    continue
+                lines = m.source.count("\n") + 2
+                limit = libbpf.percpu_u64_sums(self._sites_fd, lines, start=2 * SITES + m.site_base)
+                counts = self.site_counts(m)
+                from .graph import resolve_key
+                for t in m.syntax.tail_calls:
+                    calls, missed = counts.get(t.line, (0, 0))
+                    lim = limit[t.line] if m.paths else None
+                    a = self.arrays.get(t.array) if t.array else None
+                    index = resolve_key(a, t.key, m.source) if a is not None and t.kind != "chain" else None
+                    slot = a.label(index) if index is not None and 0 <= index < a.size else None
+                    rows.append({"module": m.name, "function": t.function, "line": t.line, "array": t.array,
+                                 "key": t.key, "slot": slot, "calls": calls, "taken": calls - missed, "missed": missed,
+                                 "slot_empty": missed - lim if lim is not None else None, "limit_reached": lim})
+        df = pd.DataFrame(rows, columns=["module", "function", "line", "array", "key", "slot", "calls", "taken",
+                                         "missed", "slot_empty", "limit_reached"])
+        for col in ("slot_empty", "limit_reached"):
+            df[col] = df[col].astype("Int64")
+        return df.drop_duplicates(["module", "line"]).reset_index(drop=True)
+
+    def site_counts(self, module: Module) -> dict[int, tuple[int, int]]:
+        """line of the cell -> (calls, fell through) at the tail-call site(s) on that line
+        of MODULE (one read; fall-throughs first, so they never exceed the calls)."""
+        from .c.instrument import SITES
+        if module.site_base is None or self._sites_fd is None:
+            return {}
+        lines = module.source.count("\n") + 2
+        missed = libbpf.percpu_u64_sums(self._sites_fd, lines, start=SITES + module.site_base)
+        calls = libbpf.percpu_u64_sums(self._sites_fd, lines, start=module.site_base)
+        return {t.line: (calls[t.line], missed[t.line]) for t in module.syntax.tail_calls}
+
+    def _compile_bcc(self, req: "_LoadRequest", syntax: CellSyntax, slot_index, site_base=None) -> Module:
         arrays = {n: (a.pin, a.size, a.counter_pin) for n, a in self.arrays.items()}
-        bpf, log, columns = load_bcc(syntax, req.origin, arrays, slot_index, req.cflags, req.count_calls,
-                                     req.verbose, can_load=self.privileges.can_load,
-                                     include_dirs=_include_dirs(req.file))
+        from .verifier import collect_bcc
+        sites = (self._sites_pin, site_base) if site_base is not None else None
+        paths = {"pins": self._path_maps.pins} if req.paths and self._path_maps and sites else None
+        with collect_bcc() as stats:
+            bpf, log, columns = load_bcc(syntax, req.origin, arrays, slot_index, req.cflags, req.count_calls,
+                                         req.verbose, can_load=self.privileges.can_load,
+                                         include_dirs=_include_dirs(req.file), sites=sites, paths=paths,
+                                         cursor=self._cursor[1] if self._cursor else None)
         module = Module(self, req.name, syntax, bpf, req.origin)
         module.compile_log = log
         module.columns = columns
         # Functions BCC loaded and attached by naming convention.
         for fname, fn in bpf.funcs.items():
             fname = fname.decode()
-            module.programs[fname] = Program(module, fname, auto_attach_type(fname) or "unknown", fn.fd)
+            module.programs[fname] = Program(module, fname, auto_attach_type(fname) or "unknown", fn.fd,
+                                             stats.get(fname, ""))
             module.auto_attached.append(fname)
         return module
 
-    def _compile_core(self, req: "_LoadRequest", syntax: CellSyntax, slot_index, resolved_slots) -> Module:
+    def _compile_core(self, req: "_LoadRequest", syntax: CellSyntax, slot_index, resolved_slots,
+                      site_base=None) -> Module:
         from . import core
         needs = {func: parse_target(target).prog_type for func, target in req.attach}
         slotted = [(array, func) for array, _, func in resolved_slots]
+        sites = (self._sites_fd, site_base) if site_base is not None else None
+        paths = self._path_maps if req.paths and sites else None
         obj, log = core.load_object(req.name, syntax, req.origin, req.cflags, slot_index, req.file,
                                     self.arrays, req.count_calls, req.verbose, needs, slotted,
-                                    req.initial_globals)
+                                    req.initial_globals, sites=sites, paths=paths,
+                                    cursor=self._cursor[0] if self._cursor else None)
         module = Module(self, req.name, syntax, None, req.origin)
         module.core = obj
         module.compile_log = log
         for pname, prog_ptr in obj.programs().items():
             fd = obj.program_fd(prog_ptr)
             if fd >= 0:
-                module.programs[pname] = Program(module, pname, obj.program_type(prog_ptr), fd)
+                module.programs[pname] = Program(module, pname, obj.program_type(prog_ptr), fd,
+                                                 obj.verifier_logs.get(pname, ""))
         return module
 
     def _unload_advice(self, array_name: str) -> str:
@@ -670,7 +863,8 @@ class Session:
                                f"not tell (known: {', '.join(sorted(PROG_TYPES))})")
         if ptype not in PROG_TYPES:
             raise UsageProblem(f"unknown program type {ptype!r}; known: {', '.join(sorted(PROG_TYPES))}")
-        with captured_fd2() as log:
+        from .verifier import collect_bcc
+        with captured_fd2() as log, collect_bcc() as stats:
             try:
                 # XDP with expected attach type BPF_XDP, as libbpf's SEC("xdp") loads it: this kernel
                 # refuses tail calls between programs of different attach types.
@@ -684,7 +878,7 @@ class Session:
                                  module.origin, module.source, columns=module.columns,
                                  syntax=module.syntax) from None
         module.compile_log += log[0]
-        program = Program(module, func, ptype, fn.fd)
+        program = Program(module, func, ptype, fn.fd, stats.get(func, ""))
         module.programs[func] = program
         return program
 
@@ -763,6 +957,7 @@ class Session:
                 tables = ", ".join(m.tables)  # one listing per module, not per function
                 for func in m.functions:
                     p = m.programs.get(func)
+                    v = p.verifier if p else None
                     rows.append({
                         "module": m.name, "function": func,
                         "type": p.type if p else None,
@@ -770,8 +965,16 @@ class Session:
                         "attached": ", ".join(self._attached_to(p)) if p else "",
                         "slots": ", ".join(self._slots_of(p)) if p else "",
                         "tables": tables,
+                        # The verifier's cost (log level 4 statistics of the load; the program's info).
+                        "insns_processed": v.insns_processed if v else None,
+                        "states": v.total_states if v else None,
+                        "verify_us": v.time_usec if v else None,
+                        "stack": "+".join(map(str, v.stack_depths)) if v and v.stack_depths else None,
                     })
-        return pd.DataFrame(rows, columns=["module", "function", "type", "prog_id", "attached", "slots", "tables"])
+        df = pd.DataFrame(rows, columns=LS_COLUMNS)
+        for col in ("prog_id", "insns_processed", "states", "verify_us"):
+            df[col] = df[col].astype("Int64")  # integers, blanks where not loaded (not NaN / 1394.0)
+        return df
 
     def placement(self, p: Program) -> list[str]:
         """Where a program runs: its attach targets and the slots that hold it."""
@@ -817,14 +1020,19 @@ class Session:
                         "run_cnt": int(info.get("run_cnt", 0)) if p else 0,
                         "run_time_ns": int(info.get("run_time_ns", 0)) if p else 0,
                     })
-        return pd.DataFrame(rows, columns=SLOT_COLUMNS)
+        df = pd.DataFrame(rows, columns=SLOT_COLUMNS)
+        df["prog_id"] = df["prog_id"].astype("Int64")  # integers, empty slots blank (not NaN / 1394.0)
+        return df
 
     # ------------------------------------------------------------ experiments (testrun.py, stats.py, graph.py)
-    def test_run(self, spec: str, data=None, ctx=None, repeat: int = 1, type: str | None = None):
+    def test_run(self, spec: str, data=None, ctx=None, repeat: int = 1, type: str | None = None,
+                 path: bool = False):
         """BPF_PROG_TEST_RUN of MODULE.FUNC: retval (and its name), ns per run,
-        data out, and the slots its tail calls went through."""
+        data out, and the slots its tail calls went through. ``path``: also the way the
+        (last) run went through the chain (.path DataFrame, .path_text); needs the chain
+        loaded with paths on."""
         from . import testrun
-        return testrun.test_run(self, spec, data=data, ctx=ctx, repeat=repeat, type=type)
+        return testrun.test_run(self, spec, data=data, ctx=ctx, repeat=repeat, type=type, path=path)
 
     def stats(self, since=None):
         """Per-program run_cnt, run_time_ns, avg_ns, tail calls in and missed;
@@ -832,10 +1040,12 @@ class Session:
         from . import stats
         return stats.stats(self, since=since)
 
-    def bench_tailcalls(self, depth: int = 33, repeat: int = 100_000, index: str = "const", rounds: int = 3):
-        """Tail-call cost curve: DataFrame (depth, tail_calls, ns_per_run); the fit is in .attrs."""
+    def bench_tailcalls(self, depth: int = 33, repeat: int = 100_000, index: str = "const", rounds: int = 3,
+                        paths: bool = False):
+        """Tail-call cost curve: DataFrame (depth, tail_calls, ns_per_run); the fit is in .attrs.
+        ``paths``: the chain records paths (its cost per hop: the slope minus the bare one)."""
         from . import testrun
-        return testrun.bench_tailcalls(self, depth=depth, repeat=repeat, index=index, rounds=rounds)
+        return testrun.bench_tailcalls(self, depth=depth, repeat=repeat, index=index, rounds=rounds, paths=paths)
 
     def graph(self, array: str | None = None):
         """The tail-call chain (programs, slots, call sites) as data and a picture."""
@@ -843,10 +1053,12 @@ class Session:
         return graph.graph(self, array)
 
     # ------------------------------------------------------------ teardown
-    def _free_module(self, module: Module, keep_slots=frozenset()) -> None:
+    def _free_module(self, module: Module, keep_slots=frozenset()) -> list[str]:
+        """Free MODULE; returns the slots that emptied (ARRAY[KEY] with what was in them)."""
         for hook in list(self.on_unload):
             with contextlib.suppress(Exception):
                 hook(module)
+        emptied = []
         for array_name, index in module.slots:
             array = self.arrays.get(array_name)
             if array is None or (array_name, index) in keep_slots:
@@ -855,19 +1067,23 @@ class Session:
             if p is not None and p.module is module:
                 with contextlib.suppress(OSError):
                     array.clear(index)
+                    emptied.append(f"{array.label(index)} (was {p.qualname})")
         module.slots.clear()
         module._free()
+        return emptied
 
-    def unload(self, name: str) -> None:
-        """Detach and free module NAME (or the prog array NAME when no module has that name)."""
+    def unload(self, name: str) -> list[str]:
+        """Detach and free module NAME (or the prog array NAME when no module has that name).
+        Returns the slots that emptied (tail calls into them fall through from now on)."""
         with self._lock:
             if name in self.modules:
-                self._free_module(self.modules.pop(name))
+                return self._free_module(self.modules.pop(name))
             elif name in self.arrays:
                 users = [m.name for m in self.modules.values() if name in m.tables]
                 if users:
                     raise UsageProblem(f"array {name} is used by {', '.join(users)}: unload those first")
                 self.arrays.pop(name).close()
+                return []
             else:
                 raise UsageProblem(f"nothing named {name!r} is loaded (modules: {', '.join(self.modules) or 'none'}; "
                                    f"arrays: {', '.join(self.arrays) or 'none'})")
@@ -880,6 +1096,58 @@ class Session:
             self.streams.stop_all()  # also streams whose module hook missed them (stopped by the user)
             for name in list(self.arrays):
                 self.arrays.pop(name).close()
+            self._free_instrument_maps()
+
+    def _free_instrument_maps(self) -> None:
+        """The per-call-site counters and the path maps (made again by the next load that needs them)."""
+        if self._sites_fd is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._sites_pin)
+            os.close(self._sites_fd)
+            self._sites_fd = None
+        self._next_site = 0
+        self._site_owners.clear()
+        if self._path_maps is not None:
+            self._path_maps.close()
+            self._path_maps = None
+        if self._cursor is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._cursor[1])
+            os.close(self._cursor[0])
+            self._cursor = None
+        self.chains.clear()
+
+    def cursor_map(self) -> tuple[int, str]:
+        """(fd, pin) of the per-CPU position a run has in a chain described as data."""
+        if self._cursor is None:
+            fd = libbpf.map_create(libbpf.BPF_MAP_TYPE_PERCPU_ARRAY, "bm_cursor", 4, 4, 1)
+            pin = os.path.join(self.pin_dir(), "calls", "bm_cursor")
+            os.makedirs(os.path.dirname(pin), exist_ok=True)
+            try:
+                libbpf.obj_pin(fd, pin)
+            except OSError:
+                os.close(fd)
+                raise
+            self._cursor = (fd, pin)
+        return self._cursor
+
+    def chain(self, name: str, stages=None, type: str | None = None, capacity: int = 16):
+        """The chain NAME described as data: ``stages`` in order, each "MODULE.FUNC" (each stage
+        ends with ``CHAIN_NEXT(ctx, NAME)``); the entry program is NAME_entry.entry. Called again
+        with other stages, it switches to them atomically for the traffic. Without stages: the
+        chain as it is."""
+        from . import chain as chains
+        with self._lock:
+            existing = self.chains.get(name)
+            if stages is None:
+                if existing is None:
+                    raise UsageProblem(f"no chain {name!r} (chains: {', '.join(self.chains) or 'none'})")
+                return existing
+            if existing is None:
+                existing = chains.Chain.create(self, name, type=type, capacity=capacity)
+                self.chains[name] = existing
+            existing.set(stages)
+            return existing
 
     def close(self) -> None:
         if self.closed:
@@ -921,6 +1189,7 @@ class _LoadRequest:
     core: bool
     file: str | None
     initial_globals: dict  # --set VAR=VALUE of a --core cell
+    paths: bool = False  # record paths (Session.enable_paths())
 
 
 def _bcc():

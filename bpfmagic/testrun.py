@@ -94,6 +94,8 @@ class TestRunResult:
     data_out: bytes | None
     tail_calls: object = None  # DataFrame: slots of this chain whose counters moved during the run
     stats_on: bool = False  # kernel run stats were on: each run's time includes their accounting
+    path: object = None  # DataFrame of the (last) run's hops, with test_run(..., path=True)
+    path_text: str = ""  # the same as one line: entry → parse_eth → parse_ip ✗ jt[5] empty
 
     @property
     def retval_text(self) -> str:
@@ -109,7 +111,14 @@ class TestRunResult:
         if self.data_out is not None:
             changed = "unchanged" if self.data_out == self.data_in else "changed"
             parts.append(f"data out {len(self.data_out)} bytes ({changed}): {packets.describe(self.data_out)}")
-        return "; ".join(parts)
+        text = "; ".join(parts)
+        if self.path_text:
+            text += f"\npath: {self.path_text}"
+        if self.type == "socket_filter":
+            text += ("\nnote: BPF_PROG_TEST_RUN hands a socket filter the packet from L3 on (the Ethernet "
+                     "header is pulled: offset 0 is the IP header), unlike an AF_PACKET socket, where it "
+                     "sees the frame from L2")
+        return text
 
     def __repr__(self) -> str:
         text = self.summary()
@@ -174,7 +183,8 @@ def reachable_arrays(session, program) -> dict:
     return found
 
 
-def test_run(session, spec: str, data=None, ctx=None, repeat: int = 1, type: str | None = None) -> TestRunResult:
+def test_run(session, spec: str, data=None, ctx=None, repeat: int = 1, type: str | None = None,
+             path: bool = False) -> TestRunResult:
     """Run MODULE.FUNC once or ``repeat`` times through BPF_PROG_TEST_RUN.
 
     data: the packet (bytes or hex text) for XDP/tc/socket filters; default a
@@ -209,6 +219,12 @@ def test_run(session, spec: str, data=None, ctx=None, repeat: int = 1, type: str
     # Only the arrays this program's chain can reach: a dispatcher attached elsewhere
     # keeps counting during the run, and its slots have nothing to do with it.
     arrays = reachable_arrays(session, program)
+    if path and not program.module.paths:
+        raise UsageProblem(f"{spec} was loaded without paths: `%bpf paths --on` (Session.enable_paths()), "
+                           f"then load (or re-run) the chain's cells")
+    if path:
+        from .paths import decode
+        serials = [decode(r)[3] for r in session._path_maps.records()]
     before = slot_counts(arrays.values())
     runs_before = program.run_cnt
     try:
@@ -221,7 +237,20 @@ def test_run(session, spec: str, data=None, ctx=None, repeat: int = 1, type: str
     retval = out["retval"]
     if program.type in ("sched_cls", "sched_act"):
         retval = _signed32(retval)
-    return TestRunResult(
+    hops = text = None
+    if path:
+        from .paths import decode, describe, path_frame
+        # The run used one CPU: the record whose serial moved (a new run began there).
+        records = session._path_maps.records()
+        moved = [r for r, s0 in zip(records, serials) if decode(r)[3] != s0]
+        if moved:
+            entry, raw_hops, _, _ = decode(moved[-1])
+            rows, text = describe(session, entry, raw_hops)
+            hops = path_frame(rows)
+        else:
+            hops, text = path_frame([]), f"{program.qualname} (no path recorded)"
+    return TestRunResult(path=hops, path_text=text or "",
+
         program=program.qualname, type=program.type, retval=retval, retval_name=retval_name(program.type, retval),
         ns_per_run=None if program.type == "raw_tracepoint" else out["duration_ns"],
         repeat=repeat, data_in=data, data_out=out["data_out"], tail_calls=_count_delta(arrays, before, after),
@@ -288,7 +317,8 @@ int hop(struct xdp_md *ctx) { return step(ctx, 0); }
     return "\n".join(lines) + "\n"
 
 
-def bench_tailcalls(session, depth: int = 33, repeat: int = 100_000, index: str = "const", rounds: int = 3):
+def bench_tailcalls(session, depth: int = 33, repeat: int = 100_000, index: str = "const", rounds: int = 3,
+                    paths: bool = False):
     """The tail-call cost curve: DataFrame with one row per depth 0..depth
     (tail calls asked for), ``tail_calls`` (taken: the chain's own count) and
     ``ns_per_run`` (best of ``rounds`` test runs of ``repeat`` runs each);
@@ -315,8 +345,17 @@ def bench_tailcalls(session, depth: int = 33, repeat: int = 100_000, index: str 
     had_stats = session.stats_enabled
     session.disable_stats()
     try:
-        # Bare tail calls: without the per-slot counting the rewrite would add.
-        session.load(BENCH_MODULE, chain_source(depth, index), count_tail_calls=False, origin="bench_tailcalls")
+        # Bare tail calls: without the per-slot counting the rewrite would add (with ``paths``,
+        # with path recording only: its cost per hop is the difference of the slopes).
+        had_paths = session.paths_enabled
+        if paths:
+            session.enable_paths()
+        else:
+            session.paths_enabled = False
+        try:
+            session.load(BENCH_MODULE, chain_source(depth, index), count_tail_calls=False, origin="bench_tailcalls")
+        finally:
+            session.paths_enabled = had_paths
         entry = session.program(f"{BENCH_MODULE}.{'hop0' if index == 'const' else 'entry'}")
 
         def fill(slot: int) -> None:
@@ -372,6 +411,7 @@ def bench_tailcalls(session, depth: int = 33, repeat: int = 100_000, index: str 
         "ns_per_tail_call_all": slope_of(df)[0],
         "base_ns": float(df.loc[df["tail_calls"] == 0, "ns_per_run"].min()) if (df["tail_calls"] == 0).any() else None,
         "index": index, "repeat": repeat, "rounds": rounds, "max_tail_calls": int(df["tail_calls"].max()),
+        "paths": paths,
         "kernel": platform.release(), "stats_on_runs": stats_on_runs,
     })
     return df

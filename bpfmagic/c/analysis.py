@@ -57,6 +57,8 @@ class Function:
     static: bool
     start: int
     end: int
+    body_start: int = -1  # byte offset just past the body's "{" (-1: a BCC macro function)
+    ctx_name: str | None = None  # the first parameter's name
 
 
 @dataclass(frozen=True)
@@ -285,6 +287,53 @@ def _unconditional_defines(root) -> dict[str, str]:
     return {k: v for k, v in seen.items() if v is not None}
 
 
+def enum_constants(root, defines: dict[str, str] | None = None) -> dict[str, int]:
+    """Enumerators of the file's enums (named or not, at file scope or in a typedef), by
+    name: an explicit value evaluated like any constant (earlier enumerators and #defines
+    included), an implicit one the previous plus one. A name whose value the text cannot
+    give, or that two enums define differently, is left out (so is every one after it in
+    its enum, whose values then depend on it)."""
+    known: dict[str, int] = {}
+    clash: set[str] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if node.type == "function_definition":
+            continue  # enums local to a function are not the file's
+        if node.type == "enumerator_list":
+            previous: int | None = -1
+            for e in node.named_children:
+                if e.type != "enumerator":
+                    continue
+                name_node, value_node = e.child_by_field_name("name"), e.child_by_field_name("value")
+                if value_node is not None:
+                    env = dict(defines or {})
+                    env.update({k: str(v) for k, v in known.items()})
+                    value = constant_value(value_node, env)
+                else:
+                    value = previous + 1 if previous is not None else None
+                previous = value
+                if name_node is None or value is None:
+                    continue
+                name = _text(name_node)
+                if name in known and known[name] != value:
+                    clash.add(name)
+                known[name] = value
+            continue
+        stack.extend(reversed(node.children))  # in the file's order: an enumerator may use earlier ones
+    return {k: v for k, v in known.items() if k not in clash}
+
+
+def file_constants(source: str) -> dict[str, str]:
+    """Names a key expression may use whose value the text gives: unconditional object-like
+    #defines and enum constants, as text for constant_value."""
+    root = _parser().parse(source.encode()).root_node
+    defines = _unconditional_defines(root)
+    out = {k: str(v) for k, v in enum_constants(root, defines).items()}
+    out.update({k: v for k, v in defines.items() if k not in out})
+    return out
+
+
 def _struct_map_kind(decl) -> tuple[str | None, object]:
     """For a libbpf ``struct { __uint(type, BPF_MAP_TYPE_X); ... } name SEC(".maps")``
     declaration: ("PROG_ARRAY" etc., the max_entries argument node or None)."""
@@ -498,6 +547,12 @@ def analyse(source: str) -> CellSyntax:
         if fn is None:
             continue
         args = _args(node)
+        if fn.type == "identifier" and _text(fn) == "CHAIN_NEXT" and len(args) == 2 and args[1].type == "identifier":
+            # CHAIN_NEXT(ctx, chain): a stage of a chain described as data (bpfmagic/chain.py) calls the next
+            cell.tail_calls.append(TailCall("chain", _text(args[1]), "CHAIN_NEXT", line_of(node),
+                                            enclosing(node.start_byte), node.start_byte, node.end_byte,
+                                            _text(args[0])))
+            continue
         if fn.type == "identifier" and _text(fn) == "SLOT" and len(args) == 2:
             cell.slot_refs.append(SlotRef(_text(args[0]), _text(args[1]), line_of(node), node.start_byte))
         elif fn.type == "identifier" and _text(fn) in _TAIL_CALL_HELPERS and len(args) == 3:
@@ -536,11 +591,13 @@ def _function(node, section: str | None) -> Function | None:
     name = _text(name_node) if name_node is not None else None
     params = declarator.child_by_field_name("parameters")
     param_list = [p for p in params.named_children if p.type == "parameter_declaration"] if params else []
+    macro_ctx = False
     if name in _LIBBPF_NAME_MACROS and param_list:
         # SEC("tp_btf/x") int BPF_PROG(handler, ...): the macro's first argument is the name.
         first = param_list[0]
         name = _declarator_name(first.child_by_field_name("declarator")) or _text(first.child_by_field_name("type"))
         context = None
+        macro_ctx = True  # the macro names its context parameter ctx
     else:
         context = None
         if param_list:
@@ -557,5 +614,10 @@ def _function(node, section: str | None) -> Function | None:
                 if call is not None and call.type == "call_expression" and _text(call.child_by_field_name("function")) == "SEC":
                     section = _text(t)
     static = any(c.type == "storage_class_specifier" and _text(c) == "static" for c in node.children)
+    body = node.child_by_field_name("body")
+    ctx_name = "ctx" if macro_ctx else (
+        _declarator_name(param_list[0].child_by_field_name("declarator")) if param_list else None)
     return Function(name, node.start_point[0] + 1, context, CONTEXT_TYPES.get(context) if context else None,
-                    section, static, node.start_byte, node.end_byte)
+                    section, static, node.start_byte, node.end_byte,
+                    body.start_byte + 1 if body is not None and body.type == "compound_statement" else -1,
+                    ctx_name)

@@ -17,6 +17,11 @@ from .analysis import CellSyntax
 from .records import event_tables, output_calls
 
 COUNTER_PREFIX = "__bm_calls_"
+# Per call site counters, session-wide: [base + line] calls made at the call site on that line of
+# the cell, [SITES + base + line] those that fell through; each loaded module gets its own base.
+SITES_MAP = "__bm_sites"
+SITES = 1 << 15
+CURSOR_MAP = "__bm_cursor"  # chains as data: each CPU's position in the chain it runs
 LOST_COUNTER = "__bm_lost"
 # The cell's own file name in what clang compiles for --core (the cell's
 # origin is a label for messages, never a path); messages are relabelled.
@@ -49,7 +54,8 @@ def _slot_defines(cell: CellSyntax, slot_index) -> list[str]:
 
 
 def bcc_text(cell: CellSyntax, arrays: dict[str, tuple[str, int, str]], slot_index,
-             count_calls: bool) -> tuple[str, str, ColumnMap]:
+             count_calls: bool, sites: tuple[str, int] | None = None,
+             paths: dict | None = None, cursor: str | None = None) -> tuple[str, str, ColumnMap]:
     """What BCC compiles: (the cell's text, a header BCC force-includes ahead
     of it, the column map). ``arrays``: each session array -> (pin, size,
     counter pin). Every prog array the cell declares is a session array
@@ -67,6 +73,19 @@ def bcc_text(cell: CellSyntax, arrays: dict[str, tuple[str, int, str]], slot_ind
                     f'"{counter_pin}")') if count_calls else ""
         lines.append(f"#define __BM_COUNTERS_{name} {counters}")
     lines += _slot_defines(cell, slot_index)
+    if sites is not None and (count_calls or paths):  # (pin, base): the session's per-site counters
+        lines.append(f'BPF_TABLE_PINNED("percpu_array", u32, u64, {SITES_MAP}, {3 * SITES}, "{sites[0]}");')
+    if paths:  # the session's path maps (bpfmagic/paths.py), opened by their pins
+        from ..paths import C_TYPES, PATH_COUNTS
+        pins = paths["pins"]
+        lines += [C_TYPES,
+                  f'BPF_TABLE_PINNED("percpu_array", u32, struct __bm_path_rec, __bm_path, 1, "{pins["bm_path"]}");',
+                  f'BPF_TABLE_PINNED("hash", struct __bm_path_key, u64, __bm_pathc, {PATH_COUNTS}, '
+                  f'"{pins["bm_pathc"]}");',
+                  f'BPF_TABLE_PINNED("array", u32, u32, __bm_pathctl, 1, "{pins["bm_pathctl"]}");']
+    chained = any(t.kind == "chain" for t in cell.tail_calls)
+    if cursor and (chained or cell.uses(CURSOR_MAP)):  # chains as data: the per-CPU position of the run
+        lines.append(f'BPF_TABLE_PINNED("percpu_array", u32, u32, {CURSOR_MAP}, 1, "{cursor}");')
     declared = {a.name for a in cell.arrays}
     # Session arrays the cell uses without declaring: declared in front of its first line
     # of code, on that line (BCC's tables must be declared in the main file).
@@ -92,19 +111,63 @@ def bcc_text(cell: CellSyntax, arrays: dict[str, tuple[str, int, str]], slot_ind
     if undeclared:
         at = cell.first_code_offset
         edits.append((at, at, " ".join(undeclared).encode() + b" "))
+    if paths and sites is not None:
+        from ..paths import c_helpers
+        at = cell.first_code_offset
+        helpers = c_helpers("__bm_path.lookup(&__bm_z)", "__bm_pathctl.lookup(&__bm_z)", "__bm_pathc.lookup(K)",
+                            "__bm_pathc.update(K, V)",
+                            f"u32 __bm_s = {2 * SITES} + site; u64 *__bm_sv = {SITES_MAP}.lookup(&__bm_s); "
+                            "if (__bm_sv) *__bm_sv += 1;")
+        edits.append((at, at, b"\x00" + helpers.encode() + b" "))  # \x00: sorts first; stripped below
+        for fn in cell.functions.values():
+            if fn.body_start > 0 and not fn.static and fn.ctx_name:
+                edits.append((fn.body_start, fn.body_start,
+                              f" __bm_path_enter({fn.ctx_name}, {sites[1] + fn.line});".encode()))
     for decl in cell.arrays:
         if decl.form == "table":
             edits.append((decl.keyword_start, decl.keyword_start + len("BPF_TABLE"), b"_BM_PROGS"))
-    if count_calls:
+    for call in cell.tail_calls:
+        if call.kind == "chain" and call.array in arrays and cursor:
+            # CHAIN_NEXT(ctx, chain): the run's position + 1, counted like any call site
+            counter, size = counter_name(call.array), arrays[call.array][1]
+            bump = f"__bm_v = {counter}.lookup(&__bm_i); if (__bm_v) *__bm_v += 1;" if count_calls else ""
+            path_in = path_out = site_in = site_out = ""
+            if sites is not None and count_calls:
+                site = sites[1] + call.line
+                sbump = f"__bm_v = {SITES_MAP}.lookup(&__bm_i); if (__bm_v) *__bm_v += 1;"
+                site_in, site_out = f" __bm_i = {site}; {sbump}", f" __bm_i = {SITES + site}; {sbump}"
+            if paths and sites is not None:
+                site = sites[1] + call.line
+                path_in, path_out = f" __bm_path_call({call.ctx}, {site}, __bm_k);", f" __bm_path_miss({site});"
+            text = (f"({{ u32 __bm_z = 0; u32 *__bm_c = {CURSOR_MAP}.lookup(&__bm_z); if (__bm_c) {{ "
+                    f"u32 __bm_k = *__bm_c + 1; *__bm_c = __bm_k; u32 __bm_i = __bm_k; u64 *__bm_v; "
+                    f"{bump}{site_in}{path_in} {call.array}.call({call.ctx}, __bm_k); __bm_i = __bm_k + {size}; "
+                    f"{bump}{site_out}{path_out} }} }})")
+            original = data[call.start:call.end]
+            edits.append((call.start, call.end, text.encode() + b"\n" * original.count(b"\n")))
+    if count_calls or (paths and sites is not None):
         for call in cell.tail_calls:
             if call.kind != "call" or call.array not in arrays:
                 continue
             counter, size = counter_name(call.array), arrays[call.array][1]
             key = data[call.key_start:call.key_end].decode()
-            bump = f"__bm_v = {counter}.lookup(&__bm_i); if (__bm_v) *__bm_v += 1;"
-            text = (f"({{ u32 __bm_k = ({key}); u32 __bm_i = __bm_k; u64 *__bm_v; {bump} "
-                    f"{call.array}.call({call.ctx}, __bm_k); __bm_i = __bm_k + {size}; {bump} }})")
-            edits.append((call.start, call.end, _one_line(text, data[call.start:call.end].decode())))
+            bump = f"__bm_v = {counter}.lookup(&__bm_i); if (__bm_v) *__bm_v += 1;" if count_calls else ""
+            site_in = site_out = ""
+            if sites is not None and count_calls:
+                site = sites[1] + call.line
+                sbump = f"__bm_v = {SITES_MAP}.lookup(&__bm_i); if (__bm_v) *__bm_v += 1;"
+                site_in = f" __bm_i = {site}; {sbump}"
+                site_out = f" __bm_i = {SITES + site}; {sbump}"
+            path_in = path_out = ""
+            if paths and sites is not None:
+                site = sites[1] + call.line
+                path_in = f" __bm_path_call({call.ctx}, {site}, __bm_k);"
+                path_out = f" __bm_path_miss({site});"
+            text = (f"({{ u32 __bm_k = ({key}); u32 __bm_i = __bm_k; u64 *__bm_v; {bump}{site_in}{path_in} "
+                    f"{call.array}.call({call.ctx}, __bm_k); __bm_i = __bm_k + {size}; {bump}{site_out}{path_out} }})")
+            original = data[call.start:call.end]
+            # One line for the wrapper, then the call's own line breaks: later lines keep their numbers.
+            edits.append((call.start, call.end, text.replace("\n", " ").encode() + b"\n" * original.count(b"\n")))
     edits.sort()
     out, last = [], 0
     columns = ColumnMap()
@@ -112,6 +175,7 @@ def bcc_text(cell: CellSyntax, arrays: dict[str, tuple[str, int, str]], slot_ind
     for start, end, replacement in edits:
         if start < last:
             continue
+        replacement = replacement.lstrip(b"\x00")
         out += [data[last:start], replacement]
         if b"\n" not in data[start:end]:
             line = _line_of(line_starts, start)
@@ -161,13 +225,23 @@ static __attribute__((always_inline)) inline void __bm_bump(void *map, unsigned 
         *v += 1;
 }
 """
-# Each tail call compares its map with every prog array the cell may declare: __BM_TRY_<name> is
-# empty until that array's declaration has been seen (in whatever #if branch the compiler keeps),
+# The call site's own counter (__LINE__ is the cell's line of the call: the #line markers keep it).
+_CORE_SITES = r"""#undef __BM_SITE_COUNT
+#define __BM_SITE_COUNT(_x) __bm_bump(&__bm_sites, __BM_SITE_BASE + __LINE__ + (_x) * __BM_SITES)
+"""
+# Each tail call compares its map with every prog array the cell may declare: __BM_COUNT_TRY_<name>
+# is empty until that array's declaration has been seen (in whatever #if branch the compiler keeps),
 # then bumps its counter. With a constant map argument clang folds the comparisons to the one that matches.
-_CORE_COUNTING = r"""#define bpf_tail_call(_c, _m, _k) ({ unsigned int __bm_k = (_k); __BM_COUNT(_m, __bm_k, 0); \
-    long __bm_r = (bpf_tail_call)(_c, _m, __bm_k); __BM_COUNT(_m, __bm_k, 1); __bm_r; })
-#define bpf_tail_call_static(_c, _m, _k) ({ __BM_COUNT(_m, _k, 0); (bpf_tail_call_static)(_c, _m, _k); \
-    __BM_COUNT(_m, _k, 1); })
+_CORE_COUNTING = r"""#define __BM_SITE_COUNT(_x) ((void)0)
+#ifndef __BM_PATH_CALL
+#define __BM_PATH_CALL(_c, _k) ((void)0)
+#define __BM_PATH_MISS() ((void)0)
+#endif
+#define bpf_tail_call(_c, _m, _k) ({ unsigned int __bm_k = (_k); __BM_COUNT(_m, __bm_k, 0); \
+    __BM_PATH_CALL(_c, __bm_k); \
+    long __bm_r = (bpf_tail_call)(_c, _m, __bm_k); __BM_COUNT(_m, __bm_k, 1); __BM_PATH_MISS(); __bm_r; })
+#define bpf_tail_call_static(_c, _m, _k) ({ __BM_COUNT(_m, _k, 0); __BM_PATH_CALL(_c, _k); \
+    (bpf_tail_call_static)(_c, _m, _k); __BM_COUNT(_m, _k, 1); __BM_PATH_MISS(); })
 """
 _CORE_LOSS = r"""#define bpf_ringbuf_output(_r, _d, _s, _f) ({ long __bm_rc = (bpf_ringbuf_output)(_r, _d, _s, _f); \
     if (__bm_rc) __BM_LOST(_r); __bm_rc; })
@@ -176,9 +250,9 @@ _CORE_LOSS = r"""#define bpf_ringbuf_output(_r, _d, _s, _f) ({ long __bm_rc = (b
 """
 
 
-def _dispatch(macro: str, args: str, names: list[str]) -> str:
+def _dispatch(macro: str, args: str, names: list[str], extra: tuple[str, ...] = ()) -> str:
     """``#define MACRO(args) ({ MACRO_TRY_a(args); MACRO_TRY_b(args); })`` with every TRY empty for now."""
-    tries = " ".join(f"{macro}_TRY_{n}({args});" for n in names)
+    tries = " ".join([f"{first};" for first in extra] + [f"{macro}_TRY_{n}({args});" for n in names])
     empties = "\n".join(f"#define {macro}_TRY_{n}({args}) ((void)0)" for n in names)
     return f"#define {macro}({args}) ({{ {tries} }})\n{empties}"
 
@@ -201,7 +275,8 @@ def _percpu_u64_map(name: str, entries: int) -> str:
 
 
 def core_text(cell: CellSyntax, session_arrays: dict[str, int], slot_index, count_calls: bool,
-              count_losses: bool = True) -> str:
+              count_losses: bool = True, site_base: int | None = None, paths: bool = False,
+              cursor: bool = False) -> str:
     """The text clang compiles for a --core cell: the cell's includes first
     (vmlinux.h and libbpf's headers when it has none), then bpfmagic's
     declarations, then the rest of the cell, every line under its own number
@@ -209,6 +284,12 @@ def core_text(cell: CellSyntax, session_arrays: dict[str, int], slot_index, coun
     session's arrays; those the cell uses without declaring are declared."""
     data = cell.source.encode()
     insert_at = cell.instrument_offset if cell.includes else 0
+    paths = paths and site_base is not None
+    if paths:  # each program's entry records the run (no line breaks: lines keep their numbers)
+        for fn in sorted(cell.functions.values(), key=lambda f: -f.body_start):
+            if fn.body_start > insert_at and fn.section and not fn.static and fn.ctx_name:
+                call = f" __bm_path_enter({fn.ctx_name}, {site_base + fn.line});".encode()
+                data = data[:fn.body_start] + call + data[fn.body_start:]
     head, tail = data[:insert_at], data[insert_at:]
     resume_line = head.count(b"\n") + 1
     if head and not head.endswith(b"\n"):
@@ -219,19 +300,53 @@ def core_text(cell: CellSyntax, session_arrays: dict[str, int], slot_index, coun
 
     block = [_CORE_BASE]
     block += _slot_defines(cell, slot_index)
-    declared = sorted({a.name for a in cell.arrays})
+    declared = {a.name for a in cell.arrays}
     undeclared = [n for n in sorted(session_arrays) if n not in declared and cell.uses(n)]
     for name in undeclared:
         block.append(f"BPF_PROG_ARRAY({name}, {session_arrays[name]});")
-    after: dict[int, list[str]] = {}  # line of the cell -> directives that go after it
-    if count_calls:
+    if paths:
+        from ..paths import C_TYPES, PATH_COUNTS, c_helpers
+        lookup = "((void *(*)(void *, const void *))1)"  # bpf_map_lookup_elem
+        update = "((long (*)(void *, const void *, const void *, unsigned long long))2)"  # bpf_map_update_elem
+        block += [C_TYPES,
+                  "struct { int (*type)[6]; int (*max_entries)[1]; unsigned int *key; struct __bm_path_rec *value; } "
+                  "__bm_path __attribute__((section(\".maps\"), used));",
+                  f"struct {{ int (*type)[1]; int (*max_entries)[{PATH_COUNTS}]; struct __bm_path_key *key; "
+                  "unsigned long long *value; } __bm_pathc __attribute__((section(\".maps\"), used));",
+                  "struct { int (*type)[2]; int (*max_entries)[1]; unsigned int *key; unsigned int *value; } "
+                  "__bm_pathctl __attribute__((section(\".maps\"), used));",
+                  _percpu_u64_map(SITES_MAP, 3 * SITES),
+                  f"#define __BM_SITE_BASE {site_base}\n#define __BM_SITES {SITES}",
+                  c_helpers(f"{lookup}(&__bm_path, &__bm_z)", f"{lookup}(&__bm_pathctl, &__bm_z)",
+                            f"{lookup}(&__bm_pathc, K)", f"{update}(&__bm_pathc, K, V, 0)",
+                            f"__bm_bump(&{SITES_MAP}, {2 * SITES} + site);"),
+                  "#define __BM_PATH_CALL(_c, _k) __bm_path_call(_c, __BM_SITE_BASE + __LINE__, _k)",
+                  "#define __BM_PATH_MISS() __bm_path_miss(__BM_SITE_BASE + __LINE__)"]
+    if count_calls or paths:
         block.append(_CORE_COUNTING)
-        block.append(_dispatch("__BM_COUNT", "_m, _k, _x", undeclared + declared))
-        for name in undeclared + declared:
+    if cursor and any(t.kind == "chain" for t in cell.tail_calls):
+        block.append("struct { int (*type)[6]; int (*max_entries)[1]; unsigned int *key; unsigned int *value; } "
+                     f"{CURSOR_MAP} __attribute__((section(\".maps\"), used));")
+        block.append(f"#define CHAIN_NEXT(_c, _n) ({{ unsigned int __bm_z = 0; unsigned int *__bm_c = "
+                     f"((void *(*)(void *, const void *))1)(&{CURSOR_MAP}, &__bm_z); if (__bm_c) {{ "
+                     f"unsigned int __bm_ck = *__bm_c + 1; *__bm_c = __bm_ck; bpf_tail_call(_c, &_n, __bm_ck); }} }})")
+    after: dict[int, list[str]] = {}  # line of the cell -> directives that go after it
+    declared_names = sorted(declared)
+    if count_calls:
+        if site_base is not None:
+            if not paths:
+                block.append(_percpu_u64_map(SITES_MAP, 3 * SITES))
+                block.append(f"#define __BM_SITE_BASE {site_base}\n#define __BM_SITES {SITES}")
+            block.append(_CORE_SITES)
+        block.append(_dispatch("__BM_COUNT", "_m, _k, _x", undeclared + declared_names,
+                               extra=("__BM_SITE_COUNT(_x)",)))
+        for name in undeclared + declared_names:
             block.append(_percpu_u64_map(counter_name(name), 1))
         block += [_count_try(name) for name in undeclared]
         for decl in cell.arrays:
             after.setdefault(decl.end_line, []).append(_count_try(decl.name))
+    elif paths:
+        block.append("#define __BM_COUNT(_m, _k, _x) ((void)0)")
     rings = sorted({r.name for r in cell.rings})
     if count_losses and rings:
         block.append(_CORE_LOSS)

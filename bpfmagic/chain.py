@@ -1,0 +1,179 @@
+"""Chains described as data (the L3AF idea): an ordered list of stages, each
+a loaded ``MODULE.FUNC`` that ends with ``CHAIN_NEXT(ctx, NAME)``, run by a
+generated entry program ``NAME_entry.entry``.
+
+The chain owns the prog array NAME with two banks of ``capacity`` slots:
+stage i of the current order sits at ``base + i`` (base 0 or capacity), and
+the slot after the last stage is empty, so the last stage's CHAIN_NEXT falls
+through and its own return value stands. The entry reads ``base`` from its
+one-entry map ``cfg``, sets the run's per-CPU position (``__bm_cursor``) to
+it and tail-calls ``NAME[base]``; CHAIN_NEXT adds one to the position and
+tail-calls that slot. A new order (reorder, insert, remove) is written into
+the other bank, then one map update of ``cfg`` switches the entry to it: a
+run reads ``base`` once, so it goes through the old order or the new one,
+never a mix. The bank left behind is rewritten at the next change, no sooner
+than GRACE_S after the switch (a run lasts microseconds; BPF programs run
+to their end once started).
+"""
+from __future__ import annotations
+
+import os
+import time
+
+from . import libbpf
+from .errors import SlotError, UsageProblem
+
+DEFAULT_CAPACITY = 16
+GRACE_S = 0.002
+
+_CTX = {"xdp": ("struct xdp_md", "XDP_PASS"), "sched_cls": ("struct __sk_buff", "0"),
+        "socket_filter": ("struct __sk_buff", "0"), "sched_act": ("struct __sk_buff", "0"),
+        "raw_tracepoint": ("struct bpf_raw_tracepoint_args", "0")}
+
+
+def entry_source(name: str, ptype: str) -> str:
+    ctx_type, default = _CTX[ptype]
+    return (f"BPF_ARRAY(cfg, u32, 1);\n"
+            f"int entry({ctx_type} *ctx) {{\n"
+            f"    u32 z = 0; u32 *b = cfg.lookup(&z); u32 base = b ? *b : 0;\n"
+            f"    u32 *c = __bm_cursor.lookup(&z); if (!c) return {default};\n"
+            f"    *c = base;\n"
+            f"    {name}.call(ctx, base);\n"
+            f"    return {default};\n"
+            f"}}\n")
+
+
+class Chain:
+    def __init__(self, session, name: str, ptype: str | None, capacity: int):
+        self.session, self.name, self.type, self.capacity = session, name, ptype, capacity
+        self.stages: list[str] = []
+        self.base = 0
+        self.switched = 0.0
+        self.entry = None  # the entry module
+
+    @classmethod
+    def create(cls, session, name: str, type: str | None = None, capacity: int = DEFAULT_CAPACITY) -> "Chain":
+        if not 1 <= capacity <= 1024:
+            raise UsageProblem(f"chain {name}: capacity must be 1..1024 stages")
+        session.cursor_map()
+        have = session.arrays.get(name)
+        if have is not None and have.size != 2 * capacity:
+            raise SlotError(f"chain {name}: the array {name} has {have.size} slots; a chain of capacity {capacity} "
+                            f"needs {2 * capacity} (two banks)")
+        if have is None:
+            session.progarray(name, 2 * capacity, type=type)
+        return cls(session, name, type, capacity)
+
+    def _ensure_entry(self, ptype: str) -> None:
+        if self.entry is not None and not self.entry.closed:
+            return
+        if ptype not in _CTX:
+            raise UsageProblem(f"chain {self.name}: stages of type {ptype} are not supported "
+                               f"(xdp, sched_cls, socket_filter, raw_tracepoint)")
+        module = self.session.load(f"{self.name}_entry", entry_source(self.name, ptype), origin=f"chain {self.name}")
+        self.entry = module
+        self.session.program(f"{module.name}.entry", ptype)
+        libbpf.map_update_u32(self._cfg_fd(), 0, self.base)
+
+    def _cfg_fd(self) -> int:
+        return self.entry.bpf[b"cfg"].map_fd
+
+    @property
+    def program(self):
+        """The entry program: attach it, or test-run it."""
+        return self.entry.programs["entry"] if self.entry else None
+
+    def set(self, stages) -> None:
+        """Switch the chain to STAGES (in order), atomically for the traffic."""
+        stages = [str(s) for s in stages]
+        if len(stages) > self.capacity:
+            raise UsageProblem(f"chain {self.name}: {len(stages)} stages, capacity {self.capacity}")
+        array = self.session.array(self.name)
+        programs = []
+        for spec in stages:
+            mod, dot, func = spec.partition(".")
+            if not dot:
+                raise UsageProblem(f"chain {self.name}: a stage is MODULE.FUNC (got {spec!r})")
+            module = self.session.module(mod)
+            if not any(t.kind == "chain" and t.array == self.name and t.function == func
+                       for t in module.syntax.tail_calls):
+                raise UsageProblem(f"chain {self.name}: {spec} does not call CHAIN_NEXT(ctx, {self.name}); "
+                                   "without it the chain would end there")
+            programs.append(spec)
+        ptype = array.owner_type or self.type
+        if self.entry is None or not self.stages:
+            spare = self.base if not self.stages else self.capacity - self.base
+        else:
+            spare = self.capacity - self.base
+        wait = self.switched + GRACE_S - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)  # runs still in the bank about to be rewritten finish first
+        for i, spec in enumerate(programs):
+            self.session.slot(f"{self.name}[{spare + i}]", spec)
+        for i in range(len(programs), self.capacity):
+            if spare + i in array.entries:
+                self.session.unslot(f"{self.name}[{spare + i}]")
+        ptype = array.owner_type or ptype
+        if ptype is None:
+            raise UsageProblem(f"chain {self.name}: give it a type (no stage says one)")
+        self._ensure_entry(ptype)
+        libbpf.map_update_u32(self._cfg_fd(), 0, spare)  # the switch: one map update
+        self.base, self.stages, self.switched = spare, programs, time.monotonic()
+
+    def reorder(self, stages) -> None:
+        self.set(stages)
+
+    def insert(self, position: int, stage: str) -> None:
+        stages = list(self.stages)
+        stages.insert(position, stage)
+        self.set(stages)
+
+    def remove(self, stage: str) -> None:
+        if stage not in self.stages:
+            raise UsageProblem(f"chain {self.name} has no stage {stage} (stages: {', '.join(self.stages)})")
+        self.set([s for s in self.stages if s != stage])
+
+    def df(self):
+        """The stages in order, with their slots, the runs of each since this order began and
+        its runs in this chain in all (every position and order it had)."""
+        import pandas as pd
+        array = self.session.array(self.name)
+        calls, missed = array.call_counts()
+        rows = []
+        for i, spec in enumerate(self.stages):
+            index = self.base + i
+            c0, m0 = array.baselines.get(index, (0, 0))
+            program = array.entries.get(index)
+            total = sum(c - m for c, m in array.credited(program).values()) if program is not None else 0
+            rows.append({"position": i, "stage": spec, "slot": array.label(index),
+                         "runs": (calls[index] - c0) - (missed[index] - m0), "runs_in_chain": total})
+        df = pd.DataFrame(rows, columns=["position", "stage", "slot", "runs", "runs_in_chain"])
+        df.attrs.update(chain=self.name, base=self.base, entry=f"{self.name}_entry.entry")
+        return df
+
+    def __repr__(self) -> str:
+        order = " → ".join(s.split(".", 1)[1] for s in self.stages) or "no stages"
+        return f"<Chain {self.name}: {self.name}_entry.entry → {order} (bank at {self.base})>"
+
+
+def load_file(session, name: str, path: str):
+    """A chain from YAML: ``stages: [MODULE.FUNC, ...]`` (and optionally ``type``, ``capacity``)."""
+    import yaml
+    try:
+        with open(path) as f:
+            spec = yaml.safe_load(f) or {}
+    except OSError as e:
+        raise UsageProblem(f"--file {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise UsageProblem(f"--file {os.path.basename(path)}: not YAML ({e})") from None
+    stages = spec.get("stages") if isinstance(spec, dict) else None
+    if not isinstance(stages, list) or not all(isinstance(s, str) for s in stages):
+        raise UsageProblem(f"--file {os.path.basename(path)}: write `stages:` as a list of MODULE.FUNC")
+    if spec.get("chain", name) != name:
+        raise UsageProblem(f"--file {os.path.basename(path)} describes chain {spec['chain']!r}, not {name!r}")
+    if name not in session.chains:
+        session.chains[name] = Chain.create(session, name, type=spec.get("type"),
+                                            capacity=int(spec.get("capacity", DEFAULT_CAPACITY)))
+    chain = session.chains[name]
+    chain.set(stages)
+    return chain

@@ -1,0 +1,485 @@
+"""Chain instruments: the verifier's cost per program and the chain's stack,
+per-call-site counts, the graph of enum-keyed chains, counters read together,
+slots across re-runs and unloads."""
+from __future__ import annotations
+
+import threading
+
+import pandas as pd
+import pytest
+
+from bpfmagic import graph as chain_graph
+from bpfmagic.c.analysis import file_constants
+
+from .conftest import needs_root
+
+CORE_MIXED = r"""
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+struct { __uint(type, BPF_MAP_TYPE_PROG_ARRAY); __uint(max_entries, 4); __type(key, u32); __type(value, u32); } mx SEC(".maps");
+static __noinline int sub(struct xdp_md *ctx) {
+    volatile char b[40];
+    b[3] = 5;
+    bpf_tail_call(ctx, &mx, 1);
+    return b[3];
+}
+SEC("xdp") int top(struct xdp_md *ctx) { volatile char a[24]; a[1] = 2; return sub(ctx) + a[1]; }
+SEC("xdp") int leaf(struct xdp_md *ctx) { volatile char c[100]; c[7] = 3; return c[7] == 3 ? XDP_DROP : XDP_PASS; }
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+
+@needs_root
+def test_verifier_cost_of_a_bcc_program(session):
+    m = session.load("v", "int f(struct xdp_md *ctx) { char b[64]; __builtin_memset(b, 1, 64);\n"
+                          "  return b[ctx->ingress_ifindex & 63] ? XDP_PASS : XDP_DROP; }")
+    v = m.programs["f"].verifier
+    assert v.insns_processed is not None and v.insns_processed > 0
+    assert v.insns_processed == v.verified_insns  # the log's count and the program info's agree
+    assert v.insn_limit == 1_000_000 and v.time_usec is not None and v.total_states >= 0
+    assert v.stack_depths == [64] and v.subprograms == ["f"]
+    assert "insns processed" in v.summary()
+    ls = session.ls().set_index("function")
+    assert ls.loc["f", "insns_processed"] == v.insns_processed and ls.loc["f", "stack"] == "64"
+    assert str(ls["insns_processed"].dtype) == "Int64" and str(ls["prog_id"].dtype) == "Int64"
+
+
+@needs_root
+def test_verifier_cost_of_subprograms_and_the_chain_stack(session):
+    m = session.load("cm", CORE_MIXED, core=True)
+    top = m.programs["top"].verifier
+    assert len(top.stack_depths) == 2 and top.subprograms == ["top", "sub"]
+    assert top.insns_processed == top.verified_insns
+    assert m.programs["leaf"].verifier.stack_depths == [m.programs["leaf"].verifier.stack]
+    session.slot("mx[1]", "cm.leaf")
+    # top -> sub -> tail call -> leaf: leaf's XDP_DROP (1) replaces sub's return, top adds its a[1] (2);
+    # falling through would give sub's b[3] (5) + 2 = 7
+    r = session.test_run("cm.top")
+    assert r.retval == 3 and r.tail_calls.set_index("slot").loc["mx[1]", "taken"] == 1
+    g = session.graph("mx")
+    stack = g.stack
+    # top keeps both its frames across the tail call made from sub; leaf adds its own
+    assert stack["mixing"] == ["cm.top"]
+    assert stack["worst"] == top.stack + m.programs["leaf"].verifier.stack and stack["from"] == "cm.top"
+    assert stack["ok"] and stack["limit"] == 8448
+    assert "worst-case stack" in repr(g)
+
+
+@needs_root
+def test_a_failing_core_load_still_says_why(session):
+    bad = CORE_MIXED.replace("return c[7] == 3", "return *(char *)(long)ctx->data == 3")  # no bounds check
+    from bpfmagic import BpfVerifierError
+    with pytest.raises(BpfVerifierError, match="invalid access to packet"):
+        session.load("bad", bad, core=True)
+
+
+def test_enum_constants_are_read_on_the_tree():
+    consts = file_constants("#define X 4\nenum { A = 1, B, C = X << 1, D };\n"
+                            "typedef enum e { E = C + 1 } e_t;\nenum f { A = 7 };\n"
+                            "int f(void) { enum { Q = 3 }; return 0; }")
+    assert consts == {"B": "2", "C": "8", "D": "9", "E": "9", "X": "4"}  # A defined twice: left out
+
+
+TEST_CALL1 = r"""
+BPF_PROG_ARRAY(jump, 8);
+enum states { S_EOP = 1, S_ETHER, S_ARP, S_IP };
+int parse_ether(struct xdp_md *ctx) {
+    if (ctx->rx_queue_index == 7)
+        jump.call(ctx, S_ARP);
+    jump.call(ctx, S_IP);
+    return XDP_ABORTED;
+}
+int parse_ip(struct xdp_md *ctx) { jump.call(ctx, S_EOP); return XDP_PASS; }
+int parse_arp(struct xdp_md *ctx) { return XDP_TX; }
+int eop(struct xdp_md *ctx) { return XDP_DROP; }
+"""
+
+
+@needs_root
+def test_graph_of_enum_keys_and_counts_per_call_site(session):
+    session.load("t", TEST_CALL1, slots={"jump[2]": "parse_ether", "jump[3]": "parse_arp", "jump[4]": "parse_ip",
+                                        "jump[1]": "eop"})
+    for _ in range(4):
+        assert session.test_run("t.parse_ether").retval_name == "XDP_DROP"
+    g = session.graph("jump")
+    assert g.edge_set("call") == {("t.parse_ether", "jump[3]"), ("t.parse_ether", "jump[4]"),
+                                  ("t.parse_ip", "jump[1]")}
+    calls = g.edges[g.edges["kind"] == "call"].set_index("dst")
+    # each edge has its call site's counts: the ARP site never ran
+    assert (calls.loc["jump[3]", "line"], calls.loc["jump[3]", "calls"]) == (6, 0)
+    assert (calls.loc["jump[4]", "line"], calls.loc["jump[4]", "calls"], calls.loc["jump[4]", "missed"]) == (7, 4, 0)
+    assert calls.loc["jump[1]", "calls"] == 4
+    m = session.modules["t"]
+    assert session.site_counts(m) == {6: (0, 0), 7: (4, 0), 10: (4, 0)}
+
+
+@needs_root
+def test_counts_per_call_site_in_core_cells(session):
+    m = session.load("k", r"""
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+struct { __uint(type, BPF_MAP_TYPE_PROG_ARRAY); __uint(max_entries, 4); __type(key, u32); __type(value, u32); } kj SEC(".maps");
+SEC("xdp") int h(struct xdp_md *ctx) {
+    bpf_tail_call(ctx, &kj, 3);
+    bpf_tail_call_static(ctx, &kj, 0);
+    return XDP_PASS;
+}
+char LICENSE[] SEC("license") = "GPL";
+""", core=True)
+    session.test_run("k.h", repeat=5)
+    assert session.site_counts(m) == {6: (5, 5), 7: (5, 5)}
+
+
+@needs_root
+def test_a_wide_chain_fits_a_notebook(session):
+    n = 9
+    src = "BPF_PROG_ARRAY(wide, 16);\n" + "\n".join(
+        f"int h{i}(struct xdp_md *ctx) {{ wide.call(ctx, {i + 1}); return XDP_PASS; }}" for i in range(n))
+    session.load("w", src, slots={f"wide[{i}]": f"h{i}" for i in range(1, n)})
+    session.program("w.h0")
+    g = session.graph("wide")
+    dot = g.dot().source
+    assert "rankdir=TB" in dot and 'size="9.5,40"' in dot
+    import re
+    import shutil
+    if shutil.which("dot"):
+        width = float(re.search(r'<svg width="([\d.]+)pt"', g.svg())[1])
+        assert width * 96 / 72 <= 953  # pt -> px: inside a notebook's output area
+
+
+@needs_root
+def test_counters_read_while_traffic_runs_agree(session):
+    session.load("ag", "BPF_PROG_ARRAY(agj, 4);\n"
+                       "int go(struct xdp_md *ctx) { agj.call(ctx, 2); return XDP_PASS; }")  # slot 2 stays empty
+    prog = session.program("ag.go")
+    from bpfmagic import libbpf
+    done = threading.Event()
+
+    def traffic():
+        while not done.is_set():
+            libbpf.test_run(prog.fd, data=bytes(64), repeat=200_000)
+    t = threading.Thread(target=traffic)
+    t.start()
+    try:
+        readings = []
+        for _ in range(300):
+            row = session.slots("agj", all_keys=True).set_index("index").loc[2]
+            readings.append((row["calls"], row["missed"]))
+    finally:
+        done.set()
+        t.join()
+    assert any(c for c, _ in readings)
+    assert all(m <= c for c, m in readings), [r for r in readings if r[1] > r[0]][:3]
+    final = session.slots("agj").set_index("index").loc[2]
+    assert final["calls"] == final["missed"]
+
+
+@needs_root
+def test_slots_are_filled_before_the_entry_is_attached(session):
+    src = ("BPF_PROG_ARRAY(att, 4);\n"
+           "int entry(struct bpf_raw_tracepoint_args *ctx) { att.call(ctx, 1); return 0; }\n"
+           "int next(struct bpf_raw_tracepoint_args *ctx) { return 0; }")
+    session.load("at", src, attach={"entry": "raw_tracepoint:sys_enter"}, slots={"att[1]": "next"})
+    import os
+    os.getpid(), os.stat("/")  # syscalls: the entry runs
+    row = session.slots("att").set_index("index").loc[1]
+    assert row["calls"] > 0 and row["missed"] == 0  # attached before the slot was filled, the first runs missed
+
+
+@needs_root
+def test_a_rerun_refills_the_slots_its_old_version_held(session):
+    v1 = ("BPF_PROG_ARRAY(rr, 4);\nint e(struct xdp_md *ctx) { rr.call(ctx, 2); return XDP_PASS; }\n"
+          "int g(struct xdp_md *ctx) { return XDP_DROP; }")
+    session.load("r", v1)
+    session.slot("rr[2]", "r.g")
+    m2 = session.load("r", v1.replace("XDP_DROP", "XDP_TX"))
+    assert session.arrays["rr"].entries[2] is m2.programs["g"]
+    assert m2.slot_notes == ["rr[2] now holds the new r.g (was the old one)"]
+    assert session.test_run("r.e").retval_name == "XDP_TX"
+    m3 = session.load("r", "BPF_PROG_ARRAY(rr, 4);\nint e(struct xdp_md *ctx) { rr.call(ctx, 2); return XDP_PASS; }")
+    assert m3.slot_notes == ["rr[2] emptied: the new version of r has no g"]
+    assert 2 not in session.arrays["rr"].entries
+    assert session.test_run("r.e").retval_name == "XDP_PASS"
+    session.load("u", "int g(struct xdp_md *ctx) { return XDP_DROP; }")
+    session.slot("rr[1]", "u.g")
+    assert session.unload("u") == ["rr[1] (was u.g)"]
+
+
+@needs_root
+def test_socket_filter_runs_say_the_packet_starts_at_l3(session):
+    session.load("sf", "BPF_PROG_ARRAY(sfa, 2);\nint keep(struct __sk_buff *skb) { return skb->len; }")
+    r = session.test_run("sf.keep", type="socket_filter")
+    assert "from L3 on" in r.summary() and "AF_PACKET" in r.summary()
+    assert r.retval == 42 - 14  # the default UDP frame's length without its Ethernet header
+
+
+@needs_root
+def test_prog_ids_are_integers_and_empty_slots_blank(session):
+    session.load("pi", "BPF_PROG_ARRAY(pia, 4);\nint e(struct xdp_md *ctx) { pia.call(ctx, 3); return XDP_PASS; }\n"
+                       "int g(struct xdp_md *ctx) { return XDP_DROP; }", slots={"pia[1]": "g"})
+    session.test_run("pi.e")
+    slots = session.slots("pia").set_index("index")
+    assert str(slots["prog_id"].dtype) == "Int64"
+    assert slots.loc[1, "prog_id"] == session.program("pi.g").prog_id and pd.isna(slots.loc[3, "prog_id"])
+    assert "1394.0" not in slots.to_string() and ".0 " not in slots[["prog_id"]].to_string()
+
+
+def test_call_sites_carry_their_lines():
+    sites = chain_graph.call_sites("BPF_PROG_ARRAY(p, 4);\nint f(struct xdp_md *ctx) {\n  p.call(ctx, 1);\n  return 0; }")
+    assert [(s.function, s.line) for s in sites] == [("f", 3)]
+
+
+DUMPED = r"""
+BPF_PROG_ARRAY(dj, 4);
+int f(struct xdp_md *ctx) {
+  dj.call(ctx, 1);
+  u32 k = ctx->rx_queue_index;
+  dj.call(ctx, k);
+  return XDP_PASS; }
+int g(struct xdp_md *ctx) { return XDP_DROP; }
+"""
+
+
+@needs_root
+def test_dump_marks_the_patched_jump_and_the_indirect_one(session):
+    session.load("d", DUMPED, slots={"dj[1]": "g"})
+    p = session.program("d.f")
+    jited = p.dump("jited")
+    marks = [line for line in jited.splitlines() if "◀ tail call" in line]
+    assert any("direct jump" in m and "into d.g" in m for m in marks), jited
+    assert any("variable index" in m for m in marks), jited
+    assert "; dj.call(ctx, 1);  @ d:4" in jited and "; dj.call(ctx, k);  @ d:6" in jited
+    session.unslot("dj[1]")  # empty: the kernel patches the direct jump out again
+    assert not any("into d.g" in line for line in p.dump("jited").splitlines())
+    xlated = p.dump("xlated")
+    assert sum("call bpf_tail_call#12  ◀ tail call" in line for line in xlated.splitlines()) == 2
+    assert "; u32 k = ctx->rx_queue_index;  @ d:5" in xlated
+    assert "@ d:" not in p.dump("xlated", source=False)
+
+
+@needs_root
+def test_dump_of_a_core_program_keeps_the_cells_lines(session):
+    m = session.load("cm2", CORE_MIXED, core=True)
+    session.slot("mx[1]", "cm2.leaf")
+    jited = m.programs["top"].dump("jited")
+    assert "<top>:" in jited and "<sub>:" in jited
+    assert "; bpf_tail_call(ctx, &mx, 1);  @ cm2:8" in jited
+    assert any("direct jump" in line and "cm2.leaf" in line for line in jited.splitlines())
+
+
+@needs_root
+def test_dump_through_the_magic(capsys):
+    from IPython.testing.globalipapp import get_ipython
+
+    import bpfmagic
+    ip = get_ipython()
+    ip.run_line_magic("load_ext", "bpfmagic")
+    bpfmagic._drop_session()
+    try:
+        ip.run_cell("%%bpf dm -s dj[1]=g\n" + DUMPED)
+        ip.run_line_magic("bpf", "dump dm.f --jited")
+        assert "direct jump" in capsys.readouterr().out
+    finally:
+        ip.run_line_magic("bpf", "reset")
+        bpfmagic._drop_session()
+
+
+# ------------------------------------------------------------------ paths
+
+PATH_CHAIN = r"""
+BPF_PROG_ARRAY(pj, 8);
+int entry(struct xdp_md *ctx) {
+  u8 *p = (u8 *)(long)ctx->data;
+  if ((void *)(p + 1) > (void *)(long)ctx->data_end) return XDP_ABORTED;
+  if (*p == 0xAA) pj.call(ctx, 3);
+  pj.call(ctx, 1);
+  return XDP_PASS; }
+int parse_eth(struct xdp_md *ctx) { pj.call(ctx, 2); return XDP_DROP; }
+int parse_ip(struct xdp_md *ctx) { pj.call(ctx, 5); return XDP_TX; }
+"""
+
+
+@needs_root
+def test_a_run_through_a_chain_shows_its_path(session):
+    session.enable_paths()
+    session.load("pc", PATH_CHAIN, slots={"pj[1]": "parse_eth", "pj[2]": "parse_ip"})
+    r = session.test_run("pc.entry", data=bytes(64), path=True)
+    assert r.retval_name == "XDP_TX"
+    assert r.path_text == "pc.entry → parse_eth → parse_ip ✗ pj[5] empty"
+    assert list(r.path["outcome"]) == ["taken", "taken", "empty slot"]
+    assert list(r.path["line"]) == [7, 9, 10] and list(r.path["key"]) == [1, 2, 5]
+    assert "path: pc.entry → parse_eth" in r.summary()
+    r2 = session.test_run("pc.entry", data=b"\xaa" + bytes(63), path=True)  # slot 3 is empty: falls through to 1
+    assert r2.path_text == "pc.entry ✗ pj[3] empty → parse_eth → parse_ip ✗ pj[5] empty"
+    misses = session.misses().set_index("line")
+    assert (misses.loc[10, "missed"], misses.loc[10, "slot_empty"], misses.loc[10, "limit_reached"]) == (2, 2, 0)
+    assert misses.loc[6, "slot_empty"] == 1 and misses.loc[6, "slot"] == "pj[3]"
+
+
+@needs_root
+def test_paths_off_runs_uninstrumented_code(session):
+    session.load("po", PATH_CHAIN, slots={"pj[1]": "parse_eth"})
+    with pytest.raises(Exception, match="loaded without paths"):
+        session.test_run("po.entry", path=True)
+    size_off = session.program("po.entry").verifier.xlated_insns
+    session.enable_paths()
+    session.load("po", PATH_CHAIN, slots={"pj[1]": "parse_eth"})
+    assert session.program("po.entry").verifier.xlated_insns > size_off
+
+
+@needs_root
+def test_the_limit_is_told_from_an_empty_slot(session):
+    session.enable_paths()
+    session.load("lim", "BPF_PROG_ARRAY(lj, 2);\n"
+                        "int loop(struct xdp_md *ctx) { lj.call(ctx, 0); return XDP_DROP; }", slots={"lj[0]": "loop"})
+    r = session.test_run("lim.loop", path=True)
+    assert len(r.path) == 34
+    assert list(r.path["outcome"][:33]) == ["taken"] * 33 and r.path["outcome"].iloc[33] == "limit reached"
+    assert r.path_text.endswith("✗ lj[0] limit")
+    m = session.misses().set_index("line").loc[2]
+    assert (m["calls"], m["missed"], m["limit_reached"], m["slot_empty"]) == (34, 1, 1, 0)
+
+
+@needs_root
+def test_paths_in_a_core_chain(session):
+    session.enable_paths()
+    session.load("cp", r"""
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+struct { __uint(type, BPF_MAP_TYPE_PROG_ARRAY); __uint(max_entries, 4); __type(key, u32); __type(value, u32); } cj SEC(".maps");
+SEC("xdp") int first(struct xdp_md *ctx) { bpf_tail_call_static(ctx, &cj, 1); return XDP_PASS; }
+SEC("xdp") int second(struct xdp_md *ctx) { bpf_tail_call(ctx, &cj, 3); return XDP_DROP; }
+char LICENSE[] SEC("license") = "GPL";
+""", core=True, slots={"cj[1]": "second"})
+    r = session.test_run("cp.first", path=True)
+    assert r.retval_name == "XDP_DROP" and r.path_text == "cp.first → second ✗ cj[3] empty"
+
+
+@needs_root
+def test_live_paths_are_counted(session):
+    session.enable_paths()
+    session.load("lv", PATH_CHAIN, slots={"pj[1]": "parse_eth", "pj[2]": "parse_ip"})
+    prog = session.program("lv.entry")
+    from bpfmagic import libbpf
+
+    def traffic():
+        for _ in range(3):
+            libbpf.test_run(prog.fd, data=bytes(64), repeat=100)
+        libbpf.test_run(prog.fd, data=b"\xaa" + bytes(63), repeat=7)
+    df = session.paths("pj", during=traffic)
+    got = dict(zip(df["path"], df["runs"]))
+    assert got == {"lv.entry → parse_eth → parse_ip ✗ pj[5] empty": 300,  # every run, counted once
+                   "lv.entry ✗ pj[3] empty → parse_eth → parse_ip ✗ pj[5] empty": 7}
+    assert abs(df["share"].sum() - 1) < 1e-9
+    from bpfmagic.paths import picture
+    g = picture(session, df, "pj")
+    assert g.widths[("lv.entry", "pj[1]")] == 307 and g.widths[("lv.entry", "pj[3]")] == 7
+    assert g.widths[("pj[2]", "lv.parse_ip")] == 307
+    dot = g.dot().source
+    assert "penwidth=6.0" in dot and "307 runs" in dot
+    # a second window: the runs left in the records by the first are not counted again
+    df2 = session.paths("pj", during=lambda: libbpf.test_run(prog.fd, data=b"\xaa" + bytes(63), repeat=5))
+    assert dict(zip(df2["path"], df2["runs"])) == {
+        "lv.entry ✗ pj[3] empty → parse_eth → parse_ip ✗ pj[5] empty": 5}
+
+
+# ------------------------------------------------------------------ chains as data
+
+STAGES = r"""
+static __always_inline int mark(struct xdp_md *ctx, u8 letter) {
+    u8 *p = (u8 *)(long)ctx->data;
+    if ((void *)(p + 8) > (void *)(long)ctx->data_end) return XDP_ABORTED;
+    u8 n = p[0];
+    if (n == 0) p[1] = letter; else if (n == 1) p[2] = letter; else if (n == 2) p[3] = letter;
+    else if (n == 3) p[4] = letter; else p[5] = letter;
+    p[0] = n + 1;
+    return XDP_PASS;
+}
+int a(struct xdp_md *ctx) { mark(ctx, 'A'); CHAIN_NEXT(ctx, fw); return XDP_PASS; }
+int b(struct xdp_md *ctx) { mark(ctx, 'B'); CHAIN_NEXT(ctx, fw); return XDP_TX; }
+int c(struct xdp_md *ctx) { mark(ctx, 'C'); CHAIN_NEXT(ctx, fw); return XDP_DROP; }
+"""
+
+
+def _order(session) -> bytes:
+    out = session.test_run("fw_entry.entry", data=bytes(64)).data_out
+    return out[1:1 + out[0]]
+
+
+@needs_root
+def test_a_chain_as_data_runs_its_stages_in_order(session):
+    session.load("st", STAGES)
+    ch = session.chain("fw", ["st.a", "st.b", "st.c"])
+    assert _order(session) == b"ABC"
+    assert session.test_run("fw_entry.entry", data=bytes(64)).retval_name == "XDP_DROP"  # the last stage's verdict
+    ch.reorder(["st.c", "st.a"])
+    assert _order(session) == b"CA" and ch.base == 16
+    ch.insert(1, "st.b")
+    assert _order(session) == b"CBA" and ch.base == 0
+    ch.remove("st.c")
+    assert _order(session) == b"BA"
+    df = ch.df()
+    assert list(df["stage"]) == ["st.b", "st.a"] and list(df["runs"]) == [1, 1]
+    assert list(df["runs_in_chain"]) == [4, 5]  # b: ABC twice, CBA, BA; a: ABC twice, CA, CBA, BA
+    assert list(df["slot"]) == ["fw[16]", "fw[17]"]
+    with pytest.raises(Exception, match="does not call CHAIN_NEXT"):
+        session.load("plain", "int p(struct xdp_md *ctx) { return XDP_PASS; }")
+        ch.reorder(["plain.p"])
+    assert _order(session) == b"BA"  # a refused change leaves the chain as it was
+
+
+@needs_root
+def test_reordering_under_traffic_shows_only_whole_orders(session):
+    session.enable_paths()
+    session.load("st", STAGES)
+    ch = session.chain("fw", ["st.a", "st.b", "st.c"])
+    prog = ch.program
+    from bpfmagic import libbpf
+    stop = threading.Event()
+    runs = []
+
+    def traffic():
+        while not stop.is_set():
+            libbpf.test_run(prog.fd, data=bytes(64), repeat=20_000)
+            runs.append(1)
+    t = threading.Thread(target=traffic)
+    t.start()
+
+    def flips():
+        for i in range(60):
+            ch.reorder(["st.c", "st.b", "st.a"] if i % 2 == 0 else ["st.a", "st.b", "st.c"])
+    try:
+        df = session.paths("fw", during=flips)
+    finally:
+        stop.set()
+        t.join()
+    got = dict(zip(df["path"], df["runs"]))
+    whole = {"fw_entry.entry → a → b → c ✗ fw[3] empty", "fw_entry.entry → c → b → a ✗ fw[19] empty"}
+    assert set(got) <= whole, got  # never a mix of the two orders
+    assert set(got) == whole and sum(got.values()) > 1000  # both orders ran, many times
+
+
+@needs_root
+def test_chain_from_a_yaml_file_through_the_magic(tmp_path, capsys):
+    from IPython.testing.globalipapp import get_ipython
+
+    import bpfmagic
+    ip = get_ipython()
+    ip.run_line_magic("load_ext", "bpfmagic")
+    bpfmagic._drop_session()
+    try:
+        ip.run_cell("%%bpf st\n" + STAGES)
+        f = tmp_path / "chain.yaml"
+        f.write_text("chain: fw\ntype: xdp\nstages:\n  - st.b\n  - st.c\n")
+        df = ip.run_line_magic("bpf", f"chain fw --file {f}")
+        assert list(df["stage"]) == ["st.b", "st.c"]
+        assert _order(bpfmagic.session()) == b"BC"
+        f.write_text("stages: [st.c, st.a, st.b]\n")
+        ip.run_line_magic("bpf", f"chain fw --file {f}")
+        assert _order(bpfmagic.session()) == b"CAB"
+        df = ip.run_line_magic("bpf", "chain fw")
+        assert list(df["runs"]) == [1, 1, 1]
+        assert "fw_entry.entry → c → a → b" in capsys.readouterr().out
+    finally:
+        ip.run_line_magic("bpf", "reset")
+        bpfmagic._drop_session()
