@@ -69,7 +69,7 @@ $(VENV)/.installed: pyproject.toml | $(PY)
 # package importing bpfmagic.env before running it.
 headers: $(VENV)/.installed
 	@$(PY) -c 'import sys, bpfmagic.env as e; sys.exit(e.main())'
-	@$(PY) -c 'import bpfmagic.core as c; c.prepare_cache()'
+	@$(PY) -c 'import bpfmagic.backends.libbpf as b; b.prepare_cache()'
 
 demo: setup
 	$(VENV)/bin/bpfmagic run $(DEMO)

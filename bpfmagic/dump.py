@@ -132,7 +132,6 @@ def _jited(program, source: bool) -> str:
         raise UsageProblem(f"{program.qualname} has no JIT image (the JIT is off: sysctl net.core.bpf_jit_enable=1)")
     md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
     base = info.jited_ksyms[0] if info.jited_ksyms else 0
-    end = base + len(info.jited)
     # Address -> source line (BTF line info, with the JIT's address of each entry).
     at: dict[int, str] = {}
     site_lines = {t.line for t in program.module.syntax.tail_calls}

@@ -294,16 +294,15 @@ def chain_stack(edges, verifier: dict) -> dict:
     mixing = {p for p, v in verifier.items() if len(v.stack_depths) > 1 and nxt.get(p)}
     held = {p: (own[p] if p in mixing else 0) for p in verifier}
     best = dict(own)  # the deepest stack of a walk starting at p with no tail call left
-    via: dict[str, str | None] = {p: None for p in verifier}
     for _ in range(MAX_TAIL_CALL_CNT):
-        new, new_via = {}, {}
+        new = {}
         for p in verifier:
             options = [(held[p] + best[q], q) for q in nxt.get(p, ()) if q in best]
             top = max(options, default=(own[p], None))
-            new[p], new_via[p] = (top if top[0] > own[p] else (own[p], None))
+            new[p] = top[0] if top[0] > own[p] else own[p]
         if new == best:
             break
-        best, via = new, new_via
+        best = new
     if not best:
         return {}
     start = max(best, key=best.get)

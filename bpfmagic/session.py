@@ -3,7 +3,6 @@ objects and their programs), attachments and the session-wide prog arrays.
 The magics and the Python API both go through it."""
 from __future__ import annotations
 
-import atexit
 import contextlib
 import itertools
 import keyword
@@ -22,21 +21,18 @@ from .attach import (
     Target,
     check_event_exists,
     check_servable,
-    convention_targets,
     parse_target,
 )
 from .attach import attach as attach_target
+from . import backends
 from .c import CellSyntax, analyse
 from .c.analysis import SKB_TYPES
 from .compiler import (
     PROG_TYPE_NAMES,
     PROG_TYPES,
     auto_attach_type,
-    captured_fd2,
-    load_bcc,
     prog_type_name,
     prog_type_value,
-    verifier_error,
 )
 from .errors import AttachError, BpfError, EnvironmentProblem, SlotError, UsageProblem
 
@@ -111,13 +107,13 @@ class Module:
     """A loaded cell: its BCC object, programs, attachments and slots.
     Tables are reached as ``module["table"]`` (BCC table objects)."""
 
-    def __init__(self, session: "Session", name: str, syntax: CellSyntax, bpf, origin: str):
+    def __init__(self, session: "Session", name: str, syntax: CellSyntax, obj, origin: str):
         self.session = session
         self.name = name
         self.syntax = syntax  # what the C front end read in the cell
         self.source = syntax.source
         self.origin = origin
-        self.bpf = bpf
+        self.object = obj  # what a backend loaded (backends/): the same interface for BCC and --core
         self.programs: dict[str, Program] = {}
         self.attachments: list[Attachment] = []
         self.auto_attached: list[str] = []  # functions BCC attached by naming convention
@@ -125,7 +121,6 @@ class Module:
         self.compile_log = ""
         self.contexts = syntax.contexts
         self.columns = None  # BCC: column shifts of instrumented call sites (for verifier messages)
-        self.core = None  # core.CoreObject of a --core module (then bpf is None)
         self.new_slot_names: list[str] = []  # "array[name]=index" this cell named first (a typo shows here)
         self.notes: list[str] = []  # what the cell should say besides its summary
         self.site_base: int | None = None  # this module's call-site counters: Session.site_counts
@@ -135,25 +130,23 @@ class Module:
 
     # -- contents
     @property
+    def bpf(self):
+        """BCC's own BPF object of a BCC module (None for --core): for what bpfmagic does not wrap."""
+        return self.object.bpf if self.object is not None and self.object.kind == "bcc" else None
+
+    @property
+    def core(self):
+        """libbpf's object (backends.libbpf.CoreObject) of a --core module, else None."""
+        return self.object if self.object is not None and self.object.kind == "core" else None
+
+    @property
     def functions(self) -> list[str]:
-        if self.core is not None:
-            return list(self.core.programs()) if self.core.ptr else list(self.programs)
-        lib = _bcc()
-        if self.bpf is None or self.bpf.module is None:
-            return list(self.programs)
-        return [lib.bpf_function_name(self.bpf.module, i).decode()
-                for i in range(lib.bpf_num_functions(self.bpf.module))]
+        names = self.object.functions() if self.object is not None else []
+        return names or list(self.programs)
 
     @property
     def tables(self) -> list[str]:
-        if self.core is not None:
-            return self.core.tables() if self.core.ptr else []
-        lib = _bcc()
-        if self.bpf is None or self.bpf.module is None:
-            return []
-        names = (lib.bpf_table_name(self.bpf.module, i).decode()
-                 for i in range(lib.bpf_num_tables(self.bpf.module)))
-        return [n for n in names if not n.startswith("__bm_")]  # bpfmagic's own counters stay hidden
+        return self.object.tables() if self.object is not None and not self.closed else []
 
     @property
     def globals(self):
@@ -175,9 +168,7 @@ class Module:
     def __getitem__(self, table: str):
         if table not in self.tables:
             raise KeyError(f"{self.name} has no table {table!r} (tables: {', '.join(self.tables) or 'none'})")
-        if self.core is not None:
-            return self.core.table(table)
-        return self.bpf[table.encode()]  # BCC wants bytes (a str works but warns)
+        return self.object.table(table)
 
     def __contains__(self, table: str) -> bool:
         return table in self.tables
@@ -209,15 +200,8 @@ class Module:
         for att in self.attachments:
             att.detach()
         self.attachments.clear()
-        if self.bpf is not None:
-            with captured_fd2():
-                self.bpf.cleanup()
-            # BCC registers cleanup with atexit, which would keep the object alive forever.
-            with contextlib.suppress(Exception):
-                atexit.unregister(self.bpf.cleanup)
-            self.bpf = None
-        if self.core is not None:
-            self.core.close()
+        if self.object is not None:
+            self.object.close()
         self.programs.clear()
         self.closed = True
 
@@ -448,20 +432,18 @@ class Session:
                 raise
 
     def _load(self, req: "_LoadRequest", old: Module | None) -> Module:
-        name, source, origin, attach_specs, core = req.name, req.source, req.origin, req.attach, req.core
-        if core:
-            from . import core as co
-            co.tools()
+        name, source, origin, attach_specs = req.name, req.source, req.origin, req.attach
+        backend = backends.for_cell(req.core)
+        backend.check_tools()
         for func, target in attach_specs:
             check_servable(parse_target(target))  # before any compiling
         syntax = analyse(source)
         if not syntax.has_content:
             raise UsageProblem(f"{origin} has no C code: write the program below the %%bpf line "
                                "(or load a file with --file PATH)")
-        if not core:  # functions BCC attaches by their names get the same checks
-            for func, target in convention_targets(syntax.contexts):
-                check_servable(target)
-                check_event_exists(target)
+        for func, target in backend.convention_targets(syntax):  # what BCC attaches by names: the same checks
+            check_servable(target)
+            check_event_exists(target)
         new_arrays: list[str] = []
         pending: dict[str, dict[str, int]] = {}
         module = None
@@ -500,16 +482,16 @@ class Session:
                 slot_index(ref.array, ref.key)
             resolved_slots = [(self.array(a), slot_index(a, k), func) for (a, k), func in req.slots]
             site_base = self._alloc_sites(syntax, req)
-            if core:
-                module = self._compile_core(req, syntax, slot_index, resolved_slots, site_base)
-            else:
-                module = self._compile_bcc(req, syntax, slot_index, site_base)
+            obj, log = backend.compile_cell(self, req, syntax, slot_index, resolved_slots, site_base)
+            module = Module(self, req.name, syntax, obj, req.origin)
+            module.compile_log = log
+            for fname, (ptype, fd, stats) in obj.preloaded().items():
+                module.programs[fname] = Program(module, fname, ptype, fd, stats)
+            module.auto_attached += obj.convention_attached()
             module.site_base = site_base
             module.paths = req.paths and site_base is not None
-            bpf = module.bpf
 
-            if core:
-                self._adopt_initialized_slots(module, replaced)
+            self._adopt_initialized_slots(module, replaced)
             # Load what is attached and slotted, with the type its use demands.
             for func in [f for f, _ in attach_specs] + [f for _, _, f in resolved_slots]:
                 _require_function(module, func)
@@ -520,11 +502,8 @@ class Session:
             # The rest whose context parameter names its type load now, so the verifier
             # speaks in this cell, not at the first %bpf run (__sk_buff is left for later:
             # tc or socket filter is the user's choice).
-            if module.bpf is not None:
-                functions = set(module.functions)
-                for func, ptype in module.contexts.items():
-                    if func in functions and func not in module.programs and ptype not in (None, "sched_cls"):
-                        self._load_program(module, func, ptype)
+            for func, ptype in obj.eager(module.contexts, module.programs):
+                self._load_program(module, func, ptype)
 
             # Switch over: slot the new version, then attach it (an old link is retargeted in one step):
             # a chain is complete before its entry sees its first event.
@@ -544,28 +523,16 @@ class Session:
                         retargeted.append((old_att, previous))
                         module.attachments.append(old_att)
                         continue
-                att = attach_target(program, target, bpf)
+                att = attach_target(program, target, obj.attach_handle)
                 attachments.append(att)
                 module.attachments.append(att)
-            if core:
-                # Programs whose SEC() names their target (tp_btf/..., raw_tp/...) attach by themselves.
-                # A slotted program keeps its SEC() attachment too: only -a replaces it.
-                attached = {f for f, _ in attach_specs}
-                slotted = {f for _, _, f in resolved_slots} | {p.name for a in self.arrays.values()
-                                                                for p in a.entries.values() if p.module is module}
-                for pname, prog_ptr in module.core.programs().items():
-                    if pname not in attached and module.core.section(prog_ptr).startswith(co.AUTO_ATTACH_SECTIONS):
-                        try:
-                            att = module.core.attach_by_section(module.programs[pname], prog_ptr)
-                        except AttachError as e:
-                            if pname not in slotted:
-                                raise
-                            # Tail-call-only programs often carry a placeholder SEC(): the slot is their use.
-                            module.notes.append(f"{pname} runs through its slot only: {e.message}")
-                            continue
-                        attachments.append(att)
-                        module.attachments.append(att)
-                        module.auto_attached.append(pname)
+            # Programs whose SEC() names their target (tp_btf/..., raw_tp/...) attach by themselves
+            # (libbpf); a slotted program keeps that attachment too: only -a replaces it.
+            slotted = {f for _, _, f in resolved_slots} | {p.name for a in self.arrays.values()
+                                                            for p in a.entries.values() if p.module is module}
+            made = obj.attach_sections(module, {f for f, _ in attach_specs}, slotted)
+            attachments += made
+            module.attachments += made
         except BaseException:
             # Roll back: previous slot occupants, links, new attachments, the new module, new arrays.
             for array, index, previous in reversed(replaced):
@@ -740,48 +707,6 @@ class Session:
         calls = libbpf.percpu_u64_sums(self._sites_fd, lines, start=module.site_base)
         return {t.line: (calls[t.line], missed[t.line]) for t in module.syntax.tail_calls}
 
-    def _compile_bcc(self, req: "_LoadRequest", syntax: CellSyntax, slot_index, site_base=None) -> Module:
-        arrays = {n: (a.pin, a.size, a.counter_pin) for n, a in self.arrays.items()}
-        from .verifier import collect_bcc
-        sites = (self._sites_pin, site_base) if site_base is not None else None
-        paths = {"pins": self._path_maps.pins} if req.paths and self._path_maps and sites else None
-        with collect_bcc() as stats:
-            bpf, log, columns = load_bcc(syntax, req.origin, arrays, slot_index, req.cflags, req.count_calls,
-                                         req.verbose, can_load=self.privileges.can_load,
-                                         include_dirs=_include_dirs(req.file), sites=sites, paths=paths,
-                                         cursor=self._cursor[1] if self._cursor else None)
-        module = Module(self, req.name, syntax, bpf, req.origin)
-        module.compile_log = log
-        module.columns = columns
-        # Functions BCC loaded and attached by naming convention.
-        for fname, fn in bpf.funcs.items():
-            fname = fname.decode()
-            module.programs[fname] = Program(module, fname, auto_attach_type(fname) or "unknown", fn.fd,
-                                             stats.get(fname, ""))
-            module.auto_attached.append(fname)
-        return module
-
-    def _compile_core(self, req: "_LoadRequest", syntax: CellSyntax, slot_index, resolved_slots,
-                      site_base=None) -> Module:
-        from . import core
-        needs = {func: parse_target(target).prog_type for func, target in req.attach}
-        slotted = [(array, func) for array, _, func in resolved_slots]
-        sites = (self._sites_fd, site_base) if site_base is not None else None
-        paths = self._path_maps if req.paths and sites else None
-        obj, log = core.load_object(req.name, syntax, req.origin, req.cflags, slot_index, req.file,
-                                    self.arrays, req.count_calls, req.verbose, needs, slotted,
-                                    req.initial_globals, sites=sites, paths=paths,
-                                    cursor=self._cursor[0] if self._cursor else None)
-        module = Module(self, req.name, syntax, None, req.origin)
-        module.core = obj
-        module.compile_log = log
-        for pname, prog_ptr in obj.programs().items():
-            fd = obj.program_fd(prog_ptr)
-            if fd >= 0:
-                module.programs[pname] = Program(module, pname, obj.program_type(prog_ptr), fd,
-                                                 obj.verifier_logs.get(pname, ""))
-        return module
-
     def _unload_advice(self, array_name: str) -> str:
         """How to free session array ARRAY_NAME: the modules that use it go first."""
         users = [m.name for m in self.modules.values()
@@ -849,9 +774,6 @@ class Session:
                 raise (SlotError if array else AttachError)(
                     f"{module.name}.{func} is loaded as {existing.type}; {why or 'this use'} needs {ptype}")
             return existing
-        if module.core is not None:  # libbpf loaded every program of the object already
-            known = ", ".join(module.programs) or "none"
-            raise UsageProblem(f"{module.name} has no program {func!r} (programs: {known})")
         if func not in module.functions:
             known = ", ".join(module.functions) or "none"
             raise UsageProblem(f"{module.name} has no function {func!r} (functions: {known})")
@@ -863,22 +785,9 @@ class Session:
                                f"not tell (known: {', '.join(sorted(PROG_TYPES))})")
         if ptype not in PROG_TYPES:
             raise UsageProblem(f"unknown program type {ptype!r}; known: {', '.join(sorted(PROG_TYPES))}")
-        from .verifier import collect_bcc
-        with captured_fd2() as log, collect_bcc() as stats:
-            try:
-                # XDP with expected attach type BPF_XDP, as libbpf's SEC("xdp") loads it: this kernel
-                # refuses tail calls between programs of different attach types.
-                fn = module.bpf.load_func(func.encode(), PROG_TYPES[ptype],
-                                          attach_type=libbpf.BPF_XDP if ptype == "xdp" else -1)
-                error = None
-            except Exception as e:
-                error = e
-        if error is not None:
-            raise verifier_error(f"{module.name}.{func} (as {ptype})", log[0], str(error).split(": ")[-1],
-                                 module.origin, module.source, columns=module.columns,
-                                 syntax=module.syntax) from None
-        module.compile_log += log[0]
-        program = Program(module, func, ptype, fn.fd, stats.get(func, ""))
+        fd, log, stats = module.object.load_program(func, ptype, f"{module.name}.{func}")
+        module.compile_log += log
+        program = Program(module, func, ptype, fd, stats)
         module.programs[func] = program
         return program
 
@@ -982,7 +891,7 @@ class Session:
 
     def _attached_to(self, p: Program) -> list[str]:
         out = [str(a.target) for a in p.module.attachments if a.program is p]
-        if p.name in p.module.auto_attached and p.module.core is None:  # BCC's naming convention
+        if p.module.object is not None and p.name in p.module.object.convention_attached():  # BCC's names
             t = auto_attach_type(p.name)
             event = p.name.split("__", 1)[1].replace("__", ":")
             out.append(f"{t}:{event} (auto)")
@@ -1190,6 +1099,10 @@ class _LoadRequest:
     file: str | None
     initial_globals: dict  # --set VAR=VALUE of a --core cell
     paths: bool = False  # record paths (Session.enable_paths())
+
+    @property
+    def include_dirs(self) -> list[str]:
+        return _include_dirs(self.file)
 
 
 def _bcc():

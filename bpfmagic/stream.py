@@ -291,7 +291,7 @@ def core_record_type(module, table: str) -> RecordType:
     out as the object's BTF says (exact offsets and size). Undeterminable
     when the struct cannot be told; TypeError when it cannot be decoded."""
     from .c.records import ring_record_types
-    from .core import btf_struct
+    from .backends.libbpf import btf_struct
     hint = (f"use bpf_ringbuf_output(&{table}, &rec, sizeof(rec), 0) with a struct variable, or "
             f"struct NAME *e = bpf_ringbuf_reserve(&{table}, sizeof(*e), 0)")
     kinds = ring_record_types(module.source, table)
@@ -650,7 +650,7 @@ class Stream:
         self._closed = False
         self._reader_stats = {"kernel_lost": 0, "variable": 0, "discarded": 0}
         if module.core is not None:  # a libbpf ring: counted by the front end's bpf_ringbuf_* macros
-            from .core import ring_tables
+            from .backends.libbpf import ring_tables
             tables = ring_tables(module.source)
             if table in tables and LOST_COUNTER in module.core.maps():
                 self._lost_fd = module.core.table(LOST_COUNTER).fd

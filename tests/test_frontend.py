@@ -363,7 +363,7 @@ def test_object_cache_follows_included_files_and_distrusts_others(session, tmp_p
     objects = tmp_path / "cache" / "bpfmagic" / "objects"
     assert len(list(objects.glob("*.o"))) == 1 and (objects.stat().st_mode & 0o777) == 0o700
     assert session.test_run("cached.f").retval == 1
-    import bpfmagic.core as core_module
+    import bpfmagic.backends.libbpf as core_module
     compiles = []
     real_run = core_module.subprocess.run
     monkeypatch.setattr(core_module.subprocess, "run", lambda *a, **k: compiles.append(a) or real_run(*a, **k))

@@ -17,13 +17,13 @@ import shutil
 import subprocess
 import tempfile
 
-from . import libbpf
-from .attach import Attachment, Target
-from .c import CellSyntax, analyse, core_text
-from .c.instrument import CORE_CELL_FILE, SITES_MAP, counter_name
-from .c.records import ring_record_types
-from .compiler import prog_type_name
-from .errors import (
+from .. import libbpf
+from ..attach import Attachment, Target
+from ..c import CellSyntax, analyse, core_text
+from ..c.instrument import CORE_CELL_FILE, SITES_MAP, counter_name
+from ..c.records import ring_record_types
+from ..compiler import prog_type_name
+from ..errors import (
     AttachError,
     BpfCompileError,
     BpfVerifierError,
@@ -65,7 +65,7 @@ def tools() -> None:
 def vmlinux_dir() -> str:
     """A directory holding vmlinux.h of the running kernel (dumped once from its BTF;
     cache.py keeps it trusted, intact and made with explicit modes)."""
-    from . import cache
+    from .. import cache
 
     def dump() -> bytes:
         res = subprocess.run([_tool("bpftool") or "bpftool", "btf", "dump", "file", VMLINUX_BTF, "format", "c"],
@@ -240,7 +240,7 @@ def _multiarch_includes() -> list[str]:
     path = os.path.join("/usr/include", _MULTIARCH.get(platform.machine(), ""))
     flags = ["-idirafter", path] if os.path.isdir(path) and path != "/usr/include/" else []
     # uapi headers that reach glibc's <gnu/stubs.h> (linux/if.h) want the 32-bit stubs under -target bpf.
-    return flags + ["-idirafter", os.path.join(os.path.dirname(__file__), "c", "include")]
+    return flags + ["-idirafter", os.path.join(os.path.dirname(os.path.dirname(__file__)), "c", "include")]
 
 
 def _relabel(text: str, origin: str) -> str:
@@ -534,6 +534,55 @@ class CoreObject:
         kind, _, rest = self.section(prog_ptr).partition("/")
         return CoreLink(Target(kind, (rest,), f"{kind}:{rest}"), program, link)
 
+    # -- the backend interface (backends/__init__.py)
+    kind = "core"
+    attach_handle = None  # libbpf attaches through bpf_link, not through an object of its own
+
+    def functions(self) -> list[str]:
+        return list(self.programs()) if self.ptr else []
+
+    def map_fd(self, name: str) -> int:
+        return _lib().bpf_map__fd(self.maps()[name])
+
+    def preloaded(self) -> dict[str, tuple[str, int, str]]:
+        """Every program: libbpf loads them all with the object. name -> (type, fd, verifier stats)."""
+        out = {}
+        for pname, prog in self.programs().items():
+            fd = self.program_fd(prog)
+            if fd >= 0:
+                out[pname] = (self.program_type(prog), fd, self.verifier_logs.get(pname, ""))
+        return out
+
+    def convention_attached(self) -> list[str]:
+        return []  # SEC() attachments are made by attach_sections, after the slots
+
+    def eager(self, contexts, loaded) -> list[tuple[str, str]]:
+        return []  # already loaded
+
+    def load_program(self, func: str, ptype: str, qualname: str):
+        known = ", ".join(self.programs()) or "none"
+        raise UsageProblem(f"{qualname.rsplit('.', 1)[0]} has no program {func!r} (programs: {known})")
+
+    def attach_sections(self, module, attached: set[str], slotted: set[str]) -> list:
+        """Attach the programs whose SEC() names their target (tp_btf/..., raw_tp/...), but
+        those attached with -a. A slotted program keeps its SEC() attachment; when that
+        fails (tail-call-only programs often carry a placeholder SEC()) the slot is its use."""
+        made = []
+        for pname, prog_ptr in self.programs().items():
+            if pname in attached or not self.section(prog_ptr).startswith(AUTO_ATTACH_SECTIONS):
+                continue
+            try:
+                made.append(self.attach_by_section(module.programs[pname], prog_ptr))
+            except AttachError as e:
+                if pname not in slotted:
+                    for att in made:
+                        att.detach()
+                    raise
+                module.notes.append(f"{pname} runs through its slot only: {e.message}")
+                continue
+            module.auto_attached.append(pname)
+        return made
+
     def close(self) -> None:
         if self.ptr:
             _lib().bpf_object__close(self.ptr)
@@ -562,7 +611,7 @@ def _legacy_section_hint(section: str) -> str | None:
 def check_sections(obj: "CoreObject") -> None:
     """Refuse, before loading, programs whose SEC() this kernel cannot serve:
     they would load and then sit unattached."""
-    from .attach import ALTERNATIVE, kprobes_available
+    from ..attach import ALTERNATIVE, kprobes_available
     for pname, prog in obj.programs().items():
         section = obj.section(prog)
         kind = section.split("/", 1)[0]
@@ -594,7 +643,7 @@ def _libbpf_refusal(name: str, log: str, errno_: int) -> BpfCompileError:
 
 
 def _verifier_error(name: str, log: str, errno_: int, origin: str, source: str) -> BpfVerifierError:
-    from .compiler import verifier_error
+    from ..compiler import verifier_error
     # libbpf frames the kernel's log between these markers; keep libbpf's own lines out of the tail.
     m = re.search(r"-- BEGIN PROG LOAD LOG --\n(.*?)-- END PROG LOAD LOG --", log, re.S)
     if m is None and "-- BEGIN PROG LOAD LOG --" not in log:
@@ -684,10 +733,29 @@ def _open_and_load(name, syntax, origin, obj_bytes, arrays, needs, slotted, init
                 raise SlotError(f"{array.name} holds {have} programs; {name}.{func} is "
                                 f"SEC(\"{obj.section(progs[func])}\"), a {kind} program")
         if initial_globals:
-            from .globals import set_initial
+            from ..globals import set_initial
             set_initial(obj, initial_globals)
         log = obj.load(origin, source, verbose, stats=stats)
     except BaseException:
         obj.close()
         raise
     return obj, warnings_text + log
+
+
+def compile_cell(session, req, syntax, slot_index, resolved_slots, site_base) -> tuple[CoreObject, str]:
+    """Compile REQ's --core cell with clang and load it with libbpf for SESSION."""
+    from ..attach import parse_target
+    needs = {func: parse_target(target).prog_type for func, target in req.attach}
+    slotted = [(array, func) for array, _, func in resolved_slots]
+    sites = (session._sites_fd, site_base) if site_base is not None else None
+    paths = session._path_maps if req.paths and sites else None
+    return load_object(req.name, syntax, req.origin, req.cflags, slot_index, req.file, session.arrays,
+                       req.count_calls, req.verbose, needs, slotted, req.initial_globals, sites=sites,
+                       paths=paths, cursor=session._cursor[0] if session._cursor else None)
+
+
+check_tools = tools
+
+
+def convention_targets(syntax):
+    return []  # SEC() names the targets; no naming conventions
