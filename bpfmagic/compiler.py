@@ -10,6 +10,7 @@ import tempfile
 from dataclasses import dataclass
 
 from .errors import BpfCompileError, BpfError, BpfVerifierError, EnvironmentProblem
+from .kernel_lock import NATIVE_LOCK
 
 # Kernel enum bpf_prog_type values (== BCC's BPF.<TYPE> constants).
 PROG_TYPES = {
@@ -80,9 +81,11 @@ def captured_fd2():
     sys.stderr; a file rather than a pipe because verifier logs can be
     megabytes and a pipe nobody drains would block the writer.
     Yields a list that holds the captured text once the block ends.
+    Holds the process-wide NATIVE_LOCK: fd 2 is one per process, and every
+    libbcc call that prints (compile, load, attach, cleanup) runs inside.
     """
     out: list[str] = []
-    with tempfile.TemporaryFile() as tmp:
+    with NATIVE_LOCK, tempfile.TemporaryFile() as tmp:
         for stream in (sys.stderr, sys.__stderr__):
             with contextlib.suppress(Exception):
                 stream.flush()
