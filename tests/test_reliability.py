@@ -77,3 +77,41 @@ def test_two_sessions_load_from_two_threads_at_once():
     assert out["fd2_same"], "fd 2 no longer is the original stderr"
     for worker in ("0", "1"):
         assert out["results"][worker] == [[(10 * int(worker) + i % 4) % 4, 3] for i in range(10)], out
+
+
+# ---------------------------------------------------------------- a cell never kills the process
+
+FETCH_ADD = r"""
+BPF_ARRAY(counter, {t}, 1);
+int bump(struct xdp_md *ctx) {{
+    int zero = 0;
+    {t} *c = counter.lookup(&zero);
+    if (!c)
+        return XDP_ABORTED;
+    {t} k = __sync_fetch_and_add(c, 1);  /* the old value, used */
+    return k % 4;
+}}
+"""
+
+
+def test_fetch_add_whose_result_is_used_counts_correctly(session):
+    m = session.load("fetch64", FETCH_ADD.format(t="u64"))
+    retvals = [session.test_run("fetch64.bump", data=bytes(64)).retval for _ in range(6)]
+    assert retvals == [0, 1, 2, 3, 0, 1]  # each run saw the value before its own add
+    assert m["counter"][0].value == 6
+
+
+def test_an_aborting_libbcc_compile_is_an_error_not_a_dead_process(session):
+    """libbcc's LLVM calls abort() for a 32-bit fetch-add whose value is used
+    (BPF v1 has no such instruction); the cell is compiled in a child first."""
+    from bpfmagic import BpfCompileError
+    with pytest.raises(BpfCompileError) as info:
+        session.load("fetch32", FETCH_ADD.format(t="u32"))
+    text = str(info.value)
+    assert "Invalid usage of the XADD return value" in text
+    assert "fetch32:8" in text and "__sync_fetch_and_add(c, 1)" in text  # the cell's own line
+    assert "u64" in text and "-mcpu=v3" in text  # what to do instead
+    assert "fetch32" not in session.modules
+    # the process and libbcc still work
+    session.load("fetch64", FETCH_ADD.format(t="u64"))
+    assert session.test_run("fetch64.bump", data=bytes(64)).retval == 0
