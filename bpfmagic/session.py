@@ -42,6 +42,7 @@ from .compiler import (
     verifier_error,
 )
 from .errors import AttachError, BpfError, EnvironmentProblem, SlotError, UsageProblem
+from .source_files import check_includes, check_source_size, read_source_file
 
 PIN_ROOT = "/sys/fs/bpf/bpfmagic"
 _SLOT_SPEC_RE = re.compile(r"^\s*([A-Za-z_]\w*)\s*\[\s*([^\]\s]+)\s*\]\s*$")
@@ -381,6 +382,8 @@ class Session:
         if file is not None:
             source, origin = _with_file(file, source)
         origin = origin or name
+        check_source_size(source, origin)
+        check_includes(source, origin, os.path.dirname(os.path.abspath(file)) if file else None, list(cflags))
         attach_specs = _attach_specs(attach)
         slot_specs = [(parse_slot_spec(spec), func) for spec, func in (slots or {}).items()]
         req = _LoadRequest(name, source, origin, attach_specs, slot_specs, list(cflags), verbose,
@@ -909,13 +912,7 @@ def _find_link(old: Module | None, target: Target) -> Attachment | None:
 
 
 def _with_file(path: str, body: str) -> tuple[str, str]:
-    try:
-        with open(path) as f:
-            text = f.read()
-    except OSError as e:
-        raise UsageProblem(f"--file {path}: {e.strerror}") from None
-    except UnicodeDecodeError:
-        raise UsageProblem(f"--file {path}: not a C source file (not UTF-8 text)") from None
+    text = read_source_file(path)  # regular files within the size bound only; errors never quote it
     if strip_comments(body).strip():
         raise UsageProblem("--file loads the file as the whole module; leave the cell body empty or to "
                            "comments (or #include the file from the body instead)")

@@ -115,3 +115,122 @@ def test_an_aborting_libbcc_compile_is_an_error_not_a_dead_process(session):
     # the process and libbcc still work
     session.load("fetch64", FETCH_ADD.format(t="u64"))
     assert session.test_run("fetch64.bump", data=bytes(64)).retval == 0
+
+
+# ---------------------------------------------------------------- special files
+
+XDP_PASS_C = "int f(struct xdp_md *ctx) { return XDP_PASS; }\n"
+
+
+def _load_within(session, seconds: float, **kwargs):
+    """session.load(**kwargs) in a thread: a load that blocks fails the test instead of hanging it."""
+    import threading
+    outcome: list = []
+
+    def go():
+        try:
+            outcome.append(session.load(**kwargs))
+        except BaseException as e:
+            outcome.append(e)
+    t = threading.Thread(target=go, daemon=True)
+    t.start()
+    t.join(seconds)
+    assert outcome, f"load({kwargs}) still blocked after {seconds} s"
+    return outcome[0]
+
+
+@pytest.mark.parametrize("path", ["/dev/zero", "/dev/stdin", "/tmp"])
+def test_file_that_is_not_named_as_c_is_refused_unread(session, path):
+    from bpfmagic import UsageProblem
+    err = _load_within(session, 10, name="dev", file=path)
+    assert isinstance(err, UsageProblem) and f"--file {path}: not a C source file name" in str(err)
+
+
+def test_device_named_like_c_source_is_refused(session, tmp_path):
+    from bpfmagic import UsageProblem
+    dev = tmp_path / "zero.bpf.c"
+    os.symlink("/dev/zero", dev)  # a name that passes the suffix check, pointing at an endless file
+    err = _load_within(session, 10, name="dev", file=str(dev))
+    assert isinstance(err, UsageProblem) and "character device, not a regular file" in str(err)
+
+
+def test_fifo_as_file_does_not_block(session, tmp_path):
+    from bpfmagic import UsageProblem
+    fifo = tmp_path / "prog.bpf.c"
+    os.mkfifo(fifo)
+    err = _load_within(session, 10, name="fifo", file=str(fifo))
+    assert isinstance(err, UsageProblem) and "a FIFO, not a regular file" in str(err)
+
+
+def test_include_of_a_fifo_is_refused_before_compiling(session, tmp_path):
+    from bpfmagic import UsageProblem
+    fifo = tmp_path / "defs.h"
+    os.mkfifo(fifo)
+    err = _load_within(session, 10, name="inc", source=f'#include "{fifo}"\n' + XDP_PASS_C)
+    assert isinstance(err, UsageProblem) and "inc:1: #include" in str(err) and "a FIFO" in str(err)
+    # also nested: a regular header beside a --file that includes the FIFO
+    (tmp_path / "outer.h").write_text('#pragma once\n#include "defs.h"\n')
+    prog = tmp_path / "prog.bpf.c"
+    prog.write_text('#include "outer.h"\n' + XDP_PASS_C)
+    err = _load_within(session, 10, name="inc", file=str(prog))
+    assert isinstance(err, UsageProblem) and "outer.h:2: #include 'defs.h' is a FIFO" in str(err)
+    # and <...> through an -I directory
+    err = _load_within(session, 10, name="inc", source="#include <defs.h>\n" + XDP_PASS_C,
+                       cflags=[f"-I{tmp_path}"])
+    assert isinstance(err, UsageProblem) and "a FIFO" in str(err)
+    assert "inc" not in session.modules
+
+
+def test_include_of_a_device_is_refused(session):
+    from bpfmagic import UsageProblem
+    err = _load_within(session, 10, name="inc", source='#include "/dev/zero"\n' + XDP_PASS_C)
+    assert isinstance(err, UsageProblem) and "character device" in str(err)
+
+
+def test_regular_includes_still_compile(session, tmp_path):
+    (tmp_path / "ret.h").write_text("#define RET XDP_DROP\n")
+    prog = tmp_path / "prog.bpf.c"
+    prog.write_text('#include "ret.h"\nint f(struct xdp_md *ctx) { return RET; }\n')
+    session.load("inc", f'#include "{tmp_path}/ret.h"\nint f(struct xdp_md *ctx) {{ return RET; }}\n')
+    assert session.test_run("inc.f", data=bytes(64)).retval == 1
+    session.load("inc2", "#include <linux/bpf.h>\n" + XDP_PASS_C)  # system headers are not in the way
+    assert session.test_run("inc2.f", data=bytes(64)).retval == 2
+
+
+def test_oversized_source_is_refused_quickly(session, tmp_path):
+    import time
+
+    from bpfmagic import UsageProblem
+    from bpfmagic.source_files import MAX_SOURCE_BYTES
+    big = tmp_path / "big.bpf.c"
+    with open(big, "wb") as f:
+        f.write(XDP_PASS_C.encode())
+        f.truncate(100 << 20)  # 100 MB (sparse): it once took two minutes to fail
+    t0 = time.monotonic()
+    with pytest.raises(UsageProblem, match=r"100\.0 MiB; bpfmagic compiles at most 4 MiB"):
+        session.load("big", file=str(big))
+    with pytest.raises(UsageProblem, match="at most 4 MiB"):
+        session.load("big", "// " + "x" * MAX_SOURCE_BYTES + "\n" + XDP_PASS_C)
+    assert time.monotonic() - t0 < 5
+
+
+def test_file_errors_never_quote_a_file_that_is_not_c(session, tmp_path):
+    from bpfmagic import UsageProblem
+    secret = "root:$y$j9T$SECRETHASH:19000:0:99999:7:::"
+    shadow = tmp_path / "shadow"
+    shadow.write_text(secret + "\n")
+    for path in (shadow, "/etc/shadow"):
+        with pytest.raises(UsageProblem) as info:
+            session.load("s", file=str(path))
+        assert "not a C source file name" in str(info.value)
+        assert "SECRETHASH" not in str(info.value) and "root:" not in str(info.value)
+    shadow.chmod(0)  # unreadable, not UTF-8: the message has the reason, never bytes of the file
+    binary = tmp_path / "blob.bpf.c"
+    binary.write_bytes(b"\xff\xfe" + secret.encode())
+    with pytest.raises(UsageProblem) as info:
+        session.load("s", file=str(binary))
+    assert "not UTF-8" in str(info.value) and "SECRET" not in str(info.value)
+    # an include of a non-header is refused by name, before clang could quote it
+    with pytest.raises(UsageProblem) as info:
+        session.load("s", f'#include "{shadow}"\n' + XDP_PASS_C)
+    assert "is not a C header" in str(info.value) and "SECRET" not in str(info.value)
