@@ -234,3 +234,64 @@ def test_file_errors_never_quote_a_file_that_is_not_c(session, tmp_path):
     with pytest.raises(UsageProblem) as info:
         session.load("s", f'#include "{shadow}"\n' + XDP_PASS_C)
     assert "is not a C header" in str(info.value) and "SECRET" not in str(info.value)
+
+
+# ---------------------------------------------------------------- a followed Parquet file under a flood
+
+def test_followed_parquet_queue_stays_bounded_and_accounts_for_every_event(session, tmp_path, monkeypatch):
+    """A writer that cannot keep up (its disk stalls until the flood is over)
+    once queued every batch: 2 GB in 45 s. Now at most queue_bytes wait; the
+    rest is left out of the file and counted."""
+    import threading
+
+    import numpy as np
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    from bpfmagic import stream as streams
+
+    from .conftest import wait_for
+    from .test_stream import produce, ring_producer
+    disk_free = threading.Event()
+    real_flush = streams._ParquetSink._flush
+
+    def stalled_flush(sink, batches):
+        disk_free.wait(60)
+        real_flush(sink, batches)
+    monkeypatch.setattr(streams._ParquetSink, "_flush", stalled_flush)
+
+    session.streams.max_rows = 10_000
+    m = session.load("flood", ring_producer(pages=1024))
+    st = session.stream("events")
+    bound = 50_000  # rows
+    path = st.to_parquet(str(tmp_path / "flood.parquet"), follow=True, queue_bytes=bound * st.rtype.itemsize)
+    sink = st._parquet
+    events = 1_000_000
+    for _ in range(20):
+        produce(m, "produce", 50_000)
+    assert wait_for(lambda: st.count + st.lost == events, timeout=60), st
+    assert sink.peak_queued_rows <= bound and st.parquet_queued <= bound
+    assert sum(b.nbytes for b in sink._queue) <= bound * st.rtype.itemsize  # no view pins a whole batch
+    assert st.parquet_dropped >= st.count - bound > 0
+    assert len(st) == 10_000  # the stream's own bound held meanwhile
+    disk_free.set()
+    st.close_parquet()
+    back = pd.read_parquet(path)
+    assert len(back) == st.parquet_written
+    assert st.parquet_written + st.parquet_dropped == st.count  # every event that arrived is in the file or counted
+    seq = back["seq"].to_numpy()
+    assert (np.diff(seq.astype(np.int64)) > 0).all()  # in order, nothing twice
+
+
+def test_parquet_snapshot_larger_than_the_queue_is_written_whole(session, tmp_path):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    from .conftest import wait_for
+    from .test_stream import produce, ring_producer
+    m = session.load("snap", ring_producer())
+    st = session.stream("events")
+    produce(m, "produce", 5000)
+    assert wait_for(lambda: st.count == 5000)
+    path = st.to_parquet(str(tmp_path / "snap.parquet"), queue_bytes=100 * st.rtype.itemsize)
+    assert pd.read_parquet(path)["seq"].tolist() == list(range(5000))
+    with pytest.raises(Exception, match="queue_bytes must be a positive integer"):
+        st.to_parquet(str(tmp_path / "bad.parquet"), queue_bytes=0)
