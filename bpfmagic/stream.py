@@ -1171,11 +1171,13 @@ class _ParquetSink:
             with self._room:
                 while not self._queue and not self._closing:
                     self._room.wait()
-                taken = list(self._queue)
-                self._queue.clear()
+                # One row group at a time: encoding copies it (pandas, Arrow), so a
+                # backlog is never converted whole.
+                while self._queue and n < self._flush_rows:
+                    batch = self._queue.popleft()
+                    pending.append(batch)
+                    n += len(batch)
                 closing = self._closing
-            pending += taken
-            n += sum(len(b) for b in taken)
             if pending and (closing or n >= self._flush_rows):
                 try:
                     self._flush(pending)
