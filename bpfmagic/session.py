@@ -33,8 +33,10 @@ from .compiler import (
     auto_attach_type,
     captured_fd2,
     declared_prog_arrays,
+    fd_limit_problem,
     function_contexts,
     load_bcc,
+    privilege_problem,
     prog_type_name,
     prog_type_value,
     slot_references,
@@ -604,8 +606,11 @@ class Session:
             except Exception as e:
                 error = e
         if error is not None:
-            raise verifier_error(f"{module.name}.{func} (as {ptype})", log[0], str(error).split(": ")[-1],
-                                 module.origin, module.source) from None
+            said = f"{error}\n{log[0]}"
+            raise (privilege_problem(f"{module.name}.{func} (as {ptype})", ptype, said)
+                   or fd_limit_problem(f"{module.name}.{func}", said)
+                   or verifier_error(f"{module.name}.{func} (as {ptype})", log[0], str(error).split(": ")[-1],
+                                     module.origin, module.source)) from None
         module.compile_log += log[0]
         program = Program(module, func, ptype, fn.fd)
         module.programs[func] = program

@@ -18,10 +18,12 @@ pytestmark = needs_root
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run_child(code: str, timeout: float = 120, prefix: list[str] | None = None) -> subprocess.CompletedProcess:
+def run_child(code: str, timeout: float = 120, prefix: list[str] | None = None,
+              env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run CODE in a fresh Python that imports this checkout's bpfmagic: a
     crash (segfault, abort) there is a failed test, not a dead test run."""
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = dict(os.environ, PYTHONPATH=str(REPO), **(env_extra or {}))
+    env = {k: v for k, v in env.items() if v != ""}  # an empty value in env_extra unsets the variable
     return subprocess.run([*(prefix or []), sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -295,3 +297,98 @@ def test_parquet_snapshot_larger_than_the_queue_is_written_whole(session, tmp_pa
     assert pd.read_parquet(path)["seq"].tolist() == list(range(5000))
     with pytest.raises(Exception, match="queue_bytes must be a positive integer"):
         st.to_parquet(str(tmp_path / "bad.parquet"), queue_bytes=0)
+
+
+# ---------------------------------------------------------------- messages that say what is wrong
+
+CAPS_CHILD = """
+    import json
+    from bpfmagic import Session
+    s = Session(stats=False)
+    out = {}
+    cells = {
+        "xdp": ("int f(struct xdp_md *ctx) { return XDP_PASS; }", {}),
+        "rawtp": ("int f(struct bpf_raw_tracepoint_args *ctx) { return 0; }",
+                  {"attach": {"f": "raw_tracepoint:sys_enter"}}),
+        "array": ("BPF_PROG_ARRAY(jt, 4);\\nint f(struct xdp_md *ctx) { jt.call(ctx, 0); return XDP_PASS; }", {}),
+    }
+    for name, (src, kw) in cells.items():
+        try:
+            s.load(name, src, **kw)
+            out[name] = ["loaded", s.test_run(name + ".f", data=bytes(64)).retval if name == "xdp" else None]
+        except Exception as e:
+            out[name] = [type(e).__name__, str(e)]
+    s.close()
+    print(json.dumps(out))
+"""
+
+
+def _with_caps(caps: str) -> list[str]:
+    """setpriv prefix: uid 0 with only CAPS (root without its other capabilities
+    reaches the interpreter and the checkout wherever they are)."""
+    import shutil
+    if not shutil.which("setpriv"):
+        pytest.skip("setpriv (util-linux) is not installed")
+    spec = "-all," + ",".join(f"+{c}" for c in caps.split(","))
+    return ["setpriv", f"--inh-caps={spec}", f"--ambient-caps={spec}", f"--bounding-set={spec}", "--reuid=0"]
+
+
+def test_cap_bpf_alone_says_which_capability_each_program_type_lacks():
+    out = child_result(run_child(CAPS_CHILD, prefix=_with_caps("bpf")))
+    kind, text = out["xdp"]
+    assert kind == "EnvironmentProblem" and "xdp programs (networking) need CAP_NET_ADMIN" in text, text
+    kind, text = out["rawtp"]
+    assert kind == "EnvironmentProblem" and "raw_tracepoint programs (tracing) need CAP_PERFMON" in text, text
+    for kind, text in out.values():
+        assert "Need super-user" not in text and "verifier" not in text
+        assert "capabilities: CAP_BPF" in text  # what the process has
+
+
+def test_without_cap_sys_admin_shared_arrays_say_they_need_root():
+    out = child_result(run_child(CAPS_CHILD, prefix=_with_caps("bpf,perfmon,net_admin")))
+    assert out["xdp"] == ["loaded", 2] and out["rawtp"][0] == "loaded"  # enough for these
+    kind, text = out["array"]
+    assert kind == "EnvironmentProblem" and "CAP_SYS_ADMIN" in text and "map jt is shared through a pin" in text
+
+
+def test_missing_kernel_headers_is_an_environment_problem():
+    """With no header tree (the cache cannot be made) BCC prints modprobe and
+    chdir noise; that is the headers problem, said as such."""
+    r = run_child("""
+        import json
+        from bpfmagic import Session
+        s = Session(stats=False)
+        try:
+            s.load("x", "int f(struct xdp_md *ctx) { return XDP_PASS; }")
+            out = ["loaded", ""]
+        except Exception as e:
+            out = [type(e).__name__, str(e)]
+        s.close()
+        print(json.dumps(out))
+    """, env_extra={"XDG_CACHE_HOME": "/proc/nonexistent", "BCC_KERNEL_SOURCE": ""})
+    kind, text = child_result(r)
+    assert kind == "EnvironmentProblem" and "kernel headers" in text, text
+
+
+def test_fd_limit_is_named_with_how_to_raise_it():
+    r = run_child("""
+        import json, os, resource
+        from bpfmagic import Session
+        s = Session(stats=False)
+        open_now = len(os.listdir("/proc/self/fd"))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (open_now + 40, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        out = None
+        for i in range(100):
+            try:
+                s.load(f"m{i}", "BPF_ARRAY(a, u64, 1);\\nint f(struct xdp_md *ctx) { return XDP_PASS; }")
+            except Exception as e:
+                out = [i, type(e).__name__, str(e)]
+                break
+        s.close()
+        print(json.dumps(out))
+    """)
+    loaded, kind, text = child_result(r)
+    assert loaded > 2, "the limit was hit before any module loaded"
+    assert kind == "EnvironmentProblem", text
+    assert "open-file limit" in text and "ulimit -n" in text and "%bpf unload" in text
+    assert "verifier" not in text
