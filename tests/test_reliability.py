@@ -392,3 +392,79 @@ def test_fd_limit_is_named_with_how_to_raise_it():
     assert kind == "EnvironmentProblem", text
     assert "open-file limit" in text and "ulimit -n" in text and "%bpf unload" in text
     assert "verifier" not in text
+
+
+@pytest.mark.parametrize("cell, slots, expected", [
+    ("BPF_PROG_ARRAY(jt, 16);\nint f(struct xdp_md *ctx) { jt.call(ctx, SLOT(jt, 08)); return XDP_PASS; }",
+     {}, r"jt\[08\]: a slot index has no leading zero; write 8"),
+    ("BPF_PROG_ARRAY(jt, 16);\nint f(struct xdp_md *ctx) { return XDP_PASS; }",
+     {"jt[01]": "f"}, r"jt\[01\]: a slot index has no leading zero; write 1"),
+])
+def test_slot_key_with_a_leading_zero_is_refused_with_what_to_write(session, cell, slots, expected):
+    from bpfmagic import SlotError
+    with pytest.raises(SlotError, match=expected):
+        session.load("lz", cell, slots=slots)
+    assert "lz" not in session.modules
+
+
+def test_hex_slot_keys_still_work(session):
+    session.load("hx", "BPF_PROG_ARRAY(jt, 16);\nint f(struct xdp_md *ctx) { return XDP_PASS; }",
+                 slots={"jt[0x0a]": "f"})
+    assert session.arrays["jt"].entries[10].name == "f"
+
+
+@pytest.mark.parametrize("kind", ["module", "array"])
+def test_names_ending_in_a_newline_are_refused(session, kind):
+    from bpfmagic import UsageProblem
+    with pytest.raises(UsageProblem, match=r"bad (module|array) name '\w+\\n'"):
+        if kind == "module":
+            session.load("mod\n", XDP_PASS_C)
+        else:
+            session.progarray("arr\n", 4)
+    assert not session.modules and not session.arrays
+
+
+@pytest.mark.parametrize("pages, said", [("1 << 20", "1,048,576 pages = 4 GiB, above the 2 GiB limit"),
+                                         ("3", "3 is 3 pages, not a power of two")])
+def test_ring_size_refusal_names_the_limit(session, pages, said):
+    from bpfmagic import BpfCompileError
+    src = (f"struct e {{ u64 v; }};\nBPF_RINGBUF_OUTPUT(big, {pages});\n"
+           "int f(struct xdp_md *ctx) { struct e x = {}; big.ringbuf_output(&x, sizeof(x), 0); return XDP_PASS; }")
+    with pytest.raises(BpfCompileError) as info:
+        session.load("ring", src)
+    assert said in str(info.value) and "from 1 to 524,288" in str(info.value)
+
+
+def test_libbcc_attach_messages_go_into_the_error_not_stderr(session, capfd):
+    from bpfmagic import AttachError
+    capfd.readouterr()
+    with pytest.raises(AttachError) as info:
+        session.load("att", "int f(struct bpf_raw_tracepoint_args *ctx) { return 0; }",
+                     attach={"f": "raw_tracepoint:no_such_event_here"})
+    assert "libbcc said: bpf_attach_raw_tracepoint (no_such_event_here)" in str(info.value)
+    assert "bpf_attach_raw_tracepoint" not in capfd.readouterr().err
+
+
+def test_refused_config_value_does_not_break_reloading_the_extension(caplog):
+    from IPython.testing.globalipapp import get_ipython
+    ip = get_ipython()
+    ip.run_line_magic("load_ext", "bpfmagic")
+    try:
+        ip.run_cell("%config BpfMagics.max_rows = -5")
+        assert "must be an integer >= 1" in caplog.text  # %config logs the refusal
+        assert ip.config["BpfMagics"].get("max_rows") != -5  # not kept in the shell's config
+        ip.run_line_magic("unload_ext", "bpfmagic")
+        ip.run_line_magic("load_ext", "bpfmagic")
+        assert ip.find_magic("bpf") is not None
+        assert ip.run_cell("%config BpfMagics.max_rows = 500").success
+        assert ip.magics_manager.registry["BpfMagics"].max_rows == 500
+        # a refused value put in the config some other way does not stop %load_ext either
+        ip.run_line_magic("unload_ext", "bpfmagic")
+        ip.config.BpfMagics.max_rows = 0
+        with pytest.warns(UserWarning, match=r"ignored BpfMagics.max_rows = 0"):
+            ip.run_line_magic("load_ext", "bpfmagic")
+        assert ip.find_magic("bpf") is not None
+        assert ip.magics_manager.registry["BpfMagics"].max_rows == 1_000_000
+    finally:
+        ip.run_line_magic("unload_ext", "bpfmagic")
+        ip.config.BpfMagics.pop("max_rows", None)
