@@ -315,7 +315,15 @@ class Session:
                 if keys is not None:
                     array.keys = keys
             else:
-                array = prog_arrays.create(name, size, os.path.join(self.pin_dir(), name), type, keys)
+                try:
+                    pins = self.pin_dir()
+                except PermissionError as e:  # said as what it is, not a traceback
+                    raise EnvironmentProblem(
+                        f"array {name}: cannot create the pin directory {e.filename or PIN_ROOT} "
+                        f"({e.strerror}); session prog arrays are pinned in bpffs, and this process has "
+                        f"{self.privileges.describe()}. Run Jupyter as root, or have root create "
+                        f"{PIN_ROOT} owned by this user") from None
+                array = prog_arrays.create(name, size, os.path.join(pins, name), type, keys)
                 self.arrays[name] = array
             if type is not None:
                 array.declared_type = type

@@ -468,3 +468,30 @@ def test_refused_config_value_does_not_break_reloading_the_extension(caplog):
     finally:
         ip.run_line_magic("unload_ext", "bpfmagic")
         ip.config.BpfMagics.pop("max_rows", None)
+
+
+def test_pin_directory_refused_by_permissions_is_said_not_a_traceback():
+    """Without CAP_DAC_OVERRIDE a pin root owned by someone else refuses the
+    session's directory: an EnvironmentProblem, not a PermissionError. In a
+    private mount namespace with its own bpffs, so no other session sees it."""
+    import shutil
+    if not shutil.which("unshare"):
+        pytest.skip("unshare (util-linux) is not installed")
+    caps = _with_caps("bpf,perfmon,net_admin")
+    setup = ("set -e; mount -t bpf bpf /sys/fs/bpf; mkdir /sys/fs/bpf/bpfmagic; "
+             "chown 65534:65534 /sys/fs/bpf/bpfmagic; chmod 755 /sys/fs/bpf/bpfmagic; exec \"$@\"")
+    r = run_child("""
+        import json
+        from bpfmagic import Session
+        s = Session(stats=False)
+        try:
+            s.progarray("jt", 4)
+            out = ["created", ""]
+        except Exception as e:
+            out = [type(e).__name__, str(e)]
+        s.close()
+        print(json.dumps(out))
+    """, prefix=["unshare", "-m", "--propagation", "private", "sh", "-c", setup, "sh", *caps])
+    kind, text = child_result(r)
+    assert kind == "EnvironmentProblem", text
+    assert "/sys/fs/bpf/bpfmagic" in text and "capabilities: CAP_BPF" in text
