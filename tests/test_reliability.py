@@ -44,10 +44,14 @@ def test_two_sessions_load_from_two_threads_at_once():
         import json, os, threading
         from bpfmagic import Session
         SRC = '''
+        struct rec { u64 n; };
         BPF_ARRAY(hits, u64, 1);
+        BPF_RINGBUF_OUTPUT(events, 16);
         int count(struct xdp_md *ctx) {
             int k = 0; u64 *v = hits.lookup(&k);
             if (v) *v += 1;
+            struct rec r = {.n = v ? *v : 0};
+            events.ringbuf_output(&r, sizeof(r), 0);
             return %d;
         }
         '''
@@ -63,7 +67,9 @@ def test_two_sessions_load_from_two_threads_at_once():
                     retval = 10 * worker + i % 4  # XDP_ABORTED..XDP_TX: a value test_run hands back
                     m = s.load(f"m{i}", SRC % (retval % 4))
                     run = s.test_run(f"m{i}.count", data=bytes(64), repeat=3)
-                    got.append([run.retval, m["hits"][0].value])
+                    st = s.stream(f"m{i}.events")  # a consumer thread per module, running meanwhile
+                    st.wait(3, timeout=10)
+                    got.append([run.retval, m["hits"][0].value, st.df()["n"].tolist()])
             except BaseException as e:
                 got.append(repr(e))
             finally:
@@ -78,7 +84,7 @@ def test_two_sessions_load_from_two_threads_at_once():
     out = child_result(r)
     assert out["fd2_same"], "fd 2 no longer is the original stderr"
     for worker in ("0", "1"):
-        assert out["results"][worker] == [[(10 * int(worker) + i % 4) % 4, 3] for i in range(10)], out
+        assert out["results"][worker] == [[(10 * int(worker) + i % 4) % 4, 3, [1, 2, 3]] for i in range(10)], out
 
 
 # ---------------------------------------------------------------- a cell never kills the process
