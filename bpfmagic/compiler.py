@@ -508,8 +508,8 @@ def load_bcc(source: str, origin: str, arrays: dict[str, tuple[str, int]], slot_
     text = count_output_failures(text)  # failed ring/perf outputs bump a counter: Stream.lost
     debug = 0x10 if verbose else 0  # BCC's DEBUG_BPF_REGISTER_STATE: the full verifier log
     from . import trial_compile
-    if trial_compile.may_abort(source):  # libbcc may abort() on these: find out in a child first
-        trial_compile.check_compiles_without_abort(text.encode(), cflags, origin, source)
+    # libbcc's LLVM ends the process on some errors (exit, abort): find out in a child first.
+    trial_compile.check_compile_survives(text.encode(), cflags, origin, source)
     with captured_fd2() as log:
         try:
             bpf = BPF(text=text.encode(), cflags=cflags, debug=debug)

@@ -1,17 +1,22 @@
-"""A first compile in a forked child for BCC cells that can make libbcc abort.
+"""A first compile in a forked child, so that no BCC cell can end the process.
 
-libbcc's LLVM ends some errors with abort() instead of an error return: an
-atomic whose result is used where the BPF target has no fetch form ("Invalid
-usage of the XADD return value"), atomics on 8- or 16-bit values. In-process
-that kills the notebook's kernel with no message. libbcc 0.26 builds its code
-generator with no CPU setting (BPF v1, no ALU32) and offers no way to pick
-another, so these cells cannot be made to compile; what can be done is to
-find out in a child process, which may die, and report what LLVM said.
-Only cells that use atomic builtins pay for the extra compile."""
+libbcc's LLVM ends some errors by ending the process instead of returning an
+error: code-generation diagnostics exit(1) (the 512-byte stack limit, floating
+point, unsupported builtins), and some checks abort() (an atomic whose result
+is used where BPF v1 has no fetch form: "Invalid usage of the XADD return
+value"). In a notebook that is "kernel died" with no message. libbcc 0.26
+builds its code generator with no CPU setting (BPF v1, no ALU32) and offers no
+way to choose another, and its LLVM context is out of reach, so no handler can
+be installed either. What works is compiling once in a child process, which
+may die, and reporting what LLVM said.
+
+Each distinct (text, cflags) is tried once per process: re-running an
+unchanged cell costs nothing more; a new cell costs one more compile."""
 from __future__ import annotations
 
 import ctypes as ct
 import faulthandler
+import hashlib
 import os
 import re
 import resource
@@ -23,37 +28,42 @@ from .errors import BpfCompileError
 from .kernel_lock import NATIVE_LOCK
 
 _ATOMIC_BUILTIN_RE = re.compile(r"\b__(?:sync|atomic)_\w+\s*\(")
+COMPILE_FAILED = 2  # the child's exit status when libbcc returned an error the normal way
+_passed: set[bytes] = set()  # digests of (text, cflags) that compiled in a child
 
 ATOMICS_ADVICE = (
     "libbcc's code generator targets BPF v1, which has no 32-bit atomic that returns the old value "
     "(and no 8/16-bit atomics at all). Use a u64 (or s64) counter: __sync_fetch_and_add on 64 bits "
     "returns the old value correctly; or leave the result unused (lock_xadd(p, 1)); or write the cell "
     "as `%%bpf NAME --core --cflags \"-mcpu=v3\"` (clang, BPF v3 atomics).")
-
-
-def may_abort(source: str) -> bool:
-    """Whether the cell uses an atomic builtin (the constructs that can abort libbcc)."""
-    return bool(_ATOMIC_BUILTIN_RE.search(strip_comments(source)))
+ADVICE = {
+    "XADD return value": ATOMICS_ADVICE,
+    "atomic": ATOMICS_ADVICE,
+    "stack limit": "Keep big buffers out of the stack: a BPF_PERCPU_ARRAY(scratch, struct big, 1) "
+                   "lookup gives a per-CPU buffer of any size.",
+    "__float": "BPF has no floating point: use integers (e.g. fixed point, values x 1000).",
+    "__double": "BPF has no floating point: use integers (e.g. fixed point, values x 1000).",
+}
 
 
 def compile_in_child(text: bytes, cflags: list[str]) -> tuple[int, str]:
     """Compile TEXT with libbcc in a forked child (programs are not loaded;
     maps the child creates go with it). Returns (status, what the child
-    wrote to fd 2): status 0 compiled, 1 failed with an error, or -SIGNAL when
-    the child was killed (libbcc aborted)."""
+    wrote to fd 2): 0 compiled, COMPILE_FAILED for an error libbcc returned,
+    another exit status when LLVM called exit(), or -SIGNAL when it aborted."""
     from bcc.libbcc import lib
     flags = (ct.c_char_p * len(cflags))(*(f.encode() for f in cflags))
     with NATIVE_LOCK, tempfile.TemporaryFile() as log:
         pid = os.fork()
         if pid == 0:  # the child: compile, then leave without running any of the parent's exit code
-            status = 1
+            status = COMPILE_FAILED
             try:
                 os.dup2(log.fileno(), 2)
-                # An abort here is expected: no Python traceback dump (pytest, IPython) and no core file.
+                # A death here is expected: no Python traceback dump (pytest, IPython) and no core file.
                 faulthandler.disable()
                 resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
                 module = lib.bpf_module_create_c_from_string(text, 0, flags, len(cflags), True, None)
-                status = 0 if module else 1
+                status = 0 if module else COMPILE_FAILED
             finally:
                 os._exit(status)
         _, wait_status = os.waitpid(pid, 0)
@@ -64,22 +74,44 @@ def compile_in_child(text: bytes, cflags: list[str]) -> tuple[int, str]:
     return os.WEXITSTATUS(wait_status), message
 
 
-def check_compiles_without_abort(text: bytes, cflags: list[str], origin: str, source: str) -> None:
-    """Raise BpfCompileError when compiling TEXT (the rewritten SOURCE) kills
-    libbcc; return when it does not (a plain compile error is left to the
-    real compile to report)."""
-    status, message = compile_in_child(text, cflags)
-    if status >= 0:
+def check_compile_survives(text: bytes, cflags: list[str], origin: str, source: str) -> None:
+    """Raise BpfCompileError when compiling TEXT (the rewritten SOURCE) would
+    end the process; return when it would not (a plain compile error is left
+    to the real compile, which reports it the normal way)."""
+    digest = hashlib.sha256(text + b"\0" + b"\0".join(f.encode() for f in cflags)).digest()
+    if digest in _passed:
         return
-    fatal = [line.strip() for line in message.splitlines() if "LLVM ERROR" in line]
-    # LLVM's line counts libbcc's own expanded text: name the cell's lines with atomics instead.
-    said = re.sub(r"^LLVM ERROR: (line \d+: )?", "", fatal[-1]) if fatal else f"killed by {signal.Signals(-status).name}"
+    status, message = compile_in_child(text, cflags)
+    if status == 0:
+        _passed.add(digest)
+    if status in (0, COMPILE_FAILED):
+        return
+    raise BpfCompileError(fatal_message(status, message, origin, source), message)
+
+
+def fatal_message(status: int, message: str, origin: str, source: str) -> str:
+    """What LLVM said before it ended the child, pointed at the cell."""
+    said = [_without_location(line) for line in message.splitlines()
+            if line.startswith(("error:", "LLVM ERROR:")) or "fatal error" in line]
+    if not said:
+        how = f"killed by {signal.Signals(-status).name}" if status < 0 else f"exit status {status}"
+        said = [f"libbcc ended without a message ({how})"]
     code = strip_comments(source).split("\n")
-    lines = [i + 1 for i, line in enumerate(code) if _ATOMIC_BUILTIN_RE.search(line)]
+    atomics = [i + 1 for i, line in enumerate(code) if _ATOMIC_BUILTIN_RE.search(line)]
     where = ""
-    if lines:
-        where = f"; atomics at {origin}:" + ", ".join(map(str, lines)) + ":\n" + "\n".join(
-            f"    {n:4d} | {source.split(chr(10))[n - 1]}" for n in lines)
-    advice = ATOMICS_ADVICE if lines else "change the construct LLVM names."
-    raise BpfCompileError(f"libbcc aborts on this cell ({said}){where}\n"
-                          f"(compiled in a child process first, so this process lives.) {advice}", message)
+    if atomics and any("XADD" in s or "atomic" in s.lower() for s in said):
+        # LLVM's line counts libbcc's own expanded text: name the cell's lines with atomics instead.
+        lines = source.split("\n")
+        where = f"\natomics at {origin}:" + ", ".join(map(str, atomics)) + ":\n" + "\n".join(
+            f"    {n:4d} | {lines[n - 1]}" for n in atomics)
+    advice = next((text for key, text in ADVICE.items() if any(key in s for s in said)), "")
+    return (f"{origin}: libbcc cannot compile this cell, and would have ended the Python process over it "
+            f"(it was compiled in a child process first):\n  " + "\n  ".join(said) + where
+            + (f"\n{advice}" if advice else ""))
+
+
+def _without_location(line: str) -> str:
+    """An LLVM line without libbcc's internal file and line ("/virtual/main.c:13:18:")
+    and LLVM's function signature, which only name its own expanded text."""
+    line = re.sub(r"^(error|LLVM ERROR):\s*(/virtual/main\.c:\d+:\d+:\s*|line \d+:\s*)?", "", line)
+    return re.sub(r"in function (\w+) [^:]*\):", r"in function \1:", line).strip()

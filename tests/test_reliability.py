@@ -16,6 +16,7 @@ from .conftest import needs_root
 pytestmark = needs_root
 
 REPO = Path(__file__).resolve().parent.parent
+XDP_PASS_C = "int f(struct xdp_md *ctx) { return XDP_PASS; }\n"
 
 
 def run_child(code: str, timeout: float = 120, prefix: list[str] | None = None,
@@ -109,6 +110,37 @@ def test_fetch_add_whose_result_is_used_counts_correctly(session):
     assert m["counter"][0].value == 6
 
 
+@pytest.mark.parametrize("cell, said", [
+    ("int f(struct xdp_md *ctx) {\n  char buf[1024];\n  __builtin_memset(buf, 1, sizeof(buf));\n"
+     "  return buf[ctx->data & 1023];\n}\n", "BPF stack limit of 512 bytes is exceeded"),
+    ("int f(struct xdp_md *ctx) {\n  float x = ctx->data;\n  return (int)(x * 1.5f);\n}\n",
+     "BPF has no floating point"),
+])
+def test_llvm_errors_that_exit_the_process_are_errors_of_the_cell(session, cell, said):
+    """libbcc's LLVM calls exit(1) on code-generation errors: once the
+    notebook's kernel just died. The cell is compiled in a child first."""
+    from bpfmagic import BpfCompileError
+    with pytest.raises(BpfCompileError) as info:
+        session.load("dies", cell)
+    assert said in str(info.value) and "in function f" in str(info.value)
+    assert "dies" not in session.modules
+    session.load("lives", XDP_PASS_C)  # this process and libbcc still work
+    assert session.test_run("lives.f", data=bytes(64)).retval == 2
+
+
+def test_an_unchanged_cell_is_tried_in_a_child_only_once(session, monkeypatch):
+    from bpfmagic import trial_compile
+    forks = []
+    real = trial_compile.compile_in_child
+    monkeypatch.setattr(trial_compile, "compile_in_child", lambda *a: forks.append(1) or real(*a))
+    cell = XDP_PASS_C.replace("XDP_PASS", "XDP_PASS + 0 * 12345")  # a text no other test compiled
+    for _ in range(3):
+        session.load("again", cell)
+    assert len(forks) == 1
+    session.load("again", cell, cflags=["-DX=1"])  # other flags: another compile
+    assert len(forks) == 2
+
+
 def test_an_aborting_libbcc_compile_is_an_error_not_a_dead_process(session):
     """libbcc's LLVM calls abort() for a 32-bit fetch-add whose value is used
     (BPF v1 has no such instruction); the cell is compiled in a child first."""
@@ -117,7 +149,7 @@ def test_an_aborting_libbcc_compile_is_an_error_not_a_dead_process(session):
         session.load("fetch32", FETCH_ADD.format(t="u32"))
     text = str(info.value)
     assert "Invalid usage of the XADD return value" in text
-    assert "fetch32:8" in text and "__sync_fetch_and_add(c, 1)" in text  # the cell's own line
+    assert "atomics at fetch32:8" in text and "__sync_fetch_and_add(c, 1)" in text  # the cell's own line
     assert "u64" in text and "-mcpu=v3" in text  # what to do instead
     assert "fetch32" not in session.modules
     # the process and libbcc still work
@@ -126,9 +158,6 @@ def test_an_aborting_libbcc_compile_is_an_error_not_a_dead_process(session):
 
 
 # ---------------------------------------------------------------- special files
-
-XDP_PASS_C = "int f(struct xdp_md *ctx) { return XDP_PASS; }\n"
-
 
 def _load_within(session, seconds: float, **kwargs):
     """session.load(**kwargs) in a thread: a load that blocks fails the test instead of hanging it."""
