@@ -21,6 +21,14 @@ _INCLUDE_RE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*(?:"([^"\n]+)"|<([^>\n]+)>
 _MAX_INCLUDES_CHECKED = 500  # nested includes followed, at most
 
 
+# Files there look regular (stat says so, size 0) but are the kernel's: reading can block (/proc/kmsg) or never end.
+KERNEL_FILE_TREES = ("/proc/", "/sys/", "/dev/")
+
+
+def _kernel_file(path: str) -> bool:
+    return (os.path.realpath(path) + "/").startswith(KERNEL_FILE_TREES)
+
+
 def _kind(mode: int) -> str:
     for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
                        (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
@@ -54,6 +62,8 @@ def read_source_file(path: str, what: str = "--file") -> str:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise UsageProblem(f"{label}: {_kind(st.st_mode)}, not a regular file; --file takes a C source file")
+        if _kernel_file(path):
+            raise UsageProblem(f"{label}: a file of the kernel ({os.path.realpath(path)}), not C source")
         if st.st_size > MAX_SOURCE_BYTES:
             raise UsageProblem(f"{label}: {st.st_size / (1 << 20):.1f} MiB; bpfmagic compiles at most "
                                f"{MAX_SOURCE_BYTES >> 20} MiB of C")
@@ -94,6 +104,18 @@ def include_dirs(cflags: list[str]) -> list[str]:
     return dirs
 
 
+def forced_includes(cflags: list[str]) -> list[str]:
+    """The files of -include FILE / -imacros FILE in CFLAGS."""
+    files, take_next = [], False
+    for flag in cflags:
+        if take_next:
+            files.append(flag)
+            take_next = False
+        elif flag in ("-include", "-imacros"):
+            take_next = True
+    return files
+
+
 def check_includes(source: str, origin: str, base_dir: str | None, cflags: list[str]) -> None:
     """Refuse, before compiling, an #include (also nested in included files)
     that names a FIFO, device, socket or directory, or a file that is not C.
@@ -101,7 +123,9 @@ def check_includes(source: str, origin: str, base_dir: str | None, cflags: list[
     the -I directories; system headers (<...> not found there) are not checked."""
     search = [d for d in (base_dir, os.getcwd(), *include_dirs(cflags)) if d]
     system = ["/usr/local/include", "/usr/include"]
-    pending = [(source, origin, base_dir)]
+    # -include FILE / -imacros FILE in the flags are includes too.
+    forced = "".join(f'#include "{f}"\n' for f in forced_includes(cflags))
+    pending = [(source, origin, base_dir)] + ([(forced, "--cflags", None)] if forced else [])
     seen: set[str] = set()
     while pending and len(seen) < _MAX_INCLUDES_CHECKED:
         text, where, here = pending.pop()
@@ -118,6 +142,9 @@ def check_includes(source: str, origin: str, base_dir: str | None, cflags: list[
                 if not stat.S_ISREG(st.st_mode):
                     raise UsageProblem(f"{where}:{line}: #include {target!r} is {_kind(st.st_mode)} ({path}), "
                                        "not a header file: the compiler would block reading it")
+                if _kernel_file(path):
+                    raise UsageProblem(f"{where}:{line}: #include {target!r} is a file of the kernel "
+                                       f"({os.path.realpath(path)}), not a header: reading it can block")
                 real = os.path.realpath(path)
                 if real in seen:
                     break

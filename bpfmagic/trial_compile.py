@@ -66,7 +66,12 @@ def compile_in_child(text: bytes, cflags: list[str]) -> tuple[int, str]:
                 status = 0 if module else COMPILE_FAILED
             finally:
                 os._exit(status)
-        _, wait_status = os.waitpid(pid, 0)
+        try:
+            _, wait_status = os.waitpid(pid, 0)
+        except BaseException:  # interrupted (Ctrl-C on a compile that hangs): the child goes too
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise
         log.seek(0)
         message = log.read().decode(errors="replace")
     if os.WIFSIGNALED(wait_status):

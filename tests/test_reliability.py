@@ -530,3 +530,48 @@ def test_pin_directory_refused_by_permissions_is_said_not_a_traceback():
     kind, text = child_result(r)
     assert kind == "EnvironmentProblem", text
     assert "/sys/fs/bpf/bpfmagic" in text and "capabilities: CAP_BPF" in text
+
+
+def test_include_of_a_kernel_file_or_through_cflags_is_refused(session, tmp_path):
+    from bpfmagic import UsageProblem
+    kmsg = tmp_path / "log.h"
+    os.symlink("/proc/kmsg", kmsg)  # regular to stat, but a read blocks until the kernel logs
+    err = _load_within(session, 10, name="k", source=f'#include "{kmsg}"\n' + XDP_PASS_C)
+    assert isinstance(err, UsageProblem) and "a file of the kernel (/proc/kmsg)" in str(err)
+    fifo = tmp_path / "pre.h"
+    os.mkfifo(fifo)
+    err = _load_within(session, 10, name="k", source=XDP_PASS_C, cflags=["-include", str(fifo)])
+    assert isinstance(err, UsageProblem) and "a FIFO" in str(err)
+    src = tmp_path / "k.bpf.c"
+    os.symlink("/proc/self/status", src)
+    err = _load_within(session, 10, name="k", file=str(src))
+    assert isinstance(err, UsageProblem) and "a file of the kernel" in str(err)
+
+
+def test_interrupting_a_hung_trial_compile_ends_its_child(monkeypatch):
+    """Ctrl-C while libbcc hangs in the trial child (simulated: the child's
+    compile never returns) raises in the caller and leaves no child behind."""
+    import signal
+    import threading
+
+    from bcc.libbcc import lib
+
+    from bpfmagic import trial_compile
+    forked: list[int] = []
+    real_fork = os.fork
+    monkeypatch.setattr(os, "fork", lambda: (lambda pid: forked.append(pid) or pid)(real_fork()))
+    monkeypatch.setattr(lib, "bpf_module_create_c_from_string", lambda *args: threading.Event().wait())
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.5)
+        with pytest.raises(KeyboardInterrupt):
+            trial_compile.compile_in_child(XDP_PASS_C.encode(), [])
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    [child] = forked
+    with pytest.raises(ChildProcessError):  # already reaped: it was killed and waited for
+        os.waitpid(child, os.WNOHANG)
