@@ -1,5 +1,6 @@
 # make demo   prepare the machine, then run notebooks/01-syscall-dispatch.ipynb headless
 # make test   prepare the machine, then run the test suite
+# make docs   prepare the machine, then execute every notebook and render build/site/
 # Every target prepares the machine first (`setup`); that step is idempotent
 # and takes about a second once done.
 
@@ -19,11 +20,12 @@ DEMO          ?= notebooks/01-syscall-dispatch.ipynb
 export DEBIAN_FRONTEND := noninteractive
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help setup apt mounts headers demo test bench clean
+.PHONY: help setup apt mounts headers demo test docs bench clean
 
 help:
 	@echo "make demo    run $(DEMO) headless (prepares the machine first)"
 	@echo "make test    run the tests (prepares the machine first; PYTEST_ARGS=... passes through)"
+	@echo "make docs    execute every notebook and render it to HTML under build/site/ (open build/site/index.html)"
 	@echo "make bench   run bench/*.py"
 	@echo "make setup   only prepare: apt packages, tracefs/bpffs, $(VENV), kernel headers"
 	@echo "make clean   remove $(VENV) and build outputs"
@@ -53,9 +55,9 @@ $(PY): | apt
 	$(SYSTEM_PYTHON) -m venv --system-site-packages $(VENV)
 
 $(VENV)/.installed: pyproject.toml | $(PY)
-	$(PY) -m pip install -q -e '.[test]'
-	@$(PY) -c "import bcc, pandas, ipywidgets, nbclient" \
-	  || { echo "setup: $(VENV) cannot import bcc; run 'make clean setup'" >&2; exit 1; }
+	$(PY) -m pip install -q -e '.[test,docs]'
+	@$(PY) -c "import bcc, pandas, ipywidgets, nbclient, nbconvert" \
+	  || { echo "setup: $(VENV) cannot import bcc or a dependency; run 'make clean setup'" >&2; exit 1; }
 	@touch $@
 
 # Merged kernel headers tree for BCC (cached; a no-op when already built).
@@ -63,12 +65,19 @@ $(VENV)/.installed: pyproject.toml | $(PY)
 # package importing bpfmagic.env before running it.
 headers: $(VENV)/.installed
 	@$(PY) -c 'import sys, bpfmagic.env as e; sys.exit(e.main())'
+	@$(PY) -c 'import bpfmagic.core as c; c.prepare_cache()'
 
 demo: setup
 	$(VENV)/bin/bpfmagic run $(DEMO)
 
 test: setup
 	$(PY) -m pytest -q tests $(PYTEST_ARGS)
+
+# Every notebook executed and rendered to build/site/ (open build/site/index.html);
+# a notebook that fails fails the build.
+docs: setup
+	rm -rf build/site
+	$(PY) -m bpfmagic.site --out build/site notebooks/*.ipynb
 
 bench: setup
 	@set -e; for f in bench/*.py; do \

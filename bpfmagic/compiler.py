@@ -7,8 +7,8 @@ import os
 import re
 import sys
 import tempfile
-from dataclasses import dataclass
 
+from .c.instrument import ColumnMap, bcc_text, counter_name  # noqa: F401  (counter_name: progarray, core)
 from .errors import BpfCompileError, BpfError, BpfVerifierError, EnvironmentProblem
 from .kernel_lock import NATIVE_LOCK
 
@@ -34,17 +34,6 @@ PROG_TYPE_NAMES = {v: k for k, v in PROG_TYPES.items()}
 # Aliases people type.
 PROG_TYPE_ALIASES = {"tc": "sched_cls", "socket": "socket_filter", "raw_tp": "raw_tracepoint",
                      "uprobe": "kprobe", "perf": "perf_event", "tp": "tracepoint"}
-
-# The context parameter's struct says which program type a function is written for.
-CONTEXT_TYPES = {
-    "xdp_md": "xdp",
-    "__sk_buff": "sched_cls",
-    "bpf_raw_tracepoint_args": "raw_tracepoint",
-    "pt_regs": "kprobe",
-    "bpf_perf_event_data": "perf_event",
-    "sk_msg_md": "sk_msg",
-    "bpf_sock_ops": "sock_ops",
-}
 
 # BCC's naming conventions for auto-attached functions.
 AUTO_PREFIXES = {
@@ -102,49 +91,6 @@ def captured_fd2():
             out.append(tmp.read().decode(errors="replace"))
 
 
-# ----------------------------------------------------------- source analysis
-
-_FUNC_RE = re.compile(
-    r"^[ \t]*(?:static\s+)?(?:__attribute__\(\(.*?\)\)\s*)?"
-    r"(?:int|u32|__u32|u64|__u64|long|unsigned\s+int)\s+([A-Za-z_]\w*)\s*\(\s*"
-    r"(?:const\s+)?(?:struct\s+([A-Za-z_]\w*)\s*\*|void\s*\*)?",
-    re.M,
-)
-# Public: graph.py, core.py and stream.py parse the same C with these.
-MACRO_FUNCS = [
-    (re.compile(r"\bRAW_TRACEPOINT_PROBE\s*\(\s*(\w+)\s*\)"), lambda m: f"raw_tracepoint__{m[1]}", "raw_tracepoint"),
-    (re.compile(r"\bTRACEPOINT_PROBE\s*\(\s*(\w+)\s*,\s*(\w+)\s*\)"), lambda m: f"tracepoint__{m[1]}__{m[2]}", "tracepoint"),
-]
-_KFUNC_MACRO_RE = re.compile(r"\b(K(?:RET)?FUNC_PROBE|LSM_PROBE)\s*\(\s*(\w+)")
-_PROG_ARRAY_RE = re.compile(r"\bBPF_PROG_ARRAY\s*\(\s*([A-Za-z_]\w*)\s*,\s*([^)]*?)\s*\)")
-SLOT_RE = re.compile(r"\bSLOT\s*\(\s*([A-Za-z_]\w*)\s*,\s*([A-Za-z_0-9]\w*)\s*\)")
-CALL_RE = re.compile(r"\b([A-Za-z_]\w*)\s*\.\s*call\s*\(")
-
-
-def strip_comments(source: str) -> str:
-    """The source with comments blanked out (same length and line breaks), so
-    regexes don't find declarations inside comments."""
-    def blank(m: re.Match) -> str:
-        return re.sub(r"[^\n]", " ", m.group(0))
-    return re.sub(r"//[^\n]*|/\*.*?\*/", blank, source, flags=re.S)
-
-
-def function_contexts(source: str) -> dict[str, str | None]:
-    """Function name -> the program type its context parameter implies (None
-    when the parameter says nothing, e.g. ``void *ctx``)."""
-    code = strip_comments(source)
-    found: dict[str, str | None] = {}
-    for m in _FUNC_RE.finditer(code):
-        found[m[1]] = CONTEXT_TYPES.get(m[2]) if m[2] else None
-    for regex, name, ptype in MACRO_FUNCS:
-        for m in regex.finditer(code):
-            found[name(m)] = ptype
-    for m in _KFUNC_MACRO_RE.finditer(code):  # BCC's fentry/fexit/LSM macros
-        prefix = {"KFUNC_PROBE": "kfunc__", "KRETFUNC_PROBE": "kretfunc__", "LSM_PROBE": "lsm__"}[m[1]]
-        found[prefix + m[2]] = "tracing"
-    return found
-
-
 def auto_attach_type(func: str) -> str | None:
     for prefix, ptype in AUTO_PREFIXES.items():
         if func.startswith(prefix):
@@ -152,237 +98,89 @@ def auto_attach_type(func: str) -> str | None:
     return None
 
 
-@dataclass
-class ArrayDecl:
-    name: str
-    size: int
-    line: int
-
-
-def declared_prog_arrays(source: str) -> list[ArrayDecl]:
-    code = strip_comments(source)
-    out = []
-    for m in _PROG_ARRAY_RE.finditer(code):
-        try:
-            size = int(m[2], 0)
-        except ValueError:
-            raise BpfCompileError(
-                f"line {code.count(chr(10), 0, m.start()) + 1}: BPF_PROG_ARRAY({m[1]}, {m[2]}): "
-                "the size must be an integer literal so cells can share the array") from None
-        out.append(ArrayDecl(m[1], size, code.count("\n", 0, m.start()) + 1))
-    return out
-
-
-def slot_references(source: str) -> list[tuple[str, str]]:
-    """(array, key) of every SLOT(array, key) in the code."""
-    return [(m[1], m[2]) for m in SLOT_RE.finditer(strip_comments(source))]
-
-
-def called_arrays(source: str) -> set[str]:
-    """Names used as ``NAME.call(`` (tail-call sites)."""
-    return {m[1] for m in CALL_RE.finditer(strip_comments(source))}
-
-
-def _prelude_line(code: str) -> int:
-    """Index of the first line that is code outside any #if/#ifdef block (not
-    blank, not a preprocessor line or its continuation, not in a comment):
-    declarations the prelude adds go in front of it on the same line, so line
-    numbers stay those of the cell, and no conditional can hide them."""
-    lines = strip_comments(code).split("\n")
-    continued = False
-    depth = 0
-    for i, line in enumerate(lines):
-        stripped = line.strip()
-        was_continued, continued = continued, stripped.endswith("\\")
-        if was_continued or not stripped:
-            continue
-        if stripped.startswith("#"):
-            directive = stripped[1:].lstrip()
-            if directive.startswith(("if", "ifdef", "ifndef")):
-                depth += 1
-            elif directive.startswith("endif"):
-                depth = max(depth - 1, 0)
-            continue
-        if depth == 0:
-            return i
-    return len(lines) - 1
-
-
-def declare_first(text: str, declarations: list[str]) -> str:
-    """Put DECLARATIONS in front of the first line of code (see _prelude_line),
-    on that same line: every later line keeps its number."""
-    if not declarations:
-        return text
-    lines = text.split("\n")
-    i = _prelude_line(text)
-    lines[i] = " ".join(declarations) + " " + lines[i]
-    return "\n".join(lines)
-
-
-def splice(text: str, edits) -> str:
-    """TEXT with each (start, end, replacement) of EDITS applied; edits come in
-    order and one that overlaps an earlier one is skipped."""
-    out, last = [], 0
-    for start, end, replacement in edits:
-        if start < last:
-            continue
-        out += [text[last:start], replacement]
-        last = end
-    out.append(text[last:])
-    return "".join(out)
-
-
-def is_statement(code: str, start: int, close: int) -> bool:
-    """Whether the call spanning code[start:close + 1] stands alone as a statement
-    (its value unused): a wrapper then yields nothing, so clang has no
-    "expression result unused" to warn about."""
-    return code[close + 1:].lstrip().startswith(";") and code[:start].rstrip()[-1:] in ";{})"
-
-
 def counter_pin(pin: str) -> str:
     """Where an array's call counters are pinned (bpffs refuses dots in names)."""
     return os.path.join(os.path.dirname(pin), "calls", os.path.basename(pin))
 
 
-def counter_name(array: str) -> str:
-    return f"__bm_calls_{array}"
-
-
-def _count_tail_calls(text: str, names: set[str], sizes: dict[str, int]) -> str:
-    """Wrap each ``ARRAY.call(ctx, key)`` so it counts the call at [key] and,
-    when the helper returns (the slot was empty or the 33-call limit hit), the
-    fall-through at [size + key] of the array's per-CPU counter map."""
-    code_only = strip_comments(text)
-
-    def edits():
-        for m in CALL_RE.finditer(code_only):
-            name = m[1]
-            if name not in names:
-                continue
-            close = matching_paren(code_only, m.end() - 1)
-            if close is None:
-                continue
-            args = split_args(code_only, m.end(), close)
-            if len(args) != 2:
-                continue
-            (a0, a1), (b0, b1) = args
-            ctx, key = text[a0:a1], text[b0:b1]
-            counter, size = counter_name(name), sizes[name]
-            bump = (f"__bm_v = {counter}.lookup(&__bm_i); if (__bm_v) *__bm_v += 1;")
-            yield (m.start(), close + 1,
-                   f"({{ u32 __bm_k = ({key}); u32 __bm_i = __bm_k; u64 *__bm_v; {bump} "
-                   f"{name}.call({ctx}, __bm_k); __bm_i = __bm_k + {size}; {bump} }})")
-    return splice(text, edits())
-
-
-_CLOSERS = {"(": ")", "[": "]", "{": "}"}
-
-
-def matching_paren(code: str, open_at: int) -> int | None:
-    """Index of the bracket closing the one at code[open_at] ('(', '[' or '{'), None if unclosed."""
-    open_, close = code[open_at], _CLOSERS[code[open_at]]
-    depth = 0
-    for i in range(open_at, len(code)):
-        c = code[i]
-        if c == open_:
-            depth += 1
-        elif c == close:
-            depth -= 1
-            if depth == 0:
-                return i
-    return None
-
-
-def split_args(code: str, start: int, end: int) -> list[tuple[int, int]]:
-    """Spans of the top-level comma-separated arguments in code[start:end]."""
-    spans, depth, begin = [], 0, start
-    for i in range(start, end):
-        c = code[i]
-        if c in "([{":
-            depth += 1
-        elif c in ")]}":
-            depth -= 1
-        elif c == "," and depth == 0:
-            spans.append((begin, i))
-            begin = i + 1
-    spans.append((begin, end))
-    return spans
-
-
-def rewrite_source(source: str, arrays: dict[str, tuple[str, int]], slot_index,
-                   count_calls: bool = True) -> str:
-    """Rewrite the cell's C for BCC, keeping every line where it was.
-
-    ``arrays`` maps each session array to (pin path, size).
-    - ``BPF_PROG_ARRAY(name, n)`` of a session array becomes a pinned table, so
-      every cell shares the session's map;
-    - a session array used (``name.call``) but not declared gets declared;
-    - ``SLOT(array, key)`` becomes the key's index, ``slot_index(array, key)``;
-    - with ``count_calls``, tail calls into session arrays are counted per key.
-    """
-    def pinned(name: str) -> str:
-        pin, size = arrays[name]
-        return f'BPF_TABLE_PINNED("prog", u32, u32, {name}, {size}, "{pin}")'
-
-    def sub_code(regex, repl, text):
-        # Substitute only real code: the match must survive comment stripping.
-        code_only = strip_comments(text)
-        return splice(text, ((m.start(), m.end(), repl(m)) for m in regex.finditer(text)
-                             if code_only[m.start():m.end()] == m.group(0)))
-
-    declared = {d.name for d in declared_prog_arrays(source)}
-    text = sub_code(_PROG_ARRAY_RE, lambda m: pinned(m[1]) if m[1] in arrays else m.group(0), source)
-    text = sub_code(SLOT_RE, lambda m: str(slot_index(m[1], m[2])), text)
-    called = {n for n in called_arrays(source) if n in arrays}
-    if count_calls:
-        text = _count_tail_calls(text, called, {n: arrays[n][1] for n in called})
-
-    prelude = [pinned(n) + ";" for n in sorted(called - declared)]
-    if count_calls:
-        prelude += [f'BPF_TABLE_PINNED("percpu_array", u32, u64, {counter_name(n)}, {2 * arrays[n][1]}, '
-                    f'"{counter_pin(arrays[n][0])}");' for n in sorted(called)]
-    return declare_first(text, prelude)
-
-
 # ------------------------------------------------------------ error mapping
 
 _LOC_RE = re.compile(r"/virtual/main\.c:(\d+):(\d+):")
+_INCLUDED_FROM_RE = re.compile(r"/virtual/main\.c:(\d+):(?!\d)")
 _VERIFIER_LOC_RE = re.compile(r"@ main\.c:(\d+)")
-
-
 _VERIFIER_SRC_RE = re.compile(r"^; (.*?) @ main\.c:(\d+)$", re.M)
 
 
-def _relabel(text: str, origin: str, source: str | None = None) -> str:
-    """Point clang's and the verifier's locations at the cell. The verifier's
-    line numbers count BCC's rewritten text, so its source snippets are looked
-    up in the cell instead (and left without a number when not found once)."""
-    text = _LOC_RE.sub(lambda m: f"{origin}:{m[1]}:{m[2]}:", text)
+def _relabel(text: str, origin: str, source: str | None = None, columns: ColumnMap | None = None) -> str:
+    """Point clang's and the verifier's locations at the cell: every line keeps
+    its number in what BCC compiles (#line), columns are shifted back where a
+    call site was instrumented, and the verifier's source snippets (of the
+    compiled text) are replaced by the cell's own line."""
+    def location(m: re.Match) -> str:
+        line, column = int(m[1]), int(m[2])
+        if columns is not None:
+            column = columns.cell_column(line, column)
+        return f"{origin}:{line}:{column}:"
+    text = _LOC_RE.sub(location, text)
+    text = _INCLUDED_FROM_RE.sub(lambda m: f"{origin}:{m[1]}:", text)
     if source is None:
         return _VERIFIER_LOC_RE.sub(lambda m: f"@ {origin}:{m[1]}", text)
-    lines = [line.strip() for line in source.split("\n")]
+    lines = source.split("\n")
 
-    def locate(m: re.Match) -> str:
-        snippet = m[1].strip()
-        hits = [i + 1 for i, line in enumerate(lines) if snippet and snippet in line]
-        return f"; {snippet} @ {origin}:{hits[0]}" if len(hits) == 1 else f"; {snippet}"
-    return _VERIFIER_SRC_RE.sub(locate, text)
+    def quote(m: re.Match) -> str:
+        n = int(m[2])
+        return f"; {lines[n - 1].strip()} @ {origin}:{n}" if 1 <= n <= len(lines) else f"; {m[1]}"
+    text = _VERIFIER_SRC_RE.sub(quote, text)
+    return _BARE_SRC_RE.sub(lambda m: _cell_line(m[1], lines, origin), text)
 
 
-def compile_error(stderr: str, source: str, origin: str) -> BpfCompileError:
-    """clang's diagnostics relabelled with the cell's line numbers, each error
-    followed by the offending line of the cell as the user wrote it."""
+_BARE_SRC_RE = re.compile(r"^; (.+)$", re.M)
+_IDENT_RE = re.compile(r"[A-Za-z_]\w*")
+# Words BCC's own rewrite of table methods adds (x.lookup(&k) -> bpf_map_lookup_elem((void *)bpf_pseudo_fd(1, -1), &k)).
+_BCC_REWRITE_WORDS = {"bpf_pseudo_fd", "void", "bpf_map_lookup_elem", "bpf_map_update_elem", "bpf_map_delete_elem",
+                      "bpf_tail_call_", "bpf_perf_event_output", "bpf_ringbuf_output", "bpf_ringbuf_reserve",
+                      "__bm_k", "__bm_i", "__bm_v", "u32", "u64"}
+
+
+def _cell_line(snippet: str, lines: list[str], origin: str) -> str:
+    """A source line BCC quotes without a location, from the text it compiled
+    (its own rewrites and bpfmagic's included): the cell's line it came from,
+    when one line of the cell shares its words best; else left out."""
+    if " @ " in snippet:
+        return f"; {snippet}"
+    words = set(_IDENT_RE.findall(snippet)) - _BCC_REWRITE_WORDS
+    if not words:
+        return ";"
+    scores = [(len(words & set(_IDENT_RE.findall(line))), i) for i, line in enumerate(lines)]
+    best = max(scores, default=(0, -1))
+    if best[0] and best[0] >= 0.6 * len(words) and sum(1 for s, _ in scores if s == best[0]) == 1:
+        n = best[1] + 1
+        return f"; {lines[n - 1].strip()} @ {origin}:{n}"
+    return ";"
+
+
+def compile_error(stderr: str, source: str, origin: str, columns: ColumnMap | None = None) -> BpfCompileError:
+    """clang's diagnostics relabelled with the cell's lines and columns, each
+    error followed by the offending line of the cell as the user wrote it; an
+    error in a header keeps the include stack that leads there from the cell."""
     lines = source.split("\n")
     shown: list[str] = []
+    stack: list[str] = []
     for raw in stderr.splitlines():
+        if raw.startswith("In file included from") or (stack and raw.lstrip().startswith("from ")):
+            stack.append(_relabel(raw, origin))
+            continue
         m = _LOC_RE.search(raw)
         if m:
-            shown.append(_relabel(raw, origin))
+            shown += stack
+            shown.append(_relabel(raw, origin, columns=columns))
             n = int(m[1])
             if 1 <= n <= len(lines) and ": error:" in raw:
                 shown.append(f"    {n:4d} | {lines[n - 1]}")
         elif raw.strip() and not raw.startswith(" ") and "error" in raw:
+            shown += stack
             shown.append(raw)
+        stack = []
     errors = [s for s in shown if ": error:" in s or "fatal error" in s]
     ring = re.search(r"could not open bpf map: (\w+), error: Invalid argument", stderr)
     declared = ring and re.search(rf"BPF_RINGBUF_OUTPUT\s*\(\s*{ring[1]}\s*,\s*([^)]*?)\s*\)", source)
@@ -395,7 +193,7 @@ def compile_error(stderr: str, source: str, origin: str) -> BpfCompileError:
                 "BCC found no kernel headers. Run `bpfmagic doctor`; usually "
                 "`apt-get install -y linux-headers-amd64` fixes it (bpfmagic then "
                 "builds a merged header tree by itself).", stderr)
-        return BpfCompileError(_relabel(msg, origin), stderr)
+        return BpfCompileError(_relabel(msg, origin, columns=columns), stderr)
     # Keep the diagnostics compact: the errors with their lines, then clang's count.
     return BpfCompileError("\n".join(shown).rstrip(), stderr)
 
@@ -440,10 +238,30 @@ def _constant(text: str) -> int | None:
     return value(tree.body)
 
 
+def _verified_then_refused(body: list[str]) -> bool:
+    """Whether the log ends as a successful verification does ("processed ..."
+    after an instruction or state line, no error message before it): the
+    kernel refused the program after the verifier had accepted it."""
+    if not body or not body[-1].startswith("processed "):
+        return False
+    before = [line for line in body[:-1] if not line.startswith(("verification time", "stack depth", "func#"))]
+    return not before or bool(re.match(r"^\s*(\d+: |from \d+ to \d+|; )", before[-1]))
+
+
 def verifier_error(func: str, stderr: str, reason: str, origin: str, source: str | None = None,
-                   tail: int = 30) -> BpfVerifierError:
-    """The end of the verifier log (where the reason is) plus BCC's HINT lines."""
-    log = _relabel(stderr, origin, source)
+                   tail: int = 30, columns: ColumnMap | None = None, syntax=None) -> BpfVerifierError:
+    """The end of the verifier log (where the reason is) plus the hints that
+    the reason itself calls for (not every word the register dumps contain)."""
+    log = _relabel(stderr, origin, source, columns)
+    too_large = re.search(r"Program\s+too large \((\d+) insns\)", log)
+    if too_large and "processed " not in log:
+        # BCC loads without a log first and, on E2BIG, reports the program's own length: the
+        # kernel's reason is the verifier's budget of processed instructions.
+        return BpfVerifierError(
+            f"the verifier rejected {func}: it walked 1,000,000 instructions (the limit) along the "
+            f"program's paths before finishing; the program itself has {too_large[1]} instructions, but "
+            f"every loop iteration and branch path counts.\n\nHINT: {VERIFIER_HINTS['is too large']}\n"
+            f"(-v shows the verifier's log.)", log)
     lines = [line for line in log.splitlines() if line.strip()]
     hints = [line for line in lines if line.startswith("HINT:")]
     body = [line for line in lines if not line.startswith("HINT:")]
@@ -452,11 +270,18 @@ def verifier_error(func: str, stderr: str, reason: str, origin: str, source: str
     if len(body) > tail:
         head += f"; last {tail} of {len(body)} log lines (full log: exception .log)"
     parts = [head + ":", *("  " + line for line in cut)]
-    if body and body[-1].startswith("processed ") and "Invalid argument" in reason:
-        parts.append("The program verified, but the kernel refused it: a prog array it uses already holds "
-                     "programs of another type or attach type (a map's programs must all match).")
+    if _verified_then_refused(body) and "Invalid argument" in reason:
+        parts[0] = f"the kernel refused {func} after the verifier accepted it ({reason}):"
+        parts.append("A prog array it uses already holds programs of another type or attach type "
+                     "(a map's programs must all match).")
+    # The reason is in the last lines before "processed ..."; register dumps above it mention everything.
+    reason_lines = "\n".join(line for line in body[-4:] if not line.startswith("processed "))
     if not hints:  # BCC adds hints of its own; libbpf (--core) does not
-        hints = [f"HINT: {text}" for key, text in VERIFIER_HINTS.items() if key in log]
+        hints = [f"HINT: {text}" for key, text in VERIFIER_HINTS.items() if key in reason_lines]
+    if "expected=map_ptr" in reason_lines and syntax is not None and "bpf_map_" in (source or ""):
+        hints.append("HINT: in a BCC cell a map is used through its methods (counts.lookup(&key), "
+                     "counts.update(&key, &value), counts.delete(&key)), not bpf_map_lookup_elem(&counts, ...): "
+                     "BCC gives the map no address; or load the cell with --core.")
     if hints:
         parts += ["", *hints]
     return BpfVerifierError("\n".join(parts), log)
@@ -468,6 +293,20 @@ VERIFIER_HINTS = {
                                    "with bpf_probe_read_kernel() or BPF_CORE_READ().",
     "unreachable insn": "code after an unconditional return or jump; compile with -O2.",
     "back-edge": "a loop the verifier cannot bound: give it a constant bound or use bpf_loop().",
+    "is too large": "bound loops tighter, use bpf_loop() for long loops, or split the work into stages "
+                    "chained by tail calls (each stage is verified on its own budget).",
+    "is too complex": "the verifier tracks too many branch states: fewer branches per loop iteration, "
+                      "bpf_loop(), or stages chained by tail calls.",
+    "infinite loop detected": "a loop whose state never changes from the verifier's point of view: give it a "
+                              "bound that the loop variable reaches, or use bpf_loop().",
+    "tail_call is only allowed in functions that return 'int'": "a subprogram that tail-calls must return int: "
+        "declare it `static __noinline int ...` and return the tail call's result (or 0) from it.",
+    "cannot use helper": "this program type may not call that helper (bpf_probe_write_user is refused by "
+                         "this kernel); see `bpftool feature probe` for the helpers each type can call.",
+    "unbounded memory access": "an index added to a pointer has no upper bound the verifier can see: check it "
+                               "against the size first (if (i >= N) return ...).",
+    "invalid bpf_context access": "the context is read at an offset its type does not have (moved or cast ctx "
+                                  "pointer?): read fields through the ctx the program was given.",
     "invalid access to packet": "check packet bounds (data + N > data_end) before reading the packet.",
     "tail_calls are not allowed when call stack": "a tail call from a subprogram needs the frames above it "
         "to use less than 256 bytes of stack: shrink the callers' locals (a per-CPU array map makes good scratch space).",
@@ -495,30 +334,36 @@ def fd_limit_problem(what: str, text: str) -> EnvironmentProblem | None:
 
 # ------------------------------------------------------------ BCC loading
 
-def load_bcc(source: str, origin: str, arrays: dict[str, tuple[str, int]], slot_index, cflags: list[str],
-             count_calls: bool, verbose: bool, can_load: bool = True):
-    """Rewrite the cell for the session (shared arrays, SLOT, call and loss
-    counters) and compile it with BCC; BCC also loads and attaches the
-    functions its naming conventions name. Returns (BPF object, what
-    libbcc/clang wrote to fd 2); failures raise errors that point at the cell."""
+def load_bcc(syntax, origin: str, arrays: dict[str, tuple[str, int, str]], slot_index, cflags: list[str],
+             count_calls: bool, verbose: bool, can_load: bool = True, include_dirs=()):
+    """Compile the cell with BCC, instrumented for the session (shared arrays,
+    SLOT, call and loss counters); BCC also loads and attaches the functions
+    its naming conventions name. Returns (BPF object, what libbcc/clang wrote
+    to fd 2, the column map of the instrumented call sites); failures raise
+    errors that point at the cell."""
     from bcc import BPF
 
-    from .stream import count_output_failures
-    text = rewrite_source(source, arrays, slot_index, count_calls=count_calls)
-    text = count_output_failures(text)  # failed ring/perf outputs bump a counter: Stream.lost
+    text, header, columns = bcc_text(syntax, arrays, slot_index, count_calls)
     debug = 0x10 if verbose else 0  # BCC's DEBUG_BPF_REGISTER_STATE: the full verifier log
-    from . import trial_compile
-    # libbcc's LLVM ends the process on some errors (exit, abort): find out in a child first.
-    trial_compile.check_compile_survives(text.encode(), cflags, origin, source)
-    with captured_fd2() as log:
-        try:
-            bpf = BPF(text=text.encode(), cflags=cflags, debug=debug)
-            error = None
-        except Exception as e:  # BCC raises bare Exception
-            bpf, error = None, e
+    # The header lives in a directory only this process can enter, for the compile only.
+    with tempfile.TemporaryDirectory(prefix="bpfmagic-bcc-") as tmp:
+        header_path = os.path.join(tmp, "bpfmagic.h")
+        with open(header_path, "w") as f:
+            f.write(header)
+        flags = [*cflags, *(f"-I{os.path.abspath(d)}" for d in include_dirs), "-include", header_path]
+        # libbcc's LLVM ends the process on some errors (exit, abort): find out in a child first.
+        from . import trial_compile
+        trial_compile.check_compile_survives(text.encode(), flags, origin, syntax.source,
+                                             key=[text, header, *cflags, *map(str, include_dirs)])
+        with captured_fd2() as log:
+            try:
+                bpf = BPF(text=text.encode(), cflags=flags, debug=debug)
+                error = None
+            except Exception as e:  # BCC raises bare Exception
+                bpf, error = None, e
     if error is not None:
-        raise bcc_error(error, log[0], source, origin, can_load) from None
-    return bpf, log[0]
+        raise bcc_error(error, log[0], syntax.source, origin, can_load, columns, syntax) from None
+    return bpf, log[0], columns
 
 
 # Program types the kernel loads only with CAP_PERFMON, or CAP_NET_ADMIN, besides CAP_BPF (bpf_prog_load).
@@ -562,7 +407,8 @@ def privilege_problem(what: str, ptype: str | None, text: str) -> EnvironmentPro
     return EnvironmentProblem(f"{why}; {have}. To fix: {_GRANT}", text)
 
 
-def bcc_error(error: Exception, stderr: str, source: str, origin: str, can_load: bool = True) -> BpfError:
+def bcc_error(error: Exception, stderr: str, source: str, origin: str, can_load: bool = True,
+              columns: ColumnMap | None = None, syntax=None) -> BpfError:
     """The error a failed BPF(text=...) means, from BCC's exception and fd-2 output."""
     from .errors import AttachError
     text = str(error)
@@ -576,9 +422,10 @@ def bcc_error(error: Exception, stderr: str, source: str, origin: str, can_load:
         return fd_limit
     if "Failed to load BPF program" in text:
         func = re.search(r"program b?'?([\w]+)", text)
-        return verifier_error(func[1] if func else "a program", stderr, text.split(": ")[-1], origin, source)
+        return verifier_error(func[1] if func else "a program", stderr, text.split(": ")[-1], origin, source,
+                              columns=columns, syntax=syntax)
     if "attach" in text.lower():
         return AttachError(f"{text}\n{stderr.strip()}".strip(), stderr)
     if "Need super-user" in text and not can_load:
         return EnvironmentProblem("loading BPF programs needs root or CAP_BPF", stderr)
-    return compile_error(stderr, source, origin)
+    return compile_error(stderr, source, origin, columns)

@@ -19,16 +19,10 @@ import tempfile
 
 from . import libbpf
 from .attach import Attachment, Target
-from .compiler import (
-    counter_name,
-    declare_first,
-    is_statement,
-    matching_paren,
-    prog_type_name,
-    splice,
-    split_args,
-    strip_comments,
-)
+from .c import CellSyntax, analyse, core_text
+from .c.instrument import CORE_CELL_FILE, counter_name
+from .c.records import ring_record_types
+from .compiler import prog_type_name
 from .errors import (
     AttachError,
     BpfCompileError,
@@ -42,21 +36,6 @@ from .kernel_lock import NATIVE_LOCK
 VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
 _ARCH = {"x86_64": "x86", "aarch64": "arm64", "s390x": "s390", "ppc64le": "powerpc", "riscv64": "riscv"}
 
-# Declarations every --core cell gets unless it includes vmlinux.h itself.
-PRELUDE = """#include "vmlinux.h"
-#include <bpf/bpf_helpers.h>
-#include <bpf/bpf_tracing.h>
-#include <bpf/bpf_core_read.h>
-"""
-# BPF_PROG_ARRAY(name, n) means the same thing in BCC and --core cells.
-PROG_ARRAY_MACRO = """#ifndef BPF_PROG_ARRAY
-#define BPF_PROG_ARRAY(_name, _n) struct { __uint(type, BPF_MAP_TYPE_PROG_ARRAY); \\
-    __uint(max_entries, _n); __type(key, __u32); __type(value, __u32); } _name SEC(".maps")
-#endif
-"""
-_STRUCT_MAP_RE = re.compile(r"struct\s*\{([^{}]*)\}\s*([A-Za-z_]\w*)\s+SEC\(\s*\"\.maps\"\s*\)")
-_MAX_ENTRIES_RE = re.compile(r"__uint\s*\(\s*max_entries\s*,\s*(\w+)\s*\)")
-_TAIL_CALL_RE = re.compile(r"\bbpf_tail_call(?:_static)?\s*\(")
 # SEC prefixes libbpf can attach by itself (the section names the target).
 AUTO_ATTACH_SECTIONS = ("tp_btf/", "raw_tp/", "raw_tracepoint/", "tp/", "tracepoint/", "fentry/", "fexit/",
                         "lsm/", "iter/")
@@ -103,124 +82,29 @@ def vmlinux_dir() -> str:
     return cache
 
 
+def prepare_cache() -> str:
+    """vmlinux.h and its precompiled form, made ahead (``make setup``) so the
+    first --core cell does not pay for them. Returns what was done."""
+    try:
+        tools()
+    except EnvironmentProblem as e:
+        return f"--core not prepared: {e}"
+    from . import objcache
+    headers = vmlinux_dir()
+    pch = objcache.precompiled_vmlinux(_tool("clang") or "clang", headers, ["-g", "-O2", "-target", "bpf"])
+    return f"vmlinux.h in {headers}" + (", precompiled" if pch else ", not precompiled (cache not trusted)")
+
+
 # ------------------------------------------------------------ source
-
-def declared_struct_prog_arrays(source: str) -> list[tuple[str, int, int]]:
-    """(name, size, line) of prog arrays declared in libbpf's struct form."""
-    code = strip_comments(source)
-    out = []
-    for m in _STRUCT_MAP_RE.finditer(code):
-        body = m[1]
-        if "BPF_MAP_TYPE_PROG_ARRAY" not in body:
-            continue
-        size = _MAX_ENTRIES_RE.search(body)
-        try:
-            n = int(size[1], 0) if size else 0
-        except ValueError:
-            raise BpfCompileError(f"prog array {m[2]}: max_entries must be an integer literal so cells can "
-                                  "share the array") from None
-        out.append((m[2], n, code.count("\n", 0, m.start()) + 1))
-    return out
-
-
-def _count_core_tail_calls(text: str, sizes: dict[str, int]) -> str:
-    """Wrap ``bpf_tail_call(ctx, &ARRAY, key)`` on a session array to count calls
-    and fall-throughs per key (the same counters BCC cells bump)."""
-    code = strip_comments(text)
-
-    def edits():
-        for m in _TAIL_CALL_RE.finditer(code):
-            close = matching_paren(code, m.end() - 1)
-            if close is None:
-                continue
-            args = split_args(code, m.end(), close)
-            if len(args) != 3:
-                continue
-            array = text[args[1][0]:args[1][1]].strip().lstrip("&").strip()
-            if array not in sizes:
-                continue
-            ctx, key = text[args[0][0]:args[0][1]], text[args[2][0]:args[2][1]]
-            counter, size = counter_name(array), sizes[array]
-            bump = f"__bm_v = bpf_map_lookup_elem(&{counter}, &__bm_i); if (__bm_v) *__bm_v += 1;"
-            result = "" if is_statement(code, m.start(), close) else " __bm_r;"
-            yield (m.start(), close + 1,
-                   f"({{ __u32 __bm_k = ({key}); __u32 __bm_i = __bm_k; __u64 *__bm_v; {bump} "
-                   f"long __bm_r = bpf_tail_call({ctx}, &{array}, __bm_k); __bm_i = __bm_k + {size}; {bump}"
-                   f"{result} }})")
-    return splice(text, edits())
-
-
-def tail_called_arrays(source: str) -> set[str]:
-    code = strip_comments(source)
-    names = set()
-    for m in _TAIL_CALL_RE.finditer(code):
-        close = matching_paren(code, m.end() - 1)
-        if close is None:
-            continue
-        args = split_args(code, m.end(), close)
-        if len(args) == 3:
-            names.add(code[args[1][0]:args[1][1]].strip().lstrip("&").strip())
-    return names
-
 
 # ------------------------------------------------------------ ring buffers: loss counting, record struct
 
-LOST_COUNTER = "__bm_lost"  # the same name BCC cells use (stream.LOST_COUNTER); hidden from tables()
-_RINGBUF_CALL_RE = re.compile(r"\b(bpf_ringbuf_output|bpf_ringbuf_reserve)\s*\(")
-_KEYWORDS = {"return", "sizeof", "if", "else", "case", "goto", "do", "while", "for", "switch", "const",
-             "volatile", "static", "register", "unsigned", "signed", "break", "continue", "default"}
 
 
 def ring_tables(source: str) -> list[str]:
     """Names of the BPF_MAP_TYPE_RINGBUF maps the cell declares in libbpf's
     struct form, in the order of their slots in the loss counter."""
-    return sorted({m[2] for m in _STRUCT_MAP_RE.finditer(strip_comments(source))
-                   if "BPF_MAP_TYPE_RINGBUF" in m[1]})
-
-
-def _ring_calls(code: str):
-    """(match, close, args, table) of each bpf_ringbuf_output/reserve call on ``&TABLE``."""
-    for m in _RINGBUF_CALL_RE.finditer(code):
-        close = matching_paren(code, m.end() - 1)
-        if close is None:
-            continue
-        args = split_args(code, m.end(), close)
-        if not args:
-            continue
-        first = code[args[0][0]:args[0][1]].strip()
-        if not first.startswith("&"):
-            continue
-        yield m, close, args, first[1:].strip()
-
-
-def count_ringbuf_failures(text: str) -> str:
-    """Wrap each ``bpf_ringbuf_output(&RING, ...)`` / ``bpf_ringbuf_reserve(&RING, ...)``
-    on a ring the cell declares so that a failure (ring full) bumps
-    ``__bm_lost[slot of RING]`` per CPU; the declaration of that counter goes
-    in front of the cell's first line of code. Lines stay where they were and
-    the calls keep their value."""
-    tables = ring_tables(text)
-    if not tables:
-        return text
-    slot = {name: i for i, name in enumerate(tables)}
-    code = strip_comments(text)
-
-    def edits():
-        for m, close, _args, table in _ring_calls(code):
-            if table not in slot:
-                continue
-            call = text[m.start():close + 1]
-            bump = (f"{{ __u32 __bm_lk = {slot[table]}; __u64 *__bm_lv = bpf_map_lookup_elem(&{LOST_COUNTER}, "
-                    f"&__bm_lk); if (__bm_lv) *__bm_lv += 1; }}")
-            statement = is_statement(code, m.start(), close)
-            if m[1] == "bpf_ringbuf_reserve":
-                wrapped = f"({{ void *__bm_rp = {call}; if (!__bm_rp) {bump}{'' if statement else ' __bm_rp;'} }})"
-            else:
-                wrapped = f"({{ long __bm_rc = {call}; if (__bm_rc) {bump}{'' if statement else ' __bm_rc;'} }})"
-            yield m.start(), close + 1, wrapped
-    counter = (f"struct {{ __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY); __uint(max_entries, {len(tables)}); "
-               f"__type(key, __u32); __type(value, __u64); }} {LOST_COUNTER} SEC(\".maps\");")
-    return declare_first(splice(text, edits()), [counter])
+    return sorted(r.name for r in analyse(source).rings)
 
 
 def keep_ring_types(text: str, source: str) -> str:
@@ -228,84 +112,15 @@ def keep_ring_types(text: str, source: str) -> str:
     declares: clang emits BTF only for types reachable from globals, maps
     and function signatures, and a local ``struct event rec`` is none of
     them. The stream reads the record layout from that BTF. (A .bss map
-    holds the pointers; it is not one of the module's tables.) The types
-    are found in SOURCE, the cell before the loss-counting rewrite."""
-    code = strip_comments(source)
+    holds the pointers; it is not one of the module's tables.)"""
     decls = []
     for table in ring_tables(source):
         for kind in ring_record_types(source, table):
-            if kind == "?":
-                continue
-            if not kind.startswith("struct ") and not re.search(
-                    r"\btypedef\b[^;{}]*\b" + re.escape(kind) + r"\s*;|\}\s*" + re.escape(kind) + r"\s*;", code):
-                continue  # a name that may not be a type: declaring a pointer to it could break the cell
-            decls.append(f"{kind} *__bm_rec_{table}_{len(decls)} __attribute__((unused));")
+            if kind != "?":
+                decls.append(f"{kind} *__bm_rec_{table}_{len(decls)} __attribute__((unused));")
     if not decls:
         return text
     return text + ("" if text.endswith("\n") else "\n") + "\n".join(decls) + "\n"
-
-
-def _declared_type(code: str, var: str, before: int) -> str | None:
-    """The type VAR is declared with last before offset BEFORE: "struct NAME" or a
-    typedef name (pointer or not), None when no declaration is found."""
-    found = None
-    pattern = re.compile(r"(?:\bstruct\s+([A-Za-z_]\w*)|\b([A-Za-z_]\w*))[\s*]*(?:const\s+)?\b"
-                         + re.escape(var) + r"\s*(?=[=;,\[)])")
-    for m in pattern.finditer(code, 0, before):
-        if m[1]:
-            found = f"struct {m[1]}"
-        elif m[2] not in _KEYWORDS:
-            found = m[2]
-    return found
-
-
-def _sizeof_type(code: str, arg: str, at: int) -> str | None:
-    """The type of ``sizeof(struct NAME)``, ``sizeof(TYPE)``, ``sizeof(VAR)`` or ``sizeof(*VAR)``."""
-    m = re.fullmatch(r"\s*sizeof\s*\(\s*(struct\s+[A-Za-z_]\w*|\*?\s*[A-Za-z_]\w*)\s*\)\s*", arg)
-    if not m:
-        return None
-    inner = m[1]
-    if inner.startswith("struct"):
-        return "struct " + inner.split()[-1]
-    name = inner.lstrip("*").strip()
-    return _declared_type(code, name, at) or (name if not inner.startswith("*") else None)
-
-
-def ring_record_types(source: str, table: str) -> list[str]:
-    """The types (``struct NAME`` or typedef names) the cell writes into ring
-    TABLE, from its ``bpf_ringbuf_output(&TABLE, &VAR, sizeof(..), 0)`` and
-    ``bpf_ringbuf_reserve(&TABLE, sizeof(..), 0)`` calls (the variable's
-    declared type, the sizeof's type, or the pointer the reserve is assigned to)."""
-    code = strip_comments(source)
-    found: list[str] = []
-    for m, close, args, name in _ring_calls(code):
-        if name != table:
-            continue
-        kind = None
-        if m[1] == "bpf_ringbuf_output" and len(args) >= 3:
-            data = code[args[1][0]:args[1][1]].strip()
-            var = re.fullmatch(r"&?\s*([A-Za-z_]\w*)", data)
-            if var:
-                kind = _declared_type(code, var[1], m.start())
-            if kind is None:
-                kind = _sizeof_type(code, code[args[2][0]:args[2][1]], m.start())
-        elif m[1] == "bpf_ringbuf_reserve" and len(args) >= 2:
-            # struct NAME *e = bpf_ringbuf_reserve(...)  or  e = bpf_ringbuf_reserve(...)
-            target = re.search(r"(?:\bstruct\s+([A-Za-z_]\w*)|\b([A-Za-z_]\w*))?[\s*]*\b([A-Za-z_]\w*)\s*=\s*"
-                               r"(?:\([^()]*\)\s*)?$", code[max(0, m.start() - 200):m.start()])
-            if target and target[1]:
-                kind = f"struct {target[1]}"
-            elif target and target[2] and target[2] not in _KEYWORDS:
-                kind = target[2]
-            elif target:
-                kind = _declared_type(code, target[3], m.start())
-            if kind is None:
-                kind = _sizeof_type(code, code[args[1][0]:args[1][1]], m.start())
-        if kind is not None and kind not in found:
-            found.append(kind)
-        elif kind is None:
-            found.append("?")
-    return found
 
 
 class _BtfType(ct.Structure):
@@ -419,62 +234,92 @@ def btf_struct(obj: CoreObject, type_name: str) -> tuple[str, list[dict], int]:
     return struct_name, members, size
 
 
-def prepare_source(source: str, origin: str, arrays: dict[str, int], declared: set[str],
-                   count_calls: bool) -> str:
-    """The text clang compiles: prelude, declarations of session arrays used
-    but not declared, counters, then the cell under ``#line 1`` so every
-    diagnostic and every line-info record names the cell's own lines."""
-    used = {n for n in tail_called_arrays(source) if n in arrays}
-    text = _count_core_tail_calls(source, {n: arrays[n] for n in used}) if count_calls else source
-    text = keep_ring_types(count_ringbuf_failures(text), source)  # failed ring outputs bump __bm_lost: Stream.lost
-    prelude = [] if re.search(r'#\s*include\s*[<"]vmlinux\.h[>"]', source) else [PRELUDE]
-    prelude.append(PROG_ARRAY_MACRO)
-    for name in sorted(used - declared):
-        prelude.append(f"BPF_PROG_ARRAY({name}, {arrays[name]});\n")
-    if count_calls:
-        for name in sorted(used):
-            prelude.append(f"struct {{ __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY); __uint(max_entries, {2 * arrays[name]}); "
-                           f"__type(key, __u32); __type(value, __u64); }} {counter_name(name)} SEC(\".maps\");\n")
-    if not re.search(r'SEC\(\s*"license"\s*\)', source):
-        prelude.append('char _license[] SEC("license") = "GPL";\n')
-    return "".join(prelude) + f'#line 1 "{origin}"\n' + text
-
-
 _CLANG_LOC_RE = re.compile(r"^(.*?):(\d+):(\d+): (error|warning|note|fatal error):")
+_MULTIARCH = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu", "s390x": "s390x-linux-gnu",
+              "ppc64le": "powerpc64le-linux-gnu", "riscv64": "riscv64-linux-gnu"}
 
 
-def compile_object(text: str, source: str, origin: str, cflags: list[str], include_dirs=()) -> tuple[bytes, str]:
+def _multiarch_includes() -> list[str]:
+    """uapi headers include <asm/types.h>, which Debian keeps in the multiarch
+    directory; clang -target bpf does not search it. -idirafter: after
+    everything else, so vmlinux.h and the cell's own -I come first."""
+    path = os.path.join("/usr/include", _MULTIARCH.get(platform.machine(), ""))
+    return ["-idirafter", path] if os.path.isdir(path) and path != "/usr/include/" else []
+
+
+def _relabel(text: str, origin: str) -> str:
+    """clang's messages name the cell by its origin (a label: the module name or
+    the --file's name), never by the file bpfmagic compiled it from."""
+    return text.replace(f"{CORE_CELL_FILE}:", f"{origin}:")
+
+
+def compile_object(text: str, source: str, origin: str, cflags: list[str], include_dirs=(),
+                   vmlinux_first: bool = False) -> tuple[bytes, str]:
     """clang -target bpf: the object file and clang's warnings; errors raise
-    BpfCompileError with the offending lines of the cell."""
+    BpfCompileError with the offending lines of the cell. ``vmlinux_first``:
+    the text starts by including vmlinux.h, so its precompiled form serves.
+    An unchanged compile is served from the object cache."""
+    from . import objcache
     arch = _ARCH.get(platform.machine(), platform.machine())
+    clang = _tool("clang") or "clang"
+    headers = vmlinux_dir()
+    base = ["-g", "-O2", "-target", "bpf"]
+    pch = objcache.precompiled_vmlinux(clang, headers, base) if vmlinux_first else None
+    flags = [*base, f"-D__TARGET_ARCH_{arch}", "-I", headers,
+             *(f"-I{os.path.abspath(d)}" for d in include_dirs), *_multiarch_includes(), *cflags]
+    vmlinux = os.stat(os.path.join(headers, "vmlinux.h"))
+    cache_key = objcache.key(text, [*flags, f"vmlinux {vmlinux.st_size} {vmlinux.st_mtime_ns}"],
+                             objcache.clang_version(clang))
+    cached = objcache.lookup(cache_key)
+    if cached is not None:
+        return cached[0], _relabel(cached[1], origin)
     with tempfile.TemporaryDirectory(prefix="bpfmagic-core-") as tmp:
-        out = os.path.join(tmp, "module.bpf.o")
-        # The cell under its own name in clang's working directory: `#line 1 "cell"`
-        # then names a real file, and the BTF line info (what the verifier quotes)
-        # carries the cell's lines.
-        with open(os.path.join(tmp, origin), "w") as f:
+        out, depfile = os.path.join(tmp, "module.bpf.o"), os.path.join(tmp, "module.d")
+        # The cell's lines in the file the #line markers name: clang reads them into the
+        # BTF line info, which is what the verifier quotes. The name is fixed (origin is
+        # only a label), and the directory is private to this compile.
+        cell_file = os.path.join(tmp, CORE_CELL_FILE)
+        with open(cell_file, "w") as f:
             f.write(source)
-        cmd = [_tool("clang") or "clang", "-g", "-O2", "-target", "bpf", f"-D__TARGET_ARCH_{arch}", "-I", vmlinux_dir(),
-               *(f"-I{os.path.abspath(d)}" for d in include_dirs), *cflags, "-x", "c", "-c", "-", "-o", out]
-        res = subprocess.run(cmd, input=text, capture_output=True, text=True, cwd=tmp)
+        for use_pch in ([True, False] if pch else [False]):
+            cmd = [clang, *flags, *(["-include-pch", pch] if use_pch else []), "-MD", "-MF", depfile,
+                   "-x", "c", "-c", "-", "-o", out]
+            res = subprocess.run(cmd, input=text, capture_output=True, text=True, cwd=tmp)
+            if res.returncode == 0 or not use_pch or "PCH file" not in res.stderr:
+                break  # a PCH clang cannot use (flags like -mcpu differ): compiled again without it
+        stderr = _relabel(res.stderr, origin)
         if res.returncode != 0:
-            raise _clang_error(res.stderr, source, origin)
+            raise _clang_error(stderr, source, origin)
+        if not os.path.exists(out):
+            raise BpfCompileError(f"clang wrote no object file for {origin}: a flag in --cflags "
+                                  f"({' '.join(cflags)}) stops it before code generation", stderr)
         with open(out, "rb") as f:
-            return f.read(), res.stderr
+            obj = f.read()
+        objcache.store(cache_key, obj, res.stderr, depfile, tmp, skip={cell_file, os.path.join(tmp, "-")})
+        return obj, stderr
 
 
 def _clang_error(stderr: str, source: str, origin: str) -> BpfCompileError:
+    """The errors, each with the cell's offending line; an error inside a
+    header keeps the include stack that leads to it from the cell."""
     lines = source.split("\n")
-    shown = []
+    shown: list[str] = []
+    stack: list[str] = []
     for raw in stderr.splitlines():
+        if raw.startswith("In file included from") or (stack and raw.startswith("                 from")):
+            stack.append(raw)
+            continue
         m = _CLANG_LOC_RE.match(raw)
         if m and m[1] == origin and m[4] != "note":
+            shown += stack
             shown.append(raw)
             n = int(m[2])
             if "error" in m[4] and 1 <= n <= len(lines):
                 shown.append(f"    {n:4d} | {lines[n - 1]}")
         elif m and "error" in m[4]:
-            shown.append(raw)  # an error inside a header: keep it as clang said it
+            shown += stack
+            shown.append(raw)  # an error inside a header: as clang said it, after the includes leading there
+        stack = []
     if not shown:
         shown = [stderr.strip() or "clang failed without a message"]
     return BpfCompileError("\n".join(shown), stderr)
@@ -482,46 +327,8 @@ def _clang_error(stderr: str, source: str, origin: str) -> BpfCompileError:
 
 # ------------------------------------------------------------ libbpf object
 
-_declared = False
-
-
-def _lib() -> ct.CDLL:
-    global _declared
-    lib = libbpf.lib()
-    if not _declared:
-        vp, cp = ct.c_void_p, ct.c_char_p
-        for fname, res, args in [
-            ("bpf_object__open_mem", vp, [vp, ct.c_size_t, vp]),
-            ("bpf_object__load", ct.c_int, [vp]),
-            ("bpf_object__close", None, [vp]),
-            ("bpf_object__next_program", vp, [vp, vp]),
-            ("bpf_object__next_map", vp, [vp, vp]),
-            ("bpf_program__name", cp, [vp]),
-            ("bpf_program__section_name", cp, [vp]),
-            ("bpf_program__fd", ct.c_int, [vp]),
-            ("bpf_program__type", ct.c_int, [vp]),
-            ("bpf_program__attach", vp, [vp]),
-            ("bpf_map__name", cp, [vp]),
-            ("bpf_map__fd", ct.c_int, [vp]),
-            ("bpf_map__type", ct.c_int, [vp]),
-            ("bpf_map__max_entries", ct.c_uint32, [vp]),
-            ("bpf_map__key_size", ct.c_uint32, [vp]),
-            ("bpf_map__value_size", ct.c_uint32, [vp]),
-            ("bpf_map__reuse_fd", ct.c_int, [vp, ct.c_int]),
-            ("bpf_link__destroy", ct.c_int, [vp]),
-            ("bpf_program__set_log_level", ct.c_int, [vp, ct.c_uint32]),
-            ("libbpf_set_print", vp, [vp]),
-            ("libbpf_get_error", ct.c_long, [vp]),
-            ("bpf_object__btf", vp, [vp]),
-            ("btf__find_by_name_kind", ct.c_int32, [vp, cp, ct.c_uint32]),
-            ("btf__type_by_id", vp, [vp, ct.c_uint32]),
-            ("btf__resolve_size", ct.c_int64, [vp, ct.c_uint32]),
-            ("btf__name_by_offset", cp, [vp, ct.c_uint32]),
-        ]:
-            f = getattr(lib, fname)
-            f.restype, f.argtypes = res, args
-        _declared = True
-    return lib
+# libbpf's object API (bpf_object__*, bpf_program__*, bpf_map__*, btf__*), declared in libbpf.py.
+_lib = libbpf.object_api
 
 
 _PRINT_FN = ct.CFUNCTYPE(ct.c_int, ct.c_int, ct.c_char_p, ct.c_void_p)
@@ -662,6 +469,9 @@ class CoreObject:
             ret = lib.bpf_object__load(self.ptr)
         if ret < 0:
             untyped = re.search(r"prog '(\w+)': missing BPF prog type", log[0])
+            legacy = untyped and _legacy_section_hint(self.section(self.programs()[untyped[1]]))
+            if legacy:
+                raise BpfCompileError(f"{self.name}.{untyped[1]}: {legacy}", log[0])
             if untyped:
                 raise BpfCompileError(f"{self.name}.{untyped[1]} has no SEC(): in a --core cell each program "
                                       'needs one (SEC("xdp"), SEC("raw_tp/sys_enter"), SEC("tp_btf/sched_switch"), '
@@ -704,41 +514,102 @@ class CoreObject:
             self.ptr = None
 
 
+# Section names libbpf 0.x took with a suffix that libbpf 1.x refuses, and what to write instead.
+_LEGACY_SECTIONS = {"classifier": 'SEC("tc") (or SEC("classifier") without a suffix)',
+                    "socket": 'SEC("socket") without a suffix', "action": 'SEC("action") without a suffix',
+                    "xdp": 'SEC("xdp") without a suffix', "perf_event": 'SEC("perf_event") without a suffix'}
+
+
+def _legacy_section_hint(section: str) -> str | None:
+    """What to write instead of a SEC() name libbpf 1.x no longer takes."""
+    kind, slash, rest = section.partition("/")
+    if slash and kind in _LEGACY_SECTIONS:
+        return (f'SEC("{section}") is a libbpf 0.x section name; libbpf 1.x takes {_LEGACY_SECTIONS[kind]} '
+                f"(in a --core cell the slot, not the section, says where a program goes: -s ARRAY[KEY]=FUNC)")
+    return None
+
+
+def check_sections(obj: "CoreObject") -> None:
+    """Refuse, before loading, programs whose SEC() this kernel cannot serve:
+    they would load and then sit unattached."""
+    from .attach import ALTERNATIVE, kprobes_available
+    for pname, prog in obj.programs().items():
+        section = obj.section(prog)
+        kind = section.split("/", 1)[0]
+        if kind == "freplace":
+            raise AttachError(f'{obj.name}.{pname} is SEC("{section}"): an freplace program replaces a function '
+                              "of a program already loaded, which a cell cannot name as its target; to swap code "
+                              "at run time put the new version in a slot instead (-s ARRAY[KEY]=FUNC)")
+        if kind in ("kprobe", "kretprobe", "ksyscall", "kretsyscall") and not kprobes_available():
+            raise AttachError(f'{obj.name}.{pname} is SEC("{section}"): kprobes are not available on this kernel '
+                              f"(CONFIG_KPROBES is off); {ALTERNATIVE}")
+
+
+def _libbpf_refusal(name: str, log: str, errno_: int) -> BpfCompileError:
+    """libbpf refused the object before the kernel's verifier saw a program:
+    say so, with libbpf's own reason and what it usually means."""
+    lines = [line.removeprefix("libbpf: ").strip() for line in log.splitlines() if line.strip()]
+    reasons = [line for line in lines if not line.startswith(("failed to load object", "prog '")) or
+               "failed to find" in line] or lines
+    text = f"libbpf refused to load {name} ({os.strerror(errno_)}), before the verifier saw it:\n" + \
+        "\n".join(f"  {line}" for line in reasons[-6:])
+    event = re.search(r"failed to find kernel BTF type ID of '(\w+)'", log)
+    if event:
+        text += (f"\nThe kernel's BTF has no {event[1]!r}: SEC(\"tp_btf/NAME\") and fentry-style sections name a "
+                 "raw tracepoint or kernel function that must exist (see /sys/kernel/tracing/available_events).")
+    kfunc = re.search(r"extern \(func ksym\) '(\w+)': not found", log)
+    if kfunc:
+        text += f"\nThis kernel exports no kfunc {kfunc[1]!r} (bpftool btf dump file /sys/kernel/btf/vmlinux lists them)."
+    return BpfCompileError(text, log)
+
+
 def _verifier_error(name: str, log: str, errno_: int, origin: str, source: str) -> BpfVerifierError:
     from .compiler import verifier_error
     # libbpf frames the kernel's log between these markers; keep libbpf's own lines out of the tail.
     m = re.search(r"-- BEGIN PROG LOAD LOG --\n(.*?)-- END PROG LOAD LOG --", log, re.S)
+    if m is None and "processed " not in log:
+        return _libbpf_refusal(name, log, errno_)
     prog = re.search(r"prog '(\w+)': BPF program load failed", log)
     body = m[1] if m else log
-    body = re.sub(rf"@ {re.escape(origin)}:(\d+)", lambda mm: f"@ {origin}:{mm[1]}", body)
+    body = body.replace(f"@ {CORE_CELL_FILE}:", f"@ {origin}:")
     err = verifier_error(f"{name}.{prog[1]}" if prog else name, body, os.strerror(errno_), origin)
     err.log = log
     return err
 
 
-def load_object(name: str, source: str, origin: str, cflags: list[str], slot_index, file: str | None,
-                declared: set[str], arrays: dict, count_calls: bool, verbose: bool,
-                needs: dict[str, str], slotted: list) -> tuple[CoreObject, str]:
+def load_object(name: str, syntax: CellSyntax, origin: str, cflags: list[str], slot_index, file: str | None,
+                arrays: dict, count_calls: bool, verbose: bool, needs: dict[str, str],
+                slotted: list, initial_globals: dict | None = None) -> tuple[CoreObject, str]:
     """Compile a --core cell and load it: clang against vmlinux.h, then libbpf
     with the session's arrays (and their call counters) reusing the session's
     map fds. ``needs``: function -> the program type its -a target needs;
     ``slotted``: (array, function) of its -s slots. A type its SEC() cannot
     serve is refused before the kernel would say only EINVAL.
-    Returns the loaded object and what clang and libbpf said."""
-    from .compiler import rewrite_source
-    text = rewrite_source(source, {}, slot_index, count_calls=False)  # SLOT() only; counting is done below
-    text = prepare_source(text, origin, {n: a.size for n, a in arrays.items()}, declared, count_calls)
+    ``initial_globals``: values written into the object's sections before load
+    (.rodata included). Returns the loaded object and what clang and libbpf said."""
+    source = syntax.source
+    text = core_text(syntax, {n: a.size for n, a in arrays.items()}, slot_index, count_calls)
+    text = keep_ring_types(text, source)  # record types of rings get BTF: the stream reads their layout
     include_dirs = [os.path.dirname(os.path.abspath(file))] if file else []
-    obj_bytes, warnings_text = compile_object(text, source, origin, cflags, include_dirs)
+    obj_bytes, warnings_text = compile_object(text, source, origin, cflags, include_dirs,
+                                              vmlinux_first=syntax.starts_with_vmlinux)
     obj = CoreObject(name, obj_bytes)
     try:
         maps = obj.maps()
         for array_name, array in arrays.items():
             if array_name in maps:
+                have = _lib().bpf_map__max_entries(maps[array_name])
+                if have != array.size:  # the object's own size: macros and #ifs resolved by the compiler
+                    decl = next((d for d in syntax.arrays if d.name == array_name), None)
+                    where = f"{origin}:{decl.line}: " if decl else ""
+                    raise SlotError(f"{where}prog array {array_name} has {have} slots in this cell; the session's "
+                                    f"array {array_name} has {array.size} slots: declare it with {array.size}, or "
+                                    f"`%bpf unload {array_name}` first")
                 obj.reuse(array_name, array.fd)
             if counter_name(array_name) in maps:
                 obj.reuse(counter_name(array_name), array.counter_fd)
         progs = obj.programs()
+        check_sections(obj)
 
         def program(func: str):
             if func not in progs:
@@ -754,6 +625,9 @@ def load_object(name: str, source: str, origin: str, cflags: list[str], slot_ind
             if have and have != kind:
                 raise SlotError(f"{array.name} holds {have} programs; {name}.{func} is "
                                 f"SEC(\"{obj.section(progs[func])}\"), a {kind} program")
+        if initial_globals:
+            from .globals import set_initial
+            set_initial(obj, initial_globals)
         log = obj.load(origin, source, verbose)
     except BaseException:
         obj.close()

@@ -10,27 +10,16 @@ left to right, and gives SVG that Jupyter shows as is. The data
 """
 from __future__ import annotations
 
-import re
 import shutil
 from dataclasses import dataclass
 
-from .compiler import (
-    CALL_RE,
-    MACRO_FUNCS,
-    SLOT_RE,
-    matching_paren,
-    split_args,
-    strip_comments,
-)
+from .c import analyse
+from .c.analysis import _parser, _unconditional_defines, constant_value
 from .progarray import slot_counts
 
 NODE_COLUMNS = ["node", "kind", "program", "type", "array", "index", "key", "run_cnt", "avg_ns",
                 "calls", "taken", "missed"]
 EDGE_COLUMNS = ["src", "dst", "kind", "array", "index", "key", "calls", "taken", "missed"]
-
-_HELPER_CALL_RE = re.compile(r"\bbpf_tail_call\s*\(")
-_DEFINE_RE = re.compile(r"^[ \t]*#[ \t]*define[ \t]+([A-Za-z_]\w*)[ \t]+\(?\s*(0x[0-9a-fA-F]+|\d+)\s*\)?[ \t]*$", re.M)
-
 
 @dataclass
 class CallSite:
@@ -40,88 +29,35 @@ class CallSite:
 
 
 def call_sites(source: str) -> list[CallSite]:
-    """Every tail call in SOURCE: the function it is in, the array and the
-    key expression (``ARRAY.call(ctx, KEY)`` and ``bpf_tail_call(ctx, &ARRAY, KEY)``)."""
-    code = strip_comments(source)
-    sites = []
-    for name, start, end in _functions(code):
-        body = code[start:end]
-        for m in CALL_RE.finditer(body):
-            args = _args(body, m.end() - 1)
-            if args is not None and len(args) == 2:
-                sites.append(CallSite(name, m[1], args[1]))
-        for m in _HELPER_CALL_RE.finditer(body):
-            args = _args(body, m.end() - 1)
-            if args is not None and len(args) == 3:
-                sites.append(CallSite(name, args[1].lstrip("&").strip(), args[2]))
-    return sites
+    """Every tail call in SOURCE whose array the code names: the function it is
+    in, the array and the key expression (``ARRAY.call(ctx, KEY)``,
+    ``bpf_tail_call(ctx, &ARRAY, KEY)``, ``bpf_tail_call_static``, through a
+    map-pointer variable), read on the syntax tree."""
+    return [CallSite(t.function, t.array, t.key) for t in analyse(source).tail_calls
+            if t.function and t.array]
 
 
-def _functions(code: str):
-    """(name, body start, body end) of each top-level function definition."""
-    depth, i = 0, 0
-    while i < len(code):
-        c = code[i]
-        if c == "{":
-            if depth == 0:
-                name = _function_name(code[:i])
-                end = matching_paren(code, i)
-                if name and end is not None:
-                    yield name, i, end
-                    i = end + 1
-                    continue
-            depth += 1
-        elif c == "}":
-            depth = max(0, depth - 1)
-        i += 1
-
-
-def _function_name(before: str) -> str | None:
-    text = before.rstrip()
-    if not text.endswith(")"):
-        return None
-    depth = 0
-    for j in range(len(text) - 1, -1, -1):
-        if text[j] == ")":
-            depth += 1
-        elif text[j] == "(":
-            depth -= 1
-            if depth == 0:
-                m = re.search(r"([A-Za-z_]\w*)\s*$", text[:j])
-                if not m:
-                    return None
-                for regex, name, _ in MACRO_FUNCS:  # RAW_TRACEPOINT_PROBE(ev) -> raw_tracepoint__ev, ...
-                    macro = regex.fullmatch(text, m.start())
-                    if macro:
-                        return name(macro)
-                return m[1]
-    return None
-
-
-def _args(code: str, open_at: int) -> list[str] | None:
-    close = matching_paren(code, open_at)
-    if close is None:
-        return None
-    return [code[a:b].strip() for a, b in split_args(code, open_at + 1, close)]
-
-
-def resolve_key(array, key: str, defines: dict[str, int]) -> int | None:
+def resolve_key(array, key: str, source: str) -> int | None:
     """The slot index a key expression names when it is a constant (a number,
     a #define'd number or SLOT(array, name)); None when it is computed at run time."""
-    key = key.strip()
-    while key.startswith("(") and matching_paren(key, 0) == len(key) - 1:
-        key = key[1:-1].strip()
-    if re.fullmatch(r"0x[0-9a-fA-F]+|\d+", key):
-        return int(key, 0)
-    if key in defines:
-        return defines[key]
-    m = SLOT_RE.fullmatch(key)
-    if not m:
-        return None  # a variable (or an expression): known only at run time
-    try:
-        return array.resolve(m[2])
-    except Exception:
+    tree = _parser().parse(b"int __bm_key = " + key.encode() + b";").root_node
+    decl = tree.named_children[0] if tree.named_children else None
+    init = decl.child_by_field_name("declarator") if decl is not None else None
+    value = init.child_by_field_name("value") if init is not None else None
+    while value is not None and value.type == "parenthesized_expression" and value.named_children:
+        value = value.named_children[0]
+    if value is not None and value.type == "call_expression":
+        fn = value.child_by_field_name("function")
+        args = value.child_by_field_name("arguments")
+        names = [c.text.decode() for c in args.named_children] if args is not None else []
+        if fn is not None and fn.text == b"SLOT" and len(names) == 2:
+            try:
+                return array.resolve(names[1])
+            except Exception:
+                return None
         return None
+    defines = _unconditional_defines(_parser().parse(source.encode()).root_node)
+    return constant_value(value, defines)
 
 
 class ChainGraph:
@@ -238,7 +174,7 @@ def graph(session, array: str | None = None) -> ChainGraph:
             return sorted(set(a.entries) | set(a.names.values()) | called(a))
 
         sites_by_module = {m.name: call_sites(m.source) for m in session.modules.values()}
-        defines_by_module = {m.name: {d[1]: int(d[2], 0) for d in _DEFINE_RE.finditer(m.source)}
+        defines_by_module = {m.name: m.source
                              for m in session.modules.values()}
         for p in programs:
             for site in sites_by_module.get(p.module.name, []):

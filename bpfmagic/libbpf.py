@@ -161,6 +161,15 @@ def map_update_u32(fd: int, key: int, value: int) -> None:
     _check(lib().bpf_map_update_elem(fd, ct.byref(k), ct.byref(v), BPF_ANY), f"update key {key}")
 
 
+def map_lookup_u32(fd: int, key: int) -> int | None:
+    """The u32 at key, None when empty. For a prog array, the id of the
+    program in the slot (what the kernel returns to user space)."""
+    k, v = ct.c_uint32(key), ct.c_uint32()
+    if lib().bpf_map_lookup_elem(fd, ct.byref(k), ct.byref(v)) < 0:
+        return None
+    return v.value
+
+
 def map_delete_u32(fd: int, key: int) -> bool:
     """Delete key; False when it was not there."""
     k = ct.c_uint32(key)
@@ -216,3 +225,48 @@ def fdinfo(fd: int) -> dict[str, str]:
             key, _, value = line.partition(":")
             out[key.strip()] = value.strip()
     return out
+
+
+_object_api_declared = False
+
+
+def object_api() -> ct.CDLL:
+    """libbpf with its object, program, map and BTF calls declared (the --core path, globals)."""
+    global _object_api_declared
+    l = lib()
+    if not _object_api_declared:
+        vp, cp = ct.c_void_p, ct.c_char_p
+        for fname, res, args in [
+            ("bpf_object__open_mem", vp, [vp, ct.c_size_t, vp]),
+            ("bpf_object__load", ct.c_int, [vp]),
+            ("bpf_object__close", None, [vp]),
+            ("bpf_object__next_program", vp, [vp, vp]),
+            ("bpf_object__next_map", vp, [vp, vp]),
+            ("bpf_program__name", cp, [vp]),
+            ("bpf_program__section_name", cp, [vp]),
+            ("bpf_program__fd", ct.c_int, [vp]),
+            ("bpf_program__type", ct.c_int, [vp]),
+            ("bpf_program__attach", vp, [vp]),
+            ("bpf_map__name", cp, [vp]),
+            ("bpf_map__fd", ct.c_int, [vp]),
+            ("bpf_map__type", ct.c_int, [vp]),
+            ("bpf_map__max_entries", ct.c_uint32, [vp]),
+            ("bpf_map__key_size", ct.c_uint32, [vp]),
+            ("bpf_map__value_size", ct.c_uint32, [vp]),
+            ("bpf_map__reuse_fd", ct.c_int, [vp, ct.c_int]),
+            ("bpf_link__destroy", ct.c_int, [vp]),
+            ("bpf_program__set_log_level", ct.c_int, [vp, ct.c_uint32]),
+            ("libbpf_set_print", vp, [vp]),
+            ("libbpf_get_error", ct.c_long, [vp]),
+            ("bpf_object__btf", vp, [vp]),
+            ("btf__find_by_name_kind", ct.c_int32, [vp, cp, ct.c_uint32]),
+            ("btf__type_by_id", vp, [vp, ct.c_uint32]),
+            ("btf__resolve_size", ct.c_int64, [vp, ct.c_uint32]),
+            ("btf__name_by_offset", cp, [vp, ct.c_uint32]),
+            ("bpf_map__btf_value_type_id", ct.c_uint32, [vp]),
+            ("bpf_map__initial_value", vp, [vp, ct.POINTER(ct.c_size_t)]),
+        ]:
+            f = getattr(l, fname)
+            f.restype, f.argtypes = res, args
+        _object_api_declared = True
+    return l

@@ -2,6 +2,7 @@
 display results; every kernel object belongs to the Session."""
 from __future__ import annotations
 
+import argparse
 import builtins
 import shlex
 
@@ -23,14 +24,19 @@ def _cell_parser() -> MagicArgumentParser:
                             description="Compile the cell's BCC C as module NAME, load, attach and slot it.")
     p.add_argument("name", help="module name; after the cell NAME is the Module in the namespace")
     p.add_argument("-a", "--attach", action="append", default=[], metavar="FUNC=TARGET",
-                   help="attach FUNC: raw_tracepoint:EVENT, tracepoint:CAT:EVENT, kprobe:SYM, kretprobe:SYM, "
+                   help="attach FUNC: raw_tracepoint:EVENT, tracepoint:CAT:EVENT, "
                         "uprobe:LIB:SYM, uretprobe:LIB:SYM, xdp:IFACE, tc:IFACE[:ingress|egress], "
-                        "socket:IFACE, perf:cpu-clock:HZ")
+                        "socket:IFACE, perf:cpu-clock:HZ; kprobe:SYM, kretprobe:SYM only where the kernel "
+                        "has kprobes (otherwise the cell says what to use)")
     p.add_argument("-s", "--slot", action="append", default=[], metavar="ARRAY[KEY]=FUNC",
                    help="load FUNC with ARRAY's program type and store it at KEY (integer, syscall or name)")
     p.add_argument("--file", help="load this .bpf.c file as the module (cell body empty)")
-    p.add_argument("--cflags", default="", help='extra compiler flags, e.g. --cflags "-DN=4"')
+    p.add_argument("--cflags", action="append", default=[],
+                   help='extra compiler flags: several in one quoted string, repeatable, --cflags=... too, '
+                        'e.g. --cflags "-DN=4 -DDEBUG"')
     p.add_argument("--core", action="store_true", help="compile as libbpf CO-RE C (clang + libbpf)")
+    p.add_argument("--set", action="append", default=[], metavar="VAR=VALUE",
+                   help="(--core) set a global variable before load, const volatile (.rodata) ones included")
     p.add_argument("-v", "--verbose", action="store_true", help="show the full verifier log even on success")
     return p
 
@@ -41,6 +47,28 @@ def _split(text: str, what: str = "the arguments") -> list[str]:
         return arg_split(text) if what == "the arguments" else shlex.split(text)
     except ValueError as e:
         raise UsageError(f"cannot parse {what}: {e} ({text!r})") from None
+
+
+def _option_words(line: str) -> list[str]:
+    """The words of a %%bpf / %bpf load line, shell-quoted. ``--cflags X`` is
+    joined into ``--cflags=X`` so that a value starting with '-' (every
+    compiler flag) is taken as the value, not as an option of its own."""
+    words = _split(line, "the line")
+    out: list[str] = []
+    i = 0
+    while i < len(words):
+        if words[i] == "--cflags" and i + 1 < len(words):
+            out.append(f"--cflags={words[i + 1]}")
+            i += 2
+            continue
+        out.append(words[i])
+        i += 1
+    return out
+
+
+def _cflags(values: list[str]) -> list[str]:
+    """Every --cflags value split into its flags, in order."""
+    return [flag for value in values for flag in _split(value, "--cflags")]
 
 
 def _pairs(items: list[str], what: str) -> list[tuple[str, str]]:
@@ -91,6 +119,8 @@ def _line_parsers() -> dict[str, MagicArgumentParser]:
                                                   "{pkt.hex()} passes a Python value")
     p.add_argument("--ctx", metavar="HEX", help="context in: xdp_md/__sk_buff bytes, or raw_tp u64 args")
     p.add_argument("--type", help="load FUNC as this program type (default: what its context parameter implies)")
+    p = parser("globals", "a --core module's global variables (.bss, .data, .rodata): name, section, type, value")
+    p.add_argument("module")
     p = parser("stats", "per-program run_cnt, run_time_ns, avg_ns, tail calls in, missed")
     onoff = p.add_mutually_exclusive_group()
     onoff.add_argument("--on", action="store_true", help="keep kernel run stats on (the default)")
@@ -159,12 +189,13 @@ class BpfMagics(Magics):
 
         Cell magic::
 
-            %%bpf NAME [-a FUNC=TARGET]... [-s ARRAY[KEY]=FUNC]... [--file PATH] [--cflags "..."] [--core] [-v]
+            %%bpf NAME [-a FUNC=TARGET]... [-s ARRAY[KEY]=FUNC]... [--file PATH] [--cflags "..."] [--core] [--set VAR=VALUE]... [-v]
             <BCC C source, or libbpf-style C with --core>
 
         compiles the cell as module NAME, loads it, attaches FUNC to TARGET
         (raw_tracepoint:EVENT, tracepoint:CAT:EVENT, uprobe:LIB:SYM, xdp:IFACE,
-        tc:IFACE[:ingress|egress], socket:IFACE, perf:cpu-clock:HZ, kprobe:SYM)
+        tc:IFACE[:ingress|egress], socket:IFACE, perf:cpu-clock:HZ; kprobe:SYM
+        only where the kernel has kprobes, else the cell says what to use)
         and stores FUNC in slot KEY of prog array ARRAY. BCC's own conventions
         (RAW_TRACEPOINT_PROBE, TRACEPOINT_PROBE) auto-attach as usual.
         ``BPF_PROG_ARRAY(progs, N)`` is the session-wide array ``progs``,
@@ -190,13 +221,14 @@ class BpfMagics(Magics):
             %bpf doctor                               environment report with fixes
             %bpf run MODULE.FUNC [--repeat N] [--data HEX] [--ctx HEX] [--type T]
                                                       BPF_PROG_TEST_RUN: retval, ns/run, data out
+            %bpf globals MODULE                       a --core module's global variables: name, section, type, value
             %bpf stats [--on|--off]                   per-program runs, avg ns, tail calls in, missed
-            %bpf bench tailcalls [--depth 33] [--repeat N] [--index const|var]
+            %bpf bench tailcalls [--depth 33] [--repeat N] [--rounds R] [--index const|var]
                                                       tail-call cost curve: DataFrame and plot
             %bpf graph [ARRAY]                        the tail-call chain as a picture (.nodes, .edges)
             %bpf df TABLE [--last N] [--counts COL]   events streamed from TABLE (or MODULE.TABLE)
-            %bpf watch TABLE [--by COL] [--rows N]    live view: events, rate, lost, last rows
-            %bpf trace [--seconds S] [--grep RE] [--older]   bpf_trace_printk lines (ts, cpu, pid, comm, msg)
+            %bpf watch TABLE [--by COL] [--rows N] [--interval S]   live view: events, rate, lost, last rows
+            %bpf trace [--seconds S] [--lines N] [--grep RE] [--older]   bpf_trace_printk lines (ts, cpu, pid, comm, msg)
             %bpf streams                              every stream with its counters
 
         Streams keep at most ``BpfMagics.max_rows`` rows each (``%config
@@ -209,7 +241,10 @@ class BpfMagics(Magics):
 
     # -------------------------------------------------------------- cell
     def _cell(self, line: str, cell: str):
-        return self._load_module(self._cell_parser.parse_args(_split(line)), cell)
+        words = _option_words(line)
+        if _asks_help(self._cell_parser, words):
+            return print(_help(self._cell_parser))
+        return self._load_module(self._cell_parser.parse_args(words), cell)
 
     def _cmd_load(self, args):
         if not args.file:
@@ -233,7 +268,8 @@ class BpfMagics(Magics):
                 raise UsageError(f"-s {spec} given twice")
             slots[spec] = func
         module = bpfmagic.session().load(
-            args.name, body, attach=attach, slots=slots, cflags=_split(args.cflags, "--cflags"),
+            args.name, body, attach=attach, slots=slots, cflags=_cflags(args.cflags),
+            globals=dict(_pairs(args.set, "--set")),
             file=args.file, verbose=args.verbose, core=args.core, origin="cell")
         self.shell.user_ns[args.name] = module
         if args.verbose and module.compile_log.strip():
@@ -247,13 +283,19 @@ class BpfMagics(Magics):
     # -------------------------------------------------------------- line
     def _line_command(self, line: str):
         words = _split(line)
+        if words and (words[0] == "load" or "--file" in words):  # `%bpf load ...` takes %%bpf's options
+            words = _option_words(line)
         comment = next((i for i, w in enumerate(words) if w.startswith("#")), None)
         if comment is not None:  # `%bpf slots   # what this shows` reads naturally in a cell
             words = words[:comment]
         if not words:
             raise UsageError("%bpf needs a command: " + ", ".join(self._line) + " (see %bpf?)")
         command, rest = words[0], words[1:]
+        if command in ("-h", "--help", "help"):
+            return print(_commands_help(self._line))
         parser = self._line.get(command)
+        if parser is not None and _asks_help(parser, rest):  # before parsing: a missing argument is no error here
+            return print(_help(parser))
         if parser is None and "--file" in rest:  # `%bpf NAME --file PATH`: IPython's hint for a body-less %%bpf
             return self._cmd_load(self._line["load"].parse_args(words))
         if parser is None:
@@ -307,6 +349,9 @@ class BpfMagics(Magics):
         return bpfmagic.session().test_run(args.program, data=args.data, ctx=args.ctx, repeat=args.repeat,
                                            type=args.type)
 
+    def _cmd_globals(self, args):
+        return bpfmagic.session().module(args.module).globals.df()
+
     def _cmd_stats(self, args):
         s = bpfmagic.session()
         if args.off:
@@ -348,6 +393,32 @@ class BpfMagics(Magics):
 
     def _cmd_streams(self, args):
         return bpfmagic.session().streams.summary()
+
+
+def _asks_help(parser, words: list[str]) -> bool:
+    """-h or --help among WORDS as an option of its own: not after `--`, not
+    the value of an option that takes one (`%bpf trace --grep -h`)."""
+    takes_value = {opt for action in parser._actions for opt in action.option_strings if action.nargs != 0}
+    for i, w in enumerate(words):
+        if w == "--":
+            return False
+        if w in ("-h", "--help") and not (i and words[i - 1] in takes_value):
+            return True
+    return False
+
+
+def _help(parser) -> str:
+    """The parser's help with a plain usage line: IPython's MagicHelpFormatter
+    puts another '%' in front of the prog (it expects 'bpf', we name '%bpf watch')."""
+    parser.formatter_class = argparse.HelpFormatter
+    return parser.format_help().rstrip()
+
+
+def _commands_help(parsers) -> str:
+    width = max(map(len, parsers))
+    lines = ["%bpf COMMAND [...]; `%bpf COMMAND --help` for one command, `%%bpf --help` for the cell magic:", ""]
+    lines += [f"  {name:<{width}}  {p.description or ''}" for name, p in parsers.items()]
+    return "\n".join(lines)
 
 
 def _describe_array(array) -> str:

@@ -9,6 +9,7 @@ import itertools
 import keyword
 import os
 import re
+import shlex
 import shutil
 import threading
 import time
@@ -26,21 +27,18 @@ from .attach import (
     parse_target,
 )
 from .attach import attach as attach_target
+from .c import CellSyntax, analyse
+from .c.analysis import SKB_TYPES
 from .compiler import (
     PROG_TYPE_NAMES,
     PROG_TYPES,
-    ArrayDecl,
     auto_attach_type,
     captured_fd2,
-    declared_prog_arrays,
     fd_limit_problem,
-    function_contexts,
     load_bcc,
     privilege_problem,
     prog_type_name,
     prog_type_value,
-    slot_references,
-    strip_comments,
     verifier_error,
 )
 from .errors import AttachError, BpfError, EnvironmentProblem, SlotError, UsageProblem
@@ -101,10 +99,11 @@ class Module:
     """A loaded cell: its BCC object, programs, attachments and slots.
     Tables are reached as ``module["table"]`` (BCC table objects)."""
 
-    def __init__(self, session: "Session", name: str, source: str, bpf, origin: str):
+    def __init__(self, session: "Session", name: str, syntax: CellSyntax, bpf, origin: str):
         self.session = session
         self.name = name
-        self.source = source
+        self.syntax = syntax  # what the C front end read in the cell
+        self.source = syntax.source
         self.origin = origin
         self.bpf = bpf
         self.programs: dict[str, Program] = {}
@@ -112,7 +111,8 @@ class Module:
         self.auto_attached: list[str] = []  # functions BCC attached by naming convention
         self.slots: list[tuple[str, int]] = []  # (array, index) this module filled
         self.compile_log = ""
-        self.contexts = function_contexts(source)
+        self.contexts = syntax.contexts
+        self.columns = None  # BCC: column shifts of instrumented call sites (for verifier messages)
         self.core = None  # core.CoreObject of a --core module (then bpf is None)
         self.new_slot_names: list[str] = []  # "array[name]=index" this cell named first (a typo shows here)
         self.closed = False
@@ -138,6 +138,13 @@ class Module:
         names = (lib.bpf_table_name(self.bpf.module, i).decode()
                  for i in range(lib.bpf_num_tables(self.bpf.module)))
         return [n for n in names if not n.startswith("__bm_")]  # bpfmagic's own counters stay hidden
+
+    @property
+    def globals(self):
+        """Global variables of a --core module: ``m.globals["count"]``, ``m.globals["selector"] = 2``,
+        ``m.globals.df()``."""
+        from .globals import Globals
+        return Globals(self)
 
     @property
     def streams(self) -> dict:
@@ -345,7 +352,8 @@ class Session:
             return False
         if any(n not in numbers or numbers[n] >= array.size for n in array.names):
             return False
-        if any((array.name, n) in slot_references(m.source) for m in self.modules.values() for n in array.names):
+        if any((r.array, r.key) == (array.name, n) for m in self.modules.values() for r in m.syntax.slot_refs
+               for n in array.names):
             return False
         moves = {array.names[n]: numbers[n] for n in array.names}
         if any(new in array.entries and new not in moves for new in moves.values()):
@@ -375,7 +383,7 @@ class Session:
     # ------------------------------------------------------------ loading
     def load(self, name: str, source: str = "", attach=None, slots=None, cflags=(), file: str | None = None,
              verbose: bool = False, core: bool = False, origin: str | None = None,
-             count_tail_calls: bool = True) -> Module:
+             count_tail_calls: bool = True, globals: dict | None = None) -> Module:
         """Compile and load SOURCE as module NAME, attach and slot its programs.
 
         attach: {"func": "raw_tracepoint:sys_enter"} (a value may be a list of targets)
@@ -384,6 +392,7 @@ class Session:
         loaded; on failure the previous version keeps running.
         count_tail_calls: count calls and fall-throughs per slot (False for
         benchmarks that must measure the bare tail call).
+        globals: (--core) global variables set before load, ``const volatile`` ones included.
         """
         prog_arrays.check_name("module", name)
         if keyword.iskeyword(name):
@@ -392,12 +401,17 @@ class Session:
         if file is not None:
             source, origin = _with_file(file, source)
         origin = origin or name
-        check_source_size(source, origin)
-        check_includes(source, origin, os.path.dirname(os.path.abspath(file)) if file else None, list(cflags))
         attach_specs = _attach_specs(attach)
         slot_specs = [(parse_slot_spec(spec), func) for spec, func in (slots or {}).items()]
+        if isinstance(cflags, str):  # "-DA=1 -DB=2": several flags in one string, as on a command line
+            cflags = shlex.split(cflags)
+        # Before anything reads the source's includes (preprocessor, compiler): nothing that can block.
+        check_source_size(source, origin)
+        check_includes(source, origin, os.path.dirname(os.path.abspath(file)) if file else None, list(cflags))
+        if globals and not core:
+            raise UsageProblem("globals= (--set) sets global variables of --core cells; BCC has no such globals")
         req = _LoadRequest(name, source, origin, attach_specs, slot_specs, list(cflags), verbose,
-                           count_tail_calls, core, file)
+                           count_tail_calls, core, file, dict(globals or {}))
         with self._lock:
             old = self.modules.get(name)
             try:
@@ -416,8 +430,9 @@ class Session:
             co.tools()
         for func, target in attach_specs:
             check_servable(parse_target(target))  # before any compiling
+        syntax = analyse(source)
         if not core:  # functions BCC attaches by their names get the same checks
-            for func, target in convention_targets(function_contexts(source)):
+            for func, target in convention_targets(syntax.contexts):
                 check_servable(target)
                 check_event_exists(target)
         new_arrays: list[str] = []
@@ -428,34 +443,33 @@ class Session:
         replaced: list[tuple[prog_arrays.ProgArray, int, Program | None]] = []
         try:
             # Session arrays this cell declares: shared if they exist, created otherwise.
-            decls = declared_prog_arrays(source)
-            if core:
-                decls += [ArrayDecl(n, size, line) for n, size, line in co.declared_struct_prog_arrays(source)]
-            for decl in decls:
-                prog_arrays.check_name("array", decl.name, prog_arrays.MAX_ARRAY_NAME)
-                have = self.arrays.get(decl.name)
+            for array_name, size, line in _declared_sizes(syntax, req):
+                prog_arrays.check_name("array", array_name, prog_arrays.MAX_ARRAY_NAME)
+                have = self.arrays.get(array_name)
                 if have is not None:
-                    if have.size != decl.size:
-                        raise SlotError(f"{origin}:{decl.line}: BPF_PROG_ARRAY({decl.name}, {decl.size}): the session's "
-                                        f"array {decl.name} has {have.size} slots; declare it with {have.size}, "
-                                        f"or `%bpf unload {decl.name}` first")
-                else:
-                    self.progarray(decl.name, decl.size)
-                    new_arrays.append(decl.name)
+                    if have.size != size:
+                        raise SlotError(f"{origin}:{line}: prog array {array_name} has {size} slots in this cell; the "
+                                        f"session's array {array_name} has {have.size} slots; declare it with {have.size}, "
+                                        f"or `%bpf unload {array_name}` first")
+                elif array_name not in new_arrays:
+                    self.progarray(array_name, size)
+                    new_arrays.append(array_name)
 
             def slot_index(array_name: str, key: str) -> int:
                 array = self.array(array_name)
                 return array.resolve(key, allocate=True, pending=pending.setdefault(array_name, {}))
 
-            for array_name, key in slot_references(source):
-                slot_index(array_name, key)
+            for ref in syntax.slot_refs:
+                slot_index(ref.array, ref.key)
             resolved_slots = [(self.array(a), slot_index(a, k), func) for (a, k), func in req.slots]
             if core:
-                module = self._compile_core(req, slot_index, {d.name for d in decls}, resolved_slots)
+                module = self._compile_core(req, syntax, slot_index, resolved_slots)
             else:
-                module = self._compile_bcc(req, slot_index)
+                module = self._compile_bcc(req, syntax, slot_index)
             bpf = module.bpf
 
+            if core:
+                self._adopt_initialized_slots(module, replaced)
             # Load what is attached and slotted, with the type its use demands.
             for func in [f for f, _ in attach_specs] + [f for _, _, f in resolved_slots]:
                 _require_function(module, func)
@@ -488,7 +502,8 @@ class Session:
                 module.attachments.append(att)
             if core:
                 # Programs whose SEC() names their target (tp_btf/..., raw_tp/...) attach by themselves.
-                attached = {f for f, _ in attach_specs} | {f for _, _, f in resolved_slots}
+                # A slotted program keeps its SEC() attachment too: only -a replaces it.
+                attached = {f for f, _ in attach_specs}
                 for pname, prog_ptr in module.core.programs().items():
                     if pname not in attached and module.core.section(prog_ptr).startswith(co.AUTO_ATTACH_SECTIONS):
                         att = module.core.attach_by_section(module.programs[pname], prog_ptr)
@@ -534,12 +549,14 @@ class Session:
             hook(module)
         return module
 
-    def _compile_bcc(self, req: "_LoadRequest", slot_index) -> Module:
-        arrays = {n: (a.pin, a.size) for n, a in self.arrays.items()}
-        bpf, log = load_bcc(req.source, req.origin, arrays, slot_index, req.cflags, req.count_calls, req.verbose,
-                            can_load=self.privileges.can_load)
-        module = Module(self, req.name, req.source, bpf, req.origin)
+    def _compile_bcc(self, req: "_LoadRequest", syntax: CellSyntax, slot_index) -> Module:
+        arrays = {n: (a.pin, a.size, a.counter_pin) for n, a in self.arrays.items()}
+        bpf, log, columns = load_bcc(syntax, req.origin, arrays, slot_index, req.cflags, req.count_calls,
+                                     req.verbose, can_load=self.privileges.can_load,
+                                     include_dirs=_include_dirs(req.file))
+        module = Module(self, req.name, syntax, bpf, req.origin)
         module.compile_log = log
+        module.columns = columns
         # Functions BCC loaded and attached by naming convention.
         for fname, fn in bpf.funcs.items():
             fname = fname.decode()
@@ -547,13 +564,14 @@ class Session:
             module.auto_attached.append(fname)
         return module
 
-    def _compile_core(self, req: "_LoadRequest", slot_index, declared: set[str], resolved_slots) -> Module:
+    def _compile_core(self, req: "_LoadRequest", syntax: CellSyntax, slot_index, resolved_slots) -> Module:
         from . import core
         needs = {func: parse_target(target).prog_type for func, target in req.attach}
         slotted = [(array, func) for array, _, func in resolved_slots]
-        obj, log = core.load_object(req.name, req.source, req.origin, req.cflags, slot_index, req.file, declared,
-                                    self.arrays, req.count_calls, req.verbose, needs, slotted)
-        module = Module(self, req.name, req.source, None, req.origin)
+        obj, log = core.load_object(req.name, syntax, req.origin, req.cflags, slot_index, req.file,
+                                    self.arrays, req.count_calls, req.verbose, needs, slotted,
+                                    req.initial_globals)
+        module = Module(self, req.name, syntax, None, req.origin)
         module.core = obj
         module.compile_log = log
         for pname, prog_ptr in obj.programs().items():
@@ -562,12 +580,41 @@ class Session:
                 module.programs[pname] = Program(module, pname, obj.program_type(prog_ptr), fd)
         return module
 
+    def _skb_chain_type(self, module: Module, func: str) -> str | None:
+        """A ``struct __sk_buff *`` function can be tc or a socket filter (or ...):
+        in a chain whose arrays hold (or were declared for) one skb type, that type."""
+        names = {t.array for t in module.syntax.tail_calls if t.function == func and t.array}
+        names |= {n for n in self.arrays if module.syntax.uses(n)}
+        types = {self.arrays[n].owner_type for n in names if n in self.arrays} - {None}
+        types &= SKB_TYPES
+        return types.pop() if len(types) == 1 else None
+
+    def _adopt_initialized_slots(self, module: Module, replaced: list) -> None:
+        """libbpf fills a prog array declared with ``.values = { [i] = &prog }``
+        when it loads the object: those slots hold the module's programs now,
+        so the session records them (shown by slots, emptied on unload)."""
+        by_id = {p.prog_id: p for p in module.programs.values()}
+        for decl in module.syntax.arrays:
+            array = self.arrays.get(decl.name)
+            if not decl.initialized or array is None:
+                continue
+            for index in range(array.size):
+                program = by_id.get(libbpf.map_lookup_u32(array.fd, index))
+                if program is not None and array.entries.get(index) is not program:
+                    replaced.append((array, index, array.entries.get(index)))
+                    array._turn_over(index)
+                    array.entries[index] = program
+                    module.slots.append((array.name, index))
+
     def _slot_type(self, array: prog_arrays.ProgArray, module: Module, func: str) -> str:
         """The type FUNC must be loaded with to go into ARRAY."""
         have = array.owner_type
         declared = module.contexts.get(func)
         if func in module.programs:
             declared = module.programs[func].type
+        if have and declared == "sched_cls" and module.contexts.get(func) == "sched_cls" and have in SKB_TYPES \
+                and func not in module.programs:
+            declared = have  # a __sk_buff function fits any skb array: the array's type decides
         if have and declared and have != declared:
             raise SlotError(f"{array.name} holds {have} programs (fixed by the first program that used it); "
                             f"{module.name}.{func} is a {declared} program. Tail calls only reach programs of "
@@ -598,6 +645,8 @@ class Session:
         if func not in module.functions:
             known = ", ".join(module.functions) or "none"
             raise UsageProblem(f"{module.name} has no function {func!r} (functions: {known})")
+        if ptype is None and module.contexts.get(func) == "sched_cls":
+            ptype = self._skb_chain_type(module, func)
         ptype = ptype or module.contexts.get(func)
         if ptype is None:
             raise UsageProblem(f"say which program type {module.name}.{func} is: its context parameter does "
@@ -618,7 +667,8 @@ class Session:
             raise (privilege_problem(f"{module.name}.{func} (as {ptype})", ptype, said)
                    or fd_limit_problem(f"{module.name}.{func}", said)
                    or verifier_error(f"{module.name}.{func} (as {ptype})", log[0], str(error).split(": ")[-1],
-                                     module.origin, module.source)) from None
+                                     module.origin, module.source, columns=module.columns,
+                                     syntax=module.syntax)) from None
         module.compile_log += log[0]
         program = Program(module, func, ptype, fn.fd)
         module.programs[func] = program
@@ -852,6 +902,7 @@ class _LoadRequest:
     count_calls: bool  # count tail calls per slot (off for benchmarks of the bare call)
     core: bool
     file: str | None
+    initial_globals: dict  # --set VAR=VALUE of a --core cell
 
 
 def _bcc():
@@ -915,6 +966,35 @@ def _slot_names(slots) -> dict[str, int | None]:
     return out
 
 
+def _include_dirs(file: str | None) -> list[str]:
+    """``#include "x.h"`` in a --file finds x.h beside that file, as a C compiler does."""
+    return [os.path.dirname(os.path.abspath(file))] if file else []
+
+
+def _declared_sizes(syntax: CellSyntax, req: "_LoadRequest") -> list[tuple[str, int, int]]:
+    """(name, size, line) of each prog array the cell declares. A size the
+    text cannot give (a macro, an #if, a -D flag), or a name declared in
+    several #if branches, is what the preprocessor makes of it."""
+    from .c.sizes import preprocessed_sizes
+    names = [d.name for d in syntax.arrays]
+    unknown = {d.name for d in syntax.arrays if d.size is None or names.count(d.name) > 1}
+    resolved = preprocessed_sizes(syntax.source, req.cflags, _include_dirs(req.file)) if unknown else {}
+    out, seen = [], set()
+    for d in syntax.arrays:
+        if d.name in seen:
+            continue
+        size = resolved.get(d.name) if d.name in unknown else d.size
+        if size is None:
+            if d.name in unknown and d.name not in resolved and names.count(d.name) > 1:
+                continue  # in an #if branch the preprocessor dropped
+            raise SlotError(f"{req.origin}:{d.line}: prog array {d.name}: cannot tell its size "
+                            f"({d.size_text or 'no max_entries'}); write a constant the cell (or its --cflags) "
+                            "defines, so cells can share the array")
+        seen.add(d.name)
+        out.append((d.name, size, d.line))
+    return out
+
+
 def _find_link(old: Module | None, target: Target) -> Attachment | None:
     if old is None:
         return None
@@ -926,7 +1006,7 @@ def _find_link(old: Module | None, target: Target) -> Attachment | None:
 
 def _with_file(path: str, body: str) -> tuple[str, str]:
     text = read_source_file(path)  # regular files within the size bound only; errors never quote it
-    if strip_comments(body).strip():
+    if analyse(body).has_content:
         raise UsageProblem("--file loads the file as the whole module; leave the cell body empty or to "
                            "comments (or #include the file from the body instead)")
     return text, os.path.basename(path)

@@ -8,7 +8,7 @@ buffers go through BCC's reader (one Python callback per event). Rows are
 kept raw (one numpy structured array per batch) up to ``max_rows``; they are
 turned into DataFrame columns only when asked for.
 
-Loss: the source rewrite in :func:`count_output_failures` makes every
+Loss: the front end's instrumentation (bpfmagic.c.instrument) makes every
 ``TABLE.ringbuf_output`` / ``ringbuf_reserve`` / ``perf_submit`` call bump a
 per-CPU counter when it fails (ring full, perf buffer full or not open yet),
 so ``lost`` is exact for both kinds of table.
@@ -16,8 +16,8 @@ so ``lost`` is exact for both kinds of table.
 ``--core`` modules: their BPF_MAP_TYPE_RINGBUF maps are streamed with the
 same reader. The record struct is the one the cell's
 ``bpf_ringbuf_output(&TABLE, &VAR, ...)`` / ``bpf_ringbuf_reserve(&TABLE, ...)``
-calls write (:func:`core.ring_record_types`), its layout read from the
-object's BTF (:func:`core_record_type`); :func:`core.count_ringbuf_failures`
+calls write (:func:`bpfmagic.c.records.ring_record_types`), its layout read from the
+object's BTF (:func:`core_record_type`); the front end's instrumentation
 does the loss-counting rewrite for them. Their perf event arrays are not
 streamed.
 """
@@ -43,7 +43,8 @@ except ImportError:  # bpfmagic itself must import without numpy (the doctor run
     np = None
 
 from . import libbpf
-from .compiler import declare_first, matching_paren, splice, strip_comments
+from .c.records import event_tables, struct_layout
+from .c.records import typedefs as _resolve_typedefs
 from .errors import UsageProblem
 
 DEFAULT_MAX_ROWS = 1_000_000
@@ -73,47 +74,6 @@ def check_max_rows(value) -> int:
     return int(value)
 
 
-# ------------------------------------------------------------ loss counting rewrite
-
-_EVENT_DECL_RE = re.compile(r"\b(BPF_RINGBUF_OUTPUT|BPF_PERF_OUTPUT)\s*\(\s*([A-Za-z_]\w*)\s*[,)]")
-_OUTPUT_CALL_RE = re.compile(r"\b([A-Za-z_]\w*)\s*\.\s*(ringbuf_output|ringbuf_reserve|perf_submit|perf_submit_skb)\s*\(")
-
-
-def event_tables(source: str) -> list[str]:
-    """Names of the ring/perf output tables the code declares, in the order of
-    their slots in the loss counter."""
-    return sorted({m[2] for m in _EVENT_DECL_RE.finditer(strip_comments(source))})
-
-
-def count_output_failures(text: str) -> str:
-    """Rewrite each output call on a declared event table so that a failure
-    bumps ``__bm_lost[slot of the table]`` (per CPU). Lines stay where they
-    were; the calls keep their value (int for outputs, the pointer for
-    ``ringbuf_reserve``), so BCC still infers the record type from them."""
-    tables = event_tables(text)
-    if not tables:
-        return text
-    slot = {name: i for i, name in enumerate(tables)}
-    code = strip_comments(text)
-
-    def edits():
-        for m in _OUTPUT_CALL_RE.finditer(code):
-            table, method = m[1], m[2]
-            if table not in slot:
-                continue
-            close = matching_paren(code, m.end() - 1)
-            if close is None:
-                continue
-            call = text[m.start():close + 1]
-            bump = (f"{{ u32 __bm_lk = {slot[table]}; u64 *__bm_lv = {LOST_COUNTER}.lookup(&__bm_lk); "
-                    f"if (__bm_lv) *__bm_lv += 1; }}")
-            if method == "ringbuf_reserve":
-                yield m.start(), close + 1, f"({{ void *__bm_rp = {call}; if (!__bm_rp) {bump} __bm_rp; }})"
-            else:
-                yield m.start(), close + 1, f"({{ int __bm_rc = {call}; if (__bm_rc) {bump} __bm_rc; }})"
-    return declare_first(splice(text, edits()), [f"BPF_PERCPU_ARRAY({LOST_COUNTER}, u64, {len(tables)});"])
-
-
 # ------------------------------------------------------------ record types
 
 _SCALARS = {
@@ -137,7 +97,6 @@ _SCALARS = {
 }
 _C_TO_NUMPY = {c: np_name for np_name, cs in _SCALARS.items() for c in cs}
 _ARRAY_TYPE_RE = re.compile(r"^(.*?)\s*((?:\[\d+\])+)$")
-_TYPEDEF_RE = re.compile(r"\btypedef\s+([^;{}()]+?)\s+([A-Za-z_]\w*)\s*;")
 
 
 @dataclass
@@ -260,10 +219,6 @@ def decode_cstrings(values: np.ndarray):
     return np.array([b.decode("utf-8", "replace") for b in as_bytes], dtype=object)
 
 
-def _resolve_typedefs(source: str) -> dict[str, str]:
-    return {m[2]: " ".join(m[1].split()) for m in _TYPEDEF_RE.finditer(strip_comments(source or ""))}
-
-
 def parse_field(name: str, ctype: str, typedefs: dict[str, str]) -> Field:
     """One field as BCC reports it ("comm#char[16]" -> name, type) to a numpy type."""
     base_c, dims = ctype.strip(), ()
@@ -336,7 +291,8 @@ def core_record_type(module, table: str) -> RecordType:
     ``bpf_ringbuf_output`` / ``bpf_ringbuf_reserve`` calls on it write, laid
     out as the object's BTF says (exact offsets and size). Undeterminable
     when the struct cannot be told; TypeError when it cannot be decoded."""
-    from .core import btf_struct, ring_record_types
+    from .c.records import ring_record_types
+    from .core import btf_struct
     hint = (f"use bpf_ringbuf_output(&{table}, &rec, sizeof(rec), 0) with a struct variable, or "
             f"struct NAME *e = bpf_ringbuf_reserve(&{table}, sizeof(*e), 0)")
     kinds = ring_record_types(module.source, table)
@@ -393,61 +349,6 @@ def _btf_field(m: dict) -> Field:
     if dims:
         return Field(name, ctype, "array", dt, dims)
     return Field(name, ctype, "bool" if kind == "bool" else "float" if kind == "float" else "int", dt)
-
-
-_ATTR = r"__attribute__\s*\(\((?:[^()]|\((?:[^()]|\([^()]*\))*\))*\)\)"
-_ATTR_RE = re.compile(_ATTR)
-# struct [attributes] [name] { fields } [attributes] declarators ;
-_STRUCT_RE = re.compile(r"\bstruct\s+((?:" + _ATTR + r"|[^{};()])*)\{([^{}]*)\}([^;]*);", re.S)
-_FIELD_NAME_RE = re.compile(r"([A-Za-z_]\w*)\s*(?:\[[^\]]*\]\s*)*(?::(?P<bits>[^:]*))?$")
-
-
-def _sets_layout(text: str) -> bool:
-    """Whether TEXT has an alignment specifier or a packed/aligned attribute."""
-    if re.search(r"\b(_Alignas|alignas|__aligned|__packed)\b", text):
-        return True
-    return any(re.search(r"aligned|packed", a) for a in _ATTR_RE.findall(text))
-
-
-def _struct_fields(body: str) -> list[tuple[str, str | None, str]]:
-    """(name, bit width or None, declaration) of each field of a struct body;
-    ``u32 a, b;`` gives two."""
-    out = []
-    for decl in body.split(";"):
-        for part in _ATTR_RE.sub(" ", decl).split(","):
-            m = _FIELD_NAME_RE.search(part.strip())
-            if m:
-                out.append((m[1], m["bits"].strip() if m["bits"] is not None else None, decl))
-    return out
-
-
-def struct_layout(source: str, names: list[str]) -> tuple[bool, str | None]:
-    """(packed, problem) for the struct of SOURCE whose fields are exactly
-    NAMES: packed when the whole struct is ``__attribute__((packed))`` (laid
-    out exactly); a problem (text) when its layout cannot be known from field
-    types alone: bit-fields, aligned or per-field packed attributes, #pragma
-    pack. (False, None) when no such struct is found."""
-    code = strip_comments(source or "")
-    for m in _STRUCT_RE.finditer(code):
-        fields = _struct_fields(m[2])
-        if [name for name, _, _ in fields] != names:
-            continue
-        tag = _ATTR_RE.sub(" ", m[1]).split()
-        what = f"struct {tag[0]}" if tag else "the record struct"
-        bits = [f"{name}:{width}" for name, width, _ in fields if width is not None]
-        if bits:
-            return False, f"{what} has bit-fields ({', '.join(bits)})"
-        attributed = [name for name, _, decl in fields if _sets_layout(decl)]
-        if attributed:
-            return False, f"{what} has alignment/packing attributes on {', '.join(attributed)}"
-        outer = m[1] + " " + m[3]
-        if re.search(r"\b(_Alignas|alignas|__aligned)\b", outer) or any(
-                "aligned" in a for a in _ATTR_RE.findall(outer)):
-            return False, f"{what} is declared aligned"
-        if re.search(r"^\s*#\s*pragma\s+pack\b", code, re.M):
-            return False, f"{what} may be laid out by #pragma pack"
-        return _sets_layout(outer), None  # what is left is packed: every field at alignment 1
-    return False, None
 
 
 # ------------------------------------------------------------ ring buffer reader
@@ -750,7 +651,7 @@ class Stream:
         self._lost_size = 0
         self._closed = False
         self._reader_stats = {"kernel_lost": 0, "variable": 0, "discarded": 0}
-        if module.core is not None:  # a libbpf ring: counted by core.count_ringbuf_failures
+        if module.core is not None:  # a libbpf ring: counted by the front end's bpf_ringbuf_* macros
             from .core import ring_tables
             tables = ring_tables(module.source)
             if table in tables and LOST_COUNTER in module.core.maps():

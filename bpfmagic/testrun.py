@@ -156,8 +156,6 @@ def reachable_arrays(session, program) -> dict:
     """The session arrays a tail-call chain starting at PROGRAM can reach:
     those its module's code calls into, then those called by the modules of
     the programs sitting in them, and so on."""
-    from .compiler import called_arrays
-    from .core import tail_called_arrays
     found: dict = {}
     modules, seen = [program.module], set()
     while modules:
@@ -165,7 +163,9 @@ def reachable_arrays(session, program) -> dict:
         if module.name in seen:
             continue
         seen.add(module.name)
-        names = tail_called_arrays(module.source) if module.core is not None else called_arrays(module.source)
+        # Call sites the front end resolved, and arrays the code names (a call inside a macro, a pointer).
+        names = {t.array for t in module.syntax.tail_calls if t.array} | {
+            n for n in session.arrays if module.syntax.uses(n)}
         for name in names:
             array = session.arrays.get(name)
             if array is not None and name not in found:

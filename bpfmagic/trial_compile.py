@@ -23,11 +23,9 @@ import resource
 import signal
 import tempfile
 
-from .compiler import strip_comments
 from .errors import BpfCompileError
 from .kernel_lock import NATIVE_LOCK
 
-_ATOMIC_BUILTIN_RE = re.compile(r"\b__(?:sync|atomic)_\w+\s*\(")
 COMPILE_FAILED = 2  # the child's exit status when libbcc returned an error the normal way
 _passed: set[bytes] = set()  # digests of (text, cflags) that compiled in a child
 
@@ -79,14 +77,17 @@ def compile_in_child(text: bytes, cflags: list[str]) -> tuple[int, str]:
     return os.WEXITSTATUS(wait_status), message
 
 
-def check_compile_survives(text: bytes, cflags: list[str], origin: str, source: str) -> None:
-    """Raise BpfCompileError when compiling TEXT (the rewritten SOURCE) would
-    end the process; return when it would not (a plain compile error is left
-    to the real compile, which reports it the normal way)."""
-    digest = hashlib.sha256(text + b"\0" + b"\0".join(f.encode() for f in cflags)).digest()
+def check_compile_survives(text: bytes, flags: list[str], origin: str, source: str, key=None) -> None:
+    """Raise BpfCompileError when compiling TEXT (the instrumented SOURCE) with
+    FLAGS would end the process; return when it would not (a plain compile
+    error is left to the real compile, which reports it the normal way).
+    KEY: what identifies the compile when FLAGS name temporary files (their
+    contents, not their paths); default TEXT and FLAGS."""
+    parts = [text.decode(errors="replace"), *(key if key is not None else flags)]
+    digest = hashlib.sha256("\0".join(parts).encode()).digest()
     if digest in _passed:
         return
-    status, message = compile_in_child(text, cflags)
+    status, message = compile_in_child(text, flags)
     if status == 0:
         _passed.add(digest)
     if status in (0, COMPILE_FAILED):
@@ -95,23 +96,21 @@ def check_compile_survives(text: bytes, cflags: list[str], origin: str, source: 
 
 
 def fatal_message(status: int, message: str, origin: str, source: str) -> str:
-    """What LLVM said before it ended the child, pointed at the cell."""
+    """What LLVM said before it ended the child, with what in the cell is known to cause it."""
     said = [_without_location(line) for line in message.splitlines()
             if line.startswith(("error:", "LLVM ERROR:")) or "fatal error" in line]
     if not said:
         how = f"killed by {signal.Signals(-status).name}" if status < 0 else f"exit status {status}"
         said = [f"libbcc ended without a message ({how})"]
-    code = strip_comments(source).split("\n")
-    atomics = [i + 1 for i, line in enumerate(code) if _ATOMIC_BUILTIN_RE.search(line)]
-    where = ""
-    if atomics and any("XADD" in s or "atomic" in s.lower() for s in said):
-        # LLVM's line counts libbcc's own expanded text: name the cell's lines with atomics instead.
-        lines = source.split("\n")
-        where = f"\natomics at {origin}:" + ", ".join(map(str, atomics)) + ":\n" + "\n".join(
-            f"    {n:4d} | {lines[n - 1]}" for n in atomics)
+    try:
+        from .c.hazards import codegen_hazards
+        hazards = codegen_hazards(source)
+    except Exception:  # the message must not fail over the explanation
+        hazards = []
     advice = next((text for key, text in ADVICE.items() if any(key in s for s in said)), "")
     return (f"{origin}: libbcc cannot compile this cell, and would have ended the Python process over it "
-            f"(it was compiled in a child process first):\n  " + "\n  ".join(said) + where
+            f"(it was compiled in a child process first):\n  " + "\n  ".join(said)
+            + (f"\nin the cell: {'; '.join(hazards)}" if hazards else "")
             + (f"\n{advice}" if advice else ""))
 
 

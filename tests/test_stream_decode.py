@@ -10,7 +10,6 @@ from bpfmagic.stream import (
     RINGBUF_BUSY,
     RINGBUF_DISCARD,
     RecordType,
-    count_output_failures,
     decode_ring,
     event_tables,
     parse_field,
@@ -98,6 +97,7 @@ def test_parse_fields_and_layout():
 
 
 def test_rewrite_counts_failures_and_keeps_lines():
+    from bpfmagic.c import analyse, bcc_text
     src = ("#include <uapi/linux/ptrace.h>\n"
            "struct rec { u64 a; };\n"
            "BPF_RINGBUF_OUTPUT(events, 8);\n"
@@ -106,7 +106,7 @@ def test_rewrite_counts_failures_and_keeps_lines():
            "int f(void *ctx) { struct rec r = {}; events.ringbuf_output(&r, sizeof(r), 0);\n"
            "  struct rec *p = events.ringbuf_reserve(sizeof(*p)); if (p) events.ringbuf_submit(p, 0);\n"
            "  perf.perf_submit(ctx, &r, sizeof(r)); other.ringbuf_output(&r, 8, 0); return 0; }\n")
-    out = count_output_failures(src)
+    out, _header, _columns = bcc_text(analyse(src), {}, lambda a, k: 0, count_calls=True)
     assert out.count("\n") == src.count("\n")
     lines = out.split("\n")
     assert lines[1].startswith("BPF_PERCPU_ARRAY(__bm_lost, u64, 2);")
