@@ -8,16 +8,14 @@ there hangs the kernel process beyond the reach of SIGINT."""
 from __future__ import annotations
 
 import os
-import re
 import stat
 
+from .c import analyse
 from .errors import UsageProblem
 
 MAX_SOURCE_BYTES = 4 << 20  # a cell or --file beyond this is not hand-written C (100 MB took minutes)
 C_SOURCE_SUFFIXES = (".c", ".h")
 HEADER_SUFFIXES = (".h", ".c", ".inc", ".def")
-# Simple line scan of #include targets (the C front end will know them from its syntax tree).
-_INCLUDE_RE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*(?:"([^"\n]+)"|<([^>\n]+)>)', re.M)
 _MAX_INCLUDES_CHECKED = 500  # nested includes followed, at most
 
 
@@ -129,8 +127,8 @@ def check_includes(source: str, origin: str, base_dir: str | None, cflags: list[
     seen: set[str] = set()
     while pending and len(seen) < _MAX_INCLUDES_CHECKED:
         text, where, here = pending.pop()
-        for m in _INCLUDE_RE.finditer(text):
-            quoted, target = m[1] is not None, m[1] or m[2]
+        for include in analyse(text).includes:  # read on the syntax tree: not in comments, also in #if blocks
+            quoted, target, line = not include.system, include.path, include.line
             dirs = ([here] if quoted and here else []) + search + ([] if quoted else system)
             candidates = [target] if os.path.isabs(target) else [os.path.join(d, target) for d in dirs]
             for path in candidates:
@@ -138,7 +136,6 @@ def check_includes(source: str, origin: str, base_dir: str | None, cflags: list[
                     st = os.stat(path)  # stat, not open: it cannot block
                 except OSError:
                     continue
-                line = text.count("\n", 0, m.start()) + 1
                 if not stat.S_ISREG(st.st_mode):
                     raise UsageProblem(f"{where}:{line}: #include {target!r} is {_kind(st.st_mode)} ({path}), "
                                        "not a header file: the compiler would block reading it")

@@ -26,7 +26,7 @@ def run_child(code: str, timeout: float = 120, prefix: list[str] | None = None,
     env = dict(os.environ, PYTHONPATH=str(REPO), **(env_extra or {}))
     env = {k: v for k, v in env.items() if v != ""}  # an empty value in env_extra unsets the variable
     return subprocess.run([*(prefix or []), sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def child_result(r: subprocess.CompletedProcess) -> dict:
@@ -220,6 +220,9 @@ def test_include_of_a_fifo_is_refused_before_compiling(session, tmp_path):
                        cflags=[f"-I{tmp_path}"])
     assert isinstance(err, UsageProblem) and "a FIFO" in str(err)
     assert "inc" not in session.modules
+    # an include in a comment is not an include
+    session.load("inc", f'// #include "{fifo}"\n/* #include "{fifo}" */\n' + XDP_PASS_C)
+    assert session.test_run("inc.f", data=bytes(64)).retval == 2
 
 
 def test_include_of_a_device_is_refused(session):
@@ -563,7 +566,11 @@ def test_interrupting_a_hung_trial_compile_ends_its_child(monkeypatch):
     from bpfmagic import trial_compile
     forked: list[int] = []
     real_fork = os.fork
-    monkeypatch.setattr(os, "fork", lambda: (lambda pid: forked.append(pid) or pid)(real_fork()))
+    def recording_fork():
+        pid = real_fork()
+        forked.append(pid)
+        return pid
+    monkeypatch.setattr(os, "fork", recording_fork)
     monkeypatch.setattr(lib, "bpf_module_create_c_from_string", lambda *args: threading.Event().wait())
 
     def interrupt(signum, frame):
