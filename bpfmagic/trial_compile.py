@@ -44,15 +44,19 @@ ADVICE = {
 }
 
 
-def compile_in_child(text: bytes, cflags: list[str]) -> tuple[int, str]:
+def compile_in_child(text: bytes, cflags: list[str]) -> tuple[int | None, str]:
     """Compile TEXT with libbcc in a forked child (programs are not loaded;
     maps the child creates go with it). Returns (status, what the child
     wrote to fd 2): 0 compiled, COMPILE_FAILED for an error libbcc returned,
-    another exit status when LLVM called exit(), or -SIGNAL when it aborted."""
+    another exit status when LLVM called exit(), -SIGNAL when it aborted,
+    None when no child could be made (fork refused, e.g. for memory)."""
     from bcc.libbcc import lib
     flags = (ct.c_char_p * len(cflags))(*(f.encode() for f in cflags))
     with NATIVE_LOCK, tempfile.TemporaryFile() as log:
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as e:
+            return None, f"no trial compile: fork failed ({e.strerror})"
         if pid == 0:  # the child: compile, then leave without running any of the parent's exit code
             status = COMPILE_FAILED
             try:
@@ -90,7 +94,7 @@ def check_compile_survives(text: bytes, flags: list[str], origin: str, source: s
     status, message = compile_in_child(text, flags)
     if status == 0:
         _passed.add(digest)
-    if status in (0, COMPILE_FAILED):
+    if status in (0, COMPILE_FAILED, None):  # None: no child to try in; compile as before rather than refuse
         return
     raise BpfCompileError(fatal_message(status, message, origin, source), message)
 

@@ -145,6 +145,16 @@ def test_an_unchanged_cell_is_tried_in_a_child_only_once(session, monkeypatch):
     assert len(forks) == 2
 
 
+def test_a_cell_still_loads_when_no_trial_child_can_be_made(session, monkeypatch):
+    import errno
+
+    def refused_fork():
+        raise OSError(errno.ENOMEM, os.strerror(errno.ENOMEM))
+    monkeypatch.setattr(os, "fork", refused_fork)
+    session.load("nofork", XDP_PASS_C.replace("XDP_PASS", "XDP_DROP + 0 * 4242"))
+    assert session.test_run("nofork.f", data=bytes(64)).retval == 1
+
+
 def test_an_aborting_libbcc_compile_is_an_error_not_a_dead_process(session):
     """libbcc's LLVM calls abort() for a 32-bit fetch-add whose value is used
     (BPF v1 has no such instruction); the cell is compiled in a child first."""
