@@ -159,7 +159,19 @@ def _cell_line(snippet: str, lines: list[str], origin: str) -> str:
     return ";"
 
 
-def compile_error(stderr: str, source: str, origin: str, columns: ColumnMap | None = None) -> BpfCompileError:
+def _libbpf_style_hint(syntax) -> str:
+    """A BCC cell that is libbpf-style C (SEC(), vmlinux.h, libbpf's headers) wants --core."""
+    if syntax is None:
+        return ""
+    libbpf_headers = any(i.path in ("vmlinux.h", "bpf/bpf_helpers.h") for i in syntax.includes)
+    if libbpf_headers or any(f.section for f in syntax.functions.values()):
+        return ("\n\nHINT: this is libbpf-style C (SEC(), vmlinux.h or <bpf/bpf_helpers.h>); BCC compiles its own "
+                "dialect: load it with --core (%%bpf NAME --core).")
+    return ""
+
+
+def compile_error(stderr: str, source: str, origin: str, columns: ColumnMap | None = None,
+                  syntax=None) -> BpfCompileError:
     """clang's diagnostics relabelled with the cell's lines and columns, each
     error followed by the offending line of the cell as the user wrote it; an
     error in a header keeps the include stack that leads there from the cell."""
@@ -195,7 +207,7 @@ def compile_error(stderr: str, source: str, origin: str, columns: ColumnMap | No
                 "builds a merged header tree by itself).", stderr)
         return BpfCompileError(_relabel(msg, origin, columns=columns), stderr)
     # Keep the diagnostics compact: the errors with their lines, then clang's count.
-    return BpfCompileError("\n".join(shown).rstrip(), stderr)
+    return BpfCompileError("\n".join(shown).rstrip() + _libbpf_style_hint(syntax), stderr)
 
 
 MAX_RING_PAGES = 1 << 19  # BCC passes PAGES x 4 KiB as a u32: 2 GiB is the largest power of two that fits
@@ -428,4 +440,4 @@ def bcc_error(error: Exception, stderr: str, source: str, origin: str, can_load:
         return AttachError(f"{text}\n{stderr.strip()}".strip(), stderr)
     if "Need super-user" in text and not can_load:
         return EnvironmentProblem("loading BPF programs needs root or CAP_BPF", stderr)
-    return compile_error(stderr, source, origin, columns)
+    return compile_error(stderr, source, origin, columns, syntax)

@@ -64,22 +64,17 @@ def tools() -> None:
 
 
 def vmlinux_dir() -> str:
-    """A directory holding vmlinux.h of the running kernel (dumped once from its BTF, cached)."""
-    cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "bpfmagic",
-                         "vmlinux", platform.release())
-    header = os.path.join(cache, "vmlinux.h")
-    if os.path.exists(header):
-        return cache
-    os.makedirs(cache, exist_ok=True)
-    res = subprocess.run([_tool("bpftool") or "bpftool", "btf", "dump", "file", VMLINUX_BTF, "format", "c"],
-                         capture_output=True, text=True)
-    if res.returncode != 0:
-        raise EnvironmentProblem(f"bpftool could not dump {VMLINUX_BTF}: {res.stderr.strip()}")
-    fd, tmp = tempfile.mkstemp(dir=cache, suffix=".h")  # atomic: concurrent sessions never see half a file
-    with os.fdopen(fd, "w") as f:
-        f.write(res.stdout)
-    os.replace(tmp, header)
-    return cache
+    """A directory holding vmlinux.h of the running kernel (dumped once from its BTF;
+    cache.py keeps it trusted, intact and made with explicit modes)."""
+    from . import cache
+
+    def dump() -> bytes:
+        res = subprocess.run([_tool("bpftool") or "bpftool", "btf", "dump", "file", VMLINUX_BTF, "format", "c"],
+                             capture_output=True)
+        if res.returncode != 0 or not res.stdout:
+            raise EnvironmentProblem(f"bpftool could not dump {VMLINUX_BTF}: {res.stderr.decode(errors='replace').strip()}")
+        return res.stdout
+    return cache.vmlinux_dir(dump)
 
 
 def prepare_cache() -> str:
@@ -244,7 +239,9 @@ def _multiarch_includes() -> list[str]:
     directory; clang -target bpf does not search it. -idirafter: after
     everything else, so vmlinux.h and the cell's own -I come first."""
     path = os.path.join("/usr/include", _MULTIARCH.get(platform.machine(), ""))
-    return ["-idirafter", path] if os.path.isdir(path) and path != "/usr/include/" else []
+    flags = ["-idirafter", path] if os.path.isdir(path) and path != "/usr/include/" else []
+    # uapi headers that reach glibc's <gnu/stubs.h> (linux/if.h) want the 32-bit stubs under -target bpf.
+    return flags + ["-idirafter", os.path.join(os.path.dirname(__file__), "c", "include")]
 
 
 def _relabel(text: str, origin: str) -> str:
@@ -310,7 +307,10 @@ def _clang_error(stderr: str, source: str, origin: str) -> BpfCompileError:
             stack.append(raw)
             continue
         m = _CLANG_LOC_RE.match(raw)
-        if m and m[1] == origin and m[4] != "note":
+        if m and m[4] == "note":
+            if shown:  # "expanded from macro ...": where the error's text came from
+                shown.append(raw)
+        elif m and m[1] == origin:
             shown += stack
             shown.append(raw)
             n = int(m[2])
@@ -603,8 +603,9 @@ def load_object(name: str, syntax: CellSyntax, origin: str, cflags: list[str], s
                     decl = next((d for d in syntax.arrays if d.name == array_name), None)
                     where = f"{origin}:{decl.line}: " if decl else ""
                     raise SlotError(f"{where}prog array {array_name} has {have} slots in this cell; the session's "
-                                    f"array {array_name} has {array.size} slots: declare it with {array.size}, or "
-                                    f"`%bpf unload {array_name}` first")
+                                    f"array {array_name} has {array.size} slots: declare it with {array.size}, or free the "
+                                    f"session's array first (`%bpf reset`, or unload the modules that use it, then "
+                                    f"`%bpf unload {array_name}`)")
                 obj.reuse(array_name, array.fd)
             if counter_name(array_name) in maps:
                 obj.reuse(counter_name(array_name), array.counter_fd)

@@ -31,6 +31,8 @@ import tempfile
 import warnings
 from typing import NamedTuple
 
+from .errors import EnvironmentProblem
+
 __all__ = [
     "HeadersMismatchWarning",
     "HeadersInfo",
@@ -118,10 +120,8 @@ class HeadersInfo:
 
 def headers_cache_dir() -> str:
     """``$XDG_CACHE_HOME/bpfmagic/headers`` (default ``~/.cache/bpfmagic/headers``)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
-        os.path.expanduser("~"), ".cache"
-    )
-    return os.path.join(base, "bpfmagic", "headers")
+    from . import cache
+    return cache.cache_dir("headers")
 
 
 def _version_key(ver: str) -> tuple:
@@ -181,10 +181,11 @@ def _is_tree(path: str | None) -> bool:
 
 
 def _read_stamp(tree: str) -> dict | None:
+    from . import cache
+    data = cache.read_trusted(os.path.join(tree, STAMP))
     try:
-        with open(os.path.join(tree, STAMP)) as f:
-            return json.load(f)
-    except (OSError, ValueError):
+        return json.loads(data) if data is not None else None
+    except ValueError:
         return None
 
 
@@ -204,8 +205,10 @@ def kernel_headers_info(usr_src: str = USR_SRC) -> HeadersInfo:
     build = os.path.join(MODULES, running, "build")
     if os.path.isdir(build):
         return HeadersInfo("modules-build", build, running, running)
+    found = find_debian_headers(usr_src)
+    ours = os.path.join(headers_cache_dir(), found[0]) if found else None
     env = os.environ.get("BCC_KERNEL_SOURCE")
-    if env and os.path.isdir(env):
+    if env and os.path.isdir(env) and os.path.abspath(env) != ours:  # our own tree is checked below
         stamp = _read_stamp(env)
         if stamp:  # one of our merged trees, inherited from a parent process
             return HeadersInfo(
@@ -213,15 +216,42 @@ def kernel_headers_info(usr_src: str = USR_SRC) -> HeadersInfo:
                 stamp.get("common"), stamp.get("flavour"),
             )
         return HeadersInfo("env", env, running)
-    found = find_debian_headers(usr_src)
     if found is None:
         return HeadersInfo("missing", None, running)
     name, common, flavour = found
     tree = os.path.join(headers_cache_dir(), name)
-    stamp = _read_stamp(tree)
-    if _is_tree(tree) and stamp == {**_source_signature(common, flavour), "version": name}:
+    if _tree_intact(tree, common, flavour, name):
         return HeadersInfo("merged", tree, running, name, common, flavour)
     return HeadersInfo("available", None, running, name, common, flavour)
+
+
+def _tree_intact(tree: str, common: str, flavour: str, name: str) -> bool:
+    """The merged tree at TREE is trusted (every level ours, writable by no one
+    else), stamped for these sources, and exactly its plan: nothing missing
+    (an emptied include/), added or pointing elsewhere (a swapped link)."""
+    from . import cache
+    if not (cache.levels_trusted("headers", name) and _is_tree(tree)):
+        return False
+    if _read_stamp(tree) != {**_source_signature(common, flavour), "version": name}:
+        return False
+    plan = _merge_entries(common, flavour)
+    expected: dict[str, set[str]] = {"": {STAMP}}
+    for rel, (kind, src) in plan.items():
+        expected.setdefault(os.path.dirname(rel), set()).add(os.path.basename(rel))
+        path = os.path.join(tree, rel)
+        try:
+            if kind == "dir":
+                if not cache.is_trusted(path):
+                    return False
+                expected.setdefault(rel, set())
+            elif os.readlink(path) != src or os.lstat(path).st_uid != os.geteuid():
+                return False
+        except OSError:
+            return False
+    try:
+        return all(set(os.listdir(os.path.join(tree, rel))) == names for rel, names in expected.items())
+    except OSError:
+        return False
 
 
 def _is_real_dir(path: str) -> bool:
@@ -260,9 +290,12 @@ def _merge_entries(common: str, flavour: str) -> dict[str, tuple[str, str]]:
 
 
 def _build_tree(dest: str, common: str, flavour: str, name: str) -> None:
-    """Build the merged symlink tree at ``dest`` atomically."""
-    parent = os.path.dirname(dest)
-    os.makedirs(parent, exist_ok=True)
+    """Build the merged symlink tree at ``dest`` atomically, with explicit
+    modes (0700 directories, a 0600 stamp) in a trusted cache directory."""
+    from . import cache
+    parent = cache.trusted_dir("headers")
+    if os.path.dirname(dest) != parent:
+        raise ValueError(f"{dest} is not in the headers cache {parent}")
     tmp = tempfile.mkdtemp(prefix=f".{name}.", dir=parent)
     try:
         entries = _merge_entries(common, flavour)
@@ -270,12 +303,11 @@ def _build_tree(dest: str, common: str, flavour: str, name: str) -> None:
             kind, src = entries[rel]
             target = os.path.join(tmp, rel)
             if kind == "dir":
-                os.mkdir(target)
+                cache.make_dir(target)
             else:
                 os.symlink(src, target)
-        with open(os.path.join(tmp, STAMP), "w") as f:
-            json.dump({**_source_signature(common, flavour), "version": name}, f)
-        os.chmod(tmp, 0o755)
+        cache.write_file(tmp, STAMP, json.dumps({**_source_signature(common, flavour), "version": name}).encode())
+        os.chmod(tmp, cache.DIR_MODE)
         old = None
         if os.path.lexists(dest):  # stale tree (the headers package changed)
             old = tempfile.mkdtemp(prefix=f".{name}.old.", dir=parent)
@@ -336,7 +368,7 @@ def ensure_kernel_headers(usr_src: str = USR_SRC) -> str | None:
         path = os.path.join(headers_cache_dir(), info.version)
         try:
             _build_tree(path, info.common, info.flavour, info.version)
-        except OSError as e:
+        except (OSError, EnvironmentProblem) as e:
             warnings.warn(
                 f"bpfmagic: could not build the merged kernel headers tree at {path}: {e}",
                 RuntimeWarning,
@@ -372,7 +404,10 @@ def _mount(source: str, target: str, fstype: str) -> str | None:
     """mount(2) through libc; returns None on success or an error text."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.mount.argtypes = [ctypes.c_char_p] * 4 + [ctypes.c_ulong, ctypes.c_void_p]
+        # int mount(const char *source, const char *target, const char *fstype,
+        #           unsigned long flags, const void *data)
+        libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_void_p]
+        libc.mount.restype = ctypes.c_int
         if libc.mount(source.encode(), target.encode(), fstype.encode(), 0, None) == 0:
             return None
         err = ctypes.get_errno()

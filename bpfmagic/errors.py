@@ -38,3 +38,8 @@ class EnvironmentProblem(BpfError):
 
 class UsageProblem(BpfError):
     """A name or argument given to bpfmagic is malformed."""
+
+
+class ValueTypeError(UsageProblem, TypeError):
+    """A value does not fit the C type of the variable or field it is written to
+    (a TypeError to Python code, a clear message in a cell)."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import libbpf
-from .errors import UsageProblem
+from .errors import UsageProblem, ValueTypeError
 
 BTF_KIND_INT, BTF_KIND_PTR, BTF_KIND_ARRAY, BTF_KIND_STRUCT, BTF_KIND_UNION, BTF_KIND_ENUM = 1, 2, 3, 4, 5, 6
 BTF_KIND_TYPEDEF, BTF_KIND_VOLATILE, BTF_KIND_CONST, BTF_KIND_RESTRICT = 8, 9, 10, 11
@@ -84,6 +84,15 @@ class _Btf:
             return f"{self.spelling(arr.a)}[{arr.c}]"
         return f"BTF kind {kind}"
 
+    def is_text(self, tid: int) -> bool:
+        """Whether TID is a char array (decoded as str)."""
+        t, kind, _, _ = self.type(self.resolve(tid))
+        if kind != BTF_KIND_ARRAY:
+            return False
+        elem = self.resolve(self.entries(t, 1)[0].a)
+        et, ekind, _, _ = self.type(elem)
+        return ekind == BTF_KIND_INT and self.name(et.name_off) in ("char", "signed char", "unsigned char")
+
     def decode(self, tid: int, raw: bytes):
         """Python value of RAW as type TID: int, float, str (char arrays), numpy array, dict (structs)."""
         tid = self.resolve(tid)
@@ -139,11 +148,11 @@ class _Btf:
                 if isinstance(value, bool):
                     value = int(value)
                 else:
-                    raise TypeError(f"{what}: {self.spelling(tid)} takes an integer, not {type(value).__name__}")
+                    raise ValueTypeError(f"{what}: {self.spelling(tid)} takes an integer, not {type(value).__name__}")
             try:
                 return int(value).to_bytes(size, "little", signed=signed)
             except OverflowError:
-                raise TypeError(f"{what}: {value} does not fit in {self.spelling(tid)} ({size} bytes)") from None
+                raise ValueTypeError(f"{what}: {value} does not fit in {self.spelling(tid)} ({size} bytes)") from None
         if kind == BTF_KIND_FLOAT:
             return np.array([value], dtype=f"<f{size}").tobytes()
         if kind == BTF_KIND_ARRAY:
@@ -151,29 +160,31 @@ class _Btf:
             if isinstance(value, str):
                 data = value.encode()
                 if len(data) > arr.c:
-                    raise TypeError(f"{what}: {len(data)} bytes do not fit in {self.spelling(tid)}")
+                    raise ValueTypeError(f"{what}: {len(data)} bytes do not fit in {self.spelling(tid)}")
                 return data.ljust(size, b"\0")
+            if not hasattr(value, "__iter__"):
+                raise ValueTypeError(f"{what}: {self.spelling(tid)} takes a sequence of values, not {value!r}")
             items = list(value)
             if len(items) > arr.c:
-                raise TypeError(f"{what}: {len(items)} items do not fit in {self.spelling(tid)}")
+                raise ValueTypeError(f"{what}: {len(items)} items do not fit in {self.spelling(tid)}")
             return b"".join(self.encode(arr.a, v, f"{what}[{i}]") for i, v in enumerate(items)).ljust(size, b"\0")
         if kind in (BTF_KIND_STRUCT, BTF_KIND_UNION):
             if not isinstance(value, dict):
-                raise TypeError(f"{what}: {self.spelling(tid)} takes a dict of its fields")
+                raise ValueTypeError(f"{what}: {self.spelling(tid)} takes a dict of its fields")
             buf = bytearray(size)
             fields = {self.name(m.a): m for m in self.entries(t, vlen)}
             for key, v in value.items():
                 if key not in fields:
-                    raise TypeError(f"{what}: {self.spelling(tid)} has no field {key!r} "
+                    raise ValueTypeError(f"{what}: {self.spelling(tid)} has no field {key!r} "
                                     f"(fields: {', '.join(fields)})")
                 m = fields[key]
                 if kflag and m.c >> 24:
-                    raise TypeError(f"{what}.{key}: bit-fields cannot be written")
+                    raise ValueTypeError(f"{what}.{key}: bit-fields cannot be written")
                 start = (m.c & 0xFFFFFF if kflag else m.c) // 8
                 data = self.encode(m.b, v, f"{what}.{key}")
                 buf[start:start + len(data)] = data
             return bytes(buf)
-        raise TypeError(f"{what}: cannot write a {self.spelling(tid)}")
+        raise ValueTypeError(f"{what}: cannot write a {self.spelling(tid)}")
 
 
 def sections(obj) -> dict[str, tuple[int, list[Variable]]]:
@@ -221,22 +232,25 @@ def set_initial(obj, values: dict) -> None:
         base = lib.bpf_map__initial_value(map_ptr, ct.byref(size))
         if not base:
             raise UsageProblem(f"{obj.name}: libbpf gives no initial value for {var.section}")
-        data = btf.encode(var.type_id, _parse_literal(value), name)
+        data = btf.encode(var.type_id, _parse_literal(value, btf.is_text(var.type_id)), name)
         ct.memmove(base + var.offset, data, len(data))
 
 
-def _parse_literal(value):
-    """``--set N=4`` gives text: integers (0x.. too) and quoted strings become values."""
+def _parse_literal(value, text_type: bool = False):
+    """``--set N=4`` gives text: integers (0x.. too) become ints, except for a
+    char array, which takes the text as it is (``--set pid="123"`` or ``--set pid=123``);
+    quotes around a string are dropped."""
     if not isinstance(value, str):
         return value
     text = value.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        return text[1:-1]
+    if text_type:
+        return text
     try:
         return int(text, 0)
     except ValueError:
-        pass
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
-        return text[1:-1]
-    return text
+        return text
 
 
 class Globals(MutableMapping):

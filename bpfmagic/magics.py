@@ -444,7 +444,7 @@ def _summary(module) -> str:
         text += f" | new slot names: {', '.join(module.new_slot_names)}"
     if tables:
         text += f" | tables: {', '.join(tables)}"
-    return text
+    return "\n".join([text, *(f"note: {n}" for n in module.notes)])
 
 
 # ------------------------------------------------------------ registration

@@ -7,66 +7,31 @@ made of everything that changes clang's output (the text, the command line,
 clang's version, vmlinux.h) and is used only while every file the compile
 read is as it was (clang's dependency list, with sizes, times and hashes).
 
-The cache is trusted only when it is the user's own: every directory from
-``~/.cache/bpfmagic`` down is owned by the user and writable by no one else,
-files are written 0600 into a temporary name and renamed."""
+The cache is trusted only when it is the user's own (cache.py: every level
+owned by the user and writable by no one else, else rebuilt; files 0600,
+written atomically); an object whose hash does not match its record is
+compiled again."""
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import stat
 import subprocess
 import tempfile
+
+from . import cache
+from .errors import EnvironmentProblem
 
 OBJECTS = "objects"
 MAX_ENTRIES = 256  # objects kept; the oldest go first
 
 
-def cache_root() -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    return os.path.join(base, "bpfmagic")
-
-
-def trusted_dir(path: str) -> bool:
-    """PATH is a real directory of this user that nobody else can write."""
+def objects_dir() -> str | None:
+    """The object cache directory (trusted, rebuilt when not: cache.py), None when it cannot be had."""
     try:
-        st = os.lstat(path)
-    except OSError:
-        return False
-    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
-
-
-def private_dir(*parts: str) -> str | None:
-    """``cache_root()/parts...``, made 0700 where missing; None when any level
-    exists but is not trusted (then nothing is read from or written to it)."""
-    path = cache_root()
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    for part in ("",) + parts:
-        path = os.path.join(path, part) if part else path
-        try:
-            os.mkdir(path, 0o700)
-        except FileExistsError:
-            pass
-        except OSError:
-            return None
-        if not trusted_dir(path):
-            return None
-    return path
-
-
-def write_private(path: str, data: bytes) -> None:
-    """Atomically: concurrent sessions never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        with _suppress():
-            os.unlink(tmp)
-        raise
+        return cache.trusted_dir(OBJECTS)
+    except (EnvironmentProblem, OSError):
+        return None
 
 
 class _suppress:
@@ -131,16 +96,16 @@ def key(text: str, cmd: list[str], clang_version: str) -> str:
 
 def lookup(cache_key: str) -> tuple[bytes, str] | None:
     """(object, clang's warnings) of an earlier identical compile, or None."""
-    directory = private_dir(OBJECTS)
+    directory = objects_dir()
     if directory is None:
         return None
     base = os.path.join(directory, cache_key)
+    raw_meta, obj = cache.read_trusted(base + ".json"), cache.read_trusted(base + ".o")
+    if raw_meta is None or obj is None:
+        return None
     try:
-        with open(base + ".json") as f:
-            meta = json.load(f)
-        with open(base + ".o", "rb") as f:
-            obj = f.read()
-    except (OSError, ValueError):
+        meta = json.loads(raw_meta)
+    except ValueError:
         return None
     if hashlib.sha256(obj).hexdigest() != meta.get("object_sha256"):
         return None  # damaged: compile again (and overwrite)
@@ -152,7 +117,7 @@ def lookup(cache_key: str) -> tuple[bytes, str] | None:
 
 def store(cache_key: str, obj: bytes, warnings: str, depfile: str, cwd: str, skip: set[str]) -> None:
     """Remember OBJ; ``skip``: inputs that are part of the key already (the cell's own file)."""
-    directory = private_dir(OBJECTS)
+    directory = objects_dir()
     if directory is None:
         return
     inputs = {}
@@ -164,9 +129,8 @@ def store(cache_key: str, obj: bytes, warnings: str, depfile: str, cwd: str, ski
             return  # an input that is gone already: nothing safe to record
         inputs[path] = fp
     meta = {"object_sha256": hashlib.sha256(obj).hexdigest(), "warnings": warnings, "inputs": inputs}
-    base = os.path.join(directory, cache_key)
-    write_private(base + ".o", obj)
-    write_private(base + ".json", json.dumps(meta).encode())
+    cache.write_file(directory, cache_key + ".o", obj)
+    cache.write_file(directory, cache_key + ".json", json.dumps(meta).encode())
     _trim(directory)
 
 
@@ -201,7 +165,7 @@ def precompiled_vmlinux(clang: str, header_dir: str, flags: list[str]) -> str | 
     header = os.path.join(header_dir, "vmlinux.h")
     tag = hashlib.sha256(("\0".join(flags) + clang_version(clang)).encode()).hexdigest()[:16]
     pch = os.path.join(header_dir, f"vmlinux.h.{tag}.pch")
-    if not trusted_dir(header_dir):
+    if not cache.is_trusted(header_dir):
         return None
     if os.path.exists(pch) and os.stat(pch).st_mtime_ns >= os.stat(header).st_mtime_ns:
         return pch

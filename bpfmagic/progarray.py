@@ -11,7 +11,7 @@ import re
 import weakref
 from dataclasses import dataclass, field
 
-from . import libbpf
+from . import libbpf, pins
 from .compiler import counter_pin, prog_type_name
 from .errors import SlotError, UsageProblem
 
@@ -260,7 +260,7 @@ def create(name: str, size: int, pin: str, prog_type: str | None = None, keys: s
         fds.append(libbpf.map_create_prog_array(name, size))
         fds.append(libbpf.map_create_percpu_u64_array(name[:11] + "_tcc", 2 * size))
         libbpf.obj_pin(fds[0], pin)
-        os.makedirs(os.path.join(os.path.dirname(pin), "calls"), exist_ok=True)
+        pins.make_dir(os.path.join(os.path.dirname(pin), "calls"))
         libbpf.obj_pin(fds[1], counter_pin(pin))
     except OSError:
         for fd in fds:

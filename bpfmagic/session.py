@@ -10,13 +10,12 @@ import keyword
 import os
 import re
 import shlex
-import shutil
 import threading
 import time
 import weakref
 from dataclasses import dataclass
 
-from . import libbpf
+from . import libbpf, pins
 from . import progarray as prog_arrays
 from .attach import (
     Attachment,
@@ -44,7 +43,7 @@ from .compiler import (
 from .errors import AttachError, BpfError, EnvironmentProblem, SlotError, UsageProblem
 from .source_files import check_includes, check_source_size, read_source_file
 
-PIN_ROOT = "/sys/fs/bpf/bpfmagic"
+PIN_ROOT = pins.PIN_ROOT
 _SLOT_SPEC_RE = re.compile(r"^\s*([A-Za-z_]\w*)\s*\[\s*([^\]\s]+)\s*\]\s*$")
 _serials = itertools.count(1)
 # calls/taken/missed: tail calls made into each slot (counted by the rewritten
@@ -115,6 +114,7 @@ class Module:
         self.columns = None  # BCC: column shifts of instrumented call sites (for verifier messages)
         self.core = None  # core.CoreObject of a --core module (then bpf is None)
         self.new_slot_names: list[str] = []  # "array[name]=index" this cell named first (a typo shows here)
+        self.notes: list[str] = []  # what the cell should say besides its summary
         self.closed = False
 
     # -- contents
@@ -222,7 +222,7 @@ class Session:
         from . import env
         self.privileges = env.privileges()
         if self.privileges.can_load:
-            _clean_dead_pins()
+            _claim_pins()
             if stats:
                 with contextlib.suppress(EnvironmentProblem):  # counts stay 0; `%bpf stats --on` says why
                     self.enable_stats()
@@ -246,16 +246,15 @@ class Session:
             raise UsageProblem("this Session is closed; create a new one")
 
     def pin_dir(self) -> str:
-        """/sys/fs/bpf/bpfmagic/<pid>/s<N>: where this session pins its arrays."""
+        """/sys/fs/bpf/bpfmagic/<pid>/s<N>: where this session pins its arrays
+        (pins.py: a trusted root, a directory locked for the process's life)."""
         if self._pin_dir is None:
             from . import env
             status = env.ensure_bpffs()
             if not env.is_mounted("/sys/fs/bpf", "bpf"):
                 raise EnvironmentProblem(f"bpffs is not mounted and could not be ({status}); "
                                          "run: mount -t bpf bpf /sys/fs/bpf")
-            path = os.path.join(PIN_ROOT, str(os.getpid()), f"s{self._serial}")
-            os.makedirs(path, exist_ok=True)
-            self._pin_dir = path
+            self._pin_dir = pins.process_dir().session_dir(self._serial)
         return self._pin_dir
 
     def enable_stats(self) -> None:
@@ -450,7 +449,7 @@ class Session:
                     if have.size != size:
                         raise SlotError(f"{origin}:{line}: prog array {array_name} has {size} slots in this cell; the "
                                         f"session's array {array_name} has {have.size} slots; declare it with {have.size}, "
-                                        f"or `%bpf unload {array_name}` first")
+                                        f"or free it first: {self._unload_advice(array_name)}")
                 elif array_name not in new_arrays:
                     self.progarray(array_name, size)
                     new_arrays.append(array_name)
@@ -504,9 +503,18 @@ class Session:
                 # Programs whose SEC() names their target (tp_btf/..., raw_tp/...) attach by themselves.
                 # A slotted program keeps its SEC() attachment too: only -a replaces it.
                 attached = {f for f, _ in attach_specs}
+                slotted = {f for _, _, f in resolved_slots} | {p.name for a in self.arrays.values()
+                                                                for p in a.entries.values() if p.module is module}
                 for pname, prog_ptr in module.core.programs().items():
                     if pname not in attached and module.core.section(prog_ptr).startswith(co.AUTO_ATTACH_SECTIONS):
-                        att = module.core.attach_by_section(module.programs[pname], prog_ptr)
+                        try:
+                            att = module.core.attach_by_section(module.programs[pname], prog_ptr)
+                        except AttachError as e:
+                            if pname not in slotted:
+                                raise
+                            # Tail-call-only programs often carry a placeholder SEC(): the slot is their use.
+                            module.notes.append(f"{pname} runs through its slot only: {e.message}")
+                            continue
                         attachments.append(att)
                         module.attachments.append(att)
                         module.auto_attached.append(pname)
@@ -579,6 +587,14 @@ class Session:
             if fd >= 0:
                 module.programs[pname] = Program(module, pname, obj.program_type(prog_ptr), fd)
         return module
+
+    def _unload_advice(self, array_name: str) -> str:
+        """How to free session array ARRAY_NAME: the modules that use it go first."""
+        users = [m.name for m in self.modules.values()
+                 if array_name in m.tables or any(d.name == array_name for d in m.syntax.arrays)
+                 or m.syntax.uses(array_name)]
+        steps = [f"`%bpf unload {n}`" for n in users] + [f"`%bpf unload {array_name}`"]
+        return ", ".join(steps) + " (or `%bpf reset`)"
 
     def _skb_chain_type(self, module: Module, func: str) -> str | None:
         """A ``struct __sk_buff *`` function can be tc or a socket filter (or ...):
@@ -868,11 +884,10 @@ class Session:
         self.reset()
         self.disable_stats()
         if self._pin_dir:
+            # The process's own directory stays (locked) until the process dies: its reaper removes it.
             for path in (os.path.join(self._pin_dir, "calls"), self._pin_dir):
                 with contextlib.suppress(OSError):
                     os.rmdir(path)
-            with contextlib.suppress(OSError):
-                os.rmdir(os.path.dirname(self._pin_dir))
         self.closed = True
         self._finalizer.detach()
 
@@ -1012,20 +1027,19 @@ def _with_file(path: str, body: str) -> tuple[str, str]:
     return text, os.path.basename(path)
 
 
-def _clean_dead_pins() -> None:
-    """Remove pin directories of bpfmagic processes that no longer run."""
+def _claim_pins() -> None:
+    """This process's pin directory and its reaper, made when the session
+    starts: dead sessions' pins are cleaned now, and this process's are
+    removed when it dies (SIGKILL included) even if it never pins. An
+    untrusted pin root is reported now and refused when pins are needed."""
+    import warnings
+
+    from . import env
+    if not env.is_mounted(env.BPFFS, "bpf"):
+        return  # pin_dir() mounts it or says why
     try:
-        entries = os.listdir(PIN_ROOT)
+        pins.clean_dead(keep=pins.process_dir().name)
+    except EnvironmentProblem as e:
+        warnings.warn(f"bpfmagic: {e}", RuntimeWarning, stacklevel=3)
     except OSError:
-        return
-    for entry in entries:
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            os.kill(int(entry), 0)
-            continue  # alive
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue
-        shutil.rmtree(os.path.join(PIN_ROOT, entry), ignore_errors=True)
+        pass  # pin_dir() raises it when pins are needed

@@ -117,3 +117,25 @@ def session():
     s.close()
     left = leftovers(before)
     assert not left, f"Session.close() left BPF objects: {left}"
+
+
+@pytest.fixture(scope="module")
+def ip():
+    from IPython.testing.globalipapp import get_ipython
+    shell = get_ipython()
+    shell.run_line_magic("load_ext", "bpfmagic")
+    yield shell
+    shell.run_line_magic("unload_ext", "bpfmagic")
+
+
+@pytest.fixture
+def fresh(ip):
+    """The shell with an empty bpfmagic session; everything is freed afterwards."""
+    import bpfmagic
+    bpfmagic._drop_session()
+    before = kernel_objects() if os.geteuid() == 0 else None
+    yield ip
+    ip.run_line_magic("bpf", "reset")
+    bpfmagic._drop_session()
+    if before is not None:
+        assert leftovers(before) == {}

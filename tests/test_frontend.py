@@ -352,15 +352,15 @@ def test_core_globals_read_write_and_set_before_load(session):
 
 
 def test_object_cache_follows_included_files_and_distrusts_others(session, tmp_path, monkeypatch):
-    from bpfmagic import objcache
-    monkeypatch.setattr(objcache, "cache_root", lambda: str(tmp_path / "cache"))
+    (tmp_path / "cache").mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     src_dir = tmp_path / "src"
     src_dir.mkdir()
     (src_dir / "verdict.h").write_text("#define VERDICT 1\n")
     (src_dir / "p.bpf.c").write_text('#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n#include "verdict.h"\n'
                                      'SEC("xdp") int f(struct xdp_md *ctx) { return VERDICT; }\n')
     session.load("cached", file=str(src_dir / "p.bpf.c"), core=True)
-    objects = tmp_path / "cache" / "objects"
+    objects = tmp_path / "cache" / "bpfmagic" / "objects"
     assert len(list(objects.glob("*.o"))) == 1 and (objects.stat().st_mode & 0o777) == 0o700
     assert session.test_run("cached.f").retval == 1
     import bpfmagic.core as core_module
@@ -377,12 +377,13 @@ def test_object_cache_follows_included_files_and_distrusts_others(session, tmp_p
         obj.write_bytes(b"\0" * 64)
     session.load("cached", file=str(src_dir / "p.bpf.c"), core=True)
     assert session.test_run("cached.f").retval == 3
-    # A cache directory others can write is neither read nor written.
+    # A cache directory others can write is not read: it is rebuilt, and what was planted in it is gone.
     objects.chmod(0o777)
-    before = set(objects.iterdir())
+    (objects / "planted.json").write_text("{}")
     (src_dir / "verdict.h").write_text("#define VERDICT 2\n")
     session.load("cached", file=str(src_dir / "p.bpf.c"), core=True)
-    assert session.test_run("cached.f").retval == 2 and set(objects.iterdir()) == before
+    assert session.test_run("cached.f").retval == 2
+    assert (objects.stat().st_mode & 0o777) == 0o700 and not (objects / "planted.json").exists()
 
 
 def test_test_run_of_an_skb_function_takes_its_chains_type(session):
@@ -451,8 +452,6 @@ int f(struct xdp_md *ctx) {
     assert "1,000,000 instructions" in text and "tail calls" in text and "at most 4096" not in text
 
 
-from .test_magics import fresh, ip  # noqa: E402,F401  (the IPython shell fixtures)
-
 
 def test_set_and_globals_in_the_magics(fresh):
     res = fresh.run_cell('%%bpf cfg --core --set verdict=1 --cflags "-DA=1 -DB=1"\n'
@@ -518,3 +517,75 @@ def test_codegen_hazards_are_read_on_the_tree():
     assert codegen_hazards("int f(void *c) { u32 v[2][40]; return v[0][0]; }") == ["320 bytes of local arrays"]
     assert "a double" in codegen_hazards("int f(void *c) { double x = 2; return x; }")
     assert codegen_hazards("/* double 1.5 __sync_fetch_and_add(p) */ int f(void *c) { return 0x1e; }") == []
+
+
+@pytest.mark.parametrize("core", [False, True])
+def test_array_declared_in_if_branches_takes_the_branch_the_compiler_keeps(session, core):
+    if core:
+        src = ('#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\nstruct {\n'
+               "\t__uint(type, BPF_MAP_TYPE_PROG_ARRAY);\n#if 0\n\t__uint(max_entries, 4);\n#else\n"
+               "\t__uint(max_entries, 9);\n#endif\n\t__type(key, __u32);\n\t__type(value, __u32);\n"
+               '} progs SEC(".maps");\nSEC("xdp") int f(struct xdp_md *ctx) { bpf_tail_call(ctx, &progs, 1); return 2; }\n')
+    else:
+        src = ("#if 0\nBPF_PROG_ARRAY(progs, 4);\n#else\nBPF_PROG_ARRAY(progs, 9);\n#endif\n"
+               "int f(struct xdp_md *ctx) { progs.call(ctx, 1); return 2; }\n")
+    session.load("branches", src, core=core)
+    assert session.array("progs").size == 9
+    assert session.test_run("branches.f").retval == 2
+    slot = session.slots("progs").set_index("index").loc[1]
+    assert (slot["calls"], slot["missed"]) == (1, 1)  # counted through the declaration the compiler kept
+
+
+def test_set_a_char_array_global_from_digits(session):
+    m = session.load("pid", '#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n'
+                     'const volatile char pid_to_hide[8] = "";\nconst volatile int len = 0;\n'
+                     'SEC("xdp") int f(struct xdp_md *ctx) { return pid_to_hide[0] == \'1\' ? len : 0; }\n',
+                     core=True, globals={"pid_to_hide": "123", "len": "3"})
+    assert m.globals["pid_to_hide"] == "123" and session.test_run("pid.f").retval == 3
+    with pytest.raises(TypeError, match="pid_to_hide"):
+        session.load("pid2", m.source, core=True, globals={"pid_to_hide": 5})
+
+
+def test_a_slotted_program_with_a_placeholder_section_runs_through_its_slot(session):
+    m = session.load("ph", """
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+struct { __uint(type, BPF_MAP_TYPE_PROG_ARRAY); __uint(max_entries, 4); __type(key, __u32); __type(value, __u32); } progs SEC(".maps");
+SEC("tp/unused") int patch(void *ctx) { return 0; }
+SEC("tp/sched/sched_switch") int enter(void *ctx) { bpf_tail_call(ctx, &progs, 2); return 0; }
+""", core=True, slots={"progs[2]": "patch"})
+    assert m.auto_attached == ["enter"] and session.array("progs").entries[2] is m.programs["patch"]
+    assert any(n.startswith("patch runs through its slot only") for n in m.notes)
+    with pytest.raises(AttachError, match="unused"):  # not slotted: attaching is its only use, so it must work
+        session.load("ph2", '#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n'
+                     'SEC("tp/unused") int patch(void *ctx) { return 0; }\n', core=True)
+
+
+def test_uapi_header_reaching_glibc_stubs_compiles(session):
+    session.load("ifh", "#include <linux/bpf.h>\n#include <linux/if.h>\n#include <bpf/bpf_helpers.h>\n"
+                 'SEC("xdp") int f(struct xdp_md *ctx) { return IFNAMSIZ == 16 ? XDP_PASS : XDP_DROP; }\n', core=True)
+    assert session.test_run("ifh.f").retval_name == "XDP_PASS"
+
+
+def test_macro_notes_stay_with_the_error(session):
+    with pytest.raises(BpfCompileError) as err:
+        session.load("note", '#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n#define BAD(x) (x +)\n'
+                     'SEC("xdp") int f(struct xdp_md *ctx) { return BAD(1); }\n', core=True, origin="cell")
+    assert "cell:4:" in str(err.value) and "expanded from macro 'BAD'" in str(err.value)
+
+
+def test_libbpf_style_c_without_core_says_to_use_core(session):
+    with pytest.raises(BpfCompileError, match="load it with --core"):
+        session.load("nocore", '#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n'
+                     'SEC("xdp") int f(struct xdp_md *ctx) { return XDP_PASS; }\n')
+
+
+def test_size_mismatch_advice_names_the_modules_to_unload_first(session):
+    session.load("user", "BPF_PROG_ARRAY(jt, 4);\nint f(struct xdp_md *ctx) { jt.call(ctx, 0); return 2; }")
+    with pytest.raises(SlotError) as err:
+        session.load("other", "BPF_PROG_ARRAY(jt, 8);\nint g(struct xdp_md *ctx) { return 2; }")
+    assert "`%bpf unload user`, `%bpf unload jt`" in str(err.value)
+    session.unload("user")
+    session.unload("jt")  # the advice works
+    session.load("other", "BPF_PROG_ARRAY(jt, 8);\nint g(struct xdp_md *ctx) { return 2; }")
+    assert session.array("jt").size == 8

@@ -17,25 +17,6 @@ from bpfmagic import BpfCompileError, BpfVerifierError, Module, SlotError
 from .conftest import kernel_objects, leftovers, needs_root
 
 
-@pytest.fixture(scope="module")
-def ip():
-    from IPython.testing.globalipapp import get_ipython
-    shell = get_ipython()
-    shell.run_line_magic("load_ext", "bpfmagic")
-    yield shell
-    shell.run_line_magic("unload_ext", "bpfmagic")
-
-
-@pytest.fixture
-def fresh(ip):
-    """The shell with an empty bpfmagic session; everything is freed afterwards."""
-    bpfmagic._drop_session()
-    before = kernel_objects() if os.geteuid() == 0 else None
-    yield ip
-    ip.run_line_magic("bpf", "reset")
-    bpfmagic._drop_session()
-    if before is not None:
-        assert leftovers(before) == {}
 
 
 def run(ip, code: str):
@@ -209,24 +190,25 @@ def test_unprivileged_extension_loads_and_cell_says_what_is_missing():
         pytest.skip("needs root to switch to an unprivileged user")
     code = textwrap.dedent("""
         from IPython.testing.globalipapp import start_ipython
+        import bpfmagic
+        print("MODULE:", bpfmagic.__file__)
         ip = start_ipython()
         ip.run_line_magic("load_ext", "bpfmagic")
         res = ip.run_cell("%%bpf m\\nint f(struct xdp_md *c) { return 2; }\\n")
         print("ERROR:", type(res.error_in_exec).__name__, res.error_in_exec)
         print("ALIVE")
     """)
-    # A home nobody can reach (pytest's tmp_path is under a root-only directory): else IPython
-    # falls back to a profile directory in /tmp that nobody owns and nothing removes.
-    home = tempfile.mkdtemp(prefix="bpfmagic-nobody-")
-    os.chmod(home, 0o777)
-    env = dict(os.environ, HOME=home, XDG_CACHE_HOME=home, IPYTHONDIR=os.path.join(home, ".ipython"))
+    from .namespaces import WITHOUT_CAPABILITIES, child_env
+    # Root without capabilities, not user nobody: it reaches a clone under a 0700 directory.
+    home = tempfile.mkdtemp(prefix="bpfmagic-uncapable-")
+    env = child_env(dict(os.environ, HOME=home, XDG_CACHE_HOME=home, IPYTHONDIR=os.path.join(home, ".ipython")))
     try:
-        out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
-                              sys.executable, "-W", "ignore", "-c", code],
+        out = subprocess.run([*WITHOUT_CAPABILITIES, sys.executable, "-W", "ignore", "-c", code],
                              capture_output=True, text=True, timeout=120, env=env, cwd=home)
     finally:
         shutil.rmtree(home, ignore_errors=True)
     assert "ALIVE" in out.stdout, out.stdout + out.stderr
+    assert f"MODULE: {bpfmagic.__file__}" in out.stdout  # the code under test, not another installed copy
     assert "ERROR: EnvironmentProblem" in out.stdout
     assert "CAP_BPF" in out.stdout and "setcap" in out.stdout
 

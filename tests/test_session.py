@@ -4,6 +4,7 @@ across modules, errors, re-runs and lifecycle."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import time
 
@@ -385,17 +386,23 @@ def _pins_of(session) -> list[str]:
 def test_dead_session_pins_are_cleaned(tmp_path):
     import subprocess
     import sys
-    # A process that pins an array and dies without closing.
-    code = ("import os, bpfmagic; s = bpfmagic.Session(); s.progarray('jt', 4); "
-            "print(s.pin_dir(), flush=True); os._exit(0)")
+    # A process that pins an array and dies without closing, its reaper killed
+    # first (stopped, so it cannot clean up): only the next session's cleanup
+    # can free the pins. (With its reaper, tests/test_lifecycle.py.)
+    code = ("import os, signal, bpfmagic; from bpfmagic import pins; s = bpfmagic.Session(); s.progarray('jt', 4); "
+            "os.kill(pins.process_dir().reaper_pid, signal.SIGSTOP); "
+            "print(pins.process_dir().reaper_pid, s.pin_dir(), flush=True); os._exit(0)")
     out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, check=True)
-    pin_dir = out.stdout.strip().splitlines()[-1]
-    assert os.path.exists(os.path.join(pin_dir, "jt"))
-    s = Session()
+    reaper, pin_dir = out.stdout.strip().splitlines()[-1].split()
     try:
-        assert not os.path.exists(os.path.dirname(pin_dir))
+        assert os.path.exists(os.path.join(pin_dir, "jt"))
+        s = Session()
+        try:
+            assert not os.path.exists(os.path.dirname(pin_dir))
+        finally:
+            s.close()
     finally:
-        s.close()
+        os.kill(int(reaper), signal.SIGKILL)
 
 
 def test_syscall_keys_can_be_set_after_the_array_is_declared(session):

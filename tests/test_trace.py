@@ -73,15 +73,18 @@ def test_bad_grep_is_a_usage_problem():
 def test_unprivileged_capture_says_permission_denied():
     """As another user, tracefs (mode 700) is there but unreadable: the error
     says permission, not "mount it"."""
-    code = ("from bpfmagic.trace import capture\n"
+    from .namespaces import BECOME_NOBODY, child_env
+    # Imported as root (the clone may sit under a 0700 directory), then user nobody.
+    code = ("import os, bpfmagic\nfrom bpfmagic.trace import capture\n" + BECOME_NOBODY +
             "try:\n    capture(seconds=0.1)\n"
-            "except Exception as e:\n    print(type(e).__name__, e)\n")
+            "except Exception as e:\n    print(type(e).__name__, e)\n"
+            "print('MODULE:', bpfmagic.__file__)\n")
     import bpfmagic
-    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(bpfmagic.__file__))}  # this bpfmagic
-    out = subprocess.run([sys.executable, "-c", code], user=65534, group=65534, extra_groups=[],
-                         cwd="/", env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], cwd="/", env=child_env(), capture_output=True, text=True,
+                         timeout=60)
     assert out.stdout.startswith("EnvironmentProblem permission denied reading /sys/kernel/tracing/trace_pipe"), \
         out.stdout + out.stderr
+    assert f"MODULE: {bpfmagic.__file__}" in out.stdout
     assert "mount" not in out.stdout
 
 

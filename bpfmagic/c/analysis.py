@@ -309,6 +309,8 @@ def _struct_map_kind(decl) -> tuple[str | None, object]:
                 while size is not None and size.type in ("type_descriptor", "ERROR") and size.named_children:
                     size = size.named_children[-1]
         stack.extend(node.children)
+    if any(n.type.startswith("preproc") for n in _walk_nodes(body)):
+        return kind, None  # max_entries under an #if: the compiler decides
     if size is None:  # error recovery put max_entries' value elsewhere: find the token after it
         flat = _tokens(body)
         for i, t in enumerate(flat):
@@ -316,6 +318,14 @@ def _struct_map_kind(decl) -> tuple[str | None, object]:
                 size = flat[i + 2]
                 break
     return kind, size
+
+
+def _walk_nodes(node):
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        yield n
+        stack.extend(n.children)
 
 
 def _tokens(node) -> list:
@@ -326,6 +336,27 @@ def _tokens(node) -> list:
             out.append(n)
         else:
             stack.extend(reversed(n.children))
+    return out
+
+
+_CONDITIONALS = ("preproc_if", "preproc_ifdef", "preproc_else", "preproc_elif", "preproc_elifdef")
+
+
+def _file_scope(root) -> list:
+    """The file-scope nodes in order, those inside #if/#ifdef/#else blocks included
+    (every branch: which one the compiler keeps is the preprocessor's business)."""
+    out = []
+
+    def walk(node):
+        skip = {id(n) for f in ("condition", "name") for n in [node.child_by_field_name(f)] if n is not None}
+        for child in node.named_children:
+            if child.type == "comment" or id(child) in skip:
+                continue
+            if child.type in _CONDITIONALS:
+                walk(child)
+            else:
+                out.append(child)
+    walk(root)
     return out
 
 
@@ -351,7 +382,7 @@ def analyse(source: str) -> CellSyntax:
     cell = CellSyntax(source=source)
     cell._tree = tree  # the nodes kept for uses() live as long as their tree
     defines = _unconditional_defines(root)
-    top_level = [c for c in root.children if c.type != "comment"]
+    top_level = _file_scope(root)
     cell.has_content = bool(top_level)
     pending_section: str | None = None
     last_include_end = 0
@@ -389,9 +420,10 @@ def analyse(source: str) -> CellSyntax:
                     cell.has_license = True
 
     # File scope: declarations, functions, BCC macro functions, SEC() markers, prog arrays.
+    # BCC's extra declarations go in front of the first code outside any #if (so no branch can drop them).
+    unconditional = [c for c in root.children if c.type != "comment" and not c.type.startswith("preproc")]
+    cell.first_code_offset = unconditional[0].start_byte if unconditional else len(data)
     for i, node in enumerate(top_level):
-        if not cell.has_code and not node.type.startswith("preproc"):
-            cell.first_code_offset = node.start_byte
         cell.has_code = cell.has_code or not node.type.startswith("preproc")
         if node.type == "expression_statement" and node.named_children and node.named_children[0].type == "call_expression":
             call = node.named_children[0]

@@ -161,20 +161,37 @@ static __attribute__((always_inline)) inline void __bm_bump(void *map, unsigned 
         *v += 1;
 }
 """
-_CORE_COUNTING = r"""#define __BM_COUNT_0(_m, _k, _x) ((void)0)
-#define __BM_COUNT __BM_COUNT_0
-#define bpf_tail_call(_c, _m, _k) ({ unsigned int __bm_k = (_k); __BM_COUNT(_m, __bm_k, 0); \
+# Each tail call compares its map with every prog array the cell may declare: __BM_TRY_<name> is
+# empty until that array's declaration has been seen (in whatever #if branch the compiler keeps),
+# then bumps its counter. With a constant map argument clang folds the comparisons to the one that matches.
+_CORE_COUNTING = r"""#define bpf_tail_call(_c, _m, _k) ({ unsigned int __bm_k = (_k); __BM_COUNT(_m, __bm_k, 0); \
     long __bm_r = (bpf_tail_call)(_c, _m, __bm_k); __BM_COUNT(_m, __bm_k, 1); __bm_r; })
 #define bpf_tail_call_static(_c, _m, _k) ({ __BM_COUNT(_m, _k, 0); (bpf_tail_call_static)(_c, _m, _k); \
     __BM_COUNT(_m, _k, 1); })
 """
-_CORE_LOSS = r"""#define __BM_LOST_0(_r) ((void)0)
-#define __BM_LOST __BM_LOST_0
-#define bpf_ringbuf_output(_r, _d, _s, _f) ({ long __bm_rc = (bpf_ringbuf_output)(_r, _d, _s, _f); \
+_CORE_LOSS = r"""#define bpf_ringbuf_output(_r, _d, _s, _f) ({ long __bm_rc = (bpf_ringbuf_output)(_r, _d, _s, _f); \
     if (__bm_rc) __BM_LOST(_r); __bm_rc; })
 #define bpf_ringbuf_reserve(_r, _s, _f) ({ void *__bm_rp = (bpf_ringbuf_reserve)(_r, _s, _f); \
     if (!__bm_rp) __BM_LOST(_r); __bm_rp; })
 """
+
+
+def _dispatch(macro: str, args: str, names: list[str]) -> str:
+    """``#define MACRO(args) ({ MACRO_TRY_a(args); MACRO_TRY_b(args); })`` with every TRY empty for now."""
+    tries = " ".join(f"{macro}_TRY_{n}({args});" for n in names)
+    empties = "\n".join(f"#define {macro}_TRY_{n}({args}) ((void)0)" for n in names)
+    return f"#define {macro}({args}) ({{ {tries} }})\n{empties}"
+
+
+def _count_try(name: str) -> str:
+    return (f"#undef __BM_COUNT_TRY_{name}\n#define __BM_COUNT_TRY_{name}(_m, _k, _x) "
+            f"({{ if ((const void *)(_m) == (const void *)&{name}) "
+            f"__bm_bump(&{counter_name(name)}, (_k) + (_x) * __BM_SIZE({name})); }})")
+
+
+def _loss_try(name: str, slot: int) -> str:
+    return (f"#undef __BM_LOST_TRY_{name}\n#define __BM_LOST_TRY_{name}(_r) "
+            f"({{ if ((const void *)(_r) == (const void *)&{name}) __bm_bump(&{LOST_COUNTER}, {slot}); }})")
 
 
 def _percpu_u64_map(name: str, entries: int) -> str:
@@ -202,32 +219,26 @@ def core_text(cell: CellSyntax, session_arrays: dict[str, int], slot_index, coun
 
     block = [_CORE_BASE]
     block += _slot_defines(cell, slot_index)
-    declared = {a.name for a in cell.arrays}
+    declared = sorted({a.name for a in cell.arrays})
     undeclared = [n for n in sorted(session_arrays) if n not in declared and cell.uses(n)]
     for name in undeclared:
         block.append(f"BPF_PROG_ARRAY({name}, {session_arrays[name]});")
+    after: dict[int, list[str]] = {}  # line of the cell -> directives that go after it
     if count_calls:
         block.append(_CORE_COUNTING)
-        counted = undeclared + [a.name for a in cell.arrays]
-        for name in counted:
+        block.append(_dispatch("__BM_COUNT", "_m, _k, _x", undeclared + declared))
+        for name in undeclared + declared:
             block.append(_percpu_u64_map(counter_name(name), 1))
-        for n, name in enumerate(undeclared, 1):
-            block.append(_count_link("__BM_COUNT", n, name))
-    if count_losses and cell.rings:
-        block.append(_CORE_LOSS)
-        block.append(_percpu_u64_map(LOST_COUNTER, len(cell.rings)))
-    after: dict[int, list[str]] = {}
-    link = len(undeclared)
-    if count_calls:
+        block += [_count_try(name) for name in undeclared]
         for decl in cell.arrays:
-            link += 1
-            after.setdefault(decl.end_line, []).append(_count_link("__BM_COUNT", link, decl.name))
-    if count_losses:
-        for slot, ring in enumerate(sorted(cell.rings, key=lambda r: r.name), 1):
-            after.setdefault(ring.end_line, []).append(
-                f"#define __BM_LOST_{slot}(_r) ({{ __BM_LOST_{slot - 1}(_r); if ((const void *)(_r) == "
-                f"(const void *)&{ring.name}) __bm_bump(&{LOST_COUNTER}, {slot - 1}); }})\n"
-                f"#undef __BM_LOST\n#define __BM_LOST __BM_LOST_{slot}")
+            after.setdefault(decl.end_line, []).append(_count_try(decl.name))
+    rings = sorted({r.name for r in cell.rings})
+    if count_losses and rings:
+        block.append(_CORE_LOSS)
+        block.append(_dispatch("__BM_LOST", "_r", rings))
+        block.append(_percpu_u64_map(LOST_COUNTER, len(rings)))
+        for ring in cell.rings:
+            after.setdefault(ring.end_line, []).append(_loss_try(ring.name, rings.index(ring.name)))
 
     out = []
     if not cell.includes:
@@ -248,11 +259,3 @@ def core_text(cell: CellSyntax, session_arrays: dict[str, int], slot_index, coun
     if not cell.has_license:
         out.append('\nchar __bm_license[] __attribute__((section("license"), used)) = "GPL";\n')
     return "".join(out)
-
-
-def _count_link(macro: str, n: int, array: str) -> str:
-    """One more array in the chain of comparisons the counting macro makes:
-    with a constant map argument clang folds them to the one that matches."""
-    return (f"#define {macro}_{n}(_m, _k, _x) ({{ {macro}_{n - 1}(_m, _k, _x); if ((const void *)(_m) == "
-            f"(const void *)&{array}) __bm_bump(&{counter_name(array)}, (_k) + (_x) * __BM_SIZE({array})); }})\n"
-            f"#undef {macro}\n#define {macro} {macro}_{n}")
