@@ -325,7 +325,8 @@ class Session:
                     pins = self.pin_dir()
                 except PermissionError as e:  # said as what it is, not a traceback
                     raise EnvironmentProblem(
-                        f"array {name}: cannot create the pin directory {e.filename or PIN_ROOT} "
+                        f"array {name}: cannot create the pin directory "
+                        f"{e.filename if os.path.isabs(str(e.filename or '')) else PIN_ROOT} "
                         f"({e.strerror}); session prog arrays are pinned in bpffs, and this process has "
                         f"{self.privileges.describe()}. Run Jupyter as root, or have root create "
                         f"{PIN_ROOT} owned by this user") from None

@@ -523,15 +523,15 @@ def test_refused_config_value_does_not_break_reloading_the_extension(caplog):
 
 
 def test_pin_directory_refused_by_permissions_is_said_not_a_traceback():
-    """Without CAP_DAC_OVERRIDE a pin root owned by someone else refuses the
-    session's directory: an EnvironmentProblem, not a PermissionError. In a
-    private mount namespace with its own bpffs, so no other session sees it."""
+    """Without CAP_DAC_OVERRIDE a bpffs this process may not write to refuses
+    the pin root: an EnvironmentProblem, not a PermissionError. In a private
+    mount namespace with its own bpffs, so no other session sees it."""
     import shutil
     if not shutil.which("unshare"):
         pytest.skip("unshare (util-linux) is not installed")
     caps = _with_caps("bpf,perfmon,net_admin")
-    setup = ("set -e; mount -t bpf bpf /sys/fs/bpf; mkdir /sys/fs/bpf/bpfmagic; "
-             "chown 65534:65534 /sys/fs/bpf/bpfmagic; chmod 755 /sys/fs/bpf/bpfmagic; exec \"$@\"")
+    setup = ("set -e; mount -t bpf bpf /sys/fs/bpf; chown 65534:65534 /sys/fs/bpf; chmod 755 /sys/fs/bpf; "
+             "exec \"$@\"")
     r = run_child("""
         import json
         from bpfmagic import Session
@@ -546,7 +546,7 @@ def test_pin_directory_refused_by_permissions_is_said_not_a_traceback():
     """, prefix=["unshare", "-m", "--propagation", "private", "sh", "-c", setup, "sh", *caps])
     kind, text = child_result(r)
     assert kind == "EnvironmentProblem", text
-    assert "/sys/fs/bpf/bpfmagic" in text and "capabilities: CAP_BPF" in text
+    assert "cannot create the pin directory /sys/fs/bpf/bpfmagic" in text and "capabilities: CAP_BPF" in text
 
 
 def test_include_of_a_kernel_file_or_through_cflags_is_refused(session, tmp_path):
