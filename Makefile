@@ -16,17 +16,21 @@ APT_PACKAGES  := python3-bpfcc bpftool linux-headers-amd64 clang llvm libbpf-dev
 SUDO          := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS   ?=
 DEMO          ?= notebooks/01-syscall-dispatch.ipynb
+BROWSER_NB    ?= notebooks/04-events-into-dataframes.ipynb
+# the whole browser run (server, chromium, every cell) is killed after this many seconds
+BROWSER_LIMIT ?= 240
 
 export DEBIAN_FRONTEND := noninteractive
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help setup apt mounts headers demo test docs bench clean
+.PHONY: help setup apt mounts headers demo test docs browser browser-tools bench clean
 
 help:
 	@echo "make demo    run $(DEMO) headless (prepares the machine first)"
 	@echo "make test    run the tests (prepares the machine first; PYTEST_ARGS=... passes through)"
 	@echo "make docs    execute every notebook and render it to HTML under build/site/ (open build/site/index.html)"
-	@echo "make bench   run bench/*.py"
+	@echo "make browser run $(BROWSER_NB) in JupyterLab in headless chromium; screenshots in build/browser/"
+	@echo "make bench   run bench/*.py; fails when one misses its target"
 	@echo "make setup   only prepare: apt packages, tracefs/bpffs, $(VENV), kernel headers"
 	@echo "make clean   remove $(VENV) and build outputs"
 
@@ -79,11 +83,25 @@ docs: setup
 	rm -rf build/site
 	$(PY) -m bpfmagic.site --out build/site notebooks/*.ipynb
 
+# Debian's chromium driven by Playwright (never `playwright install`: the
+# system browser), JupyterLab in the venv; both installed only when missing.
+browser-tools: setup
+	@[ -x /usr/bin/chromium ] || { echo "setup: installing chromium"; \
+	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends chromium </dev/null; }
+	@$(PY) -c "import jupyterlab, playwright" 2>/dev/null || { echo "setup: installing jupyterlab playwright"; \
+	  $(PY) -m pip install -q jupyterlab playwright; }
+
+# JupyterLab on 127.0.0.1 runs $(BROWSER_NB) in headless chromium: the live
+# view renders and its count grows; screenshots in build/browser/.
+browser: browser-tools
+	timeout -k 10 $(BROWSER_LIMIT) $(PY) tests/browser/run_browser.py --out build/browser $(BROWSER_NB)
+
+# Every benchmark runs; the target fails if any of them failed or missed its target.
 bench: setup
-	@set -e; for f in bench/*.py; do \
+	@status=0; for f in bench/*.py; do \
 	  [ -e "$$f" ] || continue; \
-	  echo "== $$f"; $(PY) "$$f"; \
-	done
+	  echo "== $$f"; $(PY) "$$f" || { echo "== $$f FAILED (exit $$?)"; status=1; }; \
+	done; exit $$status
 
 clean:
 	rm -rf $(VENV) build notebooks/build *.egg-info .pytest_cache

@@ -121,6 +121,9 @@ def run_notebook(path: str, output: str | None = None, timeout: float = 600,
         km=km,
         resources={"metadata": {"path": nbdir}},
         on_cell_executed=on_cell_executed,
+        # the widgets' last state goes into the notebook's metadata: reopened later (or
+        # rendered by `make docs`) a live view shows its last figures, not "model not found"
+        store_widget_state=True,
     )
     ok = True
     failed = None

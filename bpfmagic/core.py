@@ -391,7 +391,8 @@ class CoreMap:
     def items(self):
         if self.map_type in (2, 6):  # arrays: every index exists
             return [(ct.c_uint32(i), self[i]) for i in range(self.max_entries)]
-        raise NotImplementedError(f"{self.name}: iterating this map type is not supported; look keys up with [key]")
+        raise NotImplementedError(f"{self.name}: iterating this map type is not supported here; read it whole, "
+                                  f"typed from BTF, with module.df({self.name!r}) or %bpf map {self.name}")
 
     def __repr__(self) -> str:
         return f"<CoreMap {self.name} type={self.map_type} max_entries={self.max_entries}>"

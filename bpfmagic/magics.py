@@ -138,11 +138,22 @@ def _line_parsers() -> dict[str, MagicArgumentParser]:
     p.add_argument("table")
     p.add_argument("--last", type=int, metavar="N", help="only the last N rows")
     p.add_argument("--counts", metavar="COL", help="rows per value of COL instead of the rows")
-    p = parser("watch", "live view of a stream: events, rate, lost, last rows, counts by a column")
+    p = parser("watch", "live view of a stream (events, rate, lost, last rows, counts by a column) "
+                        "or of a map (its entries with deltas and rates per key)")
     p.add_argument("table")
-    p.add_argument("--by", metavar="COL", help="also show the number of rows per value of COL")
-    p.add_argument("--rows", type=int, default=10, metavar="N", help="how many of the last rows to show")
+    p.add_argument("--by", metavar="COL", help="stream: also show the number of rows per value of COL")
+    p.add_argument("--rows", type=int, default=10, metavar="N", help="stream: how many of the last rows to show")
+    p.add_argument("--top", type=int, default=20, metavar="N", help="map: the N keys with the highest rate")
+    p.add_argument("--sort", metavar="COL", help="map: order by the rate of COL (default: the first counter)")
     p.add_argument("--interval", type=float, default=0.5, metavar="S", help="seconds between updates")
+    p = parser("map", "any map of a module as a DataFrame: hash, array, LRU, per-CPU (a column per CPU), "
+                      "LPM trie, queue/stack (peek), prog array (slots), --core globals (MODULE.bss/.data/.rodata)")
+    p.add_argument("table", metavar="[MODULE.]TABLE")
+    p.add_argument("--sum", action="store_true", help="per-CPU maps: sum the values over CPUs")
+    p.add_argument("--sort", metavar="COL", help="order by COL, largest first")
+    p.add_argument("--top", type=int, metavar="N", help="only the N largest (by --sort, else the first value)")
+    p.add_argument("--hist", action="store_true",
+                   help="a log2 histogram (BPF_HISTOGRAM): buckets low..high with counts, and a plot")
     p = parser("trace", "bpf_trace_printk lines from trace_pipe (ts, cpu, pid, comm, msg)")
     p.add_argument("--seconds", type=float, default=1.0, metavar="S", help="read for S seconds (default 1)")
     p.add_argument("--lines", type=int, metavar="N", help="stop after N lines")
@@ -228,6 +239,9 @@ class BpfMagics(Magics):
             %bpf graph [ARRAY]                        the tail-call chain as a picture (.nodes, .edges)
             %bpf df TABLE [--last N] [--counts COL]   events streamed from TABLE (or MODULE.TABLE)
             %bpf watch TABLE [--by COL] [--rows N] [--interval S]   live view: events, rate, lost, last rows
+            %bpf watch MAP [--top N] [--sort COL] [--interval S]    live view of a map: values, deltas, rates per key
+            %bpf map [MODULE.]TABLE [--sum] [--sort COL] [--top N] [--hist]
+                                                      any map as a DataFrame (per-CPU: a column per CPU)
             %bpf trace [--seconds S] [--lines N] [--grep RE] [--older]   bpf_trace_printk lines (ts, cpu, pid, comm, msg)
             %bpf streams                              every stream with its counters
 
@@ -384,8 +398,24 @@ class BpfMagics(Magics):
         return stream.tail(args.last) if args.last is not None else stream.df()
 
     def _cmd_watch(self, args):
-        from .widgets import Watch
-        return Watch(bpfmagic.session().stream(args.table), by=args.by, rows=args.rows, interval=args.interval)
+        from .widgets import MapWatch, Watch
+        s = bpfmagic.session()
+        if _is_stream(s, args.table):
+            return Watch(s.stream(args.table), by=args.by, rows=args.rows, interval=args.interval)
+        if args.by:
+            raise UsageError(f"--by counts the rows of a stream; {args.table} is a map (use --sort COL)")
+        return MapWatch(s.map(args.table), top=args.top, sort=args.sort, interval=args.interval)
+
+    def _cmd_map(self, args):
+        view = bpfmagic.session().map(args.table)
+        if args.hist:
+            from IPython.display import SVG, display
+
+            from .testrun import figure_svg
+            hist = view.hist()
+            display(SVG(figure_svg(view.plot_hist(hist=hist))))
+            return hist
+        return view.df(sum=args.sum, sort=args.sort, top=args.top)
 
     def _cmd_trace(self, args):
         return bpfmagic.session().trace(seconds=args.seconds, max_lines=args.lines, grep=args.grep,
@@ -393,6 +423,13 @@ class BpfMagics(Magics):
 
     def _cmd_streams(self, args):
         return bpfmagic.session().streams.summary()
+
+
+def _is_stream(session, name: str) -> bool:
+    """NAME names an event stream (else, perhaps, a map)."""
+    if name in session.streams.names():
+        return True
+    return any(q.split(".", 1)[1] == name for q in session.streams.names())
 
 
 def _asks_help(parser, words: list[str]) -> bool:

@@ -166,6 +166,18 @@ class Module:
     def __contains__(self, table: str) -> bool:
         return table in self.tables
 
+    def map(self, table: str):
+        """A view of map TABLE: .df(), [key], [key] = value, del, .clear(), .from_df() (maps.MapView);
+        --core globals: map("bss"), map("data"), map("rodata")."""
+        from .maps import view_of
+        if self.closed:
+            raise UsageProblem(f"module {self.name} was unloaded: its maps are gone")
+        return view_of(self.session, self, table)
+
+    def df(self, table: str, sum: bool = False):
+        """Map TABLE as a DataFrame (per-CPU values one column per CPU, or summed with ``sum``)."""
+        return self.map(table).df(sum=sum)
+
     def program(self, name: str, type: str | None = None) -> Program:
         """The loaded program NAME, loading it now if needed (with ``type``,
         else the type its context parameter implies)."""
@@ -702,6 +714,11 @@ class Session:
         """The stream of event table NAME ("events" when only one module has it, else "module.events")."""
         return self.streams.get(name)
 
+    def map(self, name: str):
+        """A view of map NAME (TABLE when one module has it, else MODULE.TABLE): maps.MapView."""
+        from . import maps
+        return maps.find(self, name)
+
     def trace(self, seconds: float = 1.0, max_lines: int | None = None, grep: str | None = None,
               older: bool = False):
         """bpf_trace_printk lines from trace_pipe for up to SECONDS: DataFrame (ts, cpu, pid, comm, msg).
@@ -936,15 +953,37 @@ def _bcc():
 
 def _prepare_environment() -> dict:
     """env.prepare(), with its once-per-process headers warning re-issued
-    without a source line (shown in a notebook it should read as a note)."""
+    without a source line. In IPython it is a one-line note on stdout
+    instead: a warning goes to stderr, which a notebook shows as a pink,
+    error-looking block on the cell that loaded the extension."""
     import warnings
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         from . import env
         result = env.prepare()
     for w in caught:
-        warnings.warn_explicit(w.message, w.category, filename="bpfmagic", lineno=0)
+        if issubclass(w.category, env.HeadersMismatchWarning) and _in_ipython():
+            print(headers_note(str(w.message)), flush=True)
+        else:
+            warnings.warn_explicit(w.message, w.category, filename="bpfmagic", lineno=0)
     return result
+
+
+def headers_note(message: str) -> str:
+    """The headers warning in one short line (the message itself if its shape is unknown)."""
+    m = re.search(r"running kernel (\S+) has no headers; BCC compiles against the headers of kernel (\S+)",
+                  message)
+    if not m:
+        return f"note: {message}"
+    return (f"note: BCC uses the headers of kernel {m.group(2)} (running {m.group(1)}): kernel struct "
+            "offsets read with bpf_probe_read_kernel may be wrong; use --core for those (%bpf doctor)")
+
+
+def _in_ipython() -> bool:
+    import sys
+    shell = sys.modules.get("IPython")
+    get = getattr(shell, "get_ipython", None)
+    return get is not None and get() is not None
 
 
 def _attach_specs(attach) -> list[tuple[str, str]]:

@@ -886,14 +886,22 @@ class Stream:
     def counts(self, column: str):
         """Rows per value of COLUMN, most frequent first (str values decoded
         once per distinct value, not per row)."""
-        import pandas as pd
+        self._count_field(column)
+        with self._lock:
+            chunks = self._rows.snapshot()
+        return self._counts(chunks, column)
+
+    def _count_field(self, column: str) -> Field:
         field = next((f for f in self.rtype.fields if f.name == column), None)
         if field is None:
             raise UsageProblem(f"{self.name} has no column {column!r} (columns: {', '.join(self.columns)})")
         if field.kind in ("array", "int128"):
             raise UsageProblem(f"{self.name}.{column} is an array ({field.ctype}); count by a scalar column")
-        with self._lock:
-            chunks = self._rows.snapshot()
+        return field
+
+    def _counts(self, chunks: list[np.ndarray], column: str):
+        import pandas as pd
+        field = self._count_field(column)
         values = np.concatenate([c[column] for c in chunks]) if chunks else self.rtype.empty()[column]
         if field.kind != "str":
             counts = pd.Series(values, name=column).value_counts()
@@ -903,6 +911,28 @@ class Stream:
         # bytes after the NUL differ between rows of the same string: sum after decoding
         by_value = pd.Series(counts, index=pd.Index(decode_cstrings(keys), name=column), name="count")
         return by_value.groupby(level=0, sort=False).sum().sort_values(ascending=False, kind="stable")
+
+    def snapshot(self, rows: int = 10, by: str | None = None) -> dict:
+        """count, dropped, rows (held), the last ROWS rows (``tail``) and, with
+        BY, the rows per value of BY (``counts``), all taken under one lock:
+        figures shown together agree (sum of counts == rows; count == rows +
+        dropped since the last clear)."""
+        if by is not None:
+            self._count_field(by)
+        with self._lock:
+            chunks = self._rows.snapshot()
+            count, dropped, held = self.count, self.dropped, self._rows.n
+        tail_chunks, have = [], 0
+        for chunk in reversed(chunks):
+            if have >= rows:
+                break
+            take = chunk[-(rows - have):]
+            tail_chunks.append(take)
+            have += len(take)
+        tail = self.rtype.frame(tail_chunks[::-1])
+        tail.index = tail.index + (held - len(tail))
+        return {"count": count, "dropped": dropped, "rows": held, "tail": tail,
+                "counts": self._counts(chunks, by) if by is not None else None}
 
     # -------------------------------------------------- export
     def to_parquet(self, path: str, follow: bool = False,

@@ -45,7 +45,8 @@ def capture(seconds: float = 1.0, max_lines: int | None = None, grep: str | None
     never blocking longer. ``grep``: keep messages matching this regex.
     DataFrame columns: ts (seconds since boot, as the trace clock), cpu, pid
     (the thread id), comm, msg. ``df.attrs["lost"]``: lines the kernel
-    reported as overwritten before they were read. Reading consumes: lines
+    reported as overwritten before they were read; ``df.attrs["stopped_by"]``:
+    "max_lines" or "seconds", what ended the capture. Reading consumes: lines
     read past MAX_LINES in the same read are gone for other readers too."""
     import math
 
@@ -115,4 +116,5 @@ def capture(seconds: float = 1.0, max_lines: int | None = None, grep: str | None
     frame = pd.DataFrame(rows, columns=COLUMNS)
     frame.attrs["lost"] = lost
     frame.attrs["older"] = older
+    frame.attrs["stopped_by"] = "max_lines" if max_lines is not None and len(rows) >= max_lines else "seconds"
     return frame

@@ -72,11 +72,12 @@ class Watch:
     def update(self) -> None:
         """Read the stream and set the widgets' values (safe from any thread)."""
         s = self.stream
-        now, count = time.monotonic(), s.count
+        snap = s.snapshot(self.rows, self.by)  # one lock: count, rows, tail and counts agree
+        now, count = time.monotonic(), snap["count"]
         then, before = self._last
         rate = max(count - before, 0) / (now - then) if now > then else 0.0
         self._last = (now, count)
-        lost, dropped, held = s.lost, s.dropped, len(s)
+        lost, dropped, held = s.lost, snap["dropped"], snap["rows"]
         state = "running" if s.running else "stopped"
         view = "" if not self._stopped.is_set() else " · view stopped"
         error = f" · <span style='color:#b00'>error: {html.escape(repr(s.error))}</span>" if s.error else ""
@@ -85,12 +86,16 @@ class Watch:
             f"<b>{html.escape(s.name)}</b> ({s.kind}, {state}{view}) · <b>{count:,}</b> events · "
             f"{_rate(rate)} · <span{lost_style}>lost {lost:,}</span> · dropped {dropped:,} · "
             f"rows {held:,} / {s.max_rows:,}{error}")
-        self.table.value = s.tail(self.rows).to_html(max_cols=30, border=0)
+        self.table.value = snap["tail"].to_html(max_cols=30, border=0)
+        counted = None
         if self.by:
-            counts = s.counts(self.by).head(20)
-            self.groups.value = counts.to_frame().to_html(border=0)
+            counts = snap["counts"]
+            counted = int(counts.sum())
+            self.groups.value = counts.head(20).to_frame().to_html(border=0)
         # last: whoever sees these figures sees widgets showing them
         self.values = {"count": count, "rate": rate, "lost": lost, "dropped": dropped, "rows": held}
+        if counted is not None:
+            self.values["counted"] = counted
 
     def _clear(self) -> None:
         self.stream.clear()
@@ -130,3 +135,136 @@ def _rate(per_second: float) -> str:
     if per_second >= 1e3:
         return f"{per_second / 1e3:.1f} k/s"
     return f"{per_second:.0f}/s"
+
+
+_LIVE_MAP_VIEWS: dict = {}  # map name -> its MapWatch: one live view per map
+
+
+class MapWatch:
+    """A map's entries refreshed every ``interval`` seconds, with the change
+    of each numeric value since the previous refresh (``COL.delta``) and its
+    rate per second (``COL.rate``), the ``top`` keys by the rate of ``sort``
+    (default: the first numeric value). Per-CPU values are summed. Every
+    refresh is one read of the map, so the figures shown together come from
+    the same pass (see maps.py for what the kernel does not make atomic).
+    Stop button / ``stop()`` as for the stream view; the view stops by itself
+    when the module is unloaded. ``frame`` is the table last shown and
+    ``values`` its totals, for code that reads the view."""
+
+    def __init__(self, view, top: int = 20, sort: str | None = None, interval: float = 0.5):
+        import ipywidgets as w
+        if interval <= 0:
+            raise UsageProblem("--interval must be > 0 seconds")
+        if top < 0:
+            raise UsageProblem(f"--top must be 0 or more (got {top})")
+        self.view, self.top, self.sort, self.interval = view, top, sort, interval
+        self.frame = None
+        self.values: dict = {}
+        self.error: BaseException | None = None
+        self._previous = None  # (time, frame) of the last refresh
+        self.status = w.HTML()
+        self.table = w.HTML()
+        self.stop_button = w.Button(description="Stop", icon="stop", tooltip="stop updating this view")
+        self.stop_button.on_click(lambda _: self.stop())
+        self.widget = w.VBox([w.HBox([self.status, self.stop_button]), self.table])
+        self._stopped = threading.Event()
+        previous = _LIVE_MAP_VIEWS.get(view.name)
+        if previous is not None:
+            previous.stop()
+        self.update()
+        if sort is not None and sort not in self._numeric(self._previous[1]):
+            raise UsageProblem(f"{view.name}: --sort takes a numeric value column "
+                               f"({', '.join(self._numeric(self._previous[1])) or 'none'})")
+        _LIVE_MAP_VIEWS[view.name] = self
+        self._thread = threading.Thread(target=self._run, name=f"bpfmagic-mapwatch-{view.name}", daemon=True)
+        self._thread.start()
+
+    def _keys(self, frame) -> list[str]:
+        key = getattr(self.view, "key", None)
+        return key.columns if key is not None else ["array", "index"]
+
+    def _numeric(self, frame) -> list[str]:
+        keys = set(self._keys(frame))
+        return [c for c in frame.columns if c not in keys and frame[c].dtype.kind in "iuf"]
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self.interval):
+            if self.widget.comm is None:
+                break
+            try:
+                self.update()
+            except (UsageProblem, OSError) as e:  # the module was unloaded, or the read failed
+                self.error = e
+                self.status.value = f"<b>{html.escape(self.view.name)}</b> · stopped: {html.escape(str(e))}"
+                break
+        self._stopped.set()
+
+    def update(self) -> None:
+        """One read of the map; the table, deltas and rates all come from it."""
+        import numpy as np
+        frame = self.view.df(sum=True)
+        now = time.monotonic()
+        keys, numeric = self._keys(frame), self._numeric(frame)
+        shown = frame.copy()
+        interval = None
+        if self._previous is not None and keys:
+            then, before = self._previous
+            interval = now - then
+            try:  # where each key was in the previous read (-1: new since)
+                pos = frame[keys].merge(before[keys].assign(_row=np.arange(len(before))), on=keys,
+                                        how="left")["_row"]
+            except TypeError:  # unhashable key columns (arrays in the key): no deltas
+                pos = None
+            if pos is not None:
+                seen = pos.notna().to_numpy()
+                rows = pos.fillna(0).to_numpy().astype(np.int64)
+                for col in numeric:
+                    new = frame[col].to_numpy()
+                    old = np.where(seen, before[col].to_numpy()[rows], 0) if len(before) else np.zeros_like(new)
+                    if new.dtype.kind == "f":
+                        delta = new - old
+                    else:  # unsigned arithmetic, as the counter wraps
+                        delta = (new.astype(np.uint64) - old.astype(np.uint64)).view(np.int64)
+                    shown[f"{col}.delta"] = delta
+                    shown[f"{col}.rate"] = delta / interval if interval > 0 else 0.0
+        order = self.sort or (numeric[0] if numeric else None)
+        if order is not None:
+            by = f"{order}.rate" if f"{order}.rate" in shown.columns else order
+            shown = shown.sort_values(by, ascending=False, kind="stable", ignore_index=True)
+        self._previous = (now, frame)
+        top = shown.head(self.top)
+        totals = {col: int(frame[col].sum()) if frame[col].dtype.kind in "iu" else float(frame[col].sum())
+                  for col in numeric}
+        deltas = {col: int(shown[f"{col}.delta"].sum()) for col in numeric if f"{col}.delta" in shown.columns}
+        state = " · view stopped" if self._stopped.is_set() else ""
+        read = self.view.last_read if hasattr(self.view, "last_read") else None
+        how = f" · read by {read.method}: {read.syscalls} syscalls, {read.seconds * 1e3:.1f} ms" if read else ""
+        every = f" · Δ over {interval:.2f} s" if interval else ""
+        self.status.value = (f"<b>{html.escape(self.view.name)}</b> · {len(frame):,} entries{every}{how}"
+                             f"{state}")
+        self.table.value = top.to_html(max_cols=40, border=0)
+        # last: whoever sees these figures sees widgets showing them
+        self.frame = top
+        self.values = {"entries": len(frame), "interval": interval, "totals": totals, "deltas": deltas}
+
+    def stop(self) -> None:
+        self._stopped.set()
+        thread = getattr(self, "_thread", None)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+        if _LIVE_MAP_VIEWS.get(self.view.name) is self:
+            del _LIVE_MAP_VIEWS[self.view.name]
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def close(self) -> None:
+        self.stop()
+        self.widget.close()
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    def __repr__(self) -> str:
+        return f"<bpfmagic MapWatch of {self.view.name} ({'updating' if self.running else 'stopped'})>"

@@ -119,6 +119,109 @@ def session():
     assert not left, f"Session.close() left BPF objects: {left}"
 
 
+# --------------------------------------------------------------------------
+# Oracles for what this kernel can do, written apart from bpfmagic's own
+# checks so that a test compares the code with something it did not compute.
+# --------------------------------------------------------------------------
+
+
+def kernel_config() -> dict[str, str] | None:
+    """The running kernel's build config (CONFIG_X -> y/m/n/value), or None."""
+    import gzip
+    for path, opener in (("/proc/config.gz", gzip.open), (f"/boot/config-{os.uname().release}", open)):
+        try:
+            with opener(path, "rt") as f:
+                text = f.read()
+        except OSError:
+            continue
+        config = {}
+        for line in text.splitlines():
+            if line.startswith("CONFIG_"):
+                key, _, value = line.partition("=")
+                config[key] = value
+            elif line.startswith("# CONFIG_") and line.endswith(" is not set"):
+                config[line.split()[1]] = "n"
+        return config
+    return None
+
+
+def kernel_has_kprobes() -> bool:
+    """Kprobes that BCC can attach: built in, with kprobe events (the perf
+    'kprobe' PMU or tracefs kprobe_events). From the build config where the
+    kernel exposes it, else from the PMU the kernel registered."""
+    config = kernel_config()
+    if config is not None:
+        return config.get("CONFIG_KPROBES") == "y" and config.get("CONFIG_KPROBE_EVENTS") == "y"
+    return os.path.isdir("/sys/bus/event_source/devices/kprobe")
+
+
+def kernel_loads_fentry() -> bool:
+    """Does BPF_PROG_LOAD of an fentry program (r0 = 0; exit) on
+    bpf_fentry_test1 succeed? The BTF id comes from bpftool, the load is a
+    bare bpf(2) call: nothing of bpfmagic's probe is reused."""
+    import ctypes
+    import re
+    import shutil
+    import struct
+    import subprocess
+    bpftool = shutil.which("bpftool") or shutil.which("bpftool", path="/usr/sbin:/sbin")
+    assert bpftool, "bpftool is missing: `make setup` installs it"
+    dump = subprocess.run([bpftool, "btf", "dump", "file", "/sys/kernel/btf/vmlinux"],
+                          capture_output=True, text=True, timeout=60, check=True).stdout
+    found = re.search(r"^\[(\d+)\] FUNC 'bpf_fentry_test1'", dump, re.M)
+    if found is None:
+        return False
+    nr_bpf = {"x86_64": 321, "aarch64": 280}[os.uname().machine]
+    bpf_prog_load, prog_type_tracing, trace_fentry = 5, 26, 24
+    insns = struct.pack("<QQ", 0xB7, 0x95)  # mov r0, 0; exit
+    insn_buf = ctypes.create_string_buffer(insns, len(insns))
+    license_buf = ctypes.create_string_buffer(b"GPL")
+    attr = ctypes.create_string_buffer(144)
+    struct.pack_into("<IIQQ", attr, 0, prog_type_tracing, 2, ctypes.addressof(insn_buf),
+                     ctypes.addressof(license_buf))
+    struct.pack_into("<I", attr, 68, trace_fentry)        # expected_attach_type
+    struct.pack_into("<I", attr, 108, int(found[1]))      # attach_btf_id
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    fd = libc.syscall(ctypes.c_long(nr_bpf), ctypes.c_long(bpf_prog_load), attr, ctypes.c_uint(len(attr)))
+    if fd >= 0:
+        os.close(fd)
+        return True
+    return False
+
+
+def syscall_nr(name: str) -> int:
+    """This architecture's number of syscall NAME, as the C preprocessor sees
+    it through libc's <sys/syscall.h>, confirmed by the kernel for getppid."""
+    import ctypes
+    import re
+    import shutil
+    import subprocess
+    cc = shutil.which("clang") or shutil.which("cc")
+    assert cc, "no C compiler: `make setup` installs clang"
+    macros = subprocess.run([cc, "-dM", "-E", "-x", "c", "-"], input="#include <sys/syscall.h>\n",
+                            capture_output=True, text=True, timeout=60, check=True).stdout
+    nr = int(re.search(rf"^#define __NR_{name} (\d+)$", macros, re.M)[1])
+    if name == "getppid":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        assert libc.syscall(ctypes.c_long(nr)) == os.getppid(), f"syscall {nr} is not getppid here"
+    return nr
+
+
+def prog_fdinfo(fd: int) -> dict[str, int]:
+    """The kernel's /proc fdinfo of a program fd: run_cnt, run_time_ns,
+    prog_id, ... (read apart from bpf_obj_get_info_by_fd, which bpfmagic uses)."""
+    out = {}
+    with open(f"/proc/self/fdinfo/{fd}") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            value = value.strip()
+            if value.isdigit():
+                out[key] = int(value)
+    return out
+
+
 @pytest.fixture(scope="module")
 def ip():
     from IPython.testing.globalipapp import get_ipython

@@ -75,10 +75,10 @@ def test_edges_match_the_chain(session):
     assert nodes.loc["c.entry", "run_cnt"] == 3 and nodes.loc["c.parse_l4", "taken"] == 3
     assert "c.parse_ip" in repr(g)
 
-    if shutil.which("dot"):
-        svg = g.svg()
-        assert svg.lstrip().startswith("<?xml") and "jt[parse_ip]" in svg and "3 missed" in svg
-        assert "image/svg+xml" in g._repr_mimebundle_()
+    assert shutil.which("dot"), "Graphviz's dot is missing: `make setup` installs it"
+    svg = g.svg()
+    assert svg.lstrip().startswith("<?xml") and "jt[parse_ip]" in svg and "3 missed" in svg
+    assert "image/svg+xml" in g._repr_mimebundle_()
     assert session.graph("jt").edge_set() == g.edge_set()
 
 
@@ -107,8 +107,8 @@ def test_a_swapped_in_program_is_credited_only_its_own_calls(session):
     assert nodes.loc["c.b1", "taken"] == 1
     slot_edge = g.edges[g.edges["kind"] == "slot"].set_index("dst").loc["c.b1"]
     assert (slot_edge["calls"], slot_edge["taken"], slot_edge["missed"]) == (1, 1, 0)
-    if shutil.which("dot"):
-        assert "1 taken" in g.svg() and "101 taken" not in g.svg()
+    assert shutil.which("dot"), "Graphviz's dot is missing: `make setup` installs it"
+    assert "1 taken" in g.svg() and "101 taken" not in g.svg()
 
 
 # ------------------------------------------------------------------ magics

@@ -239,13 +239,18 @@ def test_load_line_command_takes_a_file(fresh, tmp_path):
 
 @needs_root
 def test_bad_cell_arguments_are_usage_errors(fresh, capsys, tmp_path):
+    import builtins
+    missing = object()
+    print_before = fresh.user_ns.get("print", missing)
     for line, words in [('%%bpf e --cflags "-DX=1', "cannot parse"),
                         ("%%bpf print", "builtin"),
                         ("%%bpf twice -a f=xdp:lo -a f=xdp:lo", "twice")]:
         res = run(fresh, line + "\nint f(struct xdp_md *c) { return XDP_PASS; }\n")
         assert res.error_in_exec is not None and words in str(res.error_in_exec), (line, res.error_in_exec)
         assert "Traceback" not in "".join(capsys.readouterr())
-    assert callable(fresh.user_ns["print"]) if "print" in fresh.user_ns else True
+    # The refused `%%bpf print` bound nothing: `print` is still the builtin.
+    assert fresh.user_ns.get("print", missing) is print_before and fresh.ev("print") is builtins.print
+    assert "print" not in bpfmagic.session().modules
     binary = tmp_path / "blob.bpf.c"
     binary.write_bytes(b"\x7fELF\xd0\xff\x00")
     res = run(fresh, f"%bpf blob --file {binary}")

@@ -1,0 +1,89 @@
+"""bench/*.py as the suite can afford them: a smoke run of each (a few
+thousand events, one round) must pass its own correctness checks, and a
+target that falls short must make the script exit non-zero (so `make bench`
+fails). Their speed is not judged here."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from .conftest import needs_root
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_bench(script: str, *args: str, patch: str = "") -> subprocess.CompletedProcess:
+    """Run bench/SCRIPT with ARGS in a fresh interpreter on this checkout;
+    PATCH (Python) runs after the script is imported and before its main()."""
+    code = textwrap.dedent(f"""
+        import importlib.util, sys
+        spec = importlib.util.spec_from_file_location("bench_script", {os.path.join(REPO, "bench", script)!r})
+        bench = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bench)
+        {patch}
+        sys.exit(bench.main({list(args)!r}))
+    """)
+    env = {**os.environ, "PYTHONPATH": REPO}
+    return subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True,
+                          timeout=300, cwd=REPO, env=env)
+
+
+def load_bench(script: str):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(f"bench_{script[:-3]}", os.path.join(REPO, "bench", script))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@needs_root
+def test_compile_bench_smoke_run_checks_both_sides():
+    r = run_bench("compile.py", "--smoke")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "every cell loaded; both sides' programs attached and counted; the --core rows loaded" in r.stdout
+    assert "first compile" in r.stdout and "unchanged re-run" in r.stdout
+    for label in ("raw tracepoint counter", "dispatcher with tail call"):
+        assert any(line.startswith(label) and line.endswith("x") for line in r.stdout.splitlines()), r.stdout
+
+
+@needs_root
+def test_ingest_bench_smoke_run_delivers_every_record_in_order():
+    r = run_bench("ingest.py", "--smoke")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "5,000 records per round" in r.stdout and "1 rounds (paths interleaved)" in r.stdout
+    for path in ("(a) ", "(b) ", "(a0)", "(c) "):
+        assert any(line.startswith(path) for line in r.stdout.splitlines()), (path, r.stdout)
+    assert "every record arrived, in order, on every path" in r.stdout
+
+
+@needs_root
+def test_a_missed_target_makes_each_bench_exit_1():
+    r = run_bench("compile.py", "--rounds", "1", patch="bench.TARGET_RATIO = 0.0")
+    assert r.returncode == 1 and "TARGET MISSED: worst ratio" in r.stderr, r.stdout + r.stderr
+    r = run_bench("ingest.py", "--events", "5000", "--rounds", "1", patch="bench.TARGET_BULK_RATE = 1e15")
+    assert r.returncode == 1 and "TARGET MISSED: (c) decodes" in r.stderr, r.stdout + r.stderr
+
+
+def test_targets_are_judged_on_the_figures():
+    compile_bench, ingest = load_bench("compile.py"), load_bench("ingest.py")
+    assert compile_bench.shortfalls(1.10, 1.10, 0.30) == []
+    assert [m.split()[0] for m in compile_bench.shortfalls(1.11, 1.0, 0.2)] == ["worst"]
+    assert [m.split()[1] for m in compile_bench.shortfalls(1.0, 1.11, 0.2)] == ["first"]
+    assert [m.split()[1] for m in compile_bench.shortfalls(1.0, 1.0, 0.31)] == ["unchanged"]
+    assert ingest.shortfalls(8.0, 20e6) == []
+    assert [m[:3] for m in ingest.shortfalls(7.9, 20e6)] == ["(b)"]
+    assert [m[:3] for m in ingest.shortfalls(8.0, 19.9e6)] == ["(c)"]
+    assert len(ingest.shortfalls(1.0, 1e6)) == 2
+
+
+def test_ingest_delivery_check_refuses_missing_and_reordered_records():
+    import numpy as np
+    ingest = load_bench("ingest.py")
+    ingest.check_in_order(np.arange(5, 10, dtype=np.uint64), 5, 5, "ok")
+    for bad in ([5, 6, 8, 7, 9], [5, 6, 7, 8], [5, 6, 7, 8, 9, 9]):
+        with pytest.raises(SystemExit, match="in order"):
+            ingest.check_in_order(np.array(bad, dtype=np.uint64), 5, 5, "bad")
