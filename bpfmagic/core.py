@@ -334,6 +334,24 @@ _lib = libbpf.object_api
 _PRINT_FN = ct.CFUNCTYPE(ct.c_int, ct.c_int, ct.c_char_p, ct.c_void_p)
 _libc = ct.CDLL(None)
 _libc.vsnprintf.argtypes = [ct.c_char_p, ct.c_size_t, ct.c_char_p, ct.c_void_p]
+# Bytes of a va_list where it is a struct passed by pointer: copying them is va_copy.
+_VA_LIST_SIZE = {"x86_64": 24, "aarch64": 32}.get(platform.machine())
+
+
+def _format(fmt: bytes, args: int) -> str:
+    """One libbpf message, whole: a verifier log can be megabytes and its reason
+    is at the end, so the length is asked first (on a copy of the va_list) and
+    the message formatted into a buffer that size."""
+    if _VA_LIST_SIZE is None:  # no safe va_copy here: a fixed buffer
+        buf = ct.create_string_buffer(1 << 20)
+        _libc.vsnprintf(buf, len(buf), fmt, args)
+        return buf.value.decode(errors="replace")
+    saved = ct.string_at(args, _VA_LIST_SIZE)
+    needed = _libc.vsnprintf(None, 0, fmt, args)
+    ct.memmove(args, saved, _VA_LIST_SIZE)
+    buf = ct.create_string_buffer(max(needed, 0) + 1)
+    _libc.vsnprintf(buf, len(buf), fmt, args)
+    return buf.value.decode(errors="replace")
 
 
 @contextlib.contextmanager
@@ -347,9 +365,7 @@ def libbpf_messages():
 
     def collect(level, fmt, args):
         if level <= 1:  # LIBBPF_WARN, LIBBPF_INFO; not DEBUG
-            buf = ct.create_string_buffer(1 << 16)
-            _libc.vsnprintf(buf, len(buf), fmt, args)
-            chunks.append(buf.value.decode(errors="replace"))
+            chunks.append(_format(fmt, args))
         return 0
 
     callback = _PRINT_FN(collect)
@@ -568,8 +584,10 @@ def _verifier_error(name: str, log: str, errno_: int, origin: str, source: str) 
     from .compiler import verifier_error
     # libbpf frames the kernel's log between these markers; keep libbpf's own lines out of the tail.
     m = re.search(r"-- BEGIN PROG LOAD LOG --\n(.*?)-- END PROG LOAD LOG --", log, re.S)
-    if m is None and "processed " not in log:
+    if m is None and "-- BEGIN PROG LOAD LOG --" not in log:
         return _libbpf_refusal(name, log, errno_)
+    if m is None:  # a log without its end marker: all of it from the start marker
+        m = re.search(r"-- BEGIN PROG LOAD LOG --\n(.*)", log, re.S)
     prog = re.search(r"prog '(\w+)': BPF program load failed", log)
     body = m[1] if m else log
     body = body.replace(f"@ {CORE_CELL_FILE}:", f"@ {origin}:")

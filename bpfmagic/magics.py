@@ -30,7 +30,7 @@ def _cell_parser() -> MagicArgumentParser:
                         "has kprobes (otherwise the cell says what to use)")
     p.add_argument("-s", "--slot", action="append", default=[], metavar="ARRAY[KEY]=FUNC",
                    help="load FUNC with ARRAY's program type and store it at KEY (integer, syscall or name)")
-    p.add_argument("--file", help="load this .bpf.c file as the module (cell body empty)")
+    p.add_argument("--file", metavar="PATH", help="load this .bpf.c file as the module (cell body empty)")
     p.add_argument("--cflags", action="append", default=[],
                    help='extra compiler flags: several in one quoted string, repeatable, --cflags=... too, '
                         'e.g. --cflags "-DN=4 -DDEBUG"')
@@ -453,7 +453,7 @@ def _help(parser) -> str:
 
 def _commands_help(parsers) -> str:
     width = max(map(len, parsers))
-    lines = ["%bpf COMMAND [...]; `%bpf COMMAND --help` for one command, `%%bpf --help` for the cell magic:", ""]
+    lines = ["%bpf COMMAND [...]; `%bpf COMMAND --help` for one command, `%%bpf?` for the cell magic:", ""]
     lines += [f"  {name:<{width}}  {p.description or ''}" for name, p in parsers.items()]
     return "\n".join(lines)
 

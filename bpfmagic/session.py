@@ -443,6 +443,9 @@ class Session:
         for func, target in attach_specs:
             check_servable(parse_target(target))  # before any compiling
         syntax = analyse(source)
+        if not syntax.has_content:
+            raise UsageProblem(f"{origin} has no C code: write the program below the %%bpf line "
+                               "(or load a file with --file PATH)")
         if not core:  # functions BCC attaches by their names get the same checks
             for func, target in convention_targets(syntax.contexts):
                 check_servable(target)

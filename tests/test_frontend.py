@@ -10,7 +10,7 @@ import pytest
 
 from bpfmagic import packets
 from bpfmagic.c import analyse
-from bpfmagic.errors import AttachError, BpfCompileError, BpfVerifierError, SlotError
+from bpfmagic.errors import AttachError, BpfCompileError, BpfVerifierError, SlotError, UsageProblem
 
 from .conftest import needs_root
 
@@ -513,8 +513,8 @@ def test_codegen_hazards_are_read_on_the_tree():
     assert codegen_hazards("int f(void *c) { u32 *p; u32 k = __sync_fetch_and_add(p, 1); return k; }") == [
         "the result of __sync_fetch_and_add() is used"]
     assert codegen_hazards("int f(void *c) { u64 *p; __sync_fetch_and_add(p, 1); return 0; }") == []
-    assert codegen_hazards("int f(void *c) { char buf[600]; return buf[0]; }") == ["600 bytes of local arrays"]
-    assert codegen_hazards("int f(void *c) { u32 v[2][40]; return v[0][0]; }") == ["320 bytes of local arrays"]
+    assert codegen_hazards("int f(void *c) { char buf[600]; return buf[0]; }") == ["600 bytes of locals"]
+    assert codegen_hazards("int f(void *c) { u32 v[2][40]; return v[0][0]; }") == ["320 bytes of locals"]
     assert "a double" in codegen_hazards("int f(void *c) { double x = 2; return x; }")
     assert codegen_hazards("/* double 1.5 __sync_fetch_and_add(p) */ int f(void *c) { return 0x1e; }") == []
 
@@ -589,3 +589,29 @@ def test_size_mismatch_advice_names_the_modules_to_unload_first(session):
     session.unload("jt")  # the advice works
     session.load("other", "BPF_PROG_ARRAY(jt, 8);\nint g(struct xdp_md *ctx) { return 2; }")
     assert session.array("jt").size == 8
+
+
+def test_a_core_program_over_the_budget_keeps_the_whole_log(session):
+    # The log is tens of megabytes; the reason is at its end (libbpf's messages are formatted whole).
+    with pytest.raises(BpfVerifierError) as err:
+        session.load("big", '#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n'
+                     "struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 1); __type(key, __u32); "
+                     '__type(value, __u64); } a SEC(".maps");\n'
+                     'SEC("xdp") int f(struct xdp_md *ctx) {\n    __u64 sum = 0;\n'
+                     "    #pragma clang loop unroll(disable)\n    for (__u32 i = 0; i < 200000; i++) "
+                     "{ __u32 k = 0; __u64 *v = bpf_map_lookup_elem(&a, &k); if (v) sum += *v + i; }\n"
+                     "    return sum & 1;\n}\n", core=True)
+    text = str(err.value)
+    assert "BPF program is too large" in text and "tail calls" in text and len(err.value.log) > 1 << 20
+
+
+def test_an_empty_cell_says_it_has_no_code(session):
+    with pytest.raises(UsageProblem, match="has no C code"):
+        session.load("empty", "  // nothing yet\n")
+
+
+def test_codegen_hazards_see_big_struct_locals():
+    from bpfmagic.c.hazards import codegen_hazards
+    src = "struct ev { u64 ts; char comm[16]; u32 args[60]; };\nint f(void *c) { struct ev e = {}; return e.ts; }"
+    assert codegen_hazards(src) == ["264 bytes of locals"]
+    assert codegen_hazards("struct small { u64 a, b; };\nint f(void *c) { struct small s = {}; return s.a; }") == []

@@ -77,10 +77,12 @@ def execute(path, tmp_path):
     nb = nbformat.read(path, as_version=4)
     probe = PROBES.get(os.path.basename(path))
     if probe:
-        assert nb.cells[-1].source.strip() == "%bpf reset", "the probe goes before the final reset"
+        # The probe reads the modules the notebook made: it goes before the first %bpf reset.
+        resets = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.source.startswith("%bpf reset")]
+        assert resets, "the probe goes before the notebook's %bpf reset"
         cell = nbformat.v4.new_code_cell(probe.strip())
         cell.metadata["tags"] = ["test-probe"]
-        nb.cells.insert(len(nb.cells) - 1, cell)
+        nb.cells.insert(resets[0], cell)
     # The copy runs in tmp_path: the notebooks read no file beside them.
     source = tmp_path / ("probed-" + os.path.basename(path))
     nbformat.write(nb, str(source))
@@ -193,8 +195,8 @@ def test_notebook_runs_top_to_bottom(path, executed):
                 assert "Traceback" not in o.text, o.text
                 assert all("HeadersMismatchWarning" in line for line in o.text.splitlines() if "Warning" in line)
     # the last cell frees, while the kernel still runs, every module the cells left loaded
-    assert code[-1].source.strip() == "%bpf reset"
-    assert text_outputs(code[-1]) == f"reset: unloaded {len(modules_left(code[:-1]))} module(s)\n"
+    assert code[-1].source.startswith("%bpf reset")
+    assert text_outputs(code[-1]).startswith(f"reset: unloaded {len(modules_left(code[:-1]))} module(s)\n")
 
 
 def modules_left(cells) -> set[str]:
@@ -203,6 +205,9 @@ def modules_left(cells) -> set[str]:
     NAME` frees it."""
     loaded: set[str] = set()
     for c in cells:
+        if c.source.startswith("%bpf reset"):
+            loaded.clear()
+            continue
         if c.source.startswith("%%bpf ") and "raises-exception" not in c.metadata.get("tags", []):
             loaded.add(c.source.split()[1])
             continue
@@ -342,10 +347,10 @@ def test_events_notebook_results(executed):
     shown = int(re.search(r"<b>([\d,]+)</b> events", status)[1].replace(",", ""))
     assert "view stopped" in status and "lost 0" in status
     assert shown >= 2 * 2000 + 500                                  # the workload and the 500 during the view
-    [groups] = [t for t in texts if "<th>count</th>" in t]  # the counts by comm
-    by_comm = {row[""]: int(row["count"]) for row in html_table(groups)}
-    assert by_comm[rows["main_comm"]] >= 2 * 2000 + 500           # the workload's calls, all from "python"
-    assert sum(by_comm.values()) >= shown  # read after the count, on a live stream
+    [groups] = [t for t in texts if "<th>count</th>" in t]  # the counts by syscall number
+    by_nr = {int(row[""]): int(row["count"]) for row in html_table(groups)}
+    assert by_nr == {nr_write: 2000, nr_getppid: 2000 + 500}       # the workload, then 500 getppid during the view
+    assert sum(by_nr.values()) == shown  # one snapshot: the counts agree with the total
     # the executed notebook keeps the view's last state: reopened later, it shows its figures;
     # the workload (4,000 events, the cells' thread only) and the 500 getppid calls of the next cell
     assert shown == 4500

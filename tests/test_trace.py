@@ -75,7 +75,8 @@ def test_unprivileged_capture_says_permission_denied():
     says permission, not "mount it"."""
     from .namespaces import BECOME_NOBODY, child_env
     # Imported as root (the clone may sit under a 0700 directory), then user nobody.
-    code = ("import os, bpfmagic\nfrom bpfmagic.trace import capture\n" + BECOME_NOBODY +
+    # pandas too: capture() imports it when it has lines to return, after the drop.
+    code = ("import os, pandas, bpfmagic\nfrom bpfmagic.trace import capture\n" + BECOME_NOBODY +
             "try:\n    capture(seconds=0.1)\n"
             "except Exception as e:\n    print(type(e).__name__, e)\n"
             "print('MODULE:', bpfmagic.__file__)\n")

@@ -32,9 +32,39 @@ def _array_bytes(declarator, element: int) -> int:
     return total
 
 
+def _struct_sizes(root) -> dict[str, int]:
+    """Rough byte sizes of the structs the cell defines (scalars, arrays, nested structs
+    defined earlier; 8 for anything else): enough to see a local that may pass the stack."""
+    sizes: dict[str, int] = {}
+    for node in _walk(root):
+        if node.type != "struct_specifier" or node.child_by_field_name("body") is None:
+            continue
+        name = node.child_by_field_name("name")
+        total = 0
+        for field in node.child_by_field_name("body").named_children:
+            if field.type != "field_declaration":
+                continue
+            type_node = field.child_by_field_name("type")
+            element = _element_size(type_node, sizes)
+            for d in field.children_by_field_name("declarator"):
+                total += _array_bytes(d, element) if d.type == "array_declarator" else element
+        if name is not None:
+            sizes[_text(name)] = total
+    return sizes
+
+
+def _element_size(type_node, structs: dict[str, int]) -> int:
+    if type_node is None:
+        return 8
+    if type_node.type == "struct_specifier" and type_node.child_by_field_name("name") is not None:
+        return structs.get(_text(type_node.child_by_field_name("name")), 8)
+    return _SCALAR_SIZES.get(_text(type_node), 8)
+
+
 def codegen_hazards(source: str) -> list[str]:
     """What in SOURCE could make libbcc end the process, one phrase each (empty: nothing)."""
     root = _parser().parse(source.encode()).root_node
+    structs = _struct_sizes(root)
     found: list[str] = []
     for node in _walk(root):
         if node.type == "call_expression":
@@ -53,12 +83,13 @@ def codegen_hazards(source: str) -> list[str]:
             for decl in _walk(node.child_by_field_name("body") or node):
                 if decl.type != "declaration":
                     continue
-                type_node = decl.child_by_field_name("type")
-                element = _SCALAR_SIZES.get(_text(type_node), 8) if type_node is not None else 8
+                element = _element_size(decl.child_by_field_name("type"), structs)
                 for d in decl.children_by_field_name("declarator"):
                     inner = d.child_by_field_name("declarator") if d.type == "init_declarator" else d
                     if inner is not None and inner.type == "array_declarator":
                         local += _array_bytes(inner, element)
+                    elif inner is not None and inner.type == "identifier":
+                        local += element
             if local >= STACK_WATCH:
-                found.append(f"{local} bytes of local arrays")
+                found.append(f"{local} bytes of locals")
     return sorted(set(found))
