@@ -152,6 +152,7 @@ class Attachment:
     fds: list[int] = field(default_factory=list)
     kind_of_fd: str = "fd"  # "fd", "perf" (perf event fds), "link", "bcc-uprobe"
     detach_hook: object = None
+    log: str = ""  # what libbcc printed while attaching
 
     @property
     def link_fd(self) -> int | None:
@@ -185,7 +186,28 @@ class Attachment:
 
 def attach(program, target: Target, bpf) -> Attachment:
     """Attach a loaded program (session.Program) to target. ``bpf`` is the
-    module's BCC object (needed for uprobes, whose bookkeeping BCC owns)."""
+    module's BCC object (needed for uprobes, whose bookkeeping BCC owns).
+    libbcc says why an attach failed on fd 2 only: it is captured and put in
+    the AttachError (on success, in ``Attachment.log``)."""
+    from .compiler import captured_fd2
+    error = None
+    with captured_fd2() as log:
+        try:
+            att = _attach(program, target, bpf)
+        except AttachError as e:
+            error = e
+    said = log[0].strip()
+    if error is None:
+        att.log = said
+        return att
+    if said:
+        error.message += "\nlibbcc said: " + said.replace("\n", "\n  ")
+        error.args = (error.message,)
+        error.log = (error.log + "\n" + said).strip()
+    raise error
+
+
+def _attach(program, target: Target, bpf) -> Attachment:
     from bcc import BPF
     from bcc.libbcc import lib as bcc
 

@@ -10,6 +10,7 @@ import tempfile
 
 from .c.instrument import ColumnMap, bcc_text, counter_name  # noqa: F401  (counter_name: progarray, core)
 from .errors import BpfCompileError, BpfError, BpfVerifierError, EnvironmentProblem
+from .kernel_lock import NATIVE_LOCK
 
 # Kernel enum bpf_prog_type values (== BCC's BPF.<TYPE> constants).
 PROG_TYPES = {
@@ -69,9 +70,11 @@ def captured_fd2():
     sys.stderr; a file rather than a pipe because verifier logs can be
     megabytes and a pipe nobody drains would block the writer.
     Yields a list that holds the captured text once the block ends.
+    Holds the process-wide NATIVE_LOCK: fd 2 is one per process, and every
+    libbcc call that prints (compile, load, attach, cleanup) runs inside.
     """
     out: list[str] = []
-    with tempfile.TemporaryFile() as tmp:
+    with NATIVE_LOCK, tempfile.TemporaryFile() as tmp:
         for stream in (sys.stderr, sys.__stderr__):
             with contextlib.suppress(Exception):
                 stream.flush()
@@ -192,12 +195,12 @@ def compile_error(stderr: str, source: str, origin: str, columns: ColumnMap | No
         stack = []
     errors = [s for s in shown if ": error:" in s or "fatal error" in s]
     ring = re.search(r"could not open bpf map: (\w+), error: Invalid argument", stderr)
-    if not errors and ring and re.search(rf"BPF_RINGBUF_OUTPUT\s*\(\s*{ring[1]}\b", source):
-        return BpfCompileError(f"BPF_RINGBUF_OUTPUT({ring[1]}, PAGES): the kernel refused the ring; PAGES must be "
-                               "a power of two (the ring is PAGES x 4 KiB), e.g. 64 for 256 KiB", stderr)
+    declared = ring and re.search(rf"BPF_RINGBUF_OUTPUT\s*\(\s*{ring[1]}\s*,\s*([^)]*?)\s*\)", source)
+    if not errors and declared:
+        return BpfCompileError(ring_size_message(ring[1], declared[1]), stderr)
     if not errors:
         msg = stderr.strip() or "BCC could not compile the program (no message)"
-        if "Unable to find kernel headers" in stderr:
+        if "Unable to find kernel headers" in stderr or re.search(r"chdir\(/lib/modules/[^)]*/build\)", stderr):
             raise EnvironmentProblem(
                 "BCC found no kernel headers. Run `bpfmagic doctor`; usually "
                 "`apt-get install -y linux-headers-amd64` fixes it (bpfmagic then "
@@ -205,6 +208,46 @@ def compile_error(stderr: str, source: str, origin: str, columns: ColumnMap | No
         return BpfCompileError(_relabel(msg, origin, columns=columns), stderr)
     # Keep the diagnostics compact: the errors with their lines, then clang's count.
     return BpfCompileError("\n".join(shown).rstrip() + _libbpf_style_hint(syntax), stderr)
+
+
+MAX_RING_PAGES = 1 << 19  # BCC passes PAGES x 4 KiB as a u32: 2 GiB is the largest power of two that fits
+
+
+def ring_size_message(table: str, pages_text: str) -> str:
+    """Why the kernel refused BPF_RINGBUF_OUTPUT(TABLE, PAGES_TEXT)."""
+    rule = (f"PAGES must be a power of two from 1 to {MAX_RING_PAGES:,} (the ring is PAGES x 4 KiB, at most "
+            "2 GiB: BCC passes its size as a 32-bit number), e.g. 64 for 256 KiB")
+    pages = _constant(pages_text)
+    said = ""
+    if pages is not None:
+        size = pages * 4096
+        human = f"{size / (1 << 30):g} GiB" if size >= 1 << 30 else f"{size / (1 << 20):g} MiB" if size >= 1 << 20 \
+            else f"{size / 1024:g} KiB"
+        if pages > MAX_RING_PAGES:
+            said = f" {pages_text} is {pages:,} pages = {human}, above the 2 GiB limit;"
+        elif pages < 1 or pages & (pages - 1):
+            said = f" {pages_text} is {pages:,} pages, not a power of two;"
+    return f"BPF_RINGBUF_OUTPUT({table}, {pages_text}): the kernel refused the ring;{said} {rule}"
+
+
+def _constant(text: str) -> int | None:
+    """The value of a C integer constant expression made of literals and + - * << | ( ), else None."""
+    import ast
+    try:
+        tree = ast.parse(re.sub(r"(?<=\d)[uUlL]+\b", "", text.strip()), mode="eval")
+    except SyntaxError:
+        return None
+    ops = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
+           ast.LShift: lambda a, b: a << b if 0 <= b < 64 else None, ast.BitOr: lambda a, b: a | b}
+
+    def value(node):
+        if isinstance(node, ast.Constant) and isinstance(node.value, int):
+            return node.value
+        if isinstance(node, ast.BinOp) and type(node.op) in ops:
+            left, right = value(node.left), value(node.right)
+            return None if left is None or right is None else ops[type(node.op)](left, right)
+        return None
+    return value(tree.body)
 
 
 def _verified_then_refused(body: list[str]) -> bool:
@@ -282,6 +325,25 @@ VERIFIER_HINTS = {
 }
 
 
+def fd_limit_problem(what: str, text: str) -> EnvironmentProblem | None:
+    """EMFILE said as what it is: the process's open-file limit, not the verifier."""
+    if "Too many open files" not in text:
+        return None
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        open_now = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        open_now = soft
+    raise_to = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    return EnvironmentProblem(
+        f"{what}: this process reached its open-file limit ({open_now} files open, `ulimit -n` is {soft}); "
+        f"every loaded program, map and link holds one. Unload modules (`%bpf unload NAME`, `%bpf reset`), "
+        f"or raise the limit: `ulimit -n {raise_to}` in the shell that starts Jupyter, or in the notebook "
+        f"`import resource; resource.setrlimit(resource.RLIMIT_NOFILE, ({raise_to}, {raise_to}))` "
+        f"(up to the hard limit, {hard if hard != resource.RLIM_INFINITY else 'unlimited'})", text)
+
+
 # ------------------------------------------------------------ BCC loading
 
 def load_bcc(syntax, origin: str, arrays: dict[str, tuple[str, int, str]], slot_index, cflags: list[str],
@@ -302,6 +364,13 @@ def load_bcc(syntax, origin: str, arrays: dict[str, tuple[str, int, str]], slot_
         with open(header_path, "w") as f:
             f.write(header)
         flags = [*cflags, *(f"-I{os.path.abspath(d)}" for d in include_dirs), "-include", header_path]
+        # libbcc's LLVM ends the process on some errors (exit, abort): where the cell has what
+        # can cause that (c/hazards.py), find out in a child first; other cells compile once.
+        from .c.hazards import codegen_hazards
+        if codegen_hazards(syntax.source):
+            from . import trial_compile
+            trial_compile.check_compile_survives(text.encode(), flags, origin, syntax.source,
+                                                 key=[text, header, *cflags, *map(str, include_dirs)])
         with captured_fd2() as log:
             try:
                 bpf = BPF(text=text.encode(), cflags=flags, debug=debug)
@@ -313,11 +382,60 @@ def load_bcc(syntax, origin: str, arrays: dict[str, tuple[str, int, str]], slot_
     return bpf, log[0], columns
 
 
+# Program types the kernel loads only with CAP_PERFMON, or CAP_NET_ADMIN, besides CAP_BPF (bpf_prog_load).
+PERFMON_PROG_TYPES = {"kprobe", "tracepoint", "raw_tracepoint", "perf_event", "tracing", "lsm"}
+NET_ADMIN_PROG_TYPES = {"sched_cls", "sched_act", "xdp", "lwt_in", "sk_skb", "sk_msg", "flow_dissector",
+                        "sock_ops"}
+_GRANT = ("run Jupyter as root, or grant the capabilities to the interpreter: "
+          "setcap cap_bpf,cap_perfmon,cap_net_admin+ep $(readlink -f $(which python3))")
+
+
+def privilege_problem(what: str, ptype: str | None, text: str) -> EnvironmentProblem | None:
+    """When TEXT (an exception and what went to fd 2) says the kernel refused
+    WHAT for lack of privilege: which capability is missing, for what. None
+    when the refusal is not about privileges, or this process has CAP_SYS_ADMIN
+    (then EPERM is the kernel's policy, not a missing capability)."""
+    if not re.search(r"Operation not permitted|Need super-user|Permission denied", text):
+        return None
+    from . import env
+    p = env.privileges()
+    if p.has("CAP_SYS_ADMIN"):
+        return None
+    have = f"this process has {p.describe()}"
+    pinned = re.search(r"could not open bpf map: (\w+), error: Operation not permitted", text)
+    if not p.has("CAP_BPF"):
+        why = f"{what}: loading BPF programs and creating maps needs CAP_BPF (or root)"
+    elif ptype in PERFMON_PROG_TYPES and not p.has("CAP_PERFMON"):
+        why = f"{what}: {ptype} programs (tracing) need CAP_PERFMON besides CAP_BPF"
+    elif ptype in NET_ADMIN_PROG_TYPES and not p.has("CAP_NET_ADMIN"):
+        why = f"{what}: {ptype} programs (networking) need CAP_NET_ADMIN besides CAP_BPF"
+    elif pinned:
+        why = (f"{what}: map {pinned[1]} is shared through a pin, and BCC opens pinned maps by id "
+               "(BPF_MAP_GET_FD_BY_ID), which the kernel allows only with CAP_SYS_ADMIN; session prog "
+               "arrays (BPF_PROG_ARRAY, slots, tail-call counters) therefore need root")
+        return EnvironmentProblem(f"{why}; {have}. To fix: run Jupyter as root (or with CAP_SYS_ADMIN)", text)
+    elif ptype is None and not p.has("CAP_PERFMON"):
+        why = (f"{what}: the kernel refused it with EPERM; tracing programs, bpf_trace_printk and reads of "
+               "kernel memory need CAP_PERFMON besides CAP_BPF")
+    else:
+        why = (f"{what}: the kernel refused it with EPERM; some helpers and program types are for "
+               "CAP_SYS_ADMIN (root) only")
+    return EnvironmentProblem(f"{why}; {have}. To fix: {_GRANT}", text)
+
+
 def bcc_error(error: Exception, stderr: str, source: str, origin: str, can_load: bool = True,
               columns: ColumnMap | None = None, syntax=None) -> BpfError:
     """The error a failed BPF(text=...) means, from BCC's exception and fd-2 output."""
     from .errors import AttachError
     text = str(error)
+    auto = re.search(r"Failed to load BPF program b?'?(\w+)", text)
+    problem = privilege_problem(f"module {origin}" + (f", function {auto[1]}" if auto else ""),
+                                auto_attach_type(auto[1]) if auto else None, f"{text}\n{stderr}")
+    if problem is not None:
+        return problem
+    fd_limit = fd_limit_problem(f"module {origin}", f"{text}\n{stderr}")
+    if fd_limit is not None:
+        return fd_limit
     if "Failed to load BPF program" in text:
         func = re.search(r"program b?'?([\w]+)", text)
         return verifier_error(func[1] if func else "a program", stderr, text.split(": ")[-1], origin, source,

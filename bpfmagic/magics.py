@@ -197,8 +197,8 @@ class BpfMagics(Magics):
     @validate("max_rows")
     def _check_max_rows(self, proposal):
         value = proposal["value"]
-        if value < 1:  # %config must refuse it: a stream cannot keep fewer than one row
-            raise TraitError(f"BpfMagics.max_rows must be an integer >= 1 (rows each stream keeps), not {value}")
+        if not _valid_max_rows(value):  # %config must refuse it: a stream cannot keep fewer than one row
+            raise TraitError(_max_rows_refusal(value))
         return value
 
     @observe("max_rows")
@@ -566,15 +566,65 @@ def _show_bpf_error(shell, etype, value, tb, tb_offset=None):
 _saved_custom_exc = None
 
 
+def _valid_max_rows(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _max_rows_refusal(value) -> str:
+    return f"BpfMagics.max_rows must be an integer >= 1 (rows each stream keeps), not {value!r}"
+
+
+def _drop_refused_config(ipython, keep=None) -> str | None:
+    """Take out of the shell's config a BpfMagics.max_rows the magics refuse;
+    returns what was taken out ("BpfMagics.max_rows = -5") or None.
+    %config stores a value in the shell's config even when BpfMagics rejects
+    it; left there, the next %load_ext bpfmagic would fail on it (TraitError)
+    and %bpf would be gone. KEEP: the value to put back (the one in force)."""
+    config = getattr(ipython, "config", None)
+    if config is None or "BpfMagics" not in config or "max_rows" not in config["BpfMagics"]:
+        return None
+    value = config["BpfMagics"]["max_rows"]
+    if _valid_max_rows(value):
+        return None
+    if keep is None:
+        del config["BpfMagics"]["max_rows"]
+    else:
+        config["BpfMagics"]["max_rows"] = keep
+    return f"BpfMagics.max_rows = {value!r}"
+
+
+def _after_cell(result=None) -> None:
+    """post_run_cell: a refused %config value does not stay in the shell's config."""
+    ipython = _registered_shell
+    if ipython is None:
+        return
+    magics = ipython.magics_manager.registry.get("BpfMagics")
+    _drop_refused_config(ipython, keep=magics.max_rows if magics is not None else None)
+
+
+_registered_shell = None
+
+
 def register(ipython) -> None:
-    global _saved_custom_exc
+    global _saved_custom_exc, _registered_shell
+    dropped = _drop_refused_config(ipython)
+    if dropped:
+        import warnings
+        warnings.warn_explicit(f"bpfmagic: ignored {dropped} from the config (it must be an integer >= 1); "
+                               "streams keep the default", UserWarning, filename="bpfmagic", lineno=0)
     ipython.register_magics(BpfMagics)
+    _registered_shell = ipython
+    if _after_cell not in ipython.events.callbacks["post_run_cell"]:
+        ipython.events.register("post_run_cell", _after_cell)
     _saved_custom_exc = (ipython.custom_exceptions, getattr(ipython, "CustomTB", None))
     ipython.set_custom_exc((BpfError,), _show_bpf_error)
 
 
 def unregister(ipython) -> None:
-    global _saved_custom_exc
+    global _saved_custom_exc, _registered_shell
+    if _after_cell in ipython.events.callbacks["post_run_cell"]:
+        ipython.events.unregister("post_run_cell", _after_cell)
+    _registered_shell = None
     if _saved_custom_exc is not None:
         exceptions, handler = _saved_custom_exc
         ipython.custom_exceptions = exceptions
@@ -586,6 +636,10 @@ def unregister(ipython) -> None:
     magics = ipython.magics_manager.magics
     for kind in ("line", "cell"):
         magics[kind].pop("bpf", None)
+    # An unloaded instance would still be configured (and refuse values) by every later %config.
+    if hasattr(ipython, "configurables"):
+        ipython.configurables[:] = [c for c in ipython.configurables if not isinstance(c, BpfMagics)]
+    ipython.magics_manager.registry.pop("BpfMagics", None)
     # The modules are freed with the session: don't leave dead objects under their names.
     for name, value in list(ipython.user_ns.items()):
         if isinstance(value, bpfmagic.Module):

@@ -15,7 +15,7 @@ from . import libbpf, pins
 from .compiler import counter_pin, prog_type_name
 from .errors import SlotError, UsageProblem
 
-NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")  # used with fullmatch: `$` would let a final "\n" pass
 MAX_ARRAY_NAME = 15  # the kernel's BPF_OBJ_NAME_LEN - 1; BCC truncates beyond it
 MAX_ARRAY_SIZE = 1 << 20
 
@@ -23,7 +23,7 @@ MAX_ARRAY_SIZE = 1 << 20
 def check_name(kind: str, name: str, max_len: int = 63) -> str:
     """Names become C identifiers and path components: only identifiers pass,
     so no name can reach a path outside the session's pin directory."""
-    if not isinstance(name, str) or not NAME_RE.match(name) or len(name) > max_len:
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or len(name) > max_len:
         raise UsageProblem(
             f"bad {kind} name {name!r}: use a C identifier (letters, digits, _; "
             f"not starting with a digit; at most {max_len} characters)")
@@ -160,7 +160,10 @@ class ProgArray:
         """Index of KEY: an integer, a syscall name (keys=syscalls) or a
         registered name. With ``allocate`` a new name takes the lowest free
         index; it goes into ``pending`` (committed only when the cell loads)."""
-        if isinstance(key, int) or (isinstance(key, str) and re.fullmatch(r"\d+|0x[0-9a-fA-F]+", key)):
+        if isinstance(key, str) and re.fullmatch(r"0\d+", key):  # C would read 010 as octal 8: no guessing
+            raise SlotError(f"{self.name}[{key}]: a slot index has no leading zero; write {int(key, 10)} "
+                            f"(or 0x{int(key, 10):x})")
+        if isinstance(key, int) or (isinstance(key, str) and re.fullmatch(r"\d+|0[xX][0-9a-fA-F]+", key)):
             index = int(key, 0) if isinstance(key, str) else key
             if not 0 <= index < self.size:
                 raise SlotError(f"{self.name}[{index}]: index out of range (the array has {self.size} slots: 0..{self.size - 1})")

@@ -35,6 +35,7 @@ from .compiler import (
     prog_type_value,
 )
 from .errors import AttachError, BpfError, EnvironmentProblem, SlotError, UsageProblem
+from .source_files import check_includes, check_source_size, read_source_file
 
 PIN_ROOT = pins.PIN_ROOT
 _SLOT_SPEC_RE = re.compile(r"^\s*([A-Za-z_]\w*)\s*\[\s*([^\]\s]+)\s*\]\s*$")
@@ -341,7 +342,16 @@ class Session:
                 if keys is not None:
                     array.keys = keys
             else:
-                array = prog_arrays.create(name, size, os.path.join(self.pin_dir(), name), type, keys)
+                try:
+                    pins = self.pin_dir()
+                except PermissionError as e:  # said as what it is, not a traceback
+                    raise EnvironmentProblem(
+                        f"array {name}: cannot create the pin directory "
+                        f"{e.filename if os.path.isabs(str(e.filename or '')) else PIN_ROOT} "
+                        f"({e.strerror}); session prog arrays are pinned in bpffs, and this process has "
+                        f"{self.privileges.describe()}. Run Jupyter as root, or have root create "
+                        f"{PIN_ROOT} owned by this user") from None
+                array = prog_arrays.create(name, size, os.path.join(pins, name), type, keys)
                 self.arrays[name] = array
             if type is not None:
                 array.declared_type = type
@@ -416,6 +426,9 @@ class Session:
         slot_specs = [(parse_slot_spec(spec), func) for spec, func in (slots or {}).items()]
         if isinstance(cflags, str):  # "-DA=1 -DB=2": several flags in one string, as on a command line
             cflags = shlex.split(cflags)
+        # Before anything reads the source's includes (preprocessor, compiler): nothing that can block.
+        check_source_size(source, origin)
+        check_includes(source, origin, os.path.dirname(os.path.abspath(file)) if file else None, list(cflags))
         if globals and not core:
             raise UsageProblem("globals= (--set) sets global variables of --core cells; BCC has no such globals")
         req = _LoadRequest(name, source, origin, attach_specs, slot_specs, list(cflags), verbose,
@@ -1227,13 +1240,7 @@ def _find_link(old: Module | None, target: Target) -> Attachment | None:
 
 
 def _with_file(path: str, body: str) -> tuple[str, str]:
-    try:
-        with open(path) as f:
-            text = f.read()
-    except OSError as e:
-        raise UsageProblem(f"--file {path}: {e.strerror}") from None
-    except UnicodeDecodeError:
-        raise UsageProblem(f"--file {path}: not a C source file (not UTF-8 text)") from None
+    text = read_source_file(path)  # regular files within the size bound only; errors never quote it
     if analyse(body).has_content:
         raise UsageProblem("--file loads the file as the whole module; leave the cell body empty or to "
                            "comments (or #include the file from the body instead)")

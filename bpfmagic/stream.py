@@ -48,6 +48,7 @@ from .c.records import typedefs as _resolve_typedefs
 from .errors import UsageProblem
 
 DEFAULT_MAX_ROWS = 1_000_000
+DEFAULT_PARQUET_QUEUE_BYTES = 64 << 20  # records waiting for a followed Parquet file, at most
 DEFAULT_PERF_PAGES = 64  # per CPU; BCC's default of 8 overflows at a few thousand events per wakeup
 
 # struct bpf_ringbuf_hdr: u32 len (bit 31 busy, bit 30 discarded), u32 pg_off; records 8-byte aligned
@@ -642,6 +643,7 @@ class Stream:
         self._listeners: list = []  # callables run (with the stream) after it stopped
         self._watch = None  # its live view (widgets.Watch): one at a time
         self._parquet = None
+        self._parquet_last = None  # the latest followed sink, kept for its counts after it closed
         self._lost_base = 0
         self._lost_final: int | None = None
         self._lost_slot = None
@@ -933,11 +935,20 @@ class Stream:
                 "counts": self._counts(chunks, by) if by is not None else None}
 
     # -------------------------------------------------- export
-    def to_parquet(self, path: str, follow: bool = False) -> str:
+    def to_parquet(self, path: str, follow: bool = False,
+                   queue_bytes: int = DEFAULT_PARQUET_QUEUE_BYTES) -> str:
         """Write the rows kept so far to a Parquet file. With ``follow=True``
         the file stays open and every batch that arrives afterwards is
         appended too (beyond ``max_rows``: for runs too big for memory) until
-        the stream stops or :meth:`close_parquet` is called."""
+        the stream stops or :meth:`close_parquet` is called.
+
+        Memory stays bounded while following: at most ``queue_bytes`` of
+        records (default 64 MiB) wait for the writer thread. When the disk
+        falls that far behind, the reader does not wait (that would overflow
+        the kernel's ring); the records that do not fit are left out of the
+        file and counted in ``parquet_dropped``. ``parquet_written`` counts
+        the rows in the file, so snapshot rows + count since the call ==
+        parquet_written + parquet_dropped once the file is closed."""
         try:
             import pyarrow  # noqa: F401
         except ImportError:
@@ -949,14 +960,33 @@ class Stream:
                 raise UsageProblem(f"{self.name} already follows into {self._parquet.path}; "
                                    "close_parquet() first")
             chunks = self._rows.snapshot()
-            sink = _ParquetSink(path, self.rtype)
+            sink = _ParquetSink(path, self.rtype, queue_bytes)
             for chunk in chunks:
-                sink.write(chunk)
+                sink.write(chunk, wait=True)  # rows asked for: waited for, never dropped
             if follow:
-                self._parquet = sink
-            else:
-                sink.close()
+                self._parquet = self._parquet_last = sink
+        if not follow:
+            sink.close()
         return path
+
+    @property
+    def parquet_dropped(self) -> int:
+        """Records left out of the followed Parquet file (the latest one)
+        because its writer was ``queue_bytes`` behind."""
+        sink = self._parquet_last
+        return sink.dropped if sink is not None else 0
+
+    @property
+    def parquet_written(self) -> int:
+        """Rows written into the followed Parquet file (the latest one) so far."""
+        sink = self._parquet_last
+        return sink.written if sink is not None else 0
+
+    @property
+    def parquet_queued(self) -> int:
+        """Rows waiting for the followed Parquet file's writer now."""
+        sink = self._parquet
+        return sink.queued_rows if sink is not None else 0
 
     def close_parquet(self) -> None:
         """Stop appending to the file that ``to_parquet(..., follow=True)`` opened."""
@@ -999,45 +1029,102 @@ def _warn(message: str) -> None:
 class _ParquetSink:
     """Record batches appended to one Parquet file by a writer thread of its
     own (encoding and disk writes must not stall the consumer and let the
-    ring overflow), in row groups of at least ``group_rows``."""
+    ring overflow), in row groups of at least ``group_rows``.
+
+    Memory is bounded: at most ``max_queued_rows`` rows wait to be written
+    (queued or in the row group being built). A batch that arrives when the
+    queue is full is not waited for: the rows that do not fit are left out
+    of the file and counted in ``dropped``, so a slow disk never stalls the
+    consumer (the stream's own rows, ``count`` and the kernel's ``lost`` stay
+    exact). ``written`` counts the rows in the file."""
 
     group_rows = 65536
 
-    def __init__(self, path: str, rtype: RecordType):
-        import queue
-
+    def __init__(self, path: str, rtype: RecordType, max_queued_bytes: int = DEFAULT_PARQUET_QUEUE_BYTES):
         import pyarrow as pa
         import pyarrow.parquet as pq
         self.path = path
         self.rtype = rtype
+        if not isinstance(max_queued_bytes, int) or max_queued_bytes < 1:
+            raise UsageProblem(f"queue_bytes must be a positive integer (bytes), not {max_queued_bytes!r}")
+        self.max_queued_rows = max(1, max_queued_bytes // max(rtype.itemsize, 1))
+        # A row group is written once this many rows wait: below the bound, or the queue could never drain.
+        self._flush_rows = max(1, min(self.group_rows, self.max_queued_rows // 2))
         # From one zeroed record, not from an empty frame: an empty str column has no
         # values to type it (Arrow says null) and every real batch would then fail to cast.
         self._schema = pa.Schema.from_pandas(rtype.frame(rtype.empty(1)), preserve_index=False)
         self._writer = pq.ParquetWriter(path, self._schema)
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._room = threading.Condition()
+        self._queue: deque = deque()
+        self._closing = False
+        self.queued_rows = 0  # rows accepted and not yet in the file
+        self.peak_queued_rows = 0
+        self.written = 0
+        self.dropped = 0
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=f"bpfmagic-parquet-{os.path.basename(path)}",
                                         daemon=True)
         self._thread.start()
 
-    def write(self, batch: np.ndarray) -> None:
-        self._queue.put(batch)
+    def write(self, batch: np.ndarray, wait: bool = False) -> int:
+        """Queue BATCH; returns the rows accepted. With ``wait`` (the snapshot
+        of rows already kept, which the caller asked to write) wait for room
+        instead of dropping."""
+        with self._room:
+            if wait:
+                accepted = 0
+                while accepted < len(batch) and not self._closing:
+                    room = self.max_queued_rows - self.queued_rows
+                    if room > 0:
+                        part = batch[accepted:accepted + room]
+                        self._put(part.copy() if len(part) < len(batch) else part)
+                        accepted += len(part)
+                    else:
+                        self._room.wait()
+                return accepted
+            room = max(self.max_queued_rows - self.queued_rows, 0)
+            if room < len(batch):
+                self.dropped += len(batch) - room
+                batch = batch[:room].copy()  # a copy: a view would keep the whole batch in memory
+            if len(batch):
+                self._put(batch)
+            return len(batch)
+
+    def _put(self, batch: np.ndarray) -> None:
+        self._queue.append(batch)
+        self.queued_rows += len(batch)
+        self.peak_queued_rows = max(self.peak_queued_rows, self.queued_rows)
+        self._room.notify_all()
 
     def _run(self) -> None:
         pending, n = [], 0
         while True:
-            batch = self._queue.get()
-            if batch is not None:
-                pending.append(batch)
-                n += len(batch)
-            if pending and (batch is None or n >= self.group_rows):
+            with self._room:
+                while not self._queue and not self._closing:
+                    self._room.wait()
+                # One row group at a time: encoding copies it (pandas, Arrow), so a
+                # backlog is never converted whole.
+                while self._queue and n < self._flush_rows:
+                    batch = self._queue.popleft()
+                    pending.append(batch)
+                    n += len(batch)
+                closing = self._closing
+            if pending and (closing or n >= self._flush_rows):
                 try:
                     self._flush(pending)
-                except BaseException as e:  # reported by close()
-                    self.error = e
+                    failed = 0
+                except BaseException as e:  # reported by close(); the rows count as dropped
+                    self.error, failed = e, n
+                with self._room:
+                    self.written += n - failed
+                    self.dropped += failed
+                    self.queued_rows -= n
+                    self._room.notify_all()
                 pending, n = [], 0
-            if batch is None:
-                return
+            if closing and not pending:
+                with self._room:
+                    if not self._queue:
+                        return
 
     def _flush(self, batches: list[np.ndarray]) -> None:
         import pyarrow as pa
@@ -1046,7 +1133,9 @@ class _ParquetSink:
 
     def close(self) -> None:
         """Write what is queued and close the file."""
-        self._queue.put(None)
+        with self._room:
+            self._closing = True
+            self._room.notify_all()
         self._thread.join()
         self._writer.close()
         if self.error is not None:

@@ -6,7 +6,15 @@ from __future__ import annotations
 import atexit
 import contextlib
 
-from ..compiler import PROG_TYPES, auto_attach_type, captured_fd2, load_bcc, verifier_error
+from ..compiler import (
+    PROG_TYPES,
+    auto_attach_type,
+    captured_fd2,
+    fd_limit_problem,
+    load_bcc,
+    privilege_problem,
+    verifier_error,
+)
 from .. import libbpf
 
 
@@ -92,8 +100,11 @@ class BccObject:
             except Exception as e:  # BCC raises bare Exception
                 error = e
         if error is not None:
-            raise verifier_error(f"{qualname} (as {ptype})", log[0], str(error).split(": ")[-1], self.origin,
-                                 self.syntax.source, columns=self.columns, syntax=self.syntax) from None
+            said = f"{error}\n{log[0]}"
+            raise (privilege_problem(f"{qualname} (as {ptype})", ptype, said)
+                   or fd_limit_problem(qualname, said)
+                   or verifier_error(f"{qualname} (as {ptype})", log[0], str(error).split(": ")[-1], self.origin,
+                                     self.syntax.source, columns=self.columns, syntax=self.syntax)) from None
         return fn.fd, log[0], stats.get(func, "")
 
     def attach_sections(self, module, skip: set[str], slotted: set[str]) -> list:

@@ -31,6 +31,7 @@ from ..errors import (
     SlotError,
     UsageProblem,
 )
+from .kernel_lock import NATIVE_LOCK
 
 VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
 _ARCH = {"x86_64": "x86", "aarch64": "arm64", "s390x": "s390", "ppc64le": "powerpc", "riscv64": "riscv"}
@@ -375,12 +376,13 @@ def libbpf_messages(debug_logs: dict | None = None):
 
     callback = _PRINT_FN(collect)
     lib = _lib()
-    previous = lib.libbpf_set_print(ct.cast(callback, ct.c_void_p))
-    try:
-        yield out
-    finally:
-        lib.libbpf_set_print(previous)
-        out.append("".join(chunks))
+    with NATIVE_LOCK:  # the callback is process-wide: one collector at a time
+        previous = lib.libbpf_set_print(ct.cast(callback, ct.c_void_p))
+        try:
+            yield out
+        finally:
+            lib.libbpf_set_print(previous)
+            out.append("".join(chunks))
 
 
 class CoreMap:
