@@ -31,7 +31,7 @@ from ..errors import (
     SlotError,
     UsageProblem,
 )
-from .kernel_lock import NATIVE_LOCK
+from ..kernel_lock import NATIVE_LOCK
 
 VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
 _ARCH = {"x86_64": "x86", "aarch64": "arm64", "s390x": "s390", "ppc64le": "powerpc", "riscv64": "riscv"}
