@@ -75,6 +75,7 @@ demo: setup
 	$(VENV)/bin/bpfmagic run $(DEMO)
 
 test: setup
+	$(PY) -m ruff check bpfmagic tests bench
 	$(PY) -m pytest -q tests $(PYTEST_ARGS)
 
 # Every notebook executed and rendered to build/site/ (open build/site/index.html);

@@ -21,25 +21,8 @@ __all__ = ["Session", "Module", "Program", "session", "BpfError", "BpfCompileErr
            "BpfVerifierError", "AttachError", "SlotError", "EnvironmentProblem", "UsageProblem",
            "load_ipython_extension", "unload_ipython_extension"]
 
-_session: Session | None = None
-_session_hooks: list = []  # run with each new shell session: the magics apply their %config once
-
-
-def session() -> Session:
-    """The session of the running shell (created on first use)."""
-    global _session
-    if _session is None or _session.closed:
-        _session = Session()
-        for hook in list(_session_hooks):
-            hook(_session)
-    return _session
-
-
-def _drop_session() -> None:
-    global _session
-    if _session is not None:
-        _session.close()
-        _session = None
+from .shell import drop as _drop_session
+from .shell import session
 
 
 def load_ipython_extension(ipython) -> None:

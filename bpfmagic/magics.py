@@ -1,5 +1,8 @@
 """IPython magics: ``%%bpf`` and ``%bpf``. They only parse arguments and
-display results; every kernel object belongs to the Session."""
+display results; every kernel object belongs to the Session.
+
+Long because: the parsers and the %bpf? text of some twenty commands; each command is a
+few lines."""
 from __future__ import annotations
 
 import argparse
@@ -12,9 +15,9 @@ from IPython.core.magic_arguments import MagicArgumentParser
 from IPython.utils.process import arg_split
 from traitlets import Integer, TraitError, observe, validate
 
-import bpfmagic
-
+from . import shell as shell_session  # the shell's Session (not IPython's shell object)
 from .errors import BpfError
+from .session import Module
 
 CELL_USAGE = """%%bpf NAME [-a FUNC=TARGET]... [-s ARRAY[KEY]=FUNC]... [--file PATH] [--cflags "..."] [-v]"""
 
@@ -189,7 +192,7 @@ def _line_parsers() -> dict[str, MagicArgumentParser]:
 
 @magics_class
 class BpfMagics(Magics):
-    """The bpfmagic magics; the state lives in bpfmagic.session()."""
+    """The bpfmagic magics; the state lives in shell_session.session()."""
 
     max_rows = Integer(1_000_000, help="rows each event stream keeps (the oldest are dropped); "
                                        "`%config BpfMagics.max_rows = N`").tag(config=True)
@@ -204,16 +207,16 @@ class BpfMagics(Magics):
     @observe("max_rows")
     def _max_rows_changed(self, change):
         # only when the config changes: streams.max_rows set from Python stays until then
-        if bpfmagic._session is not None and not bpfmagic._session.closed:
-            bpfmagic._session.streams.max_rows = change["new"]
+        if shell_session.current() is not None:
+            shell_session.current().streams.max_rows = change["new"]
 
     def _configure_session(self, session) -> None:
-        """Run once for each new shell session (bpfmagic.session())."""
+        """Run once for each new shell session (shell_session.session())."""
         session.streams.max_rows = self.max_rows
 
     def __init__(self, shell):
         super().__init__(shell)
-        bpfmagic._session_hooks.append(self._configure_session)
+        shell_session.hooks.append(self._configure_session)
         self._cell_parser = _cell_parser()
         self._line = _line_parsers()
 
@@ -295,7 +298,7 @@ class BpfMagics(Magics):
 
     def _load_module(self, args, body: str):
         existing = self.shell.user_ns.get(args.name)
-        if existing is not None and not isinstance(existing, bpfmagic.Module):
+        if existing is not None and not isinstance(existing, Module):
             raise UsageError(f"{args.name!r} is already a {type(existing).__name__} in this notebook; "
                              "name the module something else (the module object takes that name)")
         if existing is None and hasattr(builtins, args.name):
@@ -309,7 +312,7 @@ class BpfMagics(Magics):
             if spec in slots:
                 raise UsageError(f"-s {spec} given twice")
             slots[spec] = func
-        module = bpfmagic.session().load(
+        module = shell_session.session().load(
             args.name, body, attach=attach, slots=slots, cflags=_cflags(args.cflags),
             globals=dict(_pairs(args.set, "--set")),
             file=args.file, verbose=args.verbose, core=args.core, origin="cell")
@@ -346,42 +349,42 @@ class BpfMagics(Magics):
         return getattr(self, "_cmd_" + command)(args)
 
     def _cmd_ls(self, args):
-        return bpfmagic.session().ls()
+        return shell_session.session().ls()
 
     def _cmd_slots(self, args):
-        return bpfmagic.session().slots(args.array, all_keys=args.all)
+        return shell_session.session().slots(args.array, all_keys=args.all)
 
     def _cmd_slot(self, args):
         spec, eq, program = args.assignment.partition("=")
         if not eq:
             raise UsageError("write %bpf slot ARRAY[KEY]=MODULE.FUNC")
-        bpfmagic.session().slot(spec.strip(), program.strip())
+        shell_session.session().slot(spec.strip(), program.strip())
         print(f"{spec.strip()} <- {program.strip()}")
 
     def _cmd_unslot(self, args):
-        had = bpfmagic.session().unslot(args.spec)
+        had = shell_session.session().unslot(args.spec)
         print(f"{args.spec} emptied" if had else f"{args.spec} was already empty")
 
     def _cmd_progarray(self, args):
-        array = bpfmagic.session().progarray(args.name, args.size, type=args.type, keys=args.keys,
+        array = shell_session.session().progarray(args.name, args.size, type=args.type, keys=args.keys,
                                              slots=args.slots)
         print(_describe_array(array))
 
     def _cmd_unload(self, args):
-        emptied = bpfmagic.session().unload(args.name)
+        emptied = shell_session.session().unload(args.name)
         value = self.shell.user_ns.get(args.name)
-        if isinstance(value, bpfmagic.Module):
+        if isinstance(value, Module):
             del self.shell.user_ns[args.name]
         print(f"unloaded {args.name}")
         if emptied:
             print(f"slots emptied (tail calls into them fall through now): {', '.join(emptied)}")
 
     def _cmd_reset(self, args):
-        s = bpfmagic.session()
+        s = shell_session.session()
         names = list(s.modules)
         s.reset()
         for name in names:
-            if isinstance(self.shell.user_ns.get(name), bpfmagic.Module):
+            if isinstance(self.shell.user_ns.get(name), Module):
                 del self.shell.user_ns[name]
         print(f"reset: unloaded {len(names)} module(s)")
 
@@ -390,17 +393,17 @@ class BpfMagics(Magics):
         return doctor.report()
 
     def _cmd_run(self, args):
-        result = bpfmagic.session().test_run(args.program, data=args.data, ctx=args.ctx, repeat=args.repeat,
+        result = shell_session.session().test_run(args.program, data=args.data, ctx=args.ctx, repeat=args.repeat,
                                              type=args.type, path=args.path)
         if args.path:
             print(result.path_text)
         return result
 
     def _cmd_globals(self, args):
-        return bpfmagic.session().module(args.module).globals.df()
+        return shell_session.session().module(args.module).globals.df()
 
     def _cmd_stats(self, args):
-        s = bpfmagic.session()
+        s = shell_session.session()
         if args.off:
             s.disable_stats()
             print("kernel run stats off for this session (counts stay where they are)")
@@ -415,24 +418,24 @@ class BpfMagics(Magics):
         from IPython.display import SVG, display
 
         from . import testrun
-        df = bpfmagic.session().bench_tailcalls(depth=args.depth, repeat=args.repeat, index=args.index,
+        df = shell_session.session().bench_tailcalls(depth=args.depth, repeat=args.repeat, index=args.index,
                                                 rounds=args.rounds)
         print(testrun.describe_fit(df))
         display(SVG(testrun.figure_svg(testrun.plot_tailcalls(df))))
         return df
 
     def _cmd_graph(self, args):
-        return bpfmagic.session().graph(args.array)
+        return shell_session.session().graph(args.array)
 
     def _cmd_df(self, args):
-        stream = bpfmagic.session().stream(args.table)
+        stream = shell_session.session().stream(args.table)
         if args.counts:
             return stream.counts(args.counts)
         return stream.tail(args.last) if args.last is not None else stream.df()
 
     def _cmd_watch(self, args):
         from .widgets import MapWatch, Watch
-        s = bpfmagic.session()
+        s = shell_session.session()
         if _is_stream(s, args.table):
             return Watch(s.stream(args.table), by=args.by, rows=args.rows, interval=args.interval)
         if args.by:
@@ -440,7 +443,7 @@ class BpfMagics(Magics):
         return MapWatch(s.map(args.table), top=args.top, sort=args.sort, interval=args.interval)
 
     def _cmd_map(self, args):
-        view = bpfmagic.session().map(args.table)
+        view = shell_session.session().map(args.table)
         if args.hist:
             from IPython.display import SVG, display
 
@@ -451,14 +454,14 @@ class BpfMagics(Magics):
         return view.df(sum=args.sum, sort=args.sort, top=args.top)
 
     def _cmd_trace(self, args):
-        return bpfmagic.session().trace(seconds=args.seconds, max_lines=args.lines, grep=args.grep,
+        return shell_session.session().trace(seconds=args.seconds, max_lines=args.lines, grep=args.grep,
                                         older=args.older)
 
     def _cmd_streams(self, args):
-        return bpfmagic.session().streams.summary()
+        return shell_session.session().streams.summary()
 
     def _cmd_paths(self, args):
-        s = bpfmagic.session()
+        s = shell_session.session()
         if args.on:
             s.enable_paths()
             return print("paths on: cells loaded from now on record each run's way through the chain")
@@ -476,7 +479,7 @@ class BpfMagics(Magics):
         return df
 
     def _cmd_chain(self, args):
-        s = bpfmagic.session()
+        s = shell_session.session()
         if args.file:
             from .chain import load_file
             chain = load_file(s, args.name, args.file)
@@ -489,7 +492,7 @@ class BpfMagics(Magics):
         return chain.df()
 
     def _cmd_dump(self, args):
-        program = bpfmagic.session().program(args.program)
+        program = shell_session.session().program(args.program)
         print(program.dump("jited" if args.jited else "xlated", source=not args.no_source))
 
 
@@ -631,7 +634,7 @@ def unregister(ipython) -> None:
         if handler is not None:
             ipython.CustomTB = handler
         _saved_custom_exc = None
-    bpfmagic._session_hooks[:] = [h for h in bpfmagic._session_hooks
+    shell_session.hooks[:] = [h for h in shell_session.hooks
                                   if not isinstance(getattr(h, "__self__", None), BpfMagics)]
     magics = ipython.magics_manager.magics
     for kind in ("line", "cell"):
@@ -642,5 +645,5 @@ def unregister(ipython) -> None:
     ipython.magics_manager.registry.pop("BpfMagics", None)
     # The modules are freed with the session: don't leave dead objects under their names.
     for name, value in list(ipython.user_ns.items()):
-        if isinstance(value, bpfmagic.Module):
+        if isinstance(value, Module):
             del ipython.user_ns[name]

@@ -17,7 +17,9 @@ buckets are read at different instants; arrays copy each element without a
 lock; per-CPU values are copied CPU by CPU. What one ``df()`` returns is one
 pass over the map, and every number a watch view shows comes from that one
 pass.
-"""
+
+Long because: the numpy layout of keys and values, batch reads and writes, and the view
+are one concern; btf.py holds the type walking."""
 from __future__ import annotations
 
 import ctypes as ct
@@ -847,7 +849,9 @@ class MapView:
 
     def plot_hist(self, ax=None, hist=None):
         """The log2 histogram as a matplotlib bar chart (one per section); returns the Figure."""
-        from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure state
+        from matplotlib.figure import (
+            Figure,  # no pyplot: no GUI backend, no global figure state
+        )
         if ax is None:
             fig = Figure(figsize=(8, 3.5), layout="constrained")
             ax = fig.add_subplot()

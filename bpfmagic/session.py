@@ -1,6 +1,9 @@
 """The Session owns every kernel object bpfmagic creates: modules (BCC
 objects and their programs), attachments and the session-wide prog arrays.
-The magics and the Python API both go through it."""
+The magics and the Python API both go through it.
+
+Long because: the registry and the load/re-run transaction share their rollback state;
+the next step is moving slots and stats views out (see ARCHITECTURE.md)."""
 from __future__ import annotations
 
 import contextlib
@@ -14,7 +17,7 @@ import time
 import weakref
 from dataclasses import dataclass
 
-from . import libbpf, pins
+from . import backends, libbpf, pins
 from . import progarray as prog_arrays
 from .attach import (
     Attachment,
@@ -24,7 +27,6 @@ from .attach import (
     parse_target,
 )
 from .attach import attach as attach_target
-from . import backends
 from .c import CellSyntax, analyse
 from .c.analysis import SKB_TYPES
 from .compiler import (
@@ -684,6 +686,7 @@ class Session:
         a constant): calls, missed, and of those the limit (33 calls taken already) vs an empty
         slot. The split is known only at sites loaded with paths on (else <NA>)."""
         import pandas as pd
+
         from .c.instrument import SITES
         rows = []
         with self._lock:

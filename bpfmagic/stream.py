@@ -20,7 +20,9 @@ calls write (:func:`bpfmagic.c.records.ring_record_types`), its layout read from
 object's BTF (:func:`core_record_type`); the front end's instrumentation
 does the loss-counting rewrite for them. Their perf event arrays are not
 streamed.
-"""
+
+Long because: record types, two readers, the row buffer, the stream and the Parquet
+sink; the next step is an events/ package (see ARCHITECTURE.md)."""
 from __future__ import annotations
 
 import contextlib
@@ -291,8 +293,8 @@ def core_record_type(module, table: str) -> RecordType:
     ``bpf_ringbuf_output`` / ``bpf_ringbuf_reserve`` calls on it write, laid
     out as the object's BTF says (exact offsets and size). Undeterminable
     when the struct cannot be told; TypeError when it cannot be decoded."""
-    from .c.records import ring_record_types
     from .backends.libbpf import btf_struct
+    from .c.records import ring_record_types
     hint = (f"use bpf_ringbuf_output(&{table}, &rec, sizeof(rec), 0) with a struct variable, or "
             f"struct NAME *e = bpf_ringbuf_reserve(&{table}, sizeof(*e), 0)")
     kinds = ring_record_types(module.source, table)

@@ -453,6 +453,7 @@ def plot_tailcalls(*frames, ax=None):
     """ns_per_run against depth for each bench_tailcalls DataFrame, with its
     fit (flat past the most tail calls taken). Returns the matplotlib Figure."""
     import numpy as np
+
     # no pyplot: no GUI backend, no global figure state
     from matplotlib.figure import Figure
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 
+from .. import libbpf
 from ..compiler import (
     PROG_TYPES,
     auto_attach_type,
@@ -15,7 +16,6 @@ from ..compiler import (
     privilege_problem,
     verifier_error,
 )
-from .. import libbpf
 
 
 def _libbcc():

@@ -2,7 +2,10 @@
 their context types and SEC() names, prog arrays and their sizes, tail-call
 sites (with the array each one reaches, when the code says), SLOT()
 references, file-scope names. Comments and strings are never mistaken for
-code, and a parameter or local named like a global map is not that map."""
+code, and a parameter or local named like a global map is not that map.
+
+Long because: one walk of the tree answers all of these; split, each part would parse
+and walk again."""
 from __future__ import annotations
 
 import bisect

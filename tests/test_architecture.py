@@ -1,0 +1,108 @@
+"""The house rules ARCHITECTURE.md states, checked on the source: no import
+circle among bpfmagic's modules (function-level imports count), no module
+over 600 lines without a reason at its top, and no backend branching in
+Session and Module (they use the backend interface)."""
+from __future__ import annotations
+
+import ast
+import os
+
+import bpfmagic
+
+PACKAGE = os.path.dirname(bpfmagic.__file__)
+
+
+def _modules() -> dict[str, str]:
+    out = {}
+    for folder, _dirs, files in os.walk(PACKAGE):
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                rel = os.path.relpath(path, os.path.dirname(PACKAGE))[:-3].replace(os.sep, ".")
+                out[rel.removesuffix(".__init__")] = path
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the bpfmagic modules it imports, anywhere in it."""
+    modules = _modules()
+    graph: dict[str, set[str]] = {}
+    for mod, path in modules.items():
+        package = mod if path.endswith("__init__.py") else mod.rsplit(".", 1)[0]
+        deps: set[str] = set()
+        with open(path) as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+                if node.module:
+                    deps.add(target)
+                deps.update(f"{target}.{a.name}" for a in node.names)
+            elif isinstance(node, ast.Import):
+                deps.update(a.name for a in node.names if a.name.startswith("bpfmagic"))
+        graph[mod] = {d for d in deps if d in modules and d != mod}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected group of more than one module (Tarjan)."""
+    index, low, stack, on, out, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                out.append(sorted(group))
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_circle():
+    assert cycles(import_graph()) == []
+
+
+def test_the_circle_check_sees_a_circle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_long_modules_say_why():
+    for mod, path in _modules().items():
+        with open(path) as f:
+            text = f.read()
+        if text.count("\n") > 600:
+            doc = ast.get_docstring(ast.parse(text)) or ""
+            assert "Long because:" in doc, f"{mod} has {text.count(chr(10))} lines and no reason at its top"
+
+
+def test_session_and_module_do_not_branch_on_the_backend():
+    with open(os.path.join(PACKAGE, "session.py")) as f:
+        tree = ast.parse(f.read())
+    branches = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.If, ast.IfExp)):
+            for n in ast.walk(node.test):  # module.core / module.bpf / <obj>.object.kind
+                if isinstance(n, ast.Attribute) and (n.attr in ("core", "bpf") or (
+                        n.attr == "kind" and isinstance(n.value, ast.Attribute) and n.value.attr == "object")):
+                    branches.append(node.lineno)
+                    break
+    # The two accessors for the backend's own object are the only places that look at its kind.
+    assert len(branches) <= 2, f"session.py branches on the backend at lines {branches}"
