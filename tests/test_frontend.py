@@ -615,3 +615,12 @@ def test_codegen_hazards_see_big_struct_locals():
     src = "struct ev { u64 ts; char comm[16]; u32 args[60]; };\nint f(void *c) { struct ev e = {}; return e.ts; }"
     assert codegen_hazards(src) == ["264 bytes of locals"]
     assert codegen_hazards("struct small { u64 a, b; };\nint f(void *c) { struct small s = {}; return s.a; }") == []
+
+
+def test_core_compiles_for_the_isa_the_kernel_runs(session):
+    # A 32-bit fetch-and-add whose old value is used needs BPF v3 atomics.
+    m = session.load("atom", '#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n__u32 counter = 5;\n'
+                     'SEC("xdp") int f(struct xdp_md *ctx) { __u32 old = __sync_fetch_and_add(&counter, 1); '
+                     "return old == 5 ? XDP_DROP : XDP_PASS; }\n", core=True)
+    assert session.test_run("atom.f").retval_name == "XDP_DROP"
+    assert session.test_run("atom.f").retval_name == "XDP_PASS" and m.globals["counter"] == 7

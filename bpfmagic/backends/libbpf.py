@@ -89,7 +89,7 @@ def prepare_cache() -> str:
         return f"--core not prepared: {e}"
     from . import objcache
     headers = vmlinux_dir()
-    pch = objcache.precompiled_vmlinux(_tool("clang") or "clang", headers, ["-g", "-O2", "-target", "bpf"])
+    pch = objcache.precompiled_vmlinux(_tool("clang") or "clang", headers, CLANG_BASE_FLAGS)
     return f"vmlinux.h in {headers}" + (", precompiled" if pch else ", not precompiled (cache not trusted)")
 
 
@@ -233,6 +233,9 @@ def btf_struct(obj: CoreObject, type_name: str) -> tuple[str, list[dict], int]:
 
 
 _CLANG_LOC_RE = re.compile(r"^(.*?):(\d+):(\d+): (error|warning|note|fatal error):")
+# -mcpu=v3: the BPF ISA this kernel runs (atomics that return the old value, 32-bit jumps); the
+# precompiled vmlinux.h is built with the same flags, as clang requires.
+CLANG_BASE_FLAGS = ["-g", "-O2", "-target", "bpf", "-mcpu=v3"]
 _MULTIARCH = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu", "s390x": "s390x-linux-gnu",
               "ppc64le": "powerpc64le-linux-gnu", "riscv64": "riscv64-linux-gnu"}
 
@@ -263,7 +266,7 @@ def compile_object(text: str, source: str, origin: str, cflags: list[str], inclu
     arch = _ARCH.get(platform.machine(), platform.machine())
     clang = _tool("clang") or "clang"
     headers = vmlinux_dir()
-    base = ["-g", "-O2", "-target", "bpf"]
+    base = CLANG_BASE_FLAGS
     pch = objcache.precompiled_vmlinux(clang, headers, base) if vmlinux_first else None
     flags = [*base, f"-D__TARGET_ARCH_{arch}", "-I", headers,
              *(f"-I{os.path.abspath(d)}" for d in include_dirs), *_multiarch_includes(), *cflags]
