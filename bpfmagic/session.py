@@ -1121,19 +1121,6 @@ class _LoadRequest:
         return _include_dirs(self.file)
 
 
-def _bcc():
-    """libbcc with the table-listing calls BCC's Python binding leaves undeclared."""
-    import ctypes as ct
-
-    from bcc.libbcc import lib
-    if lib.bpf_table_name.restype is not ct.c_char_p:
-        lib.bpf_num_tables.restype = ct.c_ulonglong
-        lib.bpf_num_tables.argtypes = [ct.c_void_p]
-        lib.bpf_table_name.restype = ct.c_char_p
-        lib.bpf_table_name.argtypes = [ct.c_void_p, ct.c_ulonglong]
-    return lib
-
-
 def _prepare_environment() -> dict:
     """env.prepare(), with its once-per-process headers warning re-issued
     without a source line. In IPython it is a one-line note on stdout

@@ -2,17 +2,6 @@
 help rather than a complaint about missing arguments. Needs no root."""
 from __future__ import annotations
 
-import pytest
-
-
-@pytest.fixture(scope="module")
-def ip():
-    from IPython.testing.globalipapp import get_ipython
-    shell = get_ipython()
-    shell.run_line_magic("load_ext", "bpfmagic")
-    yield shell
-    shell.run_line_magic("unload_ext", "bpfmagic")
-
 
 def commands(ip):
     magics = ip.magics_manager.registry["BpfMagics"]

@@ -6,6 +6,7 @@ only a cell that has one pays for a trial compile in a child process."""
 from __future__ import annotations
 
 from .analysis import _parser, _text, constant_value
+from .analysis import _walk_nodes as _walk
 
 # Sizes of the scalar types a local array is usually made of; anything else counts as 8 bytes.
 _SCALAR_SIZES = {"char": 1, "u8": 1, "__u8": 1, "s8": 1, "__s8": 1, "uint8_t": 1, "int8_t": 1, "bool": 1,
@@ -13,14 +14,6 @@ _SCALAR_SIZES = {"char": 1, "u8": 1, "__u8": 1, "s8": 1, "__s8": 1, "uint8_t": 1
                  "u32": 4, "__u32": 4, "s32": 4, "__s32": 4, "int": 4, "unsigned": 4, "uint32_t": 4,
                  "int32_t": 4, "float": 4}
 STACK_WATCH = 256  # bytes of local arrays in one function that make a trial compile worth it
-
-
-def _walk(node):
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        yield n
-        stack.extend(n.children)
 
 
 def _array_bytes(declarator, element: int) -> int:
