@@ -275,7 +275,7 @@ def verifier_error(func: str, stderr: str, reason: str, origin: str, source: str
             f"every loop iteration and branch path counts.\n\nHINT: {VERIFIER_HINTS['is too large']}\n"
             f"(-v shows the verifier's log.)", log)
     lines = [line for line in log.splitlines() if line.strip()]
-    hints = [line for line in lines if line.startswith("HINT:")]
+    hints = list(dict.fromkeys(line for line in lines if line.startswith("HINT:")))  # BCC repeats them
     body = [line for line in lines if not line.startswith("HINT:")]
     cut = body[-tail:]
     head = f"the verifier rejected {func} ({reason})"

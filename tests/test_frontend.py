@@ -624,3 +624,11 @@ def test_core_compiles_for_the_isa_the_kernel_runs(session):
                      "return old == 5 ? XDP_DROP : XDP_PASS; }\n", core=True)
     assert session.test_run("atom.f").retval_name == "XDP_DROP"
     assert session.test_run("atom.f").retval_name == "XDP_PASS" and m.globals["counter"] == 7
+
+
+def test_each_hint_is_shown_once(session):
+    with pytest.raises(BpfVerifierError) as err:
+        session.load("null", "BPF_HASH(last, u32, u64);\nint f(struct xdp_md *ctx) { u32 k = 0; u64 *v = last.lookup(&k); "
+                     "*v = bpf_ktime_get_ns(); return XDP_PASS; }\n")
+    hints = [line for line in str(err.value).splitlines() if line.startswith("HINT:")]
+    assert hints and len(hints) == len(set(hints)), hints
