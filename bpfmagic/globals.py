@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import libbpf
+from .btf import _BtfType
 from .errors import UsageProblem, ValueTypeError
 
 BTF_KIND_INT, BTF_KIND_PTR, BTF_KIND_ARRAY, BTF_KIND_STRUCT, BTF_KIND_UNION, BTF_KIND_ENUM = 1, 2, 3, 4, 5, 6
@@ -21,10 +22,6 @@ BTF_KIND_TYPEDEF, BTF_KIND_VOLATILE, BTF_KIND_CONST, BTF_KIND_RESTRICT = 8, 9, 1
 BTF_KIND_VAR, BTF_KIND_DATASEC, BTF_KIND_FLOAT, BTF_KIND_TYPE_TAG, BTF_KIND_ENUM64 = 14, 15, 16, 18, 19
 _MODIFIERS = (BTF_KIND_TYPEDEF, BTF_KIND_VOLATILE, BTF_KIND_CONST, BTF_KIND_RESTRICT, BTF_KIND_TYPE_TAG)
 _SECTIONS = (".bss", ".data", ".rodata", ".kconfig")
-
-
-class _BtfType(ct.Structure):
-    _fields_ = [("name_off", ct.c_uint32), ("info", ct.c_uint32), ("size_or_type", ct.c_uint32)]
 
 
 class _Triple(ct.Structure):  # btf_member {name_off, type, offset}, btf_array, btf_var_secinfo {type, offset, size}

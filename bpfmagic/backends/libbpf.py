@@ -22,6 +22,7 @@ import tempfile
 
 from .. import libbpf
 from ..attach import Attachment, Target
+from ..btf import _BtfArray, _BtfMember, _BtfType  # libbpf's BTF records, as btf.py reads them
 from ..c import CellSyntax, analyse, core_text
 from ..c.instrument import CORE_CELL_FILE, SITES_MAP, counter_name
 from ..c.records import ring_record_types
@@ -119,18 +120,6 @@ def keep_ring_types(text: str, source: str) -> str:
     if not decls:
         return text
     return text + ("" if text.endswith("\n") else "\n") + "\n".join(decls) + "\n"
-
-
-class _BtfType(ct.Structure):
-    _fields_ = [("name_off", ct.c_uint32), ("info", ct.c_uint32), ("size_or_type", ct.c_uint32)]
-
-
-class _BtfMember(ct.Structure):
-    _fields_ = [("name_off", ct.c_uint32), ("type", ct.c_uint32), ("offset", ct.c_uint32)]
-
-
-class _BtfArray(ct.Structure):
-    _fields_ = [("type", ct.c_uint32), ("index_type", ct.c_uint32), ("nelems", ct.c_uint32)]
 
 
 BTF_KIND_INT, BTF_KIND_PTR, BTF_KIND_ARRAY, BTF_KIND_STRUCT, BTF_KIND_UNION, BTF_KIND_ENUM = 1, 2, 3, 4, 5, 6
