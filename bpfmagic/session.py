@@ -630,14 +630,7 @@ class Session:
             return None
         if self._sites_fd is None:
             fd = libbpf.map_create_percpu_u64_array("bm_sites", 3 * SITES)  # calls, fell through, of those the limit
-            pin = os.path.join(self.pin_dir(), "calls", "bm_sites")
-            os.makedirs(os.path.dirname(pin), exist_ok=True)
-            try:
-                libbpf.obj_pin(fd, pin)
-            except OSError:
-                os.close(fd)
-                raise
-            self._sites_fd, self._sites_pin = fd, pin
+            self._sites_fd, self._sites_pin = fd, self._pin_counter_map(fd, "bm_sites")
         base = self._next_site
         self._next_site += lines
         self._site_owners.append((base, lines, syntax, req.name))
@@ -1042,18 +1035,23 @@ class Session:
             self._cursor = None
         self.chains.clear()
 
+    def _pin_counter_map(self, fd: int, name: str) -> str:
+        """Pin session map FD as calls/NAME (BCC cells open it by that path); the fd is
+        closed when the pin fails. Returns the pin."""
+        pin = os.path.join(self.pin_dir(), "calls", name)
+        pins.make_dir(os.path.dirname(pin))  # 0700 whatever the umask, as progarray makes it
+        try:
+            libbpf.obj_pin(fd, pin)
+        except OSError:
+            os.close(fd)
+            raise
+        return pin
+
     def cursor_map(self) -> tuple[int, str]:
         """(fd, pin) of the per-CPU position a run has in a chain described as data."""
         if self._cursor is None:
             fd = libbpf.map_create(libbpf.BPF_MAP_TYPE_PERCPU_ARRAY, "bm_cursor", 4, 4, 1)
-            pin = os.path.join(self.pin_dir(), "calls", "bm_cursor")
-            os.makedirs(os.path.dirname(pin), exist_ok=True)
-            try:
-                libbpf.obj_pin(fd, pin)
-            except OSError:
-                os.close(fd)
-                raise
-            self._cursor = (fd, pin)
+            self._cursor = (fd, self._pin_counter_map(fd, "bm_cursor"))
         return self._cursor
 
     def chain(self, name: str, stages=None, type: str | None = None, capacity: int = 16):
