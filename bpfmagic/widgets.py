@@ -13,7 +13,22 @@ import time
 from .errors import UsageProblem
 
 
-class Watch:
+class _LiveView:
+    """What both live views share: a refresh thread and a widget (``stop()`` is each view's own)."""
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def close(self) -> None:
+        self.stop()
+        self.widget.close()
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+
+class Watch(_LiveView):
     """Events, rate, lost and dropped counts, the last ROWS rows and (with
     ``by``) the number of rows per value of a column, refreshed every
     ``interval`` seconds until the stream stops (module unloaded) or the view
@@ -114,17 +129,6 @@ class Watch:
         if getattr(self.stream, "_watch", None) is self:
             self.stream._watch = None
 
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
-
-    def close(self) -> None:
-        self.stop()
-        self.widget.close()
-
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
-
     def __repr__(self) -> str:
         return f"<bpfmagic Watch of {self.stream.name} ({'updating' if self.running else 'stopped'})>"
 
@@ -140,7 +144,7 @@ def _rate(per_second: float) -> str:
 _LIVE_MAP_VIEWS: dict = {}  # map name -> its MapWatch: one live view per map
 
 
-class MapWatch:
+class MapWatch(_LiveView):
     """A map's entries refreshed every ``interval`` seconds, with the change
     of each numeric value since the previous refresh (``COL.delta``) and its
     rate per second (``COL.rate``), the ``top`` keys by the rate of ``sort``
@@ -254,17 +258,6 @@ class MapWatch:
             thread.join()
         if _LIVE_MAP_VIEWS.get(self.view.name) is self:
             del _LIVE_MAP_VIEWS[self.view.name]
-
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
-
-    def close(self) -> None:
-        self.stop()
-        self.widget.close()
-
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
 
     def __repr__(self) -> str:
         return f"<bpfmagic MapWatch of {self.view.name} ({'updating' if self.running else 'stopped'})>"
