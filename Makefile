@@ -65,10 +65,10 @@ $(VENV)/.installed: pyproject.toml | $(PY)
 	@touch $@
 
 # Merged kernel headers tree for BCC (cached; a no-op when already built).
-# Same as `python -m bpfmagic.env`, without runpy's warning about the
-# package importing bpfmagic.env before running it.
+# Same as `python -m bpfmagic.kernel.env`, without runpy's warning about the
+# package importing bpfmagic.kernel.env before running it.
 headers: $(VENV)/.installed
-	@$(PY) -c 'import sys, bpfmagic.env as e; sys.exit(e.main())'
+	@$(PY) -c 'import sys, bpfmagic.kernel.env as e; sys.exit(e.main())'
 	@$(PY) -c 'import bpfmagic.backends.libbpf as b; b.prepare_cache()'
 
 demo: setup

@@ -34,7 +34,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from bpfmagic import Session, libbpf  # noqa: E402
+from bpfmagic import Session  # noqa: E402
+from bpfmagic.kernel import libbpf
 
 PER_CPU_ENTRIES = 65_536
 RATIO_TARGET = 20.0

@@ -31,7 +31,8 @@ def main(argv=None) -> int:
     parser.add_argument("--plot", metavar="FILE", help="also write the curves (svg/png/pdf by the extension)")
     args = parser.parse_args(argv)
 
-    from bpfmagic import Session, testrun
+    from bpfmagic import Session
+    from bpfmagic.experiments import testrun
 
     frames = {}
     with Session() as session:

@@ -15,11 +15,12 @@ from .errors import (
     SlotError,
     UsageProblem,
 )
+from .experiments import packets  # frames for test runs: `from bpfmagic import packets`
 from .session import Module, Program, Session
 
 __all__ = ["Session", "Module", "Program", "session", "BpfError", "BpfCompileError",
            "BpfVerifierError", "AttachError", "SlotError", "EnvironmentProblem", "UsageProblem",
-           "load_ipython_extension", "unload_ipython_extension"]
+           "load_ipython_extension", "unload_ipython_extension", "packets"]
 
 from .shell import drop as _drop_session
 from .shell import session

@@ -19,7 +19,7 @@ import struct
 import subprocess
 import sys
 
-from . import env
+from .kernel import env
 
 __all__ = ["Check", "checks", "report", "format_text", "required_ok", "probe_fentry"]
 
@@ -99,7 +99,7 @@ def _check_headers() -> Check:
         "kernel headers", True,
         f"Debian headers {info.version} installed; merged tree not built yet "
         f"(built at first use); {note}",
-        f"{sys.executable} -m bpfmagic.env", required=True,
+        f"{sys.executable} -m bpfmagic.kernel.env", required=True,
     )
 
 

@@ -417,7 +417,7 @@ class BpfMagics(Magics):
     def _cmd_bench(self, args):
         from IPython.display import SVG, display
 
-        from . import testrun
+        from .experiments import testrun
         df = shell_session.session().bench_tailcalls(depth=args.depth, repeat=args.repeat, index=args.index,
                                                 rounds=args.rounds)
         print(testrun.describe_fit(df))
@@ -447,7 +447,7 @@ class BpfMagics(Magics):
         if args.hist:
             from IPython.display import SVG, display
 
-            from .testrun import figure_svg
+            from .experiments.testrun import figure_svg
             hist = view.hist()
             display(SVG(figure_svg(view.plot_hist(hist=hist))))
             return hist
@@ -473,7 +473,7 @@ class BpfMagics(Magics):
         df = s.paths(args.array, seconds=args.seconds)
         from IPython.display import display
 
-        from .paths import picture
+        from .experiments.paths import picture
         if len(df):
             display(picture(s, df, args.array))  # the chain with edges as wide as the runs along them
         return df
@@ -481,7 +481,7 @@ class BpfMagics(Magics):
     def _cmd_chain(self, args):
         s = shell_session.session()
         if args.file:
-            from .chain import load_file
+            from .experiments.chain import load_file
             chain = load_file(s, args.name, args.file)
             print(chain)
         elif args.stages:

@@ -28,9 +28,9 @@ import time
 
 import numpy as np
 
-from . import libbpf
-from .btf import Btf, Field, ctypes_fields, raw_fields
 from .errors import UsageProblem
+from .kernel import libbpf
+from .kernel.btf import Btf, Field, ctypes_fields, raw_fields
 
 # enum bpf_map_type (uapi)
 HASH, ARRAY, PROG_ARRAY, PERF_EVENT_ARRAY, PERCPU_HASH, PERCPU_ARRAY, STACK_TRACE = 1, 2, 3, 4, 5, 6, 7
@@ -180,7 +180,7 @@ def decode_field(f: Field, values: np.ndarray):
             return ((raw ^ sign).astype(np.int64) - np.int64(1 << (f.bits - 1))).astype(f.base)
         return raw.astype(f.base)
     if f.kind == "str":
-        from .stream import decode_cstrings
+        from .events.stream import decode_cstrings
         if not f.shape:
             return decode_cstrings(values)
         flat = np.asarray(decode_cstrings(values.reshape(-1)), dtype=object).reshape(values.shape)

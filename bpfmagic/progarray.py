@@ -11,9 +11,9 @@ import re
 import weakref
 from dataclasses import dataclass, field
 
-from . import libbpf, pins
-from .compiler import counter_pin, prog_type_name
 from .errors import SlotError, UsageProblem
+from .kernel import libbpf, pins
+from .kernel.progtypes import prog_type_name
 
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")  # used with fullmatch: `$` would let a final "\n" pass
 MAX_ARRAY_NAME = 15  # the kernel's BPF_OBJ_NAME_LEN - 1; BCC truncates beyond it
@@ -270,3 +270,8 @@ def create(name: str, size: int, pin: str, prog_type: str | None = None, keys: s
         raise
     return ProgArray(name=name, size=size, fd=fds[0], pin=pin, declared_type=prog_type, keys=keys,
                      counter_fd=fds[1], counter_pin=counter_pin(pin))
+
+
+def counter_pin(pin: str) -> str:
+    """Where an array's call counters are pinned (bpffs refuses dots in names)."""
+    return os.path.join(os.path.dirname(pin), "calls", os.path.basename(pin))

@@ -17,27 +17,16 @@ import time
 import weakref
 from dataclasses import dataclass
 
-from . import backends, libbpf, pins
+from . import backends
 from . import progarray as prog_arrays
-from .attach import (
-    Attachment,
-    Target,
-    check_event_exists,
-    check_servable,
-    parse_target,
-)
-from .attach import attach as attach_target
 from .c import CellSyntax, analyse
 from .c.analysis import SKB_TYPES
-from .compiler import (
-    PROG_TYPE_NAMES,
-    PROG_TYPES,
-    auto_attach_type,
-    prog_type_name,
-    prog_type_value,
-)
+from .c.source_files import check_includes, check_source_size, read_source_file
 from .errors import AttachError, BpfError, EnvironmentProblem, SlotError, UsageProblem
-from .source_files import check_includes, check_source_size, read_source_file
+from .kernel import libbpf, pins
+from .kernel.attach import Attachment, Target, check_event_exists, check_servable, parse_target
+from .kernel.attach import attach as attach_target
+from .kernel.progtypes import PROG_TYPE_NAMES, PROG_TYPES, auto_attach_type, prog_type_name, prog_type_value
 
 PIN_ROOT = pins.PIN_ROOT
 _SLOT_SPEC_RE = re.compile(r"^\s*([A-Za-z_]\w*)\s*\[\s*([^\]\s]+)\s*\]\s*$")
@@ -74,13 +63,13 @@ class Program:
     def verifier(self):
         """The verifier's cost: instructions processed (of the 1,000,000 limit), states,
         verification time, stack depth per subprogram (verifier.VerifierStats)."""
-        from .verifier import stats_of
+        from .experiments.verifier import stats_of
         return stats_of(self)
 
     def dump(self, mode: str = "xlated", source: bool = True) -> str:
         """The program's code: ``xlated`` (the BPF the kernel runs) or ``jited`` (x86), with the
         cell's source lines interleaved (BTF line info) and tail-call sites marked."""
-        from .dump import dump
+        from .experiments.dump import dump
         return dump(self, mode=mode, source=source)
 
     @property
@@ -238,11 +227,11 @@ class Session:
         # Extension points: callables run with a Module after it is switched in / before it is freed.
         self.on_load: list = []
         self.on_unload: list = []
-        from .stream import StreamManager  # numpy: imported only once a Session exists
+        from .events.stream import StreamManager  # numpy: imported only once a Session exists
         self.streams = StreamManager(self)  # event tables -> DataFrames, started/stopped by the hooks above
         self.env = _prepare_environment() if prepare else {}
-        # env is imported late: `python -m bpfmagic.env` must not find it loaded already
-        from . import env
+        # env is imported late: `python -m bpfmagic.kernel.env` must not find it loaded already
+        from .kernel import env
         self.privileges = env.privileges()
         if self.privileges.can_load:
             _claim_pins()
@@ -272,7 +261,7 @@ class Session:
         """/sys/fs/bpf/bpfmagic/<pid>/s<N>: where this session pins its arrays
         (pins.py: a trusted root, a directory locked for the process's life)."""
         if self._pin_dir is None:
-            from . import env
+            from .kernel import env
             status = env.ensure_bpffs()
             if not env.is_mounted("/sys/fs/bpf", "bpf"):
                 raise EnvironmentProblem(f"bpffs is not mounted and could not be ({status}); "
@@ -483,7 +472,7 @@ class Session:
             # the chain's array when the chain is not made yet (chain.py sizes it the same).
             chained = {t.array for t in syntax.tail_calls if t.kind == "chain"}
             if chained:
-                from .chain import DEFAULT_CAPACITY
+                from .experiments.chain import DEFAULT_CAPACITY
                 self.cursor_map()
                 for array_name in sorted(chained - set(self.arrays)):
                     self.progarray(array_name, 2 * DEFAULT_CAPACITY)
@@ -623,7 +612,7 @@ class Session:
         if not (req.count_calls or req.paths) or not (syntax.tail_calls or req.paths):
             return None
         if req.paths and self._path_maps is None:  # freed by a reset while paths stay on
-            from .paths import PathMaps
+            from .experiments.paths import PathMaps
             self._path_maps = PathMaps.create(self.pin_dir())
         lines = syntax.source.count("\n") + 2
         if self._next_site + lines > SITES:
@@ -659,7 +648,7 @@ class Session:
         call fell through). Off by default; programs loaded without it run uninstrumented."""
         self._require_privileges()
         if self._path_maps is None:
-            from .paths import PathMaps
+            from .experiments.paths import PathMaps
             self._path_maps = PathMaps.create(self.pin_dir())
         self.paths_enabled = True
 
@@ -671,7 +660,7 @@ class Session:
         """The distinct paths live runs took during SECONDS, or while the callable ``during``
         runs (those through ARRAY): DataFrame of path (one line of text), runs, share, hops,
         how it ended."""
-        from . import paths
+        from .experiments import paths
         return paths.live(self, seconds=seconds, array=array, during=during)
 
     def misses(self):
@@ -689,7 +678,7 @@ class Session:
                 lines = m.source.count("\n") + 2
                 limit = libbpf.percpu_u64_sums(self._sites_fd, lines, start=2 * SITES + m.site_base)
                 counts = self.site_counts(m)
-                from .graph import resolve_key
+                from .experiments.graph import resolve_key
                 for t in m.syntax.tail_calls:
                     calls, missed = counts.get(t.line, (0, 0))
                     lim = limit[t.line] if m.paths else None
@@ -821,7 +810,7 @@ class Session:
         """bpf_trace_printk lines from trace_pipe for up to SECONDS: DataFrame (ts, cpu, pid, comm, msg).
         Lines printed before this session began (left unread in the pipe by an
         earlier process) are skipped unless ``older``; ``df.attrs["older"]`` counts them."""
-        from .trace import capture
+        from .events.trace import capture
         # The trace clock ("local") runs with CLOCK_MONOTONIC here; a second of slack covers their drift.
         since = None if older else self.started - 1.0
         return capture(seconds=seconds, max_lines=max_lines, grep=grep, since=since)
@@ -949,25 +938,25 @@ class Session:
         data out, and the slots its tail calls went through. ``path``: also the way the
         (last) run went through the chain (.path DataFrame, .path_text); needs the chain
         loaded with paths on."""
-        from . import testrun
+        from .experiments import testrun
         return testrun.test_run(self, spec, data=data, ctx=ctx, repeat=repeat, type=type, path=path)
 
     def stats(self, since=None):
         """Per-program run_cnt, run_time_ns, avg_ns, tail calls in and missed;
         rows for empty slots that tail calls missed. ``since``: an earlier stats()."""
-        from . import stats
+        from .experiments import stats
         return stats.stats(self, since=since)
 
     def bench_tailcalls(self, depth: int = 33, repeat: int = 100_000, index: str = "const", rounds: int = 3,
                         paths: bool = False):
         """Tail-call cost curve: DataFrame (depth, tail_calls, ns_per_run); the fit is in .attrs.
         ``paths``: the chain records paths (its cost per hop: the slope minus the bare one)."""
-        from . import testrun
+        from .experiments import testrun
         return testrun.bench_tailcalls(self, depth=depth, repeat=repeat, index=index, rounds=rounds, paths=paths)
 
     def graph(self, array: str | None = None):
         """The tail-call chain (programs, slots, call sites) as data and a picture."""
-        from . import graph
+        from .experiments import graph
         return graph.graph(self, array)
 
     # ------------------------------------------------------------ teardown
@@ -1059,7 +1048,7 @@ class Session:
         ends with ``CHAIN_NEXT(ctx, NAME)``); the entry program is NAME_entry.entry. Called again
         with other stages, it switches to them atomically for the traffic. Without stages: the
         chain as it is."""
-        from . import chain as chains
+        from .experiments import chain as chains
         with self._lock:
             existing = self.chains.get(name)
             if stages is None:
@@ -1127,7 +1116,7 @@ def _prepare_environment() -> dict:
     import warnings
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        from . import env
+        from .kernel import env
         result = env.prepare()
     for w in caught:
         if issubclass(w.category, env.HeadersMismatchWarning) and _in_ipython():
@@ -1242,7 +1231,7 @@ def _claim_pins() -> None:
     untrusted pin root is reported now and refused when pins are needed."""
     import warnings
 
-    from . import env
+    from .kernel import env
     if not env.is_mounted(env.BPFFS, "bpf"):
         return  # pin_dir() mounts it or says why
     try:

@@ -17,7 +17,7 @@ def kernel_objects() -> dict[str, set[int]]:
     frees."""
     import ctypes as ct
 
-    from bpfmagic import libbpf
+    from bpfmagic.kernel import libbpf
     lib = libbpf.lib()
     out = {}
     for kind in ("prog", "map", "link"):

@@ -106,3 +106,16 @@ def test_session_and_module_do_not_branch_on_the_backend():
                     break
     # The two accessors for the backend's own object are the only places that look at its kind.
     assert len(branches) <= 2, f"session.py branches on the backend at lines {branches}"
+
+
+def test_every_package_is_installed():
+    """A package the wheel leaves out works in the editable checkout and nowhere else."""
+    import tomllib
+
+    with open(os.path.join(os.path.dirname(PACKAGE), "pyproject.toml"), "rb") as f:
+        include = tomllib.load(f)["tool"]["setuptools"]["packages"]["find"]["include"]
+    from setuptools import find_packages
+
+    found = set(find_packages(os.path.dirname(PACKAGE), include=include))
+    on_disk = {m for m, p in _modules().items() if p.endswith("__init__.py")}
+    assert on_disk <= found, f"not in the wheel: {sorted(on_disk - found)}"

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from bpfmagic import UsageProblem, testrun
+from bpfmagic import UsageProblem
+from bpfmagic.experiments import testrun
 
 from .conftest import needs_root
 

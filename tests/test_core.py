@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from bpfmagic import AttachError, BpfCompileError, BpfVerifierError, SlotError, libbpf
+from bpfmagic import AttachError, BpfCompileError, BpfVerifierError, SlotError
+from bpfmagic.kernel import libbpf
 
 from .conftest import kernel_loads_fentry, needs_root, syscall_nr
 

@@ -8,8 +8,9 @@ import warnings
 import numpy as np
 import pytest
 
-from bpfmagic import UsageProblem, libbpf
-from bpfmagic.stream import StreamWarning
+from bpfmagic import UsageProblem
+from bpfmagic.events.stream import StreamWarning
+from bpfmagic.kernel import libbpf
 
 from .conftest import needs_root, stream_threads, wait_for
 

@@ -1,4 +1,4 @@
-"""Environment preparation (bpfmagic.env), doctor and the CLI, on the real machine."""
+"""Environment preparation (bpfmagic.kernel.env), doctor and the CLI, on the real machine."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bpfmagic import doctor, env
+from bpfmagic import doctor
+from bpfmagic.kernel import env
 
 from .conftest import kernel_has_kprobes
 
@@ -100,7 +101,7 @@ def test_ensure_kernel_headers_reuses_tree(fresh_cache, monkeypatch):
 @needs_debian_headers
 def test_concurrent_builds_are_atomic(tmp_path):
     cache = tmp_path / "cache"
-    code = "from bpfmagic import env; import warnings; warnings.simplefilter('ignore'); print(env.ensure_kernel_headers())"
+    code = "from bpfmagic.kernel import env; import warnings; warnings.simplefilter('ignore'); print(env.ensure_kernel_headers())"
     procs = [
         subprocess.Popen([sys.executable, "-c", code], cwd=REPO, text=True, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, env=_clean_env(XDG_CACHE_HOME=str(cache)))
@@ -120,7 +121,7 @@ def test_mismatch_warning_once_per_process():
     r = _py(
         """
         import os, warnings
-        from bpfmagic import env
+        from bpfmagic.kernel import env
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
             a = env.ensure_kernel_headers()
@@ -143,13 +144,13 @@ def test_mismatch_warning_once_per_process():
 @needs_debian_headers
 def test_child_of_prepared_process_still_warns():
     """A kernel started by a process that set BCC_KERNEL_SOURCE still warns."""
-    prep = _py("from bpfmagic import env; import warnings; warnings.simplefilter('ignore'); "
+    prep = _py("from bpfmagic.kernel import env; import warnings; warnings.simplefilter('ignore'); "
                "print(env.ensure_kernel_headers())")
     tree = prep.stdout.strip()
     r = _py(
         """
         import warnings
-        from bpfmagic import env
+        from bpfmagic.kernel import env
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
             print(env.ensure_kernel_headers())
@@ -261,7 +262,7 @@ def test_bcc_compiles_and_loads_with_prepared_headers(tmp_path):
         """
         import time, warnings
         warnings.simplefilter("ignore")
-        from bpfmagic import env
+        from bpfmagic.kernel import env
         print(env.ensure_kernel_headers())
         from bcc import BPF
         b = BPF(text=r'''

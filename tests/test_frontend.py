@@ -8,9 +8,9 @@ import textwrap
 
 import pytest
 
-from bpfmagic import packets
 from bpfmagic.c import analyse
 from bpfmagic.errors import AttachError, BpfCompileError, BpfVerifierError, SlotError, UsageProblem
+from bpfmagic.experiments import packets
 
 from .conftest import needs_root
 
@@ -208,7 +208,7 @@ def test_legacy_and_unservable_sections_say_what_to_write(session):
     with pytest.raises(BpfCompileError, match=r'SEC\("tc"\)'):
         session.load("legacy", '#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n'
                      'SEC("classifier/0") int c(struct __sk_buff *skb) { return 0; }\n', core=True)
-    from bpfmagic.attach import kprobes_available
+    from bpfmagic.kernel.attach import kprobes_available
     src = ('#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n'
            'SEC("kprobe/do_unlinkat") int k(void *ctx) { return 0; }\n')
     if kprobes_available():
@@ -301,7 +301,7 @@ def test_values_initialized_prog_array_is_seen_and_freed(session):
     assert slots.loc[0, "program"] == "vals.classifier_0" and slots.loc[1, "program"] == "vals.classifier_1"
     assert slots.loc[0, "taken"] == 1 and slots.loc[1, "taken"] == 1
     session.unload("vals")
-    from bpfmagic import libbpf
+    from bpfmagic.kernel import libbpf
     array = session.array("jmp_table")
     assert array.entries == {} and libbpf.map_lookup_u32(array.fd, 0) is None  # the kernel's slots emptied too
     assert m.closed

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 import bpfmagic
-from bpfmagic import graph as chain_graph
+from bpfmagic.experiments import graph as chain_graph
 
 from .conftest import kernel_objects, leftovers, needs_root
 
@@ -139,7 +139,7 @@ def test_three_cells_chain_run_stats_cost_and_picture(shell, capsys):
         """) + CHAIN)
     assert result.success, result.error_in_exec
     # Cell 2: run it on a packet, then see the slots and the misses.
-    frame = bpfmagic.packets.udp_packet(dport=53, payload=b"query")
+    frame = bpfmagic.experiments.packets.udp_packet(dport=53, payload=b"query")
     shell.user_ns["frame"] = frame
     result = shell.run_cell("r = %bpf run c.entry --repeat 5 --data {frame.hex()}")  # IPython expands {...}
     assert result.success, result.error_in_exec

@@ -8,8 +8,8 @@ import threading
 import pandas as pd
 import pytest
 
-from bpfmagic import graph as chain_graph
 from bpfmagic.c.analysis import file_constants
+from bpfmagic.experiments import graph as chain_graph
 
 from .conftest import needs_root
 
@@ -152,7 +152,7 @@ def test_counters_read_while_traffic_runs_agree(session):
     session.load("ag", "BPF_PROG_ARRAY(agj, 4);\n"
                        "int go(struct xdp_md *ctx) { agj.call(ctx, 2); return XDP_PASS; }")  # slot 2 stays empty
     prog = session.program("ag.go")
-    from bpfmagic import libbpf
+    from bpfmagic.kernel import libbpf
     done = threading.Event()
 
     def traffic():
@@ -360,7 +360,7 @@ def test_live_paths_are_counted(session):
     session.enable_paths()
     session.load("lv", PATH_CHAIN, slots={"pj[1]": "parse_eth", "pj[2]": "parse_ip"})
     prog = session.program("lv.entry")
-    from bpfmagic import libbpf
+    from bpfmagic.kernel import libbpf
 
     def traffic():
         for _ in range(3):
@@ -371,7 +371,7 @@ def test_live_paths_are_counted(session):
     assert got == {"lv.entry → parse_eth → parse_ip ✗ pj[5] empty": 300,  # every run, counted once
                    "lv.entry ✗ pj[3] empty → parse_eth → parse_ip ✗ pj[5] empty": 7}
     assert abs(df["share"].sum() - 1) < 1e-9
-    from bpfmagic.paths import picture
+    from bpfmagic.experiments.paths import picture
     g = picture(session, df, "pj")
     assert g.widths[("lv.entry", "pj[1]")] == 307 and g.widths[("lv.entry", "pj[3]")] == 7
     assert g.widths[("pj[2]", "lv.parse_ip")] == 307
@@ -434,7 +434,7 @@ def test_reordering_under_traffic_shows_only_whole_orders(session):
     session.load("st", STAGES)
     ch = session.chain("fw", ["st.a", "st.b", "st.c"])
     prog = ch.program
-    from bpfmagic import libbpf
+    from bpfmagic.kernel import libbpf
     stop = threading.Event()
     runs = []
 

@@ -24,12 +24,13 @@ int entry(struct xdp_md *ctx) { jt.call(ctx, 1); return XDP_PASS; }
 PID_NS_CHILD = """
 import os, signal, sys, warnings
 warnings.simplefilter("ignore")
-from bpfmagic import Session, libbpf
+from bpfmagic import Session
+from bpfmagic.kernel import libbpf
 s = Session()
 s.load("c", CHAIN, slots={"jt[1]": "drop"})
 print(os.getpid(), s.pin_dir(), libbpf.test_run(s.program("c.entry").fd, data=bytes(64))["retval"], flush=True)
 sys.stdin.readline()
-from bpfmagic import pins
+from bpfmagic.kernel import pins
 reaper = pins.process_dir().reaper_pid
 os.kill(reaper, signal.SIGKILL)
 while True:  # dead once a zombie (it is no child of ours: not ours to wait for) or gone
@@ -51,7 +52,8 @@ def test_sessions_in_another_pid_namespace_keep_each_others_pins_and_clean_dead_
     of this machine are not part of the experiment."""
     facts = in_private_bpffs(f"CHAIN = {CHAIN!r}", f"CHILD = {PID_NS_CHILD!r}", """
         import signal, subprocess
-        from bpfmagic import Session, libbpf
+        from bpfmagic import Session
+        from bpfmagic.kernel import libbpf
         def retval(s, spec):
             return libbpf.test_run(s.program(spec).fd, data=bytes(64))["retval"]
         parent = Session()
@@ -183,7 +185,7 @@ def test_a_core_compile_killed_midway_leaves_no_temp_dir(tmp_path):
     import tempfile
     import time
 
-    from bpfmagic import pins
+    from bpfmagic.kernel import pins
     child = _spawn(CORE_COMPILING_CHILD, cache=str(tmp_path))  # its objects stay out of the shared cache
     compile_dir = None
     try:

@@ -229,7 +229,7 @@ def test_load_line_command_takes_a_file(fresh, tmp_path):
     path = tmp_path / "drop.bpf.c"
     path.write_text("int f(struct xdp_md *ctx) { return XDP_DROP; }\n")
     assert run(fresh, f"%bpf load dropper --file {path}").success
-    from bpfmagic import libbpf
+    from bpfmagic.kernel import libbpf
     assert libbpf.test_run(fresh.user_ns["dropper"].programs["f"].fd, data=bytes(64))["retval"] == 1
     res = run(fresh, "%bpf load nofile")
     assert type(res.error_in_exec).__name__ == "UsageError"

@@ -14,7 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bpfmagic import UsageProblem, libbpf, packets
+from bpfmagic import UsageProblem
+from bpfmagic.experiments import packets
+from bpfmagic.kernel import libbpf
 from bpfmagic.widgets import MapWatch
 
 from .conftest import needs_root, wait_for
@@ -633,7 +635,7 @@ def test_layouts_from_ctypes_round_trip():
     """Nested structs, char[M][N], number arrays and bit-fields: pack, then decode, in pure Python."""
     import ctypes as ct
 
-    from bpfmagic.btf import ctypes_fields
+    from bpfmagic.kernel.btf import ctypes_fields
     from bpfmagic.maps import Layout
 
     class Inner(ct.Structure):

@@ -467,7 +467,7 @@ def test_maps_notebook_results(executed):
 def test_headers_mismatch_is_a_one_line_note_once(tmp_path):
     """In a notebook the headers warning is a short stdout note on the first
     bpfmagic cell, once: not a stderr block (shown pink, like an error)."""
-    from bpfmagic import env
+    from bpfmagic.kernel import env
     info = env.kernel_headers_info()
     if not info.mismatch and info.kind not in ("available", "merged"):
         pytest.skip("the running kernel has its own headers")

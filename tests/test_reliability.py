@@ -137,7 +137,7 @@ def test_llvm_errors_that_exit_the_process_are_errors_of_the_cell(session, cell,
 
 
 def test_an_unchanged_cell_is_tried_in_a_child_only_once(session, monkeypatch):
-    from bpfmagic import trial_compile
+    from bpfmagic.backends import trial_compile
     forks = []
     real = trial_compile.compile_in_child
     monkeypatch.setattr(trial_compile, "compile_in_child", lambda *a: forks.append(1) or real(*a))
@@ -261,7 +261,7 @@ def test_oversized_source_is_refused_quickly(session, tmp_path):
     import time
 
     from bpfmagic import UsageProblem
-    from bpfmagic.source_files import MAX_SOURCE_BYTES
+    from bpfmagic.c.source_files import MAX_SOURCE_BYTES
     big = tmp_path / "big.bpf.c"
     with open(big, "wb") as f:
         f.write(XDP_PASS_C.encode())
@@ -307,7 +307,7 @@ def test_followed_parquet_queue_stays_bounded_and_accounts_for_every_event(sessi
     import numpy as np
     pd = pytest.importorskip("pandas")
     pytest.importorskip("pyarrow")
-    from bpfmagic import stream as streams
+    from bpfmagic.events import stream as streams
 
     from .conftest import wait_for
     from .test_stream import produce, ring_producer
@@ -579,7 +579,7 @@ def test_interrupting_a_hung_trial_compile_ends_its_child(monkeypatch):
 
     from bcc.libbcc import lib
 
-    from bpfmagic import trial_compile
+    from bpfmagic.backends import trial_compile
     forked: list[int] = []
     real_fork = os.fork
     def recording_fork():

@@ -130,7 +130,8 @@ def test_pin_directories_are_0700_whatever_the_umask():
 def test_session_mounts_bpffs_and_tracefs_when_they_are_not_mounted():
     from .namespaces import without_bpffs_and_tracefs
     facts = without_bpffs_and_tracefs("""
-        from bpfmagic import Session, env
+        from bpfmagic import Session
+        from bpfmagic.kernel import env
         before = [env.is_mounted(env.BPFFS, "bpf"), env.is_mounted(env.TRACEFS, "tracefs")]
         s = Session()
         after = [env.is_mounted(env.BPFFS, "bpf"), env.is_mounted(env.TRACEFS, "tracefs")]
@@ -161,7 +162,8 @@ def test_session_mounts_bpffs_and_tracefs_when_they_are_not_mounted():
 
 CACHE_CHILD = """
     import pwd, shutil, stat
-    from bpfmagic import Session, libbpf
+    from bpfmagic import Session
+    from bpfmagic.kernel import libbpf
     nobody = pwd.getpwnam("nobody").pw_uid
     cache = os.path.join(os.environ["XDG_CACHE_HOME"], "bpfmagic")
     BCC_CELL = "int f(struct xdp_md *ctx) { return XDP_DROP; }\\n"

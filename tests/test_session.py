@@ -11,15 +11,8 @@ import time
 import pandas as pd
 import pytest
 
-from bpfmagic import (
-    AttachError,
-    BpfCompileError,
-    BpfVerifierError,
-    Session,
-    SlotError,
-    UsageProblem,
-    libbpf,
-)
+from bpfmagic import AttachError, BpfCompileError, BpfVerifierError, Session, SlotError, UsageProblem
+from bpfmagic.kernel import libbpf
 from bpfmagic.progarray import syscall_numbers
 
 from .conftest import kernel_has_kprobes, kernel_loads_fentry, kernel_objects, needs_root, wait_for
@@ -430,7 +423,7 @@ def test_dead_session_pins_are_cleaned(tmp_path):
     # A process that pins an array and dies without closing, its reaper killed
     # first (stopped, so it cannot clean up): only the next session's cleanup
     # can free the pins. (With its reaper, tests/test_lifecycle.py.)
-    code = ("import os, signal, bpfmagic; from bpfmagic import pins; s = bpfmagic.Session(); s.progarray('jt', 4); "
+    code = ("import os, signal, bpfmagic; from bpfmagic.kernel import pins; s = bpfmagic.Session(); s.progarray('jt', 4); "
             "os.kill(pins.process_dir().reaper_pid, signal.SIGSTOP); "
             "print(pins.process_dir().reaper_pid, s.pin_dir(), flush=True); os._exit(0)")
     out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, check=True)

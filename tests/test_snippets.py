@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import os
 
-from bpfmagic import libbpf, packets
+from bpfmagic.experiments import packets
+from bpfmagic.kernel import libbpf
 
 from .conftest import needs_root
 

@@ -178,7 +178,7 @@ def test_slot_labels_are_the_same_in_every_view(session):
 
 
 def test_module_stats_are_its_own_rows(session):
-    from bpfmagic import libbpf
+    from bpfmagic.kernel import libbpf
     a = session.load("a", "int fa(struct xdp_md *ctx) { return XDP_PASS; }")
     session.load("b", "int fb(struct xdp_md *ctx) { return XDP_PASS; }")
     libbpf.test_run(a.programs["fa"].fd, data=bytes(64), repeat=7)
@@ -187,7 +187,7 @@ def test_module_stats_are_its_own_rows(session):
 
 
 def test_many_empty_slots_share_a_row(session):
-    from bpfmagic import libbpf
+    from bpfmagic.kernel import libbpf
     session.load("fan", """BPF_PROG_ARRAY(wide, 32);
 int fan(struct xdp_md *ctx) {
     for (int i = 0; i < 12; i++)          /* 12 empty slots, slot i missed i+1 times per run */

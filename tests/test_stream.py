@@ -10,8 +10,9 @@ import threading
 import numpy as np
 import pytest
 
-from bpfmagic import UsageProblem, libbpf
-from bpfmagic.stream import StreamWarning
+from bpfmagic import UsageProblem
+from bpfmagic.events.stream import StreamWarning
+from bpfmagic.kernel import libbpf
 
 from .conftest import needs_root, stream_threads, syscall_nr, wait_for
 

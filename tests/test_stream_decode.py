@@ -6,14 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bpfmagic.stream import (
-    RINGBUF_BUSY,
-    RINGBUF_DISCARD,
-    RecordType,
-    decode_ring,
-    event_tables,
-    parse_field,
-)
+from bpfmagic.events.stream import RINGBUF_BUSY, RINGBUF_DISCARD, RecordType, decode_ring, event_tables, parse_field
 
 
 class State:

@@ -6,7 +6,8 @@ import struct
 
 import pytest
 
-from bpfmagic import UsageProblem, packets
+from bpfmagic import UsageProblem
+from bpfmagic.experiments import packets
 
 from .conftest import needs_root, prog_fdinfo
 

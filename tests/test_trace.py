@@ -8,8 +8,9 @@ import time
 
 import pytest
 
-from bpfmagic import UsageProblem, libbpf
-from bpfmagic.trace import capture, parse_line
+from bpfmagic import UsageProblem
+from bpfmagic.events.trace import capture, parse_line
+from bpfmagic.kernel import libbpf
 
 from .conftest import needs_root
 
@@ -76,7 +77,7 @@ def test_unprivileged_capture_says_permission_denied():
     from .namespaces import BECOME_NOBODY, child_env
     # Imported as root (the clone may sit under a 0700 directory), then user nobody.
     # pandas too: capture() imports it when it has lines to return, after the drop.
-    code = ("import os, pandas, bpfmagic\nfrom bpfmagic.trace import capture\n" + BECOME_NOBODY +
+    code = ("import os, pandas, bpfmagic\nfrom bpfmagic.events.trace import capture\n" + BECOME_NOBODY +
             "try:\n    capture(seconds=0.1)\n"
             "except Exception as e:\n    print(type(e).__name__, e)\n"
             "print('MODULE:', bpfmagic.__file__)\n")
@@ -93,7 +94,7 @@ def test_a_second_reader_gets_a_clear_error(session):
     import errno as errno_
 
     from bpfmagic import EnvironmentProblem
-    from bpfmagic.trace import TRACE_PIPE
+    from bpfmagic.events.trace import TRACE_PIPE
     try:
         holder = os.open(TRACE_PIPE, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as e:

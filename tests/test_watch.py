@@ -6,7 +6,8 @@ import threading
 
 import pytest
 
-from bpfmagic import UsageProblem, libbpf
+from bpfmagic import UsageProblem
+from bpfmagic.kernel import libbpf
 from bpfmagic.widgets import Watch
 
 from .conftest import needs_root, wait_for

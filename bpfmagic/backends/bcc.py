@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import os
+import re
+import tempfile
 
-from .. import libbpf
-from ..compiler import (
-    PROG_TYPES,
-    auto_attach_type,
-    captured_fd2,
-    fd_limit_problem,
-    load_bcc,
-    privilege_problem,
-    verifier_error,
-)
+from ..c.diagnostics import compile_error, verifier_error
+from ..c.instrument import ColumnMap, bcc_text
+from ..errors import BpfError, EnvironmentProblem
+from ..kernel import libbpf
+from ..kernel.lock import captured_fd2
+from ..kernel.privileges import fd_limit_problem, privilege_problem
+from ..kernel.progtypes import PROG_TYPES, auto_attach_type
 
 
 def _libbcc():
@@ -89,7 +89,7 @@ class BccObject:
 
     def load_program(self, func: str, ptype: str, qualname: str) -> tuple[int, str, str]:
         """(fd, what libbcc said, the verifier's statistics) of FUNC loaded as PTYPE."""
-        from ..verifier import collect_bcc
+        from ..experiments.verifier import collect_bcc
         with captured_fd2() as log, collect_bcc() as stats:
             try:
                 # XDP with expected attach type BPF_XDP, as libbpf's SEC("xdp") loads it: this kernel
@@ -123,7 +123,7 @@ class BccObject:
 
 def compile_cell(session, req, syntax, slot_index, resolved_slots, site_base) -> tuple[BccObject, str]:
     """Compile REQ's cell with BCC for SESSION: (the object, what libbcc and clang said)."""
-    from ..verifier import collect_bcc
+    from ..experiments.verifier import collect_bcc
     arrays = {n: (a.pin, a.size, a.counter_pin) for n, a in session.arrays.items()}
     sites = (session._sites_pin, site_base) if site_base is not None else None
     paths = {"pins": session._path_maps.pins} if req.paths and session._path_maps and sites else None
@@ -141,5 +141,67 @@ def check_tools() -> None:
 
 def convention_targets(syntax):
     """The targets BCC's naming conventions attach (kprobe__..., RAW_TRACEPOINT_PROBE, ...)."""
-    from ..attach import convention_targets as targets
+    from ..kernel.attach import convention_targets as targets
     return targets(syntax.contexts)
+
+
+# ------------------------------------------------------------ compiling a cell
+
+def load_bcc(syntax, origin: str, arrays: dict[str, tuple[str, int, str]], slot_index, cflags: list[str],
+             count_calls: bool, verbose: bool, can_load: bool = True, include_dirs=(), sites=None, paths=None,
+             cursor=None):
+    """Compile the cell with BCC, instrumented for the session (shared arrays,
+    SLOT, call and loss counters); BCC also loads and attaches the functions
+    its naming conventions name. Returns (BPF object, what libbcc/clang wrote
+    to fd 2, the column map of the instrumented call sites); failures raise
+    errors that point at the cell."""
+    from bcc import BPF
+
+    text, header, columns = bcc_text(syntax, arrays, slot_index, count_calls, sites, paths, cursor)
+    debug = 0x10 if verbose else 0  # BCC's DEBUG_BPF_REGISTER_STATE: the full verifier log
+    # The header lives in a directory only this process can enter, for the compile only.
+    with tempfile.TemporaryDirectory(prefix="bpfmagic-bcc-") as tmp:
+        header_path = os.path.join(tmp, "bpfmagic.h")
+        with open(header_path, "w") as f:
+            f.write(header)
+        flags = [*cflags, *(f"-I{os.path.abspath(d)}" for d in include_dirs), "-include", header_path]
+        # libbcc's LLVM ends the process on some errors (exit, abort): where the cell has what
+        # can cause that (c/hazards.py), find out in a child first; other cells compile once.
+        from ..c.hazards import codegen_hazards
+        if codegen_hazards(syntax.source):
+            from . import trial_compile
+            trial_compile.check_compile_survives(text.encode(), flags, origin, syntax.source,
+                                                 key=[text, header, *cflags, *map(str, include_dirs)])
+        with captured_fd2() as log:
+            try:
+                bpf = BPF(text=text.encode(), cflags=flags, debug=debug)
+                error = None
+            except Exception as e:  # BCC raises bare Exception
+                bpf, error = None, e
+    if error is not None:
+        raise bcc_error(error, log[0], syntax.source, origin, can_load, columns, syntax) from None
+    return bpf, log[0], columns
+
+
+def bcc_error(error: Exception, stderr: str, source: str, origin: str, can_load: bool = True,
+              columns: ColumnMap | None = None, syntax=None) -> BpfError:
+    """The error a failed BPF(text=...) means, from BCC's exception and fd-2 output."""
+    from ..errors import AttachError
+    text = str(error)
+    auto = re.search(r"Failed to load BPF program b?'?(\w+)", text)
+    problem = privilege_problem(f"module {origin}" + (f", function {auto[1]}" if auto else ""),
+                                auto_attach_type(auto[1]) if auto else None, f"{text}\n{stderr}")
+    if problem is not None:
+        return problem
+    fd_limit = fd_limit_problem(f"module {origin}", f"{text}\n{stderr}")
+    if fd_limit is not None:
+        return fd_limit
+    if "Failed to load BPF program" in text:
+        func = re.search(r"program b?'?([\w]+)", text)
+        return verifier_error(func[1] if func else "a program", stderr, text.split(": ")[-1], origin, source,
+                              columns=columns, syntax=syntax)
+    if "attach" in text.lower():
+        return AttachError(f"{text}\n{stderr.strip()}".strip(), stderr)
+    if "Need super-user" in text and not can_load:
+        return EnvironmentProblem("loading BPF programs needs root or CAP_BPF", stderr)
+    return compile_error(stderr, source, origin, columns, syntax)

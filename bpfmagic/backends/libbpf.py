@@ -20,22 +20,15 @@ import shutil
 import subprocess
 import tempfile
 
-from .. import libbpf
-from ..attach import Attachment, Target
-from ..btf import _BtfArray, _BtfMember, _BtfType  # libbpf's BTF records, as btf.py reads them
 from ..c import CellSyntax, analyse, core_text
 from ..c.instrument import CORE_CELL_FILE, SITES_MAP, counter_name
 from ..c.records import ring_record_types
-from ..compiler import prog_type_name
-from ..errors import (
-    AttachError,
-    BpfCompileError,
-    BpfVerifierError,
-    EnvironmentProblem,
-    SlotError,
-    UsageProblem,
-)
-from ..kernel_lock import NATIVE_LOCK
+from ..errors import AttachError, BpfCompileError, BpfVerifierError, EnvironmentProblem, SlotError, UsageProblem
+from ..kernel import libbpf
+from ..kernel.attach import Attachment, Target
+from ..kernel.btf import _BtfArray, _BtfMember, _BtfType  # libbpf's BTF records, as btf.py reads them
+from ..kernel.lock import NATIVE_LOCK
+from ..kernel.progtypes import prog_type_name
 
 VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
 _ARCH = {"x86_64": "x86", "aarch64": "arm64", "s390x": "s390", "ppc64le": "powerpc", "riscv64": "riscv"}
@@ -70,7 +63,7 @@ def tools() -> None:
 def vmlinux_dir() -> str:
     """A directory holding vmlinux.h of the running kernel (dumped once from its BTF;
     cache.py keeps it trusted, intact and made with explicit modes)."""
-    from .. import cache
+    from ..kernel import cache
 
     def dump() -> bytes:
         res = subprocess.run([_tool("bpftool") or "bpftool", "btf", "dump", "file", VMLINUX_BTF, "format", "c"],
@@ -608,7 +601,7 @@ def _legacy_section_hint(section: str) -> str | None:
 def check_sections(obj: "CoreObject") -> None:
     """Refuse, before loading, programs whose SEC() this kernel cannot serve:
     they would load and then sit unattached."""
-    from ..attach import ALTERNATIVE, kprobes_available
+    from ..kernel.attach import ALTERNATIVE, kprobes_available
     for pname, prog in obj.programs().items():
         section = obj.section(prog)
         kind = section.split("/", 1)[0]
@@ -640,7 +633,7 @@ def _libbpf_refusal(name: str, log: str, errno_: int) -> BpfCompileError:
 
 
 def _verifier_error(name: str, log: str, errno_: int, origin: str, source: str) -> BpfVerifierError:
-    from ..compiler import verifier_error
+    from ..c.diagnostics import verifier_error
     # libbpf frames the kernel's log between these markers; keep libbpf's own lines out of the tail.
     m = re.search(r"-- BEGIN PROG LOAD LOG --\n(.*?)-- END PROG LOAD LOG --", log, re.S)
     if m is None and "-- BEGIN PROG LOAD LOG --" not in log:
@@ -741,7 +734,7 @@ def _open_and_load(name, syntax, origin, obj_bytes, arrays, needs, slotted, init
 
 def compile_cell(session, req, syntax, slot_index, resolved_slots, site_base) -> tuple[CoreObject, str]:
     """Compile REQ's --core cell with clang and load it with libbpf for SESSION."""
-    from ..attach import parse_target
+    from ..kernel.attach import parse_target
     needs = {func: parse_target(target).prog_type for func, target in req.attach}
     slotted = [(array, func) for array, _, func in resolved_slots]
     sites = (session._sites_fd, site_base) if site_base is not None else None

@@ -19,8 +19,8 @@ import os
 import subprocess
 import tempfile
 
-from .. import cache
 from ..errors import EnvironmentProblem
+from ..kernel import cache
 
 OBJECTS = "objects"
 MAX_ENTRIES = 256  # objects kept; the oldest go first

@@ -10,7 +10,7 @@ program is credited only with the calls made while it sat in the slot.
 """
 from __future__ import annotations
 
-from .progarray import slot_counts
+from ..progarray import slot_counts
 
 MAX_EMPTY_ROWS = 8  # empty slots listed one by one in stats(); the rest are summed
 STATS_COLUMNS = ["program", "module", "function", "type", "prog_id", "attached", "slots",

@@ -20,8 +20,8 @@ from __future__ import annotations
 import os
 import time
 
-from . import libbpf
-from .errors import SlotError, UsageProblem
+from ..errors import SlotError, UsageProblem
+from ..kernel import libbpf
 
 DEFAULT_CAPACITY = 16
 GRACE_S = 0.002

@@ -44,10 +44,10 @@ try:
 except ImportError:  # bpfmagic itself must import without numpy (the doctor runs on a bare python3)
     np = None
 
-from . import libbpf
-from .c.records import event_tables, struct_layout
-from .c.records import typedefs as _resolve_typedefs
-from .errors import UsageProblem
+from ..c.records import event_tables, struct_layout
+from ..c.records import typedefs as _resolve_typedefs
+from ..errors import UsageProblem
+from ..kernel import libbpf
 
 DEFAULT_MAX_ROWS = 1_000_000
 DEFAULT_PARQUET_QUEUE_BYTES = 64 << 20  # records waiting for a followed Parquet file, at most
@@ -293,8 +293,8 @@ def core_record_type(module, table: str) -> RecordType:
     ``bpf_ringbuf_output`` / ``bpf_ringbuf_reserve`` calls on it write, laid
     out as the object's BTF says (exact offsets and size). Undeterminable
     when the struct cannot be told; TypeError when it cannot be decoded."""
-    from .backends.libbpf import btf_struct
-    from .c.records import ring_record_types
+    from ..backends.libbpf import btf_struct
+    from ..c.records import ring_record_types
     hint = (f"use bpf_ringbuf_output(&{table}, &rec, sizeof(rec), 0) with a struct variable, or "
             f"struct NAME *e = bpf_ringbuf_reserve(&{table}, sizeof(*e), 0)")
     kinds = ring_record_types(module.source, table)
@@ -654,7 +654,7 @@ class Stream:
         self._closed = False
         self._reader_stats = {"kernel_lost": 0, "variable": 0, "discarded": 0}
         if module.core is not None:  # a libbpf ring: counted by the front end's bpf_ringbuf_* macros
-            from .backends.libbpf import ring_tables
+            from ..backends.libbpf import ring_tables
             tables = ring_tables(module.source)
             if table in tables and LOST_COUNTER in module.core.maps():
                 self._lost_fd = module.core.table(LOST_COUNTER).fd

@@ -33,7 +33,7 @@ import threading
 import time
 
 try:
-    from .errors import EnvironmentProblem
+    from ..errors import EnvironmentProblem
 except ImportError:  # run by the reaper as a plain file
     class EnvironmentProblem(Exception):  # type: ignore[no-redef]
         pass

@@ -12,8 +12,8 @@ import re
 import select
 import time
 
-from . import env
-from .errors import EnvironmentProblem, UsageProblem
+from ..errors import EnvironmentProblem, UsageProblem
+from ..kernel import env
 
 TRACE_PIPE = "/sys/kernel/tracing/trace_pipe"
 COLUMNS = ["ts", "cpu", "pid", "comm", "msg"]

@@ -18,9 +18,10 @@ import operator
 import platform
 from dataclasses import dataclass
 
-from . import libbpf, packets
-from .errors import UsageProblem
-from .progarray import slot_counts
+from ..errors import UsageProblem
+from ..kernel import libbpf
+from ..progarray import slot_counts
+from . import packets
 
 MAX_TAIL_CALL_CNT = 33  # the kernel's limit; used only to label the plot, never to fill in results
 

@@ -27,8 +27,8 @@ import struct
 import time
 from dataclasses import dataclass, field
 
-from . import libbpf
-from .errors import UsageProblem
+from ..errors import UsageProblem
+from ..kernel import libbpf
 
 MAX_HOPS = 34  # 33 tail calls taken, and the one past the limit
 EMPTY = 0xFFFFFFFF

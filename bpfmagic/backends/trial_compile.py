@@ -23,8 +23,8 @@ import resource
 import signal
 import tempfile
 
-from .errors import BpfCompileError
-from .kernel_lock import NATIVE_LOCK
+from ..errors import BpfCompileError
+from ..kernel.lock import NATIVE_LOCK
 
 COMPILE_FAILED = 2  # the child's exit status when libbcc returned an error the normal way
 _passed: set[bytes] = set()  # digests of (text, cflags) that compiled in a child
@@ -107,7 +107,7 @@ def fatal_message(status: int, message: str, origin: str, source: str) -> str:
         how = f"killed by {signal.Signals(-status).name}" if status < 0 else f"exit status {status}"
         said = [f"libbcc ended without a message ({how})"]
     try:
-        from .c.hazards import codegen_hazards
+        from ..c.hazards import codegen_hazards
         hazards = codegen_hazards(source)
     except Exception:  # the message must not fail over the explanation
         hazards = []

@@ -13,8 +13,8 @@ import re
 import shutil
 import subprocess
 
-from .errors import EnvironmentProblem, UsageProblem
-from .proginfo import prog_info
+from ..errors import EnvironmentProblem, UsageProblem
+from ..kernel.proginfo import prog_info
 
 CELL_FILES = ("main.c", "cell.bpf.c")  # how BCC and --core name the cell in BTF
 

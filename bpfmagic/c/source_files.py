@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import stat
 
-from .c import analyse
-from .errors import UsageProblem
+from ..errors import UsageProblem
+from . import analyse
 
 MAX_SOURCE_BYTES = 4 << 20  # a cell or --file beyond this is not hand-written C (100 MB took minutes)
 C_SOURCE_SUFFIXES = (".c", ".h")

@@ -13,9 +13,9 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 
-from .c import analyse
-from .c.analysis import _parser, constant_value, file_constants
-from .progarray import slot_counts
+from ..c import analyse
+from ..c.analysis import _parser, constant_value, file_constants
+from ..progarray import slot_counts
 
 NODE_COLUMNS = ["node", "kind", "program", "type", "array", "index", "key", "run_cnt", "avg_ns",
                 "calls", "taken", "missed", "insns_processed", "stack"]

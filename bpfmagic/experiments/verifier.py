@@ -107,7 +107,7 @@ def parse_stats(log: str) -> VerifierStats:
 
 def stats_of(program) -> VerifierStats:
     """A Program's statistics: the log its load collected, and its info."""
-    from .proginfo import prog_info
+    from ..kernel.proginfo import prog_info
     out = parse_stats(getattr(program, "verifier_log", "") or "")
     try:
         info = prog_info(program.fd, code=True)

@@ -19,7 +19,7 @@ import shutil
 import stat
 import tempfile
 
-from .errors import EnvironmentProblem
+from ..errors import EnvironmentProblem
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600

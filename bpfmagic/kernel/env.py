@@ -13,7 +13,7 @@ needs both as one tree, so we build a merged tree of symlinks in the user's
 cache directory (the flavour entries win) and point ``BCC_KERNEL_SOURCE`` at
 it. Such headers belong to another kernel, hence :class:`HeadersMismatchWarning`.
 
-Run ``python -m bpfmagic.env`` to prepare everything and print what was done.
+Run ``python -m bpfmagic.kernel.env`` to prepare everything and print what was done.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import tempfile
 import warnings
 from typing import NamedTuple
 
-from .errors import EnvironmentProblem
+from ..errors import EnvironmentProblem
 
 __all__ = [
     "HeadersMismatchWarning",
@@ -527,7 +527,7 @@ def prepare() -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m bpfmagic.env``: prepare the machine and say what was done."""
+    """``python -m bpfmagic.kernel.env``: prepare the machine and say what was done."""
     before = kernel_headers_info()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -10,8 +10,8 @@ import os
 import socket
 from dataclasses import dataclass, field
 
+from ..errors import AttachError
 from . import libbpf
-from .errors import AttachError
 
 TRACEFS = "/sys/kernel/tracing"
 
@@ -91,7 +91,7 @@ def check_servable(target: Target) -> None:
     if target.kind in ("kprobe", "kretprobe") and not kprobes_available():
         raise AttachError(f"{target}: kprobes are not available on this kernel (CONFIG_KPROBES is off); {ALTERNATIVE}")
     if target.kind in ("fentry", "fexit"):
-        from .doctor import probe_fentry
+        from ..doctor import probe_fentry
         if probe_fentry()[0]:  # the kernel would load them: only BCC is in the way
             raise AttachError(f"{target}: BCC cannot declare fentry/fexit programs in %%bpf cells; use a --core "
                               f"cell with SEC(\"{target.kind}/FUNCTION\"), or {ALTERNATIVE}")
@@ -189,7 +189,7 @@ def attach(program, target: Target, bpf) -> Attachment:
     module's BCC object (needed for uprobes, whose bookkeeping BCC owns).
     libbcc says why an attach failed on fd 2 only: it is captured and put in
     the AttachError (on success, in ``Attachment.log``)."""
-    from .compiler import captured_fd2
+    from .lock import captured_fd2
     error = None
     with captured_fd2() as log:
         try:

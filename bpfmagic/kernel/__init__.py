@@ -1,0 +1,8 @@
+"""Kernel access, one module per concept: the libbpf binding (libbpf.py),
+program types (progtypes.py), attach targets and links (attach.py), bpffs
+pins (pins.py), BTF layouts (btf.py), what the kernel says of a loaded
+program (proginfo.py), the machine's mounts, headers and privileges
+(env.py, privileges.py), the trusted cache (cache.py) and the one lock
+around what a process shares with itself (lock.py).
+
+Nothing here knows about cells, modules or the Session."""
