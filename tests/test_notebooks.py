@@ -202,7 +202,7 @@ def test_notebook_runs_top_to_bottom(path, executed):
 def modules_left(cells) -> set[str]:
     """Modules the cells leave loaded, replayed from their sources: each `%%bpf NAME`
     cell that succeeded and each Session.load("NAME", ...) loads one, `%bpf unload
-    NAME` frees it."""
+    NAME` frees it; `%bpf chain NAME --file/--stages` loads the chain's entry, NAME_entry."""
     loaded: set[str] = set()
     for c in cells:
         if c.source.startswith("%bpf reset"):
@@ -211,11 +211,14 @@ def modules_left(cells) -> set[str]:
         if c.source.startswith("%%bpf ") and "raises-exception" not in c.metadata.get("tags", []):
             loaded.add(c.source.split()[1])
             continue
-        for m in re.finditer(r"^\s*%bpf unload (\w+)|\.load\(\s*[\"'](\w+)[\"']", c.source, re.MULTILINE):
+        for m in re.finditer(r"^\s*%bpf unload (\w+)|\.load\(\s*[\"'](\w+)[\"']|^\s*%bpf chain (\w+) --(?:file|stages)",
+                             c.source, re.MULTILINE):
             if m[1]:
                 loaded.discard(m[1])
-            else:
+            elif m[2]:
                 loaded.add(m[2])
+            else:
+                loaded.add(m[3] + "_entry")
     return loaded
 
 
@@ -535,3 +538,67 @@ def test_syscall_dispatch_notebook_tracex5_in_libbpf_style(executed):
                      "tracex5.bpf_func_SYS__NR_mmap": 9}           # [__NR_read], [__NR_write], [__NR_mmap]
     source = next(c.source for c in nb.cells if c.source.startswith("%%bpf tracex5"))
     assert 'SEC("raw_tp/sys_enter")' in source and "[__NR_write] = (void *)&bpf_func_SYS__NR_write" in source
+
+
+def test_chains_as_data_notebook_results(executed):
+    """A chain described in YAML, reordered, extended and cut while a thread sends frames
+    through it: what a stage sees follows the file's order, no run mixes two orders, and
+    every run ends exactly once."""
+    nb = executed("11-chains-as-data.ipynb")
+    summary = json.loads(text_outputs(tagged(nb, "summary")[0]).strip().splitlines()[-1])
+    entry = "fw_entry.entry"
+    # one run of each frame with --path, before the traffic (the first file) and after it (the last)
+    whole = f"{entry} → count → block → accept ✗ fw[3] empty"
+    assert summary["paths_before"] == {"web": {"retval": "XDP_PASS", "path": whole},
+                                       "scanner": {"retval": "XDP_DROP", "path": f"{entry} → count → block"},
+                                       "bulk": {"retval": "XDP_PASS", "path": whole}}
+    whole = f"{entry} → cap → count → accept ✗ fw[19] empty"  # the other bank: its end is slot 19
+    assert summary["paths_after"] == {"web": {"retval": "XDP_PASS", "path": whole},
+                                      "scanner": {"retval": "XDP_PASS", "path": whole},
+                                      "bulk": {"retval": "XDP_DROP", "path": f"{entry} → cap"}}
+    # Each file's order, in the live paths of a window while it ran (the banks alternate: 0, 16, 0, 16).
+    live = {v: set(paths) for v, paths in summary["live"].items()}
+    assert live == {
+        "v1": {f"{entry} → count → block → accept ✗ fw[3] empty", f"{entry} → count → block"},
+        "v2": {f"{entry} → block → count → accept ✗ fw[19] empty", f"{entry} → block"},
+        "v3": {f"{entry} → block → cap → count → accept ✗ fw[4] empty", f"{entry} → block",
+               f"{entry} → block → cap"},
+        "v4": {f"{entry} → cap → count → accept ✗ fw[19] empty", f"{entry} → cap"}}, live
+    assert set(summary["live_picture"]) <= live["v1"]  # the magic's window of 1 s (with its picture)
+    # The window across the reorder: runs of both orders, each whole, none a mix.
+    assert set(summary["across_switch"]) == live["v1"] | live["v2"], summary["across_switch"]
+    # What the counter counted per source in each window, against what was sent: every frame
+    # that reaches it in that order, no frame stopped before it (not one: the order is exact).
+    # The window's edges cut a batch of 1000 runs at each end, read at slightly different times.
+    reaches = {"v1": {"web", "scanner", "bulk"}, "v2": {"web", "bulk"}, "v3": {"web"}, "v4": {"web", "scanner"}}
+    assert set(summary["windows"]) == set(reaches)
+    for v, frames in summary["windows"].items():
+        for name, row in frames.items():
+            assert row["sent"] >= 5000, (v, name, row)  # each window lasts 5,000 of each frame
+            if name in reaches[v]:
+                assert row["counted"] > 0 and abs(row["counted"] - row["sent"]) <= 2000, (v, name, row)
+            else:
+                assert row["counted"] == 0, (v, name, row)
+    # %bpf chain fw after each file: the stages in the file's order, in the bank it went to
+    for tag, stages, first in (("runs-v1", ["counter.count", "blocklist.block", "verdict.accept"], 0),
+                               ("runs-v2", ["blocklist.block", "counter.count", "verdict.accept"], 16)):
+        rows = cell_table(tagged(nb, tag)[0])
+        assert [r["stage"] for r in rows] == stages
+        assert [r["slot"] for r in rows] == [f"fw[{first + i}]" for i in range(len(stages))]
+        assert all(int(r["runs"]) > 0 for r in rows)
+    # Traffic stopped, the last order's runs are exact: the counter ran as often as the verdict
+    # after it, the size filter in front of both more often (it dropped the bulk frames).
+    final = summary["final"]
+    assert [(r["stage"], r["slot"]) for r in final] == [("sizecap.cap", "fw[16]"), ("counter.count", "fw[17]"),
+                                                       ("verdict.accept", "fw[18]")]
+    cap, count, accept = (r["runs"] for r in final)
+    assert cap > count == accept > 0 and summary["final_base"] == 16
+    # Every run ended one way (dropped by the blocklist or the size filter, or accepted), through
+    # four switches under traffic: the thread's runs and the 6 --path runs, none lost or doubled.
+    sent = summary["sent"]
+    assert sum(summary["blocklist_drops"].values()) + summary["sizecap_drops"] + summary["accepted"] == \
+        sum(sent.values()) + 6
+    assert list(summary["blocklist_drops"]) == ["10.6.6.6"]
+    assert summary["counter"]["10.0.0.1"] == sent["web"] + 2  # web passes every stage, in every order
+    # what the reader sees: whole paths, not cut at pandas' default column width
+    assert {r["path"] for r in cell_table(tagged(nb, "live-v3")[0])} == live["v3"]
