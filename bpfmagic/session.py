@@ -1,9 +1,11 @@
-"""The Session owns every kernel object bpfmagic creates: modules (BCC
-objects and their programs), attachments and the session-wide prog arrays.
-The magics and the Python API both go through it.
+"""The Session owns every kernel object bpfmagic creates: modules, their
+programs and attachments, the session-wide prog arrays and the instrument
+maps. The magics and the Python API both go through it. What a cell became
+is module.py; how a cell is loaded or re-run is load.py.
 
-Long because: the registry and the load/re-run transaction share their rollback state;
-the next step is moving slots and stats views out (see ARCHITECTURE.md)."""
+Long because: it is the Python API's one door (DESIGN.md) and the registry every
+method locks; most methods are a few lines that hand over to the module doing the
+work (load.py, progarray.py, experiments/, events/, maps.py)."""
 from __future__ import annotations
 
 import contextlib
@@ -15,18 +17,16 @@ import shlex
 import threading
 import time
 import weakref
-from dataclasses import dataclass
 
-from . import backends
 from . import progarray as prog_arrays
-from .c import CellSyntax, analyse
-from .c.analysis import SKB_TYPES
-from .c.source_files import check_includes, check_source_size, read_source_file
-from .errors import AttachError, BpfError, EnvironmentProblem, SlotError, UsageProblem
+from .c import CellSyntax
+from .c.source_files import check_includes, check_source_size
+from .errors import BpfError, EnvironmentProblem, SlotError, UsageProblem
 from .kernel import libbpf, pins
-from .kernel.attach import Attachment, Target, check_event_exists, check_servable, parse_target
-from .kernel.attach import attach as attach_target
-from .kernel.progtypes import PROG_TYPE_NAMES, PROG_TYPES, auto_attach_type, prog_type_name, prog_type_value
+from .kernel.progtypes import PROG_TYPE_NAMES, auto_attach_type, prog_type_name, prog_type_value
+from .load import LoadRequest, LoadTransaction, load_program, require_function, slot_type, with_file
+from .load import attach_specs as attach_specs_of
+from .module import Module, Program
 
 PIN_ROOT = pins.PIN_ROOT
 _SLOT_SPEC_RE = re.compile(r"^\s*([A-Za-z_]\w*)\s*\[\s*([^\]\s]+)\s*\]\s*$")
@@ -47,155 +47,6 @@ def parse_slot_spec(spec: str) -> tuple[str, str]:
     if not m:
         raise SlotError(f"bad slot {spec!r}: write ARRAY[KEY], e.g. progs[3] or progs[write]")
     return m[1], m[2]
-
-
-@dataclass(eq=False)
-class Program:
-    """One loaded BPF program of a module."""
-
-    module: "Module"
-    name: str
-    type: str
-    fd: int
-    verifier_log: str = ""  # the verifier's statistics lines (log level 4) from the load
-
-    @property
-    def verifier(self):
-        """The verifier's cost: instructions processed (of the 1,000,000 limit), states,
-        verification time, stack depth per subprogram (verifier.VerifierStats)."""
-        from .experiments.verifier import stats_of
-        return stats_of(self)
-
-    def dump(self, mode: str = "xlated", source: bool = True) -> str:
-        """The program's code: ``xlated`` (the BPF the kernel runs) or ``jited`` (x86), with the
-        cell's source lines interleaved (BTF line info) and tail-call sites marked."""
-        from .experiments.dump import dump
-        return dump(self, mode=mode, source=source)
-
-    @property
-    def qualname(self) -> str:
-        return f"{self.module.name}.{self.name}"
-
-    def info(self) -> dict[str, str]:
-        return libbpf.fdinfo(self.fd)
-
-    @property
-    def prog_id(self) -> int:
-        return int(self.info()["prog_id"])
-
-    @property
-    def run_cnt(self) -> int:
-        return int(self.info().get("run_cnt", 0))
-
-    @property
-    def run_time_ns(self) -> int:
-        return int(self.info().get("run_time_ns", 0))
-
-    def __repr__(self) -> str:
-        return f"<Program {self.qualname} {self.type} fd={self.fd}>"
-
-
-class Module:
-    """A loaded cell: its BCC object, programs, attachments and slots.
-    Tables are reached as ``module["table"]`` (BCC table objects)."""
-
-    def __init__(self, session: "Session", name: str, syntax: CellSyntax, obj, origin: str):
-        self.session = session
-        self.name = name
-        self.syntax = syntax  # what the C front end read in the cell
-        self.source = syntax.source
-        self.origin = origin
-        self.object = obj  # what a backend loaded (backends/): the same interface for BCC and --core
-        self.programs: dict[str, Program] = {}
-        self.attachments: list[Attachment] = []
-        self.auto_attached: list[str] = []  # functions BCC attached by naming convention
-        self.slots: list[tuple[str, int]] = []  # (array, index) this module filled
-        self.compile_log = ""
-        self.contexts = syntax.contexts
-        self.columns = None  # BCC: column shifts of instrumented call sites (for verifier messages)
-        self.new_slot_names: list[str] = []  # "array[name]=index" this cell named first (a typo shows here)
-        self.notes: list[str] = []  # what the cell should say besides its summary
-        self.site_base: int | None = None  # this module's call-site counters: Session.site_counts
-        self.paths = False  # loaded with path recording
-        self.slot_notes: list[str] = []  # what a re-run did to slots the old version held (refilled / emptied)
-        self.closed = False
-
-    # -- contents
-    @property
-    def bpf(self):
-        """BCC's own BPF object of a BCC module (None for --core): for what bpfmagic does not wrap."""
-        return self.object.bpf if self.object is not None and self.object.kind == "bcc" else None
-
-    @property
-    def core(self):
-        """libbpf's object (backends.libbpf.CoreObject) of a --core module, else None."""
-        return self.object if self.object is not None and self.object.kind == "core" else None
-
-    @property
-    def functions(self) -> list[str]:
-        names = self.object.functions() if self.object is not None else []
-        return names or list(self.programs)
-
-    @property
-    def tables(self) -> list[str]:
-        return self.object.tables() if self.object is not None and not self.closed else []
-
-    @property
-    def globals(self):
-        """Global variables of a --core module: ``m.globals["count"]``, ``m.globals["selector"] = 2``,
-        ``m.globals.df()``."""
-        from .globals import Globals
-        return Globals(self)
-
-    @property
-    def streams(self) -> dict:
-        """The streams of this module's event tables, by table name."""
-        return self.session.streams.of(self)
-
-    def stats(self, since=None):
-        """Session.stats() rows of this module's programs."""
-        df = self.session.stats(since=since)
-        return df[df["module"] == self.name].reset_index(drop=True)
-
-    def __getitem__(self, table: str):
-        if table not in self.tables:
-            raise KeyError(f"{self.name} has no table {table!r} (tables: {', '.join(self.tables) or 'none'})")
-        return self.object.table(table)
-
-    def __contains__(self, table: str) -> bool:
-        return table in self.tables
-
-    def map(self, table: str):
-        """A view of map TABLE: .df(), [key], [key] = value, del, .clear(), .from_df() (maps.MapView);
-        --core globals: map("bss"), map("data"), map("rodata")."""
-        from .maps import view_of
-        if self.closed:
-            raise UsageProblem(f"module {self.name} was unloaded: its maps are gone")
-        return view_of(self.session, self, table)
-
-    def df(self, table: str, sum: bool = False):
-        """Map TABLE as a DataFrame (per-CPU values one column per CPU, or summed with ``sum``)."""
-        return self.map(table).df(sum=sum)
-
-    def program(self, name: str, type: str | None = None) -> Program:
-        """The loaded program NAME, loading it now if needed (with ``type``,
-        else the type its context parameter implies)."""
-        return self.session._load_program(self, name, type)
-
-    def __repr__(self) -> str:
-        progs = ", ".join(f"{p.name}:{p.type}" for p in self.programs.values()) or "no programs loaded"
-        state = "unloaded" if self.closed else "loaded"
-        return f"<bpfmagic Module {self.name} ({state}): {progs}; tables: {', '.join(self.tables) or '-'}>"
-
-    # -- teardown (called by the session)
-    def _free(self) -> None:
-        for att in self.attachments:
-            att.detach()
-        self.attachments.clear()
-        if self.object is not None:
-            self.object.close()
-        self.programs.clear()
-        self.closed = True
 
 
 class Session:
@@ -411,9 +262,9 @@ class Session:
             raise UsageProblem(f"bad module name {name!r}: a Python keyword cannot name the module object")
         self._require_privileges()
         if file is not None:
-            source, origin = _with_file(file, source)
+            source, origin = with_file(file, source)
         origin = origin or name
-        attach_specs = _attach_specs(attach)
+        attach_specs = attach_specs_of(attach)
         slot_specs = [(parse_slot_spec(spec), func) for spec, func in (slots or {}).items()]
         if isinstance(cflags, str):  # "-DA=1 -DB=2": several flags in one string, as on a command line
             cflags = shlex.split(cflags)
@@ -422,12 +273,12 @@ class Session:
         check_includes(source, origin, os.path.dirname(os.path.abspath(file)) if file else None, list(cflags))
         if globals and not core:
             raise UsageProblem("globals= (--set) sets global variables of --core cells; BCC has no such globals")
-        req = _LoadRequest(name, source, origin, attach_specs, slot_specs, list(cflags), verbose,
-                           count_tail_calls, core, file, dict(globals or {}), self.paths_enabled)
+        req = LoadRequest(name, source, origin, attach_specs, slot_specs, list(cflags), verbose,
+                          count_tail_calls, core, file, dict(globals or {}), self.paths_enabled)
         with self._lock:
             old = self.modules.get(name)
             try:
-                return self._load(req, old)
+                return LoadTransaction(self, req, old).run()
             except BpfError as e:
                 if old is not None:
                     e.message += (f"\n\n[bpfmagic] the new version of {name} was not loaded; the previous "
@@ -435,176 +286,9 @@ class Session:
                     e.args = (e.message,)
                 raise
 
-    def _load(self, req: "_LoadRequest", old: Module | None) -> Module:
-        name, source, origin, attach_specs = req.name, req.source, req.origin, req.attach
-        backend = backends.for_cell(req.core)
-        backend.check_tools()
-        for func, target in attach_specs:
-            check_servable(parse_target(target))  # before any compiling
-        syntax = analyse(source)
-        if not syntax.has_content:
-            raise UsageProblem(f"{origin} has no C code: write the program below the %%bpf line "
-                               "(or load a file with --file PATH)")
-        for func, target in backend.convention_targets(syntax):  # what BCC attaches by names: the same checks
-            check_servable(target)
-            check_event_exists(target)
-        new_arrays: list[str] = []
-        pending: dict[str, dict[str, int]] = {}
-        module = None
-        attachments: list[Attachment] = []
-        retargeted: list[tuple[Attachment, Program]] = []
-        replaced: list[tuple[prog_arrays.ProgArray, int, Program | None]] = []
-        try:
-            # Session arrays this cell declares: shared if they exist, created otherwise.
-            for array_name, size, line in _declared_sizes(syntax, req):
-                prog_arrays.check_name("array", array_name, prog_arrays.MAX_ARRAY_NAME)
-                have = self.arrays.get(array_name)
-                if have is not None:
-                    if have.size != size:
-                        raise SlotError(f"{origin}:{line}: prog array {array_name} has {size} slots in this cell; the "
-                                        f"session's array {array_name} has {have.size} slots; declare it with {have.size}, "
-                                        f"or free it first: {self._unload_advice(array_name)}")
-                elif array_name not in new_arrays:
-                    self.progarray(array_name, size)
-                    new_arrays.append(array_name)
-
-            # Stages of chains described as data (CHAIN_NEXT(ctx, NAME)): the position map, and
-            # the chain's array when the chain is not made yet (chain.py sizes it the same).
-            chained = {t.array for t in syntax.tail_calls if t.kind == "chain"}
-            if chained:
-                from .experiments.chain import DEFAULT_CAPACITY
-                self.cursor_map()
-                for array_name in sorted(chained - set(self.arrays)):
-                    self.progarray(array_name, 2 * DEFAULT_CAPACITY)
-                    new_arrays.append(array_name)
-
-            def slot_index(array_name: str, key: str) -> int:
-                array = self.array(array_name)
-                return array.resolve(key, allocate=True, pending=pending.setdefault(array_name, {}))
-
-            for ref in syntax.slot_refs:
-                slot_index(ref.array, ref.key)
-            resolved_slots = [(self.array(a), slot_index(a, k), func) for (a, k), func in req.slots]
-            site_base = self._alloc_sites(syntax, req)
-            obj, log = backend.compile_cell(self, req, syntax, slot_index, resolved_slots, site_base)
-            module = Module(self, req.name, syntax, obj, req.origin)
-            module.compile_log = log
-            for fname, (ptype, fd, stats) in obj.preloaded().items():
-                module.programs[fname] = Program(module, fname, ptype, fd, stats)
-            module.auto_attached += obj.convention_attached()
-            module.site_base = site_base
-            module.paths = req.paths and site_base is not None
-
-            self._adopt_initialized_slots(module, replaced)
-            # Load what is attached and slotted, with the type its use demands.
-            for func in [f for f, _ in attach_specs] + [f for _, _, f in resolved_slots]:
-                _require_function(module, func)
-            for func, target in attach_specs:
-                self._load_program(module, func, parse_target(target).prog_type, why=f"attached to {target}")
-            for array, index, func in resolved_slots:
-                self._load_program(module, func, self._slot_type(array, module, func), array=array)
-            # The rest whose context parameter names its type load now, so the verifier
-            # speaks in this cell, not at the first %bpf run (__sk_buff is left for later:
-            # tc or socket filter is the user's choice).
-            for func, ptype in obj.eager(module.contexts, module.programs):
-                self._load_program(module, func, ptype)
-
-            # Switch over: slot the new version, then attach it (an old link is retargeted in one step):
-            # a chain is complete before its entry sees its first event.
-            for array, index, func in resolved_slots:
-                program = module.programs[func]
-                replaced.append((array, index, array.entries.get(index)))
-                array.put(index, program)
-                module.slots.append((array.name, index))
-            self._refill_slots(old, module, replaced)
-            for func, target_text in attach_specs:
-                target = parse_target(target_text)
-                program = module.programs[func]
-                old_att = _find_link(old, target)
-                if old_att is not None:
-                    previous = old_att.program
-                    if old_att.retarget(program):
-                        retargeted.append((old_att, previous))
-                        module.attachments.append(old_att)
-                        continue
-                att = attach_target(program, target, obj.attach_handle)
-                attachments.append(att)
-                module.attachments.append(att)
-            # Programs whose SEC() names their target (tp_btf/..., raw_tp/...) attach by themselves
-            # (libbpf); a slotted program keeps that attachment too: only -a replaces it.
-            slotted = {f for _, _, f in resolved_slots} | {p.name for a in self.arrays.values()
-                                                            for p in a.entries.values() if p.module is module}
-            made = obj.attach_sections(module, {f for f, _ in attach_specs}, slotted)
-            attachments += made
-            module.attachments += made
-        except BaseException:
-            # Roll back: previous slot occupants, links, new attachments, the new module, new arrays.
-            for array, index, previous in reversed(replaced):
-                with contextlib.suppress(Exception):
-                    if previous is not None and not previous.module.closed:
-                        array.put(index, previous)
-                    else:
-                        array.clear(index)
-            for att, previous in retargeted:
-                with contextlib.suppress(Exception):
-                    att.retarget(previous)
-            for att in attachments:
-                att.detach()
-            if module is not None:
-                module.attachments = []
-                module._free()
-            for array_name in new_arrays:  # created for this cell: nothing else can use them yet
-                with contextlib.suppress(Exception):
-                    self.arrays.pop(array_name).close()
-            raise
-
-        # Committed: names become permanent, the old version goes.
-        for array_name, names in pending.items():
-            self.arrays[array_name].names.update(names)
-            module.new_slot_names += [f"{array_name}[{n}]={i}" for n, i in names.items()]
-        if old is not None:
-            transferred = {id(att) for att, _ in retargeted}
-            old.attachments = [a for a in old.attachments if id(a) not in transferred]
-            kept = {(a.name, i) for a, i, _ in resolved_slots} | set(module.slots)
-            self._free_module(old, keep_slots=kept)
-        self.modules[name] = module
-        for hook in list(self.on_load):
-            hook(module)
-        return module
-
-    def _refill_slots(self, old: Module | None, module: Module, replaced: list) -> None:
-        """A re-run: slots the old version held that this cell does not fill itself (put there
-        with `%bpf slot`) get the new version's function of the same name; those it has no
-        such function for (or that cannot load for the array) will empty. Both are said in
-        ``module.slot_notes``."""
-        if old is None:
-            return
-        filled = set(module.slots)
-        for array_name, index in list(old.slots):
-            array = self.arrays.get(array_name)
-            if array is None or (array_name, index) in filled:
-                continue
-            previous = array.entries.get(index)
-            if previous is None or previous.module is not old:
-                continue
-            label = array.label(index)
-            func = previous.name
-            if func in module.programs or func in module.functions:
-                try:
-                    program = self._load_program(module, func, self._slot_type(array, module, func), array=array)
-                    replaced.append((array, index, previous))
-                    array.put(index, program)
-                except BpfError as e:
-                    module.slot_notes.append(f"{label} emptied: the new {module.name}.{func} cannot go there "
-                                             f"({e.message.splitlines()[0]})")
-                    continue
-                module.slots.append((array_name, index))
-                module.slot_notes.append(f"{label} now holds the new {module.name}.{func} (was the old one)")
-            else:
-                module.slot_notes.append(f"{label} emptied: the new version of {module.name} has no {func}")
 
     # ------------------------------------------------------------ per call site counters
-    def _alloc_sites(self, syntax: CellSyntax, req: "_LoadRequest") -> int | None:
+    def _alloc_sites(self, syntax: CellSyntax, req: LoadRequest) -> int | None:
         """A base for this load's call-site counters (site = base + line of the cell), in the
         session's per-CPU map __bm_sites (created on first use); None when the cell has no
         tail call, counting is off, or the map is full (then only per-slot counts)."""
@@ -713,81 +397,11 @@ class Session:
         steps = [f"`%bpf unload {n}`" for n in users] + [f"`%bpf unload {array_name}`"]
         return ", ".join(steps) + " (or `%bpf reset`)"
 
-    def _skb_chain_type(self, module: Module, func: str) -> str | None:
-        """A ``struct __sk_buff *`` function can be tc or a socket filter (or ...):
-        in a chain whose arrays hold (or were declared for) one skb type, that type."""
-        names = {t.array for t in module.syntax.tail_calls if t.function == func and t.array}
-        names |= {n for n in self.arrays if module.syntax.uses(n)}
-        types = {self.arrays[n].owner_type for n in names if n in self.arrays} - {None}
-        types &= SKB_TYPES
-        return types.pop() if len(types) == 1 else None
 
-    def _adopt_initialized_slots(self, module: Module, replaced: list) -> None:
-        """libbpf fills a prog array declared with ``.values = { [i] = &prog }``
-        when it loads the object: those slots hold the module's programs now,
-        so the session records them (shown by slots, emptied on unload)."""
-        by_id = {p.prog_id: p for p in module.programs.values()}
-        for decl in module.syntax.arrays:
-            array = self.arrays.get(decl.name)
-            if not decl.initialized or array is None:
-                continue
-            for index in range(array.size):
-                program = by_id.get(libbpf.map_lookup_u32(array.fd, index))
-                if program is not None and array.entries.get(index) is not program:
-                    replaced.append((array, index, array.entries.get(index)))
-                    array._turn_over(index)
-                    array.entries[index] = program
-                    module.slots.append((array.name, index))
-
-    def _slot_type(self, array: prog_arrays.ProgArray, module: Module, func: str) -> str:
-        """The type FUNC must be loaded with to go into ARRAY."""
-        have = array.owner_type
-        declared = module.contexts.get(func)
-        if func in module.programs:
-            declared = module.programs[func].type
-        if have and declared == "sched_cls" and module.contexts.get(func) == "sched_cls" and have in SKB_TYPES \
-                and func not in module.programs:
-            declared = have  # a __sk_buff function fits any skb array: the array's type decides
-        if have and declared and have != declared:
-            raise SlotError(f"{array.name} holds {have} programs (fixed by the first program that used it); "
-                            f"{module.name}.{func} is a {declared} program. Tail calls only reach programs of "
-                            f"the caller's type: write {func} for {have} or use another array.")
-        ptype = have or declared
-        if ptype is None:
-            raise SlotError(f"cannot tell which program type {module.name}.{func} is for {array.name}: give its "
-                            f"context parameter a type (struct xdp_md *, struct __sk_buff *, struct "
-                            f"bpf_raw_tracepoint_args *, ...) or fix the array's type with "
-                            f"`%bpf progarray {array.name} {array.size} --type TYPE`")
-        return ptype
-
-    def _load_program(self, module: Module, func: str, ptype: str | None = None, why: str = "",
-                      array: prog_arrays.ProgArray | None = None) -> Program:
-        if module.closed:
-            raise UsageProblem(f"module {module.name} is unloaded")
-        existing = module.programs.get(func)
-        if ptype is not None:
-            ptype = prog_type_name(ptype)
-        if existing is not None:
-            if ptype and existing.type != ptype:
-                raise (SlotError if array else AttachError)(
-                    f"{module.name}.{func} is loaded as {existing.type}; {why or 'this use'} needs {ptype}")
-            return existing
-        if func not in module.functions:
-            known = ", ".join(module.functions) or "none"
-            raise UsageProblem(f"{module.name} has no function {func!r} (functions: {known})")
-        if ptype is None and module.contexts.get(func) == "sched_cls":
-            ptype = self._skb_chain_type(module, func)
-        ptype = ptype or module.contexts.get(func)
-        if ptype is None:
-            raise UsageProblem(f"say which program type {module.name}.{func} is: its context parameter does "
-                               f"not tell (known: {', '.join(sorted(PROG_TYPES))})")
-        if ptype not in PROG_TYPES:
-            raise UsageProblem(f"unknown program type {ptype!r}; known: {', '.join(sorted(PROG_TYPES))}")
-        fd, log, stats = module.object.load_program(func, ptype, f"{module.name}.{func}")
-        module.compile_log += log
-        program = Program(module, func, ptype, fd, stats)
-        module.programs[func] = program
-        return program
+    def load_program(self, module: Module, func: str, type: str | None = None) -> Program:
+        """FUNC of MODULE, loaded now if it is not yet (Module.program)."""
+        with self._lock:
+            return load_program(self, module, func, type)
 
     def program(self, spec: str, type: str | None = None) -> Program:
         """'module.func' -> its Program, loaded on demand."""
@@ -833,8 +447,8 @@ class Session:
             if not dot or not func:
                 raise UsageProblem(f"name the program as MODULE.FUNC (got {program!r})")
             module = self.module(mod_name)
-            _require_function(module, func)
-            prog = self._load_program(module, func, self._slot_type(array, module, func), array=array)
+            require_function(module, func)
+            prog = load_program(self, module, func, slot_type(array, module, func), array=array)
             previous = array.entries.get(index)
             array.put(index, prog)
             array.names.update(pending)  # a new name is kept only once its slot is filled
@@ -1087,26 +701,6 @@ class Session:
 
 # ---------------------------------------------------------------- helpers
 
-@dataclass
-class _LoadRequest:
-    """What one %%bpf cell (or Session.load call) asks for."""
-    name: str
-    source: str
-    origin: str  # how errors name the source: "cell", the module name or the --file's name
-    attach: list[tuple[str, str]]  # (function, target)
-    slots: list[tuple[tuple[str, str], str]]  # ((array, key), function)
-    cflags: list[str]
-    verbose: bool
-    count_calls: bool  # count tail calls per slot (off for benchmarks of the bare call)
-    core: bool
-    file: str | None
-    initial_globals: dict  # --set VAR=VALUE of a --core cell
-    paths: bool = False  # record paths (Session.enable_paths())
-
-    @property
-    def include_dirs(self) -> list[str]:
-        return _include_dirs(self.file)
-
 
 def _prepare_environment() -> dict:
     """env.prepare(), with its once-per-process headers warning re-issued
@@ -1143,22 +737,6 @@ def _in_ipython() -> bool:
     return get is not None and get() is not None
 
 
-def _attach_specs(attach) -> list[tuple[str, str]]:
-    specs = []
-    for func, targets in (attach or {}).items():
-        for target in [targets] if isinstance(targets, str) else targets:
-            if (func, target) in specs:
-                raise UsageProblem(f"{func} is asked to attach to {target} twice")
-            specs.append((func, target))
-    return specs
-
-
-def _require_function(module: Module, func: str) -> None:
-    if func not in module.programs and func not in module.functions:
-        known = ", ".join(module.functions) or "none"
-        raise UsageProblem(f"{module.name} has no function {func!r} (functions: {known})")
-
-
 def _slot_names(slots) -> dict[str, int | None]:
     if not slots:
         return {}
@@ -1176,52 +754,6 @@ def _slot_names(slots) -> dict[str, int | None]:
         except ValueError:
             raise UsageProblem(f"slot {item.strip()!r}: write NAME or NAME=INDEX with an integer index") from None
     return out
-
-
-def _include_dirs(file: str | None) -> list[str]:
-    """``#include "x.h"`` in a --file finds x.h beside that file, as a C compiler does."""
-    return [os.path.dirname(os.path.abspath(file))] if file else []
-
-
-def _declared_sizes(syntax: CellSyntax, req: "_LoadRequest") -> list[tuple[str, int, int]]:
-    """(name, size, line) of each prog array the cell declares. A size the
-    text cannot give (a macro, an #if, a -D flag), or a name declared in
-    several #if branches, is what the preprocessor makes of it."""
-    from .c.sizes import preprocessed_sizes
-    names = [d.name for d in syntax.arrays]
-    unknown = {d.name for d in syntax.arrays if d.size is None or names.count(d.name) > 1}
-    resolved = preprocessed_sizes(syntax.source, req.cflags, _include_dirs(req.file)) if unknown else {}
-    out, seen = [], set()
-    for d in syntax.arrays:
-        if d.name in seen:
-            continue
-        size = resolved.get(d.name) if d.name in unknown else d.size
-        if size is None:
-            if d.name in unknown and d.name not in resolved and names.count(d.name) > 1:
-                continue  # in an #if branch the preprocessor dropped
-            raise SlotError(f"{req.origin}:{d.line}: prog array {d.name}: cannot tell its size "
-                            f"({d.size_text or 'no max_entries'}); write a constant the cell (or its --cflags) "
-                            "defines, so cells can share the array")
-        seen.add(d.name)
-        out.append((d.name, size, d.line))
-    return out
-
-
-def _find_link(old: Module | None, target: Target) -> Attachment | None:
-    if old is None:
-        return None
-    for att in old.attachments:
-        if att.link_fd is not None and att.target == target:
-            return att
-    return None
-
-
-def _with_file(path: str, body: str) -> tuple[str, str]:
-    text = read_source_file(path)  # regular files within the size bound only; errors never quote it
-    if analyse(body).has_content:
-        raise UsageProblem("--file loads the file as the whole module; leave the cell body empty or to "
-                           "comments (or #include the file from the body instead)")
-    return text, os.path.basename(path)
 
 
 def _claim_pins() -> None:

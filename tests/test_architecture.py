@@ -94,8 +94,16 @@ def test_long_modules_say_why():
 
 
 def test_session_and_module_do_not_branch_on_the_backend():
-    with open(os.path.join(PACKAGE, "session.py")) as f:
-        tree = ast.parse(f.read())
+    branches = []
+    for name in ("session.py", "module.py", "load.py"):
+        with open(os.path.join(PACKAGE, name)) as f:
+            branches += [(name, line) for line in _backend_branches(ast.parse(f.read()))]
+    # The two accessors for the backend's own object (Module.bpf, Module.core) are the only places
+    # that look at its kind.
+    assert len(branches) <= 2, f"branches on the backend at {branches}"
+
+
+def _backend_branches(tree) -> list[int]:
     branches = []
     for node in ast.walk(tree):
         if isinstance(node, (ast.If, ast.IfExp)):
@@ -104,8 +112,7 @@ def test_session_and_module_do_not_branch_on_the_backend():
                         n.attr == "kind" and isinstance(n.value, ast.Attribute) and n.value.attr == "object")):
                     branches.append(node.lineno)
                     break
-    # The two accessors for the backend's own object are the only places that look at its kind.
-    assert len(branches) <= 2, f"session.py branches on the backend at lines {branches}"
+    return branches
 
 
 def test_every_package_is_installed():

@@ -1,0 +1,161 @@
+"""What one cell became: a Module (the backend's loaded object, its programs,
+attachments and slots) and its Programs (one loaded function each, with the
+kernel's and the verifier's view of it). The Session owns them; the load
+transaction (load.py) makes them."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .c import CellSyntax
+from .errors import UsageProblem
+from .kernel import libbpf
+from .kernel.attach import Attachment
+
+
+@dataclass(eq=False)
+class Program:
+    """One loaded BPF program of a module."""
+
+    module: "Module"
+    name: str
+    type: str
+    fd: int
+    verifier_log: str = ""  # the verifier's statistics lines (log level 4) from the load
+
+    @property
+    def verifier(self):
+        """The verifier's cost: instructions processed (of the 1,000,000 limit), states,
+        verification time, stack depth per subprogram (verifier.VerifierStats)."""
+        from .experiments.verifier import stats_of
+        return stats_of(self)
+
+    def dump(self, mode: str = "xlated", source: bool = True) -> str:
+        """The program's code: ``xlated`` (the BPF the kernel runs) or ``jited`` (x86), with the
+        cell's source lines interleaved (BTF line info) and tail-call sites marked."""
+        from .experiments.dump import dump
+        return dump(self, mode=mode, source=source)
+
+    @property
+    def qualname(self) -> str:
+        return f"{self.module.name}.{self.name}"
+
+    def info(self) -> dict[str, str]:
+        return libbpf.fdinfo(self.fd)
+
+    @property
+    def prog_id(self) -> int:
+        return int(self.info()["prog_id"])
+
+    @property
+    def run_cnt(self) -> int:
+        return int(self.info().get("run_cnt", 0))
+
+    @property
+    def run_time_ns(self) -> int:
+        return int(self.info().get("run_time_ns", 0))
+
+    def __repr__(self) -> str:
+        return f"<Program {self.qualname} {self.type} fd={self.fd}>"
+
+
+class Module:
+    """A loaded cell: its BCC object, programs, attachments and slots.
+    Tables are reached as ``module["table"]`` (BCC table objects)."""
+
+    def __init__(self, session, name: str, syntax: CellSyntax, obj, origin: str):
+        self.session = session
+        self.name = name
+        self.syntax = syntax  # what the C front end read in the cell
+        self.source = syntax.source
+        self.origin = origin
+        self.object = obj  # what a backend loaded (backends/): the same interface for BCC and --core
+        self.programs: dict[str, Program] = {}
+        self.attachments: list[Attachment] = []
+        self.auto_attached: list[str] = []  # functions BCC attached by naming convention
+        self.slots: list[tuple[str, int]] = []  # (array, index) this module filled
+        self.compile_log = ""
+        self.contexts = syntax.contexts
+        self.columns = None  # BCC: column shifts of instrumented call sites (for verifier messages)
+        self.new_slot_names: list[str] = []  # "array[name]=index" this cell named first (a typo shows here)
+        self.notes: list[str] = []  # what the cell should say besides its summary
+        self.site_base: int | None = None  # this module's call-site counters: Session.site_counts
+        self.paths = False  # loaded with path recording
+        self.slot_notes: list[str] = []  # what a re-run did to slots the old version held (refilled / emptied)
+        self.closed = False
+
+    # -- contents
+    @property
+    def bpf(self):
+        """BCC's own BPF object of a BCC module (None for --core): for what bpfmagic does not wrap."""
+        return self.object.bpf if self.object is not None and self.object.kind == "bcc" else None
+
+    @property
+    def core(self):
+        """libbpf's object (backends.libbpf.CoreObject) of a --core module, else None."""
+        return self.object if self.object is not None and self.object.kind == "core" else None
+
+    @property
+    def functions(self) -> list[str]:
+        names = self.object.functions() if self.object is not None else []
+        return names or list(self.programs)
+
+    @property
+    def tables(self) -> list[str]:
+        return self.object.tables() if self.object is not None and not self.closed else []
+
+    @property
+    def globals(self):
+        """Global variables of a --core module: ``m.globals["count"]``, ``m.globals["selector"] = 2``,
+        ``m.globals.df()``."""
+        from .globals import Globals
+        return Globals(self)
+
+    @property
+    def streams(self) -> dict:
+        """The streams of this module's event tables, by table name."""
+        return self.session.streams.of(self)
+
+    def stats(self, since=None):
+        """Session.stats() rows of this module's programs."""
+        df = self.session.stats(since=since)
+        return df[df["module"] == self.name].reset_index(drop=True)
+
+    def __getitem__(self, table: str):
+        if table not in self.tables:
+            raise KeyError(f"{self.name} has no table {table!r} (tables: {', '.join(self.tables) or 'none'})")
+        return self.object.table(table)
+
+    def __contains__(self, table: str) -> bool:
+        return table in self.tables
+
+    def map(self, table: str):
+        """A view of map TABLE: .df(), [key], [key] = value, del, .clear(), .from_df() (maps.MapView);
+        --core globals: map("bss"), map("data"), map("rodata")."""
+        from .maps import view_of
+        if self.closed:
+            raise UsageProblem(f"module {self.name} was unloaded: its maps are gone")
+        return view_of(self.session, self, table)
+
+    def df(self, table: str, sum: bool = False):
+        """Map TABLE as a DataFrame (per-CPU values one column per CPU, or summed with ``sum``)."""
+        return self.map(table).df(sum=sum)
+
+    def program(self, name: str, type: str | None = None) -> Program:
+        """The loaded program NAME, loading it now if needed (with ``type``,
+        else the type its context parameter implies)."""
+        return self.session.load_program(self, name, type)
+
+    def __repr__(self) -> str:
+        progs = ", ".join(f"{p.name}:{p.type}" for p in self.programs.values()) or "no programs loaded"
+        state = "unloaded" if self.closed else "loaded"
+        return f"<bpfmagic Module {self.name} ({state}): {progs}; tables: {', '.join(self.tables) or '-'}>"
+
+    # -- teardown (called by the session)
+    def _free(self) -> None:
+        for att in self.attachments:
+            att.detach()
+        self.attachments.clear()
+        if self.object is not None:
+            self.object.close()
+        self.programs.clear()
+        self.closed = True
