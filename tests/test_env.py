@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bpfmagic import doctor
-from bpfmagic.kernel import env
+from bpfmagic.kernel import env, features
 
 from .conftest import kernel_has_kprobes
 
@@ -359,7 +359,7 @@ def test_doctor_btf_and_jit_match_machine():
 
 @pytest.mark.skipif(not os.path.isfile("/sys/kernel/btf/vmlinux"), reason="no BTF")
 def test_btf_func_lookup_matches_bpftool():
-    tid = doctor._btf_func_id("bpf_fentry_test1")
+    tid = features.btf_func_id("bpf_fentry_test1")
     assert isinstance(tid, int) and tid > 0
     bpftool = doctor._which("bpftool")
     assert bpftool, "bpftool is missing: `make setup` installs it"

@@ -89,7 +89,7 @@ class BccObject:
 
     def load_program(self, func: str, ptype: str, qualname: str) -> tuple[int, str, str]:
         """(fd, what libbcc said, the verifier's statistics) of FUNC loaded as PTYPE."""
-        from ..experiments.verifier import collect_bcc
+        from .bcc_stats import collect_bcc
         with captured_fd2() as log, collect_bcc() as stats:
             try:
                 # XDP with expected attach type BPF_XDP, as libbpf's SEC("xdp") loads it: this kernel
@@ -123,7 +123,7 @@ class BccObject:
 
 def compile_cell(session, req, syntax, slot_index, resolved_slots, site_base) -> tuple[BccObject, str]:
     """Compile REQ's cell with BCC for SESSION: (the object, what libbcc and clang said)."""
-    from ..experiments.verifier import collect_bcc
+    from .bcc_stats import collect_bcc
     arrays = {n: (a.pin, a.size, a.counter_pin) for n, a in session.arrays.items()}
     sites = (session._sites_pin, site_base) if site_base is not None else None
     paths = {"pins": session._path_maps.pins} if req.paths and session._path_maps and sites else None

@@ -76,7 +76,7 @@ def bcc_text(cell: CellSyntax, arrays: dict[str, tuple[str, int, str]], slot_ind
     if sites is not None and (count_calls or paths):  # (pin, base): the session's per-site counters
         lines.append(f'BPF_TABLE_PINNED("percpu_array", u32, u64, {SITES_MAP}, {3 * SITES}, "{sites[0]}");')
     if paths:  # the session's path maps (bpfmagic/paths.py), opened by their pins
-        from ..experiments.paths import C_TYPES, PATH_COUNTS
+        from .path_record import C_TYPES, PATH_COUNTS
         pins = paths["pins"]
         lines += [C_TYPES,
                   f'BPF_TABLE_PINNED("percpu_array", u32, struct __bm_path_rec, __bm_path, 1, "{pins["bm_path"]}");',
@@ -112,7 +112,7 @@ def bcc_text(cell: CellSyntax, arrays: dict[str, tuple[str, int, str]], slot_ind
         at = cell.first_code_offset
         edits.append((at, at, " ".join(undeclared).encode() + b" "))
     if paths and sites is not None:
-        from ..experiments.paths import c_helpers
+        from .path_record import c_helpers
         at = cell.first_code_offset
         helpers = c_helpers("__bm_path.lookup(&__bm_z)", "__bm_pathctl.lookup(&__bm_z)", "__bm_pathc.lookup(K)",
                             "__bm_pathc.update(K, V)",
@@ -305,7 +305,7 @@ def core_text(cell: CellSyntax, session_arrays: dict[str, int], slot_index, coun
     for name in undeclared:
         block.append(f"BPF_PROG_ARRAY({name}, {session_arrays[name]});")
     if paths:
-        from ..experiments.paths import C_TYPES, PATH_COUNTS, c_helpers
+        from .path_record import C_TYPES, PATH_COUNTS, c_helpers
         lookup = "((void *(*)(void *, const void *))1)"  # bpf_map_lookup_elem
         update = "((long (*)(void *, const void *, const void *, unsigned long long))2)"  # bpf_map_update_elem
         block += [C_TYPES,

@@ -27,52 +27,9 @@ import struct
 import time
 from dataclasses import dataclass, field
 
+from ..c.path_record import EMPTY, KEY_WORDS, LIMIT, MAX_HOPS, PATH_COUNTS, REC_SIZE  # noqa: F401  (the record the reader decodes)
 from ..errors import UsageProblem
 from ..kernel import libbpf
-
-MAX_HOPS = 34  # 33 tail calls taken, and the one past the limit
-EMPTY = 0xFFFFFFFF
-LIMIT = 0xFFFFFFFE
-KEY_WORDS = 2 + 3 * MAX_HOPS  # hops, entry, (site, key, target) x 34
-REC_SIZE = 4 * KEY_WORDS + 4 + 4 + 8  # + taken, serial, pending (the ctx of the call in flight)
-PATH_COUNTS = 4096
-
-C_TYPES = (f"struct __bm_path_key {{ unsigned int hops; unsigned int entry; unsigned int hop[{3 * MAX_HOPS}]; }}; "
-           "struct __bm_path_rec { struct __bm_path_key k; unsigned int taken; unsigned int serial; "
-           "unsigned long long pending; };")
-
-
-def c_helpers(lookup_rec: str, lookup_ctl: str, lookup_count: str, update_count: str, bump_site: str) -> str:
-    """The recording functions, on one line (BCC puts them on the cell's first line of code).
-    The arguments are the backend's spelling of map access: ``lookup_rec`` yields the record
-    pointer, ``lookup_ctl`` the collection switch, ``lookup_count(K)`` / ``update_count(K, V)``
-    the path counts, ``bump_site(I)`` a site counter."""
-    n3 = 3 * MAX_HOPS
-    return " ".join(f"""
-static __attribute__((always_inline)) inline void __bm_path_enter(void *ctx, unsigned int fn) {{
-  unsigned int __bm_z = 0; struct __bm_path_rec *r = {lookup_rec}; if (!r) return;
-  unsigned int n = r->k.hops;
-  if (r->pending == (unsigned long long)(long)ctx && n >= 1) {{
-    unsigned long long j = (unsigned long long)n * 3 - 1; if (j < {n3}) r->k.hop[j] = fn;
-    r->taken += 1; r->pending = 0; return; }}
-  unsigned int *on = {lookup_ctl};
-  if (on && *on && r->k.entry) {{
-    for (unsigned int j = 0; j < {n3}; j++) {{ if (j >= n * 3) r->k.hop[j] = 0; }}
-    unsigned long long *c = {lookup_count.replace('K', '&r->k')};
-    if (c) __sync_fetch_and_add(c, 1); else {{ unsigned long long one = 1; {update_count.replace('K', '&r->k').replace('V', '&one')}; }} }}
-  r->k.hops = 0; r->k.entry = fn; r->taken = 0; r->pending = 0; r->serial += 1; }}
-static __attribute__((always_inline)) inline void __bm_path_call(void *ctx, unsigned int site, unsigned int key) {{
-  unsigned int __bm_z = 0; struct __bm_path_rec *r = {lookup_rec}; if (!r) return;
-  unsigned int n = r->k.hops;
-  unsigned long long j = (unsigned long long)n * 3;
-  if (j < {n3 - 2}) {{ unsigned int *h = &r->k.hop[j]; h[0] = site; h[1] = key; h[2] = 0; r->k.hops = n + 1; }}
-  r->pending = (unsigned long long)(long)ctx; }}
-static __attribute__((always_inline)) inline void __bm_path_miss(unsigned int site) {{
-  unsigned int __bm_z = 0; struct __bm_path_rec *r = {lookup_rec}; if (!r) return;
-  r->pending = 0; unsigned int limit = r->taken >= 33; unsigned int n = r->k.hops;
-  unsigned long long j = (unsigned long long)n * 3 - 1; if (n >= 1 && j < {n3}) r->k.hop[j] = limit ? {LIMIT}u : {EMPTY}u;
-  if (limit) {{ {bump_site} }} }}
-""".split())
 
 
 @dataclass

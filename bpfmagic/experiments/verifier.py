@@ -4,20 +4,15 @@ each subprogram, from the statistics the kernel prints at log level
 BPF_LOG_STATS (4) — a few lines, collected on every load — plus
 ``verified_insns`` from the program's info.
 
-BCC: libbcc's ``bcc_func_load`` is wrapped (per thread, while a load
-collects) so each load asks for level 4 into a small buffer; a load that
-fails is repeated as BCC asked, so its error log is BCC's own. --core: each
-program gets log level 4 and libbpf hands the log to its print callback
-(core.py)."""
+The backends collect the lines at load: BCC's in backends/bcc_stats.py
+(libbcc's load wrapped per thread), --core's in backends/libbpf.py (each
+program gets log level 4; libbpf hands the log to its print callback).
+This module only reads them."""
 from __future__ import annotations
 
-import contextlib
-import ctypes as ct
 import re
-import threading
 from dataclasses import dataclass, field
 
-BPF_LOG_STATS = 4
 INSN_LIMIT = 1_000_000  # BPF_COMPLEXITY_LIMIT_INSNS
 MAX_STACK = 512  # per program (all its frames on one call path)
 MIXED_FRAME_LIMIT = 256  # a tail call from a subprogram: the frames above it must use less
@@ -120,56 +115,3 @@ def stats_of(program) -> VerifierStats:
     if not out.subprograms and info.jited_ksyms:
         out.subprograms = ["main"] + [f"sub{i}" for i in range(1, len(info.jited_ksyms))]
     return out
-
-
-# ------------------------------------------------------------ BCC: level-4 logs of every load
-
-_local = threading.local()
-_installed = False
-_install_lock = threading.Lock()
-
-
-def _install() -> None:
-    global _installed
-    with _install_lock:
-        if _installed:
-            return
-        from bcc.libbcc import lib
-        original = lib.bcc_func_load
-
-        def bcc_func_load(module, prog_type, name, start, size, license, kern_version, log_level, log_buf,
-                          log_buf_size, dev_name, attach_type):
-            logs = getattr(_local, "logs", None)
-            if logs is None or log_buf is not None:
-                return original(module, prog_type, name, start, size, license, kern_version, log_level,
-                                log_buf, log_buf_size, dev_name, attach_type)
-            buf = ct.create_string_buffer(1 << 16)
-            fd = original(module, prog_type, name, start, size, license, kern_version, BPF_LOG_STATS, buf,
-                          len(buf), dev_name, attach_type)
-            if fd >= 0:
-                key = name.decode() if isinstance(name, bytes) else str(name)
-                logs[key] = buf.value.decode(errors="replace")
-                if not log_level:
-                    return fd
-                import os
-                os.close(fd)  # -v: load again as BCC asked, so its full log is printed
-            # A failure: BCC's own load (and its retry with a log) gives the error as usual.
-            return original(module, prog_type, name, start, size, license, kern_version, log_level, log_buf,
-                            log_buf_size, dev_name, attach_type)
-
-        lib.bcc_func_load = bcc_func_load
-        _installed = True
-
-
-@contextlib.contextmanager
-def collect_bcc():
-    """Within the block, BCC loads on this thread record the verifier's
-    statistics: yields a dict function name -> log."""
-    _install()
-    previous = getattr(_local, "logs", None)
-    logs: dict[str, str] = {}
-    _local.logs = logs
-    try:
-        yield logs
-    finally:
-        _local.logs = previous

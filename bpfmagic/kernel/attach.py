@@ -91,7 +91,7 @@ def check_servable(target: Target) -> None:
     if target.kind in ("kprobe", "kretprobe") and not kprobes_available():
         raise AttachError(f"{target}: kprobes are not available on this kernel (CONFIG_KPROBES is off); {ALTERNATIVE}")
     if target.kind in ("fentry", "fexit"):
-        from ..doctor import probe_fentry
+        from .features import probe_fentry
         if probe_fentry()[0]:  # the kernel would load them: only BCC is in the way
             raise AttachError(f"{target}: BCC cannot declare fentry/fexit programs in %%bpf cells; use a --core "
                               f"cell with SEC(\"{target.kind}/FUNCTION\"), or {ALTERNATIVE}")
