@@ -250,7 +250,11 @@ def test_dump_marks_the_patched_jump_and_the_indirect_one(session):
     assert any("variable index" in m for m in marks), jited
     assert "; dj.call(ctx, 1);  @ d:4" in jited and "; dj.call(ctx, k);  @ d:6" in jited
     session.unslot("dj[1]")  # empty: the kernel patches the direct jump out again
-    assert not any("into d.g" in line for line in p.dump("jited").splitlines())
+    emptied = p.dump("jited")
+    assert not any("into d.g" in line for line in emptied.splitlines())
+    # the two 5-byte places of the site swapped: a jmp over the patch site, which is a nop now
+    assert "the slot is empty: jumps over the patch site below" in emptied, emptied
+    assert "patch site (a nop while the slot is empty" in emptied
     xlated = p.dump("xlated")
     assert sum("call bpf_tail_call#12  ◀ tail call" in line for line in xlated.splitlines()) == 2
     assert "; u32 k = ctx->rx_queue_index;  @ d:5" in xlated

@@ -602,3 +602,85 @@ def test_chains_as_data_notebook_results(executed):
     assert summary["counter"]["10.0.0.1"] == sent["web"] + 2  # web passes every stage, in every order
     # what the reader sees: whole paths, not cut at pandas' default column width
     assert {r["path"] for r in cell_table(tagged(nb, "live-v3")[0])} == live["v3"]
+def test_tail_call_cost_notebook_curves(executed):
+    import numpy as np
+    nb = executed("10-tail-call-cost.ipynb")
+    summary = json.loads(text_outputs(tagged(nb, "summary")[0]).strip().splitlines()[-1])
+    curves = summary["curves"]
+    for index in ("const", "var"):
+        c = curves[index]
+        # the chain's own count: depth d took d tail calls, up to the kernel's 33
+        assert c["tail_calls"] == [min(d, 33) for d in range(36)], c["tail_calls"]
+        assert c["max_tail_calls"] == 33
+        assert c["ns_per_tail_call"] > 0 and c["base_ns"] > 0, c
+        ns = c["ns_per_run"]
+        # the curve rises (single points may jump on a busy machine: means and a fit, not points)
+        assert sum(ns[31:]) / 5 > sum(ns[:3]) / 3, ns
+        assert np.polyfit(range(34), ns[:34], 1)[0] > 0, ns
+    # a variable index costs no less than a constant one, within the noise of a shared VM
+    assert curves["var"]["ns_per_tail_call"] >= 0.5 * curves["const"]["ns_per_tail_call"], curves
+    fits = {row[""]: row for row in cell_table(tagged(nb, "curves")[0])}
+    assert set(fits) == {"const", "var"}
+    for index, row in fits.items():
+        assert float(row["ns per tail call (10+)"]) == round(curves[index]["ns_per_tail_call"], 2)
+        assert int(row["most tail calls taken"]) == 33
+    outputs = lambda tag: [o for o in tagged(nb, tag)[0].outputs if "data" in o]  # noqa: E731
+    assert any("image/png" in o["data"] for o in outputs("curves")), "the curves' plot is missing"
+    for tag in ("bench-const", "bench-var"):
+        assert any("image/svg+xml" in o["data"] for o in outputs(tag)), tag
+        assert "ns per tail call" in text_outputs(tagged(nb, tag)[0])
+    # section 4: two figures, whoever held the kernel's run stats on meanwhile
+    stats = summary["stats_ns"]
+    assert stats["off"] > 0 and stats["on"] > 0
+
+
+def test_tail_call_cost_notebook_call_sites(executed):
+    nb = executed("10-tail-call-cost.ipynb")
+    summary = json.loads(text_outputs(tagged(nb, "summary")[0]).strip().splitlines()[-1])
+    # the chain works: DNS is dropped two tail calls down, passed while the IPv4 slot is empty
+    assert summary["retvals"] == {"filled": "XDP_DROP", "empty": "XDP_PASS", "refilled": "XDP_DROP"}
+    dump = lambda tag: text_outputs(tagged(nb, tag)[0])  # noqa: E731
+    # the translated BPF: the same helper call at both sites
+    assert dump("dump-xlated").count("call bpf_tail_call#12  ◀ tail call") == 2
+    # constant index: the counter against 33, then a direct jump the kernel patched in
+    const = dump("dump-const")
+    assert "direct jump the kernel patched in for a constant index, into ipv4.parse_ipv4" in const
+    assert "cmp qword ptr [rax], 0x21" in const and "indirect jump" not in const
+    # the slot emptied: the jump patched out again, the nop before it now jumps over it
+    empty = dump("dump-empty")
+    assert "stages[1] emptied" in empty and "into ipv4.parse_ipv4" not in empty
+    assert "the slot is empty: jumps over the patch site below" in empty
+    assert "patch site (a nop while the slot is empty" in empty
+    # variable index: an indirect jump (through a register, or a retpoline where those are on)
+    var = dump("dump-var")
+    assert "stages[1] <- ipv4.parse_ipv4" in var
+    assert re.search(r"indirect jump (to the slot's program|through the retpoline)", var) and "direct jump the kernel" not in var
+    # two constant calls merged by the compiler into one site: the variable-index code
+    merged = dump("dump-merged")
+    assert "2 tail calls in the source, 1 call site(s) in the program" in merged
+    assert merged.count("call bpf_tail_call#12") == 1 and "direct jump the kernel" not in merged
+    assert re.search(r"^\s+[0-9a-f]+: jmp r[a-z0-9]+$", merged, re.M), merged
+    # bpf_tail_call_static keeps them apart: two sites, the filled one a direct jump
+    static = dump("dump-static")
+    assert "XDP_DROP; 2 call sites" in static
+    assert "direct jump the kernel patched in for a constant index, into ipv4.parse_ipv4" in static
+
+
+def test_tail_call_cost_notebook_published_figures(executed):
+    nb = executed("10-tail-call-cost.ipynb")
+    rows = cell_table(tagged(nb, "published")[0])
+    assert [r["source"] for r in rows] == ["Cloudflare, LPC 2020"] * 2 + ["pchaigno, 2021"] * 8 + ["this kernel"] * 2
+    cloudflare = {r["kernel"]: r["ns per tail call"] for r in rows if r["source"].startswith("Cloudflare")}
+    assert cloudflare == {"5.4": "20-30", "5.5": "under 10"}   # the talk's abstract
+    # (cost of 33 direct tail calls - cost of none) / 33, from the post's plot data
+    chaignon = {(r["kernel"], r["setup"].split(", ")[1]): float(r["ns per tail call"])
+                for r in rows if r["source"] == "pchaigno, 2021"}
+    assert chaignon == {("4.19", "retpoline"): 22.8, ("4.19", "no retpoline"): 12.5,
+                        ("5.4", "retpoline"): 18.4, ("5.4", "no retpoline"): 9.3,
+                        ("5.5", "retpoline"): 2.9, ("5.5", "no retpoline"): 2.7,
+                        ("5.10", "retpoline"): 9.2, ("5.10", "no retpoline"): 9.1}
+    summary = json.loads(text_outputs(tagged(nb, "summary")[0]).strip().splitlines()[-1])
+    here = {r["setup"]: float(r["ns per tail call"]) for r in rows if r["source"] == "this kernel"}
+    assert here == {f"this VM, {i} index": round(summary["curves"][i]["ns_per_tail_call"], 1)
+                    for i in ("const", "var")}
+    assert {r["kernel"] for r in rows if r["source"] == "this kernel"} == {summary["machine"]["kernel"]}

@@ -147,6 +147,8 @@ def _jited(program, source: bool) -> str:
     out, shown = [], None
     current_line = 0
     j = 0
+    # An empty slot's constant-index site: a 5-byte jmp over the patch site (row, where it lands).
+    bypass = None
     # Each function (subprogram) is its own JIT image: disassembled at its own address.
     lens = info.jited_func_lens or [len(info.jited)]
     ksyms = info.jited_ksyms or [base]
@@ -188,8 +190,14 @@ def _jited(program, source: bool) -> str:
                             + (f", into {name}" if name else ""))
             elif target is None and ins.mnemonic == "jmp" and current_line in site_lines:
                 note = f"{MARK}: indirect jump to the slot's program (variable index)"
+            elif target is not None and ins.mnemonic == "jmp" and ins.size == 5 and current_line in site_lines:
+                bypass = (len(out), target)
         elif ins.mnemonic == "nop" and ins.size == 5 and current_line in site_lines and ins.address != base:
-            note = f"{MARK}: patch site (a nop while the slot is filled: jumps out when it is empty)"
+            if bypass and bypass[1] == ins.address + 5:
+                out[bypass[0]] += f"{MARK}: the slot is empty: jumps over the patch site below"
+                note = f"{MARK}: patch site (a nop while the slot is empty: the direct jump when it is filled)"
+            else:
+                note = f"{MARK}: patch site (a nop while the slot is filled: jumps out when it is empty)"
         out.append(row + note)
     return "\n".join(out)
 
