@@ -484,6 +484,15 @@ def test_chain_from_a_yaml_file_through_the_magic(tmp_path, capsys):
         df = ip.run_line_magic("bpf", "chain fw")
         assert list(df["runs"]) == [1, 1, 1]
         assert "fw_entry.entry → c → a → b" in capsys.readouterr().out
+        from bpfmagic.experiments.chain import load_file
+        # A later file that contradicts the chain is refused, and the chain keeps its order.
+        f.write_text("capacity: 8\nstages: [st.a]\n")
+        with pytest.raises(bpfmagic.UsageProblem, match="has capacity 16, the file says 8"):
+            load_file(bpfmagic.session(), "fw", str(f))
+        f.write_text("type: sched_cls\nstages: [st.a]\n")
+        with pytest.raises(bpfmagic.UsageProblem, match="runs xdp stages, the file says sched_cls"):
+            load_file(bpfmagic.session(), "fw", str(f))
+        assert _order(bpfmagic.session()) == b"CAB"
     finally:
         ip.run_line_magic("bpf", "reset")
         bpfmagic._drop_session()

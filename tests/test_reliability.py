@@ -41,6 +41,41 @@ def child_result(r: subprocess.CompletedProcess) -> dict:
 
 # ---------------------------------------------------------------- threads
 
+@needs_root
+def test_test_runs_from_a_thread_while_cells_are_reloaded(session):
+    """Traffic from a thread (Session.test_run in a loop) while the main thread re-runs
+    the chain's cells and loads and frees arrays: every run reports its tail calls,
+    none fails on the registry changing under it."""
+    import threading
+
+    chain = "BPF_PROG_ARRAY(jt, 8);\nint entry(struct xdp_md *ctx) { jt.call(ctx, 1); return XDP_PASS; }\n"
+    stage = "int drop(struct xdp_md *ctx) { return XDP_DROP; }\n"
+    session.load("c", chain)
+    session.load("st", stage, slots={"jt[1]": "drop"})
+    stop, errors, runs = threading.Event(), [], []
+
+    def traffic():
+        while not stop.is_set():
+            try:
+                r = session.test_run("c.entry", data=bytes(64), repeat=10)
+                runs.append((r.retval_name, int(r.tail_calls["calls"].sum())))
+            except Exception as e:  # what the test is about: nothing may escape here
+                errors.append(repr(e))
+    t = threading.Thread(target=traffic)
+    t.start()
+    try:
+        for i in range(15):
+            session.load("st", stage, slots={"jt[1]": "drop"})  # a re-run: slots refilled
+            session.load(f"other{i % 2}", f"BPF_PROG_ARRAY(extra{i}, 2);\nint f(struct xdp_md *ctx) {{ return XDP_PASS; }}\n")
+            session.unload(f"other{i % 2}")
+            session.unload(f"extra{i}")
+    finally:
+        stop.set()
+        t.join()
+    assert errors == []
+    assert runs and all(r == ("XDP_DROP", 10) for r in runs), runs[:5]
+
+
 def test_two_sessions_load_from_two_threads_at_once():
     """BCC's compiler and fd 2 are process-wide: two Sessions loading at once
     from two threads once crashed inside BPF.__init__ and left fd 2 pointing at

@@ -171,9 +171,17 @@ def load_file(session, name: str, path: str):
         raise UsageProblem(f"--file {os.path.basename(path)}: write `stages:` as a list of MODULE.FUNC")
     if spec.get("chain", name) != name:
         raise UsageProblem(f"--file {os.path.basename(path)} describes chain {spec['chain']!r}, not {name!r}")
-    if name not in session.chains:
-        session.chains[name] = Chain.create(session, name, type=spec.get("type"),
-                                            capacity=int(spec.get("capacity", DEFAULT_CAPACITY)))
-    chain = session.chains[name]
-    chain.set(stages)
-    return chain
+    label = f"--file {os.path.basename(path)}"
+    capacity, ptype = spec.get("capacity"), spec.get("type")
+    try:
+        capacity = int(capacity) if capacity is not None else None
+    except (TypeError, ValueError):
+        raise UsageProblem(f"{label}: capacity must be a whole number of stages") from None
+    existing = session.chains.get(name)
+    # A file describes the chain as a whole: what it says of an existing chain must hold.
+    if existing is not None and capacity is not None and capacity != existing.capacity:
+        raise UsageProblem(f"{label}: chain {name} has capacity {existing.capacity}, the file says {capacity}; "
+                           f"`%bpf unload {name}_entry` and `%bpf unload {name}` first to change it")
+    if existing is not None and ptype and existing.type and ptype != existing.type:
+        raise UsageProblem(f"{label}: chain {name} runs {existing.type} stages, the file says {ptype}")
+    return session.chain(name, stages, type=ptype, capacity=capacity or DEFAULT_CAPACITY)

@@ -201,7 +201,8 @@ def test_run(session, spec: str, data=None, ctx=None, repeat: int = 1, type: str
     it in data out).
     """
     repeat = check_repeat(repeat)
-    program = session.program(spec, type)
+    with session._lock:  # another thread may be loading or slotting: look at the registry in one piece
+        program = session.program(spec, type)
     data, ctx = as_bytes(data, "data"), as_bytes(ctx, "ctx")
     if program.type == "raw_tracepoint":
         if data is not None:
@@ -219,7 +220,8 @@ def test_run(session, spec: str, data=None, ctx=None, repeat: int = 1, type: str
         data = packets.udp_packet()
     # Only the arrays this program's chain can reach: a dispatcher attached elsewhere
     # keeps counting during the run, and its slots have nothing to do with it.
-    arrays = reachable_arrays(session, program)
+    with session._lock:
+        arrays = reachable_arrays(session, program)
     if path and not program.module.paths:
         raise UsageProblem(f"{spec} was loaded without paths: `%bpf paths --on` (Session.enable_paths()), "
                            f"then load (or re-run) the chain's cells")
@@ -250,11 +252,13 @@ def test_run(session, spec: str, data=None, ctx=None, repeat: int = 1, type: str
             hops = path_frame(rows)
         else:
             hops, text = path_frame([]), f"{program.qualname} (no path recorded)"
+    with session._lock:
+        tail_calls = _count_delta(arrays, before, after)
     return TestRunResult(path=hops, path_text=text or "",
 
         program=program.qualname, type=program.type, retval=retval, retval_name=retval_name(program.type, retval),
         ns_per_run=None if program.type == "raw_tracepoint" else out["duration_ns"],
-        repeat=repeat, data_in=data, data_out=out["data_out"], tail_calls=_count_delta(arrays, before, after),
+        repeat=repeat, data_in=data, data_out=out["data_out"], tail_calls=tail_calls,
         stats_on=runs > 0)
 
 
