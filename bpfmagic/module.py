@@ -5,11 +5,19 @@ transaction (load.py) makes them."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .c import CellSyntax
 from .errors import UsageProblem
 from .kernel import libbpf
 from .kernel.attach import Attachment
+
+if TYPE_CHECKING:  # the types of what the API returns; their modules load on first use
+    import pandas as pd
+
+    from .experiments.verifier import VerifierStats
+    from .globals import Globals
+    from .maps import MapView
 
 
 @dataclass(eq=False)
@@ -23,7 +31,7 @@ class Program:
     verifier_log: str = ""  # the verifier's statistics lines (log level 4) from the load
 
     @property
-    def verifier(self):
+    def verifier(self) -> VerifierStats:
         """The verifier's cost: instructions processed (of the 1,000,000 limit), states,
         verification time, stack depth per subprogram (verifier.VerifierStats)."""
         from .experiments.verifier import stats_of
@@ -104,7 +112,7 @@ class Module:
         return self.object.tables() if self.object is not None and not self.closed else []
 
     @property
-    def globals(self):
+    def globals(self) -> Globals:
         """Global variables of a --core module: ``m.globals["count"]``, ``m.globals["selector"] = 2``,
         ``m.globals.df()``."""
         from .globals import Globals
@@ -115,7 +123,7 @@ class Module:
         """The streams of this module's event tables, by table name."""
         return self.session.streams.of(self)
 
-    def stats(self, since=None):
+    def stats(self, since: pd.DataFrame | None = None) -> pd.DataFrame:
         """Session.stats() rows of this module's programs."""
         df = self.session.stats(since=since)
         return df[df["module"] == self.name].reset_index(drop=True)
@@ -128,7 +136,7 @@ class Module:
     def __contains__(self, table: str) -> bool:
         return table in self.tables
 
-    def map(self, table: str):
+    def map(self, table: str) -> MapView:
         """A view of map TABLE: .df(), [key], [key] = value, del, .clear(), .from_df() (maps.MapView);
         --core globals: map("bss"), map("data"), map("rodata")."""
         from .maps import view_of
@@ -136,7 +144,7 @@ class Module:
             raise UsageProblem(f"module {self.name} was unloaded: its maps are gone")
         return view_of(self.session, self, table)
 
-    def df(self, table: str, sum: bool = False):
+    def df(self, table: str, sum: bool = False) -> pd.DataFrame:
         """Map TABLE as a DataFrame (per-CPU values one column per CPU, or summed with ``sum``)."""
         return self.map(table).df(sum=sum)
 

@@ -17,6 +17,8 @@ import shlex
 import threading
 import time
 import weakref
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from . import progarray as prog_arrays
 from .c import CellSyntax
@@ -27,6 +29,15 @@ from .kernel.progtypes import PROG_TYPE_NAMES, auto_attach_type, prog_type_name,
 from .load import LoadRequest, LoadTransaction, load_program, require_function, slot_type, with_file
 from .load import attach_specs as attach_specs_of
 from .module import Module, Program
+
+if TYPE_CHECKING:  # the types of what the API returns; their modules load on first use
+    import pandas as pd
+
+    from .events.stream import Stream
+    from .experiments.chain import Chain
+    from .experiments.graph import ChainGraph
+    from .experiments.testrun import TestRunResult
+    from .maps import MapView
 
 PIN_ROOT = pins.PIN_ROOT
 _SLOT_SPEC_RE = re.compile(r"^\s*([A-Za-z_]\w*)\s*\[\s*([^\]\s]+)\s*\]\s*$")
@@ -141,7 +152,7 @@ class Session:
 
     # ------------------------------------------------------------ arrays
     def progarray(self, name: str, size: int, type: str | None = None, keys: str | None = None,
-                  slots=None) -> prog_arrays.ProgArray:
+                  slots: dict[str, int] | list[str] | str | None = None) -> prog_arrays.ProgArray:
         """Create the session array NAME (or return it when it exists with the same size).
         ``slots``: names for indices, "a,b,c" / ["a", "b"] (0, 1, ...) or {"a": 3}."""
         self._require_privileges()
@@ -244,7 +255,8 @@ class Session:
                             f"BPF_PROG_ARRAY({name}, N) in a cell or `%bpf progarray {name} N`") from None
 
     # ------------------------------------------------------------ loading
-    def load(self, name: str, source: str = "", attach=None, slots=None, cflags=(), file: str | None = None,
+    def load(self, name: str, source: str = "", attach: dict[str, str | list[str]] | None = None,
+             slots: dict[str, str] | None = None, cflags: str | Sequence[str] = (), file: str | None = None,
              verbose: bool = False, core: bool = False, origin: str | None = None,
              count_tail_calls: bool = True, globals: dict | None = None) -> Module:
         """Compile and load SOURCE as module NAME, attach and slot its programs.
@@ -340,14 +352,15 @@ class Session:
         """Cells loaded from now on run without path recording (loaded ones keep theirs)."""
         self.paths_enabled = False
 
-    def paths(self, array: str | None = None, seconds: float = 1.0, during=None):
+    def paths(self, array: str | None = None, seconds: float = 1.0,
+              during: Callable[[], object] | None = None) -> pd.DataFrame:
         """The distinct paths live runs took during SECONDS, or while the callable ``during``
         runs (those through ARRAY): DataFrame of path (one line of text), runs, share, hops,
         how it ended."""
         from .experiments import paths
         return paths.live(self, seconds=seconds, array=array, during=during)
 
-    def misses(self):
+    def misses(self) -> pd.DataFrame:
         """Why tail calls fell through, per call site (line of the cell; ``slot`` where its key is
         a constant): calls, missed, and of those the limit (33 calls taken already) vs an empty
         slot. The split is known only at sites loaded with paths on (else <NA>)."""
@@ -410,17 +423,17 @@ class Session:
             raise UsageProblem(f"name a program as MODULE.FUNC (got {spec!r})")
         return self.module(mod_name).program(func, type)
 
-    def stream(self, name: str):
+    def stream(self, name: str) -> Stream:
         """The stream of event table NAME ("events" when only one module has it, else "module.events")."""
         return self.streams.get(name)
 
-    def map(self, name: str):
+    def map(self, name: str) -> MapView:
         """A view of map NAME (TABLE when one module has it, else MODULE.TABLE): maps.MapView."""
         from . import maps
         return maps.find(self, name)
 
     def trace(self, seconds: float = 1.0, max_lines: int | None = None, grep: str | None = None,
-              older: bool = False):
+              older: bool = False) -> pd.DataFrame:
         """bpf_trace_printk lines from trace_pipe for up to SECONDS: DataFrame (ts, cpu, pid, comm, msg).
         Lines printed before this session began (left unread in the pipe by an
         earlier process) are skipped unless ``older``; ``df.attrs["older"]`` counts them."""
@@ -469,7 +482,7 @@ class Session:
             return previous is not None
 
     # ------------------------------------------------------------ views
-    def ls(self):
+    def ls(self) -> pd.DataFrame:
         """DataFrame: one row per module function (loaded or not), and tables."""
         import pandas as pd
         rows = []
@@ -513,7 +526,7 @@ class Session:
         return [array.label(index) for array in self.arrays.values()
                 for index in sorted(array.entries) if array.entries[index] is p]
 
-    def slots(self, array: str | None = None, all_keys: bool = False):
+    def slots(self, array: str | None = None, all_keys: bool = False) -> pd.DataFrame:
         """DataFrame of filled or named slots: array, index, key name, program, type,
         calls, taken, missed, run_cnt, run_time_ns (kernel stats, on while the
         session keeps them). The call counts are per slot, since the array was
@@ -546,8 +559,8 @@ class Session:
         return df
 
     # ------------------------------------------------------------ experiments (testrun.py, stats.py, graph.py)
-    def test_run(self, spec: str, data=None, ctx=None, repeat: int = 1, type: str | None = None,
-                 path: bool = False):
+    def test_run(self, spec: str, data: bytes | str | None = None, ctx: bytes | str | None = None, repeat: int = 1,
+                 type: str | None = None, path: bool = False) -> TestRunResult:
         """BPF_PROG_TEST_RUN of MODULE.FUNC: retval (and its name), ns per run,
         data out, and the slots its tail calls went through. ``path``: also the way the
         (last) run went through the chain (.path DataFrame, .path_text); needs the chain
@@ -555,20 +568,20 @@ class Session:
         from .experiments import testrun
         return testrun.test_run(self, spec, data=data, ctx=ctx, repeat=repeat, type=type, path=path)
 
-    def stats(self, since=None):
+    def stats(self, since: pd.DataFrame | None = None) -> pd.DataFrame:
         """Per-program run_cnt, run_time_ns, avg_ns, tail calls in and missed;
         rows for empty slots that tail calls missed. ``since``: an earlier stats()."""
         from .experiments import stats
         return stats.stats(self, since=since)
 
     def bench_tailcalls(self, depth: int = 33, repeat: int = 100_000, index: str = "const", rounds: int = 3,
-                        paths: bool = False):
+                        paths: bool = False) -> pd.DataFrame:
         """Tail-call cost curve: DataFrame (depth, tail_calls, ns_per_run); the fit is in .attrs.
         ``paths``: the chain records paths (its cost per hop: the slope minus the bare one)."""
         from .experiments import testrun
         return testrun.bench_tailcalls(self, depth=depth, repeat=repeat, index=index, rounds=rounds, paths=paths)
 
-    def graph(self, array: str | None = None):
+    def graph(self, array: str | None = None) -> ChainGraph:
         """The tail-call chain (programs, slots, call sites) as data and a picture."""
         from .experiments import graph
         return graph.graph(self, array)
@@ -657,7 +670,8 @@ class Session:
             self._cursor = (fd, self._pin_counter_map(fd, "bm_cursor"))
         return self._cursor
 
-    def chain(self, name: str, stages=None, type: str | None = None, capacity: int = 16):
+    def chain(self, name: str, stages: list[str] | None = None, type: str | None = None,
+              capacity: int = 16) -> Chain:
         """The chain NAME described as data: ``stages`` in order, each "MODULE.FUNC" (each stage
         ends with ``CHAIN_NEXT(ctx, NAME)``); the entry program is NAME_entry.entry. Called again
         with other stages, it switches to them atomically for the traffic. Without stages: the
