@@ -518,10 +518,11 @@ def test_names_ending_in_a_newline_are_refused(session, kind):
 
 
 @pytest.mark.parametrize("pages, said", [("1 << 20", "1,048,576 pages = 4 GiB, above the 2 GiB limit"),
-                                         ("3", "3 is 3 pages, not a power of two")])
+                                         ("3", "3 is 3 pages, not a power of two"),
+                                         ("RING_PAGES", "RING_PAGES is 3 pages, not a power of two")])
 def test_ring_size_refusal_names_the_limit(session, pages, said):
     from bpfmagic import BpfCompileError
-    src = (f"struct e {{ u64 v; }};\nBPF_RINGBUF_OUTPUT(big, {pages});\n"
+    src = (f"#define RING_PAGES (1 + 2)\nstruct e {{ u64 v; }};\nBPF_RINGBUF_OUTPUT(big, {pages});\n"
            "int f(struct xdp_md *ctx) { struct e x = {}; big.ringbuf_output(&x, sizeof(x), 0); return XDP_PASS; }")
     with pytest.raises(BpfCompileError) as info:
         session.load("ring", src)

@@ -8,6 +8,7 @@ import re
 
 from ..errors import BpfCompileError, BpfVerifierError, EnvironmentProblem
 from .instrument import ColumnMap
+from .records import ring_pages
 
 _LOC_RE = re.compile(r"/virtual/main\.c:(\d+):(\d+):")
 _INCLUDED_FROM_RE = re.compile(r"/virtual/main\.c:(\d+):(?!\d)")
@@ -99,9 +100,9 @@ def compile_error(stderr: str, source: str, origin: str, columns: ColumnMap | No
         stack = []
     errors = [s for s in shown if ": error:" in s or "fatal error" in s]
     ring = re.search(r"could not open bpf map: (\w+), error: Invalid argument", stderr)
-    declared = ring and re.search(rf"BPF_RINGBUF_OUTPUT\s*\(\s*{ring[1]}\s*,\s*([^)]*?)\s*\)", source)
-    if not errors and declared:
-        return BpfCompileError(ring_size_message(ring[1], declared[1]), stderr)
+    pages = ring and ring_pages(source).get(ring[1])
+    if not errors and pages is not None:
+        return BpfCompileError(ring_size_message(ring[1], *pages), stderr)
     if not errors:
         msg = stderr.strip() or "BCC could not compile the program (no message)"
         if "Unable to find kernel headers" in stderr or re.search(r"chdir\(/lib/modules/[^)]*/build\)", stderr):
@@ -117,11 +118,10 @@ def compile_error(stderr: str, source: str, origin: str, columns: ColumnMap | No
 MAX_RING_PAGES = 1 << 19  # BCC passes PAGES x 4 KiB as a u32: 2 GiB is the largest power of two that fits
 
 
-def ring_size_message(table: str, pages_text: str) -> str:
-    """Why the kernel refused BPF_RINGBUF_OUTPUT(TABLE, PAGES_TEXT)."""
+def ring_size_message(table: str, pages_text: str, pages: int | None) -> str:
+    """Why the kernel refused BPF_RINGBUF_OUTPUT(TABLE, PAGES_TEXT) (PAGES its value, if known)."""
     rule = (f"PAGES must be a power of two from 1 to {MAX_RING_PAGES:,} (the ring is PAGES x 4 KiB, at most "
             "2 GiB: BCC passes its size as a 32-bit number), e.g. 64 for 256 KiB")
-    pages = _constant(pages_text)
     said = ""
     if pages is not None:
         size = pages * 4096
@@ -132,26 +132,6 @@ def ring_size_message(table: str, pages_text: str) -> str:
         elif pages < 1 or pages & (pages - 1):
             said = f" {pages_text} is {pages:,} pages, not a power of two;"
     return f"BPF_RINGBUF_OUTPUT({table}, {pages_text}): the kernel refused the ring;{said} {rule}"
-
-
-def _constant(text: str) -> int | None:
-    """The value of a C integer constant expression made of literals and + - * << | ( ), else None."""
-    import ast
-    try:
-        tree = ast.parse(re.sub(r"(?<=\d)[uUlL]+\b", "", text.strip()), mode="eval")
-    except SyntaxError:
-        return None
-    ops = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
-           ast.LShift: lambda a, b: a << b if 0 <= b < 64 else None, ast.BitOr: lambda a, b: a | b}
-
-    def value(node):
-        if isinstance(node, ast.Constant) and isinstance(node.value, int):
-            return node.value
-        if isinstance(node, ast.BinOp) and type(node.op) in ops:
-            left, right = value(node.left), value(node.right)
-            return None if left is None or right is None else ops[type(node.op)](left, right)
-        return None
-    return value(tree.body)
 
 
 def _verified_then_refused(body: list[str]) -> bool:

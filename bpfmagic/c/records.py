@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .analysis import _declarator_name, _is_shadowed, _parser, _text, _tokens
+from .analysis import _declarator_name, _is_shadowed, _parser, _text, _tokens, constant_value, file_constants
 
 # BCC's output methods on event tables; ringbuf_reserve returns the record pointer, the others an int.
 BCC_OUTPUT_METHODS = ("ringbuf_output", "ringbuf_reserve", "perf_submit", "perf_submit_skb")
@@ -56,6 +56,22 @@ def event_tables(source: str) -> list[str]:
             if _call_name(call) in ("BPF_RINGBUF_OUTPUT", "BPF_PERF_OUTPUT") and args and args[0].type == "identifier":
                 names.add(_text(args[0]))
     return sorted(names)
+
+
+def ring_pages(source: str) -> dict[str, tuple[str, int | None]]:
+    """Ring tables a BCC cell declares -> their size in pages, as written and
+    its value where the text gives it (``BPF_RINGBUF_OUTPUT(events, 1 << 4)``
+    -> ``{"events": ("1 << 4", 16)}``)."""
+    out = {}
+    defines = file_constants(source)
+    for node in _root(source).named_children:
+        if node.type == "expression_statement" and node.named_children and \
+                node.named_children[0].type == "call_expression":
+            call = node.named_children[0]
+            args = _call_args(call)
+            if _call_name(call) == "BPF_RINGBUF_OUTPUT" and len(args) == 2 and args[0].type == "identifier":
+                out[_text(args[0])] = (_text(args[1]), constant_value(args[1], defines))
+    return out
 
 
 def output_calls(source: str, tables: set[str]) -> list[OutputCall]:
