@@ -46,7 +46,7 @@ def _status_kib(key: str) -> int:
 def run_flood(events: int, max_rows: int, parquet: bool) -> dict:
     """One flood in this process; returns its figures."""
     from bpfmagic import Session
-    from bpfmagic.events.stream import DEFAULT_PARQUET_QUEUE_BYTES
+    from bpfmagic.events.parquet import DEFAULT_PARQUET_QUEUE_BYTES
     from bpfmagic.kernel import libbpf
     warnings.simplefilter("ignore")  # the headers-mismatch note is irrelevant to this producer
     with open(PRODUCER_FILE) as f:

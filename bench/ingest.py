@@ -37,7 +37,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from bpfmagic import Session  # noqa: E402
-from bpfmagic.events.stream import RingReader  # noqa: E402
+from bpfmagic.events.readers import RingReader  # noqa: E402
 from bpfmagic.kernel import libbpf
 
 PACKET = bytes(64)

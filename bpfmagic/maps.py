@@ -30,7 +30,7 @@ import numpy as np
 
 from .errors import UsageProblem
 from .kernel import libbpf
-from .kernel.btf import Btf, Field, ctypes_fields, raw_fields
+from .kernel.btf import Field, ctypes_fields, raw_fields
 
 # enum bpf_map_type (uapi)
 HASH, ARRAY, PROG_ARRAY, PERF_EVENT_ARRAY, PERCPU_HASH, PERCPU_ARRAY, STACK_TRACE = 1, 2, 3, 4, 5, 6, 7
@@ -180,7 +180,7 @@ def decode_field(f: Field, values: np.ndarray):
             return ((raw ^ sign).astype(np.int64) - np.int64(1 << (f.bits - 1))).astype(f.base)
         return raw.astype(f.base)
     if f.kind == "str":
-        from .events.stream import decode_cstrings
+        from .events.records import decode_cstrings
         if not f.shape:
             return decode_cstrings(values)
         flat = np.asarray(decode_cstrings(values.reshape(-1)), dtype=object).reshape(values.shape)
@@ -446,9 +446,11 @@ class MapView:
     def _bind(self, module) -> None:
         self.globals = self.table not in module.tables and self.table in global_sections(module)
         self.map_name = global_sections(module)[self.table] if self.globals else self.table
-        handle = module.core.table(self.map_name) if module.core is not None else module[self.table]
+        if not self.globals and self.table not in module.tables:
+            raise KeyError(f"{module.name} has no table {self.table!r} (tables: {', '.join(module.tables) or 'none'})")
+        handle = module.object.map_handle(self.map_name)
         self._module = module
-        self.fd = handle.fd if module.core is not None else handle.map_fd
+        self.fd = handle.fd
         info = libbpf.fdinfo(self.fd)
         self.map_type = int(info["map_type"])
         self.key_size, self.value_size = int(info["key_size"]), int(info["value_size"])
@@ -468,24 +470,17 @@ class MapView:
 
     def _types(self, module, handle) -> tuple[list[Field], list[Field]]:
         key_fields = value_fields = None
-        if module.core is not None:
-            lib = _lib()
-            ptr = module.core.maps().get(self.map_name)
-            btf_ptr = lib.bpf_object__btf(module.core.ptr) if module.core.ptr else None
-            if ptr and btf_ptr:
-                btf = Btf(lib, btf_ptr)
-                kid, vid = lib.bpf_map__btf_key_type_id(ptr), lib.bpf_map__btf_value_type_id(ptr)
-                if kid and btf.size_of(kid) == self.key_size:
-                    key_fields = btf.fields(kid)
-                if vid and btf.size_of(vid) == self.value_size:
-                    value_fields = btf.fields(vid)
-        else:
-            key_type = getattr(handle, "Key", None)
-            leaf_type = getattr(handle, "sLeaf", None) or getattr(handle, "Leaf", None)
-            if key_type is not None and ct.sizeof(key_type) == self.key_size:
-                key_fields = ctypes_fields(key_type)
-            if leaf_type is not None and ct.sizeof(leaf_type) == self.value_size:
-                value_fields = ctypes_fields(leaf_type)
+        btf = module.object.btf()  # libbpf: the object's BTF; BCC: the ctypes Key/Leaf of the handle
+        kid, vid = handle.btf_key_type_id, handle.btf_value_type_id
+        if btf is not None and kid and btf.size_of(kid) == self.key_size:
+            key_fields = btf.fields(kid)
+        if btf is not None and vid and btf.size_of(vid) == self.value_size:
+            value_fields = btf.fields(vid)
+        if key_fields is None and handle.key_ctype is not None and ct.sizeof(handle.key_ctype) == self.key_size:
+            key_fields = ctypes_fields(handle.key_ctype)
+        if value_fields is None and handle.leaf_ctype is not None \
+                and ct.sizeof(handle.leaf_ctype) == self.value_size:
+            value_fields = ctypes_fields(handle.leaf_ctype)
         if self.map_type in ARRAY_TYPES | {PROG_ARRAY} and self.key_size == 4:
             key_fields = [Field("", 0, "uint", 4)]  # BCC types array indices as int
         if self.key_size == 0:  # queues and stacks have no key
@@ -912,20 +907,10 @@ class _suppress_os:
 
 # ------------------------------------------------------------------ names
 
-GLOBAL_SECTIONS = ("bss", "data", "rodata")
-
-
 def global_sections(module) -> dict[str, str]:
-    """A --core module's global-variable maps: section name without the dot
-    ("bss", "data", "rodata", "data.custom") -> libbpf's map name."""
-    if module.core is None or not module.core.ptr:
-        return {}
-    out = {}
-    for name in module.core.maps():
-        section = name[1:] if name.startswith(".") else name.partition(".")[2]
-        if section.split(".")[0] in GLOBAL_SECTIONS and not section.startswith("rodata.str"):
-            out[section] = name
-    return out
+    """A module's global-variable maps (--core): section name without the dot
+    ("bss", "data", "rodata", "data.custom") -> the backend's map name."""
+    return module.object.global_sections() if module.object is not None else {}
 
 
 def find(session, name: str) -> MapView:

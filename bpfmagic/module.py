@@ -98,11 +98,6 @@ class Module:
         return self.object.bpf if self.object is not None and self.object.kind == "bcc" else None
 
     @property
-    def core(self):
-        """libbpf's object (backends.libbpf.CoreObject) of a --core module, else None."""
-        return self.object if self.object is not None and self.object.kind == "core" else None
-
-    @property
     def functions(self) -> list[str]:
         names = self.object.functions() if self.object is not None else []
         return names or list(self.programs)

@@ -89,7 +89,7 @@ class Session:
         # Extension points: callables run with a Module after it is switched in / before it is freed.
         self.on_load: list = []
         self.on_unload: list = []
-        from .events.stream import StreamManager  # numpy: imported only once a Session exists
+        from .events.manager import StreamManager  # numpy: imported only once a Session exists
         self.streams = StreamManager(self)  # event tables -> DataFrames, started/stopped by the hooks above
         self.env = _prepare_environment() if prepare else {}
         # env is imported late: `python -m bpfmagic.kernel.env` must not find it loaded already

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bpfmagic import UsageProblem
-from bpfmagic.events.stream import StreamWarning
+from bpfmagic.events import StreamWarning
 from bpfmagic.kernel import libbpf
 
 from .conftest import needs_root, stream_threads, wait_for
@@ -81,7 +81,7 @@ def test_core_reserve_submit_and_lost_count(session):
     st = session.stream("events")
     st.stop()  # nobody consumes: the 4 KiB ring fills up (40-byte slots: 102 fit)
     produce(m, 300)
-    assert st.loss_counted and libbpf.percpu_u64_sums(m.core.table("__bm_lost").fd, 1) == [300 - 4096 // 40]
+    assert st.loss_counted and libbpf.percpu_u64_sums(m.object.map_fd("__bm_lost"), 1) == [300 - 4096 // 40]
     session.unload("co")
     m = session.load("co", RESERVE, core=True, cflags=["-DRING=4096"])
     st = session.stream("events")

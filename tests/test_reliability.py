@@ -342,17 +342,17 @@ def test_followed_parquet_queue_stays_bounded_and_accounts_for_every_event(sessi
     import numpy as np
     pd = pytest.importorskip("pandas")
     pytest.importorskip("pyarrow")
-    from bpfmagic.events import stream as streams
+    from bpfmagic.events import parquet
 
     from .conftest import wait_for
     from .test_stream import produce, ring_producer
     disk_free = threading.Event()
-    real_flush = streams._ParquetSink._flush
+    real_flush = parquet.ParquetSink._flush
 
     def stalled_flush(sink, batches):
         disk_free.wait(60)
         real_flush(sink, batches)
-    monkeypatch.setattr(streams._ParquetSink, "_flush", stalled_flush)
+    monkeypatch.setattr(parquet.ParquetSink, "_flush", stalled_flush)
 
     session.streams.max_rows = 10_000
     m = session.load("flood", ring_producer(pages=1024))

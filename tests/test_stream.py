@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bpfmagic import UsageProblem
-from bpfmagic.events.stream import StreamWarning
+from bpfmagic.events import StreamWarning
 from bpfmagic.kernel import libbpf
 
 from .conftest import needs_root, stream_threads, syscall_nr, wait_for

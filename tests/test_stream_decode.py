@@ -6,7 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bpfmagic.events.stream import RINGBUF_BUSY, RINGBUF_DISCARD, RecordType, decode_ring, event_tables, parse_field
+from bpfmagic.c.records import event_tables
+from bpfmagic.events.readers import RINGBUF_BUSY, RINGBUF_DISCARD, decode_ring
+from bpfmagic.events.records import RecordType, parse_field
 
 
 class State:

@@ -18,10 +18,46 @@ A loaded object answers the same questions whichever backend made it:
 ``attach_sections(...)``   attachments SEC() names (libbpf)
 ``attach_handle``          what attach.attach needs (the BCC object, or None)
 ``close()``                free everything the object holds
+``map_handle(name)``       a MapHandle of any map of the object (hidden ones too)
+``btf()``                  the object's BTF (kernel.btf.Btf), or None (BCC)
+``event_fields(table)``    libbcc's "name#ctype" fields of the record BCC inferred
+                           for an event table ([] none); None where the backend
+                           infers none (libbpf: the struct the cell writes, laid
+                           out by btf())
+``perf_refusal(table)``    why a perf event array is not streamed, or None
+``open_perf_buffer(...)``  (table, on_event, on_lost, page_cnt): a perf buffer
+                           with fds(), consume(), close()
+``loss_counter(table)``    (fd, slot, slots) of the per-CPU counter of records
+                           the event table lost, or None when not counted
+``global_sections()``      {"bss" / "data" / "rodata" / "data.NAME": map name}
+``global_variables()``     {name: (map name, kernel.btf.Variable)}, None when
+                           the backend has no globals (BCC)
+``cell_lines``             whether the object's BTF line info numbers the
+                           cell's own lines (BCC compiles lines in front of it)
 =========================  ===============================================
 
-``Module`` and ``Session`` use only this interface."""
+``Module`` and ``Session``, and the events, maps, globals and experiments
+beside them, use only this interface."""
 from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MapHandle:
+    """One map of a loaded object, as much as a reader of it needs: its fd and
+    shape, and its key and value types: BCC's ctypes Key/Leaf, or (libbpf) the
+    BTF type ids of the object's btf()."""
+    name: str
+    fd: int
+    map_type: int
+    key_size: int
+    value_size: int
+    max_entries: int
+    key_ctype: object = None
+    leaf_ctype: object = None
+    btf_key_type_id: int = 0
+    btf_value_type_id: int = 0
 
 
 def for_cell(core: bool):

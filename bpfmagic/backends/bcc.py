@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes as ct
 import os
 import re
 import tempfile
@@ -16,6 +17,7 @@ from ..kernel import libbpf
 from ..kernel.lock import captured_fd2
 from ..kernel.privileges import fd_limit_problem, privilege_problem
 from ..kernel.progtypes import PROG_TYPES, auto_attach_type
+from . import MapHandle
 
 
 def _libbcc():
@@ -110,6 +112,49 @@ class BccObject:
     def attach_sections(self, module, skip: set[str], slotted: set[str]) -> list:
         return []  # BCC attached its naming conventions at compile time
 
+    # -- maps, records, globals (backends/__init__.py)
+    cell_lines = False  # BCC compiles its own lines in front of the cell (and its rewrites may add some)
+
+    def map_handle(self, name: str) -> MapHandle:
+        table = self.table(name)
+        info = libbpf.fdinfo(table.map_fd)
+        return MapHandle(name, table.map_fd, int(info["map_type"]), int(info["key_size"]),
+                         int(info["value_size"]), int(info["max_entries"]), getattr(table, "Key", None),
+                         getattr(table, "sLeaf", None) or getattr(table, "Leaf", None))
+
+    def btf(self):
+        return None  # libbcc keeps its BTF to itself: layouts come from the ctypes Key/Leaf
+
+    def event_fields(self, table: str) -> list[str]:
+        """libbcc's "name#ctype" fields of the record type BCC inferred for TABLE."""
+        lib, name = _libbcc(), table.encode()
+        module = self._module()
+        return [lib.bpf_perf_event_field(module, name, i).decode()
+                for i in range(lib.bpf_perf_event_fields(module, name))]
+
+    def perf_refusal(self, table: str) -> None:
+        return None
+
+    def open_perf_buffer(self, table: str, on_event, on_lost, page_cnt: int) -> "BccPerfBuffer":
+        return BccPerfBuffer(self.table(table), on_event, on_lost, page_cnt)
+
+    def loss_counter(self, table: str) -> tuple[int, int, int] | None:
+        from ..c.instrument import LOST_COUNTER
+        from ..c.records import event_tables
+        tables = event_tables(self.syntax.source)
+        if table not in tables:
+            return None
+        try:
+            return self.map_fd(LOST_COUNTER), tables.index(table), len(tables)
+        except KeyError:  # compiled without the rewrite
+            return None
+
+    def global_sections(self) -> dict[str, str]:
+        return {}
+
+    def global_variables(self) -> None:
+        return None  # BCC has no globals of its own
+
     def close(self) -> None:
         if self.bpf is None:
             return
@@ -119,6 +164,30 @@ class BccObject:
         with contextlib.suppress(Exception):
             atexit.unregister(self.bpf.cleanup)
         self.bpf = None
+
+
+class BccPerfBuffer:
+    """BCC's per-CPU perf readers of one perf event table: ON_EVENT(cpu, data, size)
+    and ON_LOST(count) run from consume()."""
+
+    def __init__(self, table, on_event, on_lost, page_cnt: int):
+        self._lib = _libbcc()
+        self.table = table
+        table.open_perf_buffer(on_event, page_cnt=page_cnt, lost_cb=on_lost)
+        self._readers = [r for (tid, _cpu), r in table.bpf.perf_buffers.items() if tid == id(table)]
+        self._reader_array = (ct.c_void_p * len(self._readers))(*self._readers)
+
+    def fds(self) -> list[int]:
+        return [self._lib.perf_reader_fd(r) for r in self._readers]
+
+    def consume(self) -> None:
+        self._lib.perf_reader_consume(len(self._readers), self._reader_array)
+
+    def close(self) -> None:
+        for cpu in list(self.table._open_key_fds):
+            with contextlib.suppress(Exception):
+                del self.table[cpu]  # frees BCC's reader for that CPU
+        self._readers, self._reader_array = [], None
 
 
 def compile_cell(session, req, syntax, slot_index, resolved_slots, site_base) -> tuple[BccObject, str]:

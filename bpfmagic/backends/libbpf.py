@@ -26,11 +26,13 @@ from ..c.records import ring_record_types
 from ..errors import AttachError, BpfCompileError, BpfVerifierError, EnvironmentProblem, SlotError, UsageProblem
 from ..kernel import libbpf
 from ..kernel.attach import Attachment, Target
-from ..kernel.btf import _BtfArray, _BtfMember, _BtfType  # libbpf's BTF records, as btf.py reads them
+from ..kernel.btf import Btf
 from ..kernel.lock import NATIVE_LOCK
 from ..kernel.progtypes import prog_type_name
+from . import MapHandle
 
 VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
+GLOBAL_SECTIONS = ("bss", "data", "rodata")
 _ARCH = {"x86_64": "x86", "aarch64": "arm64", "s390x": "s390", "ppc64le": "powerpc", "riscv64": "riscv"}
 
 # SEC prefixes libbpf can attach by itself (the section names the target).
@@ -113,105 +115,6 @@ def keep_ring_types(text: str, source: str) -> str:
     if not decls:
         return text
     return text + ("" if text.endswith("\n") else "\n") + "\n".join(decls) + "\n"
-
-
-BTF_KIND_INT, BTF_KIND_PTR, BTF_KIND_ARRAY, BTF_KIND_STRUCT, BTF_KIND_UNION, BTF_KIND_ENUM = 1, 2, 3, 4, 5, 6
-BTF_KIND_TYPEDEF, BTF_KIND_VOLATILE, BTF_KIND_CONST, BTF_KIND_RESTRICT = 8, 9, 10, 11
-BTF_KIND_FLOAT, BTF_KIND_TYPE_TAG, BTF_KIND_ENUM64 = 16, 18, 19
-_BTF_KIND_NAMES = {BTF_KIND_STRUCT: "struct", BTF_KIND_UNION: "union", 7: "forward declaration",
-                   12: "function", 13: "function prototype"}
-
-
-def btf_struct(obj: CoreObject, type_name: str) -> tuple[str, list[dict], int]:
-    """The layout of TYPE_NAME (``struct NAME`` or a typedef of a struct) from
-    the object's BTF: (struct name, members, size). Each member is a dict:
-    name, ctype (C spelling), offset (bytes), bits (bit-field width or 0),
-    base: ("int", size, signed, is_char) / ("float", size) / ("ptr", 8) /
-    ("other", kind name), dims (array dimensions). Raises LookupError when
-    the type is not in the BTF, TypeError when it is not a struct."""
-    lib = _lib()
-    btf = lib.bpf_object__btf(obj.ptr) if obj.ptr else None
-    if not btf:
-        raise LookupError(f"{obj.name} has no BTF")
-
-    def type_at(tid: int):
-        t = _BtfType.from_address(lib.btf__type_by_id(btf, tid))
-        return t, (t.info >> 24) & 0x1F, t.info & 0xFFFF, bool(t.info >> 31)
-
-    def name_of(off: int) -> str:
-        raw = lib.btf__name_by_offset(btf, off)
-        return raw.decode() if raw else ""
-
-    if type_name.startswith("struct "):
-        tid = lib.btf__find_by_name_kind(btf, type_name.split()[-1].encode(), BTF_KIND_STRUCT)
-    else:
-        tid = lib.btf__find_by_name_kind(btf, type_name.encode(), BTF_KIND_TYPEDEF)
-    if tid <= 0:
-        raise LookupError(f"{type_name} is not in the object's BTF")
-    seen = 0
-    while True:  # a typedef (or modifiers) down to the struct
-        t, kind, vlen, kflag = type_at(tid)
-        if kind in (BTF_KIND_TYPEDEF, BTF_KIND_CONST, BTF_KIND_VOLATILE, BTF_KIND_RESTRICT, BTF_KIND_TYPE_TAG) \
-                and seen < 16:
-            tid, seen = t.size_or_type, seen + 1
-            continue
-        break
-    if kind != BTF_KIND_STRUCT:
-        raise TypeError(f"{type_name} is a {_BTF_KIND_NAMES.get(kind, 'non-struct type')}, not a struct")
-    struct_name = name_of(t.name_off) or type_name
-    size = t.size_or_type
-    base_addr = ct.addressof(t) + ct.sizeof(_BtfType)
-    members = []
-    for i in range(vlen):
-        mem = _BtfMember.from_address(base_addr + i * ct.sizeof(_BtfMember))
-        if kflag:
-            bits, bit_off = mem.offset >> 24, mem.offset & 0xFFFFFF
-        else:
-            bits, bit_off = 0, mem.offset
-        mtid, dims, spelled = mem.type, [], None
-        for _ in range(32):
-            mt, mkind, _, _ = type_at(mtid)
-            if mkind == BTF_KIND_TYPEDEF:
-                spelled = spelled or name_of(mt.name_off)
-                mtid = mt.size_or_type
-            elif mkind in (BTF_KIND_CONST, BTF_KIND_VOLATILE, BTF_KIND_RESTRICT, BTF_KIND_TYPE_TAG):
-                mtid = mt.size_or_type
-            elif mkind == BTF_KIND_ARRAY:
-                arr = _BtfArray.from_address(ct.addressof(mt) + ct.sizeof(_BtfType))
-                dims.append(arr.nelems)
-                mtid = arr.type
-            else:
-                break
-        if mkind == BTF_KIND_INT:
-            enc = ct.c_uint32.from_address(ct.addressof(mt) + ct.sizeof(_BtfType)).value
-            int_bits = enc & 0xFF
-            if not bits and (bit_off % 8 or int_bits != mt.size_or_type * 8):
-                bits = int_bits  # an old-style bit-field: the width is in the int type
-            cname = name_of(mt.name_off)
-            base = ("int", mt.size_or_type, bool((enc >> 24) & 1) or cname == "char",
-                    cname in ("char", "signed char"))
-            if cname == "_Bool" or (enc >> 24) & 4:
-                base = ("bool", 1)
-        elif mkind in (BTF_KIND_ENUM, BTF_KIND_ENUM64):
-            cname = "enum " + name_of(mt.name_off)
-            base = ("int", mt.size_or_type, bool(mt.info >> 31), False)
-        elif mkind == BTF_KIND_FLOAT:
-            cname = name_of(mt.name_off)
-            base = ("float", mt.size_or_type)
-        elif mkind == BTF_KIND_PTR:
-            cname = "void *"
-            base = ("ptr", 8)
-        else:
-            cname = _BTF_KIND_NAMES.get(mkind, f"BTF kind {mkind}")
-            if mkind in (BTF_KIND_STRUCT, BTF_KIND_UNION):
-                cname += f" {name_of(mt.name_off)}".rstrip()
-            base = ("other", cname)
-        ctype = (spelled or cname) + "".join(f"[{d}]" for d in (dims if not spelled else []))
-        if spelled and dims:
-            ctype = spelled + "".join(f"[{d}]" for d in dims)
-        members.append({"name": name_of(mem.name_off), "ctype": ctype, "offset": bit_off // 8,
-                        "bit_offset": bit_off, "bits": bits, "base": base, "dims": tuple(dims)})
-    return struct_name, members, size
 
 
 _CLANG_LOC_RE = re.compile(r"^(.*?):(\d+):(\d+): (error|warning|note|fatal error):")
@@ -433,6 +336,7 @@ class CoreObject:
         self.ptr = ptr
         self.name = name
         self.hidden: set[str] = set()  # bpfmagic's own maps (call counters)
+        self.syntax: CellSyntax | None = None  # what the front end read in the cell (its rings' order)
         self.verifier_logs: dict[str, str] = {}  # program -> the verifier's statistics (log level 4)
 
     def _iter(self, next_fn):
@@ -578,6 +482,60 @@ class CoreObject:
             _lib().bpf_object__close(self.ptr)
             self.ptr = None
 
+    # -- maps, records, globals (backends/__init__.py)
+    cell_lines = True  # the #line markers keep the cell's numbers
+
+    def map_handle(self, name: str) -> MapHandle:
+        lib = _lib()
+        m = self.maps()[name]
+        return MapHandle(name, lib.bpf_map__fd(m), lib.bpf_map__type(m), lib.bpf_map__key_size(m),
+                         lib.bpf_map__value_size(m), lib.bpf_map__max_entries(m),
+                         btf_key_type_id=lib.bpf_map__btf_key_type_id(m),
+                         btf_value_type_id=lib.bpf_map__btf_value_type_id(m))
+
+    def btf(self) -> Btf | None:
+        lib = _lib()
+        ptr = lib.bpf_object__btf(self.ptr) if self.ptr else None
+        return Btf(lib, ptr) if ptr else None
+
+    def event_fields(self, table: str) -> None:
+        return None  # no inference: the struct the cell writes, laid out by btf()
+
+    def perf_refusal(self, table: str) -> str:
+        return (f"perf event arrays of --core modules are not streamed: declare it as a "
+                f"BPF_MAP_TYPE_RINGBUF map and write it with bpf_ringbuf_output, or read it with "
+                f"{self.name}[{table!r}]")
+
+    def open_perf_buffer(self, table: str, on_event, on_lost, page_cnt: int):
+        raise ValueError(f"{self.name}.{table} is not a ring buffer: only rings of --core modules are streamed")
+
+    def loss_counter(self, table: str) -> tuple[int, int, int] | None:
+        """Rings are counted by the front end's bpf_ringbuf_* macros, in the order of ring_tables."""
+        from ..c.instrument import LOST_COUNTER
+        tables = ring_tables(self.syntax.source) if self.syntax is not None else []
+        if table in tables and LOST_COUNTER in self.maps():
+            return self.map_fd(LOST_COUNTER), tables.index(table), len(tables)
+        return None
+
+    def global_sections(self) -> dict[str, str]:
+        """Global-variable maps: section name without the dot ("bss", "data", "rodata",
+        "data.custom") -> libbpf's map name."""
+        if not self.ptr:
+            return {}
+        out = {}
+        for name in self.maps():
+            section = name[1:] if name.startswith(".") else name.partition(".")[2]
+            if section.split(".")[0] in GLOBAL_SECTIONS and not section.startswith("rodata.str"):
+                out[section] = name
+        return out
+
+    def global_variables(self) -> dict | None:
+        """{name: (map name, Variable)} of every global variable, {} once closed."""
+        from .core_globals import sections
+        lib = _lib()
+        return {v.name: (lib.bpf_map__name(map_ptr).decode(), v)
+                for map_ptr, variables in sections(self).values() for v in variables}
+
 
 class _RetryWithoutStats(Exception):
     """A load with log level 4 failed: its log lacks the reason; load again without it."""
@@ -681,6 +639,7 @@ def _open_and_load(name, syntax, origin, obj_bytes, arrays, needs, slotted, init
                    warnings_text, stats: bool, sites=None, paths=None, cursor=None):
     source = syntax.source
     obj = CoreObject(name, obj_bytes)
+    obj.syntax = syntax
     try:
         maps = obj.maps()
         for array_name, array in arrays.items():
@@ -723,7 +682,7 @@ def _open_and_load(name, syntax, origin, obj_bytes, arrays, needs, slotted, init
                 raise SlotError(f"{array.name} holds {have} programs; {name}.{func} is "
                                 f"SEC(\"{obj.section(progs[func])}\"), a {kind} program")
         if initial_globals:
-            from ..globals import set_initial
+            from .core_globals import set_initial
             set_initial(obj, initial_globals)
         log = obj.load(origin, source, verbose, stats=stats)
     except BaseException:

@@ -76,7 +76,7 @@ class Chain:
         libbpf.map_update_u32(self._cfg_fd(), 0, self.base)
 
     def _cfg_fd(self) -> int:
-        return self.entry.bpf[b"cfg"].map_fd
+        return self.entry.object.map_fd("cfg")
 
     @property
     def program(self):

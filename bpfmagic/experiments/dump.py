@@ -30,7 +30,7 @@ def _line_offset(program, info) -> int:
     """BTF line numbers minus the cell's: BCC compiles its own lines in front of the cell
     (and its rewrites may add some), so the offset most BTF lines agree on, found by
     their text; --core's #line markers keep the cell's numbers."""
-    if program.module.core is not None:
+    if program.module.object.cell_lines:
         return 0
     from collections import Counter
     lines = program.module.source.split("\n")

@@ -1,5 +1,8 @@
-"""The byte layout of a BTF type (or a ctypes type) as flat fields: what a
-map key or value holds, for decoding with a numpy structured dtype.
+"""BTF, the one reader: the byte layout of a BTF type (or a ctypes type) as
+flat fields (what a map key or value holds, for decoding with a numpy
+structured dtype), a struct's members as a ring record's layout, the
+variables of a global-data section, and values decoded from and encoded into
+bytes as their BTF type says (global variables).
 
 Nested structs are flattened (``a.b``), arrays keep their dimensions,
 ``char[]`` is a string, bit-fields are read from their storage unit.
@@ -113,6 +116,20 @@ KIND_INT, KIND_PTR, KIND_ARRAY, KIND_STRUCT, KIND_UNION, KIND_ENUM = 1, 2, 3, 4,
 KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST, KIND_RESTRICT = 8, 9, 10, 11
 KIND_VAR, KIND_DATASEC, KIND_FLOAT, KIND_TYPE_TAG, KIND_ENUM64 = 14, 15, 16, 18, 19
 _MODIFIERS = (KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST, KIND_RESTRICT, KIND_TYPE_TAG)
+_KIND_NAMES = {KIND_STRUCT: "struct", KIND_UNION: "union", 7: "forward declaration",
+               12: "function", 13: "function prototype"}
+_CHARS = ("char", "signed char", "unsigned char")
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One variable of a global-data section (DATASEC): where it is in the section's value."""
+    name: str
+    section: str
+    offset: int
+    size: int
+    type_id: int
+    ctype: str
 
 
 class Btf:
@@ -129,6 +146,24 @@ class Btf:
     def _name(self, off: int) -> str:
         raw = self.lib.btf__name_by_offset(self.ptr, off)
         return raw.decode() if raw else ""
+
+    def _entries(self, t: _BtfType, record, count: int) -> list:
+        """The COUNT records (members, an array, var_secinfos) that follow type T."""
+        first = ct.addressof(t) + ct.sizeof(_BtfType)
+        return [record.from_address(first + i * ct.sizeof(record)) for i in range(count)]
+
+    def _encoding(self, t: _BtfType) -> int:
+        """The u32 that follows an INT type: bits 24.. say signed (1), char (2), bool (4); 0..7 the width."""
+        return ct.c_uint32.from_address(ct.addressof(t) + ct.sizeof(_BtfType)).value
+
+    def resolve(self, tid: int) -> int:
+        """TID without its typedefs and qualifiers."""
+        for _ in range(32):
+            t, kind, _, _ = self._type(tid)
+            if kind not in _MODIFIERS:
+                return tid
+            tid = t.size_or_type
+        return tid
 
     def _strip(self, tid: int):
         for _ in range(32):
@@ -227,3 +262,216 @@ class Btf:
         unit = bit_off // (size * 8) * size  # the aligned storage unit holding it
         return Field(name, base + unit, "int" if signed else "uint", size, bits=bits,
                      bit_offset=bit_off - unit * 8)
+
+    # -------------------------------------------------- a struct's members (ring records)
+    def struct(self, type_name: str) -> tuple[str, list[dict], int]:
+        """The layout of TYPE_NAME (``struct NAME`` or a typedef of a struct):
+        (struct name, members, size). Each member is a dict: name, ctype (C
+        spelling), offset (bytes), bits (bit-field width or 0), base: ("int",
+        size, signed, is_char) / ("bool", 1) / ("float", size) / ("ptr", 8) /
+        ("other", kind name), dims (array dimensions). Raises LookupError when
+        the type is not in the BTF, TypeError when it is not a struct."""
+        lib = self.lib
+        if type_name.startswith("struct "):
+            tid = lib.btf__find_by_name_kind(self.ptr, type_name.split()[-1].encode(), KIND_STRUCT)
+        else:
+            tid = lib.btf__find_by_name_kind(self.ptr, type_name.encode(), KIND_TYPEDEF)
+        if tid <= 0:
+            raise LookupError(f"{type_name} is not in the object's BTF")
+        seen = 0
+        while True:  # a typedef (or modifiers) down to the struct
+            t, kind, vlen, kflag = self._type(tid)
+            if kind in _MODIFIERS and seen < 16:
+                tid, seen = t.size_or_type, seen + 1
+                continue
+            break
+        if kind != KIND_STRUCT:
+            raise TypeError(f"{type_name} is a {_KIND_NAMES.get(kind, 'non-struct type')}, not a struct")
+        struct_name = self._name(t.name_off) or type_name
+        members = [self._member(mem, kflag) for mem in self._entries(t, _BtfMember, vlen)]
+        return struct_name, members, t.size_or_type
+
+    def _member(self, mem: _BtfMember, kflag: bool) -> dict:
+        bits, bit_off = (mem.offset >> 24, mem.offset & 0xFFFFFF) if kflag else (0, mem.offset)
+        mtid, dims, spelled = mem.type, [], None
+        for _ in range(32):
+            mt, mkind, _, _ = self._type(mtid)
+            if mkind == KIND_TYPEDEF:
+                spelled = spelled or self._name(mt.name_off)
+                mtid = mt.size_or_type
+            elif mkind in _MODIFIERS:
+                mtid = mt.size_or_type
+            elif mkind == KIND_ARRAY:
+                arr = self._entries(mt, _BtfArray, 1)[0]
+                dims.append(arr.nelems)
+                mtid = arr.type
+            else:
+                break
+        if mkind == KIND_INT:
+            enc = self._encoding(mt)
+            int_bits = enc & 0xFF
+            if not bits and (bit_off % 8 or int_bits != mt.size_or_type * 8):
+                bits = int_bits  # an old-style bit-field: the width is in the int type
+            cname = self._name(mt.name_off)
+            base = ("int", mt.size_or_type, bool((enc >> 24) & 1) or cname == "char",
+                    cname in ("char", "signed char"))
+            if cname == "_Bool" or (enc >> 24) & 4:
+                base = ("bool", 1)
+        elif mkind in (KIND_ENUM, KIND_ENUM64):
+            cname = "enum " + self._name(mt.name_off)
+            base = ("int", mt.size_or_type, bool(mt.info >> 31), False)
+        elif mkind == KIND_FLOAT:
+            cname = self._name(mt.name_off)
+            base = ("float", mt.size_or_type)
+        elif mkind == KIND_PTR:
+            cname = "void *"
+            base = ("ptr", 8)
+        else:
+            cname = _KIND_NAMES.get(mkind, f"BTF kind {mkind}")
+            if mkind in (KIND_STRUCT, KIND_UNION):
+                cname += f" {self._name(mt.name_off)}".rstrip()
+            base = ("other", cname)
+        ctype = (spelled or cname) + "".join(f"[{d}]" for d in (dims if not spelled else []))
+        if spelled and dims:
+            ctype = spelled + "".join(f"[{d}]" for d in dims)
+        return {"name": self._name(mem.name_off), "ctype": ctype, "offset": bit_off // 8,
+                "bit_offset": bit_off, "bits": bits, "base": base, "dims": tuple(dims)}
+
+    # -------------------------------------------------- global variables (a DATASEC)
+    def variables(self, tid: int, section: str) -> list[Variable] | None:
+        """The variables of DATASEC type TID (a global-data map's value type), in
+        SECTION; None when TID is not a DATASEC."""
+        t, kind, vlen, _ = self._type(tid)
+        if kind != KIND_DATASEC:
+            return None
+        out = []
+        for info in self._entries(t, _BtfVarSecinfo, vlen):
+            var, vkind, _, _ = self._type(info.type)
+            if vkind != KIND_VAR:
+                continue
+            name = self._name(var.name_off)
+            if name.startswith("__bm_"):
+                continue  # bpfmagic's own (ring record-type anchors)
+            out.append(Variable(name, section, info.offset, info.size, var.size_or_type,
+                                self.spelling(var.size_or_type)))
+        return out
+
+    def spelling(self, tid: int) -> str:
+        """TID spelled as C."""
+        t, kind, _, _ = self._type(tid)
+        if kind in (KIND_TYPEDEF, KIND_INT, KIND_FLOAT):
+            return self._name(t.name_off)
+        if kind in _MODIFIERS:
+            return self.spelling(t.size_or_type)
+        if kind in (KIND_STRUCT, KIND_UNION):
+            return f"{'struct' if kind == KIND_STRUCT else 'union'} {self._name(t.name_off)}".rstrip()
+        if kind in (KIND_ENUM, KIND_ENUM64):
+            return f"enum {self._name(t.name_off)}".rstrip()
+        if kind == KIND_PTR:
+            return self.spelling(t.size_or_type) + " *" if t.size_or_type else "void *"
+        if kind == KIND_ARRAY:
+            arr = self._entries(t, _BtfArray, 1)[0]
+            return f"{self.spelling(arr.type)}[{arr.nelems}]"
+        return f"BTF kind {kind}"
+
+    def is_text(self, tid: int) -> bool:
+        """Whether TID is a char array (decoded as str)."""
+        t, kind, _, _ = self._type(self.resolve(tid))
+        if kind != KIND_ARRAY:
+            return False
+        et, ekind, _, _ = self._type(self.resolve(self._entries(t, _BtfArray, 1)[0].type))
+        return ekind == KIND_INT and self._name(et.name_off) in _CHARS
+
+    def decode(self, tid: int, raw: bytes):
+        """Python value of RAW as type TID: int, float, str (char arrays), numpy array, dict (structs)."""
+        import numpy as np
+        tid = self.resolve(tid)
+        t, kind, vlen, kflag = self._type(tid)
+        if kind == KIND_INT:
+            enc = self._encoding(t)
+            if (enc >> 24) & 4:
+                return bool(raw[0])
+            return int.from_bytes(raw[:t.size_or_type], "little", signed=bool((enc >> 24) & 1))
+        if kind in (KIND_ENUM, KIND_ENUM64):
+            return int.from_bytes(raw[:t.size_or_type], "little", signed=kflag)
+        if kind == KIND_PTR:
+            return int.from_bytes(raw[:8], "little")
+        if kind == KIND_FLOAT:
+            return float(np.frombuffer(raw[:t.size_or_type], dtype=f"<f{t.size_or_type}")[0])
+        if kind == KIND_ARRAY:
+            arr = self._entries(t, _BtfArray, 1)[0]
+            elem = self.resolve(arr.type)
+            et, ekind, _, _ = self._type(elem)
+            esize = self.lib.btf__resolve_size(self.ptr, elem)
+            if ekind == KIND_INT and esize == 1 and self._name(et.name_off) in _CHARS:
+                return raw[:arr.nelems].split(b"\0", 1)[0].decode(errors="replace")
+            if ekind == KIND_INT and esize in (1, 2, 4, 8):
+                dtype = f"<{'i' if (self._encoding(et) >> 24) & 1 else 'u'}{esize}"
+                return np.frombuffer(raw[:esize * arr.nelems], dtype=dtype).copy()
+            return [self.decode(elem, raw[i * esize:(i + 1) * esize]) for i in range(arr.nelems)]
+        if kind in (KIND_STRUCT, KIND_UNION):
+            out = {}
+            for m in self._entries(t, _BtfMember, vlen):
+                bit_off = m.offset & 0xFFFFFF if kflag else m.offset
+                bits = m.offset >> 24 if kflag else 0
+                size = self.lib.btf__resolve_size(self.ptr, m.type)
+                start = bit_off // 8
+                if bits:
+                    word = int.from_bytes(raw[start:start + 8].ljust(8, b"\0"), "little")
+                    out[self._name(m.name_off)] = (word >> (bit_off % 8)) & ((1 << bits) - 1)
+                else:
+                    out[self._name(m.name_off)] = self.decode(m.type, raw[start:start + size])
+            return out
+        return bytes(raw)
+
+    def encode(self, tid: int, value, what: str) -> bytes:
+        """Bytes of VALUE as type TID; a value that does not fit names WHAT (the variable or field)."""
+        import numpy as np
+
+        from ..errors import ValueTypeError
+        tid = self.resolve(tid)
+        t, kind, vlen, kflag = self._type(tid)
+        size = self.lib.btf__resolve_size(self.ptr, tid)
+        if kind in (KIND_INT, KIND_ENUM, KIND_ENUM64, KIND_PTR):
+            signed = kflag if kind != KIND_INT else bool((self._encoding(t) >> 24) & 1)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                if isinstance(value, bool):
+                    value = int(value)
+                else:
+                    raise ValueTypeError(f"{what}: {self.spelling(tid)} takes an integer, not {type(value).__name__}")
+            try:
+                return int(value).to_bytes(size, "little", signed=signed)
+            except OverflowError:
+                raise ValueTypeError(f"{what}: {value} does not fit in {self.spelling(tid)} ({size} bytes)") from None
+        if kind == KIND_FLOAT:
+            return np.array([value], dtype=f"<f{size}").tobytes()
+        if kind == KIND_ARRAY:
+            arr = self._entries(t, _BtfArray, 1)[0]
+            if isinstance(value, str):
+                data = value.encode()
+                if len(data) > arr.nelems:
+                    raise ValueTypeError(f"{what}: {len(data)} bytes do not fit in {self.spelling(tid)}")
+                return data.ljust(size, b"\0")
+            if not hasattr(value, "__iter__"):
+                raise ValueTypeError(f"{what}: {self.spelling(tid)} takes a sequence of values, not {value!r}")
+            items = list(value)
+            if len(items) > arr.nelems:
+                raise ValueTypeError(f"{what}: {len(items)} items do not fit in {self.spelling(tid)}")
+            return b"".join(self.encode(arr.type, v, f"{what}[{i}]") for i, v in enumerate(items)).ljust(size, b"\0")
+        if kind in (KIND_STRUCT, KIND_UNION):
+            if not isinstance(value, dict):
+                raise ValueTypeError(f"{what}: {self.spelling(tid)} takes a dict of its fields")
+            buf = bytearray(size)
+            fields = {self._name(m.name_off): m for m in self._entries(t, _BtfMember, vlen)}
+            for key, v in value.items():
+                if key not in fields:
+                    raise ValueTypeError(f"{what}: {self.spelling(tid)} has no field {key!r} "
+                                         f"(fields: {', '.join(fields)})")
+                m = fields[key]
+                if kflag and m.offset >> 24:
+                    raise ValueTypeError(f"{what}.{key}: bit-fields cannot be written")
+                start = (m.offset & 0xFFFFFF if kflag else m.offset) // 8
+                data = self.encode(m.type, v, f"{what}.{key}")
+                buf[start:start + len(data)] = data
+            return bytes(buf)
+        raise ValueTypeError(f"{what}: cannot write a {self.spelling(tid)}")
