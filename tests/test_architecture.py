@@ -98,9 +98,9 @@ def test_session_and_module_do_not_branch_on_the_backend():
     for name in ("session.py", "module.py", "load.py"):
         with open(os.path.join(PACKAGE, name)) as f:
             branches += [(name, line) for line in _backend_branches(ast.parse(f.read()))]
-    # The two accessors for the backend's own object (Module.bpf, Module.core) are the only places
-    # that look at its kind.
-    assert len(branches) <= 2, f"branches on the backend at {branches}"
+    # The accessor for BCC's own object (Module.bpf, for what bpfmagic does not wrap) is the only
+    # place that looks at its kind.
+    assert len(branches) <= 1, f"branches on the backend at {branches}"
 
 
 def _backend_branches(tree) -> list[int]:
@@ -113,6 +113,24 @@ def _backend_branches(tree) -> list[int]:
                     branches.append(node.lineno)
                     break
     return branches
+
+
+def _in(mod: str, package: str) -> bool:
+    return mod == package or mod.startswith(package + ".")
+
+
+def test_kernel_imports_only_kernel_and_errors():
+    """kernel/ is the bottom layer: libbpf ctypes, mounts, pins, privileges, BTF."""
+    wrong = {mod: sorted(d for d in deps if not (_in(d, "bpfmagic.kernel") or d == "bpfmagic.errors"))
+             for mod, deps in import_graph().items() if _in(mod, "bpfmagic.kernel")}
+    assert {m: d for m, d in wrong.items() if d} == {}
+
+
+def test_events_do_not_import_backends():
+    """events/ reaches a module's maps, BTF and perf buffers through its backend object only."""
+    wrong = {mod: sorted(d for d in deps if _in(d, "bpfmagic.backends"))
+             for mod, deps in import_graph().items() if _in(mod, "bpfmagic.events")}
+    assert {m: d for m, d in wrong.items() if d} == {}
 
 
 def test_every_package_is_installed():
