@@ -7,7 +7,7 @@ Session prog arrays are shared with BCC cells: a prog array map of the
 object whose name is a session array reuses the session's map fd, so CO-RE
 and BCC programs tail-call each other through the same slots.
 
-Long because: compiling, loading, libbpf's messages and BTF layout are one backend; the
+Long because: compiling, loading and libbpf's messages are one backend; the
 interface it shares with bcc.py is at CoreObject."""
 from __future__ import annotations
 
