@@ -133,6 +133,49 @@ def test_events_do_not_import_backends():
     assert {m: d for m, d in wrong.items() if d} == {}
 
 
+# The layers of ARCHITECTURE.md, bottom (0) to top; a module is in the layer of its longest prefix.
+LAYERS = {
+    "bpfmagic.errors": 0, "bpfmagic.kernel": 0,
+    "bpfmagic.c": 1,
+    "bpfmagic.backends": 2,
+    "bpfmagic.module": 3, "bpfmagic.progarray": 3, "bpfmagic.maps": 3, "bpfmagic.globals": 3,
+    "bpfmagic.events": 3, "bpfmagic.experiments": 3,
+    "bpfmagic.load": 4, "bpfmagic.session": 4,
+    "bpfmagic.shell": 5, "bpfmagic.magics": 5, "bpfmagic.widgets": 5, "bpfmagic.cli": 5, "bpfmagic.site": 5,
+    "bpfmagic.doctor": 5,
+    "bpfmagic": 6,
+}
+
+
+def layer(mod: str) -> int:
+    prefix = max((p for p in LAYERS if _in(mod, p)), key=len)
+    return LAYERS[prefix]
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    return sorted((m, d) for m, deps in graph.items() for d in deps if layer(d) > layer(m))
+
+
+def test_imports_point_down_the_layers():
+    graph = import_graph()
+    unplaced = [m for m in graph if m != "bpfmagic" and not any(_in(m, p) for p in LAYERS if p != "bpfmagic")]
+    assert unplaced == [], "modules in no layer: add them to LAYERS and to ARCHITECTURE.md"
+    assert upward_imports(graph) == []
+
+
+def test_the_layer_check_sees_an_upward_import():
+    assert upward_imports({"bpfmagic.kernel.pins": {"bpfmagic.session"}, "bpfmagic.session": {"bpfmagic.kernel.pins"}}) \
+        == [("bpfmagic.kernel.pins", "bpfmagic.session")]
+
+
+def test_only_the_transaction_and_the_session_pick_a_backend():
+    """Above backends/, a module's backend object is reached through Module.object."""
+    wrong = sorted((m, d) for m, deps in import_graph().items() for d in deps
+                   if _in(d, "bpfmagic.backends") and not _in(m, "bpfmagic.backends")
+                   and m not in ("bpfmagic.load", "bpfmagic.session"))
+    assert wrong == []
+
+
 def test_every_package_is_installed():
     """A package the wheel leaves out works in the editable checkout and nowhere else."""
     import tomllib
