@@ -76,6 +76,7 @@ demo: setup
 
 test: setup
 	$(PY) -m ruff check bpfmagic tests bench
+	$(PY) -m ruff format --check bpfmagic tests bench
 	$(PY) -m pytest -q tests $(PYTEST_ARGS)
 
 # Every notebook executed and rendered to build/site/ (open build/site/index.html);

@@ -20,6 +20,7 @@ The exit status is 1 when a target falls short.
 ``--smoke``: one round, correctness only (every cell loads, both sides'
 programs attach and count, the --core rows load), no target: for the test suite.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,7 +34,7 @@ import warnings
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-TARGET_RATIO = 1.10            # %%bpf cell / plain BCC, and a first --core compile / BCC cell
+TARGET_RATIO = 1.10  # %%bpf cell / plain BCC, and a first --core compile / BCC cell
 TARGET_CORE_RERUN_RATIO = 0.30  # an unchanged --core re-run (object cache) / BCC cell
 
 SOURCES = {
@@ -62,8 +63,7 @@ def shortfalls(worst_ratio: float, core_first: float, core_rerun: float) -> list
     if core_first > TARGET_RATIO:
         missed.append(f"a first --core compile is {core_first:.2f}x the BCC cell, above {TARGET_RATIO:.2f}x")
     if core_rerun > TARGET_CORE_RERUN_RATIO:
-        missed.append(f"an unchanged --core re-run is {core_rerun:.2f}x the BCC cell, above "
-                      f"{TARGET_CORE_RERUN_RATIO:.2f}x")
+        missed.append(f"an unchanged --core re-run is {core_rerun:.2f}x the BCC cell, above {TARGET_CORE_RERUN_RATIO:.2f}x")
     return missed
 
 
@@ -86,6 +86,7 @@ def main(argv=None) -> int:
     from IPython.testing.globalipapp import get_ipython
 
     import bpfmagic
+
     ip = get_ipython()
     ip.run_line_magic("load_ext", "bpfmagic")
     bpfmagic.session()  # environment preparation happens once, outside the timings
@@ -111,8 +112,11 @@ def main(argv=None) -> int:
                 print(f"cell failed: {res.error_in_exec}", file=sys.stderr)
                 return 1
             if not (plain_ok and magic_ok):
-                print(f"{label}: {'plain BCC' if not plain_ok else '%%bpf cell'} program does not count "
-                      "syscalls: the two sides did not do the same work", file=sys.stderr)
+                print(
+                    f"{label}: {'plain BCC' if not plain_ok else '%%bpf cell'} program does not count "
+                    "syscalls: the two sides did not do the same work",
+                    file=sys.stderr,
+                )
                 return 1
             if i:  # the first round warms caches on both sides
                 plain.append(plain_s)
@@ -153,16 +157,19 @@ def core_rows(rounds: int) -> dict[str, float]:
     import uuid
 
     import bpfmagic
+
     s = bpfmagic.session()
     s.load("warm", CORE_SAME_PROGRAM["core"], core=True)  # builds the precompiled vmlinux.h once
     s.unload("warm")
     times: dict[str, list[float]] = {"bcc": [], "core first": [], "core rerun": [], "bcc rerun": []}
     for i in range(rounds):
         fresh = f"\n// round {uuid.uuid4().hex}\n"  # new text: the object cache has not seen it
-        for label, source, core in [("bcc", CORE_SAME_PROGRAM["bcc"] + fresh, False),
-                                    ("core first", CORE_SAME_PROGRAM["core"] + fresh, True),
-                                    ("core rerun", CORE_SAME_PROGRAM["core"] + fresh, True),
-                                    ("bcc rerun", CORE_SAME_PROGRAM["bcc"] + fresh, False)]:
+        for label, source, core in [
+            ("bcc", CORE_SAME_PROGRAM["bcc"] + fresh, False),
+            ("core first", CORE_SAME_PROGRAM["core"] + fresh, True),
+            ("core rerun", CORE_SAME_PROGRAM["core"] + fresh, True),
+            ("bcc rerun", CORE_SAME_PROGRAM["bcc"] + fresh, False),
+        ]:
             t0 = time.perf_counter()
             s.load("bench", source, core=core)
             times[label].append(time.perf_counter() - t0)
@@ -170,12 +177,15 @@ def core_rows(rounds: int) -> dict[str, float]:
     med = {k: statistics.median(v) for k, v in times.items()}
     first, rerun, bcc_rerun = med["core first"] / med["bcc"], med["core rerun"] / med["bcc"], med["bcc rerun"] / med["bcc"]
     print(f"\n{'--core, same program':28s} {'BCC cell':>11s} {'--core':>11s} {'ratio':>7s}")
-    print(f"{'first compile':28s} {med['bcc'] * 1e3:9.1f}ms {med['core first'] * 1e3:9.1f}ms {first:6.2f}x  "
-          f"(target <= {TARGET_RATIO:.2f}x)")
-    print(f"{'unchanged re-run':28s} {med['bcc'] * 1e3:9.1f}ms {med['core rerun'] * 1e3:9.1f}ms {rerun:6.2f}x  "
-          f"(target <= {TARGET_CORE_RERUN_RATIO:.2f}x)")
-    print(f"{'BCC cell, unchanged re-run':28s} {med['bcc'] * 1e3:9.1f}ms {med['bcc rerun'] * 1e3:9.1f}ms {bcc_rerun:6.2f}x  "
-          "(BCC compiles every time; no cache)")
+    print(f"{'first compile':28s} {med['bcc'] * 1e3:9.1f}ms {med['core first'] * 1e3:9.1f}ms {first:6.2f}x  (target <= {TARGET_RATIO:.2f}x)")
+    print(
+        f"{'unchanged re-run':28s} {med['bcc'] * 1e3:9.1f}ms {med['core rerun'] * 1e3:9.1f}ms {rerun:6.2f}x  "
+        f"(target <= {TARGET_CORE_RERUN_RATIO:.2f}x)"
+    )
+    print(
+        f"{'BCC cell, unchanged re-run':28s} {med['bcc'] * 1e3:9.1f}ms {med['bcc rerun'] * 1e3:9.1f}ms {bcc_rerun:6.2f}x  "
+        "(BCC compiles every time; no cache)"
+    )
     return {"core first": first, "core rerun": rerun}
 
 

@@ -15,6 +15,7 @@ Parquet: rows in the file == written, written + left out == count.
 
     .venv/bin/python bench/flood.py [--events N] [--max-rows R]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,6 +49,7 @@ def run_flood(events: int, max_rows: int, parquet: bool) -> dict:
     from bpfmagic import Session
     from bpfmagic.events.parquet import DEFAULT_PARQUET_QUEUE_BYTES
     from bpfmagic.kernel import libbpf
+
     warnings.simplefilter("ignore")  # the headers-mismatch note is irrelevant to this producer
     with open(PRODUCER_FILE) as f:
         source = f"#define PAGES {RING_PAGES}\n" + f.read()
@@ -68,6 +70,7 @@ def run_flood(events: int, max_rows: int, parquet: bool) -> dict:
                 n = min(CHUNK, left)
                 libbpf.test_run(prog_fd, data=PACKET, repeat=n)
                 left -= n
+
         t0 = time.perf_counter()
         producer = threading.Thread(target=produce)
         producer.start()
@@ -81,8 +84,13 @@ def run_flood(events: int, max_rows: int, parquet: bool) -> dict:
             peak_queued = st._parquet.peak_queued_rows
             st.close_parquet()
             import pyarrow.parquet as pq
-            out.update(file_rows=pq.ParquetFile(path).metadata.num_rows, written=st.parquet_written,
-                       parquet_dropped=st.parquet_dropped, peak_queued_rows=peak_queued)
+
+            out.update(
+                file_rows=pq.ParquetFile(path).metadata.num_rows,
+                written=st.parquet_written,
+                parquet_dropped=st.parquet_dropped,
+                peak_queued_rows=peak_queued,
+            )
         out["itemsize"] = st.rtype.itemsize
         out["bound_bytes"] = max_rows * st.rtype.itemsize + (DEFAULT_PARQUET_QUEUE_BYTES if parquet else 0)
         out["rss_growth_bytes"] = (_status_kib("VmHWM") - base_kib) * 1024
@@ -110,17 +118,23 @@ def report(r: dict) -> None:
     n = r["events"]
     title = "with Parquet follow" if r["parquet"] else "without Parquet"
     print(f"{title}: {n:,} events in {r['seconds']:.1f} s ({n / r['seconds'] / 1e6:.2f} M/s produced)")
-    print(f"  delivered (count) {r['count'] / n:8.2%}   lost (ring full) {r['lost'] / n:8.2%}   "
-          f"dropped (beyond max_rows) {r['dropped'] / n:8.2%}   kept {r['rows']:,} rows")
+    print(
+        f"  delivered (count) {r['count'] / n:8.2%}   lost (ring full) {r['lost'] / n:8.2%}   "
+        f"dropped (beyond max_rows) {r['dropped'] / n:8.2%}   kept {r['rows']:,} rows"
+    )
     if r["parquet"]:
-        print(f"  in the Parquet file {r['written'] / n:8.2%}   left out of it {r['parquet_dropped'] / n:8.2%}   "
-              f"peak queued {r['peak_queued_rows']:,} rows")
+        print(
+            f"  in the Parquet file {r['written'] / n:8.2%}   left out of it {r['parquet_dropped'] / n:8.2%}   "
+            f"peak queued {r['peak_queued_rows']:,} rows"
+        )
     bound = r["bound_bytes"]
-    print(f"  peak RSS {r['peak_rss_bytes'] / 2**20:.0f} MiB; growth during the flood "
-          f"{r['rss_growth_bytes'] / 2**20:.1f} MiB = {r['rss_growth_bytes'] / bound:.2f} x the bound "
-          f"({bound / 2**20:.1f} MiB: max_rows x {r['itemsize']} B"
-          f"{' + the 64 MiB Parquet queue' if r['parquet'] else ''}); "
-          f"{r['rss_growth_bytes'] / n:.2f} B per event")
+    print(
+        f"  peak RSS {r['peak_rss_bytes'] / 2**20:.0f} MiB; growth during the flood "
+        f"{r['rss_growth_bytes'] / 2**20:.1f} MiB = {r['rss_growth_bytes'] / bound:.2f} x the bound "
+        f"({bound / 2**20:.1f} MiB: max_rows x {r['itemsize']} B"
+        f"{' + the 64 MiB Parquet queue' if r['parquet'] else ''}); "
+        f"{r['rss_growth_bytes'] / n:.2f} B per event"
+    )
 
 
 def main(argv=None) -> int:
@@ -134,9 +148,13 @@ def main(argv=None) -> int:
         return 0
     failed = False
     for mode in ("plain", "parquet"):
-        child = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", mode, "--events",
-                                str(args.events), "--max-rows", str(args.max_rows)],
-                               capture_output=True, text=True, timeout=600, check=False)
+        child = subprocess.run(
+            [sys.executable, os.path.abspath(__file__), "--child", mode, "--events", str(args.events), "--max-rows", str(args.max_rows)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
         if child.returncode != 0:
             print(f"{mode}: the run failed:\n{child.stderr[-3000:]}")
             failed = True

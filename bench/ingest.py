@@ -22,6 +22,7 @@ events, one round) checks only delivery, for the test suite.
 
     .venv/bin/python bench/ingest.py [--events N] [--rounds R] [--smoke]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,8 +54,7 @@ def ring_pages(events: int) -> int:
 
 def check_in_order(seq: np.ndarray, start: int, events: int, what: str) -> None:
     if len(seq) != events or not np.array_equal(seq, np.arange(start, start + events, dtype=seq.dtype)):
-        raise SystemExit(f"{what}: expected seq {start}..{start + events - 1} in order, got {len(seq)} rows "
-                         f"starting {seq[:3].tolist()}")
+        raise SystemExit(f"{what}: expected seq {start}..{start + events - 1} in order, got {len(seq)} rows starting {seq[:3].tolist()}")
 
 
 def producer_thread(prog_fd: int, events: int) -> threading.Thread:
@@ -67,6 +67,7 @@ def bcc_callbacks(source: str, events: int, start: int) -> float:
     """(a): seconds from the start of production to the DataFrame, plain BCC."""
     import pandas as pd
     from bcc import BPF
+
     b = BPF(text=source)
     try:
         fn = b.load_func("produce", BPF.XDP)
@@ -96,6 +97,7 @@ def bcc_callbacks_alone(source: str, events: int, start: int) -> float:
     consuming it into a DataFrame alone (like (c), production excluded)."""
     import pandas as pd
     from bcc import BPF
+
     b = BPF(text=source)
     try:
         fn = b.load_func("produce", BPF.XDP)
@@ -156,8 +158,8 @@ def bulk_consumer(module, rtype, events: int, start: int) -> tuple[float, float]
     return produced, consumed
 
 
-TARGET_STREAM_VS_BCC = 8.0      # (b) / (a), end to end
-TARGET_BULK_RATE = 20e6         # (c), events per second
+TARGET_STREAM_VS_BCC = 8.0  # (b) / (a), end to end
+TARGET_BULK_RATE = 20e6  # (c), events per second
 
 
 def shortfalls(stream_vs_bcc: float, bulk_rate: float) -> list[str]:
@@ -166,8 +168,7 @@ def shortfalls(stream_vs_bcc: float, bulk_rate: float) -> list[str]:
     if stream_vs_bcc < TARGET_STREAM_VS_BCC:
         missed.append(f"(b) is {stream_vs_bcc:.1f}x (a), below the target {TARGET_STREAM_VS_BCC:.0f}x")
     if bulk_rate < TARGET_BULK_RATE:
-        missed.append(f"(c) decodes {bulk_rate / 1e6:.1f} M events/s, below the target "
-                      f"{TARGET_BULK_RATE / 1e6:.0f} M/s")
+        missed.append(f"(c) decodes {bulk_rate / 1e6:.1f} M events/s, below the target {TARGET_BULK_RATE / 1e6:.0f} M/s")
     return missed
 
 
@@ -190,9 +191,11 @@ def main(argv=None) -> int:
         bulk_stream = session.stream("bulk.events")
         rtype = bulk_stream.rtype
         bulk_stream.stop()
-        print(f"producer: XDP test_run, one 32-byte record per run, {n:,} records per round, "
-              f"ring {ring_pages(n) * os.sysconf('SC_PAGESIZE') >> 10:,} KiB, {rounds} rounds "
-              f"(paths interleaved), {os.cpu_count()} CPUs")
+        print(
+            f"producer: XDP test_run, one 32-byte record per run, {n:,} records per round, "
+            f"ring {ring_pages(n) * os.sysconf('SC_PAGESIZE') >> 10:,} KiB, {rounds} rounds "
+            f"(paths interleaved), {os.cpu_count()} CPUs"
+        )
 
         t_bcc, t_bcc_alone, t_stream, produced, consumed = [], [], [], [], []
         for r in range(rounds):
@@ -207,16 +210,19 @@ def main(argv=None) -> int:
     a, b, a0, c, p = rate(t_bcc), rate(t_stream), rate(t_bcc_alone), rate(consumed), rate(produced)
     print("end to end (production included):")
     print(f"(a)  BCC open_ring_buffer callbacks -> DataFrame             : {a / 1e6:7.2f} M events/s")
-    print(f"(b)  bpfmagic stream -> Stream.df()                          : {b / 1e6:7.2f} M events/s"
-          f"   {b / a:6.1f}x (a)    target >= {TARGET_STREAM_VS_BCC:.0f}x")
+    print(
+        f"(b)  bpfmagic stream -> Stream.df()                          : {b / 1e6:7.2f} M events/s"
+        f"   {b / a:6.1f}x (a)    target >= {TARGET_STREAM_VS_BCC:.0f}x"
+    )
     # Timed in (c)'s rounds, a test_run with nobody reading: not the same conditions as (b)'s
     # producer thread, so (b) can come out above it; a reference, not a bound.
-    print(f"     producer alone (test_run, nobody reading, in (c)'s rounds): {p / 1e6:7.2f} M events/s"
-          f"   (b) / producer alone {b / p:.0%}")
+    print(f"     producer alone (test_run, nobody reading, in (c)'s rounds): {p / 1e6:7.2f} M events/s   (b) / producer alone {b / p:.0%}")
     print("consumer alone (records already in the ring):")
     print(f"(a0) BCC callbacks: ring -> DataFrame                        : {a0 / 1e6:7.2f} M events/s")
-    print(f"(c)  bulk consumer: ring -> DataFrame columns                : {c / 1e6:7.2f} M events/s"
-          f"   {c / a0:6.1f}x (a0)   target >= {TARGET_BULK_RATE / 1e6:.0f} M/s")
+    print(
+        f"(c)  bulk consumer: ring -> DataFrame columns                : {c / 1e6:7.2f} M events/s"
+        f"   {c / a0:6.1f}x (a0)   target >= {TARGET_BULK_RATE / 1e6:.0f} M/s"
+    )
     print("every record arrived, in order, on every path")
     if args.smoke:
         print("smoke run: the targets are not judged")

@@ -21,6 +21,7 @@ hash map into a DataFrame in <= 0.5 s. Exits 1 when a target is missed.
 
     .venv/bin/python bench/maps.py [--entries N] [--baseline N] [--rounds R]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,9 +61,9 @@ int touch(struct xdp_md *ctx) {  /* keeps every map referenced */
 
 def flow_frame(n: int):
     import pandas as pd
+
     key = np.arange(n, dtype=np.uint32)
-    return pd.DataFrame({"key": key, "packets": key.astype(np.uint64) * 3 + 1,
-                         "bytes": key.astype(np.uint64) * 1500 + 64})
+    return pd.DataFrame({"key": key, "packets": key.astype(np.uint64) * 3 + 1, "bytes": key.astype(np.uint64) * 1500 + 64})
 
 
 def check_flows(df, n: int, what: str) -> None:
@@ -74,12 +75,14 @@ def check_flows(df, n: int, what: str) -> None:
 
 def bcc_flows(table):
     import pandas as pd
+
     rows = [(k.value, v.packets, v.bytes) for k, v in table.items()]
     return pd.DataFrame(rows, columns=["key", "packets", "bytes"])
 
 
 def bcc_per_cpu(table, ncpu: int):
     import pandas as pd
+
     rows = [(k.value, *v) for k, v in table.items()]
     return pd.DataFrame(rows, columns=["key"] + [f"value.cpu{i}" for i in range(ncpu)])
 
@@ -100,15 +103,18 @@ def main() -> int:
     ncpu = libbpf.num_possible_cpus()
     s = Session(stats=False)
     try:
-        m = s.load("mapbench", SOURCE, cflags=[f"-DENTRIES={args.entries}", f"-DBASELINE={args.baseline}",
-                                               f"-DPER_CPU_ENTRIES={PER_CPU_ENTRIES}"])
+        m = s.load("mapbench", SOURCE, cflags=[f"-DENTRIES={args.entries}", f"-DBASELINE={args.baseline}", f"-DPER_CPU_ENTRIES={PER_CPU_ENTRIES}"])
         flows, sample, per_cpu = m.map("flows"), m.map("sample"), m.map("per_cpu")
         fill, _ = timed(lambda: flows.from_df(flow_frame(args.entries)))
         sample.from_df(flow_frame(args.baseline))
         import pandas as pd
-        counters = pd.DataFrame({"key": np.arange(PER_CPU_ENTRIES, dtype=np.uint32),
-                                 **{f"value.cpu{c}": np.arange(PER_CPU_ENTRIES, dtype=np.uint64) * (c + 1)
-                                    for c in range(ncpu)}})
+
+        counters = pd.DataFrame(
+            {
+                "key": np.arange(PER_CPU_ENTRIES, dtype=np.uint32),
+                **{f"value.cpu{c}": np.arange(PER_CPU_ENTRIES, dtype=np.uint64) * (c + 1) for c in range(ncpu)},
+            }
+        )
         per_cpu.from_df(counters)
         print(f"filled {args.entries:,} hash entries from a DataFrame in {fill:.3f} s (one update batch)")
 
@@ -146,16 +152,24 @@ def main() -> int:
     same_size_ratio = bcc_small_s / small_s
     pc_ratio = bcc_pc_s / pc_s
     print(f"rounds: {args.rounds} (medians), {ncpu} possible CPUs")
-    print(f"hash {args.entries:,} entries -> DataFrame, bpfmagic: {big_s:.3f} s "
-          f"({per_entry_ours * 1e9:.0f} ns/entry, {syscalls['flows']} syscalls: BPF_MAP_LOOKUP_BATCH)")
-    print(f"hash {args.baseline:,} entries -> DataFrame, BCC items(): {bcc_small_s:.3f} s "
-          f"({per_entry_bcc * 1e9:.0f} ns/entry, ~{2 * args.baseline:,} syscalls: get_next_key + lookup "
-          f"per entry); the BCC loop reads {args.baseline:,} entries, not {args.entries:,}: compared per entry")
+    print(
+        f"hash {args.entries:,} entries -> DataFrame, bpfmagic: {big_s:.3f} s "
+        f"({per_entry_ours * 1e9:.0f} ns/entry, {syscalls['flows']} syscalls: BPF_MAP_LOOKUP_BATCH)"
+    )
+    print(
+        f"hash {args.baseline:,} entries -> DataFrame, BCC items(): {bcc_small_s:.3f} s "
+        f"({per_entry_bcc * 1e9:.0f} ns/entry, ~{2 * args.baseline:,} syscalls: get_next_key + lookup "
+        f"per entry); the BCC loop reads {args.baseline:,} entries, not {args.entries:,}: compared per entry"
+    )
     print(f"hash {args.baseline:,} entries -> DataFrame, bpfmagic: {small_s:.4f} s ({syscalls['sample']} syscalls)")
-    print(f"per-CPU array {PER_CPU_ENTRIES:,} x {ncpu} CPUs -> DataFrame: bpfmagic {pc_s:.4f} s "
-          f"({syscalls['per_cpu']} syscalls), BCC items() {bcc_pc_s:.3f} s (~{2 * PER_CPU_ENTRIES:,} syscalls)")
-    print(f"ratio hash (per entry, 1M vs {args.baseline:,}): {hash_ratio:.1f}x; "
-          f"same size ({args.baseline:,}): {same_size_ratio:.1f}x; per-CPU array: {pc_ratio:.1f}x")
+    print(
+        f"per-CPU array {PER_CPU_ENTRIES:,} x {ncpu} CPUs -> DataFrame: bpfmagic {pc_s:.4f} s "
+        f"({syscalls['per_cpu']} syscalls), BCC items() {bcc_pc_s:.3f} s (~{2 * PER_CPU_ENTRIES:,} syscalls)"
+    )
+    print(
+        f"ratio hash (per entry, 1M vs {args.baseline:,}): {hash_ratio:.1f}x; "
+        f"same size ({args.baseline:,}): {same_size_ratio:.1f}x; per-CPU array: {pc_ratio:.1f}x"
+    )
     missed = []
     if hash_ratio < RATIO_TARGET:
         missed.append(f"hash ratio {hash_ratio:.1f}x < {RATIO_TARGET:.0f}x")

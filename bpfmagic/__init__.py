@@ -4,6 +4,7 @@
 cell) and ``%bpf`` (list, slots, stats, run, unload, ...). Everything loaded
 belongs to a :class:`Session`; ``bpfmagic.session()`` is the shell's.
 """
+
 from __future__ import annotations
 
 from .errors import (
@@ -18,9 +19,22 @@ from .errors import (
 from .experiments import packets  # frames for test runs: `from bpfmagic import packets`
 from .session import Module, Program, Session
 
-__all__ = ["Session", "Module", "Program", "session", "BpfError", "BpfCompileError",
-           "BpfVerifierError", "AttachError", "SlotError", "EnvironmentProblem", "UsageProblem",
-           "load_ipython_extension", "unload_ipython_extension", "packets"]
+__all__ = [
+    "Session",
+    "Module",
+    "Program",
+    "session",
+    "BpfError",
+    "BpfCompileError",
+    "BpfVerifierError",
+    "AttachError",
+    "SlotError",
+    "EnvironmentProblem",
+    "UsageProblem",
+    "load_ipython_extension",
+    "unload_ipython_extension",
+    "packets",
+]
 
 from .shell import drop as _drop_session
 from .shell import session
@@ -28,10 +42,12 @@ from .shell import session
 
 def load_ipython_extension(ipython) -> None:
     from .magics import register
+
     register(ipython)
 
 
 def unload_ipython_extension(ipython) -> None:
     from .magics import unregister
+
     unregister(ipython)
     _drop_session()

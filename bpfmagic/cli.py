@@ -1,9 +1,9 @@
 """The ``bpfmagic`` command.
 
-    bpfmagic doctor                  environment report; exit 1 if a required check fails
-    bpfmagic run NOTEBOOK [--timeout S] [--output OUT.ipynb]
-                                     execute a notebook headless, print each cell's
-                                     text outputs, save the executed copy
+bpfmagic doctor                  environment report; exit 1 if a required check fails
+bpfmagic run NOTEBOOK [--timeout S] [--output OUT.ipynb]
+                                 execute a notebook headless, print each cell's
+                                 text outputs, save the executed copy
 """
 
 from __future__ import annotations
@@ -92,8 +92,7 @@ def _kernel_manager(kernel_name: str):
     return KernelManager(kernel_name=kernel_name, kernel_spec_manager=_Pinned())
 
 
-def run_notebook(path: str, output: str | None = None, timeout: float = 600,
-                 kernel_name: str = "python3", echo: bool = True) -> tuple[bool, str]:
+def run_notebook(path: str, output: str | None = None, timeout: float = 600, kernel_name: str = "python3", echo: bool = True) -> tuple[bool, str]:
     """Execute ``path`` top to bottom in its own directory; save to ``output``.
 
     Returns ``(ok, output_path)``. With ``echo`` each cell's text outputs are
@@ -143,8 +142,14 @@ def run_notebook(path: str, output: str | None = None, timeout: float = 600,
         nbformat.write(nb, output)
     if not ok:
         print(f"\n*** {path}: execution failed", file=sys.stderr)
-        bad = next((i for i, c in enumerate(nb.cells) if c.get("cell_type") == "code"
-                    and any(o.get("output_type") == "error" for o in c.get("outputs", []))), None)
+        bad = next(
+            (
+                i
+                for i, c in enumerate(nb.cells)
+                if c.get("cell_type") == "code" and any(o.get("output_type") == "error" for o in c.get("outputs", []))
+            ),
+            None,
+        )
         if bad is not None:
             print_cell(nb.cells[bad], bad, out=sys.stderr)
         else:

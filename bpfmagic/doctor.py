@@ -46,10 +46,10 @@ def _check_privileges() -> Check:
         return Check("privileges", True, p.describe(), required=True)
     missing = ", ".join(p.missing) or "CAP_BPF"
     return Check(
-        "privileges", False,
+        "privileges",
+        False,
         f"{p.describe()}; missing {missing}: programs cannot be loaded or attached",
-        f"setcap cap_bpf,cap_perfmon,cap_net_admin+ep {os.path.realpath(sys.executable)}"
-        "  (as root; or run bpfmagic itself as root)",
+        f"setcap cap_bpf,cap_perfmon,cap_net_admin+ep {os.path.realpath(sys.executable)}  (as root; or run bpfmagic itself as root)",
         required=True,
     )
 
@@ -60,14 +60,18 @@ def _check_bcc() -> Check:
     except Exception as e:  # ImportError, OSError from libbcc, ...
         if os.path.isdir(os.path.join(DIST_PACKAGES, "bcc")):
             return Check(
-                "bcc", False,
-                f"cannot import bcc in {sys.executable} ({type(e).__name__}: {e}); "
-                f"python3-bpfcc is installed for /usr/bin/python3 only",
-                VENV_FIX, required=True,
+                "bcc",
+                False,
+                f"cannot import bcc in {sys.executable} ({type(e).__name__}: {e}); python3-bpfcc is installed for /usr/bin/python3 only",
+                VENV_FIX,
+                required=True,
             )
         return Check(
-            "bcc", False, f"cannot import bcc ({type(e).__name__}: {e})",
-            "apt-get install -y python3-bpfcc", required=True,
+            "bcc",
+            False,
+            f"cannot import bcc ({type(e).__name__}: {e})",
+            "apt-get install -y python3-bpfcc",
+            required=True,
         )
     version = getattr(bcc, "__version__", "unknown version")
     return Check("bcc", True, f"bcc {version} ({os.path.dirname(bcc.__file__)})", required=True)
@@ -78,10 +82,11 @@ def _check_headers() -> Check:
     fix_install = "apt-get install -y linux-headers-amd64"
     if info.kind == "missing":
         return Check(
-            "kernel headers", False,
-            f"no headers for {info.running} in /lib/modules and none under /usr/src: "
-            "BCC fails with 'Unable to find kernel headers'",
-            fix_install, required=True,
+            "kernel headers",
+            False,
+            f"no headers for {info.running} in /lib/modules and none under /usr/src: BCC fails with 'Unable to find kernel headers'",
+            fix_install,
+            required=True,
         )
     if info.kind == "modules-build":
         return Check("kernel headers", True, f"{info.path} (matches the running kernel)", required=True)
@@ -95,26 +100,25 @@ def _check_headers() -> Check:
     if info.kind == "merged":
         return Check("kernel headers", True, f"merged tree {info.path}; {note}", required=True)
     return Check(  # "available": built on first use
-        "kernel headers", True,
-        f"Debian headers {info.version} installed; merged tree not built yet "
-        f"(built at first use); {note}",
-        f"{sys.executable} -m bpfmagic.kernel.env", required=True,
+        "kernel headers",
+        True,
+        f"Debian headers {info.version} installed; merged tree not built yet (built at first use); {note}",
+        f"{sys.executable} -m bpfmagic.kernel.env",
+        required=True,
     )
 
 
 def _check_mount(name: str, mountpoint: str, fstype: str, source: str, required: bool, why: str) -> Check:
     if env.is_mounted(mountpoint, fstype):
         return Check(name, True, f"mounted at {mountpoint}", required=required)
-    return Check(name, False, f"not mounted at {mountpoint} ({why})",
-                 f"mount -t {fstype} {source} {mountpoint}", required=required)
+    return Check(name, False, f"not mounted at {mountpoint} ({why})", f"mount -t {fstype} {source} {mountpoint}", required=required)
 
 
 def _check_btf() -> Check:
     path = "/sys/kernel/btf/vmlinux"
     if os.path.isfile(path):
         return Check("BTF", True, f"{path} ({os.path.getsize(path) // 1024} KiB): --core and tp_btf work")
-    return Check("BTF", False, f"{path} missing: --core (CO-RE) is unavailable",
-                 "none: needs a kernel built with CONFIG_DEBUG_INFO_BTF=y")
+    return Check("BTF", False, f"{path} missing: --core (CO-RE) is unavailable", "none: needs a kernel built with CONFIG_DEBUG_INFO_BTF=y")
 
 
 def _kernel_config() -> tuple[dict[str, str] | None, str]:
@@ -131,7 +135,7 @@ def _kernel_config() -> tuple[dict[str, str] | None, str]:
                         k, v = line.split("=", 1)
                         cfg[k] = v
                     elif line.startswith("# CONFIG_") and line.endswith(" is not set"):
-                        cfg[line[2:-len(" is not set")]] = "n"
+                        cfg[line[2 : -len(" is not set")]] = "n"
                 return cfg, src
         except OSError:
             continue
@@ -144,8 +148,7 @@ def _check_kprobes(cfg: dict[str, str] | None, cfg_src: str) -> Check:
         on = cfg.get("CONFIG_KPROBES", "n") in ("y", "m")
         if on:
             return Check("kprobes", True, f"CONFIG_KPROBES=y ({cfg_src})")
-        return Check("kprobes", False, f"CONFIG_KPROBES is off ({cfg_src}): kprobe:/kretprobe: targets fail",
-                     f"none: {alt}")
+        return Check("kprobes", False, f"CONFIG_KPROBES is off ({cfg_src}): kprobe:/kretprobe: targets fail", f"none: {alt}")
     # no config available: the perf 'kprobe' PMU exists iff kprobe events are built in
     pmu = "/sys/bus/event_source/devices/kprobe"
     kev = os.path.join(env.TRACEFS, "kprobe_events")
@@ -155,6 +158,7 @@ def _check_kprobes(cfg: dict[str, str] | None, cfg_src: str) -> Check:
 
 
 # -- fentry: one tiny BPF_PROG_TYPE_TRACING load through bpf(2) -------------
+
 
 def _check_fentry(priv: env.Privileges) -> Check:
     alt = "none: use raw_tracepoint:/tracepoint: targets, or tp_btf via --core"
@@ -176,8 +180,7 @@ def _check_jit() -> Check:
         return Check("JIT", False, f"cannot read {path}: {e}", "")
     if v in ("1", "2"):
         return Check("JIT", True, f"bpf_jit_enable={v}")
-    return Check("JIT", False, f"bpf_jit_enable={v}: programs run interpreted, timings are meaningless",
-                 "sysctl -w net.core.bpf_jit_enable=1")
+    return Check("JIT", False, f"bpf_jit_enable={v}: programs run interpreted, timings are meaningless", "sysctl -w net.core.bpf_jit_enable=1")
 
 
 def _which(tool: str) -> str | None:
@@ -210,8 +213,7 @@ def checks() -> list[Check]:
         _check_privileges(),
         _check_bcc(),
         _check_headers(),
-        _check_mount("tracefs", env.TRACEFS, "tracefs", "nodev", True,
-                     "needed by tracepoints, trace_printk and uprobes"),
+        _check_mount("tracefs", env.TRACEFS, "tracefs", "nodev", True, "needed by tracepoints, trace_printk and uprobes"),
         _check_mount("bpffs", env.BPFFS, "bpf", "bpf", False, "needed only for pins"),
         _check_btf(),
         _check_kprobes(cfg, cfg_src),
@@ -234,8 +236,7 @@ def report(results: list[Check] | None = None):
 
     results = checks() if results is None else results
     return pd.DataFrame(
-        [{"name": c.name, "ok": c.ok, "required": c.required, "detail": c.detail, "fix": c.fix}
-         for c in results],
+        [{"name": c.name, "ok": c.ok, "required": c.required, "detail": c.detail, "fix": c.fix} for c in results],
         columns=["name", "ok", "required", "detail", "fix"],
     )
 
@@ -244,8 +245,7 @@ def format_text(results: list[Check] | None = None) -> str:
     """A terminal report: one line per check, the fix under each failure."""
     results = checks() if results is None else results
     width = max(len(c.name) for c in results)
-    lines = [f"bpfmagic doctor: kernel {env.running_kernel()}, python {sys.executable} "
-             f"({platform.python_version()})"]
+    lines = [f"bpfmagic doctor: kernel {env.running_kernel()}, python {sys.executable} ({platform.python_version()})"]
     for c in results:
         mark = "ok  " if c.ok else ("FAIL" if c.required else "no  ")
         lines.append(f"  {mark}  {c.name:<{width}}  {c.detail}")

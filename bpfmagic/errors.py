@@ -1,6 +1,7 @@
 """Exceptions of bpfmagic. Each carries a message meant for the notebook cell:
 what went wrong and what to do. The full compiler or verifier output stays on
 the exception (``.log``) because it can be megabytes."""
+
 from __future__ import annotations
 
 

@@ -3,6 +3,7 @@
 typed from the object's BTF, read and written through the backend interface
 (``global_variables()``, ``map_handle()``, ``btf()``). What libbpf itself
 does with them (sections, values set before load) is backends/core_globals.py."""
+
 from __future__ import annotations
 
 import ctypes as ct
@@ -25,8 +26,9 @@ class Globals(MutableMapping):
         obj = self.module.object
         found = obj.global_variables() if obj is not None and not self.module.closed else None
         if found is None:
-            raise UsageProblem(f"module {self.module.name} has no globals "
-                               + ("(unloaded)" if self.module.closed else "(globals are a --core feature)"))
+            raise UsageProblem(
+                f"module {self.module.name} has no globals " + ("(unloaded)" if self.module.closed else "(globals are a --core feature)")
+            )
         return obj, obj.btf(), found  # no BTF: no variables either
 
     def _read(self, obj, map_name: str) -> bytearray:
@@ -42,7 +44,7 @@ class Globals(MutableMapping):
         if name not in found:
             raise KeyError(f"{self.module.name} has no global {name!r} (globals: {', '.join(found) or 'none'})")
         map_name, var = found[name]
-        return btf.decode(var.type_id, bytes(self._read(obj, map_name)[var.offset:var.offset + var.size]))
+        return btf.decode(var.type_id, bytes(self._read(obj, map_name)[var.offset : var.offset + var.size]))
 
     def __setitem__(self, name: str, value) -> None:
         obj, btf, found = self._table()
@@ -50,11 +52,13 @@ class Globals(MutableMapping):
             raise KeyError(f"{self.module.name} has no global {name!r} (globals: {', '.join(found) or 'none'})")
         map_name, var = found[name]
         if var.section.startswith((".rodata", ".kconfig")):
-            raise UsageProblem(f"{self.module.name}.{name} is in {var.section}, frozen when the module loaded: set "
-                               f"it before, with `--set {name}=VALUE` (or Session.load(..., globals={{...}}))")
+            raise UsageProblem(
+                f"{self.module.name}.{name} is in {var.section}, frozen when the module loaded: set "
+                f"it before, with `--set {name}=VALUE` (or Session.load(..., globals={{...}}))"
+            )
         data = btf.encode(var.type_id, value, name)
         raw = self._read(obj, map_name)
-        raw[var.offset:var.offset + len(data)] = data
+        raw[var.offset : var.offset + len(data)] = data
         key = ct.c_uint32(0)
         buf = ct.create_string_buffer(bytes(raw), len(raw))
         if libbpf.lib().bpf_map_update_elem(obj.map_handle(map_name).fd, ct.byref(key), buf, 0) < 0:
@@ -72,13 +76,20 @@ class Globals(MutableMapping):
     def df(self):
         """DataFrame: name, section, type, value."""
         import pandas as pd
+
         obj, btf, found = self._table()
         rows = []
         cache: dict[str, bytearray] = {}
         for name, (map_name, var) in found.items():
             raw = cache.setdefault(map_name, self._read(obj, map_name))  # one read per section: values agree
-            rows.append({"name": name, "section": var.section, "type": var.ctype,
-                         "value": btf.decode(var.type_id, bytes(raw[var.offset:var.offset + var.size]))})
+            rows.append(
+                {
+                    "name": name,
+                    "section": var.section,
+                    "type": var.ctype,
+                    "value": btf.decode(var.type_id, bytes(raw[var.offset : var.offset + var.size])),
+                }
+            )
         return pd.DataFrame(rows, columns=["name", "section", "type", "value"])
 
     def __repr__(self) -> str:

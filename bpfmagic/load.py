@@ -19,6 +19,7 @@ is a method of :class:`LoadTransaction`, run in this order by ``run``:
 A failure in steps 2-6 runs ``rollback``: previous slot occupants go back,
 links return to the old programs, what was made is freed. The previous
 version of the module keeps running, attached and slotted."""
+
 from __future__ import annotations
 
 import contextlib
@@ -41,6 +42,7 @@ from .module import Module, Program
 @dataclass
 class LoadRequest:
     """What one %%bpf cell (or Session.load call) asks for."""
+
     name: str
     source: str
     origin: str  # how errors name the source: "cell", the module name or the --file's name
@@ -66,6 +68,7 @@ class CellSpec:
     tail-call sites, SLOT names, event tables), the prog arrays with their
     sizes, the chains it is a stage of, its attach targets (asked for and
     those its names imply) and the backend that compiles it."""
+
     syntax: CellSyntax
     backend: object
     attach: list[tuple[str, Target]]
@@ -83,14 +86,12 @@ def read_cell(req: LoadRequest) -> CellSpec:
         check_servable(target)
     syntax = analyse(req.source)
     if not syntax.has_content:
-        raise UsageProblem(f"{req.origin} has no C code: write the program below the %%bpf line "
-                           "(or load a file with --file PATH)")
+        raise UsageProblem(f"{req.origin} has no C code: write the program below the %%bpf line (or load a file with --file PATH)")
     conventions = list(backend.convention_targets(syntax))  # what BCC attaches by names: the same checks
     for _func, target in conventions:
         check_servable(target)
         check_event_exists(target)
-    return CellSpec(syntax, backend, attach, conventions, declared_sizes(syntax, req),
-                    {t.array for t in syntax.tail_calls if t.kind == "chain"})
+    return CellSpec(syntax, backend, attach, conventions, declared_sizes(syntax, req), {t.array for t in syntax.tail_calls if t.kind == "chain"})
 
 
 class LoadTransaction:
@@ -131,9 +132,11 @@ class LoadTransaction:
             have = session.arrays.get(array_name)
             if have is not None:
                 if have.size != size:
-                    raise SlotError(f"{origin}:{line}: prog array {array_name} has {size} slots in this cell; the "
-                                    f"session's array {array_name} has {have.size} slots; declare it with {have.size}, "
-                                    f"or free it first: {session._unload_advice(array_name)}")
+                    raise SlotError(
+                        f"{origin}:{line}: prog array {array_name} has {size} slots in this cell; the "
+                        f"session's array {array_name} has {have.size} slots; declare it with {have.size}, "
+                        f"or free it first: {session._unload_advice(array_name)}"
+                    )
             elif array_name not in self.new_arrays:
                 session.progarray(array_name, size)
                 self.new_arrays.append(array_name)
@@ -141,6 +144,7 @@ class LoadTransaction:
         # the chain's array when the chain is not made yet (chain.py sizes it the same).
         if self.spec.chains:
             from .experiments.chain import DEFAULT_CAPACITY
+
             session.cursor_map()
             for array_name in sorted(self.spec.chains - set(session.arrays)):
                 session.progarray(array_name, 2 * DEFAULT_CAPACITY)
@@ -158,8 +162,7 @@ class LoadTransaction:
     def compile(self) -> None:
         session, req, syntax = self.session, self.req, self.spec.syntax
         site_base = session._alloc_sites(syntax, req)
-        obj, log = self.spec.backend.compile_cell(session, req, syntax, self.slot_index, self.resolved_slots,
-                                                  site_base)
+        obj, log = self.spec.backend.compile_cell(session, req, syntax, self.slot_index, self.resolved_slots, site_base)
         module = self.module = Module(session, req.name, syntax, obj, req.origin)
         module.compile_log = log
         for fname, (ptype, fd, stats) in obj.preloaded().items():
@@ -215,7 +218,8 @@ class LoadTransaction:
         # Programs whose SEC() names their target (tp_btf/..., raw_tp/...) attach by themselves
         # (libbpf); a slotted program keeps that attachment too: only -a replaces it.
         slotted = {f for _, _, f in self.resolved_slots} | {
-            p.name for a in self.session.arrays.values() for p in a.entries.values() if p.module is module}
+            p.name for a in self.session.arrays.values() for p in a.entries.values() if p.module is module
+        }
         made = module.object.attach_sections(module, {f for f, _ in self.spec.attach}, slotted)
         self.attachments += made
         module.attachments += made
@@ -260,6 +264,7 @@ class LoadTransaction:
 
 # ---------------------------------------------------------------- programs and slots
 
+
 def refill_slots(session, old: Module | None, module: Module, replaced: list) -> None:
     """A re-run: slots the old version held that this cell does not fill itself (put there
     with `%bpf slot`) get the new version's function of the same name; those it has no
@@ -283,8 +288,7 @@ def refill_slots(session, old: Module | None, module: Module, replaced: list) ->
                 replaced.append((array, index, previous))
                 array.put(index, program)
             except BpfError as e:
-                module.slot_notes.append(f"{label} emptied: the new {module.name}.{func} cannot go there "
-                                         f"({e.message.splitlines()[0]})")
+                module.slot_notes.append(f"{label} emptied: the new {module.name}.{func} cannot go there ({e.message.splitlines()[0]})")
                 continue
             module.slots.append((array_name, index))
             module.slot_notes.append(f"{label} now holds the new {module.name}.{func} (was the old one)")
@@ -326,24 +330,26 @@ def slot_type(array: prog_arrays.ProgArray, module: Module, func: str) -> str:
     declared = module.contexts.get(func)
     if func in module.programs:
         declared = module.programs[func].type
-    if have and declared == "sched_cls" and module.contexts.get(func) == "sched_cls" and have in SKB_TYPES \
-            and func not in module.programs:
+    if have and declared == "sched_cls" and module.contexts.get(func) == "sched_cls" and have in SKB_TYPES and func not in module.programs:
         declared = have  # a __sk_buff function fits any skb array: the array's type decides
     if have and declared and have != declared:
-        raise SlotError(f"{array.name} holds {have} programs (fixed by the first program that used it); "
-                        f"{module.name}.{func} is a {declared} program. Tail calls only reach programs of "
-                        f"the caller's type: write {func} for {have} or use another array.")
+        raise SlotError(
+            f"{array.name} holds {have} programs (fixed by the first program that used it); "
+            f"{module.name}.{func} is a {declared} program. Tail calls only reach programs of "
+            f"the caller's type: write {func} for {have} or use another array."
+        )
     ptype = have or declared
     if ptype is None:
-        raise SlotError(f"cannot tell which program type {module.name}.{func} is for {array.name}: give its "
-                        f"context parameter a type (struct xdp_md *, struct __sk_buff *, struct "
-                        f"bpf_raw_tracepoint_args *, ...) or fix the array's type with "
-                        f"`%bpf progarray {array.name} {array.size} --type TYPE`")
+        raise SlotError(
+            f"cannot tell which program type {module.name}.{func} is for {array.name}: give its "
+            f"context parameter a type (struct xdp_md *, struct __sk_buff *, struct "
+            f"bpf_raw_tracepoint_args *, ...) or fix the array's type with "
+            f"`%bpf progarray {array.name} {array.size} --type TYPE`"
+        )
     return ptype
 
 
-def load_program(session, module: Module, func: str, ptype: str | None = None, why: str = "",
-                  array: prog_arrays.ProgArray | None = None) -> Program:
+def load_program(session, module: Module, func: str, ptype: str | None = None, why: str = "", array: prog_arrays.ProgArray | None = None) -> Program:
     if module.closed:
         raise UsageProblem(f"module {module.name} is unloaded")
     existing = module.programs.get(func)
@@ -351,8 +357,7 @@ def load_program(session, module: Module, func: str, ptype: str | None = None, w
         ptype = prog_type_name(ptype)
     if existing is not None:
         if ptype and existing.type != ptype:
-            raise (SlotError if array else AttachError)(
-                f"{module.name}.{func} is loaded as {existing.type}; {why or 'this use'} needs {ptype}")
+            raise (SlotError if array else AttachError)(f"{module.name}.{func} is loaded as {existing.type}; {why or 'this use'} needs {ptype}")
         return existing
     if func not in module.functions:
         known = ", ".join(module.functions) or "none"
@@ -361,8 +366,9 @@ def load_program(session, module: Module, func: str, ptype: str | None = None, w
         ptype = skb_chain_type(session, module, func)
     ptype = ptype or module.contexts.get(func)
     if ptype is None:
-        raise UsageProblem(f"say which program type {module.name}.{func} is: its context parameter does "
-                           f"not tell (known: {', '.join(sorted(PROG_TYPES))})")
+        raise UsageProblem(
+            f"say which program type {module.name}.{func} is: its context parameter does not tell (known: {', '.join(sorted(PROG_TYPES))})"
+        )
     if ptype not in PROG_TYPES:
         raise UsageProblem(f"unknown program type {ptype!r}; known: {', '.join(sorted(PROG_TYPES))}")
     fd, log, stats = module.object.load_program(func, ptype, f"{module.name}.{func}")
@@ -373,6 +379,7 @@ def load_program(session, module: Module, func: str, ptype: str | None = None, w
 
 
 # ---------------------------------------------------------------- helpers
+
 
 def attach_specs(attach) -> list[tuple[str, str]]:
     specs = []
@@ -400,6 +407,7 @@ def declared_sizes(syntax: CellSyntax, req: LoadRequest) -> list[tuple[str, int,
     text cannot give (a macro, an #if, a -D flag), or a name declared in
     several #if branches, is what the preprocessor makes of it."""
     from .c.sizes import preprocessed_sizes
+
     names = [d.name for d in syntax.arrays]
     unknown = {d.name for d in syntax.arrays if d.size is None or names.count(d.name) > 1}
     resolved = preprocessed_sizes(syntax.source, req.cflags, include_dirs(req.file)) if unknown else {}
@@ -411,9 +419,11 @@ def declared_sizes(syntax: CellSyntax, req: LoadRequest) -> list[tuple[str, int,
         if size is None:
             if d.name in unknown and d.name not in resolved and names.count(d.name) > 1:
                 continue  # in an #if branch the preprocessor dropped
-            raise SlotError(f"{req.origin}:{d.line}: prog array {d.name}: cannot tell its size "
-                            f"({d.size_text or 'no max_entries'}); write a constant the cell (or its --cflags) "
-                            "defines, so cells can share the array")
+            raise SlotError(
+                f"{req.origin}:{d.line}: prog array {d.name}: cannot tell its size "
+                f"({d.size_text or 'no max_entries'}); write a constant the cell (or its --cflags) "
+                "defines, so cells can share the array"
+            )
         seen.add(d.name)
         out.append((d.name, size, d.line))
     return out
@@ -431,6 +441,7 @@ def find_link(old: Module | None, target: Target) -> Attachment | None:
 def with_file(path: str, body: str) -> tuple[str, str]:
     text = read_source_file(path)  # regular files within the size bound only; errors never quote it
     if analyse(body).has_content:
-        raise UsageProblem("--file loads the file as the whole module; leave the cell body empty or to "
-                           "comments (or #include the file from the body instead)")
+        raise UsageProblem(
+            "--file loads the file as the whole module; leave the cell body empty or to comments (or #include the file from the body instead)"
+        )
     return text, os.path.basename(path)

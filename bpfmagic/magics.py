@@ -3,6 +3,7 @@ display results; every kernel object belongs to the Session.
 
 Long because: the parsers and the %bpf? text of some twenty commands; each command is a
 few lines."""
+
 from __future__ import annotations
 
 import argparse
@@ -23,23 +24,42 @@ CELL_USAGE = """%%bpf NAME [-a FUNC=TARGET]... [-s ARRAY[KEY]=FUNC]... [--file P
 
 
 def _cell_parser() -> MagicArgumentParser:
-    p = MagicArgumentParser(prog="%%bpf", add_help=False,
-                            description="Compile the cell's BCC C as module NAME, load, attach and slot it.")
+    p = MagicArgumentParser(prog="%%bpf", add_help=False, description="Compile the cell's BCC C as module NAME, load, attach and slot it.")
     p.add_argument("name", help="module name; after the cell NAME is the Module in the namespace")
-    p.add_argument("-a", "--attach", action="append", default=[], metavar="FUNC=TARGET",
-                   help="attach FUNC: raw_tracepoint:EVENT, tracepoint:CAT:EVENT, "
-                        "uprobe:LIB:SYM, uretprobe:LIB:SYM, xdp:IFACE, tc:IFACE[:ingress|egress], "
-                        "socket:IFACE, perf:cpu-clock:HZ; kprobe:SYM, kretprobe:SYM only where the kernel "
-                        "has kprobes (otherwise the cell says what to use)")
-    p.add_argument("-s", "--slot", action="append", default=[], metavar="ARRAY[KEY]=FUNC",
-                   help="load FUNC with ARRAY's program type and store it at KEY (integer, syscall or name)")
+    p.add_argument(
+        "-a",
+        "--attach",
+        action="append",
+        default=[],
+        metavar="FUNC=TARGET",
+        help="attach FUNC: raw_tracepoint:EVENT, tracepoint:CAT:EVENT, "
+        "uprobe:LIB:SYM, uretprobe:LIB:SYM, xdp:IFACE, tc:IFACE[:ingress|egress], "
+        "socket:IFACE, perf:cpu-clock:HZ; kprobe:SYM, kretprobe:SYM only where the kernel "
+        "has kprobes (otherwise the cell says what to use)",
+    )
+    p.add_argument(
+        "-s",
+        "--slot",
+        action="append",
+        default=[],
+        metavar="ARRAY[KEY]=FUNC",
+        help="load FUNC with ARRAY's program type and store it at KEY (integer, syscall or name)",
+    )
     p.add_argument("--file", metavar="PATH", help="load this .bpf.c file as the module (cell body empty)")
-    p.add_argument("--cflags", action="append", default=[],
-                   help='extra compiler flags: several in one quoted string, repeatable, --cflags=... too, '
-                        'e.g. --cflags "-DN=4 -DDEBUG"')
+    p.add_argument(
+        "--cflags",
+        action="append",
+        default=[],
+        help='extra compiler flags: several in one quoted string, repeatable, --cflags=... too, e.g. --cflags "-DN=4 -DDEBUG"',
+    )
     p.add_argument("--core", action="store_true", help="compile as libbpf CO-RE C (clang + libbpf)")
-    p.add_argument("--set", action="append", default=[], metavar="VAR=VALUE",
-                   help="(--core) set a global variable before load, const volatile (.rodata) ones included")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="VAR=VALUE",
+        help="(--core) set a global variable before load, const volatile (.rodata) ones included",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="show the full verifier log even on success")
     return p
 
@@ -97,8 +117,11 @@ def _line_parsers() -> dict[str, MagicArgumentParser]:
     load.prog = "%bpf load"
     load.description = "load module NAME from --file PATH, like a %%bpf cell with that file as its body"
     parsers["load"] = load
-    p = parser("slots", "slots of every array (or ARRAY): tail calls per slot since the array was created "
-                        "(whoever sat in it; %bpf stats splits them per program), run counts")
+    p = parser(
+        "slots",
+        "slots of every array (or ARRAY): tail calls per slot since the array was created "
+        "(whoever sat in it; %bpf stats splits them per program), run counts",
+    )
     p.add_argument("array", nargs="?")
     p.add_argument("--all", action="store_true", help="every index, empty ones too")
     p = parser("slot", "put a loaded program into a slot: ARRAY[KEY]=MODULE.FUNC")
@@ -118,8 +141,7 @@ def _line_parsers() -> dict[str, MagicArgumentParser]:
     p = parser("run", "BPF_PROG_TEST_RUN: run MODULE.FUNC on a packet/context; retval, ns per run, data out")
     p.add_argument("program", metavar="MODULE.FUNC")
     p.add_argument("--repeat", type=int, default=1, metavar="N", help="runs to average over (not raw_tracepoint)")
-    p.add_argument("--data", metavar="HEX", help="packet bytes in hex (default: a UDP/IPv4 frame); "
-                                                  "{pkt.hex()} passes a Python value")
+    p.add_argument("--data", metavar="HEX", help="packet bytes in hex (default: a UDP/IPv4 frame); {pkt.hex()} passes a Python value")
     p.add_argument("--ctx", metavar="HEX", help="context in: xdp_md/__sk_buff bytes, or raw_tp u64 args")
     p.add_argument("--type", help="load FUNC as this program type (default: what its context parameter implies)")
     p.add_argument("--path", action="store_true", help="the way the run went through the chain (paths on)")
@@ -134,53 +156,60 @@ def _line_parsers() -> dict[str, MagicArgumentParser]:
     p.add_argument("--depth", type=int, default=33, help="tail calls asked for, 0..DEPTH (past 33 shows the limit)")
     p.add_argument("--repeat", type=int, default=100_000, metavar="N", help="runs per test run")
     p.add_argument("--rounds", type=int, default=3, metavar="R", help="best of R rounds")
-    p.add_argument("--index", choices=["const", "var"], default="const",
-                   help="const: direct jumps the JIT patches; var: indirect (retpoline) path")
+    p.add_argument("--index", choices=["const", "var"], default="const", help="const: direct jumps the JIT patches; var: indirect (retpoline) path")
     p = parser("graph", "the tail-call chain as a picture: programs, slots, call sites, run/missed counts")
     p.add_argument("array", nargs="?")
     p = parser("df", "DataFrame of the events streamed from TABLE (or MODULE.TABLE) so far")
     p.add_argument("table")
     p.add_argument("--last", type=int, metavar="N", help="only the last N rows")
     p.add_argument("--counts", metavar="COL", help="rows per value of COL instead of the rows")
-    p = parser("watch", "live view of a stream (events, rate, lost, last rows, counts by a column) "
-                        "or of a map (its entries with deltas and rates per key)")
+    p = parser(
+        "watch", "live view of a stream (events, rate, lost, last rows, counts by a column) or of a map (its entries with deltas and rates per key)"
+    )
     p.add_argument("table")
     p.add_argument("--by", metavar="COL", help="stream: also show the number of rows per value of COL")
     p.add_argument("--rows", type=int, default=10, metavar="N", help="stream: how many of the last rows to show")
     p.add_argument("--top", type=int, default=20, metavar="N", help="map: the N keys with the highest rate")
     p.add_argument("--sort", metavar="COL", help="map: order by the rate of COL (default: the first counter)")
     p.add_argument("--interval", type=float, default=0.5, metavar="S", help="seconds between updates")
-    p = parser("map", "any map of a module as a DataFrame: hash, array, LRU, per-CPU (a column per CPU), "
-                      "LPM trie, queue/stack (peek), prog array (slots), --core globals (MODULE.bss/.data/.rodata)")
+    p = parser(
+        "map",
+        "any map of a module as a DataFrame: hash, array, LRU, per-CPU (a column per CPU), "
+        "LPM trie, queue/stack (peek), prog array (slots), --core globals (MODULE.bss/.data/.rodata)",
+    )
     p.add_argument("table", metavar="[MODULE.]TABLE")
     p.add_argument("--sum", action="store_true", help="per-CPU maps: sum the values over CPUs")
     p.add_argument("--sort", metavar="COL", help="order by COL, largest first")
     p.add_argument("--top", type=int, metavar="N", help="only the N largest (by --sort, else the first value)")
-    p.add_argument("--hist", action="store_true",
-                   help="a log2 histogram (BPF_HISTOGRAM): buckets low..high with counts, and a plot")
+    p.add_argument("--hist", action="store_true", help="a log2 histogram (BPF_HISTOGRAM): buckets low..high with counts, and a plot")
     p = parser("trace", "bpf_trace_printk lines from trace_pipe (ts, cpu, pid, comm, msg)")
     p.add_argument("--seconds", type=float, default=1.0, metavar="S", help="read for S seconds (default 1)")
     p.add_argument("--lines", type=int, metavar="N", help="stop after N lines")
     p.add_argument("--grep", metavar="REGEX", help="keep only messages matching REGEX")
-    p.add_argument("--older", action="store_true",
-                   help="also lines printed before this session began (left unread in trace_pipe)")
+    p.add_argument("--older", action="store_true", help="also lines printed before this session began (left unread in trace_pipe)")
     parser("streams", "every stream: kind, events, rows kept, dropped, lost, max_rows")
-    p = parser("paths", "the way runs go through a chain: --on/--off for cells loaded from now on; "
-                        "ARRAY: the distinct live paths with counts; --misses: why calls fell through")
+    p = parser(
+        "paths",
+        "the way runs go through a chain: --on/--off for cells loaded from now on; "
+        "ARRAY: the distinct live paths with counts; --misses: why calls fell through",
+    )
     p.add_argument("array", nargs="?")
     onoff = p.add_mutually_exclusive_group()
     onoff.add_argument("--on", action="store_true", help="record paths in cells loaded from now on")
     onoff.add_argument("--off", action="store_true", help="cells loaded from now on run uninstrumented")
     p.add_argument("--seconds", type=float, default=1.0, metavar="S", help="collect live paths for S seconds")
-    p.add_argument("--misses", action="store_true",
-                   help="per call site: calls, missed, and of those slot empty vs limit reached")
-    p = parser("chain", "a chain described as data: --file chain.yaml (stages: [MODULE.FUNC, ...]) makes it or "
-                        "switches it to the file's order atomically; without --file, its stages with run counts")
+    p.add_argument("--misses", action="store_true", help="per call site: calls, missed, and of those slot empty vs limit reached")
+    p = parser(
+        "chain",
+        "a chain described as data: --file chain.yaml (stages: [MODULE.FUNC, ...]) makes it or "
+        "switches it to the file's order atomically; without --file, its stages with run counts",
+    )
     p.add_argument("name")
     p.add_argument("--file", metavar="YAML", help="stages: the chain's MODULE.FUNC in order (type:, capacity: optional)")
     p.add_argument("--stages", metavar="M.F,M.F", help="the stages in order, instead of a file")
-    p = parser("dump", "a program's code: translated BPF (bpftool) or the JIT's x86 (capstone), with the cell's "
-                       "source lines and each tail-call site marked")
+    p = parser(
+        "dump", "a program's code: translated BPF (bpftool) or the JIT's x86 (capstone), with the cell's source lines and each tail-call site marked"
+    )
     p.add_argument("program", metavar="MODULE.FUNC")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--xlated", action="store_true", help="the BPF the kernel runs, after its rewrites (default)")
@@ -194,8 +223,7 @@ def _line_parsers() -> dict[str, MagicArgumentParser]:
 class BpfMagics(Magics):
     """The bpfmagic magics; the state lives in shell_session.session()."""
 
-    max_rows = Integer(1_000_000, help="rows each event stream keeps (the oldest are dropped); "
-                                       "`%config BpfMagics.max_rows = N`").tag(config=True)
+    max_rows = Integer(1_000_000, help="rows each event stream keeps (the oldest are dropped); `%config BpfMagics.max_rows = N`").tag(config=True)
 
     @validate("max_rows")
     def _check_max_rows(self, proposal):
@@ -299,11 +327,12 @@ class BpfMagics(Magics):
     def _load_module(self, args, body: str):
         existing = self.shell.user_ns.get(args.name)
         if existing is not None and not isinstance(existing, Module):
-            raise UsageError(f"{args.name!r} is already a {type(existing).__name__} in this notebook; "
-                             "name the module something else (the module object takes that name)")
+            raise UsageError(
+                f"{args.name!r} is already a {type(existing).__name__} in this notebook; "
+                "name the module something else (the module object takes that name)"
+            )
         if existing is None and hasattr(builtins, args.name):
-            raise UsageError(f"{args.name!r} is a Python builtin; name the module something else "
-                             "(the module object takes that name in the notebook)")
+            raise UsageError(f"{args.name!r} is a Python builtin; name the module something else (the module object takes that name in the notebook)")
         attach: dict[str, list[str]] = {}
         for func, target in _pairs(args.attach, "-a"):
             attach.setdefault(func, []).append(target)
@@ -313,9 +342,17 @@ class BpfMagics(Magics):
                 raise UsageError(f"-s {spec} given twice")
             slots[spec] = func
         module = shell_session.session().load(
-            args.name, body, attach=attach, slots=slots, cflags=_cflags(args.cflags),
+            args.name,
+            body,
+            attach=attach,
+            slots=slots,
+            cflags=_cflags(args.cflags),
             globals=dict(_pairs(args.set, "--set")),
-            file=args.file, verbose=args.verbose, core=args.core, origin="cell")
+            file=args.file,
+            verbose=args.verbose,
+            core=args.core,
+            origin="cell",
+        )
         self.shell.user_ns[args.name] = module
         if args.verbose and module.compile_log.strip():
             print(module.compile_log.rstrip())
@@ -366,8 +403,7 @@ class BpfMagics(Magics):
         print(f"{args.spec} emptied" if had else f"{args.spec} was already empty")
 
     def _cmd_progarray(self, args):
-        array = shell_session.session().progarray(args.name, args.size, type=args.type, keys=args.keys,
-                                             slots=args.slots)
+        array = shell_session.session().progarray(args.name, args.size, type=args.type, keys=args.keys, slots=args.slots)
         print(_describe_array(array))
 
     def _cmd_unload(self, args):
@@ -390,11 +426,11 @@ class BpfMagics(Magics):
 
     def _cmd_doctor(self, args):
         from . import doctor
+
         return doctor.report()
 
     def _cmd_run(self, args):
-        result = shell_session.session().test_run(args.program, data=args.data, ctx=args.ctx, repeat=args.repeat,
-                                             type=args.type, path=args.path)
+        result = shell_session.session().test_run(args.program, data=args.data, ctx=args.ctx, repeat=args.repeat, type=args.type, path=args.path)
         if args.path:
             print(result.path_text)
         return result
@@ -418,8 +454,8 @@ class BpfMagics(Magics):
         from IPython.display import SVG, display
 
         from .experiments import testrun
-        df = shell_session.session().bench_tailcalls(depth=args.depth, repeat=args.repeat, index=args.index,
-                                                rounds=args.rounds)
+
+        df = shell_session.session().bench_tailcalls(depth=args.depth, repeat=args.repeat, index=args.index, rounds=args.rounds)
         print(testrun.describe_fit(df))
         display(SVG(testrun.figure_svg(testrun.plot_tailcalls(df))))
         return df
@@ -435,6 +471,7 @@ class BpfMagics(Magics):
 
     def _cmd_watch(self, args):
         from .widgets import MapWatch, Watch
+
         s = shell_session.session()
         if _is_stream(s, args.table):
             return Watch(s.stream(args.table), by=args.by, rows=args.rows, interval=args.interval)
@@ -448,14 +485,14 @@ class BpfMagics(Magics):
             from IPython.display import SVG, display
 
             from .experiments.testrun import figure_svg
+
             hist = view.hist()
             display(SVG(figure_svg(view.plot_hist(hist=hist))))
             return hist
         return view.df(sum=args.sum, sort=args.sort, top=args.top)
 
     def _cmd_trace(self, args):
-        return shell_session.session().trace(seconds=args.seconds, max_lines=args.lines, grep=args.grep,
-                                        older=args.older)
+        return shell_session.session().trace(seconds=args.seconds, max_lines=args.lines, grep=args.grep, older=args.older)
 
     def _cmd_streams(self, args):
         return shell_session.session().streams.summary()
@@ -474,6 +511,7 @@ class BpfMagics(Magics):
         from IPython.display import display
 
         from .experiments.paths import picture
+
         if len(df):
             display(picture(s, df, args.array))  # the chain with edges as wide as the runs along them
         return df
@@ -482,6 +520,7 @@ class BpfMagics(Magics):
         s = shell_session.session()
         if args.file:
             from .experiments.chain import load_file
+
             chain = load_file(s, args.name, args.file)
             print(chain)
         elif args.stages:
@@ -531,8 +570,7 @@ def _commands_help(parsers) -> str:
 
 def _describe_array(array) -> str:
     if array.keys == "syscalls":
-        keys = "keys are syscall names (" + ", ".join(
-            f"{array.key_name(i)}={i}" for i in range(min(3, array.size)) if array.key_name(i)) + ", ...)"
+        keys = "keys are syscall names (" + ", ".join(f"{array.key_name(i)}={i}" for i in range(min(3, array.size)) if array.key_name(i)) + ", ...)"
     elif array.names:
         keys = "named slots: " + ", ".join(f"{n}={i}" for n, i in sorted(array.names.items(), key=lambda kv: kv[1]))
     else:
@@ -557,6 +595,7 @@ def _summary(module) -> str:
 
 
 # ------------------------------------------------------------ registration
+
 
 def _show_bpf_error(shell, etype, value, tb, tb_offset=None):
     """BpfError: the message in the cell, no Python traceback (it is the
@@ -613,8 +652,13 @@ def register(ipython) -> None:
     dropped = _drop_refused_config(ipython)
     if dropped:
         import warnings
-        warnings.warn_explicit(f"bpfmagic: ignored {dropped} from the config (it must be an integer >= 1); "
-                               "streams keep the default", UserWarning, filename="bpfmagic", lineno=0)
+
+        warnings.warn_explicit(
+            f"bpfmagic: ignored {dropped} from the config (it must be an integer >= 1); streams keep the default",
+            UserWarning,
+            filename="bpfmagic",
+            lineno=0,
+        )
     ipython.register_magics(BpfMagics)
     _registered_shell = ipython
     if _after_cell not in ipython.events.callbacks["post_run_cell"]:
@@ -634,8 +678,7 @@ def unregister(ipython) -> None:
         if handler is not None:
             ipython.CustomTB = handler
         _saved_custom_exc = None
-    shell_session.hooks[:] = [h for h in shell_session.hooks
-                                  if not isinstance(getattr(h, "__self__", None), BpfMagics)]
+    shell_session.hooks[:] = [h for h in shell_session.hooks if not isinstance(getattr(h, "__self__", None), BpfMagics)]
     magics = ipython.magics_manager.magics
     for kind in ("line", "cell"):
         magics[kind].pop("bpf", None)

@@ -19,7 +19,8 @@ pass over the map, and every number a watch view shows comes from that one
 pass.
 
 Long because: the numpy layout of keys and values, batch reads and writes, and the view
-are one concern; btf.py holds the type walking."""
+are one concern; kernel/btf.py holds the type walking."""
+
 from __future__ import annotations
 
 import ctypes as ct
@@ -35,10 +36,23 @@ from .kernel.btf import Field, ctypes_fields, raw_fields
 # enum bpf_map_type (uapi)
 HASH, ARRAY, PROG_ARRAY, PERF_EVENT_ARRAY, PERCPU_HASH, PERCPU_ARRAY, STACK_TRACE = 1, 2, 3, 4, 5, 6, 7
 LRU_HASH, LRU_PERCPU_HASH, LPM_TRIE, QUEUE, STACK, RINGBUF = 9, 10, 11, 22, 23, 27
-TYPE_NAMES = {HASH: "hash", ARRAY: "array", PROG_ARRAY: "prog_array", PERF_EVENT_ARRAY: "perf_event_array",
-              PERCPU_HASH: "percpu_hash", PERCPU_ARRAY: "percpu_array", STACK_TRACE: "stack_trace",
-              LRU_HASH: "lru_hash", LRU_PERCPU_HASH: "lru_percpu_hash", LPM_TRIE: "lpm_trie",
-              QUEUE: "queue", STACK: "stack", RINGBUF: "ringbuf", 12: "array_of_maps", 13: "hash_of_maps"}
+TYPE_NAMES = {
+    HASH: "hash",
+    ARRAY: "array",
+    PROG_ARRAY: "prog_array",
+    PERF_EVENT_ARRAY: "perf_event_array",
+    PERCPU_HASH: "percpu_hash",
+    PERCPU_ARRAY: "percpu_array",
+    STACK_TRACE: "stack_trace",
+    LRU_HASH: "lru_hash",
+    LRU_PERCPU_HASH: "lru_percpu_hash",
+    LPM_TRIE: "lpm_trie",
+    QUEUE: "queue",
+    STACK: "stack",
+    RINGBUF: "ringbuf",
+    12: "array_of_maps",
+    13: "hash_of_maps",
+}
 PERCPU_TYPES = {PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH}
 ARRAY_TYPES = {ARRAY, PERCPU_ARRAY}
 BATCH_TYPES = {HASH, ARRAY, PERCPU_HASH, PERCPU_ARRAY, LRU_HASH, LRU_PERCPU_HASH}
@@ -90,6 +104,7 @@ def _ptr(buf: np.ndarray | None):
 
 # ------------------------------------------------------------------ layouts
 
+
 class Layout:
     """How the bytes of a key or a value become columns: a numpy structured
     dtype over the flat fields (bit-fields share their storage unit)."""
@@ -99,8 +114,7 @@ class Layout:
         self.scalar = len(fields) == 1 and fields[0].name == ""
         names = [self.column(f) for f in fields]
         formats = [(f.base, f.shape) if f.shape else f.base for f in fields]
-        self.dtype = np.dtype({"names": names, "formats": formats, "offsets": [f.offset for f in fields],
-                               "itemsize": itemsize or size})
+        self.dtype = np.dtype({"names": names, "formats": formats, "offsets": [f.offset for f in fields], "itemsize": itemsize or size})
 
     def column(self, f: Field) -> str:
         return f.name or self.role
@@ -138,25 +152,23 @@ class Layout:
             return rec
         if self.scalar:
             if isinstance(value, (tuple, list, dict)) and self.fields[0].kind != "bytes" and not self.fields[0].shape:
-                raise TypeError(f"{what}: the {self.role} is a single {_describe(self.fields[0])}, "
-                                f"not a {type(value).__name__}")
+                raise TypeError(f"{what}: the {self.role} is a single {_describe(self.fields[0])}, not a {type(value).__name__}")
             _set_field(rec, self.fields[0], self.role, value, what)
             return rec
         if isinstance(value, dict):
             flat = _flatten_dict(value)
             unknown = [k for k in flat if k not in self.columns]
             if unknown:
-                raise KeyError(f"{what}: no field {unknown[0]!r} in the {self.role} "
-                               f"(fields: {', '.join(self.columns)})")
+                raise KeyError(f"{what}: no field {unknown[0]!r} in the {self.role} (fields: {', '.join(self.columns)})")
             items = flat.items()
         elif isinstance(value, (tuple, list)):
             if len(value) != len(self.fields):
-                raise ValueError(f"{what}: {len(value)} values given, the {self.role} has "
-                                 f"{len(self.fields)} fields ({', '.join(self.columns)})")
+                raise ValueError(f"{what}: {len(value)} values given, the {self.role} has {len(self.fields)} fields ({', '.join(self.columns)})")
             items = zip(self.columns, value)
         else:
-            raise TypeError(f"{what}: the {self.role} is a struct ({', '.join(self.columns)}): "
-                            f"give a dict, a tuple or bytes, not {type(value).__name__}")
+            raise TypeError(
+                f"{what}: the {self.role} is a struct ({', '.join(self.columns)}): give a dict, a tuple or bytes, not {type(value).__name__}"
+            )
         by_name = {self.column(f): f for f in self.fields}
         for name, v in items:
             _set_field(rec, by_name[name], name, v, what)
@@ -181,6 +193,7 @@ def decode_field(f: Field, values: np.ndarray):
         return raw.astype(f.base)
     if f.kind == "str":
         from .events.records import decode_cstrings
+
         if not f.shape:
             return decode_cstrings(values)
         flat = np.asarray(decode_cstrings(values.reshape(-1)), dtype=object).reshape(values.shape)
@@ -188,7 +201,7 @@ def decode_field(f: Field, values: np.ndarray):
     if f.kind == "bytes":
         width = f.size
         raw = np.ascontiguousarray(values).tobytes()
-        return np.array([raw[i:i + width] for i in range(0, len(raw), width)], dtype=object)
+        return np.array([raw[i : i + width] for i in range(0, len(raw), width)], dtype=object)
     if f.shape:
         copy = np.array(values)  # compact, and independent of the read buffer
         col = np.empty(len(copy), dtype=object)
@@ -207,8 +220,12 @@ def _describe(f: Field) -> str:
     if f.kind == "str":
         return f"char[{f.size}]"
     bits = f"{f.bits}-bit " if f.bits else ""
-    text = {"int": f"{bits}signed {f.size * 8}-bit int", "uint": f"{bits}unsigned {f.size * 8}-bit int",
-            "float": f"{f.size * 8}-bit float", "bool": "bool"}.get(f.kind, f"{f.size} bytes")
+    text = {
+        "int": f"{bits}signed {f.size * 8}-bit int",
+        "uint": f"{bits}unsigned {f.size * 8}-bit int",
+        "float": f"{f.size * 8}-bit float",
+        "bool": "bool",
+    }.get(f.kind, f"{f.size} bytes")
     return text + "".join(f"[{d}]" for d in f.shape)
 
 
@@ -331,6 +348,7 @@ def _set_column(recs: np.ndarray, f: Field, name: str, column, what: str) -> Non
 
 # ------------------------------------------------------------------ raw kernel reads
 
+
 class ReadStats:
     """How the last read went: method (batch / get_next_key / lookup / peek), syscalls, entries, seconds."""
 
@@ -338,12 +356,10 @@ class ReadStats:
         self.method, self.syscalls, self.entries, self.seconds = method, 0, 0, 0.0
 
     def as_dict(self) -> dict:
-        return {"method": self.method, "syscalls": self.syscalls, "entries": self.entries,
-                "seconds": self.seconds}
+        return {"method": self.method, "syscalls": self.syscalls, "entries": self.entries, "seconds": self.seconds}
 
     def __repr__(self) -> str:
-        return (f"<read {self.entries} entries by {self.method}: {self.syscalls} syscalls, "
-                f"{self.seconds * 1e3:.1f} ms>")
+        return f"<read {self.entries} entries by {self.method}: {self.syscalls} syscalls, {self.seconds * 1e3:.1f} ms>"
 
 
 class _NoBatch(Exception):
@@ -367,8 +383,9 @@ def batch_read(fd: int, key_size: int, value_bytes: int, max_entries: int, stats
         keys = np.empty((cap, key_size), np.uint8)
         values = np.empty((cap, value_bytes), np.uint8)
         count.value = cap
-        ret = lib.bpf_map_lookup_batch(fd, None if first else _ptr(cursor_in), _ptr(cursor_out), _ptr(keys),
-                                       _ptr(values), ct.byref(count), ct.byref(opts))
+        ret = lib.bpf_map_lookup_batch(
+            fd, None if first else _ptr(cursor_in), _ptr(cursor_out), _ptr(keys), _ptr(values), ct.byref(count), ct.byref(opts)
+        )
         stats.syscalls += 1
         err, n = _err(ret), count.value
         if err and err != _errno.ENOENT and n == 0:
@@ -424,6 +441,7 @@ def walk_read(fd: int, key_size: int, value_bytes: int, stats: ReadStats):
 
 # ------------------------------------------------------------------ the view
 
+
 class MapView:
     """One map of one loaded module (see the module docstring).
 
@@ -478,23 +496,20 @@ class MapView:
             value_fields = btf.fields(vid)
         if key_fields is None and handle.key_ctype is not None and ct.sizeof(handle.key_ctype) == self.key_size:
             key_fields = ctypes_fields(handle.key_ctype)
-        if value_fields is None and handle.leaf_ctype is not None \
-                and ct.sizeof(handle.leaf_ctype) == self.value_size:
+        if value_fields is None and handle.leaf_ctype is not None and ct.sizeof(handle.leaf_ctype) == self.value_size:
             value_fields = ctypes_fields(handle.leaf_ctype)
         if self.map_type in ARRAY_TYPES | {PROG_ARRAY} and self.key_size == 4:
             key_fields = [Field("", 0, "uint", 4)]  # BCC types array indices as int
         if self.key_size == 0:  # queues and stacks have no key
             key_fields = []
-        return (raw_fields(self.key_size) if key_fields is None else key_fields,
-                value_fields or raw_fields(self.value_size))
+        return (raw_fields(self.key_size) if key_fields is None else key_fields, value_fields or raw_fields(self.value_size))
 
     def _live(self):
         """The module behind the view, refusing clearly when it was unloaded
         (a re-run cell of the same name is followed)."""
         module = self.session.modules.get(self.module_name)
         if module is None or module.closed:
-            raise UsageProblem(f"{self.name}: module {self.module_name} was unloaded, so its map "
-                               f"{self.table} is gone; load the cell again")
+            raise UsageProblem(f"{self.name}: module {self.module_name} was unloaded, so its map {self.table} is gone; load the cell again")
         if module is not self._module:
             if self.table not in module.tables and self.table not in global_sections(module):
                 raise UsageProblem(f"{self.name}: the re-run module {self.module_name} has no table {self.table}")
@@ -512,8 +527,10 @@ class MapView:
         return self.key.columns + self.value.columns
 
     def __repr__(self) -> str:
-        return (f"<bpfmagic map {self.name} ({self.type_name}, {self.max_entries} entries max, "
-                f"key {', '.join(self.key.columns)}; value {', '.join(self.value.columns)})>")
+        return (
+            f"<bpfmagic map {self.name} ({self.type_name}, {self.max_entries} entries max, "
+            f"key {', '.join(self.key.columns)}; value {', '.join(self.value.columns)})>"
+        )
 
     # -------------------------------------------------- reading
     def _session_array(self):
@@ -529,8 +546,7 @@ class MapView:
         ``last_read`` says how (method, syscalls)."""
         self._live()
         if self.map_type in (RINGBUF, PERF_EVENT_ARRAY):
-            raise UsageProblem(f"{self.name} is an event table ({self.type_name}): its records are a stream, "
-                               f"see %bpf df {self.table}")
+            raise UsageProblem(f"{self.name} is an event table ({self.type_name}): its records are a stream, see %bpf df {self.table}")
         stats = ReadStats()
         start = time.perf_counter()
         value_bytes = self.stride * self.ncpu
@@ -577,8 +593,7 @@ class MapView:
             if _err(ret) == 0:
                 keys.append(index)
                 values.append(int(v[0]))
-        return (np.array(keys, np.uint32).view(np.uint8).reshape(-1, 4),
-                np.array(values, np.uint32).view(np.uint8).reshape(-1, 4))
+        return (np.array(keys, np.uint32).view(np.uint8).reshape(-1, 4), np.array(values, np.uint32).view(np.uint8).reshape(-1, 4))
 
     def df(self, sum: bool = False, sort: str | None = None, top: int | None = None):
         """DataFrame of every entry: key columns, then value columns (per CPU
@@ -586,6 +601,7 @@ class MapView:
         ``top``: only the first N rows after sorting (by the first numeric
         value column when ``sort`` is not given). ``df.attrs["read"]``: how it was read."""
         import pandas as pd
+
         if self.map_type == PROG_ARRAY:
             array = self._session_array()
             if array is not None:  # the session's own array: named slots, programs, counts
@@ -699,8 +715,7 @@ class MapView:
         v = self.value.pack(value, f"{self.name} value", base) if base is not None else self._pack_value(value)
         err = _err(_lib().bpf_map_update_elem(self.fd, _ptr(k), _ptr(v), libbpf.BPF_ANY))
         if err == _errno.EPERM and self.globals:
-            raise UsageProblem(f"{self.name} is frozen at load (.rodata: const volatile): set it before "
-                               f"loading, with --set VAR=VALUE")
+            raise UsageProblem(f"{self.name} is frozen at load (.rodata: const volatile): set it before loading, with --set VAR=VALUE")
         if err == _errno.E2BIG:
             raise UsageProblem(f"{self.name} is full ({self.max_entries} entries): {key!r} cannot be added")
         if err:
@@ -722,8 +737,7 @@ class MapView:
     def __delitem__(self, key) -> None:
         self._writable()
         if self.map_type in ARRAY_TYPES:
-            raise UsageProblem(f"{self.name} is an array: its elements cannot be deleted, only set "
-                               f"(to 0 with view[{key!r}] = 0; all with .clear())")
+            raise UsageProblem(f"{self.name} is an array: its elements cannot be deleted, only set (to 0 with view[{key!r}] = 0; all with .clear())")
         err = _err(_lib().bpf_map_delete_elem(self.fd, _ptr(self._pack_key(key))))
         if err == _errno.ENOENT:
             raise KeyError(key)
@@ -771,8 +785,7 @@ class MapView:
         n = len(frame)
         missing = [c for c in self.key.columns if c not in frame.columns]
         if missing:
-            raise UsageProblem(f"{self.name}.from_df: no column {missing[0]!r} for the key "
-                               f"(key columns: {', '.join(self.key.columns)})")
+            raise UsageProblem(f"{self.name}.from_df: no column {missing[0]!r} for the key (key columns: {', '.join(self.key.columns)})")
         keys = self.key.pack_columns({c: frame[c] for c in self.key.columns}, n, f"{self.name}.from_df")
         values = np.zeros((n, self.ncpu), self.value.dtype)
         for f in self.value.fields:
@@ -780,8 +793,7 @@ class MapView:
             for cpu in range(self.ncpu):
                 column = f"{name}.cpu{cpu}" if self.percpu and f"{name}.cpu{cpu}" in frame.columns else name
                 if column not in frame.columns:
-                    raise UsageProblem(f"{self.name}.from_df: no column {column!r} for the value "
-                                       f"(value columns: {', '.join(self.value.columns)})")
+                    raise UsageProblem(f"{self.name}.from_df: no column {column!r} for the value (value columns: {', '.join(self.value.columns)})")
                 _set_column(values[:, cpu], f, name, frame[column], f"{self.name}.from_df")
         raw_keys = np.ascontiguousarray(keys).view(np.uint8).reshape(n, -1)[:, : self.key_size]
         self._update_batch(np.ascontiguousarray(raw_keys), values.reshape(-1))
@@ -794,13 +806,15 @@ class MapView:
             return
         count = ct.c_uint32(n)
         opts = BatchOpts(sz=ct.sizeof(BatchOpts))
-        err = _err(lib.bpf_map_update_batch(self.fd, _ptr(raw_keys), _ptr(values), ct.byref(count),
-                                            ct.byref(opts))) if self.map_type in BATCH_TYPES else _errno.EINVAL
+        err = (
+            _err(lib.bpf_map_update_batch(self.fd, _ptr(raw_keys), _ptr(values), ct.byref(count), ct.byref(opts)))
+            if self.map_type in BATCH_TYPES
+            else _errno.EINVAL
+        )
         if err in _NO_OP and count.value in (0, n):  # no batch op here: one entry at a time
             per = self.ncpu
             for i in range(n):
-                e = _err(lib.bpf_map_update_elem(self.fd, _ptr(raw_keys[i]), _ptr(values[i * per:(i + 1) * per]),
-                                                 libbpf.BPF_ANY))
+                e = _err(lib.bpf_map_update_elem(self.fd, _ptr(raw_keys[i]), _ptr(values[i * per : (i + 1) * per]), libbpf.BPF_ANY))
                 if e:
                     raise _write_error(self, e, i)
         elif err:
@@ -814,6 +828,7 @@ class MapView:
         with a ``slot`` field gives one histogram per value of the other key
         fields (sections), over the same bucket range."""
         import pandas as pd
+
         frame = self.df(sum=True)
         if not self.value.scalar or self.value.fields[0].kind not in ("int", "uint"):
             raise UsageProblem(f"{self.name}: a histogram needs integer counts as values")
@@ -836,8 +851,9 @@ class MapView:
         one = np.uint64(1)
         low = np.where(bucket <= 1, 0, one << np.maximum(bucket - 1, 0).astype(np.uint64)).astype(np.uint64)
         high = np.where(bucket == 0, 0, (one << bucket.astype(np.uint64)) - one).astype(np.uint64)
-        out = pd.DataFrame({**{c: frame[c].to_numpy() for c in sections}, "bucket": bucket, "low": low,
-                            "high": high, "count": frame["count"].to_numpy()})
+        out = pd.DataFrame(
+            {**{c: frame[c].to_numpy() for c in sections}, "bucket": bucket, "low": low, "high": high, "count": frame["count"].to_numpy()}
+        )
         out = out.sort_values(sections + ["bucket"], ignore_index=True)
         out.attrs["map"] = self.name
         return out
@@ -847,6 +863,7 @@ class MapView:
         from matplotlib.figure import (
             Figure,  # no pyplot: no GUI backend, no global figure state
         )
+
         if ax is None:
             fig = Figure(figsize=(8, 3.5), layout="constrained")
             ax = fig.add_subplot()
@@ -857,8 +874,7 @@ class MapView:
         sections = [c for c in df.columns if c not in ("bucket", "low", "high", "count")]
         if sections:
             for name, part in df.groupby(sections):
-                ax.bar([f"{lo}-{hi}" for lo, hi in zip(part["low"], part["high"])], part["count"],
-                       alpha=0.6, label=str(name))
+                ax.bar([f"{lo}-{hi}" for lo, hi in zip(part["low"], part["high"])], part["count"], alpha=0.6, label=str(name))
             ax.legend()
         else:
             ax.bar(labels, df["count"])
@@ -871,8 +887,7 @@ class MapView:
 
 def _write_error(view: MapView, err: int, index: int) -> Exception:
     if err == _errno.E2BIG:
-        return UsageProblem(f"{view.name} is full ({view.max_entries} entries): row {index} and later "
-                            f"were not written")
+        return UsageProblem(f"{view.name} is full ({view.max_entries} entries): row {index} and later were not written")
     return OSError(err, f"{view.name}: writing row {index} failed: {_errno.errorcode.get(err, err)}")
 
 
@@ -907,6 +922,7 @@ class _suppress_os:
 
 # ------------------------------------------------------------------ names
 
+
 def global_sections(module) -> dict[str, str]:
     """A module's global-variable maps (--core): section name without the dot
     ("bss", "data", "rodata", "data.custom") -> the backend's map name."""
@@ -919,8 +935,9 @@ def find(session, name: str) -> MapView:
     if dot:
         module = session.modules.get(mod_name)
         if module is None:
-            raise UsageProblem(f"no module {mod_name!r} (modules: {', '.join(session.modules) or 'none'}); "
-                               f"a map of an unloaded module is gone with it")
+            raise UsageProblem(
+                f"no module {mod_name!r} (modules: {', '.join(session.modules) or 'none'}); a map of an unloaded module is gone with it"
+            )
         return view_of(session, module, table)
     owners = [m for m in session.modules.values() if name in m.tables]
     if name in session.arrays:  # a session prog array, whichever cells declare it
@@ -931,8 +948,7 @@ def find(session, name: str) -> MapView:
     if len(owners) == 1:
         return MapView(session, owners[0], name)
     if len(owners) > 1:
-        raise UsageProblem(f"several modules have a table {name!r}: name one of "
-                           f"{', '.join(f'{m.name}.{name}' for m in owners)}")
+        raise UsageProblem(f"several modules have a table {name!r}: name one of {', '.join(f'{m.name}.{name}' for m in owners)}")
     known = [f"{m.name}.{t}" for m in session.modules.values() for t in m.tables]
     raise UsageProblem(f"no map {name!r}; maps: {', '.join(known) or 'none (no module is loaded)'}")
 

@@ -2,6 +2,7 @@
 attachments and slots) and its Programs (one loaded function each, with the
 kernel's and the verifier's view of it). The Session owns them; the load
 transaction (load.py) makes them."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -35,12 +36,14 @@ class Program:
         """The verifier's cost: instructions processed (of the 1,000,000 limit), states,
         verification time, stack depth per subprogram (verifier.VerifierStats)."""
         from .experiments.verifier import stats_of
+
         return stats_of(self)
 
     def dump(self, mode: str = "xlated", source: bool = True) -> str:
         """The program's code: ``xlated`` (the BPF the kernel runs) or ``jited`` (x86), with the
         cell's source lines interleaved (BTF line info) and tail-call sites marked."""
         from .experiments.dump import dump
+
         return dump(self, mode=mode, source=source)
 
     @property
@@ -111,6 +114,7 @@ class Module:
         """Global variables of a --core module: ``m.globals["count"]``, ``m.globals["selector"] = 2``,
         ``m.globals.df()``."""
         from .globals import Globals
+
         return Globals(self)
 
     @property
@@ -135,6 +139,7 @@ class Module:
         """A view of map TABLE: .df(), [key], [key] = value, del, .clear(), .from_df() (maps.MapView);
         --core globals: map("bss"), map("data"), map("rodata")."""
         from .maps import view_of
+
         if self.closed:
             raise UsageProblem(f"module {self.name} was unloaded: its maps are gone")
         return view_of(self.session, self, table)

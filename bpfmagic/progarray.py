@@ -1,6 +1,7 @@
 """Session-wide prog arrays: one kernel map per name, pinned so every cell's
 BCC module opens the same map, with named keys and a record of what is in
 each slot."""
+
 from __future__ import annotations
 
 import functools
@@ -25,8 +26,8 @@ def check_name(kind: str, name: str, max_len: int = 63) -> str:
     so no name can reach a path outside the session's pin directory."""
     if not isinstance(name, str) or not NAME_RE.fullmatch(name) or len(name) > max_len:
         raise UsageProblem(
-            f"bad {kind} name {name!r}: use a C identifier (letters, digits, _; "
-            f"not starting with a digit; at most {max_len} characters)")
+            f"bad {kind} name {name!r}: use a C identifier (letters, digits, _; not starting with a digit; at most {max_len} characters)"
+        )
     return name
 
 
@@ -51,6 +52,7 @@ def syscall_numbers() -> dict[str, int]:
             return table
     try:
         from bcc.syscall import syscalls  # BCC's (older) x86_64 table
+
         return {v.decode(): k for k, v in syscalls.items()}
     except Exception:
         return {}
@@ -87,8 +89,7 @@ class ProgArray:
 
     def __repr__(self) -> str:
         keys = "syscall keys" if self.keys == "syscalls" else f"{len(self.names)} named slots"
-        return (f"<ProgArray {self.name}: {self.size} slots of {self.owner_type or 'any type yet'}, {keys}, "
-                f"{len(self.entries)} filled>")
+        return f"<ProgArray {self.name}: {self.size} slots of {self.owner_type or 'any type yet'}, {keys}, {len(self.entries)} filled>"
 
     def call_counts(self) -> tuple[list[int], list[int]]:
         """(calls, missed) per index, summed over CPUs."""
@@ -161,8 +162,7 @@ class ProgArray:
         registered name. With ``allocate`` a new name takes the lowest free
         index; it goes into ``pending`` (committed only when the cell loads)."""
         if isinstance(key, str) and re.fullmatch(r"0\d+", key):  # C would read 010 as octal 8: no guessing
-            raise SlotError(f"{self.name}[{key}]: a slot index has no leading zero; write {int(key, 10)} "
-                            f"(or 0x{int(key, 10):x})")
+            raise SlotError(f"{self.name}[{key}]: a slot index has no leading zero; write {int(key, 10)} (or 0x{int(key, 10):x})")
         if isinstance(key, int) or (isinstance(key, str) and re.fullmatch(r"\d+|0[xX][0-9a-fA-F]+", key)):
             index = int(key, 0) if isinstance(key, str) else key
             if not 0 <= index < self.size:
@@ -173,8 +173,10 @@ class ProgArray:
             if number is None:
                 raise SlotError(f"{self.name}[{key}]: {key!r} is not a syscall of {platform.machine()}")
             if number >= self.size:
-                raise SlotError(f"{self.name}[{key}]: syscall {key} is number {number}, beyond the array's {self.size} slots; "
-                                f"recreate it bigger (%bpf progarray {self.name} 512 --keys syscalls)")
+                raise SlotError(
+                    f"{self.name}[{key}]: syscall {key} is number {number}, beyond the array's {self.size} slots; "
+                    f"recreate it bigger (%bpf progarray {self.name} 512 --keys syscalls)"
+                )
             return number
         check_name("slot", key)
         if key in self.names:
@@ -211,10 +213,12 @@ class ProgArray:
         self.entries[index] = program
 
     def mismatch(self, program, have: str) -> str:
-        return (f"{self.name} holds {have} programs (the first program that used it fixed the type); "
-                f"{program.qualname} is a {program.type} program. Tail calls only reach programs of the "
-                f"caller's type: load {program.name} as {have} (its context parameter must fit), "
-                f"or use another array.")
+        return (
+            f"{self.name} holds {have} programs (the first program that used it fixed the type); "
+            f"{program.qualname} is a {program.type} program. Tail calls only reach programs of the "
+            f"caller's type: load {program.name} as {have} (its context parameter must fit), "
+            f"or use another array."
+        )
 
     def clear(self, index: int) -> None:
         libbpf.map_delete_u32(self.fd, index)
@@ -249,6 +253,7 @@ def slot_counts(arrays) -> dict[tuple[str, int], tuple[int, int]]:
 
 def _suppress():
     import contextlib
+
     return contextlib.suppress(OSError)
 
 
@@ -268,8 +273,7 @@ def create(name: str, size: int, pin: str, prog_type: str | None = None, keys: s
         with _suppress():
             os.unlink(pin)
         raise
-    return ProgArray(name=name, size=size, fd=fds[0], pin=pin, declared_type=prog_type, keys=keys,
-                     counter_fd=fds[1], counter_pin=counter_pin(pin))
+    return ProgArray(name=name, size=size, fd=fds[0], pin=pin, declared_type=prog_type, keys=keys, counter_fd=fds[1], counter_pin=counter_pin(pin))
 
 
 def counter_pin(pin: str) -> str:

@@ -6,6 +6,7 @@ is module.py; how a cell is loaded or re-run is load.py.
 Long because: it is the Python API's one door (DESIGN.md) and the registry every
 method locks; most methods are a few lines that hand over to the module doing the
 work (load.py, progarray.py, experiments/, events/, maps.py)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -46,10 +47,8 @@ _serials = itertools.count(1)
 # ARRAY.call); run_cnt/run_time_ns: the kernel's stats, which count a program
 # only when it runs as an entry point (attached or test-run), never when it
 # is reached by a tail call.
-SLOT_COLUMNS = ["array", "index", "key", "program", "type", "prog_id", "calls", "taken", "missed",
-                "run_cnt", "run_time_ns"]
-LS_COLUMNS = ["module", "function", "type", "prog_id", "attached", "slots", "tables", "insns_processed",
-              "states", "verify_us", "stack"]
+SLOT_COLUMNS = ["array", "index", "key", "program", "type", "prog_id", "calls", "taken", "missed", "run_cnt", "run_time_ns"]
+LS_COLUMNS = ["module", "function", "type", "prog_id", "attached", "slots", "tables", "insns_processed", "states", "verify_us", "stack"]
 
 
 def parse_slot_spec(spec: str) -> tuple[str, str]:
@@ -90,10 +89,12 @@ class Session:
         self.on_load: list = []
         self.on_unload: list = []
         from .events.manager import StreamManager  # numpy: imported only once a Session exists
+
         self.streams = StreamManager(self)  # event tables -> DataFrames, started/stopped by the hooks above
         self.env = _prepare_environment() if prepare else {}
         # env is imported late: `python -m bpfmagic.kernel.env` must not find it loaded already
         from .kernel import env
+
         self.privileges = env.privileges()
         if self.privileges.can_load:
             _claim_pins()
@@ -115,7 +116,8 @@ class Session:
             raise EnvironmentProblem(
                 f"loading BPF programs needs root or CAP_BPF (with CAP_PERFMON for tracing and "
                 f"CAP_NET_ADMIN for XDP/tc); this process has {p.describe()}. Start Jupyter as root, "
-                f"or grant the capabilities: setcap cap_bpf,cap_perfmon,cap_net_admin+ep $(readlink -f $(which python3))")
+                f"or grant the capabilities: setcap cap_bpf,cap_perfmon,cap_net_admin+ep $(readlink -f $(which python3))"
+            )
         if self.closed:
             raise UsageProblem("this Session is closed; create a new one")
 
@@ -124,10 +126,10 @@ class Session:
         (pins.py: a trusted root, a directory locked for the process's life)."""
         if self._pin_dir is None:
             from .kernel import env
+
             status = env.ensure_bpffs()
             if not env.is_mounted("/sys/fs/bpf", "bpf"):
-                raise EnvironmentProblem(f"bpffs is not mounted and could not be ({status}); "
-                                         "run: mount -t bpf bpf /sys/fs/bpf")
+                raise EnvironmentProblem(f"bpffs is not mounted and could not be ({status}); run: mount -t bpf bpf /sys/fs/bpf")
             self._pin_dir = pins.process_dir().session_dir(self._serial)
         return self._pin_dir
 
@@ -138,8 +140,7 @@ class Session:
             try:
                 self._stats_fd = libbpf.enable_stats()
             except OSError as e:
-                raise EnvironmentProblem(f"the kernel refused to turn run-time stats on ({e.strerror}); "
-                                         "it needs CAP_SYS_ADMIN or root") from None
+                raise EnvironmentProblem(f"the kernel refused to turn run-time stats on ({e.strerror}); it needs CAP_SYS_ADMIN or root") from None
 
     def disable_stats(self) -> None:
         if self._stats_fd is not None:
@@ -151,8 +152,9 @@ class Session:
         return self._stats_fd is not None
 
     # ------------------------------------------------------------ arrays
-    def progarray(self, name: str, size: int, type: str | None = None, keys: str | None = None,
-                  slots: dict[str, int] | list[str] | str | None = None) -> prog_arrays.ProgArray:
+    def progarray(
+        self, name: str, size: int, type: str | None = None, keys: str | None = None, slots: dict[str, int] | list[str] | str | None = None
+    ) -> prog_arrays.ProgArray:
         """Create the session array NAME (or return it when it exists with the same size).
         ``slots``: names for indices, "a,b,c" / ["a", "b"] (0, 1, ...) or {"a": 3}."""
         self._require_privileges()
@@ -178,15 +180,16 @@ class Session:
             existing = self.arrays.get(name)
             if existing is not None:
                 if existing.size != size:
-                    raise SlotError(f"array {name} exists with {existing.size} slots, not {size}; "
-                                    f"`%bpf unload {name}` or `%bpf reset` first")
+                    raise SlotError(f"array {name} exists with {existing.size} slots, not {size}; `%bpf unload {name}` or `%bpf reset` first")
                 if type is not None and existing.owner_type and existing.owner_type != type:
                     raise SlotError(f"array {name} already holds {existing.owner_type} programs, not {type}")
                 if keys is not None and keys != existing.keys and (existing.names or existing.keys is not None):
                     if not self._rekey_to_syscalls(existing, keys):
                         named = ", ".join(f"{n}={i}" for n, i in existing.names.items()) or existing.keys
-                        raise SlotError(f"array {name} already has keys ({named}); run `%bpf progarray {name} "
-                                        f"{size} --keys {keys}` before the cells that use it, or `%bpf reset`")
+                        raise SlotError(
+                            f"array {name} already has keys ({named}); run `%bpf progarray {name} "
+                            f"{size} --keys {keys}` before the cells that use it, or `%bpf reset`"
+                        )
                 for key, index in names.items():
                     owner = next((n for n, i in existing.names.items() if i == index and n != key), None)
                     if index is not None and owner:
@@ -203,7 +206,8 @@ class Session:
                         f"{e.filename if os.path.isabs(str(e.filename or '')) else PIN_ROOT} "
                         f"({e.strerror}); session prog arrays are pinned in bpffs, and this process has "
                         f"{self.privileges.describe()}. Run Jupyter as root, or have root create "
-                        f"{PIN_ROOT} owned by this user") from None
+                        f"{PIN_ROOT} owned by this user"
+                    ) from None
                 array = prog_arrays.create(name, size, os.path.join(pins, name), type, keys)
                 self.arrays[name] = array
             if type is not None:
@@ -226,8 +230,7 @@ class Session:
             return False
         if any(n not in numbers or numbers[n] >= array.size for n in array.names):
             return False
-        if any((r.array, r.key) == (array.name, n) for m in self.modules.values() for r in m.syntax.slot_refs
-               for n in array.names):
+        if any((r.array, r.key) == (array.name, n) for m in self.modules.values() for r in m.syntax.slot_refs for n in array.names):
             return False
         moves = {array.names[n]: numbers[n] for n in array.names}
         if any(new in array.entries and new not in moves for new in moves.values()):
@@ -251,14 +254,26 @@ class Session:
             return self.arrays[name]
         except KeyError:
             known = ", ".join(self.arrays) or "none yet"
-            raise SlotError(f"no prog array {name!r} in this session (arrays: {known}); declare it with "
-                            f"BPF_PROG_ARRAY({name}, N) in a cell or `%bpf progarray {name} N`") from None
+            raise SlotError(
+                f"no prog array {name!r} in this session (arrays: {known}); declare it with "
+                f"BPF_PROG_ARRAY({name}, N) in a cell or `%bpf progarray {name} N`"
+            ) from None
 
     # ------------------------------------------------------------ loading
-    def load(self, name: str, source: str = "", attach: dict[str, str | list[str]] | None = None,
-             slots: dict[str, str] | None = None, cflags: str | Sequence[str] = (), file: str | None = None,
-             verbose: bool = False, core: bool = False, origin: str | None = None,
-             count_tail_calls: bool = True, globals: dict | None = None) -> Module:
+    def load(
+        self,
+        name: str,
+        source: str = "",
+        attach: dict[str, str | list[str]] | None = None,
+        slots: dict[str, str] | None = None,
+        cflags: str | Sequence[str] = (),
+        file: str | None = None,
+        verbose: bool = False,
+        core: bool = False,
+        origin: str | None = None,
+        count_tail_calls: bool = True,
+        globals: dict | None = None,
+    ) -> Module:
         """Compile and load SOURCE as module NAME, attach and slot its programs.
 
         attach: {"func": "raw_tracepoint:sys_enter"} (a value may be a list of targets)
@@ -285,19 +300,31 @@ class Session:
         check_includes(source, origin, os.path.dirname(os.path.abspath(file)) if file else None, list(cflags))
         if globals and not core:
             raise UsageProblem("globals= (--set) sets global variables of --core cells; BCC has no such globals")
-        req = LoadRequest(name, source, origin, attach_specs, slot_specs, list(cflags), verbose,
-                          count_tail_calls, core, file, dict(globals or {}), self.paths_enabled)
+        req = LoadRequest(
+            name,
+            source,
+            origin,
+            attach_specs,
+            slot_specs,
+            list(cflags),
+            verbose,
+            count_tail_calls,
+            core,
+            file,
+            dict(globals or {}),
+            self.paths_enabled,
+        )
         with self._lock:
             old = self.modules.get(name)
             try:
                 return LoadTransaction(self, req, old).run()
             except BpfError as e:
                 if old is not None:
-                    e.message += (f"\n\n[bpfmagic] the new version of {name} was not loaded; the previous "
-                                  f"version is still loaded, attached and slotted.")
+                    e.message += (
+                        f"\n\n[bpfmagic] the new version of {name} was not loaded; the previous version is still loaded, attached and slotted."
+                    )
                     e.args = (e.message,)
                 raise
-
 
     # ------------------------------------------------------------ per call site counters
     def _alloc_sites(self, syntax: CellSyntax, req: LoadRequest) -> int | None:
@@ -305,10 +332,12 @@ class Session:
         session's per-CPU map __bm_sites (created on first use); None when the cell has no
         tail call, counting is off, or the map is full (then only per-slot counts)."""
         from .c.instrument import SITES
+
         if not (req.count_calls or req.paths) or not (syntax.tail_calls or req.paths):
             return None
         if req.paths and self._path_maps is None:  # freed by a reset while paths stay on
             from .experiments.paths import PathMaps
+
             self._path_maps = PathMaps.create(self.pin_dir())
         lines = syntax.source.count("\n") + 2
         if self._next_site + lines > SITES:
@@ -345,6 +374,7 @@ class Session:
         self._require_privileges()
         if self._path_maps is None:
             from .experiments.paths import PathMaps
+
             self._path_maps = PathMaps.create(self.pin_dir())
         self.paths_enabled = True
 
@@ -352,12 +382,12 @@ class Session:
         """Cells loaded from now on run without path recording (loaded ones keep theirs)."""
         self.paths_enabled = False
 
-    def paths(self, array: str | None = None, seconds: float = 1.0,
-              during: Callable[[], object] | None = None) -> pd.DataFrame:
+    def paths(self, array: str | None = None, seconds: float = 1.0, during: Callable[[], object] | None = None) -> pd.DataFrame:
         """The distinct paths live runs took during SECONDS, or while the callable ``during``
         runs (those through ARRAY): DataFrame of path (one line of text), runs, share, hops,
         how it ended."""
         from .experiments import paths
+
         return paths.live(self, seconds=seconds, array=array, during=during)
 
     def misses(self) -> pd.DataFrame:
@@ -367,6 +397,7 @@ class Session:
         import pandas as pd
 
         from .c.instrument import SITES
+
         rows = []
         with self._lock:
             for m in self.modules.values():
@@ -376,17 +407,31 @@ class Session:
                 limit = libbpf.percpu_u64_sums(self._sites_fd, lines, start=2 * SITES + m.site_base)
                 counts = self.site_counts(m)
                 from .experiments.graph import resolve_key
+
                 for t in m.syntax.tail_calls:
                     calls, missed = counts.get(t.line, (0, 0))
                     lim = limit[t.line] if m.paths else None
                     a = self.arrays.get(t.array) if t.array else None
                     index = resolve_key(a, t.key, m.source) if a is not None and t.kind != "chain" else None
                     slot = a.label(index) if index is not None and 0 <= index < a.size else None
-                    rows.append({"module": m.name, "function": t.function, "line": t.line, "array": t.array,
-                                 "key": t.key, "slot": slot, "calls": calls, "taken": calls - missed, "missed": missed,
-                                 "slot_empty": missed - lim if lim is not None else None, "limit_reached": lim})
-        df = pd.DataFrame(rows, columns=["module", "function", "line", "array", "key", "slot", "calls", "taken",
-                                         "missed", "slot_empty", "limit_reached"])
+                    rows.append(
+                        {
+                            "module": m.name,
+                            "function": t.function,
+                            "line": t.line,
+                            "array": t.array,
+                            "key": t.key,
+                            "slot": slot,
+                            "calls": calls,
+                            "taken": calls - missed,
+                            "missed": missed,
+                            "slot_empty": missed - lim if lim is not None else None,
+                            "limit_reached": lim,
+                        }
+                    )
+        df = pd.DataFrame(
+            rows, columns=["module", "function", "line", "array", "key", "slot", "calls", "taken", "missed", "slot_empty", "limit_reached"]
+        )
         for col in ("slot_empty", "limit_reached"):
             df[col] = df[col].astype("Int64")
         return df.drop_duplicates(["module", "line"]).reset_index(drop=True)
@@ -395,6 +440,7 @@ class Session:
         """line of the cell -> (calls, fell through) at the tail-call site(s) on that line
         of MODULE (one read; fall-throughs first, so they never exceed the calls)."""
         from .c.instrument import SITES
+
         if module.site_base is None or self._sites_fd is None:
             return {}
         lines = module.source.count("\n") + 2
@@ -404,12 +450,13 @@ class Session:
 
     def _unload_advice(self, array_name: str) -> str:
         """How to free session array ARRAY_NAME: the modules that use it go first."""
-        users = [m.name for m in self.modules.values()
-                 if array_name in m.tables or any(d.name == array_name for d in m.syntax.arrays)
-                 or m.syntax.uses(array_name)]
+        users = [
+            m.name
+            for m in self.modules.values()
+            if array_name in m.tables or any(d.name == array_name for d in m.syntax.arrays) or m.syntax.uses(array_name)
+        ]
         steps = [f"`%bpf unload {n}`" for n in users] + [f"`%bpf unload {array_name}`"]
         return ", ".join(steps) + " (or `%bpf reset`)"
-
 
     def load_program(self, module: Module, func: str, type: str | None = None) -> Program:
         """FUNC of MODULE, loaded now if it is not yet (Module.program)."""
@@ -430,14 +477,15 @@ class Session:
     def map(self, name: str) -> MapView:
         """A view of map NAME (TABLE when one module has it, else MODULE.TABLE): maps.MapView."""
         from . import maps
+
         return maps.find(self, name)
 
-    def trace(self, seconds: float = 1.0, max_lines: int | None = None, grep: str | None = None,
-              older: bool = False) -> pd.DataFrame:
+    def trace(self, seconds: float = 1.0, max_lines: int | None = None, grep: str | None = None, older: bool = False) -> pd.DataFrame:
         """bpf_trace_printk lines from trace_pipe for up to SECONDS: DataFrame (ts, cpu, pid, comm, msg).
         Lines printed before this session began (left unread in the pipe by an
         earlier process) are skipped unless ``older``; ``df.attrs["older"]`` counts them."""
         from .events.trace import capture
+
         # The trace clock ("local") runs with CLOCK_MONOTONIC here; a second of slack covers their drift.
         since = None if older else self.started - 1.0
         return capture(seconds=seconds, max_lines=max_lines, grep=grep, since=since)
@@ -485,6 +533,7 @@ class Session:
     def ls(self) -> pd.DataFrame:
         """DataFrame: one row per module function (loaded or not), and tables."""
         import pandas as pd
+
         rows = []
         with self._lock:
             for m in self.modules.values():
@@ -492,19 +541,22 @@ class Session:
                 for func in m.functions:
                     p = m.programs.get(func)
                     v = p.verifier if p else None
-                    rows.append({
-                        "module": m.name, "function": func,
-                        "type": p.type if p else None,
-                        "prog_id": p.prog_id if p else None,
-                        "attached": ", ".join(self._attached_to(p)) if p else "",
-                        "slots": ", ".join(self._slots_of(p)) if p else "",
-                        "tables": tables,
-                        # The verifier's cost (log level 4 statistics of the load; the program's info).
-                        "insns_processed": v.insns_processed if v else None,
-                        "states": v.total_states if v else None,
-                        "verify_us": v.time_usec if v else None,
-                        "stack": "+".join(map(str, v.stack_depths)) if v and v.stack_depths else None,
-                    })
+                    rows.append(
+                        {
+                            "module": m.name,
+                            "function": func,
+                            "type": p.type if p else None,
+                            "prog_id": p.prog_id if p else None,
+                            "attached": ", ".join(self._attached_to(p)) if p else "",
+                            "slots": ", ".join(self._slots_of(p)) if p else "",
+                            "tables": tables,
+                            # The verifier's cost (log level 4 statistics of the load; the program's info).
+                            "insns_processed": v.insns_processed if v else None,
+                            "states": v.total_states if v else None,
+                            "verify_us": v.time_usec if v else None,
+                            "stack": "+".join(map(str, v.stack_depths)) if v and v.stack_depths else None,
+                        }
+                    )
         df = pd.DataFrame(rows, columns=LS_COLUMNS)
         for col in ("prog_id", "insns_processed", "states", "verify_us"):
             df[col] = df[col].astype("Int64")  # integers, blanks where not loaded (not NaN / 1394.0)
@@ -523,8 +575,7 @@ class Session:
         return out
 
     def _slots_of(self, p: Program) -> list[str]:
-        return [array.label(index) for array in self.arrays.values()
-                for index in sorted(array.entries) if array.entries[index] is p]
+        return [array.label(index) for array in self.arrays.values() for index in sorted(array.entries) if array.entries[index] is p]
 
     def slots(self, array: str | None = None, all_keys: bool = False) -> pd.DataFrame:
         """DataFrame of filled or named slots: array, index, key name, program, type,
@@ -532,6 +583,7 @@ class Session:
         session keeps them). The call counts are per slot, since the array was
         created, whoever sat in it; stats() credits each program only its own."""
         import pandas as pd
+
         rows = []
         with self._lock:
             arrays = [self.array(array)] if array else list(self.arrays.values())
@@ -543,47 +595,55 @@ class Session:
                 for index in indices:
                     p = a.entries.get(index)
                     info = p.info() if p else {}
-                    rows.append({
-                        "array": a.name, "index": index, "key": a.key_name(index),
-                        "program": p.qualname if p else None,
-                        "type": p.type if p else None,
-                        "prog_id": int(info["prog_id"]) if p else None,
-                        "calls": calls[index],
-                        "taken": max(calls[index] - missed[index], 0),
-                        "missed": missed[index],
-                        "run_cnt": int(info.get("run_cnt", 0)) if p else 0,
-                        "run_time_ns": int(info.get("run_time_ns", 0)) if p else 0,
-                    })
+                    rows.append(
+                        {
+                            "array": a.name,
+                            "index": index,
+                            "key": a.key_name(index),
+                            "program": p.qualname if p else None,
+                            "type": p.type if p else None,
+                            "prog_id": int(info["prog_id"]) if p else None,
+                            "calls": calls[index],
+                            "taken": max(calls[index] - missed[index], 0),
+                            "missed": missed[index],
+                            "run_cnt": int(info.get("run_cnt", 0)) if p else 0,
+                            "run_time_ns": int(info.get("run_time_ns", 0)) if p else 0,
+                        }
+                    )
         df = pd.DataFrame(rows, columns=SLOT_COLUMNS)
         df["prog_id"] = df["prog_id"].astype("Int64")  # integers, empty slots blank (not NaN / 1394.0)
         return df
 
     # ------------------------------------------------------------ experiments (testrun.py, stats.py, graph.py)
-    def test_run(self, spec: str, data: bytes | str | None = None, ctx: bytes | str | None = None, repeat: int = 1,
-                 type: str | None = None, path: bool = False) -> TestRunResult:
+    def test_run(
+        self, spec: str, data: bytes | str | None = None, ctx: bytes | str | None = None, repeat: int = 1, type: str | None = None, path: bool = False
+    ) -> TestRunResult:
         """BPF_PROG_TEST_RUN of MODULE.FUNC: retval (and its name), ns per run,
         data out, and the slots its tail calls went through. ``path``: also the way the
         (last) run went through the chain (.path DataFrame, .path_text); needs the chain
         loaded with paths on."""
         from .experiments import testrun
+
         return testrun.test_run(self, spec, data=data, ctx=ctx, repeat=repeat, type=type, path=path)
 
     def stats(self, since: pd.DataFrame | None = None) -> pd.DataFrame:
         """Per-program run_cnt, run_time_ns, avg_ns, tail calls in and missed;
         rows for empty slots that tail calls missed. ``since``: an earlier stats()."""
         from .experiments import stats
+
         return stats.stats(self, since=since)
 
-    def bench_tailcalls(self, depth: int = 33, repeat: int = 100_000, index: str = "const", rounds: int = 3,
-                        paths: bool = False) -> pd.DataFrame:
+    def bench_tailcalls(self, depth: int = 33, repeat: int = 100_000, index: str = "const", rounds: int = 3, paths: bool = False) -> pd.DataFrame:
         """Tail-call cost curve: DataFrame (depth, tail_calls, ns_per_run); the fit is in .attrs.
         ``paths``: the chain records paths (its cost per hop: the slope minus the bare one)."""
         from .experiments import testrun
+
         return testrun.bench_tailcalls(self, depth=depth, repeat=repeat, index=index, rounds=rounds, paths=paths)
 
     def graph(self, array: str | None = None) -> ChainGraph:
         """The tail-call chain (programs, slots, call sites) as data and a picture."""
         from .experiments import graph
+
         return graph.graph(self, array)
 
     # ------------------------------------------------------------ teardown
@@ -619,8 +679,9 @@ class Session:
                 self.arrays.pop(name).close()
                 return []
             else:
-                raise UsageProblem(f"nothing named {name!r} is loaded (modules: {', '.join(self.modules) or 'none'}; "
-                                   f"arrays: {', '.join(self.arrays) or 'none'})")
+                raise UsageProblem(
+                    f"nothing named {name!r} is loaded (modules: {', '.join(self.modules) or 'none'}; arrays: {', '.join(self.arrays) or 'none'})"
+                )
 
     def reset(self) -> None:
         """Unload every module and free every array."""
@@ -670,13 +731,13 @@ class Session:
             self._cursor = (fd, self._pin_counter_map(fd, "bm_cursor"))
         return self._cursor
 
-    def chain(self, name: str, stages: list[str] | None = None, type: str | None = None,
-              capacity: int = 16) -> Chain:
+    def chain(self, name: str, stages: list[str] | None = None, type: str | None = None, capacity: int = 16) -> Chain:
         """The chain NAME described as data: ``stages`` in order, each "MODULE.FUNC" (each stage
         ends with ``CHAIN_NEXT(ctx, NAME)``); the entry program is NAME_entry.entry. Called again
         with other stages, it switches to them atomically for the traffic. Without stages: the
         chain as it is."""
         from .experiments import chain as chains
+
         with self._lock:
             existing = self.chains.get(name)
             if stages is None:
@@ -709,8 +770,7 @@ class Session:
         self.close()
 
     def __repr__(self) -> str:
-        return (f"<bpfmagic Session: modules {', '.join(self.modules) or '-'}; "
-                f"arrays {', '.join(self.arrays) or '-'}>")
+        return f"<bpfmagic Session: modules {', '.join(self.modules) or '-'}; arrays {', '.join(self.arrays) or '-'}>"
 
 
 # ---------------------------------------------------------------- helpers
@@ -722,9 +782,11 @@ def _prepare_environment() -> dict:
     instead: a warning goes to stderr, which a notebook shows as a pink,
     error-looking block on the cell that loaded the extension."""
     import warnings
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         from .kernel import env
+
         result = env.prepare()
     for w in caught:
         if issubclass(w.category, env.HeadersMismatchWarning) and _in_ipython():
@@ -736,16 +798,18 @@ def _prepare_environment() -> dict:
 
 def headers_note(message: str) -> str:
     """The headers warning in one short line (the message itself if its shape is unknown)."""
-    m = re.search(r"running kernel (\S+) has no headers; BCC compiles against the headers of kernel (\S+)",
-                  message)
+    m = re.search(r"running kernel (\S+) has no headers; BCC compiles against the headers of kernel (\S+)", message)
     if not m:
         return f"note: {message}"
-    return (f"note: BCC uses the headers of kernel {m.group(2)} (running {m.group(1)}): kernel struct "
-            "offsets read with bpf_probe_read_kernel may be wrong; use --core for those (%bpf doctor)")
+    return (
+        f"note: BCC uses the headers of kernel {m.group(2)} (running {m.group(1)}): kernel struct "
+        "offsets read with bpf_probe_read_kernel may be wrong; use --core for those (%bpf doctor)"
+    )
 
 
 def _in_ipython() -> bool:
     import sys
+
     shell = sys.modules.get("IPython")
     get = getattr(shell, "get_ipython", None)
     return get is not None and get() is not None
@@ -778,6 +842,7 @@ def _claim_pins() -> None:
     import warnings
 
     from .kernel import env
+
     if not env.is_mounted(env.BPFFS, "bpf"):
         return  # pin_dir() mounts it or says why
     try:

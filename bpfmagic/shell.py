@@ -1,6 +1,7 @@
 """The session of the running shell: the one the magics use, made on first
 use and dropped when the extension unloads. Its own module so that the
 magics reach it without importing the package (no import circle)."""
+
 from __future__ import annotations
 
 from .session import Session

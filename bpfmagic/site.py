@@ -13,6 +13,7 @@ left out, and a live view (ipywidgets) is shown as the last state it had
 when the notebook ran, from the widget state nbclient saved. The executed
 notebooks are kept beside the pages (``executed/``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,7 +55,7 @@ def title_and_line(nb, descriptions: dict[str, str], name: str) -> tuple[str, st
             continue
         title = heading[2:].strip()
         paragraph = []
-        for ln in lines[lines.index(heading) + 1:]:
+        for ln in lines[lines.index(heading) + 1 :]:
             if ln.strip():
                 paragraph.append(ln.strip())
             elif paragraph:
@@ -96,6 +97,7 @@ def inline_markdown(text: str) -> str:
 
 # ------------------------------------------------------------ widgets, offline
 
+
 def _widget_html(model_id: str, state: dict, depth: int = 0) -> str:
     """The last state of a widget as plain HTML: HTML/Label values, children
     in order, buttons as disabled buttons. Enough for bpfmagic's views."""
@@ -134,9 +136,11 @@ def freeze_widgets(nb) -> int:
             snapshot = _widget_html(view.get("model_id", ""), saved)
             del data[WIDGET_VIEW]
             if snapshot:
-                data["text/html"] = ('<div class="bpfmagic-frozen-view" style="border:1px dashed #aaa;padding:.5rem">'
-                                     '<div style="color:#777;font-size:.85em">live view, as it was when the '
-                                     f'notebook ran</div>{snapshot}</div>')
+                data["text/html"] = (
+                    '<div class="bpfmagic-frozen-view" style="border:1px dashed #aaa;padding:.5rem">'
+                    '<div style="color:#777;font-size:.85em">live view, as it was when the '
+                    f"notebook ran</div>{snapshot}</div>"
+                )
                 frozen += 1
     nb.metadata.pop("widgets", None)
     return frozen
@@ -144,11 +148,16 @@ def freeze_widgets(nb) -> int:
 
 # ------------------------------------------------------------ building
 
+
 def unexpected_errors(nb) -> list[str]:
     """Errors in cells that are not tagged raises-exception."""
-    return [f"{o.get('ename')}: {o.get('evalue', '')}" for c in nb.cells if c.cell_type == "code"
-            and "raises-exception" not in c.get("metadata", {}).get("tags", [])
-            for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    return [
+        f"{o.get('ename')}: {o.get('evalue', '')}"
+        for c in nb.cells
+        if c.cell_type == "code" and "raises-exception" not in c.get("metadata", {}).get("tags", [])
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
 
 
 def render(nb) -> str:
@@ -165,21 +174,23 @@ def index_page(entries: list[dict]) -> str:
     items = []
     for e in entries:
         state = "" if e["ok"] else ' <span class="failed">(failed to run)</span>'
-        items.append(f'<li><a href="{html.escape(e["page"])}">{html.escape(e["title"])}</a>{state}'
-                     f'<span class="line">{inline_markdown(e["line"])}</span></li>')
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>bpfmagic tutorials</title><style>{INDEX_CSS}</style></head><body>\n"
-            "<h1>bpfmagic tutorials</h1>\n"
-            "<p class=\"lead\">eBPF tail-call experiments in Jupyter: each tutorial below was executed on a real "
-            "kernel to make this page; the numbers in it are that kernel's.</p>\n"
-            f"<ol>\n{chr(10).join(items)}\n</ol>\n"
-            "<footer>Built by <code>make docs</code>; the executed notebooks are in "
-            "<a href=\"executed/\"><code>executed/</code></a>.</footer>\n</body></html>\n")
+        items.append(
+            f'<li><a href="{html.escape(e["page"])}">{html.escape(e["title"])}</a>{state}<span class="line">{inline_markdown(e["line"])}</span></li>'
+        )
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>bpfmagic tutorials</title><style>{INDEX_CSS}</style></head><body>\n"
+        "<h1>bpfmagic tutorials</h1>\n"
+        '<p class="lead">eBPF tail-call experiments in Jupyter: each tutorial below was executed on a real '
+        "kernel to make this page; the numbers in it are that kernel's.</p>\n"
+        f"<ol>\n{chr(10).join(items)}\n</ol>\n"
+        "<footer>Built by <code>make docs</code>; the executed notebooks are in "
+        '<a href="executed/"><code>executed/</code></a>.</footer>\n</body></html>\n'
+    )
 
 
-def build(notebooks: list[str], out: str, timeout: float = 600, readme: str | None = None,
-          echo: bool = True) -> bool:
+def build(notebooks: list[str], out: str, timeout: float = 600, readme: str | None = None, echo: bool = True) -> bool:
     """Execute and render NOTEBOOKS into OUT; True when every one ran cleanly."""
     import nbformat
 
@@ -218,8 +229,7 @@ def build(notebooks: list[str], out: str, timeout: float = 600, readme: str | No
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bpfmagic.site",
-                                     description="execute notebooks and render them to a static HTML site")
+    parser = argparse.ArgumentParser(prog="python -m bpfmagic.site", description="execute notebooks and render them to a static HTML site")
     parser.add_argument("notebooks", nargs="+")
     parser.add_argument("--out", default=os.path.join("build", "site"), help="output directory (build/site)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per cell (default 600)")

@@ -4,6 +4,7 @@ A background thread sets the widgets' trait values (``HTML.value``), which
 is how the ipywidgets docs say to update widgets from a thread: the kernel
 sends each change to the front end; no ``with output:`` from the thread.
 """
+
 from __future__ import annotations
 
 import html
@@ -39,6 +40,7 @@ class Watch(_LiveView):
 
     def __init__(self, stream, by: str | None = None, rows: int = 10, interval: float = 0.5):
         import ipywidgets as w
+
         if by is not None and by not in stream.columns:
             raise UsageProblem(f"{stream.name} has no column {by!r} (columns: {', '.join(stream.columns)})")
         if interval <= 0:
@@ -53,10 +55,8 @@ class Watch(_LiveView):
         self.status = w.HTML()
         self.table = w.HTML()
         self.groups = w.HTML()
-        self.stop_button = w.Button(description="Stop", icon="stop",
-                                    tooltip="stop updating this view (the stream keeps collecting)")
-        self.clear_button = w.Button(description="Clear", icon="trash",
-                                     tooltip="clear the stream's rows and counters")
+        self.stop_button = w.Button(description="Stop", icon="stop", tooltip="stop updating this view (the stream keeps collecting)")
+        self.clear_button = w.Button(description="Clear", icon="trash", tooltip="clear the stream's rows and counters")
         self.stop_button.on_click(lambda _: self.stop())
         self.clear_button.on_click(lambda _: self._clear())
         body = [self.table, self.groups] if by else [self.table]
@@ -100,7 +100,8 @@ class Watch(_LiveView):
         self.status.value = (
             f"<b>{html.escape(s.name)}</b> ({s.kind}, {state}{view}) · <b>{count:,}</b> events · "
             f"{_rate(rate)} · <span{lost_style}>lost {lost:,}</span> · dropped {dropped:,} · "
-            f"rows {held:,} / {s.max_rows:,}{error}")
+            f"rows {held:,} / {s.max_rows:,}{error}"
+        )
         self.table.value = snap["tail"].to_html(max_cols=30, border=0)
         counted = None
         if self.by:
@@ -157,6 +158,7 @@ class MapWatch(_LiveView):
 
     def __init__(self, view, top: int = 20, sort: str | None = None, interval: float = 0.5):
         import ipywidgets as w
+
         if interval <= 0:
             raise UsageProblem("--interval must be > 0 seconds")
         if top < 0:
@@ -177,8 +179,7 @@ class MapWatch(_LiveView):
             previous.stop()
         self.update()
         if sort is not None and sort not in self._numeric(self._previous[1]):
-            raise UsageProblem(f"{view.name}: --sort takes a numeric value column "
-                               f"({', '.join(self._numeric(self._previous[1])) or 'none'})")
+            raise UsageProblem(f"{view.name}: --sort takes a numeric value column ({', '.join(self._numeric(self._previous[1])) or 'none'})")
         _LIVE_MAP_VIEWS[view.name] = self
         self._thread = threading.Thread(target=self._run, name=f"bpfmagic-mapwatch-{view.name}", daemon=True)
         self._thread.start()
@@ -206,6 +207,7 @@ class MapWatch(_LiveView):
     def update(self) -> None:
         """One read of the map; the table, deltas and rates all come from it."""
         import numpy as np
+
         frame = self.view.df(sum=True)
         now = time.monotonic()
         keys, numeric = self._keys(frame), self._numeric(frame)
@@ -215,8 +217,7 @@ class MapWatch(_LiveView):
             then, before = self._previous
             interval = now - then
             try:  # where each key was in the previous read (-1: new since)
-                pos = frame[keys].merge(before[keys].assign(_row=np.arange(len(before))), on=keys,
-                                        how="left")["_row"]
+                pos = frame[keys].merge(before[keys].assign(_row=np.arange(len(before))), on=keys, how="left")["_row"]
             except TypeError:  # unhashable key columns (arrays in the key): no deltas
                 pos = None
             if pos is not None:
@@ -237,15 +238,13 @@ class MapWatch(_LiveView):
             shown = shown.sort_values(by, ascending=False, kind="stable", ignore_index=True)
         self._previous = (now, frame)
         top = shown.head(self.top)
-        totals = {col: int(frame[col].sum()) if frame[col].dtype.kind in "iu" else float(frame[col].sum())
-                  for col in numeric}
+        totals = {col: int(frame[col].sum()) if frame[col].dtype.kind in "iu" else float(frame[col].sum()) for col in numeric}
         deltas = {col: int(shown[f"{col}.delta"].sum()) for col in numeric if f"{col}.delta" in shown.columns}
         state = " · view stopped" if self._stopped.is_set() else ""
         read = self.view.last_read if hasattr(self.view, "last_read") else None
         how = f" · read by {read.method}: {read.syscalls} syscalls, {read.seconds * 1e3:.1f} ms" if read else ""
         every = f" · Δ over {interval:.2f} s" if interval else ""
-        self.status.value = (f"<b>{html.escape(self.view.name)}</b> · {len(frame):,} entries{every}{how}"
-                             f"{state}")
+        self.status.value = f"<b>{html.escape(self.view.name)}</b> · {len(frame):,} entries{every}{how}{state}"
         self.table.value = top.to_html(max_cols=40, border=0)
         # last: whoever sees these figures sees widgets showing them
         self.frame = top

@@ -1,5 +1,6 @@
 """Shared fixtures. Every test that loads BPF objects runs as root on a real
 kernel; the whole run must leave no program, map or link behind."""
+
 from __future__ import annotations
 
 import gc
@@ -18,6 +19,7 @@ def kernel_objects() -> dict[str, set[int]]:
     import ctypes as ct
 
     from bpfmagic.kernel import libbpf
+
     lib = libbpf.lib()
     out = {}
     for kind in ("prog", "map", "link"):
@@ -101,6 +103,7 @@ def nothing_left_loaded():
     before = kernel_objects()
     yield
     import bpfmagic
+
     bpfmagic._drop_session()
     left = leftovers(before)
     assert not left, f"BPF objects left loaded after the test run: {left}"
@@ -111,6 +114,7 @@ def session():
     """A fresh Session, closed afterwards; the test fails if closing it leaves
     any of the kernel objects it made."""
     from bpfmagic import Session
+
     before = kernel_objects()
     s = Session()
     yield s
@@ -128,6 +132,7 @@ def session():
 def kernel_config() -> dict[str, str] | None:
     """The running kernel's build config (CONFIG_X -> y/m/n/value), or None."""
     import gzip
+
     for path, opener in (("/proc/config.gz", gzip.open), (f"/boot/config-{os.uname().release}", open)):
         try:
             with opener(path, "rt") as f:
@@ -164,10 +169,10 @@ def kernel_loads_fentry() -> bool:
     import shutil
     import struct
     import subprocess
+
     bpftool = shutil.which("bpftool") or shutil.which("bpftool", path="/usr/sbin:/sbin")
     assert bpftool, "bpftool is missing: `make setup` installs it"
-    dump = subprocess.run([bpftool, "btf", "dump", "file", "/sys/kernel/btf/vmlinux"],
-                          capture_output=True, text=True, timeout=60, check=True).stdout
+    dump = subprocess.run([bpftool, "btf", "dump", "file", "/sys/kernel/btf/vmlinux"], capture_output=True, text=True, timeout=60, check=True).stdout
     found = re.search(r"^\[(\d+)\] FUNC 'bpf_fentry_test1'", dump, re.M)
     if found is None:
         return False
@@ -177,10 +182,9 @@ def kernel_loads_fentry() -> bool:
     insn_buf = ctypes.create_string_buffer(insns, len(insns))
     license_buf = ctypes.create_string_buffer(b"GPL")
     attr = ctypes.create_string_buffer(144)
-    struct.pack_into("<IIQQ", attr, 0, prog_type_tracing, 2, ctypes.addressof(insn_buf),
-                     ctypes.addressof(license_buf))
-    struct.pack_into("<I", attr, 68, trace_fentry)        # expected_attach_type
-    struct.pack_into("<I", attr, 108, int(found[1]))      # attach_btf_id
+    struct.pack_into("<IIQQ", attr, 0, prog_type_tracing, 2, ctypes.addressof(insn_buf), ctypes.addressof(license_buf))
+    struct.pack_into("<I", attr, 68, trace_fentry)  # expected_attach_type
+    struct.pack_into("<I", attr, 108, int(found[1]))  # attach_btf_id
     libc = ctypes.CDLL(None, use_errno=True)
     libc.syscall.restype = ctypes.c_long
     fd = libc.syscall(ctypes.c_long(nr_bpf), ctypes.c_long(bpf_prog_load), attr, ctypes.c_uint(len(attr)))
@@ -197,10 +201,12 @@ def syscall_nr(name: str) -> int:
     import re
     import shutil
     import subprocess
+
     cc = shutil.which("clang") or shutil.which("cc")
     assert cc, "no C compiler: `make setup` installs clang"
-    macros = subprocess.run([cc, "-dM", "-E", "-x", "c", "-"], input="#include <sys/syscall.h>\n",
-                            capture_output=True, text=True, timeout=60, check=True).stdout
+    macros = subprocess.run(
+        [cc, "-dM", "-E", "-x", "c", "-"], input="#include <sys/syscall.h>\n", capture_output=True, text=True, timeout=60, check=True
+    ).stdout
     nr = int(re.search(rf"^#define __NR_{name} (\d+)$", macros, re.M)[1])
     if name == "getppid":
         libc = ctypes.CDLL(None, use_errno=True)
@@ -225,6 +231,7 @@ def prog_fdinfo(fd: int) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def ip():
     from IPython.testing.globalipapp import get_ipython
+
     shell = get_ipython()
     shell.run_line_magic("load_ext", "bpfmagic")
     yield shell
@@ -235,6 +242,7 @@ def ip():
 def fresh(ip):
     """The shell with an empty bpfmagic session; everything is freed afterwards."""
     import bpfmagic
+
     bpfmagic._drop_session()
     before = kernel_objects() if os.geteuid() == 0 else None
     yield ip

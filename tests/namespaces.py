@@ -1,6 +1,7 @@
 """Run a Python snippet as a child process in namespaces of its own, so that
 tests can attack or unmount /sys/fs/bpf without touching the real one that
 concurrent sessions on this machine use; or without privileges."""
+
 from __future__ import annotations
 
 import json
@@ -18,13 +19,13 @@ PRELUDE = textwrap.dedent("""
 """)
 
 
-def run_python(pieces: list[str], prefix: list[str], timeout: float = 120, env: dict | None = None,
-               check: bool = True) -> dict:
+def run_python(pieces: list[str], prefix: list[str], timeout: float = 120, env: dict | None = None, check: bool = True) -> dict:
     """Run the code PIECES (each dedented, then joined; report() defined) under
     the PREFIX command; returns the facts the code reported."""
     code = "\n".join(textwrap.dedent(p) for p in [PRELUDE, *pieces])
-    out = subprocess.run([*prefix, sys.executable, "-c", code], check=False, capture_output=True,
-                         text=True, timeout=timeout, env=child_env(env), cwd="/")
+    out = subprocess.run(
+        [*prefix, sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=timeout, env=child_env(env), cwd="/"
+    )
     lines = out.stdout.strip().splitlines()
     if check and (out.returncode != 0 or not lines):
         raise AssertionError(f"child failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
@@ -36,6 +37,7 @@ def child_env(env: dict | None = None) -> dict:
     PYTHONPATH first (which may point elsewhere on purpose), then this one.
     Children run in /, so the current directory never decides."""
     import bpfmagic
+
     env = dict(os.environ if env is None else env)
     here = os.path.dirname(os.path.dirname(os.path.abspath(bpfmagic.__file__)))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), here) if p)
@@ -53,9 +55,14 @@ def in_private_bpffs(*pieces: str, **kw) -> dict:
 
 # A private mount namespace where neither bpffs nor tracefs is mounted, as on
 # a freshly booted machine (every stacked mount of each is removed).
-UNMOUNTED = ["unshare", "-m", "sh", "-c",
-             ("for m in /sys/fs/bpf /sys/kernel/tracing; do while mountpoint -q $m; do umount $m || exit 1; done; done; "
-              'exec "$@"'), "sh"]
+UNMOUNTED = [
+    "unshare",
+    "-m",
+    "sh",
+    "-c",
+    ('for m in /sys/fs/bpf /sys/kernel/tracing; do while mountpoint -q $m; do umount $m || exit 1; done; done; exec "$@"'),
+    "sh",
+]
 
 
 def without_bpffs_and_tracefs(*pieces: str, **kw) -> dict:
@@ -66,8 +73,7 @@ def without_bpffs_and_tracefs(*pieces: str, **kw) -> dict:
 # ambient or in the bounding set, and no way to regain them): unprivileged
 # for BPF, yet still able to read a clone that lives under a 0700 directory,
 # which user nobody could not (and would then silently import another copy).
-WITHOUT_CAPABILITIES = ["setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all",
-                        "--no-new-privs"]
+WITHOUT_CAPABILITIES = ["setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--no-new-privs"]
 
 # In a child that must be another user: import first (as root, from wherever
 # the clone is), then drop to nobody for what the test is about.

@@ -2,6 +2,7 @@
 circle among bpfmagic's modules (function-level imports count), no module
 over 600 lines without a reason at its top, and no backend branching in
 Session and Module (they use the backend interface)."""
+
 from __future__ import annotations
 
 import ast
@@ -70,6 +71,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
                     break
             if len(group) > 1:
                 out.append(sorted(group))
+
     for v in graph:
         if v not in index:
             visit(v)
@@ -108,8 +110,9 @@ def _backend_branches(tree) -> list[int]:
     for node in ast.walk(tree):
         if isinstance(node, (ast.If, ast.IfExp)):
             for n in ast.walk(node.test):  # module.core / module.bpf / <obj>.object.kind
-                if isinstance(n, ast.Attribute) and (n.attr in ("core", "bpf") or (
-                        n.attr == "kind" and isinstance(n.value, ast.Attribute) and n.value.attr == "object")):
+                if isinstance(n, ast.Attribute) and (
+                    n.attr in ("core", "bpf") or (n.attr == "kind" and isinstance(n.value, ast.Attribute) and n.value.attr == "object")
+                ):
                     branches.append(node.lineno)
                     break
     return branches
@@ -121,27 +124,39 @@ def _in(mod: str, package: str) -> bool:
 
 def test_kernel_imports_only_kernel_and_errors():
     """kernel/ is the bottom layer: libbpf ctypes, mounts, pins, privileges, BTF."""
-    wrong = {mod: sorted(d for d in deps if not (_in(d, "bpfmagic.kernel") or d == "bpfmagic.errors"))
-             for mod, deps in import_graph().items() if _in(mod, "bpfmagic.kernel")}
+    wrong = {
+        mod: sorted(d for d in deps if not (_in(d, "bpfmagic.kernel") or d == "bpfmagic.errors"))
+        for mod, deps in import_graph().items()
+        if _in(mod, "bpfmagic.kernel")
+    }
     assert {m: d for m, d in wrong.items() if d} == {}
 
 
 def test_events_do_not_import_backends():
     """events/ reaches a module's maps, BTF and perf buffers through its backend object only."""
-    wrong = {mod: sorted(d for d in deps if _in(d, "bpfmagic.backends"))
-             for mod, deps in import_graph().items() if _in(mod, "bpfmagic.events")}
+    wrong = {mod: sorted(d for d in deps if _in(d, "bpfmagic.backends")) for mod, deps in import_graph().items() if _in(mod, "bpfmagic.events")}
     assert {m: d for m, d in wrong.items() if d} == {}
 
 
 # The layers of ARCHITECTURE.md, bottom (0) to top; a module is in the layer of its longest prefix.
 LAYERS = {
-    "bpfmagic.errors": 0, "bpfmagic.kernel": 0,
+    "bpfmagic.errors": 0,
+    "bpfmagic.kernel": 0,
     "bpfmagic.c": 1,
     "bpfmagic.backends": 2,
-    "bpfmagic.module": 3, "bpfmagic.progarray": 3, "bpfmagic.maps": 3, "bpfmagic.globals": 3,
-    "bpfmagic.events": 3, "bpfmagic.experiments": 3,
-    "bpfmagic.load": 4, "bpfmagic.session": 4,
-    "bpfmagic.shell": 5, "bpfmagic.magics": 5, "bpfmagic.widgets": 5, "bpfmagic.cli": 5, "bpfmagic.site": 5,
+    "bpfmagic.module": 3,
+    "bpfmagic.progarray": 3,
+    "bpfmagic.maps": 3,
+    "bpfmagic.globals": 3,
+    "bpfmagic.events": 3,
+    "bpfmagic.experiments": 3,
+    "bpfmagic.load": 4,
+    "bpfmagic.session": 4,
+    "bpfmagic.shell": 5,
+    "bpfmagic.magics": 5,
+    "bpfmagic.widgets": 5,
+    "bpfmagic.cli": 5,
+    "bpfmagic.site": 5,
     "bpfmagic.doctor": 5,
     "bpfmagic": 6,
 }
@@ -164,15 +179,19 @@ def test_imports_point_down_the_layers():
 
 
 def test_the_layer_check_sees_an_upward_import():
-    assert upward_imports({"bpfmagic.kernel.pins": {"bpfmagic.session"}, "bpfmagic.session": {"bpfmagic.kernel.pins"}}) \
-        == [("bpfmagic.kernel.pins", "bpfmagic.session")]
+    assert upward_imports({"bpfmagic.kernel.pins": {"bpfmagic.session"}, "bpfmagic.session": {"bpfmagic.kernel.pins"}}) == [
+        ("bpfmagic.kernel.pins", "bpfmagic.session")
+    ]
 
 
 def test_only_the_transaction_and_the_session_pick_a_backend():
     """Above backends/, a module's backend object is reached through Module.object."""
-    wrong = sorted((m, d) for m, deps in import_graph().items() for d in deps
-                   if _in(d, "bpfmagic.backends") and not _in(m, "bpfmagic.backends")
-                   and m not in ("bpfmagic.load", "bpfmagic.session"))
+    wrong = sorted(
+        (m, d)
+        for m, deps in import_graph().items()
+        for d in deps
+        if _in(d, "bpfmagic.backends") and not _in(m, "bpfmagic.backends") and m not in ("bpfmagic.load", "bpfmagic.session")
+    )
     assert wrong == []
 
 

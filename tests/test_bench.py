@@ -1,6 +1,7 @@
 """The tail-call cost curve: the counts come from the chain itself, the cost
 grows with each tail call taken and stops growing at the kernel's limit.
 (Correctness only; the figures themselves are for bench/tailcalls.py.)"""
+
 from __future__ import annotations
 
 import pytest
@@ -56,6 +57,7 @@ def test_chain_without_the_limit_and_the_plot(session):
 def test_bench_frees_its_programs_even_when_a_run_fails(session, monkeypatch):
     def failing_test_run(*args, **kwargs):
         raise OSError(22, "injected")
+
     monkeypatch.setattr(testrun.libbpf, "test_run", failing_test_run)
     with pytest.raises(OSError):
         session.bench_tailcalls(depth=3, repeat=10)
@@ -64,6 +66,7 @@ def test_bench_frees_its_programs_even_when_a_run_fails(session, monkeypatch):
 
 def test_bad_arguments_are_refused_before_loading_anything():
     from bpfmagic import Session
+
     s = Session(stats=False, prepare=False)
     try:
         for kwargs in ({"depth": -1}, {"depth": 10_000}, {"index": "indirect"}, {"repeat": 0}, {"rounds": 0}):

@@ -2,6 +2,7 @@
 thousand events, one round) must pass its own correctness checks, and a
 target that falls short must make the script exit non-zero (so `make bench`
 fails). Their speed is not judged here."""
+
 from __future__ import annotations
 
 import os
@@ -28,12 +29,12 @@ def run_bench(script: str, *args: str, patch: str = "") -> subprocess.CompletedP
         sys.exit(bench.main({list(args)!r}))
     """)
     env = {**os.environ, "PYTHONPATH": REPO}
-    return subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True,
-                          timeout=300, cwd=REPO, env=env)
+    return subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
 
 
 def load_bench(script: str):
     import importlib.util
+
     spec = importlib.util.spec_from_file_location(f"bench_{script[:-3]}", os.path.join(REPO, "bench", script))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -82,6 +83,7 @@ def test_targets_are_judged_on_the_figures():
 
 def test_ingest_delivery_check_refuses_missing_and_reordered_records():
     import numpy as np
+
     ingest = load_bench("ingest.py")
     ingest.check_in_order(np.arange(5, 10, dtype=np.uint64), 5, 5, "ok")
     for bad in ([5, 6, 8, 7, 9], [5, 6, 7, 8], [5, 6, 7, 8, 9, 9]):

@@ -1,5 +1,6 @@
 """The CO-RE path (--core): clang + libbpf on the real kernel, sharing
 session prog arrays with BCC cells."""
+
 from __future__ import annotations
 
 import os
@@ -27,14 +28,19 @@ def run_xdp(session, spec, repeat=1):
 
 
 def test_bpf_to_bpf_calls_and_tail_calls_between_bcc_and_core_cells(session):
-    session.load("entry", "BPF_PROG_ARRAY(chain, 8);\n"
-                          "int entry(struct xdp_md *ctx) { chain.call(ctx, SLOT(chain, parse)); return XDP_ABORTED; }")
-    core = session.load("parse", COUNTERS + """
+    session.load("entry", "BPF_PROG_ARRAY(chain, 8);\nint entry(struct xdp_md *ctx) { chain.call(ctx, SLOT(chain, parse)); return XDP_ABORTED; }")
+    core = session.load(
+        "parse",
+        COUNTERS
+        + """
 SEC("xdp") int parse(struct xdp_md *ctx) {
     bump(0);
     bpf_tail_call(ctx, &chain, SLOT(chain, verdict));   /* the session's array, declared for us */
     return XDP_PASS;
-}""", core=True, slots={"chain[parse]": "parse"})
+}""",
+        core=True,
+        slots={"chain[parse]": "parse"},
+    )
     assert run_xdp(session, "entry.entry", repeat=7) == 2  # verdict empty: parse returns XDP_PASS
     session.load("verdict", "int verdict(struct xdp_md *ctx) { return XDP_DROP; }", slots={"chain[verdict]": "verdict"})
     assert run_xdp(session, "entry.entry", repeat=5) == 1  # BCC -> CO-RE -> BCC
@@ -47,7 +53,9 @@ SEC("xdp") int parse(struct xdp_md *ctx) {
 
 
 def test_tp_btf_with_core_reads_gives_the_real_tgid(session):
-    m = session.load("who", """
+    m = session.load(
+        "who",
+        """
 struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 1); __type(key, u32); __type(value, u64); } seen SEC(".maps");
 const volatile int target_tgid = 0;
 
@@ -59,17 +67,26 @@ int BPF_PROG(on_enter, struct pt_regs *regs, long id) {
     u64 v = BPF_CORE_READ(task, real_parent, tgid);   /* a kernel struct read, right offsets */
     bpf_map_update_elem(&seen, &k, &v, BPF_ANY);
     return 0;
-}""", core=True, cflags=[f"-DTGID={os.getpid()}", f"-DNR_GETPPID={syscall_nr('getppid')}"])
+}""",
+        core=True,
+        cflags=[f"-DTGID={os.getpid()}", f"-DNR_GETPPID={syscall_nr('getppid')}"],
+    )
     assert m.auto_attached == ["on_enter"] and m.programs["on_enter"].type == "tracing"
     os.getppid()  # tp_btf runs inside the syscall: the map is written before it returns
     assert m["seen"][0].value == os.getppid()
 
 
 def test_attach_option_and_auto_attach_sections(session):
-    m = session.load("rt", COUNTERS + """
+    m = session.load(
+        "rt",
+        COUNTERS
+        + """
 SEC("raw_tp") int by_option(struct bpf_raw_tracepoint_args *ctx) { bump(0); return 0; }
 SEC("raw_tp/sys_enter") int by_section(struct bpf_raw_tracepoint_args *ctx) { bump(1); return 0; }
-""", core=True, attach={"by_option": "raw_tracepoint:sys_enter"})
+""",
+        core=True,
+        attach={"by_option": "raw_tracepoint:sys_enter"},
+    )
     for _ in range(20):
         os.getppid()
     assert m["hits"][0].value >= 20 and m["hits"][1].value >= 20
@@ -81,11 +98,17 @@ def test_core_errors_point_at_the_cell(session):
         session.load("bad", 'SEC("xdp") int f(struct xdp_md *ctx) {\n  return XDP_PASS\n}\n', core=True, origin="cell")
     assert "cell:2:" in str(err.value) and "   2 |   return XDP_PASS" in str(err.value)
     with pytest.raises(BpfVerifierError) as err:
-        session.load("bad", COUNTERS + """SEC("xdp") int f(struct xdp_md *ctx) {
+        session.load(
+            "bad",
+            COUNTERS
+            + """SEC("xdp") int f(struct xdp_md *ctx) {
     u32 k = ctx->data_end - ctx->data;
     u64 *v = bpf_map_lookup_elem(&hits, &k);
     return *v;
-}""", core=True, origin="cell")
+}""",
+            core=True,
+            origin="cell",
+        )
     text = str(err.value)
     assert "the verifier rejected bad.f" in text and "map_value_or_null" in text
     assert "; return *v; @ cell:10" in text and "HINT" in text
@@ -95,19 +118,20 @@ def test_core_errors_point_at_the_cell(session):
 def test_core_type_mismatch_and_refused_program_types(session):
     session.progarray("jt", 4, type="raw_tracepoint")
     with pytest.raises(SlotError, match="jt holds raw_tracepoint programs.*xdp"):
-        session.load("x", 'SEC("xdp") int f(struct xdp_md *ctx) { return XDP_PASS; }', core=True,
-                     slots={"jt[0]": "f"})
-
+        session.load("x", 'SEC("xdp") int f(struct xdp_md *ctx) { return XDP_PASS; }', core=True, slots={"jt[0]": "f"})
 
 
 def test_fentry_sections_follow_the_kernel(session):
     """Where the kernel loads fentry programs, a CO-RE one attaches and counts
     this process's opens; where it refuses them (EPERM), the load says so."""
-    source = COUNTERS + """
+    source = (
+        COUNTERS
+        + """
 SEC("fentry/do_sys_openat2") int BPF_PROG(on_open) {
     if ((bpf_get_current_pid_tgid() >> 32) == TGID) bump(0);
     return 0;
 }"""
+    )
     cflags = [f"-DTGID={os.getpid()}"]
     if kernel_loads_fentry():
         m = session.load("fe", source, core=True, cflags=cflags)
@@ -125,6 +149,7 @@ def test_core_cell_through_the_magic(session):
     from IPython.testing.globalipapp import get_ipython
 
     import bpfmagic
+
     ip = get_ipython()
     ip.run_line_magic("load_ext", "bpfmagic")
     bpfmagic._drop_session()

@@ -1,6 +1,7 @@
 """Streams of --core ring buffers: the record struct named by the cell's
 bpf_ringbuf_output / bpf_ringbuf_reserve calls, its layout read from the
 object's BTF, the same bulk reader as BCC rings."""
+
 from __future__ import annotations
 
 import warnings
@@ -24,7 +25,9 @@ struct { __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, RING); } events
 struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 1); __type(key, u32); __type(value, u64); } seqs SEC(".maps");
 """
 
-OUTPUT = MAPS + r"""
+OUTPUT = (
+    MAPS
+    + r"""
 SEC("xdp") int produce(struct xdp_md *ctx) {
     u32 k = 0;
     u64 *seq = bpf_map_lookup_elem(&seqs, &k);
@@ -34,8 +37,11 @@ SEC("xdp") int produce(struct xdp_md *ctx) {
     bpf_ringbuf_output(&events, &rec, sizeof(rec), 0);
     return XDP_PASS;
 }"""
+)
 
-RESERVE = MAPS + r"""
+RESERVE = (
+    MAPS
+    + r"""
 SEC("xdp") int produce(struct xdp_md *ctx) {
     u32 k = 0;
     u64 *seq = bpf_map_lookup_elem(&seqs, &k);
@@ -50,12 +56,11 @@ SEC("xdp") int produce(struct xdp_md *ctx) {
     bpf_ringbuf_submit(e, 0);
     return XDP_PASS;
 }"""
+)
 
 
 def produce(module, runs: int) -> None:
     libbpf.test_run(module.program("produce").fd, data=PACKET, repeat=runs)
-
-
 
 
 def test_core_ringbuf_output_records_arrive_exactly_in_order(session):
@@ -87,8 +92,7 @@ def test_core_reserve_submit_and_lost_count(session):
     st = session.stream("events")
     produce(m, 20_000)  # faster than any consumer: some are lost, none twice, none unaccounted
     assert wait_for(lambda: st.count + st.lost == 20_000), st
-    assert st.lost > 0 and np.array_equal(np.diff(st.df()["seq"].to_numpy().astype(np.int64)) > 0,
-                                          np.ones(st.count - 1, bool))
+    assert st.lost > 0 and np.array_equal(np.diff(st.df()["seq"].to_numpy().astype(np.int64)) > 0, np.ones(st.count - 1, bool))
     session.unload("co")
     m = session.load("co", RESERVE, core=True, cflags=["-DRING=256*1024"])
     st = session.stream("events")
@@ -100,44 +104,64 @@ def test_core_reserve_submit_and_lost_count(session):
 
 
 def test_undeterminable_struct_says_why(session):
-    session.load("co", MAPS + r"""
+    session.load(
+        "co",
+        MAPS
+        + r"""
 SEC("xdp") int produce(struct xdp_md *ctx) {
     char buf[8] = {};
     bpf_ringbuf_output(&events, (void *)buf + 0, 8, 0);
     return XDP_PASS;
-}""", core=True, cflags=["-DRING=4096"])
-    with pytest.raises(UsageProblem, match=r"co\.events is not streamed: cannot tell which struct goes into "
-                                           r"events: use bpf_ringbuf_output\(&events, &rec, sizeof\(rec\), 0\) "
-                                           r"with a struct variable"):
+}""",
+        core=True,
+        cflags=["-DRING=4096"],
+    )
+    with pytest.raises(
+        UsageProblem,
+        match=r"co\.events is not streamed: cannot tell which struct goes into "
+        r"events: use bpf_ringbuf_output\(&events, &rec, sizeof\(rec\), 0\) "
+        r"with a struct variable",
+    ):
         session.stream("events")
 
 
 def test_bit_fields_are_refused_with_the_reason(session):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        session.load("co", r"""
+        session.load(
+            "co",
+            r"""
 struct rec { u32 a:4, b:28; u64 c; };
 struct { __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, 4096); } bits SEC(".maps");
 SEC("xdp") int produce(struct xdp_md *ctx) {
     struct rec r = {.a = 3, .b = 5};
     bpf_ringbuf_output(&bits, &r, sizeof(r), 0);
     return XDP_PASS;
-}""", core=True)
+}""",
+            core=True,
+        )
     assert any(issubclass(w.category, StreamWarning) for w in caught)
     with pytest.raises(UsageProblem, match=r"co\.bits is not streamed: .*struct rec has bit-fields \(a:4, b:28\)"):
         session.stream("bits")
 
 
 def test_core_perf_event_arrays_are_not_streamed(session):
-    session.load("co", r"""
+    session.load(
+        "co",
+        r"""
 struct { __uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY); __uint(key_size, 4); __uint(value_size, 4); } pe SEC(".maps");
 SEC("xdp") int produce(struct xdp_md *ctx) {
     u64 v = 1;
     bpf_perf_event_output(ctx, &pe, BPF_F_CURRENT_CPU, &v, sizeof(v));
     return XDP_PASS;
-}""", core=True)
-    with pytest.raises(UsageProblem, match=r"co\.pe is not streamed: perf event arrays of --core modules are not "
-                                           r"streamed"):
+}""",
+        core=True,
+    )
+    with pytest.raises(
+        UsageProblem,
+        match=r"co\.pe is not streamed: perf event arrays of --core modules are not "
+        r"streamed",
+    ):
         session.stream("pe")
 
 
@@ -154,10 +178,12 @@ def test_unload_stops_the_core_stream(session):
 
 def test_bpf_df_of_a_core_ring_through_the_magic():
     from .test_stream import bpf_shell
+
     with bpf_shell() as ip:
-        ip.run_cell_magic("bpf", "mag --core --cflags \"-DRING=4096\"", OUTPUT)
+        ip.run_cell_magic("bpf", 'mag --core --cflags "-DRING=4096"', OUTPUT)
         produce(ip.user_ns["mag"], 50)
         import bpfmagic
+
         assert bpfmagic.session().stream("mag.events").wait(50, timeout=10)
         df = ip.run_line_magic("bpf", "df events --last 3")
         assert df["seq"].tolist() == [47, 48, 49] and df["tag"].tolist() == ["core"] * 3

@@ -38,7 +38,10 @@ def _clean_env(**extra) -> dict:
 def _py(code: str, *args: str, env_=None, timeout=60, python=sys.executable) -> subprocess.CompletedProcess:
     return subprocess.run(
         [python, *args, "-c", textwrap.dedent(code)],
-        capture_output=True, text=True, timeout=timeout, cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
         env=env_ if env_ is not None else _clean_env(),
     )
 
@@ -103,8 +106,14 @@ def test_concurrent_builds_are_atomic(tmp_path):
     cache = tmp_path / "cache"
     code = "from bpfmagic.kernel import env; import warnings; warnings.simplefilter('ignore'); print(env.ensure_kernel_headers())"
     procs = [
-        subprocess.Popen([sys.executable, "-c", code], cwd=REPO, text=True, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, env=_clean_env(XDG_CACHE_HOME=str(cache)))
+        subprocess.Popen(
+            [sys.executable, "-c", code],
+            cwd=REPO,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=_clean_env(XDG_CACHE_HOME=str(cache)),
+        )
         for _ in range(4)
     ]
     outs = [p.communicate(timeout=120) for p in procs]
@@ -144,8 +153,7 @@ def test_mismatch_warning_once_per_process():
 @needs_debian_headers
 def test_child_of_prepared_process_still_warns():
     """A kernel started by a process that set BCC_KERNEL_SOURCE still warns."""
-    prep = _py("from bpfmagic.kernel import env; import warnings; warnings.simplefilter('ignore'); "
-               "print(env.ensure_kernel_headers())")
+    prep = _py("from bpfmagic.kernel import env; import warnings; warnings.simplefilter('ignore'); print(env.ensure_kernel_headers())")
     tree = prep.stdout.strip()
     r = _py(
         """
@@ -216,6 +224,7 @@ def test_matched_headers_are_used_as_they_are(tmp_path, fresh_cache, monkeypatch
     nothing is built or set and nobody is warned, even with Debian's headers
     installed beside it."""
     import warnings
+
     modules = tmp_path / "modules"
     build = modules / RUNNING / "build"
     (build / "include" / "linux").mkdir(parents=True)
@@ -327,8 +336,7 @@ def test_ensure_fs_reports_instead_of_raising(monkeypatch):
 # doctor
 # --------------------------------------------------------------------------
 
-CHECK_NAMES = ["privileges", "bcc", "kernel headers", "tracefs", "bpffs", "BTF",
-               "kprobes", "fentry", "JIT", "bpftool", "clang"]
+CHECK_NAMES = ["privileges", "bcc", "kernel headers", "tracefs", "bpffs", "BTF", "kprobes", "fentry", "JIT", "bpftool", "clang"]
 
 
 def test_doctor_checks_complete():
@@ -363,8 +371,7 @@ def test_btf_func_lookup_matches_bpftool():
     assert isinstance(tid, int) and tid > 0
     bpftool = doctor._which("bpftool")
     assert bpftool, "bpftool is missing: `make setup` installs it"
-    out = subprocess.run([bpftool, "btf", "dump", "file", "/sys/kernel/btf/vmlinux"],
-                         capture_output=True, text=True, timeout=60).stdout
+    out = subprocess.run([bpftool, "btf", "dump", "file", "/sys/kernel/btf/vmlinux"], capture_output=True, text=True, timeout=60).stdout
     assert f"[{tid}] FUNC 'bpf_fentry_test1'" in out
 
 
@@ -394,8 +401,7 @@ def _required_facts() -> dict[str, bool]:
         cap_eff = next(int(l.split()[1], 16) for l in f if l.startswith("CapEff:"))
     has = lambda bit: bool(cap_eff >> bit & 1)  # noqa: E731
     privileged = has(21) or (has(39) and has(38) and has(12))  # SYS_ADMIN, or BPF + PERFMON + NET_ADMIN
-    imports_bcc = subprocess.run([sys.executable, "-c", "import bcc"], capture_output=True,
-                                 env=_clean_env(), timeout=30).returncode == 0
+    imports_bcc = subprocess.run([sys.executable, "-c", "import bcc"], capture_output=True, env=_clean_env(), timeout=30).returncode == 0
     headers = HAS_BUILD or any(Path(env.USR_SRC).glob("linux-headers-*-common/include"))
     with open("/proc/mounts") as f:
         tracefs = any(l.split()[1:3] == ["/sys/kernel/tracing", "tracefs"] for l in f)
@@ -426,13 +432,16 @@ def test_doctor_cli_without_site_packages_exits_1():
     """`python -S`: no dist-packages, so no bcc (and no pandas): degraded, exit 1."""
     r = subprocess.run(
         [sys.executable, "-S", "-m", "bpfmagic.cli", "doctor"],
-        capture_output=True, text=True, timeout=30, cwd=REPO, env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=REPO,
+        env=_clean_env(),
     )
     assert r.returncode == 1, r.stdout + r.stderr
     line = next(l for l in r.stdout.splitlines() if "  bcc " in l)
     assert "FAIL" in line and "cannot import bcc" in line
-    expected = doctor.VENV_FIX if os.path.isdir("/usr/lib/python3/dist-packages/bcc") \
-        else "apt-get install -y python3-bpfcc"
+    expected = doctor.VENV_FIX if os.path.isdir("/usr/lib/python3/dist-packages/bcc") else "apt-get install -y python3-bpfcc"
     assert f"fix: {expected}" in r.stdout
     assert "  tracefs " in r.stdout and "  JIT " in r.stdout
 
@@ -460,17 +469,21 @@ def test_run_notebook_prints_outputs_and_saves_copy(tmp_path):
     nbdir.mkdir()
     (nbdir / "data.txt").write_text("beside the notebook\n")
     src = nbdir / "demo.ipynb"
-    _notebook(src, [
-        "print('hello from cell 0')",
-        "import pandas as pd\npd.DataFrame({'prog': ['a', 'b'], 'run_cnt': [3, 4]})",
-        "open('data.txt').read().strip()",  # cwd is the notebook's dir
-        "import sys; sys.executable",
-    ])
+    _notebook(
+        src,
+        [
+            "print('hello from cell 0')",
+            "import pandas as pd\npd.DataFrame({'prog': ['a', 'b'], 'run_cnt': [3, 4]})",
+            "open('data.txt').read().strip()",  # cwd is the notebook's dir
+            "import sys; sys.executable",
+        ],
+    )
     before = src.read_bytes()
     work = tmp_path / "work"
     work.mkdir()
-    r = subprocess.run([*_bpfmagic_cmd(), "run", str(src), "--timeout", "60"],
-                       capture_output=True, text=True, timeout=120, cwd=work, env=_clean_env())
+    r = subprocess.run(
+        [*_bpfmagic_cmd(), "run", str(src), "--timeout", "60"], capture_output=True, text=True, timeout=120, cwd=work, env=_clean_env()
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "hello from cell 0" in r.stdout
     assert "run_cnt" in r.stdout and "prog" in r.stdout
@@ -489,8 +502,9 @@ def test_run_notebook_failure_exits_nonzero(tmp_path):
     src = tmp_path / "bad.ipynb"
     _notebook(src, ["x = 1", "raise RuntimeError('boom in cell 1')", "print('never')"])
     out = tmp_path / "out" / "bad-run.ipynb"
-    r = subprocess.run([*_bpfmagic_cmd(), "run", str(src), "--output", str(out)],
-                       capture_output=True, text=True, timeout=120, cwd=tmp_path, env=_clean_env())
+    r = subprocess.run(
+        [*_bpfmagic_cmd(), "run", str(src), "--output", str(out)], capture_output=True, text=True, timeout=120, cwd=tmp_path, env=_clean_env()
+    )
     assert r.returncode == 1
     assert "boom in cell 1" in r.stderr and "RuntimeError" in r.stderr
     assert "never" not in r.stdout
@@ -500,6 +514,7 @@ def test_run_notebook_failure_exits_nonzero(tmp_path):
 def test_run_refuses_to_overwrite_source(tmp_path):
     src = tmp_path / "same.ipynb"
     _notebook(src, ["1"])
-    r = subprocess.run([*_bpfmagic_cmd(), "run", str(src), "--output", str(src)],
-                       capture_output=True, text=True, timeout=60, cwd=tmp_path, env=_clean_env())
+    r = subprocess.run(
+        [*_bpfmagic_cmd(), "run", str(src), "--output", str(src)], capture_output=True, text=True, timeout=60, cwd=tmp_path, env=_clean_env()
+    )
     assert r.returncode == 2 and "overwrite" in r.stderr

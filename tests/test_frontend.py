@@ -1,6 +1,7 @@
 """Real-world C in cells as it is: libbpf-style and uapi-style --core files,
 BCC's own table forms, --file includes, --cflags, and errors that point at
 the cell. The programs are written here in the shapes those files have."""
+
 from __future__ import annotations
 
 import os
@@ -75,7 +76,9 @@ def test_tail_calls_through_a_map_pointer_and_bpf_tail_call_static_are_counted(s
     session.load("target", 'SEC("xdp") int done(struct xdp_md *ctx) { return XDP_DROP; }', core=True)
     session.progarray("jt", 4)
     session.slot("jt[1]", "target.done")
-    session.load("callers", """
+    session.load(
+        "callers",
+        """
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 BPF_PROG_ARRAY(jt, 4);
@@ -91,7 +94,9 @@ SEC("xdp") int via_static(struct xdp_md *ctx)
     bpf_tail_call_static(ctx, &jt, 2);   /* never reached: slot 1 is filled */
     return XDP_PASS;
 }
-""", core=True)
+""",
+        core=True,
+    )
     assert session.test_run("callers.via_pointer").retval_name == "XDP_DROP"
     assert session.test_run("callers.via_static", repeat=5).retval_name == "XDP_DROP"
     slots = session.slots("jt").set_index("index")
@@ -129,17 +134,19 @@ def test_uapi_style_core_cell_compiles_without_vmlinux(session):
     session.load("uapi", UAPI_XDP, core=True)
     assert session.test_run("uapi.xdp_drop_udp", data=packets.udp_packet()).retval_name == "XDP_DROP"
     assert session.test_run("uapi.xdp_drop_udp", data=packets.tcp_packet()).retval_name == "XDP_TX"
-    assert session.test_run("uapi.xdp_drop_udp", data=packets.udp_packet(src="fd00::1", dst="fd00::2")
-                            ).retval_name == "XDP_PASS"
+    assert session.test_run("uapi.xdp_drop_udp", data=packets.udp_packet(src="fd00::1", dst="fd00::2")).retval_name == "XDP_PASS"
 
 
 @pytest.mark.parametrize("core", [False, True])
 def test_include_beside_the_file(session, tmp_path, core):
     (tmp_path / "verdicts.h").write_text("#define VERDICT 3 /* XDP_TX */\n")
     head = '#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\nSEC("xdp") ' if core else ""
-    (tmp_path / "prog.bpf.c").write_text(head.replace('SEC("xdp") ', "") + '#include "verdicts.h"\n'
-                                         + ('SEC("xdp") ' if core else "")
-                                         + "int f(struct xdp_md *ctx) { return VERDICT; }\n")
+    (tmp_path / "prog.bpf.c").write_text(
+        head.replace('SEC("xdp") ', "")
+        + '#include "verdicts.h"\n'
+        + ('SEC("xdp") ' if core else "")
+        + "int f(struct xdp_md *ctx) { return VERDICT; }\n"
+    )
     session.load("inc", file=str(tmp_path / "prog.bpf.c"), core=core)
     assert session.test_run("inc.f").retval == 3
 
@@ -155,6 +162,7 @@ def test_several_cflags_in_one_string_and_repeated(session, core):
 
 def test_cflags_forms_in_the_magic():
     from bpfmagic.magics import _cell_parser, _cflags, _option_words
+
     parser = _cell_parser()
     for line in ['m --cflags "-DA=1 -DB=2"', "m --cflags -DA=1 --cflags -DB=2", 'm --cflags="-DA=1 -DB=2"']:
         assert _cflags(parser.parse_args(_option_words(line)).cflags) == ["-DA=1", "-DB=2"], line
@@ -164,22 +172,30 @@ def test_cflags_forms_in_the_magic():
 def test_a_parameter_named_like_a_session_array_is_not_the_array(session, core):
     session.progarray("jmp_table", 8)
     sec = 'SEC("xdp") ' if core else ""
-    session.load("shadow", f"""
+    session.load(
+        "shadow",
+        f"""
 static __attribute__((always_inline)) inline int is_set(void *jmp_table) {{ return jmp_table != 0; }}
 {sec}int f(struct xdp_md *ctx) {{ return is_set(ctx) + 2; }}
-""", core=core)
+""",
+        core=core,
+    )
     assert session.test_run("shadow.f").retval == 3
 
 
 def test_bcc_prog_table_is_a_session_array(session):
     # BCC's own test shape: BPF_TABLE("prog", int, int, NAME, N) and enum keys.
-    session.load("calls", """
+    session.load(
+        "calls",
+        """
 BPF_TABLE("prog", int, int, jump, 8);
 enum { PARSE = 1, VERDICT = 2 };
 int entry(struct xdp_md *ctx) { jump.call(ctx, PARSE); return XDP_ABORTED; }
 int parse(struct xdp_md *ctx) { jump.call(ctx, VERDICT); return XDP_PASS; }
 int verdict(struct xdp_md *ctx) { return XDP_DROP; }
-""", slots={"jump[1]": "parse", "jump[2]": "verdict"})
+""",
+        slots={"jump[1]": "parse", "jump[2]": "verdict"},
+    )
     assert session.array("jump").size == 8
     assert session.test_run("calls.entry").retval_name == "XDP_DROP"
     slots = session.slots("jump").set_index("index")
@@ -188,13 +204,16 @@ int verdict(struct xdp_md *ctx) { return XDP_DROP; }
 
 def test_bcc_map_helper_by_address_gets_the_bcc_hint(session):
     with pytest.raises(BpfVerifierError) as err:
-        session.load("helper", """
+        session.load(
+            "helper",
+            """
 BPF_ARRAY(counts, u64, 1);
 int f(struct xdp_md *ctx) {
     u32 k = 0;
     u64 *v = bpf_map_lookup_elem(&counts, &k);
     return v ? XDP_PASS : XDP_DROP;
-}""")
+}""",
+        )
     assert "counts.lookup(&key)" in str(err.value)
 
 
@@ -206,11 +225,14 @@ def test_skb_function_takes_the_type_of_a_socket_filter_array(session):
 
 def test_legacy_and_unservable_sections_say_what_to_write(session):
     with pytest.raises(BpfCompileError, match=r'SEC\("tc"\)'):
-        session.load("legacy", '#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n'
-                     'SEC("classifier/0") int c(struct __sk_buff *skb) { return 0; }\n', core=True)
+        session.load(
+            "legacy",
+            '#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\nSEC("classifier/0") int c(struct __sk_buff *skb) { return 0; }\n',
+            core=True,
+        )
     from bpfmagic.kernel.attach import kprobes_available
-    src = ('#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n'
-           'SEC("kprobe/do_unlinkat") int k(void *ctx) { return 0; }\n')
+
+    src = '#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\nSEC("kprobe/do_unlinkat") int k(void *ctx) { return 0; }\n'
     if kprobes_available():
         session.load("kp", src, core=True)
     else:
@@ -221,8 +243,7 @@ def test_legacy_and_unservable_sections_say_what_to_write(session):
 def test_errors_name_the_cell_lines_and_columns_at_instrumented_call_sites(session):
     session.progarray("jt", 4)
     with pytest.raises(BpfCompileError) as err:
-        session.load("cols", "int f(struct xdp_md *ctx) {\n    jt.call(ctx, 1); return undefined_name;\n}\n",
-                     origin="cell")
+        session.load("cols", "int f(struct xdp_md *ctx) {\n    jt.call(ctx, 1); return undefined_name;\n}\n", origin="cell")
     text = str(err.value)
     # 'undefined_name' starts at column 29 of line 2 in the cell, whatever the counting wrapper added.
     assert "cell:2:29: error" in text and "__bm_" not in text
@@ -239,18 +260,19 @@ def test_header_errors_keep_the_include_stack(session, tmp_path):
 def test_no_warning_from_bpfmagics_own_instrumentation(session):
     session.progarray("jt", 4)
     m = session.load("quiet", "int f(struct xdp_md *ctx) { jt.call(ctx, 1); return XDP_PASS; }")
-    c = session.load("quietc", 'SEC("xdp") int g(struct xdp_md *ctx) { bpf_tail_call(ctx, &jt, 1); return 2; }',
-                     core=True)
+    c = session.load("quietc", 'SEC("xdp") int g(struct xdp_md *ctx) { bpf_tail_call(ctx, &jt, 1); return 2; }', core=True)
     assert "warning" not in m.compile_log and "warning" not in c.compile_log
 
 
 def test_front_end_reads_code_not_comments():
-    cell = analyse(textwrap.dedent("""
+    cell = analyse(
+        textwrap.dedent("""
         /* BPF_PROG_ARRAY(fake, 9); jt.call(ctx, 1); */
         // SLOT(jt, fake)
         BPF_PROG_ARRAY(jt, 4);
         int f(struct xdp_md *ctx, void *other) { char *s = "jt.call(ctx, 2)"; jt.call(ctx, 3); return 0; }
-    """))
+    """)
+    )
     assert [a.name for a in cell.arrays] == ["jt"] and cell.arrays[0].size == 4
     assert [(t.array, t.key) for t in cell.tail_calls] == [("jt", "3")]
     assert cell.slot_refs == [] and cell.functions["f"].prog_type == "xdp"
@@ -302,6 +324,7 @@ def test_values_initialized_prog_array_is_seen_and_freed(session):
     assert slots.loc[0, "taken"] == 1 and slots.loc[1, "taken"] == 1
     session.unload("vals")
     from bpfmagic.kernel import libbpf
+
     array = session.array("jmp_table")
     assert array.entries == {} and libbpf.map_lookup_u32(array.fd, 0) is None  # the kernel's slots emptied too
     assert m.closed
@@ -334,12 +357,12 @@ int count(struct xdp_md *ctx)
 def test_core_globals_read_write_and_set_before_load(session):
     m = session.load("g", GLOBALS, core=True, globals={"verdict_on_hit": 1})  # XDP_DROP
     assert m.globals["runs"] == 0 and m.globals["tag"] == "abc" and m.globals["window"] == {"lo": 10, "hi": 20}
-    assert session.test_run("g.count", data=b"x" * 14).retval_name == "XDP_DROP"   # 14 bytes: in the window
-    assert session.test_run("g.count", data=b"x" * 64).retval == 1                 # selector
+    assert session.test_run("g.count", data=b"x" * 14).retval_name == "XDP_DROP"  # 14 bytes: in the window
+    assert session.test_run("g.count", data=b"x" * 64).retval == 1  # selector
     m.globals["selector"] = 3
     m.globals["window"] = {"lo": 60, "hi": 70}
     assert session.test_run("g.count", data=b"x" * 64, repeat=3).retval_name == "XDP_DROP"
-    assert session.test_run("g.count", data=b"x" * 40).retval_name == "XDP_TX"     # selector 3, written
+    assert session.test_run("g.count", data=b"x" * 40).retval_name == "XDP_TX"  # selector 3, written
     assert m.globals["runs"] == 6
     assert list(m.globals["seen"]) == [64, 64, 40, 64]  # runs 1..6 wrote slots 1,2,3,0,1,2
     with pytest.raises(Exception, match="frozen when the module loaded.*--set verdict_on_hit"):
@@ -357,13 +380,15 @@ def test_object_cache_follows_included_files_and_distrusts_others(session, tmp_p
     src_dir = tmp_path / "src"
     src_dir.mkdir()
     (src_dir / "verdict.h").write_text("#define VERDICT 1\n")
-    (src_dir / "p.bpf.c").write_text('#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n#include "verdict.h"\n'
-                                     'SEC("xdp") int f(struct xdp_md *ctx) { return VERDICT; }\n')
+    (src_dir / "p.bpf.c").write_text(
+        '#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n#include "verdict.h"\nSEC("xdp") int f(struct xdp_md *ctx) { return VERDICT; }\n'
+    )
     session.load("cached", file=str(src_dir / "p.bpf.c"), core=True)
     objects = tmp_path / "cache" / "bpfmagic" / "objects"
     assert len(list(objects.glob("*.o"))) == 1 and (objects.stat().st_mode & 0o777) == 0o700
     assert session.test_run("cached.f").retval == 1
     import bpfmagic.backends.libbpf as core_module
+
     compiles = []
     real_run = core_module.subprocess.run
     monkeypatch.setattr(core_module.subprocess, "run", lambda *a, **k: compiles.append(a) or real_run(*a, **k))
@@ -394,18 +419,30 @@ def test_test_run_of_an_skb_function_takes_its_chains_type(session):
     assert result.type == "socket_filter" and result.retval == 2
 
 
-@pytest.mark.parametrize("source, core, expected", [
-    ('BPF_PROG_ARRAY(jt, 4);\nstatic __attribute__((noinline)) void sub(struct xdp_md *ctx) '
-     '{ bpf_tail_call(ctx, &jt, 0); }\nSEC("xdp") int f(struct xdp_md *ctx) { sub(ctx); return 0; }\n', True,
-     "must return int"),
-    ('int f(struct bpf_raw_tracepoint_args *ctx) { int x = 0; '
-     'bpf_probe_write_user((void *)ctx->args[0], &x, 4); return 0; }\n', False, "may not call that helper"),
-    ('BPF_ARRAY(a, u64, 4);\nint f(struct xdp_md *ctx) { int k = 0; u64 *v = a.lookup(&k); if (!v) return 0; '
-     'u32 i = ctx->data_end - ctx->data; return *(v + i); }\n', False, "no upper bound"),
-    ('int f(struct xdp_md *ctx) { ctx++; return ctx->data; }\n', False, "read fields through the ctx"),
-    ('SEC("xdp") int f(struct xdp_md *ctx) { volatile int i = 0; while (1) { i++; } return 0; }\n', True,
-     "loop"),
-])
+@pytest.mark.parametrize(
+    "source, core, expected",
+    [
+        (
+            "BPF_PROG_ARRAY(jt, 4);\nstatic __attribute__((noinline)) void sub(struct xdp_md *ctx) "
+            '{ bpf_tail_call(ctx, &jt, 0); }\nSEC("xdp") int f(struct xdp_md *ctx) { sub(ctx); return 0; }\n',
+            True,
+            "must return int",
+        ),
+        (
+            "int f(struct bpf_raw_tracepoint_args *ctx) { int x = 0; bpf_probe_write_user((void *)ctx->args[0], &x, 4); return 0; }\n",
+            False,
+            "may not call that helper",
+        ),
+        (
+            "BPF_ARRAY(a, u64, 4);\nint f(struct xdp_md *ctx) { int k = 0; u64 *v = a.lookup(&k); if (!v) return 0; "
+            "u32 i = ctx->data_end - ctx->data; return *(v + i); }\n",
+            False,
+            "no upper bound",
+        ),
+        ("int f(struct xdp_md *ctx) { ctx++; return ctx->data; }\n", False, "read fields through the ctx"),
+        ('SEC("xdp") int f(struct xdp_md *ctx) { volatile int i = 0; while (1) { i++; } return 0; }\n', True, "loop"),
+    ],
+)
 def test_verifier_hints_only_where_the_log_says_so(session, source, core, expected):
     with pytest.raises(BpfVerifierError) as err:
         session.load("e", source, core=core)
@@ -416,22 +453,32 @@ def test_verifier_hints_only_where_the_log_says_so(session, source, core, expect
 
 def test_libbpf_refusals_are_not_called_verifier_rejections(session):
     with pytest.raises(BpfCompileError) as err:
-        session.load("e", '#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n#include <bpf/bpf_tracing.h>\n'
-                     'SEC("tp_btf/no_such_event") int BPF_PROG(h) { return 0; }\n', core=True)
+        session.load(
+            "e",
+            '#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n#include <bpf/bpf_tracing.h>\n'
+            'SEC("tp_btf/no_such_event") int BPF_PROG(h) { return 0; }\n',
+            core=True,
+        )
     assert "libbpf refused to load e" in str(err.value) and "no 'no_such_event'" in str(err.value)
     assert "verifier rejected" not in str(err.value)
 
 
 def test_a_slotted_program_keeps_its_section_attachment(session):
     import os as _os
+
     session.progarray("rt", 4)
-    m = session.load("both", """
+    m = session.load(
+        "both",
+        """
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 1); __type(key, __u32); __type(value, __u64); } hits SEC(".maps");
 SEC("raw_tp/sys_enter") int on_enter(void *ctx)
 { __u32 k = 0; __u64 *v = bpf_map_lookup_elem(&hits, &k); if (v) __sync_fetch_and_add(v, 1); return 0; }
-""", core=True, slots={"rt[0]": "on_enter"})
+""",
+        core=True,
+        slots={"rt[0]": "on_enter"},
+    )
     for _ in range(10):
         _os.getppid()
     assert m.auto_attached == ["on_enter"] and m["hits"][0].value >= 10
@@ -440,24 +487,28 @@ SEC("raw_tp/sys_enter") int on_enter(void *ctx)
 
 def test_a_program_over_the_verifiers_budget_says_so(session):
     with pytest.raises(BpfVerifierError) as err:
-        session.load("big", """
+        session.load(
+            "big",
+            """
 BPF_ARRAY(a, u64, 1);
 int f(struct xdp_md *ctx) {
     u64 sum = 0;
     #pragma clang loop unroll(disable)
     for (u32 i = 0; i < 200000; i++) { int k = 0; u64 *v = a.lookup(&k); if (v) sum += *v + i; }
     return sum & 1;
-}""")
+}""",
+        )
     text = str(err.value)
     assert "1,000,000 instructions" in text and "tail calls" in text and "at most 4096" not in text
 
 
-
 def test_set_and_globals_in_the_magics(fresh):
-    res = fresh.run_cell('%%bpf cfg --core --set verdict=1 --cflags "-DA=1 -DB=1"\n'
-                         '#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n'
-                         "const volatile __u32 verdict = 2;\n__u64 runs;\n"
-                         'SEC("xdp") int f(struct xdp_md *ctx) { runs += A + B; return verdict; }\n')
+    res = fresh.run_cell(
+        '%%bpf cfg --core --set verdict=1 --cflags "-DA=1 -DB=1"\n'
+        '#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n'
+        "const volatile __u32 verdict = 2;\n__u64 runs;\n"
+        'SEC("xdp") int f(struct xdp_md *ctx) { runs += A + B; return verdict; }\n'
+    )
     assert res.success, res.error_in_exec
     assert fresh.run_line_magic("bpf", "run cfg.f").retval == 1  # XDP_DROP: set before load
     df = fresh.run_line_magic("bpf", "globals cfg").set_index("name")
@@ -510,8 +561,10 @@ def test_uapi_includes_values_init_and_a_bss_count_as_the_selftests_check(sessio
 
 def test_codegen_hazards_are_read_on_the_tree():
     from bpfmagic.c.hazards import codegen_hazards
+
     assert codegen_hazards("int f(void *c) { u32 *p; u32 k = __sync_fetch_and_add(p, 1); return k; }") == [
-        "the result of __sync_fetch_and_add() is used"]
+        "the result of __sync_fetch_and_add() is used"
+    ]
     assert codegen_hazards("int f(void *c) { u64 *p; __sync_fetch_and_add(p, 1); return 0; }") == []
     assert codegen_hazards("int f(void *c) { char buf[600]; return buf[0]; }") == ["600 bytes of locals"]
     assert codegen_hazards("int f(void *c) { u32 v[2][40]; return v[0][0]; }") == ["320 bytes of locals"]
@@ -522,13 +575,17 @@ def test_codegen_hazards_are_read_on_the_tree():
 @pytest.mark.parametrize("core", [False, True])
 def test_array_declared_in_if_branches_takes_the_branch_the_compiler_keeps(session, core):
     if core:
-        src = ('#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\nstruct {\n'
-               "\t__uint(type, BPF_MAP_TYPE_PROG_ARRAY);\n#if 0\n\t__uint(max_entries, 4);\n#else\n"
-               "\t__uint(max_entries, 9);\n#endif\n\t__type(key, __u32);\n\t__type(value, __u32);\n"
-               '} progs SEC(".maps");\nSEC("xdp") int f(struct xdp_md *ctx) { bpf_tail_call(ctx, &progs, 1); return 2; }\n')
+        src = (
+            '#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\nstruct {\n'
+            "\t__uint(type, BPF_MAP_TYPE_PROG_ARRAY);\n#if 0\n\t__uint(max_entries, 4);\n#else\n"
+            "\t__uint(max_entries, 9);\n#endif\n\t__type(key, __u32);\n\t__type(value, __u32);\n"
+            '} progs SEC(".maps");\nSEC("xdp") int f(struct xdp_md *ctx) { bpf_tail_call(ctx, &progs, 1); return 2; }\n'
+        )
     else:
-        src = ("#if 0\nBPF_PROG_ARRAY(progs, 4);\n#else\nBPF_PROG_ARRAY(progs, 9);\n#endif\n"
-               "int f(struct xdp_md *ctx) { progs.call(ctx, 1); return 2; }\n")
+        src = (
+            "#if 0\nBPF_PROG_ARRAY(progs, 4);\n#else\nBPF_PROG_ARRAY(progs, 9);\n#endif\n"
+            "int f(struct xdp_md *ctx) { progs.call(ctx, 1); return 2; }\n"
+        )
     session.load("branches", src, core=core)
     assert session.array("progs").size == 9
     assert session.test_run("branches.f").retval == 2
@@ -537,47 +594,62 @@ def test_array_declared_in_if_branches_takes_the_branch_the_compiler_keeps(sessi
 
 
 def test_set_a_char_array_global_from_digits(session):
-    m = session.load("pid", '#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n'
-                     'const volatile char pid_to_hide[8] = "";\nconst volatile int len = 0;\n'
-                     'SEC("xdp") int f(struct xdp_md *ctx) { return pid_to_hide[0] == \'1\' ? len : 0; }\n',
-                     core=True, globals={"pid_to_hide": "123", "len": "3"})
+    m = session.load(
+        "pid",
+        '#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n'
+        'const volatile char pid_to_hide[8] = "";\nconst volatile int len = 0;\n'
+        "SEC(\"xdp\") int f(struct xdp_md *ctx) { return pid_to_hide[0] == '1' ? len : 0; }\n",
+        core=True,
+        globals={"pid_to_hide": "123", "len": "3"},
+    )
     assert m.globals["pid_to_hide"] == "123" and session.test_run("pid.f").retval == 3
     with pytest.raises(TypeError, match="pid_to_hide"):
         session.load("pid2", m.source, core=True, globals={"pid_to_hide": 5})
 
 
 def test_a_slotted_program_with_a_placeholder_section_runs_through_its_slot(session):
-    m = session.load("ph", """
+    m = session.load(
+        "ph",
+        """
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 struct { __uint(type, BPF_MAP_TYPE_PROG_ARRAY); __uint(max_entries, 4); __type(key, __u32); __type(value, __u32); } progs SEC(".maps");
 SEC("tp/unused") int patch(void *ctx) { return 0; }
 SEC("tp/sched/sched_switch") int enter(void *ctx) { bpf_tail_call(ctx, &progs, 2); return 0; }
-""", core=True, slots={"progs[2]": "patch"})
+""",
+        core=True,
+        slots={"progs[2]": "patch"},
+    )
     assert m.auto_attached == ["enter"] and session.array("progs").entries[2] is m.programs["patch"]
     assert any(n.startswith("patch runs through its slot only") for n in m.notes)
     with pytest.raises(AttachError, match="unused"):  # not slotted: attaching is its only use, so it must work
-        session.load("ph2", '#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n'
-                     'SEC("tp/unused") int patch(void *ctx) { return 0; }\n', core=True)
+        session.load("ph2", '#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\nSEC("tp/unused") int patch(void *ctx) { return 0; }\n', core=True)
 
 
 def test_uapi_header_reaching_glibc_stubs_compiles(session):
-    session.load("ifh", "#include <linux/bpf.h>\n#include <linux/if.h>\n#include <bpf/bpf_helpers.h>\n"
-                 'SEC("xdp") int f(struct xdp_md *ctx) { return IFNAMSIZ == 16 ? XDP_PASS : XDP_DROP; }\n', core=True)
+    session.load(
+        "ifh",
+        "#include <linux/bpf.h>\n#include <linux/if.h>\n#include <bpf/bpf_helpers.h>\n"
+        'SEC("xdp") int f(struct xdp_md *ctx) { return IFNAMSIZ == 16 ? XDP_PASS : XDP_DROP; }\n',
+        core=True,
+    )
     assert session.test_run("ifh.f").retval_name == "XDP_PASS"
 
 
 def test_macro_notes_stay_with_the_error(session):
     with pytest.raises(BpfCompileError) as err:
-        session.load("note", '#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n#define BAD(x) (x +)\n'
-                     'SEC("xdp") int f(struct xdp_md *ctx) { return BAD(1); }\n', core=True, origin="cell")
+        session.load(
+            "note",
+            '#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n#define BAD(x) (x +)\nSEC("xdp") int f(struct xdp_md *ctx) { return BAD(1); }\n',
+            core=True,
+            origin="cell",
+        )
     assert "cell:4:" in str(err.value) and "expanded from macro 'BAD'" in str(err.value)
 
 
 def test_libbpf_style_c_without_core_says_to_use_core(session):
     with pytest.raises(BpfCompileError, match="load it with --core"):
-        session.load("nocore", '#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n'
-                     'SEC("xdp") int f(struct xdp_md *ctx) { return XDP_PASS; }\n')
+        session.load("nocore", '#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\nSEC("xdp") int f(struct xdp_md *ctx) { return XDP_PASS; }\n')
 
 
 def test_size_mismatch_advice_names_the_modules_to_unload_first(session):
@@ -594,13 +666,17 @@ def test_size_mismatch_advice_names_the_modules_to_unload_first(session):
 def test_a_core_program_over_the_budget_keeps_the_whole_log(session):
     # The log is tens of megabytes; the reason is at its end (libbpf's messages are formatted whole).
     with pytest.raises(BpfVerifierError) as err:
-        session.load("big", '#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n'
-                     "struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 1); __type(key, __u32); "
-                     '__type(value, __u64); } a SEC(".maps");\n'
-                     'SEC("xdp") int f(struct xdp_md *ctx) {\n    __u64 sum = 0;\n'
-                     "    #pragma clang loop unroll(disable)\n    for (__u32 i = 0; i < 200000; i++) "
-                     "{ __u32 k = 0; __u64 *v = bpf_map_lookup_elem(&a, &k); if (v) sum += *v + i; }\n"
-                     "    return sum & 1;\n}\n", core=True)
+        session.load(
+            "big",
+            '#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n'
+            "struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 1); __type(key, __u32); "
+            '__type(value, __u64); } a SEC(".maps");\n'
+            'SEC("xdp") int f(struct xdp_md *ctx) {\n    __u64 sum = 0;\n'
+            "    #pragma clang loop unroll(disable)\n    for (__u32 i = 0; i < 200000; i++) "
+            "{ __u32 k = 0; __u64 *v = bpf_map_lookup_elem(&a, &k); if (v) sum += *v + i; }\n"
+            "    return sum & 1;\n}\n",
+            core=True,
+        )
     text = str(err.value)
     assert "BPF program is too large" in text and "tail calls" in text and len(err.value.log) > 1 << 20
 
@@ -612,6 +688,7 @@ def test_an_empty_cell_says_it_has_no_code(session):
 
 def test_codegen_hazards_see_big_struct_locals():
     from bpfmagic.c.hazards import codegen_hazards
+
     src = "struct ev { u64 ts; char comm[16]; u32 args[60]; };\nint f(void *c) { struct ev e = {}; return e.ts; }"
     assert codegen_hazards(src) == ["264 bytes of locals"]
     assert codegen_hazards("struct small { u64 a, b; };\nint f(void *c) { struct small s = {}; return s.a; }") == []
@@ -619,16 +696,23 @@ def test_codegen_hazards_see_big_struct_locals():
 
 def test_core_compiles_for_the_isa_the_kernel_runs(session):
     # A 32-bit fetch-and-add whose old value is used needs BPF v3 atomics.
-    m = session.load("atom", '#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n__u32 counter = 5;\n'
-                     'SEC("xdp") int f(struct xdp_md *ctx) { __u32 old = __sync_fetch_and_add(&counter, 1); '
-                     "return old == 5 ? XDP_DROP : XDP_PASS; }\n", core=True)
+    m = session.load(
+        "atom",
+        '#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n__u32 counter = 5;\n'
+        'SEC("xdp") int f(struct xdp_md *ctx) { __u32 old = __sync_fetch_and_add(&counter, 1); '
+        "return old == 5 ? XDP_DROP : XDP_PASS; }\n",
+        core=True,
+    )
     assert session.test_run("atom.f").retval_name == "XDP_DROP"
     assert session.test_run("atom.f").retval_name == "XDP_PASS" and m.globals["counter"] == 7
 
 
 def test_each_hint_is_shown_once(session):
     with pytest.raises(BpfVerifierError) as err:
-        session.load("null", "BPF_HASH(last, u32, u64);\nint f(struct xdp_md *ctx) { u32 k = 0; u64 *v = last.lookup(&k); "
-                     "*v = bpf_ktime_get_ns(); return XDP_PASS; }\n")
+        session.load(
+            "null",
+            "BPF_HASH(last, u32, u64);\nint f(struct xdp_md *ctx) { u32 k = 0; u64 *v = last.lookup(&k); "
+            "*v = bpf_ktime_get_ns(); return XDP_PASS; }\n",
+        )
     hints = [line for line in str(err.value).splitlines() if line.startswith("HINT:")]
     assert hints and len(hints) == len(set(hints)), hints

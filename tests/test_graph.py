@@ -1,6 +1,7 @@
 """The chain graph against chains built here, and the three-cell experiment
 through the magics: build a chain, run it on a packet, see slots, misses,
 cost and the picture."""
+
 from __future__ import annotations
 
 import os
@@ -48,8 +49,7 @@ def test_call_sites_are_found_per_function():
         }
     """)
     sites = [(s.function, s.array, s.key) for s in chain_graph.call_sites(source)]
-    assert sites == [("raw_tracepoint__sys_enter", "progs", "ctx->args[1]"), ("f", "progs", "(3)"),
-                     ("f", "other", "SLOT(other, x)")]
+    assert sites == [("raw_tracepoint__sys_enter", "progs", "ctx->args[1]"), ("f", "progs", "(3)"), ("f", "other", "SLOT(other, x)")]
 
 
 @needs_root
@@ -60,9 +60,13 @@ def test_edges_match_the_chain(session):
         assert session.test_run("c.entry").retval_name == "XDP_TX"
     g = session.graph()
     assert g.edge_set("call") == {
-        ("c.entry", "jt[parse_ip]"), ("c.parse_ip", "jt[2]"), ("c.parse_l4", "jt[5]"),
+        ("c.entry", "jt[parse_ip]"),
+        ("c.parse_ip", "jt[2]"),
+        ("c.parse_l4", "jt[5]"),
         # a variable key can reach every slot in use
-        ("c.dispatch", "jt[parse_ip]"), ("c.dispatch", "jt[2]"), ("c.dispatch", "jt[5]"),
+        ("c.dispatch", "jt[parse_ip]"),
+        ("c.dispatch", "jt[2]"),
+        ("c.dispatch", "jt[5]"),
     }
     assert g.edge_set("slot") == {("jt[parse_ip]", "c.parse_ip"), ("jt[2]", "c.parse_l4")}
     calls = g.edges[g.edges["kind"] == "call"]
@@ -85,8 +89,7 @@ def test_edges_match_the_chain(session):
 @needs_root
 def test_graph_of_two_modules_sharing_an_array(session):
     session.load("a", "BPF_PROG_ARRAY(p, 4);\nint go(struct xdp_md *ctx) { p.call(ctx, 1); return XDP_PASS; }")
-    session.load("b", "BPF_PROG_ARRAY(p, 4);\nint next(struct xdp_md *ctx) { p.call(ctx, 3); return XDP_DROP; }",
-                 slots={"p[1]": "next"})
+    session.load("b", "BPF_PROG_ARRAY(p, 4);\nint next(struct xdp_md *ctx) { p.call(ctx, 3); return XDP_DROP; }", slots={"p[1]": "next"})
     session.program("a.go")
     g = session.graph()
     assert g.edge_set() == {("a.go", "p[1]"), ("p[1]", "b.next"), ("b.next", "p[3]")}
@@ -94,10 +97,14 @@ def test_graph_of_two_modules_sharing_an_array(session):
 
 @needs_root
 def test_a_swapped_in_program_is_credited_only_its_own_calls(session):
-    session.load("c", "BPF_PROG_ARRAY(sw, 4);\n"
-                      "int entry(struct xdp_md *ctx) { sw.call(ctx, 1); return XDP_PASS; }\n"
-                      "int a1(struct xdp_md *ctx) { return XDP_DROP; }\n"
-                      "int b1(struct xdp_md *ctx) { return XDP_TX; }", slots={"sw[1]": "a1"})
+    session.load(
+        "c",
+        "BPF_PROG_ARRAY(sw, 4);\n"
+        "int entry(struct xdp_md *ctx) { sw.call(ctx, 1); return XDP_PASS; }\n"
+        "int a1(struct xdp_md *ctx) { return XDP_DROP; }\n"
+        "int b1(struct xdp_md *ctx) { return XDP_TX; }",
+        slots={"sw[1]": "a1"},
+    )
     session.test_run("c.entry", repeat=100)
     session.slot("sw[1]", "c.b1")
     session.test_run("c.entry")
@@ -117,6 +124,7 @@ def test_a_swapped_in_program_is_credited_only_its_own_calls(session):
 @pytest.fixture
 def shell():
     from IPython.testing.globalipapp import get_ipython
+
     ip = get_ipython()
     ip.run_line_magic("load_ext", "bpfmagic")
     bpfmagic._drop_session()
@@ -134,9 +142,12 @@ def shell():
 @needs_root
 def test_three_cells_chain_run_stats_cost_and_picture(shell, capsys):
     # Cell 1: the chain.
-    result = shell.run_cell(textwrap.dedent("""\
+    result = shell.run_cell(
+        textwrap.dedent("""\
         %%bpf c -s jt[parse_ip]=parse_ip -s jt[2]=parse_l4
-        """) + CHAIN)
+        """)
+        + CHAIN
+    )
     assert result.success, result.error_in_exec
     # Cell 2: run it on a packet, then see the slots and the misses.
     frame = bpfmagic.experiments.packets.udp_packet(dport=53, payload=b"query")

@@ -1,5 +1,6 @@
 """Every %bpf subcommand, and the cell magic, answer --help with their own
 help rather than a complaint about missing arguments. Needs no root."""
+
 from __future__ import annotations
 
 
@@ -17,7 +18,7 @@ def test_every_subcommand_answers_help(ip, capsys):
             out, err = capsys.readouterr()
             assert res.error_in_exec is None, (name, flag, res.error_in_exec)
             assert "the following arguments are required" not in out + err
-            assert f"usage: %bpf {name}" in out, (name, out)   # the usage line of that command
+            assert f"usage: %bpf {name}" in out, (name, out)  # the usage line of that command
             if parser.description:
                 assert " ".join(parser.description.split())[:40] in " ".join(out.split()), name
 
@@ -34,8 +35,7 @@ def test_help_after_other_arguments_and_not_as_a_value(ip, capsys):
     assert "%bpf run" in capsys.readouterr().out
     # `-h` as the value of --grep is a pattern, not a request for help: the command runs (and
     # fails for its own reason, here: nothing is loaded / no privileges), it does not print help
-    assert not __import__("bpfmagic.magics", fromlist=["_asks_help"])._asks_help(
-        commands(ip)["trace"], ["--grep", "-h"])
+    assert not __import__("bpfmagic.magics", fromlist=["_asks_help"])._asks_help(commands(ip)["trace"], ["--grep", "-h"])
 
 
 def test_command_list_and_cell_magic_help(ip, capsys):
@@ -51,6 +51,7 @@ def test_command_list_and_cell_magic_help(ip, capsys):
 def test_magic_docstring_matches_the_parsers():
     """`%bpf?` lists every option each line command takes (load refers to the cell magic's)."""
     from bpfmagic import magics
+
     doc = magics.BpfMagics.bpf.__doc__
     for name, parser in magics._line_parsers().items():
         lines = " ".join(ln.strip() for ln in doc.splitlines() if ln.strip().startswith(f"%bpf {name}"))

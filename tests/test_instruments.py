@@ -1,6 +1,7 @@
 """Chain instruments: the verifier's cost per program and the chain's stack,
 per-call-site counts, the graph of enum-keyed chains, counters read together,
 slots across re-runs and unloads."""
+
 from __future__ import annotations
 
 import threading
@@ -31,8 +32,9 @@ char LICENSE[] SEC("license") = "GPL";
 
 @needs_root
 def test_verifier_cost_of_a_bcc_program(session):
-    m = session.load("v", "int f(struct xdp_md *ctx) { char b[64]; __builtin_memset(b, 1, 64);\n"
-                          "  return b[ctx->ingress_ifindex & 63] ? XDP_PASS : XDP_DROP; }")
+    m = session.load(
+        "v", "int f(struct xdp_md *ctx) { char b[64]; __builtin_memset(b, 1, 64);\n  return b[ctx->ingress_ifindex & 63] ? XDP_PASS : XDP_DROP; }"
+    )
     v = m.programs["f"].verifier
     assert v.insns_processed is not None and v.insns_processed > 0
     assert v.insns_processed == v.verified_insns  # the log's count and the program info's agree
@@ -69,14 +71,17 @@ def test_verifier_cost_of_subprograms_and_the_chain_stack(session):
 def test_a_failing_core_load_still_says_why(session):
     bad = CORE_MIXED.replace("return c[7] == 3", "return *(char *)(long)ctx->data == 3")  # no bounds check
     from bpfmagic import BpfVerifierError
+
     with pytest.raises(BpfVerifierError, match="invalid access to packet"):
         session.load("bad", bad, core=True)
 
 
 def test_enum_constants_are_read_on_the_tree():
-    consts = file_constants("#define X 4\nenum { A = 1, B, C = X << 1, D };\n"
-                            "typedef enum e { E = C + 1 } e_t;\nenum f { A = 7 };\n"
-                            "int f(void) { enum { Q = 3 }; return 0; }")
+    consts = file_constants(
+        "#define X 4\nenum { A = 1, B, C = X << 1, D };\n"
+        "typedef enum e { E = C + 1 } e_t;\nenum f { A = 7 };\n"
+        "int f(void) { enum { Q = 3 }; return 0; }"
+    )
     assert consts == {"B": "2", "C": "8", "D": "9", "E": "9", "X": "4"}  # A defined twice: left out
 
 
@@ -97,13 +102,11 @@ int eop(struct xdp_md *ctx) { return XDP_DROP; }
 
 @needs_root
 def test_graph_of_enum_keys_and_counts_per_call_site(session):
-    session.load("t", TEST_CALL1, slots={"jump[2]": "parse_ether", "jump[3]": "parse_arp", "jump[4]": "parse_ip",
-                                        "jump[1]": "eop"})
+    session.load("t", TEST_CALL1, slots={"jump[2]": "parse_ether", "jump[3]": "parse_arp", "jump[4]": "parse_ip", "jump[1]": "eop"})
     for _ in range(4):
         assert session.test_run("t.parse_ether").retval_name == "XDP_DROP"
     g = session.graph("jump")
-    assert g.edge_set("call") == {("t.parse_ether", "jump[3]"), ("t.parse_ether", "jump[4]"),
-                                  ("t.parse_ip", "jump[1]")}
+    assert g.edge_set("call") == {("t.parse_ether", "jump[3]"), ("t.parse_ether", "jump[4]"), ("t.parse_ip", "jump[1]")}
     calls = g.edges[g.edges["kind"] == "call"].set_index("dst")
     # each edge has its call site's counts: the ARP site never ran
     assert (calls.loc["jump[3]", "line"], calls.loc["jump[3]", "calls"]) == (6, 0)
@@ -115,7 +118,9 @@ def test_graph_of_enum_keys_and_counts_per_call_site(session):
 
 @needs_root
 def test_counts_per_call_site_in_core_cells(session):
-    m = session.load("k", r"""
+    m = session.load(
+        "k",
+        r"""
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 struct { __uint(type, BPF_MAP_TYPE_PROG_ARRAY); __uint(max_entries, 4); __type(key, u32); __type(value, u32); } kj SEC(".maps");
@@ -125,7 +130,9 @@ SEC("xdp") int h(struct xdp_md *ctx) {
     return XDP_PASS;
 }
 char LICENSE[] SEC("license") = "GPL";
-""", core=True)
+""",
+        core=True,
+    )
     session.test_run("k.h", repeat=5)
     assert session.site_counts(m) == {6: (5, 5), 7: (5, 5)}
 
@@ -133,8 +140,7 @@ char LICENSE[] SEC("license") = "GPL";
 @needs_root
 def test_a_wide_chain_fits_a_notebook(session):
     n = 9
-    src = "BPF_PROG_ARRAY(wide, 16);\n" + "\n".join(
-        f"int h{i}(struct xdp_md *ctx) {{ wide.call(ctx, {i + 1}); return XDP_PASS; }}" for i in range(n))
+    src = "BPF_PROG_ARRAY(wide, 16);\n" + "\n".join(f"int h{i}(struct xdp_md *ctx) {{ wide.call(ctx, {i + 1}); return XDP_PASS; }}" for i in range(n))
     session.load("w", src, slots={f"wide[{i}]": f"h{i}" for i in range(1, n)})
     session.program("w.h0")
     g = session.graph("wide")
@@ -142,6 +148,7 @@ def test_a_wide_chain_fits_a_notebook(session):
     assert "rankdir=TB" in dot and 'size="9.5,40"' in dot
     import re
     import shutil
+
     if shutil.which("dot"):
         width = float(re.search(r'<svg width="([\d.]+)pt"', g.svg())[1])
         assert width * 96 / 72 <= 953  # pt -> px: inside a notebook's output area
@@ -149,15 +156,16 @@ def test_a_wide_chain_fits_a_notebook(session):
 
 @needs_root
 def test_counters_read_while_traffic_runs_agree(session):
-    session.load("ag", "BPF_PROG_ARRAY(agj, 4);\n"
-                       "int go(struct xdp_md *ctx) { agj.call(ctx, 2); return XDP_PASS; }")  # slot 2 stays empty
+    session.load("ag", "BPF_PROG_ARRAY(agj, 4);\nint go(struct xdp_md *ctx) { agj.call(ctx, 2); return XDP_PASS; }")  # slot 2 stays empty
     prog = session.program("ag.go")
     from bpfmagic.kernel import libbpf
+
     done = threading.Event()
 
     def traffic():
         while not done.is_set():
             libbpf.test_run(prog.fd, data=bytes(64), repeat=200_000)
+
     t = threading.Thread(target=traffic)
     t.start()
     try:
@@ -176,11 +184,14 @@ def test_counters_read_while_traffic_runs_agree(session):
 
 @needs_root
 def test_slots_are_filled_before_the_entry_is_attached(session):
-    src = ("BPF_PROG_ARRAY(att, 4);\n"
-           "int entry(struct bpf_raw_tracepoint_args *ctx) { att.call(ctx, 1); return 0; }\n"
-           "int next(struct bpf_raw_tracepoint_args *ctx) { return 0; }")
+    src = (
+        "BPF_PROG_ARRAY(att, 4);\n"
+        "int entry(struct bpf_raw_tracepoint_args *ctx) { att.call(ctx, 1); return 0; }\n"
+        "int next(struct bpf_raw_tracepoint_args *ctx) { return 0; }"
+    )
     session.load("at", src, attach={"entry": "raw_tracepoint:sys_enter"}, slots={"att[1]": "next"})
     import os
+
     os.getpid(), os.stat("/")  # syscalls: the entry runs
     row = session.slots("att").set_index("index").loc[1]
     assert row["calls"] > 0 and row["missed"] == 0  # attached before the slot was filled, the first runs missed
@@ -188,8 +199,7 @@ def test_slots_are_filled_before_the_entry_is_attached(session):
 
 @needs_root
 def test_a_rerun_refills_the_slots_its_old_version_held(session):
-    v1 = ("BPF_PROG_ARRAY(rr, 4);\nint e(struct xdp_md *ctx) { rr.call(ctx, 2); return XDP_PASS; }\n"
-          "int g(struct xdp_md *ctx) { return XDP_DROP; }")
+    v1 = "BPF_PROG_ARRAY(rr, 4);\nint e(struct xdp_md *ctx) { rr.call(ctx, 2); return XDP_PASS; }\nint g(struct xdp_md *ctx) { return XDP_DROP; }"
     session.load("r", v1)
     session.slot("rr[2]", "r.g")
     m2 = session.load("r", v1.replace("XDP_DROP", "XDP_TX"))
@@ -215,8 +225,11 @@ def test_socket_filter_runs_say_the_packet_starts_at_l3(session):
 
 @needs_root
 def test_prog_ids_are_integers_and_empty_slots_blank(session):
-    session.load("pi", "BPF_PROG_ARRAY(pia, 4);\nint e(struct xdp_md *ctx) { pia.call(ctx, 3); return XDP_PASS; }\n"
-                       "int g(struct xdp_md *ctx) { return XDP_DROP; }", slots={"pia[1]": "g"})
+    session.load(
+        "pi",
+        "BPF_PROG_ARRAY(pia, 4);\nint e(struct xdp_md *ctx) { pia.call(ctx, 3); return XDP_PASS; }\nint g(struct xdp_md *ctx) { return XDP_DROP; }",
+        slots={"pia[1]": "g"},
+    )
     session.test_run("pi.e")
     slots = session.slots("pia").set_index("index")
     assert str(slots["prog_id"].dtype) == "Int64"
@@ -276,6 +289,7 @@ def test_dump_through_the_magic(capsys):
     from IPython.testing.globalipapp import get_ipython
 
     import bpfmagic
+
     ip = get_ipython()
     ip.run_line_magic("load_ext", "bpfmagic")
     bpfmagic._drop_session()
@@ -334,8 +348,7 @@ def test_paths_off_runs_uninstrumented_code(session):
 @needs_root
 def test_the_limit_is_told_from_an_empty_slot(session):
     session.enable_paths()
-    session.load("lim", "BPF_PROG_ARRAY(lj, 2);\n"
-                        "int loop(struct xdp_md *ctx) { lj.call(ctx, 0); return XDP_DROP; }", slots={"lj[0]": "loop"})
+    session.load("lim", "BPF_PROG_ARRAY(lj, 2);\nint loop(struct xdp_md *ctx) { lj.call(ctx, 0); return XDP_DROP; }", slots={"lj[0]": "loop"})
     r = session.test_run("lim.loop", path=True)
     assert len(r.path) == 34
     assert list(r.path["outcome"][:33]) == ["taken"] * 33 and r.path["outcome"].iloc[33] == "limit reached"
@@ -347,14 +360,19 @@ def test_the_limit_is_told_from_an_empty_slot(session):
 @needs_root
 def test_paths_in_a_core_chain(session):
     session.enable_paths()
-    session.load("cp", r"""
+    session.load(
+        "cp",
+        r"""
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 struct { __uint(type, BPF_MAP_TYPE_PROG_ARRAY); __uint(max_entries, 4); __type(key, u32); __type(value, u32); } cj SEC(".maps");
 SEC("xdp") int first(struct xdp_md *ctx) { bpf_tail_call_static(ctx, &cj, 1); return XDP_PASS; }
 SEC("xdp") int second(struct xdp_md *ctx) { bpf_tail_call(ctx, &cj, 3); return XDP_DROP; }
 char LICENSE[] SEC("license") = "GPL";
-""", core=True, slots={"cj[1]": "second"})
+""",
+        core=True,
+        slots={"cj[1]": "second"},
+    )
     r = session.test_run("cp.first", path=True)
     assert r.retval_name == "XDP_DROP" and r.path_text == "cp.first → second ✗ cj[3] empty"
 
@@ -370,12 +388,16 @@ def test_live_paths_are_counted(session):
         for _ in range(3):
             libbpf.test_run(prog.fd, data=bytes(64), repeat=100)
         libbpf.test_run(prog.fd, data=b"\xaa" + bytes(63), repeat=7)
+
     df = session.paths("pj", during=traffic)
     got = dict(zip(df["path"], df["runs"]))
-    assert got == {"lv.entry → parse_eth → parse_ip ✗ pj[5] empty": 300,  # every run, counted once
-                   "lv.entry ✗ pj[3] empty → parse_eth → parse_ip ✗ pj[5] empty": 7}
+    assert got == {
+        "lv.entry → parse_eth → parse_ip ✗ pj[5] empty": 300,  # every run, counted once
+        "lv.entry ✗ pj[3] empty → parse_eth → parse_ip ✗ pj[5] empty": 7,
+    }
     assert abs(df["share"].sum() - 1) < 1e-9
     from bpfmagic.experiments.paths import picture
+
     g = picture(session, df, "pj")
     assert g.widths[("lv.entry", "pj[1]")] == 307 and g.widths[("lv.entry", "pj[3]")] == 7
     assert g.widths[("pj[2]", "lv.parse_ip")] == 307
@@ -383,8 +405,7 @@ def test_live_paths_are_counted(session):
     assert "penwidth=6.0" in dot and "307 runs" in dot
     # a second window: the runs left in the records by the first are not counted again
     df2 = session.paths("pj", during=lambda: libbpf.test_run(prog.fd, data=b"\xaa" + bytes(63), repeat=5))
-    assert dict(zip(df2["path"], df2["runs"])) == {
-        "lv.entry ✗ pj[3] empty → parse_eth → parse_ip ✗ pj[5] empty": 5}
+    assert dict(zip(df2["path"], df2["runs"])) == {"lv.entry ✗ pj[3] empty → parse_eth → parse_ip ✗ pj[5] empty": 5}
 
 
 # ------------------------------------------------------------------ chains as data
@@ -407,7 +428,7 @@ int c(struct xdp_md *ctx) { mark(ctx, 'C'); CHAIN_NEXT(ctx, fw); return XDP_DROP
 
 def _order(session) -> bytes:
     out = session.test_run("fw_entry.entry", data=bytes(64)).data_out
-    return out[1:1 + out[0]]
+    return out[1 : 1 + out[0]]
 
 
 @needs_root
@@ -439,6 +460,7 @@ def test_reordering_under_traffic_shows_only_whole_orders(session):
     ch = session.chain("fw", ["st.a", "st.b", "st.c"])
     prog = ch.program
     from bpfmagic.kernel import libbpf
+
     stop = threading.Event()
     runs = []
 
@@ -446,12 +468,14 @@ def test_reordering_under_traffic_shows_only_whole_orders(session):
         while not stop.is_set():
             libbpf.test_run(prog.fd, data=bytes(64), repeat=20_000)
             runs.append(1)
+
     t = threading.Thread(target=traffic)
     t.start()
 
     def flips():
         for i in range(60):
             ch.reorder(["st.c", "st.b", "st.a"] if i % 2 == 0 else ["st.a", "st.b", "st.c"])
+
     try:
         df = session.paths("fw", during=flips)
     finally:
@@ -468,6 +492,7 @@ def test_chain_from_a_yaml_file_through_the_magic(tmp_path, capsys):
     from IPython.testing.globalipapp import get_ipython
 
     import bpfmagic
+
     ip = get_ipython()
     ip.run_line_magic("load_ext", "bpfmagic")
     bpfmagic._drop_session()
@@ -485,6 +510,7 @@ def test_chain_from_a_yaml_file_through_the_magic(tmp_path, capsys):
         assert list(df["runs"]) == [1, 1, 1]
         assert "fw_entry.entry → c → a → b" in capsys.readouterr().out
         from bpfmagic.experiments.chain import load_file
+
         # A later file that contradicts the chain is refused, and the chain keeps its order.
         f.write_text("capacity: 8\nstages: [st.a]\n")
         with pytest.raises(bpfmagic.UsageProblem, match="has capacity 16, the file says 8"):

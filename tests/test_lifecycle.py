@@ -1,5 +1,6 @@
 """Lifecycle across processes: liveness that does not depend on pids (another
 PID namespace), and a killed process that leaves nothing loaded."""
+
 from __future__ import annotations
 
 import os
@@ -50,7 +51,10 @@ def test_sessions_in_another_pid_namespace_keep_each_others_pins_and_clean_dead_
     the child is dead (its reaper killed too, so only cleanup can free it),
     the next session removes its pins. Run in a private bpffs: the sessions
     of this machine are not part of the experiment."""
-    facts = in_private_bpffs(f"CHAIN = {CHAIN!r}", f"CHILD = {PID_NS_CHILD!r}", """
+    facts = in_private_bpffs(
+        f"CHAIN = {CHAIN!r}",
+        f"CHILD = {PID_NS_CHILD!r}",
+        """
         import signal, subprocess
         from bpfmagic import Session
         from bpfmagic.kernel import libbpf
@@ -78,7 +82,8 @@ def test_sessions_in_another_pid_namespace_keep_each_others_pins_and_clean_dead_
         report(child_pid=int(child_pid), child_retval=int(child_retval), parent_pins_kept=parent_pins_kept,
                parent_retval=parent_retval, child_pins_kept=child_pins_kept,
                left_by_dead_child=left_by_dead_child, cleaned=cleaned)
-    """)
+    """,
+    )
     assert facts["child_pid"] < 10 and facts["child_retval"] == 1  # really in its own PID namespace, and working
     assert facts["parent_pins_kept"], "the session in the child PID namespace removed the parent's pins"
     assert facts["parent_retval"] == 1
@@ -133,6 +138,7 @@ def _spawn(code: str, cache: str | None = None):
     import sys
 
     from .namespaces import child_env
+
     env = child_env(dict(os.environ, XDG_CACHE_HOME=cache) if cache else None)
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env, cwd="/")
 
@@ -143,6 +149,7 @@ def test_sigkill_frees_everything_within_5_seconds_without_another_session():
     import time
 
     from .conftest import kernel_objects
+
     child = _spawn(LOADED_CHILD)
     try:
         facts = json.loads(child.stdout.readline())
@@ -158,6 +165,7 @@ def test_sigkill_frees_everything_within_5_seconds_without_another_session():
     def remaining():
         now = kernel_objects()
         return {kind: ids & now[kind] for kind, ids in held.items() if ids & now[kind]}
+
     while (remaining() or os.path.exists(process_dir)) and time.monotonic() - killed < 5:
         time.sleep(0.05)
     freed_after = time.monotonic() - killed
@@ -186,6 +194,7 @@ def test_a_core_compile_killed_midway_leaves_no_temp_dir(tmp_path):
     import time
 
     from bpfmagic.kernel import pins
+
     child = _spawn(CORE_COMPILING_CHILD, cache=str(tmp_path))  # its objects stay out of the shared cache
     compile_dir = None
     try:

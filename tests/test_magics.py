@@ -1,4 +1,5 @@
 """The magics through IPython's testing shell, on the real kernel."""
+
 from __future__ import annotations
 
 import os
@@ -23,8 +24,7 @@ def run(ip, code: str):
 
 def test_help_is_usable(ip):
     doc = ip.find_magic("bpf").__doc__
-    for text in ("%%bpf NAME", "-a FUNC=TARGET", "-s ARRAY[KEY]=FUNC", "%bpf slots", "%bpf unload NAME",
-                 "%bpf progarray", "raw_tracepoint:EVENT"):
+    for text in ("%%bpf NAME", "-a FUNC=TARGET", "-s ARRAY[KEY]=FUNC", "%bpf slots", "%bpf unload NAME", "%bpf progarray", "raw_tracepoint:EVENT"):
         assert text in doc
 
 
@@ -38,21 +38,27 @@ def test_unknown_command_is_a_usage_error(fresh, capsys):
 def test_three_cell_syscall_dispatch_with_named_slots(fresh, capsys):
     ip = fresh
     assert run(ip, "%bpf progarray progs 512 --keys syscalls").success
-    res = run(ip, """\
+    res = run(
+        ip,
+        """\
         %%bpf disp -a dispatch=raw_tracepoint:sys_enter
         BPF_PROG_ARRAY(progs, 512);
         int dispatch(struct bpf_raw_tracepoint_args *ctx) {
             progs.call(ctx, ctx->args[1]);
             return 0;
         }
-        """)
+        """,
+    )
     assert res.success, res.error_in_exec
-    res = run(ip, """\
+    res = run(
+        ip,
+        """\
         %%bpf handlers -s progs[getppid]=on_getppid -s progs[getpgid]=on_getpgid
         BPF_ARRAY(seen, u64, 2);
         int on_getppid(struct bpf_raw_tracepoint_args *ctx) { int k = 0; seen.atomic_increment(k); return 0; }
         int on_getpgid(struct bpf_raw_tracepoint_args *ctx) { int k = 1; seen.atomic_increment(k); return 0; }
-        """)
+        """,
+    )
     assert res.success, res.error_in_exec
     out = capsys.readouterr().out
     assert "on_getppid (raw_tracepoint: progs[getppid])" in out
@@ -79,12 +85,15 @@ def test_three_cell_syscall_dispatch_with_named_slots(fresh, capsys):
 
 @needs_root
 def test_compile_error_is_shown_in_the_cell_without_traceback(fresh, capsys):
-    res = run(fresh, """\
+    res = run(
+        fresh,
+        """\
         %%bpf broken
         int f(struct xdp_md *ctx) {
             return XDP_PASS
         }
-        """)
+        """,
+    )
     assert isinstance(res.error_in_exec, BpfCompileError)
     out = capsys.readouterr()
     shown = out.out + out.err
@@ -94,7 +103,9 @@ def test_compile_error_is_shown_in_the_cell_without_traceback(fresh, capsys):
 
 @needs_root
 def test_verifier_error_is_shown_in_the_cell(fresh, capsys):
-    res = run(fresh, """\
+    res = run(
+        fresh,
+        """\
         %%bpf v -a f=xdp:lo
         BPF_ARRAY(a, u64, 4);
         int f(struct xdp_md *ctx) {
@@ -102,7 +113,8 @@ def test_verifier_error_is_shown_in_the_cell(fresh, capsys):
             u64 *p = a.lookup(&k);
             return *p;
         }
-        """)
+        """,
+    )
     assert isinstance(res.error_in_exec, BpfVerifierError)
     shown = "".join(capsys.readouterr())
     assert "invalid mem access 'map_value_or_null'" in shown and "HINT" in shown
@@ -128,10 +140,13 @@ def test_failed_rerun_says_the_old_version_runs(fresh, capsys):
 @needs_root
 def test_type_mismatch_and_bad_args_in_cells(fresh, capsys):
     run(fresh, "%bpf progarray jt 4 --type xdp")
-    res = run(fresh, """\
+    res = run(
+        fresh,
+        """\
         %%bpf r -s jt[0]=f
         int f(struct bpf_raw_tracepoint_args *ctx) { return 0; }
-        """)
+        """,
+    )
     assert isinstance(res.error_in_exec, SlotError)
     assert "jt holds xdp programs" in str(res.error_in_exec) and "raw_tracepoint" in str(res.error_in_exec)
     res = run(fresh, "%%bpf r -a nothing\nint f(void *c) { return 0; }\n")
@@ -197,12 +212,14 @@ def test_unprivileged_extension_loads_and_cell_says_what_is_missing():
         print("ALIVE")
     """)
     from .namespaces import WITHOUT_CAPABILITIES, child_env
+
     # Root without capabilities, not user nobody: it reaches a clone under a 0700 directory.
     home = tempfile.mkdtemp(prefix="bpfmagic-uncapable-")
     env = child_env(dict(os.environ, HOME=home, XDG_CACHE_HOME=home, IPYTHONDIR=os.path.join(home, ".ipython")))
     try:
-        out = subprocess.run([*WITHOUT_CAPABILITIES, sys.executable, "-W", "ignore", "-c", code],
-                             capture_output=True, text=True, timeout=120, env=env, cwd=home)
+        out = subprocess.run(
+            [*WITHOUT_CAPABILITIES, sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, timeout=120, env=env, cwd=home
+        )
     finally:
         shutil.rmtree(home, ignore_errors=True)
     assert "ALIVE" in out.stdout, out.stdout + out.stderr
@@ -230,6 +247,7 @@ def test_load_line_command_takes_a_file(fresh, tmp_path):
     path.write_text("int f(struct xdp_md *ctx) { return XDP_DROP; }\n")
     assert run(fresh, f"%bpf load dropper --file {path}").success
     from bpfmagic.kernel import libbpf
+
     assert libbpf.test_run(fresh.user_ns["dropper"].programs["f"].fd, data=bytes(64))["retval"] == 1
     res = run(fresh, "%bpf load nofile")
     assert type(res.error_in_exec).__name__ == "UsageError"
@@ -238,11 +256,10 @@ def test_load_line_command_takes_a_file(fresh, tmp_path):
 @needs_root
 def test_bad_cell_arguments_are_usage_errors(fresh, capsys, tmp_path):
     import builtins
+
     missing = object()
     print_before = fresh.user_ns.get("print", missing)
-    for line, words in [('%%bpf e --cflags "-DX=1', "cannot parse"),
-                        ("%%bpf print", "builtin"),
-                        ("%%bpf twice -a f=xdp:lo -a f=xdp:lo", "twice")]:
+    for line, words in [('%%bpf e --cflags "-DX=1', "cannot parse"), ("%%bpf print", "builtin"), ("%%bpf twice -a f=xdp:lo -a f=xdp:lo", "twice")]:
         res = run(fresh, line + "\nint f(struct xdp_md *c) { return XDP_PASS; }\n")
         assert res.error_in_exec is not None and words in str(res.error_in_exec), (line, res.error_in_exec)
         assert "Traceback" not in "".join(capsys.readouterr())
@@ -259,7 +276,7 @@ def test_bad_cell_arguments_are_usage_errors(fresh, capsys, tmp_path):
 def test_line_form_with_file_and_new_slot_names_shown(fresh, capsys, tmp_path):
     path = tmp_path / "e.bpf.c"
     path.write_text("BPF_PROG_ARRAY(jt, 4);\nint e(struct xdp_md *ctx) { jt.call(ctx, SLOT(jt, parsee)); return 2; }\n")
-    assert run(fresh, f"%bpf entry --file {path}").success   # IPython's hint for a %%bpf without a body
+    assert run(fresh, f"%bpf entry --file {path}").success  # IPython's hint for a %%bpf without a body
     out = capsys.readouterr().out
-    assert "new slot names: jt[parsee]=0" in out           # a typo in SLOT() would show here
+    assert "new slot names: jt[parsee]=0" in out  # a typo in SLOT() would show here
     assert isinstance(fresh.user_ns["entry"], Module)

@@ -1,6 +1,7 @@
 """Maps as DataFrames (bpfmagic/maps.py), for both backends, against what a
 program wrote during test runs with known packets, and writes from Python
 read back by a program (its retval)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -206,11 +207,12 @@ def run_packets(session, spec: str, frames) -> None:
         session.test_run(spec, data=frame)
 
 
-DNS = packets.udp_packet("10.0.0.1", "192.0.2.53", 5353, 53, b"q" * 20)       # 62 bytes
-BIG = packets.udp_packet("10.0.0.2", "192.0.2.80", 40000, 8080, b"x" * 400)   # 442 bytes
+DNS = packets.udp_packet("10.0.0.1", "192.0.2.53", 5353, 53, b"q" * 20)  # 62 bytes
+BIG = packets.udp_packet("10.0.0.2", "192.0.2.80", 40000, 8080, b"x" * 400)  # 442 bytes
 
 
 # ------------------------------------------------------------------ BCC
+
 
 def test_bcc_maps_hold_what_the_program_counted(session):
     m = session.load("bm", BCC_SOURCE)
@@ -240,13 +242,11 @@ def test_bcc_typed_views_of_single_entries(session):
     m = session.load("bm", BCC_SOURCE)
     run_packets(session, "bm.count", [DNS, BIG])
     flows = m.map("flows")
-    key = {"saddr": ip_int("10.0.0.1"), "daddr": ip_int("192.0.2.53"), "sport": 5353, "dport": 53,
-           "proto": 17, "tag": "udp"}
+    key = {"saddr": ip_int("10.0.0.1"), "daddr": ip_int("192.0.2.53"), "sport": 5353, "dport": 53, "proto": 17, "tag": "udp"}
     assert flows[key] == {"packets": 1, "bytes": len(DNS)}
     assert flows[tuple(key.values())] == flows[key]
     assert key in flows and {**key, "dport": 54} not in flows
-    assert m.map("by_len")[0] == 1 and session.map("port_bytes")[53][0]["bytes"] + \
-        session.map("port_bytes")[53][1]["bytes"] == len(DNS)
+    assert m.map("by_len")[0] == 1 and session.map("port_bytes")[53][0]["bytes"] + session.map("port_bytes")[53][1]["bytes"] == len(DNS)
 
 
 @pytest.mark.skipif(not two_cpus(), reason="needs two CPUs")
@@ -291,8 +291,7 @@ def test_writes_and_deletes_are_seen_by_the_program(session):
     routes[{"prefixlen": 24, "addr": ip_int("198.51.100.0")}] = 5
     assert session.test_run("bm.route", data=DNS).retval == 4
     df = routes.df().sort_values("prefixlen", ignore_index=True)
-    assert df.to_dict("list") == {"prefixlen": [24, 32], "addr": [ip_int("198.51.100.0"), ip_int("192.0.2.53")],
-                                  "value": [5, 4]}
+    assert df.to_dict("list") == {"prefixlen": [24, 32], "addr": [ip_int("198.51.100.0"), ip_int("192.0.2.53")], "value": [5, 4]}
     assert routes.last_read.method == "get_next_key"
     assert routes.clear() == 2 and len(routes) == 0
     # a stack: pushed from Python, popped by the program; arrays clear to zero
@@ -364,11 +363,15 @@ def test_histogram_buckets_like_print_log2_hist(session):
 
 
 def test_prog_arrays_show_their_slots(session):
-    session.load("disp", """
+    session.load(
+        "disp",
+        """
         BPF_PROG_ARRAY(jumps, 4);
         int entry(struct xdp_md *ctx) { jumps.call(ctx, 1); return XDP_PASS; }
         int second(struct xdp_md *ctx) { return XDP_DROP; }
-        """, slots={"jumps[1]": "second"})
+        """,
+        slots={"jumps[1]": "second"},
+    )
     df = session.map("jumps").df()
     pd.testing.assert_frame_equal(df, session.slots("jumps"))
     assert df["program"].tolist() == ["disp.second"]
@@ -376,12 +379,12 @@ def test_prog_arrays_show_their_slots(session):
 
 # ------------------------------------------------------------------ --core (BTF)
 
+
 def test_core_maps_typed_from_btf(session):
     m = session.load("cm", CORE_SOURCE, core=True)
     run_packets(session, "cm.count", [DNS, DNS, BIG])
     flows = m.df("flows").sort_values("dport", ignore_index=True)
-    assert list(flows.columns) == ["saddr", "dport", "proto", "ip.ttl", "ip.tos_low", "tag", "packets", "bytes",
-                                   "last_len"]
+    assert list(flows.columns) == ["saddr", "dport", "proto", "ip.ttl", "ip.tos_low", "tag", "packets", "bytes", "last_len"]
     assert flows["saddr"].tolist() == [ip_int("10.0.0.1"), ip_int("10.0.0.2")]
     assert flows["dport"].tolist() == [53, 8080] and flows["proto"].tolist() == [17, 17]
     assert flows["ip.ttl"].tolist() == [64 & 31] * 2 and flows["ip.tos_low"].tolist() == [5, 5]  # bit-fields
@@ -392,8 +395,7 @@ def test_core_maps_typed_from_btf(session):
     assert m.df("untyped").to_dict("list") == {"key": [1], "value": [len(BIG) << 32 | 8080]}
     assert m.df("lru").sort_values("key").to_dict("list") == {"key": [53, 8080], "value": [2, 1]}
     per_port = m.df("per_port", sum=True).sort_values("key", ignore_index=True)
-    assert per_port[["key", "packets", "bytes"]].to_dict("list") == \
-        {"key": [53, 8080], "packets": [2, 1], "bytes": [2 * len(DNS), len(BIG)]}
+    assert per_port[["key", "packets", "bytes"]].to_dict("list") == {"key": [53, 8080], "packets": [2, 1], "bytes": [2 * len(DNS), len(BIG)]}
     assert m.df("lens").to_dict("list") == {"value": [len(DNS)]}  # the queue's head
     assert m.df("runs", sum=True)["value"].tolist() == [0, 3]
 
@@ -421,14 +423,14 @@ def test_core_writes_are_seen_by_the_program(session):
     del routes[(32, ip_int("192.0.2.53"))]
     assert session.test_run("cm.route", data=DNS).retval == 0
     flows = m.map("flows")
-    key = {"saddr": ip_int("10.0.0.1"), "dport": 53, "proto": 17, "ip": {"ttl": 64 & 31, "tos_low": 5},
-           "tag": "ok"}
+    key = {"saddr": ip_int("10.0.0.1"), "dport": 53, "proto": 17, "ip": {"ttl": 64 & 31, "tos_low": 5}, "tag": "ok"}
     flows[key] = {"packets": 100, "bytes": 0, "last_len": [1, 2]}
     run_packets(session, "cm.count", [DNS])  # the program found the struct key written from Python
     assert flows[key]["packets"] == 101 and flows[key]["last_len"].tolist() == [1, -len(DNS)]
 
 
 # ------------------------------------------------------------------ names, lifecycle, watch
+
 
 def test_names_and_unloaded_modules(session):
     session.load("a1", "BPF_ARRAY(counts, u64, 2); int f(struct xdp_md *c) { return XDP_PASS; }")
@@ -449,11 +451,14 @@ def test_names_and_unloaded_modules(session):
 
 
 def test_event_tables_point_at_the_stream(session):
-    m = session.load("ev", """
+    m = session.load(
+        "ev",
+        """
         BPF_RINGBUF_OUTPUT(events, 8);
         struct ev { u32 n; };
         int f(struct xdp_md *c) { struct ev e = {1}; events.ringbuf_output(&e, sizeof(e), 0); return XDP_PASS; }
-        """)
+        """,
+    )
     with pytest.raises(UsageProblem, match="event table"):
         m.df("events")
 
@@ -495,6 +500,7 @@ def test_stream_view_counts_agree_with_its_count(session):
     from bpfmagic.widgets import Watch
 
     from .test_stream import PACKET, ring_producer
+
     m = session.load("w", ring_producer())
     st = session.stream("events")
     view = Watch(st, by="len", rows=3, interval=0.01)
@@ -513,12 +519,16 @@ def test_stream_view_counts_agree_with_its_count(session):
 
 # ------------------------------------------------------------------ the magics
 
+
 def test_bpf_map_magic(fresh, capsys):
     ip = fresh
 
     def run(ip, code):
         return ip.run_cell(textwrap.dedent(code))
-    res = run(ip, """\
+
+    res = run(
+        ip,
+        """\
         %%bpf mm
         BPF_PERCPU_ARRAY(hits, u64, 4);
         BPF_HISTOGRAM(sizes);
@@ -527,7 +537,8 @@ def test_bpf_map_magic(fresh, capsys):
             sizes.increment(bpf_log2l(ctx->data_end - ctx->data));
             return XDP_PASS;
         }
-        """)
+        """,
+    )
     assert res.success, res.error_in_exec
     for _ in range(3):
         assert run(ip, f"%bpf run mm.count --data {DNS.hex()}").success
@@ -551,13 +562,16 @@ def test_bpf_map_magic(fresh, capsys):
 
 
 def test_histogram_of_small_values_starts_at_zero(session):
-    m = session.load("hz", """
+    m = session.load(
+        "hz",
+        """
         BPF_HISTOGRAM(h);
         int f(struct xdp_md *ctx) {
             h.increment(bpf_log2l(0)); h.increment(bpf_log2l(1)); h.increment(bpf_log2l(3));
             return XDP_PASS;
         }
-        """)
+        """,
+    )
     session.test_run("hz.f", data=DNS)
     hist = m.map("h").hist()
     assert hist[["low", "high", "count"]].values.tolist() == [[0, 1, 2], [2, 3, 1]]
@@ -565,7 +579,9 @@ def test_histogram_of_small_values_starts_at_zero(session):
 
 def test_histogram_with_sections(session):
     """BCC's BPF_HISTOGRAM(name, struct {...; u64 slot;}): one histogram per value of the other key fields."""
-    m = session.load("hs", """
+    m = session.load(
+        "hs",
+        """
         struct key_t { u32 port; u64 slot; };
         BPF_HISTOGRAM(by_port, struct key_t);
         int f(struct xdp_md *ctx) {
@@ -575,7 +591,8 @@ def test_histogram_with_sections(session):
             by_port.increment(k);
             return XDP_PASS;
         }
-        """)
+        """,
+    )
     session.test_run("hs.f", data=DNS)
     hist = m.map("by_port").hist()
     assert list(hist.columns) == ["port", "bucket", "low", "high", "count"]
@@ -600,7 +617,9 @@ def test_a_view_follows_its_re_run_cell(session):
 
 
 def test_core_globals_as_one_row(session):
-    m = session.load("gl", r"""
+    m = session.load(
+        "gl",
+        r"""
         struct pair { __u32 a; __u16 b; };
         __u64 counter;
         __u32 selector = 3;
@@ -610,9 +629,10 @@ def test_core_globals_as_one_row(session):
         const volatile __u32 limit = 10;
         SEC("xdp") int f(struct xdp_md *ctx) { counter++; return selector + limit; }
         char LICENSE[] SEC("license") = "GPL";
-        """, core=True)
-    assert m.df("data").drop(columns="arr").to_dict("records") == [{"selector": 3, "label": "hi", "p.a": 1,
-                                                                     "p.b": 2}]
+        """,
+        core=True,
+    )
+    assert m.df("data").drop(columns="arr").to_dict("records") == [{"selector": 3, "label": "hi", "p.a": 1, "p.b": 2}]
     assert m.df("data")["arr"][0].tolist() == [4, 5, 6]
     session.test_run("gl.f", data=DNS, repeat=1)
     session.test_run("gl.f", data=DNS, repeat=1)
@@ -642,13 +662,18 @@ def test_layouts_from_ctypes_round_trip():
         _fields_ = [("lo", ct.c_uint16), ("hi", ct.c_int8)]
 
     class Value(ct.Structure):
-        _fields_ = [("names", (ct.c_char * 4) * 2), ("inner", Inner), ("samples", ct.c_int32 * 3),
-                    ("flags", ct.c_uint32, 3), ("level", ct.c_int32, 5), ("__pad_end", ct.c_char * 0)]
+        _fields_ = [
+            ("names", (ct.c_char * 4) * 2),
+            ("inner", Inner),
+            ("samples", ct.c_int32 * 3),
+            ("flags", ct.c_uint32, 3),
+            ("level", ct.c_int32, 5),
+            ("__pad_end", ct.c_char * 0),
+        ]
 
     layout = Layout(ctypes_fields(Value), ct.sizeof(Value), "value")
     assert layout.columns == ["names", "inner.lo", "inner.hi", "samples", "flags", "level"]
-    rec = layout.pack({"names": ["ab", "cdef"], "inner": {"lo": 65535, "hi": -2}, "samples": [1, -2, 3],
-                       "flags": 5, "level": -7}, "v")
+    rec = layout.pack({"names": ["ab", "cdef"], "inner": {"lo": 65535, "hi": -2}, "samples": [1, -2, 3], "flags": 5, "level": -7}, "v")
     raw = Value.from_buffer_copy(rec.tobytes()[: ct.sizeof(Value)])
     assert (raw.names[0].value, raw.names[1].value) == (b"ab", b"cdef") and raw.inner.hi == -2
     assert (raw.flags, raw.level, list(raw.samples)) == (5, -7, [1, -2, 3])
@@ -665,9 +690,11 @@ def test_bench_maps_runs_and_checks_its_frames():
     figures themselves, and whether the targets hold, are for a full-size run)."""
     import subprocess
     import sys
+
     bench = os.path.join(os.path.dirname(__file__), "..", "bench", "maps.py")
-    res = subprocess.run([sys.executable, bench, "--entries", "50000", "--baseline", "5000", "--rounds", "1"],
-                         capture_output=True, text=True, timeout=300, check=False)
+    res = subprocess.run(
+        [sys.executable, bench, "--entries", "50000", "--baseline", "5000", "--rounds", "1"], capture_output=True, text=True, timeout=300, check=False
+    )
     out = res.stdout + res.stderr
     assert "does not hold" not in out, out
     assert "1 syscalls: BPF_MAP_LOOKUP_BATCH" in out and ("targets met" in out or "targets missed" in out), out

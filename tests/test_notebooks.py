@@ -1,5 +1,6 @@
 """Tutorial notebooks, executed top to bottom with nbclient on the real
 kernel, with assertions on what they produced."""
+
 from __future__ import annotations
 
 import glob
@@ -90,9 +91,13 @@ def execute(path, tmp_path):
     ok, out = run_notebook(str(source), output=str(tmp_path / os.path.basename(path)), timeout=300, echo=False)
     nb = nbformat.read(out, as_version=4)
     # Cells tagged raises-exception show an error on purpose (a tutorial's "when it goes wrong").
-    errors = [o for c in nb.cells if c.cell_type == "code"
-              and "raises-exception" not in c.get("metadata", {}).get("tags", [])
-              for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    errors = [
+        o
+        for c in nb.cells
+        if c.cell_type == "code" and "raises-exception" not in c.get("metadata", {}).get("tags", [])
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
     assert ok and not errors, f"{path} failed: {[e.get('ename') + ': ' + e.get('evalue', '') for e in errors]}"
     # The kernel process has exited: nothing it loaded may remain.
     assert leftovers(before) == {}
@@ -176,6 +181,7 @@ def executed(tmp_path_factory):
         if path not in cache:
             cache[path] = execute(path, tmp_path_factory.mktemp("nb"))
         return cache[path]
+
     return get
 
 
@@ -211,8 +217,7 @@ def modules_left(cells) -> set[str]:
         if c.source.startswith("%%bpf ") and "raises-exception" not in c.metadata.get("tags", []):
             loaded.add(c.source.split()[1])
             continue
-        for m in re.finditer(r"^\s*%bpf unload (\w+)|\.load\(\s*[\"'](\w+)[\"']|^\s*%bpf chain (\w+) --(?:file|stages)",
-                             c.source, re.MULTILINE):
+        for m in re.finditer(r"^\s*%bpf unload (\w+)|\.load\(\s*[\"'](\w+)[\"']|^\s*%bpf chain (\w+) --(?:file|stages)", c.source, re.MULTILINE):
             if m[1]:
                 loaded.discard(m[1])
             elif m[2]:
@@ -225,9 +230,9 @@ def modules_left(cells) -> set[str]:
 def test_syscall_dispatch_notebook_results(executed):
     nb = executed("01-syscall-dispatch.ipynb")
     summary = json.loads(text_outputs(tagged(nb, "summary")[0]).strip().splitlines()[-1])
-    assert summary["write_runs"] >= 1000            # the workload's writes reached on_write
-    assert summary["getppid_runs"] >= 1000          # 500 + 500 with the slot filled
-    assert summary["runs_while_unslotted"] == 0     # empty slot: the calls fell through
+    assert summary["write_runs"] >= 1000  # the workload's writes reached on_write
+    assert summary["getppid_runs"] >= 1000  # 500 + 500 with the slot filled
+    assert summary["runs_while_unslotted"] == 0  # empty slot: the calls fell through
     assert summary["runs_after_reslot"] >= 500
     assert summary["getppid_slot_missed"] >= 500
     assert summary["getppid_slot_calls"] >= 1500
@@ -241,8 +246,9 @@ def test_syscall_dispatch_notebook_results(executed):
     assert before == after == runs, f"no quiet window in {len(windows)} tries: {windows[-3:]}"
     everything = "\n".join(text_outputs(c) for c in nb.cells if c.cell_type == "code")
     assert "handlers.on_write" in everything and "progs[getppid] emptied" in everything
-    assert any("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code"
-               for o in c.get("outputs", [])), "the write-size plot is missing"
+    assert any("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])), (
+        "the write-size plot is missing"
+    )
 
 
 def test_syscall_dispatch_notebook_histogram(executed):
@@ -283,14 +289,16 @@ def test_xdp_chain_experiments_notebook_results(executed):
     # (dns is dropped there), web then calls the empty verdict slot, v6 the empty ipv6 one.
     before = {row["key"]: row for row in cell_table(tagged(nb, "slots-before")[0])}
     assert {k: (int(r["calls"]), int(r["taken"]), int(r["missed"])) for k, r in before.items()} == {
-        "ipv4": (2000, 2000, 0), "ipv6": (1000, 0, 1000), "verdict": (1000, 0, 1000)}
+        "ipv4": (2000, 2000, 0),
+        "ipv6": (1000, 0, 1000),
+        "verdict": (1000, 0, 1000),
+    }
     assert before["ipv4"]["program"] == "ipv4.parse_ipv4"
     assert before["ipv6"]["program"] == before["verdict"]["program"] == "NaN"
     # After the fill, 1000 more web runs: all taken into verdict, no new miss.
     stats = cell_table(tagged(nb, "stats")[0])
     programs = {row["program"]: row for row in stats if row["program"] != "(empty)"}
-    assert (programs["verdict.verdict"]["tail_calls_in"], programs["ipv4.parse_ipv4"]["tail_calls_in"]) == \
-        ("1000", "3000")
+    assert (programs["verdict.verdict"]["tail_calls_in"], programs["ipv4.parse_ipv4"]["tail_calls_in"]) == ("1000", "3000")
     assert [(r["slots"], r["missed"]) for r in stats if r["program"] == "(empty)"] == [("chain[ipv6]", "1000")]
     assert probe_result(nb) == {"ipv4": [3000, 3000, 0], "ipv6": [1000, 0, 1000], "verdict": [2000, 1000, 1000]}
     graph = tagged(nb, "graph")[0]
@@ -303,10 +311,10 @@ def test_core_notebook_results(executed):
     nb = executed("03-core-and-bpf-to-bpf.ipynb")
     summary = json.loads(text_outputs(tagged(nb, "summary")[0]).strip().splitlines()[-1])
     reads = summary["reads"]
-    assert reads["CO-RE"] == reads["real pid"]          # BPF_CORE_READ relocated to this kernel
-    assert "BCC, 6.1 headers" in reads                   # shown beside it (wrong where headers mismatch)
-    assert summary["mixed_retval"] == "XDP_DROP"         # BCC entry -> CO-RE stage -> BCC verdict
-    assert summary["bytes"] == 100 * 100                 # 100 runs of a 100-byte frame, via the subprogram
+    assert reads["CO-RE"] == reads["real pid"]  # BPF_CORE_READ relocated to this kernel
+    assert "BCC, 6.1 headers" in reads  # shown beside it (wrong where headers mismatch)
+    assert summary["mixed_retval"] == "XDP_DROP"  # BCC entry -> CO-RE stage -> BCC verdict
+    assert summary["bytes"] == 100 * 100  # 100 runs of a 100-byte frame, via the subprogram
     [error] = [o for c in tagged(nb, "raises-exception") for o in c.outputs if o.output_type == "error"]
     assert error.ename == "BpfVerifierError"
     assert "tail_calls are not allowed when call stack of previous frames" in error.evalue
@@ -319,8 +327,8 @@ def test_events_notebook_results(executed):
     # (the kernel's other threads and the eventfd writes of its output do not count)
     assert summary["write_events"] == 2000 and summary["getppid_events"] == 2000
     assert summary["write_bytes"] == sum(i % 100 + 1 for i in range(2000))  # the count argument of each write
-    assert summary["python_comm_rows"] == 4000                               # char[16] decoded to str
-    assert summary["rows_kept"] == 1000 and summary["dropped"] > 0          # max_rows bound
+    assert summary["python_comm_rows"] == 4000  # char[16] decoded to str
+    assert summary["rows_kept"] == 1000 and summary["dropped"] > 0  # max_rows bound
     assert summary["trace_lines"] >= 3
     nr_write, nr_getppid = syscall_nr("write"), syscall_nr("getppid")
     tail = cell_table(tagged(nb, "events")[0])
@@ -328,7 +336,7 @@ def test_events_notebook_results(executed):
     assert {int(row["nr"]) for row in tail} <= {nr_write, nr_getppid}
     # The frame itself, row by row (see PROBES).
     rows = probe_result(nb)
-    assert rows["nrs"] == sorted({nr_write, nr_getppid})          # only the handlers emit events
+    assert rows["nrs"] == sorted({nr_write, nr_getppid})  # only the handlers emit events
     # each getppid of the workload (the main thread's), once; ipykernel's parent poller thread
     # calls getppid too, now and then
     assert rows["getppid_rows_of_main"] == 2000 and rows["getppid_rows"] >= 2000
@@ -342,17 +350,20 @@ def test_events_notebook_results(executed):
     trace = cell_table(tagged(nb, "trace")[0])
     assert len(trace) >= 3 and {row["msg"] for row in trace} == {"getppid from the notebook"}
     # The live view, as the notebook left it after view.stop().
-    [view] = [o["data"]["application/vnd.jupyter.widget-view+json"]["model_id"] for o in code_cell(
-        nb, "%bpf watch events").outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    [view] = [
+        o["data"]["application/vnd.jupyter.widget-view+json"]["model_id"]
+        for o in code_cell(nb, "%bpf watch events").outputs
+        if "application/vnd.jupyter.widget-view+json" in o.get("data", {})
+    ]
     state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
     texts = widget_texts(state, view)
     [status] = [t for t in texts if " events · " in t]
     shown = int(re.search(r"<b>([\d,]+)</b> events", status)[1].replace(",", ""))
     assert "view stopped" in status and "lost 0" in status
-    assert shown >= 2 * 2000 + 500                                  # the workload and the 500 during the view
+    assert shown >= 2 * 2000 + 500  # the workload and the 500 during the view
     [groups] = [t for t in texts if "<th>count</th>" in t]  # the counts by syscall number
     by_nr = {int(row[""]): int(row["count"]) for row in html_table(groups)}
-    assert by_nr == {nr_write: 2000, nr_getppid: 2000 + 500}       # the workload, then 500 getppid during the view
+    assert by_nr == {nr_write: 2000, nr_getppid: 2000 + 500}  # the workload, then 500 getppid during the view
     assert sum(by_nr.values()) == shown  # one snapshot: the counts agree with the total
     # the executed notebook keeps the view's last state: reopened later, it shows its figures;
     # the workload (4,000 events, the cells' thread only) and the 500 getppid calls of the next cell
@@ -377,15 +388,14 @@ def test_limits_notebook_results(executed):
     # two programs calling each other share the chain's budget
     assert summary["pingpong"] == {"ping": 17, "pong": 17, "taken": 33, "missed": 1, "retval": "XDP_DROP"}
     assert summary["empty_slot"] == {"calls": 1, "missed": 1, "runs": 1, "retval": "XDP_PASS"}
-    assert summary["kernel_says"].startswith("errno 22 ")                     # the kernel's bare EINVAL
-    assert summary["unload"] == {"before": "XDP_DROP", "after": "XDP_PASS", "missed_after": 1,
-                                 "program_freed": True}
+    assert summary["kernel_says"].startswith("errno 22 ")  # the kernel's bare EINVAL
+    assert summary["unload"] == {"before": "XDP_DROP", "after": "XDP_PASS", "missed_after": 1, "program_freed": True}
     assert "calls 34 / taken 33 / missed 1; loop ran 34 times" in text_outputs(tagged(nb, "limit-numbers")[0])
     [error] = [o for o in tagged(nb, "same-type")[0].outputs if o.output_type == "error"]
     assert error.ename == "SlotError"
     assert "jump holds xdp programs" in error.evalue and "classifier.classify is a sched_cls program" in error.evalue
     after = text_outputs(tagged(nb, "slots-after")[0])
-    assert "verdict" in after and "verdict.drop" not in after                 # the slot emptied with its module
+    assert "verdict" in after and "verdict.drop" not in after  # the slot emptied with its module
 
 
 def test_state_across_tail_calls_notebook_results(executed):
@@ -395,18 +405,21 @@ def test_state_across_tail_calls_notebook_results(executed):
     assert summary["stack"]["peek"] == "0x1234abcd" and summary["stack"]["peek_shifted"] != "0x1234abcd"
     # per-CPU scratch: decide knew what parse read from each packet, in packet order
     scratch = summary["scratch"]
-    assert scratch["dns"] == {"verdict": "XDP_DROP", "seq": 1, "src": "10.1.0.1", "dst": "10.1.0.53", "proto": 17,
-                              "l4_off": 34, "dport": 53}
-    assert scratch["ntp"] == {"verdict": "XDP_PASS", "seq": 2, "src": "10.2.0.7", "dst": "10.2.0.123", "proto": 17,
-                              "l4_off": 34, "dport": 123}
-    assert scratch["web"] == {"verdict": "XDP_PASS", "seq": 3, "src": "192.168.9.1", "dst": "192.168.9.80",
-                              "proto": 6, "l4_off": 34, "dport": 0}
+    assert scratch["dns"] == {"verdict": "XDP_DROP", "seq": 1, "src": "10.1.0.1", "dst": "10.1.0.53", "proto": 17, "l4_off": 34, "dport": 53}
+    assert scratch["ntp"] == {"verdict": "XDP_PASS", "seq": 2, "src": "10.2.0.7", "dst": "10.2.0.123", "proto": 17, "l4_off": 34, "dport": 123}
+    assert scratch["web"] == {"verdict": "XDP_PASS", "seq": 3, "src": "192.168.9.1", "dst": "192.168.9.80", "proto": 6, "l4_off": 34, "dport": 0}
     per_cpu = summary["scratch_per_cpu_seq"]
     assert max(per_cpu) == 3 and 1 <= sum(1 for v in per_cpu if v) <= 3
     # skb->cb in a sched_cls chain run on L2 frames
     for name, src, port, verdict in (("dns", "10.1.0.1", 53, "TC_ACT_SHOT"), ("ntp", "10.2.0.7", 123, "TC_ACT_OK")):
-        assert summary["cb"][name] == {"verdict": verdict, "cb[0] l4_off": 34, "cb[1] proto": 17, "cb[2] saddr": src,
-                                       "cb[3] magic": "0xcb0cb0", "port read via cb[0]": port}
+        assert summary["cb"][name] == {
+            "verdict": verdict,
+            "cb[0] l4_off": 34,
+            "cb[1] proto": 17,
+            "cb[2] saddr": src,
+            "cb[3] magic": "0xcb0cb0",
+            "port read via cb[0]": port,
+        }
 
 
 def _flow_from_frame(frame: bytes, repeat: int) -> dict | None:
@@ -414,6 +427,7 @@ def _flow_from_frame(frame: bytes, repeat: int) -> dict | None:
     from scapy.layers.inet import IP, TCP, UDP
     from scapy.layers.inet6 import IPv6
     from scapy.layers.l2 import Dot1AD, Dot1Q, Ether
+
     pkt = Ether(frame)
     tags = [layer.vlan for layer in pkt.iterpayloads() if isinstance(layer, (Dot1Q, Dot1AD))]
     if IP in pkt:
@@ -425,45 +439,53 @@ def _flow_from_frame(frame: bytes, repeat: int) -> dict | None:
     else:
         return None
     l4 = pkt[TCP] if TCP in pkt else pkt[UDP] if UDP in pkt else None
-    return {"family": family, "vlan": tags[-1] if tags else 0, "proto": {1: "icmp", 6: "tcp", 17: "udp"}[proto],
-            "src": l3.src, "sport": l4.sport if l4 else 0, "dst": l3.dst, "dport": l4.dport if l4 else 0,
-            "packets": repeat, "bytes": len(frame) * repeat}
+    return {
+        "family": family,
+        "vlan": tags[-1] if tags else 0,
+        "proto": {1: "icmp", 6: "tcp", 17: "udp"}[proto],
+        "src": l3.src,
+        "sport": l4.sport if l4 else 0,
+        "dst": l3.dst,
+        "dport": l4.dport if l4 else 0,
+        "packets": repeat,
+        "bytes": len(frame) * repeat,
+    }
 
 
 def test_packet_parser_notebook_results(executed):
     nb = executed("07-packet-parser.ipynb")  # scapy: a declared test dependency, imported below
     summary = json.loads(text_outputs(tagged(nb, "summary")[0]).strip().splitlines()[-1])
     key = lambda f: (f["family"], f["vlan"], f["dport"], f["src"])  # noqa: E731
-    expected = sorted(filter(None, (_flow_from_frame(bytes.fromhex(f["hex"]), f["repeat"])
-                                    for f in summary["frames"])), key=key)
-    assert len(summary["frames"]) == 8 and len(expected) == 7                # the ARP frame is no flow
+    expected = sorted(filter(None, (_flow_from_frame(bytes.fromhex(f["hex"]), f["repeat"]) for f in summary["frames"])), key=key)
+    assert len(summary["frames"]) == 8 and len(expected) == 7  # the ARP frame is no flow
     assert sorted(summary["flows"], key=key) == expected
-    assert {f["vlan"] for f in expected} == {0, 100, 200, 20}               # 802.1Q and the inner tag of QinQ
+    assert {f["vlan"] for f in expected} == {0, 100, 200, 20}  # 802.1Q and the inner tag of QinQ
     assert summary["matches"] is True
     stages = summary["stages"]
     assert stages["ARP"] == "eth" and stages["ping"] == "eth → ipv4×1"
     assert stages["syslog over IPv6 in QinQ 10/20"] == "eth → vlan×2 → ipv6×1 → udp×1"
     assert stages["ssh in VLAN 200"] == "eth → vlan×1 → ipv4×1 → tcp×1"
     # the udp stage taken out: the flow is still counted, without its ports
-    assert summary["without_udp"] == {"src": "10.0.0.1", "dst": "10.0.0.53", "proto": "udp", "sport": 0,
-                                      "dport": 0, "packets": 1}
+    assert summary["without_udp"] == {"src": "10.0.0.1", "dst": "10.0.0.53", "proto": "udp", "sport": 0, "dport": 0, "packets": 1}
     assert any("image/svg+xml" in o.get("data", {}) for o in tagged(nb, "graph")[0].outputs)
     # live on a veth pair: what was sent from the namespace, and the namespace gone afterwards
     live = {(f["proto"], f["dport"]): f for f in summary["live"]}
     udp = live[("udp", 9999)]
     assert (udp["src"], udp["dst"], udp["packets"], udp["bytes"]) == ("10.77.0.2", "10.77.0.1", 5, 5 * 42 + 10)
-    assert live[("tcp", 8080)]["packets"] >= 1                               # the SYN (a retry if the RST was slow)
+    assert live[("tcp", 8080)]["packets"] >= 1  # the SYN (a retry if the RST was slow)
     assert summary["netns_left"] is False
     import subprocess
+
     assert summary["netns"] not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+
 
 def test_maps_notebook_results(executed):
     nb = executed("08-maps-into-dataframes.ipynb")
     summary = json.loads(text_outputs(tagged(nb, "summary")[0]).strip().splitlines()[-1])
     assert summary["dns_packets"] == 3 and summary["big_bytes"] == 2 * 1042  # counted by the program
-    assert summary["runs"] >= 5                                               # per-CPU, summed
-    assert summary["hist_buckets"] == [[64, 127, 3], [1024, 2047, 2]]         # 72- and 1042-byte frames
-    assert summary["verdicts"] == ["XDP_PASS", "XDP_DROP"]                    # a write seen by the program
+    assert summary["runs"] >= 5  # per-CPU, summed
+    assert summary["hist_buckets"] == [[64, 127, 3], [1024, 2047, 2]]  # 72- and 1042-byte frames
+    assert summary["verdicts"] == ["XDP_PASS", "XDP_DROP"]  # a write seen by the program
     assert summary["watched_packets"] == 100
 
 
@@ -471,14 +493,17 @@ def test_headers_mismatch_is_a_one_line_note_once(tmp_path):
     """In a notebook the headers warning is a short stdout note on the first
     bpfmagic cell, once: not a stderr block (shown pink, like an error)."""
     from bpfmagic.kernel import env
+
     info = env.kernel_headers_info()
     if not info.mismatch and info.kind not in ("available", "merged"):
         pytest.skip("the running kernel has its own headers")
-    nb = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_code_cell("%load_ext bpfmagic\n%bpf ls"),
-        nbformat.v4.new_code_cell("%%bpf first -a f=raw_tracepoint:sys_enter\nint f(void *ctx) { return 0; }"),
-        nbformat.v4.new_code_cell("%bpf reset\n%reload_ext bpfmagic\n%bpf ls"),
-    ])
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("%load_ext bpfmagic\n%bpf ls"),
+            nbformat.v4.new_code_cell("%%bpf first -a f=raw_tracepoint:sys_enter\nint f(void *ctx) { return 0; }"),
+            nbformat.v4.new_code_cell("%bpf reset\n%reload_ext bpfmagic\n%bpf ls"),
+        ]
+    )
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     path = tmp_path / "headers.ipynb"
     nbformat.write(nb, str(path))
@@ -516,6 +541,7 @@ def test_split_to_verify_notebook_results(executed):
     assert summary["taken"] == {"split.stage1": 1, "split.stage2": 1, "split.stage3": 1}
     # the same result as the unsplit computation, done here in Python from the same table
     import numpy as np
+
     words = np.random.default_rng(summary["seed"]).integers(0, 2**32, summary["words"], dtype=np.uint64)
     assert summary["kernel_result"] == _fnv1a_rounds(words.astype(np.uint32).tolist(), summary["rounds"])
     assert summary["python_result"] == summary["kernel_result"]
@@ -531,11 +557,13 @@ def test_syscall_dispatch_notebook_tracex5_in_libbpf_style(executed):
     assert seen == {"write": 200, "read": 200, "mmap": 200, "getuid": 200, "getppid": 200}
     slots = text_outputs(tagged(nb, "tracex5-slots")[0])
     for name in ("bpf_func_SYS__NR_read", "bpf_func_SYS__NR_write", "bpf_func_SYS__NR_mmap"):
-        assert f"tracex5.{name}" in slots          # the .values initializer's slots, as %bpf slots shows them
-    index = {w[4]: int(w[2]) for w in (line.split() for line in slots.splitlines()) if len(w) > 4
-             and w[4].startswith("tracex5.")}
-    assert index == {"tracex5.bpf_func_SYS__NR_read": 0, "tracex5.bpf_func_SYS__NR_write": 1,
-                     "tracex5.bpf_func_SYS__NR_mmap": 9}           # [__NR_read], [__NR_write], [__NR_mmap]
+        assert f"tracex5.{name}" in slots  # the .values initializer's slots, as %bpf slots shows them
+    index = {w[4]: int(w[2]) for w in (line.split() for line in slots.splitlines()) if len(w) > 4 and w[4].startswith("tracex5.")}
+    assert index == {
+        "tracex5.bpf_func_SYS__NR_read": 0,
+        "tracex5.bpf_func_SYS__NR_write": 1,
+        "tracex5.bpf_func_SYS__NR_mmap": 9,
+    }  # [__NR_read], [__NR_write], [__NR_mmap]
     source = next(c.source for c in nb.cells if c.source.startswith("%%bpf tracex5"))
     assert 'SEC("raw_tp/sys_enter")' in source and "[__NR_write] = (void *)&bpf_func_SYS__NR_write" in source
 
@@ -549,21 +577,25 @@ def test_chains_as_data_notebook_results(executed):
     entry = "fw_entry.entry"
     # one run of each frame with --path, before the traffic (the first file) and after it (the last)
     whole = f"{entry} → count → block → accept ✗ fw[3] empty"
-    assert summary["paths_before"] == {"web": {"retval": "XDP_PASS", "path": whole},
-                                       "scanner": {"retval": "XDP_DROP", "path": f"{entry} → count → block"},
-                                       "bulk": {"retval": "XDP_PASS", "path": whole}}
+    assert summary["paths_before"] == {
+        "web": {"retval": "XDP_PASS", "path": whole},
+        "scanner": {"retval": "XDP_DROP", "path": f"{entry} → count → block"},
+        "bulk": {"retval": "XDP_PASS", "path": whole},
+    }
     whole = f"{entry} → cap → count → accept ✗ fw[19] empty"  # the other bank: its end is slot 19
-    assert summary["paths_after"] == {"web": {"retval": "XDP_PASS", "path": whole},
-                                      "scanner": {"retval": "XDP_PASS", "path": whole},
-                                      "bulk": {"retval": "XDP_DROP", "path": f"{entry} → cap"}}
+    assert summary["paths_after"] == {
+        "web": {"retval": "XDP_PASS", "path": whole},
+        "scanner": {"retval": "XDP_PASS", "path": whole},
+        "bulk": {"retval": "XDP_DROP", "path": f"{entry} → cap"},
+    }
     # Each file's order, in the live paths of a window while it ran (the banks alternate: 0, 16, 0, 16).
     live = {v: set(paths) for v, paths in summary["live"].items()}
     assert live == {
         "v1": {f"{entry} → count → block → accept ✗ fw[3] empty", f"{entry} → count → block"},
         "v2": {f"{entry} → block → count → accept ✗ fw[19] empty", f"{entry} → block"},
-        "v3": {f"{entry} → block → cap → count → accept ✗ fw[4] empty", f"{entry} → block",
-               f"{entry} → block → cap"},
-        "v4": {f"{entry} → cap → count → accept ✗ fw[19] empty", f"{entry} → cap"}}, live
+        "v3": {f"{entry} → block → cap → count → accept ✗ fw[4] empty", f"{entry} → block", f"{entry} → block → cap"},
+        "v4": {f"{entry} → cap → count → accept ✗ fw[19] empty", f"{entry} → cap"},
+    }, live
     assert set(summary["live_picture"]) <= live["v1"]  # the magic's window of 1 s (with its picture)
     # The window across the reorder: runs of both orders, each whole, none a mix.
     assert set(summary["across_switch"]) == live["v1"] | live["v2"], summary["across_switch"]
@@ -580,8 +612,10 @@ def test_chains_as_data_notebook_results(executed):
             else:
                 assert row["counted"] == 0, (v, name, row)
     # %bpf chain fw after each file: the stages in the file's order, in the bank it went to
-    for tag, stages, first in (("runs-v1", ["counter.count", "blocklist.block", "verdict.accept"], 0),
-                               ("runs-v2", ["blocklist.block", "counter.count", "verdict.accept"], 16)):
+    for tag, stages, first in (
+        ("runs-v1", ["counter.count", "blocklist.block", "verdict.accept"], 0),
+        ("runs-v2", ["blocklist.block", "counter.count", "verdict.accept"], 16),
+    ):
         rows = cell_table(tagged(nb, tag)[0])
         assert [r["stage"] for r in rows] == stages
         assert [r["slot"] for r in rows] == [f"fw[{first + i}]" for i in range(len(stages))]
@@ -589,21 +623,22 @@ def test_chains_as_data_notebook_results(executed):
     # Traffic stopped, the last order's runs are exact: the counter ran as often as the verdict
     # after it, the size filter in front of both more often (it dropped the bulk frames).
     final = summary["final"]
-    assert [(r["stage"], r["slot"]) for r in final] == [("sizecap.cap", "fw[16]"), ("counter.count", "fw[17]"),
-                                                       ("verdict.accept", "fw[18]")]
+    assert [(r["stage"], r["slot"]) for r in final] == [("sizecap.cap", "fw[16]"), ("counter.count", "fw[17]"), ("verdict.accept", "fw[18]")]
     cap, count, accept = (r["runs"] for r in final)
     assert cap > count == accept > 0 and summary["final_base"] == 16
     # Every run ended one way (dropped by the blocklist or the size filter, or accepted), through
     # four switches under traffic: the thread's runs and the 6 --path runs, none lost or doubled.
     sent = summary["sent"]
-    assert sum(summary["blocklist_drops"].values()) + summary["sizecap_drops"] + summary["accepted"] == \
-        sum(sent.values()) + 6
+    assert sum(summary["blocklist_drops"].values()) + summary["sizecap_drops"] + summary["accepted"] == sum(sent.values()) + 6
     assert list(summary["blocklist_drops"]) == ["10.6.6.6"]
     assert summary["counter"]["10.0.0.1"] == sent["web"] + 2  # web passes every stage, in every order
     # what the reader sees: whole paths, not cut at pandas' default column width
     assert {r["path"] for r in cell_table(tagged(nb, "live-v3")[0])} == live["v3"]
+
+
 def test_tail_call_cost_notebook_curves(executed):
     import numpy as np
+
     nb = executed("10-tail-call-cost.ipynb")
     summary = json.loads(text_outputs(tagged(nb, "summary")[0]).strip().splitlines()[-1])
     curves = summary["curves"]
@@ -671,16 +706,20 @@ def test_tail_call_cost_notebook_published_figures(executed):
     rows = cell_table(tagged(nb, "published")[0])
     assert [r["source"] for r in rows] == ["Cloudflare, LPC 2020"] * 2 + ["pchaigno, 2021"] * 8 + ["this kernel"] * 2
     cloudflare = {r["kernel"]: r["ns per tail call"] for r in rows if r["source"].startswith("Cloudflare")}
-    assert cloudflare == {"5.4": "20-30", "5.5": "under 10"}   # the talk's abstract
+    assert cloudflare == {"5.4": "20-30", "5.5": "under 10"}  # the talk's abstract
     # (cost of 33 direct tail calls - cost of none) / 33, from the post's plot data
-    chaignon = {(r["kernel"], r["setup"].split(", ")[1]): float(r["ns per tail call"])
-                for r in rows if r["source"] == "pchaigno, 2021"}
-    assert chaignon == {("4.19", "retpoline"): 22.8, ("4.19", "no retpoline"): 12.5,
-                        ("5.4", "retpoline"): 18.4, ("5.4", "no retpoline"): 9.3,
-                        ("5.5", "retpoline"): 2.9, ("5.5", "no retpoline"): 2.7,
-                        ("5.10", "retpoline"): 9.2, ("5.10", "no retpoline"): 9.1}
+    chaignon = {(r["kernel"], r["setup"].split(", ")[1]): float(r["ns per tail call"]) for r in rows if r["source"] == "pchaigno, 2021"}
+    assert chaignon == {
+        ("4.19", "retpoline"): 22.8,
+        ("4.19", "no retpoline"): 12.5,
+        ("5.4", "retpoline"): 18.4,
+        ("5.4", "no retpoline"): 9.3,
+        ("5.5", "retpoline"): 2.9,
+        ("5.5", "no retpoline"): 2.7,
+        ("5.10", "retpoline"): 9.2,
+        ("5.10", "no retpoline"): 9.1,
+    }
     summary = json.loads(text_outputs(tagged(nb, "summary")[0]).strip().splitlines()[-1])
     here = {r["setup"]: float(r["ns per tail call"]) for r in rows if r["source"] == "this kernel"}
-    assert here == {f"this VM, {i} index": round(summary["curves"][i]["ns_per_tail_call"], 1)
-                    for i in ("const", "var")}
+    assert here == {f"this VM, {i} index": round(summary["curves"][i]["ns_per_tail_call"], 1) for i in ("const", "var")}
     assert {r["kernel"] for r in rows if r["source"] == "this kernel"} == {summary["machine"]["kernel"]}

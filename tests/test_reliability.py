@@ -1,5 +1,6 @@
 """Reliability under threads, floods, special files and bad input: each test
 is a fault that once crashed, hung or misled, run on the real kernel."""
+
 from __future__ import annotations
 
 import json
@@ -19,18 +20,28 @@ REPO = Path(__file__).resolve().parent.parent
 XDP_PASS_C = "int f(struct xdp_md *ctx) { return XDP_PASS; }\n"
 # A cell with what can make libbcc end the process (a used atomic's result; 64-bit: it compiles):
 # such cells are compiled in a child first.
-HAZARD_C = ("BPF_ARRAY(c, u64, 1);\nint f(struct xdp_md *ctx) { int z = 0; u64 *v = c.lookup(&z); "
-            "if (v) { u64 old = __sync_fetch_and_add(v, 1); if (old > 1000000) return XDP_DROP; } return XDP_PASS; }\n")
+HAZARD_C = (
+    "BPF_ARRAY(c, u64, 1);\nint f(struct xdp_md *ctx) { int z = 0; u64 *v = c.lookup(&z); "
+    "if (v) { u64 old = __sync_fetch_and_add(v, 1); if (old > 1000000) return XDP_DROP; } return XDP_PASS; }\n"
+)
 
 
-def run_child(code: str, timeout: float = 120, prefix: list[str] | None = None,
-              env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run_child(
+    code: str, timeout: float = 120, prefix: list[str] | None = None, env_extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Run CODE in a fresh Python that imports this checkout's bpfmagic: a
     crash (segfault, abort) there is a failed test, not a dead test run."""
     env = dict(os.environ, PYTHONPATH=str(REPO), **(env_extra or {}))
     env = {k: v for k, v in env.items() if v != ""}  # an empty value in env_extra unsets the variable
-    return subprocess.run([*(prefix or []), sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [*(prefix or []), sys.executable, "-c", textwrap.dedent(code)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def child_result(r: subprocess.CompletedProcess) -> dict:
@@ -40,6 +51,7 @@ def child_result(r: subprocess.CompletedProcess) -> dict:
 
 
 # ---------------------------------------------------------------- threads
+
 
 @needs_root
 def test_test_runs_from_a_thread_while_cells_are_reloaded(session):
@@ -61,6 +73,7 @@ def test_test_runs_from_a_thread_while_cells_are_reloaded(session):
                 runs.append((r.retval_name, int(r.tail_calls["calls"].sum())))
             except Exception as e:  # what the test is about: nothing may escape here
                 errors.append(repr(e))
+
     t = threading.Thread(target=traffic)
     t.start()
     try:
@@ -149,20 +162,27 @@ def test_fetch_add_whose_result_is_used_counts_correctly(session):
     assert m["counter"][0].value == 6
 
 
-@pytest.mark.parametrize("cell, said", [
-    ("int f(struct xdp_md *ctx) {\n  char buf[1024];\n  __builtin_memset(buf, 1, sizeof(buf));\n"
-     "  return buf[ctx->data & 1023];\n}\n", "BPF stack limit of 512 bytes is exceeded"),
-    ("int f(struct xdp_md *ctx) {\n  float x = ctx->data;\n  return (int)(x * 1.5f);\n}\n",
-     "BPF has no floating point"),
-    # no local array: the struct alone passes the 512 bytes
-    ("struct big { u64 v[80]; };\nint f(struct xdp_md *ctx) {\n  struct big b;\n"
-     "  __builtin_memset(&b, 1, sizeof(b));\n  return b.v[ctx->data & 63];\n}\n",
-     "BPF stack limit of 512 bytes is exceeded"),
-])
+@pytest.mark.parametrize(
+    "cell, said",
+    [
+        (
+            "int f(struct xdp_md *ctx) {\n  char buf[1024];\n  __builtin_memset(buf, 1, sizeof(buf));\n  return buf[ctx->data & 1023];\n}\n",
+            "BPF stack limit of 512 bytes is exceeded",
+        ),
+        ("int f(struct xdp_md *ctx) {\n  float x = ctx->data;\n  return (int)(x * 1.5f);\n}\n", "BPF has no floating point"),
+        # no local array: the struct alone passes the 512 bytes
+        (
+            "struct big { u64 v[80]; };\nint f(struct xdp_md *ctx) {\n  struct big b;\n"
+            "  __builtin_memset(&b, 1, sizeof(b));\n  return b.v[ctx->data & 63];\n}\n",
+            "BPF stack limit of 512 bytes is exceeded",
+        ),
+    ],
+)
 def test_llvm_errors_that_exit_the_process_are_errors_of_the_cell(session, cell, said):
     """libbcc's LLVM calls exit(1) on code-generation errors: once the
     notebook's kernel just died. The cell is compiled in a child first."""
     from bpfmagic import BpfCompileError
+
     with pytest.raises(BpfCompileError) as info:
         session.load("dies", cell)
     assert said in str(info.value) and "in function f" in str(info.value)
@@ -173,6 +193,7 @@ def test_llvm_errors_that_exit_the_process_are_errors_of_the_cell(session, cell,
 
 def test_an_unchanged_cell_is_tried_in_a_child_only_once(session, monkeypatch):
     from bpfmagic.backends import trial_compile
+
     forks = []
     real = trial_compile.compile_in_child
     monkeypatch.setattr(trial_compile, "compile_in_child", lambda *a: forks.append(1) or real(*a))
@@ -191,6 +212,7 @@ def test_a_cell_still_loads_when_no_trial_child_can_be_made(session, monkeypatch
 
     def refused_fork():
         raise OSError(errno.ENOMEM, os.strerror(errno.ENOMEM))
+
     monkeypatch.setattr(os, "fork", refused_fork)
     session.load("nofork", HAZARD_C.replace("return XDP_PASS", "return XDP_DROP + 0 * 4242"))
     assert session.test_run("nofork.f", data=bytes(64)).retval == 1
@@ -200,6 +222,7 @@ def test_an_aborting_libbcc_compile_is_an_error_not_a_dead_process(session):
     """libbcc's LLVM calls abort() for a 32-bit fetch-add whose value is used
     (BPF v1 has no such instruction); the cell is compiled in a child first."""
     from bpfmagic import BpfCompileError
+
     with pytest.raises(BpfCompileError) as info:
         session.load("fetch32", FETCH_ADD.format(t="u32"))
     text = str(info.value)
@@ -214,9 +237,11 @@ def test_an_aborting_libbcc_compile_is_an_error_not_a_dead_process(session):
 
 # ---------------------------------------------------------------- special files
 
+
 def _load_within(session, seconds: float, **kwargs):
     """session.load(**kwargs) in a thread: a load that blocks fails the test instead of hanging it."""
     import threading
+
     outcome: list = []
 
     def go():
@@ -224,6 +249,7 @@ def _load_within(session, seconds: float, **kwargs):
             outcome.append(session.load(**kwargs))
         except BaseException as e:
             outcome.append(e)
+
     t = threading.Thread(target=go, daemon=True)
     t.start()
     t.join(seconds)
@@ -234,12 +260,14 @@ def _load_within(session, seconds: float, **kwargs):
 @pytest.mark.parametrize("path", ["/dev/zero", "/dev/stdin", "/tmp"])
 def test_file_that_is_not_named_as_c_is_refused_unread(session, path):
     from bpfmagic import UsageProblem
+
     err = _load_within(session, 10, name="dev", file=path)
     assert isinstance(err, UsageProblem) and f"--file {path}: not a C source file name" in str(err)
 
 
 def test_device_named_like_c_source_is_refused(session, tmp_path):
     from bpfmagic import UsageProblem
+
     dev = tmp_path / "zero.bpf.c"
     os.symlink("/dev/zero", dev)  # a name that passes the suffix check, pointing at an endless file
     err = _load_within(session, 10, name="dev", file=str(dev))
@@ -248,6 +276,7 @@ def test_device_named_like_c_source_is_refused(session, tmp_path):
 
 def test_fifo_as_file_does_not_block(session, tmp_path):
     from bpfmagic import UsageProblem
+
     fifo = tmp_path / "prog.bpf.c"
     os.mkfifo(fifo)
     err = _load_within(session, 10, name="fifo", file=str(fifo))
@@ -256,6 +285,7 @@ def test_fifo_as_file_does_not_block(session, tmp_path):
 
 def test_include_of_a_fifo_is_refused_before_compiling(session, tmp_path):
     from bpfmagic import UsageProblem
+
     fifo = tmp_path / "defs.h"
     os.mkfifo(fifo)
     err = _load_within(session, 10, name="inc", source=f'#include "{fifo}"\n' + XDP_PASS_C)
@@ -267,8 +297,7 @@ def test_include_of_a_fifo_is_refused_before_compiling(session, tmp_path):
     err = _load_within(session, 10, name="inc", file=str(prog))
     assert isinstance(err, UsageProblem) and "outer.h:2: #include 'defs.h' is a FIFO" in str(err)
     # and <...> through an -I directory
-    err = _load_within(session, 10, name="inc", source="#include <defs.h>\n" + XDP_PASS_C,
-                       cflags=[f"-I{tmp_path}"])
+    err = _load_within(session, 10, name="inc", source="#include <defs.h>\n" + XDP_PASS_C, cflags=[f"-I{tmp_path}"])
     assert isinstance(err, UsageProblem) and "a FIFO" in str(err)
     assert "inc" not in session.modules
     # an include in a comment is not an include
@@ -278,6 +307,7 @@ def test_include_of_a_fifo_is_refused_before_compiling(session, tmp_path):
 
 def test_include_of_a_device_is_refused(session):
     from bpfmagic import UsageProblem
+
     err = _load_within(session, 10, name="inc", source='#include "/dev/zero"\n' + XDP_PASS_C)
     assert isinstance(err, UsageProblem) and "character device" in str(err)
 
@@ -297,6 +327,7 @@ def test_oversized_source_is_refused_quickly(session, tmp_path):
 
     from bpfmagic import UsageProblem
     from bpfmagic.c.source_files import MAX_SOURCE_BYTES
+
     big = tmp_path / "big.bpf.c"
     with open(big, "wb") as f:
         f.write(XDP_PASS_C.encode())
@@ -311,6 +342,7 @@ def test_oversized_source_is_refused_quickly(session, tmp_path):
 
 def test_file_errors_never_quote_a_file_that_is_not_c(session, tmp_path):
     from bpfmagic import UsageProblem
+
     secret = "root:$y$j9T$SECRETHASH:19000:0:99999:7:::"
     shadow = tmp_path / "shadow"
     shadow.write_text(secret + "\n")
@@ -333,6 +365,7 @@ def test_file_errors_never_quote_a_file_that_is_not_c(session, tmp_path):
 
 # ---------------------------------------------------------------- a followed Parquet file under a flood
 
+
 def test_followed_parquet_queue_stays_bounded_and_accounts_for_every_event(session, tmp_path, monkeypatch):
     """A writer that cannot keep up (its disk stalls until the flood is over)
     once queued every batch: 2 GB in 45 s. Now at most queue_bytes wait; the
@@ -340,18 +373,21 @@ def test_followed_parquet_queue_stays_bounded_and_accounts_for_every_event(sessi
     import threading
 
     import numpy as np
+
     pd = pytest.importorskip("pandas")
     pytest.importorskip("pyarrow")
     from bpfmagic.events import parquet
 
     from .conftest import wait_for
     from .test_stream import produce, ring_producer
+
     disk_free = threading.Event()
     real_flush = parquet.ParquetSink._flush
 
     def stalled_flush(sink, batches):
         disk_free.wait(60)
         real_flush(sink, batches)
+
     monkeypatch.setattr(parquet.ParquetSink, "_flush", stalled_flush)
 
     session.streams.max_rows = 10_000
@@ -382,6 +418,7 @@ def test_parquet_snapshot_larger_than_the_queue_is_written_whole(session, tmp_pa
     pytest.importorskip("pyarrow")
     from .conftest import wait_for
     from .test_stream import produce, ring_producer
+
     m = session.load("snap", ring_producer())
     st = session.stream("events")
     produce(m, "produce", 5000)
@@ -420,6 +457,7 @@ def _with_caps(caps: str) -> list[str]:
     """setpriv prefix: uid 0 with only CAPS (root without its other capabilities
     reaches the interpreter and the checkout wherever they are)."""
     import shutil
+
     if not shutil.which("setpriv"):
         pytest.skip("setpriv (util-linux) is not installed")
     spec = "-all," + ",".join(f"+{c}" for c in caps.split(","))
@@ -447,7 +485,8 @@ def test_without_cap_sys_admin_shared_arrays_say_they_need_root():
 def test_missing_kernel_headers_is_an_environment_problem():
     """With no header tree (the cache cannot be made) BCC prints modprobe and
     chdir noise; that is the headers problem, said as such."""
-    r = run_child("""
+    r = run_child(
+        """
         import json
         from bpfmagic import Session
         s = Session(stats=False)
@@ -458,7 +497,9 @@ def test_missing_kernel_headers_is_an_environment_problem():
             out = [type(e).__name__, str(e)]
         s.close()
         print(json.dumps(out))
-    """, env_extra={"XDG_CACHE_HOME": "/proc/nonexistent", "BCC_KERNEL_SOURCE": ""})
+    """,
+        env_extra={"XDG_CACHE_HOME": "/proc/nonexistent", "BCC_KERNEL_SOURCE": ""},
+    )
     kind, text = child_result(r)
     assert kind == "EnvironmentProblem" and "kernel headers" in text, text
 
@@ -487,28 +528,38 @@ def test_fd_limit_is_named_with_how_to_raise_it():
     assert "verifier" not in text
 
 
-@pytest.mark.parametrize("cell, slots, expected", [
-    ("BPF_PROG_ARRAY(jt, 16);\nint f(struct xdp_md *ctx) { jt.call(ctx, SLOT(jt, 08)); return XDP_PASS; }",
-     {}, r"jt\[08\]: a slot index has no leading zero; write 8"),
-    ("BPF_PROG_ARRAY(jt, 16);\nint f(struct xdp_md *ctx) { return XDP_PASS; }",
-     {"jt[01]": "f"}, r"jt\[01\]: a slot index has no leading zero; write 1"),
-])
+@pytest.mark.parametrize(
+    "cell, slots, expected",
+    [
+        (
+            "BPF_PROG_ARRAY(jt, 16);\nint f(struct xdp_md *ctx) { jt.call(ctx, SLOT(jt, 08)); return XDP_PASS; }",
+            {},
+            r"jt\[08\]: a slot index has no leading zero; write 8",
+        ),
+        (
+            "BPF_PROG_ARRAY(jt, 16);\nint f(struct xdp_md *ctx) { return XDP_PASS; }",
+            {"jt[01]": "f"},
+            r"jt\[01\]: a slot index has no leading zero; write 1",
+        ),
+    ],
+)
 def test_slot_key_with_a_leading_zero_is_refused_with_what_to_write(session, cell, slots, expected):
     from bpfmagic import SlotError
+
     with pytest.raises(SlotError, match=expected):
         session.load("lz", cell, slots=slots)
     assert "lz" not in session.modules
 
 
 def test_hex_slot_keys_still_work(session):
-    session.load("hx", "BPF_PROG_ARRAY(jt, 16);\nint f(struct xdp_md *ctx) { return XDP_PASS; }",
-                 slots={"jt[0x0a]": "f"})
+    session.load("hx", "BPF_PROG_ARRAY(jt, 16);\nint f(struct xdp_md *ctx) { return XDP_PASS; }", slots={"jt[0x0a]": "f"})
     assert session.arrays["jt"].entries[10].name == "f"
 
 
 @pytest.mark.parametrize("kind", ["module", "array"])
 def test_names_ending_in_a_newline_are_refused(session, kind):
     from bpfmagic import UsageProblem
+
     with pytest.raises(UsageProblem, match=r"bad (module|array) name '\w+\\n'"):
         if kind == "module":
             session.load("mod\n", XDP_PASS_C)
@@ -517,13 +568,21 @@ def test_names_ending_in_a_newline_are_refused(session, kind):
     assert not session.modules and not session.arrays
 
 
-@pytest.mark.parametrize("pages, said", [("1 << 20", "1,048,576 pages = 4 GiB, above the 2 GiB limit"),
-                                         ("3", "3 is 3 pages, not a power of two"),
-                                         ("RING_PAGES", "RING_PAGES is 3 pages, not a power of two")])
+@pytest.mark.parametrize(
+    "pages, said",
+    [
+        ("1 << 20", "1,048,576 pages = 4 GiB, above the 2 GiB limit"),
+        ("3", "3 is 3 pages, not a power of two"),
+        ("RING_PAGES", "RING_PAGES is 3 pages, not a power of two"),
+    ],
+)
 def test_ring_size_refusal_names_the_limit(session, pages, said):
     from bpfmagic import BpfCompileError
-    src = (f"#define RING_PAGES (1 + 2)\nstruct e {{ u64 v; }};\nBPF_RINGBUF_OUTPUT(big, {pages});\n"
-           "int f(struct xdp_md *ctx) { struct e x = {}; big.ringbuf_output(&x, sizeof(x), 0); return XDP_PASS; }")
+
+    src = (
+        f"#define RING_PAGES (1 + 2)\nstruct e {{ u64 v; }};\nBPF_RINGBUF_OUTPUT(big, {pages});\n"
+        "int f(struct xdp_md *ctx) { struct e x = {}; big.ringbuf_output(&x, sizeof(x), 0); return XDP_PASS; }"
+    )
     with pytest.raises(BpfCompileError) as info:
         session.load("ring", src)
     assert said in str(info.value) and "from 1 to 524,288" in str(info.value)
@@ -531,16 +590,17 @@ def test_ring_size_refusal_names_the_limit(session, pages, said):
 
 def test_libbcc_attach_messages_go_into_the_error_not_stderr(session, capfd):
     from bpfmagic import AttachError
+
     capfd.readouterr()
     with pytest.raises(AttachError) as info:
-        session.load("att", "int f(struct bpf_raw_tracepoint_args *ctx) { return 0; }",
-                     attach={"f": "raw_tracepoint:no_such_event_here"})
+        session.load("att", "int f(struct bpf_raw_tracepoint_args *ctx) { return 0; }", attach={"f": "raw_tracepoint:no_such_event_here"})
     assert "libbcc said: bpf_attach_raw_tracepoint (no_such_event_here)" in str(info.value)
     assert "bpf_attach_raw_tracepoint" not in capfd.readouterr().err
 
 
 def test_refused_config_value_does_not_break_reloading_the_extension(caplog):
     from IPython.testing.globalipapp import get_ipython
+
     ip = get_ipython()
     ip.run_line_magic("load_ext", "bpfmagic")
     try:
@@ -569,12 +629,13 @@ def test_pin_directory_refused_by_permissions_is_said_not_a_traceback():
     the pin root: an EnvironmentProblem, not a PermissionError. In a private
     mount namespace with its own bpffs, so no other session sees it."""
     import shutil
+
     if not shutil.which("unshare"):
         pytest.skip("unshare (util-linux) is not installed")
     caps = _with_caps("bpf,perfmon,net_admin")
-    setup = ("set -e; mount -t bpf bpf /sys/fs/bpf; chown 65534:65534 /sys/fs/bpf; chmod 755 /sys/fs/bpf; "
-             "exec \"$@\"")
-    r = run_child("""
+    setup = 'set -e; mount -t bpf bpf /sys/fs/bpf; chown 65534:65534 /sys/fs/bpf; chmod 755 /sys/fs/bpf; exec "$@"'
+    r = run_child(
+        """
         import json
         from bpfmagic import Session
         s = Session(stats=False)
@@ -585,7 +646,9 @@ def test_pin_directory_refused_by_permissions_is_said_not_a_traceback():
             out = [type(e).__name__, str(e)]
         s.close()
         print(json.dumps(out))
-    """, prefix=["unshare", "-m", "--propagation", "private", "sh", "-c", setup, "sh", *caps])
+    """,
+        prefix=["unshare", "-m", "--propagation", "private", "sh", "-c", setup, "sh", *caps],
+    )
     kind, text = child_result(r)
     assert kind == "EnvironmentProblem", text
     assert "cannot create the pin directory /sys/fs/bpf/bpfmagic" in text and "capabilities: CAP_BPF" in text
@@ -593,6 +656,7 @@ def test_pin_directory_refused_by_permissions_is_said_not_a_traceback():
 
 def test_include_of_a_kernel_file_or_through_cflags_is_refused(session, tmp_path):
     from bpfmagic import UsageProblem
+
     kmsg = tmp_path / "log.h"
     os.symlink("/proc/kmsg", kmsg)  # regular to stat, but a read blocks until the kernel logs
     err = _load_within(session, 10, name="k", source=f'#include "{kmsg}"\n' + XDP_PASS_C)
@@ -616,17 +680,21 @@ def test_interrupting_a_hung_trial_compile_ends_its_child(monkeypatch):
     from bcc.libbcc import lib
 
     from bpfmagic.backends import trial_compile
+
     forked: list[int] = []
     real_fork = os.fork
+
     def recording_fork():
         pid = real_fork()
         forked.append(pid)
         return pid
+
     monkeypatch.setattr(os, "fork", recording_fork)
     monkeypatch.setattr(lib, "bpf_module_create_c_from_string", lambda *args: threading.Event().wait())
 
     def interrupt(signum, frame):
         raise KeyboardInterrupt
+
     previous = signal.signal(signal.SIGALRM, interrupt)
     try:
         signal.setitimer(signal.ITIMER_REAL, 0.5)

@@ -2,6 +2,7 @@
 world-writable bpffs and the caches: nothing. The attacks run in a private
 mount namespace with a bpffs of its own (tests/namespaces.py), so the real
 /sys/fs/bpf/bpfmagic of concurrent sessions is never touched."""
+
 from __future__ import annotations
 
 import os
@@ -50,14 +51,17 @@ PLANT = """
 
 
 def test_a_symlinked_pin_root_is_neither_followed_nor_pinned_through():
-    facts = in_private_bpffs(PLANT, """
+    facts = in_private_bpffs(
+        PLANT,
+        """
         bait = bait_dir()
         os.symlink(bait, "/sys/fs/bpf/bpfmagic")
         os.lchown("/sys/fs/bpf/bpfmagic", nobody, nobody)
         warned, refused = start()
         report(survivors=survivors(bait), added=sorted(set(os.listdir(bait)) - {"3999998", "3999999"}),
                still_a_link=os.path.islink("/sys/fs/bpf/bpfmagic"), warned=warned, refused=refused)
-    """)
+    """,
+    )
     assert facts["survivors"] == ["3999998", "3999999"], "cleanup followed the link and deleted nobody's dirs"
     assert facts["added"] == [], "the session pinned through the link"
     assert facts["still_a_link"]
@@ -66,7 +70,9 @@ def test_a_symlinked_pin_root_is_neither_followed_nor_pinned_through():
 
 
 def test_a_pin_root_owned_by_another_user_is_refused():
-    facts = in_private_bpffs(PLANT, """
+    facts = in_private_bpffs(
+        PLANT,
+        """
         root = "/sys/fs/bpf/bpfmagic"
         os.mkdir(root)
         os.mkdir(root + "/3999999")
@@ -77,7 +83,8 @@ def test_a_pin_root_owned_by_another_user_is_refused():
         warned, refused = start()
         report(entries=sorted(os.listdir(root)), inside=os.listdir(root + "/3999999"),
                owner=os.stat(root).st_uid, mode=os.stat(root).st_mode & 0o7777, refused=refused)
-    """)
+    """,
+    )
     assert facts["entries"] == ["3999999"], "the session pinned into nobody's directory or removed from it"
     assert facts["inside"] == ["flocked"]
     assert facts["owner"] != 0 and facts["mode"] == 0o777  # not taken over either: the message says what to do
@@ -88,7 +95,9 @@ def test_cleanup_of_dead_entries_never_follows_a_link_or_removes_others_files():
     """In a root of our own: a dead entry holding a link to nobody's files, an
     entry that is itself a link, and an entry owned by nobody. Only the dead
     entry of our own goes, and nothing behind any link."""
-    facts = in_private_bpffs(PLANT, """
+    facts = in_private_bpffs(
+        PLANT,
+        """
         root = "/sys/fs/bpf/bpfmagic"
         bait = bait_dir()
         os.mkdir(root, 0o777)
@@ -104,7 +113,8 @@ def test_cleanup_of_dead_entries_never_follows_a_link_or_removes_others_files():
         warned, refused = start()
         report(entries=sorted(e for e in os.listdir(root) if e.startswith("39999")),
                survivors=survivors(bait), mode=os.stat(root).st_mode & 0o7777, warned=warned, refused=refused)
-    """)
+    """,
+    )
     assert facts["entries"] == ["3999991", "3999992"]
     assert facts["survivors"] == ["3999998", "3999999"]
     assert facts["mode"] == 0o700
@@ -129,6 +139,7 @@ def test_pin_directories_are_0700_whatever_the_umask():
 
 def test_session_mounts_bpffs_and_tracefs_when_they_are_not_mounted():
     from .namespaces import without_bpffs_and_tracefs
+
     facts = without_bpffs_and_tracefs("""
         from bpfmagic import Session
         from bpfmagic.kernel import env
@@ -202,6 +213,7 @@ def in_own_cache(*pieces: str) -> dict:
     import tempfile
 
     from .namespaces import run_python
+
     home = tempfile.mkdtemp(prefix="bpfmagic-cache-test-")
     env = {k: v for k, v in os.environ.items() if k != "BCC_KERNEL_SOURCE"}
     env.update(HOME=home, XDG_CACHE_HOME=os.path.join(home, "cache"))
@@ -219,8 +231,7 @@ def test_caches_made_under_umask_000_are_0700_and_0600():
     assert facts["loads"] == {"bcc": 1, "core": 1}
     modes = facts["modes"]
     assert any(p.endswith("vmlinux.h") for p in modes) and any(p.endswith(".bpfmagic-headers.json") for p in modes)
-    bad = {path: oct(mode) for path, (mode, uid, isdir) in modes.items()
-           if mode & 0o077 or uid != os.geteuid() or (isdir and mode != 0o700)}
+    bad = {path: oct(mode) for path, (mode, uid, isdir) in modes.items() if mode & 0o077 or uid != os.geteuid() or (isdir and mode != 0o700)}
     assert not bad, f"cache entries other users can read or write: {bad}"
 
 

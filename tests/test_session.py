@@ -1,6 +1,7 @@
 """The Session on a real kernel: loading, attaching every target form this
 kernel serves, session-wide prog arrays with named slots, tail-call chains
 across modules, errors, re-runs and lifecycle."""
+
 from __future__ import annotations
 
 import os
@@ -41,12 +42,18 @@ def udp_to_lo(count=5, port=9):
 
 # --------------------------------------------------------------- targets
 
+
 def test_raw_tracepoint_attach_counts_real_syscalls(session):
-    m = session.load("rt", COUNTER + """
+    m = session.load(
+        "rt",
+        COUNTER
+        + """
 int on_enter(struct bpf_raw_tracepoint_args *ctx) {
     if (ctx->args[1] != __NR_getppid) return 0;   // args[1]: syscall number
     int k = 0; hits.atomic_increment(k); return 0;
-}""", attach={"on_enter": "raw_tracepoint:sys_enter"})
+}""",
+        attach={"on_enter": "raw_tracepoint:sys_enter"},
+    )
     before = hits(m)
     for _ in range(50):
         os.getppid()
@@ -55,10 +62,14 @@ int on_enter(struct bpf_raw_tracepoint_args *ctx) {
 
 
 def test_bcc_auto_attach_conventions_keep_working(session):
-    m = session.load("auto", COUNTER + """
+    m = session.load(
+        "auto",
+        COUNTER
+        + """
 TRACEPOINT_PROBE(syscalls, sys_enter_getppid) { int k = 0; hits.atomic_increment(k); return 0; }
 RAW_TRACEPOINT_PROBE(sys_enter) { int k = 1; hits.atomic_increment(k); return 0; }
-""")
+""",
+    )
     for _ in range(20):
         os.getppid()
     assert hits(m, 0) >= 20 and hits(m, 1) >= 20
@@ -66,31 +77,46 @@ RAW_TRACEPOINT_PROBE(sys_enter) { int k = 1; hits.atomic_increment(k); return 0;
 
 
 def test_tracepoint_attach(session):
-    m = session.load("tp", COUNTER + """
+    m = session.load(
+        "tp",
+        COUNTER
+        + """
 int on_tp(void *ctx) { int k = 0; hits.atomic_increment(k); return 0; }
-""", attach={"on_tp": "tracepoint:syscalls:sys_enter_getppid"})
+""",
+        attach={"on_tp": "tracepoint:syscalls:sys_enter_getppid"},
+    )
     for _ in range(30):
         os.getppid()
     assert hits(m) >= 30
 
 
 def test_uprobe_and_uretprobe_attach(session):
-    m = session.load("up", COUNTER + """
+    m = session.load(
+        "up",
+        COUNTER
+        + """
 int on_call(struct pt_regs *ctx) { int k = 0; hits.atomic_increment(k); return 0; }
 int on_return(struct pt_regs *ctx) { int k = 1; hits.atomic_increment(k); return 0; }
-""", attach={"on_call": "uprobe:c:getpid", "on_return": "uretprobe:c:getpid"})
+""",
+        attach={"on_call": "uprobe:c:getpid", "on_return": "uretprobe:c:getpid"},
+    )
     for _ in range(10):
         os.getpid()
     assert hits(m, 0) >= 10 and hits(m, 1) >= 10
 
 
 def test_xdp_tc_and_socket_on_loopback(session):
-    m = session.load("net", COUNTER + """
+    m = session.load(
+        "net",
+        COUNTER
+        + """
 int on_xdp(struct xdp_md *ctx) { int k = 0; hits.atomic_increment(k); return XDP_PASS; }
 int on_tc_in(struct __sk_buff *skb) { int k = 1; hits.atomic_increment(k); return -1; /* TCX_NEXT */ }
 int on_tc_out(struct __sk_buff *skb) { int k = 2; hits.atomic_increment(k); return -1; }
 int on_sock(struct __sk_buff *skb) { int k = 3; hits.atomic_increment(k); return 0; }
-""", attach={"on_xdp": "xdp:lo", "on_tc_in": "tc:lo", "on_tc_out": "tc:lo:egress", "on_sock": "socket:lo"})
+""",
+        attach={"on_xdp": "xdp:lo", "on_tc_in": "tc:lo", "on_tc_out": "tc:lo:egress", "on_sock": "socket:lo"},
+    )
     assert m.programs["on_sock"].type == "socket_filter"
     udp_to_lo(5)
     wait_for(lambda: all(hits(m, i) >= 5 for i in range(4)), timeout=5)
@@ -99,9 +125,14 @@ int on_sock(struct __sk_buff *skb) { int k = 3; hits.atomic_increment(k); return
 
 
 def test_perf_cpu_clock(session):
-    m = session.load("perf", COUNTER + """
+    m = session.load(
+        "perf",
+        COUNTER
+        + """
 int on_tick(struct bpf_perf_event_data *ctx) { int k = 0; hits.atomic_increment(k); return 0; }
-""", attach={"on_tick": "perf:cpu-clock:1000"})
+""",
+        attach={"on_tick": "perf:cpu-clock:1000"},
+    )
     # Keep a CPU busy until the samples come in; the deadline only guards against a hang.
     deadline = time.monotonic() + 30
     while hits(m) <= 10 and time.monotonic() < deadline:
@@ -115,11 +146,14 @@ def open_devnull(times: int) -> None:
         os.close(os.open(os.devnull, os.O_RDONLY))
 
 
-KPROBE_COUNTER = COUNTER + """
+KPROBE_COUNTER = (
+    COUNTER
+    + """
 int on_open(struct pt_regs *ctx) {
     if ((bpf_get_current_pid_tgid() >> 32) != TGID) return 0;
     int k = 0; hits.atomic_increment(k); return 0;
 }"""
+)
 
 
 @pytest.mark.parametrize("kind", ["kprobe", "kretprobe"])
@@ -127,8 +161,12 @@ def test_kprobe_targets_follow_the_kernel(session, kind):
     """Where the kernel has kprobes, one attaches and counts this process's
     opens; where it has none, the load says so and names an alternative."""
     target = f"{kind}:do_sys_openat2"
-    load = lambda: session.load("kp", KPROBE_COUNTER, attach={"on_open": target},  # noqa: E731
-                                cflags=[f"-DTGID={os.getpid()}"])
+    load = lambda: session.load(
+        "kp",
+        KPROBE_COUNTER,
+        attach={"on_open": target},  # noqa: E731
+        cflags=[f"-DTGID={os.getpid()}"],
+    )
     if HAS_KPROBES:
         m = load()
         open_devnull(20)
@@ -141,14 +179,16 @@ def test_kprobe_targets_follow_the_kernel(session, kind):
     assert "kp" not in session.modules
 
 
-@pytest.mark.parametrize("target, words", [
-    ("fentry:do_sys_openat2", ["fentry", "raw_tracepoint"] +
-     (["--core"] if LOADS_FENTRY else ["refused by this kernel"])),
-    ("tracepoint:syscalls:sys_enter_wrte", ["no tracepoint syscalls:sys_enter_wrte", "sys_enter_write"]),
-    ("xdp:nosuchif0", ["no network interface 'nosuchif0'", "lo"]),
-    ("bogus:thing", ["bad attach target", "raw_tracepoint:EVENT"]),
-    ("perf:cpu-clock:abc", ["perf:cpu-clock:99"]),
-])
+@pytest.mark.parametrize(
+    "target, words",
+    [
+        ("fentry:do_sys_openat2", ["fentry", "raw_tracepoint"] + (["--core"] if LOADS_FENTRY else ["refused by this kernel"])),
+        ("tracepoint:syscalls:sys_enter_wrte", ["no tracepoint syscalls:sys_enter_wrte", "sys_enter_write"]),
+        ("xdp:nosuchif0", ["no network interface 'nosuchif0'", "lo"]),
+        ("bogus:thing", ["bad attach target", "raw_tracepoint:EVENT"]),
+        ("perf:cpu-clock:abc", ["perf:cpu-clock:99"]),
+    ],
+)
 def test_targets_this_kernel_cannot_serve_say_so(session, target, words):
     with pytest.raises(AttachError) as err:
         session.load("bad", "int f(struct pt_regs *ctx) { return 0; }", attach={"f": target})
@@ -176,15 +216,25 @@ int dispatch(struct bpf_raw_tracepoint_args *ctx) {
 def test_tail_call_chain_across_three_cells_driven_by_syscalls(session):
     session.progarray("progs", 512, keys="syscalls")
     disp = session.load("disp", DISPATCHER, attach={"dispatch": "raw_tracepoint:sys_enter"})
-    h1 = session.load("h1", COUNTER + """
+    h1 = session.load(
+        "h1",
+        COUNTER
+        + """
 int on_getppid(struct bpf_raw_tracepoint_args *ctx) {
     int k = 0; hits.atomic_increment(k);
     progs.call(ctx, SLOT(progs, getsid));   /* chain on into the third cell */
     return 0;
-}""", slots={"progs[getppid]": "on_getppid"})
-    h2 = session.load("h2", COUNTER + """
+}""",
+        slots={"progs[getppid]": "on_getppid"},
+    )
+    h2 = session.load(
+        "h2",
+        COUNTER
+        + """
 int on_getsid(struct bpf_raw_tracepoint_args *ctx) { int k = 0; hits.atomic_increment(k); return 0; }
-""", slots={"progs[getsid]": "on_getsid"})
+""",
+        slots={"progs[getsid]": "on_getsid"},
+    )
     for _ in range(40):
         os.getppid()
     for _ in range(7):
@@ -205,20 +255,26 @@ int on_getsid(struct bpf_raw_tracepoint_args *ctx) { int k = 0; hits.atomic_incr
 
 
 def test_chain_in_xdp_with_test_run_exact_counts(session):
-    session.load("entry", """
+    session.load(
+        "entry",
+        """
 BPF_PROG_ARRAY(chain, 8);
 int entry(struct xdp_md *ctx) {
     chain.call(ctx, SLOT(chain, parse));
     return XDP_ABORTED;                    /* reached only if parse is missing */
-}""")
-    session.load("parse", """
+}""",
+    )
+    session.load(
+        "parse",
+        """
 int parse(struct xdp_md *ctx) {
     chain.call(ctx, SLOT(chain, verdict));
     return XDP_PASS;                       /* verdict missing: pass */
-}""", slots={"chain[parse]": "parse"})
+}""",
+        slots={"chain[parse]": "parse"},
+    )
     assert xdp_run(session, "entry.entry") == 2  # XDP_PASS: the verdict slot is still empty
-    session.load("verdict", "int verdict(struct xdp_md *ctx) { return XDP_DROP; }",
-                 slots={"chain[verdict]": "verdict"})
+    session.load("verdict", "int verdict(struct xdp_md *ctx) { return XDP_DROP; }", slots={"chain[verdict]": "verdict"})
     assert xdp_run(session, "entry.entry", repeat=100) == 1  # XDP_DROP: the whole chain ran
     slots = session.slots("chain").set_index("key")
     assert slots.loc["parse", "index"] == 0 and slots.loc["verdict", "index"] == 1
@@ -262,21 +318,28 @@ def test_array_type_from_progarray_decides_function_type(session):
 
 def test_slot_names_take_lowest_free_index(session):
     session.progarray("jt", 8, slots="a=2")
-    session.load("m", """
+    session.load(
+        "m",
+        """
 int f(struct xdp_md *ctx) { return SLOT(jt, x); }
-int g(struct xdp_md *ctx) { return SLOT(jt, y); }""", slots={"jt[x]": "f", "jt[5]": "g"})
+int g(struct xdp_md *ctx) { return SLOT(jt, y); }""",
+        slots={"jt[x]": "f", "jt[5]": "g"},
+    )
     names = session.array("jt").names
     assert names == {"a": 2, "x": 0, "y": 1}
     assert xdp_run(session, "m.g") == 1  # SLOT(jt, y) compiled to its index
 
 
-@pytest.mark.parametrize("spec, match", [
-    ("progs[999]", "out of range"),
-    ("progs[nosuchsyscall]", "not a syscall"),
-    ("progs[../x]", "not a syscall"),
-    ("names[../x]", "bad slot name"),
-    ("progs", "bad slot"),
-])
+@pytest.mark.parametrize(
+    "spec, match",
+    [
+        ("progs[999]", "out of range"),
+        ("progs[nosuchsyscall]", "not a syscall"),
+        ("progs[../x]", "not a syscall"),
+        ("names[../x]", "bad slot name"),
+        ("progs", "bad slot"),
+    ],
+)
 def test_bad_slot_keys(session, spec, match):
     session.progarray("progs", 512, keys="syscalls")
     session.progarray("names", 8)
@@ -308,10 +371,10 @@ def _pins(top: str = "/sys/fs/bpf/bpfmagic", with_dirs: bool = False) -> set[str
 
 # --------------------------------------------------------------- errors
 
+
 def test_compile_error_points_at_the_cell_line(session):
     with pytest.raises(BpfCompileError) as err:
-        session.load("bad", "BPF_ARRAY(a, u64, 1);\nint f(struct xdp_md *ctx) {\n  int x = 1\n  return x;\n}",
-                     origin="cell")
+        session.load("bad", "BPF_ARRAY(a, u64, 1);\nint f(struct xdp_md *ctx) {\n  int x = 1\n  return x;\n}", origin="cell")
     text = str(err.value)
     assert "cell:3:" in text and "expected ';'" in text
     assert "   3 |   int x = 1" in text
@@ -322,19 +385,23 @@ def test_compile_error_line_numbers_survive_the_prelude(session):
     session.progarray("jt", 4)
     # jt is used but not declared: the prelude declares it on the same line.
     with pytest.raises(BpfCompileError) as err:
-        session.load("bad", "int f(struct xdp_md *ctx) {\n  jt.call(ctx, 0);\n  return undefined_thing;\n}",
-                     origin="cell")
+        session.load("bad", "int f(struct xdp_md *ctx) {\n  jt.call(ctx, 0);\n  return undefined_thing;\n}", origin="cell")
     assert "cell:3:" in str(err.value) and "undefined_thing" in str(err.value)
 
 
 def test_verifier_rejection_shows_log_tail_and_keeps_full_log(session):
     with pytest.raises(BpfVerifierError) as err:
-        session.load("v", """BPF_ARRAY(a, u64, 4);
+        session.load(
+            "v",
+            """BPF_ARRAY(a, u64, 4);
 int f(struct xdp_md *ctx) {
     int k = ctx->data_end - ctx->data;   /* unknown key: the lookup may fail */
     u64 *p = a.lookup(&k);
     return *p;              /* no NULL check */
-}""", attach={"f": "xdp:lo"}, origin="cell")
+}""",
+            attach={"f": "xdp:lo"},
+            origin="cell",
+        )
     text = str(err.value)
     assert "the verifier rejected v.f" in text
     assert "invalid mem access 'map_value_or_null'" in text
@@ -345,8 +412,11 @@ int f(struct xdp_md *ctx) {
 
 
 def test_failed_rerun_keeps_previous_version_running(session):
-    src = COUNTER + """
+    src = (
+        COUNTER
+        + """
 int on_enter(struct bpf_raw_tracepoint_args *ctx) { int k = 0; hits.atomic_increment(k); return 0; }"""
+    )
     old = session.load("m", src, attach={"on_enter": "raw_tracepoint:sys_enter"})
     session.progarray("jt", 4, type="raw_tracepoint")
     session.slot("jt[0]", "m.on_enter")
@@ -409,6 +479,7 @@ def test_unload_and_reset_free_everything(session):
     session.reset()
     assert not session.arrays and not session.modules
     from .conftest import leftovers
+
     assert leftovers(before) == {}
     assert not _pins_of(session)
 
@@ -420,12 +491,15 @@ def _pins_of(session) -> list[str]:
 def test_dead_session_pins_are_cleaned(tmp_path):
     import subprocess
     import sys
+
     # A process that pins an array and dies without closing, its reaper killed
     # first (stopped, so it cannot clean up): only the next session's cleanup
     # can free the pins. (With its reaper, tests/test_lifecycle.py.)
-    code = ("import os, signal, bpfmagic; from bpfmagic.kernel import pins; s = bpfmagic.Session(); s.progarray('jt', 4); "
-            "os.kill(pins.process_dir().reaper_pid, signal.SIGSTOP); "
-            "print(pins.process_dir().reaper_pid, s.pin_dir(), flush=True); os._exit(0)")
+    code = (
+        "import os, signal, bpfmagic; from bpfmagic.kernel import pins; s = bpfmagic.Session(); s.progarray('jt', 4); "
+        "os.kill(pins.process_dir().reaper_pid, signal.SIGSTOP); "
+        "print(pins.process_dir().reaper_pid, s.pin_dir(), flush=True); os._exit(0)"
+    )
     out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, check=True)
     reaper, pin_dir = out.stdout.strip().splitlines()[-1].split()
     try:
@@ -443,8 +517,11 @@ def test_syscall_keys_can_be_set_after_the_array_is_declared(session):
     """DESIGN's API example loads the dispatcher first, then asks for syscall keys."""
     session.load("disp", DISPATCHER, attach={"dispatch": "raw_tracepoint:sys_enter"})
     session.progarray("progs", 512, keys="syscalls")
-    session.load("h", COUNTER + "int on(struct bpf_raw_tracepoint_args *ctx) { int k = 0; hits.atomic_increment(k); return 0; }",
-                 slots={"progs[getppid]": "on"})
+    session.load(
+        "h",
+        COUNTER + "int on(struct bpf_raw_tracepoint_args *ctx) { int k = 0; hits.atomic_increment(k); return 0; }",
+        slots={"progs[getppid]": "on"},
+    )
     assert session.slots("progs").set_index("key").loc["getppid", "index"] == syscall_numbers()["getppid"]
     for _ in range(5):
         os.getppid()
@@ -459,27 +536,32 @@ def test_syscall_keys_refused_once_names_are_taken(session):
 
 # ------------------------------------------------------- review regressions
 
+
 def test_prelude_is_not_hidden_by_a_leading_conditional(session):
     session.progarray("jt", 4)
-    session.load("cond", """#ifdef NOT_DEFINED
+    session.load(
+        "cond",
+        """#ifdef NOT_DEFINED
 #define UNUSED 1
 #endif
 #if 0
 int never(struct xdp_md *ctx) { return 0; }
 #endif
 int f(struct xdp_md *ctx) { jt.call(ctx, 0); return XDP_PASS; }
-""")
+""",
+    )
     assert xdp_run(session, "cond.f") == 2
 
 
-@pytest.mark.parametrize("source, words", [
-    ("TRACEPOINT_PROBE(syscalls, sys_enter_wrte) { return 0; }", ["no tracepoint syscalls:sys_enter_wrte",
-                                                                  "sys_enter_write"]),
-    ("RAW_TRACEPOINT_PROBE(sys_entr) { return 0; }", ["no raw tracepoint sys_entr", "sys_enter"]),
-    # BCC cells cannot declare fentry programs on any kernel; the reason given follows this one
-    ("KFUNC_PROBE(do_sys_openat2) { return 0; }", ["fentry", "--core"] if LOADS_FENTRY
-     else ["fentry", "refused by this kernel"]),
-])
+@pytest.mark.parametrize(
+    "source, words",
+    [
+        ("TRACEPOINT_PROBE(syscalls, sys_enter_wrte) { return 0; }", ["no tracepoint syscalls:sys_enter_wrte", "sys_enter_write"]),
+        ("RAW_TRACEPOINT_PROBE(sys_entr) { return 0; }", ["no raw tracepoint sys_entr", "sys_enter"]),
+        # BCC cells cannot declare fentry programs on any kernel; the reason given follows this one
+        ("KFUNC_PROBE(do_sys_openat2) { return 0; }", ["fentry", "--core"] if LOADS_FENTRY else ["fentry", "refused by this kernel"]),
+    ],
+)
 def test_bcc_naming_conventions_get_the_target_checks(session, source, words):
     with pytest.raises(AttachError) as err:
         session.load("conv", source)
@@ -520,8 +602,7 @@ def test_slot_of_a_missing_function_keeps_no_name(session):
 
 def test_an_array_used_by_a_core_module_cannot_be_unloaded(session):
     session.progarray("jt", 4)
-    session.load("c", 'SEC("xdp") int f(struct xdp_md *ctx) { bpf_tail_call(ctx, &jt, 0); return XDP_PASS; }',
-                 core=True)
+    session.load("c", 'SEC("xdp") int f(struct xdp_md *ctx) { bpf_tail_call(ctx, &jt, 0); return XDP_PASS; }', core=True)
     with pytest.raises(UsageProblem, match="used by c"):
         session.unload("jt")
 
@@ -541,15 +622,19 @@ def test_file_with_a_comment_only_body(session, tmp_path):
 def test_design_example_order_slots_first_then_syscall_keys(session):
     """DESIGN.md's API example: load with slots={"progs[write]": ...}, then
     progarray("progs", 512, keys="syscalls"): the handler ends up at write's number."""
-    source = COUNTER + """BPF_PROG_ARRAY(progs, 512);
+    source = (
+        COUNTER
+        + """BPF_PROG_ARRAY(progs, 512);
 int dispatch(struct bpf_raw_tracepoint_args *ctx) {
     if ((bpf_get_current_pid_tgid() >> 32) != ME) return 0;
     progs.call(ctx, ctx->args[1]);
     return 0;
 }
 int on_getppid(struct bpf_raw_tracepoint_args *ctx) { int k = 0; hits.atomic_increment(k); return 0; }"""
-    m = session.load("disp", source, attach={"dispatch": "raw_tracepoint:sys_enter"},
-                     slots={"progs[getppid]": "on_getppid"}, cflags=[f"-DME={os.getpid()}"])
+    )
+    m = session.load(
+        "disp", source, attach={"dispatch": "raw_tracepoint:sys_enter"}, slots={"progs[getppid]": "on_getppid"}, cflags=[f"-DME={os.getpid()}"]
+    )
     session.progarray("progs", 512, keys="syscalls")
     before = hits(m)  # until now the handler sat at index 0 (read) and counted this process's reads
     for _ in range(20):
@@ -568,6 +653,9 @@ def test_duplicate_slot_names_and_ring_size_hint(session):
         session.progarray("p", 8, slots="a,a,b")
     assert "p" not in session.arrays
     with pytest.raises(BpfCompileError, match="power of two"):
-        session.load("odd", """struct e { u32 x; };
+        session.load(
+            "odd",
+            """struct e { u32 x; };
 BPF_RINGBUF_OUTPUT(oddring, 3);
-int f(struct xdp_md *ctx) { struct e v = {1}; oddring.ringbuf_output(&v, sizeof(v), 0); return XDP_PASS; }""")
+int f(struct xdp_md *ctx) { struct e v = {1}; oddring.ringbuf_output(&v, sizeof(v), 0); return XDP_PASS; }""",
+        )

@@ -1,5 +1,6 @@
 """Run stats (kernel run_cnt/run_time_ns) and per-slot tail-call counters
 (calls, taken, missed) against runs done with BPF_PROG_TEST_RUN."""
+
 from __future__ import annotations
 
 import pytest
@@ -159,10 +160,13 @@ def test_a_swap_credits_each_program_only_the_calls_made_while_it_sat_in_the_slo
 @needs_root
 def test_slot_labels_are_the_same_in_every_view(session):
     session.progarray("lab", 8, slots="first")
-    session.load("c", "BPF_PROG_ARRAY(lab, 8);\n"
-                      "int entry(struct xdp_md *ctx) { lab.call(ctx, 5); lab.call(ctx, 0); return XDP_PASS; }\n"
-                      "int hop(struct xdp_md *ctx) { return XDP_DROP; }",
-                 slots={"lab[first]": "hop", "lab[3]": "hop"})
+    session.load(
+        "c",
+        "BPF_PROG_ARRAY(lab, 8);\n"
+        "int entry(struct xdp_md *ctx) { lab.call(ctx, 5); lab.call(ctx, 0); return XDP_PASS; }\n"
+        "int hop(struct xdp_md *ctx) { return XDP_DROP; }",
+        slots={"lab[first]": "hop", "lab[3]": "hop"},
+    )
     array = session.array("lab")
     assert [array.label(i) for i in (0, 3, 5)] == ["lab[first]", "lab[3]", "lab[5]"]
     session.test_run("c.entry")
@@ -179,6 +183,7 @@ def test_slot_labels_are_the_same_in_every_view(session):
 
 def test_module_stats_are_its_own_rows(session):
     from bpfmagic.kernel import libbpf
+
     a = session.load("a", "int fa(struct xdp_md *ctx) { return XDP_PASS; }")
     session.load("b", "int fb(struct xdp_md *ctx) { return XDP_PASS; }")
     libbpf.test_run(a.programs["fa"].fd, data=bytes(64), repeat=7)
@@ -188,17 +193,21 @@ def test_module_stats_are_its_own_rows(session):
 
 def test_many_empty_slots_share_a_row(session):
     from bpfmagic.kernel import libbpf
-    session.load("fan", """BPF_PROG_ARRAY(wide, 32);
+
+    session.load(
+        "fan",
+        """BPF_PROG_ARRAY(wide, 32);
 int fan(struct xdp_md *ctx) {
     for (int i = 0; i < 12; i++)          /* 12 empty slots, slot i missed i+1 times per run */
         for (int j = 0; j <= i; j++)
             wide.call(ctx, i);
     return XDP_PASS;
-}""")
+}""",
+    )
     libbpf.test_run(session.program("fan.fan").fd, data=bytes(64), repeat=1)
     empty = session.stats()
     empty = empty[empty["program"] == "(empty)"]
-    assert len(empty) == 9                              # 8 one by one, then the rest in one row
+    assert len(empty) == 9  # 8 one by one, then the rest in one row
     assert list(empty["slots"][:2]) == ["wide[11]", "wide[10]"] and empty["missed"].iloc[0] == 12
     assert empty["slots"].iloc[-1] == "4 more slots of wide" and empty["missed"].iloc[-1] == 1 + 2 + 3 + 4
     assert empty["missed"].sum() == sum(range(1, 13))

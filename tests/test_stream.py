@@ -1,5 +1,6 @@
 """Streams of real kernel events: ring and perf buffers filled by programs
 run with BPF_PROG_TEST_RUN or by real syscalls, read back into DataFrames."""
+
 from __future__ import annotations
 
 import contextlib
@@ -34,9 +35,8 @@ def produce(module, func: str, runs: int) -> None:
     libbpf.test_run(module.program(func).fd, data=PACKET, repeat=runs)
 
 
-
-
 # ---------------------------------------------------------------- ring buffers
+
 
 def test_ring_records_arrive_exactly_once_in_order(session):
     # 8 MiB: the ring holds all the records (40 bytes each with the header), so a consumer
@@ -86,8 +86,7 @@ def test_events_of_real_syscalls_with_strings(session):
         return 0;
     }
     """
-    session.load("sys", src, attach={"on_enter": "raw_tracepoint:sys_enter"},
-                     cflags=[f"-DTGID={os.getpid()}", f"-DNR_GETPPID={NR_GETPPID}"])
+    session.load("sys", src, attach={"on_enter": "raw_tracepoint:sys_enter"}, cflags=[f"-DTGID={os.getpid()}", f"-DNR_GETPPID={NR_GETPPID}"])
     st = session.stream("calls")
     n = 1000
     for _ in range(n):
@@ -374,8 +373,7 @@ def test_bit_fields_and_alignment_attributes_are_refused_with_the_reason(session
     with pytest.raises(UsageProblem, match="alignment/packing attributes on c"):
         session.stream("al.events")
     # a struct packed as a whole is laid out exactly: streamed
-    packed = bits.replace("struct rec { u32 a:4; u32 b:28; u64 c; }",
-                          "struct __attribute__((packed)) rec { u8 a; u64 b; u16 c; }")
+    packed = bits.replace("struct rec { u32 a:4; u32 b:28; u64 c; }", "struct __attribute__((packed)) rec { u8 a; u64 b; u16 c; }")
     m = session.load("pk", packed)
     st = session.stream("pk.events")
     produce(m, "produce", 2)
@@ -406,14 +404,18 @@ def test_records_of_another_size_warn_once(session):
 
 def test_core_ring_buffers_are_streamed_too(session):
     """More in test_core_stream.py: the struct comes from the object's BTF."""
-    m = session.load("co", r"""
+    m = session.load(
+        "co",
+        r"""
 struct event { u64 seq; };
 struct { __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, 4096); } events SEC(".maps");
 SEC("xdp") int produce(struct xdp_md *ctx) {
     struct event e = {.seq = 1};
     bpf_ringbuf_output(&events, &e, sizeof(e), 0);
     return XDP_PASS;
-}""", core=True)
+}""",
+        core=True,
+    )
     st = session.stream("events")
     assert st is session.stream("co.events") and st.columns == ["seq"]
     produce(m, "produce", 3)
@@ -486,9 +488,11 @@ def test_perf_buffer_overflow_is_counted(session):
 
 # ---------------------------------------------------------------- export
 
+
 def test_to_parquet_snapshot_and_follow(session, tmp_path):
     import pandas as pd
     import pyarrow  # noqa: F401  (to_parquet needs it; a declared dependency)
+
     m = session.load("pq", ring_producer())
     st = session.stream("events")
     st.max_rows = 1000
@@ -509,6 +513,7 @@ def test_to_parquet_snapshot_and_follow(session, tmp_path):
 
 # ---------------------------------------------------------------- the magics
 
+
 @contextlib.contextmanager
 def bpf_shell():
     """The shared test shell with bpfmagic loaded; afterwards the extension is
@@ -516,6 +521,7 @@ def bpf_shell():
     from IPython.testing.globalipapp import get_ipython
 
     import bpfmagic
+
     ip = get_ipython()
     saved = copy.deepcopy(ip.config.get("BpfMagics")) if "BpfMagics" in ip.config else None
     ip.run_line_magic("load_ext", "bpfmagic")
@@ -532,6 +538,7 @@ def bpf_shell():
 
 def test_magics_df_streams_and_max_rows_config(tmp_path):
     import bpfmagic
+
     with bpf_shell() as ip:
         ip.run_line_magic("config", "BpfMagics.max_rows = 123")
         ip.run_cell_magic("bpf", "mag", ring_producer())
@@ -554,6 +561,7 @@ def test_magics_config_applies_once_and_rejects_bad_values():
     created and when the config changes, not on every cell (that would undo
     what the Python API set); values below 1 are refused by %config."""
     import bpfmagic
+
     with bpf_shell() as ip:
         ip.run_line_magic("config", "BpfMagics.max_rows = 123")
         ip.run_cell_magic("bpf", "cfg", ring_producer())
@@ -579,7 +587,10 @@ def test_to_parquet_keeps_string_columns(session, tmp_path):
     """char[N] fields are str columns: the Parquet schema must type them as strings."""
     import pandas as pd
     import pyarrow  # noqa: F401  (to_parquet needs it; a declared dependency)
-    m = session.load("named", r"""
+
+    m = session.load(
+        "named",
+        r"""
 struct rec { u64 seq; char tag[8]; };
 BPF_RINGBUF_OUTPUT(events, 16);
 BPF_ARRAY(next_seq, u64, 1);
@@ -591,7 +602,8 @@ int produce(struct xdp_md *ctx) {
     __builtin_memcpy(r.tag, "pkt", 4);
     events.ringbuf_output(&r, sizeof(r), 0);
     return XDP_PASS;
-}""")
+}""",
+    )
     st = session.stream("events")
     follow = st.to_parquet(str(tmp_path / "follow.parquet"), follow=True)
     libbpf.test_run(m.programs["produce"].fd, data=bytes(64), repeat=300)

@@ -1,6 +1,7 @@
 """The ring buffer decoder and the source rewrite on constructed input:
 ring contents the kernel produces only under races (busy records), the
 wrap-around of the double-mapped data area, and record type parsing."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -59,8 +60,15 @@ def test_busy_record_stops_the_consumer_there():
 
 
 def test_discarded_and_variable_records():
-    records = [(16, rec(0)), (16 | RINGBUF_DISCARD, rec(1)), (12, rec(2)[:12]), (16, rec(3)),
-               (24, rec(4) + b"\xff" * 8), (3 | RINGBUF_DISCARD, b"abc"), (16, rec(5))]
+    records = [
+        (16, rec(0)),
+        (16 | RINGBUF_DISCARD, rec(1)),
+        (12, rec(2)[:12]),
+        (16, rec(3)),
+        (24, rec(4) + b"\xff" * 8),
+        (3 | RINGBUF_DISCARD, b"abc"),
+        (16, rec(5)),
+    ]
     data, end = ring(1024, records)
     seqs, cons, state = decode(data, 0, end, 1024)
     assert seqs == [0, 2, 3, 4, 5] and cons == end
@@ -79,10 +87,17 @@ def test_a_run_longer_than_the_window_is_decoded_in_steps():
 
 def test_parse_fields_and_layout():
     typedefs = {"myu64": "unsigned long long", "name_t": "char [16]"}
-    t = RecordType([parse_field("a", "u8", typedefs), parse_field("b", "myu64", typedefs),
-                    parse_field("c", "name_t", typedefs), parse_field("d", "enum color", typedefs),
-                    parse_field("e", "void *", typedefs), parse_field("f", "u16[3]", typedefs),
-                    parse_field("g", "unsigned __int128", typedefs)])
+    t = RecordType(
+        [
+            parse_field("a", "u8", typedefs),
+            parse_field("b", "myu64", typedefs),
+            parse_field("c", "name_t", typedefs),
+            parse_field("d", "enum color", typedefs),
+            parse_field("e", "void *", typedefs),
+            parse_field("f", "u16[3]", typedefs),
+            parse_field("g", "unsigned __int128", typedefs),
+        ]
+    )
     assert t.dtype.fields["b"][1] == 8 and t.dtype.fields["c"][1] == 16 and t.dtype.fields["d"][1] == 32
     assert t.dtype.fields["e"][1] == 40 and t.dtype.fields["f"][1] == 48 and t.dtype.fields["g"][1] == 64
     assert t.itemsize == 80  # clang: __int128 aligns to 16
@@ -93,14 +108,17 @@ def test_parse_fields_and_layout():
 
 def test_rewrite_counts_failures_and_keeps_lines():
     from bpfmagic.c import analyse, bcc_text
-    src = ("#include <uapi/linux/ptrace.h>\n"
-           "struct rec { u64 a; };\n"
-           "BPF_RINGBUF_OUTPUT(events, 8);\n"
-           "BPF_PERF_OUTPUT(perf);\n"
-           "// events.ringbuf_output(&r, 8, 0); in a comment stays\n"
-           "int f(void *ctx) { struct rec r = {}; events.ringbuf_output(&r, sizeof(r), 0);\n"
-           "  struct rec *p = events.ringbuf_reserve(sizeof(*p)); if (p) events.ringbuf_submit(p, 0);\n"
-           "  perf.perf_submit(ctx, &r, sizeof(r)); other.ringbuf_output(&r, 8, 0); return 0; }\n")
+
+    src = (
+        "#include <uapi/linux/ptrace.h>\n"
+        "struct rec { u64 a; };\n"
+        "BPF_RINGBUF_OUTPUT(events, 8);\n"
+        "BPF_PERF_OUTPUT(perf);\n"
+        "// events.ringbuf_output(&r, 8, 0); in a comment stays\n"
+        "int f(void *ctx) { struct rec r = {}; events.ringbuf_output(&r, sizeof(r), 0);\n"
+        "  struct rec *p = events.ringbuf_reserve(sizeof(*p)); if (p) events.ringbuf_submit(p, 0);\n"
+        "  perf.perf_submit(ctx, &r, sizeof(r)); other.ringbuf_output(&r, 8, 0); return 0; }\n"
+    )
     out, _header, _columns = bcc_text(analyse(src), {}, lambda a, k: 0, count_calls=True)
     assert out.count("\n") == src.count("\n")
     lines = out.split("\n")

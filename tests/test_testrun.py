@@ -1,5 +1,6 @@
 """BPF_PROG_TEST_RUN through Session.test_run and `%bpf run`, and the packet
 builders, on the real kernel."""
+
 from __future__ import annotations
 
 import struct
@@ -27,23 +28,31 @@ def test_ipv4_header_matches_a_published_example():
 
 def test_frames_match_scapy_byte_for_byte():
     import scapy.all as scapy  # a declared test dependency: its absence is a failure
+
     Ether, IP, IPv6, UDP, TCP, Raw = scapy.Ether, scapy.IP, scapy.IPv6, scapy.UDP, scapy.TCP, scapy.Raw
     macs = dict(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
     ip4 = dict(src="10.1.2.3", dst="192.0.2.77", id=0, flags="DF", ttl=64)
     cases = [
-        (packets.udp_packet("10.1.2.3", "192.0.2.77", 5353, 53, b"query!"),
-         Ether(**macs) / IP(**ip4) / UDP(sport=5353, dport=53) / Raw(b"query!")),
-        (packets.udp_packet("10.1.2.3", "192.0.2.77", 1, 2, b"odd"),  # odd length: checksum pads
-         Ether(**macs) / IP(**ip4) / UDP(sport=1, dport=2) / Raw(b"odd")),
-        (packets.tcp_packet("10.1.2.3", "192.0.2.77", 40000, 443, "SA", b"hello", seq=1000, ack=7),
-         Ether(**macs) / IP(**ip4) / TCP(sport=40000, dport=443, flags="SA", seq=1000, ack=7, window=65535)
-         / Raw(b"hello")),
-        (packets.udp_packet("fd00::1", "2001:db8::53", 9999, 53, b"v6 payload"),
-         Ether(**macs) / IPv6(src="fd00::1", dst="2001:db8::53", hlim=64) / UDP(sport=9999, dport=53)
-         / Raw(b"v6 payload")),
-        (packets.tcp_packet("fd00::1", "2001:db8::80", 1234, 80, "PA", b"GET / HTTP/1.0\r\n\r\n"),
-         Ether(**macs) / IPv6(src="fd00::1", dst="2001:db8::80", hlim=64)
-         / TCP(sport=1234, dport=80, flags="PA", window=65535) / Raw(b"GET / HTTP/1.0\r\n\r\n")),
+        (packets.udp_packet("10.1.2.3", "192.0.2.77", 5353, 53, b"query!"), Ether(**macs) / IP(**ip4) / UDP(sport=5353, dport=53) / Raw(b"query!")),
+        (
+            packets.udp_packet("10.1.2.3", "192.0.2.77", 1, 2, b"odd"),  # odd length: checksum pads
+            Ether(**macs) / IP(**ip4) / UDP(sport=1, dport=2) / Raw(b"odd"),
+        ),
+        (
+            packets.tcp_packet("10.1.2.3", "192.0.2.77", 40000, 443, "SA", b"hello", seq=1000, ack=7),
+            Ether(**macs) / IP(**ip4) / TCP(sport=40000, dport=443, flags="SA", seq=1000, ack=7, window=65535) / Raw(b"hello"),
+        ),
+        (
+            packets.udp_packet("fd00::1", "2001:db8::53", 9999, 53, b"v6 payload"),
+            Ether(**macs) / IPv6(src="fd00::1", dst="2001:db8::53", hlim=64) / UDP(sport=9999, dport=53) / Raw(b"v6 payload"),
+        ),
+        (
+            packets.tcp_packet("fd00::1", "2001:db8::80", 1234, 80, "PA", b"GET / HTTP/1.0\r\n\r\n"),
+            Ether(**macs)
+            / IPv6(src="fd00::1", dst="2001:db8::80", hlim=64)
+            / TCP(sport=1234, dport=80, flags="PA", window=65535)
+            / Raw(b"GET / HTTP/1.0\r\n\r\n"),
+        ),
     ]
     for ours, theirs in cases:
         assert ours == bytes(theirs), theirs.summary()
@@ -52,8 +61,7 @@ def test_frames_match_scapy_byte_for_byte():
 def test_describe_and_hex_parsing():
     frame = packets.tcp_packet("10.0.0.1", "10.0.0.2", 1234, 80, "S")
     assert packets.describe(frame) == "IPv4 10.0.0.1 -> 10.0.0.2 TCP 1234 -> 80 [S] payload 0 bytes"
-    assert packets.describe(packets.udp_packet("fd00::1", "fd00::2", 1, 2, b"xyz")) == \
-        "IPv6 fd00::1 -> fd00::2 UDP 1 -> 2 payload 3 bytes"
+    assert packets.describe(packets.udp_packet("fd00::1", "fd00::2", 1, 2, b"xyz")) == "IPv6 fd00::1 -> fd00::2 UDP 1 -> 2 payload 3 bytes"
     assert packets.parse_hex("de:ad be-ef") == b"\xde\xad\xbe\xef"
     assert packets.parse_hex("0x4500") == b"\x45\x00"
     with pytest.raises(ValueError):
@@ -102,8 +110,7 @@ def progs(session):
 
 @needs_root
 def test_xdp_retvals_have_their_names(progs):
-    expected = {"pass": (2, "XDP_PASS"), "drop": (1, "XDP_DROP"), "aborted": (0, "XDP_ABORTED"),
-                "redirect": (4, "XDP_REDIRECT")}
+    expected = {"pass": (2, "XDP_PASS"), "drop": (1, "XDP_DROP"), "aborted": (0, "XDP_ABORTED"), "redirect": (4, "XDP_REDIRECT")}
     for func, (retval, name) in expected.items():
         r = progs.test_run(f"t.{func}")
         assert (r.type, r.retval, r.retval_name) == ("xdp", retval, name)
@@ -202,8 +209,12 @@ def test_repeat_beyond_a_c_int_is_refused(progs):
 
 def test_run_reports_only_the_tail_calls_its_chain_can_reach(session):
     import os
-    session.load("disp", "BPF_PROG_ARRAY(progs, 512);\nint d(struct bpf_raw_tracepoint_args *ctx) "
-                         "{ progs.call(ctx, ctx->args[1]); return 0; }", attach={"d": "raw_tracepoint:sys_enter"})
+
+    session.load(
+        "disp",
+        "BPF_PROG_ARRAY(progs, 512);\nint d(struct bpf_raw_tracepoint_args *ctx) { progs.call(ctx, ctx->args[1]); return 0; }",
+        attach={"d": "raw_tracepoint:sys_enter"},
+    )
     session.load("entry", "BPF_PROG_ARRAY(chain, 4);\nint e(struct xdp_md *ctx) { chain.call(ctx, 0); return XDP_PASS; }")
     session.load("hop", "int h(struct xdp_md *ctx) { chain.call(ctx, 1); return XDP_DROP; }", slots={"chain[0]": "h"})
     os.getppid()  # the dispatcher counts syscalls all the while

@@ -1,4 +1,5 @@
 """%bpf trace: bpf_trace_printk lines from trace_pipe into a DataFrame."""
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,7 @@ SESSION_CLOCK_SLACK = 1.0  # Session.trace: the trace clock and CLOCK_MONOTONIC 
 
 def test_parse_line_formats():
     new = "          python3-4242    [001] d..31  5123.456789: bpf_trace_printk: slot 3 taken"
-    assert parse_line(new) == {"ts": 5123.456789, "cpu": 1, "pid": 4242, "comm": "python3",
-                               "msg": "slot 3 taken"}
+    assert parse_line(new) == {"ts": 5123.456789, "cpu": 1, "pid": 4242, "comm": "python3", "msg": "slot 3 taken"}
     old = "  <idle>-0     [000] ..s1  12.000001: bpf_trace_printk: x=1"
     assert parse_line(old)["comm"] == "<idle>" and parse_line(old)["pid"] == 0
     tgid = "  my-prog-name-7 (   7) [003] .... 1.5: bpf_trace_printk: a: b"
@@ -75,17 +75,18 @@ def test_unprivileged_capture_says_permission_denied():
     """As another user, tracefs (mode 700) is there but unreadable: the error
     says permission, not "mount it"."""
     from .namespaces import BECOME_NOBODY, child_env
+
     # Imported as root (the clone may sit under a 0700 directory), then user nobody.
     # pandas too: capture() imports it when it has lines to return, after the drop.
-    code = ("import os, pandas, bpfmagic\nfrom bpfmagic.events.trace import capture\n" + BECOME_NOBODY +
-            "try:\n    capture(seconds=0.1)\n"
-            "except Exception as e:\n    print(type(e).__name__, e)\n"
-            "print('MODULE:', bpfmagic.__file__)\n")
+    code = (
+        "import os, pandas, bpfmagic\nfrom bpfmagic.events.trace import capture\n" + BECOME_NOBODY + "try:\n    capture(seconds=0.1)\n"
+        "except Exception as e:\n    print(type(e).__name__, e)\n"
+        "print('MODULE:', bpfmagic.__file__)\n"
+    )
     import bpfmagic
-    out = subprocess.run([sys.executable, "-c", code], cwd="/", env=child_env(), capture_output=True, text=True,
-                         timeout=60)
-    assert out.stdout.startswith("EnvironmentProblem permission denied reading /sys/kernel/tracing/trace_pipe"), \
-        out.stdout + out.stderr
+
+    out = subprocess.run([sys.executable, "-c", code], cwd="/", env=child_env(), capture_output=True, text=True, timeout=60)
+    assert out.stdout.startswith("EnvironmentProblem permission denied reading /sys/kernel/tracing/trace_pipe"), out.stdout + out.stderr
     assert f"MODULE: {bpfmagic.__file__}" in out.stdout
     assert "mount" not in out.stdout
 
@@ -95,6 +96,7 @@ def test_a_second_reader_gets_a_clear_error(session):
 
     from bpfmagic import EnvironmentProblem
     from bpfmagic.events.trace import TRACE_PIPE
+
     try:
         holder = os.open(TRACE_PIPE, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as e:
@@ -117,9 +119,10 @@ def test_seconds_are_checked(session):
 @needs_root
 def test_lines_older_than_the_session_are_skipped(session):
     from bpfmagic import Session
+
     src = r"""int say(struct xdp_md *ctx) { bpf_trace_printk("bmold\n"); return XDP_PASS; }"""
     m = session.load("old", src)
-    libbpf.test_run(m.program("say").fd, data=bytes(64), repeat=3)   # printed before `later` began
+    libbpf.test_run(m.program("say").fd, data=bytes(64), repeat=3)  # printed before `later` began
     printed_by = time.monotonic()
     # A session skips lines older than its start minus a clock slack (1 s): `later` has to
     # begin more than that after the printing; only the clock can be waited for here.

@@ -1,5 +1,6 @@
 """The %bpf watch view: its widgets' values follow a real stream, and it
 stops with the stream."""
+
 from __future__ import annotations
 
 import threading
@@ -79,6 +80,7 @@ def test_watch_magic_returns_a_displayable_view():
     from IPython.testing.globalipapp import get_ipython
 
     import bpfmagic
+
     ip = get_ipython()
     ip.run_line_magic("load_ext", "bpfmagic")
     try:

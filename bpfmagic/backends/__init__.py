@@ -38,6 +38,7 @@ A loaded object answers the same questions whichever backend made it:
 
 ``Module`` and ``Session``, and the events, maps, globals and experiments
 beside them, use only this interface."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ class MapHandle:
     """One map of a loaded object, as much as a reader of it needs: its fd and
     shape, and its key and value types: BCC's ctypes Key/Leaf, or (libbpf) the
     BTF type ids of the object's btf()."""
+
     name: str
     fd: int
     map_type: int
@@ -65,6 +67,8 @@ def for_cell(core: bool):
     ``convention_targets``."""
     if core:
         from . import libbpf
+
         return libbpf
     from . import bcc
+
     return bcc

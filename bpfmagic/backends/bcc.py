@@ -1,6 +1,7 @@
 """The BCC backend: a cell in BCC's C dialect, compiled by libbcc (with the
 front end's instrumentation), its functions loaded one by one, each with the
 program type its use demands."""
+
 from __future__ import annotations
 
 import atexit
@@ -25,6 +26,7 @@ def _libbcc():
     import ctypes as ct
 
     from bcc.libbcc import lib
+
     if lib.bpf_table_name.restype is not ct.c_char_p:
         lib.bpf_num_tables.restype = ct.c_ulonglong
         lib.bpf_num_tables.argtypes = [ct.c_void_p]
@@ -76,8 +78,7 @@ class BccObject:
 
     def preloaded(self) -> dict[str, tuple[str, int, str]]:
         """What BCC loaded (and attached) by its naming conventions: name -> (type, fd, verifier stats)."""
-        return {name: (auto_attach_type(name) or "unknown", self.bpf.funcs[name.encode()].fd, self.stats.get(name, ""))
-                for name in self._conventions}
+        return {name: (auto_attach_type(name) or "unknown", self.bpf.funcs[name.encode()].fd, self.stats.get(name, "")) for name in self._conventions}
 
     def convention_attached(self) -> list[str]:
         return list(self._conventions)
@@ -92,21 +93,30 @@ class BccObject:
     def load_program(self, func: str, ptype: str, qualname: str) -> tuple[int, str, str]:
         """(fd, what libbcc said, the verifier's statistics) of FUNC loaded as PTYPE."""
         from .bcc_stats import collect_bcc
+
         with captured_fd2() as log, collect_bcc() as stats:
             try:
                 # XDP with expected attach type BPF_XDP, as libbpf's SEC("xdp") loads it: this kernel
                 # refuses tail calls between programs of different attach types.
-                fn = self.bpf.load_func(func.encode(), PROG_TYPES[ptype],
-                                        attach_type=libbpf.BPF_XDP if ptype == "xdp" else -1)
+                fn = self.bpf.load_func(func.encode(), PROG_TYPES[ptype], attach_type=libbpf.BPF_XDP if ptype == "xdp" else -1)
                 error = None
             except Exception as e:  # BCC raises bare Exception
                 error = e
         if error is not None:
             said = f"{error}\n{log[0]}"
-            raise (privilege_problem(f"{qualname} (as {ptype})", ptype, said)
-                   or fd_limit_problem(qualname, said)
-                   or verifier_error(f"{qualname} (as {ptype})", log[0], str(error).split(": ")[-1], self.origin,
-                                     self.syntax.source, columns=self.columns, syntax=self.syntax)) from None
+            raise (
+                privilege_problem(f"{qualname} (as {ptype})", ptype, said)
+                or fd_limit_problem(qualname, said)
+                or verifier_error(
+                    f"{qualname} (as {ptype})",
+                    log[0],
+                    str(error).split(": ")[-1],
+                    self.origin,
+                    self.syntax.source,
+                    columns=self.columns,
+                    syntax=self.syntax,
+                )
+            ) from None
         return fn.fd, log[0], stats.get(func, "")
 
     def attach_sections(self, module, skip: set[str], slotted: set[str]) -> list:
@@ -118,9 +128,16 @@ class BccObject:
     def map_handle(self, name: str) -> MapHandle:
         table = self.table(name)
         info = libbpf.fdinfo(table.map_fd)
-        return MapHandle(name, table.map_fd, int(info["map_type"]), int(info["key_size"]),
-                         int(info["value_size"]), int(info["max_entries"]), getattr(table, "Key", None),
-                         getattr(table, "sLeaf", None) or getattr(table, "Leaf", None))
+        return MapHandle(
+            name,
+            table.map_fd,
+            int(info["map_type"]),
+            int(info["key_size"]),
+            int(info["value_size"]),
+            int(info["max_entries"]),
+            getattr(table, "Key", None),
+            getattr(table, "sLeaf", None) or getattr(table, "Leaf", None),
+        )
 
     def btf(self):
         return None  # libbcc keeps its BTF to itself: layouts come from the ctypes Key/Leaf
@@ -129,8 +146,7 @@ class BccObject:
         """libbcc's "name#ctype" fields of the record type BCC inferred for TABLE."""
         lib, name = _libbcc(), table.encode()
         module = self._module()
-        return [lib.bpf_perf_event_field(module, name, i).decode()
-                for i in range(lib.bpf_perf_event_fields(module, name))]
+        return [lib.bpf_perf_event_field(module, name, i).decode() for i in range(lib.bpf_perf_event_fields(module, name))]
 
     def perf_refusal(self, table: str) -> None:
         return None
@@ -141,6 +157,7 @@ class BccObject:
     def loss_counter(self, table: str) -> tuple[int, int, int] | None:
         from ..c.instrument import LOST_COUNTER
         from ..c.records import event_tables
+
         tables = event_tables(self.syntax.source)
         if table not in tables:
             return None
@@ -193,14 +210,25 @@ class BccPerfBuffer:
 def compile_cell(session, req, syntax, slot_index, resolved_slots, site_base) -> tuple[BccObject, str]:
     """Compile REQ's cell with BCC for SESSION: (the object, what libbcc and clang said)."""
     from .bcc_stats import collect_bcc
+
     arrays = {n: (a.pin, a.size, a.counter_pin) for n, a in session.arrays.items()}
     sites = (session._sites_pin, site_base) if site_base is not None else None
     paths = {"pins": session._path_maps.pins} if req.paths and session._path_maps and sites else None
     with collect_bcc() as stats:
-        bpf, log, columns = load_bcc(syntax, req.origin, arrays, slot_index, req.cflags, req.count_calls,
-                                     req.verbose, can_load=session.privileges.can_load,
-                                     include_dirs=req.include_dirs, sites=sites, paths=paths,
-                                     cursor=session._cursor[1] if session._cursor else None)
+        bpf, log, columns = load_bcc(
+            syntax,
+            req.origin,
+            arrays,
+            slot_index,
+            req.cflags,
+            req.count_calls,
+            req.verbose,
+            can_load=session.privileges.can_load,
+            include_dirs=req.include_dirs,
+            sites=sites,
+            paths=paths,
+            cursor=session._cursor[1] if session._cursor else None,
+        )
     return BccObject(bpf, columns, req.origin, syntax, dict(stats)), log
 
 
@@ -211,14 +239,27 @@ def check_tools() -> None:
 def convention_targets(syntax):
     """The targets BCC's naming conventions attach (kprobe__..., RAW_TRACEPOINT_PROBE, ...)."""
     from ..kernel.attach import convention_targets as targets
+
     return targets(syntax.contexts)
 
 
 # ------------------------------------------------------------ compiling a cell
 
-def load_bcc(syntax, origin: str, arrays: dict[str, tuple[str, int, str]], slot_index, cflags: list[str],
-             count_calls: bool, verbose: bool, can_load: bool = True, include_dirs=(), sites=None, paths=None,
-             cursor=None):
+
+def load_bcc(
+    syntax,
+    origin: str,
+    arrays: dict[str, tuple[str, int, str]],
+    slot_index,
+    cflags: list[str],
+    count_calls: bool,
+    verbose: bool,
+    can_load: bool = True,
+    include_dirs=(),
+    sites=None,
+    paths=None,
+    cursor=None,
+):
     """Compile the cell with BCC, instrumented for the session (shared arrays,
     SLOT, call and loss counters); BCC also loads and attaches the functions
     its naming conventions name. Returns (BPF object, what libbcc/clang wrote
@@ -237,10 +278,11 @@ def load_bcc(syntax, origin: str, arrays: dict[str, tuple[str, int, str]], slot_
         # libbcc's LLVM ends the process on some errors (exit, abort): where the cell has what
         # can cause that (c/hazards.py), find out in a child first; other cells compile once.
         from ..c.hazards import codegen_hazards
+
         if codegen_hazards(syntax.source):
             from . import trial_compile
-            trial_compile.check_compile_survives(text.encode(), flags, origin, syntax.source,
-                                                 key=[text, header, *cflags, *map(str, include_dirs)])
+
+            trial_compile.check_compile_survives(text.encode(), flags, origin, syntax.source, key=[text, header, *cflags, *map(str, include_dirs)])
         with captured_fd2() as log:
             try:
                 bpf = BPF(text=text.encode(), cflags=flags, debug=debug)
@@ -252,14 +294,17 @@ def load_bcc(syntax, origin: str, arrays: dict[str, tuple[str, int, str]], slot_
     return bpf, log[0], columns
 
 
-def bcc_error(error: Exception, stderr: str, source: str, origin: str, can_load: bool = True,
-              columns: ColumnMap | None = None, syntax=None) -> BpfError:
+def bcc_error(
+    error: Exception, stderr: str, source: str, origin: str, can_load: bool = True, columns: ColumnMap | None = None, syntax=None
+) -> BpfError:
     """The error a failed BPF(text=...) means, from BCC's exception and fd-2 output."""
     from ..errors import AttachError
+
     text = str(error)
     auto = re.search(r"Failed to load BPF program b?'?(\w+)", text)
-    problem = privilege_problem(f"module {origin}" + (f", function {auto[1]}" if auto else ""),
-                                auto_attach_type(auto[1]) if auto else None, f"{text}\n{stderr}")
+    problem = privilege_problem(
+        f"module {origin}" + (f", function {auto[1]}" if auto else ""), auto_attach_type(auto[1]) if auto else None, f"{text}\n{stderr}"
+    )
     if problem is not None:
         return problem
     fd_limit = fd_limit_problem(f"module {origin}", f"{text}\n{stderr}")
@@ -267,8 +312,7 @@ def bcc_error(error: Exception, stderr: str, source: str, origin: str, can_load:
         return fd_limit
     if "Failed to load BPF program" in text:
         func = re.search(r"program b?'?([\w]+)", text)
-        return verifier_error(func[1] if func else "a program", stderr, text.split(": ")[-1], origin, source,
-                              columns=columns, syntax=syntax)
+        return verifier_error(func[1] if func else "a program", stderr, text.split(": ")[-1], origin, source, columns=columns, syntax=syntax)
     if "attach" in text.lower():
         return AttachError(f"{text}\n{stderr.strip()}".strip(), stderr)
     if "Need super-user" in text and not can_load:

@@ -2,6 +2,7 @@
 wrapped (per thread, while a load collects) so that each load asks for log
 level BPF_LOG_STATS (4) into a small buffer; experiments/verifier.py parses
 what was collected."""
+
 from __future__ import annotations
 
 import contextlib
@@ -21,27 +22,25 @@ def _install() -> None:
         if _installed:
             return
         from bcc.libbcc import lib
+
         original = lib.bcc_func_load
 
-        def bcc_func_load(module, prog_type, name, start, size, license, kern_version, log_level, log_buf,
-                          log_buf_size, dev_name, attach_type):
+        def bcc_func_load(module, prog_type, name, start, size, license, kern_version, log_level, log_buf, log_buf_size, dev_name, attach_type):
             logs = getattr(_local, "logs", None)
             if logs is None or log_buf is not None:
-                return original(module, prog_type, name, start, size, license, kern_version, log_level,
-                                log_buf, log_buf_size, dev_name, attach_type)
+                return original(module, prog_type, name, start, size, license, kern_version, log_level, log_buf, log_buf_size, dev_name, attach_type)
             buf = ct.create_string_buffer(1 << 16)
-            fd = original(module, prog_type, name, start, size, license, kern_version, BPF_LOG_STATS, buf,
-                          len(buf), dev_name, attach_type)
+            fd = original(module, prog_type, name, start, size, license, kern_version, BPF_LOG_STATS, buf, len(buf), dev_name, attach_type)
             if fd >= 0:
                 key = name.decode() if isinstance(name, bytes) else str(name)
                 logs[key] = buf.value.decode(errors="replace")
                 if not log_level:
                     return fd
                 import os
+
                 os.close(fd)  # -v: load again as BCC asked, so its full log is printed
             # A failure: BCC's own load (and its retry with a log) gives the error as usual.
-            return original(module, prog_type, name, start, size, license, kern_version, log_level, log_buf,
-                            log_buf_size, dev_name, attach_type)
+            return original(module, prog_type, name, start, size, license, kern_version, log_level, log_buf, log_buf_size, dev_name, attach_type)
 
         lib.bcc_func_load = bcc_func_load
         _installed = True

@@ -7,6 +7,7 @@ is the section's DATASEC: its variables, with offsets and sizes. .rodata is
 frozen at load, so it is set before, on the opened object (``--set
 VAR=VALUE``: :func:`set_initial`). Reading and writing them once loaded is
 ``bpfmagic.globals.Globals``, through the backend interface."""
+
 from __future__ import annotations
 
 import ctypes as ct
@@ -27,7 +28,7 @@ def sections(obj) -> dict[str, tuple[int, list[Variable]]]:
     btf = Btf(lib, btf_ptr)
     out: dict[str, tuple[int, list[Variable]]] = {}
     for map_name, map_ptr in obj.maps().items():
-        section = map_name[map_name.index("."):] if "." in map_name else ""
+        section = map_name[map_name.index(".") :] if "." in map_name else ""
         if not section.startswith(_SECTIONS):
             continue
         tid = lib.bpf_map__btf_value_type_id(map_ptr)

@@ -9,6 +9,7 @@ and BCC programs tail-call each other through the same slots.
 
 Long because: compiling, loading and libbpf's messages are one backend; the
 interface it shares with bcc.py is at CoreObject."""
+
 from __future__ import annotations
 
 import contextlib
@@ -36,11 +37,11 @@ GLOBAL_SECTIONS = ("bss", "data", "rodata")
 _ARCH = {"x86_64": "x86", "aarch64": "arm64", "s390x": "s390", "ppc64le": "powerpc", "riscv64": "riscv"}
 
 # SEC prefixes libbpf can attach by itself (the section names the target).
-AUTO_ATTACH_SECTIONS = ("tp_btf/", "raw_tp/", "raw_tracepoint/", "tp/", "tracepoint/", "fentry/", "fexit/",
-                        "lsm/", "iter/")
+AUTO_ATTACH_SECTIONS = ("tp_btf/", "raw_tp/", "raw_tracepoint/", "tp/", "tracepoint/", "fentry/", "fexit/", "lsm/", "iter/")
 
 
 # ------------------------------------------------------------ environment
+
 
 def _tool(name: str) -> str | None:
     """A binary on PATH or in the sbin directories a non-root PATH leaves out (bpftool)."""
@@ -68,11 +69,11 @@ def vmlinux_dir() -> str:
     from ..kernel import cache
 
     def dump() -> bytes:
-        res = subprocess.run([_tool("bpftool") or "bpftool", "btf", "dump", "file", VMLINUX_BTF, "format", "c"],
-                             capture_output=True)
+        res = subprocess.run([_tool("bpftool") or "bpftool", "btf", "dump", "file", VMLINUX_BTF, "format", "c"], capture_output=True)
         if res.returncode != 0 or not res.stdout:
             raise EnvironmentProblem(f"bpftool could not dump {VMLINUX_BTF}: {res.stderr.decode(errors='replace').strip()}")
         return res.stdout
+
     return cache.vmlinux_dir(dump)
 
 
@@ -84,6 +85,7 @@ def prepare_cache() -> str:
     except EnvironmentProblem as e:
         return f"--core not prepared: {e}"
     from . import objcache
+
     headers = vmlinux_dir()
     pch = objcache.precompiled_vmlinux(_tool("clang") or "clang", headers, CLANG_BASE_FLAGS)
     return f"vmlinux.h in {headers}" + (", precompiled" if pch else ", not precompiled (cache not trusted)")
@@ -92,7 +94,6 @@ def prepare_cache() -> str:
 # ------------------------------------------------------------ source
 
 # ------------------------------------------------------------ ring buffers: loss counting, record struct
-
 
 
 def ring_tables(source: str) -> list[str]:
@@ -121,8 +122,13 @@ _CLANG_LOC_RE = re.compile(r"^(.*?):(\d+):(\d+): (error|warning|note|fatal error
 # -mcpu=v3: the BPF ISA this kernel runs (atomics that return the old value, 32-bit jumps); the
 # precompiled vmlinux.h is built with the same flags, as clang requires.
 CLANG_BASE_FLAGS = ["-g", "-O2", "-target", "bpf", "-mcpu=v3"]
-_MULTIARCH = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu", "s390x": "s390x-linux-gnu",
-              "ppc64le": "powerpc64le-linux-gnu", "riscv64": "riscv64-linux-gnu"}
+_MULTIARCH = {
+    "x86_64": "x86_64-linux-gnu",
+    "aarch64": "aarch64-linux-gnu",
+    "s390x": "s390x-linux-gnu",
+    "ppc64le": "powerpc64le-linux-gnu",
+    "riscv64": "riscv64-linux-gnu",
+}
 
 
 def _multiarch_includes() -> list[str]:
@@ -141,23 +147,21 @@ def _relabel(text: str, origin: str) -> str:
     return text.replace(f"{CORE_CELL_FILE}:", f"{origin}:")
 
 
-def compile_object(text: str, source: str, origin: str, cflags: list[str], include_dirs=(),
-                   vmlinux_first: bool = False) -> tuple[bytes, str]:
+def compile_object(text: str, source: str, origin: str, cflags: list[str], include_dirs=(), vmlinux_first: bool = False) -> tuple[bytes, str]:
     """clang -target bpf: the object file and clang's warnings; errors raise
     BpfCompileError with the offending lines of the cell. ``vmlinux_first``:
     the text starts by including vmlinux.h, so its precompiled form serves.
     An unchanged compile is served from the object cache."""
     from . import objcache
+
     arch = _ARCH.get(platform.machine(), platform.machine())
     clang = _tool("clang") or "clang"
     headers = vmlinux_dir()
     base = CLANG_BASE_FLAGS
     pch = objcache.precompiled_vmlinux(clang, headers, base) if vmlinux_first else None
-    flags = [*base, f"-D__TARGET_ARCH_{arch}", "-I", headers,
-             *(f"-I{os.path.abspath(d)}" for d in include_dirs), *_multiarch_includes(), *cflags]
+    flags = [*base, f"-D__TARGET_ARCH_{arch}", "-I", headers, *(f"-I{os.path.abspath(d)}" for d in include_dirs), *_multiarch_includes(), *cflags]
     vmlinux = os.stat(os.path.join(headers, "vmlinux.h"))
-    cache_key = objcache.key(text, [*flags, f"vmlinux {vmlinux.st_size} {vmlinux.st_mtime_ns}"],
-                             objcache.clang_version(clang))
+    cache_key = objcache.key(text, [*flags, f"vmlinux {vmlinux.st_size} {vmlinux.st_mtime_ns}"], objcache.clang_version(clang))
     cached = objcache.lookup(cache_key)
     if cached is not None:
         return cached[0], _relabel(cached[1], origin)
@@ -169,9 +173,8 @@ def compile_object(text: str, source: str, origin: str, cflags: list[str], inclu
         cell_file = os.path.join(tmp, CORE_CELL_FILE)
         with open(cell_file, "w") as f:
             f.write(source)
-        for use_pch in ([True, False] if pch else [False]):
-            cmd = [clang, *flags, *(["-include-pch", pch] if use_pch else []), "-MD", "-MF", depfile,
-                   "-x", "c", "-c", "-", "-o", out]
+        for use_pch in [True, False] if pch else [False]:
+            cmd = [clang, *flags, *(["-include-pch", pch] if use_pch else []), "-MD", "-MF", depfile, "-x", "c", "-c", "-", "-o", out]
             res = subprocess.run(cmd, input=text, capture_output=True, text=True, cwd=tmp)
             if res.returncode == 0 or not use_pch or "PCH file" not in res.stderr:
                 break  # a PCH clang cannot use (flags like -mcpu differ): compiled again without it
@@ -179,8 +182,9 @@ def compile_object(text: str, source: str, origin: str, cflags: list[str], inclu
         if res.returncode != 0:
             raise _clang_error(stderr, source, origin)
         if not os.path.exists(out):
-            raise BpfCompileError(f"clang wrote no object file for {origin}: a flag in --cflags "
-                                  f"({' '.join(cflags)}) stops it before code generation", stderr)
+            raise BpfCompileError(
+                f"clang wrote no object file for {origin}: a flag in --cflags ({' '.join(cflags)}) stops it before code generation", stderr
+            )
         with open(out, "rb") as f:
             obj = f.read()
         objcache.store(cache_key, obj, res.stderr, depfile, tmp, skip={cell_file, os.path.join(tmp, "-")})
@@ -259,8 +263,7 @@ def libbpf_messages(debug_logs: dict | None = None):
             chunks.append(_format(fmt, args))
         elif debug_logs is not None and fmt and b"BEGIN PROG LOAD LOG" in fmt:
             # A program's log after a successful load (libbpf prints it at DEBUG level).
-            m = re.search(r"prog '(\w+)': -- BEGIN PROG LOAD LOG --\n(.*)-- END PROG LOAD LOG --",
-                          _format(fmt, args), re.S)
+            m = re.search(r"prog '(\w+)': -- BEGIN PROG LOAD LOG --\n(.*)-- END PROG LOAD LOG --", _format(fmt, args), re.S)
             if m:
                 debug_logs[m[1]] = m[2]
         return 0
@@ -297,15 +300,19 @@ class CoreMap:
         if libbpf.lib().bpf_map_lookup_elem(self.fd, ct.byref(k) if not isinstance(k, bytes) else k, buf) < 0:
             raise KeyError(key)
         vt = self._value_type()
-        values = [vt.from_buffer_copy(buf.raw[i * stride:i * stride + self.value_size]) if vt
-                  else buf.raw[i * stride:i * stride + self.value_size] for i in range(ncpu)]
+        values = [
+            vt.from_buffer_copy(buf.raw[i * stride : i * stride + self.value_size]) if vt else buf.raw[i * stride : i * stride + self.value_size]
+            for i in range(ncpu)
+        ]
         return values if self.percpu else values[0]
 
     def items(self):
         if self.map_type in (2, 6):  # arrays: every index exists
             return [(ct.c_uint32(i), self[i]) for i in range(self.max_entries)]
-        raise NotImplementedError(f"{self.name}: iterating this map type is not supported here; read it whole, "
-                                  f"typed from BTF, with module.df({self.name!r}) or %bpf map {self.name}")
+        raise NotImplementedError(
+            f"{self.name}: iterating this map type is not supported here; read it whole, "
+            f"typed from BTF, with module.df({self.name!r}) or %bpf map {self.name}"
+        )
 
     def __repr__(self) -> str:
         return f"<CoreMap {self.name} type={self.map_type} max_entries={self.max_entries}>"
@@ -393,23 +400,30 @@ class CoreObject:
             if legacy:
                 raise BpfCompileError(f"{self.name}.{untyped[1]}: {legacy}", log[0])
             if untyped:
-                raise BpfCompileError(f"{self.name}.{untyped[1]} has no SEC(): in a --core cell each program "
-                                      'needs one (SEC("xdp"), SEC("raw_tp/sys_enter"), SEC("tp_btf/sched_switch"), '
-                                      "...); a helper function should be static", log[0])
+                raise BpfCompileError(
+                    f"{self.name}.{untyped[1]} has no SEC(): in a --core cell each program "
+                    'needs one (SEC("xdp"), SEC("raw_tp/sys_enter"), SEC("tp_btf/sched_switch"), '
+                    "...); a helper function should be static",
+                    log[0],
+                )
             sections = [self.section(p) for p in self.programs().values()]
             refused = [sec for sec in sections if sec.startswith(("fentry/", "fexit/", "lsm/", "fmod_ret/"))]
             if refused and -ret == 1:  # EPERM: this kernel build refuses these program types
-                raise AttachError(f"{self.name}: SEC(\"{refused[0]}\") programs are refused by this kernel "
-                                  "(EPERM at load, a policy of this kernel build). Use SEC(\"tp_btf/...\") "
-                                  "(BTF-typed tracepoints) or SEC(\"raw_tp/...\") instead.", log[0])
+                raise AttachError(
+                    f'{self.name}: SEC("{refused[0]}") programs are refused by this kernel '
+                    '(EPERM at load, a policy of this kernel build). Use SEC("tp_btf/...") '
+                    '(BTF-typed tracepoints) or SEC("raw_tp/...") instead.',
+                    log[0],
+                )
             raise _verifier_error(self.name, log[0], -ret, origin, source)
         return log[0]
 
     def table(self, name: str) -> CoreMap:
         lib = _lib()
         m = self.maps()[name]
-        return CoreMap(name, lib.bpf_map__fd(m), lib.bpf_map__type(m), lib.bpf_map__key_size(m),
-                       lib.bpf_map__value_size(m), lib.bpf_map__max_entries(m))
+        return CoreMap(
+            name, lib.bpf_map__fd(m), lib.bpf_map__type(m), lib.bpf_map__key_size(m), lib.bpf_map__value_size(m), lib.bpf_map__max_entries(m)
+        )
 
     def tables(self) -> list[str]:
         return [n for n in self.maps() if "." not in n and not n.startswith("__bm_") and n not in self.hidden]
@@ -421,10 +435,12 @@ class CoreObject:
         if not link or err:
             code = -err if err and err < 0 else ct.get_errno()
             section = self.section(prog_ptr)
-            hint = (" (fentry/fexit/LSM are refused by this kernel build; tp_btf/ and raw_tp/ sections work)"
-                    if section.startswith(("fentry/", "fexit/", "lsm/")) else "")
-            raise AttachError(f"libbpf could not attach {program.qualname} (SEC(\"{section}\")): "
-                              f"{os.strerror(code) if code else 'failed'}{hint}")
+            hint = (
+                " (fentry/fexit/LSM are refused by this kernel build; tp_btf/ and raw_tp/ sections work)"
+                if section.startswith(("fentry/", "fexit/", "lsm/"))
+                else ""
+            )
+            raise AttachError(f'libbpf could not attach {program.qualname} (SEC("{section}")): {os.strerror(code) if code else "failed"}{hint}')
         kind, _, rest = self.section(prog_ptr).partition("/")
         return CoreLink(Target(kind, (rest,), f"{kind}:{rest}"), program, link)
 
@@ -488,10 +504,16 @@ class CoreObject:
     def map_handle(self, name: str) -> MapHandle:
         lib = _lib()
         m = self.maps()[name]
-        return MapHandle(name, lib.bpf_map__fd(m), lib.bpf_map__type(m), lib.bpf_map__key_size(m),
-                         lib.bpf_map__value_size(m), lib.bpf_map__max_entries(m),
-                         btf_key_type_id=lib.bpf_map__btf_key_type_id(m),
-                         btf_value_type_id=lib.bpf_map__btf_value_type_id(m))
+        return MapHandle(
+            name,
+            lib.bpf_map__fd(m),
+            lib.bpf_map__type(m),
+            lib.bpf_map__key_size(m),
+            lib.bpf_map__value_size(m),
+            lib.bpf_map__max_entries(m),
+            btf_key_type_id=lib.bpf_map__btf_key_type_id(m),
+            btf_value_type_id=lib.bpf_map__btf_value_type_id(m),
+        )
 
     def btf(self) -> Btf | None:
         lib = _lib()
@@ -502,9 +524,11 @@ class CoreObject:
         return None  # no inference: the struct the cell writes, laid out by btf()
 
     def perf_refusal(self, table: str) -> str:
-        return (f"perf event arrays of --core modules are not streamed: declare it as a "
-                f"BPF_MAP_TYPE_RINGBUF map and write it with bpf_ringbuf_output, or read it with "
-                f"{self.name}[{table!r}]")
+        return (
+            f"perf event arrays of --core modules are not streamed: declare it as a "
+            f"BPF_MAP_TYPE_RINGBUF map and write it with bpf_ringbuf_output, or read it with "
+            f"{self.name}[{table!r}]"
+        )
 
     def open_perf_buffer(self, table: str, on_event, on_lost, page_cnt: int):
         raise ValueError(f"{self.name}.{table} is not a ring buffer: only rings of --core modules are streamed")
@@ -512,6 +536,7 @@ class CoreObject:
     def loss_counter(self, table: str) -> tuple[int, int, int] | None:
         """Rings are counted by the front end's bpf_ringbuf_* macros, in the order of ring_tables."""
         from ..c.instrument import LOST_COUNTER
+
         tables = ring_tables(self.syntax.source) if self.syntax is not None else []
         if table in tables and LOST_COUNTER in self.maps():
             return self.map_fd(LOST_COUNTER), tables.index(table), len(tables)
@@ -532,9 +557,9 @@ class CoreObject:
     def global_variables(self) -> dict | None:
         """{name: (map name, Variable)} of every global variable, {} once closed."""
         from .core_globals import sections
+
         lib = _lib()
-        return {v.name: (lib.bpf_map__name(map_ptr).decode(), v)
-                for map_ptr, variables in sections(self).values() for v in variables}
+        return {v.name: (lib.bpf_map__name(map_ptr).decode(), v) for map_ptr, variables in sections(self).values() for v in variables}
 
 
 class _RetryWithoutStats(Exception):
@@ -542,17 +567,23 @@ class _RetryWithoutStats(Exception):
 
 
 # Section names libbpf 0.x took with a suffix that libbpf 1.x refuses, and what to write instead.
-_LEGACY_SECTIONS = {"classifier": 'SEC("tc") (or SEC("classifier") without a suffix)',
-                    "socket": 'SEC("socket") without a suffix', "action": 'SEC("action") without a suffix',
-                    "xdp": 'SEC("xdp") without a suffix', "perf_event": 'SEC("perf_event") without a suffix'}
+_LEGACY_SECTIONS = {
+    "classifier": 'SEC("tc") (or SEC("classifier") without a suffix)',
+    "socket": 'SEC("socket") without a suffix',
+    "action": 'SEC("action") without a suffix',
+    "xdp": 'SEC("xdp") without a suffix',
+    "perf_event": 'SEC("perf_event") without a suffix',
+}
 
 
 def _legacy_section_hint(section: str) -> str | None:
     """What to write instead of a SEC() name libbpf 1.x no longer takes."""
     kind, slash, rest = section.partition("/")
     if slash and kind in _LEGACY_SECTIONS:
-        return (f'SEC("{section}") is a libbpf 0.x section name; libbpf 1.x takes {_LEGACY_SECTIONS[kind]} '
-                f"(in a --core cell the slot, not the section, says where a program goes: -s ARRAY[KEY]=FUNC)")
+        return (
+            f'SEC("{section}") is a libbpf 0.x section name; libbpf 1.x takes {_LEGACY_SECTIONS[kind]} '
+            f"(in a --core cell the slot, not the section, says where a program goes: -s ARRAY[KEY]=FUNC)"
+        )
     return None
 
 
@@ -560,30 +591,34 @@ def check_sections(obj: "CoreObject") -> None:
     """Refuse, before loading, programs whose SEC() this kernel cannot serve:
     they would load and then sit unattached."""
     from ..kernel.attach import ALTERNATIVE, kprobes_available
+
     for pname, prog in obj.programs().items():
         section = obj.section(prog)
         kind = section.split("/", 1)[0]
         if kind == "freplace":
-            raise AttachError(f'{obj.name}.{pname} is SEC("{section}"): an freplace program replaces a function '
-                              "of a program already loaded, which a cell cannot name as its target; to swap code "
-                              "at run time put the new version in a slot instead (-s ARRAY[KEY]=FUNC)")
+            raise AttachError(
+                f'{obj.name}.{pname} is SEC("{section}"): an freplace program replaces a function '
+                "of a program already loaded, which a cell cannot name as its target; to swap code "
+                "at run time put the new version in a slot instead (-s ARRAY[KEY]=FUNC)"
+            )
         if kind in ("kprobe", "kretprobe", "ksyscall", "kretsyscall") and not kprobes_available():
-            raise AttachError(f'{obj.name}.{pname} is SEC("{section}"): kprobes are not available on this kernel '
-                              f"(CONFIG_KPROBES is off); {ALTERNATIVE}")
+            raise AttachError(
+                f'{obj.name}.{pname} is SEC("{section}"): kprobes are not available on this kernel (CONFIG_KPROBES is off); {ALTERNATIVE}'
+            )
 
 
 def _libbpf_refusal(name: str, log: str, errno_: int) -> BpfCompileError:
     """libbpf refused the object before the kernel's verifier saw a program:
     say so, with libbpf's own reason and what it usually means."""
     lines = [line.removeprefix("libbpf: ").strip() for line in log.splitlines() if line.strip()]
-    reasons = [line for line in lines if not line.startswith(("failed to load object", "prog '")) or
-               "failed to find" in line] or lines
-    text = f"libbpf refused to load {name} ({os.strerror(errno_)}), before the verifier saw it:\n" + \
-        "\n".join(f"  {line}" for line in reasons[-6:])
+    reasons = [line for line in lines if not line.startswith(("failed to load object", "prog '")) or "failed to find" in line] or lines
+    text = f"libbpf refused to load {name} ({os.strerror(errno_)}), before the verifier saw it:\n" + "\n".join(f"  {line}" for line in reasons[-6:])
     event = re.search(r"failed to find kernel BTF type ID of '(\w+)'", log)
     if event:
-        text += (f"\nThe kernel's BTF has no {event[1]!r}: SEC(\"tp_btf/NAME\") and fentry-style sections name a "
-                 "raw tracepoint or kernel function that must exist (see /sys/kernel/tracing/available_events).")
+        text += (
+            f'\nThe kernel\'s BTF has no {event[1]!r}: SEC("tp_btf/NAME") and fentry-style sections name a '
+            "raw tracepoint or kernel function that must exist (see /sys/kernel/tracing/available_events)."
+        )
     kfunc = re.search(r"extern \(func ksym\) '(\w+)': not found", log)
     if kfunc:
         text += f"\nThis kernel exports no kfunc {kfunc[1]!r} (bpftool btf dump file /sys/kernel/btf/vmlinux lists them)."
@@ -592,6 +627,7 @@ def _libbpf_refusal(name: str, log: str, errno_: int) -> BpfCompileError:
 
 def _verifier_error(name: str, log: str, errno_: int, origin: str, source: str) -> BpfVerifierError:
     from ..c.diagnostics import verifier_error
+
     # libbpf frames the kernel's log between these markers; keep libbpf's own lines out of the tail.
     m = re.search(r"-- BEGIN PROG LOAD LOG --\n(.*?)-- END PROG LOAD LOG --", log, re.S)
     if m is None and "-- BEGIN PROG LOAD LOG --" not in log:
@@ -606,10 +642,23 @@ def _verifier_error(name: str, log: str, errno_: int, origin: str, source: str) 
     return err
 
 
-def load_object(name: str, syntax: CellSyntax, origin: str, cflags: list[str], slot_index, file: str | None,
-                arrays: dict, count_calls: bool, verbose: bool, needs: dict[str, str],
-                slotted: list, initial_globals: dict | None = None, sites=None,
-                paths=None, cursor=None) -> tuple[CoreObject, str]:
+def load_object(
+    name: str,
+    syntax: CellSyntax,
+    origin: str,
+    cflags: list[str],
+    slot_index,
+    file: str | None,
+    arrays: dict,
+    count_calls: bool,
+    verbose: bool,
+    needs: dict[str, str],
+    slotted: list,
+    initial_globals: dict | None = None,
+    sites=None,
+    paths=None,
+    cursor=None,
+) -> tuple[CoreObject, str]:
     """Compile a --core cell and load it: clang against vmlinux.h, then libbpf
     with the session's arrays (and their call counters) reusing the session's
     map fds. ``needs``: function -> the program type its -a target needs;
@@ -619,24 +668,57 @@ def load_object(name: str, syntax: CellSyntax, origin: str, cflags: list[str], s
     (.rodata included). Returns the loaded object and what clang and libbpf said."""
     source = syntax.source
     # sites: (fd, base) of the session's per-call-site counters
-    text = core_text(syntax, {n: a.size for n, a in arrays.items()}, slot_index, count_calls,
-                     site_base=sites[1] if sites else None, paths=paths is not None, cursor=cursor is not None)
+    text = core_text(
+        syntax,
+        {n: a.size for n, a in arrays.items()},
+        slot_index,
+        count_calls,
+        site_base=sites[1] if sites else None,
+        paths=paths is not None,
+        cursor=cursor is not None,
+    )
     text = keep_ring_types(text, source)  # record types of rings get BTF: the stream reads their layout
     include_dirs = [os.path.dirname(os.path.abspath(file))] if file else []
-    obj_bytes, warnings_text = compile_object(text, source, origin, cflags, include_dirs,
-                                              vmlinux_first=syntax.starts_with_vmlinux)
+    obj_bytes, warnings_text = compile_object(text, source, origin, cflags, include_dirs, vmlinux_first=syntax.starts_with_vmlinux)
     try:
-        return _open_and_load(name, syntax, origin, obj_bytes, arrays, needs, slotted, initial_globals,
-                              verbose, warnings_text, stats=True, sites=sites, paths=paths,
-                              cursor=cursor)
+        return _open_and_load(
+            name,
+            syntax,
+            origin,
+            obj_bytes,
+            arrays,
+            needs,
+            slotted,
+            initial_globals,
+            verbose,
+            warnings_text,
+            stats=True,
+            sites=sites,
+            paths=paths,
+            cursor=cursor,
+        )
     except _RetryWithoutStats:
-        return _open_and_load(name, syntax, origin, obj_bytes, arrays, needs, slotted, initial_globals,
-                              verbose, warnings_text, stats=False, sites=sites, paths=paths,
-                              cursor=cursor)
+        return _open_and_load(
+            name,
+            syntax,
+            origin,
+            obj_bytes,
+            arrays,
+            needs,
+            slotted,
+            initial_globals,
+            verbose,
+            warnings_text,
+            stats=False,
+            sites=sites,
+            paths=paths,
+            cursor=cursor,
+        )
 
 
-def _open_and_load(name, syntax, origin, obj_bytes, arrays, needs, slotted, initial_globals, verbose,
-                   warnings_text, stats: bool, sites=None, paths=None, cursor=None):
+def _open_and_load(
+    name, syntax, origin, obj_bytes, arrays, needs, slotted, initial_globals, verbose, warnings_text, stats: bool, sites=None, paths=None, cursor=None
+):
     source = syntax.source
     obj = CoreObject(name, obj_bytes)
     obj.syntax = syntax
@@ -648,10 +730,12 @@ def _open_and_load(name, syntax, origin, obj_bytes, arrays, needs, slotted, init
                 if have != array.size:  # the object's own size: macros and #ifs resolved by the compiler
                     decl = next((d for d in syntax.arrays if d.name == array_name), None)
                     where = f"{origin}:{decl.line}: " if decl else ""
-                    raise SlotError(f"{where}prog array {array_name} has {have} slots in this cell; the session's "
-                                    f"array {array_name} has {array.size} slots: declare it with {array.size}, or free the "
-                                    f"session's array first (`%bpf reset`, or unload the modules that use it, then "
-                                    f"`%bpf unload {array_name}`)")
+                    raise SlotError(
+                        f"{where}prog array {array_name} has {have} slots in this cell; the session's "
+                        f"array {array_name} has {array.size} slots: declare it with {array.size}, or free the "
+                        f"session's array first (`%bpf reset`, or unload the modules that use it, then "
+                        f"`%bpf unload {array_name}`)"
+                    )
                 obj.reuse(array_name, array.fd)
             if counter_name(array_name) in maps:
                 obj.reuse(counter_name(array_name), array.counter_fd)
@@ -660,8 +744,7 @@ def _open_and_load(name, syntax, origin, obj_bytes, arrays, needs, slotted, init
         if cursor is not None and "__bm_cursor" in maps:
             obj.reuse("__bm_cursor", cursor)
         if paths is not None:
-            for map_name, fd in (("__bm_path", paths.rec_fd), ("__bm_pathc", paths.counts_fd),
-                                 ("__bm_pathctl", paths.ctl_fd)):
+            for map_name, fd in (("__bm_path", paths.rec_fd), ("__bm_pathc", paths.counts_fd), ("__bm_pathctl", paths.ctl_fd)):
                 if map_name in maps:
                     obj.reuse(map_name, fd)
         progs = obj.programs()
@@ -671,18 +754,18 @@ def _open_and_load(name, syntax, origin, obj_bytes, arrays, needs, slotted, init
             if func not in progs:
                 raise UsageProblem(f"{name} has no program {func!r} (programs: {', '.join(progs) or 'none'})")
             return progs[func]
+
         for func, need in needs.items():
             have = obj.program_type(program(func))
             if have != need:
-                raise AttachError(f"{name}.{func} is SEC(\"{obj.section(progs[func])}\"), a {have} program; "
-                                  f"its target needs {need}")
+                raise AttachError(f'{name}.{func} is SEC("{obj.section(progs[func])}"), a {have} program; its target needs {need}')
         for array, func in slotted:
             have, kind = array.owner_type, obj.program_type(program(func))
             if have and have != kind:
-                raise SlotError(f"{array.name} holds {have} programs; {name}.{func} is "
-                                f"SEC(\"{obj.section(progs[func])}\"), a {kind} program")
+                raise SlotError(f'{array.name} holds {have} programs; {name}.{func} is SEC("{obj.section(progs[func])}"), a {kind} program')
         if initial_globals:
             from .core_globals import set_initial
+
             set_initial(obj, initial_globals)
         log = obj.load(origin, source, verbose, stats=stats)
     except BaseException:
@@ -694,13 +777,28 @@ def _open_and_load(name, syntax, origin, obj_bytes, arrays, needs, slotted, init
 def compile_cell(session, req, syntax, slot_index, resolved_slots, site_base) -> tuple[CoreObject, str]:
     """Compile REQ's --core cell with clang and load it with libbpf for SESSION."""
     from ..kernel.attach import parse_target
+
     needs = {func: parse_target(target).prog_type for func, target in req.attach}
     slotted = [(array, func) for array, _, func in resolved_slots]
     sites = (session._sites_fd, site_base) if site_base is not None else None
     paths = session._path_maps if req.paths and sites else None
-    return load_object(req.name, syntax, req.origin, req.cflags, slot_index, req.file, session.arrays,
-                       req.count_calls, req.verbose, needs, slotted, req.initial_globals, sites=sites,
-                       paths=paths, cursor=session._cursor[0] if session._cursor else None)
+    return load_object(
+        req.name,
+        syntax,
+        req.origin,
+        req.cflags,
+        slot_index,
+        req.file,
+        session.arrays,
+        req.count_calls,
+        req.verbose,
+        needs,
+        slotted,
+        req.initial_globals,
+        sites=sites,
+        paths=paths,
+        cursor=session._cursor[0] if session._cursor else None,
+    )
 
 
 check_tools = tools

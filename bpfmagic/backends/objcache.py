@@ -11,6 +11,7 @@ The cache is trusted only when it is the user's own (cache.py: every level
 owned by the user and writable by no one else, else rebuilt; files 0600,
 written atomically); an object whose hash does not match its record is
 compiled again."""
+
 from __future__ import annotations
 
 import hashlib

@@ -12,6 +12,7 @@ may die, and reporting what LLVM said.
 
 Each distinct (text, cflags) is tried once per process: re-running an
 unchanged cell costs nothing more; a new cell costs one more compile."""
+
 from __future__ import annotations
 
 import ctypes as ct
@@ -33,12 +34,12 @@ ATOMICS_ADVICE = (
     "libbcc's code generator targets BPF v1, which has no 32-bit atomic that returns the old value "
     "(and no 8/16-bit atomics at all). Use a u64 (or s64) counter: __sync_fetch_and_add on 64 bits "
     "returns the old value correctly; or leave the result unused (lock_xadd(p, 1)); or write the cell "
-    "as `%%bpf NAME --core --cflags \"-mcpu=v3\"` (clang, BPF v3 atomics).")
+    'as `%%bpf NAME --core --cflags "-mcpu=v3"` (clang, BPF v3 atomics).'
+)
 ADVICE = {
     "XADD return value": ATOMICS_ADVICE,
     "atomic": ATOMICS_ADVICE,
-    "stack limit": "Keep big buffers out of the stack: a BPF_PERCPU_ARRAY(scratch, struct big, 1) "
-                   "lookup gives a per-CPU buffer of any size.",
+    "stack limit": "Keep big buffers out of the stack: a BPF_PERCPU_ARRAY(scratch, struct big, 1) lookup gives a per-CPU buffer of any size.",
     "__float": "BPF has no floating point: use integers (e.g. fixed point, values x 1000).",
     "__double": "BPF has no floating point: use integers (e.g. fixed point, values x 1000).",
 }
@@ -51,6 +52,7 @@ def compile_in_child(text: bytes, cflags: list[str]) -> tuple[int | None, str]:
     another exit status when LLVM called exit(), -SIGNAL when it aborted,
     None when no child could be made (fork refused, e.g. for memory)."""
     from bcc.libbcc import lib
+
     flags = (ct.c_char_p * len(cflags))(*(f.encode() for f in cflags))
     with NATIVE_LOCK, tempfile.TemporaryFile() as log:
         try:
@@ -101,21 +103,24 @@ def check_compile_survives(text: bytes, flags: list[str], origin: str, source: s
 
 def fatal_message(status: int, message: str, origin: str, source: str) -> str:
     """What LLVM said before it ended the child, with what in the cell is known to cause it."""
-    said = [_without_location(line) for line in message.splitlines()
-            if line.startswith(("error:", "LLVM ERROR:")) or "fatal error" in line]
+    said = [_without_location(line) for line in message.splitlines() if line.startswith(("error:", "LLVM ERROR:")) or "fatal error" in line]
     if not said:
         how = f"killed by {signal.Signals(-status).name}" if status < 0 else f"exit status {status}"
         said = [f"libbcc ended without a message ({how})"]
     try:
         from ..c.hazards import codegen_hazards
+
         hazards = codegen_hazards(source)
     except Exception:  # the message must not fail over the explanation
         hazards = []
     advice = next((text for key, text in ADVICE.items() if any(key in s for s in said)), "")
-    return (f"{origin}: libbcc cannot compile this cell, and would have ended the Python process over it "
-            f"(it was compiled in a child process first):\n  " + "\n  ".join(said)
-            + (f"\nin the cell: {'; '.join(hazards)}" if hazards else "")
-            + (f"\n{advice}" if advice else ""))
+    return (
+        f"{origin}: libbcc cannot compile this cell, and would have ended the Python process over it "
+        f"(it was compiled in a child process first):\n  "
+        + "\n  ".join(said)
+        + (f"\nin the cell: {'; '.join(hazards)}" if hazards else "")
+        + (f"\n{advice}" if advice else "")
+    )
 
 
 def _without_location(line: str) -> str:

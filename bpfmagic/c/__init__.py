@@ -6,6 +6,7 @@ without its headers (vmlinux.h is 3 MB), is error-tolerant (BCC's macros and
 libbpf's SEC() are not valid C to a parser that has not seen their
 definitions), and ships as a wheel; the compiler itself (clang, in BCC or
 for --core) stays the authority on what the code means."""
+
 from .analysis import ArrayDecl, CellSyntax, Function, SlotRef, TailCall, analyse
 from .instrument import bcc_text, core_text
 

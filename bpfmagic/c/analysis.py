@@ -6,6 +6,7 @@ code, and a parameter or local named like a global map is not that map.
 
 Long because: one walk of the tree answers all of these; split, each part would parse
 and walk again."""
+
 from __future__ import annotations
 
 import bisect
@@ -23,8 +24,7 @@ CONTEXT_TYPES = {
     "bpf_sock_ops": "sock_ops",
 }
 # Program types a `struct __sk_buff *` function can be: the array or target decides.
-SKB_TYPES = frozenset({"sched_cls", "sched_act", "socket_filter", "cgroup_skb", "lwt_in", "sk_skb",
-                       "flow_dissector"})
+SKB_TYPES = frozenset({"sched_cls", "sched_act", "socket_filter", "cgroup_skb", "lwt_in", "sk_skb", "flow_dissector"})
 
 # BCC macros that define a function whose name and type the macro's arguments give.
 _BCC_FUNCTION_MACROS = {
@@ -35,11 +35,18 @@ _BCC_FUNCTION_MACROS = {
     "LSM_PROBE": (lambda a: f"lsm__{a[0]}", "lsm"),
 }
 # libbpf macros whose first argument is the function's name: SEC("...") int BPF_PROG(name, ...).
-_LIBBPF_NAME_MACROS = frozenset({"BPF_PROG", "BPF_PROG2", "BPF_KPROBE", "BPF_KRETPROBE", "BPF_UPROBE",
-                                 "BPF_URETPROBE", "BPF_KSYSCALL", "BPF_KPROBE_SYSCALL", "BPF_USDT"})
+_LIBBPF_NAME_MACROS = frozenset(
+    {"BPF_PROG", "BPF_PROG2", "BPF_KPROBE", "BPF_KRETPROBE", "BPF_UPROBE", "BPF_URETPROBE", "BPF_KSYSCALL", "BPF_KPROBE_SYSCALL", "BPF_USDT"}
+)
 _TAIL_CALL_HELPERS = {"bpf_tail_call": "helper", "bpf_tail_call_static": "static"}
-_DECLARATOR_WRAPPERS = ("pointer_declarator", "array_declarator", "init_declarator", "parenthesized_declarator",
-                        "attributed_declarator", "function_declarator")
+_DECLARATOR_WRAPPERS = (
+    "pointer_declarator",
+    "array_declarator",
+    "init_declarator",
+    "parenthesized_declarator",
+    "attributed_declarator",
+    "function_declarator",
+)
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,7 @@ class Function:
 class ArrayDecl:
     """A prog array the cell declares. ``size`` is None when the text alone
     cannot say (a macro or a conditional): the compiler then decides."""
+
     name: str
     size: int | None
     size_text: str
@@ -142,6 +150,7 @@ class CellSyntax:
 def _parser():
     import tree_sitter_c
     from tree_sitter import Language, Parser
+
     return Parser(Language(tree_sitter_c.language()))
 
 
@@ -240,9 +249,16 @@ def _map_argument(node) -> str | None:
     return None
 
 
-_BINARY = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
-           "/": lambda a, b: a // b if b else None, "<<": lambda a, b: a << b, ">>": lambda a, b: a >> b,
-           "|": lambda a, b: a | b, "&": lambda a, b: a & b}
+_BINARY = {
+    "+": lambda a, b: a + b,
+    "-": lambda a, b: a - b,
+    "*": lambda a, b: a * b,
+    "/": lambda a, b: a // b if b else None,
+    "<<": lambda a, b: a << b,
+    ">>": lambda a, b: a >> b,
+    "|": lambda a, b: a | b,
+    "&": lambda a, b: a & b,
+}
 
 
 def constant_value(node, defines: dict[str, str] | None = None, depth: int = 0) -> int | None:
@@ -286,6 +302,7 @@ def _unconditional_defines(root) -> dict[str, str]:
                 seen[name] = None if conditional or name in seen else (_text(value).strip() if value else "")
             elif child.type.startswith("preproc_if") or child.type.startswith("preproc_el"):
                 walk(child, True)
+
     walk(root, False)
     return {k: v for k, v in seen.items() if v is not None}
 
@@ -351,12 +368,12 @@ def _struct_map_kind(decl) -> tuple[str | None, object]:
     while stack:
         node = stack.pop()
         if node.type in ("identifier", "type_identifier") and _text(node).startswith("BPF_MAP_TYPE_"):
-            kind = kind or _text(node)[len("BPF_MAP_TYPE_"):]
+            kind = kind or _text(node)[len("BPF_MAP_TYPE_") :]
         if node.type == "macro_type_specifier" or node.type == "field_declaration":
             tokens = [c for c in node.named_children]
             names = [_text(t) for t in tokens]
             if "max_entries" in names:
-                after = tokens[names.index("max_entries") + 1:]
+                after = tokens[names.index("max_entries") + 1 :]
                 size = next((t for t in after if t.type != "comment"), None)
                 while size is not None and size.type in ("type_descriptor", "ERROR") and size.named_children:
                     size = size.named_children[-1]
@@ -408,6 +425,7 @@ def _file_scope(root) -> list:
                 walk(child)
             else:
                 out.append(child)
+
     walk(root)
     return out
 
@@ -417,7 +435,7 @@ def _statement_end_line(top_level: list, index: int) -> tuple[int, bool]:
     (error recovery may split ``struct {...} x SEC(".maps") = {...};`` into
     several nodes), and whether it carries an initializer."""
     initialized = False
-    for node in top_level[index:index + 4]:
+    for node in top_level[index : index + 4]:
         text = node.text
         if b".values" in text:
             initialized = True
@@ -461,8 +479,12 @@ def analyse(source: str) -> CellSyntax:
     record_includes(root, False)
     first = top_level[0] if top_level else None
     cell.starts_with_vmlinux = not cell.includes or (
-        first is not None and first.type == "preproc_include" and bool(cell.includes)
-        and cell.includes[0].path == "vmlinux.h" and cell.includes[0].line == first.start_point[0] + 1)
+        first is not None
+        and first.type == "preproc_include"
+        and bool(cell.includes)
+        and cell.includes[0].path == "vmlinux.h"
+        and cell.includes[0].line == first.start_point[0] + 1
+    )
     cell._instrument_offset = last_include_end
 
     for node in top_level:
@@ -490,17 +512,30 @@ def analyse(source: str) -> CellSyntax:
                 make_name, ptype = _BCC_FUNCTION_MACROS[fname]
                 name = make_name([_text(a) for a in args])
                 body = top_level[i + 1] if i + 1 < len(top_level) else node
-                cell.functions[name] = Function(name, line_of(node), None, ptype, None, False, node.start_byte,
-                                                body.end_byte)
+                cell.functions[name] = Function(name, line_of(node), None, ptype, None, False, node.start_byte, body.end_byte)
             elif fname == "BPF_PROG_ARRAY" and len(args) >= 2 and args[0].type == "identifier":
                 end_line, _ = _statement_end_line(top_level, i)
-                cell.arrays.append(ArrayDecl(_text(args[0]), constant_value(args[1], defines), _text(args[1]),
-                                             line_of(node), end_line, "macro"))
-            elif fname in ("BPF_TABLE", "BPF_TABLE_PUBLIC") and len(args) >= 5 and args[0].type == "string_literal" \
-                    and _text(args[0]) == '"prog"' and args[3].type == "identifier" and fname == "BPF_TABLE":
+                cell.arrays.append(ArrayDecl(_text(args[0]), constant_value(args[1], defines), _text(args[1]), line_of(node), end_line, "macro"))
+            elif (
+                fname in ("BPF_TABLE", "BPF_TABLE_PUBLIC")
+                and len(args) >= 5
+                and args[0].type == "string_literal"
+                and _text(args[0]) == '"prog"'
+                and args[3].type == "identifier"
+                and fname == "BPF_TABLE"
+            ):
                 end_line, _ = _statement_end_line(top_level, i)
-                cell.arrays.append(ArrayDecl(_text(args[3]), constant_value(args[4], defines), _text(args[4]),
-                                             line_of(node), end_line, "table", keyword_start=fn.start_byte))
+                cell.arrays.append(
+                    ArrayDecl(
+                        _text(args[3]),
+                        constant_value(args[4], defines),
+                        _text(args[4]),
+                        line_of(node),
+                        end_line,
+                        "table",
+                        keyword_start=fn.start_byte,
+                    )
+                )
             elif fname.startswith("BPF_") and len(args) >= 1:
                 # BCC's table macros (BPF_HASH(name, ...), BPF_ARRAY, ...) declare a file-scope name.
                 first = args[0] if fname != "BPF_TABLE" else (args[3] if len(args) > 3 else args[0])
@@ -514,8 +549,15 @@ def analyse(source: str) -> CellSyntax:
             kind, size = _struct_map_kind(node)
             if kind in ("PROG_ARRAY", "RINGBUF") and names:
                 end_line, initialized = _statement_end_line(top_level, i)
-                decl = ArrayDecl(names[0], constant_value(size, defines), _text(size) if size is not None else "",
-                                 line_of(node), end_line, "struct", initialized=initialized)
+                decl = ArrayDecl(
+                    names[0],
+                    constant_value(size, defines),
+                    _text(size) if size is not None else "",
+                    line_of(node),
+                    end_line,
+                    "struct",
+                    initialized=initialized,
+                )
                 (cell.arrays if kind == "PROG_ARRAY" else cell.rings).append(decl)
             pending_section = None
             continue
@@ -552,24 +594,53 @@ def analyse(source: str) -> CellSyntax:
         args = _args(node)
         if fn.type == "identifier" and _text(fn) == "CHAIN_NEXT" and len(args) == 2 and args[1].type == "identifier":
             # CHAIN_NEXT(ctx, chain): a stage of a chain described as data (bpfmagic/chain.py) calls the next
-            cell.tail_calls.append(TailCall("chain", _text(args[1]), "CHAIN_NEXT", line_of(node),
-                                            enclosing(node.start_byte), node.start_byte, node.end_byte,
-                                            _text(args[0])))
+            cell.tail_calls.append(
+                TailCall(
+                    "chain", _text(args[1]), "CHAIN_NEXT", line_of(node), enclosing(node.start_byte), node.start_byte, node.end_byte, _text(args[0])
+                )
+            )
             continue
         if fn.type == "identifier" and _text(fn) == "SLOT" and len(args) == 2:
             cell.slot_refs.append(SlotRef(_text(args[0]), _text(args[1]), line_of(node), node.start_byte))
         elif fn.type == "identifier" and _text(fn) in _TAIL_CALL_HELPERS and len(args) == 3:
-            cell.tail_calls.append(TailCall(_TAIL_CALL_HELPERS[_text(fn)], _map_argument(args[1]), _text(args[2]),
-                                            line_of(node), enclosing(node.start_byte), node.start_byte,
-                                            node.end_byte, _text(args[0]), args[2].start_byte, args[2].end_byte))
+            cell.tail_calls.append(
+                TailCall(
+                    _TAIL_CALL_HELPERS[_text(fn)],
+                    _map_argument(args[1]),
+                    _text(args[2]),
+                    line_of(node),
+                    enclosing(node.start_byte),
+                    node.start_byte,
+                    node.end_byte,
+                    _text(args[0]),
+                    args[2].start_byte,
+                    args[2].end_byte,
+                )
+            )
         elif fn.type == "field_expression" and len(args) == 2:
             field_node = fn.child_by_field_name("field")
             target = fn.child_by_field_name("argument")
-            if field_node is not None and _text(field_node) == "call" and target is not None \
-                    and target.type == "identifier" and not _is_shadowed(target, _text(target)):
-                cell.tail_calls.append(TailCall("call", _text(target), _text(args[1]), line_of(node),
-                                                enclosing(node.start_byte), node.start_byte, node.end_byte,
-                                                _text(args[0]), args[1].start_byte, args[1].end_byte))
+            if (
+                field_node is not None
+                and _text(field_node) == "call"
+                and target is not None
+                and target.type == "identifier"
+                and not _is_shadowed(target, _text(target))
+            ):
+                cell.tail_calls.append(
+                    TailCall(
+                        "call",
+                        _text(target),
+                        _text(args[1]),
+                        line_of(node),
+                        enclosing(node.start_byte),
+                        node.start_byte,
+                        node.end_byte,
+                        _text(args[0]),
+                        args[1].start_byte,
+                        args[1].end_byte,
+                    )
+                )
     cell.tail_calls.sort(key=lambda t: t.start)
     cell.slot_refs.sort(key=lambda r: r.start)
     return cell
@@ -578,14 +649,17 @@ def analyse(source: str) -> CellSyntax:
 def _function(node, section: str | None) -> Function | None:
     declarator = node.child_by_field_name("declarator")
     type_node = node.child_by_field_name("type")
-    if declarator is not None and declarator.type == "parenthesized_declarator" and type_node is not None \
-            and _text(type_node) in _BCC_FUNCTION_MACROS:
+    if (
+        declarator is not None
+        and declarator.type == "parenthesized_declarator"
+        and type_node is not None
+        and _text(type_node) in _BCC_FUNCTION_MACROS
+    ):
         # RAW_TRACEPOINT_PROBE(sys_enter) { ... } reads as a function named by a parenthesized declarator.
         make_name, ptype = _BCC_FUNCTION_MACROS[_text(type_node)]
         arg = _declarator_name(declarator.named_children[0]) if declarator.named_children else None
         if arg:
-            return Function(make_name([arg]), node.start_point[0] + 1, None, ptype, None, False,
-                            node.start_byte, node.end_byte)
+            return Function(make_name([arg]), node.start_point[0] + 1, None, ptype, None, False, node.start_byte, node.end_byte)
     while declarator is not None and declarator.type != "function_declarator":
         declarator = declarator.child_by_field_name("declarator")
     if declarator is None:
@@ -618,9 +692,16 @@ def _function(node, section: str | None) -> Function | None:
                     section = _text(t)
     static = any(c.type == "storage_class_specifier" and _text(c) == "static" for c in node.children)
     body = node.child_by_field_name("body")
-    ctx_name = "ctx" if macro_ctx else (
-        _declarator_name(param_list[0].child_by_field_name("declarator")) if param_list else None)
-    return Function(name, node.start_point[0] + 1, context, CONTEXT_TYPES.get(context) if context else None,
-                    section, static, node.start_byte, node.end_byte,
-                    body.start_byte + 1 if body is not None and body.type == "compound_statement" else -1,
-                    ctx_name)
+    ctx_name = "ctx" if macro_ctx else (_declarator_name(param_list[0].child_by_field_name("declarator")) if param_list else None)
+    return Function(
+        name,
+        node.start_point[0] + 1,
+        context,
+        CONTEXT_TYPES.get(context) if context else None,
+        section,
+        static,
+        node.start_byte,
+        node.end_byte,
+        body.start_byte + 1 if body is not None and body.type == "compound_statement" else -1,
+        ctx_name,
+    )

@@ -2,6 +2,7 @@
 clang's `/virtual/main.c` locations and the verifier's `@ main.c:N` source
 lines relabelled to the cell's lines and columns, with a hint from the
 reason line where one is known."""
+
 from __future__ import annotations
 
 import re
@@ -21,11 +22,13 @@ def _relabel(text: str, origin: str, source: str | None = None, columns: ColumnM
     its number in what BCC compiles (#line), columns are shifted back where a
     call site was instrumented, and the verifier's source snippets (of the
     compiled text) are replaced by the cell's own line."""
+
     def location(m: re.Match) -> str:
         line, column = int(m[1]), int(m[2])
         if columns is not None:
             column = columns.cell_column(line, column)
         return f"{origin}:{line}:{column}:"
+
     text = _LOC_RE.sub(location, text)
     text = _INCLUDED_FROM_RE.sub(lambda m: f"{origin}:{m[1]}:", text)
     if source is None:
@@ -35,6 +38,7 @@ def _relabel(text: str, origin: str, source: str | None = None, columns: ColumnM
     def quote(m: re.Match) -> str:
         n = int(m[2])
         return f"; {lines[n - 1].strip()} @ {origin}:{n}" if 1 <= n <= len(lines) else f"; {m[1]}"
+
     text = _VERIFIER_SRC_RE.sub(quote, text)
     return _BARE_SRC_RE.sub(lambda m: _cell_line(m[1], lines, origin), text)
 
@@ -42,9 +46,22 @@ def _relabel(text: str, origin: str, source: str | None = None, columns: ColumnM
 _BARE_SRC_RE = re.compile(r"^; (.+)$", re.M)
 _IDENT_RE = re.compile(r"[A-Za-z_]\w*")
 # Words BCC's own rewrite of table methods adds (x.lookup(&k) -> bpf_map_lookup_elem((void *)bpf_pseudo_fd(1, -1), &k)).
-_BCC_REWRITE_WORDS = {"bpf_pseudo_fd", "void", "bpf_map_lookup_elem", "bpf_map_update_elem", "bpf_map_delete_elem",
-                      "bpf_tail_call_", "bpf_perf_event_output", "bpf_ringbuf_output", "bpf_ringbuf_reserve",
-                      "__bm_k", "__bm_i", "__bm_v", "u32", "u64"}
+_BCC_REWRITE_WORDS = {
+    "bpf_pseudo_fd",
+    "void",
+    "bpf_map_lookup_elem",
+    "bpf_map_update_elem",
+    "bpf_map_delete_elem",
+    "bpf_tail_call_",
+    "bpf_perf_event_output",
+    "bpf_ringbuf_output",
+    "bpf_ringbuf_reserve",
+    "__bm_k",
+    "__bm_i",
+    "__bm_v",
+    "u32",
+    "u64",
+}
 
 
 def _cell_line(snippet: str, lines: list[str], origin: str) -> str:
@@ -70,13 +87,14 @@ def _libbpf_style_hint(syntax) -> str:
         return ""
     libbpf_headers = any(i.path in ("vmlinux.h", "bpf/bpf_helpers.h") for i in syntax.includes)
     if libbpf_headers or any(f.section for f in syntax.functions.values()):
-        return ("\n\nHINT: this is libbpf-style C (SEC(), vmlinux.h or <bpf/bpf_helpers.h>); BCC compiles its own "
-                "dialect: load it with --core (%%bpf NAME --core).")
+        return (
+            "\n\nHINT: this is libbpf-style C (SEC(), vmlinux.h or <bpf/bpf_helpers.h>); BCC compiles its own "
+            "dialect: load it with --core (%%bpf NAME --core)."
+        )
     return ""
 
 
-def compile_error(stderr: str, source: str, origin: str, columns: ColumnMap | None = None,
-                  syntax=None) -> BpfCompileError:
+def compile_error(stderr: str, source: str, origin: str, columns: ColumnMap | None = None, syntax=None) -> BpfCompileError:
     """clang's diagnostics relabelled with the cell's lines and columns, each
     error followed by the offending line of the cell as the user wrote it; an
     error in a header keeps the include stack that leads there from the cell."""
@@ -109,7 +127,9 @@ def compile_error(stderr: str, source: str, origin: str, columns: ColumnMap | No
             raise EnvironmentProblem(
                 "BCC found no kernel headers. Run `bpfmagic doctor`; usually "
                 "`apt-get install -y linux-headers-amd64` fixes it (bpfmagic then "
-                "builds a merged header tree by itself).", stderr)
+                "builds a merged header tree by itself).",
+                stderr,
+            )
         return BpfCompileError(_relabel(msg, origin, columns=columns), stderr)
     # Keep the diagnostics compact: the errors with their lines, then clang's count.
     return BpfCompileError("\n".join(shown).rstrip() + _libbpf_style_hint(syntax), stderr)
@@ -120,13 +140,14 @@ MAX_RING_PAGES = 1 << 19  # BCC passes PAGES x 4 KiB as a u32: 2 GiB is the larg
 
 def ring_size_message(table: str, pages_text: str, pages: int | None) -> str:
     """Why the kernel refused BPF_RINGBUF_OUTPUT(TABLE, PAGES_TEXT) (PAGES its value, if known)."""
-    rule = (f"PAGES must be a power of two from 1 to {MAX_RING_PAGES:,} (the ring is PAGES x 4 KiB, at most "
-            "2 GiB: BCC passes its size as a 32-bit number), e.g. 64 for 256 KiB")
+    rule = (
+        f"PAGES must be a power of two from 1 to {MAX_RING_PAGES:,} (the ring is PAGES x 4 KiB, at most "
+        "2 GiB: BCC passes its size as a 32-bit number), e.g. 64 for 256 KiB"
+    )
     said = ""
     if pages is not None:
         size = pages * 4096
-        human = f"{size / (1 << 30):g} GiB" if size >= 1 << 30 else f"{size / (1 << 20):g} MiB" if size >= 1 << 20 \
-            else f"{size / 1024:g} KiB"
+        human = f"{size / (1 << 30):g} GiB" if size >= 1 << 30 else f"{size / (1 << 20):g} MiB" if size >= 1 << 20 else f"{size / 1024:g} KiB"
         if pages > MAX_RING_PAGES:
             said = f" {pages_text} is {pages:,} pages = {human}, above the 2 GiB limit;"
         elif pages < 1 or pages & (pages - 1):
@@ -144,8 +165,9 @@ def _verified_then_refused(body: list[str]) -> bool:
     return not before or bool(re.match(r"^\s*(\d+: |from \d+ to \d+|; )", before[-1]))
 
 
-def verifier_error(func: str, stderr: str, reason: str, origin: str, source: str | None = None,
-                   tail: int = 30, columns: ColumnMap | None = None, syntax=None) -> BpfVerifierError:
+def verifier_error(
+    func: str, stderr: str, reason: str, origin: str, source: str | None = None, tail: int = 30, columns: ColumnMap | None = None, syntax=None
+) -> BpfVerifierError:
     """The end of the verifier log (where the reason is) plus the hints that
     the reason itself calls for (not every word the register dumps contain)."""
     log = _relabel(stderr, origin, source, columns)
@@ -157,7 +179,9 @@ def verifier_error(func: str, stderr: str, reason: str, origin: str, source: str
             f"the verifier rejected {func}: it walked 1,000,000 instructions (the limit) along the "
             f"program's paths before finishing; the program itself has {too_large[1]} instructions, but "
             f"every loop iteration and branch path counts.\n\nHINT: {VERIFIER_HINTS['is too large']}\n"
-            f"(-v shows the verifier's log.)", log)
+            f"(-v shows the verifier's log.)",
+            log,
+        )
     lines = [line for line in log.splitlines() if line.strip()]
     hints = list(dict.fromkeys(line for line in lines if line.startswith("HINT:")))  # BCC repeats them
     body = [line for line in lines if not line.startswith("HINT:")]
@@ -168,16 +192,17 @@ def verifier_error(func: str, stderr: str, reason: str, origin: str, source: str
     parts = [head + ":", *("  " + line for line in cut)]
     if _verified_then_refused(body) and "Invalid argument" in reason:
         parts[0] = f"the kernel refused {func} after the verifier accepted it ({reason}):"
-        parts.append("A prog array it uses already holds programs of another type or attach type "
-                     "(a map's programs must all match).")
+        parts.append("A prog array it uses already holds programs of another type or attach type (a map's programs must all match).")
     # The reason is in the last lines before "processed ..."; register dumps above it mention everything.
     reason_lines = "\n".join(line for line in body[-4:] if not line.startswith("processed "))
     if not hints:  # BCC adds hints of its own; libbpf (--core) does not
         hints = [f"HINT: {text}" for key, text in VERIFIER_HINTS.items() if key in reason_lines]
     if "expected=map_ptr" in reason_lines and syntax is not None and "bpf_map_" in (source or ""):
-        hints.append("HINT: in a BCC cell a map is used through its methods (counts.lookup(&key), "
-                     "counts.update(&key, &value), counts.delete(&key)), not bpf_map_lookup_elem(&counts, ...): "
-                     "BCC gives the map no address; or load the cell with --core.")
+        hints.append(
+            "HINT: in a BCC cell a map is used through its methods (counts.lookup(&key), "
+            "counts.update(&key, &value), counts.delete(&key)), not bpf_map_lookup_elem(&counts, ...): "
+            "BCC gives the map no address; or load the cell with --core."
+        )
     if hints:
         parts += ["", *hints]
     return BpfVerifierError("\n".join(parts), log)
@@ -186,24 +211,23 @@ def verifier_error(func: str, stderr: str, reason: str, origin: str, source: str
 VERIFIER_HINTS = {
     "map_value_or_null": "a map lookup can return NULL: check the pointer before using it.",
     "invalid mem access 'scalar'": "a pointer the verifier cannot trust is dereferenced: read kernel memory "
-                                   "with bpf_probe_read_kernel() or BPF_CORE_READ().",
+    "with bpf_probe_read_kernel() or BPF_CORE_READ().",
     "unreachable insn": "code after an unconditional return or jump; compile with -O2.",
     "back-edge": "a loop the verifier cannot bound: give it a constant bound or use bpf_loop().",
     "is too large": "bound loops tighter, use bpf_loop() for long loops, or split the work into stages "
-                    "chained by tail calls (each stage is verified on its own budget).",
-    "is too complex": "the verifier tracks too many branch states: fewer branches per loop iteration, "
-                      "bpf_loop(), or stages chained by tail calls.",
+    "chained by tail calls (each stage is verified on its own budget).",
+    "is too complex": "the verifier tracks too many branch states: fewer branches per loop iteration, bpf_loop(), or stages chained by tail calls.",
     "infinite loop detected": "a loop whose state never changes from the verifier's point of view: give it a "
-                              "bound that the loop variable reaches, or use bpf_loop().",
+    "bound that the loop variable reaches, or use bpf_loop().",
     "tail_call is only allowed in functions that return 'int'": "a subprogram that tail-calls must return int: "
-        "declare it `static __noinline int ...` and return the tail call's result (or 0) from it.",
+    "declare it `static __noinline int ...` and return the tail call's result (or 0) from it.",
     "cannot use helper": "this program type may not call that helper (bpf_probe_write_user is refused by "
-                         "this kernel); see `bpftool feature probe` for the helpers each type can call.",
+    "this kernel); see `bpftool feature probe` for the helpers each type can call.",
     "unbounded memory access": "an index added to a pointer has no upper bound the verifier can see: check it "
-                               "against the size first (if (i >= N) return ...).",
+    "against the size first (if (i >= N) return ...).",
     "invalid bpf_context access": "the context is read at an offset its type does not have (moved or cast ctx "
-                                  "pointer?): read fields through the ctx the program was given.",
+    "pointer?): read fields through the ctx the program was given.",
     "invalid access to packet": "check packet bounds (data + N > data_end) before reading the packet.",
     "tail_calls are not allowed when call stack": "a tail call from a subprogram needs the frames above it "
-        "to use less than 256 bytes of stack: shrink the callers' locals (a per-CPU array map makes good scratch space).",
+    "to use less than 256 bytes of stack: shrink the callers' locals (a per-CPU array map makes good scratch space).",
 }

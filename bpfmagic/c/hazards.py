@@ -3,16 +3,39 @@ the process (LLVM's exit(1) or abort()) instead of returning an error: an
 atomic builtin whose result is used (BPF v1 has no fetch form), floating
 point, locals that may pass the 512-byte stack. Read on the syntax tree, so
 only a cell that has one pays for a trial compile in a child process."""
+
 from __future__ import annotations
 
 from .analysis import _parser, _text, constant_value
 from .analysis import _walk_nodes as _walk
 
 # Sizes of the scalar types a local array is usually made of; anything else counts as 8 bytes.
-_SCALAR_SIZES = {"char": 1, "u8": 1, "__u8": 1, "s8": 1, "__s8": 1, "uint8_t": 1, "int8_t": 1, "bool": 1,
-                 "u16": 2, "__u16": 2, "s16": 2, "__s16": 2, "short": 2, "uint16_t": 2, "int16_t": 2,
-                 "u32": 4, "__u32": 4, "s32": 4, "__s32": 4, "int": 4, "unsigned": 4, "uint32_t": 4,
-                 "int32_t": 4, "float": 4}
+_SCALAR_SIZES = {
+    "char": 1,
+    "u8": 1,
+    "__u8": 1,
+    "s8": 1,
+    "__s8": 1,
+    "uint8_t": 1,
+    "int8_t": 1,
+    "bool": 1,
+    "u16": 2,
+    "__u16": 2,
+    "s16": 2,
+    "__s16": 2,
+    "short": 2,
+    "uint16_t": 2,
+    "int16_t": 2,
+    "u32": 4,
+    "__u32": 4,
+    "s32": 4,
+    "__s32": 4,
+    "int": 4,
+    "unsigned": 4,
+    "uint32_t": 4,
+    "int32_t": 4,
+    "float": 4,
+}
 STACK_WATCH = 256  # bytes of local arrays in one function that make a trial compile worth it
 
 
@@ -63,13 +86,11 @@ def codegen_hazards(source: str) -> list[str]:
         if node.type == "call_expression":
             fn = node.child_by_field_name("function")
             name = _text(fn) if fn is not None else ""
-            if name.startswith(("__sync_", "__atomic_")) and node.parent is not None \
-                    and node.parent.type != "expression_statement":
+            if name.startswith(("__sync_", "__atomic_")) and node.parent is not None and node.parent.type != "expression_statement":
                 found.append(f"the result of {name}() is used")
         elif node.type == "primitive_type" and _text(node) in ("float", "double"):
             found.append(f"a {_text(node)}")
-        elif node.type == "number_literal" and any(c in _text(node) for c in ".eE") \
-                and not _text(node).lower().startswith("0x"):
+        elif node.type == "number_literal" and any(c in _text(node) for c in ".eE") and not _text(node).lower().startswith("0x"):
             found.append(f"the floating-point constant {_text(node)}")
         elif node.type == "function_definition":
             local = 0

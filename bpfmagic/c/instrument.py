@@ -9,6 +9,7 @@ that every line of the cell keeps its number and, except at BCC's
 ``ARRAY.call`` sites, its columns. The one textual edit, BCC's call sites,
 is taken from the syntax tree and recorded in a column map so diagnostics
 on those lines still point at the user's columns."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ class ColumnMap:
     """Column shifts that BCC's call-site edits made: line -> [(column in the
     compiled text where an edit ended, shift)], to give diagnostics back the
     cell's columns."""
+
     shifts: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
 
     def cell_column(self, line: int, column: int) -> int:
@@ -53,44 +55,55 @@ def _slot_defines(cell: CellSyntax, slot_index) -> list[str]:
     return lines
 
 
-def bcc_text(cell: CellSyntax, arrays: dict[str, tuple[str, int, str]], slot_index,
-             count_calls: bool, sites: tuple[str, int] | None = None,
-             paths: dict | None = None, cursor: str | None = None) -> tuple[str, str, ColumnMap]:
+def bcc_text(
+    cell: CellSyntax,
+    arrays: dict[str, tuple[str, int, str]],
+    slot_index,
+    count_calls: bool,
+    sites: tuple[str, int] | None = None,
+    paths: dict | None = None,
+    cursor: str | None = None,
+) -> tuple[str, str, ColumnMap]:
     """What BCC compiles: (the cell's text, a header BCC force-includes ahead
     of it, the column map). ``arrays``: each session array -> (pin, size,
     counter pin). Every prog array the cell declares is a session array
     (BPF_PROG_ARRAY, or BPF_TABLE("prog", ...)), opened through its pin. The
     header holds bpfmagic's macros, so the cell's text keeps its lines: BCC
     quotes source lines in verifier logs by their number in the text it got."""
-    lines = ["#undef BPF_PROG_ARRAY",
-             "#define BPF_PROG_ARRAY(_n, _sz) BPF_TABLE_PINNED(\"prog\", u32, u32, _n, _sz, __BM_PIN_##_n) "
-             "__BM_COUNTERS_##_n",
-             # BPF_TABLE("prog", ...) is renamed to this (same length: columns stay).
-             "#define _BM_PROGS(_t, _k, _v, _n, _sz) BPF_PROG_ARRAY(_n, _sz)"]
+    lines = [
+        "#undef BPF_PROG_ARRAY",
+        '#define BPF_PROG_ARRAY(_n, _sz) BPF_TABLE_PINNED("prog", u32, u32, _n, _sz, __BM_PIN_##_n) __BM_COUNTERS_##_n',
+        # BPF_TABLE("prog", ...) is renamed to this (same length: columns stay).
+        "#define _BM_PROGS(_t, _k, _v, _n, _sz) BPF_PROG_ARRAY(_n, _sz)",
+    ]
     for name, (pin, size, counter_pin) in arrays.items():
         lines.append(f'#define __BM_PIN_{name} "{pin}"')
-        counters = (f'; BPF_TABLE_PINNED("percpu_array", u32, u64, {counter_name(name)}, {2 * size}, '
-                    f'"{counter_pin}")') if count_calls else ""
+        counters = (f'; BPF_TABLE_PINNED("percpu_array", u32, u64, {counter_name(name)}, {2 * size}, "{counter_pin}")') if count_calls else ""
         lines.append(f"#define __BM_COUNTERS_{name} {counters}")
     lines += _slot_defines(cell, slot_index)
     if sites is not None and (count_calls or paths):  # (pin, base): the session's per-site counters
         lines.append(f'BPF_TABLE_PINNED("percpu_array", u32, u64, {SITES_MAP}, {3 * SITES}, "{sites[0]}");')
     if paths:  # the session's path maps (bpfmagic/paths.py), opened by their pins
         from .path_record import C_TYPES, PATH_COUNTS
+
         pins = paths["pins"]
-        lines += [C_TYPES,
-                  f'BPF_TABLE_PINNED("percpu_array", u32, struct __bm_path_rec, __bm_path, 1, "{pins["bm_path"]}");',
-                  f'BPF_TABLE_PINNED("hash", struct __bm_path_key, u64, __bm_pathc, {PATH_COUNTS}, '
-                  f'"{pins["bm_pathc"]}");',
-                  f'BPF_TABLE_PINNED("array", u32, u32, __bm_pathctl, 1, "{pins["bm_pathctl"]}");']
+        lines += [
+            C_TYPES,
+            f'BPF_TABLE_PINNED("percpu_array", u32, struct __bm_path_rec, __bm_path, 1, "{pins["bm_path"]}");',
+            f'BPF_TABLE_PINNED("hash", struct __bm_path_key, u64, __bm_pathc, {PATH_COUNTS}, "{pins["bm_pathc"]}");',
+            f'BPF_TABLE_PINNED("array", u32, u32, __bm_pathctl, 1, "{pins["bm_pathctl"]}");',
+        ]
     chained = any(t.kind == "chain" for t in cell.tail_calls)
     if cursor and (chained or cell.uses(CURSOR_MAP)):  # chains as data: the per-CPU position of the run
         lines.append(f'BPF_TABLE_PINNED("percpu_array", u32, u32, {CURSOR_MAP}, 1, "{cursor}");')
     declared = {a.name for a in cell.arrays}
     # Session arrays the cell uses without declaring: declared in front of its first line
     # of code, on that line (BCC's tables must be declared in the main file).
-    undeclared = [f"BPF_PROG_ARRAY({name}, {arrays[name][1]});" for name in sorted(arrays)
-                  if name not in declared and (cell.uses(name) or any(t.array == name for t in cell.tail_calls))]
+    undeclared = [
+        f"BPF_PROG_ARRAY({name}, {arrays[name][1]});"
+        for name in sorted(arrays)
+        if name not in declared and (cell.uses(name) or any(t.array == name for t in cell.tail_calls))
+    ]
 
     data = cell.source.encode()
     edits: list[tuple[int, int, bytes]] = []
@@ -100,9 +113,8 @@ def bcc_text(cell: CellSyntax, arrays: dict[str, tuple[str, int, str]], slot_ind
         undeclared.append(f"BPF_PERCPU_ARRAY({LOST_COUNTER}, u64, {len(tables)});")
         slot = {name: i for i, name in enumerate(tables)}
         for out in output_calls(cell.source, set(tables)):
-            call = data[out.start:out.end].decode()
-            bump = (f"{{ u32 __bm_lk = {slot[out.table]}; u64 *__bm_lv = {LOST_COUNTER}.lookup(&__bm_lk); "
-                    f"if (__bm_lv) *__bm_lv += 1; }}")
+            call = data[out.start : out.end].decode()
+            bump = f"{{ u32 __bm_lk = {slot[out.table]}; u64 *__bm_lv = {LOST_COUNTER}.lookup(&__bm_lk); if (__bm_lv) *__bm_lv += 1; }}"
             if out.method == "ringbuf_reserve":  # keeps the pointer: BCC infers the record type from it
                 text = f"({{ void *__bm_rp = {call}; if (!__bm_rp) {bump} __bm_rp; }})"
             else:
@@ -113,16 +125,19 @@ def bcc_text(cell: CellSyntax, arrays: dict[str, tuple[str, int, str]], slot_ind
         edits.append((at, at, " ".join(undeclared).encode() + b" "))
     if paths and sites is not None:
         from .path_record import c_helpers
+
         at = cell.first_code_offset
-        helpers = c_helpers("__bm_path.lookup(&__bm_z)", "__bm_pathctl.lookup(&__bm_z)", "__bm_pathc.lookup(K)",
-                            "__bm_pathc.update(K, V)",
-                            f"u32 __bm_s = {2 * SITES} + site; u64 *__bm_sv = {SITES_MAP}.lookup(&__bm_s); "
-                            "if (__bm_sv) *__bm_sv += 1;")
+        helpers = c_helpers(
+            "__bm_path.lookup(&__bm_z)",
+            "__bm_pathctl.lookup(&__bm_z)",
+            "__bm_pathc.lookup(K)",
+            "__bm_pathc.update(K, V)",
+            f"u32 __bm_s = {2 * SITES} + site; u64 *__bm_sv = {SITES_MAP}.lookup(&__bm_s); if (__bm_sv) *__bm_sv += 1;",
+        )
         edits.append((at, at, b"\x00" + helpers.encode() + b" "))  # \x00: sorts first; stripped below
         for fn in cell.functions.values():
             if fn.body_start > 0 and not fn.static and fn.ctx_name:
-                edits.append((fn.body_start, fn.body_start,
-                              f" __bm_path_enter({fn.ctx_name}, {sites[1] + fn.line});".encode()))
+                edits.append((fn.body_start, fn.body_start, f" __bm_path_enter({fn.ctx_name}, {sites[1] + fn.line});".encode()))
     for decl in cell.arrays:
         if decl.form == "table":
             edits.append((decl.keyword_start, decl.keyword_start + len("BPF_TABLE"), b"_BM_PROGS"))
@@ -139,18 +154,20 @@ def bcc_text(cell: CellSyntax, arrays: dict[str, tuple[str, int, str]], slot_ind
             if paths and sites is not None:
                 site = sites[1] + call.line
                 path_in, path_out = f" __bm_path_call({call.ctx}, {site}, __bm_k);", f" __bm_path_miss({site});"
-            text = (f"({{ u32 __bm_z = 0; u32 *__bm_c = {CURSOR_MAP}.lookup(&__bm_z); if (__bm_c) {{ "
-                    f"u32 __bm_k = *__bm_c + 1; *__bm_c = __bm_k; u32 __bm_i = __bm_k; u64 *__bm_v; "
-                    f"{bump}{site_in}{path_in} {call.array}.call({call.ctx}, __bm_k); __bm_i = __bm_k + {size}; "
-                    f"{bump}{site_out}{path_out} }} }})")
-            original = data[call.start:call.end]
+            text = (
+                f"({{ u32 __bm_z = 0; u32 *__bm_c = {CURSOR_MAP}.lookup(&__bm_z); if (__bm_c) {{ "
+                f"u32 __bm_k = *__bm_c + 1; *__bm_c = __bm_k; u32 __bm_i = __bm_k; u64 *__bm_v; "
+                f"{bump}{site_in}{path_in} {call.array}.call({call.ctx}, __bm_k); __bm_i = __bm_k + {size}; "
+                f"{bump}{site_out}{path_out} }} }})"
+            )
+            original = data[call.start : call.end]
             edits.append((call.start, call.end, text.encode() + b"\n" * original.count(b"\n")))
     if count_calls or (paths and sites is not None):
         for call in cell.tail_calls:
             if call.kind != "call" or call.array not in arrays:
                 continue
             counter, size = counter_name(call.array), arrays[call.array][1]
-            key = data[call.key_start:call.key_end].decode()
+            key = data[call.key_start : call.key_end].decode()
             bump = f"__bm_v = {counter}.lookup(&__bm_i); if (__bm_v) *__bm_v += 1;" if count_calls else ""
             site_in = site_out = ""
             if sites is not None and count_calls:
@@ -163,9 +180,11 @@ def bcc_text(cell: CellSyntax, arrays: dict[str, tuple[str, int, str]], slot_ind
                 site = sites[1] + call.line
                 path_in = f" __bm_path_call({call.ctx}, {site}, __bm_k);"
                 path_out = f" __bm_path_miss({site});"
-            text = (f"({{ u32 __bm_k = ({key}); u32 __bm_i = __bm_k; u64 *__bm_v; {bump}{site_in}{path_in} "
-                    f"{call.array}.call({call.ctx}, __bm_k); __bm_i = __bm_k + {size}; {bump}{site_out}{path_out} }})")
-            original = data[call.start:call.end]
+            text = (
+                f"({{ u32 __bm_k = ({key}); u32 __bm_i = __bm_k; u64 *__bm_v; {bump}{site_in}{path_in} "
+                f"{call.array}.call({call.ctx}, __bm_k); __bm_i = __bm_k + {size}; {bump}{site_out}{path_out} }})"
+            )
+            original = data[call.start : call.end]
             # One line for the wrapper, then the call's own line breaks: later lines keep their numbers.
             edits.append((call.start, call.end, text.replace("\n", " ").encode() + b"\n" * original.count(b"\n")))
     edits.sort()
@@ -204,6 +223,7 @@ def _line_starts(data: bytes) -> list[int]:
 
 def _line_of(starts: list[int], offset: int) -> int:
     import bisect
+
     return bisect.bisect_right(starts, offset)
 
 
@@ -258,25 +278,38 @@ def _dispatch(macro: str, args: str, names: list[str], extra: tuple[str, ...] = 
 
 
 def _count_try(name: str) -> str:
-    return (f"#undef __BM_COUNT_TRY_{name}\n#define __BM_COUNT_TRY_{name}(_m, _k, _x) "
-            f"({{ if ((const void *)(_m) == (const void *)&{name}) "
-            f"__bm_bump(&{counter_name(name)}, (_k) + (_x) * __BM_SIZE({name})); }})")
+    return (
+        f"#undef __BM_COUNT_TRY_{name}\n#define __BM_COUNT_TRY_{name}(_m, _k, _x) "
+        f"({{ if ((const void *)(_m) == (const void *)&{name}) "
+        f"__bm_bump(&{counter_name(name)}, (_k) + (_x) * __BM_SIZE({name})); }})"
+    )
 
 
 def _loss_try(name: str, slot: int) -> str:
-    return (f"#undef __BM_LOST_TRY_{name}\n#define __BM_LOST_TRY_{name}(_r) "
-            f"({{ if ((const void *)(_r) == (const void *)&{name}) __bm_bump(&{LOST_COUNTER}, {slot}); }})")
+    return (
+        f"#undef __BM_LOST_TRY_{name}\n#define __BM_LOST_TRY_{name}(_r) "
+        f"({{ if ((const void *)(_r) == (const void *)&{name}) __bm_bump(&{LOST_COUNTER}, {slot}); }})"
+    )
 
 
 def _percpu_u64_map(name: str, entries: int) -> str:
     # type 6: BPF_MAP_TYPE_PERCPU_ARRAY. A counter that reuses the session's map takes its size from it.
-    return (f"struct {{ int (*type)[6]; int (*max_entries)[{entries}]; unsigned int *key; "
-            f"unsigned long long *value; }} {name} __attribute__((section(\".maps\"), used));")
+    return (
+        f"struct {{ int (*type)[6]; int (*max_entries)[{entries}]; unsigned int *key; "
+        f'unsigned long long *value; }} {name} __attribute__((section(".maps"), used));'
+    )
 
 
-def core_text(cell: CellSyntax, session_arrays: dict[str, int], slot_index, count_calls: bool,
-              count_losses: bool = True, site_base: int | None = None, paths: bool = False,
-              cursor: bool = False) -> str:
+def core_text(
+    cell: CellSyntax,
+    session_arrays: dict[str, int],
+    slot_index,
+    count_calls: bool,
+    count_losses: bool = True,
+    site_base: int | None = None,
+    paths: bool = False,
+    cursor: bool = False,
+) -> str:
     """The text clang compiles for a --core cell: the cell's includes first
     (vmlinux.h and libbpf's headers when it has none), then bpfmagic's
     declarations, then the rest of the cell, every line under its own number
@@ -289,7 +322,7 @@ def core_text(cell: CellSyntax, session_arrays: dict[str, int], slot_index, coun
         for fn in sorted(cell.functions.values(), key=lambda f: -f.body_start):
             if fn.body_start > insert_at and fn.section and not fn.static and fn.ctx_name:
                 call = f" __bm_path_enter({fn.ctx_name}, {site_base + fn.line});".encode()
-                data = data[:fn.body_start] + call + data[fn.body_start:]
+                data = data[: fn.body_start] + call + data[fn.body_start :]
     head, tail = data[:insert_at], data[insert_at:]
     resume_line = head.count(b"\n") + 1
     if head and not head.endswith(b"\n"):
@@ -306,30 +339,41 @@ def core_text(cell: CellSyntax, session_arrays: dict[str, int], slot_index, coun
         block.append(f"BPF_PROG_ARRAY({name}, {session_arrays[name]});")
     if paths:
         from .path_record import C_TYPES, PATH_COUNTS, c_helpers
+
         lookup = "((void *(*)(void *, const void *))1)"  # bpf_map_lookup_elem
         update = "((long (*)(void *, const void *, const void *, unsigned long long))2)"  # bpf_map_update_elem
-        block += [C_TYPES,
-                  "struct { int (*type)[6]; int (*max_entries)[1]; unsigned int *key; struct __bm_path_rec *value; } "
-                  "__bm_path __attribute__((section(\".maps\"), used));",
-                  f"struct {{ int (*type)[1]; int (*max_entries)[{PATH_COUNTS}]; struct __bm_path_key *key; "
-                  "unsigned long long *value; } __bm_pathc __attribute__((section(\".maps\"), used));",
-                  "struct { int (*type)[2]; int (*max_entries)[1]; unsigned int *key; unsigned int *value; } "
-                  "__bm_pathctl __attribute__((section(\".maps\"), used));",
-                  _percpu_u64_map(SITES_MAP, 3 * SITES),
-                  f"#define __BM_SITE_BASE {site_base}\n#define __BM_SITES {SITES}",
-                  c_helpers(f"{lookup}(&__bm_path, &__bm_z)", f"{lookup}(&__bm_pathctl, &__bm_z)",
-                            f"{lookup}(&__bm_pathc, K)", f"{update}(&__bm_pathc, K, V, 0)",
-                            f"__bm_bump(&{SITES_MAP}, {2 * SITES} + site);"),
-                  "#define __BM_PATH_CALL(_c, _k) __bm_path_call(_c, __BM_SITE_BASE + __LINE__, _k)",
-                  "#define __BM_PATH_MISS() __bm_path_miss(__BM_SITE_BASE + __LINE__)"]
+        block += [
+            C_TYPES,
+            "struct { int (*type)[6]; int (*max_entries)[1]; unsigned int *key; struct __bm_path_rec *value; } "
+            '__bm_path __attribute__((section(".maps"), used));',
+            f"struct {{ int (*type)[1]; int (*max_entries)[{PATH_COUNTS}]; struct __bm_path_key *key; "
+            'unsigned long long *value; } __bm_pathc __attribute__((section(".maps"), used));',
+            "struct { int (*type)[2]; int (*max_entries)[1]; unsigned int *key; unsigned int *value; } "
+            '__bm_pathctl __attribute__((section(".maps"), used));',
+            _percpu_u64_map(SITES_MAP, 3 * SITES),
+            f"#define __BM_SITE_BASE {site_base}\n#define __BM_SITES {SITES}",
+            c_helpers(
+                f"{lookup}(&__bm_path, &__bm_z)",
+                f"{lookup}(&__bm_pathctl, &__bm_z)",
+                f"{lookup}(&__bm_pathc, K)",
+                f"{update}(&__bm_pathc, K, V, 0)",
+                f"__bm_bump(&{SITES_MAP}, {2 * SITES} + site);",
+            ),
+            "#define __BM_PATH_CALL(_c, _k) __bm_path_call(_c, __BM_SITE_BASE + __LINE__, _k)",
+            "#define __BM_PATH_MISS() __bm_path_miss(__BM_SITE_BASE + __LINE__)",
+        ]
     if count_calls or paths:
         block.append(_CORE_COUNTING)
     if cursor and any(t.kind == "chain" for t in cell.tail_calls):
-        block.append("struct { int (*type)[6]; int (*max_entries)[1]; unsigned int *key; unsigned int *value; } "
-                     f"{CURSOR_MAP} __attribute__((section(\".maps\"), used));")
-        block.append(f"#define CHAIN_NEXT(_c, _n) ({{ unsigned int __bm_z = 0; unsigned int *__bm_c = "
-                     f"((void *(*)(void *, const void *))1)(&{CURSOR_MAP}, &__bm_z); if (__bm_c) {{ "
-                     f"unsigned int __bm_ck = *__bm_c + 1; *__bm_c = __bm_ck; bpf_tail_call(_c, &_n, __bm_ck); }} }})")
+        block.append(
+            "struct { int (*type)[6]; int (*max_entries)[1]; unsigned int *key; unsigned int *value; } "
+            f'{CURSOR_MAP} __attribute__((section(".maps"), used));'
+        )
+        block.append(
+            f"#define CHAIN_NEXT(_c, _n) ({{ unsigned int __bm_z = 0; unsigned int *__bm_c = "
+            f"((void *(*)(void *, const void *))1)(&{CURSOR_MAP}, &__bm_z); if (__bm_c) {{ "
+            f"unsigned int __bm_ck = *__bm_c + 1; *__bm_c = __bm_ck; bpf_tail_call(_c, &_n, __bm_ck); }} }})"
+        )
     after: dict[int, list[str]] = {}  # line of the cell -> directives that go after it
     declared_names = sorted(declared)
     if count_calls:
@@ -338,8 +382,7 @@ def core_text(cell: CellSyntax, session_arrays: dict[str, int], slot_index, coun
                 block.append(_percpu_u64_map(SITES_MAP, 3 * SITES))
                 block.append(f"#define __BM_SITE_BASE {site_base}\n#define __BM_SITES {SITES}")
             block.append(_CORE_SITES)
-        block.append(_dispatch("__BM_COUNT", "_m, _k, _x", undeclared + declared_names,
-                               extra=("__BM_SITE_COUNT(_x)",)))
+        block.append(_dispatch("__BM_COUNT", "_m, _k, _x", undeclared + declared_names, extra=("__BM_SITE_COUNT(_x)",)))
         for name in undeclared + declared_names:
             block.append(_percpu_u64_map(counter_name(name), 1))
         block += [_count_try(name) for name in undeclared]

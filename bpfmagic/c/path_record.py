@@ -2,6 +2,7 @@
 per-CPU record's layout and the recording functions the front end puts in
 a cell loaded with paths on. Here because the front end writes it; the
 layout constants are shared with the reader."""
+
 from __future__ import annotations
 
 MAX_HOPS = 34  # 33 tail calls taken, and the one past the limit
@@ -11,9 +12,11 @@ KEY_WORDS = 2 + 3 * MAX_HOPS  # hops, entry, (site, key, target) x 34
 REC_SIZE = 4 * KEY_WORDS + 4 + 4 + 8  # + taken, serial, pending (the ctx of the call in flight)
 PATH_COUNTS = 4096
 
-C_TYPES = (f"struct __bm_path_key {{ unsigned int hops; unsigned int entry; unsigned int hop[{3 * MAX_HOPS}]; }}; "
-           "struct __bm_path_rec { struct __bm_path_key k; unsigned int taken; unsigned int serial; "
-           "unsigned long long pending; };")
+C_TYPES = (
+    f"struct __bm_path_key {{ unsigned int hops; unsigned int entry; unsigned int hop[{3 * MAX_HOPS}]; }}; "
+    "struct __bm_path_rec { struct __bm_path_key k; unsigned int taken; unsigned int serial; "
+    "unsigned long long pending; };"
+)
 
 
 def c_helpers(lookup_rec: str, lookup_ctl: str, lookup_count: str, update_count: str, bump_site: str) -> str:
@@ -22,7 +25,8 @@ def c_helpers(lookup_rec: str, lookup_ctl: str, lookup_count: str, update_count:
     pointer, ``lookup_ctl`` the collection switch, ``lookup_count(K)`` / ``update_count(K, V)``
     the path counts, ``bump_site(I)`` a site counter."""
     n3 = 3 * MAX_HOPS
-    return " ".join(f"""
+    return " ".join(
+        f"""
 static __attribute__((always_inline)) inline void __bm_path_enter(void *ctx, unsigned int fn) {{
   unsigned int __bm_z = 0; struct __bm_path_rec *r = {lookup_rec}; if (!r) return;
   unsigned int n = r->k.hops;
@@ -32,8 +36,8 @@ static __attribute__((always_inline)) inline void __bm_path_enter(void *ctx, uns
   unsigned int *on = {lookup_ctl};
   if (on && *on && r->k.entry) {{
     for (unsigned int j = 0; j < {n3}; j++) {{ if (j >= n * 3) r->k.hop[j] = 0; }}
-    unsigned long long *c = {lookup_count.replace('K', '&r->k')};
-    if (c) __sync_fetch_and_add(c, 1); else {{ unsigned long long one = 1; {update_count.replace('K', '&r->k').replace('V', '&one')}; }} }}
+    unsigned long long *c = {lookup_count.replace("K", "&r->k")};
+    if (c) __sync_fetch_and_add(c, 1); else {{ unsigned long long one = 1; {update_count.replace("K", "&r->k").replace("V", "&one")}; }} }}
   r->k.hops = 0; r->k.entry = fn; r->taken = 0; r->pending = 0; r->serial += 1; }}
 static __attribute__((always_inline)) inline void __bm_path_call(void *ctx, unsigned int site, unsigned int key) {{
   unsigned int __bm_z = 0; struct __bm_path_rec *r = {lookup_rec}; if (!r) return;
@@ -46,4 +50,5 @@ static __attribute__((always_inline)) inline void __bm_path_miss(unsigned int si
   r->pending = 0; unsigned int limit = r->taken >= 33; unsigned int n = r->k.hops;
   unsigned long long j = (unsigned long long)n * 3 - 1; if (n >= 1 && j < {n3}) r->k.hop[j] = limit ? {LIMIT}u : {EMPTY}u;
   if (limit) {{ {bump_site} }} }}
-""".split())
+""".split()
+    )

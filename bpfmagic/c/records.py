@@ -2,6 +2,7 @@
 tables it declares, the output calls on them (for loss counting), the types
 it writes into libbpf ring buffers, its typedefs, and whether a record
 struct's layout can be known from its field types alone."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -49,8 +50,7 @@ def event_tables(source: str) -> list[str]:
     the loss counter."""
     names = set()
     for node in _root(source).named_children:
-        if node.type == "expression_statement" and node.named_children and \
-                node.named_children[0].type == "call_expression":
+        if node.type == "expression_statement" and node.named_children and node.named_children[0].type == "call_expression":
             call = node.named_children[0]
             args = _call_args(call)
             if _call_name(call) in ("BPF_RINGBUF_OUTPUT", "BPF_PERF_OUTPUT") and args and args[0].type == "identifier":
@@ -65,8 +65,7 @@ def ring_pages(source: str) -> dict[str, tuple[str, int | None]]:
     out = {}
     defines = file_constants(source)
     for node in _root(source).named_children:
-        if node.type == "expression_statement" and node.named_children and \
-                node.named_children[0].type == "call_expression":
+        if node.type == "expression_statement" and node.named_children and node.named_children[0].type == "call_expression":
             call = node.named_children[0]
             args = _call_args(call)
             if _call_name(call) == "BPF_RINGBUF_OUTPUT" and len(args) == 2 and args[0].type == "identifier":
@@ -123,7 +122,7 @@ def _declaration_of(ident, name: str):
             while declarator is not None and declarator.type != "function_declarator":
                 declarator = declarator.child_by_field_name("declarator")
             params = declarator.child_by_field_name("parameters") if declarator is not None else None
-            for p in (params.named_children if params is not None else []):
+            for p in params.named_children if params is not None else []:
                 if p.type == "parameter_declaration" and _declarator_name(p.child_by_field_name("declarator")) == name:
                     return p
         node = parent
@@ -216,8 +215,7 @@ def typedefs(source: str) -> dict[str, str]:
 def _layout_attributes(node) -> bool:
     """Whether NODE carries an alignment specifier or an aligned/packed attribute."""
     for t in _tokens(node):
-        if _text(t) in ("_Alignas", "alignas", "__aligned", "__packed", "aligned", "packed", "__aligned__",
-                        "__packed__"):
+        if _text(t) in ("_Alignas", "alignas", "__aligned", "__packed", "aligned", "packed", "__aligned__", "__packed__"):
             return True
     return False
 
@@ -229,8 +227,7 @@ def struct_layout(source: str, names: list[str]) -> tuple[bool, str | None]:
     bit-fields, aligned or per-field packed attributes, #pragma pack.
     (False, None) when no such struct is found."""
     root = _root(source)
-    pragma_pack = any(n.type == "preproc_call" and _text(n).lstrip("# \t").startswith("pragma")
-                      and "pack" in _text(n) for n in _walk(root))
+    pragma_pack = any(n.type == "preproc_call" and _text(n).lstrip("# \t").startswith("pragma") and "pack" in _text(n) for n in _walk(root))
     for node in _walk(root):
         if node.type != "struct_specifier" or node.child_by_field_name("body") is None:
             continue

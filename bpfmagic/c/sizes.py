@@ -2,6 +2,7 @@
 -D flag): the cell is run through clang's preprocessor with the
 declarations turned into plain C whose size the syntax tree then reads.
 Only done when a size is not a literal: the common cell pays nothing."""
+
 from __future__ import annotations
 
 import os
@@ -27,8 +28,8 @@ def _blank_includes(source: str, keep_local: bool) -> str:
     for inc in cell.includes:
         if inc.system or inc.path == "vmlinux.h" or not keep_local:
             text = lines[inc.line - 1]
-            start = sum(len(line) + 1 for line in lines[:inc.line - 1])
-            data[start:start + len(text.encode())] = b" " * len(text.encode())
+            start = sum(len(line) + 1 for line in lines[: inc.line - 1])
+            data[start : start + len(text.encode())] = b" " * len(text.encode())
     return data.decode(errors="replace")
 
 
@@ -39,8 +40,7 @@ def preprocessed_sizes(source: str, cflags: list[str], include_dirs=()) -> dict[
         return {}
     for keep_local in (True, False):
         text = _MARKERS + "#line 1\n" + _blank_includes(source, keep_local)
-        cmd = [clang, "-E", "-P", "-target", "bpf", *(f"-I{os.path.abspath(d)}" for d in include_dirs),
-               *cflags, "-x", "c", "-"]
+        cmd = [clang, "-E", "-P", "-target", "bpf", *(f"-I{os.path.abspath(d)}" for d in include_dirs), *cflags, "-x", "c", "-"]
         res = subprocess.run(cmd, input=text, capture_output=True, text=True, timeout=30)
         if res.returncode == 0:
             return _sizes_in(res.stdout)
@@ -60,7 +60,7 @@ def _sizes_in(expanded: str) -> dict[str, int]:
                 if name.startswith("__bm_size_"):
                     value = constant_value(d.child_by_field_name("value"))
                     if value is not None:
-                        out[name[len("__bm_size_"):]] = value
+                        out[name[len("__bm_size_") :]] = value
         # libbpf form: struct { int (*type)[BPF_MAP_TYPE_PROG_ARRAY]; int (*max_entries)[N]; ... } name;
         struct = node.child_by_field_name("type")
         names = [_text(x) for x in node.children_by_field_name("declarator")]

@@ -5,6 +5,7 @@ quotes a file which is not C source.
 Both `--file PATH` and the files a cell `#include`s pass through here before
 anything is compiled: clang opens includes with a blocking read, and a FIFO
 there hangs the kernel process beyond the reach of SIGINT."""
+
 from __future__ import annotations
 
 import os
@@ -28,9 +29,13 @@ def _kernel_file(path: str) -> bool:
 
 
 def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISDIR, "a directory")):
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a directory"),
+    ):
         if test(mode):
             return name
     return "not a regular file"
@@ -39,8 +44,9 @@ def _kind(mode: int) -> str:
 def check_source_size(source: str, what: str) -> None:
     size = len(source.encode(errors="replace"))
     if size > MAX_SOURCE_BYTES:
-        raise UsageProblem(f"{what} is {size / (1 << 20):.1f} MiB; bpfmagic compiles at most "
-                           f"{MAX_SOURCE_BYTES >> 20} MiB of C (a cell or --file is hand-written C)")
+        raise UsageProblem(
+            f"{what} is {size / (1 << 20):.1f} MiB; bpfmagic compiles at most {MAX_SOURCE_BYTES >> 20} MiB of C (a cell or --file is hand-written C)"
+        )
 
 
 def read_source_file(path: str, what: str = "--file") -> str:
@@ -63,8 +69,7 @@ def read_source_file(path: str, what: str = "--file") -> str:
         if _kernel_file(path):
             raise UsageProblem(f"{label}: a file of the kernel ({os.path.realpath(path)}), not C source")
         if st.st_size > MAX_SOURCE_BYTES:
-            raise UsageProblem(f"{label}: {st.st_size / (1 << 20):.1f} MiB; bpfmagic compiles at most "
-                               f"{MAX_SOURCE_BYTES >> 20} MiB of C")
+            raise UsageProblem(f"{label}: {st.st_size / (1 << 20):.1f} MiB; bpfmagic compiles at most {MAX_SOURCE_BYTES >> 20} MiB of C")
         chunks, size = [], 0
         while size <= MAX_SOURCE_BYTES:  # the file may grow after fstat: read one byte past the bound at most
             chunk = os.read(fd, MAX_SOURCE_BYTES + 1 - size)
@@ -78,8 +83,7 @@ def read_source_file(path: str, what: str = "--file") -> str:
         os.close(fd)
     data = b"".join(chunks)
     if len(data) > MAX_SOURCE_BYTES:
-        raise UsageProblem(f"{label}: more than {MAX_SOURCE_BYTES >> 20} MiB; bpfmagic compiles at most "
-                           f"{MAX_SOURCE_BYTES >> 20} MiB of C")
+        raise UsageProblem(f"{label}: more than {MAX_SOURCE_BYTES >> 20} MiB; bpfmagic compiles at most {MAX_SOURCE_BYTES >> 20} MiB of C")
     if b"\0" in data:
         raise UsageProblem(f"{label}: not a C source file (it holds NUL bytes)")
     try:
@@ -137,26 +141,26 @@ def check_includes(source: str, origin: str, base_dir: str | None, cflags: list[
                 except OSError:
                     continue
                 if not stat.S_ISREG(st.st_mode):
-                    raise UsageProblem(f"{where}:{line}: #include {target!r} is {_kind(st.st_mode)} ({path}), "
-                                       "not a header file: the compiler would block reading it")
+                    raise UsageProblem(
+                        f"{where}:{line}: #include {target!r} is {_kind(st.st_mode)} ({path}), not a header file: the compiler would block reading it"
+                    )
                 if _kernel_file(path):
-                    raise UsageProblem(f"{where}:{line}: #include {target!r} is a file of the kernel "
-                                       f"({os.path.realpath(path)}), not a header: reading it can block")
+                    raise UsageProblem(
+                        f"{where}:{line}: #include {target!r} is a file of the kernel ({os.path.realpath(path)}), not a header: reading it can block"
+                    )
                 real = os.path.realpath(path)
                 if real in seen:
                     break
                 seen.add(real)
                 if not target.endswith(HEADER_SUFFIXES):
-                    raise UsageProblem(f"{where}:{line}: #include {target!r} ({path}) is not a C header "
-                                       f"(expected {', '.join(HEADER_SUFFIXES)})")
+                    raise UsageProblem(f"{where}:{line}: #include {target!r} ({path}) is not a C header (expected {', '.join(HEADER_SUFFIXES)})")
                 if quoted and st.st_size <= MAX_SOURCE_BYTES:  # follow the user's headers, not system ones
                     try:
                         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
                     except OSError:
                         break
                     try:  # it may have been swapped since the stat: read only what still is a regular file
-                        nested = (os.read(fd, MAX_SOURCE_BYTES).decode(errors="replace")
-                                  if stat.S_ISREG(os.fstat(fd).st_mode) else "")
+                        nested = os.read(fd, MAX_SOURCE_BYTES).decode(errors="replace") if stat.S_ISREG(os.fstat(fd).st_mode) else ""
                     finally:
                         os.close(fd)
                     pending.append((nested, os.path.basename(path), os.path.dirname(path)))

@@ -1,6 +1,7 @@
 """The session's streams: one per event table of each loaded module whose
 record type is known, started and stopped with the module through the
 Session's on_load / on_unload hooks; why a table has none is kept and said."""
+
 from __future__ import annotations
 
 import warnings
@@ -20,6 +21,7 @@ DEFAULT_MAX_ROWS = 1_000_000
 
 
 # ------------------------------------------------------------ manager
+
 
 class StreamManager:
     """The session's streams, started and stopped with their modules through
@@ -76,10 +78,12 @@ class StreamManager:
                 warnings.warn(f"{qualname} is not streamed: {e}", StreamWarning, stacklevel=2)
                 continue
             if rtype is None:
-                call = "ringbuf_output(&rec, sizeof(rec), 0) or ringbuf_submit(rec, 0)" \
-                    if kind == BPF_MAP_TYPE_RINGBUF else "perf_submit(ctx, &rec, sizeof(rec))"
-                self._unstreamed[qualname] = (f"BCC inferred no record type for it: write {table}.{call} with "
-                                              f"a struct, or read it yourself with BCC")
+                call = (
+                    "ringbuf_output(&rec, sizeof(rec), 0) or ringbuf_submit(rec, 0)"
+                    if kind == BPF_MAP_TYPE_RINGBUF
+                    else "perf_submit(ctx, &rec, sizeof(rec))"
+                )
+                self._unstreamed[qualname] = f"BCC inferred no record type for it: write {table}.{call} with a struct, or read it yourself with BCC"
                 continue
             previous = self._streams.pop(qualname, None)
             if previous is not None:  # a stream of an earlier version of the module left behind
@@ -121,8 +125,7 @@ class StreamManager:
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:
-            raise UsageProblem(f"several modules have a table {name!r}: name one of "
-                               f"{', '.join(s.name for s in matches)}")
+            raise UsageProblem(f"several modules have a table {name!r}: name one of {', '.join(s.name for s in matches)}")
         unstreamed = [(q, why) for q, why in self._unstreamed.items() if q.split(".", 1)[1] == name]
         if len(unstreamed) == 1:
             raise UsageProblem(f"{unstreamed[0][0]} is not streamed: {unstreamed[0][1]}")
@@ -131,9 +134,9 @@ class StreamManager:
 
     def summary(self):
         import pandas as pd
+
         rows = [s.summary() for s in self._streams.values()]
-        return pd.DataFrame(rows, columns=["stream", "kind", "running", "count", "rows", "dropped", "lost",
-                                           "max_rows", "columns", "error"])
+        return pd.DataFrame(rows, columns=["stream", "kind", "running", "count", "rows", "dropped", "lost", "max_rows", "columns", "error"])
 
     def stop_all(self) -> None:
         """Stop and forget every stream (the session is reset or closed)."""

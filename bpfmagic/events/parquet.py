@@ -1,6 +1,7 @@
 """A followed Parquet file: record batches of a stream appended by a writer
 thread of its own, with a bounded queue (a slow disk never stalls the
 stream's consumer)."""
+
 from __future__ import annotations
 
 import os
@@ -35,6 +36,7 @@ class ParquetSink:
     def __init__(self, path: str, rtype: RecordType, max_queued_bytes: int = DEFAULT_PARQUET_QUEUE_BYTES):
         import pyarrow as pa
         import pyarrow.parquet as pq
+
         self.path = path
         self.rtype = rtype
         if not isinstance(max_queued_bytes, int) or max_queued_bytes < 1:
@@ -54,8 +56,7 @@ class ParquetSink:
         self.written = 0
         self.dropped = 0
         self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name=f"bpfmagic-parquet-{os.path.basename(path)}",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"bpfmagic-parquet-{os.path.basename(path)}", daemon=True)
         self._thread.start()
 
     def write(self, batch: np.ndarray, wait: bool = False) -> int:
@@ -68,7 +69,7 @@ class ParquetSink:
                 while accepted < len(batch) and not self._closing:
                     room = self.max_queued_rows - self.queued_rows
                     if room > 0:
-                        part = batch[accepted:accepted + room]
+                        part = batch[accepted : accepted + room]
                         self._put(part.copy() if len(part) < len(batch) else part)
                         accepted += len(part)
                     else:
@@ -120,6 +121,7 @@ class ParquetSink:
 
     def _flush(self, batches: list[np.ndarray]) -> None:
         import pyarrow as pa
+
         frame = self.rtype.frame(batches)
         self._writer.write_table(pa.Table.from_pandas(frame, schema=self._schema, preserve_index=False))
 

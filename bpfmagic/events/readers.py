@@ -2,6 +2,7 @@
 fixed-size records copied out with numpy, no Python call per event;
 variable-size records take a slower exact path), and a perf event array
 read through the backend's perf buffer (one Python callback per event)."""
+
 from __future__ import annotations
 
 import ctypes as ct
@@ -31,6 +32,7 @@ BPF_MAP_TYPE_RINGBUF = 27
 
 # ------------------------------------------------------------ ring buffer reader
 
+
 class RingReader:
     """Consumer side of a BPF ring buffer, mmap'ed: consumer page read-write
     at offset 0; producer page plus the data area mapped twice (so a record
@@ -53,7 +55,7 @@ class RingReader:
         self._producer_pos = np.frombuffer(self._producer_map, np.uint64, 1)
         self._data = np.frombuffer(self._producer_map, np.uint8, 2 * self.size, offset=page)
         self._window = 4096  # adapts: grows over runs of fixed-size records, shrinks after a mismatch
-        self.variable = 0    # records of another length than the struct (padded or cut)
+        self.variable = 0  # records of another length than the struct (padded or cut)
         self.variable_length = 0  # the length of the last of them
         self.discarded = 0
 
@@ -96,16 +98,17 @@ class RingReader:
                 m.close()
             except BufferError:
                 import gc
+
                 gc.collect()  # a view held by a dead frame (e.g. a traceback)
                 try:
                     m.close()
                 except BufferError:
-                    warnings.warn("a view into the ring buffer is still alive: the map stays mapped "
-                                  "until it is garbage-collected", StreamWarning, stacklevel=2)
+                    warnings.warn(
+                        "a view into the ring buffer is still alive: the map stays mapped until it is garbage-collected", StreamWarning, stacklevel=2
+                    )
 
 
-def decode_ring(data: np.ndarray, cons: int, prod: int, mask: int, rtype: RecordType,
-                state=None) -> tuple[list[np.ndarray], int]:
+def decode_ring(data: np.ndarray, cons: int, prod: int, mask: int, rtype: RecordType, state=None) -> tuple[list[np.ndarray], int]:
     """Decode the records of ring positions [cons, prod) from DATA (the data
     area mapped twice, as uint8). Stops at the first busy (reserved, not yet
     committed) record; skips discarded ones. Returns (arrays, new cons).
@@ -124,13 +127,13 @@ def decode_ring(data: np.ndarray, cons: int, prod: int, mask: int, rtype: Record
         n = min((prod - cons) // stride, window)
         k = 0
         if n:
-            block = data[off:off + n * stride]
+            block = data[off : off + n * stride]
             words = block.view("<u4").reshape(n, stride // 4)
             headers = words[:, 0]
             fixed = (headers & ~np.uint32(RINGBUF_DISCARD)) == itemsize  # false for busy or other sizes
             k = n if fixed.all() else int(np.argmin(fixed))
             if k:
-                payload = block.reshape(n, stride)[:k, RINGBUF_HDR:RINGBUF_HDR + itemsize]
+                payload = block.reshape(n, stride)[:k, RINGBUF_HDR : RINGBUF_HDR + itemsize]
                 kept = headers[:k] == itemsize
                 if kept.all():
                     records = payload.copy()  # never a view: the producers reuse the ring
@@ -146,7 +149,7 @@ def decode_ring(data: np.ndarray, cons: int, prod: int, mask: int, rtype: Record
                 continue
         # The record at cons is busy, discarded alone, or of another size.
         off = cons & mask
-        header = int(data[off:off + 4].view("<u4")[0])
+        header = int(data[off : off + 4].view("<u4")[0])
         if header & RINGBUF_BUSY:
             break
         length = header & RINGBUF_LEN_MASK
@@ -154,7 +157,7 @@ def decode_ring(data: np.ndarray, cons: int, prod: int, mask: int, rtype: Record
             if state is not None:
                 state.discarded += 1
         else:
-            payload = data[off + RINGBUF_HDR:off + RINGBUF_HDR + length]
+            payload = data[off + RINGBUF_HDR : off + RINGBUF_HDR + length]
             out.append(rtype.from_bytes([payload.tobytes()]))
             if state is not None and length != itemsize:
                 state.variable += 1
@@ -166,6 +169,7 @@ def decode_ring(data: np.ndarray, cons: int, prod: int, mask: int, rtype: Record
 
 
 # ------------------------------------------------------------ perf buffer reader
+
 
 class PerfReader:
     """The per-CPU perf readers of one perf event table, opened through the

@@ -8,6 +8,7 @@ reports its fields (``event_fields``); for ``--core`` the cell's
 ``bpf_ringbuf_output(&TABLE, &VAR, ...)`` / ``bpf_ringbuf_reserve(&TABLE,
 ...)`` calls name the struct (:func:`bpfmagic.c.records.ring_record_types`)
 and the object's BTF (``btf()``) gives its exact offsets and size."""
+
 from __future__ import annotations
 
 import re
@@ -28,15 +29,24 @@ _SCALARS = {
     "uint8": ["unsigned char", "u8", "__u8", "uint8_t"],
     "bool": ["_Bool", "bool"],
     "int16": ["short", "short int", "signed short", "s16", "__s16", "int16_t"],
-    "uint16": ["unsigned short", "unsigned short int", "u16", "__u16", "uint16_t", "__be16", "__le16",
-               "__sum16"],
+    "uint16": ["unsigned short", "unsigned short int", "u16", "__u16", "uint16_t", "__be16", "__le16", "__sum16"],
     "int32": ["int", "signed int", "signed", "s32", "__s32", "int32_t", "pid_t", "enum"],
-    "uint32": ["unsigned int", "unsigned", "u32", "__u32", "uint32_t", "__be32", "__le32", "__wsum",
-               "gfp_t", "uid_t", "gid_t", "dev_t"],
-    "int64": ["long", "long int", "long long", "long long int", "signed long", "s64", "__s64", "int64_t",
-              "ssize_t", "loff_t", "time64_t", "ktime_t"],
-    "uint64": ["unsigned long", "unsigned long int", "unsigned long long", "unsigned long long int", "u64",
-               "__u64", "uint64_t", "size_t", "__be64", "__le64", "uintptr_t", "sector_t"],
+    "uint32": ["unsigned int", "unsigned", "u32", "__u32", "uint32_t", "__be32", "__le32", "__wsum", "gfp_t", "uid_t", "gid_t", "dev_t"],
+    "int64": ["long", "long int", "long long", "long long int", "signed long", "s64", "__s64", "int64_t", "ssize_t", "loff_t", "time64_t", "ktime_t"],
+    "uint64": [
+        "unsigned long",
+        "unsigned long int",
+        "unsigned long long",
+        "unsigned long long int",
+        "u64",
+        "__u64",
+        "uint64_t",
+        "size_t",
+        "__be64",
+        "__le64",
+        "uintptr_t",
+        "sector_t",
+    ],
     "float32": ["float"],
     "float64": ["double"],
     "int128": ["__int128", "__int128_t", "__s128", "s128"],
@@ -49,8 +59,8 @@ _ARRAY_TYPE_RE = re.compile(r"^(.*?)\s*((?:\[\d+\])+)$")
 @dataclass
 class Field:
     name: str
-    ctype: str        # as BCC reports it, e.g. "char[16]"
-    kind: str         # "int", "float", "bool", "str", "array", "int128"
+    ctype: str  # as BCC reports it, e.g. "char[16]"
+    kind: str  # "int", "float", "bool", "str", "array", "int128"
     base: np.dtype
     shape: tuple = ()
 
@@ -65,9 +75,14 @@ class RecordType:
         self.fields = fields
         if layout is not None:
             offsets, size = layout
-            self.dtype = np.dtype({"names": [f.name for f in fields],
-                                   "formats": [(f.base, f.shape) if f.shape else f.base for f in fields],
-                                   "offsets": list(offsets), "itemsize": max(size, 1)})
+            self.dtype = np.dtype(
+                {
+                    "names": [f.name for f in fields],
+                    "formats": [(f.base, f.shape) if f.shape else f.base for f in fields],
+                    "offsets": list(offsets),
+                    "itemsize": max(size, 1),
+                }
+            )
             return
         names, formats, offsets, offset, align = [], [], [], 0, 1
         for f in fields:
@@ -81,8 +96,7 @@ class RecordType:
             offset += size
             align = max(align, a)
         itemsize = (offset + align - 1) // align * align
-        self.dtype = np.dtype({"names": names, "formats": formats, "offsets": offsets,
-                               "itemsize": max(itemsize, 1)})
+        self.dtype = np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": max(itemsize, 1)})
 
     @property
     def columns(self) -> list[str]:
@@ -105,6 +119,7 @@ class RecordType:
         """DataFrame of RECORDS (a structured array or a list of them): each
         column is copied once, straight from the raw records."""
         import pandas as pd
+
         chunks = [records] if isinstance(records, np.ndarray) else list(records)
         n = sum(len(c) for c in chunks)
         columns = {f.name: self.column(chunks, f) for f in self.fields}
@@ -113,6 +128,7 @@ class RecordType:
 
     def column(self, chunks: list[np.ndarray], f: Field):
         import pandas as pd
+
         if not chunks:
             values = self.empty()[f.name]
         elif len(chunks) == 1:
@@ -192,8 +208,10 @@ def parse_field(name: str, ctype: str, typedefs: dict[str, str]) -> Field:
     else:
         np_name = _C_TO_NUMPY.get(base_c)
     if np_name is None:
-        raise TypeError(f"field {name}: type {ctype!r} is not a scalar or array of scalars bpfmagic can decode "
-                        f"(nested structs and unions are not supported: flatten the record)")
+        raise TypeError(
+            f"field {name}: type {ctype!r} is not a scalar or array of scalars bpfmagic can decode "
+            f"(nested structs and unions are not supported: flatten the record)"
+        )
     if np_name in ("int128", "uint128"):
         return Field(name, ctype, "int128", np.dtype("<u8"), dims + (2,))
     if base_c in ("char", "signed char") and dims:
@@ -235,8 +253,10 @@ def inferred_record_type(source: str, inferred: list[str]) -> RecordType | None:
     packed, problem = struct_layout(source, [f.name for f in fields])
     if problem:
         # BCC reports each field's type only (no bit width, no alignment): a natural layout would be wrong
-        raise TypeError(f"{problem}; BCC reports its fields without bit widths or alignment, so their "
-                        f"offsets are unknown: use plain, naturally aligned fields (shift and mask in C)")
+        raise TypeError(
+            f"{problem}; BCC reports its fields without bit widths or alignment, so their "
+            f"offsets are unknown: use plain, naturally aligned fields (shift and mask in C)"
+        )
     return RecordType(fields, packed=packed)
 
 
@@ -245,15 +265,16 @@ def btf_record_type(module, table: str) -> RecordType:
     ``bpf_ringbuf_output`` / ``bpf_ringbuf_reserve`` calls on it write, laid
     out as the object's BTF says (exact offsets and size). Undeterminable
     when the struct cannot be told; TypeError when it cannot be decoded."""
-    hint = (f"use bpf_ringbuf_output(&{table}, &rec, sizeof(rec), 0) with a struct variable, or "
-            f"struct NAME *e = bpf_ringbuf_reserve(&{table}, sizeof(*e), 0)")
+    hint = (
+        f"use bpf_ringbuf_output(&{table}, &rec, sizeof(rec), 0) with a struct variable, or "
+        f"struct NAME *e = bpf_ringbuf_reserve(&{table}, sizeof(*e), 0)"
+    )
     kinds = ring_record_types(module.source, table)
     known = [k for k in kinds if k != "?"]
     if not known:
         raise Undeterminable(f"cannot tell which struct goes into {table}: {hint}")
     if len(known) > 1:
-        raise Undeterminable(f"several types go into {table} ({', '.join(known)}): a stream decodes one "
-                             f"record struct per ring")
+        raise Undeterminable(f"several types go into {table} ({', '.join(known)}): a stream decodes one record struct per ring")
     btf = module.object.btf()
     try:
         if btf is None:
@@ -281,8 +302,10 @@ def _btf_field(m: dict) -> Field:
         raise TypeError(f"an anonymous member ({ctype}) cannot be a column: name it or flatten the record")
     kind = base[0]
     if kind == "other":
-        raise TypeError(f"field {name}: type {ctype!r} is not a scalar or array of scalars bpfmagic can decode "
-                        f"(nested structs and unions are not supported: flatten the record)")
+        raise TypeError(
+            f"field {name}: type {ctype!r} is not a scalar or array of scalars bpfmagic can decode "
+            f"(nested structs and unions are not supported: flatten the record)"
+        )
     if kind == "int" and base[1] == 16:
         return Field(name, ctype, "int128", np.dtype("<u8"), dims + (2,))
     if kind == "int" and base[3] and dims:  # char[N] -> str

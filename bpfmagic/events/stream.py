@@ -11,6 +11,7 @@ kinds of table; the backend says where the counter is (``loss_counter``).
 
 Record types are records.py, readers readers.py, the Parquet sink
 parquet.py, the session's set of streams manager.py."""
+
 from __future__ import annotations
 
 import contextlib
@@ -43,6 +44,7 @@ def check_max_rows(value) -> int:
 
 
 # ------------------------------------------------------------ rows
+
 
 class _Rows:
     """Raw record batches, oldest first, at most max_rows in all."""
@@ -95,7 +97,7 @@ class _Rows:
         for chunk in reversed(self.chunks):
             if have >= n:
                 break
-            take = chunk[-(n - have):]
+            take = chunk[-(n - have) :]
             out.append(take)
             have += len(take)
         return out[::-1]
@@ -106,6 +108,7 @@ class _Rows:
 
 
 # ------------------------------------------------------------ the stream
+
 
 class Stream:
     """The events of one table, consumed in the background from load to unload.
@@ -118,8 +121,7 @@ class Stream:
 
     poll_timeout = 0.5  # seconds; a safety net only: the eventfd wakes the thread on stop
 
-    def __init__(self, manager, module, table: str, rtype: RecordType,
-                 max_rows: int | None = None, perf_pages: int = DEFAULT_PERF_PAGES):
+    def __init__(self, manager, module, table: str, rtype: RecordType, max_rows: int | None = None, perf_pages: int = DEFAULT_PERF_PAGES):
         self.manager = manager
         self.module_name = module.name
         self.table = table
@@ -183,8 +185,7 @@ class Stream:
             self._drain()  # what arrived up to the stop
         except BaseException as e:  # a stream must not die silently, nor leave wait() hanging
             self.error = e
-            _warn(f"stream {self.name} stopped: its reader failed with {e!r}; the rows so far stay readable "
-                  f"(stream.error has the exception)")
+            _warn(f"stream {self.name} stopped: its reader failed with {e!r}; the rows so far stay readable (stream.error has the exception)")
             self._finish()
         finally:
             ep.close()
@@ -193,9 +194,11 @@ class Stream:
         batches = self._reader.read()
         if self._reader.variable and not self._size_warned:
             self._size_warned = True
-            _warn(f"{self.name}: records of {self._reader.variable_length} bytes arrived where its struct has "
-                  f"{self.rtype.itemsize} ({self.rtype}); they are zero-padded or cut. If the struct has "
-                  f"bit-fields or packed/aligned fields, its columns are wrong")
+            _warn(
+                f"{self.name}: records of {self._reader.variable_length} bytes arrived where its struct has "
+                f"{self.rtype.itemsize} ({self.rtype}); they are zero-padded or cut. If the struct has "
+                f"bit-fields or packed/aligned fields, its columns are wrong"
+            )
         if not batches:
             return 0
         with self._lock:
@@ -384,6 +387,7 @@ class Stream:
 
     def _counts(self, chunks: list[np.ndarray], column: str):
         import pandas as pd
+
         field = self._count_field(column)
         values = np.concatenate([c[column] for c in chunks]) if chunks else self.rtype.empty()[column]
         if field.kind != "str":
@@ -409,17 +413,15 @@ class Stream:
         for chunk in reversed(chunks):
             if have >= rows:
                 break
-            take = chunk[-(rows - have):]
+            take = chunk[-(rows - have) :]
             tail_chunks.append(take)
             have += len(take)
         tail = self.rtype.frame(tail_chunks[::-1])
         tail.index = tail.index + (held - len(tail))
-        return {"count": count, "dropped": dropped, "rows": held, "tail": tail,
-                "counts": self._counts(chunks, by) if by is not None else None}
+        return {"count": count, "dropped": dropped, "rows": held, "tail": tail, "counts": self._counts(chunks, by) if by is not None else None}
 
     # -------------------------------------------------- export
-    def to_parquet(self, path: str, follow: bool = False,
-                   queue_bytes: int = DEFAULT_PARQUET_QUEUE_BYTES) -> str:
+    def to_parquet(self, path: str, follow: bool = False, queue_bytes: int = DEFAULT_PARQUET_QUEUE_BYTES) -> str:
         """Write the rows kept so far to a Parquet file. With ``follow=True``
         the file stays open and every batch that arrives afterwards is
         appended too (beyond ``max_rows``: for runs too big for memory) until
@@ -440,8 +442,7 @@ class Stream:
             raise UsageProblem(f"{self.name} is stopped: nothing more will arrive to follow")
         with self._lock:
             if follow and self._parquet is not None:  # a snapshot beside a followed file is fine
-                raise UsageProblem(f"{self.name} already follows into {self._parquet.path}; "
-                                   "close_parquet() first")
+                raise UsageProblem(f"{self.name} already follows into {self._parquet.path}; close_parquet() first")
             chunks = self._rows.snapshot()
             sink = ParquetSink(path, self.rtype, queue_bytes)
             for chunk in chunks:
@@ -489,12 +490,23 @@ class Stream:
             self._listeners.remove(listener)
 
     def summary(self) -> dict:
-        return {"stream": self.name, "kind": self.kind, "running": self.running, "count": self.count,
-                "rows": len(self), "dropped": self.dropped, "lost": self.lost, "max_rows": self.max_rows,
-                "columns": ", ".join(self.columns), "error": repr(self.error) if self.error else ""}
+        return {
+            "stream": self.name,
+            "kind": self.kind,
+            "running": self.running,
+            "count": self.count,
+            "rows": len(self),
+            "dropped": self.dropped,
+            "lost": self.lost,
+            "max_rows": self.max_rows,
+            "columns": ", ".join(self.columns),
+            "error": repr(self.error) if self.error else "",
+        }
 
     def __repr__(self) -> str:
         state = "running" if self.running else "failed" if self.error else "stopped"
         err = f", error: {self.error!r}" if self.error else ""
-        return (f"<bpfmagic Stream {self.name} ({self.kind}, {state}): {self.count} events, {len(self)} rows, "
-                f"{self.dropped} dropped, {self.lost} lost{err}>")
+        return (
+            f"<bpfmagic Stream {self.name} ({self.kind}, {state}): {self.count} events, {len(self)} rows, "
+            f"{self.dropped} dropped, {self.lost} lost{err}>"
+        )

@@ -4,6 +4,7 @@ trace_pipe is a consuming read shared by the whole machine: what one reader
 takes, another does not see, and lines printed before the capture starts are
 still there if nobody read them.
 """
+
 from __future__ import annotations
 
 import errno
@@ -23,7 +24,8 @@ COLUMNS = ["ts", "cpu", "pid", "comm", "msg"]
 # kernels print 4 flag characters, newer ones 5; the flags can be absent)
 _LINE_RE = re.compile(
     r"^\s*(?P<comm>.*?)-(?P<pid>\d+)\s+(?:\(\s*[-\d]+\)\s+)?\[(?P<cpu>\d+)\]\s+"
-    r"(?:(?P<flags>[^\s:]{4,5})\s+)?(?P<ts>\d+\.\d+):\s+(?P<event>[^:]+):\s?(?P<msg>.*)$")
+    r"(?:(?P<flags>[^\s:]{4,5})\s+)?(?P<ts>\d+\.\d+):\s+(?P<event>[^:]+):\s?(?P<msg>.*)$"
+)
 _LOST_RE = re.compile(r"CPU:(\d+) \[LOST (\d+) EVENTS\]")
 
 
@@ -32,15 +34,13 @@ def parse_line(line: str) -> dict | None:
     m = _LINE_RE.match(line)
     if m is None or m["event"].strip() != "bpf_trace_printk":
         return None
-    return {"ts": float(m["ts"]), "cpu": int(m["cpu"]), "pid": int(m["pid"]), "comm": m["comm"],
-            "msg": m["msg"]}
+    return {"ts": float(m["ts"]), "cpu": int(m["cpu"]), "pid": int(m["pid"]), "comm": m["comm"], "msg": m["msg"]}
 
 
 MAX_SECONDS = 3600.0
 
 
-def capture(seconds: float = 1.0, max_lines: int | None = None, grep: str | None = None,
-            path: str = TRACE_PIPE, since: float | None = None):
+def capture(seconds: float = 1.0, max_lines: int | None = None, grep: str | None = None, path: str = TRACE_PIPE, since: float | None = None):
     """Read bpf_trace_printk lines for at most SECONDS (or until MAX_LINES),
     never blocking longer. ``grep``: keep messages matching this regex.
     DataFrame columns: ts (seconds since boot, as the trace clock), cpu, pid
@@ -51,6 +51,7 @@ def capture(seconds: float = 1.0, max_lines: int | None = None, grep: str | None
     import math
 
     import pandas as pd
+
     if not isinstance(seconds, (int, float)) or math.isnan(seconds) or not 0 < seconds <= MAX_SECONDS:
         raise UsageProblem(f"--seconds must be a number of seconds in (0, {MAX_SECONDS:.0f}] (got {seconds!r})")
     if max_lines is not None and max_lines < 1:
@@ -64,17 +65,20 @@ def capture(seconds: float = 1.0, max_lines: int | None = None, grep: str | None
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except PermissionError:
         # tracefs is root-only by default (mode 700): the file exists but this process may not see it
-        raise EnvironmentProblem(f"permission denied reading {path}: tracefs is readable by root only and "
-                                 f"this process runs as uid {os.geteuid()}. Start Jupyter as root (or give "
-                                 f"this user access to {os.path.dirname(path)})") from None
+        raise EnvironmentProblem(
+            f"permission denied reading {path}: tracefs is readable by root only and "
+            f"this process runs as uid {os.geteuid()}. Start Jupyter as root (or give "
+            f"this user access to {os.path.dirname(path)})"
+        ) from None
     except OSError as e:
         if e.errno == errno.EBUSY:  # trace_pipe takes one reader at a time
-            raise EnvironmentProblem(f"{path} is being read by another process (a BCC script's trace_print, "
-                                     "`cat trace_pipe`, another notebook): stop it and run this again") from None
+            raise EnvironmentProblem(
+                f"{path} is being read by another process (a BCC script's trace_print, "
+                "`cat trace_pipe`, another notebook): stop it and run this again"
+            ) from None
         if e.errno != errno.ENOENT:
             raise
-        raise EnvironmentProblem(f"no {path}: {status.reason}; "
-                                 f"mount it with `mount -t tracefs nodev /sys/kernel/tracing`") from None
+        raise EnvironmentProblem(f"no {path}: {status.reason}; mount it with `mount -t tracefs nodev /sys/kernel/tracing`") from None
     rows: list[dict] = []
     lost = older = 0
     deadline = time.monotonic() + max(0.0, seconds)

@@ -15,6 +15,7 @@ never a mix. The bank left behind is rewritten at the next change, no sooner
 than GRACE_S after the switch (a run lasts microseconds; BPF programs run
 to their end once started).
 """
+
 from __future__ import annotations
 
 import os
@@ -26,21 +27,27 @@ from ..kernel import libbpf
 DEFAULT_CAPACITY = 16
 GRACE_S = 0.002
 
-_CTX = {"xdp": ("struct xdp_md", "XDP_PASS"), "sched_cls": ("struct __sk_buff", "0"),
-        "socket_filter": ("struct __sk_buff", "0"), "sched_act": ("struct __sk_buff", "0"),
-        "raw_tracepoint": ("struct bpf_raw_tracepoint_args", "0")}
+_CTX = {
+    "xdp": ("struct xdp_md", "XDP_PASS"),
+    "sched_cls": ("struct __sk_buff", "0"),
+    "socket_filter": ("struct __sk_buff", "0"),
+    "sched_act": ("struct __sk_buff", "0"),
+    "raw_tracepoint": ("struct bpf_raw_tracepoint_args", "0"),
+}
 
 
 def entry_source(name: str, ptype: str) -> str:
     ctx_type, default = _CTX[ptype]
-    return (f"BPF_ARRAY(cfg, u32, 1);\n"
-            f"int entry({ctx_type} *ctx) {{\n"
-            f"    u32 z = 0; u32 *b = cfg.lookup(&z); u32 base = b ? *b : 0;\n"
-            f"    u32 *c = __bm_cursor.lookup(&z); if (!c) return {default};\n"
-            f"    *c = base;\n"
-            f"    {name}.call(ctx, base);\n"
-            f"    return {default};\n"
-            f"}}\n")
+    return (
+        f"BPF_ARRAY(cfg, u32, 1);\n"
+        f"int entry({ctx_type} *ctx) {{\n"
+        f"    u32 z = 0; u32 *b = cfg.lookup(&z); u32 base = b ? *b : 0;\n"
+        f"    u32 *c = __bm_cursor.lookup(&z); if (!c) return {default};\n"
+        f"    *c = base;\n"
+        f"    {name}.call(ctx, base);\n"
+        f"    return {default};\n"
+        f"}}\n"
+    )
 
 
 class Chain:
@@ -58,8 +65,7 @@ class Chain:
         session.cursor_map()
         have = session.arrays.get(name)
         if have is not None and have.size != 2 * capacity:
-            raise SlotError(f"chain {name}: the array {name} has {have.size} slots; a chain of capacity {capacity} "
-                            f"needs {2 * capacity} (two banks)")
+            raise SlotError(f"chain {name}: the array {name} has {have.size} slots; a chain of capacity {capacity} needs {2 * capacity} (two banks)")
         if have is None:
             session.progarray(name, 2 * capacity, type=type)
         return cls(session, name, type, capacity)
@@ -68,8 +74,7 @@ class Chain:
         if self.entry is not None and not self.entry.closed:
             return
         if ptype not in _CTX:
-            raise UsageProblem(f"chain {self.name}: stages of type {ptype} are not supported "
-                               f"(xdp, sched_cls, socket_filter, raw_tracepoint)")
+            raise UsageProblem(f"chain {self.name}: stages of type {ptype} are not supported (xdp, sched_cls, socket_filter, raw_tracepoint)")
         module = self.session.load(f"{self.name}_entry", entry_source(self.name, ptype), origin=f"chain {self.name}")
         self.entry = module
         self.session.program(f"{module.name}.entry", ptype)
@@ -95,10 +100,8 @@ class Chain:
             if not dot:
                 raise UsageProblem(f"chain {self.name}: a stage is MODULE.FUNC (got {spec!r})")
             module = self.session.module(mod)
-            if not any(t.kind == "chain" and t.array == self.name and t.function == func
-                       for t in module.syntax.tail_calls):
-                raise UsageProblem(f"chain {self.name}: {spec} does not call CHAIN_NEXT(ctx, {self.name}); "
-                                   "without it the chain would end there")
+            if not any(t.kind == "chain" and t.array == self.name and t.function == func for t in module.syntax.tail_calls):
+                raise UsageProblem(f"chain {self.name}: {spec} does not call CHAIN_NEXT(ctx, {self.name}); without it the chain would end there")
             programs.append(spec)
         ptype = array.owner_type or self.type
         if self.entry is None or not self.stages:
@@ -137,6 +140,7 @@ class Chain:
         """The stages in order, with their slots, the runs of each since this order began and
         its runs in this chain in all (every position and order it had)."""
         import pandas as pd
+
         array = self.session.array(self.name)
         calls, missed = array.call_counts()
         rows = []
@@ -145,8 +149,9 @@ class Chain:
             c0, m0 = array.baselines.get(index, (0, 0))
             program = array.entries.get(index)
             total = sum(c - m for c, m in array.credited(program).values()) if program is not None else 0
-            rows.append({"position": i, "stage": spec, "slot": array.label(index),
-                         "runs": (calls[index] - c0) - (missed[index] - m0), "runs_in_chain": total})
+            rows.append(
+                {"position": i, "stage": spec, "slot": array.label(index), "runs": (calls[index] - c0) - (missed[index] - m0), "runs_in_chain": total}
+            )
         df = pd.DataFrame(rows, columns=["position", "stage", "slot", "runs", "runs_in_chain"])
         df.attrs.update(chain=self.name, base=self.base, entry=f"{self.name}_entry.entry")
         return df
@@ -159,6 +164,7 @@ class Chain:
 def load_file(session, name: str, path: str):
     """A chain from YAML: ``stages: [MODULE.FUNC, ...]`` (and optionally ``type``, ``capacity``)."""
     import yaml
+
     try:
         with open(path) as f:
             spec = yaml.safe_load(f) or {}
@@ -180,8 +186,10 @@ def load_file(session, name: str, path: str):
     existing = session.chains.get(name)
     # A file describes the chain as a whole: what it says of an existing chain must hold.
     if existing is not None and capacity is not None and capacity != existing.capacity:
-        raise UsageProblem(f"{label}: chain {name} has capacity {existing.capacity}, the file says {capacity}; "
-                           f"`%bpf unload {name}_entry` and `%bpf unload {name}` first to change it")
+        raise UsageProblem(
+            f"{label}: chain {name} has capacity {existing.capacity}, the file says {capacity}; "
+            f"`%bpf unload {name}_entry` and `%bpf unload {name}` first to change it"
+        )
     if existing is not None and ptype and existing.type and ptype != existing.type:
         raise UsageProblem(f"{label}: chain {name} runs {existing.type} stages, the file says {ptype}")
     return session.chain(name, stages, type=ptype, capacity=capacity or DEFAULT_CAPACITY)

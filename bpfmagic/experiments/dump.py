@@ -7,6 +7,7 @@ On x86-64 a tail call with a constant index is patched by the kernel into a
 direct ``jmp`` to the program in the slot (a 5-byte nop while it is empty);
 one with a variable index loads the slot and jumps through a register (or a
 retpoline thunk where retpolines are on)."""
+
 from __future__ import annotations
 
 import re
@@ -33,13 +34,13 @@ def _line_offset(program, info) -> int:
     if program.module.object.cell_lines:
         return 0
     from collections import Counter
+
     lines = program.module.source.split("\n")
     where: dict[str, list[int]] = {}
     for i, text in enumerate(lines, 1):
         if text.strip():
             where.setdefault(text.strip(), []).append(i)
-    votes = Counter(li.line - i for li in info.line_info if _is_cell(li.file) and li.line
-                    for i in where.get(li.text.strip(), ()))
+    votes = Counter(li.line - i for li in info.line_info if _is_cell(li.file) and li.line for i in where.get(li.text.strip(), ()))
     return votes.most_common(1)[0][0] if votes else 0
 
 
@@ -69,8 +70,7 @@ def _xlated(program, source: bool) -> str:
     tool = shutil.which("bpftool")
     if not tool:
         raise EnvironmentProblem("the translated code comes from bpftool: apt-get install -y bpftool")
-    out = subprocess.run([tool, "prog", "dump", "xlated", "id", str(program.prog_id), "linum"],
-                         capture_output=True, text=True, timeout=30)
+    out = subprocess.run([tool, "prog", "dump", "xlated", "id", str(program.prog_id), "linum"], capture_output=True, text=True, timeout=30)
     if out.returncode:
         raise UsageProblem(f"bpftool could not dump {program.qualname}: {out.stderr.strip()}")
     lines, shown = [], None
@@ -142,8 +142,7 @@ def _jited(program, source: bool) -> str:
         if _is_cell(li.file) and li.line:
             line_of_addr.append((addr, li.line - offset))
     line_of_addr.sort()  # (addresses of subprograms may lie below the main program's)
-    starts = {a: (info.func_names[i] if i < len(info.func_names) else f"sub{i}")
-              for i, a in enumerate(info.jited_ksyms)}
+    starts = {a: (info.func_names[i] if i < len(info.func_names) else f"sub{i}") for i, a in enumerate(info.jited_ksyms)}
     out, shown = [], None
     current_line = 0
     j = 0
@@ -154,7 +153,7 @@ def _jited(program, source: bool) -> str:
     ksyms = info.jited_ksyms or [base]
     pieces, offset = [], 0
     for k, n in zip(ksyms, lens):
-        pieces.append((k, info.jited[offset:offset + n]))
+        pieces.append((k, info.jited[offset : offset + n]))
         offset += n
     ranges = [(k, k + len(code)) for k, code in pieces]
 
@@ -186,8 +185,7 @@ def _jited(program, source: bool) -> str:
                     note = f"{MARK}: indirect jump through the retpoline {sym} (variable index)"
                 elif ins.mnemonic == "jmp":
                     name = _program_at(program.module.session, target)
-                    note = (f"{MARK}: direct jump the kernel patched in for a constant index"
-                            + (f", into {name}" if name else ""))
+                    note = f"{MARK}: direct jump the kernel patched in for a constant index" + (f", into {name}" if name else "")
             elif target is None and ins.mnemonic == "jmp" and current_line in site_lines:
                 note = f"{MARK}: indirect jump to the slot's program (variable index)"
             elif target is not None and ins.mnemonic == "jmp" and ins.size == 5 and current_line in site_lines:

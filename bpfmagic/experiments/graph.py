@@ -8,6 +8,7 @@ Debian package `graphviz`): `dot`'s layered layout draws a chain as a chain,
 left to right, and gives SVG that Jupyter shows as is. The data
 (`ChainGraph.nodes`, `ChainGraph.edges`) needs neither.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -17,14 +18,28 @@ from ..c import analyse
 from ..c.analysis import _parser, constant_value, file_constants
 from ..progarray import slot_counts
 
-NODE_COLUMNS = ["node", "kind", "program", "type", "array", "index", "key", "run_cnt", "avg_ns",
-                "calls", "taken", "missed", "insns_processed", "stack"]
+NODE_COLUMNS = [
+    "node",
+    "kind",
+    "program",
+    "type",
+    "array",
+    "index",
+    "key",
+    "run_cnt",
+    "avg_ns",
+    "calls",
+    "taken",
+    "missed",
+    "insns_processed",
+    "stack",
+]
 # A call edge counts the calls made at its call site (line of the cell) when the site's
 # counters know (a constant key reaches one slot); a variable key's edges to the slots it
 # may reach carry no split (calls <NA>), the site's own totals are in site_calls/site_missed.
-EDGE_COLUMNS = ["src", "dst", "kind", "array", "index", "key", "calls", "taken", "missed", "line",
-                "site_calls", "site_missed"]
+EDGE_COLUMNS = ["src", "dst", "kind", "array", "index", "key", "calls", "taken", "missed", "line", "site_calls", "site_missed"]
 WIDE = 6  # chains with more programs than this are laid out top to bottom (a notebook is ~950 px wide)
+
 
 @dataclass
 class CallSite:
@@ -39,8 +54,7 @@ def call_sites(source: str) -> list[CallSite]:
     in, the array and the key expression (``ARRAY.call(ctx, KEY)``,
     ``bpf_tail_call(ctx, &ARRAY, KEY)``, ``bpf_tail_call_static``, through a
     map-pointer variable), read on the syntax tree."""
-    return [CallSite(t.function, t.array, t.key, t.line) for t in analyse(source).tail_calls
-            if t.function and t.array]
+    return [CallSite(t.function, t.array, t.key, t.line) for t in analyse(source).tail_calls if t.function and t.array]
 
 
 def _callers(cell, function: str) -> set[str]:
@@ -107,10 +121,12 @@ class ChainGraph:
         title = self.title + (f"\n{stack_summary(self.stack)}" if self.stack.get("worst") is not None else "")
         # Fit a notebook's output (about 950 px): a long chain goes top to bottom, and
         # anything still wider is scaled down to 9.5 inches (at 96 px per inch).
-        g = graphviz.Digraph("chain", graph_attr={"rankdir": "TB" if programs > WIDE else "LR", "fontsize": "10",
-                                                  "label": title, "labelloc": "t", "size": "9.5,40"},
-                             node_attr={"fontname": "Helvetica", "fontsize": "10"},
-                             edge_attr={"fontname": "Helvetica", "fontsize": "9"})
+        g = graphviz.Digraph(
+            "chain",
+            graph_attr={"rankdir": "TB" if programs > WIDE else "LR", "fontsize": "10", "label": title, "labelloc": "t", "size": "9.5,40"},
+            node_attr={"fontname": "Helvetica", "fontsize": "10"},
+            edge_attr={"fontname": "Helvetica", "fontsize": "9"},
+        )
         for row in self.nodes.itertuples(index=False):
             if row.kind == "program":
                 lines = [row.program, row.type or ""]
@@ -128,13 +144,20 @@ class ChainGraph:
                 if row.missed:
                     label += f", {row.missed:,} missed"
                 color = "#d93025" if row.missed else ("#9aa0a6" if empty else "#1a73e8")
-                g.node(row.node, label + ("\n(empty)" if empty else ""), shape="ellipse",
-                       style="dashed" if empty else "solid", color=color, fontcolor=color if row.missed else "black")
+                g.node(
+                    row.node,
+                    label + ("\n(empty)" if empty else ""),
+                    shape="ellipse",
+                    style="dashed" if empty else "solid",
+                    color=color,
+                    fontcolor=color if row.missed else "black",
+                )
         top = max(self.widths.values(), default=0)
 
         def width(src, dst) -> dict:
             n = self.widths.get((src, dst))
             return {"penwidth": f"{1 + 5 * n / top:.1f}", "xlabel": f"{n:,} runs"} if n and top else {}
+
         for row in self.edges.itertuples(index=False):
             if row.kind == "call":
                 variable = row.key == "(var)"
@@ -144,8 +167,7 @@ class ChainGraph:
                     label = f"line {row.line}" if row.line else ""
                     if row.calls is not None and row.calls == row.calls and row.calls:
                         label += f": {int(row.calls):,} calls" + (f", {int(row.missed):,} missed" if row.missed else "")
-                g.edge(row.src, row.dst, label=label, style="dashed" if variable else "solid",
-                       **width(row.src, row.dst))
+                g.edge(row.src, row.dst, label=label, style="dashed" if variable else "solid", **width(row.src, row.dst))
             else:
                 g.edge(row.src, row.dst, label=f"{row.taken:,} taken", color="#1a73e8", **width(row.src, row.dst))
         return g
@@ -156,8 +178,7 @@ class ChainGraph:
     def render(self, format: str = "svg") -> bytes:
         """The picture as bytes: svg, png, pdf (any format `dot` writes)."""
         if not shutil.which("dot"):
-            raise RuntimeError("drawing the graph needs Graphviz's `dot`: apt-get install graphviz "
-                               "(the data is in .nodes and .edges)")
+            raise RuntimeError("drawing the graph needs Graphviz's `dot`: apt-get install graphviz (the data is in .nodes and .edges)")
         return self.dot().pipe(format=format)
 
     def _repr_mimebundle_(self, include=None, exclude=None):
@@ -169,8 +190,7 @@ class ChainGraph:
     def __repr__(self) -> str:
         if not len(self.edges):
             return "<ChainGraph: no tail calls or slots>"
-        lines = [f"{r.src} -> {r.dst}" + (f"  ({r.taken} taken)" if r.kind == "slot" else "")
-                 for r in self.edges.itertuples(index=False)]
+        lines = [f"{r.src} -> {r.dst}" + (f"  ({r.taken} taken)" if r.kind == "slot" else "") for r in self.edges.itertuples(index=False)]
         if self.stack.get("worst") is not None:
             lines.append(stack_summary(self.stack))
         return "<ChainGraph\n  " + "\n  ".join(lines) + "\n>"
@@ -198,11 +218,22 @@ def graph(session, array: str | None = None) -> ChainGraph:
                 credited = [cm for a in arrays for cm in a.credited(p, counts).values()]
                 calls, missed = sum(c for c, _ in credited), sum(m for _, m in credited)
                 v = p.verifier
-                nodes[p.qualname] = {"node": p.qualname, "kind": "program", "program": p.qualname, "type": p.type,
-                                     "array": None, "index": None, "key": None, "run_cnt": run_cnt,
-                                     "avg_ns": round(run_time / run_cnt, 1) if run_cnt else None,
-                                     "calls": calls, "taken": calls - missed, "missed": missed,
-                                     "insns_processed": v.insns_processed, "stack": v.stack}
+                nodes[p.qualname] = {
+                    "node": p.qualname,
+                    "kind": "program",
+                    "program": p.qualname,
+                    "type": p.type,
+                    "array": None,
+                    "index": None,
+                    "key": None,
+                    "run_cnt": run_cnt,
+                    "avg_ns": round(run_time / run_cnt, 1) if run_cnt else None,
+                    "calls": calls,
+                    "taken": calls - missed,
+                    "missed": missed,
+                    "insns_processed": v.insns_processed,
+                    "stack": v.stack,
+                }
                 verifier[p.qualname] = v
             return p.qualname
 
@@ -211,10 +242,20 @@ def graph(session, array: str | None = None) -> ChainGraph:
             if label not in nodes:
                 calls, missed = counts.get((a.name, index), (0, 0))
                 occupant = a.entries.get(index)
-                nodes[label] = {"node": label, "kind": "slot", "program": occupant.qualname if occupant else None,
-                                "type": occupant.type if occupant else None, "array": a.name, "index": index,
-                                "key": a.key_name(index), "run_cnt": 0, "avg_ns": None, "calls": calls,
-                                "taken": calls - missed, "missed": missed}
+                nodes[label] = {
+                    "node": label,
+                    "kind": "slot",
+                    "program": occupant.qualname if occupant else None,
+                    "type": occupant.type if occupant else None,
+                    "array": a.name,
+                    "index": index,
+                    "key": a.key_name(index),
+                    "run_cnt": 0,
+                    "avg_ns": None,
+                    "calls": calls,
+                    "taken": calls - missed,
+                    "missed": missed,
+                }
             return label
 
         def called(a):
@@ -227,8 +268,7 @@ def graph(session, array: str | None = None) -> ChainGraph:
         site_counts = {m.name: session.site_counts(m) for m in session.modules.values()}
         for p in programs:
             for site in sites_by_module.get(p.module.name, []):
-                if site.array not in names or (site.function != p.name and
-                                               p.name not in _callers(p.module.syntax, site.function)):
+                if site.array not in names or (site.function != p.name and p.name not in _callers(p.module.syntax, site.function)):
                     continue
                 a = session.arrays[site.array]
                 index = resolve_key(a, site.key, p.module.source)
@@ -239,17 +279,14 @@ def graph(session, array: str | None = None) -> ChainGraph:
                         mine = counts.get((a.name, target), (0, 0)) if index is not None else (None, None)
                     else:
                         mine = at_site if index is not None else (None, None)
-                    edge = _edge(program_node(p), slot_node(a, target), "call", a, target,
-                                 a.key_name(target) if index is not None else "(var)", mine)
-                    edge.update(line=site.line, site_calls=at_site[0] if at_site else None,
-                                site_missed=at_site[1] if at_site else None)
+                    edge = _edge(program_node(p), slot_node(a, target), "call", a, target, a.key_name(target) if index is not None else "(var)", mine)
+                    edge.update(line=site.line, site_calls=at_site[0] if at_site else None, site_missed=at_site[1] if at_site else None)
                     if edge not in edges:
                         edges.append(edge)
         for a in arrays:
             for index in sorted(a.entries):
                 p = a.entries[index]
-                edges.append(_edge(slot_node(a, index), program_node(p), "slot", a, index, a.key_name(index),
-                                   a.credited(p, counts)[index]))
+                edges.append(_edge(slot_node(a, index), program_node(p), "slot", a, index, a.key_name(index), a.credited(p, counts)[index]))
             for index in sorted(called(a)):  # slots that were called though no call site names them (e.g. var keys)
                 slot_node(a, index)
     node_df = pd.DataFrame(list(nodes.values()), columns=NODE_COLUMNS)
@@ -264,9 +301,20 @@ def graph(session, array: str | None = None) -> ChainGraph:
 
 def _edge(src, dst, kind, array, index, key, calls_missed):
     calls, missed = calls_missed
-    return {"src": src, "dst": dst, "kind": kind, "array": array.name, "index": index, "key": key,
-            "calls": calls, "taken": calls - missed if calls is not None else None, "missed": missed,
-            "line": None, "site_calls": None, "site_missed": None}
+    return {
+        "src": src,
+        "dst": dst,
+        "kind": kind,
+        "array": array.name,
+        "index": index,
+        "key": key,
+        "calls": calls,
+        "taken": calls - missed if calls is not None else None,
+        "missed": missed,
+        "line": None,
+        "site_calls": None,
+        "site_missed": None,
+    }
 
 
 def chain_stack(edges, verifier: dict) -> dict:
@@ -282,6 +330,7 @@ def chain_stack(edges, verifier: dict) -> dict:
     refuses a tail call below 256 bytes of frames), and the whole under
     256 B x 33 = 8448 bytes ("8 KB")."""
     from .verifier import CHAIN_STACK_LIMIT, MAX_TAIL_CALL_CNT, MIXED_FRAME_LIMIT
+
     nxt: dict[str, set[str]] = {}
     calls = edges[edges["kind"] == "call"]
     slots = edges[edges["kind"] == "slot"]
@@ -306,19 +355,23 @@ def chain_stack(edges, verifier: dict) -> dict:
     if not best:
         return {}
     start = max(best, key=best.get)
-    frames_over = [f"{p}: frame of {d} B" for p in sorted(mixing) for d in verifier[p].stack_depths
-                   if d >= MIXED_FRAME_LIMIT]
+    frames_over = [f"{p}: frame of {d} B" for p in sorted(mixing) for d in verifier[p].stack_depths if d >= MIXED_FRAME_LIMIT]
     worst = best[start]
-    return {"worst": worst, "from": start, "limit": CHAIN_STACK_LIMIT, "frame_limit": MIXED_FRAME_LIMIT,
-            "mixing": sorted(mixing), "over_frame_limit": frames_over, "ok": worst <= CHAIN_STACK_LIMIT and
-            not frames_over}
+    return {
+        "worst": worst,
+        "from": start,
+        "limit": CHAIN_STACK_LIMIT,
+        "frame_limit": MIXED_FRAME_LIMIT,
+        "mixing": sorted(mixing),
+        "over_frame_limit": frames_over,
+        "ok": worst <= CHAIN_STACK_LIMIT and not frames_over,
+    }
 
 
 def stack_summary(stack: dict) -> str:
     if not stack or stack.get("worst") is None:
         return "stack: unknown"
-    text = (f"worst-case stack {stack['worst']} B (from {stack['from']}) of {stack['limit']} B "
-            f"(256 B x 33)")
+    text = f"worst-case stack {stack['worst']} B (from {stack['from']}) of {stack['limit']} B (256 B x 33)"
     if stack["mixing"]:
         text += f"; mixing BPF-to-BPF and tail calls: {', '.join(stack['mixing'])}"
     if stack["over_frame_limit"]:

@@ -11,6 +11,7 @@ passed as ``bytes(pkt)``.
 >>> describe(frame)
 'IPv4 10.0.0.1 -> 10.0.0.2 UDP 1234 -> 53 payload 2 bytes'
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -51,31 +52,43 @@ def checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
-def ethernet(payload: bytes = b"", dst: str | bytes = DEFAULT_DST_MAC, src: str | bytes = DEFAULT_SRC_MAC,
-             ethertype: int = ETH_P_IP) -> bytes:
+def ethernet(payload: bytes = b"", dst: str | bytes = DEFAULT_DST_MAC, src: str | bytes = DEFAULT_SRC_MAC, ethertype: int = ETH_P_IP) -> bytes:
     """Ethernet II header + payload (no FCS: the kernel never sees one)."""
     return mac(dst) + mac(src) + struct.pack("!H", ethertype) + bytes(payload)
 
 
-def ipv4(payload: bytes = b"", src: str = "10.0.0.1", dst: str = "10.0.0.2", proto: int = IPPROTO_UDP,
-         ttl: int = 64, ident: int = 0, tos: int = 0, dont_fragment: bool = True) -> bytes:
+def ipv4(
+    payload: bytes = b"",
+    src: str = "10.0.0.1",
+    dst: str = "10.0.0.2",
+    proto: int = IPPROTO_UDP,
+    ttl: int = 64,
+    ident: int = 0,
+    tos: int = 0,
+    dont_fragment: bool = True,
+) -> bytes:
     """IPv4 header (20 bytes, no options) with its header checksum, + payload."""
     flags_frag = 0x4000 if dont_fragment else 0
-    header = struct.pack("!BBHHHBBH4s4s", 0x45, tos, 20 + len(payload), ident, flags_frag, ttl, proto, 0,
-                         _ip4(src), _ip4(dst))
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, tos, 20 + len(payload), ident, flags_frag, ttl, proto, 0, _ip4(src), _ip4(dst))
     header = header[:10] + struct.pack("!H", checksum(header)) + header[12:]
     return header + bytes(payload)
 
 
-def ipv6(payload: bytes = b"", src: str = "fd00::1", dst: str = "fd00::2", next_header: int = IPPROTO_UDP,
-         hop_limit: int = 64, traffic_class: int = 0, flow_label: int = 0) -> bytes:
+def ipv6(
+    payload: bytes = b"",
+    src: str = "fd00::1",
+    dst: str = "fd00::2",
+    next_header: int = IPPROTO_UDP,
+    hop_limit: int = 64,
+    traffic_class: int = 0,
+    flow_label: int = 0,
+) -> bytes:
     """IPv6 header (40 bytes, no extension headers) + payload."""
     first = (6 << 28) | (traffic_class << 20) | flow_label
     return struct.pack("!IHBB16s16s", first, len(payload), next_header, hop_limit, _ip6(src), _ip6(dst)) + bytes(payload)
 
 
-def udp(payload: bytes = b"", sport: int = 1234, dport: int = 80, src: str | None = None,
-        dst: str | None = None) -> bytes:
+def udp(payload: bytes = b"", sport: int = 1234, dport: int = 80, src: str | None = None, dst: str | None = None) -> bytes:
     """UDP header + payload. With the IP addresses (src, dst) the checksum is
     filled in (over the pseudo-header); without them it is 0 ("none", IPv4 only)."""
     header = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0)
@@ -86,9 +99,18 @@ def udp(payload: bytes = b"", sport: int = 1234, dport: int = 80, src: str | Non
     return segment
 
 
-def tcp(payload: bytes = b"", sport: int = 1234, dport: int = 80, seq: int = 0, ack: int = 0,
-        flags: str | int = "S", window: int = 65535, urgent: int = 0, src: str | None = None,
-        dst: str | None = None) -> bytes:
+def tcp(
+    payload: bytes = b"",
+    sport: int = 1234,
+    dport: int = 80,
+    seq: int = 0,
+    ack: int = 0,
+    flags: str | int = "S",
+    window: int = 65535,
+    urgent: int = 0,
+    src: str | None = None,
+    dst: str | None = None,
+) -> bytes:
     """TCP header (20 bytes, no options) + payload; flags as letters ("SA",
     "PA", ...) or an int. With src and dst the checksum is filled in."""
     if isinstance(flags, str):
@@ -104,17 +126,34 @@ def tcp(payload: bytes = b"", sport: int = 1234, dport: int = 80, seq: int = 0, 
     return segment
 
 
-def udp_packet(src: str = "10.0.0.1", dst: str = "10.0.0.2", sport: int = 1234, dport: int = 80,
-               payload: bytes = b"", src_mac: str = DEFAULT_SRC_MAC, dst_mac: str = DEFAULT_DST_MAC,
-               ttl: int = 64) -> bytes:
+def udp_packet(
+    src: str = "10.0.0.1",
+    dst: str = "10.0.0.2",
+    sport: int = 1234,
+    dport: int = 80,
+    payload: bytes = b"",
+    src_mac: str = DEFAULT_SRC_MAC,
+    dst_mac: str = DEFAULT_DST_MAC,
+    ttl: int = 64,
+) -> bytes:
     """A whole Ethernet frame carrying UDP over IPv4, or IPv6 when the addresses are IPv6."""
     segment = udp(payload, sport, dport, src, dst)
     return _frame(segment, src, dst, IPPROTO_UDP, src_mac, dst_mac, ttl)
 
 
-def tcp_packet(src: str = "10.0.0.1", dst: str = "10.0.0.2", sport: int = 1234, dport: int = 80,
-               flags: str | int = "S", payload: bytes = b"", seq: int = 0, ack: int = 0,
-               src_mac: str = DEFAULT_SRC_MAC, dst_mac: str = DEFAULT_DST_MAC, ttl: int = 64) -> bytes:
+def tcp_packet(
+    src: str = "10.0.0.1",
+    dst: str = "10.0.0.2",
+    sport: int = 1234,
+    dport: int = 80,
+    flags: str | int = "S",
+    payload: bytes = b"",
+    seq: int = 0,
+    ack: int = 0,
+    src_mac: str = DEFAULT_SRC_MAC,
+    dst_mac: str = DEFAULT_DST_MAC,
+    ttl: int = 64,
+) -> bytes:
     """A whole Ethernet frame carrying TCP over IPv4, or IPv6 when the addresses are IPv6."""
     segment = tcp(payload, sport, dport, seq, ack, flags, src=src, dst=dst)
     return _frame(segment, src, dst, IPPROTO_TCP, src_mac, dst_mac, ttl)
@@ -129,7 +168,7 @@ def describe(frame: bytes) -> str:
     if ethertype == ETH_P_IP and len(frame) >= 34:
         ihl = (frame[14] & 0x0F) * 4
         proto, src, dst = frame[23], ipaddress.ip_address(frame[26:30]), ipaddress.ip_address(frame[30:34])
-        head, l4 = f"IPv4 {src} -> {dst}", frame[14 + ihl:]
+        head, l4 = f"IPv4 {src} -> {dst}", frame[14 + ihl :]
     elif ethertype == ETH_P_IPV6 and len(frame) >= 54:
         proto, src, dst = frame[20], ipaddress.ip_address(frame[22:38]), ipaddress.ip_address(frame[38:54])
         head, l4 = f"IPv6 {src} -> {dst}", frame[54:]
@@ -159,6 +198,7 @@ def parse_hex(text: str) -> bytes:
 
 
 # ---------------------------------------------------------------- helpers
+
 
 def _frame(segment: bytes, src: str, dst: str, proto: int, src_mac, dst_mac, ttl: int) -> bytes:
     if _is_v6(src, dst):

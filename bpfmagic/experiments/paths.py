@@ -20,6 +20,7 @@ A site is ``base + line`` of its cell (the per-call-site counters' ids), a
 program ``base + line`` of its definition. Programs loaded without paths run
 the uninstrumented code; a chain that mixes both may lose a hop's target.
 """
+
 from __future__ import annotations
 
 import ctypes as ct
@@ -35,6 +36,7 @@ from ..kernel import libbpf
 @dataclass
 class PathMaps:
     """The session's path maps: the per-CPU record, the path counts, the collection switch."""
+
     rec_fd: int
     counts_fd: int
     ctl_fd: int
@@ -43,6 +45,7 @@ class PathMaps:
     @classmethod
     def create(cls, pin_dir: str) -> "PathMaps":
         import os
+
         fds = []
         try:
             fds.append(libbpf.map_create(libbpf.BPF_MAP_TYPE_PERCPU_ARRAY, "bm_path", 4, REC_SIZE, 1))
@@ -62,6 +65,7 @@ class PathMaps:
     def close(self) -> None:
         import contextlib
         import os
+
         for pin in self.pins.values():
             with contextlib.suppress(OSError):
                 os.unlink(pin)
@@ -76,7 +80,7 @@ class PathMaps:
         buf = ct.create_string_buffer(REC_SIZE * ncpu)
         key = ct.c_uint32(0)
         libbpf._check(libbpf.lib().bpf_map_lookup_elem(self.rec_fd, ct.byref(key), buf), "read the path record")
-        return [buf.raw[i * REC_SIZE:(i + 1) * REC_SIZE] for i in range(ncpu)]
+        return [buf.raw[i * REC_SIZE : (i + 1) * REC_SIZE] for i in range(ncpu)]
 
     def collecting(self, on: bool) -> None:
         libbpf.map_update_u32(self.ctl_fd, 0, 1 if on else 0)
@@ -113,6 +117,7 @@ def decode(raw: bytes) -> tuple[int, list[tuple[int, int, int]], int, int]:
 
 # ------------------------------------------------------------ naming ids
 
+
 def describe(session, entry: int, hops) -> tuple[list[dict], str]:
     """The hops as rows (program, array, key, name, target, outcome, line) and one line of text."""
     rows = []
@@ -131,8 +136,18 @@ def describe(session, entry: int, hops) -> tuple[list[dict], str]:
             outcome, target_name = "not seen", None  # taken into a program loaded without paths
         else:
             outcome, target_name = "taken", session._site_name(target, function=True) or "?"
-        rows.append({"hop": len(rows) + 1, "program": current, "line": site - owner[0] if owner else None,
-                     "array": array, "key": key, "slot": label, "target": target_name, "outcome": outcome})
+        rows.append(
+            {
+                "hop": len(rows) + 1,
+                "program": current,
+                "line": site - owner[0] if owner else None,
+                "array": array,
+                "key": key,
+                "slot": label,
+                "target": target_name,
+                "outcome": outcome,
+            }
+        )
         if target_name:
             text.append(target_name.split(".", 1)[-1] if "." in target_name else target_name)
             current = target_name
@@ -161,6 +176,7 @@ PATH_COLUMNS = ["hop", "program", "line", "array", "key", "slot", "target", "out
 
 def path_frame(rows):
     import pandas as pd
+
     df = pd.DataFrame(rows, columns=PATH_COLUMNS)
     for col in ("line", "key"):
         df[col] = df[col].astype("Int64")
@@ -171,6 +187,7 @@ def live(session, seconds: float = 1.0, array: str | None = None, during=None):
     """The distinct paths runs took during SECONDS, or while ``during()`` ran (array: only
     those with a hop through it). Counting costs each run about 250 ns while it lasts."""
     import pandas as pd
+
     maps = session._path_maps
     if maps is None:
         raise UsageProblem("paths are off: `%bpf paths --on` (Session.enable_paths()), then load the chain")
@@ -178,7 +195,7 @@ def live(session, seconds: float = 1.0, array: str | None = None, during=None):
     # Each CPU's record now: the run in it is counted when the CPU's next run begins (in the
     # window, so it is taken back out below); runs in the window are counted the same way,
     # and each CPU's last one is read from its record at the end.
-    before = {i: (decode(r)[3], r[:4 * KEY_WORDS]) for i, r in enumerate(maps.records())}
+    before = {i: (decode(r)[3], r[: 4 * KEY_WORDS]) for i, r in enumerate(maps.records())}
     maps.collecting(True)
     try:
         if during is not None:
@@ -214,8 +231,7 @@ def live(session, seconds: float = 1.0, array: str | None = None, during=None):
             edges[(r["program"], r["slot"])] = edges.get((r["program"], r["slot"]), 0) + n
             if r["target"]:
                 edges[(r["slot"], r["target"])] = edges.get((r["slot"], r["target"]), 0) + n
-        rows.append({"path": text, "runs": n, "hops": len(hop_rows),
-                     "ends": hop_rows[-1]["outcome"] if hop_rows else "no tail call"})
+        rows.append({"path": text, "runs": n, "hops": len(hop_rows), "ends": hop_rows[-1]["outcome"] if hop_rows else "no tail call"})
     df = pd.DataFrame(rows, columns=["path", "runs", "hops", "ends"])
     df = df.groupby(["path", "hops", "ends"], as_index=False)["runs"].sum() if len(df) else df
     total = int(df["runs"].sum()) if len(df) else 0

@@ -8,13 +8,26 @@ call per slot, taken or fallen through (missed). The slot counters are split
 by occupant when a slot is filled or emptied (ProgArray.credited), so a
 program is credited only with the calls made while it sat in the slot.
 """
+
 from __future__ import annotations
 
 from ..progarray import slot_counts
 
 MAX_EMPTY_ROWS = 8  # empty slots listed one by one in stats(); the rest are summed
-STATS_COLUMNS = ["program", "module", "function", "type", "prog_id", "attached", "slots",
-                 "run_cnt", "run_time_ns", "avg_ns", "tail_calls_in", "missed"]
+STATS_COLUMNS = [
+    "program",
+    "module",
+    "function",
+    "type",
+    "prog_id",
+    "attached",
+    "slots",
+    "run_cnt",
+    "run_time_ns",
+    "avg_ns",
+    "tail_calls_in",
+    "missed",
+]
 
 
 def stats(session, since=None):
@@ -57,15 +70,22 @@ def stats(session, since=None):
                 runs_abs[prog_id] = (int(info.get("run_cnt", 0)), int(info.get("run_time_ns", 0)))
                 run_cnt0, run_time0 = earlier_runs.get(prog_id, (0, 0))
                 taken0, missed0 = earlier_tail.get(prog_id, (0, 0))
-                rows.append({
-                    "program": program.qualname, "module": module.name, "function": program.name,
-                    "type": program.type, "prog_id": prog_id,
-                    "attached": ", ".join(session._attached_to(program)),
-                    "slots": ", ".join(session._slots_of(program)),
-                    "run_cnt": runs_abs[prog_id][0] - run_cnt0,
-                    "run_time_ns": runs_abs[prog_id][1] - run_time0, "avg_ns": None,
-                    "tail_calls_in": tail_abs[prog_id][0] - taken0, "missed": missed - missed0,
-                })
+                rows.append(
+                    {
+                        "program": program.qualname,
+                        "module": module.name,
+                        "function": program.name,
+                        "type": program.type,
+                        "prog_id": prog_id,
+                        "attached": ", ".join(session._attached_to(program)),
+                        "slots": ", ".join(session._slots_of(program)),
+                        "run_cnt": runs_abs[prog_id][0] - run_cnt0,
+                        "run_time_ns": runs_abs[prog_id][1] - run_time0,
+                        "avg_ns": None,
+                        "tail_calls_in": tail_abs[prog_id][0] - taken0,
+                        "missed": missed - missed0,
+                    }
+                )
         for array in arrays:
             empty = []
             for index in range(array.size):
@@ -83,11 +103,22 @@ def stats(session, since=None):
             if rest:
                 shown.append((sum(m for m, _ in rest), f"{len(rest)} more slots of {array.name}"))
             for missed, label in shown:
-                rows.append({
-                    "program": "(empty)", "module": None, "function": None, "type": None, "prog_id": None,
-                    "attached": "", "slots": label, "run_cnt": 0, "run_time_ns": 0,
-                    "avg_ns": None, "tail_calls_in": 0, "missed": missed,
-                })
+                rows.append(
+                    {
+                        "program": "(empty)",
+                        "module": None,
+                        "function": None,
+                        "type": None,
+                        "prog_id": None,
+                        "attached": "",
+                        "slots": label,
+                        "run_cnt": 0,
+                        "run_time_ns": 0,
+                        "avg_ns": None,
+                        "tail_calls_in": 0,
+                        "missed": missed,
+                    }
+                )
     df = pd.DataFrame(rows, columns=STATS_COLUMNS)
     df["avg_ns"] = [round(t / n, 1) if n else None for t, n in zip(df["run_time_ns"], df["run_cnt"])]
     df["prog_id"] = df["prog_id"].astype("Int64")

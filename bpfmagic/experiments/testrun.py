@@ -10,6 +10,7 @@ tail calls went through.
 2021): a chain of XDP programs run with BPF_PROG_TEST_RUN, best of several
 rounds, one row per number of tail calls asked for.
 """
+
 from __future__ import annotations
 
 import errno
@@ -26,8 +27,18 @@ from . import packets
 MAX_TAIL_CALL_CNT = 33  # the kernel's limit; used only to label the plot, never to fill in results
 
 XDP_ACTIONS = {0: "XDP_ABORTED", 1: "XDP_DROP", 2: "XDP_PASS", 3: "XDP_TX", 4: "XDP_REDIRECT"}
-TC_ACTIONS = {-1: "TC_ACT_UNSPEC", 0: "TC_ACT_OK", 1: "TC_ACT_RECLASSIFY", 2: "TC_ACT_SHOT", 3: "TC_ACT_PIPE",
-              4: "TC_ACT_STOLEN", 5: "TC_ACT_QUEUED", 6: "TC_ACT_REPEAT", 7: "TC_ACT_REDIRECT", 8: "TC_ACT_TRAP"}
+TC_ACTIONS = {
+    -1: "TC_ACT_UNSPEC",
+    0: "TC_ACT_OK",
+    1: "TC_ACT_RECLASSIFY",
+    2: "TC_ACT_SHOT",
+    3: "TC_ACT_PIPE",
+    4: "TC_ACT_STOLEN",
+    5: "TC_ACT_QUEUED",
+    6: "TC_ACT_REPEAT",
+    7: "TC_ACT_REDIRECT",
+    8: "TC_ACT_TRAP",
+}
 PACKET_TYPES = {"xdp", "sched_cls", "sched_act", "socket_filter", "cgroup_skb", "lwt_in", "flow_dissector"}
 # struct bpf_raw_tracepoint_args is u64 args[]; the kernel accepts up to
 # MAX_BPF_FUNC_ARGS (12) of them, and a program may read any of the 12.
@@ -55,8 +66,7 @@ def check_repeat(repeat) -> int:
     except TypeError:
         n = None
     if n is None or not 1 <= n <= libbpf.MAX_REPEAT:
-        raise UsageProblem(f"repeat must be a positive integer up to {libbpf.MAX_REPEAT:,} "
-                           f"(libbpf passes it as a C int); got {repeat!r}")
+        raise UsageProblem(f"repeat must be a positive integer up to {libbpf.MAX_REPEAT:,} (libbpf passes it as a C int); got {repeat!r}")
     return n
 
 
@@ -116,9 +126,11 @@ class TestRunResult:
         if self.path_text:
             text += f"\npath: {self.path_text}"
         if self.type == "socket_filter":
-            text += ("\nnote: BPF_PROG_TEST_RUN hands a socket filter the packet from L3 on (the Ethernet "
-                     "header is pulled: offset 0 is the IP header), unlike an AF_PACKET socket, where it "
-                     "sees the frame from L2")
+            text += (
+                "\nnote: BPF_PROG_TEST_RUN hands a socket filter the packet from L3 on (the Ethernet "
+                "header is pulled: offset 0 is the IP header), unlike an AF_PACKET socket, where it "
+                "sees the frame from L2"
+            )
         return text
 
     def __repr__(self) -> str:
@@ -129,6 +141,7 @@ class TestRunResult:
 
     def _repr_html_(self) -> str:
         import html
+
         out = f"<p><code>{html.escape(self.summary())}</code></p>"
         if self.data_out is not None:
             out += f"<pre>{html.escape(hexdump(self.data_out, limit=128))}</pre>"
@@ -139,7 +152,7 @@ class TestRunResult:
 
 def hexdump(data: bytes, width: int = 16, limit: int | None = None) -> str:
     shown = data if limit is None else data[:limit]
-    lines = [f"{i:04x}  {shown[i:i + width].hex(' ')}" for i in range(0, len(shown), width)]
+    lines = [f"{i:04x}  {shown[i : i + width].hex(' ')}" for i in range(0, len(shown), width)]
     if limit is not None and len(data) > limit:
         lines.append(f"... {len(data) - limit} more bytes")
     return "\n".join(lines)
@@ -150,15 +163,25 @@ TAIL_CALL_COLUMNS = ["slot", "array", "index", "key", "program", "calls", "taken
 
 def _count_delta(arrays, before, after):
     import pandas as pd
+
     rows = []
     for (name, index), (calls, missed) in sorted(after.items()):
         c0, m0 = before.get((name, index), (0, 0))
         if calls - c0 or missed - m0:
             array = arrays[name]
             program = array.entries.get(index)
-            rows.append({"slot": array.label(index), "array": name, "index": index, "key": array.key_name(index),
-                         "program": program.qualname if program else None,
-                         "calls": calls - c0, "taken": (calls - c0) - (missed - m0), "missed": missed - m0})
+            rows.append(
+                {
+                    "slot": array.label(index),
+                    "array": name,
+                    "index": index,
+                    "key": array.key_name(index),
+                    "program": program.qualname if program else None,
+                    "calls": calls - c0,
+                    "taken": (calls - c0) - (missed - m0),
+                    "missed": missed - m0,
+                }
+            )
     return pd.DataFrame(rows, columns=TAIL_CALL_COLUMNS)
 
 
@@ -174,8 +197,7 @@ def reachable_arrays(session, program) -> dict:
             continue
         seen.add(module.name)
         # Call sites the front end resolved, and arrays the code names (a call inside a macro, a pointer).
-        names = {t.array for t in module.syntax.tail_calls if t.array} | {
-            n for n in session.arrays if module.syntax.uses(n)}
+        names = {t.array for t in module.syntax.tail_calls if t.array} | {n for n in session.arrays if module.syntax.uses(n)}
         for name in names:
             array = session.arrays.get(name)
             if array is not None and name not in found:
@@ -184,8 +206,7 @@ def reachable_arrays(session, program) -> dict:
     return found
 
 
-def test_run(session, spec: str, data=None, ctx=None, repeat: int = 1, type: str | None = None,
-             path: bool = False) -> TestRunResult:
+def test_run(session, spec: str, data=None, ctx=None, repeat: int = 1, type: str | None = None, path: bool = False) -> TestRunResult:
     """Run MODULE.FUNC once or ``repeat`` times through BPF_PROG_TEST_RUN.
 
     data: the packet (bytes or hex text) for XDP/tc/socket filters; default a
@@ -206,16 +227,18 @@ def test_run(session, spec: str, data=None, ctx=None, repeat: int = 1, type: str
     data, ctx = as_bytes(data, "data"), as_bytes(ctx, "ctx")
     if program.type == "raw_tracepoint":
         if data is not None:
-            raise UsageProblem(f"{spec} is a raw_tracepoint program: the kernel test-runs those with a context "
-                               f"(--ctx, the u64 args) only, no data (EINVAL)")
+            raise UsageProblem(
+                f"{spec} is a raw_tracepoint program: the kernel test-runs those with a context (--ctx, the u64 args) only, no data (EINVAL)"
+            )
         if repeat != 1:
-            raise UsageProblem(f"{spec} is a raw_tracepoint program: the kernel runs those once per test run "
-                               f"(repeat is refused with EINVAL) and does not time them; drop --repeat")
+            raise UsageProblem(
+                f"{spec} is a raw_tracepoint program: the kernel runs those once per test run "
+                f"(repeat is refused with EINVAL) and does not time them; drop --repeat"
+            )
         if ctx is None:
             ctx = bytes(RAW_TP_CTX_SIZE)
         elif len(ctx) % 8 or len(ctx) > RAW_TP_CTX_SIZE:
-            raise UsageProblem(f"raw_tracepoint ctx: a whole number of u64 args, at most 12 "
-                               f"(got {len(ctx)} bytes)")
+            raise UsageProblem(f"raw_tracepoint ctx: a whole number of u64 args, at most 12 (got {len(ctx)} bytes)")
     elif program.type in PACKET_TYPES and data is None:
         data = packets.udp_packet()
     # Only the arrays this program's chain can reach: a dispatcher attached elsewhere
@@ -223,10 +246,10 @@ def test_run(session, spec: str, data=None, ctx=None, repeat: int = 1, type: str
     with session._lock:
         arrays = reachable_arrays(session, program)
     if path and not program.module.paths:
-        raise UsageProblem(f"{spec} was loaded without paths: `%bpf paths --on` (Session.enable_paths()), "
-                           f"then load (or re-run) the chain's cells")
+        raise UsageProblem(f"{spec} was loaded without paths: `%bpf paths --on` (Session.enable_paths()), then load (or re-run) the chain's cells")
     if path:
         from .paths import decode
+
         serials = [decode(r)[3] for r in session._path_maps.records()]
     before = slot_counts(arrays.values())
     runs_before = program.run_cnt
@@ -243,6 +266,7 @@ def test_run(session, spec: str, data=None, ctx=None, repeat: int = 1, type: str
     hops = text = None
     if path:
         from .paths import decode, describe, path_frame
+
         # The run used one CPU: the record whose serial moved (a new run began there).
         records = session._path_maps.records()
         moved = [r for r, s0 in zip(records, serials) if decode(r)[3] != s0]
@@ -254,19 +278,29 @@ def test_run(session, spec: str, data=None, ctx=None, repeat: int = 1, type: str
             hops, text = path_frame([]), f"{program.qualname} (no path recorded)"
     with session._lock:
         tail_calls = _count_delta(arrays, before, after)
-    return TestRunResult(path=hops, path_text=text or "",
-
-        program=program.qualname, type=program.type, retval=retval, retval_name=retval_name(program.type, retval),
+    return TestRunResult(
+        path=hops,
+        path_text=text or "",
+        program=program.qualname,
+        type=program.type,
+        retval=retval,
+        retval_name=retval_name(program.type, retval),
         ns_per_run=None if program.type == "raw_tracepoint" else out["duration_ns"],
-        repeat=repeat, data_in=data, data_out=out["data_out"], tail_calls=tail_calls,
-        stats_on=runs > 0)
+        repeat=repeat,
+        data_in=data,
+        data_out=out["data_out"],
+        tail_calls=tail_calls,
+        stats_on=runs > 0,
+    )
 
 
 def _test_run_error(spec: str, ptype: str, e: OSError, data, ctx) -> UsageProblem:
     if e.errno in (errno.ENOTSUP, 524):  # 524: the kernel's ENOTSUPP
-        return UsageProblem(f"{spec}: the kernel cannot test-run {ptype} programs (BPF_PROG_TEST_RUN: not "
-                            f"supported). It can: xdp, sched_cls, socket_filter, raw_tracepoint, ...; load the "
-                            f"function as one of those with type=... / --type.")
+        return UsageProblem(
+            f"{spec}: the kernel cannot test-run {ptype} programs (BPF_PROG_TEST_RUN: not "
+            f"supported). It can: xdp, sched_cls, socket_filter, raw_tracepoint, ...; load the "
+            f"function as one of those with type=... / --type."
+        )
     if e.errno == errno.EINVAL:
         hint = ""
         if data is not None and len(data) < 14 and ptype in PACKET_TYPES:
@@ -302,7 +336,8 @@ def chain_source(depth: int, index: str) -> str:
     elif index == "var":
         # The count lives in the packet: a value loaded from packet memory is
         # unknown to the verifier, so the index is a variable one.
-        lines.append(r"""
+        lines.append(
+            r"""
 static __always_inline int step(struct xdp_md *ctx, int first) {
     u8 *count = (u8 *)(long)ctx->data;
     if ((void *)(count + 1) > (void *)(long)ctx->data_end)
@@ -316,14 +351,14 @@ static __always_inline int step(struct xdp_md *ctx, int first) {
 }
 int entry(struct xdp_md *ctx) { return step(ctx, 1); }
 int hop(struct xdp_md *ctx) { return step(ctx, 0); }
-""".replace("TC_ARRAY", BENCH_ARRAY))
+""".replace("TC_ARRAY", BENCH_ARRAY)
+        )
     else:
         raise UsageProblem(f"index must be 'const' or 'var' (got {index!r})")
     return "\n".join(lines) + "\n"
 
 
-def bench_tailcalls(session, depth: int = 33, repeat: int = 100_000, index: str = "const", rounds: int = 3,
-                    paths: bool = False):
+def bench_tailcalls(session, depth: int = 33, repeat: int = 100_000, index: str = "const", rounds: int = 3, paths: bool = False):
     """The tail-call cost curve: DataFrame with one row per depth 0..depth
     (tail calls asked for), ``tail_calls`` (taken: the chain's own count) and
     ``ns_per_run`` (best of ``rounds`` test runs of ``repeat`` runs each);
@@ -340,8 +375,10 @@ def bench_tailcalls(session, depth: int = 33, repeat: int = 100_000, index: str 
     if index not in ("const", "var"):
         raise UsageProblem(f"index must be 'const' or 'var' (got {index!r})")
     if BENCH_MODULE in session.modules or BENCH_ARRAY in session.arrays:
-        raise UsageProblem(f"{BENCH_MODULE}/{BENCH_ARRAY} already exist in this session: is another benchmark "
-                           f"running? `%bpf unload {BENCH_MODULE}` then `%bpf unload {BENCH_ARRAY}` if not")
+        raise UsageProblem(
+            f"{BENCH_MODULE}/{BENCH_ARRAY} already exist in this session: is another benchmark "
+            f"running? `%bpf unload {BENCH_MODULE}` then `%bpf unload {BENCH_ARRAY}` if not"
+        )
     packet = bytes(64)
     best: dict[int, int] = {}
     taken: dict[int, set[int]] = {d: set() for d in range(depth + 1)}
@@ -396,6 +433,7 @@ def bench_tailcalls(session, depth: int = 33, repeat: int = 100_000, index: str 
         rows.append({"depth": d, "tail_calls": taken[d].pop(), "ns_per_run": best[d]})
     df = pd.DataFrame(rows, columns=["depth", "tail_calls", "ns_per_run"])
     df["index"] = index
+
     # Fit against tail calls taken, not asked for: past the limit the extra calls
     # fall through and the cost stops growing. The curve has two regimes here:
     # the first few calls overlap with the run's fixed overhead, then each call
@@ -406,24 +444,33 @@ def bench_tailcalls(session, depth: int = 33, repeat: int = 100_000, index: str 
             return float("nan"), float("nan")
         slope, intercept = np.polyfit(part["tail_calls"], part["ns_per_run"], 1)
         return float(slope), float(intercept)
+
     steady = df[df["tail_calls"] >= STEADY_FROM]
     if steady["tail_calls"].nunique() < 2:  # a short curve: one fit over all of it
         steady = df
     slope, intercept = slope_of(steady)
-    df.attrs.update({
-        "ns_per_tail_call": slope, "intercept_ns": intercept, "fit_from": int(steady["tail_calls"].min()),
-        "ns_per_tail_call_short": slope_of(df[df["tail_calls"] <= SHORT_UP_TO])[0],
-        "ns_per_tail_call_all": slope_of(df)[0],
-        "base_ns": float(df.loc[df["tail_calls"] == 0, "ns_per_run"].min()) if (df["tail_calls"] == 0).any() else None,
-        "index": index, "repeat": repeat, "rounds": rounds, "max_tail_calls": int(df["tail_calls"].max()),
-        "paths": paths,
-        "kernel": platform.release(), "stats_on_runs": stats_on_runs,
-    })
+    df.attrs.update(
+        {
+            "ns_per_tail_call": slope,
+            "intercept_ns": intercept,
+            "fit_from": int(steady["tail_calls"].min()),
+            "ns_per_tail_call_short": slope_of(df[df["tail_calls"] <= SHORT_UP_TO])[0],
+            "ns_per_tail_call_all": slope_of(df)[0],
+            "base_ns": float(df.loc[df["tail_calls"] == 0, "ns_per_run"].min()) if (df["tail_calls"] == 0).any() else None,
+            "index": index,
+            "repeat": repeat,
+            "rounds": rounds,
+            "max_tail_calls": int(df["tail_calls"].max()),
+            "paths": paths,
+            "kernel": platform.release(),
+            "stats_on_runs": stats_on_runs,
+        }
+    )
     return df
 
 
 STEADY_FROM = 10  # tail calls from which the per-call cost is fitted (the long-chain regime)
-SHORT_UP_TO = 6   # the short-chain regime, reported beside it
+SHORT_UP_TO = 6  # the short-chain regime, reported beside it
 
 
 def _run_without_stats(entry, packet: bytes, repeat: int, tries: int = 5):
@@ -441,14 +488,12 @@ def _run_without_stats(entry, packet: bytes, repeat: int, tries: int = 5):
 
 def describe_fit(df) -> str:
     a = df.attrs
-    text = (f"{a['ns_per_tail_call']:.2f} ns per tail call ({a['index']} index, fitted from {a['fit_from']} "
-            f"tail calls on)")
+    text = f"{a['ns_per_tail_call']:.2f} ns per tail call ({a['index']} index, fitted from {a['fit_from']} tail calls on)"
     if a.get("ns_per_tail_call_short") == a.get("ns_per_tail_call_short"):  # not NaN
         text += f"; {a['ns_per_tail_call_short']:.2f} ns each for the first {SHORT_UP_TO}"
     if a.get("base_ns") is not None:
         text += f"; {a['base_ns']:.0f} ns per run without tail calls"
-    text += (f"; at most {a['max_tail_calls']} tail calls taken; kernel {a['kernel']}, best of "
-             f"{a['rounds']} x {a['repeat']:,} runs")
+    text += f"; at most {a['max_tail_calls']} tail calls taken; kernel {a['kernel']}, best of {a['rounds']} x {a['repeat']:,} runs"
     if a.get("stats_on_runs"):
         text += f" ({a['stats_on_runs']} runs had kernel run stats on: another process holds them)"
     return text
@@ -472,12 +517,24 @@ def plot_tailcalls(*frames, ax=None):
         points = ax.plot(df["depth"], df["ns_per_run"], "o", ms=4, label=f"{a['index']} index (measured)")
         depth = np.arange(a.get("fit_from", 0), int(df["depth"].max()) + 1)  # the fitted regime only
         taken = np.minimum(depth, a["max_tail_calls"])
-        ax.plot(depth, a["intercept_ns"] + a["ns_per_tail_call"] * taken, "-", color=points[0].get_color(),
-                label=f"fit from {a.get('fit_from', 0)}: {a['ns_per_tail_call']:.2f} ns/tail call")
+        ax.plot(
+            depth,
+            a["intercept_ns"] + a["ns_per_tail_call"] * taken,
+            "-",
+            color=points[0].get_color(),
+            label=f"fit from {a.get('fit_from', 0)}: {a['ns_per_tail_call']:.2f} ns/tail call",
+        )
     if frames and max(int(df["depth"].max()) for df in frames) > MAX_TAIL_CALL_CNT:
         ax.axvline(MAX_TAIL_CALL_CNT, color="grey", ls="--", lw=1)
-        ax.annotate(f"kernel limit ({MAX_TAIL_CALL_CNT})", (MAX_TAIL_CALL_CNT, ax.get_ylim()[0]),
-                    xytext=(-4, 4), textcoords="offset points", ha="right", color="grey", fontsize=8)
+        ax.annotate(
+            f"kernel limit ({MAX_TAIL_CALL_CNT})",
+            (MAX_TAIL_CALL_CNT, ax.get_ylim()[0]),
+            xytext=(-4, 4),
+            textcoords="offset points",
+            ha="right",
+            color="grey",
+            fontsize=8,
+        )
     ax.set_xlabel("tail calls asked for (chain depth)")
     ax.set_ylabel("ns per run (BPF_PROG_TEST_RUN)")
     ax.set_title(f"Tail-call cost, XDP, kernel {platform.release()}")

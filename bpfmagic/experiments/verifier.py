@@ -8,6 +8,7 @@ The backends collect the lines at load: BCC's in backends/bcc_stats.py
 (libbcc's load wrapped per thread), --core's in backends/libbpf.py (each
 program gets log level 4; libbpf hands the log to its print callback).
 This module only reads them."""
+
 from __future__ import annotations
 
 import re
@@ -19,8 +20,10 @@ MIXED_FRAME_LIMIT = 256  # a tail call from a subprogram: the frames above it mu
 MAX_TAIL_CALL_CNT = 33
 CHAIN_STACK_LIMIT = MIXED_FRAME_LIMIT * MAX_TAIL_CALL_CNT  # 8448 bytes, "8 KB"
 
-_PROCESSED_RE = re.compile(r"processed (\d+) insns \(limit (\d+)\) max_states_per_insn (\d+) total_states (\d+) "
-                           r"peak_states (\d+) mark_read (\d+)")
+_PROCESSED_RE = re.compile(
+    r"processed (\d+) insns \(limit (\d+)\) max_states_per_insn (\d+) total_states (\d+) "
+    r"peak_states (\d+) mark_read (\d+)"
+)
 _TIME_RE = re.compile(r"verification time (\d+) usec")
 _STACK_RE = re.compile(r"^stack depth ([\d+]+)\s*$", re.M)
 
@@ -28,6 +31,7 @@ _STACK_RE = re.compile(r"^stack depth ([\d+]+)\s*$", re.M)
 @dataclass
 class VerifierStats:
     """The verifier's cost of one program."""
+
     insns_processed: int | None = None
     insn_limit: int = INSN_LIMIT
     max_states_per_insn: int | None = None
@@ -51,19 +55,26 @@ class VerifierStats:
         return self.insns_processed / self.insn_limit if self.insns_processed is not None else None
 
     def as_dict(self) -> dict:
-        return {"insns_processed": self.insns_processed, "insn_limit": self.insn_limit,
-                "budget_used": self.budget_used, "total_states": self.total_states,
-                "peak_states": self.peak_states, "max_states_per_insn": self.max_states_per_insn,
-                "time_usec": self.time_usec, "stack_depths": list(self.stack_depths),
-                "subprograms": list(self.subprograms), "stack": self.stack,
-                "verified_insns": self.verified_insns, "xlated_insns": self.xlated_insns,
-                "jited_bytes": self.jited_bytes}
+        return {
+            "insns_processed": self.insns_processed,
+            "insn_limit": self.insn_limit,
+            "budget_used": self.budget_used,
+            "total_states": self.total_states,
+            "peak_states": self.peak_states,
+            "max_states_per_insn": self.max_states_per_insn,
+            "time_usec": self.time_usec,
+            "stack_depths": list(self.stack_depths),
+            "subprograms": list(self.subprograms),
+            "stack": self.stack,
+            "verified_insns": self.verified_insns,
+            "xlated_insns": self.xlated_insns,
+            "jited_bytes": self.jited_bytes,
+        }
 
     def summary(self) -> str:
         parts = []
         if self.insns_processed is not None:
-            parts.append(f"{self.insns_processed:,} insns processed ({100 * self.budget_used:.2f}% of "
-                         f"{self.insn_limit:,})")
+            parts.append(f"{self.insns_processed:,} insns processed ({100 * self.budget_used:.2f}% of {self.insn_limit:,})")
         elif self.verified_insns is not None:
             parts.append(f"{self.verified_insns:,} insns verified")
         if self.total_states is not None:
@@ -72,8 +83,7 @@ class VerifierStats:
             parts.append(f"{self.time_usec} us")
         if self.stack_depths:
             names = self.subprograms if len(self.subprograms) == len(self.stack_depths) else []
-            frames = " + ".join((f"{n} " if n else "") + f"{d}" for d, n in
-                                zip(self.stack_depths, names or [""] * len(self.stack_depths)))
+            frames = " + ".join((f"{n} " if n else "") + f"{d}" for d, n in zip(self.stack_depths, names or [""] * len(self.stack_depths)))
             total = f" = {self.stack}" if len(self.stack_depths) > 1 else ""
             parts.append(f"stack {frames}{total} B")
         return ", ".join(parts) or "no verifier statistics"
@@ -89,8 +99,7 @@ def parse_stats(log: str) -> VerifierStats:
     for m in _PROCESSED_RE.finditer(log):
         pass
     if m is not None:
-        (out.insns_processed, out.insn_limit, out.max_states_per_insn, out.total_states,
-         out.peak_states, _) = (int(x) for x in m.groups())
+        (out.insns_processed, out.insn_limit, out.max_states_per_insn, out.total_states, out.peak_states, _) = (int(x) for x in m.groups())
     times = _TIME_RE.findall(log)
     if times:
         out.time_usec = int(times[-1])
@@ -103,6 +112,7 @@ def parse_stats(log: str) -> VerifierStats:
 def stats_of(program) -> VerifierStats:
     """A Program's statistics: the log its load collected, and its info."""
     from ..kernel.proginfo import prog_info
+
     out = parse_stats(getattr(program, "verifier_log", "") or "")
     try:
         info = prog_info(program.fd, code=True)

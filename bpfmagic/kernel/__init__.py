@@ -1,7 +1,7 @@
 """Kernel access, one module per concept: the libbpf binding (libbpf.py),
 program types (progtypes.py), attach targets and links (attach.py), bpffs
 pins (pins.py), BTF layouts (btf.py), what the kernel says of a loaded
-program (proginfo.py), the machine's mounts, headers and privileges
+program (proginfo.py), what this kernel can do (features.py), the machine's mounts, headers and privileges
 (env.py, privileges.py), the trusted cache (cache.py) and the one lock
 around what a process shares with itself (lock.py).
 

@@ -2,6 +2,7 @@
 and attachments that detach by closing what they hold. Where the kernel
 offers an fd-owned attachment (raw tracepoint, perf event, XDP and TCX links)
 it is used, so a crashed kernel process cannot leave a program attached."""
+
 from __future__ import annotations
 
 import ctypes as ct
@@ -32,8 +33,10 @@ TARGET_KINDS = {
 }
 KIND_ALIASES = {"raw_tp": "raw_tracepoint", "tp": "tracepoint", "tcx": "tc", "kfunc": "fentry", "kretfunc": "fexit"}
 
-ALTERNATIVE = ("use a tracepoint (tracepoint:syscalls:sys_enter_openat, tracepoint:sched:sched_switch, ...) "
-               "or a raw tracepoint (raw_tracepoint:sys_enter); `%bpf doctor` lists what this kernel serves")
+ALTERNATIVE = (
+    "use a tracepoint (tracepoint:syscalls:sys_enter_openat, tracepoint:sched:sched_switch, ...) "
+    "or a raw tracepoint (raw_tracepoint:sys_enter); `%bpf doctor` lists what this kernel serves"
+)
 
 
 @dataclass(frozen=True)
@@ -92,11 +95,16 @@ def check_servable(target: Target) -> None:
         raise AttachError(f"{target}: kprobes are not available on this kernel (CONFIG_KPROBES is off); {ALTERNATIVE}")
     if target.kind in ("fentry", "fexit"):
         from .features import probe_fentry
+
         if probe_fentry()[0]:  # the kernel would load them: only BCC is in the way
-            raise AttachError(f"{target}: BCC cannot declare fentry/fexit programs in %%bpf cells; use a --core "
-                              f"cell with SEC(\"{target.kind}/FUNCTION\"), or {ALTERNATIVE}")
-        raise AttachError(f"{target}: fentry/fexit programs are refused by this kernel (EPERM at load, a policy of "
-                          f"this kernel build) and BCC cannot declare them in %%bpf cells; {ALTERNATIVE}")
+            raise AttachError(
+                f"{target}: BCC cannot declare fentry/fexit programs in %%bpf cells; use a --core "
+                f'cell with SEC("{target.kind}/FUNCTION"), or {ALTERNATIVE}'
+            )
+        raise AttachError(
+            f"{target}: fentry/fexit programs are refused by this kernel (EPERM at load, a policy of "
+            f"this kernel build) and BCC cannot declare them in %%bpf cells; {ALTERNATIVE}"
+        )
 
 
 def check_event_exists(target: Target) -> None:
@@ -112,12 +120,18 @@ def check_event_exists(target: Target) -> None:
         except OSError:
             return  # tracefs not readable: the kernel will say it at attach time
         if target.args[0] not in events:
-            raise AttachError(f"no raw tracepoint {target.args[0]} on this kernel. "
-                              f"{_raw_tracepoint_hint(target.args[0])}")
+            raise AttachError(f"no raw tracepoint {target.args[0]} on this kernel. {_raw_tracepoint_hint(target.args[0])}")
 
 
-_CONVENTIONS = [("kretprobe__", "kretprobe"), ("kprobe__", "kprobe"), ("raw_tracepoint__", "raw_tracepoint"),
-                ("tracepoint__", "tracepoint"), ("kretfunc__", "fexit"), ("kfunc__", "fentry"), ("lsm__", "fentry")]
+_CONVENTIONS = [
+    ("kretprobe__", "kretprobe"),
+    ("kprobe__", "kprobe"),
+    ("raw_tracepoint__", "raw_tracepoint"),
+    ("tracepoint__", "tracepoint"),
+    ("kretfunc__", "fexit"),
+    ("kfunc__", "fentry"),
+    ("lsm__", "fentry"),
+]
 
 
 def convention_targets(functions) -> list[tuple[str, Target]]:
@@ -127,7 +141,7 @@ def convention_targets(functions) -> list[tuple[str, Target]]:
     for func in functions:
         for prefix, kind in _CONVENTIONS:
             if func.startswith(prefix):
-                rest = func[len(prefix):]
+                rest = func[len(prefix) :]
                 if kind == "tracepoint":
                     category, _, event = rest.partition("__")
                     out.append((func, Target(kind, (category, event), f"tracepoint:{category}:{event}")))
@@ -160,6 +174,7 @@ class Attachment:
 
     def detach(self) -> None:
         from bcc.libbcc import lib as bcc
+
         fds, self.fds = self.fds, []
         for fd in fds:
             if self.kind_of_fd == "perf":
@@ -190,6 +205,7 @@ def attach(program, target: Target, bpf) -> Attachment:
     libbcc says why an attach failed on fd 2 only: it is captured and put in
     the AttachError (on success, in ``Attachment.log``)."""
     from .lock import captured_fd2
+
     error = None
     with captured_fd2() as log:
         try:
@@ -266,11 +282,11 @@ def _attach(program, target: Target, bpf) -> Attachment:
     if kind == "perf":
         from bcc import PerfSWConfig, PerfType
         from bcc.utils import get_online_cpus
+
         hz = int(args[1])
         att = Attachment(target, program, [], "perf")
         for cpu in get_online_cpus():
-            res = bcc.bpf_attach_perf_event(fd, PerfType.SOFTWARE, PerfSWConfig.CPU_CLOCK,
-                                            ct.c_ulonglong(0), ct.c_ulonglong(hz), -1, cpu, -1)
+            res = bcc.bpf_attach_perf_event(fd, PerfType.SOFTWARE, PerfSWConfig.CPU_CLOCK, ct.c_ulonglong(0), ct.c_ulonglong(hz), -1, cpu, -1)
             if res < 0:
                 err = ct.get_errno()
                 att.detach()

@@ -7,6 +7,7 @@ bytes as their BTF type says (global variables).
 Nested structs are flattened (``a.b``), arrays keep their dimensions,
 ``char[]`` is a string, bit-fields are read from their storage unit.
 """
+
 from __future__ import annotations
 
 import ctypes as ct
@@ -19,6 +20,7 @@ class Field:
     """One leaf of a type. ``offset`` is in bytes from the start of the key
     or value; a bit-field is ``bits`` wide at ``bit_offset`` in the ``size``
     bytes at ``offset``."""
+
     name: str  # flattened: "flow.saddr"; "" for a scalar key or value
     offset: int
     kind: str  # int, uint, float, bool, str, bytes
@@ -30,8 +32,9 @@ class Field:
     @property
     def base(self) -> str:
         """The numpy type code of one element."""
-        return {"int": f"<i{self.size}", "uint": f"<u{self.size}", "float": f"<f{self.size}",
-                "bool": "?", "str": f"S{self.size}"}.get(self.kind, f"V{self.size}")
+        return {"int": f"<i{self.size}", "uint": f"<u{self.size}", "float": f"<f{self.size}", "bool": "?", "str": f"S{self.size}"}.get(
+            self.kind, f"V{self.size}"
+        )
 
     @property
     def nbytes(self) -> int:
@@ -63,8 +66,7 @@ def ctypes_fields(ctype, prefix: str = "", base: int = 0) -> list[Field]:
             desc = getattr(ctype, name)
             full = f"{prefix}.{name}" if prefix else name
             if len(entry) == 3:  # bit-field: size packs (width << 16) | bit offset in the unit
-                out.append(Field(full, base + desc.offset, _int_kind(ftype), ct.sizeof(ftype),
-                                 bits=desc.size >> 16, bit_offset=desc.size & 0xFFFF))
+                out.append(Field(full, base + desc.offset, _int_kind(ftype), ct.sizeof(ftype), bits=desc.size >> 16, bit_offset=desc.size & 0xFFFF))
             else:
                 out.extend(ctypes_fields(ftype, full, base + desc.offset))
         return out
@@ -96,6 +98,7 @@ def _int_kind(ctype) -> str:
 
 # ------------------------------------------------------------------ BTF (libbpf's struct btf)
 
+
 class _BtfType(ct.Structure):
     _fields_ = [("name_off", ct.c_uint32), ("info", ct.c_uint32), ("size_or_type", ct.c_uint32)]
 
@@ -116,14 +119,14 @@ KIND_INT, KIND_PTR, KIND_ARRAY, KIND_STRUCT, KIND_UNION, KIND_ENUM = 1, 2, 3, 4,
 KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST, KIND_RESTRICT = 8, 9, 10, 11
 KIND_VAR, KIND_DATASEC, KIND_FLOAT, KIND_TYPE_TAG, KIND_ENUM64 = 14, 15, 16, 18, 19
 _MODIFIERS = (KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST, KIND_RESTRICT, KIND_TYPE_TAG)
-_KIND_NAMES = {KIND_STRUCT: "struct", KIND_UNION: "union", 7: "forward declaration",
-               12: "function", 13: "function prototype"}
+_KIND_NAMES = {KIND_STRUCT: "struct", KIND_UNION: "union", 7: "forward declaration", 12: "function", 13: "function prototype"}
 _CHARS = ("char", "signed char", "unsigned char")
 
 
 @dataclass(frozen=True)
 class Variable:
     """One variable of a global-data section (DATASEC): where it is in the section's value."""
+
     name: str
     section: str
     offset: int
@@ -194,8 +197,7 @@ class Btf:
                 info = _BtfVarSecinfo.from_address(first + i * ct.sizeof(_BtfVarSecinfo))
                 var = _BtfType.from_address(self.lib.btf__type_by_id(self.ptr, info.type))
                 name = self._name(var.name_off)
-                out.extend(self.fields(var.size_or_type, f"{prefix}.{name}" if prefix else name,
-                                       base + info.offset))
+                out.extend(self.fields(var.size_or_type, f"{prefix}.{name}" if prefix else name, base + info.offset))
             return out
         if kind == KIND_VAR:
             return self.fields(t.size_or_type, prefix, base)
@@ -230,8 +232,7 @@ class Btf:
                 dims.append(arr.nelems)
                 elem = arr.type
             inner = self.fields(elem, "", 0)
-            if len(inner) == 1 and inner[0].size == 1 and inner[0].kind == "int" \
-                    and self._name(et.name_off) == "char":
+            if len(inner) == 1 and inner[0].size == 1 and inner[0].kind == "int" and self._name(et.name_off) == "char":
                 return [Field(prefix, base, "str", dims[-1], tuple(dims[:-1]))]
             if len(inner) == 1 and not inner[0].shape and inner[0].kind != "str" and not inner[0].bits:
                 return [Field(prefix, base, inner[0].kind, inner[0].size, tuple(dims))]
@@ -260,8 +261,7 @@ class Btf:
         if kind == KIND_INT:
             signed = bool((ct.c_uint32.from_address(ct.addressof(t) + ct.sizeof(_BtfType)).value >> 24) & 1)
         unit = bit_off // (size * 8) * size  # the aligned storage unit holding it
-        return Field(name, base + unit, "int" if signed else "uint", size, bits=bits,
-                     bit_offset=bit_off - unit * 8)
+        return Field(name, base + unit, "int" if signed else "uint", size, bits=bits, bit_offset=bit_off - unit * 8)
 
     # -------------------------------------------------- a struct's members (ring records)
     def struct(self, type_name: str) -> tuple[str, list[dict], int]:
@@ -313,8 +313,7 @@ class Btf:
             if not bits and (bit_off % 8 or int_bits != mt.size_or_type * 8):
                 bits = int_bits  # an old-style bit-field: the width is in the int type
             cname = self._name(mt.name_off)
-            base = ("int", mt.size_or_type, bool((enc >> 24) & 1) or cname == "char",
-                    cname in ("char", "signed char"))
+            base = ("int", mt.size_or_type, bool((enc >> 24) & 1) or cname == "char", cname in ("char", "signed char"))
             if cname == "_Bool" or (enc >> 24) & 4:
                 base = ("bool", 1)
         elif mkind in (KIND_ENUM, KIND_ENUM64):
@@ -334,8 +333,15 @@ class Btf:
         ctype = (spelled or cname) + "".join(f"[{d}]" for d in (dims if not spelled else []))
         if spelled and dims:
             ctype = spelled + "".join(f"[{d}]" for d in dims)
-        return {"name": self._name(mem.name_off), "ctype": ctype, "offset": bit_off // 8,
-                "bit_offset": bit_off, "bits": bits, "base": base, "dims": tuple(dims)}
+        return {
+            "name": self._name(mem.name_off),
+            "ctype": ctype,
+            "offset": bit_off // 8,
+            "bit_offset": bit_off,
+            "bits": bits,
+            "base": base,
+            "dims": tuple(dims),
+        }
 
     # -------------------------------------------------- global variables (a DATASEC)
     def variables(self, tid: int, section: str) -> list[Variable] | None:
@@ -352,8 +358,7 @@ class Btf:
             name = self._name(var.name_off)
             if name.startswith("__bm_"):
                 continue  # bpfmagic's own (ring record-type anchors)
-            out.append(Variable(name, section, info.offset, info.size, var.size_or_type,
-                                self.spelling(var.size_or_type)))
+            out.append(Variable(name, section, info.offset, info.size, var.size_or_type, self.spelling(var.size_or_type)))
         return out
 
     def spelling(self, tid: int) -> str:
@@ -385,30 +390,31 @@ class Btf:
     def decode(self, tid: int, raw: bytes):
         """Python value of RAW as type TID: int, float, str (char arrays), numpy array, dict (structs)."""
         import numpy as np
+
         tid = self.resolve(tid)
         t, kind, vlen, kflag = self._type(tid)
         if kind == KIND_INT:
             enc = self._encoding(t)
             if (enc >> 24) & 4:
                 return bool(raw[0])
-            return int.from_bytes(raw[:t.size_or_type], "little", signed=bool((enc >> 24) & 1))
+            return int.from_bytes(raw[: t.size_or_type], "little", signed=bool((enc >> 24) & 1))
         if kind in (KIND_ENUM, KIND_ENUM64):
-            return int.from_bytes(raw[:t.size_or_type], "little", signed=kflag)
+            return int.from_bytes(raw[: t.size_or_type], "little", signed=kflag)
         if kind == KIND_PTR:
             return int.from_bytes(raw[:8], "little")
         if kind == KIND_FLOAT:
-            return float(np.frombuffer(raw[:t.size_or_type], dtype=f"<f{t.size_or_type}")[0])
+            return float(np.frombuffer(raw[: t.size_or_type], dtype=f"<f{t.size_or_type}")[0])
         if kind == KIND_ARRAY:
             arr = self._entries(t, _BtfArray, 1)[0]
             elem = self.resolve(arr.type)
             et, ekind, _, _ = self._type(elem)
             esize = self.lib.btf__resolve_size(self.ptr, elem)
             if ekind == KIND_INT and esize == 1 and self._name(et.name_off) in _CHARS:
-                return raw[:arr.nelems].split(b"\0", 1)[0].decode(errors="replace")
+                return raw[: arr.nelems].split(b"\0", 1)[0].decode(errors="replace")
             if ekind == KIND_INT and esize in (1, 2, 4, 8):
                 dtype = f"<{'i' if (self._encoding(et) >> 24) & 1 else 'u'}{esize}"
-                return np.frombuffer(raw[:esize * arr.nelems], dtype=dtype).copy()
-            return [self.decode(elem, raw[i * esize:(i + 1) * esize]) for i in range(arr.nelems)]
+                return np.frombuffer(raw[: esize * arr.nelems], dtype=dtype).copy()
+            return [self.decode(elem, raw[i * esize : (i + 1) * esize]) for i in range(arr.nelems)]
         if kind in (KIND_STRUCT, KIND_UNION):
             out = {}
             for m in self._entries(t, _BtfMember, vlen):
@@ -417,10 +423,10 @@ class Btf:
                 size = self.lib.btf__resolve_size(self.ptr, m.type)
                 start = bit_off // 8
                 if bits:
-                    word = int.from_bytes(raw[start:start + 8].ljust(8, b"\0"), "little")
+                    word = int.from_bytes(raw[start : start + 8].ljust(8, b"\0"), "little")
                     out[self._name(m.name_off)] = (word >> (bit_off % 8)) & ((1 << bits) - 1)
                 else:
-                    out[self._name(m.name_off)] = self.decode(m.type, raw[start:start + size])
+                    out[self._name(m.name_off)] = self.decode(m.type, raw[start : start + size])
             return out
         return bytes(raw)
 
@@ -429,6 +435,7 @@ class Btf:
         import numpy as np
 
         from ..errors import ValueTypeError
+
         tid = self.resolve(tid)
         t, kind, vlen, kflag = self._type(tid)
         size = self.lib.btf__resolve_size(self.ptr, tid)
@@ -465,13 +472,12 @@ class Btf:
             fields = {self._name(m.name_off): m for m in self._entries(t, _BtfMember, vlen)}
             for key, v in value.items():
                 if key not in fields:
-                    raise ValueTypeError(f"{what}: {self.spelling(tid)} has no field {key!r} "
-                                         f"(fields: {', '.join(fields)})")
+                    raise ValueTypeError(f"{what}: {self.spelling(tid)} has no field {key!r} (fields: {', '.join(fields)})")
                 m = fields[key]
                 if kflag and m.offset >> 24:
                     raise ValueTypeError(f"{what}.{key}: bit-fields cannot be written")
                 start = (m.offset & 0xFFFFFF if kflag else m.offset) // 8
                 data = self.encode(m.type, v, f"{what}.{key}")
-                buf[start:start + len(data)] = data
+                buf[start : start + len(data)] = data
             return bytes(buf)
         raise ValueTypeError(f"{what}: cannot write a {self.spelling(tid)}")

@@ -9,6 +9,7 @@ created with explicit modes (0700 directories, 0600 files), whatever the
 umask, and files are written atomically. Damage (a truncated vmlinux.h) is
 found by a stamp of the content's hash and repaired the same way.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -37,6 +38,7 @@ def cache_dir(*parts: str) -> str:
 def _who(uid: int) -> str:
     try:
         import pwd
+
         return f"user {pwd.getpwuid(uid).pw_name} (uid {uid})"
     except (KeyError, ImportError):
         return f"uid {uid}"
@@ -79,11 +81,14 @@ def _check_base(base: str) -> None:
     ours or root's, and writable by others only if sticky (like /tmp)."""
     st = os.stat(base)  # ~/.cache may be a link to a directory of the user's: followed
     if st.st_uid not in (os.geteuid(), 0):
-        raise EnvironmentProblem(f"cache directory {base} belongs to {_who(st.st_uid)}: bpfmagic keeps no cache "
-                                 f"there; set XDG_CACHE_HOME to a directory of yours")
+        raise EnvironmentProblem(
+            f"cache directory {base} belongs to {_who(st.st_uid)}: bpfmagic keeps no cache there; set XDG_CACHE_HOME to a directory of yours"
+        )
     if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
-        raise EnvironmentProblem(f"cache directory {base} is writable by others (mode {stat.S_IMODE(st.st_mode):o}): "
-                                 f"`chmod go-w {base}` or set XDG_CACHE_HOME to a directory of yours")
+        raise EnvironmentProblem(
+            f"cache directory {base} is writable by others (mode {stat.S_IMODE(st.st_mode):o}): "
+            f"`chmod go-w {base}` or set XDG_CACHE_HOME to a directory of yours"
+        )
 
 
 def make_dir(path: str) -> None:
@@ -118,8 +123,9 @@ def trusted_dir(*parts: str) -> str:
             try:
                 discard(path)
             except OSError as e:
-                raise EnvironmentProblem(f"cache directory {path} {reason}, and bpfmagic could not remove it "
-                                         f"({e.strerror}): remove it (`rm -rf {path}`)") from None
+                raise EnvironmentProblem(
+                    f"cache directory {path} {reason}, and bpfmagic could not remove it ({e.strerror}): remove it (`rm -rf {path}`)"
+                ) from None
         if reason is not None:
             try:
                 make_dir(path)
@@ -159,6 +165,7 @@ def read_trusted(path: str) -> bytes | None:
 
 def _ignore():
     import contextlib
+
     return contextlib.suppress(OSError)
 
 

@@ -121,16 +121,13 @@ class HeadersInfo:
 def headers_cache_dir() -> str:
     """``$XDG_CACHE_HOME/bpfmagic/headers`` (default ``~/.cache/bpfmagic/headers``)."""
     from . import cache
+
     return cache.cache_dir("headers")
 
 
 def _version_key(ver: str) -> tuple:
     """Natural sort key: "6.1.0-56" < "6.1.0-128" < "6.10.0-1"."""
-    return tuple(
-        (0, int(p), "") if p.isdigit() else (1, 0, p)
-        for p in re.split(r"(\d+)", ver)
-        if p
-    )
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", ver) if p)
 
 
 def find_debian_headers(usr_src: str = USR_SRC) -> tuple[str, str, str] | None:
@@ -166,9 +163,7 @@ def find_debian_headers(usr_src: str = USR_SRC) -> tuple[str, str, str] | None:
             continue
         # prefer the plain architecture flavour ("amd64" over "cloud-amd64", "rt-amd64")
         rank = 2 if flavour == arch else (1 if flavour.endswith(arch) else 0)
-        candidates.append(
-            (_version_key(ver), rank, f"{ver}-{flavour}", common, os.path.join(usr_src, n))
-        )
+        candidates.append((_version_key(ver), rank, f"{ver}-{flavour}", common, os.path.join(usr_src, n)))
     if not candidates:
         return None
     candidates.sort(key=lambda c: (c[0], c[1]))
@@ -182,6 +177,7 @@ def _is_tree(path: str | None) -> bool:
 
 def _read_stamp(tree: str) -> dict | None:
     from . import cache
+
     data = cache.read_trusted(os.path.join(tree, STAMP))
     try:
         return json.loads(data) if data is not None else None
@@ -212,8 +208,12 @@ def kernel_headers_info(usr_src: str = USR_SRC) -> HeadersInfo:
         stamp = _read_stamp(env)
         if stamp:  # one of our merged trees, inherited from a parent process
             return HeadersInfo(
-                "merged", env, running, stamp.get("version"),
-                stamp.get("common"), stamp.get("flavour"),
+                "merged",
+                env,
+                running,
+                stamp.get("version"),
+                stamp.get("common"),
+                stamp.get("flavour"),
             )
         return HeadersInfo("env", env, running)
     if found is None:
@@ -230,6 +230,7 @@ def _tree_intact(tree: str, common: str, flavour: str, name: str) -> bool:
     else), stamped for these sources, and exactly its plan: nothing missing
     (an emptied include/), added or pointing elsewhere (a swapped link)."""
     from . import cache
+
     if not (cache.levels_trusted("headers", name) and _is_tree(tree)):
         return False
     if _read_stamp(tree) != {**_source_signature(common, flavour), "version": name}:
@@ -293,6 +294,7 @@ def _build_tree(dest: str, common: str, flavour: str, name: str) -> None:
     """Build the merged symlink tree at ``dest`` atomically, with explicit
     modes (0700 directories, a 0600 stamp) in a trusted cache directory."""
     from . import cache
+
     parent = cache.trusted_dir("headers")
     if os.path.dirname(dest) != parent:
         raise ValueError(f"{dest} is not in the headers cache {parent}")
@@ -536,8 +538,7 @@ def main(argv: list[str] | None = None) -> int:
     if headers is None:
         print("kernel headers: MISSING: apt-get install -y linux-headers-amd64")
     elif before.kind == "available":
-        print(f"kernel headers: built merged tree {headers} "
-              f"(headers {before.version}, running kernel {before.running})")
+        print(f"kernel headers: built merged tree {headers} (headers {before.version}, running kernel {before.running})")
     else:
         print(f"kernel headers: {headers} ({before.kind})")
     for w in caught:

@@ -3,6 +3,7 @@ map creation and pinning, links (XDP, TCX), BPF_PROG_TEST_RUN and run stats.
 
 Every call returns a non-negative value or raises OSError with the kernel's errno.
 """
+
 from __future__ import annotations
 
 import ctypes as ct
@@ -90,8 +91,7 @@ class LinkCreateOpts(ct.Structure):
 
 def _declare(l: ct.CDLL) -> None:
     l.bpf_map_create.restype = ct.c_int
-    l.bpf_map_create.argtypes = [ct.c_int, ct.c_char_p, ct.c_uint32, ct.c_uint32,
-                                 ct.c_uint32, ct.POINTER(MapCreateOpts)]
+    l.bpf_map_create.argtypes = [ct.c_int, ct.c_char_p, ct.c_uint32, ct.c_uint32, ct.c_uint32, ct.POINTER(MapCreateOpts)]
     l.bpf_obj_pin.argtypes = [ct.c_int, ct.c_char_p]
     l.bpf_map_update_elem.argtypes = [ct.c_int, ct.c_void_p, ct.c_void_p, ct.c_uint64]
     l.bpf_map_delete_elem.argtypes = [ct.c_int, ct.c_void_p]
@@ -99,8 +99,7 @@ def _declare(l: ct.CDLL) -> None:
     l.bpf_prog_test_run_opts.argtypes = [ct.c_int, ct.POINTER(TestRunOpts)]
     l.bpf_enable_stats.argtypes = [ct.c_int]
     l.bpf_link_create.argtypes = [ct.c_int, ct.c_int, ct.c_int, ct.POINTER(LinkCreateOpts)]
-    l.bpf_map_lookup_batch.argtypes = [ct.c_int, ct.c_void_p, ct.c_void_p, ct.c_void_p, ct.c_void_p,
-                                       ct.POINTER(ct.c_uint32), ct.c_void_p]
+    l.bpf_map_lookup_batch.argtypes = [ct.c_int, ct.c_void_p, ct.c_void_p, ct.c_void_p, ct.c_void_p, ct.POINTER(ct.c_uint32), ct.c_void_p]
     l.bpf_link_update.argtypes = [ct.c_int, ct.c_int, ct.c_void_p]
 
 
@@ -149,7 +148,7 @@ def percpu_u64_sums(fd: int, size: int, start: int = 0) -> list[int]:
     sums = [0] * size
     for i in range(count.value):
         if start <= keys[i] < start + size:
-            sums[keys[i] - start] = sum(values[i * ncpu:(i + 1) * ncpu])
+            sums[keys[i] - start] = sum(values[i * ncpu : (i + 1) * ncpu])
     return sums
 
 
@@ -205,12 +204,10 @@ def enable_stats() -> int:
 
 def link_create(prog_fd: int, target_fd: int, attach_type: int) -> int:
     opts = LinkCreateOpts(sz=ct.sizeof(LinkCreateOpts))
-    return _check(lib().bpf_link_create(prog_fd, target_fd, attach_type, ct.byref(opts)),
-                  "create link")
+    return _check(lib().bpf_link_create(prog_fd, target_fd, attach_type, ct.byref(opts)), "create link")
 
 
-def test_run(prog_fd: int, data: bytes | None = None, ctx: bytes | None = None,
-             repeat: int = 0, data_out_size: int | None = None) -> dict:
+def test_run(prog_fd: int, data: bytes | None = None, ctx: bytes | None = None, repeat: int = 0, data_out_size: int | None = None) -> dict:
     """BPF_PROG_TEST_RUN: returns retval, duration (ns per run, as the kernel
     averages it), data_out and ctx_out."""
     opts = TestRunOpts(sz=ct.sizeof(TestRunOpts))

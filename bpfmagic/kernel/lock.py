@@ -6,6 +6,7 @@ and the verifier print) and libbpf's print callback (one per process).
 Two Sessions used from two threads take turns here; everything else they do
 runs in parallel. Reentrant, because a BCC compile holds it and captures fd
 2 inside."""
+
 from __future__ import annotations
 
 import contextlib

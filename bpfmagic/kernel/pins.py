@@ -18,6 +18,7 @@ the programs in them without waiting for another session.
 The reaper runs this file on its own (no import of the package, nothing of
 the kernel process's state): keep it to the standard library.
 """
+
 from __future__ import annotations
 
 import errno
@@ -35,8 +36,10 @@ import time
 try:
     from ..errors import EnvironmentProblem
 except ImportError:  # run by the reaper as a plain file
+
     class EnvironmentProblem(Exception):  # type: ignore[no-redef]
         pass
+
 
 BPFFS = "/sys/fs/bpf"
 PIN_ROOT = os.path.join(BPFFS, "bpfmagic")
@@ -54,6 +57,7 @@ _MAX_DEPTH = 8  # a session dir holds <session>/calls/<pin>: anything deeper is 
 def _user(uid: int) -> str:
     try:
         import pwd
+
         return f"user {pwd.getpwuid(uid).pw_name} (uid {uid})"
     except (KeyError, ImportError):
         return f"uid {uid}"
@@ -79,8 +83,10 @@ def _untrusted_root(bpffs: int) -> EnvironmentProblem:
         st = os.stat("bpfmagic", dir_fd=bpffs, follow_symlinks=False)
     except OSError as e:
         return EnvironmentProblem(f"{PIN_ROOT}: {e.strerror}")
-    fix = (f"It sits directly under the bpffs mount, which only holds pins: as root, `rm -rf {PIN_ROOT}` "
-           f"(rm removes a link itself, never what it points to), then start the session again.")
+    fix = (
+        f"It sits directly under the bpffs mount, which only holds pins: as root, `rm -rf {PIN_ROOT}` "
+        f"(rm removes a link itself, never what it points to), then start the session again."
+    )
     if stat.S_ISLNK(st.st_mode):
         try:
             target = os.readlink("bpfmagic", dir_fd=bpffs)
@@ -89,14 +95,16 @@ def _untrusted_root(bpffs: int) -> EnvironmentProblem:
         return EnvironmentProblem(
             f"{PIN_ROOT} is a symbolic link (to {target}, made by {_user(st.st_uid)}), not a directory: "
             f"bpfmagic pins nothing through it and removes nothing behind it. {BPFFS} is writable by every "
-            f"user, so anyone can plant it. {fix}")
+            f"user, so anyone can plant it. {fix}"
+        )
     if not stat.S_ISDIR(st.st_mode):
         return EnvironmentProblem(f"{PIN_ROOT} is not a directory (made by {_user(st.st_uid)}). {fix}")
     if st.st_uid == 0 and os.geteuid() != 0:  # root's sessions use it: removing it would break them
         fix = "Sessions of different users cannot share it: run this one as root, as the sessions pinning there do."
     return EnvironmentProblem(
         f"{PIN_ROOT} belongs to {_user(st.st_uid)}, not to this session's {_user(os.geteuid())}: that user "
-        f"could move or remove pins put there, so bpfmagic refuses it. {fix}")
+        f"could move or remove pins put there, so bpfmagic refuses it. {fix}"
+    )
 
 
 def open_root(create: bool = True) -> int:
@@ -204,8 +212,7 @@ def clean_dead(keep: str | None = None) -> list[str]:
     """Remove the entries of dead processes; returns their names."""
     root = open_root()
     try:
-        return [name for name in os.listdir(root)
-                if ENTRY_RE.match(name) and name != keep and _remove_entry(root, name)]
+        return [name for name in os.listdir(root) if ENTRY_RE.match(name) and name != keep and _remove_entry(root, name)]
     finally:
         os.close(root)
 
@@ -227,8 +234,8 @@ class ProcessDir:
             self.reaper_pid, self._reaper_pipe = _start_reaper(self.name, os.fstat(self.fd).st_ino)
         except OSError as e:
             import warnings
-            warnings.warn(f"bpfmagic: {e}: if this process is killed, its pins stay until the next session "
-                          "starts", RuntimeWarning, stacklevel=2)
+
+            warnings.warn(f"bpfmagic: {e}: if this process is killed, its pins stay until the next session starts", RuntimeWarning, stacklevel=2)
             self.reaper_pid, self._reaper_pipe = None, None
 
     def session_dir(self, serial: int) -> str:
@@ -269,8 +276,11 @@ def _claim(root: int, pid: int) -> tuple[str, int]:
             st = os.fstat(fd)
             # Still linked under that name (a cleaner may have removed it before we locked),
             # ours, and either new or a dead process's (marked) that we may take over.
-            if (st.st_ino == os.stat(name, dir_fd=root, follow_symlinks=False).st_ino
-                    and st.st_uid == os.geteuid() and (fresh or _is_dir(LOCK_MARK, fd))):
+            if (
+                st.st_ino == os.stat(name, dir_fd=root, follow_symlinks=False).st_ino
+                and st.st_uid == os.geteuid()
+                and (fresh or _is_dir(LOCK_MARK, fd))
+            ):
                 remove_contents(fd)
                 os.fchmod(fd, 0o700)
                 os.mkdir(LOCK_MARK, 0o700, dir_fd=fd)
@@ -296,8 +306,10 @@ def process_dir() -> ProcessDir:
 
 # ------------------------------------------------------------ the reaper
 
-_REAPER_CODE = ("import importlib.util as u, sys; s = u.spec_from_file_location('bpfmagic_reaper', sys.argv[1]); "
-                "m = u.module_from_spec(s); s.loader.exec_module(m); m.reap(sys.argv[2:])")
+_REAPER_CODE = (
+    "import importlib.util as u, sys; s = u.spec_from_file_location('bpfmagic_reaper', sys.argv[1]); "
+    "m = u.module_from_spec(s); s.loader.exec_module(m); m.reap(sys.argv[2:])"
+)
 
 
 def _start_reaper(name: str, ino: int) -> tuple[int, int]:
@@ -310,10 +322,17 @@ def _start_reaper(name: str, ino: int) -> tuple[int, int]:
     read_end, write_end = os.pipe()  # both close-on-exec; only read_end is passed on
     try:
         launcher = subprocess.run(
-            [sys.executable, "-I", "-c", _REAPER_CODE, os.path.abspath(__file__),
-             str(read_end), name, str(ino), repr(time.time())],
-            pass_fds=(read_end,), close_fds=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL, cwd="/", start_new_session=True, timeout=60, check=True)
+            [sys.executable, "-I", "-c", _REAPER_CODE, os.path.abspath(__file__), str(read_end), name, str(ino), repr(time.time())],
+            pass_fds=(read_end,),
+            close_fds=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            cwd="/",
+            start_new_session=True,
+            timeout=60,
+            check=True,
+        )
         pid = int(launcher.stdout)
     except (OSError, ValueError, subprocess.SubprocessError):
         os.close(write_end)
@@ -369,6 +388,7 @@ def _dirs_in_use() -> set[str]:
 
 def _ignored():
     import contextlib
+
     return contextlib.suppress(OSError)
 
 

@@ -1,6 +1,7 @@
 """What the kernel says about a loaded program (BPF_OBJ_GET_INFO_BY_FD):
 sizes, verified instructions, the translated and JIT code, BTF line and
 function info. Kernel access only; verifier.py and dump.py read it."""
+
 from __future__ import annotations
 
 import ctypes as ct
@@ -14,19 +15,45 @@ u32, u64 = ct.c_uint32, ct.c_uint64
 class BpfProgInfo(ct.Structure):
     # struct bpf_prog_info of the uapi (kernel 6.x); the kernel accepts a shorter one from older users.
     _fields_ = [
-        ("type", u32), ("id", u32), ("tag", ct.c_uint8 * 8),
-        ("jited_prog_len", u32), ("xlated_prog_len", u32),
-        ("jited_prog_insns", u64), ("xlated_prog_insns", u64),
-        ("load_time", u64), ("created_by_uid", u32), ("nr_map_ids", u32), ("map_ids", u64),
-        ("name", ct.c_char * 16), ("ifindex", u32), ("gpl_compatible", u32),
-        ("netns_dev", u64), ("netns_ino", u64),
-        ("nr_jited_ksyms", u32), ("nr_jited_func_lens", u32), ("jited_ksyms", u64), ("jited_func_lens", u64),
-        ("btf_id", u32), ("func_info_rec_size", u32), ("func_info", u64),
-        ("nr_func_info", u32), ("nr_line_info", u32), ("line_info", u64), ("jited_line_info", u64),
-        ("nr_jited_line_info", u32), ("line_info_rec_size", u32), ("jited_line_info_rec_size", u32),
-        ("nr_prog_tags", u32), ("prog_tags", u64),
-        ("run_time_ns", u64), ("run_cnt", u64), ("recursion_misses", u64),
-        ("verified_insns", u32), ("attach_btf_obj_id", u32), ("attach_btf_id", u32), ("_pad", u32),
+        ("type", u32),
+        ("id", u32),
+        ("tag", ct.c_uint8 * 8),
+        ("jited_prog_len", u32),
+        ("xlated_prog_len", u32),
+        ("jited_prog_insns", u64),
+        ("xlated_prog_insns", u64),
+        ("load_time", u64),
+        ("created_by_uid", u32),
+        ("nr_map_ids", u32),
+        ("map_ids", u64),
+        ("name", ct.c_char * 16),
+        ("ifindex", u32),
+        ("gpl_compatible", u32),
+        ("netns_dev", u64),
+        ("netns_ino", u64),
+        ("nr_jited_ksyms", u32),
+        ("nr_jited_func_lens", u32),
+        ("jited_ksyms", u64),
+        ("jited_func_lens", u64),
+        ("btf_id", u32),
+        ("func_info_rec_size", u32),
+        ("func_info", u64),
+        ("nr_func_info", u32),
+        ("nr_line_info", u32),
+        ("line_info", u64),
+        ("jited_line_info", u64),
+        ("nr_jited_line_info", u32),
+        ("line_info_rec_size", u32),
+        ("jited_line_info_rec_size", u32),
+        ("nr_prog_tags", u32),
+        ("prog_tags", u64),
+        ("run_time_ns", u64),
+        ("run_cnt", u64),
+        ("recursion_misses", u64),
+        ("verified_insns", u32),
+        ("attach_btf_obj_id", u32),
+        ("attach_btf_id", u32),
+        ("_pad", u32),
     ]
 
 
@@ -70,9 +97,15 @@ def prog_info(fd: int, code: bool = False) -> ProgInfo:
     line/function info too (two calls: sizes first, then the buffers)."""
     first = BpfProgInfo()
     _get(fd, first)
-    out = ProgInfo(id=first.id, type=first.type, name=first.name.decode(errors="replace"),
-                   xlated_len=first.xlated_prog_len, jited_len=first.jited_prog_len,
-                   verified_insns=first.verified_insns, btf_id=first.btf_id)
+    out = ProgInfo(
+        id=first.id,
+        type=first.type,
+        name=first.name.decode(errors="replace"),
+        xlated_len=first.xlated_prog_len,
+        jited_len=first.jited_prog_len,
+        verified_insns=first.verified_insns,
+        btf_id=first.btf_id,
+    )
     if not code:
         return out
     info = BpfProgInfo()
@@ -103,26 +136,25 @@ def prog_info(fd: int, code: bool = False) -> ProgInfo:
 
     def u(buf: bytes, fmt_size: int, n: int, rec: int) -> list[tuple]:
         import struct
+
         return [struct.unpack_from("<" + "I" * (fmt_size // 4), buf, i * rec) for i in range(n)]
 
     import struct
-    out.jited_ksyms = [struct.unpack_from("<Q", raw["jited_ksyms"], 8 * i)[0]
-                       for i in range(info.nr_jited_ksyms)] if "jited_ksyms" in raw else []
-    out.jited_func_lens = [struct.unpack_from("<I", raw["jited_func_lens"], 4 * i)[0]
-                           for i in range(info.nr_jited_func_lens)] if "jited_func_lens" in raw else []
+
+    out.jited_ksyms = [struct.unpack_from("<Q", raw["jited_ksyms"], 8 * i)[0] for i in range(info.nr_jited_ksyms)] if "jited_ksyms" in raw else []
+    out.jited_func_lens = (
+        [struct.unpack_from("<I", raw["jited_func_lens"], 4 * i)[0] for i in range(info.nr_jited_func_lens)] if "jited_func_lens" in raw else []
+    )
     if "func_info" in raw:
         out.func_info = [r[:2] for r in u(raw["func_info"], 8, info.nr_func_info, info.func_info_rec_size)]
     if "jited_line_info" in raw:
         rec = info.jited_line_info_rec_size
-        out.jited_line_info = [struct.unpack_from("<Q", raw["jited_line_info"], i * rec)[0]
-                               for i in range(info.nr_jited_line_info)]
+        out.jited_line_info = [struct.unpack_from("<Q", raw["jited_line_info"], i * rec)[0] for i in range(info.nr_jited_line_info)]
     btf = _load_btf(info.btf_id) if info.btf_id else None
     try:
         if "line_info" in raw:
-            for insn_off, file_off, line_off, line_col in u(raw["line_info"], 16, info.nr_line_info,
-                                                             info.line_info_rec_size):
-                out.line_info.append(LineInfo(insn_off, _btf_str(btf, file_off), line_col >> 10, line_col & 0x3FF,
-                                              _btf_str(btf, line_off)))
+            for insn_off, file_off, line_off, line_col in u(raw["line_info"], 16, info.nr_line_info, info.line_info_rec_size):
+                out.line_info.append(LineInfo(insn_off, _btf_str(btf, file_off), line_col >> 10, line_col & 0x3FF, _btf_str(btf, line_off)))
         for _, type_id in out.func_info:
             out.func_names.append(_btf_type_name(btf, type_id))
     finally:

@@ -1,5 +1,6 @@
 """Program types: the kernel's enum bpf_prog_type by name, the aliases people
 type, and the types BCC's naming conventions give auto-attached functions."""
+
 from __future__ import annotations
 
 # Kernel enum bpf_prog_type values (== BCC's BPF.<TYPE> constants).
@@ -22,8 +23,14 @@ PROG_TYPES = {
 }
 PROG_TYPE_NAMES = {v: k for k, v in PROG_TYPES.items()}
 # Aliases people type.
-PROG_TYPE_ALIASES = {"tc": "sched_cls", "socket": "socket_filter", "raw_tp": "raw_tracepoint",
-                     "uprobe": "kprobe", "perf": "perf_event", "tp": "tracepoint"}
+PROG_TYPE_ALIASES = {
+    "tc": "sched_cls",
+    "socket": "socket_filter",
+    "raw_tp": "raw_tracepoint",
+    "uprobe": "kprobe",
+    "perf": "perf_event",
+    "tp": "tracepoint",
+}
 
 # BCC's naming conventions for auto-attached functions.
 AUTO_PREFIXES = {

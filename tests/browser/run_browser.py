@@ -22,6 +22,7 @@ per failed check otherwise, 2 when the tools are missing. Whatever happens,
 the JupyterLab server, its kernels and chromium are stopped on exit (also on
 SIGTERM/SIGINT, e.g. from ``timeout``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,16 +41,23 @@ import urllib.request
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--headless=new", "--disable-background-networking", "--disable-gpu",
-                 "--disable-quic", "--no-first-run", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless=new",
+    "--disable-background-networking",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+]
 WATCH_SOURCE = re.compile(r"%bpf watch\b")
 COUNT = re.compile(r"([\d,]+)\s+events\b")
 SETTINGS = {
     # every cell attached to the DOM: off-screen cells of a windowed notebook have no text
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
     # no "Would you like to get notified about official Jupyter news?" pop-up, nothing fetched
-    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false",
-                                                                       "checkForUpdates": False},
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false", "checkForUpdates": False},
     # a saved notebook keeps the widgets' last state (ipywidgets' own setting, off by default)
     "@jupyter-widgets/jupyterlab-manager/plugin.jupyterlab-settings": {"saveState": True},
 }
@@ -79,11 +87,14 @@ class Lab:
         env = dict(os.environ)
         for name in ("config", "data", "runtime", "settings", "workspaces"):
             os.makedirs(os.path.join(work, name), exist_ok=True)
-        env.update(JUPYTER_CONFIG_DIR=os.path.join(work, "config"), JUPYTER_DATA_DIR=os.path.join(work, "data"),
-                   JUPYTER_RUNTIME_DIR=os.path.join(work, "runtime"),
-                   JUPYTERLAB_SETTINGS_DIR=os.path.join(work, "settings"),
-                   JUPYTERLAB_WORKSPACES_DIR=os.path.join(work, "workspaces"),
-                   PYTHONPATH=os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p))
+        env.update(
+            JUPYTER_CONFIG_DIR=os.path.join(work, "config"),
+            JUPYTER_DATA_DIR=os.path.join(work, "data"),
+            JUPYTER_RUNTIME_DIR=os.path.join(work, "runtime"),
+            JUPYTERLAB_SETTINGS_DIR=os.path.join(work, "settings"),
+            JUPYTERLAB_WORKSPACES_DIR=os.path.join(work, "workspaces"),
+            PYTHONPATH=os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p),
+        )
         for path, value in SETTINGS.items():
             full = os.path.join(work, "settings", path)
             os.makedirs(os.path.dirname(full), exist_ok=True)
@@ -91,17 +102,28 @@ class Lab:
                 json.dump(value, f)
         self.log_path = os.path.join(work, "jupyterlab.log")
         self._log = open(self.log_path, "w")
-        cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip=127.0.0.1",
-               f"--port={self.port}", "--port-retries=0", f"--ServerApp.root_dir={root}",
-               f"--IdentityProvider.token={self.token}", "--ServerApp.password=",
-               "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
-               "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
-        self.proc = subprocess.Popen(cmd, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=self._log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        cmd = [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--allow-root",
+            "--ip=127.0.0.1",
+            f"--port={self.port}",
+            "--port-retries=0",
+            f"--ServerApp.root_dir={root}",
+            f"--IdentityProvider.token={self.token}",
+            "--ServerApp.password=",
+            "--LabApp.expose_app_in_browser=True",
+            "--LabApp.news_url=None",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        ]
+        self.proc = subprocess.Popen(
+            cmd, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def api(self, path: str, method: str = "GET"):
-        req = urllib.request.Request(f"{self.url}/api/{path}", method=method,
-                                     headers={"Authorization": f"token {self.token}"})
+        req = urllib.request.Request(f"{self.url}/api/{path}", method=method, headers={"Authorization": f"token {self.token}"})
         with urllib.request.urlopen(req, timeout=10) as r:
             body = r.read()
         return json.loads(body) if body else None
@@ -243,8 +265,7 @@ class Page:
         self.shots: list[str] = []
 
     def open(self, timeout: float) -> None:
-        self.page.goto(f"{self.lab.url}/lab/tree/{self.rel}?reset&token={self.lab.token}",
-                       wait_until="domcontentloaded", timeout=timeout * 1000)
+        self.page.goto(f"{self.lab.url}/lab/tree/{self.rel}?reset&token={self.lab.token}", wait_until="domcontentloaded", timeout=timeout * 1000)
         wait_for(lambda: self.page.evaluate(JS_CELLS), timeout, "the notebook to open")
         self.dismiss_popups()
         wait_for(lambda: self.page.evaluate(JS_KERNEL) == "idle", timeout, "the kernel to start")
@@ -270,16 +291,17 @@ class Page:
                 return False
             failed = any(c["errors"] and "raises-exception" not in c["tags"] for c in code)
             return failed or all(c["count"] for c in code)
+
         try:
             wait_for(done, timeout, f"{command} to finish", interval=0.5)
         except Failed:
             left = [c["i"] for c in self.cells()[:until] if c["type"] == "code" and not c["count"]]
-            raise Failed(f"{command} did not finish within {timeout:.0f} s (cells not run yet: {left}; "
-                         f"kernel {self.page.evaluate(JS_KERNEL)})") from None
+            raise Failed(
+                f"{command} did not finish within {timeout:.0f} s (cells not run yet: {left}; kernel {self.page.evaluate(JS_KERNEL)})"
+            ) from None
 
     def errors(self) -> list[str]:
-        return [f"cell {c['i']}: {e}" for c in self.cells() if "raises-exception" not in c["tags"]
-                for e in c["errors"]]
+        return [f"cell {c['i']}: {e}" for c in self.cells() if "raises-exception" not in c["tags"] for e in c["errors"]]
 
     def cell(self, index: int):
         return self.page.locator(".jp-Notebook .jp-Cell").nth(index)
@@ -330,16 +352,15 @@ def drive(page: Page, timeout: float) -> list[str]:
     watch = next((c["i"] for c in cells if c["type"] == "code" and WATCH_SOURCE.search(c["source"])), None)
     if watch is None:
         raise Failed(f"{page.rel} has no %bpf watch cell")
-    after = next((c["i"] for c in cells[watch + 1:] if c["type"] == "code"), None)
+    after = next((c["i"] for c in cells[watch + 1 :] if c["type"] == "code"), None)
     page.shot("01-opened.png")
     t0 = time.monotonic()
     # 1. every cell up to and including the view
     page.run("notebook:run-all-above", after if after is not None else len(cells), timeout, until=watch + 1)
     log(f"cells up to the view ran in {time.monotonic() - t0:.1f} s")
-    if (errs := page.errors()):
+    if errs := page.errors():
         raise Failed("a cell failed: " + " / ".join(errs))
-    wait_for(lambda: page.widget_problem(watch) is None, 20,
-             f"the view (cell {watch}) to render", interval=0.5)
+    wait_for(lambda: page.widget_problem(watch) is None, 20, f"the view (cell {watch}) to render", interval=0.5)
     first = page.count(watch)
     page.shot("02-view.png", watch)
     # 2. the rest: the cells after the view make events
@@ -347,9 +368,9 @@ def drive(page: Page, timeout: float) -> list[str]:
         t1 = time.monotonic()
         page.run("notebook:run-all-below", after, timeout, until=len(cells))
         log(f"the other cells ran in {time.monotonic() - t1:.1f} s")
-    if (errs := page.errors()):
+    if errs := page.errors():
         raise Failed("a cell failed: " + " / ".join(errs))
-    if (why := page.widget_problem(watch)):
+    if why := page.widget_problem(watch):
         problems.append(f"after the run: {why}")
     second = page.count(watch)
     log(f"event count in the view: {first:,} then {second:,}")
@@ -359,8 +380,7 @@ def drive(page: Page, timeout: float) -> list[str]:
     page.page.screenshot(path=os.path.join(page.out, "04-end.png"), full_page=False)
     # 3. saved, kernel gone, reopened: the view's last state from the notebook's metadata
     page.page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
-    wait_for(lambda: not page.page.evaluate(
-        "() => window.jupyterapp.shell.currentWidget.context.model.dirty"), 20, "the notebook to be saved")
+    wait_for(lambda: not page.page.evaluate("() => window.jupyterapp.shell.currentWidget.context.model.dirty"), 20, "the notebook to be saved")
     page.lab.shutdown_kernels()
     saved = json.load(open(os.path.join(page.lab_root, page.rel)))
     if "application/vnd.jupyter.widget-state+json" not in saved.get("metadata", {}).get("widgets", {}):
@@ -369,8 +389,7 @@ def drive(page: Page, timeout: float) -> list[str]:
     wait_for(lambda: page.page.evaluate(JS_CELLS), 60, "the notebook to reopen")
     page.dismiss_popups()
     try:
-        wait_for(lambda: COUNT.search(page.widget_text(watch) or ""), 20, "the reopened view's last state",
-                 interval=0.5)
+        wait_for(lambda: COUNT.search(page.widget_text(watch) or ""), 20, "the reopened view's last state", interval=0.5)
         reopened = page.count(watch)
         log(f"reopened without a kernel, the view shows {reopened:,} events")
         if reopened != second:
@@ -406,16 +425,17 @@ def main(argv=None) -> int:
         # Playwright's sync API does not unwind cleanly from a signal: stop
         # everything from here (the server, its kernels and chromium all have
         # this run's directory on their command line) and leave.
-        print(f"browser: FAILED: stopped by signal {signum} (the time limit?); JupyterLab, its kernel "
-              f"and chromium killed", file=sys.stderr, flush=True)
+        print(
+            f"browser: FAILED: stopped by signal {signum} (the time limit?); JupyterLab, its kernel and chromium killed", file=sys.stderr, flush=True
+        )
         kill_run_processes(work)
         shutil.rmtree(work, ignore_errors=True)
         os._exit(1)
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     root = os.path.join(work, "root")
-    shutil.copytree(os.path.dirname(notebook), os.path.join(root, "notebooks"),
-                    ignore=shutil.ignore_patterns(".ipynb_checkpoints", "build"))
+    shutil.copytree(os.path.dirname(notebook), os.path.join(root, "notebooks"), ignore=shutil.ignore_patterns(".ipynb_checkpoints", "build"))
     if os.path.isdir(os.path.join(REPO, "bpf")):
         shutil.copytree(os.path.join(REPO, "bpf"), os.path.join(root, "bpf"))
     rel = "notebooks/" + os.path.basename(notebook)
@@ -428,8 +448,12 @@ def main(argv=None) -> int:
         log(f"JupyterLab up on 127.0.0.1:{lab.port} in {time.monotonic() - started:.1f} s")
         with sync_playwright() as pw:
             ctx = pw.chromium.launch_persistent_context(
-                os.path.join(work, "chromium-profile"), executable_path=CHROMIUM, headless=True,
-                args=CHROMIUM_ARGS, viewport={"width": 1400, "height": 1000})
+                os.path.join(work, "chromium-profile"),
+                executable_path=CHROMIUM,
+                headless=True,
+                args=CHROMIUM_ARGS,
+                viewport={"width": 1400, "height": 1000},
+            )
             try:
                 page = Page(ctx.pages[0] if ctx.pages else ctx.new_page(), lab, rel, out)
                 page.lab_root = root
@@ -454,11 +478,12 @@ def main(argv=None) -> int:
     if problems:
         for p in problems:
             print(f"browser: FAILED: {p}", file=sys.stderr)
-        print(f"browser: {rel} in JupyterLab + chromium failed after {took:.0f} s; screenshots and "
-              f"the server log in {os.path.relpath(out)}", file=sys.stderr)
+        print(
+            f"browser: {rel} in JupyterLab + chromium failed after {took:.0f} s; screenshots and the server log in {os.path.relpath(out)}",
+            file=sys.stderr,
+        )
         return 1
-    log(f"passed in {took:.0f} s: {rel} ran in JupyterLab + chromium, the view rendered and grew; "
-        f"screenshots in {os.path.relpath(out)}")
+    log(f"passed in {took:.0f} s: {rel} ran in JupyterLab + chromium, the view rendered and grew; screenshots in {os.path.relpath(out)}")
     return 0
 
 
