@@ -30,6 +30,7 @@ from .kernel.progtypes import PROG_TYPE_NAMES, auto_attach_type, prog_type_name,
 from .load import LoadRequest, LoadTransaction, load_program, require_function, slot_type, with_file
 from .load import attach_specs as attach_specs_of
 from .module import Module, Program
+from .sites import CallSites
 
 if TYPE_CHECKING:  # the types of what the API returns; their modules load on first use
     import pandas as pd
@@ -76,10 +77,7 @@ class Session:
         self._serial = next(_serials)
         self._pin_dir: str | None = None
         self._stats_fd: int | None = None
-        self._sites_fd: int | None = None  # per call site counters (site_counts), made on first use
-        self._sites_pin = ""
-        self._next_site = 0
-        self._site_owners: list = []  # (base, lines, syntax, module name) of every load with site ids
+        self.sites = CallSites(self._pin_counter_map)  # per call site counters, their map made on first use
         self._path_maps = None  # paths.PathMaps once enable_paths() ran
         self._cursor: tuple[int, str] | None = None  # (fd, pin) of chains' per-CPU position (chain.py)
         self.chains: dict = {}  # name -> chain.Chain
@@ -326,46 +324,17 @@ class Session:
                     e.args = (e.message,)
                 raise
 
-    # ------------------------------------------------------------ per call site counters
+    # ------------------------------------------------------------ per call site counters (sites.py)
     def _alloc_sites(self, syntax: CellSyntax, req: LoadRequest) -> int | None:
-        """A base for this load's call-site counters (site = base + line of the cell), in the
-        session's per-CPU map __bm_sites (created on first use); None when the cell has no
-        tail call, counting is off, or the map is full (then only per-slot counts)."""
-        from .c.instrument import SITES
-
+        """A base for this load's call-site counters; None when the cell has no tail call,
+        counting is off, or the map is full (then only per-slot counts)."""
         if not (req.count_calls or req.paths) or not (syntax.tail_calls or req.paths):
             return None
         if req.paths and self._path_maps is None:  # freed by a reset while paths stay on
             from .experiments.paths import PathMaps
 
             self._path_maps = PathMaps.create(self.pin_dir())
-        lines = syntax.source.count("\n") + 2
-        if self._next_site + lines > SITES:
-            return None
-        if self._sites_fd is None:
-            fd = libbpf.map_create_percpu_u64_array("bm_sites", 3 * SITES)  # calls, fell through, of those the limit
-            self._sites_fd, self._sites_pin = fd, self._pin_counter_map(fd, "bm_sites")
-        base = self._next_site
-        self._next_site += lines
-        self._site_owners.append((base, lines, syntax, req.name))
-        return base
-
-    def _site_owner(self, site: int):
-        """(base, lines, syntax, module name) of the load a site or function id belongs to."""
-        for owner in self._site_owners:
-            if owner[0] <= site < owner[0] + owner[1]:
-                return owner
-        return None
-
-    def _site_name(self, site: int, function: bool = False) -> str | None:
-        """MODULE.FUNC of a function id (base + the line of its definition)."""
-        owner = self._site_owner(site)
-        if owner is None:
-            return None
-        base, _, syntax, name = owner
-        line = site - base
-        fn = next((f.name for f in syntax.functions.values() if f.line == line), None)
-        return f"{name}.{fn}" if fn else f"{name}:{line}"
+        return self.sites.allocate(syntax, req.name)
 
     # ------------------------------------------------------------ paths (paths.py)
     def enable_paths(self) -> None:
@@ -394,59 +363,13 @@ class Session:
         """Why tail calls fell through, per call site (line of the cell; ``slot`` where its key is
         a constant): calls, missed, and of those the limit (33 calls taken already) vs an empty
         slot. The split is known only at sites loaded with paths on (else <NA>)."""
-        import pandas as pd
-
-        from .c.instrument import SITES
-
-        rows = []
         with self._lock:
-            for m in self.modules.values():
-                if m.site_base is None or self._sites_fd is None:
-                    continue
-                lines = m.source.count("\n") + 2
-                limit = libbpf.percpu_u64_sums(self._sites_fd, lines, start=2 * SITES + m.site_base)
-                counts = self.site_counts(m)
-                from .experiments.graph import resolve_key
-
-                for t in m.syntax.tail_calls:
-                    calls, missed = counts.get(t.line, (0, 0))
-                    lim = limit[t.line] if m.paths else None
-                    a = self.arrays.get(t.array) if t.array else None
-                    index = resolve_key(a, t.key, m.source) if a is not None and t.kind != "chain" else None
-                    slot = a.label(index) if index is not None and 0 <= index < a.size else None
-                    rows.append(
-                        {
-                            "module": m.name,
-                            "function": t.function,
-                            "line": t.line,
-                            "array": t.array,
-                            "key": t.key,
-                            "slot": slot,
-                            "calls": calls,
-                            "taken": calls - missed,
-                            "missed": missed,
-                            "slot_empty": missed - lim if lim is not None else None,
-                            "limit_reached": lim,
-                        }
-                    )
-        df = pd.DataFrame(
-            rows, columns=["module", "function", "line", "array", "key", "slot", "calls", "taken", "missed", "slot_empty", "limit_reached"]
-        )
-        for col in ("slot_empty", "limit_reached"):
-            df[col] = df[col].astype("Int64")
-        return df.drop_duplicates(["module", "line"]).reset_index(drop=True)
+            return self.sites.misses(list(self.modules.values()), self.arrays)
 
     def site_counts(self, module: Module) -> dict[int, tuple[int, int]]:
         """line of the cell -> (calls, fell through) at the tail-call site(s) on that line
         of MODULE (one read; fall-throughs first, so they never exceed the calls)."""
-        from .c.instrument import SITES
-
-        if module.site_base is None or self._sites_fd is None:
-            return {}
-        lines = module.source.count("\n") + 2
-        missed = libbpf.percpu_u64_sums(self._sites_fd, lines, start=SITES + module.site_base)
-        calls = libbpf.percpu_u64_sums(self._sites_fd, lines, start=module.site_base)
-        return {t.line: (calls[t.line], missed[t.line]) for t in module.syntax.tail_calls}
+        return self.sites.counts(module)
 
     def _unload_advice(self, array_name: str) -> str:
         """How to free session array ARRAY_NAME: the modules that use it go first."""
@@ -695,13 +618,7 @@ class Session:
 
     def _free_instrument_maps(self) -> None:
         """The per-call-site counters and the path maps (made again by the next load that needs them)."""
-        if self._sites_fd is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(self._sites_pin)
-            os.close(self._sites_fd)
-            self._sites_fd = None
-        self._next_site = 0
-        self._site_owners.clear()
+        self.sites.free()
         if self._path_maps is not None:
             self._path_maps.close()
             self._path_maps = None

@@ -146,6 +146,7 @@ LAYERS = {
     "bpfmagic.backends": 2,
     "bpfmagic.module": 3,
     "bpfmagic.progarray": 3,
+    "bpfmagic.sites": 3,
     "bpfmagic.maps": 3,
     "bpfmagic.globals": 3,
     "bpfmagic.events": 3,

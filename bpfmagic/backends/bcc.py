@@ -212,7 +212,7 @@ def compile_cell(session, req, syntax, slot_index, resolved_slots, site_base) ->
     from .bcc_stats import collect_bcc
 
     arrays = {n: (a.pin, a.size, a.counter_pin) for n, a in session.arrays.items()}
-    sites = (session._sites_pin, site_base) if site_base is not None else None
+    sites = (session.sites.pin, site_base) if site_base is not None else None
     paths = {"pins": session._path_maps.pins} if req.paths and session._path_maps and sites else None
     with collect_bcc() as stats:
         bpf, log, columns = load_bcc(

@@ -780,7 +780,7 @@ def compile_cell(session, req, syntax, slot_index, resolved_slots, site_base) ->
 
     needs = {func: parse_target(target).prog_type for func, target in req.attach}
     slotted = [(array, func) for array, _, func in resolved_slots]
-    sites = (session._sites_fd, site_base) if site_base is not None else None
+    sites = (session.sites.fd, site_base) if site_base is not None else None
     paths = session._path_maps if req.paths and sites else None
     return load_object(
         req.name,

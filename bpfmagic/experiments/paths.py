@@ -121,11 +121,11 @@ def decode(raw: bytes) -> tuple[int, list[tuple[int, int, int]], int, int]:
 def describe(session, entry: int, hops) -> tuple[list[dict], str]:
     """The hops as rows (program, array, key, name, target, outcome, line) and one line of text."""
     rows = []
-    entry_name = session._site_name(entry, function=True) or "?"
+    entry_name = session.sites.name(entry) or "?"
     text = [entry_name]
     current = entry_name
     for site, key, target in hops:
-        owner = session._site_owner(site)
+        owner = session.sites.owner(site)
         array = _site_array(owner, site)
         label = _slot_label(session, array, key)
         if target == EMPTY:
@@ -135,7 +135,7 @@ def describe(session, entry: int, hops) -> tuple[list[dict], str]:
         elif target == 0:
             outcome, target_name = "not seen", None  # taken into a program loaded without paths
         else:
-            outcome, target_name = "taken", session._site_name(target, function=True) or "?"
+            outcome, target_name = "taken", session.sites.name(target) or "?"
         rows.append(
             {
                 "hop": len(rows) + 1,

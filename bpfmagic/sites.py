@@ -1,0 +1,121 @@
+"""Per call site counters: one per-CPU map for the whole session, ``__bm_sites``,
+with three runs of SITES counters (calls, fell through, of those the limit).
+
+Each load that counts gets a base; a site's id is base + the line of the cell
+it is on, and a function's id is base + the line of its definition (paths
+name hops by those). The map is made on first use and pinned, so BCC cells
+open it by its path."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable
+
+from .c.instrument import SITES
+from .kernel import libbpf
+
+MISSES_COLUMNS = ["module", "function", "line", "array", "key", "slot", "calls", "taken", "missed", "slot_empty", "limit_reached"]
+
+
+class CallSites:
+    """The session's call-site counters and which load owns which ids."""
+
+    def __init__(self, pin_map: Callable[[int, str], str]):
+        self._pin_map = pin_map  # pins a new map under the session's directory, returns the pin
+        self.fd: int | None = None
+        self.pin = ""
+        self._next = 0
+        self._owners: list = []  # (base, lines, syntax, module name) of every load with site ids
+
+    def allocate(self, syntax, module_name: str) -> int | None:
+        """A base for a load's ids; None when the map is full (then only per-slot counts)."""
+        lines = _lines(syntax.source)
+        if self._next + lines > SITES:
+            return None
+        if self.fd is None:
+            fd = libbpf.map_create_percpu_u64_array("bm_sites", 3 * SITES)
+            self.fd, self.pin = fd, self._pin_map(fd, "bm_sites")
+        base = self._next
+        self._next += lines
+        self._owners.append((base, lines, syntax, module_name))
+        return base
+
+    def owner(self, site: int):
+        """(base, lines, syntax, module name) of the load a site or function id belongs to."""
+        for owner in self._owners:
+            if owner[0] <= site < owner[0] + owner[1]:
+                return owner
+        return None
+
+    def name(self, site: int) -> str | None:
+        """MODULE.FUNC of a function id (MODULE:LINE for an id that is no function's)."""
+        owner = self.owner(site)
+        if owner is None:
+            return None
+        base, _, syntax, module_name = owner
+        line = site - base
+        fn = next((f.name for f in syntax.functions.values() if f.line == line), None)
+        return f"{module_name}.{fn}" if fn else f"{module_name}:{line}"
+
+    def counts(self, module) -> dict[int, tuple[int, int]]:
+        """line of the cell -> (calls, fell through) at MODULE's tail-call site(s) on that line
+        (fall-throughs read first, so they never exceed the calls)."""
+        if module.site_base is None or self.fd is None:
+            return {}
+        lines = _lines(module.source)
+        missed = libbpf.percpu_u64_sums(self.fd, lines, start=SITES + module.site_base)
+        calls = libbpf.percpu_u64_sums(self.fd, lines, start=module.site_base)
+        return {t.line: (calls[t.line], missed[t.line]) for t in module.syntax.tail_calls}
+
+    def misses(self, modules, arrays):
+        """Session.misses(): why tail calls fell through, per call site of MODULES."""
+        import pandas as pd
+
+        from .experiments.graph import resolve_key
+
+        rows = []
+        for m in modules:
+            if m.site_base is None or self.fd is None:
+                continue
+            limit = libbpf.percpu_u64_sums(self.fd, _lines(m.source), start=2 * SITES + m.site_base)
+            counts = self.counts(m)
+            for t in m.syntax.tail_calls:
+                calls, missed = counts.get(t.line, (0, 0))
+                lim = limit[t.line] if m.paths else None  # the split is recorded only with paths on
+                a = arrays.get(t.array) if t.array else None
+                index = resolve_key(a, t.key, m.source) if a is not None and t.kind != "chain" else None
+                slot = a.label(index) if index is not None and 0 <= index < a.size else None
+                rows.append(
+                    {
+                        "module": m.name,
+                        "function": t.function,
+                        "line": t.line,
+                        "array": t.array,
+                        "key": t.key,
+                        "slot": slot,
+                        "calls": calls,
+                        "taken": calls - missed,
+                        "missed": missed,
+                        "slot_empty": missed - lim if lim is not None else None,
+                        "limit_reached": lim,
+                    }
+                )
+        df = pd.DataFrame(rows, columns=MISSES_COLUMNS)
+        for col in ("slot_empty", "limit_reached"):
+            df[col] = df[col].astype("Int64")
+        return df.drop_duplicates(["module", "line"]).reset_index(drop=True)
+
+    def free(self) -> None:
+        """The map and every id (the next load that counts makes them again)."""
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.pin)
+            os.close(self.fd)
+            self.fd = None
+        self._next = 0
+        self._owners.clear()
+
+
+def _lines(source: str) -> int:
+    return source.count("\n") + 2  # ids for every line, and the one past the last
