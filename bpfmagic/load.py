@@ -1,7 +1,8 @@
-"""The load/re-run transaction of one cell, in the steps DESIGN.md names. Each
-is a method of :class:`LoadTransaction`, run in this order by ``run``:
+"""The load/re-run transaction of one cell, in the steps DESIGN.md names, run
+in this order by :meth:`LoadTransaction.run`: step 1 is the function
+``read_cell``, steps 2-7 are methods of :class:`LoadTransaction`.
 
-1. ``read``       the front end reads the cell: a :class:`CellSpec` (what it
+1. ``read_cell``  the front end reads the cell: a :class:`CellSpec` (what it
                   declares and asks for), before any kernel object exists
 2. ``arrays``     the session prog arrays it declares are shared or created;
                   the slot names it uses are resolved

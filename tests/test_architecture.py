@@ -207,3 +207,78 @@ def test_every_package_is_installed():
     found = set(find_packages(os.path.dirname(PACKAGE), include=include))
     on_disk = {m for m, p in _modules().items() if p.endswith("__init__.py")}
     assert on_disk <= found, f"not in the wheel: {sorted(on_disk - found)}"
+
+
+def interface_table() -> dict[str, tuple[bool, list[str] | None]]:
+    """backends/__init__.py's interface table (the rows between its ``=====`` rules):
+    name -> (a method?, its parameters; None when the table writes ``...``)."""
+    import re
+
+    from bpfmagic import backends
+
+    rows = backends.__doc__.split("\n=====")[1].split("\n", 1)[1].split("\n=====")[0]
+    out = {}
+    for m in re.finditer(r"^``(\w+)(?:\(([^)]*)\))?``", rows, re.M):
+        name, params = m[1], m[2]
+        if params is None:
+            out[name] = (False, None)
+        else:
+            out[name] = (True, None if params.strip() == "..." else [p.strip() for p in params.split(",") if p.strip()])
+    return out
+
+
+def _parameters(func) -> list[str]:
+    import inspect
+
+    return [p for p in inspect.signature(func).parameters if p != "self"]
+
+
+def test_both_backend_objects_implement_the_interface():
+    """Every name backends/__init__.py's table lists is on BccObject and on CoreObject,
+    a method where the table writes one, with as many parameters as the table names."""
+    import inspect
+
+    from bpfmagic.backends.bcc import BccObject
+    from bpfmagic.backends.libbpf import CoreObject
+
+    table = interface_table()
+    assert len(table) >= 20, f"the interface table was not found or not read: {sorted(table)}"
+    wrong = []
+    for cls in (BccObject, CoreObject):
+        for name, (method, params) in table.items():
+            if not hasattr(cls, name):
+                wrong.append(f"{cls.__name__} has no {name}")
+                continue
+            static = inspect.getattr_static(cls, name)
+            if method != inspect.isfunction(static):
+                wrong.append(f"{cls.__name__}.{name}: the table says {'a method' if method else 'an attribute'}")
+            elif method and params is not None and len(_parameters(static)) != len(params):
+                wrong.append(f"{cls.__name__}.{name}{inspect.signature(static)}: the table says ({', '.join(params)})")
+    assert wrong == []
+
+
+def test_both_backend_objects_take_the_same_parameters():
+    """A caller of the interface passes the same arguments whichever backend made the object."""
+    from bpfmagic.backends.bcc import BccObject
+    from bpfmagic.backends.libbpf import CoreObject
+
+    differ = [
+        (name, _parameters(getattr(BccObject, name)), _parameters(getattr(CoreObject, name)))
+        for name, (method, _params) in interface_table().items()
+        if method and len(_parameters(getattr(BccObject, name))) != len(_parameters(getattr(CoreObject, name)))
+    ]
+    assert differ == []
+
+
+def test_both_backend_modules_compile_a_cell_alike():
+    """backends.for_cell hands out a module: the functions its docstring names, on both."""
+    import inspect
+    import re
+
+    from bpfmagic import backends
+    from bpfmagic.backends import bcc, libbpf
+
+    names = re.findall(r"``(\w+)``", backends.for_cell.__doc__)
+    assert names, "for_cell's docstring names no functions"
+    for name in names:
+        assert inspect.signature(getattr(bcc, name)).parameters.keys() == inspect.signature(getattr(libbpf, name)).parameters.keys(), name

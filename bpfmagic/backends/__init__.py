@@ -5,39 +5,44 @@ clang against vmlinux.h, every program loaded with the object).
 
 A loaded object answers the same questions whichever backend made it:
 
-=========================  ===============================================
-``kind``                   "bcc" or "core"
-``functions()``            function names the object holds (loaded or not)
-``tables()``               the cell's maps (bpfmagic's own hidden)
-``table(name)``            a map as the backend exposes it (BCC table, CoreMap)
-``map_fd(name)``           the map's fd
-``preloaded()``            {function: (program type, fd)} loaded with the object
-``convention_attached()``  functions the backend attached by itself (BCC names)
-``load_program(f, type)``  (fd, log) of function F loaded as TYPE
-``eager(contexts)``        functions to load at once (their context names a type)
-``attach_sections(...)``   attachments SEC() names (libbpf)
-``attach_handle``          what attach.attach needs (the BCC object, or None)
-``close()``                free everything the object holds
-``map_handle(name)``       a MapHandle of any map of the object (hidden ones too)
-``btf()``                  the object's BTF (kernel.btf.Btf), or None (BCC)
-``event_fields(table)``    libbcc's "name#ctype" fields of the record BCC inferred
-                           for an event table ([] none); None where the backend
-                           infers none (libbpf: the struct the cell writes, laid
-                           out by btf())
-``perf_refusal(table)``    why a perf event array is not streamed, or None
-``open_perf_buffer(...)``  (table, on_event, on_lost, page_cnt): a perf buffer
-                           with fds(), consume(), close()
-``loss_counter(table)``    (fd, slot, slots) of the per-CPU counter of records
-                           the event table lost, or None when not counted
-``global_sections()``      {"bss" / "data" / "rodata" / "data.NAME": map name}
-``global_variables()``     {name: (map name, kernel.btf.Variable)}, None when
-                           the backend has no globals (BCC)
-``cell_lines``             whether the object's BTF line info numbers the
-                           cell's own lines (BCC compiles lines in front of it)
-=========================  ===============================================
+=============================================  ===============================================
+``kind``                                       "bcc" or "core"
+``functions()``                                function names the object holds (loaded or not)
+``tables()``                                   the cell's maps (bpfmagic's own hidden)
+``table(name)``                                a map as the backend exposes it (BCC table, CoreMap)
+``map_fd(name)``                               the map's fd
+``preloaded()``                                {function: (program type, fd, verifier stats)}
+                                               loaded with the object
+``convention_attached()``                      functions the backend attached by itself (BCC names)
+``load_program(f, type, qualname)``            (fd, log, verifier stats) of function F loaded as TYPE
+``eager(contexts, loaded)``                    [(function, type)] to load at once: their context
+                                               names a type and they are not in LOADED yet
+``attach_sections(module, attached, slotted)`` attachments SEC() names, but those in ATTACHED
+                                               (by -a); libbpf only, BCC: none
+``attach_handle``                              what attach.attach needs (the BCC object, or None)
+``close()``                                    free everything the object holds
+``map_handle(name)``                           a MapHandle of any map of the object (hidden ones too)
+``btf()``                                      the object's BTF (kernel.btf.Btf), or None (BCC)
+``event_fields(table)``                        libbcc's "name#ctype" fields of the record BCC inferred
+                                               for an event table ([] none); None where the backend
+                                               infers none (libbpf: the struct the cell writes, laid
+                                               out by btf())
+``perf_refusal(table)``                        why a perf event array is not streamed, or None
+``open_perf_buffer(...)``                      (table, on_event, on_lost, page_cnt): a perf buffer
+                                               with fds(), consume(), close()
+``loss_counter(table)``                        (fd, slot, slots) of the per-CPU counter of records
+                                               the event table lost, or None when not counted
+``global_sections()``                          {"bss" / "data" / "rodata" / "data.NAME": map name}
+``global_variables()``                         {name: (map name, kernel.btf.Variable)}, None when
+                                               the backend has no globals (BCC)
+``cell_lines``                                 whether the object's BTF line info numbers the
+                                               cell's own lines (BCC compiles lines in front of it)
+=============================================  ===============================================
 
 ``Module`` and ``Session``, and the events, maps, globals and experiments
-beside them, use only this interface."""
+beside them, use only this interface (one exception: ``Module.bpf`` hands
+out BCC's own object, ``BccObject.bpf``). tests/test_architecture.py checks
+that both objects have every name of the table."""
 
 from __future__ import annotations
 

@@ -593,7 +593,7 @@ def analyse(source: str) -> CellSyntax:
             continue
         args = _args(node)
         if fn.type == "identifier" and _text(fn) == "CHAIN_NEXT" and len(args) == 2 and args[1].type == "identifier":
-            # CHAIN_NEXT(ctx, chain): a stage of a chain described as data (bpfmagic/chain.py) calls the next
+            # CHAIN_NEXT(ctx, chain): a stage of a chain described as data (bpfmagic/experiments/chain.py) calls the next
             cell.tail_calls.append(
                 TailCall(
                     "chain", _text(args[1]), "CHAIN_NEXT", line_of(node), enclosing(node.start_byte), node.start_byte, node.end_byte, _text(args[0])

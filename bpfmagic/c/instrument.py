@@ -83,7 +83,7 @@ def bcc_text(
     lines += _slot_defines(cell, slot_index)
     if sites is not None and (count_calls or paths):  # (pin, base): the session's per-site counters
         lines.append(f'BPF_TABLE_PINNED("percpu_array", u32, u64, {SITES_MAP}, {3 * SITES}, "{sites[0]}");')
-    if paths:  # the session's path maps (bpfmagic/paths.py), opened by their pins
+    if paths:  # the session's path maps (bpfmagic/experiments/paths.py), opened by their pins
         from .path_record import C_TYPES, PATH_COUNTS
 
         pins = paths["pins"]

@@ -162,9 +162,9 @@ def _ifindex(name: str) -> int:
 @dataclass
 class Attachment:
     target: Target
-    program: object  # session.Program
+    program: object  # module.Program
     fds: list[int] = field(default_factory=list)
-    kind_of_fd: str = "fd"  # "fd", "perf" (perf event fds), "link", "bcc-uprobe"
+    kind_of_fd: str = "fd"  # "fd", "perf" (perf event fds), "link", "bcc-uprobe", "libbpf-link" (backends' CoreLink)
     detach_hook: object = None
     log: str = ""  # what libbcc printed while attaching
 
@@ -200,7 +200,7 @@ class Attachment:
 
 
 def attach(program, target: Target, bpf) -> Attachment:
-    """Attach a loaded program (session.Program) to target. ``bpf`` is the
+    """Attach a loaded program (module.Program) to target. ``bpf`` is the
     module's BCC object (needed for uprobes, whose bookkeeping BCC owns).
     libbcc says why an attach failed on fd 2 only: it is captured and put in
     the AttachError (on success, in ``Attachment.log``)."""
