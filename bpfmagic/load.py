@@ -213,7 +213,7 @@ class LoadTransaction:
                     self.retargeted.append((old_att, previous))
                     module.attachments.append(old_att)
                     continue
-            att = attach_target(program, target, module.object.attach_handle)
+            att = attach_target(program, target)
             self.attachments.append(att)
             module.attachments.append(att)
         # Programs whose SEC() names their target (tp_btf/..., raw_tp/...) attach by themselves

@@ -93,6 +93,35 @@ SEC("raw_tp/sys_enter") int by_section(struct bpf_raw_tracepoint_args *ctx) { bu
     assert m.auto_attached == ["by_section"]
 
 
+def test_uprobes_attach_core_programs_by_fd(session):
+    """-a uprobe:/uretprobe: attaches a --core program as it does a BCC one (by the
+    program's fd; there is no BCC object to ask)."""
+    m = session.load(
+        "up",
+        COUNTERS
+        + """
+SEC("uprobe") int on_call(struct pt_regs *ctx) { bump(0); return 0; }
+SEC("uretprobe") int on_return(struct pt_regs *ctx) { bump(1); return 0; }
+""",
+        core=True,
+        attach={"on_call": "uprobe:c:getpid", "on_return": "uretprobe:c:getpid"},
+    )
+    for _ in range(10):
+        os.getpid()
+    assert m["hits"][0].value >= 10 and m["hits"][1].value >= 10
+    assert [a.target.kind for a in m.attachments] == ["uprobe", "uretprobe"]
+    session.unload("up")
+    assert not any("bpfmagic" in line for line in _uprobe_events())  # nothing left in tracefs
+
+
+def _uprobe_events() -> list[str]:
+    try:
+        with open("/sys/kernel/tracing/uprobe_events") as f:
+            return f.read().splitlines()
+    except OSError:
+        return []
+
+
 def test_core_errors_point_at_the_cell(session):
     with pytest.raises(BpfCompileError) as err:
         session.load("bad", 'SEC("xdp") int f(struct xdp_md *ctx) {\n  return XDP_PASS\n}\n', core=True, origin="cell")

@@ -19,7 +19,6 @@ A loaded object answers the same questions whichever backend made it:
                                                names a type and they are not in LOADED yet
 ``attach_sections(module, attached, slotted)`` attachments SEC() names, but those in ATTACHED
                                                (by -a); libbpf only, BCC: none
-``attach_handle``                              what attach.attach needs (the BCC object, or None)
 ``close()``                                    free everything the object holds
 ``map_handle(name)``                           a MapHandle of any map of the object (hidden ones too)
 ``btf()``                                      the object's BTF (kernel.btf.Btf), or None (BCC)

@@ -48,10 +48,6 @@ class BccObject:
         # BCC's funcs grows with every load_func: what its naming conventions loaded is what is there now.
         self._conventions = [name.decode() for name in bpf.funcs] if bpf is not None else []
 
-    @property
-    def attach_handle(self):
-        return self.bpf
-
     def _module(self):
         return None if self.bpf is None else self.bpf.module
 

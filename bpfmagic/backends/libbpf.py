@@ -446,7 +446,6 @@ class CoreObject:
 
     # -- the backend interface (backends/__init__.py)
     kind = "core"
-    attach_handle = None  # libbpf attaches through bpf_link, not through an object of its own
 
     def functions(self) -> list[str]:
         return list(self.programs()) if self.ptr else []

@@ -164,7 +164,7 @@ class Attachment:
     target: Target
     program: object  # module.Program
     fds: list[int] = field(default_factory=list)
-    kind_of_fd: str = "fd"  # "fd", "perf" (perf event fds), "link", "bcc-uprobe", "libbpf-link" (backends' CoreLink)
+    kind_of_fd: str = "fd"  # "fd", "perf" (perf event fds), "link", "libbpf-link" (backends' CoreLink)
     detach_hook: object = None
     log: str = ""  # what libbcc printed while attaching
 
@@ -199,17 +199,16 @@ class Attachment:
         return True
 
 
-def attach(program, target: Target, bpf) -> Attachment:
-    """Attach a loaded program (module.Program) to target. ``bpf`` is the
-    module's BCC object (needed for uprobes, whose bookkeeping BCC owns).
-    libbcc says why an attach failed on fd 2 only: it is captured and put in
+def attach(program, target: Target) -> Attachment:
+    """Attach a loaded program (module.Program) to target, by its fd (either
+    backend's programs alike). libbcc says why an attach failed on fd 2 only: it is captured and put in
     the AttachError (on success, in ``Attachment.log``)."""
     from .lock import captured_fd2
 
     error = None
     with captured_fd2() as log:
         try:
-            att = _attach(program, target, bpf)
+            att = _attach(program, target)
         except AttachError as e:
             error = e
     said = log[0].strip()
@@ -223,7 +222,7 @@ def attach(program, target: Target, bpf) -> Attachment:
     raise error
 
 
-def _attach(program, target: Target, bpf) -> Attachment:
+def _attach(program, target: Target) -> Attachment:
     from bcc import BPF
     from bcc.libbcc import lib as bcc
 
@@ -253,17 +252,7 @@ def _attach(program, target: Target, bpf) -> Attachment:
     if kind in ("fentry", "fexit"):
         check_servable(target)
     if kind in ("uprobe", "uretprobe"):
-        lib, sym = args
-        try:
-            # BCC wants bytes (str works but warns in the cell)
-            if kind == "uprobe":
-                bpf.attach_uprobe(name=lib.encode(), sym=sym.encode(), fn_name=program.name.encode())
-            else:
-                bpf.attach_uretprobe(name=lib.encode(), sym=sym.encode(), fn_name=program.name.encode())
-        except Exception as e:
-            raise AttachError(f"cannot attach {program.qualname} to {target}: {e}") from None
-        detach = bpf.detach_uprobe if kind == "uprobe" else bpf.detach_uretprobe
-        return Attachment(target, program, [], "bcc-uprobe", lambda: detach(name=lib.encode(), sym=sym.encode()))
+        return _attach_uprobe(program, target)
     if kind == "xdp":
         return _link(program, target, _ifindex(args[0]), libbpf.BPF_XDP)
     if kind == "tc":
@@ -294,6 +283,27 @@ def _attach(program, target: Target, bpf) -> Attachment:
             att.fds.append(res)
         return att
     raise AttachError(f"target kind {kind} is not supported")
+
+
+def _attach_uprobe(program, target: Target) -> Attachment:
+    """A uprobe or uretprobe on LIBRARY:SYMBOL, attached by the program's fd: BCC's
+    symbol resolution (library names without ``lib``, or paths) and libbcc's perf
+    event, the same for BCC and --core programs."""
+    from bcc import BPF
+    from bcc.libbcc import lib as bcc
+
+    library, symbol = target.args
+    try:
+        path, offset = BPF._check_path_symbol(library.encode(), symbol.encode(), None, -1)
+    except Exception as e:  # BCC raises bare Exception
+        raise AttachError(f"cannot attach {program.qualname} to {target}: {e}") from None
+    retprobe = target.kind == "uretprobe"
+    # The event name only matters where libbcc falls back to tracefs' uprobe_events; unique per attach.
+    event = f"{'r' if retprobe else 'p'}_bpfmagic_{os.getpid()}_{program.fd}_{offset:x}".encode()
+    res = bcc.bpf_attach_uprobe(program.fd, 1 if retprobe else 0, event, path, offset, -1)
+    if res < 0:
+        raise AttachError(f"cannot attach {program.qualname} to {target}: {os.strerror(ct.get_errno())}")
+    return Attachment(target, program, [res], "perf", lambda: bcc.bpf_detach_uprobe(event))
 
 
 def _link(program, target: Target, ifindex: int, attach_type: int) -> Attachment:
