@@ -351,6 +351,10 @@ def slot_type(array: prog_arrays.ProgArray, module: Module, func: str) -> str:
 
 
 def load_program(session, module: Module, func: str, ptype: str | None = None, why: str = "", array: prog_arrays.ProgArray | None = None) -> Program:
+    """FUNC of MODULE as a loaded Program: the one already loaded (refused if it has another
+    type than PTYPE: one function, one program type), else loaded now by the backend with
+    PTYPE, or the type its context (or the chain's skb arrays) implies. WHY and ARRAY say
+    in the error what needed the type."""
     if module.closed:
         raise UsageProblem(f"module {module.name} is unloaded")
     existing = module.programs.get(func)
