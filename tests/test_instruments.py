@@ -4,7 +4,9 @@ slots across re-runs and unloads."""
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 
 import pandas as pd
 import pytest
@@ -522,3 +524,74 @@ def test_chain_from_a_yaml_file_through_the_magic(tmp_path, capsys):
     finally:
         ip.run_line_magic("bpf", "reset")
         bpfmagic._drop_session()
+
+
+SLOW_STAGE = r"""
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+static long spin(u32 i, void *c) { return 0; }
+SEC("xdp") int slow(struct xdp_md *ctx) { bpf_loop(SPINS, spin, 0, 0); CHAIN_NEXT(ctx, fw); return XDP_PASS; }
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+
+@needs_root
+def test_a_run_that_outlasts_any_fixed_grace_still_sees_one_whole_order(session):
+    # A run in a stage that takes ~20 ms while the chain switches away and rewrites the bank it
+    # runs in: the rewrite waits for it (a 2 ms grace mixed the orders: "AC" in half the runs).
+    session.load("st", STAGES)
+    session.load("sl", SLOW_STAGE.replace("SPINS", str(1 << 23)), core=True)
+    ch = session.chain("fw", ["st.a", "sl.slow", "st.b"])
+    from bpfmagic.kernel import libbpf
+
+    seen = []
+
+    def run():  # not Session.test_run: it holds the session's lock, which reorder waits for
+        out = libbpf.test_run(ch.program.fd, data=bytes(64))["data_out"]
+        seen.append(bytes(out[1 : 1 + out[0]]))
+
+    for _ in range(6):
+        t = threading.Thread(target=run)
+        t.start()
+        time.sleep(0.004)  # the run is in sl.slow now
+        ch.reorder(["st.c"])  # the other bank
+        ch.reorder(["st.c", "sl.slow", "st.c"])  # the bank the run is in
+        t.join()
+        ch.reorder(["st.a", "sl.slow", "st.b"])
+    assert set(seen) <= {b"AB", b"C", b"CC"}, seen
+
+
+@needs_root
+@pytest.mark.skipif(os.cpu_count() < 2, reason="needs a second CPU for the traffic")
+def test_live_paths_never_count_a_run_read_half_way(session):
+    # Traffic on CPU 1 spends most of each run in a slow stage; the reader on CPU 0 closes
+    # windows while it goes on. A record read then is mostly "entry → a → slow", no end.
+    session.enable_paths()
+    session.load("st", STAGES)
+    session.load("sl", SLOW_STAGE.replace("SPINS", str(1 << 20)), core=True)
+    ch = session.chain("fw", ["st.a", "sl.slow", "st.b"])
+    from bpfmagic.kernel import libbpf
+
+    cpus = sorted(os.sched_getaffinity(0))
+    stop = threading.Event()
+
+    def traffic():
+        os.sched_setaffinity(threading.get_native_id(), {cpus[1]})
+        while not stop.is_set():
+            libbpf.test_run(ch.program.fd, data=bytes(64), repeat=4)
+
+    t = threading.Thread(target=traffic)
+    mine = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpus[0]})
+    t.start()
+    got: dict = {}
+    try:
+        for _ in range(16):
+            df = session.paths("fw", during=lambda: time.sleep(0.02))
+            for path, n in zip(df["path"], df["runs"]):
+                got[path] = got.get(path, 0) + n
+    finally:
+        stop.set()
+        t.join()
+        os.sched_setaffinity(0, mine)
+    assert set(got) == {"fw_entry.entry → a → slow → b ✗ fw[3] empty"}, got

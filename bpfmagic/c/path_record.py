@@ -9,13 +9,16 @@ MAX_HOPS = 34  # 33 tail calls taken, and the one past the limit
 EMPTY = 0xFFFFFFFF
 LIMIT = 0xFFFFFFFE
 KEY_WORDS = 2 + 3 * MAX_HOPS  # hops, entry, (site, key, target) x 34
-REC_SIZE = 4 * KEY_WORDS + 4 + 4 + 8  # + taken, serial, pending (the ctx of the call in flight)
+# + taken, serial, pending (the ctx of the call in flight), window (the collection window the run
+# began in, 0 if none; the record is counted once, by the next run on its CPU or by the reader) and 4 spare
+REC_SIZE = 4 * KEY_WORDS + 4 + 4 + 8 + 4 + 4
+CLOSING = 0x80000000  # the collection switch's bit for "window closing": runs no longer join it
 PATH_COUNTS = 4096
 
 C_TYPES = (
     f"struct __bm_path_key {{ unsigned int hops; unsigned int entry; unsigned int hop[{3 * MAX_HOPS}]; }}; "
     "struct __bm_path_rec { struct __bm_path_key k; unsigned int taken; unsigned int serial; "
-    "unsigned long long pending; };"
+    "unsigned long long pending; unsigned int window; unsigned int spare; };"
 )
 
 
@@ -33,12 +36,12 @@ static __attribute__((always_inline)) inline void __bm_path_enter(void *ctx, uns
   if (r->pending == (unsigned long long)(long)ctx && n >= 1) {{
     unsigned long long j = (unsigned long long)n * 3 - 1; if (j < {n3}) r->k.hop[j] = fn;
     r->taken += 1; r->pending = 0; return; }}
-  unsigned int *on = {lookup_ctl};
-  if (on && *on && r->k.entry) {{
+  unsigned int *on = {lookup_ctl}; unsigned int w = on ? *on : 0;
+  if (r->window && r->window == (w & ~{CLOSING}u) && r->k.entry) {{
     for (unsigned int j = 0; j < {n3}; j++) {{ if (j >= n * 3) r->k.hop[j] = 0; }}
     unsigned long long *c = {lookup_count.replace("K", "&r->k")};
     if (c) __sync_fetch_and_add(c, 1); else {{ unsigned long long one = 1; {update_count.replace("K", "&r->k").replace("V", "&one")}; }} }}
-  r->k.hops = 0; r->k.entry = fn; r->taken = 0; r->pending = 0; r->serial += 1; }}
+  r->k.hops = 0; r->k.entry = fn; r->taken = 0; r->pending = 0; r->window = (w & {CLOSING}u) ? 0 : w; r->serial += 1; }}
 static __attribute__((always_inline)) inline void __bm_path_call(void *ctx, unsigned int site, unsigned int key) {{
   unsigned int __bm_z = 0; struct __bm_path_rec *r = {lookup_rec}; if (!r) return;
   unsigned int n = r->k.hops;

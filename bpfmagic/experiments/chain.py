@@ -11,21 +11,18 @@ it and tail-calls ``NAME[base]``; CHAIN_NEXT adds one to the position and
 tail-calls that slot. A new order (reorder, insert, remove) is written into
 the other bank, then one map update of ``cfg`` switches the entry to it: a
 run reads ``base`` once, so it goes through the old order or the new one,
-never a mix. The bank left behind is rewritten at the next change, no sooner
-than GRACE_S after the switch (a run lasts microseconds; BPF programs run
-to their end once started).
+never a mix. The bank left behind is rewritten at the next change, once
+every run that may have read the old ``base`` has finished (see ``set``).
 """
 
 from __future__ import annotations
 
 import os
-import time
 
 from ..errors import SlotError, UsageProblem
 from ..kernel import libbpf
 
 DEFAULT_CAPACITY = 16
-GRACE_S = 0.002
 
 _CTX = {
     "xdp": ("struct xdp_md", "XDP_PASS"),
@@ -55,7 +52,7 @@ class Chain:
         self.session, self.name, self.type, self.capacity = session, name, ptype, capacity
         self.stages: list[str] = []
         self.base = 0
-        self.switched = 0.0
+        self.unsettled = False  # runs may still be in the bank left by the last switch
         self.entry = None  # the entry module
 
     @classmethod
@@ -108,9 +105,13 @@ class Chain:
             spare = self.base if not self.stages else self.capacity - self.base
         else:
             spare = self.capacity - self.base
-        wait = self.switched + GRACE_S - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)  # runs still in the bank about to be rewritten finish first
+        if self.unsettled:
+            # Runs still in the bank about to be rewritten finish first. Waiting a fixed time
+            # is not enough: a run that outlasts it (a slow stage, a vCPU the host stopped
+            # mid-run) would go on into the new order's stages: a mix. A run is one RCU
+            # read-side section, so after a grace period no run that read the old base is left.
+            libbpf.wait_for_running_programs()
+            self.unsettled = False
         for i, spec in enumerate(programs):
             self.session.slot(f"{self.name}[{spare + i}]", spec)
         for i in range(len(programs), self.capacity):
@@ -121,7 +122,7 @@ class Chain:
             raise UsageProblem(f"chain {self.name}: give it a type (no stage says one)")
         self._ensure_entry(ptype)
         libbpf.map_update_u32(self._cfg_fd(), 0, spare)  # the switch: one map update
-        self.base, self.stages, self.switched = spare, programs, time.monotonic()
+        self.base, self.stages, self.unsettled = spare, programs, True
 
     def reorder(self, stages) -> None:
         self.set(stages)

@@ -11,10 +11,14 @@ per-CPU record ``__bm_path`` the session shares with every such cell:
   run) or an empty slot (anything else: empty, or a key past the end).
 
 ``test_run(..., path=True)`` reads the record of the CPU the run used.
-Live (``Session.paths(array, seconds)``): while a collection runs, each
-finished run's record (finished = the next run on that CPU begins) is
-counted in a hash map keyed by the whole record, so the distinct paths come
-with their counts; each CPU's last run is read from the record itself.
+Live (``Session.paths(array, seconds)``): a collection window counts the
+runs that begin while it is open. Each such run's record carries the
+window's number and is counted in a hash map keyed by the whole record
+when it is finished (finished = the next run on that CPU begins, in the
+window or after it), so the distinct paths come with their counts. A
+CPU's last run of the window is read from its record only once that CPU
+has gone quiet: a record read while traffic goes on may be a run half-way
+through (the reader on another CPU copies it while the run writes it).
 
 A site is ``base + line`` of its cell (the per-call-site counters' ids), a
 program ``base + line`` of its definition. Programs loaded without paths run
@@ -28,7 +32,7 @@ import struct
 import time
 from dataclasses import dataclass, field
 
-from ..c.path_record import EMPTY, KEY_WORDS, LIMIT, MAX_HOPS, PATH_COUNTS, REC_SIZE  # noqa: F401  (the record the reader decodes)
+from ..c.path_record import CLOSING, EMPTY, KEY_WORDS, LIMIT, MAX_HOPS, PATH_COUNTS, REC_SIZE  # noqa: F401  (the record the reader decodes)
 from ..errors import UsageProblem
 from ..kernel import libbpf
 
@@ -41,6 +45,7 @@ class PathMaps:
     counts_fd: int
     ctl_fd: int
     pins: dict = field(default_factory=dict)  # name -> pin (BCC opens them by pin)
+    window: int = 0  # the last collection window's number
 
     @classmethod
     def create(cls, pin_dir: str) -> "PathMaps":
@@ -82,8 +87,15 @@ class PathMaps:
         libbpf._check(libbpf.lib().bpf_map_lookup_elem(self.rec_fd, ct.byref(key), buf), "read the path record")
         return [buf.raw[i * REC_SIZE : (i + 1) * REC_SIZE] for i in range(ncpu)]
 
-    def collecting(self, on: bool) -> None:
-        libbpf.map_update_u32(self.ctl_fd, 0, 1 if on else 0)
+    def collecting(self, value: int) -> None:
+        """The collection switch: 0 off, a window's number while it is open (runs that begin
+        join it), that number | CLOSING while it closes (runs that begin count the run before
+        them on their CPU if it was in the window, and join none)."""
+        libbpf.map_update_u32(self.ctl_fd, 0, value)
+
+    def next_window(self) -> int:
+        self.window = self.window % (CLOSING - 1) + 1
+        return self.window
 
     def counted(self) -> dict[bytes, int]:
         """Path key -> runs, from the counts map; emptied as it is read."""
@@ -113,6 +125,11 @@ def decode(raw: bytes) -> tuple[int, list[tuple[int, int, int]], int, int]:
     if len(raw) >= REC_SIZE:
         taken, serial = struct.unpack_from("<II", raw, 4 * KEY_WORDS)
     return entry, hop, taken, serial
+
+
+def window_of(raw: bytes) -> int:
+    """The collection window a record's run began in (0: none, or already counted)."""
+    return struct.unpack_from("<I", raw, 4 * KEY_WORDS + 16)[0]
 
 
 # ------------------------------------------------------------ naming ids
@@ -192,33 +209,22 @@ def live(session, seconds: float = 1.0, array: str | None = None, during=None):
     if maps is None:
         raise UsageProblem("paths are off: `%bpf paths --on` (Session.enable_paths()), then load the chain")
     maps.counted()  # start from nothing
-    # Each CPU's record now: the run in it is counted when the CPU's next run begins (in the
-    # window, so it is taken back out below); runs in the window are counted the same way,
-    # and each CPU's last one is read from its record at the end.
-    before = {i: (decode(r)[3], r[: 4 * KEY_WORDS]) for i, r in enumerate(maps.records())}
-    maps.collecting(True)
+    window = maps.next_window()
+    maps.collecting(window)
     try:
         if during is not None:
             during()
         else:
             time.sleep(seconds)  # the collection window itself: traffic is counted while it is open
     finally:
-        maps.collecting(False)
+        last = _close(maps, window)
     counts: dict[bytes, int] = {}
     for k, n in maps.counted().items():
         canon = _canonical(*decode(k)[:2])
         counts[canon] = counts.get(canon, 0) + n
-    for i, raw in enumerate(maps.records()):  # each CPU's last run: not counted until the next one begins
-        serial0, key0 = before.get(i, (None, b""))
-        entry, hops, _, serial = decode(raw)
-        if serial == serial0:
-            continue
-        canon = _canonical(entry, hops)
+    for raw in last:
+        canon = _canonical(*decode(raw)[:2])
         counts[canon] = counts.get(canon, 0) + 1
-        entry0, hops0, _, _ = decode(key0)
-        if entry0:  # the run that was in the record before the window was counted by the window's first
-            old = _canonical(entry0, hops0)
-            counts[old] = counts.get(old, 0) - 1
     counts = {k: n for k, n in counts.items() if n > 0}
     rows = []
     edges: dict[tuple[str, str], int] = {}  # (program, slot) and (slot, program): runs along them
@@ -240,6 +246,42 @@ def live(session, seconds: float = 1.0, array: str | None = None, during=None):
     df.attrs["seconds"] = None if during is not None else seconds
     df.attrs["edges"] = edges
     return df
+
+
+QUIET_S = 0.02  # a CPU whose record has not changed for this long has finished its last run
+CLOSE_S = 0.5  # at most this long to wait for every CPU to finish or go quiet
+
+
+def _close(maps: PathMaps, window: int) -> list[bytes]:
+    """Close WINDOW; the records of runs in it that no later run has counted (each CPU's last).
+
+    A record is read only when it is at rest. The reader copies a CPU's record while that CPU
+    may be writing it: taken while traffic goes on, it is often a run half-way through (a path
+    with no end, or one program's hops and another's). So the window closes in two steps:
+    first runs stop joining it but still count the run before them on their CPU (on a CPU with
+    traffic the window's last run is counted by the next one, in BPF, whole); then the CPUs
+    whose record is still of the window and has not changed for QUIET_S are read: no run is
+    writing them (a run lasts microseconds and is not preempted: BH is off while it runs)."""
+    maps.collecting(window | CLOSING)
+    deadline = time.monotonic() + CLOSE_S
+    seen: dict[int, tuple[bytes, float]] = {}
+    while True:
+        now = time.monotonic()
+        quiet = {}
+        for cpu, raw in enumerate(maps.records()):
+            if window_of(raw) != window:
+                continue
+            old = seen.get(cpu)
+            since = old[1] if old is not None and old[0] == raw else now
+            seen[cpu] = (raw, since)
+            quiet[cpu] = now - since >= QUIET_S
+        if all(quiet.values()) or now >= deadline:
+            break
+        time.sleep(0.002)
+    maps.collecting(0)
+    # A run that began just before the switch went off may have counted its CPU's record
+    # since: what changed is not taken from the record.
+    return [raw for cpu, raw in enumerate(maps.records()) if quiet.get(cpu) and seen[cpu][0] == raw]
 
 
 def picture(session, df, array: str | None = None):

@@ -123,6 +123,28 @@ def map_create(map_type: int, name: str, key_size: int, value_size: int, entries
     return _check(fd, f"create map {name}")
 
 
+BPF_MAP_TYPE_ARRAY = 2
+BPF_MAP_TYPE_ARRAY_OF_MAPS = 12
+
+
+def wait_for_running_programs() -> None:
+    """Return once every BPF program (non-sleepable) running on any CPU when called has finished.
+
+    The kernel's own way: an update of a map-in-map waits for an RCU grace period
+    (maybe_wait_bpf_programs in kernel/bpf/syscall.c) so that no program still holds the old
+    inner map; a program run, tail calls and all, is one RCU read-side section. The two maps
+    exist only for this call."""
+    fds = []
+    try:
+        fds.append(map_create(BPF_MAP_TYPE_ARRAY, "bm_rcu_inner", 4, 4, 1))
+        opts = MapCreateOpts(sz=ct.sizeof(MapCreateOpts), inner_map_fd=fds[0])
+        fds.append(_check(lib().bpf_map_create(BPF_MAP_TYPE_ARRAY_OF_MAPS, b"bm_rcu_wait", 4, 4, 1, ct.byref(opts)), "create map bm_rcu_wait"))
+        map_update_u32(fds[1], 0, fds[0])
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 def map_create_percpu_u64_array(name: str, size: int) -> int:
     opts = MapCreateOpts(sz=ct.sizeof(MapCreateOpts))
     fd = lib().bpf_map_create(BPF_MAP_TYPE_PERCPU_ARRAY, name[:15].encode(), 4, 8, size, ct.byref(opts))
