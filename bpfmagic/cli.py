@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import sys
+import tempfile
 
 DEFAULT_BUILD_DIR = "build"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -89,7 +91,12 @@ def _kernel_manager(kernel_name: str):
                 )
             return super().get_kernel_spec(name)
 
-    return KernelManager(kernel_name=kernel_name, kernel_spec_manager=_Pinned())
+    # Unix sockets in a directory only this user can enter, not TCP on 127.0.0.1: other
+    # local users cannot reach the kernel's ports (the kernel also warns about TCP).
+    sockets = tempfile.mkdtemp(prefix="bpfmagic-kernel-")
+    km = KernelManager(kernel_name=kernel_name, kernel_spec_manager=_Pinned(), transport="ipc", ip=os.path.join(sockets, "k"))
+    km.sockets_dir = sockets
+    return km
 
 
 def run_notebook(path: str, output: str | None = None, timeout: float = 600, kernel_name: str = "python3", echo: bool = True) -> tuple[bool, str]:
@@ -138,6 +145,7 @@ def run_notebook(path: str, output: str | None = None, timeout: float = 600, ker
         if km.has_kernel:
             km.shutdown_kernel(now=False)
         km.cleanup_resources()
+        shutil.rmtree(km.sockets_dir, ignore_errors=True)
         os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
         nbformat.write(nb, output)
     if not ok:

@@ -723,3 +723,35 @@ def test_tail_call_cost_notebook_published_figures(executed):
     here = {r["setup"]: float(r["ns per tail call"]) for r in rows if r["source"] == "this kernel"}
     assert here == {f"this VM, {i} index": round(summary["curves"][i]["ns_per_tail_call"], 1) for i in ("const", "var")}
     assert {r["kernel"] for r in rows if r["source"] == "this kernel"} == {summary["machine"]["kernel"]}
+
+
+def test_run_notebook_talks_to_its_kernel_over_private_unix_sockets(tmp_path, capfd):
+    """`bpfmagic run` / `make docs`: the kernel listens on Unix sockets in a directory only
+    this user can enter (no TCP port another local user could reach), removed afterwards."""
+    import tempfile
+
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell("import os\nprint(sorted(os.listdir(os.path.dirname(os.environ.get('JPY_PARENT_PID', '')) or '.'))[:0])")]
+    )
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "sockets.ipynb"
+    nbformat.write(nb, str(path))
+    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "bpfmagic-kernel-*")))
+    seen = []
+    import jupyter_client
+
+    start = jupyter_client.KernelManager.start_kernel
+
+    def spy(self, **kw):
+        seen.append((self.transport, self.ip, oct(os.stat(os.path.dirname(self.ip)).st_mode & 0o777)))
+        return start(self, **kw)
+
+    jupyter_client.KernelManager.start_kernel = spy
+    try:
+        ok, _ = run_notebook(str(path), output=str(tmp_path / "out.ipynb"), timeout=120, echo=False)
+    finally:
+        jupyter_client.KernelManager.start_kernel = start
+    assert ok
+    assert len(seen) == 1 and seen[0][0] == "ipc" and seen[0][2] == "0o700", seen
+    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "bpfmagic-kernel-*"))) == before
+    assert "without encryption" not in capfd.readouterr().err
