@@ -211,3 +211,35 @@ int fan(struct xdp_md *ctx) {
     assert list(empty["slots"][:2]) == ["wide[11]", "wide[10]"] and empty["missed"].iloc[0] == 12
     assert empty["slots"].iloc[-1] == "4 more slots of wide" and empty["missed"].iloc[-1] == 1 + 2 + 3 + 4
     assert empty["missed"].sum() == sum(range(1, 13))
+
+
+OUT_OF_RANGE = {
+    "bcc": "BPF_PROG_ARRAY(jt, 4);\nint entry(struct xdp_md *ctx) {\n    jt.call(ctx, 5);\n    jt.call(ctx, 9);\n    return XDP_PASS;\n}\n",
+    "core": """#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+struct { __uint(type, BPF_MAP_TYPE_PROG_ARRAY); __uint(max_entries, 4); __type(key, __u32); __type(value, __u32); } jt SEC(".maps");
+SEC("xdp") int entry(struct xdp_md *ctx) {
+    bpf_tail_call(ctx, &jt, 5);
+    bpf_tail_call(ctx, &jt, 9);
+    return XDP_PASS;
+}
+char LICENSE[] SEC("license") = "GPL";
+""",
+}
+
+
+@needs_root
+@pytest.mark.parametrize("backend", ["bcc", "core"])
+def test_an_index_past_the_array_end_counts_at_its_site_not_in_a_slot(session, backend):
+    """An index of size..2*size-1 once landed in the missed counters of slot index-size
+    (taken -1, a made-up empty slot in stats); one past that was not counted at all."""
+    session.load("oob", OUT_OF_RANGE[backend], core=backend == "core")
+    for _ in range(3):
+        result = session.test_run("oob.entry")
+        assert result.retval_name == "XDP_PASS"
+        assert result.tail_calls.empty, result.tail_calls  # no slot was called
+    stats = session.stats()
+    assert stats[stats["program"] == "(empty)"].empty, stats
+    assert (session.slots("jt", all_keys=True)[["calls", "missed"]] == 0).all().all()
+    misses = session.misses().set_index("key")
+    assert [(int(misses.loc[k, "calls"]), int(misses.loc[k, "missed"])) for k in ("5", "9")] == [(3, 3), (3, 3)]

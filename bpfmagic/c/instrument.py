@@ -145,7 +145,8 @@ def bcc_text(
         if call.kind == "chain" and call.array in arrays and cursor:
             # CHAIN_NEXT(ctx, chain): the run's position + 1, counted like any call site
             counter, size = counter_name(call.array), arrays[call.array][1]
-            bump = f"__bm_v = {counter}.lookup(&__bm_i); if (__bm_v) *__bm_v += 1;" if count_calls else ""
+            # An index past the end has no slot (the kernel falls through): only the site counts it.
+            bump = f"if (__bm_k < {size}) {{ __bm_v = {counter}.lookup(&__bm_i); if (__bm_v) *__bm_v += 1; }}" if count_calls else ""
             path_in = path_out = site_in = site_out = ""
             if sites is not None and count_calls:
                 site = sites[1] + call.line
@@ -168,7 +169,8 @@ def bcc_text(
                 continue
             counter, size = counter_name(call.array), arrays[call.array][1]
             key = data[call.key_start : call.key_end].decode()
-            bump = f"__bm_v = {counter}.lookup(&__bm_i); if (__bm_v) *__bm_v += 1;" if count_calls else ""
+            # An index past the end has no slot (the kernel falls through): only the site counts it.
+            bump = f"if (__bm_k < {size}) {{ __bm_v = {counter}.lookup(&__bm_i); if (__bm_v) *__bm_v += 1; }}" if count_calls else ""
             site_in = site_out = ""
             if sites is not None and count_calls:
                 site = sites[1] + call.line
@@ -280,7 +282,7 @@ def _dispatch(macro: str, args: str, names: list[str], extra: tuple[str, ...] = 
 def _count_try(name: str) -> str:
     return (
         f"#undef __BM_COUNT_TRY_{name}\n#define __BM_COUNT_TRY_{name}(_m, _k, _x) "
-        f"({{ if ((const void *)(_m) == (const void *)&{name}) "
+        f"({{ if ((const void *)(_m) == (const void *)&{name} && (unsigned int)(_k) < __BM_SIZE({name})) "
         f"__bm_bump(&{counter_name(name)}, (_k) + (_x) * __BM_SIZE({name})); }})"
     )
 
