@@ -707,6 +707,33 @@ def test_core_compiles_for_the_isa_the_kernel_runs(session):
     assert session.test_run("atom.f").retval_name == "XDP_PASS" and m.globals["counter"] == 7
 
 
+UNBOUNDED_READ = """#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+SEC("raw_tp/sys_enter") int peek(struct bpf_raw_tracepoint_args *ctx) {
+    char buf[64];
+    __u64 n = ctx->args[1];                       /* a size the verifier cannot bound */
+    bpf_probe_read_kernel(buf, n, (void *)ctx->args[0]);
+    return 0;
+}
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+
+def test_a_bounds_refusal_of_a_core_cell_names_the_isa_it_was_compiled_for(session):
+    """--core builds for BPF v3; code written for clang's older default can lose its bounds
+    there, so a bounds refusal says how to try v1 (and not when the cell chose its ISA)."""
+    from bpfmagic import BpfVerifierError
+
+    with pytest.raises(BpfVerifierError) as info:
+        session.load("peek", UNBOUNDED_READ, core=True)
+    text = str(info.value)
+    assert "R2 min value is negative" in text and "make it unsigned and bound it" in text
+    assert '--cflags "-mcpu=v1"' in text
+    with pytest.raises(BpfVerifierError) as info:
+        session.load("peek", UNBOUNDED_READ, core=True, cflags="-mcpu=v1")
+    assert "-mcpu=v1" not in str(info.value)
+
+
 def test_each_hint_is_shown_once(session):
     with pytest.raises(BpfVerifierError) as err:
         session.load(

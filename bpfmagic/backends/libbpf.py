@@ -122,6 +122,13 @@ _CLANG_LOC_RE = re.compile(r"^(.*?):(\d+):(\d+): (error|warning|note|fatal error
 # -mcpu=v3: the BPF ISA this kernel runs (atomics that return the old value, 32-bit jumps); the
 # precompiled vmlinux.h is built with the same flags, as clang requires.
 CLANG_BASE_FLAGS = ["-g", "-O2", "-target", "bpf", "-mcpu=v3"]
+# Code written for clang's older default ISA (v1: 64-bit registers only) can lose the bounds the
+# verifier needs when compiled with 32-bit subregisters (v3), and verify only as v1.
+BOUNDS_REASONS = ("unbounded memory access", "min value is negative", "max value is outside", "outside of the allowed memory range")
+ISA_NOTE = (
+    "\n\n[bpfmagic] --core compiles for BPF v3 (-mcpu=v3); code written for clang's older default "
+    '(v1) sometimes verifies only as that: try --cflags "-mcpu=v1".'
+)
 _MULTIARCH = {
     "x86_64": "x86_64-linux-gnu",
     "aarch64": "aarch64-linux-gnu",
@@ -679,40 +686,35 @@ def load_object(
     text = keep_ring_types(text, source)  # record types of rings get BTF: the stream reads their layout
     include_dirs = [os.path.dirname(os.path.abspath(file))] if file else []
     obj_bytes, warnings_text = compile_object(text, source, origin, cflags, include_dirs, vmlinux_first=syntax.starts_with_vmlinux)
+
+    def open_and_load(stats: bool):
+        return _open_and_load(
+            name,
+            syntax,
+            origin,
+            obj_bytes,
+            arrays,
+            needs,
+            slotted,
+            initial_globals,
+            verbose,
+            warnings_text,
+            stats=stats,
+            sites=sites,
+            paths=paths,
+            cursor=cursor,
+        )
+
     try:
-        return _open_and_load(
-            name,
-            syntax,
-            origin,
-            obj_bytes,
-            arrays,
-            needs,
-            slotted,
-            initial_globals,
-            verbose,
-            warnings_text,
-            stats=True,
-            sites=sites,
-            paths=paths,
-            cursor=cursor,
-        )
-    except _RetryWithoutStats:
-        return _open_and_load(
-            name,
-            syntax,
-            origin,
-            obj_bytes,
-            arrays,
-            needs,
-            slotted,
-            initial_globals,
-            verbose,
-            warnings_text,
-            stats=False,
-            sites=sites,
-            paths=paths,
-            cursor=cursor,
-        )
+        try:
+            return open_and_load(stats=True)
+        except _RetryWithoutStats:
+            return open_and_load(stats=False)
+    except BpfVerifierError as e:
+        if not any(f.startswith("-mcpu") for f in cflags) and any(reason in e.message for reason in BOUNDS_REASONS):
+            e.message += ISA_NOTE
+            e.args = (e.message,)
+        raise
 
 
 def _open_and_load(

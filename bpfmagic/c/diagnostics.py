@@ -223,8 +223,10 @@ VERIFIER_HINTS = {
     "declare it `static __noinline int ...` and return the tail call's result (or 0) from it.",
     "cannot use helper": "this program type may not call that helper (bpf_probe_write_user is refused by "
     "this kernel); see `bpftool feature probe` for the helpers each type can call.",
-    "unbounded memory access": "an index added to a pointer has no upper bound the verifier can see: check it "
-    "against the size first (if (i >= N) return ...).",
+    "min value is negative": "a size or offset may be negative as the verifier sees it: make it unsigned and "
+    "bound it (n &= MASK, or if (n > N) return ...) before the call or access.",
+    "unbounded memory access": "a size or offset has no upper bound the verifier can see (a helper's size "
+    "argument, or an index added to a pointer): bound it first (n &= MASK, or if (n > N) return ...).",
     "invalid bpf_context access": "the context is read at an offset its type does not have (moved or cast ctx "
     "pointer?): read fields through the ctx the program was given.",
     "invalid access to packet": "check packet bounds (data + N > data_end) before reading the packet.",
