@@ -11,6 +11,7 @@ import time
 import pandas as pd
 import pytest
 
+from bpfmagic import UsageProblem
 from bpfmagic.c.analysis import file_constants
 from bpfmagic.experiments import graph as chain_graph
 
@@ -456,6 +457,63 @@ def test_a_chain_as_data_runs_its_stages_in_order(session):
 
 
 @needs_root
+def test_a_full_bank_and_an_emptied_chain_never_run_into_the_other_bank(session):
+    """A full bank 0 would run on into bank 1's first slot (the old order's stage); an
+    emptied chain's next order must not be written into the bank traffic still reads."""
+    session.load("st", STAGES)
+    ch = session.chain("fw", ["st.a", "st.b"])
+    ch.reorder(["st.c"])  # bank 1: c
+    with pytest.raises(UsageProblem, match="takes at most 15"):
+        ch.reorder(["st.a"] * 16)
+    assert _order(session) == b"C"
+    ch.reorder(["st.a"] * 15)  # bank 0, full but for the slot after it
+    assert session.test_run("fw_entry.entry", data=bytes(64)).retval_name == "XDP_PASS"  # a's verdict, not c's
+    ch.remove("st.a")
+    assert _order(session) == b"" and ch.base == 16
+    live = ch.base
+    writes = []
+    real_slot = session.slot
+
+    def slot_and_look(spec, program):  # what a packet arriving between two slot writes sees
+        real_slot(spec, program)
+        writes.append(_order(session))
+
+    session.slot = slot_and_look
+    try:
+        ch.reorder(["st.c", "st.b", "st.a"])
+    finally:
+        del session.slot
+    assert writes == [b"", b"", b""] and ch.base != live  # the live (empty) bank was left alone
+    assert _order(session) == b"CBA"
+
+
+@needs_root
+def test_chain_files_that_are_not_chains_are_refused(session, tmp_path):
+    from bpfmagic.experiments.chain import load_file
+
+    session.load("st", STAGES)
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    cases = {
+        str(fifo): "not a regular file",
+        "latin1.yaml": "not UTF-8",
+        "zero.yaml": "capacity must be 1..1024",
+        "float.yaml": "capacity must be a whole number",
+        "bool.yaml": "capacity must be a whole number",
+        "type.yaml": "type must be a program type",
+    }
+    (tmp_path / "latin1.yaml").write_bytes(b"stages: [st.a] # caf\xe9\n")
+    (tmp_path / "zero.yaml").write_text("capacity: 0\nstages: [st.a]\n")
+    (tmp_path / "float.yaml").write_text("capacity: 2.7\nstages: [st.a]\n")
+    (tmp_path / "bool.yaml").write_text("capacity: true\nstages: [st.a]\n")
+    (tmp_path / "type.yaml").write_text("type: [1]\nstages: [st.a]\n")
+    for name, said in cases.items():
+        with pytest.raises(UsageProblem, match=said):
+            load_file(session, "fw", str(tmp_path / name))
+    assert "fw" not in session.chains
+
+
+@needs_root
 def test_reordering_under_traffic_shows_only_whole_orders(session):
     session.enable_paths()
     session.load("st", STAGES)
@@ -475,8 +533,9 @@ def test_reordering_under_traffic_shows_only_whole_orders(session):
     t.start()
 
     def flips():
-        for i in range(60):
+        for i in range(40):
             ch.reorder(["st.c", "st.b", "st.a"] if i % 2 == 0 else ["st.a", "st.b", "st.c"])
+            time.sleep(0.01)  # each order lives long enough for the traffic thread to run through it
 
     try:
         df = session.paths("fw", during=flips)

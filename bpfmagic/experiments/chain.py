@@ -88,8 +88,13 @@ class Chain:
     def set(self, stages) -> None:
         """Switch the chain to STAGES (in order), atomically for the traffic."""
         stages = [str(s) for s in stages]
-        if len(stages) > self.capacity:
-            raise UsageProblem(f"chain {self.name}: {len(stages)} stages, capacity {self.capacity}")
+        if len(stages) >= self.capacity:
+            # The slot after the last stage must be empty (the chain ends there); after a full
+            # bank 0 that slot would be bank 1's first: the old order's stages would run on.
+            raise UsageProblem(
+                f"chain {self.name}: {len(stages)} stages; a chain of capacity {self.capacity} takes at most "
+                f"{self.capacity - 1} (the slot after the last stays empty); make it with a larger capacity"
+            )
         array = self.session.array(self.name)
         programs = []
         for spec in stages:
@@ -101,10 +106,9 @@ class Chain:
                 raise UsageProblem(f"chain {self.name}: {spec} does not call CHAIN_NEXT(ctx, {self.name}); without it the chain would end there")
             programs.append(spec)
         ptype = array.owner_type or self.type
-        if self.entry is None or not self.stages:
-            spare = self.base if not self.stages else self.capacity - self.base
-        else:
-            spare = self.capacity - self.base
+        # Once the entry exists traffic may be running through the bank at base, even an
+        # empty one: a new order always goes into the other bank.
+        spare = self.base if self.entry is None or self.entry.closed else self.capacity - self.base
         if self.unsettled:
             # Runs still in the bank about to be rewritten finish first. Waiting a fixed time
             # is not enough: a run that outlasts it (a slow stage, a vCPU the host stopped
@@ -162,28 +166,56 @@ class Chain:
         return f"<Chain {self.name}: {self.name}_entry.entry → {order} (bank at {self.base})>"
 
 
+MAX_CHAIN_FILE = 1 << 20
+
+
+def _read_chain_file(path: str) -> str:
+    """The file's text: a regular file only (a FIFO would block the cell), bounded, UTF-8."""
+    import stat
+
+    label = f"--file {os.path.basename(path)}"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise UsageProblem(f"{label}: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UsageProblem(f"{label}: not a regular file")
+        if st.st_size > MAX_CHAIN_FILE:
+            raise UsageProblem(f"{label}: {st.st_size:,} bytes; a chain file is at most {MAX_CHAIN_FILE:,}")
+        data = os.read(fd, MAX_CHAIN_FILE + 1)
+    finally:
+        os.close(fd)
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        raise UsageProblem(f"{label}: not UTF-8 text") from None
+
+
 def load_file(session, name: str, path: str):
     """A chain from YAML: ``stages: [MODULE.FUNC, ...]`` (and optionally ``type``, ``capacity``)."""
     import yaml
 
+    from ..kernel.progtypes import PROG_TYPES, prog_type_name
+
+    label = f"--file {os.path.basename(path)}"
     try:
-        with open(path) as f:
-            spec = yaml.safe_load(f) or {}
-    except OSError as e:
-        raise UsageProblem(f"--file {path}: {e.strerror}") from None
+        spec = yaml.safe_load(_read_chain_file(path)) or {}
     except yaml.YAMLError as e:
-        raise UsageProblem(f"--file {os.path.basename(path)}: not YAML ({e})") from None
+        raise UsageProblem(f"{label}: not YAML ({e})") from None
     stages = spec.get("stages") if isinstance(spec, dict) else None
     if not isinstance(stages, list) or not all(isinstance(s, str) for s in stages):
-        raise UsageProblem(f"--file {os.path.basename(path)}: write `stages:` as a list of MODULE.FUNC")
+        raise UsageProblem(f"{label}: write `stages:` as a list of MODULE.FUNC")
     if spec.get("chain", name) != name:
-        raise UsageProblem(f"--file {os.path.basename(path)} describes chain {spec['chain']!r}, not {name!r}")
-    label = f"--file {os.path.basename(path)}"
+        raise UsageProblem(f"{label} describes chain {spec['chain']!r}, not {name!r}")
     capacity, ptype = spec.get("capacity"), spec.get("type")
-    try:
-        capacity = int(capacity) if capacity is not None else None
-    except (TypeError, ValueError):
-        raise UsageProblem(f"{label}: capacity must be a whole number of stages") from None
+    if capacity is not None and (isinstance(capacity, bool) or not isinstance(capacity, int)):
+        raise UsageProblem(f"{label}: capacity must be a whole number of stages (got {capacity!r})")
+    if ptype is not None:
+        if not isinstance(ptype, str) or prog_type_name(ptype) not in PROG_TYPES:
+            raise UsageProblem(f"{label}: type must be a program type such as xdp or sched_cls (got {ptype!r})")
+        ptype = prog_type_name(ptype)
     existing = session.chains.get(name)
     # A file describes the chain as a whole: what it says of an existing chain must hold.
     if existing is not None and capacity is not None and capacity != existing.capacity:
@@ -191,6 +223,7 @@ def load_file(session, name: str, path: str):
             f"{label}: chain {name} has capacity {existing.capacity}, the file says {capacity}; "
             f"`%bpf unload {name}_entry` and `%bpf unload {name}` first to change it"
         )
-    if existing is not None and ptype and existing.type and ptype != existing.type:
-        raise UsageProblem(f"{label}: chain {name} runs {existing.type} stages, the file says {ptype}")
-    return session.chain(name, stages, type=ptype, capacity=capacity or DEFAULT_CAPACITY)
+    running = existing.type or session.array(name).owner_type if existing is not None else None
+    if ptype and running and ptype != running:
+        raise UsageProblem(f"{label}: chain {name} runs {running} stages, the file says {ptype}")
+    return session.chain(name, stages, type=ptype, capacity=DEFAULT_CAPACITY if capacity is None else capacity)
