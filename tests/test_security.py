@@ -292,3 +292,44 @@ def test_a_damaged_cache_is_rebuilt():
     assert facts["first"] == {"bcc": 1, "core": 1}
     assert facts["after"] == {"bcc": 1, "core": 1}
     assert facts["include"] > 10 and facts["vmlinux_size"] > 100_000
+
+
+def test_uprobe_paths_another_user_could_change_are_refused(session, tmp_path):
+    """A uprobe on a path is on what that file holds when root attaches: a file another user
+    can write, or swap in a directory they can write, would choose where root's probe goes.
+    A FIFO would block the cell; neither may happen."""
+    import pwd
+    import shutil
+
+    from bpfmagic import AttachError
+
+    src = "int on_call(struct pt_regs *ctx) { return 0; }\n"
+    libc = os.path.realpath("/lib/x86_64-linux-gnu/libc.so.6")
+    private = tmp_path / "mine"
+    private.mkdir(mode=0o700)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)  # writable by all, not sticky
+    nobody = pwd.getpwnam("nobody").pw_uid
+    os.mkfifo(private / "fifo")
+    (private / "notelf").write_bytes(b"#!/bin/sh\n")
+    theirs = private / "theirs.so"
+    shutil.copy(libc, theirs)
+    os.chown(theirs, nobody, -1)
+    swappable = shared / "libc.so"
+    shutil.copy(libc, swappable)
+    os.symlink(swappable, private / "link.so")
+    cases = {
+        private / "fifo": "is not a regular file",
+        private / "missing.so": "No such file",
+        private / "notelf": "is not an ELF file",
+        theirs: "can be changed by another user",
+        private / "link.so": "lets another user replace libc.so",
+    }
+    for path, said in cases.items():
+        with pytest.raises(AttachError, match=said):
+            session.load("up", src, attach={"on_call": f"uprobe:{path}:getpid"})
+    ours = private / "libc-copy.so"
+    shutil.copy(libc, ours)
+    m = session.load("up", src, attach={"on_call": f"uprobe:{ours}:getpid"})
+    assert [a.target.kind for a in m.attachments] == ["uprobe"]

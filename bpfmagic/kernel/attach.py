@@ -293,6 +293,8 @@ def _attach_uprobe(program, target: Target) -> Attachment:
     from bcc.libbcc import lib as bcc
 
     library, symbol = target.args
+    if "/" in library:  # a path: BCC would open it blindly (a FIFO blocks the cell)
+        library = _trusted_elf(library, program, target)
     try:
         path, offset = BPF._check_path_symbol(library.encode(), symbol.encode(), None, -1)
     except Exception as e:  # BCC raises bare Exception
@@ -304,6 +306,44 @@ def _attach_uprobe(program, target: Target) -> Attachment:
     if res < 0:
         raise AttachError(f"cannot attach {program.qualname} to {target}: {os.strerror(ct.get_errno())}")
     return Attachment(target, program, [res], "perf", lambda: bcc.bpf_detach_uprobe(event))
+
+
+def _trusted_elf(path: str, program, target: Target) -> str:
+    """PATH resolved to a regular ELF file that only root or this user can change: a library
+    another user can write (or swap, in a directory they can write) would choose where root's
+    probe goes. Returns the resolved path, which is what gets probed."""
+    import stat
+
+    where = f"cannot attach {program.qualname} to {target}"
+    real = os.path.realpath(path)
+    try:
+        st = os.stat(real)
+    except OSError as e:
+        raise AttachError(f"{where}: {path}: {e.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise AttachError(f"{where}: {path} is not a regular file")
+    trusted = {0, os.geteuid()}
+    if st.st_uid not in trusted or st.st_mode & 0o022:
+        raise AttachError(
+            f"{where}: {path} can be changed by another user (owner uid {st.st_uid}, mode "
+            f"{stat.filemode(st.st_mode)}); probe a copy only you can write"
+        )
+    parent = os.path.dirname(real)
+    while True:
+        d = os.stat(parent)
+        if d.st_uid not in trusted or (d.st_mode & 0o022 and not d.st_mode & stat.S_ISVTX):
+            raise AttachError(f"{where}: {parent} lets another user replace {os.path.basename(real)}; probe a copy in a directory only you can write")
+        if parent == "/":
+            break
+        parent = os.path.dirname(parent)
+    fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        magic = os.read(fd, 4)
+    finally:
+        os.close(fd)
+    if magic != b"\x7fELF":
+        raise AttachError(f"{where}: {path} is not an ELF file (a binary or shared library)")
+    return real
 
 
 def _link(program, target: Target, ifindex: int, attach_type: int) -> Attachment:
