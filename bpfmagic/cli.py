@@ -94,6 +94,9 @@ def _kernel_manager(kernel_name: str):
     # Unix sockets in a directory only this user can enter, not TCP on 127.0.0.1: other
     # local users cannot reach the kernel's ports (the kernel also warns about TCP).
     sockets = tempfile.mkdtemp(prefix="bpfmagic-kernel-")
+    if len(sockets) > 80:  # a Unix socket path has at most 107 bytes: a long TMPDIR would hang the start
+        os.rmdir(sockets)
+        sockets = tempfile.mkdtemp(prefix="bpfmagic-kernel-", dir="/tmp")
     km = KernelManager(kernel_name=kernel_name, kernel_spec_manager=_Pinned(), transport="ipc", ip=os.path.join(sockets, "k"))
     km.sockets_dir = sockets
     return km

@@ -654,3 +654,16 @@ def test_live_paths_never_count_a_run_read_half_way(session):
         t.join()
         os.sched_setaffinity(0, mine)
     assert set(got) == {"fw_entry.entry → a → slow → b ✗ fw[3] empty"}, got
+
+
+@needs_root
+def test_live_paths_refuse_a_window_they_cannot_keep_and_an_unknown_array(session):
+    from bpfmagic import SlotError
+
+    session.enable_paths()
+    for seconds in (-1, float("nan"), float("inf"), 1e300):
+        with pytest.raises(UsageProblem, match="--seconds must be"):
+            session.paths(seconds=seconds)
+    with pytest.raises(SlotError, match="no prog array 'nosuch'"):
+        session.paths("nosuch", seconds=0.01)
+    assert session.paths(seconds=0).empty

@@ -203,8 +203,14 @@ def path_frame(rows):
 def live(session, seconds: float = 1.0, array: str | None = None, during=None):
     """The distinct paths runs took during SECONDS, or while ``during()`` ran (array: only
     those with a hop through it). Counting costs each run about 250 ns while it lasts."""
+    import math
+
     import pandas as pd
 
+    if during is None and (not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or not 0 <= seconds <= 3600):
+        raise UsageProblem(f"paths: --seconds must be a number of seconds from 0 to 3600 (got {seconds!r})")
+    if array is not None:
+        session.array(array)  # an array the session has, or the error that says which it has
     maps = session._path_maps
     if maps is None:
         raise UsageProblem("paths are off: `%bpf paths --on` (Session.enable_paths()), then load the chain")
