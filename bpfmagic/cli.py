@@ -77,7 +77,9 @@ def _kernel_manager(kernel_name: str):
     An installed ``python3`` kernelspec elsewhere (pyenv, ~/.local) would
     start an interpreter that cannot import bcc; pin it to sys.executable.
     """
-    from jupyter_client import KernelManager
+    # The async manager: with a blocking one nbclient's output poll blocks its event loop, so
+    # a kernel that dies mid-cell is never noticed and the run hangs for good.
+    from jupyter_client import AsyncKernelManager as KernelManager
     from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 
     class _Pinned(KernelSpecManager):
@@ -145,9 +147,11 @@ def run_notebook(path: str, output: str | None = None, timeout: float = 600, ker
     finally:
         # nbclient leaves a kernel it did not start alone: stop it (everything it
         # loaded is freed with it) and remove its connection file.
+        from jupyter_core.utils import run_sync
+
         if km.has_kernel:
-            km.shutdown_kernel(now=False)
-        km.cleanup_resources()
+            run_sync(km.shutdown_kernel)(now=False)
+        run_sync(km.cleanup_resources)()
         shutil.rmtree(km.sockets_dir, ignore_errors=True)
         os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
         nbformat.write(nb, output)
