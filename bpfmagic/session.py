@@ -330,10 +330,8 @@ class Session:
         counting is off, or the map is full (then only per-slot counts)."""
         if not (req.count_calls or req.paths) or not (syntax.tail_calls or req.paths):
             return None
-        if req.paths and self._path_maps is None:  # freed by a reset while paths stay on
-            from .experiments.paths import PathMaps
-
-            self._path_maps = PathMaps.create(self.pin_dir())
+        if req.paths:
+            self._ensure_path_maps()  # freed by a reset while paths stay on
         return self.sites.allocate(syntax, req.name)
 
     # ------------------------------------------------------------ paths (paths.py)
@@ -341,11 +339,15 @@ class Session:
         """Cells loaded from now on record the way each run goes through the chain (and why a
         call fell through). Off by default; programs loaded without it run uninstrumented."""
         self._require_privileges()
+        self._ensure_path_maps()
+        self.paths_enabled = True
+
+    def _ensure_path_maps(self) -> None:
+        """The session's path maps (paths.py), made on first need and after a reset."""
         if self._path_maps is None:
             from .experiments.paths import PathMaps
 
             self._path_maps = PathMaps.create(self.pin_dir())
-        self.paths_enabled = True
 
     def disable_paths(self) -> None:
         """Cells loaded from now on run without path recording (loaded ones keep theirs)."""

@@ -49,14 +49,11 @@ def check_source_size(source: str, what: str) -> None:
         )
 
 
-def read_source_file(path: str, what: str = "--file") -> str:
-    """The text of the C file PATH. Refuses (UsageProblem, never quoting the
-    file) what is not a regular file, larger than MAX_SOURCE_BYTES, not named
-    .c/.h, not UTF-8 or holding NUL bytes. Nothing here can block."""
-    label = f"{what} {path}"
-    if not path.endswith(C_SOURCE_SUFFIXES):
-        # Compile errors quote the source: only files named as C source are compiled.
-        raise UsageProblem(f"{label}: not a C source file name (expected .c or .h, e.g. prog.bpf.c)")
+def read_regular_file(path: str, label: str, limit: int, limit_text: str, takes: str = "", refuse=None) -> bytes:
+    """The bytes of PATH, a regular file of at most LIMIT bytes; anything else is a
+    UsageProblem naming LABEL (never quoting the file). Nothing here can block: a FIFO
+    is opened without waiting for a writer and refused. ``refuse(path)``, called once the
+    file is known to be regular and before it is read, may return why it is refused."""
     try:
         # O_NONBLOCK: opening a FIFO with no writer returns at once instead of waiting.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
@@ -65,14 +62,15 @@ def read_source_file(path: str, what: str = "--file") -> str:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise UsageProblem(f"{label}: {_kind(st.st_mode)}, not a regular file; --file takes a C source file")
-        if _kernel_file(path):
-            raise UsageProblem(f"{label}: a file of the kernel ({os.path.realpath(path)}), not C source")
-        if st.st_size > MAX_SOURCE_BYTES:
-            raise UsageProblem(f"{label}: {st.st_size / (1 << 20):.1f} MiB; bpfmagic compiles at most {MAX_SOURCE_BYTES >> 20} MiB of C")
+            raise UsageProblem(f"{label}: {_kind(st.st_mode)}, not a regular file" + (f"; {takes}" if takes else ""))
+        why = refuse(path) if refuse else None
+        if why:
+            raise UsageProblem(f"{label}: {why}")
+        if st.st_size > limit:
+            raise UsageProblem(f"{label}: {st.st_size / (1 << 20):.1f} MiB; {limit_text}")
         chunks, size = [], 0
-        while size <= MAX_SOURCE_BYTES:  # the file may grow after fstat: read one byte past the bound at most
-            chunk = os.read(fd, MAX_SOURCE_BYTES + 1 - size)
+        while size <= limit:  # the file may grow after fstat: read one byte past the bound at most
+            chunk = os.read(fd, limit + 1 - size)
             if not chunk:
                 break
             chunks.append(chunk)
@@ -82,8 +80,27 @@ def read_source_file(path: str, what: str = "--file") -> str:
     finally:
         os.close(fd)
     data = b"".join(chunks)
-    if len(data) > MAX_SOURCE_BYTES:
-        raise UsageProblem(f"{label}: more than {MAX_SOURCE_BYTES >> 20} MiB; bpfmagic compiles at most {MAX_SOURCE_BYTES >> 20} MiB of C")
+    if len(data) > limit:
+        raise UsageProblem(f"{label}: more than {limit >> 20} MiB; {limit_text}")
+    return data
+
+
+def read_source_file(path: str, what: str = "--file") -> str:
+    """The text of the C file PATH. Refuses (UsageProblem, never quoting the
+    file) what is not a regular file, larger than MAX_SOURCE_BYTES, not named
+    .c/.h, not UTF-8 or holding NUL bytes. Nothing here can block."""
+    label = f"{what} {path}"
+    if not path.endswith(C_SOURCE_SUFFIXES):
+        # Compile errors quote the source: only files named as C source are compiled.
+        raise UsageProblem(f"{label}: not a C source file name (expected .c or .h, e.g. prog.bpf.c)")
+    data = read_regular_file(
+        path,
+        label,
+        MAX_SOURCE_BYTES,
+        f"bpfmagic compiles at most {MAX_SOURCE_BYTES >> 20} MiB of C",
+        takes="--file takes a C source file",
+        refuse=lambda p: f"a file of the kernel ({os.path.realpath(p)}), not C source" if _kernel_file(p) else None,
+    )
     if b"\0" in data:
         raise UsageProblem(f"{label}: not a C source file (it holds NUL bytes)")
     try:

@@ -171,22 +171,10 @@ MAX_CHAIN_FILE = 1 << 20
 
 def _read_chain_file(path: str) -> str:
     """The file's text: a regular file only (a FIFO would block the cell), bounded, UTF-8."""
-    import stat
+    from ..c.source_files import read_regular_file
 
     label = f"--file {os.path.basename(path)}"
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as e:
-        raise UsageProblem(f"{label}: {e.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise UsageProblem(f"{label}: not a regular file")
-        if st.st_size > MAX_CHAIN_FILE:
-            raise UsageProblem(f"{label}: {st.st_size:,} bytes; a chain file is at most {MAX_CHAIN_FILE:,}")
-        data = os.read(fd, MAX_CHAIN_FILE + 1)
-    finally:
-        os.close(fd)
+    data = read_regular_file(path, label, MAX_CHAIN_FILE, f"a chain file is at most {MAX_CHAIN_FILE >> 20} MiB")
     try:
         return data.decode()
     except UnicodeDecodeError:
@@ -223,7 +211,7 @@ def load_file(session, name: str, path: str):
             f"{label}: chain {name} has capacity {existing.capacity}, the file says {capacity}; "
             f"`%bpf unload {name}_entry` and `%bpf unload {name}` first to change it"
         )
-    running = existing.type or session.array(name).owner_type if existing is not None else None
+    running = (existing.type or session.array(name).owner_type) if existing is not None else None
     if ptype and running and ptype != running:
         raise UsageProblem(f"{label}: chain {name} runs {running} stages, the file says {ptype}")
     return session.chain(name, stages, type=ptype, capacity=DEFAULT_CAPACITY if capacity is None else capacity)
