@@ -109,30 +109,28 @@ def read_source_file(path: str, what: str = "--file") -> str:
         raise UsageProblem(f"{label}: not a C source file (not UTF-8 text)") from None
 
 
-def include_dirs(cflags: list[str]) -> list[str]:
-    """The -I / -isystem / -iquote directories of CFLAGS."""
-    dirs, take_next = [], False
+def _flag_values(cflags: list[str], separate: tuple[str, ...], joined: str | None = None) -> list[str]:
+    """The values of the flags in SEPARATE (``-I DIR``), and of JOINED written with its value (``-IDIR``)."""
+    values, take_next = [], False
     for flag in cflags:
         if take_next:
-            dirs.append(flag)
+            values.append(flag)
             take_next = False
-        elif flag in ("-I", "-isystem", "-iquote", "-idirafter"):
+        elif flag in separate:
             take_next = True
-        elif flag.startswith("-I") and len(flag) > 2:
-            dirs.append(flag[2:])
-    return dirs
+        elif joined and flag.startswith(joined) and len(flag) > len(joined):
+            values.append(flag[len(joined) :])
+    return values
+
+
+def include_dirs(cflags: list[str]) -> list[str]:
+    """The -I / -isystem / -iquote directories of CFLAGS."""
+    return _flag_values(cflags, ("-I", "-isystem", "-iquote", "-idirafter"), joined="-I")
 
 
 def forced_includes(cflags: list[str]) -> list[str]:
     """The files of -include FILE / -imacros FILE in CFLAGS."""
-    files, take_next = [], False
-    for flag in cflags:
-        if take_next:
-            files.append(flag)
-            take_next = False
-        elif flag in ("-include", "-imacros"):
-            take_next = True
-    return files
+    return _flag_values(cflags, ("-include", "-imacros"))
 
 
 def check_includes(source: str, origin: str, base_dir: str | None, cflags: list[str]) -> None:
