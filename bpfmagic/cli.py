@@ -45,7 +45,8 @@ def _text_of(output) -> str:
             return f"[picture: {pictures[0]}, in the executed notebook]\n"
         if "application/vnd.jupyter.widget-view+json" in data:
             return "[live widget: open the executed notebook in Jupyter]\n"
-        text = data.get("text/plain")
+        # prose a cell computed (IPython's Markdown) reads as its text, not as the object's repr
+        text = data.get("text/markdown", data.get("text/plain"))
         if text is None:
             mimes = ", ".join(sorted(data)) or "nothing"
             return f"<{mimes}>\n"

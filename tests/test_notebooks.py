@@ -13,6 +13,7 @@ import nbformat
 import pytest
 
 from bpfmagic.cli import run_notebook
+from bpfmagic.kernel import cpu
 
 from .conftest import kernel_objects, leftovers, needs_root, syscall_nr
 
@@ -162,8 +163,8 @@ def text_outputs(cell) -> str:
     for o in cell.get("outputs", []):
         if o.get("output_type") == "stream":
             parts.append(o.get("text", ""))
-        elif "data" in o:
-            parts.append(o["data"].get("text/plain", ""))
+        elif "data" in o:  # computed prose (IPython's Markdown) by its text
+            parts.append(o["data"].get("text/markdown", o["data"].get("text/plain", "")))
     return "".join(parts)
 
 
@@ -690,15 +691,50 @@ def test_tail_call_cost_notebook_call_sites(executed):
     var = dump("dump-var")
     assert "stages[1] <- ipv4.parse_ipv4" in var
     assert re.search(r"indirect jump (to the slot's program|through the retpoline)", var) and "direct jump the kernel" not in var
-    # two constant calls merged by the compiler into one site: the variable-index code
+    # two constant calls merged by the compiler into one site: the variable-index code, marked by its code
     merged = dump("dump-merged")
     assert "2 tail calls in the source, 1 call site(s) in the program" in merged
     assert merged.count("call bpf_tail_call#12") == 1 and "direct jump the kernel" not in merged
-    assert re.search(r"^\s+[0-9a-f]+: jmp r[a-z0-9]+$", merged, re.M), merged
+    assert sum("◀ tail call" in line and "variable index" in line for line in merged.splitlines()) == 1, merged
+    # the branch this host takes, decided by its own sysfs: a thunk where retpolines (or ITS thunks) are on
+    host = cpu.mitigations()
+    thunked = "Retpolines" in host.get("spectre_v2", "") or "thunks" in host.get("indirect_target_selection", "")
+    assert summary["host_branch"]["indirect"] == ("thunk" if thunked else "register"), (summary["host_branch"], host)
+    jump = r"jmp 0x[0-9a-f]+\s+◀ tail call: indirect jump through the (retpoline|ITS thunk)" if thunked else r"jmp r[a-z0-9]+\s+◀ tail call"
+    assert re.search(jump, var) and re.search(jump, merged), (var, merged)
+    branch = text_outputs(tagged(nb, "var-branch")[0])
+    assert host["spectre_v2"].split(";")[0] in branch
+    # a return is a return: every function's last instruction is `ret` or a jump to a return thunk
+    for text in (const, empty, var, merged):
+        last = [line for line in text.splitlines() if re.match(r"^\s+[0-9a-f]+: ", line) and ": int3" not in line][-1]
+        assert "tail call" not in last, last
+        if summary["host_branch"]["return"] == "thunk":
+            assert "◀ return, through the return thunk" in last, last
+        else:
+            assert last.rstrip().endswith(": ret"), last
     # bpf_tail_call_static keeps them apart: two sites, the filled one a direct jump
     static = dump("dump-static")
     assert "XDP_DROP; 2 call sites" in static
     assert "direct jump the kernel patched in for a constant index, into ipv4.parse_ipv4" in static
+
+
+def test_tail_call_cost_notebook_prose_states_this_runs_figures(executed):
+    """The figures in the prose are this run's (computed cells), not those of the host it was written on."""
+    nb = executed("10-tail-call-cost.ipynb")
+    summary = json.loads(text_outputs(tagged(nb, "summary")[0]).strip().splitlines()[-1])
+    const, var = (summary["curves"][i]["ns_per_tail_call"] for i in ("const", "var"))
+    figures = text_outputs(tagged(nb, "run-figures")[0])
+    assert f"constant-index tail call **{const:.1f} ns**" in figures and f"variable-index one **{var:.1f} ns**" in figures
+    assert figures.count("seen on another host") == 2  # the other hosts' figures are said to be theirs
+    stats = text_outputs(tagged(nb, "run-stats")[0])
+    assert f"the statistics add {summary['stats_ns']['on'] - summary['stats_ns']['off']} ns to each run" in stats
+    compare = text_outputs(tagged(nb, "compare")[0])
+    retpolines = "Retpolines" in summary["machine"]["spectre_v2"]
+    assert ("*retpoline* rows" if retpolines else "*no retpoline* rows") in compare
+    assert f"variable-index tail call cost {var:.1f} ns here" in compare
+    prose = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    for stale in ("1.1 and 2.4 ns", "70-90 ns", "not seen on this machine", "needs no retpoline, so"):
+        assert stale not in prose, stale
 
 
 def test_tail_call_cost_notebook_published_figures(executed):
