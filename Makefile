@@ -77,7 +77,7 @@ demo: setup
 test: setup
 	$(PY) -m ruff check bpfmagic tests bench
 	$(PY) -m ruff format --check bpfmagic tests bench
-	$(PY) -m pytest -q tests $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=15 tests $(PYTEST_ARGS)
 
 # Every notebook executed and rendered to build/site/ (open build/site/index.html);
 # a notebook that fails fails the build.

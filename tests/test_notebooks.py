@@ -231,6 +231,12 @@ def modules_left(cells) -> set[str]:
 def test_syscall_dispatch_notebook_results(executed):
     nb = executed("01-syscall-dispatch.ipynb")
     summary = json.loads(text_outputs(tagged(nb, "summary")[0]).strip().splitlines()[-1])
+    # the dispatcher counts only the thread that runs the cells: the workload's share is exact
+    assert summary["workload_write_taken"] == 1000 and summary["workload_getppid_taken"] == 500
+    assert summary["workload_handler_runs"] == {"write": 1000, "getppid": 500}
+    explained = text_outputs(tagged(nb, "explained")[0])
+    assert "**1000** tail calls taken during the workload" in explained and "**500** for its 500 calls" in explained
+    assert "before the handlers cell filled the slot" in explained
     assert summary["write_runs"] >= 1000  # the workload's writes reached on_write
     assert summary["getppid_runs"] >= 1000  # 500 + 500 with the slot filled
     assert summary["runs_while_unslotted"] == 0  # empty slot: the calls fell through
@@ -253,16 +259,13 @@ def test_syscall_dispatch_notebook_results(executed):
 
 
 def test_syscall_dispatch_notebook_histogram(executed):
-    """The workload writes 100 times each of 1, 2, 4, ... 512 bytes: each log2 bucket
-    holds at least those 100 (the kernel's own threads write too: event-fd writes of
-    8 bytes, ...), and the buckets add up to on_write's runs read before and after."""
+    """The workload writes 100 times each of 1, 2, 4, ... 512 bytes: the histogram of its
+    window (this thread only) holds exactly 100 in each log2 bucket and nothing else."""
     nb = executed("01-syscall-dispatch.ipynb")
-    sizes = {int(row[""]): int(row["writes"]) for row in cell_table(code_cell(nb, "write_sizes", "sizes.to_frame()"))}
-    assert all(size & (size - 1) == 0 for size in sizes), sizes  # bucket lower bounds: powers of two
-    assert all(sizes.get(1 << k, 0) >= 100 for k in range(10)), sizes
+    sizes = {int(row[""]): int(row["writes"]) for row in cell_table(tagged(nb, "write_sizes")[0])}
+    assert sizes == {1 << k: 100 for k in range(10)}, sizes
     handled = {row[""]: int(row["handler runs"]) for row in cell_table(code_cell(nb, 'name="handler runs"'))}
-    summary = json.loads(text_outputs(tagged(nb, "summary")[0]).strip().splitlines()[-1])
-    assert handled["write"] <= sum(sizes.values()) <= summary["write_runs"], (handled, sizes, summary)
+    assert handled == {"write": 1000, "getppid": 500}
 
 
 def test_syscall_dispatch_notebook_shows_errors_in_cells(executed):
@@ -681,7 +684,8 @@ def test_tail_call_cost_notebook_call_sites(executed):
     # constant index: the counter against 33, then a direct jump the kernel patched in
     const = dump("dump-const")
     assert "direct jump the kernel patched in for a constant index, into ipv4.parse_ipv4" in const
-    assert "cmp qword ptr [rax], 0x21" in const and "indirect jump" not in const
+    # (6.x kernels keep the count behind a pointer; older ones in the frame: `cmp eax, 0x21`)
+    assert re.search(r"cmp (qword ptr \[rax\]|eax), 0x21", const) and "indirect jump" not in const
     # the slot emptied: the jump patched out again, the nop before it now jumps over it
     empty = dump("dump-empty")
     assert "stages[1] emptied" in empty and "into ipv4.parse_ipv4" not in empty
@@ -690,7 +694,9 @@ def test_tail_call_cost_notebook_call_sites(executed):
     # variable index: an indirect jump (through a register, or a retpoline where those are on)
     var = dump("dump-var")
     assert "stages[1] <- ipv4.parse_ipv4" in var
-    assert re.search(r"indirect jump (to the slot's program|through the retpoline)", var) and "direct jump the kernel" not in var
+    assert (
+        re.search(r"indirect jump (to the slot's program|through the retpoline|through the ITS thunk)", var) and "direct jump the kernel" not in var
+    )
     # two constant calls merged by the compiler into one site: the variable-index code, marked by its code
     merged = dump("dump-merged")
     assert "2 tail calls in the source, 1 call site(s) in the program" in merged
