@@ -513,6 +513,37 @@ def test_chain_files_that_are_not_chains_are_refused(session, tmp_path):
     assert "fw" not in session.chains
 
 
+def _yaml_bomb(levels: int) -> str:
+    """Nested aliases: each level lists the one before nine times (a few hundred bytes, 9**levels values)."""
+    lines = ['a0: &a0 ["st.a"]']
+    for i in range(1, levels + 1):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]")
+    return "\n".join(lines) + f"\nchain: *a{levels}\nstages: [st.a]\n"
+
+
+def test_chain_files_that_would_exhaust_the_parser_are_refused_at_once(tmp_path):
+    """Aliases, deep nesting, huge numbers and repeated keys: a clear refusal in well under a
+    second, never the file's text in the message (its first line could be a secret)."""
+    from bpfmagic.experiments.chain import load_file
+
+    cases = {
+        "bomb.yaml": (_yaml_bomb(9), "aliases"),
+        "deep.yaml": ("stages: " + "[" * 5000 + "]" * 5000 + "\n", "nested more than"),
+        "digits.yaml": ("capacity: " + "9" * 5000 + "\nstages: [st.a]\n", "out of range"),
+        "big.yaml": ("capacity: 99999999999\nstages: [st.a]\n", "capacity must be 1..1024"),
+        "dup.yaml": ("stages: [st.a]\nstages: [st.b]\n", "the key 'stages' appears twice"),
+        "secret.yaml": ("TOKEN=hunter2-secret\n: [\n", "not YAML"),
+        "chainlist.yaml": ("chain: [1, 2]\nstages: [st.a]\n", "describes chain a list"),
+    }
+    for name, (text, said) in cases.items():
+        (tmp_path / name).write_text(text)
+        started = time.monotonic()
+        with pytest.raises(UsageProblem, match=said) as err:
+            load_file(None, "fw", str(tmp_path / name))
+        assert time.monotonic() - started < 1.0, name
+        assert "hunter2" not in str(err.value) and len(str(err.value)) < 300, str(err.value)
+
+
 @needs_root
 def test_reordering_under_traffic_shows_only_whole_orders(session):
     session.enable_paths()

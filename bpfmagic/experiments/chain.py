@@ -181,28 +181,82 @@ def _read_chain_file(path: str) -> str:
         raise UsageProblem(f"{label}: not UTF-8 text") from None
 
 
-def load_file(session, name: str, path: str):
-    """A chain from YAML: ``stages: [MODULE.FUNC, ...]`` (and optionally ``type``, ``capacity``)."""
+# A chain file is a flat mapping with one list of names: anything deeper or larger is not one.
+MAX_YAML_DEPTH = 8
+MAX_YAML_NODES = 10_000
+
+
+def _parse_chain_yaml(text: str, label: str):
+    """The YAML document, refused before any value is built when it uses aliases (a few
+    hundred bytes of nested aliases expand to gigabytes), nests deeper than a chain file
+    can, has more nodes than one can, or repeats a key (last-wins would hide a mistake).
+    Errors name the line and the problem, never the file's text (it may be anyone's file)."""
     import yaml
 
+    class ChainLoader(yaml.SafeLoader):
+        depth = nodes = 0
+
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                raise UsageProblem(f"{label}: YAML aliases (*name) are not accepted in a chain file (line {self.peek_event().start_mark.line + 1})")
+            self.depth += 1
+            self.nodes += 1
+            if self.depth > MAX_YAML_DEPTH:
+                raise UsageProblem(f"{label}: nested more than {MAX_YAML_DEPTH} levels deep; a chain file is a mapping with a list of stages")
+            if self.nodes > MAX_YAML_NODES:
+                raise UsageProblem(f"{label}: more than {MAX_YAML_NODES} YAML nodes; a chain file is a mapping with a list of stages")
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+                if key in seen:
+                    raise UsageProblem(f"{label}: the key {str(key)[:40]!r} appears twice (line {key_node.start_mark.line + 1})")
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    try:
+        return yaml.load(text, Loader=ChainLoader)
+    except yaml.MarkedYAMLError as e:
+        where = f" at line {e.problem_mark.line + 1}, column {e.problem_mark.column + 1}" if e.problem_mark else ""
+        raise UsageProblem(f"{label}: not YAML ({e.problem or e.context}{where})") from None
+    except yaml.YAMLError:
+        raise UsageProblem(f"{label}: not YAML") from None
+    except ValueError:  # an integer past Python's digit limit, a date out of range, ...
+        raise UsageProblem(f"{label}: a value in the file is out of range (a capacity is a whole number of stages)") from None
+
+
+def _kind(value) -> str:
+    """What a parsed value is, for an error message that must not repeat the value itself."""
+    return "a list" if isinstance(value, list) else "a mapping" if isinstance(value, dict) else f"a {type(value).__name__}"
+
+
+def load_file(session, name: str, path: str):
+    """A chain from YAML: ``stages: [MODULE.FUNC, ...]`` (and optionally ``type``, ``capacity``)."""
     from ..kernel.progtypes import PROG_TYPES, prog_type_name
 
     label = f"--file {os.path.basename(path)}"
-    try:
-        spec = yaml.safe_load(_read_chain_file(path)) or {}
-    except yaml.YAMLError as e:
-        raise UsageProblem(f"{label}: not YAML ({e})") from None
+    spec = _parse_chain_yaml(_read_chain_file(path), label) or {}
     stages = spec.get("stages") if isinstance(spec, dict) else None
     if not isinstance(stages, list) or not all(isinstance(s, str) for s in stages):
         raise UsageProblem(f"{label}: write `stages:` as a list of MODULE.FUNC")
     if spec.get("chain", name) != name:
-        raise UsageProblem(f"{label} describes chain {spec['chain']!r}, not {name!r}")
+        chain = spec["chain"]
+        said = repr(chain[:40]) if isinstance(chain, str) else _kind(chain)
+        raise UsageProblem(f"{label} describes chain {said}, not {name!r}")
     capacity, ptype = spec.get("capacity"), spec.get("type")
     if capacity is not None and (isinstance(capacity, bool) or not isinstance(capacity, int)):
-        raise UsageProblem(f"{label}: capacity must be a whole number of stages (got {capacity!r})")
+        raise UsageProblem(f"{label}: capacity must be a whole number of stages (got {_kind(capacity)})")
+    if capacity is not None and not 1 <= capacity <= 1024:
+        raise UsageProblem(f"{label}: capacity must be 1..1024 stages")
     if ptype is not None:
-        if not isinstance(ptype, str) or prog_type_name(ptype) not in PROG_TYPES:
-            raise UsageProblem(f"{label}: type must be a program type such as xdp or sched_cls (got {ptype!r})")
+        if not isinstance(ptype, str) or prog_type_name(ptype[:64]) not in PROG_TYPES:
+            said = repr(ptype[:40]) if isinstance(ptype, str) else _kind(ptype)
+            raise UsageProblem(f"{label}: type must be a program type such as xdp or sched_cls (got {said})")
         ptype = prog_type_name(ptype)
     existing = session.chains.get(name)
     # A file describes the chain as a whole: what it says of an existing chain must hold.
