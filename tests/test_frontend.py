@@ -398,6 +398,16 @@ def test_object_cache_follows_included_files_and_distrusts_others(session, tmp_p
     (src_dir / "verdict.h").write_text("#define VERDICT 3\n")  # same size, new content: the cache must see it
     session.load("cached", file=str(src_dir / "p.bpf.c"), core=True)
     assert session.test_run("cached.f").retval == 3
+    # a header changed with its size and mtime kept (`cp -p`, `rsync -t`): the content decides
+    header = src_dir / "verdict.h"
+    kept = header.stat()
+    header.write_text("#define VERDICT 4\n")
+    os.utime(header, ns=(kept.st_atime_ns, kept.st_mtime_ns))
+    assert header.stat().st_size == kept.st_size and header.stat().st_mtime_ns == kept.st_mtime_ns
+    session.load("cached", file=str(src_dir / "p.bpf.c"), core=True)
+    assert session.test_run("cached.f").retval == 4
+    header.write_text("#define VERDICT 3\n")
+    session.load("cached", file=str(src_dir / "p.bpf.c"), core=True)
     for obj in objects.glob("*.o"):  # a damaged object is compiled again, not loaded
         obj.write_bytes(b"\0" * 64)
     session.load("cached", file=str(src_dir / "p.bpf.c"), core=True)

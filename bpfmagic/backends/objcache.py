@@ -5,7 +5,8 @@ header (built once per kernel build, beside vmlinux.h) takes that away. An
 unchanged re-run compiles nothing at all: the object is cached under a key
 made of everything that changes clang's output (the text, the command line,
 clang's version, vmlinux.h) and is used only while every file the compile
-read is as it was (clang's dependency list, with sizes, times and hashes).
+read holds what it held (clang's dependency list; compared by content hash,
+since `cp -p` and `rsync -t` keep size and time across a change).
 
 The cache is trusted only when it is the user's own (cache.py: every level
 owned by the user and writable by no one else, else rebuilt; files 0600,
@@ -76,15 +77,18 @@ def _fingerprint(path: str) -> dict | None:
 
 
 def _unchanged(path: str, recorded: dict) -> bool:
+    """The file holds what it held: by its content, never by size and time alone (`cp -p`
+    and `rsync -t` keep both across a change). A few MB hash in milliseconds."""
     try:
         st = os.stat(path)
     except OSError:
         return False
     if st.st_size != recorded["size"]:
         return False
-    if st.st_mtime_ns == recorded["mtime_ns"]:
-        return True
-    return _file_digest(path) == recorded["sha256"]
+    try:
+        return _file_digest(path) == recorded["sha256"]
+    except OSError:
+        return False
 
 
 def key(text: str, cmd: list[str], clang_version: str) -> str:
