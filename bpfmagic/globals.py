@@ -56,9 +56,10 @@ class Globals(MutableMapping):
                 f"{self.module.name}.{name} is in {var.section}, frozen when the module loaded: set "
                 f"it before, with `--set {name}=VALUE` (or Session.load(..., globals={{...}}))"
             )
-        data = btf.encode(var.type_id, value, name)
         raw = self._read(obj, map_name)
-        raw[var.offset : var.offset + len(data)] = data
+        # a dict for a struct keeps the fields it does not name, as a map view's write does
+        data = btf.encode(var.type_id, value, name, bytes(raw[var.offset : var.offset + var.size]))
+        raw[var.offset : var.offset + var.size] = data
         key = ct.c_uint32(0)
         buf = ct.create_string_buffer(bytes(raw), len(raw))
         if libbpf.lib().bpf_map_update_elem(obj.map_handle(map_name).fd, ct.byref(key), buf, 0) < 0:

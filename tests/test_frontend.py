@@ -512,6 +512,50 @@ int f(struct xdp_md *ctx) {
     assert "1,000,000 instructions" in text and "tail calls" in text and "at most 4096" not in text
 
 
+EXACT_GLOBALS = r"""
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+struct cfg { __u32 a; __u32 b; __u32 c; };
+float fa = 1.5;
+float fb = 7.0;
+__u32 quad[4] = {1, 2, 3, 4};
+__u32 after_quad = 9;
+struct cfg conf = {1, 2, 3};
+const volatile float ra = 0.5;
+const volatile __u32 rb = 11;
+SEC("xdp") int f(struct xdp_md *ctx) { return rb == 11 ? XDP_PASS : XDP_DROP; }  /* floats: no BPF arithmetic */
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+
+def test_globals_writes_are_exact_in_type_and_size(session):
+    """A value of the wrong shape never spills into the next variable or guesses: a list into
+    a float, None, [] or a str into a u32[4], a list into .rodata before load are refused;
+    a partial dict keeps the struct's other fields through every door."""
+    from bpfmagic.errors import ValueTypeError
+
+    m = session.load("ex", EXACT_GLOBALS, core=True)
+    for name, bad, said in [
+        ("fa", [3.0, 2.0], "takes a number, not list"),
+        ("fa", None, "takes a number, not NoneType"),
+        ("quad", [], "takes exactly 4 values, not 0"),
+        ("quad", "ab", "takes a sequence of 4 values, not str"),
+        ("quad", [1, 2, 3, 4, 5], "takes exactly 4 values, not 5"),
+        ("conf", 5, "takes a dict of its fields"),
+    ]:
+        with pytest.raises(ValueTypeError, match=said):
+            m.globals[name] = bad
+    assert m.globals["fb"] == 7.0 and list(m.globals["quad"]) == [1, 2, 3, 4] and m.globals["after_quad"] == 9
+    m.globals["conf"] = {"a": 42}
+    assert m.globals["conf"] == {"a": 42, "b": 2, "c": 3}  # the fields not named are kept
+    with pytest.raises(ValueTypeError, match="takes a number, not list"):
+        session.load("ex2", EXACT_GLOBALS, core=True, globals={"ra": [3.0, 2.0]})
+    assert "ex2" not in session.modules
+    m2 = session.load("ex3", EXACT_GLOBALS, core=True, globals={"ra": 0.5, "conf": {"b": 5}})
+    assert m2.globals["rb"] == 11 and m2.globals["conf"] == {"a": 1, "b": 5, "c": 3}
+    assert session.test_run("ex3.f").retval_name == "XDP_PASS"
+
+
 def test_set_and_globals_in_the_magics(fresh):
     res = fresh.run_cell(
         '%%bpf cfg --core --set verdict=1 --cflags "-DA=1 -DB=1"\n'

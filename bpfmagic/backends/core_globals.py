@@ -54,8 +54,9 @@ def set_initial(obj, values: dict) -> None:
         base = lib.bpf_map__initial_value(map_ptr, ct.byref(size))
         if not base:
             raise UsageProblem(f"{obj.name}: libbpf gives no initial value for {var.section}")
-        data = btf.encode(var.type_id, parse_literal(value, btf.is_text(var.type_id)), name)
-        ct.memmove(base + var.offset, data, len(data))
+        current = ct.string_at(base + var.offset, var.size)
+        data = btf.encode(var.type_id, parse_literal(value, btf.is_text(var.type_id)), name, current)
+        ct.memmove(base + var.offset, data, var.size)
 
 
 def parse_literal(value, text_type: bool = False):

@@ -430,8 +430,22 @@ class Btf:
             return out
         return bytes(raw)
 
-    def encode(self, tid: int, value, what: str) -> bytes:
-        """Bytes of VALUE as type TID; a value that does not fit names WHAT (the variable or field)."""
+    def encode(self, tid: int, value, what: str, base: bytes | None = None) -> bytes:
+        """Exactly the bytes of type TID holding VALUE; a value of another type or size is
+        refused, naming WHAT (the variable or field). A dict for a struct sets the fields it
+        names and keeps the others as they are in BASE (the current bytes), whichever door
+        writes it (module.globals, a map view, --set)."""
+        from ..errors import ValueTypeError
+
+        size = self.lib.btf__resolve_size(self.ptr, self.resolve(tid))
+        data = self._encode(tid, value, what, base if base is not None and len(base) == size else None)
+        if len(data) != size:  # never spill into the next variable
+            raise ValueTypeError(f"{what}: {len(data)} bytes for a {self.spelling(tid)} of {size}")
+        return data
+
+    def _encode(self, tid: int, value, what: str, base: bytes | None) -> bytes:
+        import numbers
+
         import numpy as np
 
         from ..errors import ValueTypeError
@@ -441,34 +455,40 @@ class Btf:
         size = self.lib.btf__resolve_size(self.ptr, tid)
         if kind in (KIND_INT, KIND_ENUM, KIND_ENUM64, KIND_PTR):
             signed = kflag if kind != KIND_INT else bool((self._encoding(t) >> 24) & 1)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                if isinstance(value, bool):
-                    value = int(value)
-                else:
-                    raise ValueTypeError(f"{what}: {self.spelling(tid)} takes an integer, not {type(value).__name__}")
+            if isinstance(value, bool):
+                value = int(value)
+            elif not isinstance(value, (int, np.integer)):
+                raise ValueTypeError(f"{what}: {self.spelling(tid)} takes an integer, not {type(value).__name__}")
             try:
                 return int(value).to_bytes(size, "little", signed=signed)
             except OverflowError:
                 raise ValueTypeError(f"{what}: {value} does not fit in {self.spelling(tid)} ({size} bytes)") from None
         if kind == KIND_FLOAT:
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise ValueTypeError(f"{what}: {self.spelling(tid)} takes a number, not {type(value).__name__}")
             return np.array([value], dtype=f"<f{size}").tobytes()
         if kind == KIND_ARRAY:
             arr = self._entries(t, _BtfArray, 1)[0]
-            if isinstance(value, str):
+            if self.is_text(tid):
+                if not isinstance(value, str):
+                    raise ValueTypeError(f"{what}: {self.spelling(tid)} takes a str, not {type(value).__name__}")
                 data = value.encode()
                 if len(data) > arr.nelems:
                     raise ValueTypeError(f"{what}: {len(data)} bytes do not fit in {self.spelling(tid)}")
                 return data.ljust(size, b"\0")
-            if not hasattr(value, "__iter__"):
-                raise ValueTypeError(f"{what}: {self.spelling(tid)} takes a sequence of values, not {value!r}")
+            if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__"):
+                raise ValueTypeError(f"{what}: {self.spelling(tid)} takes a sequence of {arr.nelems} values, not {type(value).__name__}")
             items = list(value)
-            if len(items) > arr.nelems:
-                raise ValueTypeError(f"{what}: {len(items)} items do not fit in {self.spelling(tid)}")
-            return b"".join(self.encode(arr.type, v, f"{what}[{i}]") for i, v in enumerate(items)).ljust(size, b"\0")
+            if len(items) != arr.nelems:
+                raise ValueTypeError(f"{what}: {self.spelling(tid)} takes exactly {arr.nelems} values, not {len(items)}")
+            esize = size // arr.nelems if arr.nelems else 0
+            return b"".join(
+                self.encode(arr.type, v, f"{what}[{i}]", base[i * esize : (i + 1) * esize] if base else None) for i, v in enumerate(items)
+            )
         if kind in (KIND_STRUCT, KIND_UNION):
             if not isinstance(value, dict):
-                raise ValueTypeError(f"{what}: {self.spelling(tid)} takes a dict of its fields")
-            buf = bytearray(size)
+                raise ValueTypeError(f"{what}: {self.spelling(tid)} takes a dict of its fields, not {type(value).__name__}")
+            buf = bytearray(base) if base else bytearray(size)
             fields = {self._name(m.name_off): m for m in self._entries(t, _BtfMember, vlen)}
             for key, v in value.items():
                 if key not in fields:
@@ -477,7 +497,8 @@ class Btf:
                 if kflag and m.offset >> 24:
                     raise ValueTypeError(f"{what}.{key}: bit-fields cannot be written")
                 start = (m.offset & 0xFFFFFF if kflag else m.offset) // 8
-                data = self.encode(m.type, v, f"{what}.{key}")
+                msize = self.lib.btf__resolve_size(self.ptr, m.type)
+                data = self.encode(m.type, v, f"{what}.{key}", bytes(buf[start : start + msize]))
                 buf[start : start + len(data)] = data
             return bytes(buf)
         raise ValueTypeError(f"{what}: cannot write a {self.spelling(tid)}")
