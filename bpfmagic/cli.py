@@ -15,6 +15,9 @@ import shutil
 import sys
 import tempfile
 
+from .errors import EnvironmentProblem
+from .kernel import trust
+
 DEFAULT_BUILD_DIR = "build"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -94,15 +97,59 @@ def _kernel_manager(kernel_name: str):
                 )
             return super().get_kernel_spec(name)
 
-    # Unix sockets in a directory only this user can enter, not TCP on 127.0.0.1: other
-    # local users cannot reach the kernel's ports (the kernel also warns about TCP).
-    sockets = tempfile.mkdtemp(prefix="bpfmagic-kernel-")
-    if len(sockets) > 80:  # a Unix socket path has at most 107 bytes: a long TMPDIR would hang the start
-        os.rmdir(sockets)
-        sockets = tempfile.mkdtemp(prefix="bpfmagic-kernel-", dir="/tmp")
+    sockets = private_sockets_dir()
     km = KernelManager(kernel_name=kernel_name, kernel_spec_manager=_Pinned(), transport="ipc", ip=os.path.join(sockets, "k"))
+    # the connection file (the kernel's key) beside its sockets: removed with them, and by the next run after a SIGKILL
+    km.connection_file = os.path.join(sockets, "kernel.json")
     km.sockets_dir = sockets
     return km
+
+
+SOCKETS_PREFIX = "bpfmagic-kernel-"
+
+
+def _sweep_dead_runs(base: str) -> None:
+    """Remove socket directories of this user's runs that were killed (SIGKILL leaves them)."""
+    me = os.geteuid()
+    for entry in os.scandir(base) if os.path.isdir(base) else ():
+        if not entry.name.startswith(SOCKETS_PREFIX):
+            continue
+        pid = entry.name[len(SOCKETS_PREFIX) :].split("-", 1)[0]
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if not entry.is_dir(follow_symlinks=False) or st.st_uid != me or not pid.isdigit():
+                continue
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(entry.path, ignore_errors=True)
+        except OSError:
+            continue
+
+
+def private_sockets_dir() -> str:
+    """A new directory only this user can enter, for the kernel's Unix sockets (not TCP on
+    127.0.0.1: other local users cannot reach its ports). Its parent must be one no other user
+    can rename entries in (else they could swap ours for a 0777 one and connect to root's
+    kernel); its identity is checked after it is made."""
+    base = tempfile.gettempdir()
+    if len(base) > 60:  # a Unix socket path has at most 107 bytes: a long TMPDIR would hang the start
+        base = "/tmp"
+    unsafe = trust.swappable_level(base)
+    if unsafe:
+        raise EnvironmentProblem(
+            f"bpfmagic run: the temporary directory {base} is not safe for the kernel's sockets: another user "
+            f"can replace entries in {unsafe}; set TMPDIR to a directory only you (or root) can write, or to /tmp"
+        )
+    _sweep_dead_runs(base)
+    sockets = tempfile.mkdtemp(prefix=f"{SOCKETS_PREFIX}{os.getpid()}-", dir=base)
+    fd = os.open(sockets, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        st, again = os.fstat(fd), os.lstat(sockets)
+    finally:
+        os.close(fd)
+    if (st.st_dev, st.st_ino) != (again.st_dev, again.st_ino) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        raise EnvironmentProblem(f"bpfmagic run: {sockets} changed hands while it was made; not starting a kernel there")
+    return sockets
 
 
 def run_notebook(path: str, output: str | None = None, timeout: float = 600, kernel_name: str = "python3", echo: bool = True) -> tuple[bool, str]:

@@ -792,7 +792,7 @@ def test_run_notebook_talks_to_its_kernel_over_private_unix_sockets(tmp_path, ca
         jupyter_client.AsyncKernelManager.start_kernel = start
     assert ok
     assert len(seen) == 1 and seen[0][0] == "ipc" and seen[0][2] == "0o700", seen
-    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "bpfmagic-kernel-*"))) == before
+    assert not set(glob.glob(os.path.join(tempfile.gettempdir(), "bpfmagic-kernel-*"))) - before  # (dead runs' may go too)
     assert "without encryption" not in capfd.readouterr().err
 
 
@@ -811,4 +811,4 @@ def test_a_notebook_whose_kernel_dies_fails_fast_and_leaves_nothing(tmp_path):
     r = subprocess.run([sys.executable, "-m", "bpfmagic.cli", "run", str(path), "--output", str(tmp_path / "out.ipynb")],
                        capture_output=True, text=True, timeout=90)  # fmt: skip
     assert r.returncode == 1 and "Kernel died" in r.stderr + r.stdout, (r.stdout, r.stderr)
-    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "bpfmagic-kernel-*"))) == before
+    assert not set(glob.glob(os.path.join(tempfile.gettempdir(), "bpfmagic-kernel-*"))) - before  # (dead runs' may go too)

@@ -6,6 +6,7 @@ mount namespace with a bpffs of its own (tests/namespaces.py), so the real
 from __future__ import annotations
 
 import os
+import pwd
 
 import pytest
 
@@ -333,3 +334,100 @@ def test_uprobe_paths_another_user_could_change_are_refused(session, tmp_path):
     shutil.copy(libc, ours)
     m = session.load("up", src, attach={"on_call": f"uprobe:{ours}:getpid"})
     assert [a.target.kind for a in m.attachments] == ["uprobe"]
+
+
+# ------------------------------------------------------------------ bpfmagic run's sockets
+
+
+def _tmpdir(monkeypatch, path):
+    import tempfile
+
+    monkeypatch.setenv("TMPDIR", str(path))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # tempfile caches its first answer
+
+
+def test_run_refuses_a_tmpdir_another_user_can_swap_entries_in(monkeypatch):
+    """Another user's TMPDIR (or a 0777 one without the sticky bit) would let them swap root's
+    socket directory for their own and connect to root's kernel: refused, saying why."""
+    from bpfmagic.cli import private_sockets_dir
+    from bpfmagic.errors import EnvironmentProblem
+
+    import tempfile
+    from pathlib import Path
+
+    nobody = pwd.getpwnam("nobody").pw_uid
+    tmp_path = Path(tempfile.mkdtemp(dir="/tmp"))  # short: a long TMPDIR is not used at all (socket paths)
+    request_cleanup = str(tmp_path)
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, nobody, nobody)
+    open_dir = tmp_path / "open"
+    open_dir.mkdir()
+    open_dir.chmod(0o777)
+    for base in (theirs, open_dir, theirs / "sub"):
+        if base.name == "sub":
+            base.mkdir()  # root's own directory inside theirs: its parent is still theirs
+        _tmpdir(monkeypatch, base)
+        with pytest.raises(EnvironmentProblem, match="another user can replace entries in"):
+            private_sockets_dir()
+        assert not [p for p in os.listdir(base) if p.startswith("bpfmagic-kernel-")]
+    sticky = tmp_path / "sticky"
+    sticky.mkdir()
+    sticky.chmod(0o1777)  # /tmp's shape: others cannot rename what is ours
+    _tmpdir(monkeypatch, sticky)
+    made = private_sockets_dir()
+    try:
+        assert os.path.dirname(made) == str(sticky) and (os.stat(made).st_mode & 0o777) == 0o700
+    finally:
+        import shutil
+
+        shutil.rmtree(request_cleanup)
+
+
+def test_run_killed_leaves_sockets_the_next_run_removes(tmp_path, monkeypatch):
+    """SIGKILL of `bpfmagic run` leaves its socket directory (and the kernel's connection file
+    in it); the next run removes the directories of dead runs, and only this user's."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    import time
+    from pathlib import Path
+
+    import nbformat
+
+    from bpfmagic.cli import private_sockets_dir
+
+    base = Path(tempfile.mkdtemp(dir="/tmp"))  # short: a long TMPDIR is not used at all (socket paths)
+    _tmpdir(monkeypatch, base)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import time\nprint('started', flush=True)\ntime.sleep(60)")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "sleeps.ipynb"
+    nbformat.write(nb, str(path))
+    env = dict(os.environ, TMPDIR=str(base))
+    run = subprocess.Popen([sys.executable, "-m", "bpfmagic.cli", "run", str(path)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        left = []
+        while time.monotonic() < deadline:
+            left = [p for p in os.listdir(base) if p.startswith("bpfmagic-kernel-")]
+            if left and os.path.exists(base / left[0] / "kernel.json"):
+                break
+            time.sleep(0.2)
+        assert left and os.path.exists(base / left[0] / "kernel.json"), "no socket directory with the connection file"
+        time.sleep(2)
+        run.send_signal(signal.SIGKILL)
+        run.wait(timeout=10)
+        assert os.path.isdir(base / left[0])  # what SIGKILL leaves
+        nobody = pwd.getpwnam("nobody").pw_uid
+        foreign = base / "bpfmagic-kernel-3999999-x"
+        foreign.mkdir()
+        os.chown(foreign, nobody, nobody)
+        mine = private_sockets_dir()
+        now = sorted(p for p in os.listdir(base) if p.startswith("bpfmagic-kernel-"))
+        assert now == sorted([os.path.basename(mine), foreign.name]), now  # the dead run's gone, nobody's kept
+    finally:
+        run.kill()
+        run.wait()
+        shutil.rmtree(base, ignore_errors=True)

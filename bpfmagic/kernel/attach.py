@@ -12,7 +12,7 @@ import socket
 from dataclasses import dataclass, field
 
 from ..errors import AttachError
-from . import libbpf
+from . import libbpf, trust
 
 TRACEFS = "/sys/kernel/tracing"
 
@@ -328,14 +328,9 @@ def _trusted_elf(path: str, program, target: Target) -> str:
             f"{where}: {path} can be changed by another user (owner uid {st.st_uid}, mode "
             f"{stat.filemode(st.st_mode)}); probe a copy only you can write"
         )
-    parent = os.path.dirname(real)
-    while True:
-        d = os.stat(parent)
-        if d.st_uid not in trusted or (d.st_mode & 0o022 and not d.st_mode & stat.S_ISVTX):
-            raise AttachError(f"{where}: {parent} lets another user replace {os.path.basename(real)}; probe a copy in a directory only you can write")
-        if parent == "/":
-            break
-        parent = os.path.dirname(parent)
+    parent = trust.swappable_level(os.path.dirname(real))
+    if parent:
+        raise AttachError(f"{where}: {parent} lets another user replace {os.path.basename(real)}; probe a copy in a directory only you can write")
     fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         magic = os.read(fd, 4)
