@@ -349,11 +349,11 @@ def _tmpdir(monkeypatch, path):
 def test_run_refuses_a_tmpdir_another_user_can_swap_entries_in(monkeypatch):
     """Another user's TMPDIR (or a 0777 one without the sticky bit) would let them swap root's
     socket directory for their own and connect to root's kernel: refused, saying why."""
-    from bpfmagic.cli import private_sockets_dir
-    from bpfmagic.errors import EnvironmentProblem
-
     import tempfile
     from pathlib import Path
+
+    from bpfmagic.cli import private_sockets_dir
+    from bpfmagic.errors import EnvironmentProblem
 
     nobody = pwd.getpwnam("nobody").pw_uid
     tmp_path = Path(tempfile.mkdtemp(dir="/tmp"))  # short: a long TMPDIR is not used at all (socket paths)
