@@ -217,8 +217,11 @@ def _annotate_site(image: JitImage, insns, first: int, end: int, notes: dict[int
             return
     if not body:
         return
-    patch, bypass = body[-1], body[0]
-    if patch.size != 5 or bypass.size != 5:
+    # the patch site ends the sequence; the bypass is its first 5-byte place (6.x kernels put it
+    # right after the count check, 6.1 after the count's increment)
+    patch = body[-1]
+    bypass = next((x for x in body[:-1] if x.size == 5 and x.mnemonic in ("nop", "jmp")), None)
+    if patch.size != 5 or bypass is None:
         return
     if patch.mnemonic == "jmp" and _immediate(patch.op_str) is not None:
         target = _immediate(patch.op_str)

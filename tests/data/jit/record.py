@@ -3,6 +3,12 @@
 
     python tests/data/jit/record.py OUT.json
 
+Recorded so far: retpoline-srso-6.18.json on a host with retpolines and SRSO
+return thunks; plain-6.1.json and retpoline-6.1.json in Debian's 6.1 kernel
+booted by virtme-ng under QEMU, with `mitigations=off` (a plain `jmp rcx` and
+`ret`) and with the default mitigations (a retpoline, and `ret`: QEMU's CPU
+needs no return thunk).
+
 The programs have the shapes real chains have: a constant-index and a
 variable-index site in one function (the slot filled, then emptied), and a
 --core subprogram that tail-calls (BPF-to-BPF mixed with a tail call)."""
