@@ -17,7 +17,7 @@ from IPython.utils.process import arg_split
 from traitlets import Integer, TraitError, observe, validate
 
 from . import shell as shell_session  # the shell's Session (not IPython's shell object)
-from .errors import BpfError
+from .errors import BpfError, UsageProblem
 from .session import Module
 
 CELL_USAGE = """%%bpf NAME [-a FUNC=TARGET]... [-s ARRAY[KEY]=FUNC]... [--file PATH] [--cflags "..."] [-v]"""
@@ -151,11 +151,16 @@ def _line_parsers() -> dict[str, MagicArgumentParser]:
     onoff = p.add_mutually_exclusive_group()
     onoff.add_argument("--on", action="store_true", help="keep kernel run stats on (the default)")
     onoff.add_argument("--off", action="store_true", help="stop the kernel's run stats (they cost ~10-70 ns per run)")
-    p = parser("bench", "benchmarks: `%bpf bench tailcalls` is the tail-call cost curve")
-    p.add_argument("what", choices=["tailcalls"])
-    p.add_argument("--depth", type=int, default=33, help="tail calls asked for, 0..DEPTH (past 33 shows the limit)")
+    p = parser(
+        "bench",
+        "benchmarks: `tailcalls` is the tail-call cost curve; `calls` chains the same stage by tail calls, "
+        "BPF-to-BPF calls and inlining; `limits` tries the limits of calls and tail calls on this kernel",
+    )
+    p.add_argument("what", choices=["tailcalls", "calls", "limits"])
+    p.add_argument("--depth", type=int, default=33, help="tailcalls: tail calls asked for, 0..DEPTH (past 33 shows the limit)")
+    p.add_argument("--depths", default="0,1,2,4,8,16,32", metavar="H,H,...", help="calls: the numbers of hops (0..32), comma-separated")
     p.add_argument("--repeat", type=int, default=100_000, metavar="N", help="runs per test run")
-    p.add_argument("--rounds", type=int, default=3, metavar="R", help="best of R rounds")
+    p.add_argument("--rounds", type=int, default=None, metavar="R", help="tailcalls: best of R rounds (3); calls: median of R (5)")
     p.add_argument("--index", choices=["const", "var"], default="const", help="const: direct jumps the JIT patches; var: indirect (retpoline) path")
     p = parser("graph", "the tail-call chain as a picture: programs, slots, call sites, run/missed counts")
     p.add_argument("array", nargs="?")
@@ -289,6 +294,8 @@ class BpfMagics(Magics):
             %bpf globals MODULE                       a --core module's global variables: name, section, type, value
             %bpf stats [--on|--off]                   per-program runs, avg ns, tail calls in, missed
             %bpf bench tailcalls [--depth 33] [--repeat N] [--rounds R] [--index const|var]
+            %bpf bench calls [--depths 0,1,2,4,8,16,32] [--repeat N] [--rounds R]   tail calls vs calls vs inline
+            %bpf bench limits                                    frames, stack, mixing: the kernel's words
                                                       tail-call cost curve: DataFrame and plot
             %bpf graph [ARRAY]                        the tail-call chain as a picture (.nodes, .edges)
             %bpf df TABLE [--last N] [--counts COL]   events streamed from TABLE (or MODULE.TABLE)
@@ -453,9 +460,21 @@ class BpfMagics(Magics):
     def _cmd_bench(self, args):
         from IPython.display import SVG, display
 
-        from .experiments import testrun
+        from .experiments import calls, testrun
 
-        df = shell_session.session().bench_tailcalls(depth=args.depth, repeat=args.repeat, index=args.index, rounds=args.rounds)
+        session = shell_session.session()
+        if args.what == "limits":
+            return session.call_limits()
+        if args.what == "calls":
+            try:
+                depths = [int(d) for d in args.depths.split(",") if d.strip()]
+            except ValueError:
+                raise UsageProblem(f"--depths takes whole numbers separated by commas (got {args.depths!r})") from None
+            df = session.bench_calls(depths=depths, repeat=args.repeat, rounds=args.rounds or 5)
+            print(calls.describe(df))
+            display(SVG(testrun.figure_svg(calls.plot_calls(df))))
+            return df
+        df = session.bench_tailcalls(depth=args.depth, repeat=args.repeat, index=args.index, rounds=args.rounds or 3)
         print(testrun.describe_fit(df))
         display(SVG(testrun.figure_svg(testrun.plot_tailcalls(df))))
         return df

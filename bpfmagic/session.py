@@ -565,6 +565,20 @@ class Session:
 
         return testrun.bench_tailcalls(self, depth=depth, repeat=repeat, index=index, rounds=rounds, paths=paths)
 
+    def bench_calls(self, depths=(0, 1, 2, 4, 8, 16, 32), repeat: int = 100_000, rounds: int = 5) -> pd.DataFrame:
+        """The same stage work chained by a constant- and a variable-index tail call, a BPF-to-BPF
+        call and inlining, at each number of hops: ns per run, JIT bytes, instructions, stack;
+        ``attrs["ns_per_hop"]`` per mechanism (experiments/calls.py)."""
+        from .experiments import calls
+
+        return calls.bench_calls(self, depths=depths, repeat=repeat, rounds=rounds)
+
+    def call_limits(self) -> pd.DataFrame:
+        """The limits of calls and tail calls tried on this kernel, with the verifier's own words."""
+        from .experiments import calls
+
+        return calls.call_limits(self)
+
     def graph(self, array: str | None = None) -> ChainGraph:
         """The tail-call chain (programs, slots, call sites) as data and a picture."""
         from .experiments import graph
