@@ -89,3 +89,20 @@ def test_ingest_delivery_check_refuses_missing_and_reordered_records():
     for bad in ([5, 6, 8, 7, 9], [5, 6, 7, 8], [5, 6, 7, 8, 9, 9]):
         with pytest.raises(SystemExit, match="in order"):
             ingest.check_in_order(np.array(bad, dtype=np.uint64), 5, 5, "bad")
+
+
+@needs_root
+def test_calls_bench_smoke_run_checks_every_chain():
+    r = run_bench("calls.py", "--smoke")
+    assert r.returncode == 0, r.stdout + r.stderr
+    for m in ("tail_call_const", "tail_call_var", "bpf2bpf", "inline"):
+        assert any(line.startswith(m) and "ns per hop" in line for line in r.stdout.splitlines()), (m, r.stdout)
+    assert "independent chains built from cells" in r.stdout and "JIT bytes by hops" in r.stdout
+
+
+def test_calls_bench_judges_agreement_both_ways():
+    calls_bench = load_bench("calls.py")
+    ours = {"tail_call_const": 5.0, "bpf2bpf": 3.0, "inline": 1.0}
+    assert calls_bench.disagreements(ours, {"tail_call_const": 6.2, "bpf2bpf": 2.5, "inline": 1.2}, 1.25) == []
+    missed = calls_bench.disagreements(ours, {"tail_call_const": 6.3, "bpf2bpf": 2.3, "inline": -0.1}, 1.25)
+    assert [m.split(":")[0] for m in missed] == ["tail_call_const", "bpf2bpf", "inline"]
