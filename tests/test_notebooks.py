@@ -742,6 +742,34 @@ def test_tail_call_cost_notebook_prose_states_this_runs_figures(executed):
         assert stale not in prose, stale
 
 
+def test_calls_vs_tail_calls_notebook(executed):
+    """Notebook 12: the four mechanisms timed and sized, the limits in the kernel's words,
+    33 tail calls taken, and prose made from this run's figures."""
+    nb = executed("12-calls-vs-tail-calls.ipynb")
+    summary = json.loads(text_outputs(tagged(nb, "summary")[0]).strip().splitlines()[-1])
+    per_hop = summary["ns_per_hop"]
+    assert set(per_hop) == {"tail_call_const", "tail_call_var", "bpf2bpf", "inline"}
+    assert all(v > 0 for v in per_hop.values()), per_hop
+    size = {m: {int(k): v for k, v in d.items()} for m, d in summary["jited_bytes"].items()}
+    # each mechanism's byte count: inlining copies the stage, a call adds an instruction, a
+    # constant-index chain adds a program per hop, a variable-index chain reuses one program
+    step = {m: (size[m][32] - size[m][16]) / 16 for m in size}
+    assert 0 < step["bpf2bpf"] < step["inline"] < step["tail_call_const"], step
+    assert size["tail_call_var"][1] == size["tail_call_var"][32]
+    assert size["inline"][0] == size["bpf2bpf"][0]
+    limits = summary["limits"]
+    assert limits["8 call frames (main + 7 nested calls)"][0] is True
+    assert limits["9 call frames (main + 8 nested calls)"] == [False, "the call stack of 9 frames is too deep"]
+    assert limits["stack 256 + 320 B across two frames"] == [False, "combined stack size of 2 calls is 576. Too large"]
+    assert "tail_calls are not allowed" in limits["a subprogram tail-calls, frames above it 264 B"][1]
+    assert summary["mixing"] is True and summary["max_tail_calls"] == 33
+    prose = text_outputs(tagged(nb, "time-prose")[0])
+    assert f"a constant-index tail call cost **{per_hop['tail_call_const']:.1f} ns**" in prose
+    assert f"a BPF-to-BPF call **{per_hop['bpf2bpf']:.1f} ns**" in prose
+    assert f"inlining made a **{size['inline'][32]}-byte** image" in text_outputs(tagged(nb, "sizes")[0])
+    assert "8448 bytes (33 tail calls x 256 bytes)" in text_outputs(tagged(nb, "limits-prose")[0])
+
+
 def test_tail_call_cost_notebook_published_figures(executed):
     nb = executed("10-tail-call-cost.ipynb")
     rows = cell_table(tagged(nb, "published")[0])
