@@ -291,3 +291,22 @@ SEC("xdp") int f(struct xdp_md *ctx) {
     assert "__uint(max_entries, BYTES)" in text
     m = session.load("rb", source.replace("    __type(value, struct event);\n", ""), core=True)
     assert "events" in m.streams
+
+
+def test_custom_section_names_take_their_type_from_the_context_or_the_use(session):
+    """Files written for cilium/ebpf, libxdp or tc name sections libbpf has no type for."""
+    root = session.load("root", 'SEC("xdp-root") int xdp_root(struct xdp_md *ctx) { return XDP_DROP; }', core=True)
+    assert root.programs["xdp_root"].type == "xdp"
+    assert run_xdp(session, "root.xdp_root") == 1
+    assert any('SEC("xdp-root")' in note and "loaded as xdp (its context, struct xdp_md *)" in note for note in root.notes)
+
+    skb = 'SEC("xdp_stats") int stats(struct __sk_buff *skb) { return 0; }'  # tc or socket filter: its use says
+    with pytest.raises(BpfCompileError, match=r'stats is SEC\("xdp_stats"\), a section name that gives no program type.*-a stats=tc:IFACE'):
+        session.load("st", skb, core=True)
+    session.progarray("filters", 4, type="socket_filter")
+    assert session.load("st", skb, core=True, slots={"filters[0]": "stats"}).programs["stats"].type == "socket_filter"
+
+    # tc's `bpf da sec action`: libbpf calls SEC("action") sched_act; attached as a classifier it loads as one.
+    tc = session.load("tc", 'SEC("action") int act(struct __sk_buff *skb) { return 0; }', core=True, attach={"act": "tc:lo"})
+    assert tc.programs["act"].type == "sched_cls"
+    assert [str(a.target) for a in tc.attachments] == ["tc:lo"]

@@ -23,6 +23,7 @@ import subprocess
 import tempfile
 
 from ..c import CellSyntax, analyse, core_text
+from ..c.analysis import SKB_TYPES
 from ..c.instrument import CORE_CELL_FILE, SITES_MAP, counter_name
 from ..c.records import ring_record_types
 from ..errors import AttachError, BpfCompileError, BpfVerifierError, EnvironmentProblem, SlotError, UsageProblem
@@ -31,7 +32,7 @@ from ..kernel.attach import Attachment, Target
 from ..kernel.btf import Btf
 from ..kernel.lock import NATIVE_LOCK
 from ..kernel.pins import BPFFS
-from ..kernel.progtypes import prog_type_name
+from ..kernel.progtypes import prog_type_name, prog_type_value
 from . import MapHandle
 
 VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
@@ -700,6 +701,45 @@ def check_sections(obj: "CoreObject") -> None:
             )
 
 
+def type_custom_sections(obj: "CoreObject", syntax: CellSyntax, needs: dict[str, str], slotted: list, arrays: dict) -> None:
+    """Programs in a section libbpf has no type for (SEC("xdp-root"), SEC("xdp_stats"),
+    SEC("action")) get one, as cilium/ebpf's and libxdp's loaders take such files: from the
+    -a target, else the array the program is slotted into, else its context parameter (a
+    ``struct __sk_buff *`` one, tc or socket filter, only when the session arrays it
+    tail-calls through hold one type). Only when nothing says it, one line asks.
+    (No SEC() at all is said at load.)"""
+    lib = _lib()
+    for pname, prog in obj.programs().items():
+        section = obj.section(prog)
+        want = needs.get(pname) or next((a.owner_type for a, f in slotted if f == pname and a.owner_type), None)
+        if obj.program_type(prog) == "sched_act" and want == "sched_cls":
+            # iproute2's `tc filter ... bpf da sec action` loads SEC("action") as a classifier
+            lib.bpf_program__set_type(prog, prog_type_value("sched_cls"))
+            obj._notes.append(f'{pname}: SEC("{section}") is sched_act to libbpf; loaded as sched_cls for its use, as tc loads it')
+            continue
+        if lib.bpf_program__type(prog) != 0 or section == ".text":
+            continue
+        fn = syntax.functions.get(pname)
+        chosen, why = needs.get(pname), "its -a target"
+        if chosen is None:
+            chosen, why = next((a.owner_type for a, f in slotted if f == pname and a.owner_type), None), "the array it is slotted into"
+        if chosen is None and fn is not None and fn.context == "__sk_buff":
+            kinds = {arrays[t.array].owner_type for t in syntax.tail_calls if t.function == pname and t.array in arrays} & SKB_TYPES
+            if len(kinds) == 1:
+                chosen, why = kinds.pop(), "the arrays it tail-calls through"
+        elif chosen is None and fn is not None and fn.prog_type:
+            chosen, why = fn.prog_type, f"its context, struct {fn.context} *"
+        if chosen is None:
+            hint = (
+                f"-a {pname}=tc:IFACE (sched_cls), -a {pname}=socket:IFACE (socket filter) or -s into an array of that type"
+                if fn is not None and fn.context == "__sk_buff"
+                else f"-a {pname}=TARGET or -s ARRAY[KEY]={pname}, or give its context parameter a type (struct xdp_md *, ...)"
+            )
+            raise BpfCompileError(f'{obj.name}.{pname} is SEC("{section}"), a section name that gives no program type: say which with {hint}')
+        lib.bpf_program__set_type(prog, prog_type_value(chosen))
+        obj._notes.append(f'{pname}: SEC("{section}") names no program type libbpf knows; loaded as {chosen} ({why})')
+
+
 BPF_MAP_TYPE_RINGBUF = 27
 
 
@@ -883,6 +923,7 @@ def _open_and_load(
                 if map_name in maps:
                     obj.reuse(map_name, fd)
         check_rings(obj, syntax, origin)
+        type_custom_sections(obj, syntax, needs, slotted, arrays)
         progs = obj.programs()
         check_sections(obj)
 

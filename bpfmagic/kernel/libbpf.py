@@ -293,6 +293,7 @@ def object_api() -> ct.CDLL:
             ("bpf_program__section_name", cp, [vp]),
             ("bpf_program__fd", ct.c_int, [vp]),
             ("bpf_program__type", ct.c_int, [vp]),
+            ("bpf_program__set_type", ct.c_int, [vp, ct.c_int]),
             ("bpf_program__attach", vp, [vp]),
             ("bpf_map__name", cp, [vp]),
             ("bpf_map__fd", ct.c_int, [vp]),
