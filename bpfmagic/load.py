@@ -56,6 +56,7 @@ class LoadRequest:
     file: str | None
     initial_globals: dict  # --set VAR=VALUE of a --core cell
     paths: bool = False  # record paths (Session.enable_paths())
+    pin_root: str | None = None  # (--core) a checked directory whose pinned maps the cell shares on purpose
 
     @property
     def include_dirs(self) -> list[str]:
@@ -129,7 +130,7 @@ class LoadTransaction:
         the chains' arrays it is a stage of; every slot name it uses, resolved."""
         session, origin = self.session, self.req.origin
         for array_name, size, line in self.spec.arrays:
-            prog_arrays.check_name("array", array_name, prog_arrays.MAX_ARRAY_NAME)
+            prog_arrays.check_name("array", array_name)  # the C name, whole: the kernel keeps 15 characters of it
             have = session.arrays.get(array_name)
             if have is not None:
                 if have.size != size:
@@ -166,6 +167,8 @@ class LoadTransaction:
         obj, log = self.spec.backend.compile_cell(session, req, syntax, self.slot_index, self.resolved_slots, site_base)
         module = self.module = Module(session, req.name, syntax, obj, req.origin)
         module.compile_log = log
+        module.notes += obj.notes
+        session._made_pins.update(path for path, made in obj.pins.items() if made)
         for fname, (ptype, fd, stats) in obj.preloaded().items():
             module.programs[fname] = Program(module, fname, ptype, fd, stats)
         module.auto_attached += obj.convention_attached()
@@ -236,7 +239,7 @@ class LoadTransaction:
             transferred = {id(att) for att, _ in self.retargeted}
             old.attachments = [a for a in old.attachments if id(a) not in transferred]
             kept = {(a.name, i) for a, i, _ in self.resolved_slots} | set(module.slots)
-            session._free_module(old, keep_slots=kept)
+            session._free_module(old, keep_slots=kept, successor=module)
         session.modules[module.name] = module
         for hook in list(session.on_load):
             hook(module)
@@ -258,6 +261,7 @@ class LoadTransaction:
         if self.module is not None:
             self.module.attachments = []
             self.module._free()
+            self.session._release_pins(self.module)
         for array_name in self.new_arrays:  # created for this cell: nothing else can use them yet
             with contextlib.suppress(Exception):
                 self.session.arrays.pop(array_name).close()

@@ -20,7 +20,7 @@ from . import shell as shell_session  # the shell's Session (not IPython's shell
 from .errors import BpfError, UsageProblem
 from .session import Module
 
-CELL_USAGE = """%%bpf NAME [-a FUNC=TARGET]... [-s ARRAY[KEY]=FUNC]... [--file PATH] [--cflags "..."] [-v]"""
+CELL_USAGE = """%%bpf NAME [-a FUNC=TARGET]... [-s ARRAY[KEY]=FUNC]... [--file PATH] [--cflags "..."] [--core] [--pin-root DIR] [-v]"""
 
 
 def _cell_parser() -> MagicArgumentParser:
@@ -59,6 +59,12 @@ def _cell_parser() -> MagicArgumentParser:
         default=[],
         metavar="VAR=VALUE",
         help="(--core) set a global variable before load, const volatile (.rodata) ones included",
+    )
+    p.add_argument(
+        "--pin-root",
+        metavar="DIR",
+        help="(--core) share LIBBPF_PIN_BY_NAME maps pinned in DIR, a directory under /sys/fs/bpf only you or root can write "
+        "(default: the session's own directory, removed with it)",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="show the full verifier log even on success")
     return p
@@ -359,6 +365,7 @@ class BpfMagics(Magics):
             verbose=args.verbose,
             core=args.core,
             origin="cell",
+            pin_root=args.pin_root,
         )
         self.shell.user_ns[args.name] = module
         if args.verbose and module.compile_log.strip():

@@ -17,7 +17,6 @@ from .kernel import libbpf, pins
 from .kernel.progtypes import prog_type_name
 
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")  # used with fullmatch: `$` would let a final "\n" pass
-MAX_ARRAY_NAME = 15  # the kernel's BPF_OBJ_NAME_LEN - 1; BCC truncates beyond it
 MAX_ARRAY_SIZE = 1 << 20
 
 

@@ -76,6 +76,7 @@ class Session:
         self._lock = threading.RLock()
         self._serial = next(_serials)
         self._pin_dir: str | None = None
+        self._made_pins: set[str] = set()  # pins its loads made for maps pinned by name (LIBBPF_PIN_BY_NAME)
         self._stats_fd: int | None = None
         self.sites = CallSites(self._pin_counter_map)  # per call site counters, their map made on first use
         self._path_maps = None  # paths.PathMaps once enable_paths() ran
@@ -131,6 +132,28 @@ class Session:
             self._pin_dir = pins.process_dir().session_dir(self._serial)
         return self._pin_dir
 
+    def name_pin_dir(self) -> str:
+        """<pin_dir>/by-name: where --core cells' LIBBPF_PIN_BY_NAME maps are pinned (libbpf's
+        pin root), so that cells of this session share them and nothing another process pinned
+        under /sys/fs/bpf is taken in their place. Removed with the session."""
+        path = os.path.join(self.pin_dir(), pins.NAME_PINS)
+        pins.make_dir(path)
+        return path
+
+    def _release_pins(self, module: Module, successor: Module | None = None) -> None:
+        """Unlink the pins this session made for MODULE's maps that no other loaded module
+        (nor SUCCESSOR, the version replacing it) holds. Pins it found and reused stay."""
+        held = {
+            path
+            for m in [*self.modules.values(), successor]
+            if m is not None and m is not module and m.object is not None and not m.closed
+            for path in m.object.pins
+        }
+        for path in module.object.pins if module.object is not None else ():
+            if path in self._made_pins and path not in held:
+                pins.remove_pin(path)
+                self._made_pins.discard(path)
+
     def enable_stats(self) -> None:
         """Keep kernel run-time stats (run_cnt, run_time_ns) on while the session holds them.
         (They cost the kernel a clock read per program run, machine-wide.)"""
@@ -157,7 +180,7 @@ class Session:
         ``slots``: names for indices, "a,b,c" / ["a", "b"] (0, 1, ...) or {"a": 3}."""
         self._require_privileges()
         # Every argument is checked before anything is created or changed.
-        prog_arrays.check_name("array", name, prog_arrays.MAX_ARRAY_NAME)
+        prog_arrays.check_name("array", name)  # the C name, whole: the kernel keeps 15 characters of it
         if not isinstance(size, int) or not 1 <= size <= prog_arrays.MAX_ARRAY_SIZE:
             raise UsageProblem(f"array {name}: size must be an integer between 1 and {prog_arrays.MAX_ARRAY_SIZE}")
         if type is not None:
@@ -197,7 +220,7 @@ class Session:
                     array.keys = keys
             else:
                 try:
-                    pins = self.pin_dir()
+                    directory = self.pin_dir()
                 except PermissionError as e:  # said as what it is, not a traceback
                     raise EnvironmentProblem(
                         f"array {name}: cannot create the pin directory "
@@ -206,7 +229,7 @@ class Session:
                         f"{self.privileges.describe()}. Run Jupyter as root, or have root create "
                         f"{PIN_ROOT} owned by this user"
                     ) from None
-                array = prog_arrays.create(name, size, os.path.join(pins, name), type, keys)
+                array = prog_arrays.create(name, size, os.path.join(directory, name), type, keys)
                 self.arrays[name] = array
             if type is not None:
                 array.declared_type = type
@@ -271,6 +294,7 @@ class Session:
         origin: str | None = None,
         count_tail_calls: bool = True,
         globals: dict | None = None,
+        pin_root: str | None = None,
     ) -> Module:
         """Compile and load SOURCE as module NAME, attach and slot its programs.
 
@@ -281,6 +305,9 @@ class Session:
         count_tail_calls: count calls and fall-throughs per slot (False for
         benchmarks that must measure the bare tail call).
         globals: (--core) global variables set before load, ``const volatile`` ones included.
+        pin_root: (--core) a directory under /sys/fs/bpf whose pinned maps the cell's
+        LIBBPF_PIN_BY_NAME maps share on purpose (only you or root may write it); without it
+        they are pinned in the session's own directory and removed with their modules.
         """
         prog_arrays.check_name("module", name)
         if keyword.iskeyword(name):
@@ -298,6 +325,10 @@ class Session:
         check_includes(source, origin, os.path.dirname(os.path.abspath(file)) if file else None, list(cflags))
         if globals and not core:
             raise UsageProblem("globals= (--set) sets global variables of --core cells; BCC has no such globals")
+        if pin_root is not None:
+            if not core:
+                raise UsageProblem("pin_root= (--pin-root) is where --core cells' LIBBPF_PIN_BY_NAME maps are pinned; BCC names each pin path itself")
+            pin_root = pins.shared_root(pin_root)
         req = LoadRequest(
             name,
             source,
@@ -311,6 +342,7 @@ class Session:
             file,
             dict(globals or {}),
             self.paths_enabled,
+            pin_root,
         )
         with self._lock:
             old = self.modules.get(name)
@@ -586,8 +618,9 @@ class Session:
         return graph.graph(self, array)
 
     # ------------------------------------------------------------ teardown
-    def _free_module(self, module: Module, keep_slots=frozenset()) -> list[str]:
-        """Free MODULE; returns the slots that emptied (ARRAY[KEY] with what was in them)."""
+    def _free_module(self, module: Module, keep_slots=frozenset(), successor: Module | None = None) -> list[str]:
+        """Free MODULE; returns the slots that emptied (ARRAY[KEY] with what was in them).
+        SUCCESSOR: the new version of a re-run cell, which keeps the pins it shares with MODULE."""
         for hook in list(self.on_unload):
             with contextlib.suppress(Exception):
                 hook(module)
@@ -603,6 +636,7 @@ class Session:
                     emptied.append(f"{array.label(index)} (was {p.qualname})")
         module.slots.clear()
         module._free()
+        self._release_pins(module, successor)
         return emptied
 
     def unload(self, name: str) -> list[str]:
@@ -631,6 +665,9 @@ class Session:
             for name in list(self.arrays):
                 self.arrays.pop(name).close()
             self._free_instrument_maps()
+            if self._pin_dir:  # whatever a load pinned by name and no module recorded (a load libbpf failed half-way)
+                pins.empty_dir(os.path.join(self._pin_dir, pins.NAME_PINS))
+            self._made_pins.clear()
 
     def _free_instrument_maps(self) -> None:
         """The per-call-site counters and the path maps (made again by the next load that needs them)."""
@@ -690,7 +727,7 @@ class Session:
         self.disable_stats()
         if self._pin_dir:
             # The process's own directory stays (locked) until the process dies: its reaper removes it.
-            for path in (os.path.join(self._pin_dir, "calls"), self._pin_dir):
+            for path in (os.path.join(self._pin_dir, "calls"), os.path.join(self._pin_dir, pins.NAME_PINS), self._pin_dir):
                 with contextlib.suppress(OSError):
                     os.rmdir(path)
         self.closed = True

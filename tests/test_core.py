@@ -194,3 +194,119 @@ def test_core_cell_through_the_magic(session):
 def test_core_program_without_sec_is_explained(session):
     with pytest.raises(BpfCompileError, match=r"c\.f has no SEC\(\)"):
         session.load("c", "int f(struct xdp_md *ctx) { return XDP_PASS; }", core=True)
+
+
+# Two arrays whose names agree in the 15 characters the kernel keeps (xdp_rl_ingress_), as
+# L3AF's rate limiter names its chain's next array.
+LONG_NAMES = """%%bpf rl --core
+struct {
+    __uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+    __uint(max_entries, 4);
+    __type(key, u32);
+    __type(value, u32);
+} xdp_rl_ingress_next_prog SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+    __uint(max_entries, 4);
+    __type(key, u32);
+    __type(value, u32);
+} xdp_rl_ingress_drop_prog SEC(".maps");
+
+SEC("xdp")
+int xdp_ratelimiting_ingress_func(struct xdp_md *ctx)
+{
+    bpf_tail_call(ctx, &xdp_rl_ingress_drop_prog, 0);
+    bpf_tail_call(ctx, &xdp_rl_ingress_next_prog, SLOT(xdp_rl_ingress_next_prog, verdict));
+    return XDP_PASS;
+}
+"""
+
+
+def test_names_longer_than_the_kernel_keeps_are_used_whole():
+    from IPython.testing.globalipapp import get_ipython
+
+    import bpfmagic
+
+    ip = get_ipython()
+    ip.run_line_magic("load_ext", "bpfmagic")
+    bpfmagic._drop_session()
+    try:
+        res = ip.run_cell(LONG_NAMES)
+        assert res.success, res.error_in_exec
+        res = ip.run_cell(
+            "%%bpf verdict -s xdp_rl_ingress_next_prog[verdict]=verdict_drop_every_frame\n"
+            "BPF_PROG_ARRAY(xdp_rl_ingress_next_prog, 4);\n"
+            "int verdict_drop_every_frame(struct xdp_md *ctx) { return XDP_DROP; }\n"
+        )
+        assert res.success, res.error_in_exec
+        assert ip.run_line_magic("bpf", "run rl.xdp_ratelimiting_ingress_func").retval == 1  # XDP_DROP through the long-named array
+        slots = ip.run_line_magic("bpf", "slots xdp_rl_ingress_next_prog")
+        assert slots[["array", "key", "program", "calls", "taken"]].values.tolist() == [
+            ["xdp_rl_ingress_next_prog", "verdict", "verdict.verdict_drop_every_frame", 1, 1]
+        ]
+        drop = ip.run_line_magic("bpf", "slots xdp_rl_ingress_drop_prog")
+        assert drop[["index", "calls", "missed"]].values.tolist() == [[0, 1, 1]]  # its own counters, not the other's
+        assert sorted(ip.user_ns["rl"].tables) == ["xdp_rl_ingress_drop_prog", "xdp_rl_ingress_next_prog"]
+        ls = ip.run_line_magic("bpf", "ls").set_index("function")
+        assert ls.loc["verdict_drop_every_frame", "slots"] == "xdp_rl_ingress_next_prog[verdict]"
+        assert ip.run_line_magic("bpf", "map xdp_rl_ingress_next_prog")["program"].tolist() == ["verdict.verdict_drop_every_frame"]
+    finally:
+        bpfmagic._drop_session()
+
+
+def test_a_raw_tp_section_without_a_target_says_how_to_name_one(session):
+    source = 'SEC("raw_tp/") int on_enter(struct bpf_raw_tracepoint_args *ctx) { return 0; }'
+    with pytest.raises(AttachError) as err:
+        session.load("rt", source, core=True)
+    text = str(err.value)
+    assert 'rt.on_enter is SEC("raw_tp/"), which names no raw tracepoint' in text
+    assert 'SEC("raw_tp/sys_enter")' in text and "-a on_enter=raw_tracepoint:EVENT" in text
+    m = session.load("rt", source, core=True, attach={"on_enter": "raw_tracepoint:sys_enter"})
+    assert [str(a.target) for a in m.attachments] == ["raw_tracepoint:sys_enter"]
+    with pytest.raises(AttachError) as err:  # a target this kernel lacks: its errno, ENOENT, named
+        session.load("missing", source.replace("raw_tp/", "raw_tp/bm_no_such_event"), core=True)
+    assert "No such file or directory: this kernel has no raw tracepoint 'bm_no_such_event'" in str(err.value)
+    assert "libbpf:" not in str(err.value)
+
+
+def test_a_ring_buffer_with_a_value_type_says_why_it_cannot_load(session):
+    source = """struct event { u32 pid; };
+struct {
+    __uint(type, BPF_MAP_TYPE_RINGBUF);
+    __uint(max_entries, 4096);
+    __type(value, struct event);
+} events SEC(".maps");
+
+SEC("xdp") int f(struct xdp_md *ctx) {
+    struct event e = { .pid = 1 };
+    bpf_ringbuf_output(&events, &e, sizeof(e), 0);
+    return XDP_PASS;
+}
+"""
+    with pytest.raises(BpfCompileError) as err:
+        session.load("rb", source, core=True, origin="cell")
+    text = str(err.value)
+    assert text.startswith("cell:2: ring buffer events declares __type(value, ...): a ring buffer has no key or value type")
+    assert "__uint(max_entries, BYTES)" in text
+    m = session.load("rb", source.replace("    __type(value, struct event);\n", ""), core=True)
+    assert "events" in m.streams
+
+
+def test_custom_section_names_take_their_type_from_the_context_or_the_use(session):
+    """Files written for cilium/ebpf, libxdp or tc name sections libbpf has no type for."""
+    root = session.load("root", 'SEC("xdp-root") int xdp_root(struct xdp_md *ctx) { return XDP_DROP; }', core=True)
+    assert root.programs["xdp_root"].type == "xdp"
+    assert run_xdp(session, "root.xdp_root") == 1
+    assert any('SEC("xdp-root")' in note and "loaded as xdp (its context, struct xdp_md *)" in note for note in root.notes)
+
+    skb = 'SEC("xdp_stats") int stats(struct __sk_buff *skb) { return 0; }'  # tc or socket filter: its use says
+    with pytest.raises(BpfCompileError, match=r'stats is SEC\("xdp_stats"\), a section name that gives no program type.*-a stats=tc:IFACE'):
+        session.load("st", skb, core=True)
+    session.progarray("filters", 4, type="socket_filter")
+    assert session.load("st", skb, core=True, slots={"filters[0]": "stats"}).programs["stats"].type == "socket_filter"
+
+    # tc's `bpf da sec action`: libbpf calls SEC("action") sched_act; attached as a classifier it loads as one.
+    tc = session.load("tc", 'SEC("action") int act(struct __sk_buff *skb) { return 0; }', core=True, attach={"act": "tc:lo"})
+    assert tc.programs["act"].type == "sched_cls"
+    assert [str(a.target) for a in tc.attachments] == ["tc:lo"]

@@ -34,6 +34,10 @@ A loaded object answers the same questions whichever backend made it:
 ``global_sections()``                          {"bss" / "data" / "rodata" / "data.NAME": map name}
 ``global_variables()``                         {name: (map name, kernel.btf.Variable)}, None when
                                                the backend has no globals (BCC)
+``pins``                                       {path: made by this load} of the maps it pinned by
+                                               name (LIBBPF_PIN_BY_NAME; BCC: {}, its pinned tables
+                                               name their own paths)
+``notes``                                      lines the cell shows besides its summary
 ``cell_lines``                                 whether the object's BTF line info numbers the
                                                cell's own lines (BCC compiles lines in front of it)
 =============================================  ===============================================

@@ -39,6 +39,11 @@ class BccObject:
     """One ``BPF(text=...)`` object of a cell."""
 
     kind = "bcc"
+    notes: tuple[str, ...] = ()
+
+    @property
+    def pins(self) -> dict[str, bool]:
+        return {}  # BPF_TABLE_PINNED tables name their own paths; bpfmagic's are the session's
 
     def __init__(self, bpf, columns, origin: str, syntax, stats: dict | None = None):
         self.bpf = bpf

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes as ct
+import errno
 import os
 import platform
 import re
@@ -22,6 +23,7 @@ import subprocess
 import tempfile
 
 from ..c import CellSyntax, analyse, core_text
+from ..c.analysis import SKB_TYPES
 from ..c.instrument import CORE_CELL_FILE, SITES_MAP, counter_name
 from ..c.records import ring_record_types
 from ..errors import AttachError, BpfCompileError, BpfVerifierError, EnvironmentProblem, SlotError, UsageProblem
@@ -29,7 +31,8 @@ from ..kernel import libbpf
 from ..kernel.attach import Attachment, Target
 from ..kernel.btf import Btf
 from ..kernel.lock import NATIVE_LOCK
-from ..kernel.progtypes import prog_type_name
+from ..kernel.pins import BPFFS
+from ..kernel.progtypes import prog_type_name, prog_type_value
 from . import MapHandle
 
 VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
@@ -341,17 +344,43 @@ class CoreLink(Attachment):
 class CoreObject:
     """One clang-compiled object loaded through libbpf."""
 
-    def __init__(self, name: str, obj_bytes: bytes):
-        lib = _lib()
-        self._buf = ct.create_string_buffer(obj_bytes, len(obj_bytes))
-        ptr = lib.bpf_object__open_mem(self._buf, len(obj_bytes), None)
-        if not ptr or lib.libbpf_get_error(ptr):
-            raise BpfCompileError(f"libbpf could not open the object of {name}")
-        self.ptr = ptr
+    def __init__(self, name: str, obj_bytes: bytes, pin_root=None):
+        """``pin_root``: the directory of maps the cell pins by name (LIBBPF_PIN_BY_NAME), or a
+        callable that makes it, called only when the object has such maps; None: libbpf's
+        default, /sys/fs/bpf, which every user can write (never passed by the session)."""
+        self._buf, self._size = ct.create_string_buffer(obj_bytes, len(obj_bytes)), len(obj_bytes)
         self.name = name
-        self.hidden: set[str] = set()  # bpfmagic's own maps (call counters)
+        self.ptr = self._open(None)
+        if pin_root is not None and any(_lib().bpf_map__pin_path(m) for m in self._iter(_lib().bpf_object__next_map)):
+            # Opened again with the session's root: libbpf builds each pin path at open.
+            _lib().bpf_object__close(self.ptr)
+            self.ptr = None
+            self.ptr = self._open(pin_root() if callable(pin_root) else pin_root)
+        lib = _lib()
+        # The maps' names as the C names them, taken before bpf_map__reuse_fd renames a map
+        # after the kernel's copy, which keeps only 15 characters.
+        self._map_names = {m: lib.bpf_map__name(m).decode() for m in self._iter(lib.bpf_object__next_map)}
+        self.pinned_by_name = [n for m, n in self._map_names.items() if lib.bpf_map__pin_path(m)]  # LIBBPF_PIN_BY_NAME maps
+        self._pins: dict[str, bool] = {}  # pin path -> made by this load (else an existing pin reused)
+        self._notes: list[str] = []  # what the cell should say besides its summary
         self.syntax: CellSyntax | None = None  # what the front end read in the cell (its rings' order)
         self.verifier_logs: dict[str, str] = {}  # program -> the verifier's statistics (log level 4)
+
+    def _open(self, pin_root: str | None) -> int:
+        lib = _lib()
+        opts = libbpf.ObjectOpenOpts(sz=ct.sizeof(libbpf.ObjectOpenOpts), pin_root_path=pin_root.encode() if pin_root else None)
+        ptr = lib.bpf_object__open_mem(self._buf, self._size, ct.byref(opts))
+        if not ptr or lib.libbpf_get_error(ptr):
+            raise BpfCompileError(f"libbpf could not open the object of {self.name}")
+        return ptr
+
+    @property
+    def pins(self) -> dict[str, bool]:
+        return self._pins
+
+    @property
+    def notes(self) -> list[str]:
+        return self._notes
 
     def _iter(self, next_fn):
         item = None
@@ -366,8 +395,9 @@ class CoreObject:
         return {lib.bpf_program__name(p).decode(): p for p in self._iter(lib.bpf_object__next_program)}
 
     def maps(self) -> dict[str, int]:
+        """C name -> map (a name over 15 characters stays whole, whatever the kernel keeps)."""
         lib = _lib()
-        return {lib.bpf_map__name(m).decode(): m for m in self._iter(lib.bpf_object__next_map)}
+        return {self._map_names.get(m) or lib.bpf_map__name(m).decode(): m for m in self._iter(lib.bpf_object__next_map)}
 
     def program_fd(self, prog) -> int:
         return _lib().bpf_program__fd(prog)
@@ -385,9 +415,9 @@ class CoreObject:
             return
         if _lib().bpf_map__reuse_fd(m, fd) < 0:
             raise BpfCompileError(f"{self.name}: map {map_name} does not match the session's map of that name")
-        if map_name.startswith("__bm_"):
-            # reuse_fd renames the map after the kernel's name: remember it to keep it out of tables()
-            self.hidden.add(_lib().bpf_map__name(m).decode())
+        # The session's map is pinned by the session: a LIBBPF_PIN_BY_NAME in the cell must not
+        # make libbpf swap it for whatever is pinned under that name.
+        _lib().bpf_map__set_pin_path(m, None)
 
     def load(self, origin: str, source: str, verbose: bool = False, stats: bool = False) -> str:
         """Load every program; returns what libbpf said (the verifier log with -v).
@@ -397,8 +427,12 @@ class CoreObject:
         if verbose or stats:
             for prog in self.programs().values():
                 lib.bpf_program__set_log_level(prog, (2 if verbose else 0) | (4 if stats else 0))
+        existed = {path: os.path.lexists(path) for path in self._pin_paths().values()}
         with libbpf_messages(self.verifier_logs) as log:
             ret = lib.bpf_object__load(self.ptr)
+        if ret == 0:
+            self._pins = {path: not existed[path] for map_name, path in self._pin_paths().items() if lib.bpf_map__is_pinned(self.maps()[map_name])}
+            self._note_default_pins()
         if ret < 0 and stats:
             raise _RetryWithoutStats()
         if ret < 0:
@@ -425,6 +459,29 @@ class CoreObject:
             raise _verifier_error(self.name, log[0], -ret, origin, source)
         return log[0]
 
+    def _note_default_pins(self) -> None:
+        """Say when a map the cell pins by name also has a pin at libbpf's default place
+        (/sys/fs/bpf/NAME, someone else's or an older run's) that this load did not use."""
+        paths = self._pin_paths()
+        for map_name in self.pinned_by_name:
+            default = os.path.join(BPFFS, map_name)
+            if paths.get(map_name) != default and os.path.lexists(default):
+                self._notes.append(
+                    f"{map_name} is LIBBPF_PIN_BY_NAME; {default} exists and was not used: this module's "
+                    f"{map_name} is {'the session array' if map_name not in paths else 'pinned in the session'}. "
+                    "To use a pinned map on purpose, name its directory with --pin-root DIR"
+                )
+
+    def _pin_paths(self) -> dict[str, str]:
+        """map name -> the path libbpf pins it at (maps the cell pins by name)."""
+        lib = _lib()
+        out = {}
+        for name, m in self.maps().items():
+            path = lib.bpf_map__pin_path(m)
+            if path:
+                out[name] = path.decode()
+        return out
+
     def table(self, name: str) -> CoreMap:
         lib = _lib()
         m = self.maps()[name]
@@ -433,21 +490,30 @@ class CoreObject:
         )
 
     def tables(self) -> list[str]:
-        return [n for n in self.maps() if "." not in n and not n.startswith("__bm_") and n not in self.hidden]
+        return [n for n in self.maps() if "." not in n and not n.startswith("__bm_")]
 
     def attach_by_section(self, program, prog_ptr) -> CoreLink:
         lib = _lib()
-        link = lib.bpf_program__attach(prog_ptr)
-        err = lib.libbpf_get_error(link) if link else -1
+        section = self.section(prog_ptr)
+        kind, _, target = section.partition("/")
+        if not target:
+            raise AttachError(_no_target(program, section, kind))
+        with libbpf_messages() as log:  # libbpf's own line goes to the error's log, not to fd 2
+            link = lib.bpf_program__attach(prog_ptr)
+            # -errno of the failed call (ctypes keeps errno across calls with use_errno), 0 on success
+            err = lib.libbpf_get_error(link)
         if not link or err:
-            code = -err if err and err < 0 else ct.get_errno()
-            section = self.section(prog_ptr)
+            code = -err if err < 0 else 0
             hint = (
                 " (fentry/fexit/LSM are refused by this kernel build; tp_btf/ and raw_tp/ sections work)"
                 if section.startswith(("fentry/", "fexit/", "lsm/"))
                 else ""
             )
-            raise AttachError(f'libbpf could not attach {program.qualname} (SEC("{section}")): {os.strerror(code) if code else "failed"}{hint}')
+            if code == errno.ENOENT and kind in _ATTACH_KINDS:
+                what, example, option = _ATTACH_KINDS[kind]
+                hint = f": this kernel has no {what} {target!r}" + (f" (-a {program.name}={option})" if option else "")
+            reason = os.strerror(code) if code else "failed"
+            raise AttachError(f'libbpf could not attach {program.qualname} (SEC("{section}")): {reason}{hint}', log[0])
         kind, _, rest = self.section(prog_ptr).partition("/")
         return CoreLink(Target(kind, (rest,), f"{kind}:{rest}"), program, link)
 
@@ -565,7 +631,29 @@ class CoreObject:
         from .core_globals import sections
 
         lib = _lib()
-        return {v.name: (lib.bpf_map__name(map_ptr).decode(), v) for map_ptr, variables in sections(self).values() for v in variables}
+        names = self._map_names
+        return {v.name: (names.get(ptr) or lib.bpf_map__name(ptr).decode(), v) for ptr, variables in sections(self).values() for v in variables}
+
+
+# Section kinds libbpf attaches by their target: (what the target is, a section that names
+# one, the -a target that attaches the program instead).
+_ATTACH_KINDS = {
+    "raw_tp": ("raw tracepoint", "raw_tp/sys_enter", "raw_tracepoint:EVENT"),
+    "raw_tracepoint": ("raw tracepoint", "raw_tracepoint/sys_enter", "raw_tracepoint:EVENT"),
+    "tp": ("tracepoint", "tp/syscalls/sys_enter_write", "tracepoint:CATEGORY:EVENT"),
+    "tracepoint": ("tracepoint", "tracepoint/syscalls/sys_enter_write", "tracepoint:CATEGORY:EVENT"),
+    "tp_btf": ("BTF tracepoint", "tp_btf/sched_switch", None),
+}
+
+
+def _no_target(program, section: str, kind: str) -> str:
+    """Why a SEC() that ends in "/" attaches nowhere (libbpf would ask the kernel for a
+    tracepoint named "" and get ENOENT), and the two ways to name the target."""
+    what, example, option = _ATTACH_KINDS.get(kind, ("target", f"{kind}/NAME", None))
+    text = f'{program.qualname} is SEC("{section}"), which names no {what}: name it in the section, e.g. SEC("{example}")'
+    if option:
+        text += f", or attach it from the cell with -a {program.name}={option} (in the Python API: attach={{{program.name!r}: {option!r}}})"
+    return text
 
 
 class _RetryWithoutStats(Exception):
@@ -613,6 +701,68 @@ def check_sections(obj: "CoreObject") -> None:
             )
 
 
+def type_custom_sections(obj: "CoreObject", syntax: CellSyntax, needs: dict[str, str], slotted: list, arrays: dict) -> None:
+    """Programs in a section libbpf has no type for (SEC("xdp-root"), SEC("xdp_stats"),
+    SEC("action")) get one, as cilium/ebpf's and libxdp's loaders take such files: from the
+    -a target, else the array the program is slotted into, else its context parameter (a
+    ``struct __sk_buff *`` one, tc or socket filter, only when the session arrays it
+    tail-calls through hold one type). Only when nothing says it, one line asks.
+    (No SEC() at all is said at load.)"""
+    lib = _lib()
+    for pname, prog in obj.programs().items():
+        section = obj.section(prog)
+        want = needs.get(pname) or next((a.owner_type for a, f in slotted if f == pname and a.owner_type), None)
+        if obj.program_type(prog) == "sched_act" and want == "sched_cls":
+            # iproute2's `tc filter ... bpf da sec action` loads SEC("action") as a classifier
+            lib.bpf_program__set_type(prog, prog_type_value("sched_cls"))
+            obj._notes.append(f'{pname}: SEC("{section}") is sched_act to libbpf; loaded as sched_cls for its use, as tc loads it')
+            continue
+        if lib.bpf_program__type(prog) != 0 or section == ".text":
+            continue
+        fn = syntax.functions.get(pname)
+        chosen, why = needs.get(pname), "its -a target"
+        if chosen is None:
+            chosen, why = next((a.owner_type for a, f in slotted if f == pname and a.owner_type), None), "the array it is slotted into"
+        if chosen is None and fn is not None and fn.context == "__sk_buff":
+            kinds = {arrays[t.array].owner_type for t in syntax.tail_calls if t.function == pname and t.array in arrays} & SKB_TYPES
+            if len(kinds) == 1:
+                chosen, why = kinds.pop(), "the arrays it tail-calls through"
+        elif chosen is None and fn is not None and fn.prog_type:
+            chosen, why = fn.prog_type, f"its context, struct {fn.context} *"
+        if chosen is None:
+            hint = (
+                f"-a {pname}=tc:IFACE (sched_cls), -a {pname}=socket:IFACE (socket filter) or -s into an array of that type"
+                if fn is not None and fn.context == "__sk_buff"
+                else f"-a {pname}=TARGET or -s ARRAY[KEY]={pname}, or give its context parameter a type (struct xdp_md *, ...)"
+            )
+            raise BpfCompileError(f'{obj.name}.{pname} is SEC("{section}"), a section name that gives no program type: say which with {hint}')
+        lib.bpf_program__set_type(prog, prog_type_value(chosen))
+        obj._notes.append(f'{pname}: SEC("{section}") names no program type libbpf knows; loaded as {chosen} ({why})')
+
+
+BPF_MAP_TYPE_RINGBUF = 27
+
+
+def check_rings(obj: "CoreObject", syntax: CellSyntax, origin: str) -> None:
+    """A ring buffer declared with a key or value type: the kernel refuses it with a bare
+    EINVAL (libbpf 1.1 passes the sizes on), so say why before loading."""
+    lib = _lib()
+    for map_name, m in obj.maps().items():
+        if lib.bpf_map__type(m) != BPF_MAP_TYPE_RINGBUF:
+            continue
+        given = [field for field, size in (("key", lib.bpf_map__key_size(m)), ("value", lib.bpf_map__value_size(m))) if size]
+        if given:
+            decl = next((d for d in syntax.rings if d.name == map_name), None)
+            where = f"{origin}:{decl.line}: " if decl else ""
+            raise BpfCompileError(
+                f"{where}ring buffer {map_name} declares {' and '.join(f'__type({f}, ...)' for f in given)}: a ring buffer has "
+                "no key or value type (the kernel refuses one with EINVAL); its records are whatever "
+                "bpf_ringbuf_output / bpf_ringbuf_reserve write. Declare only __uint(type, BPF_MAP_TYPE_RINGBUF) and "
+                "__uint(max_entries, BYTES) (a power-of-two multiple of the page size); the stream reads the record "
+                "type from what the program writes."
+            )
+
+
 def _libbpf_refusal(name: str, log: str, errno_: int) -> BpfCompileError:
     """libbpf refused the object before the kernel's verifier saw a program:
     say so, with libbpf's own reason and what it usually means."""
@@ -624,6 +774,13 @@ def _libbpf_refusal(name: str, log: str, errno_: int) -> BpfCompileError:
         text += (
             f'\nThe kernel\'s BTF has no {event[1]!r}: SEC("tp_btf/NAME") and fentry-style sections name a '
             "raw tracepoint or kernel function that must exist (see /sys/kernel/tracing/available_events)."
+        )
+    pinned = re.search(r"couldn't reuse pinned map at '([^']+)': parameter mismatch", log)
+    if pinned:
+        text += (
+            f"\nA map pinned at {pinned[1]} has this name but another definition (type, key or value size, "
+            "max_entries or flags): a map pinned by name is shared by every cell that declares it, so "
+            "declare it the same, or unload the modules using it (or `%bpf reset`) first."
         )
     kfunc = re.search(r"extern \(func ksym\) '(\w+)': not found", log)
     if kfunc:
@@ -664,6 +821,7 @@ def load_object(
     sites=None,
     paths=None,
     cursor=None,
+    pin_root=None,
 ) -> tuple[CoreObject, str]:
     """Compile a --core cell and load it: clang against vmlinux.h, then libbpf
     with the session's arrays (and their call counters) reusing the session's
@@ -671,7 +829,8 @@ def load_object(
     ``slotted``: (array, function) of its -s slots. A type its SEC() cannot
     serve is refused before the kernel would say only EINVAL.
     ``initial_globals``: values written into the object's sections before load
-    (.rodata included). Returns the loaded object and what clang and libbpf said."""
+    (.rodata included). ``pin_root``: where maps the cell pins by name go (CoreObject).
+    Returns the loaded object and what clang and libbpf said."""
     source = syntax.source
     # sites: (fd, base) of the session's per-call-site counters
     text = core_text(
@@ -703,6 +862,7 @@ def load_object(
             sites=sites,
             paths=paths,
             cursor=cursor,
+            pin_root=pin_root,
         )
 
     try:
@@ -718,10 +878,24 @@ def load_object(
 
 
 def _open_and_load(
-    name, syntax, origin, obj_bytes, arrays, needs, slotted, initial_globals, verbose, warnings_text, stats: bool, sites=None, paths=None, cursor=None
+    name,
+    syntax,
+    origin,
+    obj_bytes,
+    arrays,
+    needs,
+    slotted,
+    initial_globals,
+    verbose,
+    warnings_text,
+    stats: bool,
+    sites=None,
+    paths=None,
+    cursor=None,
+    pin_root=None,
 ):
     source = syntax.source
-    obj = CoreObject(name, obj_bytes)
+    obj = CoreObject(name, obj_bytes, pin_root)
     obj.syntax = syntax
     try:
         maps = obj.maps()
@@ -748,6 +922,8 @@ def _open_and_load(
             for map_name, fd in (("__bm_path", paths.rec_fd), ("__bm_pathc", paths.counts_fd), ("__bm_pathctl", paths.ctl_fd)):
                 if map_name in maps:
                     obj.reuse(map_name, fd)
+        check_rings(obj, syntax, origin)
+        type_custom_sections(obj, syntax, needs, slotted, arrays)
         progs = obj.programs()
         check_sections(obj)
 
@@ -799,6 +975,7 @@ def compile_cell(session, req, syntax, slot_index, resolved_slots, site_base) ->
         sites=sites,
         paths=paths,
         cursor=session._cursor[0] if session._cursor else None,
+        pin_root=req.pin_root or session.name_pin_dir,
     )
 
 

@@ -79,6 +79,16 @@ class TestRunOpts(ct.Structure):
     ]
 
 
+class ObjectOpenOpts(ct.Structure):
+    # struct bpf_object_open_opts of libbpf 1.x, up to the last field we set (libbpf reads sz)
+    _fields_ = [
+        ("sz", ct.c_size_t),
+        ("object_name", ct.c_char_p),
+        ("relaxed_maps", ct.c_bool),
+        ("pin_root_path", ct.c_char_p),
+    ]
+
+
 class LinkCreateOpts(ct.Structure):
     # struct bpf_link_create_opts: only the leading fields we set; the union that
     # follows is zeroed by the padding (libbpf checks sz, so it must be the real size)
@@ -274,7 +284,7 @@ def object_api() -> ct.CDLL:
     if not _object_api_declared:
         vp, cp = ct.c_void_p, ct.c_char_p
         for fname, res, args in [
-            ("bpf_object__open_mem", vp, [vp, ct.c_size_t, vp]),
+            ("bpf_object__open_mem", vp, [vp, ct.c_size_t, ct.POINTER(ObjectOpenOpts)]),
             ("bpf_object__load", ct.c_int, [vp]),
             ("bpf_object__close", None, [vp]),
             ("bpf_object__next_program", vp, [vp, vp]),
@@ -283,6 +293,7 @@ def object_api() -> ct.CDLL:
             ("bpf_program__section_name", cp, [vp]),
             ("bpf_program__fd", ct.c_int, [vp]),
             ("bpf_program__type", ct.c_int, [vp]),
+            ("bpf_program__set_type", ct.c_int, [vp, ct.c_int]),
             ("bpf_program__attach", vp, [vp]),
             ("bpf_map__name", cp, [vp]),
             ("bpf_map__fd", ct.c_int, [vp]),
@@ -291,6 +302,9 @@ def object_api() -> ct.CDLL:
             ("bpf_map__key_size", ct.c_uint32, [vp]),
             ("bpf_map__value_size", ct.c_uint32, [vp]),
             ("bpf_map__reuse_fd", ct.c_int, [vp, ct.c_int]),
+            ("bpf_map__set_pin_path", ct.c_int, [vp, cp]),
+            ("bpf_map__pin_path", cp, [vp]),
+            ("bpf_map__is_pinned", ct.c_bool, [vp]),
             ("bpf_link__destroy", ct.c_int, [vp]),
             ("bpf_program__set_log_level", ct.c_int, [vp, ct.c_uint32]),
             ("libbpf_set_print", vp, [vp]),

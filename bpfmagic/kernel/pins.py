@@ -134,6 +134,70 @@ def open_root(create: bool = True) -> int:
         os.close(bpffs)
 
 
+NAME_PINS = "by-name"  # a session's maps pinned by name (LIBBPF_PIN_BY_NAME); not an identifier: no array pin is called so
+
+
+def shared_root(path: str) -> str:
+    """PATH, a directory a cell names to share pinned maps on purpose (``--pin-root``), once
+    checked: under the bpffs mount, reached without a symbolic link, every directory below
+    the mount owned by this user or root and writable by no one else. Otherwise another user
+    could pin a map there (or swap the directory) for this session to take. Returns it
+    normalized; EnvironmentProblem says what is wrong and what to do."""
+    if not isinstance(path, str) or not os.path.isabs(path):
+        raise EnvironmentProblem(f"--pin-root {path!r}: give an absolute path under {BPFFS}")
+    norm = os.path.normpath(path)
+    if norm != BPFFS and not norm.startswith(BPFFS + "/"):
+        raise EnvironmentProblem(f"--pin-root {path}: pinned maps live in the bpf file system; give a directory under {BPFFS}")
+    make = f"as the user that pins the maps: mkdir -m 0700 {BPFFS}/NAME, and pin them there"
+    try:
+        fd = _open_nofollow(BPFFS)
+    except OSError as e:
+        raise EnvironmentProblem(f"--pin-root {path}: {BPFFS}: {e.strerror}") from None
+    try:
+        dev = os.fstat(fd).st_dev
+        where = BPFFS
+        for part in [p for p in norm[len(BPFFS) :].split("/") if p]:
+            where = os.path.join(where, part)
+            try:
+                nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except OSError as e:
+                why = "a symbolic link or not a directory" if e.errno in (errno.ELOOP, errno.ENOTDIR) else e.strerror
+                raise EnvironmentProblem(f"--pin-root {path}: {where} is {why}; {make}") from None
+            os.close(fd)
+            fd = nxt
+            st = os.fstat(fd)
+            if st.st_dev != dev:
+                raise EnvironmentProblem(f"--pin-root {path}: {where} is another file system mounted on {BPFFS}, not its bpffs")
+            if st.st_uid not in (0, os.geteuid()):
+                raise EnvironmentProblem(f"--pin-root {path}: {where} belongs to {_user(st.st_uid)}, who could swap the maps in it; {make}")
+            if st.st_mode & 0o022:
+                raise EnvironmentProblem(f"--pin-root {path}: {where} is writable by other users, who could pin maps there for this session; {make}")
+        if norm == BPFFS:
+            raise EnvironmentProblem(f"--pin-root {BPFFS}: every user can pin there (mode 1777), so a map found there may be anyone's; {make}")
+    finally:
+        os.close(fd)
+    return norm
+
+
+def remove_pin(path: str) -> None:
+    """Unlink the pin PATH (never what a link points to); gone already is fine."""
+    with _ignored():
+        if not stat.S_ISDIR(os.stat(path, follow_symlinks=False).st_mode):
+            os.unlink(path)
+
+
+def empty_dir(path: str) -> None:
+    """Remove what the directory PATH holds (remove_contents), reached without following links."""
+    try:
+        fd = _open_nofollow(path)
+    except OSError:
+        return
+    try:
+        remove_contents(fd)
+    finally:
+        os.close(fd)
+
+
 def make_dir(path: str) -> None:
     """mkdir PATH with mode 0700 whatever the umask (inside the verified pin root)."""
     try:
