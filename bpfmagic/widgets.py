@@ -96,10 +96,11 @@ class Watch(_LiveView):
         state = "running" if s.running else "stopped"
         view = "" if not self._stopped.is_set() else " · view stopped"
         error = f" · <span style='color:#b00'>error: {html.escape(repr(s.error))}</span>" if s.error else ""
-        lost_style = " style='color:#b00'" if lost else ""
+        lost_style = " style='color:#b00'" if lost or lost is None else ""
+        lost_text = f"lost {lost:,}" if lost is not None else "losses not counted"
         self.status.value = (
             f"<b>{html.escape(s.name)}</b> ({s.kind}, {state}{view}) · <b>{count:,}</b> events · "
-            f"{_rate(rate)} · <span{lost_style}>lost {lost:,}</span> · dropped {dropped:,} · "
+            f"{_rate(rate)} · <span{lost_style}>{lost_text}</span> · dropped {dropped:,} · "
             f"rows {held:,} / {s.max_rows:,}{error}"
         )
         self.table.value = snap["tail"].to_html(max_cols=30, border=0)

@@ -612,3 +612,32 @@ int produce(struct xdp_md *ctx) {
     assert snap["tag"].tolist() == ["pkt"] * 300 and snap["seq"].tolist() == list(range(300))
     session.unload("named")
     assert pd.read_parquet(follow)["tag"].tolist() == ["pkt"] * 300
+
+
+def test_ring_declared_inside_a_conditional_counts_its_losses(session):
+    """`#if 1 BPF_RINGBUF_OUTPUT(...) #else BPF_PERF_OUTPUT(...) #endif`: the table is found in
+    the branch the preprocessor keeps, so every record is delivered or counted lost."""
+    src = ring_producer(pages=1).replace(
+        "BPF_RINGBUF_OUTPUT(events, PAGES);", "#if 1\nBPF_RINGBUF_OUTPUT(events, PAGES);\n#else\nBPF_PERF_OUTPUT(events);\n#endif"
+    )
+    assert "#else" in src
+    m = session.load("cond", src)
+    st = session.stream("events")
+    n = 50_000
+    produce(m, "produce", n)
+    assert wait_for(lambda: st.count + st.lost == n), (st.count, st.lost)
+    assert st.lost > 0 and st.loss_counted
+
+
+def test_ring_declared_in_an_included_header_says_losses_are_not_counted(session, tmp_path):
+    """A table declared in an #included file is not seen by the front end, so its output calls
+    are not rewritten: the stream says its losses are not counted, never a plausible 0."""
+    (tmp_path / "ring.h").write_text("BPF_RINGBUF_OUTPUT(events, 1);\n")
+    src = ring_producer(pages=1).replace("BPF_RINGBUF_OUTPUT(events, PAGES);", '#include "ring.h"')
+    m = session.load("included", src, cflags=f"-I{tmp_path}")
+    st = session.stream("events")
+    produce(m, "produce", 50_000)
+    assert wait_for(lambda: st.count > 0)
+    assert not st.loss_counted and st.lost is None
+    assert session.streams.summary().set_index("stream").loc[st.name, "lost"] == "not counted"
+    assert "losses not counted" in repr(st)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .analysis import _declarator_name, _is_shadowed, _parser, _text, _tokens, constant_value, file_constants
+from .analysis import _declarator_name, _file_scope, _is_shadowed, _parser, _text, _tokens, constant_value, file_constants
 
 # BCC's output methods on event tables; ringbuf_reserve returns the record pointer, the others an int.
 BCC_OUTPUT_METHODS = ("ringbuf_output", "ringbuf_reserve", "perf_submit", "perf_submit_skb")
@@ -44,17 +44,24 @@ def _call_args(call) -> list:
     return [a for a in args.named_children if a.type != "comment"] if args is not None else []
 
 
+def _file_scope_calls(source: str):
+    """Call statements at file scope, those in every branch of a preprocessor conditional
+    included (``#if 1 BPF_RINGBUF_OUTPUT(ev, 1); #else BPF_PERF_OUTPUT(ev); #endif``):
+    whichever branch the preprocessor keeps, its table is one the cell declares."""
+    for node in _file_scope(_root(source)):
+        if node.type == "expression_statement" and node.named_children and node.named_children[0].type == "call_expression":
+            yield node.named_children[0]
+
+
 def event_tables(source: str) -> list[str]:
     """Names of the ring/perf output tables a BCC cell declares
-    (BPF_RINGBUF_OUTPUT, BPF_PERF_OUTPUT), in the order of their slots in
-    the loss counter."""
+    (BPF_RINGBUF_OUTPUT, BPF_PERF_OUTPUT), in any branch of a conditional, in the
+    order of their slots in the loss counter."""
     names = set()
-    for node in _root(source).named_children:
-        if node.type == "expression_statement" and node.named_children and node.named_children[0].type == "call_expression":
-            call = node.named_children[0]
-            args = _call_args(call)
-            if _call_name(call) in ("BPF_RINGBUF_OUTPUT", "BPF_PERF_OUTPUT") and args and args[0].type == "identifier":
-                names.add(_text(args[0]))
+    for call in _file_scope_calls(source):
+        args = _call_args(call)
+        if _call_name(call) in ("BPF_RINGBUF_OUTPUT", "BPF_PERF_OUTPUT") and args and args[0].type == "identifier":
+            names.add(_text(args[0]))
     return sorted(names)
 
 
@@ -64,12 +71,10 @@ def ring_pages(source: str) -> dict[str, tuple[str, int | None]]:
     -> ``{"events": ("1 << 4", 16)}``)."""
     out = {}
     defines = file_constants(source)
-    for node in _root(source).named_children:
-        if node.type == "expression_statement" and node.named_children and node.named_children[0].type == "call_expression":
-            call = node.named_children[0]
-            args = _call_args(call)
-            if _call_name(call) == "BPF_RINGBUF_OUTPUT" and len(args) == 2 and args[0].type == "identifier":
-                out[_text(args[0])] = (_text(args[1]), constant_value(args[1], defines))
+    for call in _file_scope_calls(source):
+        args = _call_args(call)
+        if _call_name(call) == "BPF_RINGBUF_OUTPUT" and len(args) == 2 and args[0].type == "identifier":
+            out[_text(args[0])] = (_text(args[1]), constant_value(args[1], defines))
     return out
 
 

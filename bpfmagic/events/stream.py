@@ -165,6 +165,7 @@ class Stream:
             self.kind = "perf"
             self._reader = PerfReader(obj, table, rtype, perf_pages)
             self._fds = self._reader.fds()
+        self._loss_counted = self._lost_fd is not None or self.kind == "perf"
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._thread = threading.Thread(target=self._run, name=f"bpfmagic-stream-{self.name}", daemon=True)
         self._thread.start()
@@ -225,7 +226,7 @@ class Stream:
             os.eventfd_write(self._wake, 1)
         if self._thread is not threading.current_thread():
             self._thread.join()
-        self._lost_final = self._read_lost()
+        self._lost_final = self._read_lost() if self._lost_fd is not None else None
         if self._reader is not None:
             self._reader_stats = self._live_reader_stats()
             self._reader.close()
@@ -287,9 +288,20 @@ class Stream:
         return self._read_lost_raw() - self._lost_base
 
     @property
-    def lost(self) -> int:
+    def loss_counted(self) -> bool:
+        """Whether losses are counted: by the rewritten output calls, or (a perf buffer) by the
+        kernel's own lost records. A ring buffer whose output calls could not be rewritten
+        (its table declared in an #included file, say) loses records without a trace: its
+        ``lost`` is None, never 0."""
+        return self._loss_counted
+
+    @property
+    def lost(self) -> int | None:
         """Records the program could not write (ring full; perf buffer full or
-        not open yet), counted in the kernel by the rewritten output calls."""
+        not open yet), counted in the kernel by the rewritten output calls;
+        None where they cannot be counted (``loss_counted``)."""
+        if not self._loss_counted:
+            return None
         if self._lost_final is not None:
             return self._lost_final
         if self._lost_fd is None:
@@ -319,13 +331,6 @@ class Stream:
     def discarded(self) -> int:
         """Ring buffer records the program reserved and then discarded."""
         return self._stat("discarded")
-
-    @property
-    def loss_counted(self) -> bool:
-        """False when the table's output calls could not be instrumented (e.g.
-        the table is declared in an #included file): ``lost`` then only has
-        what perf buffers report, and nothing for ring buffers."""
-        return self._lost_slot is not None
 
     @property
     def max_rows(self) -> int:
@@ -497,7 +502,7 @@ class Stream:
             "count": self.count,
             "rows": len(self),
             "dropped": self.dropped,
-            "lost": self.lost,
+            "lost": self.lost if self.loss_counted else "not counted",
             "max_rows": self.max_rows,
             "columns": ", ".join(self.columns),
             "error": repr(self.error) if self.error else "",
@@ -508,5 +513,5 @@ class Stream:
         err = f", error: {self.error!r}" if self.error else ""
         return (
             f"<bpfmagic Stream {self.name} ({self.kind}, {state}): {self.count} events, {len(self)} rows, "
-            f"{self.dropped} dropped, {self.lost} lost{err}>"
+            f"{self.dropped} dropped, {self.lost if self.loss_counted else 'losses not counted'} lost{err}>"
         )
