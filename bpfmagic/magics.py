@@ -13,10 +13,10 @@ import shlex
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import MagicArgumentParser
-from IPython.utils.process import arg_split
 from traitlets import Integer, TraitError, observe, validate
 
 from . import shell as shell_session  # the shell's Session (not IPython's shell object)
+from .c.source_files import split_cflags
 from .errors import BpfError
 from .session import Module
 
@@ -65,9 +65,10 @@ def _cell_parser() -> MagicArgumentParser:
 
 
 def _split(text: str, what: str = "the arguments") -> list[str]:
-    """Shell-like words; an unclosed quote is a usage error, not a traceback."""
+    """The words as a shell splits them (quotes group and go: `--grep "Hello ping"` is the
+    pattern Hello ping); an unclosed quote is a usage error, not a traceback."""
     try:
-        return arg_split(text) if what == "the arguments" else shlex.split(text)
+        return shlex.split(text)
     except ValueError as e:
         raise UsageError(f"cannot parse {what}: {e} ({text!r})") from None
 
@@ -90,8 +91,8 @@ def _option_words(line: str) -> list[str]:
 
 
 def _cflags(values: list[str]) -> list[str]:
-    """Every --cflags value split into its flags, in order."""
-    return [flag for value in values for flag in _split(value, "--cflags")]
+    """Every --cflags value split into its flags, in order (their inner quotes kept: see split_cflags)."""
+    return [flag for value in values for flag in split_cflags(value)]
 
 
 def _pairs(items: list[str], what: str) -> list[tuple[str, str]]:

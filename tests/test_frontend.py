@@ -164,8 +164,32 @@ def test_cflags_forms_in_the_magic():
     from bpfmagic.magics import _cell_parser, _cflags, _option_words
 
     parser = _cell_parser()
-    for line in ['m --cflags "-DA=1 -DB=2"', "m --cflags -DA=1 --cflags -DB=2", 'm --cflags="-DA=1 -DB=2"']:
+    for line in ['m --cflags "-DA=1 -DB=2"', "m --cflags -DA=1 --cflags -DB=2", 'm --cflags="-DA=1 -DB=2"', "m --cflags '-DA=1 -DB=2'"]:
         assert _cflags(parser.parse_args(_option_words(line)).cflags) == ["-DA=1", "-DB=2"], line
+    # Inner quotes are C's and reach clang (BCC's xdp_drop_count passes -DMAPTYPE="percpu_array").
+    for line, flags in [
+        ("m --cflags '-DMAPTYPE=\"percpu_array\"'", ['-DMAPTYPE="percpu_array"']),
+        ("m --cflags='-DMAPTYPE=\"hash\" -DN=4'", ['-DMAPTYPE="hash"', "-DN=4"]),
+        ('m --cflags "-DMSG=\\"a b\\" -DX"', ['-DMSG="a b"', "-DX"]),
+        ("m --cflags -DA=1 --cflags='-DMSG=\"x y\"' --cflags \"-DB=2 -DC=3\"", ["-DA=1", '-DMSG="x y"', "-DB=2", "-DC=3"]),
+        ("m --cflags '-DQ=\\\"unpaired'", ['-DQ="unpaired']),
+    ]:
+        assert _cflags(parser.parse_args(_option_words(line)).cflags) == flags, line
+
+
+def test_an_unclosed_quote_inside_cflags_is_a_usage_error():
+    from bpfmagic.magics import _cflags
+
+    with pytest.raises(UsageProblem, match="not closed"):
+        _cflags(['-DMAPTYPE="percpu_array'])
+
+
+def test_line_magic_options_are_split_like_a_shell():
+    from bpfmagic.magics import _line_parsers, _split
+
+    trace = _line_parsers()["trace"]
+    for line, pattern in [('trace --grep "Hello ping"', "Hello ping"), ("trace --grep 'Hello ping'", "Hello ping"), ("trace --grep=\"a 'b'\"", "a 'b'")]:
+        assert trace.parse_args(_split(line)[1:]).grep == pattern, line
 
 
 @pytest.mark.parametrize("core", [False, True])
