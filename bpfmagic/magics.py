@@ -20,7 +20,7 @@ from .c.source_files import split_cflags
 from .errors import BpfError
 from .session import Module
 
-CELL_USAGE = """%%bpf NAME [-a FUNC=TARGET]... [-s ARRAY[KEY]=FUNC]... [--file PATH] [--cflags "..."] [-v]"""
+CELL_USAGE = """%%bpf NAME [-a FUNC=TARGET]... [-s ARRAY[KEY]=FUNC]... [--file PATH] [--cflags "..."] [--no-count] [-v]"""
 
 
 def _cell_parser() -> MagicArgumentParser:
@@ -59,6 +59,11 @@ def _cell_parser() -> MagicArgumentParser:
         default=[],
         metavar="VAR=VALUE",
         help="(--core) set a global variable before load, const volatile (.rodata) ones included",
+    )
+    p.add_argument(
+        "--no-count",
+        action="store_true",
+        help="load without bpfmagic's per-slot tail-call counters (a bare timing, or a header that defines bpf_tail_call itself)",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="show the full verifier log even on success")
     return p
@@ -255,7 +260,7 @@ class BpfMagics(Magics):
 
         Cell magic::
 
-            %%bpf NAME [-a FUNC=TARGET]... [-s ARRAY[KEY]=FUNC]... [--file PATH] [--cflags "..."] [--core] [--set VAR=VALUE]... [-v]
+            %%bpf NAME [-a FUNC=TARGET]... [-s ARRAY[KEY]=FUNC]... [--file PATH] [--cflags "..."] [--core] [--set VAR=VALUE]... [--no-count] [-v]
             <BCC C source, or libbpf-style C with --core>
 
         compiles the cell as module NAME, loads it, attaches FUNC to TARGET
@@ -267,7 +272,7 @@ class BpfMagics(Magics):
         ``BPF_PROG_ARRAY(progs, N)`` is the session-wide array ``progs``,
         shared by every cell; ``SLOT(progs, name)`` in C is the index of a
         named slot; every tail call into a session array is counted per slot
-        (calls, taken, missed). ``--core`` compiles with clang against the
+        (calls, taken, missed), unless ``--no-count``. ``--core`` compiles with clang against the
         running kernel's vmlinux.h and loads with libbpf (SEC() programs,
         BPF_CORE_READ, BPF-to-BPF calls, tp_btf), sharing the same arrays.
         ``-v`` shows the full verifier log. Re-running a cell replaces the
@@ -352,6 +357,7 @@ class BpfMagics(Magics):
             file=args.file,
             verbose=args.verbose,
             core=args.core,
+            count_tail_calls=not args.no_count,
             origin="cell",
         )
         self.shell.user_ns[args.name] = module

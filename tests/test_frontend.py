@@ -767,3 +767,43 @@ def test_each_hint_is_shown_once(session):
         )
     hints = [line for line in str(err.value).splitlines() if line.startswith("HINT:")]
     assert hints and len(hints) == len(set(hints)), hints
+
+
+# Old kernel samples and Katran declare the helpers themselves, bpf_tail_call returning void.
+OWN_HELPERS_H = """\
+#define SEC(NAME) __attribute__((section(NAME), used))
+#define __uint(name, val) int (*name)[val]
+#define __type(name, val) typeof(val) *name
+static void (*bpf_tail_call)(void *ctx, void *map, int index) = (void *) 12;
+"""
+OWN_HELPERS_CORE = """\
+#include <linux/bpf.h>
+#include "own_helpers.h"
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+    __uint(max_entries, 4);
+    __type(key, __u32);
+    __type(value, __u32);
+} root_array SEC(".maps");
+
+SEC("xdp") int xdp_root(struct xdp_md *ctx) { bpf_tail_call(ctx, &root_array, 1); return XDP_PASS; }
+SEC("xdp") int xdp_stage(struct xdp_md *ctx) { return XDP_DROP; }
+"""
+OWN_HELPERS_BCC = """\
+#include "own_helpers.h"
+BPF_PROG_ARRAY(root_array, 4);
+int xdp_root(struct xdp_md *ctx) { root_array.call(ctx, 1); return XDP_PASS; }
+int xdp_stage(struct xdp_md *ctx) { return XDP_DROP; }
+"""
+
+
+@needs_root
+@pytest.mark.parametrize("core", [False, True])
+def test_a_header_that_declares_bpf_tail_call_itself_is_counted(session, tmp_path, core):
+    (tmp_path / "own_helpers.h").write_text(OWN_HELPERS_H)
+    (tmp_path / "root.bpf.c").write_text(OWN_HELPERS_CORE if core else OWN_HELPERS_BCC)
+    session.load("root", file=str(tmp_path / "root.bpf.c"), core=core, slots={"root_array[1]": "xdp_stage"})
+    result = session.test_run("root.xdp_root", repeat=3)
+    assert result.retval_name == "XDP_DROP"
+    assert result.tail_calls[["slot", "calls", "taken"]].values.tolist() == [["root_array[1]", 3, 3]]

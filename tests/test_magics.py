@@ -314,3 +314,26 @@ def test_trace_grep_takes_a_quoted_pattern(fresh):
     fresh.run_line_magic("bpf", "run hello.say --repeat 3")
     lines = fresh.run_line_magic("bpf", f'trace --grep "{marker}" --seconds 1')
     assert lines["msg"].tolist() == [marker] * 3
+
+
+CHAIN_CELL = """\
+BPF_PROG_ARRAY(jt, 4);
+int entry(struct xdp_md *ctx) { jt.call(ctx, 1); return XDP_PASS; }
+int stage(struct xdp_md *ctx) { return XDP_DROP; }
+"""
+
+
+@needs_root
+def test_no_count_loads_without_counters_and_run_says_when_they_are_timed(fresh):
+    assert run(fresh, "%%bpf counted -s jt[1]=stage\n" + CHAIN_CELL).success
+    counted = fresh.run_line_magic("bpf", "run counted.entry --repeat 50")
+    assert counted.retval_name == "XDP_DROP" and counted.tail_calls["calls"].tolist() == [50]
+    assert "note: per-slot tail-call counters are in this chain's timed path (counted)" in counted.summary()
+    assert "--no-count" in counted.summary()
+    fresh.run_line_magic("bpf", "reset")
+
+    assert run(fresh, "%%bpf bare --no-count -s jt[1]=stage\n" + CHAIN_CELL).success
+    bare = fresh.run_line_magic("bpf", "run bare.entry --repeat 50")
+    assert bare.retval_name == "XDP_DROP"  # the tail call was taken, and nothing counted it
+    assert bare.tail_calls.empty and fresh.run_line_magic("bpf", "slots jt").set_index("index").loc[1, "calls"] == 0
+    assert "counters" not in bare.summary()

@@ -251,7 +251,9 @@ static __attribute__((always_inline)) inline void __bm_bump(void *map, unsigned 
 _CORE_SITES = r"""#undef __BM_SITE_COUNT
 #define __BM_SITE_COUNT(_x) __bm_bump(&__bm_sites, __BM_SITE_BASE + __LINE__ + (_x) * __BM_SITES)
 """
-# Each tail call compares its map with every prog array the cell may declare: __BM_COUNT_TRY_<name>
+# bpf_tail_call keeps its value: libbpf declares it `long`, old kernel samples and Katran declare
+# their own `void (*bpf_tail_call)(...)`, and __typeof__/__builtin_choose_expr take either (the
+# call is evaluated once). Each tail call compares its map with every prog array the cell may declare: __BM_COUNT_TRY_<name>
 # is empty until that array's declaration has been seen (in whatever #if branch the compiler keeps),
 # then bumps its counter. With a constant map argument clang folds the comparisons to the one that matches.
 _CORE_COUNTING = r"""#define __BM_SITE_COUNT(_x) ((void)0)
@@ -259,9 +261,14 @@ _CORE_COUNTING = r"""#define __BM_SITE_COUNT(_x) ((void)0)
 #define __BM_PATH_CALL(_c, _k) ((void)0)
 #define __BM_PATH_MISS() ((void)0)
 #endif
+#define __BM_IS_VOID(_e) __builtin_types_compatible_p(__typeof__(_e), void)
+#define __BM_TAIL_CALL(_c, _m, _k) (bpf_tail_call)(_c, _m, _k)
 #define bpf_tail_call(_c, _m, _k) ({ unsigned int __bm_k = (_k); __BM_COUNT(_m, __bm_k, 0); \
     __BM_PATH_CALL(_c, __bm_k); \
-    long __bm_r = (bpf_tail_call)(_c, _m, __bm_k); __BM_COUNT(_m, __bm_k, 1); __BM_PATH_MISS(); __bm_r; })
+    __typeof__(__builtin_choose_expr(__BM_IS_VOID(__BM_TAIL_CALL(_c, _m, __bm_k)), 0L, __BM_TAIL_CALL(_c, _m, __bm_k))) __bm_r = \
+        __builtin_choose_expr(__BM_IS_VOID(__BM_TAIL_CALL(_c, _m, __bm_k)), (__BM_TAIL_CALL(_c, _m, __bm_k), 0L), \
+                              __BM_TAIL_CALL(_c, _m, __bm_k)); \
+    __BM_COUNT(_m, __bm_k, 1); __BM_PATH_MISS(); __bm_r; })
 #define bpf_tail_call_static(_c, _m, _k) ({ __BM_COUNT(_m, _k, 0); __BM_PATH_CALL(_c, _k); \
     (bpf_tail_call_static)(_c, _m, _k); __BM_COUNT(_m, _k, 1); __BM_PATH_MISS(); })
 """
