@@ -207,6 +207,60 @@ static __attribute__((always_inline)) inline int is_set(void *jmp_table) {{ retu
     assert session.test_run("shadow.f").retval == 3
 
 
+@needs_root
+@pytest.mark.parametrize("declared", [True, False])
+def test_a_subprogram_parameter_named_like_the_array_it_is_given(session, declared):
+    # The parameter is not the map: the instrumentation names the array where the file declares it.
+    session.progarray("jmp_table", 8)
+    declaration = (
+        "struct { __uint(type, BPF_MAP_TYPE_PROG_ARRAY); __uint(max_entries, 8); __type(key, __u32); __type(value, __u32); } jmp_table SEC(\".maps\");"
+        if declared
+        else ""
+    )
+    session.load(
+        "hops",
+        f"""
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+{declaration}
+static __noinline int hop(struct __sk_buff *skb, void *jmp_table)
+{{
+    bpf_tail_call(skb, jmp_table, 0);
+    return skb->len; /* the slot was empty */
+}}
+SEC("tc") int entry(struct __sk_buff *skb) {{ return hop(skb, &jmp_table); }}
+SEC("tc") int target(struct __sk_buff *skb) {{ return 7; }}
+""",
+        core=True,
+    )
+    assert session.test_run("hops.entry").retval == len(packets.udp_packet())
+    session.slot("jmp_table[0]", "hops.target")
+    taken = session.test_run("hops.entry")
+    assert taken.retval == 7
+    # the site is counted where the parameter turned out to be the array
+    assert taken.tail_calls[["slot", "calls", "taken"]].values.tolist() == [["jmp_table[0]", 1, 1]]
+
+
+@needs_root
+def test_a_prog_array_sharing_its_line_with_a_function_is_counted(session):
+    # bpfmagic's counting helper cannot go after this declaration's line (it would land in f's body)
+    syntax = analyse(ONE_LINE_CHAIN)
+    assert [(a.name, a.code_after) for a in syntax.arrays] == [("jt", True)]
+    session.load("oneline", ONE_LINE_CHAIN, core=True)
+    missed = session.test_run("oneline.f")
+    assert missed.retval_name == "XDP_PASS"
+    assert missed.tail_calls[["slot", "calls", "missed"]].values.tolist() == [["jt[0]", 1, 1]]
+
+
+ONE_LINE_CHAIN = (
+    "struct { __uint(type, BPF_MAP_TYPE_PROG_ARRAY); __uint(max_entries, 2); __type(key, __u32); __type(value, __u32); } jt SEC(\".maps\"); "
+    'SEC("xdp") int f(struct xdp_md *ctx) {\n'
+    "    bpf_tail_call(ctx, &jt, 0);\n"
+    "    return XDP_PASS;\n"
+    "}\n"
+)
+
+
 def test_bcc_prog_table_is_a_session_array(session):
     # BCC's own test shape: BPF_TABLE("prog", int, int, NAME, N) and enum keys.
     session.load(

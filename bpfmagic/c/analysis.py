@@ -84,6 +84,7 @@ class ArrayDecl:
     form: str  # "macro" (BPF_PROG_ARRAY), "table" (BPF_TABLE("prog", ...)), "struct" (libbpf .maps)
     keyword_start: int = -1  # byte offset of BPF_TABLE for the "table" form
     initialized: bool = False  # libbpf's .values = { [i] = &prog } initializer
+    code_after: bool = False  # more code starts on its last line: what goes after it would land inside that code
 
 
 @dataclass(frozen=True)
@@ -430,18 +431,23 @@ def _file_scope(root) -> list:
     return out
 
 
-def _statement_end_line(top_level: list, index: int) -> tuple[int, bool]:
+def _statement_end_line(top_level: list, index: int) -> tuple[int, bool, bool]:
     """The last line of the file-scope statement that starts at top_level[index]
     (error recovery may split ``struct {...} x SEC(".maps") = {...};`` into
-    several nodes), and whether it carries an initializer."""
+    several nodes), whether it carries an initializer, and whether more code
+    starts on that last line."""
     initialized = False
-    for node in top_level[index : index + 4]:
+    last = index
+    for i, node in enumerate(top_level[index : index + 4], start=index):
         text = node.text
         if b".values" in text:
             initialized = True
         if text.rstrip().endswith(b";") or node.type == "function_definition":
-            return node.end_point[0] + 1, initialized
-    return top_level[index].end_point[0] + 1, initialized
+            last = i
+            break
+    end_line = top_level[last].end_point[0] + 1
+    code_after = last + 1 < len(top_level) and top_level[last + 1].start_point[0] + 1 == end_line
+    return end_line, initialized, code_after
 
 
 def analyse(source: str) -> CellSyntax:
@@ -514,8 +520,10 @@ def analyse(source: str) -> CellSyntax:
                 body = top_level[i + 1] if i + 1 < len(top_level) else node
                 cell.functions[name] = Function(name, line_of(node), None, ptype, None, False, node.start_byte, body.end_byte)
             elif fname == "BPF_PROG_ARRAY" and len(args) >= 2 and args[0].type == "identifier":
-                end_line, _ = _statement_end_line(top_level, i)
-                cell.arrays.append(ArrayDecl(_text(args[0]), constant_value(args[1], defines), _text(args[1]), line_of(node), end_line, "macro"))
+                end_line, _, code_after = _statement_end_line(top_level, i)
+                cell.arrays.append(
+                    ArrayDecl(_text(args[0]), constant_value(args[1], defines), _text(args[1]), line_of(node), end_line, "macro", code_after=code_after)
+                )
             elif (
                 fname in ("BPF_TABLE", "BPF_TABLE_PUBLIC")
                 and len(args) >= 5
@@ -524,7 +532,7 @@ def analyse(source: str) -> CellSyntax:
                 and args[3].type == "identifier"
                 and fname == "BPF_TABLE"
             ):
-                end_line, _ = _statement_end_line(top_level, i)
+                end_line, _, code_after = _statement_end_line(top_level, i)
                 cell.arrays.append(
                     ArrayDecl(
                         _text(args[3]),
@@ -534,6 +542,7 @@ def analyse(source: str) -> CellSyntax:
                         end_line,
                         "table",
                         keyword_start=fn.start_byte,
+                        code_after=code_after,
                     )
                 )
             elif fname.startswith("BPF_") and len(args) >= 1:
@@ -548,7 +557,7 @@ def analyse(source: str) -> CellSyntax:
             cell.globals.update(names)
             kind, size = _struct_map_kind(node)
             if kind in ("PROG_ARRAY", "RINGBUF") and names:
-                end_line, initialized = _statement_end_line(top_level, i)
+                end_line, initialized, code_after = _statement_end_line(top_level, i)
                 decl = ArrayDecl(
                     names[0],
                     constant_value(size, defines),
@@ -557,6 +566,7 @@ def analyse(source: str) -> CellSyntax:
                     end_line,
                     "struct",
                     initialized=initialized,
+                    code_after=code_after,
                 )
                 (cell.arrays if kind == "PROG_ARRAY" else cell.rings).append(decl)
             pending_section = None

@@ -286,18 +286,39 @@ def _dispatch(macro: str, args: str, names: list[str], extra: tuple[str, ...] = 
     return f"#define {macro}({args}) ({{ {tries} }})\n{empties}"
 
 
-def _count_try(name: str) -> str:
+# A call site may sit where NAME is a parameter or a local (`static int hop(void *skb, void *jt)`):
+# the map is named inside a function defined at file scope right after its declaration, where
+# NAME is the map whatever the call site's scope, and the site's macro calls that function.
+# Only when more code follows the declaration on its line (a function there would land inside
+# that code) does the macro name the map itself, as the site's scope sees it.
+_HELPER = "static __attribute__((always_inline)) inline void"
+
+
+def _count_try(name: str, at_file_scope: bool = True) -> str:
+    size, counter = f"__BM_SIZE({name})", counter_name(name)
+    if not at_file_scope:
+        return (
+            f"#undef __BM_COUNT_TRY_{name}\n#define __BM_COUNT_TRY_{name}(_m, _k, _x) "
+            f"({{ if ((const void *)(_m) == (const void *)&{name} && (unsigned int)(_k) < {size}) "
+            f"__bm_bump(&{counter}, (_k) + (_x) * {size}); }})"
+        )
     return (
-        f"#undef __BM_COUNT_TRY_{name}\n#define __BM_COUNT_TRY_{name}(_m, _k, _x) "
-        f"({{ if ((const void *)(_m) == (const void *)&{name} && (unsigned int)(_k) < __BM_SIZE({name})) "
-        f"__bm_bump(&{counter_name(name)}, (_k) + (_x) * __BM_SIZE({name})); }})"
+        f"{_HELPER} __bm_count_{name}(const void *m, unsigned int k, unsigned int x)\n"
+        f"{{ if (m == (const void *)&{name} && k < {size}) __bm_bump(&{counter}, k + x * {size}); }}\n"
+        f"#undef __BM_COUNT_TRY_{name}\n#define __BM_COUNT_TRY_{name}(_m, _k, _x) __bm_count_{name}(_m, _k, _x)"
     )
 
 
-def _loss_try(name: str, slot: int) -> str:
+def _loss_try(name: str, slot: int, at_file_scope: bool = True) -> str:
+    if not at_file_scope:
+        return (
+            f"#undef __BM_LOST_TRY_{name}\n#define __BM_LOST_TRY_{name}(_r) "
+            f"({{ if ((const void *)(_r) == (const void *)&{name}) __bm_bump(&{LOST_COUNTER}, {slot}); }})"
+        )
     return (
-        f"#undef __BM_LOST_TRY_{name}\n#define __BM_LOST_TRY_{name}(_r) "
-        f"({{ if ((const void *)(_r) == (const void *)&{name}) __bm_bump(&{LOST_COUNTER}, {slot}); }})"
+        f"{_HELPER} __bm_lost_{name}(const void *r)\n"
+        f"{{ if (r == (const void *)&{name}) __bm_bump(&{LOST_COUNTER}, {slot}); }}\n"
+        f"#undef __BM_LOST_TRY_{name}\n#define __BM_LOST_TRY_{name}(_r) __bm_lost_{name}(_r)"
     )
 
 
@@ -396,7 +417,7 @@ def core_text(
             block.append(_percpu_u64_map(counter_name(name), 1))
         block += [_count_try(name) for name in undeclared]
         for decl in cell.arrays:
-            after.setdefault(decl.end_line, []).append(_count_try(decl.name))
+            after.setdefault(decl.end_line, []).append(_count_try(decl.name, not decl.code_after))
     elif paths:
         block.append("#define __BM_COUNT(_m, _k, _x) ((void)0)")
     rings = sorted({r.name for r in cell.rings})
@@ -405,7 +426,7 @@ def core_text(
         block.append(_dispatch("__BM_LOST", "_r", rings))
         block.append(_percpu_u64_map(LOST_COUNTER, len(rings)))
         for ring in cell.rings:
-            after.setdefault(ring.end_line, []).append(_loss_try(ring.name, rings.index(ring.name)))
+            after.setdefault(ring.end_line, []).append(_loss_try(ring.name, rings.index(ring.name), not ring.code_after))
 
     out = []
     if not cell.includes:
