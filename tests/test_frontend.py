@@ -327,6 +327,44 @@ def test_errors_name_the_cell_lines_and_columns_at_instrumented_call_sites(sessi
     assert "cell:2:29: error" in text and "__bm_" not in text
 
 
+@needs_root
+def test_compile_errors_after_tracepoint_probes_name_the_cell_lines(session):
+    # BCC writes each probe's args struct (as many lines as the event has fields) in front of the probe.
+    source = (
+        "TRACEPOINT_PROBE(syscalls, sys_enter_getppid) {\n"  # 1
+        "    int x = ;\n"  # 2
+        "    return 0;\n"  # 3
+        "}\n"  # 4
+        "TRACEPOINT_PROBE(syscalls, sys_enter_getpgid) { return args->pid + ; }\n"  # 5
+        "TRACEPOINT_PROBE(syscalls, sys_enter_kill) {\n"  # 6
+        "    return args->sig + undeclared;\n"  # 7
+        "}\n"  # 8
+        "int f(struct xdp_md *ctx) { int y = ; return 0; }\n"  # 9
+    )
+    with pytest.raises(BpfCompileError) as err:
+        session.load("probes", source, origin="cell")
+    located = [line.split(": error")[0] for line in str(err.value).splitlines() if ": error" in line]
+    assert located == ["cell:2:13", "cell:5:68", "cell:7:24", "cell:9:37"]
+    assert "       9 | int f(struct xdp_md *ctx) { int y = ; return 0; }" in str(err.value)
+
+
+@needs_root
+def test_dump_of_a_probe_after_another_names_the_cell_lines(session):
+    source = (
+        "BPF_ARRAY(seen, u64, 1);\n"  # 1
+        "TRACEPOINT_PROBE(syscalls, sys_enter_getppid) { return 0; }\n"  # 2
+        "TRACEPOINT_PROBE(syscalls, sys_enter_getpgid) {\n"  # 3
+        "    int k = 0;\n"  # 4
+        "    seen.atomic_increment(k);\n"  # 5
+        "    return args->pid == 7;\n"  # 6
+        "}\n"  # 7
+    )
+    m = session.load("probes", source, origin="cell")
+    text = m.programs["tracepoint__syscalls__sys_enter_getpgid"].dump("xlated")
+    cited = {line.rsplit("@ ", 1)[1] for line in text.splitlines() if line.startswith(";") and "helpers.h" not in line}
+    assert {"cell:5", "cell:6"} <= cited <= {"cell:3", "cell:4", "cell:5", "cell:6"}, text
+
+
 def test_header_errors_keep_the_include_stack(session, tmp_path):
     (tmp_path / "broken.h").write_text("int broken(void) { return }\n")
     (tmp_path / "prog.bpf.c").write_text('\n#include "broken.h"\nint f(struct xdp_md *ctx) { return 2; }\n')

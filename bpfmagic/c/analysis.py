@@ -69,6 +69,7 @@ class Function:
     end: int
     body_start: int = -1  # byte offset just past the body's "{" (-1: a BCC macro function)
     ctx_name: str | None = None  # the first parameter's name
+    header_end: int = -1  # byte offset of the body's "{" (BCC macro functions too)
 
 
 @dataclass(frozen=True)
@@ -518,7 +519,8 @@ def analyse(source: str) -> CellSyntax:
                 make_name, ptype = _BCC_FUNCTION_MACROS[fname]
                 name = make_name([_text(a) for a in args])
                 body = top_level[i + 1] if i + 1 < len(top_level) else node
-                cell.functions[name] = Function(name, line_of(node), None, ptype, None, False, node.start_byte, body.end_byte)
+                header_end = body.start_byte if body is not node and body.type == "compound_statement" else -1
+                cell.functions[name] = Function(name, line_of(node), None, ptype, None, False, node.start_byte, body.end_byte, header_end=header_end)
             elif fname == "BPF_PROG_ARRAY" and len(args) >= 2 and args[0].type == "identifier":
                 end_line, _, code_after = _statement_end_line(top_level, i)
                 cell.arrays.append(
@@ -714,4 +716,5 @@ def _function(node, section: str | None) -> Function | None:
         node.end_byte,
         body.start_byte + 1 if body is not None and body.type == "compound_statement" else -1,
         ctx_name,
+        body.start_byte if body is not None and body.type == "compound_statement" else -1,
     )

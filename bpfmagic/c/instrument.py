@@ -33,19 +33,44 @@ def counter_name(array: str) -> str:
     return f"{COUNTER_PREFIX}{array}"
 
 
+# BCC writes the struct of a tracepoint's args (read from tracefs, as many lines as the event has
+# fields) in front of each function that takes one, which moves every later line. bpfmagic numbers
+# such a function's first line from REMAP_BASE * (i + 1) (``#line``: the struct's lines come out
+# there too) and gives the line after its header its own number back.
+REMAP_BASE = 1_000_000
+
+
 @dataclass
 class ColumnMap:
-    """Column shifts that BCC's call-site edits made: line -> [(column in the
-    compiled text where an edit ended, shift)], to give diagnostics back the
-    cell's columns."""
+    """Where the text BCC compiled puts the cell's positions: column shifts that
+    BCC's call-site edits made, line -> [(column in the compiled text where an
+    edit ended, shift)], and the cell's line of each region numbered from
+    REMAP_BASE (a tracepoint function's first line and the struct BCC put in
+    front of it), to give diagnostics back the cell's lines and columns."""
 
     shifts: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
+    remapped: list[int] = field(default_factory=list)
+
+    def cell_line(self, line: int) -> int:
+        region = line // REMAP_BASE - 1
+        return self.remapped[region] if 0 <= region < len(self.remapped) else line
 
     def cell_column(self, line: int, column: int) -> int:
         for end, shift in reversed(self.shifts.get(line, [])):
             if column > end:
                 return column - shift
         return column
+
+
+def _tracepoint_functions(cell: CellSyntax) -> list:
+    """Functions BCC writes a tracepoint struct in front of: TRACEPOINT_PROBE()s, and
+    functions of their own that take a ``struct tracepoint__CAT__EVENT *``."""
+    found = [
+        fn
+        for fn in cell.functions.values()
+        if not fn.static and fn.header_end >= 0 and ((fn.prog_type == "tracepoint" and fn.context is None) or (fn.context or "").startswith("tracepoint__"))
+    ]
+    return sorted(found, key=lambda fn: fn.start)
 
 
 def _slot_defines(cell: CellSyntax, slot_index) -> list[str]:
@@ -141,6 +166,17 @@ def bcc_text(
     for decl in cell.arrays:
         if decl.form == "table":
             edits.append((decl.keyword_start, decl.keyword_start + len("BPF_TABLE"), b"_BM_PROGS"))
+    columns = ColumnMap()
+    line_starts = _line_starts(data)
+    for i, fn in enumerate(_tracepoint_functions(cell)):
+        first, header_last = _line_of(line_starts, fn.start), _line_of(line_starts, fn.header_end)
+        columns.remapped.append(first)
+        # Leading NULs order what goes in at one line's start (stripped below): the previous function's
+        # own number back, then this one's number, then anything else.
+        edits.append((line_starts[first - 1], line_starts[first - 1], f"\x00\x00#line {REMAP_BASE * (i + 1)}\n".encode()))
+        if header_last < len(line_starts):
+            at = line_starts[header_last]
+            edits.append((at, at, f"\x00\x00\x00#line {header_last + 1}\n".encode()))
     for call in cell.tail_calls:
         if call.kind == "chain" and call.array in arrays and cursor:
             # CHAIN_NEXT(ctx, chain): the run's position + 1, counted like any call site
@@ -191,14 +227,12 @@ def bcc_text(
             edits.append((call.start, call.end, text.replace("\n", " ").encode() + b"\n" * original.count(b"\n")))
     edits.sort()
     out, last = [], 0
-    columns = ColumnMap()
-    line_starts = _line_starts(data)
     for start, end, replacement in edits:
         if start < last:
             continue
         replacement = replacement.lstrip(b"\x00")
         out += [data[last:start], replacement]
-        if b"\n" not in data[start:end]:
+        if b"\n" not in data[start:end] and not replacement.startswith(b"#line "):
             line = _line_of(line_starts, start)
             column_end = start - line_starts[line - 1] + len(replacement)
             shift = len(replacement) - (end - start)
