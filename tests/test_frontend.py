@@ -171,7 +171,7 @@ def test_cflags_forms_in_the_magic():
         ("m --cflags '-DMAPTYPE=\"percpu_array\"'", ['-DMAPTYPE="percpu_array"']),
         ("m --cflags='-DMAPTYPE=\"hash\" -DN=4'", ['-DMAPTYPE="hash"', "-DN=4"]),
         ('m --cflags "-DMSG=\\"a b\\" -DX"', ['-DMSG="a b"', "-DX"]),
-        ("m --cflags -DA=1 --cflags='-DMSG=\"x y\"' --cflags \"-DB=2 -DC=3\"", ["-DA=1", '-DMSG="x y"', "-DB=2", "-DC=3"]),
+        ('m --cflags -DA=1 --cflags=\'-DMSG="x y"\' --cflags "-DB=2 -DC=3"', ["-DA=1", '-DMSG="x y"', "-DB=2", "-DC=3"]),
         ("m --cflags '-DQ=\\\"unpaired'", ['-DQ="unpaired']),
     ]:
         assert _cflags(parser.parse_args(_option_words(line)).cflags) == flags, line
@@ -188,7 +188,11 @@ def test_line_magic_options_are_split_like_a_shell():
     from bpfmagic.magics import _line_parsers, _split
 
     trace = _line_parsers()["trace"]
-    for line, pattern in [('trace --grep "Hello ping"', "Hello ping"), ("trace --grep 'Hello ping'", "Hello ping"), ("trace --grep=\"a 'b'\"", "a 'b'")]:
+    for line, pattern in [
+        ('trace --grep "Hello ping"', "Hello ping"),
+        ("trace --grep 'Hello ping'", "Hello ping"),
+        ("trace --grep=\"a 'b'\"", "a 'b'"),
+    ]:
         assert trace.parse_args(_split(line)[1:]).grep == pattern, line
 
 
@@ -213,7 +217,7 @@ def test_a_subprogram_parameter_named_like_the_array_it_is_given(session, declar
     # The parameter is not the map: the instrumentation names the array where the file declares it.
     session.progarray("jmp_table", 8)
     declaration = (
-        "struct { __uint(type, BPF_MAP_TYPE_PROG_ARRAY); __uint(max_entries, 8); __type(key, __u32); __type(value, __u32); } jmp_table SEC(\".maps\");"
+        'struct { __uint(type, BPF_MAP_TYPE_PROG_ARRAY); __uint(max_entries, 8); __type(key, __u32); __type(value, __u32); } jmp_table SEC(".maps");'
         if declared
         else ""
     )
@@ -253,7 +257,7 @@ def test_a_prog_array_sharing_its_line_with_a_function_is_counted(session):
 
 
 ONE_LINE_CHAIN = (
-    "struct { __uint(type, BPF_MAP_TYPE_PROG_ARRAY); __uint(max_entries, 2); __type(key, __u32); __type(value, __u32); } jt SEC(\".maps\"); "
+    'struct { __uint(type, BPF_MAP_TYPE_PROG_ARRAY); __uint(max_entries, 2); __type(key, __u32); __type(value, __u32); } jt SEC(".maps"); '
     'SEC("xdp") int f(struct xdp_md *ctx) {\n'
     "    bpf_tail_call(ctx, &jt, 0);\n"
     "    return XDP_PASS;\n"

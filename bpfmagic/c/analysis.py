@@ -524,7 +524,9 @@ def analyse(source: str) -> CellSyntax:
             elif fname == "BPF_PROG_ARRAY" and len(args) >= 2 and args[0].type == "identifier":
                 end_line, _, code_after = _statement_end_line(top_level, i)
                 cell.arrays.append(
-                    ArrayDecl(_text(args[0]), constant_value(args[1], defines), _text(args[1]), line_of(node), end_line, "macro", code_after=code_after)
+                    ArrayDecl(
+                        _text(args[0]), constant_value(args[1], defines), _text(args[1]), line_of(node), end_line, "macro", code_after=code_after
+                    )
                 )
             elif (
                 fname in ("BPF_TABLE", "BPF_TABLE_PUBLIC")

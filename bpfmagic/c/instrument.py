@@ -68,7 +68,9 @@ def _tracepoint_functions(cell: CellSyntax) -> list:
     found = [
         fn
         for fn in cell.functions.values()
-        if not fn.static and fn.header_end >= 0 and ((fn.prog_type == "tracepoint" and fn.context is None) or (fn.context or "").startswith("tracepoint__"))
+        if not fn.static
+        and fn.header_end >= 0
+        and ((fn.prog_type == "tracepoint" and fn.context is None) or (fn.context or "").startswith("tracepoint__"))
     ]
     return sorted(found, key=lambda fn: fn.start)
 
