@@ -174,6 +174,7 @@ class LoadTransaction:
         module.auto_attached += obj.convention_attached()
         module.site_base = site_base
         module.paths = req.paths and site_base is not None
+        module.counts_tail_calls = req.count_calls and bool(syntax.tail_calls)
         adopt_initialized_slots(session, module, self.replaced)
 
     # -- step 4

@@ -13,14 +13,14 @@ import shlex
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import MagicArgumentParser
-from IPython.utils.process import arg_split
 from traitlets import Integer, TraitError, observe, validate
 
 from . import shell as shell_session  # the shell's Session (not IPython's shell object)
+from .c.source_files import split_cflags
 from .errors import BpfError, UsageProblem
 from .session import Module
 
-CELL_USAGE = """%%bpf NAME [-a FUNC=TARGET]... [-s ARRAY[KEY]=FUNC]... [--file PATH] [--cflags "..."] [--core] [--pin-root DIR] [-v]"""
+CELL_USAGE = """%%bpf NAME [-a FUNC=TARGET]... [-s ARRAY[KEY]=FUNC]... [--file PATH] [--cflags "..."] [--core] [--pin-root DIR] [--no-count] [-v]"""
 
 
 def _cell_parser() -> MagicArgumentParser:
@@ -66,14 +66,20 @@ def _cell_parser() -> MagicArgumentParser:
         help="(--core) share LIBBPF_PIN_BY_NAME maps pinned in DIR, a directory under /sys/fs/bpf only you or root can write "
         "(default: the session's own directory, removed with it)",
     )
+    p.add_argument(
+        "--no-count",
+        action="store_true",
+        help="load without bpfmagic's per-slot tail-call counters (a bare timing, or a header that defines bpf_tail_call itself)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="show the full verifier log even on success")
     return p
 
 
 def _split(text: str, what: str = "the arguments") -> list[str]:
-    """Shell-like words; an unclosed quote is a usage error, not a traceback."""
+    """The words as a shell splits them (quotes group and go: `--grep "Hello ping"` is the
+    pattern Hello ping); an unclosed quote is a usage error, not a traceback."""
     try:
-        return arg_split(text) if what == "the arguments" else shlex.split(text)
+        return shlex.split(text)
     except ValueError as e:
         raise UsageError(f"cannot parse {what}: {e} ({text!r})") from None
 
@@ -96,8 +102,8 @@ def _option_words(line: str) -> list[str]:
 
 
 def _cflags(values: list[str]) -> list[str]:
-    """Every --cflags value split into its flags, in order."""
-    return [flag for value in values for flag in _split(value, "--cflags")]
+    """Every --cflags value split into its flags, in order (their inner quotes kept: see split_cflags)."""
+    return [flag for value in values for flag in split_cflags(value)]
 
 
 def _pairs(items: list[str], what: str) -> list[tuple[str, str]]:
@@ -265,7 +271,7 @@ class BpfMagics(Magics):
 
         Cell magic::
 
-            %%bpf NAME [-a FUNC=TARGET]... [-s ARRAY[KEY]=FUNC]... [--file PATH] [--cflags "..."] [--core] [--set VAR=VALUE]... [-v]
+            %%bpf NAME [-a FUNC=TARGET]... [-s ARRAY[KEY]=FUNC]... [--file PATH] [--cflags "..."] [--core] [--set VAR=VALUE]... [--no-count] [-v]
             <BCC C source, or libbpf-style C with --core>
 
         compiles the cell as module NAME, loads it, attaches FUNC to TARGET
@@ -277,7 +283,7 @@ class BpfMagics(Magics):
         ``BPF_PROG_ARRAY(progs, N)`` is the session-wide array ``progs``,
         shared by every cell; ``SLOT(progs, name)`` in C is the index of a
         named slot; every tail call into a session array is counted per slot
-        (calls, taken, missed). ``--core`` compiles with clang against the
+        (calls, taken, missed), unless ``--no-count``. ``--core`` compiles with clang against the
         running kernel's vmlinux.h and loads with libbpf (SEC() programs,
         BPF_CORE_READ, BPF-to-BPF calls, tp_btf), sharing the same arrays.
         ``-v`` shows the full verifier log. Re-running a cell replaces the
@@ -364,6 +370,7 @@ class BpfMagics(Magics):
             file=args.file,
             verbose=args.verbose,
             core=args.core,
+            count_tail_calls=not args.no_count,
             origin="cell",
             pin_root=args.pin_root,
         )

@@ -91,6 +91,7 @@ class Module:
         self.notes: list[str] = []  # what the cell should say besides its summary
         self.site_base: int | None = None  # this module's call-site counters: Session.site_counts
         self.paths = False  # loaded with path recording
+        self.counts_tail_calls = False  # its tail-call sites bump per-slot counters (loaded without --no-count)
         self.slot_notes: list[str] = []  # what a re-run did to slots the old version held (refilled / emptied)
         self.closed = False
 

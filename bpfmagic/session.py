@@ -14,7 +14,6 @@ import itertools
 import keyword
 import os
 import re
-import shlex
 import threading
 import time
 import weakref
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from . import progarray as prog_arrays
 from .c import CellSyntax
-from .c.source_files import check_includes, check_source_size
+from .c.source_files import check_includes, check_source_size, split_cflags
 from .errors import BpfError, EnvironmentProblem, SlotError, UsageProblem
 from .kernel import libbpf, pins
 from .kernel.progtypes import PROG_TYPE_NAMES, auto_attach_type, prog_type_name, prog_type_value
@@ -318,8 +317,8 @@ class Session:
         origin = origin or name
         attach_specs = attach_specs_of(attach)
         slot_specs = [(parse_slot_spec(spec), func) for spec, func in (slots or {}).items()]
-        if isinstance(cflags, str):  # "-DA=1 -DB=2": several flags in one string, as on a command line
-            cflags = shlex.split(cflags)
+        if isinstance(cflags, str):  # "-DA=1 -DB=2": several flags in one string, the same as --cflags
+            cflags = split_cflags(cflags)
         # Before anything reads the source's includes (preprocessor, compiler): nothing that can block.
         check_source_size(source, origin)
         check_includes(source, origin, os.path.dirname(os.path.abspath(file)) if file else None, list(cflags))

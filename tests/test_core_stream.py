@@ -189,3 +189,45 @@ def test_bpf_df_of_a_core_ring_through_the_magic():
         assert df["seq"].tolist() == [47, 48, 49] and df["tag"].tolist() == ["core"] * 3
         ip.run_line_magic("bpf", "reset")
         assert stream_threads() == []
+
+
+# libbpf-bootstrap's sockfilter record shape: an anonymous union (ports / port16) and, here, an anonymous struct.
+ANONYMOUS_MEMBERS = r"""
+struct flow_event {
+    __u32 src_addr;
+    union {
+        __u32 ports;
+        __u16 port16[2];
+    };
+    struct {
+        __u8 ip_proto;
+        __u8 ttl;
+    };
+    __u32 len;
+};
+struct { __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, 1 << 16); } flows SEC(".maps");
+SEC("xdp") int report(struct xdp_md *ctx) {
+    struct flow_event *e = bpf_ringbuf_reserve(&flows, sizeof(*e), 0);
+    if (!e) return XDP_DROP;
+    e->src_addr = 0x0100000a;
+    e->port16[0] = 53;
+    e->port16[1] = 80;
+    e->ip_proto = 17;
+    e->ttl = 64;
+    e->len = ctx->data_end - ctx->data;
+    bpf_ringbuf_submit(e, 0);
+    return XDP_PASS;
+}
+"""
+
+
+def test_anonymous_union_and_struct_members_are_columns_as_c_names_them(session):
+    m = session.load("flows", ANONYMOUS_MEMBERS, core=True)
+    libbpf.test_run(m.program("report").fd, data=PACKET, repeat=3)
+    st = session.stream("flows")
+    assert st.wait(3, timeout=10), st
+    df = st.df()
+    assert list(df.columns) == ["src_addr", "ports", "port16", "ip_proto", "ttl", "len"]
+    assert df["port16"][0].tolist() == [53, 80] and (df["ports"] == 53 | 80 << 16).all()  # the union's members share their bytes
+    assert (df["ip_proto"] == 17).all() and (df["ttl"] == 64).all() and (df["len"] == len(PACKET)).all()
+    assert st.rtype.itemsize == 16

@@ -164,8 +164,36 @@ def test_cflags_forms_in_the_magic():
     from bpfmagic.magics import _cell_parser, _cflags, _option_words
 
     parser = _cell_parser()
-    for line in ['m --cflags "-DA=1 -DB=2"', "m --cflags -DA=1 --cflags -DB=2", 'm --cflags="-DA=1 -DB=2"']:
+    for line in ['m --cflags "-DA=1 -DB=2"', "m --cflags -DA=1 --cflags -DB=2", 'm --cflags="-DA=1 -DB=2"', "m --cflags '-DA=1 -DB=2'"]:
         assert _cflags(parser.parse_args(_option_words(line)).cflags) == ["-DA=1", "-DB=2"], line
+    # Inner quotes are C's and reach clang (BCC's xdp_drop_count passes -DMAPTYPE="percpu_array").
+    for line, flags in [
+        ("m --cflags '-DMAPTYPE=\"percpu_array\"'", ['-DMAPTYPE="percpu_array"']),
+        ("m --cflags='-DMAPTYPE=\"hash\" -DN=4'", ['-DMAPTYPE="hash"', "-DN=4"]),
+        ('m --cflags "-DMSG=\\"a b\\" -DX"', ['-DMSG="a b"', "-DX"]),
+        ('m --cflags -DA=1 --cflags=\'-DMSG="x y"\' --cflags "-DB=2 -DC=3"', ["-DA=1", '-DMSG="x y"', "-DB=2", "-DC=3"]),
+        ("m --cflags '-DQ=\\\"unpaired'", ['-DQ="unpaired']),
+    ]:
+        assert _cflags(parser.parse_args(_option_words(line)).cflags) == flags, line
+
+
+def test_an_unclosed_quote_inside_cflags_is_a_usage_error():
+    from bpfmagic.magics import _cflags
+
+    with pytest.raises(UsageProblem, match="not closed"):
+        _cflags(['-DMAPTYPE="percpu_array'])
+
+
+def test_line_magic_options_are_split_like_a_shell():
+    from bpfmagic.magics import _line_parsers, _split
+
+    trace = _line_parsers()["trace"]
+    for line, pattern in [
+        ('trace --grep "Hello ping"', "Hello ping"),
+        ("trace --grep 'Hello ping'", "Hello ping"),
+        ("trace --grep=\"a 'b'\"", "a 'b'"),
+    ]:
+        assert trace.parse_args(_split(line)[1:]).grep == pattern, line
 
 
 @pytest.mark.parametrize("core", [False, True])
@@ -181,6 +209,60 @@ static __attribute__((always_inline)) inline int is_set(void *jmp_table) {{ retu
         core=core,
     )
     assert session.test_run("shadow.f").retval == 3
+
+
+@needs_root
+@pytest.mark.parametrize("declared", [True, False])
+def test_a_subprogram_parameter_named_like_the_array_it_is_given(session, declared):
+    # The parameter is not the map: the instrumentation names the array where the file declares it.
+    session.progarray("jmp_table", 8)
+    declaration = (
+        'struct { __uint(type, BPF_MAP_TYPE_PROG_ARRAY); __uint(max_entries, 8); __type(key, __u32); __type(value, __u32); } jmp_table SEC(".maps");'
+        if declared
+        else ""
+    )
+    session.load(
+        "hops",
+        f"""
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+{declaration}
+static __noinline int hop(struct __sk_buff *skb, void *jmp_table)
+{{
+    bpf_tail_call(skb, jmp_table, 0);
+    return skb->len; /* the slot was empty */
+}}
+SEC("tc") int entry(struct __sk_buff *skb) {{ return hop(skb, &jmp_table); }}
+SEC("tc") int target(struct __sk_buff *skb) {{ return 7; }}
+""",
+        core=True,
+    )
+    assert session.test_run("hops.entry").retval == len(packets.udp_packet())
+    session.slot("jmp_table[0]", "hops.target")
+    taken = session.test_run("hops.entry")
+    assert taken.retval == 7
+    # the site is counted where the parameter turned out to be the array
+    assert taken.tail_calls[["slot", "calls", "taken"]].values.tolist() == [["jmp_table[0]", 1, 1]]
+
+
+@needs_root
+def test_a_prog_array_sharing_its_line_with_a_function_is_counted(session):
+    # bpfmagic's counting helper cannot go after this declaration's line (it would land in f's body)
+    syntax = analyse(ONE_LINE_CHAIN)
+    assert [(a.name, a.code_after) for a in syntax.arrays] == [("jt", True)]
+    session.load("oneline", ONE_LINE_CHAIN, core=True)
+    missed = session.test_run("oneline.f")
+    assert missed.retval_name == "XDP_PASS"
+    assert missed.tail_calls[["slot", "calls", "missed"]].values.tolist() == [["jt[0]", 1, 1]]
+
+
+ONE_LINE_CHAIN = (
+    'struct { __uint(type, BPF_MAP_TYPE_PROG_ARRAY); __uint(max_entries, 2); __type(key, __u32); __type(value, __u32); } jt SEC(".maps"); '
+    'SEC("xdp") int f(struct xdp_md *ctx) {\n'
+    "    bpf_tail_call(ctx, &jt, 0);\n"
+    "    return XDP_PASS;\n"
+    "}\n"
+)
 
 
 def test_bcc_prog_table_is_a_session_array(session):
@@ -247,6 +329,44 @@ def test_errors_name_the_cell_lines_and_columns_at_instrumented_call_sites(sessi
     text = str(err.value)
     # 'undefined_name' starts at column 29 of line 2 in the cell, whatever the counting wrapper added.
     assert "cell:2:29: error" in text and "__bm_" not in text
+
+
+@needs_root
+def test_compile_errors_after_tracepoint_probes_name_the_cell_lines(session):
+    # BCC writes each probe's args struct (as many lines as the event has fields) in front of the probe.
+    source = (
+        "TRACEPOINT_PROBE(syscalls, sys_enter_getppid) {\n"  # 1
+        "    int x = ;\n"  # 2
+        "    return 0;\n"  # 3
+        "}\n"  # 4
+        "TRACEPOINT_PROBE(syscalls, sys_enter_getpgid) { return args->pid + ; }\n"  # 5
+        "TRACEPOINT_PROBE(syscalls, sys_enter_kill) {\n"  # 6
+        "    return args->sig + undeclared;\n"  # 7
+        "}\n"  # 8
+        "int f(struct xdp_md *ctx) { int y = ; return 0; }\n"  # 9
+    )
+    with pytest.raises(BpfCompileError) as err:
+        session.load("probes", source, origin="cell")
+    located = [line.split(": error")[0] for line in str(err.value).splitlines() if ": error" in line]
+    assert located == ["cell:2:13", "cell:5:68", "cell:7:24", "cell:9:37"]
+    assert "       9 | int f(struct xdp_md *ctx) { int y = ; return 0; }" in str(err.value)
+
+
+@needs_root
+def test_dump_of_a_probe_after_another_names_the_cell_lines(session):
+    source = (
+        "BPF_ARRAY(seen, u64, 1);\n"  # 1
+        "TRACEPOINT_PROBE(syscalls, sys_enter_getppid) { return 0; }\n"  # 2
+        "TRACEPOINT_PROBE(syscalls, sys_enter_getpgid) {\n"  # 3
+        "    int k = 0;\n"  # 4
+        "    seen.atomic_increment(k);\n"  # 5
+        "    return args->pid == 7;\n"  # 6
+        "}\n"  # 7
+    )
+    m = session.load("probes", source, origin="cell")
+    text = m.programs["tracepoint__syscalls__sys_enter_getpgid"].dump("xlated")
+    cited = {line.rsplit("@ ", 1)[1] for line in text.splitlines() if line.startswith(";") and "helpers.h" not in line}
+    assert {"cell:5", "cell:6"} <= cited <= {"cell:3", "cell:4", "cell:5", "cell:6"}, text
 
 
 def test_header_errors_keep_the_include_stack(session, tmp_path):
@@ -797,3 +917,43 @@ def test_each_hint_is_shown_once(session):
         )
     hints = [line for line in str(err.value).splitlines() if line.startswith("HINT:")]
     assert hints and len(hints) == len(set(hints)), hints
+
+
+# Old kernel samples and Katran declare the helpers themselves, bpf_tail_call returning void.
+OWN_HELPERS_H = """\
+#define SEC(NAME) __attribute__((section(NAME), used))
+#define __uint(name, val) int (*name)[val]
+#define __type(name, val) typeof(val) *name
+static void (*bpf_tail_call)(void *ctx, void *map, int index) = (void *) 12;
+"""
+OWN_HELPERS_CORE = """\
+#include <linux/bpf.h>
+#include "own_helpers.h"
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+    __uint(max_entries, 4);
+    __type(key, __u32);
+    __type(value, __u32);
+} root_array SEC(".maps");
+
+SEC("xdp") int xdp_root(struct xdp_md *ctx) { bpf_tail_call(ctx, &root_array, 1); return XDP_PASS; }
+SEC("xdp") int xdp_stage(struct xdp_md *ctx) { return XDP_DROP; }
+"""
+OWN_HELPERS_BCC = """\
+#include "own_helpers.h"
+BPF_PROG_ARRAY(root_array, 4);
+int xdp_root(struct xdp_md *ctx) { root_array.call(ctx, 1); return XDP_PASS; }
+int xdp_stage(struct xdp_md *ctx) { return XDP_DROP; }
+"""
+
+
+@needs_root
+@pytest.mark.parametrize("core", [False, True])
+def test_a_header_that_declares_bpf_tail_call_itself_is_counted(session, tmp_path, core):
+    (tmp_path / "own_helpers.h").write_text(OWN_HELPERS_H)
+    (tmp_path / "root.bpf.c").write_text(OWN_HELPERS_CORE if core else OWN_HELPERS_BCC)
+    session.load("root", file=str(tmp_path / "root.bpf.c"), core=core, slots={"root_array[1]": "xdp_stage"})
+    result = session.test_run("root.xdp_root", repeat=3)
+    assert result.retval_name == "XDP_DROP"
+    assert result.tail_calls[["slot", "calls", "taken"]].values.tolist() == [["root_array[1]", 3, 3]]

@@ -280,3 +280,60 @@ def test_line_form_with_file_and_new_slot_names_shown(fresh, capsys, tmp_path):
     out = capsys.readouterr().out
     assert "new slot names: jt[parsee]=0" in out  # a typo in SLOT() would show here
     assert isinstance(fresh.user_ns["entry"], Module)
+
+
+@needs_root
+def test_cflags_with_inner_quotes_reach_the_compiler(fresh):
+    # BCC's xdp_drop_count shape: the map type comes in as a C string through -DMAPTYPE="percpu_array".
+    res = run(
+        fresh,
+        """\
+        %%bpf dropcount --cflags '-DMAPTYPE="percpu_array"' --cflags "-DVERDICT=XDP_DROP -DKEY=3"
+        BPF_TABLE(MAPTYPE, u32, long, dropcnt, 8);
+        int count(struct xdp_md *ctx) {
+            u32 key = KEY;
+            long *value = dropcnt.lookup(&key);
+            if (value)
+                *value += 1;
+            return VERDICT;
+        }
+        """,
+    )
+    assert res.success, res.error_in_exec
+    assert fresh.run_line_magic("bpf", "run dropcount.count --repeat 5").retval_name == "XDP_DROP"
+    counts = fresh.run_line_magic("bpf", "map dropcount.dropcnt --sum").set_index("key")
+    assert counts.loc[3].iloc[0] == 5
+    assert fresh.run_line_magic("bpf", "map dropcount.dropcnt").shape[1] > 2  # per-CPU: a column per CPU
+
+
+@needs_root
+def test_trace_grep_takes_a_quoted_pattern(fresh):
+    marker = f"Hello ping {os.getpid()}"
+    res = run(fresh, f'%%bpf hello\nint say(struct xdp_md *ctx) {{ bpf_trace_printk("{marker}\\n"); return XDP_PASS; }}\n')
+    assert res.success, res.error_in_exec
+    fresh.run_line_magic("bpf", "run hello.say --repeat 3")
+    lines = fresh.run_line_magic("bpf", f'trace --grep "{marker}" --seconds 1')
+    assert lines["msg"].tolist() == [marker] * 3
+
+
+CHAIN_CELL = """\
+BPF_PROG_ARRAY(jt, 4);
+int entry(struct xdp_md *ctx) { jt.call(ctx, 1); return XDP_PASS; }
+int stage(struct xdp_md *ctx) { return XDP_DROP; }
+"""
+
+
+@needs_root
+def test_no_count_loads_without_counters_and_run_says_when_they_are_timed(fresh):
+    assert run(fresh, "%%bpf counted -s jt[1]=stage\n" + CHAIN_CELL).success
+    counted = fresh.run_line_magic("bpf", "run counted.entry --repeat 50")
+    assert counted.retval_name == "XDP_DROP" and counted.tail_calls["calls"].tolist() == [50]
+    assert "note: per-slot tail-call counters are in this chain's timed path (counted)" in counted.summary()
+    assert "--no-count" in counted.summary()
+    fresh.run_line_magic("bpf", "reset")
+
+    assert run(fresh, "%%bpf bare --no-count -s jt[1]=stage\n" + CHAIN_CELL).success
+    bare = fresh.run_line_magic("bpf", "run bare.entry --repeat 50")
+    assert bare.retval_name == "XDP_DROP"  # the tail call was taken, and nothing counted it
+    assert bare.tail_calls.empty and fresh.run_line_magic("bpf", "slots jt").set_index("index").loc[1, "calls"] == 0
+    assert "counters" not in bare.summary()

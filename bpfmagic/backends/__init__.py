@@ -40,6 +40,9 @@ A loaded object answers the same questions whichever backend made it:
 ``notes``                                      lines the cell shows besides its summary
 ``cell_lines``                                 whether the object's BTF line info numbers the
                                                cell's own lines (BCC compiles lines in front of it)
+``cell_line(line)``                            the cell's line of a line number in the object's
+                                               BTF line info (BCC: a tracepoint function's first
+                                               line is numbered far away: c/instrument.REMAP_BASE)
 =============================================  ===============================================
 
 ``Module`` and ``Session``, and the events, maps, globals and experiments

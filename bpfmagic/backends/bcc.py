@@ -47,7 +47,7 @@ class BccObject:
 
     def __init__(self, bpf, columns, origin: str, syntax, stats: dict | None = None):
         self.bpf = bpf
-        self.columns = columns  # column shifts of instrumented call sites: verifier messages
+        self.columns = columns  # where the compiled text puts the cell's lines and columns: compile and verifier messages
         self.origin, self.syntax = origin, syntax
         self.stats = stats or {}  # function -> the verifier's statistics of what loaded with the object
         # BCC's funcs grows with every load_func: what its naming conventions loaded is what is there now.
@@ -125,6 +125,9 @@ class BccObject:
 
     # -- maps, records, globals (backends/__init__.py)
     cell_lines = False  # BCC compiles its own lines in front of the cell (and its rewrites may add some)
+
+    def cell_line(self, line: int) -> int:
+        return self.columns.cell_line(line) if self.columns is not None else line
 
     def map_handle(self, name: str) -> MapHandle:
         table = self.table(name)

@@ -573,6 +573,9 @@ class CoreObject:
     # -- maps, records, globals (backends/__init__.py)
     cell_lines = True  # the #line markers keep the cell's numbers
 
+    def cell_line(self, line: int) -> int:
+        return line
+
     def map_handle(self, name: str) -> MapHandle:
         lib = _lib()
         m = self.maps()[name]

@@ -69,6 +69,7 @@ class Function:
     end: int
     body_start: int = -1  # byte offset just past the body's "{" (-1: a BCC macro function)
     ctx_name: str | None = None  # the first parameter's name
+    header_end: int = -1  # byte offset of the body's "{" (BCC macro functions too)
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class ArrayDecl:
     form: str  # "macro" (BPF_PROG_ARRAY), "table" (BPF_TABLE("prog", ...)), "struct" (libbpf .maps)
     keyword_start: int = -1  # byte offset of BPF_TABLE for the "table" form
     initialized: bool = False  # libbpf's .values = { [i] = &prog } initializer
+    code_after: bool = False  # more code starts on its last line: what goes after it would land inside that code
 
 
 @dataclass(frozen=True)
@@ -430,18 +432,23 @@ def _file_scope(root) -> list:
     return out
 
 
-def _statement_end_line(top_level: list, index: int) -> tuple[int, bool]:
+def _statement_end_line(top_level: list, index: int) -> tuple[int, bool, bool]:
     """The last line of the file-scope statement that starts at top_level[index]
     (error recovery may split ``struct {...} x SEC(".maps") = {...};`` into
-    several nodes), and whether it carries an initializer."""
+    several nodes), whether it carries an initializer, and whether more code
+    starts on that last line."""
     initialized = False
-    for node in top_level[index : index + 4]:
+    last = index
+    for i, node in enumerate(top_level[index : index + 4], start=index):
         text = node.text
         if b".values" in text:
             initialized = True
         if text.rstrip().endswith(b";") or node.type == "function_definition":
-            return node.end_point[0] + 1, initialized
-    return top_level[index].end_point[0] + 1, initialized
+            last = i
+            break
+    end_line = top_level[last].end_point[0] + 1
+    code_after = last + 1 < len(top_level) and top_level[last + 1].start_point[0] + 1 == end_line
+    return end_line, initialized, code_after
 
 
 def analyse(source: str) -> CellSyntax:
@@ -512,10 +519,15 @@ def analyse(source: str) -> CellSyntax:
                 make_name, ptype = _BCC_FUNCTION_MACROS[fname]
                 name = make_name([_text(a) for a in args])
                 body = top_level[i + 1] if i + 1 < len(top_level) else node
-                cell.functions[name] = Function(name, line_of(node), None, ptype, None, False, node.start_byte, body.end_byte)
+                header_end = body.start_byte if body is not node and body.type == "compound_statement" else -1
+                cell.functions[name] = Function(name, line_of(node), None, ptype, None, False, node.start_byte, body.end_byte, header_end=header_end)
             elif fname == "BPF_PROG_ARRAY" and len(args) >= 2 and args[0].type == "identifier":
-                end_line, _ = _statement_end_line(top_level, i)
-                cell.arrays.append(ArrayDecl(_text(args[0]), constant_value(args[1], defines), _text(args[1]), line_of(node), end_line, "macro"))
+                end_line, _, code_after = _statement_end_line(top_level, i)
+                cell.arrays.append(
+                    ArrayDecl(
+                        _text(args[0]), constant_value(args[1], defines), _text(args[1]), line_of(node), end_line, "macro", code_after=code_after
+                    )
+                )
             elif (
                 fname in ("BPF_TABLE", "BPF_TABLE_PUBLIC")
                 and len(args) >= 5
@@ -524,7 +536,7 @@ def analyse(source: str) -> CellSyntax:
                 and args[3].type == "identifier"
                 and fname == "BPF_TABLE"
             ):
-                end_line, _ = _statement_end_line(top_level, i)
+                end_line, _, code_after = _statement_end_line(top_level, i)
                 cell.arrays.append(
                     ArrayDecl(
                         _text(args[3]),
@@ -534,6 +546,7 @@ def analyse(source: str) -> CellSyntax:
                         end_line,
                         "table",
                         keyword_start=fn.start_byte,
+                        code_after=code_after,
                     )
                 )
             elif fname.startswith("BPF_") and len(args) >= 1:
@@ -548,7 +561,7 @@ def analyse(source: str) -> CellSyntax:
             cell.globals.update(names)
             kind, size = _struct_map_kind(node)
             if kind in ("PROG_ARRAY", "RINGBUF") and names:
-                end_line, initialized = _statement_end_line(top_level, i)
+                end_line, initialized, code_after = _statement_end_line(top_level, i)
                 decl = ArrayDecl(
                     names[0],
                     constant_value(size, defines),
@@ -557,6 +570,7 @@ def analyse(source: str) -> CellSyntax:
                     end_line,
                     "struct",
                     initialized=initialized,
+                    code_after=code_after,
                 )
                 (cell.arrays if kind == "PROG_ARRAY" else cell.rings).append(decl)
             pending_section = None
@@ -704,4 +718,5 @@ def _function(node, section: str | None) -> Function | None:
         node.end_byte,
         body.start_byte + 1 if body is not None and body.type == "compound_statement" else -1,
         ctx_name,
+        body.start_byte if body is not None and body.type == "compound_statement" else -1,
     )

@@ -23,20 +23,23 @@ def _relabel(text: str, origin: str, source: str | None = None, columns: ColumnM
     call site was instrumented, and the verifier's source snippets (of the
     compiled text) are replaced by the cell's own line."""
 
+    def cell_line(number: str) -> int:
+        return columns.cell_line(int(number)) if columns is not None else int(number)
+
     def location(m: re.Match) -> str:
-        line, column = int(m[1]), int(m[2])
+        line, column = cell_line(m[1]), int(m[2])
         if columns is not None:
             column = columns.cell_column(line, column)
         return f"{origin}:{line}:{column}:"
 
     text = _LOC_RE.sub(location, text)
-    text = _INCLUDED_FROM_RE.sub(lambda m: f"{origin}:{m[1]}:", text)
+    text = _INCLUDED_FROM_RE.sub(lambda m: f"{origin}:{cell_line(m[1])}:", text)
     if source is None:
-        return _VERIFIER_LOC_RE.sub(lambda m: f"@ {origin}:{m[1]}", text)
+        return _VERIFIER_LOC_RE.sub(lambda m: f"@ {origin}:{cell_line(m[1])}", text)
     lines = source.split("\n")
 
     def quote(m: re.Match) -> str:
-        n = int(m[2])
+        n = cell_line(m[2])
         return f"; {lines[n - 1].strip()} @ {origin}:{n}" if 1 <= n <= len(lines) else f"; {m[1]}"
 
     text = _VERIFIER_SRC_RE.sub(quote, text)
@@ -103,13 +106,13 @@ def compile_error(stderr: str, source: str, origin: str, columns: ColumnMap | No
     stack: list[str] = []
     for raw in stderr.splitlines():
         if raw.startswith("In file included from") or (stack and raw.lstrip().startswith("from ")):
-            stack.append(_relabel(raw, origin))
+            stack.append(_relabel(raw, origin, columns=columns))
             continue
         m = _LOC_RE.search(raw)
         if m:
             shown += stack
             shown.append(_relabel(raw, origin, columns=columns))
-            n = int(m[1])
+            n = columns.cell_line(int(m[1])) if columns is not None else int(m[1])
             if 1 <= n <= len(lines) and ": error:" in raw:
                 shown.append(f"    {n:4d} | {lines[n - 1]}")
         elif raw.strip() and not raw.startswith(" ") and "error" in raw:

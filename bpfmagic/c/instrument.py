@@ -33,19 +33,46 @@ def counter_name(array: str) -> str:
     return f"{COUNTER_PREFIX}{array}"
 
 
+# BCC writes the struct of a tracepoint's args (read from tracefs, as many lines as the event has
+# fields) in front of each function that takes one, which moves every later line. bpfmagic numbers
+# such a function's first line from REMAP_BASE * (i + 1) (``#line``: the struct's lines come out
+# there too) and gives the line after its header its own number back.
+REMAP_BASE = 1_000_000
+
+
 @dataclass
 class ColumnMap:
-    """Column shifts that BCC's call-site edits made: line -> [(column in the
-    compiled text where an edit ended, shift)], to give diagnostics back the
-    cell's columns."""
+    """Where the text BCC compiled puts the cell's positions: column shifts that
+    BCC's call-site edits made, line -> [(column in the compiled text where an
+    edit ended, shift)], and the cell's line of each region numbered from
+    REMAP_BASE (a tracepoint function's first line and the struct BCC put in
+    front of it), to give diagnostics back the cell's lines and columns."""
 
     shifts: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
+    remapped: list[int] = field(default_factory=list)
+
+    def cell_line(self, line: int) -> int:
+        region = line // REMAP_BASE - 1
+        return self.remapped[region] if 0 <= region < len(self.remapped) else line
 
     def cell_column(self, line: int, column: int) -> int:
         for end, shift in reversed(self.shifts.get(line, [])):
             if column > end:
                 return column - shift
         return column
+
+
+def _tracepoint_functions(cell: CellSyntax) -> list:
+    """Functions BCC writes a tracepoint struct in front of: TRACEPOINT_PROBE()s, and
+    functions of their own that take a ``struct tracepoint__CAT__EVENT *``."""
+    found = [
+        fn
+        for fn in cell.functions.values()
+        if not fn.static
+        and fn.header_end >= 0
+        and ((fn.prog_type == "tracepoint" and fn.context is None) or (fn.context or "").startswith("tracepoint__"))
+    ]
+    return sorted(found, key=lambda fn: fn.start)
 
 
 def _slot_defines(cell: CellSyntax, slot_index) -> list[str]:
@@ -141,6 +168,17 @@ def bcc_text(
     for decl in cell.arrays:
         if decl.form == "table":
             edits.append((decl.keyword_start, decl.keyword_start + len("BPF_TABLE"), b"_BM_PROGS"))
+    columns = ColumnMap()
+    line_starts = _line_starts(data)
+    for i, fn in enumerate(_tracepoint_functions(cell)):
+        first, header_last = _line_of(line_starts, fn.start), _line_of(line_starts, fn.header_end)
+        columns.remapped.append(first)
+        # Leading NULs order what goes in at one line's start (stripped below): the previous function's
+        # own number back, then this one's number, then anything else.
+        edits.append((line_starts[first - 1], line_starts[first - 1], f"\x00\x00#line {REMAP_BASE * (i + 1)}\n".encode()))
+        if header_last < len(line_starts):
+            at = line_starts[header_last]
+            edits.append((at, at, f"\x00\x00\x00#line {header_last + 1}\n".encode()))
     for call in cell.tail_calls:
         if call.kind == "chain" and call.array in arrays and cursor:
             # CHAIN_NEXT(ctx, chain): the run's position + 1, counted like any call site
@@ -191,14 +229,12 @@ def bcc_text(
             edits.append((call.start, call.end, text.replace("\n", " ").encode() + b"\n" * original.count(b"\n")))
     edits.sort()
     out, last = [], 0
-    columns = ColumnMap()
-    line_starts = _line_starts(data)
     for start, end, replacement in edits:
         if start < last:
             continue
         replacement = replacement.lstrip(b"\x00")
         out += [data[last:start], replacement]
-        if b"\n" not in data[start:end]:
+        if b"\n" not in data[start:end] and not replacement.startswith(b"#line "):
             line = _line_of(line_starts, start)
             column_end = start - line_starts[line - 1] + len(replacement)
             shift = len(replacement) - (end - start)
@@ -251,7 +287,9 @@ static __attribute__((always_inline)) inline void __bm_bump(void *map, unsigned 
 _CORE_SITES = r"""#undef __BM_SITE_COUNT
 #define __BM_SITE_COUNT(_x) __bm_bump(&__bm_sites, __BM_SITE_BASE + __LINE__ + (_x) * __BM_SITES)
 """
-# Each tail call compares its map with every prog array the cell may declare: __BM_COUNT_TRY_<name>
+# bpf_tail_call keeps its value: libbpf declares it `long`, old kernel samples and Katran declare
+# their own `void (*bpf_tail_call)(...)`, and __typeof__/__builtin_choose_expr take either (the
+# call is evaluated once). Each tail call compares its map with every prog array the cell may declare: __BM_COUNT_TRY_<name>
 # is empty until that array's declaration has been seen (in whatever #if branch the compiler keeps),
 # then bumps its counter. With a constant map argument clang folds the comparisons to the one that matches.
 _CORE_COUNTING = r"""#define __BM_SITE_COUNT(_x) ((void)0)
@@ -259,9 +297,14 @@ _CORE_COUNTING = r"""#define __BM_SITE_COUNT(_x) ((void)0)
 #define __BM_PATH_CALL(_c, _k) ((void)0)
 #define __BM_PATH_MISS() ((void)0)
 #endif
+#define __BM_IS_VOID(_e) __builtin_types_compatible_p(__typeof__(_e), void)
+#define __BM_TAIL_CALL(_c, _m, _k) (bpf_tail_call)(_c, _m, _k)
 #define bpf_tail_call(_c, _m, _k) ({ unsigned int __bm_k = (_k); __BM_COUNT(_m, __bm_k, 0); \
     __BM_PATH_CALL(_c, __bm_k); \
-    long __bm_r = (bpf_tail_call)(_c, _m, __bm_k); __BM_COUNT(_m, __bm_k, 1); __BM_PATH_MISS(); __bm_r; })
+    __typeof__(__builtin_choose_expr(__BM_IS_VOID(__BM_TAIL_CALL(_c, _m, __bm_k)), 0L, __BM_TAIL_CALL(_c, _m, __bm_k))) __bm_r = \
+        __builtin_choose_expr(__BM_IS_VOID(__BM_TAIL_CALL(_c, _m, __bm_k)), (__BM_TAIL_CALL(_c, _m, __bm_k), 0L), \
+                              __BM_TAIL_CALL(_c, _m, __bm_k)); \
+    __BM_COUNT(_m, __bm_k, 1); __BM_PATH_MISS(); __bm_r; })
 #define bpf_tail_call_static(_c, _m, _k) ({ __BM_COUNT(_m, _k, 0); __BM_PATH_CALL(_c, _k); \
     (bpf_tail_call_static)(_c, _m, _k); __BM_COUNT(_m, _k, 1); __BM_PATH_MISS(); })
 """
@@ -279,18 +322,39 @@ def _dispatch(macro: str, args: str, names: list[str], extra: tuple[str, ...] = 
     return f"#define {macro}({args}) ({{ {tries} }})\n{empties}"
 
 
-def _count_try(name: str) -> str:
+# A call site may sit where NAME is a parameter or a local (`static int hop(void *skb, void *jt)`):
+# the map is named inside a function defined at file scope right after its declaration, where
+# NAME is the map whatever the call site's scope, and the site's macro calls that function.
+# Only when more code follows the declaration on its line (a function there would land inside
+# that code) does the macro name the map itself, as the site's scope sees it.
+_HELPER = "static __attribute__((always_inline)) inline void"
+
+
+def _count_try(name: str, at_file_scope: bool = True) -> str:
+    size, counter = f"__BM_SIZE({name})", counter_name(name)
+    if not at_file_scope:
+        return (
+            f"#undef __BM_COUNT_TRY_{name}\n#define __BM_COUNT_TRY_{name}(_m, _k, _x) "
+            f"({{ if ((const void *)(_m) == (const void *)&{name} && (unsigned int)(_k) < {size}) "
+            f"__bm_bump(&{counter}, (_k) + (_x) * {size}); }})"
+        )
     return (
-        f"#undef __BM_COUNT_TRY_{name}\n#define __BM_COUNT_TRY_{name}(_m, _k, _x) "
-        f"({{ if ((const void *)(_m) == (const void *)&{name} && (unsigned int)(_k) < __BM_SIZE({name})) "
-        f"__bm_bump(&{counter_name(name)}, (_k) + (_x) * __BM_SIZE({name})); }})"
+        f"{_HELPER} __bm_count_{name}(const void *m, unsigned int k, unsigned int x)\n"
+        f"{{ if (m == (const void *)&{name} && k < {size}) __bm_bump(&{counter}, k + x * {size}); }}\n"
+        f"#undef __BM_COUNT_TRY_{name}\n#define __BM_COUNT_TRY_{name}(_m, _k, _x) __bm_count_{name}(_m, _k, _x)"
     )
 
 
-def _loss_try(name: str, slot: int) -> str:
+def _loss_try(name: str, slot: int, at_file_scope: bool = True) -> str:
+    if not at_file_scope:
+        return (
+            f"#undef __BM_LOST_TRY_{name}\n#define __BM_LOST_TRY_{name}(_r) "
+            f"({{ if ((const void *)(_r) == (const void *)&{name}) __bm_bump(&{LOST_COUNTER}, {slot}); }})"
+        )
     return (
-        f"#undef __BM_LOST_TRY_{name}\n#define __BM_LOST_TRY_{name}(_r) "
-        f"({{ if ((const void *)(_r) == (const void *)&{name}) __bm_bump(&{LOST_COUNTER}, {slot}); }})"
+        f"{_HELPER} __bm_lost_{name}(const void *r)\n"
+        f"{{ if (r == (const void *)&{name}) __bm_bump(&{LOST_COUNTER}, {slot}); }}\n"
+        f"#undef __BM_LOST_TRY_{name}\n#define __BM_LOST_TRY_{name}(_r) __bm_lost_{name}(_r)"
     )
 
 
@@ -389,7 +453,7 @@ def core_text(
             block.append(_percpu_u64_map(counter_name(name), 1))
         block += [_count_try(name) for name in undeclared]
         for decl in cell.arrays:
-            after.setdefault(decl.end_line, []).append(_count_try(decl.name))
+            after.setdefault(decl.end_line, []).append(_count_try(decl.name, not decl.code_after))
     elif paths:
         block.append("#define __BM_COUNT(_m, _k, _x) ((void)0)")
     rings = sorted({r.name for r in cell.rings})
@@ -398,7 +462,7 @@ def core_text(
         block.append(_dispatch("__BM_LOST", "_r", rings))
         block.append(_percpu_u64_map(LOST_COUNTER, len(rings)))
         for ring in cell.rings:
-            after.setdefault(ring.end_line, []).append(_loss_try(ring.name, rings.index(ring.name)))
+            after.setdefault(ring.end_line, []).append(_loss_try(ring.name, rings.index(ring.name), not ring.code_after))
 
     out = []
     if not cell.includes:

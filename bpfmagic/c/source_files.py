@@ -109,6 +109,38 @@ def read_source_file(path: str, what: str = "--file") -> str:
         raise UsageProblem(f"{label}: not a C source file (not UTF-8 text)") from None
 
 
+def split_cflags(text: str) -> list[str]:
+    """The flags in one string of several: split at blanks outside quotes, the
+    quotes kept, for they are C's (``-DMAPTYPE="percpu_array"`` defines a
+    string, as in BCC's ``cflags=[...]``); a quoted blank stays in its flag.
+    The line they came from was already shell-split once: splitting like a
+    shell again would strip the quotes the user protected."""
+    flags: list[str] = []
+    word: list[str] = []
+    quote = ""
+    chars = iter(text)
+    for ch in chars:
+        if ch == "\\":  # the next character as it is: \" is a quote that groups nothing
+            word.append(next(chars, ""))
+        elif quote:
+            word.append(ch)
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            word.append(ch)
+            quote = ch
+        elif ch.isspace():
+            if word:
+                flags.append("".join(word))
+            word = []
+        else:
+            word.append(ch)
+    if quote:
+        raise UsageProblem(f"--cflags {text!r}: a {quote} is not closed")
+    if word:
+        flags.append("".join(word))
+    return flags
+
+
 def _flag_values(cflags: list[str], separate: tuple[str, ...], joined: str | None = None) -> list[str]:
     """The values of the flags in SEPARATE (``-I DIR``), and of JOINED written with its value (``-IDIR``)."""
     values, take_next = [], False

@@ -47,7 +47,8 @@ def _line_offset(program, info) -> int:
     for i, text in enumerate(lines, 1):
         if text.strip():
             where.setdefault(text.strip(), []).append(i)
-    votes = Counter(li.line - i for li in info.line_info if _is_cell(li.file) and li.line for i in where.get(li.text.strip(), ()))
+    cell_line = program.module.object.cell_line
+    votes = Counter(cell_line(li.line) - i for li in info.line_info if _is_cell(li.file) and li.line for i in where.get(li.text.strip(), ()))
     return votes.most_common(1)[0][0] if votes else 0
 
 
@@ -55,7 +56,7 @@ def _cell_line(program, file: str, line: int, btf_text: str, offset: int = 0) ->
     """The cell's own line where the BTF's line is the cell's (BCC's BTF quotes its rewritten text)."""
     lines = program.module.source.split("\n")
     if _is_cell(file) and line:
-        line -= offset
+        line = program.module.object.cell_line(line) - offset
     if _is_cell(file) and 1 <= line <= len(lines):
         return f"; {lines[line - 1].strip()}  @ {program.module.origin}:{line}"
     if not line:

@@ -288,8 +288,29 @@ class Btf:
         if kind != KIND_STRUCT:
             raise TypeError(f"{type_name} is a {_KIND_NAMES.get(kind, 'non-struct type')}, not a struct")
         struct_name = self._name(t.name_off) or type_name
-        members = [self._member(mem, kflag) for mem in self._entries(t, _BtfMember, vlen)]
-        return struct_name, members, t.size_or_type
+        return struct_name, self._members(t, kflag, vlen), t.size_or_type
+
+    def _members(self, t: _BtfType, kflag: bool, vlen: int, bit_base: int = 0) -> list[dict]:
+        """The members of struct T as C names them: those of an anonymous struct or union
+        member are the outer struct's own (``e->ports`` for ``union { __be32 ports; ... };``),
+        at their offsets in it; a union's members share their bytes."""
+        out = []
+        for mem in self._entries(t, _BtfMember, vlen):
+            tid = mem.type
+            for _ in range(16):
+                inner, kind, inner_vlen, inner_kflag = self._type(tid)
+                if kind not in _MODIFIERS:
+                    break
+                tid = inner.size_or_type
+            if not mem.name_off and kind in (KIND_STRUCT, KIND_UNION):
+                bit_off = mem.offset & 0xFFFFFF if kflag else mem.offset
+                out += self._members(inner, inner_kflag, inner_vlen, bit_base + bit_off)
+                continue
+            member = self._member(mem, kflag)
+            member["bit_offset"] += bit_base
+            member["offset"] = member["bit_offset"] // 8
+            out.append(member)
+        return out
 
     def _member(self, mem: _BtfMember, kflag: bool) -> dict:
         bits, bit_off = (mem.offset >> 24, mem.offset & 0xFFFFFF) if kflag else (0, mem.offset)
