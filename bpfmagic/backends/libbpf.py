@@ -738,7 +738,11 @@ def type_custom_sections(obj: "CoreObject", syntax: CellSyntax, needs: dict[str,
                 if fn is not None and fn.context == "__sk_buff"
                 else f"-a {pname}=TARGET or -s ARRAY[KEY]={pname}, or give its context parameter a type (struct xdp_md *, ...)"
             )
-            raise BpfCompileError(f'{obj.name}.{pname} is SEC("{section}"), a section name that gives no program type: say which with {hint}')
+            legacy = _legacy_section_hint(section)
+            raise BpfCompileError(
+                f'{obj.name}.{pname} is SEC("{section}"), a section name that gives no program type: say which with {hint}'
+                + (f"; {legacy}" if legacy else "")
+            )
         lib.bpf_program__set_type(prog, prog_type_value(chosen))
         obj._notes.append(f'{pname}: SEC("{section}") names no program type libbpf knows; loaded as {chosen} ({why})')
 
