@@ -7,10 +7,23 @@ does with them (sections, values set before load) is backends/core_globals.py.""
 from __future__ import annotations
 
 import ctypes as ct
+import functools
 from collections.abc import MutableMapping
 
 from .errors import UsageProblem
 from .kernel import libbpf
+
+
+def _locked(method):
+    """Under the session's lock: a re-run or unload in another thread frees the
+    object (and closes its map fds) under that lock."""
+
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self.module.session._lock:
+            return method(self, *args, **kwargs)
+
+    return locked
 
 
 class Globals(MutableMapping):
@@ -39,6 +52,7 @@ class Globals(MutableMapping):
             raise UsageProblem(f"{self.module.name}: could not read its globals ({ct.get_errno()})")
         return bytearray(buf.raw)
 
+    @_locked
     def __getitem__(self, name: str):
         obj, btf, found = self._table()
         if name not in found:
@@ -46,6 +60,7 @@ class Globals(MutableMapping):
         map_name, var = found[name]
         return btf.decode(var.type_id, bytes(self._read(obj, map_name)[var.offset : var.offset + var.size]))
 
+    @_locked
     def __setitem__(self, name: str, value) -> None:
         obj, btf, found = self._table()
         if name not in found:
@@ -68,12 +83,15 @@ class Globals(MutableMapping):
     def __delitem__(self, name: str) -> None:
         raise UsageProblem("a global variable cannot be deleted; assign it a value instead")
 
+    @_locked
     def __iter__(self):
         return iter(self._table()[2])
 
+    @_locked
     def __len__(self) -> int:
         return len(self._table()[2])
 
+    @_locked
     def df(self):
         """DataFrame: name, section, type, value."""
         import pandas as pd

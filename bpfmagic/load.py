@@ -361,7 +361,7 @@ def load_program(session, module: Module, func: str, ptype: str | None = None, w
     PTYPE, or the type its context (or the chain's skb arrays) implies. WHY and ARRAY say
     in the error what needed the type."""
     if module.closed:
-        raise UsageProblem(f"module {module.name} is unloaded")
+        raise UsageProblem(f"this module {module.name} was unloaded or replaced by a re-run of its cell; use s.program('{module.name}.{func}')")
     existing = module.programs.get(func)
     if ptype is not None:
         ptype = prog_type_name(ptype)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ctypes as ct
 import errno as _errno
+import functools
 import time
 
 import numpy as np
@@ -442,6 +443,20 @@ def walk_read(fd: int, key_size: int, value_bytes: int, stats: ReadStats):
 # ------------------------------------------------------------------ the view
 
 
+def _holding_the_map(method):
+    """Run a MapView method under the session's lock on a live map: another
+    thread's re-run, unload or reset closes the map's fd under that lock, and
+    a closed fd number may already name another map."""
+
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self.session._lock:
+            self._live()
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
 class MapView:
     """One map of one loaded module (see the module docstring).
 
@@ -505,14 +520,22 @@ class MapView:
         return (raw_fields(self.key_size) if key_fields is None else key_fields, value_fields or raw_fields(self.value_size))
 
     def _live(self):
-        """The module behind the view, refusing clearly when it was unloaded
-        (a re-run cell of the same name is followed)."""
+        """The module behind the view, refusing clearly when its map was freed
+        (a re-run cell of the same name is followed: the view binds to its map).
+        Called with the session's lock held, which keeps the map's fd open
+        until the caller is done with it."""
         module = self.session.modules.get(self.module_name)
         if module is None or module.closed:
-            raise UsageProblem(f"{self.name}: module {self.module_name} was unloaded, so its map {self.table} is gone; load the cell again")
+            raise UsageProblem(
+                f"the map {self.table} of module {self.module_name} was freed: module {self.module_name} was unloaded; "
+                f"load the cell again, then call s.map({self.table!r})"
+            )
         if module is not self._module:
             if self.table not in module.tables and self.table not in global_sections(module):
-                raise UsageProblem(f"{self.name}: the re-run module {self.module_name} has no table {self.table}")
+                raise UsageProblem(
+                    f"the map {self.table} of module {self.module_name} was freed when the cell was re-run, "
+                    f"and the new version has no table {self.table}; call s.map() with one of its maps"
+                )
             self._bind(module)
         return module
 
@@ -540,6 +563,7 @@ class MapView:
                     return array
         return None
 
+    @_holding_the_map
     def read(self) -> tuple[np.ndarray, np.ndarray]:
         """One pass over the map: (keys, values) as structured arrays of the
         key and value dtypes; values have shape (n, ncpu) for per-CPU maps.
@@ -595,6 +619,7 @@ class MapView:
                 values.append(int(v[0]))
         return (np.array(keys, np.uint32).view(np.uint8).reshape(-1, 4), np.array(values, np.uint32).view(np.uint8).reshape(-1, 4))
 
+    @_holding_the_map
     def df(self, sum: bool = False, sort: str | None = None, top: int | None = None):
         """DataFrame of every entry: key columns, then value columns (per CPU
         or, with ``sum``, summed). ``sort``: by that column, largest first;
@@ -646,6 +671,7 @@ class MapView:
                 return col
         return None
 
+    @_holding_the_map
     def __len__(self) -> int:
         return len(self.read()[1])  # values: queues and stacks have no keys
 
@@ -656,8 +682,8 @@ class MapView:
             return False
         return True
 
+    @_holding_the_map
     def __getitem__(self, key):
-        self._live()
         if self.globals and isinstance(key, str):  # view["counter"]: one global variable
             values = self[0]
             if key not in values:
@@ -699,6 +725,7 @@ class MapView:
         if self.map_type in (RINGBUF, PERF_EVENT_ARRAY):
             raise UsageProblem(f"{self.name} is an event table ({self.type_name}): it cannot be written")
 
+    @_holding_the_map
     def __setitem__(self, key, value) -> None:
         """Write VALUE at KEY. A dict that names some fields of a struct value
         keeps the others as they are (read, then written: not atomic against
@@ -721,6 +748,7 @@ class MapView:
         if err:
             raise OSError(err, f"{self.name}[{key!r}] = ...: {_errno.errorcode.get(err, err)}")
 
+    @_holding_the_map
     def push(self, value) -> None:
         """Queue/stack: add VALUE."""
         self._writable()
@@ -729,11 +757,13 @@ class MapView:
         if err:
             raise OSError(err, f"{self.name}.push: {_errno.errorcode.get(err, err)}")
 
+    @_holding_the_map
     def peek(self):
         """Queue/stack: the next value (None when empty), left in place."""
         _, values = self.read()
         return self.value.decode_one(values[0]) if len(values) else None
 
+    @_holding_the_map
     def __delitem__(self, key) -> None:
         self._writable()
         if self.map_type in ARRAY_TYPES:
@@ -744,6 +774,7 @@ class MapView:
         if err:
             raise OSError(err, f"del {self.name}[{key!r}]: {_errno.errorcode.get(err, err)}")
 
+    @_holding_the_map
     def clear(self) -> int:
         """Delete every entry (arrays: set every element to zero; queues and
         stacks: pop them all). Returns how many entries there were."""
@@ -772,6 +803,7 @@ class MapView:
             raise OSError(err, f"{self.name}.clear: {_errno.errorcode.get(err, err)}")
         return len(keys)
 
+    @_holding_the_map
     def from_df(self, frame) -> int:
         """Write every row of FRAME (columns named as ``df()`` names them: key
         fields, then value fields; per-CPU maps take ``F.cpuN`` columns or one
@@ -821,6 +853,7 @@ class MapView:
             raise _write_error(self, err, count.value)
 
     # -------------------------------------------------- histograms
+    @_holding_the_map
     def hist(self):
         """A log2 histogram (BCC's BPF_HISTOGRAM with bpf_log2l / .increment):
         DataFrame of bucket, low, high, count, as print_log2_hist prints it,

@@ -37,21 +37,36 @@ class Program:
         verification time, stack depth per subprogram (verifier.VerifierStats)."""
         from .experiments.verifier import stats_of
 
-        return stats_of(self)
+        with self.module.session._lock:
+            self.require_loaded()
+            return stats_of(self)
 
     def dump(self, mode: str = "xlated", source: bool = True) -> str:
         """The program's code: ``xlated`` (the BPF the kernel runs) or ``jited`` (x86), with the
         cell's source lines interleaved (BTF line info) and tail-call sites marked."""
         from .experiments.dump import dump
 
-        return dump(self, mode=mode, source=source)
+        with self.module.session._lock:
+            self.require_loaded()
+            return dump(self, mode=mode, source=source)
+
+    def require_loaded(self) -> None:
+        """Refuse a program whose module was freed: its fd number is closed and may
+        already name another object. Call with the session's lock held."""
+        if self.module.closed:
+            raise UsageProblem(
+                f"the program {self.name} of module {self.module.name} was freed when the cell was re-run or "
+                f"unloaded; get it again with s.program({self.qualname!r})"
+            )
 
     @property
     def qualname(self) -> str:
         return f"{self.module.name}.{self.name}"
 
     def info(self) -> dict[str, str]:
-        return libbpf.fdinfo(self.fd)
+        with self.module.session._lock:
+            self.require_loaded()
+            return libbpf.fdinfo(self.fd)
 
     @property
     def prog_id(self) -> int:
@@ -101,14 +116,18 @@ class Module:
         """BCC's own BPF object of a BCC module (None for --core): for what bpfmagic does not wrap."""
         return self.object.bpf if self.object is not None and self.object.kind == "bcc" else None
 
+    # libbcc reads its module structure in place: every read of the object holds the
+    # session's lock, under which another thread's re-run or unload frees it.
     @property
     def functions(self) -> list[str]:
-        names = self.object.functions() if self.object is not None else []
-        return names or list(self.programs)
+        with self.session._lock:
+            names = self.object.functions() if self.object is not None and not self.closed else []
+            return names or list(self.programs)
 
     @property
     def tables(self) -> list[str]:
-        return self.object.tables() if self.object is not None and not self.closed else []
+        with self.session._lock:
+            return self.object.tables() if self.object is not None and not self.closed else []
 
     @property
     def globals(self) -> Globals:
@@ -129,9 +148,10 @@ class Module:
         return df[df["module"] == self.name].reset_index(drop=True)
 
     def __getitem__(self, table: str):
-        if table not in self.tables:
-            raise KeyError(f"{self.name} has no table {table!r} (tables: {', '.join(self.tables) or 'none'})")
-        return self.object.table(table)
+        with self.session._lock:
+            if table not in self.tables:
+                raise KeyError(f"{self.name} has no table {table!r} (tables: {', '.join(self.tables) or 'none'})")
+            return self.object.table(table)
 
     def __contains__(self, table: str) -> bool:
         return table in self.tables
@@ -141,9 +161,10 @@ class Module:
         --core globals: map("bss"), map("data"), map("rodata")."""
         from .maps import view_of
 
-        if self.closed:
-            raise UsageProblem(f"module {self.name} was unloaded: its maps are gone")
-        return view_of(self.session, self, table)
+        with self.session._lock:
+            if self.closed:
+                raise UsageProblem(f"module {self.name} was unloaded or re-run: its maps are gone; use the module object the cell made now")
+            return view_of(self.session, self, table)
 
     def df(self, table: str, sum: bool = False) -> pd.DataFrame:
         """Map TABLE as a DataFrame (per-CPU values one column per CPU, or summed with ``sum``)."""

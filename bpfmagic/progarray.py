@@ -225,10 +225,10 @@ class ProgArray:
         self.entries.pop(index, None)
 
     def close(self) -> None:
-        # Emptied without crediting anyone: the counts go with the array.
-        for index in list(self.entries):
-            libbpf.map_delete_u32(self.fd, index)
-            self.entries.pop(index)
+        # Emptied, every slot, before the session lets go of it (pins.empty_prog_array says
+        # why); without crediting anyone: the counts go with the array.
+        pins.empty_prog_array(self.fd)
+        self.entries.clear()
         for path in (self.pin, self.counter_pin):
             with _suppress():
                 os.unlink(path)

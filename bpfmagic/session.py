@@ -116,6 +116,9 @@ class Session:
                 f"CAP_NET_ADMIN for XDP/tc); this process has {p.describe()}. Start Jupyter as root, "
                 f"or grant the capabilities: setcap cap_bpf,cap_perfmon,cap_net_admin+ep $(readlink -f $(which python3))"
             )
+        self._require_open()
+
+    def _require_open(self) -> None:
         if self.closed:
             raise UsageProblem("this Session is closed; create a new one")
 
@@ -156,16 +159,18 @@ class Session:
     def enable_stats(self) -> None:
         """Keep kernel run-time stats (run_cnt, run_time_ns) on while the session holds them.
         (They cost the kernel a clock read per program run, machine-wide.)"""
-        if self._stats_fd is None:
-            try:
-                self._stats_fd = libbpf.enable_stats()
-            except OSError as e:
-                raise EnvironmentProblem(f"the kernel refused to turn run-time stats on ({e.strerror}); it needs CAP_SYS_ADMIN or root") from None
+        with self._lock:
+            if self._stats_fd is None:
+                try:
+                    self._stats_fd = libbpf.enable_stats()
+                except OSError as e:
+                    raise EnvironmentProblem(f"the kernel refused to turn run-time stats on ({e.strerror}); it needs CAP_SYS_ADMIN or root") from None
 
     def disable_stats(self) -> None:
-        if self._stats_fd is not None:
-            os.close(self._stats_fd)
-            self._stats_fd = None
+        with self._lock:  # closed once: a second close could hit a reused fd number
+            if self._stats_fd is not None:
+                os.close(self._stats_fd)
+                self._stats_fd = None
 
     @property
     def stats_enabled(self) -> bool:
@@ -197,6 +202,7 @@ class Session:
             if index is not None and not 0 <= index < size:
                 raise SlotError(f"{name}[{key}={index}]: index out of range 0..{size - 1}")
         with self._lock:
+            self._require_open()
             existing = self.arrays.get(name)
             if existing is not None:
                 if existing.size != size:
@@ -344,6 +350,7 @@ class Session:
             pin_root,
         )
         with self._lock:
+            self._require_open()  # closed by another thread since the check above
             old = self.modules.get(name)
             try:
                 return LoadTransaction(self, req, old).run()
@@ -370,8 +377,9 @@ class Session:
         """Cells loaded from now on record the way each run goes through the chain (and why a
         call fell through). Off by default; programs loaded without it run uninstrumented."""
         self._require_privileges()
-        self._ensure_path_maps()
-        self.paths_enabled = True
+        with self._lock:
+            self._ensure_path_maps()
+            self.paths_enabled = True
 
     def _ensure_path_maps(self) -> None:
         """The session's path maps (paths.py), made on first need and after a reset."""
@@ -402,7 +410,8 @@ class Session:
     def site_counts(self, module: Module) -> dict[int, tuple[int, int]]:
         """line of the cell -> (calls, fell through) at the tail-call site(s) on that line
         of MODULE (one read; fall-throughs first, so they never exceed the calls)."""
-        return self.sites.counts(module)
+        with self._lock:
+            return self.sites.counts(module)
 
     def _unload_advice(self, array_name: str) -> str:
         """How to free session array ARRAY_NAME: the modules that use it go first."""
@@ -424,17 +433,20 @@ class Session:
         mod_name, dot, func = spec.partition(".")
         if not dot or not func:
             raise UsageProblem(f"name a program as MODULE.FUNC (got {spec!r})")
-        return self.module(mod_name).program(func, type)
+        with self._lock:  # the module found is the one loaded: no re-run in between
+            return self.module(mod_name).program(func, type)
 
     def stream(self, name: str) -> Stream:
         """The stream of event table NAME ("events" when only one module has it, else "module.events")."""
-        return self.streams.get(name)
+        with self._lock:  # the registry of streams changes with every load
+            return self.streams.get(name)
 
     def map(self, name: str) -> MapView:
         """A view of map NAME (TABLE when one module has it, else MODULE.TABLE): maps.MapView."""
         from . import maps
 
-        return maps.find(self, name)
+        with self._lock:  # module.tables reads libbcc's module, which a re-run frees
+            return maps.find(self, name)
 
     def trace(self, seconds: float = 1.0, max_lines: int | None = None, grep: str | None = None, older: bool = False) -> pd.DataFrame:
         """bpf_trace_printk lines from trace_pipe for up to SECONDS: DataFrame (ts, cpu, pid, comm, msg).
@@ -720,17 +732,18 @@ class Session:
             return existing
 
     def close(self) -> None:
-        if self.closed:
-            return
-        self.reset()
-        self.disable_stats()
-        if self._pin_dir:
-            # The process's own directory stays (locked) until the process dies: its reaper removes it.
-            for path in (os.path.join(self._pin_dir, "calls"), os.path.join(self._pin_dir, pins.NAME_PINS), self._pin_dir):
-                with contextlib.suppress(OSError):
-                    os.rmdir(path)
-        self.closed = True
-        self._finalizer.detach()
+        with self._lock:  # two threads closing at once would free everything twice
+            if self.closed:
+                return
+            self.reset()
+            self.disable_stats()
+            if self._pin_dir:
+                # The process's own directory stays (locked) until the process dies: its reaper removes it.
+                for path in (os.path.join(self._pin_dir, "calls"), os.path.join(self._pin_dir, pins.NAME_PINS), self._pin_dir):
+                    with contextlib.suppress(OSError):
+                        os.rmdir(path)
+            self.closed = True
+            self._finalizer.detach()
 
     def __enter__(self):
         return self

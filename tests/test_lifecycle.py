@@ -231,3 +231,79 @@ def _clang_dir_of(pid: int) -> str | None:
         except (OSError, ValueError, IndexError):
             continue
     return None
+
+
+# ---------------------------------------------------------------- prog arrays emptied before release
+# The kernel empties a prog array when its last user reference goes, but that
+# races with a process taking an fd by id (bpftool map list): the array and the
+# programs in it can then stay loaded for good. bpfmagic empties its arrays
+# itself first. The tests hold such an fd by id, as bpftool would: while it is
+# open the kernel empties nothing, so what they see is what bpfmagic emptied.
+
+
+def _map_fd_by_id(map_id: int) -> int:
+    import ctypes as ct
+
+    from bpfmagic.kernel import libbpf
+
+    get = libbpf.lib().bpf_map_get_fd_by_id
+    get.argtypes, get.restype = [ct.c_uint32], ct.c_int
+    fd = get(map_id)
+    assert fd >= 0, f"no map with id {map_id}"
+    return fd
+
+
+def _filled_slots(fd: int, size: int) -> dict[int, int]:
+    """index -> id of the program in it, read through FD."""
+    from bpfmagic.kernel import libbpf
+
+    return {i: pid for i in range(size) if (pid := libbpf.map_lookup_u32(fd, i)) is not None}
+
+
+def test_reset_empties_every_slot_of_a_prog_array_before_letting_it_go(session):
+    m = session.load("c", CHAIN, slots={"jt[1]": "drop"})
+    m["jt"][3] = m.programs["drop"].fd  # a slot filled through BCC's own table: the session has no record of it
+    held = _map_fd_by_id(session.arrays["jt"].map_id)
+    try:
+        drop_id = m.programs["drop"].prog_id
+        assert _filled_slots(held, 4) == {1: drop_id, 3: drop_id}
+        session.reset()
+        assert _filled_slots(held, 4) == {}
+    finally:
+        os.close(held)
+
+
+# A session with jt[1] filled, killed: its reaper removes the pins.
+KILLED_WITH_A_FILLED_ARRAY = """
+import time, warnings
+warnings.simplefilter("ignore")
+from bpfmagic import Session
+s = Session()
+m = s.load("c", CHAIN, slots={"jt[1]": "drop"})
+print(s.arrays["jt"].map_id, m.programs["drop"].prog_id, s.pin_dir(), flush=True)
+time.sleep(600)
+"""
+
+
+def test_the_reaper_empties_the_prog_arrays_of_a_killed_session():
+    import signal
+    import time
+
+    child = _spawn(KILLED_WITH_A_FILLED_ARRAY.replace("CHAIN", repr(CHAIN)))
+    try:
+        map_id, drop_id, pin_dir = child.stdout.readline().split()
+        held = _map_fd_by_id(int(map_id))
+        filled = _filled_slots(held, 4)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    try:
+        assert filled == {1: int(drop_id)}
+        process_dir = os.path.dirname(pin_dir)
+        deadline = time.monotonic() + 5
+        while os.path.exists(process_dir) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not os.path.exists(process_dir)
+        assert _filled_slots(held, 4) == {}
+    finally:
+        os.close(held)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import io
 import operator
+import os
 import platform
 from dataclasses import dataclass, field
 
@@ -231,45 +232,22 @@ def test_run(session, spec: str, data=None, ctx=None, repeat: int = 1, type: str
     it in data out).
     """
     repeat = check_repeat(repeat)
-    with session._lock:  # another thread may be loading or slotting: look at the registry in one piece
-        program = session.program(spec, type)
     data, ctx = as_bytes(data, "data"), as_bytes(ctx, "ctx")
-    if program.type == "raw_tracepoint":
-        if data is not None:
-            raise UsageProblem(
-                f"{spec} is a raw_tracepoint program: the kernel test-runs those with a context (--ctx, the u64 args) only, no data (EINVAL)"
-            )
-        if repeat != 1:
-            raise UsageProblem(
-                f"{spec} is a raw_tracepoint program: the kernel runs those once per test run "
-                f"(repeat is refused with EINVAL) and does not time them; drop --repeat"
-            )
-        if ctx is None:
-            ctx = bytes(RAW_TP_CTX_SIZE)
-        elif len(ctx) % 8 or len(ctx) > RAW_TP_CTX_SIZE:
-            raise UsageProblem(f"raw_tracepoint ctx: a whole number of u64 args, at most 12 (got {len(ctx)} bytes)")
-    elif program.type in PACKET_TYPES and data is None:
-        data = packets.udp_packet()
-    # Only the arrays this program's chain can reach: a dispatcher attached elsewhere
-    # keeps counting during the run, and its slots have nothing to do with it.
+    # The registry is read in one piece under the session's lock; the run itself goes
+    # outside it (a long --repeat must not stop other threads) on a duplicate of the
+    # program's fd, which keeps the program loaded if another thread re-runs its cell.
     with session._lock:
+        program = session.program(spec, type)
+        # Only the arrays this program's chain can reach: a dispatcher attached elsewhere
+        # keeps counting during the run, and its slots have nothing to do with it.
         arrays, chain_modules = reachable(session, program)
         counted = [m.name for m in chain_modules if m.counts_tail_calls]
-    if path and not program.module.paths:
-        raise UsageProblem(f"{spec} was loaded without paths: `%bpf paths --on` (Session.enable_paths()), then load (or re-run) the chain's cells")
-    if path:
-        from .paths import decode
-
-        serials = [decode(r)[3] for r in session._path_maps.records()]
-    before = slot_counts(arrays.values())
-    runs_before = program.run_cnt
+        path_maps = session._path_maps
+        fd = os.dup(program.fd)
     try:
-        # The kernel counts repeat 0 as 1; raw_tp wants exactly 0.
-        out = libbpf.test_run(program.fd, data=data, ctx=ctx, repeat=0 if program.type == "raw_tracepoint" else repeat)
-    except OSError as e:
-        raise _test_run_error(spec, program.type, e, data, ctx) from None
-    after = slot_counts(arrays.values())
-    runs = program.run_cnt - runs_before  # moves only while some process holds kernel run stats on
+        out, before, after, runs, serials, data, ctx = _run_held(session, spec, program, fd, arrays, path, data, ctx, repeat)
+    finally:
+        os.close(fd)
     retval = out["retval"]
     if program.type in ("sched_cls", "sched_act"):
         retval = _signed32(retval)
@@ -278,11 +256,12 @@ def test_run(session, spec: str, data=None, ctx=None, repeat: int = 1, type: str
         from .paths import decode, describe, path_frame
 
         # The run used one CPU: the record whose serial moved (a new run began there).
-        records = session._path_maps.records()
+        records = _path_records(session, path_maps)
         moved = [r for r, s0 in zip(records, serials) if decode(r)[3] != s0]
         if moved:
             entry, raw_hops, _, _ = decode(moved[-1])
-            rows, text = describe(session, entry, raw_hops)
+            with session._lock:  # names the hops from the registry
+                rows, text = describe(session, entry, raw_hops)
             hops = path_frame(rows)
         else:
             hops, text = path_frame([]), f"{program.qualname} (no path recorded)"
@@ -303,6 +282,59 @@ def test_run(session, spec: str, data=None, ctx=None, repeat: int = 1, type: str
         stats_on=runs > 0,
         counters_in=counted,
     )
+
+
+def _path_records(session, path_maps) -> list[bytes]:
+    """The path maps' records, read under the session's lock while they are still the session's."""
+    with session._lock:
+        if path_maps is None or session._path_maps is not path_maps:
+            raise UsageProblem("the session's path maps were freed (a reset) during the run; run it again")
+        return path_maps.records()
+
+
+def _run_held(session, spec: str, program, fd: int, arrays: dict, path: bool, data, ctx, repeat: int):
+    """One BPF_PROG_TEST_RUN on FD (PROGRAM's, held): (its output, slot counts before and
+    after, kernel runs counted, path serials before, the data and ctx it ran with). The
+    slot counters are read under the session's lock, from the arrays still in the session
+    (another thread may free one)."""
+    if program.type == "raw_tracepoint":
+        if data is not None:
+            raise UsageProblem(
+                f"{spec} is a raw_tracepoint program: the kernel test-runs those with a context (--ctx, the u64 args) only, no data (EINVAL)"
+            )
+        if repeat != 1:
+            raise UsageProblem(
+                f"{spec} is a raw_tracepoint program: the kernel runs those once per test run "
+                f"(repeat is refused with EINVAL) and does not time them; drop --repeat"
+            )
+        if ctx is None:
+            ctx = bytes(RAW_TP_CTX_SIZE)
+        elif len(ctx) % 8 or len(ctx) > RAW_TP_CTX_SIZE:
+            raise UsageProblem(f"raw_tracepoint ctx: a whole number of u64 args, at most 12 (got {len(ctx)} bytes)")
+    elif program.type in PACKET_TYPES and data is None:
+        data = packets.udp_packet()
+    if path and not program.module.paths:
+        raise UsageProblem(f"{spec} was loaded without paths: `%bpf paths --on` (Session.enable_paths()), then load (or re-run) the chain's cells")
+    serials = None
+    if path:
+        from .paths import decode
+
+        serials = [decode(r)[3] for r in _path_records(session, session._path_maps)]
+
+    def counts():
+        with session._lock:
+            return slot_counts(a for a in arrays.values() if session.arrays.get(a.name) is a)
+
+    before = counts()
+    runs_before = int(libbpf.fdinfo(fd).get("run_cnt", 0))
+    try:
+        # The kernel counts repeat 0 as 1; raw_tp wants exactly 0.
+        out = libbpf.test_run(fd, data=data, ctx=ctx, repeat=0 if program.type == "raw_tracepoint" else repeat)
+    except OSError as e:
+        raise _test_run_error(spec, program.type, e, data, ctx) from None
+    after = counts()
+    runs = int(libbpf.fdinfo(fd).get("run_cnt", 0)) - runs_before  # moves only while some process holds kernel run stats on
+    return out, before, after, runs, serials, data, ctx
 
 
 def _test_run_error(spec: str, ptype: str, e: OSError, data, ctx) -> UsageProblem:

@@ -21,6 +21,8 @@ the kernel process's state): keep it to the standard library.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import errno
 import fcntl
 import os
@@ -217,16 +219,81 @@ def _is_dir(name: str, dir_fd: int) -> bool:
         return False
 
 
+# ------------------------------------------------------------ emptying prog arrays
+# The kernel empties a prog array when its last user reference goes, but that can race
+# with another process taking an fd of it by id (what `bpftool map list` does): the
+# array is then never emptied, and it and the programs in it (which hold the array)
+# stay loaded for good. So bpfmagic empties its prog arrays itself before letting go
+# of them; one leaked that way holds no programs.
+
+BPF_MAP_TYPE_PROG_ARRAY = 3
+_bpf: ctypes.CDLL | None = None
+
+
+def _libbpf() -> ctypes.CDLL:
+    """libbpf through ctypes, declared here: the reaper runs this file alone."""
+    global _bpf
+    if _bpf is None:
+        try:
+            lib = ctypes.CDLL("libbpf.so.1", use_errno=True)
+        except OSError:
+            found = ctypes.util.find_library("bpf")
+            if not found:
+                raise
+            lib = ctypes.CDLL(found, use_errno=True)
+        lib.bpf_obj_get.argtypes = [ctypes.c_char_p]
+        lib.bpf_map_delete_elem.argtypes = [ctypes.c_int, ctypes.c_void_p]
+        _bpf = lib
+    return _bpf
+
+
+def empty_prog_array(fd: int) -> int:
+    """Delete every slot of the prog array FD, also slots nobody recorded (a
+    cell can fill one through BCC's own table); nothing when FD is something
+    else. Returns how many slots held a program."""
+    try:
+        with open(f"/proc/self/fdinfo/{fd}") as f:
+            info = dict(line.split(":", 1) for line in f if ":" in line)
+    except OSError:
+        return 0
+    if int(info.get("map_type", "-1")) != BPF_MAP_TYPE_PROG_ARRAY:
+        return 0
+    lib, key, emptied = _libbpf(), ctypes.c_uint32(), 0
+    for index in range(int(info["max_entries"])):
+        key.value = index
+        emptied += lib.bpf_map_delete_elem(fd, ctypes.byref(key)) == 0
+    return emptied
+
+
+def _empty_pinned_prog_array(name: str, dir_fd: int) -> None:
+    """Empty the pin NAME in the directory DIR_FD if it is a prog array."""
+    try:
+        lib = _libbpf()
+    except OSError:
+        return
+    # bpf_obj_get takes a path: the directory's fd as /proc names it, never a path that could have moved
+    fd = lib.bpf_obj_get(f"/proc/self/fd/{dir_fd}/{name}".encode())
+    if fd < 0:
+        return
+    try:
+        empty_prog_array(fd)
+    finally:
+        os.close(fd)
+
+
 def remove_contents(fd: int, depth: int = 0) -> None:
     """Remove what the directory FD holds: links and pins are unlinked (never
-    followed), subdirectories emptied through their own fds; mount points,
-    entries of other users and anything deeper than a session's layout stay."""
+    followed; prog arrays emptied first), subdirectories emptied through their
+    own fds; mount points, entries of other users and anything deeper than a
+    session's layout stay."""
     me, dev = os.geteuid(), os.fstat(fd).st_dev
     for name in os.listdir(fd):
         try:
             st = os.stat(name, dir_fd=fd, follow_symlinks=False)
             if st.st_uid != me:
                 continue
+            if stat.S_ISREG(st.st_mode) and st.st_dev == dev:
+                _empty_pinned_prog_array(name, fd)
             if not stat.S_ISDIR(st.st_mode):
                 os.unlink(name, dir_fd=fd)
                 continue
