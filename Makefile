@@ -23,7 +23,7 @@ BROWSER_LIMIT ?= 240
 export DEBIAN_FRONTEND := noninteractive
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help setup apt mounts headers demo test docs browser browser-tools bench clean
+.PHONY: help setup apt mounts headers demo test test-kernels kernel-tools docs browser browser-tools bench clean
 
 help:
 	@echo "make demo    run $(DEMO) headless (prepares the machine first)"
@@ -31,6 +31,7 @@ help:
 	@echo "make docs    execute every notebook and render it to HTML under build/site/ (open build/site/index.html)"
 	@echo "make browser run $(BROWSER_NB) in JupyterLab in headless chromium; screenshots in build/browser/"
 	@echo "make bench   run bench/*.py; fails when one misses its target"
+	@echo "make test-kernels  the kernel-dependent tests here and on Debian's 6.1 in a QEMU guest (slow: see README)"
 	@echo "make setup   only prepare: apt packages, tracefs/bpffs, $(VENV), kernel headers"
 	@echo "make clean   remove $(VENV) and build outputs"
 
@@ -97,6 +98,23 @@ browser-tools: setup
 # view renders and its count grows; screenshots in build/browser/.
 browser: browser-tools
 	timeout -k 10 $(BROWSER_LIMIT) $(PY) tests/browser/run_browser.py --out build/browser $(BROWSER_NB)
+
+# Other kernels in virtual machines: Debian's kernel image, QEMU, busybox (virtme-ng's
+# initramfs) and virtme-ng, each installed only when missing.
+KERNEL_PACKAGES := qemu-system-x86 linux-image-amd64 busybox-static
+kernel-tools: setup
+	@missing=""; \
+	for p in $(KERNEL_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}\n' "$$p" 2>/dev/null | grep -q '^install ok installed$$' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "setup: installing$$missing"; \
+	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends $$missing </dev/null; \
+	fi
+	@[ -x $(VENV)/bin/vng ] || { echo "setup: installing virtme-ng"; $(PY) -m pip install -q virtme-ng; }
+
+test-kernels: kernel-tools
+	$(PY) tests/kernels/matrix.py
 
 # Every benchmark runs; the target fails if any of them failed or missed its target.
 bench: setup

@@ -40,7 +40,7 @@ GLOBAL_SECTIONS = ("bss", "data", "rodata")
 _ARCH = {"x86_64": "x86", "aarch64": "arm64", "s390x": "s390", "ppc64le": "powerpc", "riscv64": "riscv"}
 
 # SEC prefixes libbpf can attach by itself (the section names the target).
-AUTO_ATTACH_SECTIONS = ("tp_btf/", "raw_tp/", "raw_tracepoint/", "tp/", "tracepoint/", "fentry/", "fexit/", "lsm/", "iter/")
+AUTO_ATTACH_SECTIONS = ("tp_btf/", "raw_tp/", "raw_tracepoint/", "tp/", "tracepoint/", "kprobe/", "kretprobe/", "fentry/", "fexit/", "lsm/", "iter/")
 
 
 # ------------------------------------------------------------ environment
