@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from dataclasses import dataclass
 
 from . import backends
@@ -36,6 +37,7 @@ from .errors import AttachError, BpfError, SlotError, UsageProblem
 from .kernel import libbpf
 from .kernel.attach import Attachment, Target, check_event_exists, check_servable, parse_target
 from .kernel.attach import attach as attach_target
+from .kernel.env import KernelOffsetsWarning
 from .kernel.progtypes import PROG_TYPES, prog_type_name
 from .module import Module, Program
 
@@ -119,6 +121,7 @@ class LoadTransaction:
             self.load()
             self.slot()
             self.attach()
+            self.warn()
         except BaseException:
             self.rollback()
             raise
@@ -228,6 +231,12 @@ class LoadTransaction:
         made = module.object.attach_sections(module, {f for f, _ in self.spec.attach}, slotted)
         self.attachments += made
         module.attachments += made
+
+    def warn(self) -> None:
+        """What the cell's values may get wrong, said before commit starts its streams
+        (warnings as errors refuse the cell: rolled back like any failure)."""
+        for text in self.module.object.warnings:
+            warnings.warn_explicit(text, KernelOffsetsWarning, filename="bpfmagic", lineno=0)
 
     # -- step 7
     def commit(self) -> Module:

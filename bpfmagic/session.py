@@ -762,15 +762,20 @@ def _prepare_environment() -> dict:
     """env.prepare(), with its once-per-process headers warning re-issued
     without a source line. In IPython it is a one-line note on stdout
     instead: a warning goes to stderr, which a notebook shows as a pink,
-    error-looking block on the cell that loaded the extension."""
+    error-looking block on the cell that loaded the extension. Where the
+    running kernel has BTF, each BCC cell's kernel struct reads are checked
+    against it (backends/bcc_offsets.py) and only a cell whose offsets differ
+    warns: the session then says nothing of the headers."""
     import warnings
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        from .kernel import env
+        from .kernel import btf, env
 
         result = env.prepare()
     for w in caught:
+        if issubclass(w.category, env.HeadersMismatchWarning) and btf.vmlinux() is not None:
+            continue
         if issubclass(w.category, env.HeadersMismatchWarning) and _in_ipython():
             print(headers_note(str(w.message)), flush=True)
         else:

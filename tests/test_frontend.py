@@ -398,6 +398,41 @@ def test_front_end_reads_code_not_comments():
     assert cell.slot_refs == [] and cell.functions["f"].prog_type == "xdp"
 
 
+def test_front_end_finds_struct_member_reads_through_typed_bases():
+    """What the BCC backend checks against the running kernel's BTF (backends/bcc_offsets.py):
+    chains, casts, the declaration in scope; not the cell's own structs, contexts or comments."""
+    from bpfmagic.c.member_reads import member_accesses
+
+    cell = analyse(
+        textwrap.dedent("""
+        #include <linux/sched.h>
+        struct event { u32 pid; };
+        struct task_struct *last;
+        // task->comm in a comment
+        int on_switch(struct bpf_raw_tracepoint_args *ctx) {
+            struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+            struct event e = {};
+            e.pid = task->real_parent->tgid;
+            u64 v = ((struct task_struct *)ctx->args[1])->se.vruntime;
+            { int task = 3; e.pid = task; }
+            bpf_probe_read_kernel(&e.pid, sizeof(e.pid), &last->tgid);
+            u64 lim = task->signal->rlim[7].rlim_cur;
+            return task->comm[0];
+        }
+        int kprobe__x(struct pt_regs *ctx, struct sock *sk) { return ctx->di + sk->__sk_common.skc_family; }
+    """)
+    )
+    got = [(a.line, a.struct, "".join(op + name for op, name in a.steps)) for a in member_accesses(cell)]
+    assert got == [
+        (9, "task_struct", "->real_parent->tgid"),
+        (10, "task_struct", "->se.vruntime"),
+        (12, "task_struct", "->tgid"),
+        (13, "task_struct", "->signal->rlim[].rlim_cur"),
+        (14, "task_struct", "->comm"),
+        (16, "sock", "->__sk_common.skc_family"),
+    ]
+
+
 def test_front_end_reads_every_call_of_a_large_source():
     body = "".join(f"int f{i}(struct xdp_md *ctx) {{ jt.call(ctx, {i % 4}); return 0; }}\n" for i in range(5000))
     cell = analyse("BPF_PROG_ARRAY(jt, 4);\n" + body)

@@ -196,11 +196,12 @@ def test_notebook_runs_top_to_bottom(path, executed):
         raised = [o for o in c.outputs if o.output_type == "error"]
         if "raises-exception" in c.metadata.get("tags", []):
             assert raised, f"a cell tagged raises-exception ran without error: {c.source[:60]!r}"
-        # what the reader sees has no traceback noise, and no warning but the headers note
+        # what the reader sees has no traceback noise, and no warning but the headers' (a cell's
+        # kernel struct offsets from another kernel's headers)
         for o in c.outputs:
             if o.output_type == "stream" and o.name == "stderr":
                 assert "Traceback" not in o.text, o.text
-                assert all("HeadersMismatchWarning" in line for line in o.text.splitlines() if "Warning" in line)
+                assert all(("HeadersMismatchWarning" in ln or "KernelOffsetsWarning" in ln) for ln in o.text.splitlines() if "Warning" in ln)
     # the last cell frees, while the kernel still runs, every module the cells left loaded
     assert code[-1].source.startswith("%bpf reset")
     assert text_outputs(code[-1]).startswith(f"reset: unloaded {len(modules_left(code[:-1]))} module(s)\n")
@@ -317,6 +318,13 @@ def test_core_notebook_results(executed):
     reads = summary["reads"]
     assert reads["CO-RE"] == reads["real pid"]  # BPF_CORE_READ relocated to this kernel
     assert "BCC, 6.1 headers" in reads  # shown beside it (wrong where headers mismatch)
+    # ... and the BCC cell said so when it loaded, the CO-RE one did not
+    bcc_said = "".join(o.text for o in code_cell(nb, "%%bpf bcc_read").outputs if o.output_type == "stream" and o.name == "stderr")
+    if reads["BCC, 6.1 headers"] != reads["real pid"]:
+        assert "KernelOffsetsWarning" in bcc_said and re.search(r"task_struct\.tgid is at offset \d+ in those headers, at \d+", bcc_said)
+        assert "--core" in bcc_said
+    core_said = "".join(o.text for o in code_cell(nb, "%%bpf core_read").outputs if o.output_type == "stream")
+    assert "KernelOffsetsWarning" not in core_said
     assert summary["mixed_retval"] == "XDP_DROP"  # BCC entry -> CO-RE stage -> BCC verdict
     assert summary["bytes"] == 100 * 100  # 100 runs of a 100-byte frame, via the subprogram
     [error] = [o for c in tagged(nb, "raises-exception") for o in c.outputs if o.output_type == "error"]

@@ -38,6 +38,9 @@ A loaded object answers the same questions whichever backend made it:
                                                name (LIBBPF_PIN_BY_NAME; BCC: {}, its pinned tables
                                                name their own paths)
 ``notes``                                      lines the cell shows besides its summary
+``warnings``                                   what the cell warns of before any data is shown
+                                               (KernelOffsetsWarning: BCC's kernel struct reads at
+                                               another kernel's offsets; libbpf: none, CO-RE relocates)
 ``cell_lines``                                 whether the object's BTF line info numbers the
                                                cell's own lines (BCC compiles lines in front of it)
 ``cell_line(line)``                            the cell's line of a line number in the object's

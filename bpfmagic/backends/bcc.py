@@ -40,6 +40,7 @@ class BccObject:
 
     kind = "bcc"
     notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()  # kernel struct members read at another kernel's offsets (bcc_offsets.py)
 
     @property
     def pins(self) -> dict[str, bool]:
@@ -218,22 +219,34 @@ def compile_cell(session, req, syntax, slot_index, resolved_slots, site_base) ->
     arrays = {n: (a.pin, a.size, a.counter_pin) for n, a in session.arrays.items()}
     sites = (session.sites.pin, site_base) if site_base is not None else None
     paths = {"pins": session._path_maps.pins} if req.paths and session._path_maps and sites else None
-    with collect_bcc() as stats:
-        bpf, log, columns = load_bcc(
-            syntax,
-            req.origin,
-            arrays,
-            slot_index,
-            req.cflags,
-            req.count_calls,
-            req.verbose,
-            can_load=session.privileges.can_load,
-            include_dirs=req.include_dirs,
-            sites=sites,
-            paths=paths,
-            cursor=session._cursor[1] if session._cursor else None,
-        )
-    return BccObject(bpf, columns, req.origin, syntax, dict(stats)), log
+    from . import bcc_offsets
+
+    # The kernel struct offsets the cell reads are asked of clang while libbcc compiles it.
+    offsets = bcc_offsets.start(syntax, req.origin, req.cflags, req.include_dirs)
+    try:
+        with collect_bcc() as stats:
+            bpf, log, columns = load_bcc(
+                syntax,
+                req.origin,
+                arrays,
+                slot_index,
+                req.cflags,
+                req.count_calls,
+                req.verbose,
+                can_load=session.privileges.can_load,
+                include_dirs=req.include_dirs,
+                sites=sites,
+                paths=paths,
+                cursor=session._cursor[1] if session._cursor else None,
+            )
+    except BaseException:
+        if offsets is not None:
+            offsets.cancel()
+        raise
+    obj = BccObject(bpf, columns, req.origin, syntax, dict(stats))
+    if offsets is not None:
+        obj.warnings = tuple(offsets.warnings())
+    return obj, log
 
 
 def check_tools() -> None:

@@ -382,6 +382,8 @@ class CoreObject:
     def notes(self) -> list[str]:
         return self._notes
 
+    warnings: tuple[str, ...] = ()  # CO-RE relocates kernel struct reads: none of BCC's offset warnings
+
     def _iter(self, next_fn):
         item = None
         while True:

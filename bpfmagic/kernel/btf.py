@@ -1,8 +1,9 @@
 """BTF, the one reader: the byte layout of a BTF type (or a ctypes type) as
 flat fields (what a map key or value holds, for decoding with a numpy
 structured dtype), a struct's members as a ring record's layout, the
-variables of a global-data section, and values decoded from and encoded into
-bytes as their BTF type says (global variables).
+variables of a global-data section, values decoded from and encoded into
+bytes as their BTF type says (global variables), and where the running
+kernel has a struct's member (``vmlinux()``: BCC's header offsets checked).
 
 Nested structs are flattened (``a.b``), arrays keep their dimensions,
 ``char[]`` is a string, bit-fields are read from their storage unit.
@@ -523,3 +524,73 @@ class Btf:
                 buf[start : start + len(data)] = data
             return bytes(buf)
         raise ValueTypeError(f"{what}: cannot write a {self.spelling(tid)}")
+
+    # -------------------------------------------------- a kernel struct's members (BCC's offsets checked)
+    def record(self, name: str) -> int | None:
+        """The type id of ``struct NAME`` (or ``union NAME``), None when the BTF has neither."""
+        for kind in (KIND_STRUCT, KIND_UNION):
+            tid = self.lib.btf__find_by_name_kind(self.ptr, name.encode(), kind)
+            if tid > 0:
+                return tid
+        return None
+
+    def member(self, tid: int, name: str) -> MemberLayout | None:
+        """Member NAME of the struct or union TID, looked for inside its anonymous
+        structs and unions too; None when it has no such member."""
+        tid, t, kind, vlen, kflag = self._strip(tid)
+        if kind not in (KIND_STRUCT, KIND_UNION):
+            return None
+        for mem in self._entries(t, _BtfMember, vlen):
+            bits, bit_off = (mem.offset >> 24, mem.offset & 0xFFFFFF) if kflag else (0, mem.offset)
+            mname = self._name(mem.name_off)
+            if mname == name:
+                size = self.lib.btf__resolve_size(self.ptr, mem.type)
+                return MemberLayout(bit_off // 8, bits or (size if size >= 0 else 0), bits, bit_off, mem.type)
+            if not mname:
+                inner = self.member(mem.type, name)
+                if inner is not None:
+                    return MemberLayout(inner.offset + bit_off // 8, inner.size, inner.bits, inner.bit_offset + bit_off, inner.type_id)
+        return None
+
+    def record_behind(self, tid: int) -> int | None:
+        """The struct or union a value of type TID is, or points to, or is an array of
+        (through typedefs and qualifiers): the base of the next ``->`` or ``[i].``."""
+        tid, t, kind, _, _ = self._strip(tid)
+        if kind in (KIND_PTR, KIND_ARRAY):
+            inner = t.size_or_type if kind == KIND_PTR else self._entries(t, _BtfArray, 1)[0].type
+            tid, t, kind, _, _ = self._strip(inner)
+        return tid if kind in (KIND_STRUCT, KIND_UNION) else None
+
+
+@dataclass(frozen=True)
+class MemberLayout:
+    """Where a member is: ``offset`` bytes into its struct, ``size`` bytes (a
+    bit-field: ``bits`` wide at ``bit_offset`` bits, ``size`` is its width)."""
+
+    offset: int
+    size: int
+    bits: int
+    bit_offset: int
+    type_id: int
+
+
+_vmlinux: Btf | None = None
+
+
+def vmlinux(path: str = "/sys/kernel/btf/vmlinux") -> Btf | None:
+    """The running kernel's BTF, read once per process; None when the kernel has none."""
+    global _vmlinux
+    if _vmlinux is None:
+        import os
+
+        from . import libbpf
+
+        if not os.path.isfile(path):
+            return None
+        lib = libbpf.object_api()
+        lib.btf__parse.restype, lib.btf__parse.argtypes = ct.c_void_p, [ct.c_char_p, ct.c_void_p]
+        ptr = lib.btf__parse(path.encode(), None)
+        if not ptr or lib.libbpf_get_error(ct.c_void_p(ptr)):
+            return None
+        _vmlinux = Btf(lib, ptr)  # kept for the process: the running kernel's types do not change
+    return _vmlinux

@@ -35,6 +35,7 @@ from ..errors import EnvironmentProblem
 
 __all__ = [
     "HeadersMismatchWarning",
+    "KernelOffsetsWarning",
     "HeadersInfo",
     "Status",
     "Privileges",
@@ -73,6 +74,11 @@ _DEBIAN_ARCH = {
 
 class HeadersMismatchWarning(UserWarning):
     """BCC compiles against headers of a kernel other than the running one."""
+
+
+class KernelOffsetsWarning(HeadersMismatchWarning):
+    """A BCC cell reads kernel struct members whose offsets in those headers are
+    not the running kernel's: its values are other bytes than they name."""
 
 
 class Status(NamedTuple):
@@ -223,6 +229,12 @@ def kernel_headers_info(usr_src: str = USR_SRC) -> HeadersInfo:
     if _tree_intact(tree, common, flavour, name):
         return HeadersInfo("merged", tree, running, name, common, flavour)
     return HeadersInfo("available", None, running, name, common, flavour)
+
+
+def headers_name(tree: str) -> str:
+    """The kernel a headers tree is of: the version our merged tree was built from, else its path."""
+    stamp = _read_stamp(tree)
+    return str(stamp.get("version")) if stamp and stamp.get("version") else tree
 
 
 def _tree_intact(tree: str, common: str, flavour: str, name: str) -> bool:
