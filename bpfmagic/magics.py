@@ -15,6 +15,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import MagicArgumentParser
 from traitlets import Integer, TraitError, observe, validate
 
+from . import completion
 from . import shell as shell_session  # the shell's Session (not IPython's shell object)
 from .c.source_files import split_cflags
 from .errors import BpfError, UsageProblem
@@ -692,8 +693,10 @@ def register(ipython) -> None:
             filename="bpfmagic",
             lineno=0,
         )
-    ipython.register_magics(BpfMagics)
+    magics = BpfMagics(ipython)
+    ipython.register_magics(magics)
     _registered_shell = ipython
+    completion.register(ipython, magics._line, magics._cell_parser)  # candidates from the same parsers
     if _after_cell not in ipython.events.callbacks["post_run_cell"]:
         ipython.events.register("post_run_cell", _after_cell)
     _saved_custom_exc = (ipython.custom_exceptions, getattr(ipython, "CustomTB", None))
@@ -705,6 +708,7 @@ def unregister(ipython) -> None:
     if _after_cell in ipython.events.callbacks["post_run_cell"]:
         ipython.events.unregister("post_run_cell", _after_cell)
     _registered_shell = None
+    completion.unregister(ipython)
     if _saved_custom_exc is not None:
         exceptions, handler = _saved_custom_exc
         ipython.custom_exceptions = exceptions

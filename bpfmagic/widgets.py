@@ -13,6 +13,39 @@ import time
 
 from .errors import UsageProblem
 
+# Columns the stream view shows as time: these names, and only as u64, which is what
+# bpf_ktime_get_ns() returns (a u32 "ts" or a counter named otherwise is left as it is).
+TIME_COLUMNS = ("ts", "timestamp", "time_ns")
+TIME_NOTE = (
+    "{cols}: local time of day (HH:MM:SS.µs) = bpf_ktime_get_ns() (CLOCK_MONOTONIC, ns since boot) "
+    "+ this host's CLOCK_REALTIME − CLOCK_MONOTONIC; <code>%bpf df</code> keeps the ns"
+)
+
+
+def time_columns(frame) -> list[str]:
+    """The columns of FRAME the view shows as time (TIME_COLUMNS of dtype uint64)."""
+    return [c for c in frame.columns if c in TIME_COLUMNS and str(frame[c].dtype) == "uint64"]
+
+
+def as_wall_clock(frame):
+    """FRAME with its time columns (time_columns) as local time of day, microseconds.
+    bpf_ktime_get_ns() is CLOCK_MONOTONIC; the offset to CLOCK_REALTIME is read now,
+    so a clock step (NTP) shows in the next refresh."""
+    import datetime
+
+    import pandas as pd
+
+    columns = time_columns(frame)
+    if not columns:
+        return frame
+    offset = time.clock_gettime_ns(time.CLOCK_REALTIME) - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+    zone = datetime.datetime.now().astimezone().tzinfo
+    shown = frame.copy()
+    for col in columns:
+        wall = pd.to_datetime(shown[col].astype("int64") + offset, unit="ns", utc=True)
+        shown[col] = wall.dt.tz_convert(zone).dt.strftime("%H:%M:%S.%f")
+    return shown
+
 
 class _LiveView:
     """What both live views share: a refresh thread and a widget (``stop()`` is each view's own)."""
@@ -53,14 +86,16 @@ class Watch(_LiveView):
         self.interval = interval
         self.values: dict[str, float] = {}  # the figures last shown, for code that reads the view
         self.status = w.HTML()
-        self.table = w.HTML()
-        self.groups = w.HTML()
+        # the rows and the counts side by side, their header rows level: top-aligned, each as wide as it is
+        self.table = w.HTML(layout=w.Layout(flex="0 1 auto"))
+        self.groups = w.HTML(layout=w.Layout(flex="0 0 auto", margin="0 0 0 24px"))
         self.stop_button = w.Button(description="Stop", icon="stop", tooltip="stop updating this view (the stream keeps collecting)")
         self.clear_button = w.Button(description="Clear", icon="trash", tooltip="clear the stream's rows and counters")
         self.stop_button.on_click(lambda _: self.stop())
         self.clear_button.on_click(lambda _: self._clear())
         body = [self.table, self.groups] if by else [self.table]
-        self.widget = w.VBox([w.HBox([self.status, self.stop_button, self.clear_button]), w.HBox(body)])
+        self.tables = w.HBox(body, layout=w.Layout(display="flex", flex_flow="row nowrap", align_items="flex-start"))
+        self.widget = w.VBox([w.HBox([self.status, self.stop_button, self.clear_button]), self.tables])
         self._stopped = threading.Event()
         self._last = (time.monotonic(), stream.count)
         previous = getattr(stream, "_watch", None)
@@ -103,12 +138,16 @@ class Watch(_LiveView):
             f"{_rate(rate)} · <span{lost_style}>{lost_text}</span> · dropped {dropped:,} · "
             f"rows {held:,} / {s.max_rows:,}{error}"
         )
-        self.table.value = snap["tail"].to_html(max_cols=30, border=0)
+        tail = snap["tail"]
+        times = time_columns(tail)
+        note = f"<div style='font-size:smaller;color:#555'>{TIME_NOTE.format(cols=', '.join(times))}</div>" if times else ""
+        self.table.value = as_wall_clock(tail).to_html(max_cols=30, border=0) + note
         counted = None
         if self.by:
             counts = snap["counts"]
             counted = int(counts.sum())
-            self.groups.value = counts.head(20).to_frame().to_html(border=0)
+            # one header row (value, count) like the rows' table beside it, not to_frame's two
+            self.groups.value = counts.head(20).rename_axis(self.by).reset_index(allow_duplicates=True).to_html(index=False, border=0)
         # last: whoever sees these figures sees widgets showing them
         self.values = {"count": count, "rate": rate, "lost": lost, "dropped": dropped, "rows": held}
         if counted is not None:

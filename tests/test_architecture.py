@@ -155,6 +155,7 @@ LAYERS = {
     "bpfmagic.session": 4,
     "bpfmagic.shell": 5,
     "bpfmagic.magics": 5,
+    "bpfmagic.completion": 5,
     "bpfmagic.widgets": 5,
     "bpfmagic.cli": 5,
     "bpfmagic.site": 5,

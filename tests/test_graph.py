@@ -189,3 +189,106 @@ def test_run_refuses_a_repeat_beyond_a_c_int(shell):
     with pytest.raises(bpfmagic.UsageProblem, match="2,147,483,647"):
         shell.run_line_magic("bpf", "bench tailcalls --depth 1 --repeat 4294967297")
     assert bpfmagic.session().program("x.pass").run_cnt == 0
+
+
+# A dispatcher whose key is the packet's first byte: which slots it misses is up to the test.
+BY_FIRST_BYTE = r"""
+BPF_PROG_ARRAY(jt, 8);
+int entry(struct xdp_md *ctx) {
+    unsigned char *p = (void *)(long)ctx->data;
+    if ((void *)(p + 1) > (void *)(long)ctx->data_end)
+        return XDP_PASS;
+    u32 key = p[0];
+    jt.call(ctx, key);
+    return XDP_PASS;
+}
+int handler(struct xdp_md *ctx) { return XDP_DROP; }
+"""
+
+
+def frame(first: int) -> bytes:
+    return bytes([first]) + bytes(63)
+
+
+def drawn_nodes(dot_source: str) -> dict[str, str]:
+    """Node name -> its label, as the dot source declares them."""
+    import re
+
+    return {m[1]: m[2] for m in re.finditer(r'^\t"([^"]+)" \[label="([^"]*)"', dot_source, re.M)}
+
+
+@needs_root
+def test_empty_slots_only_missed_through_a_variable_key_are_one_node(session):
+    session.load("d", BY_FIRST_BYTE, slots={"jt[1]": "handler"})
+    for key, runs in ((1, 4), (3, 5), (5, 2), (6, 1)):
+        session.test_run("d.entry", data=frame(key), repeat=runs)
+    g = session.graph("jt")
+    # the data keeps every slot; the picture draws the three missed ones as one node
+    assert {"jt[3]", "jt[5]", "jt[6]", "jt[1]"} <= set(g.nodes["node"])
+    nodes = drawn_nodes(g.dot().source)
+    assert "jt[3]" not in nodes and "jt[5]" not in nodes and "jt[6]" not in nodes
+    assert nodes["jt[empty]"] == "jt: 3 empty slots\n3, 5, 6\n8 calls, all missed"  # most called first
+    assert nodes["jt[1]"] == "jt[1]\n4 calls"
+    dot = g.dot().source
+    assert '"d.entry" -> "jt[empty]"' in dot and dot.count('-> "jt[empty]"') == 1
+    assert "rankdir=LR" in dot  # four nodes side by side fit a notebook
+
+
+@needs_root
+def test_a_single_missed_slot_stays_a_node_of_its_own(session):
+    session.load("d1", BY_FIRST_BYTE, slots={"jt[1]": "handler"})
+    session.test_run("d1.entry", data=frame(4), repeat=2)
+    nodes = drawn_nodes(session.graph("jt").dot().source)
+    assert "jt[empty]" not in nodes and nodes["jt[4]"] == "jt[4]\n2 calls, 2 missed\n(empty)"
+
+
+@needs_root
+def test_variable_keys_of_several_stages_go_through_one_lookup_node(session):
+    """Notebook 11's picture: every stage calls the next by a variable key; drawn stage ->
+    lookup -> slot (N + M edges), not an edge from every stage to every slot."""
+    stages = 5
+    src = "BPF_PROG_ARRAY(fwc, 8);\n" + "\n".join(
+        f"int st{i}(struct xdp_md *ctx) {{ u32 k = ctx->rx_queue_index + {i + 1}; fwc.call(ctx, k); return XDP_PASS; }}" for i in range(stages)
+    )
+    session.load("fw", src, slots={f"fwc[{i}]": f"st{i}" for i in range(1, stages)})
+    session.test_run("fw.st0", repeat=3)
+    g = session.graph("fwc")
+    variable = g.edges[g.edges["key"] == "(var)"]
+    assert len(variable) == stages * stages  # the data: every stage to each slot it may reach (4 filled, 1 missed)
+    dot = g.dot().source
+    assert drawn_nodes(dot)["fwc[var]"] == "fwc[key]\nvariable key"
+    assert all(f'"fw.st{i}" -> "fwc[var]"' in dot for i in range(stages))
+    assert dot.count('"fwc[var]" ->') == stages  # the four filled slots and the one that missed
+    assert dot.count(" -> ") == stages + stages + (stages - 1)  # into the lookup, out of it, slot -> program
+    assert "rankdir=TB" in dot  # ten nodes would not fit side by side
+
+
+@needs_root
+def test_the_quickstart_dispatcher_picture_fits_a_notebook(session):
+    """Seen before this layout: a 675 x 3840 px strip of one node per syscall missed."""
+    import re
+
+    session.progarray("progs", 512, keys="syscalls")
+    session.load(
+        "disp",
+        "BPF_PROG_ARRAY(progs, 512);\n"
+        "int dispatch(struct bpf_raw_tracepoint_args *ctx) { progs.call(ctx, ctx->args[1]); return 0; }\n"
+        "int on_write(struct bpf_raw_tracepoint_args *ctx) { return 0; }\n",
+        attach={"dispatch": "raw_tracepoint:sys_enter"},
+        slots={"progs[write]": "on_write"},
+    )
+    for _ in range(20):
+        os.stat("/")  # newfstatat
+        os.close(os.open("/", os.O_RDONLY))  # openat, close
+        os.write(2, b"")  # write: the one slot with a program
+    g = session.graph("progs")
+    missed = g.nodes[(g.nodes["kind"] == "slot") & g.nodes["program"].isna()]
+    assert len(missed) >= 3
+    nodes = drawn_nodes(g.dot().source)
+    assert set(nodes) == {"disp.dispatch", "disp.on_write", "progs[write]", "progs[empty]"}
+    assert nodes["progs[empty]"].startswith(f"progs: {len(missed)} empty slots\n")
+    if shutil.which("dot"):
+        svg = g.svg()
+        width, height = (float(v) * 96 / 72 for v in re.search(r'<svg width="([\d.]+)pt" height="([\d.]+)pt"', svg).groups())
+        assert width <= 953 and height <= 400  # drawn at full size: its 10 pt text is readable
+        assert re.search(r'transform="scale\(([\d.]+) ', svg)[1] == "1"  # not scaled down to fit

@@ -3,7 +3,9 @@ stops with the stream."""
 
 from __future__ import annotations
 
+import re
 import threading
+import time
 
 import pytest
 
@@ -34,7 +36,7 @@ def test_watch_values_change_while_events_arrive(session):
     # the last three rows, and the counts by len (every packet is 64 bytes)
     assert all(f"<td>{seq}</td>" in view.table.value for seq in (997, 998, 999))
     assert "<td>996</td>" not in view.table.value
-    assert "<th>64</th>" in view.groups.value and "<td>1000</td>" in view.groups.value
+    assert "<td>64</td>" in view.groups.value and "<td>1000</td>" in view.groups.value
     libbpf.test_run(m.program("produce").fd, data=PACKET, repeat=500)
     assert wait_for(lambda: view.values.get("count") == 1500)
     view.clear_button.click()
@@ -42,6 +44,65 @@ def test_watch_values_change_while_events_arrive(session):
     view.stop_button.click()
     assert not view.running and st.running  # Stop stops the view, not the stream
     assert watch_threads() == []
+
+
+def test_watch_shows_ts_as_wall_clock_time(session):
+    """A u64 column named ts (bpf_ktime_get_ns) shows as local time of day, never as ns
+    since boot, and the view says how it got there; other u64 columns stay numbers."""
+    m = session.load("wt", ring_producer())
+    st = session.stream("events")
+    view = Watch(st, by="len", rows=3, interval=0.05)
+    libbpf.test_run(m.program("produce").fd, data=PACKET, repeat=5)
+    assert wait_for(lambda: view.values.get("count") == 5)
+    view.update()
+    df = st.df()
+    page = view.table.value
+    for ns in df["ts"].tail(3):
+        assert f"<td>{ns}</td>" not in page  # the raw ns since boot is gone
+    shown = re.findall(r"<td>(\d\d:\d\d:\d\d\.\d{6})</td>", page)
+    assert len(shown) == 3
+    # each is the event's own time: CLOCK_MONOTONIC ns + the realtime offset, in local time
+    offset = time.clock_gettime_ns(time.CLOCK_REALTIME) - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+    expected = [time.strftime("%H:%M:%S", time.localtime((int(ns) + offset) / 1e9)) for ns in df["ts"].tail(3)]
+    assert [t[:8] for t in shown] == expected
+    assert "ts: local time of day" in page and "CLOCK_MONOTONIC" in page
+    assert f"<td>{0xABCDEF}</td>" in page  # tag is a u64 too, but not a timestamp: a number
+    assert view.values["count"] == 5  # the figures are not touched
+    view.stop()
+
+
+def test_only_u64_columns_named_as_timestamps_are_shown_as_time():
+    import pandas as pd
+
+    from bpfmagic.widgets import as_wall_clock, time_columns
+
+    frame = pd.DataFrame(
+        {
+            "ts": pd.array([1_000_000_000], dtype="uint64"),
+            "timestamp": pd.array([2_000_000_000], dtype="uint64"),
+            "time_ns": pd.array([3], dtype="uint32"),  # a u32 cannot hold ns since boot
+            "ts_count": pd.array([4], dtype="uint64"),
+        }
+    )
+    assert time_columns(frame) == ["ts", "timestamp"]
+    shown = as_wall_clock(frame)
+    assert re.fullmatch(r"\d\d:\d\d:\d\d\.\d{6}", shown["ts"][0]) and shown["time_ns"][0] == 3 and shown["ts_count"][0] == 4
+    assert frame["ts"][0] == 1_000_000_000  # the caller's frame is left as it was
+
+
+def test_rows_and_counts_side_by_side_are_top_aligned(session):
+    session.load("wl", ring_producer())
+    view = Watch(session.stream("events"), by="cpu", rows=3, interval=0.05)
+    try:
+        assert list(view.tables.children) == [view.table, view.groups]
+        layout = view.tables.layout
+        assert (layout.display, layout.flex_flow, layout.align_items) == ("flex", "row nowrap", "flex-start")
+        assert view.groups.layout.margin == "0 0 0 24px"  # a gap between the two tables
+        # one header row in each table, so the rows beside each other line up
+        for html_table in (view.table.value, view.groups.value):
+            assert html_table.split("</thead>")[0].count("<tr") == 1
+    finally:
+        view.stop()
 
 
 def test_watch_stops_when_the_module_is_unloaded(session):

@@ -5,7 +5,8 @@ and missed counters.
 
 Rendering uses the `graphviz` Python package with Graphviz's `dot` (the
 Debian package `graphviz`): `dot`'s layered layout draws a chain as a chain,
-left to right, and gives SVG that Jupyter shows as is. The data
+left to right when it fits a notebook's width, else top to bottom, and gives
+SVG that Jupyter shows as is. The data
 (`ChainGraph.nodes`, `ChainGraph.edges`) needs neither.
 """
 
@@ -38,7 +39,9 @@ NODE_COLUMNS = [
 # counters know (a constant key reaches one slot); a variable key's edges to the slots it
 # may reach carry no split (calls <NA>), the site's own totals are in site_calls/site_missed.
 EDGE_COLUMNS = ["src", "dst", "kind", "array", "index", "key", "calls", "taken", "missed", "line", "site_calls", "site_missed"]
-WIDE = 6  # chains with more programs than this are laid out top to bottom (a notebook is ~950 px wide)
+WIDE = 6  # pictures with more nodes than this side by side are laid out top to bottom (a notebook is ~950 px wide)
+FAN_OUT = 2  # variable keys of several programs reaching more slots than this: drawn through one node for the array's lookup
+COLLAPSED_KEYS_SHOWN = 6  # of slots collapsed into one node, the keys of this many (most called first)
 
 
 @dataclass
@@ -114,20 +117,29 @@ class ChainGraph:
         return set(zip(rows["src"], rows["dst"]))
 
     def dot(self):
-        """graphviz.Digraph of the chain."""
+        """graphviz.Digraph of the chain, drawn to be read at a notebook's width: empty
+        slots reached only through a variable key are one node per array (how many,
+        their calls, all missed), variable keys of several programs that fan out to more
+        than FAN_OUT slots go through one node for the array's lookup, and more than WIDE nodes
+        are laid out top to bottom. ``.nodes`` / ``.edges`` keep every slot."""
         import graphviz
 
-        programs = int((self.nodes["kind"] == "program").sum()) if len(self.nodes) else 0
+        collapsed = self._missed_only()
+        drawn = lambda node: collapsed.get(node, node)  # noqa: E731 - the node a slot is drawn as
+        shown = len(self.nodes) - len(collapsed) + len(set(collapsed.values()))
         title = self.title + (f"\n{stack_summary(self.stack)}" if self.stack.get("worst") is not None else "")
-        # Fit a notebook's output (about 950 px): a long chain goes top to bottom, and
-        # anything still wider is scaled down to 9.5 inches (at 96 px per inch).
+        # Fit a notebook's output (about 950 px): past WIDE nodes side by side the text would
+        # be scaled below reading size, so the chain goes top to bottom; anything still
+        # wider is scaled down to 9.5 inches (at 96 px per inch).
         g = graphviz.Digraph(
             "chain",
-            graph_attr={"rankdir": "TB" if programs > WIDE else "LR", "fontsize": "10", "label": title, "labelloc": "t", "size": "9.5,40"},
+            graph_attr={"rankdir": "TB" if shown > WIDE else "LR", "fontsize": "10", "label": title, "labelloc": "t", "size": "9.5,40"},
             node_attr={"fontname": "Helvetica", "fontsize": "10"},
             edge_attr={"fontname": "Helvetica", "fontsize": "9"},
         )
         for row in self.nodes.itertuples(index=False):
+            if row.node in collapsed:
+                continue
             if row.kind == "program":
                 lines = [row.program, row.type or ""]
                 if row.run_cnt:
@@ -152,25 +164,70 @@ class ChainGraph:
                     color=color,
                     fontcolor=color if row.missed else "black",
                 )
+        for node, (count, calls, keys) in self._collapsed_nodes(collapsed).items():
+            more = ["…"] if count > len(keys) else []
+            rows = [", ".join(keys[i : i + 3]) for i in range(0, len(keys), 3)]  # 3 keys a line: a narrow node
+            label = "\n".join([f"{node.split('[')[0]}: {count} empty slots", *rows, *more, f"{calls:,} calls, all missed"])
+            g.node(node, label, shape="ellipse", style="dashed", color="#d93025", fontcolor="#d93025")
         top = max(self.widths.values(), default=0)
 
-        def width(src, dst) -> dict:
-            n = self.widths.get((src, dst))
+        def width(pairs) -> dict:
+            n = sum(self.widths.get(pair, 0) for pair in pairs)
             return {"penwidth": f"{1 + 5 * n / top:.1f}", "xlabel": f"{n:,} runs"} if n and top else {}
 
+        variable = self.edges[(self.edges["kind"] == "call") & (self.edges["key"] == "(var)")]
+        fanned = {array for array, group in variable.groupby("array") if group["dst"].nunique() > FAN_OUT and group["src"].nunique() > 1}
+        done: set = set()
         for row in self.edges.itertuples(index=False):
-            if row.kind == "call":
-                variable = row.key == "(var)"
-                if variable:
-                    label = "var"
+            if row.kind == "call" and row.key == "(var)":
+                if row.array in fanned:  # src -> the array's lookup -> each slot: N + M edges, not N x M
+                    lookup = f"{row.array}[var]"
+                    if lookup not in done:
+                        g.node(lookup, f"{row.array}[key]\nvariable key", shape="diamond", style="dashed", fontsize="9")
+                    mine = variable[variable["src"] == row.src][["src", "dst"]].itertuples(index=False)
+                    self._once(g, done, row.src, lookup, width(mine), label="var", style="dashed")
+                    into = [(r.src, r.dst) for r in variable.itertuples(index=False) if drawn(r.dst) == drawn(row.dst)]
+                    self._once(g, done, lookup, drawn(row.dst), width(into), style="dashed")
                 else:
-                    label = f"line {row.line}" if row.line else ""
-                    if row.calls is not None and row.calls == row.calls and row.calls:
-                        label += f": {int(row.calls):,} calls" + (f", {int(row.missed):,} missed" if row.missed else "")
-                g.edge(row.src, row.dst, label=label, style="dashed" if variable else "solid", **width(row.src, row.dst))
+                    self._once(g, done, row.src, drawn(row.dst), width([(row.src, row.dst)]), label="var", style="dashed")
+            elif row.kind == "call":
+                label = f"line {row.line}" if row.line else ""
+                if row.calls is not None and row.calls == row.calls and row.calls:
+                    label += f": {int(row.calls):,} calls" + (f", {int(row.missed):,} missed" if row.missed else "")
+                g.edge(row.src, row.dst, label=label, **width([(row.src, row.dst)]))
             else:
-                g.edge(row.src, row.dst, label=f"{row.taken:,} taken", color="#1a73e8", **width(row.src, row.dst))
+                g.edge(row.src, row.dst, label=f"{row.taken:,} taken", color="#1a73e8", **width([(row.src, row.dst)]))
         return g
+
+    @staticmethod
+    def _once(g, done: set, src: str, dst: str, attrs: dict, **style) -> None:
+        """One drawn edge per pair: several slots collapsed into one node share it."""
+        if (src, dst) not in done:
+            done.update({(src, dst), src, dst})
+            g.edge(src, dst, **style, **attrs)
+
+    def _missed_only(self) -> dict[str, str]:
+        """Slot node -> the node it is drawn in: the empty slots of an array that only
+        variable-key calls reach (a dispatcher's missed syscalls), when there are two or
+        more; a slot a constant key names or a program fills stays a node of its own."""
+        if not len(self.nodes):
+            return {}
+        named_by = {(r.dst) for r in self.edges.itertuples(index=False) if not (r.kind == "call" and r.key == "(var)")}
+        empty = self.nodes[(self.nodes["kind"] == "slot") & ~self.nodes["program"].apply(lambda p: isinstance(p, str))]
+        groups: dict[str, list[str]] = {}
+        for row in empty.itertuples(index=False):
+            if row.node not in named_by:
+                groups.setdefault(row.array, []).append(row.node)
+        return {node: f"{array}[empty]" for array, members in groups.items() if len(members) > 1 for node in members}
+
+    def _collapsed_nodes(self, collapsed: dict[str, str]) -> dict[str, tuple[int, int, list[str]]]:
+        """Collapsed node -> (slots in it, their calls, the keys of the most called few)."""
+        out = {}
+        for node in sorted(set(collapsed.values())):
+            rows = self.nodes[self.nodes["node"].map(collapsed.get) == node].sort_values("calls", ascending=False, kind="stable")
+            keys = [str(k if isinstance(k, str) else i) for k, i in zip(rows["key"], rows["index"])]
+            out[node] = (len(rows), int(rows["calls"].sum()), keys[:COLLAPSED_KEYS_SHOWN])
+        return out
 
     def svg(self) -> str:
         return self.render("svg").decode()
