@@ -761,9 +761,11 @@ def test_calls_vs_tail_calls_notebook(executed):
     33 tail calls taken, and prose made from this run's figures."""
     nb = executed("12-calls-vs-tail-calls.ipynb")
     summary = json.loads(text_outputs(tagged(nb, "summary")[0]).strip().splitlines()[-1])
-    per_hop = summary["ns_per_hop"]
-    assert set(per_hop) == {"tail_call_const", "tail_call_var", "bpf2bpf", "inline"}
-    assert all(v > 0 for v in per_hop.values()), per_hop
+    per_hop, stderr = summary["ns_per_hop"], summary["ns_per_hop_stderr"]
+    assert set(per_hop) == set(stderr) == {"tail_call_const", "tail_call_var", "bpf2bpf", "inline"}
+    # a hop costs something; where this run's noise hides it (an inlined stage is ~2 ns) the prose says so
+    noisy = [m for m in per_hop if abs(per_hop[m]) < 2 * stderr[m]]
+    assert all(per_hop[m] > 0 for m in per_hop if m not in noisy), (per_hop, stderr)
     size = {m: {int(k): v for k, v in d.items()} for m, d in summary["jited_bytes"].items()}
     # each mechanism's byte count: inlining copies the stage, a call adds an instruction, a
     # constant-index chain adds a program per hop, a variable-index chain reuses one program
@@ -778,8 +780,9 @@ def test_calls_vs_tail_calls_notebook(executed):
     assert "tail_calls are not allowed" in limits["a subprogram tail-calls, frames above it 264 B"][1]
     assert summary["mixing"] is True and summary["max_tail_calls"] == 33
     prose = text_outputs(tagged(nb, "time-prose")[0])
-    assert f"a constant-index tail call cost **{per_hop['tail_call_const']:.1f} ns**" in prose
+    assert f"a constant-index tail call cost **{per_hop['tail_call_const']:.1f} ns** (± {stderr['tail_call_const']:.1f})" in prose
     assert f"a BPF-to-BPF call **{per_hop['bpf2bpf']:.1f} ns**" in prose
+    assert prose.count("which this run cannot tell from zero") == len(noisy)
     assert f"inlining made a **{size['inline'][32]}-byte** image" in text_outputs(tagged(nb, "sizes")[0])
     assert "8448 bytes (33 tail calls x 256 bytes)" in text_outputs(tagged(nb, "limits-prose")[0])
 

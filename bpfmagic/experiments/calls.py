@@ -218,13 +218,18 @@ def bench_calls(session, depths=DEFAULT_HOPS, repeat: int = 100_000, rounds: int
             session.enable_stats()
     rows = [{"mechanism": m, "hops": n, "ns_per_run": float(np.median(times[(m, n)])), **sizes[(m, n)]} for m in mechanisms for n in hops]
     df = pd.DataFrame(rows, columns=["mechanism", "hops", "ns_per_run", "jited_bytes", "xlated_insns", "stack_bytes", "verified_insns"])
-    per_hop = {}
+    per_hop, stderr = {}, {}
     for m in mechanisms:
         part = df[df["mechanism"] == m]
-        per_hop[m] = float(np.polyfit(part["hops"], part["ns_per_run"], 1)[0]) if part["hops"].nunique() > 1 else float("nan")
+        per_hop[m] = stderr[m] = float("nan")
+        if part["hops"].nunique() > 1:
+            per_hop[m] = float(np.polyfit(part["hops"], part["ns_per_run"], 1)[0])
+        if part["hops"].nunique() > 3:  # the slope's standard error: how far this run's noise moves it
+            stderr[m] = float(np.sqrt(np.polyfit(part["hops"], part["ns_per_run"], 1, cov=True)[1][0, 0]))
     df.attrs.update(
         {
             "ns_per_hop": per_hop,
+            "ns_per_hop_stderr": stderr,
             "repeat": repeat,
             "rounds": rounds,
             "kernel": platform.release(),
@@ -244,6 +249,11 @@ def _emulated() -> bool:
         return False
 
 
+def within_noise(slope: float, stderr: float) -> bool:
+    """A per-hop figure this run cannot tell from zero (two standard errors)."""
+    return stderr == stderr and abs(slope) < 2 * stderr
+
+
 def describe(df) -> str:
     """One line per mechanism: ns per hop, and the image and stack at the most hops."""
     a = df.attrs
@@ -251,7 +261,10 @@ def describe(df) -> str:
     lines = [f"kernel {a['kernel']}, median of {a['rounds']} x {a['repeat']:,} runs, kernel run stats off while timing"]
     for m, slope in a["ns_per_hop"].items():
         row = df[(df["mechanism"] == m) & (df["hops"] == top)].iloc[0]
-        lines.append(f"{m:<16} {slope:6.2f} ns per hop; at {top} hops: {row.jited_bytes} JIT bytes, {row.stack_bytes} B of stack")
+        err = a.get("ns_per_hop_stderr", {}).get(m, float("nan"))
+        spread = f" ± {err:.2f}" if err == err else ""
+        noisy = " (within this run's noise)" if within_noise(slope, err) else ""
+        lines.append(f"{m:<16} {slope:6.2f}{spread} ns per hop{noisy}; at {top} hops: {row.jited_bytes} JIT bytes, {row.stack_bytes} B of stack")
     if a.get("emulated"):
         lines.append("(an emulated CPU: these timings show what runs, not what it costs on hardware)")
     if a.get("stats_on_runs"):
