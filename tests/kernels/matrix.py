@@ -20,6 +20,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ET
 
@@ -66,10 +67,22 @@ def run_in_guest(kernel: str, out: str, timeout: float, kvm: bool) -> tuple[str,
     # vng runs virtme-run by name; the command goes after --, as the guest's argv
     env = dict(os.environ, PATH=os.path.dirname(vng) + os.pathsep + os.environ.get("PATH", ""))
     started = time.monotonic()
+    # QEMU rewrites a regular file given as its stdout from offset 0: the guest's output comes
+    # through a pipe and is copied into the log here.
     with open(os.path.join(run_dir, "console.log"), "w") as log:
+        guest_run = subprocess.Popen(
+            [*cmd, "--", *guest], cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        killer = threading.Timer(timeout, guest_run.kill)
+        killer.start()
         try:
-            subprocess.run([*cmd, "--", *guest], cwd=REPO, env=env, timeout=timeout, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        except subprocess.TimeoutExpired:
+            for line in guest_run.stdout:
+                log.write(line.decode(errors="replace"))
+                log.flush()
+            guest_run.wait()
+        finally:
+            killer.cancel()
+        if guest_run.returncode < 0:
             log.write(f"\nmatrix: the guest ran past {timeout:.0f} s and was stopped\n")
     return junit, time.monotonic() - started
 
