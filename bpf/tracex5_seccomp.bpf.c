@@ -11,6 +11,11 @@
  * The loader of the original sample filled progs[] from the handlers' section
  * names; libbpf does it from the .values initializer below. counts[] holds,
  * per syscall number, what the handlers (and the fall-through) matched.
+ *
+ * One change: the sample read the syscall's arguments from __seccomp_filter's
+ * seccomp_data argument, which x86-64 syscall entry passes as NULL (the kernel
+ * fills its own copy later), so the handlers read them from the task's saved
+ * user registers when it is NULL.
  */
 #include "vmlinux.h"
 #include <asm/unistd.h>
@@ -35,6 +40,18 @@ static __always_inline void count(u32 nr)
 
 	if (n)
 		__sync_fetch_and_add(n, 1);
+}
+
+/* Argument I of the syscall: from seccomp_data where the caller passed one, else from
+ * the registers the task entered the kernel with. */
+static __always_inline u64 syscall_arg(const struct seccomp_data *sd, int i)
+{
+	struct pt_regs *regs;
+
+	if (sd)
+		return i == 0 ? BPF_CORE_READ(sd, args[0]) : BPF_CORE_READ(sd, args[2]);
+	regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	return i == 0 ? PT_REGS_PARM1_CORE_SYSCALL(regs) : PT_REGS_PARM3_CORE_SYSCALL(regs);
 }
 
 int bpf_func_SYS__NR_write(struct pt_regs *ctx);
@@ -73,10 +90,10 @@ int BPF_KPROBE(bpf_prog1, int this_syscall, const struct seccomp_data *sd)
 PROG(SYS__NR_write)(struct pt_regs *ctx)
 {
 	struct seccomp_data *sd = (struct seccomp_data *)PT_REGS_PARM2(ctx);
-	u64 size = BPF_CORE_READ(sd, args[2]);
+	u64 size = syscall_arg(sd, 2);
 
 	if (size == 512) {
-		bpf_printk("write(fd=%d, size=%d)", (int)BPF_CORE_READ(sd, args[0]), (int)size);
+		bpf_printk("write(fd=%d, size=%d)", (int)syscall_arg(sd, 0), (int)size);
 		count(__NR_write);
 	}
 	return 0;
@@ -85,10 +102,10 @@ PROG(SYS__NR_write)(struct pt_regs *ctx)
 PROG(SYS__NR_read)(struct pt_regs *ctx)
 {
 	struct seccomp_data *sd = (struct seccomp_data *)PT_REGS_PARM2(ctx);
-	u64 size = BPF_CORE_READ(sd, args[2]);
+	u64 size = syscall_arg(sd, 2);
 
 	if (size > 128 && size <= 1024) {
-		bpf_printk("read(fd=%d, size=%d)", (int)BPF_CORE_READ(sd, args[0]), (int)size);
+		bpf_printk("read(fd=%d, size=%d)", (int)syscall_arg(sd, 0), (int)size);
 		count(__NR_read);
 	}
 	return 0;

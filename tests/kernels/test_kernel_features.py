@@ -38,6 +38,7 @@ int kprobe____x64_sys_getppid(struct pt_regs *ctx) {
 """
 
 BCC_KRETPROBE = r"""
+#include <asm/ptrace.h>
 struct event { u32 tid; u32 pad; s64 ret; };
 BPF_RINGBUF_OUTPUT(returns, 8);
 int on_return(struct pt_regs *ctx) {
@@ -167,8 +168,8 @@ def test_tracex5_sample_as_written(session):
     finally:
         child.kill()
         child.wait()
-    counts = m["counts"]
-    assert counts[nr["write"]].value == WRITES and counts[nr["read"]].value == READS and counts[nr["getuid"]].value == GETUIDS
+    counts = {name: m["counts"][n].value for name, n in nr.items()}
+    assert counts == {"write": WRITES, "read": READS, "getuid": GETUIDS}
     lines = session.trace(seconds=max(1.0, 3.0 - (time.monotonic() - started)), grep=r"^(write|read)\(fd=|^syscall=")
     mine = lines[lines["pid"] == child.pid]
     assert (mine["msg"].str.startswith("write(fd=") & mine["msg"].str.endswith("size=512)")).sum() == WRITES
