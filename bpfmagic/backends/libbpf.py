@@ -32,6 +32,7 @@ from ..kernel.attach import Attachment, Target
 from ..kernel.btf import Btf
 from ..kernel.lock import NATIVE_LOCK
 from ..kernel.pins import BPFFS
+from ..kernel.privileges import privilege_problem
 from ..kernel.progtypes import prog_type_name, prog_type_value
 from . import MapHandle
 
@@ -447,6 +448,14 @@ class CoreObject:
                     "...); a helper function should be static",
                     log[0],
                 )
+            if -ret == errno.EPERM:  # a missing capability, said as one (libbpf suggests `ulimit -l`)
+                failed = re.search(r"prog '(\w+)': BPF program load failed", log[0])
+                prog = self.programs().get(failed[1]) if failed else None
+                ptype = self.program_type(prog) if prog else None
+                what = f"{self.name}.{failed[1]} (as {ptype})" if prog else self.name
+                problem = privilege_problem(what, ptype, log[0] + f"\n{os.strerror(errno.EPERM)}")
+                if problem is not None:
+                    raise problem
             sections = [self.section(p) for p in self.programs().values()]
             refused = [sec for sec in sections if sec.startswith(("fentry/", "fexit/", "lsm/", "fmod_ret/"))]
             if refused and -ret == 1:  # EPERM: this kernel build refuses these program types
