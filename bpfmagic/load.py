@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import backends
 from . import progarray as prog_arrays
@@ -79,6 +79,7 @@ class CellSpec:
     convention_targets: list[tuple[str, Target]]
     arrays: list[tuple[str, int, int]]  # (name, size, line) of each prog array it declares
     chains: set[str]  # chains described as data whose stage it is (CHAIN_NEXT)
+    notes: list[str] = field(default_factory=list)  # what the front end changed in the cell, said in the cell
 
 
 def read_cell(req: LoadRequest) -> CellSpec:
@@ -88,14 +89,15 @@ def read_cell(req: LoadRequest) -> CellSpec:
     attach = [(func, parse_target(target)) for func, target in req.attach]
     for _func, target in attach:
         check_servable(target)
-    syntax = analyse(req.source)
+    syntax, notes = backend.read_source(req.source, req.origin)
     if not syntax.has_content:
         raise UsageProblem(f"{req.origin} has no C code: write the program below the %%bpf line (or load a file with --file PATH)")
     conventions = list(backend.convention_targets(syntax))  # what BCC attaches by names: the same checks
     for _func, target in conventions:
         check_servable(target)
         check_event_exists(target)
-    return CellSpec(syntax, backend, attach, conventions, declared_sizes(syntax, req), {t.array for t in syntax.tail_calls if t.kind == "chain"})
+    chains = {t.array for t in syntax.tail_calls if t.kind == "chain"}
+    return CellSpec(syntax, backend, attach, conventions, declared_sizes(syntax, req), chains, notes)
 
 
 class LoadTransaction:
@@ -170,7 +172,7 @@ class LoadTransaction:
         obj, log = self.spec.backend.compile_cell(session, req, syntax, self.slot_index, self.resolved_slots, site_base)
         module = self.module = Module(session, req.name, syntax, obj, req.origin)
         module.compile_log = log
-        module.notes += obj.notes
+        module.notes += [*self.spec.notes, *obj.notes]
         session._made_pins.update(path for path, made in obj.pins.items() if made)
         for fname, (ptype, fd, stats) in obj.preloaded().items():
             module.programs[fname] = Program(module, fname, ptype, fd, stats)

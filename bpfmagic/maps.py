@@ -743,10 +743,15 @@ class MapView:
         err = _err(_lib().bpf_map_update_elem(self.fd, _ptr(k), _ptr(v), libbpf.BPF_ANY))
         if err == _errno.EPERM and self.globals:
             raise UsageProblem(f"{self.name} is frozen at load (.rodata: const volatile): set it before loading, with --set VAR=VALUE")
+        if err == _errno.E2BIG and self.map_type in ARRAY_TYPES:  # an array is never full: the kernel's E2BIG is an index past its end
+            raise UsageProblem(f"{self.name}[{key!r}]: past the end of {self.name}, {self._array_extent()}")
         if err == _errno.E2BIG:
             raise UsageProblem(f"{self.name} is full ({self.max_entries} entries): {key!r} cannot be added")
         if err:
             raise OSError(err, f"{self.name}[{key!r}] = ...: {_errno.errorcode.get(err, err)}")
+
+    def _array_extent(self) -> str:
+        return f"an array of {self.max_entries} elements (keys 0 to {self.max_entries - 1}): its size is fixed at load"
 
     @_holding_the_map
     def push(self, value) -> None:
@@ -810,6 +815,19 @@ class MapView:
         ``F`` column for every CPU). One BPF_MAP_UPDATE_BATCH where the map type
         has it. Returns the number of rows written."""
         self._writable()
+        import pandas as pd
+
+        if not isinstance(frame, pd.DataFrame):
+            columns = ", ".join(self.key.columns + self.value.columns)
+            raise UsageProblem(
+                f"{self.name}.from_df takes a pandas DataFrame with the columns df() shows ({columns}), not a {type(frame).__name__}: "
+                f"pd.DataFrame(rows, columns=[...]) makes one; single entries are written with {self.name}[key] = value"
+            )
+        if frame.columns.empty:
+            raise UsageProblem(
+                f"{self.name}.from_df: the frame has no columns (and {len(frame)} rows); it needs "
+                f"{', '.join(self.key.columns + self.value.columns)}, as df() shows them"
+            )
         if self.map_type in (QUEUE, STACK):
             for _, row in frame.iterrows():
                 self.push(row.to_dict() if not self.value.scalar else row[self.value.role])
@@ -818,16 +836,30 @@ class MapView:
         missing = [c for c in self.key.columns if c not in frame.columns]
         if missing:
             raise UsageProblem(f"{self.name}.from_df: no column {missing[0]!r} for the key (key columns: {', '.join(self.key.columns)})")
-        keys = self.key.pack_columns({c: frame[c] for c in self.key.columns}, n, f"{self.name}.from_df")
-        values = np.zeros((n, self.ncpu), self.value.dtype)
-        for f in self.value.fields:
+        sources = {}  # (field's position, cpu) -> the frame's column
+        for i, f in enumerate(self.value.fields):
             name = self.value.column(f)
             for cpu in range(self.ncpu):
                 column = f"{name}.cpu{cpu}" if self.percpu and f"{name}.cpu{cpu}" in frame.columns else name
                 if column not in frame.columns:
                     raise UsageProblem(f"{self.name}.from_df: no column {column!r} for the value (value columns: {', '.join(self.value.columns)})")
-                _set_column(values[:, cpu], f, name, frame[column], f"{self.name}.from_df")
+                sources[i, cpu] = column
+        if n == 0:
+            return 0  # the columns are right and there is nothing to write
+        keys = self.key.pack_columns({c: frame[c] for c in self.key.columns}, n, f"{self.name}.from_df")
+        values = np.zeros((n, self.ncpu), self.value.dtype)
+        for i, f in enumerate(self.value.fields):
+            for cpu in range(self.ncpu):
+                _set_column(values[:, cpu], f, self.value.column(f), frame[sources[i, cpu]], f"{self.name}.from_df")
         raw_keys = np.ascontiguousarray(keys).view(np.uint8).reshape(n, -1)[:, : self.key_size]
+        if self.map_type in ARRAY_TYPES and self.key_size == 4:  # refused before anything is written
+            index = np.ascontiguousarray(raw_keys).view(np.uint32).reshape(-1)
+            past = np.flatnonzero(index >= self.max_entries)
+            if past.size:
+                raise UsageProblem(
+                    f"{self.name}.from_df: row {past[0]} has key {index[past[0]]}, past the end of {self.name}, "
+                    f"{self._array_extent()}; nothing was written ({past.size} of {n} rows are past the end)"
+                )
         self._update_batch(np.ascontiguousarray(raw_keys), values.reshape(-1))
         return n
 

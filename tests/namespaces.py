@@ -82,3 +82,31 @@ os.setgroups([])
 os.setresgid(65534, 65534, 65534)
 os.setresuid(65534, 65534, 65534)
 """
+
+# User nobody holding CAP_BPF and no other capability (a user granted BPF and nothing else).
+# Imported first as root, like BECOME_NOBODY (IMPORT_EVERYTHING); the capabilities survive
+# setresuid only with PR_SET_KEEPCAPS, and capset then keeps CAP_BPF alone.
+IMPORT_EVERYTHING = """
+import importlib, pkgutil, bpfmagic
+for _m in pkgutil.walk_packages(bpfmagic.__path__, "bpfmagic."):
+    importlib.import_module(_m.name)
+import bcc, pandas
+"""
+BECOME_NOBODY_WITH_CAP_BPF = """
+import ctypes
+_libc = ctypes.CDLL(None, use_errno=True)
+assert _libc.prctl(8, 1, 0, 0, 0) == 0  # PR_SET_KEEPCAPS
+os.setgroups([])
+os.setresgid(65534, 65534, 65534)
+os.setresuid(65534, 65534, 65534)
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+_caps = (_CapData * 2)()
+_caps[1].effective = _caps[1].permitted = 1 << (39 - 32)  # CAP_BPF, in the second 32-bit word
+assert _libc.capset(ctypes.byref(_CapHeader(0x20080522, 0)), _caps) == 0, os.strerror(ctypes.get_errno())
+"""
+
+# Root whose only capability is CAP_BPF (none of CAP_NET_ADMIN, CAP_PERFMON, CAP_SYS_ADMIN).
+ROOT_WITH_CAP_BPF_ONLY = ["setpriv", "--inh-caps=-all,+bpf", "--ambient-caps=-all,+bpf", "--bounding-set=-all,+bpf"]

@@ -330,6 +330,29 @@ def test_write_errors_name_the_field(session):
     assert len(flows) == 0  # nothing half-written
 
 
+def test_wrong_frames_and_writes_past_an_array_say_what_is_wrong(session):
+    """issue 19 item 8: a list or an empty frame given to from_df (AttributeError, ValueError
+    before), and a key past an array's end (the kernel's E2BIG, once called "full")."""
+    m = session.load("bm", BCC_SOURCE)
+    by_len, allowed = m.map("by_len"), m.map("allowed")
+    with pytest.raises(UsageProblem, match=r"bm\.allowed\.from_df takes a pandas DataFrame with the columns df\(\) shows \(key, value\), not a list"):
+        allowed.from_df([{"key": 53, "value": 1}])
+    with pytest.raises(UsageProblem, match=r"bm\.allowed\.from_df: the frame has no columns \(and 0 rows\); it needs key, value"):
+        allowed.from_df(pd.DataFrame())
+    assert allowed.from_df(pd.DataFrame({"key": [], "value": []})) == 0  # the right columns and no rows: nothing to write
+    with pytest.raises(UsageProblem, match=r"no column 'value'"):
+        allowed.from_df(pd.DataFrame({"key": []}))  # an empty frame still has to have the columns
+    with pytest.raises(UsageProblem, match=r"bm\.by_len\[4\]: past the end of bm\.by_len, an array of 4 elements \(keys 0 to 3\)") as err:
+        by_len[4] = 1
+    assert "full" not in str(err.value)
+    with pytest.raises(UsageProblem, match=r"row 1 has key 9, past the end of bm\.by_len.*; nothing was written \(1 of 2 rows"):
+        by_len.from_df(pd.DataFrame({"key": [2, 9], "value": [5, 6]}))
+    assert by_len[2] == 0  # row 0 was not written either
+    allowed.from_df(pd.DataFrame({"key": range(16), "value": 1}))
+    with pytest.raises(UsageProblem, match=r"bm\.allowed is full \(16 entries\): 99 cannot be added"):
+        allowed[99] = 1  # a hash does fill up
+
+
 def test_from_df_round_trips_what_df_produces(session):
     m = session.load("bm", BCC_SOURCE)
     run_packets(session, "bm.count", [DNS, DNS, BIG])

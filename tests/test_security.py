@@ -431,3 +431,95 @@ def test_run_killed_leaves_sockets_the_next_run_removes(tmp_path, monkeypatch):
         run.kill()
         run.wait()
         shutil.rmtree(base, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- users without full privileges
+# issue 19 item 8: what a user holding CAP_BPF but not everything is told, in place of a raw
+# PermissionError, "apt-get install linux-headers" or libbpf's "try raising ulimit -l".
+
+UNPRIVILEGED_CELLS = """
+    from bpfmagic import Session
+    XDP_CORE = 'SEC("xdp") int f(struct xdp_md *ctx) { return XDP_DROP; }'
+    XDP_BCC = "int f(struct xdp_md *ctx) { return XDP_DROP; }"
+    TRACING_CORE = 'SEC("raw_tp/sys_enter") int f(void *ctx) { return 0; }'
+    def refusal(source, core):
+        s = Session()  # each in a new session: BCC's header tree is built when a session starts
+        try:
+            s.load("m", source, core=core)
+            return "loaded"
+        except Exception as e:
+            return f"{type(e).__name__}: {e}"
+        finally:
+            s.close()
+"""
+
+
+def _debian_headers_installed_but_no_build_dir() -> bool:
+    """Headers BCC can use only through bpfmagic's merged tree (this machine kind, KERNEL.md)."""
+    import glob
+
+    return bool(glob.glob("/usr/src/linux-headers-*-common")) and not os.path.isdir(f"/lib/modules/{os.uname().release}/build")
+
+
+def test_nobody_with_cap_bpf_and_no_home_is_told_where_the_caches_go_and_the_fix_works():
+    import shutil
+    import tempfile
+
+    from .namespaces import BECOME_NOBODY_WITH_CAP_BPF, IMPORT_EVERYTHING, run_python
+
+    nobody = pwd.getpwnam("nobody").pw_uid
+    cache = tempfile.mkdtemp(prefix="bpfmagic-nobody-cache-")
+    os.chown(cache, nobody, nobody)
+    env = {k: v for k, v in os.environ.items() if k not in ("BCC_KERNEL_SOURCE", "XDG_CACHE_HOME")}
+    env["HOME"] = "/nonexistent"  # nobody's home in /etc/passwd
+    try:
+        facts = run_python(
+            [
+                IMPORT_EVERYTHING,
+                UNPRIVILEGED_CELLS,
+                BECOME_NOBODY_WITH_CAP_BPF,
+                f"""
+                caps = next(line.split()[1] for line in open("/proc/self/status") if line.startswith("CapEff"))
+                without = {{"core": refusal(XDP_CORE, True), "bcc": refusal(XDP_BCC, False)}}
+                os.environ["XDG_CACHE_HOME"] = {cache!r}  # what the message says to do
+                report(uid=os.getuid(), caps=caps, without=without, fixed={{"core": refusal(XDP_CORE, True), "bcc": refusal(XDP_BCC, False)}})
+                """,
+            ],
+            [],
+            env=env,
+            timeout=300,
+        )
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    assert facts["uid"] == nobody and facts["caps"] == f"{1 << 39:016x}"  # CAP_BPF alone
+    core = facts["without"]["core"]
+    assert core.startswith("EnvironmentProblem: bpfmagic keeps its caches"), core
+    assert "in /nonexistent/.cache/bpfmagic (XDG_CACHE_HOME is not set and HOME is /nonexistent)" in core
+    assert "cannot create /nonexistent: Permission denied" in core and "Set XDG_CACHE_HOME to a directory this user can write" in core
+    bcc = facts["without"]["bcc"]
+    if _debian_headers_installed_but_no_build_dir():
+        assert bcc.startswith("EnvironmentProblem: BCC found no kernel headers: those of kernel "), bcc
+        assert "are installed, but bpfmagic could not build BCC's header tree from them" in bcc and "Set XDG_CACHE_HOME" in bcc
+        assert "apt-get" not in bcc
+    # With XDG_CACHE_HOME set as told, both cells get as far as the kernel, which wants CAP_NET_ADMIN for XDP.
+    for kind, text in facts["fixed"].items():
+        assert text.startswith("EnvironmentProblem: m.f (as xdp): xdp programs (networking) need CAP_NET_ADMIN besides CAP_BPF"), (kind, text)
+        assert "uid 65534; capabilities: CAP_BPF" in text
+
+
+def test_root_with_only_cap_bpf_is_told_the_capability_a_core_cell_needs():
+    from .namespaces import ROOT_WITH_CAP_BPF_ONLY, run_python
+
+    facts = run_python(
+        [UNPRIVILEGED_CELLS, "report(xdp=refusal(XDP_CORE, True), tracing=refusal(TRACING_CORE, True), bcc=refusal(XDP_BCC, False))"],
+        ROOT_WITH_CAP_BPF_ONLY,
+        timeout=300,
+    )
+    for kind in ("xdp", "bcc"):
+        assert facts[kind].startswith("EnvironmentProblem: m.f (as xdp): xdp programs (networking) need CAP_NET_ADMIN besides CAP_BPF"), facts
+        assert "this process has root; capabilities: CAP_BPF." in facts[kind]
+    assert "ulimit" not in facts["xdp"]  # libbpf's guess for any EPERM as root
+    tracing = facts["tracing"]
+    assert tracing.startswith("EnvironmentProblem: m.f (as raw_tracepoint): raw_tracepoint programs (tracing) need CAP_PERFMON besides CAP_BPF"), (
+        tracing
+    )

@@ -77,8 +77,8 @@ class MapHandle:
 
 
 def for_cell(core: bool):
-    """The backend module a cell is compiled with: ``compile_cell``, ``check_tools``,
-    ``convention_targets``."""
+    """The backend module a cell is compiled with: ``read_source``, ``compile_cell``,
+    ``check_tools``, ``convention_targets``."""
     if core:
         from . import libbpf
 

@@ -13,7 +13,7 @@ import tempfile
 
 from ..c.diagnostics import compile_error, verifier_error
 from ..c.instrument import ColumnMap, bcc_text
-from ..errors import BpfError, EnvironmentProblem
+from ..errors import BpfError, EnvironmentProblem, UsageProblem
 from ..kernel import libbpf
 from ..kernel.lock import captured_fd2
 from ..kernel.privileges import fd_limit_problem, privilege_problem
@@ -247,6 +247,23 @@ def compile_cell(session, req, syntax, slot_index, resolved_slots, site_base) ->
     if offsets is not None:
         obj.warnings = tuple(offsets.warnings())
     return obj, log
+
+
+def read_source(source: str, origin: str):
+    """The cell's syntax and what the cell says about reading it (nothing, for BCC). A legacy
+    map definition (struct bpf_map_def SEC("maps")) is libbpf's, which BCC never loads: one line says so."""
+    from ..c import analyse
+    from ..c.legacy_maps import find_legacy_maps
+
+    legacy = find_legacy_maps(source, origin)
+    if legacy:
+        first = legacy[0]
+        raise UsageProblem(
+            f'{origin}:{first.line}: {first.name} is a legacy libbpf map definition (struct bpf_map_def SEC("maps")), which BCC '
+            f"does not load: run the cell with --core (bpfmagic rewrites it into a BTF-defined map), or declare it the BCC way "
+            f"(BPF_PROG_ARRAY({first.name}, N), BPF_HASH({first.name}, KEY, VALUE, N), ...)"
+        )
+    return analyse(source), []
 
 
 def check_tools() -> None:

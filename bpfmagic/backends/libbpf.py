@@ -32,6 +32,7 @@ from ..kernel.attach import Attachment, Target
 from ..kernel.btf import Btf
 from ..kernel.lock import NATIVE_LOCK
 from ..kernel.pins import BPFFS
+from ..kernel.privileges import privilege_problem
 from ..kernel.progtypes import prog_type_name, prog_type_value
 from . import MapHandle
 
@@ -449,6 +450,14 @@ class CoreObject:
                     "...); a helper function should be static",
                     log[0],
                 )
+            if -ret == errno.EPERM:  # a missing capability, said as one (libbpf suggests `ulimit -l`)
+                failed = re.search(r"prog '(\w+)': BPF program load failed", log[0])
+                prog = self.programs().get(failed[1]) if failed else None
+                ptype = self.program_type(prog) if prog else None
+                what = f"{self.name}.{failed[1]} (as {ptype})" if prog else self.name
+                problem = privilege_problem(what, ptype, log[0] + f"\n{os.strerror(errno.EPERM)}")
+                if problem is not None:
+                    raise problem
             sections = [self.section(p) for p in self.programs().values()]
             refused = [sec for sec in sections if sec.startswith(("fentry/", "fexit/", "lsm/", "fmod_ret/"))]
             if refused and -ret == 1:  # EPERM: this kernel build refuses these program types
@@ -841,6 +850,7 @@ def load_object(
     (.rodata included). ``pin_root``: where maps the cell pins by name go (CoreObject).
     Returns the loaded object and what clang and libbpf said."""
     source = syntax.source
+    written = syntax.written or source  # what errors quote and BTF line info holds: the cell as the user wrote it
     # sites: (fd, base) of the session's per-call-site counters
     text = core_text(
         syntax,
@@ -853,7 +863,7 @@ def load_object(
     )
     text = keep_ring_types(text, source)  # record types of rings get BTF: the stream reads their layout
     include_dirs = [os.path.dirname(os.path.abspath(file))] if file else []
-    obj_bytes, warnings_text = compile_object(text, source, origin, cflags, include_dirs, vmlinux_first=syntax.starts_with_vmlinux)
+    obj_bytes, warnings_text = compile_object(text, written, origin, cflags, include_dirs, vmlinux_first=syntax.starts_with_vmlinux)
 
     def open_and_load(stats: bool):
         return _open_and_load(
@@ -903,7 +913,7 @@ def _open_and_load(
     cursor=None,
     pin_root=None,
 ):
-    source = syntax.source
+    source = syntax.written or syntax.source  # verifier errors quote the cell as written
     obj = CoreObject(name, obj_bytes, pin_root)
     obj.syntax = syntax
     try:
@@ -989,6 +999,20 @@ def compile_cell(session, req, syntax, slot_index, resolved_slots, site_base) ->
 
 
 check_tools = tools
+
+
+def read_source(source: str, origin: str) -> tuple[CellSyntax, list[str]]:
+    """The cell's syntax with its legacy map definitions (struct bpf_map_def SEC("maps"))
+    rewritten into BTF-defined maps, lines kept, and the note that says so. Errors and
+    clang's BTF line info quote the cell as written (``CellSyntax.written``)."""
+    from ..c.legacy_maps import legacy_maps_note, rewrite_legacy_maps
+
+    text, legacy = rewrite_legacy_maps(source, origin)
+    syntax = analyse(text)
+    if not legacy:
+        return syntax, []
+    syntax.written = source
+    return syntax, [legacy_maps_note(legacy, origin)]
 
 
 def convention_targets(syntax):

@@ -112,7 +112,7 @@ class SlotRef:
 
 @dataclass
 class CellSyntax:
-    source: str
+    source: str  # the text analysed: the cell, or what the front end rewrote it into (c/legacy_maps.py), lines kept
     includes: list[Include] = field(default_factory=list)
     functions: dict[str, Function] = field(default_factory=dict)
     arrays: list[ArrayDecl] = field(default_factory=list)
@@ -128,6 +128,7 @@ class CellSyntax:
     # The cell's first line of code includes vmlinux.h (or it includes nothing, so bpfmagic's prelude
     # does): a precompiled vmlinux.h then stands for it.
     starts_with_vmlinux: bool = False
+    written: str | None = None  # the cell as written, when ``source`` is a rewrite of it: what errors quote
 
     @property
     def contexts(self) -> dict[str, str | None]:
@@ -371,7 +372,10 @@ def _struct_map_kind(decl) -> tuple[str | None, object]:
         node = stack.pop()
         if node.type in ("identifier", "type_identifier") and _text(node).startswith("BPF_MAP_TYPE_"):
             kind = kind or _text(node)[len("BPF_MAP_TYPE_") :]
-        if node.type == "macro_type_specifier" or node.type == "field_declaration":
+        declarator = node.child_by_field_name("declarator") if node.type == "field_declaration" else None
+        if declarator is not None and declarator.type == "array_declarator" and _declarator_name(declarator) == "max_entries":
+            size = declarator.child_by_field_name("size")  # int (*max_entries)[N]: __uint() expanded (legacy maps rewritten)
+        elif node.type == "macro_type_specifier" or node.type == "field_declaration":
             tokens = [c for c in node.named_children]
             names = [_text(t) for t in tokens]
             if "max_entries" in names:

@@ -127,12 +127,9 @@ def compile_error(stderr: str, source: str, origin: str, columns: ColumnMap | No
     if not errors:
         msg = stderr.strip() or "BCC could not compile the program (no message)"
         if "Unable to find kernel headers" in stderr or re.search(r"chdir\(/lib/modules/[^)]*/build\)", stderr):
-            raise EnvironmentProblem(
-                "BCC found no kernel headers. Run `bpfmagic doctor`; usually "
-                "`apt-get install -y linux-headers-amd64` fixes it (bpfmagic then "
-                "builds a merged header tree by itself).",
-                stderr,
-            )
+            from ..kernel.env import missing_headers_message
+
+            raise EnvironmentProblem(missing_headers_message(), stderr)
         return BpfCompileError(_relabel(msg, origin, columns=columns), stderr)
     # Keep the diagnostics compact: the errors with their lines, then clang's count.
     return BpfCompileError("\n".join(shown).rstrip() + _libbpf_style_hint(syntax), stderr)

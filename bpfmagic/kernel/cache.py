@@ -110,7 +110,10 @@ def trusted_dir(*parts: str) -> str:
     """cache_dir(*parts), made where missing and rebuilt (emptied) at every
     level that is not trusted. EnvironmentProblem when that cannot be done."""
     base = base_dir()
-    os.makedirs(base, DIR_MODE, exist_ok=True)
+    try:
+        os.makedirs(base, DIR_MODE, exist_ok=True)
+    except OSError as e:
+        raise unwritable(e) from None
     _check_base(base)
     path = base
     for part in ("bpfmagic", *parts):
@@ -133,7 +136,22 @@ def trusted_dir(*parts: str) -> str:
                 reason = untrusted_reason(os.lstat(path))
                 if reason:
                     raise EnvironmentProblem(f"cache directory {path} {reason}: remove it (`rm -rf {path}`)") from None
+            except OSError as e:
+                raise unwritable(e) from None
     return path
+
+
+def unwritable(e: OSError) -> EnvironmentProblem:
+    """The cache cannot be made where it goes (HOME=/nonexistent, as system users like
+    nobody have; a read-only home): where that is, why, and how to put it elsewhere."""
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    where = f"XDG_CACHE_HOME is {xdg}" if xdg else f"XDG_CACHE_HOME is not set and HOME is {os.environ.get('HOME') or os.path.expanduser('~')}"
+    return EnvironmentProblem(
+        f"bpfmagic keeps its caches (vmlinux.h and compiled objects for --core, the merged kernel headers for BCC) in "
+        f"{cache_dir()} ({where}), and cannot create {e.filename or cache_dir()}: {e.strerror}. Set XDG_CACHE_HOME to a "
+        "directory this user can write: `export XDG_CACHE_HOME=/var/tmp/$(id -un)-cache` in the shell that starts Jupyter, "
+        "or `os.environ['XDG_CACHE_HOME'] = '/var/tmp/...'` in the notebook before `%load_ext bpfmagic`"
+    )
 
 
 def write_file(directory: str, name: str, data: bytes) -> str:

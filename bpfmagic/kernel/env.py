@@ -44,6 +44,7 @@ __all__ = [
     "find_debian_headers",
     "kernel_headers_info",
     "ensure_kernel_headers",
+    "missing_headers_message",
     "is_mounted",
     "ensure_tracefs",
     "ensure_bpffs",
@@ -394,6 +395,31 @@ def ensure_kernel_headers(usr_src: str = USR_SRC) -> str | None:
     if info.mismatch:
         _warn_mismatch(info)
     return path
+
+
+def missing_headers_message() -> str:
+    """Why BCC found no kernel headers, and the fix: none installed, or installed and
+    bpfmagic could not build BCC's tree from them (its cache cannot be made: a user
+    such as nobody, whose HOME is /nonexistent)."""
+    info = kernel_headers_info()
+    if info.kind != "available":
+        return (
+            "BCC found no kernel headers. Run `bpfmagic doctor`; usually `apt-get install -y linux-headers-amd64` "
+            "fixes it (bpfmagic then builds a merged header tree by itself)."
+        )
+    from . import cache
+
+    try:
+        cache.trusted_dir("headers")
+    except EnvironmentProblem as e:
+        return (
+            f"BCC found no kernel headers: those of kernel {info.version} are installed, but bpfmagic could not build BCC's "
+            f"header tree from them. {e}; the session builds the tree when it starts, so restart the notebook's kernel after that."
+        )
+    return (
+        f"BCC found no kernel headers: those of kernel {info.version} are installed, and bpfmagic builds BCC's header tree from "
+        f"them when a session starts; this session did not (see `bpfmagic doctor`): restart the notebook's kernel."
+    )
 
 
 # --------------------------------------------------------------------------
