@@ -32,7 +32,7 @@ import sys
 import time
 import warnings
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout, as the tests import it
 
 TARGET_RATIO = 1.10  # %%bpf cell / plain BCC, and a first --core compile / BCC cell
 TARGET_CORE_RERUN_RATIO = 0.30  # an unchanged --core re-run (object cache) / BCC cell

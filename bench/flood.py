@@ -28,7 +28,7 @@ import threading
 import time
 import warnings
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout, as the tests import it
 
 PACKET = bytes(64)
 PRODUCER_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bpf", "xdp_ring_producer.bpf.c")

@@ -35,7 +35,7 @@ import warnings
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout, as the tests import it
 
 from bpfmagic import Session  # noqa: E402
 from bpfmagic.events.readers import RingReader  # noqa: E402

@@ -531,6 +531,11 @@ def test_headers_mismatch_is_a_one_line_note_once(tmp_path):
     streams = [(o["name"], o["text"]) for c in cells for o in c.outputs if o.output_type == "stream"]
     assert not [t for name, t in streams if name == "stderr"], streams
     notes = [line for _, t in streams for line in t.splitlines() if line.startswith("note: BCC uses the headers")]
+    if os.access("/sys/kernel/btf/vmlinux", os.R_OK):
+        # with BTF each BCC cell's struct reads are checked instead (test_offsets): a cell that
+        # reads none, like this one, gets no note at all
+        assert notes == [], notes
+        return
     assert len(notes) == 1 and len(notes[0]) < 200, notes
     assert info.running in notes[0] and "--core" in notes[0]
     assert "note: BCC uses" in "".join(o.get("text", "") for o in cells[0].outputs)

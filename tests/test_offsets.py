@@ -247,7 +247,14 @@ def test_uapi_contexts_and_helpers_give_no_note(session):
 
 def test_session_says_nothing_of_the_headers_when_cells_are_checked(monkeypatch, capsys):
     """The per-session note is the fallback where cells cannot be checked (no BTF)."""
+    import importlib
+
     from bpfmagic.session import _prepare_environment
+
+    session_module = importlib.import_module("bpfmagic.session")  # (bpfmagic.session is also a function)
+
+    # outside IPython the note is a warning (an earlier test may have started an in-process IPython)
+    monkeypatch.setattr(session_module, "_in_ipython", lambda: False)
 
     def headers_warnings() -> list[str]:
         monkeypatch.setattr(env, "_warned", False)
