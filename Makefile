@@ -60,8 +60,9 @@ $(PY): | apt
 	$(SYSTEM_PYTHON) -m venv --system-site-packages $(VENV)
 
 $(VENV)/.installed: pyproject.toml | $(PY)
+	@echo "setup: installing bpfmagic with its test and docs extras into $(VENV) (a minute or two the first time)"
 	$(PY) -m pip install -q -e '.[test,docs]'
-	@$(PY) -c "import bcc, pandas, ipywidgets, nbclient, nbconvert" \
+	@$(PY) -c "import bcc, pandas, ipywidgets, nbclient, myst_nb, sphinx_book_theme, tqdm" \
 	  || { echo "setup: $(VENV) cannot import bcc or a dependency; run 'make clean setup'" >&2; exit 1; }
 	@touch $@
 
@@ -70,7 +71,7 @@ $(VENV)/.installed: pyproject.toml | $(PY)
 # package importing bpfmagic.kernel.env before running it.
 headers: $(VENV)/.installed
 	@$(PY) -c 'import sys, bpfmagic.kernel.env as e; sys.exit(e.main())'
-	@$(PY) -c 'import bpfmagic.backends.libbpf as b; b.prepare_cache()'
+	@$(PY) -c 'import bpfmagic.backends.libbpf as b; print("setup: --core:", b.prepare_cache())'
 
 demo: setup
 	$(VENV)/bin/bpfmagic run $(DEMO)
@@ -80,8 +81,8 @@ test: setup
 	$(PY) -m ruff format --check bpfmagic tests bench
 	$(PY) -m pytest -q --durations=15 tests $(PYTEST_ARGS)
 
-# Every notebook executed and rendered to build/site/ (open build/site/index.html);
-# a notebook that fails fails the build.
+# Every notebook executed, then rendered by Sphinx (MyST-NB) to build/site/ (open
+# build/site/index.html); a notebook that fails fails the build. Progress bars on a terminal.
 docs: setup
 	rm -rf build/site
 	$(PY) -m bpfmagic.site --out build/site notebooks/*.ipynb

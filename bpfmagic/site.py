@@ -1,45 +1,52 @@
-"""``make docs``: every tutorial notebook executed and rendered to static
-HTML, with an index page, readable offline.
+"""``make docs``: every tutorial notebook executed on this machine, then
+rendered into a static site with Sphinx, MyST-NB and the Sphinx Book Theme.
 
-    python -m bpfmagic.site [--out build/site] [--timeout S] NOTEBOOK...
+    python -m bpfmagic.site [--out build/site] [--timeout S] [--readme README.md] [--no-execute] NOTEBOOK...
 
 Each notebook is executed top to bottom (``cli.run_notebook``, the same
-runner as ``bpfmagic run`` and the tests); one that fails, or shows an error
-in a cell not tagged ``raises-exception``, fails the build (exit 1) after
-the others were still built. The pages are nbconvert's "lab" HTML with the
-pictures inline (PNG and SVG outputs, images in Markdown embedded) and
-nothing fetched from the network: the CDN scripts (require.js, MathJax) are
-left out, and a live view (ipywidgets) is shown as the last state it had
-when the notebook ran, from the widget state nbclient saved. The executed
-notebooks are kept beside the pages (``executed/``).
+runner as ``bpfmagic run`` and the tests) into ``OUT/executed/``; one that
+fails, or shows an error in a cell not tagged ``raises-exception``, fails the
+build (exit 1) after the others were still built and rendered.
+
+The executed copies are then prepared for reading (a live view frozen into
+its last state, the kernel-headers note taken off the first cell and shown
+once on the index) and rendered without executing them again
+(``nb_execution_mode = "off"``): a sidebar of the tutorials in order,
+previous/next links, full-text search, page titles from each notebook's
+first heading, ``%%bpf`` cells highlighted as C, a download link to the
+notebook, an index page with what each tutorial teaches (the README's table),
+a page on running them (the README's set-up), and the kernel and date of the
+build in every footer. Nothing is fetched from the network when the site is
+viewed: it reads from ``file://`` or ``python -m http.server``.
+
+This module is also the Sphinx extension that does the ``%%bpf`` highlighting
+(``setup`` below).
 """
 
 from __future__ import annotations
 
 import argparse
-import html
+import datetime
+import io
 import os
+import platform
 import re
 import sys
+import tempfile
+import time
+
+from pygments.lexer import RegexLexer, bygroups, using
+from pygments.lexers.c_cpp import CLexer
+from pygments.token import Keyword, Name, Text
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
-_REMOTE_SCRIPT = re.compile(r"<script\b[^>]*\bsrc=\"https?://[^\"]*\"[^>]*>\s*</script>\s*", re.I)
-
-INDEX_CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 52rem; margin: 2.5rem auto;
-       padding: 0 1rem; line-height: 1.5; color: #222; }
-h1 { font-size: 1.6rem; margin-bottom: .2rem; }
-p.lead { color: #555; margin-top: 0; }
-ol { padding-left: 1.4rem; }
-li { margin: .9rem 0; }
-li a { font-weight: 600; text-decoration: none; }
-li a:hover { text-decoration: underline; }
-li .line { display: block; color: #444; }
-code { background: #f3f3f3; padding: 0 .2em; border-radius: 3px; }
-.failed { color: #b00020; font-weight: 600; }
-footer { margin-top: 2rem; color: #777; font-size: .9rem; }
-"""
+# session.headers_note(): printed by the first cell of every notebook that loads the extension
+HEADERS_NOTE = re.compile(r"^note: BCC uses the headers of kernel .*\n?", re.M)
+SITE_TITLE = "bpfmagic tutorials"
+RUNNING_PAGE = "running"
+# README sections that make the "how to run them" page, besides its opening
+RUNNING_SECTIONS = ("Environment notes",)
 
 
 def title_and_line(nb, descriptions: dict[str, str], name: str) -> tuple[str, str]:
@@ -67,32 +74,34 @@ def title_and_line(nb, descriptions: dict[str, str], name: str) -> tuple[str, st
     return title, descriptions.get(name, first_sentence)
 
 
-def readme_descriptions(readme: str) -> dict[str, str]:
-    """``| `notebooks/NAME.ipynb` | what it shows |`` rows of the README's table."""
-    out = {}
+def _read(path: str | None) -> str:
+    if not path:
+        return ""
     try:
-        with open(readme, encoding="utf-8") as f:
-            text = f.read()
+        with open(path, encoding="utf-8") as f:
+            return f.read()
     except OSError:
-        return out
-    for m in re.finditer(r"^\|\s*`notebooks/([^`]+\.ipynb)`\s*\|\s*(.+?)\s*\|\s*$", text, re.M):
-        out[m.group(1)] = m.group(2)
-    return out
+        return ""
 
 
-def inline_markdown(text: str) -> str:
-    """`code`, *emphasis* and **strong** of a one-line description, as HTML."""
-    parts = re.split(r"(`[^`]*`)", text)
-    out = []
-    for part in parts:
-        if part.startswith("`") and part.endswith("`") and len(part) > 1:
-            out.append(f"<code>{html.escape(part[1:-1])}</code>")
-        else:
-            s = html.escape(part)
-            s = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", s)
-            s = re.sub(r"\*(.+?)\*", r"<em>\1</em>", s)
-            out.append(s)
-    return "".join(out).replace("\\|", "|")
+def readme_descriptions(readme_text: str) -> dict[str, str]:
+    """``| `notebooks/NAME.ipynb` | what it shows |`` rows of the README's table."""
+    return {m.group(1): m.group(2) for m in re.finditer(r"^\|\s*`notebooks/([^`]+\.ipynb)`\s*\|\s*(.+?)\s*\|\s*$", readme_text, re.M)}
+
+
+def readme_sections(readme_text: str) -> dict[str, str]:
+    """The README split at its ``## `` headings: {heading: body}; the text before the first is under ""."""
+    sections, name, lines, fence = {}, "", [], False
+    for line in readme_text.splitlines():
+        if line.startswith("```"):
+            fence = not fence
+        if not fence and line.startswith("## "):
+            sections[name] = "\n".join(lines).strip()
+            name, lines = line[3:].strip(), []
+        elif not (name == "" and line.startswith("# ")):  # the README's own title
+            lines.append(line)
+    sections[name] = "\n".join(lines).strip()
+    return sections
 
 
 # ------------------------------------------------------------ widgets, offline
@@ -101,6 +110,8 @@ def inline_markdown(text: str) -> str:
 def _widget_html(model_id: str, state: dict, depth: int = 0) -> str:
     """The last state of a widget as plain HTML: HTML/Label values, children
     in order, buttons as disabled buttons. Enough for bpfmagic's views."""
+    import html
+
     model = state.get(model_id)
     if model is None or depth > 20:
         return ""
@@ -146,6 +157,54 @@ def freeze_widgets(nb) -> int:
     return frozen
 
 
+def remove_headers_note(nb) -> str | None:
+    """Take the kernel-headers note out of the notebook's outputs (it is the
+    same on every page); returns it, for the index to show once."""
+    found = None
+    for cell in nb.cells:
+        kept = []
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "stream":
+                match = HEADERS_NOTE.search(output.get("text", ""))
+                if match:
+                    found = found or match.group(0).strip()
+                    output["text"] = HEADERS_NOTE.sub("", output["text"])
+                    if not output["text"]:
+                        continue
+            kept.append(output)
+        if "outputs" in cell:
+            cell["outputs"] = kept
+    return found
+
+
+# ------------------------------------------------------------ %%bpf cells as C
+
+
+class BpfCellLexer(RegexLexer):
+    """A ``%%bpf`` cell: the magic's line, then the body as C."""
+
+    name = "bpfmagic cell"
+    aliases = ["bpf-cell"]
+    tokens = {"root": [(r"(%%bpf)([^\n]*\n?)", bygroups(Keyword, Name.Attribute)), (r"(?s).+", using(CLexer)), (r"\n", Text)]}
+
+
+def _highlight_bpf_cells(app, doctree) -> None:
+    """MyST-NB gives every code cell the notebook's lexer (IPython); a cell that
+    starts with ``%%bpf`` is C, so it gets the lexer above."""
+    from docutils import nodes
+
+    for block in doctree.findall(nodes.literal_block):
+        if block.astext().startswith("%%bpf"):
+            block["language"] = "bpf-cell"
+
+
+def setup(app):
+    """Sphinx extension entry point (``extensions = ["bpfmagic.site"]``)."""
+    app.add_lexer("bpf-cell", BpfCellLexer)
+    app.connect("doctree-read", _highlight_bpf_cells)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
+
+
 # ------------------------------------------------------------ building
 
 
@@ -160,69 +219,184 @@ def unexpected_errors(nb) -> list[str]:
     ]
 
 
-def render(nb) -> str:
-    """One notebook as a self-contained HTML page."""
-    from nbconvert import HTMLExporter
-
-    exporter = HTMLExporter(template_name="lab")
-    exporter.embed_images = True  # images referenced from Markdown, inline
-    body, _ = exporter.from_notebook_node(nb)
-    return _REMOTE_SCRIPT.sub("", body)
+def build_stamp(now: datetime.datetime | None = None) -> str:
+    """Where and when the notebooks ran: kernel release, machine, date."""
+    now = now or datetime.datetime.now().astimezone()
+    return f"Linux {platform.release()} ({platform.machine()}), {now:%Y-%m-%d %H:%M %Z}"
 
 
-def index_page(entries: list[dict]) -> str:
-    items = []
-    for e in entries:
-        state = "" if e["ok"] else ' <span class="failed">(failed to run)</span>'
-        items.append(
-            f'<li><a href="{html.escape(e["page"])}">{html.escape(e["title"])}</a>{state}<span class="line">{inline_markdown(e["line"])}</span></li>'
-        )
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>bpfmagic tutorials</title><style>{INDEX_CSS}</style></head><body>\n"
-        "<h1>bpfmagic tutorials</h1>\n"
-        '<p class="lead">eBPF tail-call experiments in Jupyter: each tutorial below was executed on a real '
-        "kernel to make this page; the numbers in it are that kernel's.</p>\n"
-        f"<ol>\n{chr(10).join(items)}\n</ol>\n"
-        "<footer>Built by <code>make docs</code>; the executed notebooks are in "
-        '<a href="executed/"><code>executed/</code></a>.</footer>\n</body></html>\n'
-    )
+def index_page(entries: list[dict], stamp: str, headers_note: str | None) -> str:
+    """The landing page (MyST): what each tutorial teaches, in order; the toctrees that make the sidebar."""
+    lines = [
+        f"# {SITE_TITLE}",
+        "",
+        "eBPF tail-call experiments in Jupyter with [bpfmagic](running.md): `%%bpf` cells compile and load C,",
+        "put the programs into named slots of prog arrays, and stream what they report into pandas DataFrames.",
+        f"Every tutorial below was executed on a real kernel to make this site ({stamp}):",
+        "the numbers in it are that kernel's. {doc}`How to run them yourself <running>`.",
+        "",
+    ]
+    for n, e in enumerate(entries, 1):
+        failed = " **(failed to run)**" if not e["ok"] else ""
+        lines += [f"{n}. **[{e['title']}]({e['doc']}.ipynb)**{failed}\\", f"   {e['line']}", ""]
+    if headers_note:
+        lines += ["```{note}", f"Every notebook printed this when it loaded the extension, on this machine: {headers_note}", "```", ""]
+    lines += ["```{toctree}", ":hidden:", ":caption: Start here", "", RUNNING_PAGE, "```", ""]
+    lines += ["```{toctree}", ":hidden:", ":caption: Tutorials", "", *(e["doc"] for e in entries), "```", ""]
+    return "\n".join(lines)
 
 
-def build(notebooks: list[str], out: str, timeout: float = 600, readme: str | None = None, echo: bool = True) -> bool:
-    """Execute and render NOTEBOOKS into OUT; True when every one ran cleanly."""
+def running_page(readme_text: str) -> str:
+    """How to set up and run the tutorials: the README's opening and set-up sections."""
+    sections = readme_sections(readme_text)
+    parts = ["# How to run the tutorials", "", sections.get("", "")]
+    quickstart = sections.get("Quickstart", "").split("```")[0].strip()  # its prose before the first example
+    if quickstart:
+        parts += ["", "## A Jupyter front end", "", quickstart]
+    for name in RUNNING_SECTIONS:
+        if sections.get(name):
+            parts += ["", f"## {name}", "", sections[name]]
+    return "\n".join(parts) + "\n"
+
+
+def sphinx_config(stamp: str) -> dict:
+    return {
+        "project": SITE_TITLE,
+        "html_title": SITE_TITLE,
+        "extensions": ["myst_nb", "bpfmagic.site"],
+        "root_doc": "index",
+        "nb_execution_mode": "off",  # executed above, on this machine; rendered as they ran
+        "nb_ipywidgets_js": {},  # widget views are frozen into HTML: no widget scripts from a CDN
+        "myst_heading_anchors": 3,
+        "suppress_warnings": ["myst.header", "misc.highlighting_failure"],
+        "html_theme": "sphinx_book_theme",
+        "html_theme_options": {
+            "use_download_button": True,  # the .ipynb behind each page (_sources/)
+            "use_fullscreen_button": False,
+            "show_navbar_depth": 1,
+            "footer_content_items": ["extra-footer.html"],  # the theme's others say "By Author name not set"
+            "navbar_persistent": [],  # the sidebar has the search field: no second one in a header bar
+            "extra_footer": f"<p>Notebooks executed on {stamp} by <code>make docs</code>; "
+            'the executed notebooks are in <a href="executed/">executed/</a>.</p>',
+        },
+        "html_show_sphinx": False,
+        "html_copy_source": True,
+        "html_last_updated_fmt": None,
+    }
+
+
+class _SphinxProgress:
+    """Advances a tqdm bar as Sphinx reads and writes each page."""
+
+    def __init__(self, bar, docs: set[str]):
+        self.bar, self.docs = bar, docs
+
+    def read(self, app, doctree):
+        self.bar.update(1)
+
+    def write(self, app, pagename, templatename, context, doctree):
+        if pagename in self.docs:
+            self.bar.update(1)
+
+
+def render_site(src: str, out: str, docs: list[str], stamp: str, progress: bool) -> list[str]:
+    """Sphinx over SRC into OUT; returns its warnings."""
+    from sphinx.application import Sphinx
+    from tqdm import tqdm
+
+    warnings = io.StringIO()
+    with (
+        tempfile.TemporaryDirectory(prefix="bpfmagic-doctrees-") as doctrees,
+        tqdm(total=2 * len(docs), desc="render", unit="page", disable=not progress or None, leave=False) as bar,
+    ):
+        app = Sphinx(src, None, out, doctrees, "html", confoverrides=sphinx_config(stamp), status=None, warning=warnings, freshenv=True)
+        steps = _SphinxProgress(bar, set(docs))
+        app.connect("doctree-read", steps.read)
+        app.connect("html-page-context", steps.write)
+        app.build()
+    return [w for w in warnings.getvalue().splitlines() if w.strip()]
+
+
+def run_notebooks(notebooks: list[str], executed_dir: str, timeout: float, progress: bool) -> list[tuple[str, bool, float]]:
+    """Run each notebook into EXECUTED_DIR: (executed path, ran cleanly, seconds) each.
+    A bar over the notebooks and one over the cells of the current one; a line per notebook when done."""
     import nbformat
+    from tqdm import tqdm
 
     from .cli import run_notebook
 
+    results = []
+    # disable=None: bars only on a terminal; the per-notebook lines are printed either way
+    bars = not progress or None
+    with tqdm(notebooks, desc="notebooks", unit="nb", disable=bars) as outer:
+        for path in outer:
+            name = os.path.basename(path)
+            outer.set_postfix_str(name)
+            executed = os.path.join(executed_dir, name)
+            # nbclient skips empty code cells: they are not counted either
+            cells = sum(1 for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code" and c.source.strip())
+            started = time.monotonic()
+            with tqdm(total=cells, desc=os.path.splitext(name)[0][:24], unit="cell", disable=bars, leave=False) as inner:
+                ok, _ = run_notebook(path, output=executed, timeout=timeout, echo=False, on_cell=lambda *_: inner.update(1))
+            seconds = time.monotonic() - started
+            if progress:
+                tqdm.write(f"docs: {name}: {cells} code cells in {seconds:.0f} s{'' if ok else ', FAILED'}")
+            results.append((executed, ok, seconds))
+    return results
+
+
+def build(notebooks: list[str], out: str, timeout: float = 600, readme: str | None = None, progress: bool = True, execute: bool = True) -> bool:
+    """Execute NOTEBOOKS and render them into OUT; True when every one ran cleanly.
+    With ``execute=False`` they are rendered as they are (notebooks executed before)."""
+    import shutil
+
+    import nbformat
+
     if not notebooks:
         raise ValueError("no notebooks given")
-    os.makedirs(os.path.join(out, "executed"), exist_ok=True)
-    descriptions = readme_descriptions(readme) if readme else {}
-    entries, failures = [], []
-    for path in notebooks:
-        name = os.path.basename(path)
-        stem = os.path.splitext(name)[0]
-        if echo:
-            print(f"docs: {name}", flush=True)
-        executed = os.path.join(out, "executed", name)
-        ok, _ = run_notebook(path, output=executed, timeout=timeout, echo=False)
-        nb = nbformat.read(executed, as_version=4)
-        errors = unexpected_errors(nb)
-        if not ok or errors:
-            ok = False
-            failures.append(f"{name}: " + ("; ".join(errors) or "execution failed"))
-        title, line = title_and_line(nb, descriptions, name)
-        freeze_widgets(nb)
-        page = f"{stem}.html"
-        with open(os.path.join(out, page), "w", encoding="utf-8") as f:
-            f.write(render(nb))
-        entries.append({"page": page, "title": title, "line": line, "ok": ok})
-    with open(os.path.join(out, "index.html"), "w", encoding="utf-8") as f:
-        f.write(index_page(entries))
-    if echo:
-        print(f"docs: {len(entries)} page(s) and index.html in {out}")
+    readme_text = _read(readme)
+    descriptions = readme_descriptions(readme_text)
+    started = time.monotonic()
+    stamp = build_stamp()
+    executed_dir = os.path.join(out, "executed")
+    if execute:
+        ran = run_notebooks(notebooks, executed_dir, timeout, progress)
+    else:
+        os.makedirs(executed_dir, exist_ok=True)
+        ran = []
+        for path in notebooks:
+            copy = os.path.join(executed_dir, os.path.basename(path))
+            if not (os.path.exists(copy) and os.path.samefile(copy, path)):
+                shutil.copyfile(path, copy)
+            ran.append((copy, True, 0.0))
+        # the date they ran, not this one (the kernel is assumed to be this machine's)
+        newest = max(os.path.getmtime(p) for p in notebooks)
+        stamp = build_stamp(datetime.datetime.fromtimestamp(newest).astimezone())
+
+    entries, failures, headers_note = [], [], None
+    with tempfile.TemporaryDirectory(prefix="bpfmagic-site-") as src:
+        for executed, ok, _ in ran:
+            name = os.path.basename(executed)
+            nb = nbformat.read(executed, as_version=4)
+            errors = unexpected_errors(nb)
+            if not ok or errors:
+                ok = False
+                failures.append(f"{name}: " + ("; ".join(errors) or "execution failed"))
+            title, line = title_and_line(nb, descriptions, name)
+            freeze_widgets(nb)
+            headers_note = remove_headers_note(nb) or headers_note
+            nbformat.write(nb, os.path.join(src, name))
+            entries.append({"doc": os.path.splitext(name)[0], "title": title, "line": line, "ok": ok})
+        with open(os.path.join(src, "index.md"), "w", encoding="utf-8") as f:
+            f.write(index_page(entries, stamp, headers_note))
+        with open(os.path.join(src, f"{RUNNING_PAGE}.md"), "w", encoding="utf-8") as f:
+            f.write(running_page(readme_text))
+        warnings = render_site(src, out, [e["doc"] for e in entries] + ["index", RUNNING_PAGE], stamp, progress)
+
+    if progress:
+        for warning in warnings:
+            print(f"docs: sphinx: {warning}", file=sys.stderr)
+        print(f"docs: {len(entries)} notebook(s) in {time.monotonic() - started:.0f} s; open {os.path.join(out, 'index.html')}")
     for failure in failures:
         print(f"docs: FAILED {failure}", file=sys.stderr)
     return not failures
@@ -233,13 +407,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("notebooks", nargs="+")
     parser.add_argument("--out", default=os.path.join("build", "site"), help="output directory (build/site)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per cell (default 600)")
-    parser.add_argument("--readme", default="README.md", help="where the one-line descriptions come from")
+    parser.add_argument("--readme", default="README.md", help="where the tutorials' descriptions and the set-up page come from")
+    parser.add_argument(
+        "--no-execute",
+        dest="execute",
+        action="store_false",
+        help="render notebooks executed before (e.g. build/site/executed/*.ipynb) without running them",
+    )
     args = parser.parse_args(argv)
     missing = [p for p in args.notebooks if not os.path.isfile(p)]
     if missing:
         print(f"docs: no such notebook: {', '.join(missing)}", file=sys.stderr)
         return 2
-    return 0 if build(args.notebooks, args.out, args.timeout, args.readme) else 1
+    return 0 if build(args.notebooks, args.out, args.timeout, args.readme, execute=args.execute) else 1
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
 """`make docs`: bpfmagic.site executes notebooks and renders a static,
-offline site. Small notebooks without BPF, so no root is needed."""
+offline site with Sphinx. Small notebooks without BPF (a stand-in %%bpf magic), so no root is needed."""
 
 from __future__ import annotations
 
+import datetime
 import os
+import platform
 import re
 
-import nbconvert  # noqa: F401  (installed by make setup: the docs extra; missing is a failure, not a skip)
+import myst_nb  # noqa: F401  (installed by make setup: the docs extra; missing is a failure, not a skip)
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
@@ -32,8 +34,56 @@ def write(path, cells):
     return str(path)
 
 
-@pytest.fixture
-def notebooks(tmp_path):
+# a stand-in for the extension's cell magic: the page shows a %%bpf cell without root or BPF
+FAKE_MAGIC = """
+from IPython.core.magic import register_cell_magic
+
+@register_cell_magic
+def bpf(line, cell):
+    print("loaded", line.split()[0])
+"""
+
+BPF_CELL = """%%bpf disp -a dispatch=raw_tracepoint:sys_enter
+#include <linux/bpf.h>
+BPF_PROG_ARRAY(progs, 8);
+int dispatch(struct bpf_raw_tracepoint_args *ctx) {
+    progs.call(ctx, 1);  /* if the slot is empty: fall through */
+    return 0;
+}"""
+
+README = """# project
+
+Set it up with `make setup`; it needs root.
+
+## Tutorials
+
+| notebook | what |
+|---|---|
+| `notebooks/01-good.ipynb` | draws with `display` |
+| `notebooks/03-bpf.ipynb` | a dispatcher in a `%%bpf` cell |
+
+## Quickstart
+
+Open JupyterLab with the venv's kernel.
+
+```
+%load_ext bpfmagic
+```
+
+## Environment notes
+
+- Kprobes are not available on this kernel.
+"""
+
+
+# what the extension prints in the first cell of every notebook on a machine without the running kernel's headers
+PRINT_HEADERS_NOTE = """
+from bpfmagic.session import headers_note
+print(headers_note("running kernel 6.12.1 has no headers; BCC compiles against the headers of kernel 6.1.0"))
+"""
+
+
+def make_notebooks(tmp_path):
     src = tmp_path / "nb"
     src.mkdir()
     good = write(
@@ -51,35 +101,146 @@ def notebooks(tmp_path):
             new_code_cell("1 / 0"),
         ],
     )
+    bpf = write(
+        src / "03-bpf.ipynb",
+        [
+            new_markdown_cell("# 03 · A dispatcher\n\nA cell of C."),
+            new_code_cell(FAKE_MAGIC + PRINT_HEADERS_NOTE),
+            new_code_cell(BPF_CELL),
+        ],
+    )
     readme = tmp_path / "README.md"
-    readme.write_text("| notebook | what |\n|---|---|\n| `notebooks/01-good.ipynb` | draws with `display` |\n")
-    return good, bad, str(readme)
+    readme.write_text(README)
+    return good, bad, bpf, str(readme)
 
 
-def test_site_pages_and_index(notebooks, tmp_path):
-    good, _, readme = notebooks
+@pytest.fixture
+def notebooks(tmp_path):
+    return make_notebooks(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """One site from the good and the %%bpf notebook (Sphinx takes seconds: built once for the tests below)."""
+    tmp_path = tmp_path_factory.mktemp("site")
+    good, _, bpf, readme = make_notebooks(tmp_path)
     out = tmp_path / "site"
-    assert site.build([good], str(out), timeout=120, readme=readme, echo=False)
-    index = (out / "index.html").read_text()
-    assert '<a href="01-good.html">01 · A good one</a>' in index
-    assert "draws with <code>display</code>" in index  # the README's line for it
-    page = (out / "01-good.html").read_text()
-    assert 'src="data:image/png;base64,iVBOR' in page  # pictures inline
-    assert 'src="data:image/svg+xml;base64,PHN2Zy' in page
+    ok = site.build([good, bpf], str(out), timeout=120, readme=readme, progress=False)
+    return ok, out
+
+
+def text_of(path) -> str:
+    return path.read_text(encoding="utf-8")
+
+
+def test_site_builds(built):
+    ok, out = built
+    assert ok
+    assert (out / "executed" / "01-good.ipynb").exists() and (out / "executed" / "03-bpf.ipynb").exists()
+
+
+def test_page_titles_from_first_headings(built):
+    _, out = built
+    assert re.search(r"<title>01 · A good one\W", text_of(out / "01-good.html"))
+    assert re.search(r"<title>03 · A dispatcher\W", text_of(out / "03-bpf.html"))
+    assert re.search(r"<title>How to run the tutorials\W", text_of(out / "running.html"))
+
+
+def test_navigation_sidebar_and_previous_next(built):
+    _, out = built
+    page = text_of(out / "01-good.html")
+    for target in ("index.html", "running.html", "03-bpf.html"):  # the sidebar links every page
+        assert f'href="{target}"' in page or f'href="{target}#' in page, target
+    prev_next = re.search(r'<a class="left-prev"[^>]*href="([^"]+)".*?<a class="right-next"[^>]*href="([^"]+)"', page, re.S)
+    assert prev_next and prev_next.groups() == ("running.html", "03-bpf.html")
+
+
+def test_search_index_and_page(built):
+    _, out = built
+    assert (out / "search.html").exists()
+    index = text_of(out / "searchindex.js")
+    assert "dispatcher" in index.lower()  # the notebooks' words are searchable
+
+
+def test_bpf_cell_highlighted_as_c(built):
+    _, out = built
+    page = text_of(out / "03-bpf.html")
+    block = re.search(r'<div class="highlight-bpf-cell[^"]*"><div class="highlight"><pre>(.*?)</pre>', page, re.S)
+    assert block, "the %%bpf cell is not highlighted with the C lexer"
+    code = block.group(1)
+    assert '<span class="cp">#include' in code  # a preprocessor line, not a Python comment
+    assert '<span class="kt">int</span>' in code  # a C type
+    assert '<span class="cm">/* if the slot is empty: fall through */</span>' in code
+    # the Python cell beside it keeps the IPython lexer
+    assert 'class="highlight-ipython3' in page
+
+
+def test_no_prompts_and_no_headers_note_on_pages(built):
+    _, out = built
+    for name in ("01-good.html", "03-bpf.html"):
+        page = text_of(out / name)
+        assert "In [" not in page and "Out[" not in page, name
+        assert "BCC uses the headers" not in page, name
+    assert "loaded disp" in text_of(out / "03-bpf.html")  # the cell's other output stays
+    index = text_of(out / "index.html")
+    assert "BCC uses the headers of kernel 6.1.0" in index  # shown once, on the index
+
+
+def test_footer_names_kernel_and_date(built):
+    _, out = built
+    today = datetime.date.today().isoformat()
+    for name in ("index.html", "01-good.html"):
+        footer = text_of(out / name).split('<footer class="bd-footer-content', 1)[1]
+        assert f"Linux {platform.release()} ({platform.machine()}), {today}" in footer, name
+
+
+def test_index_lists_notebooks_with_descriptions(built):
+    _, out = built
+    index = text_of(out / "index.html")
+    first = index.index('href="01-good.html"><span class="std std-doc">01 · A good one</span></a></strong>')
+    second = index.index('href="03-bpf.html"><span class="std std-doc">03 · A dispatcher</span></a></strong>')
+    assert first < second
+    assert 'draws with <code class="docutils literal notranslate"><span class="pre">display</span></code>' in index
+    assert "a dispatcher in a" in index  # the README's line for it
+
+
+def test_running_page_from_readme(built):
+    _, out = built
+    page = text_of(out / "running.html")
+    assert "Set it up with" in page and "Open JupyterLab with the venv" in page and "Kprobes are not available" in page
+    assert "draws with" not in page  # the tutorial table is on the index, not here
+
+
+def test_pages_are_offline(built):
+    _, out = built
+    for path in out.glob("*.html"):
+        page = text_of(path)
+        assert not re.search(r"<(script|link)[^>]*(src|href)=\"(https?:)?//", page), path.name
+    page = text_of(out / "01-good.html")
+    assert re.search(r'<img[^>]+src="_images/[^"]+\.png"', page)  # pictures beside the pages
     assert "answer 42" in page and "shown on purpose" in page
-    assert not re.search(r"<script[^>]*src=\"https?://", page)  # nothing fetched from the network
-    assert (out / "executed" / "01-good.ipynb").exists()
+    # the notebook itself, for download
+    assert (out / "_sources" / "01-good.ipynb").exists() and 'href="_sources/01-good.ipynb"' in page
 
 
 def test_site_fails_when_a_notebook_fails(notebooks, tmp_path):
-    good, bad, readme = notebooks
+    good, bad, _, readme = notebooks
     out = tmp_path / "site"
-    assert not site.build([bad, good], str(out), timeout=120, readme=readme, echo=False)
-    index = (out / "index.html").read_text()
+    assert not site.build([bad, good], str(out), timeout=120, readme=readme, progress=False)
+    index = text_of(out / "index.html")
     assert "02 · A broken one" in index and "failed to run" in index
     assert "It fails." in index  # no README line: the first sentence
     assert os.path.exists(out / "01-good.html")  # the others are still built
     assert site.main([str(tmp_path / "missing.ipynb")]) == 2
+
+
+def test_no_execute_renders_notebooks_as_they_are(tmp_path):
+    never_ran = write(tmp_path / "04-saved.ipynb", [new_markdown_cell("# 04 · Saved"), new_code_cell("print('ran' + 'now')")])
+    out = tmp_path / "site"
+    assert site.main(["--no-execute", "--out", str(out), "--readme", str(tmp_path / "none.md"), never_ran]) == 0
+    page = text_of(out / "04-saved.html")
+    assert "print" in page and "rannow" not in page
+    assert (out / "executed" / "04-saved.ipynb").exists()
 
 
 def test_frozen_widget_view():
