@@ -141,6 +141,32 @@ class RecordType:
             return pd.Series(list(values), dtype=object)
         return values
 
+    def arrow_schema(self):
+        """The Arrow schema of the DataFrame ``frame`` makes (pandas metadata
+        included, so a Parquet file reads back with the same dtypes)."""
+        import pyarrow as pa
+
+        # From one zeroed record, not from an empty frame: an empty str column has no
+        # values to type it (Arrow says null) and every real batch would then fail to cast.
+        return pa.Schema.from_pandas(self.frame(self.empty(1)), preserve_index=False)
+
+    def arrow_batch(self, records, schema):
+        """RECORDS (a structured array or a list of them) as one Arrow record
+        batch of SCHEMA (``arrow_schema``). Scalar columns go from numpy to
+        Arrow without pandas (one copy out of the records; Arrow wraps it);
+        str and array columns take the DataFrame's conversion."""
+        import pyarrow as pa
+
+        chunks = [records] if isinstance(records, np.ndarray) else list(records)
+        arrays = []
+        for f, target in zip(self.fields, schema):
+            values = self.column(chunks, f)
+            if f.kind in ("int", "float", "bool"):
+                arrays.append(pa.array(values, type=target.type))
+            else:
+                arrays.append(pa.array(values, type=target.type, from_pandas=True))
+        return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
     def __repr__(self) -> str:
         return f"<RecordType {self.itemsize} bytes: " + ", ".join(f"{f.name} {f.ctype}" for f in self.fields) + ">"
 
