@@ -49,7 +49,7 @@ class ParquetSink:
     writer failed, or they arrived after ``close`` began) are counted in
     ``dropped`` and warned of. ``written`` counts the rows in the file."""
 
-    group_rows = 1 << 20  # pyarrow's own default row group; larger groups encode no faster here
+    group_rows = 1 << 18  # 8 MiB of 32-byte records: encodes as fast as 1 Mi rows here, with half the RSS growth
 
     def __init__(self, path: str, rtype: RecordType, max_queued_bytes: int = DEFAULT_PARQUET_QUEUE_BYTES):
         import pyarrow.parquet as pq
@@ -149,8 +149,8 @@ class ParquetSink:
 
     def _flush(self, batches: list[np.ndarray]) -> None:
         # Straight from the records' numpy columns to Arrow: no DataFrame in between.
-        batch = self.rtype.arrow_batch(batches, self._schema)
-        self._writer.write_batch(batch, row_group_size=max(batch.num_rows, 1))  # one row group per flush
+        table = self.rtype.arrow_table(batches, self._schema)
+        self._writer.write_table(table, row_group_size=max(table.num_rows, 1))  # one row group per flush
 
     def close(self) -> None:
         """Write what is queued (and what a write() in flight brings) and close the file."""

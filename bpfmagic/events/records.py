@@ -150,22 +150,22 @@ class RecordType:
         # values to type it (Arrow says null) and every real batch would then fail to cast.
         return pa.Schema.from_pandas(self.frame(self.empty(1)), preserve_index=False)
 
-    def arrow_batch(self, records, schema):
-        """RECORDS (a structured array or a list of them) as one Arrow record
-        batch of SCHEMA (``arrow_schema``). Scalar columns go from numpy to
-        Arrow without pandas (one copy out of the records; Arrow wraps it);
-        str and array columns take the DataFrame's conversion."""
+    def arrow_table(self, records, schema):
+        """RECORDS (a structured array or a list of them) as an Arrow table of
+        SCHEMA (``arrow_schema``), without pandas. A scalar column is one
+        Arrow chunk per batch, copied by Arrow out of the strided record
+        view (four times faster than numpy's concatenate of the field
+        views); str and array columns take the DataFrame's conversion."""
         import pyarrow as pa
 
-        chunks = [records] if isinstance(records, np.ndarray) else list(records)
-        arrays = []
+        chunks = [records] if isinstance(records, np.ndarray) else [c for c in records if len(c)]
+        columns = []
         for f, target in zip(self.fields, schema):
-            values = self.column(chunks, f)
-            if f.kind in ("int", "float", "bool"):
-                arrays.append(pa.array(values, type=target.type))
+            if f.kind in ("int", "float", "bool") and chunks:
+                columns.append(pa.chunked_array([pa.array(c[f.name], type=target.type) for c in chunks], type=target.type))
             else:
-                arrays.append(pa.array(values, type=target.type, from_pandas=True))
-        return pa.RecordBatch.from_arrays(arrays, schema=schema)
+                columns.append(pa.array(self.column(chunks, f), type=target.type, from_pandas=True))
+        return pa.Table.from_arrays(columns, schema=schema)
 
     def __repr__(self) -> str:
         return f"<RecordType {self.itemsize} bytes: " + ", ".join(f"{f.name} {f.ctype}" for f in self.fields) + ">"
