@@ -6,6 +6,7 @@ fails). Their speed is not judged here."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -67,6 +68,8 @@ def test_a_missed_target_makes_each_bench_exit_1():
     assert r.returncode == 1 and "TARGET MISSED: worst ratio" in r.stderr, r.stdout + r.stderr
     r = run_bench("ingest.py", "--events", "5000", "--rounds", "1", patch="bench.TARGET_BULK_RATE = 1e15")
     assert r.returncode == 1 and "TARGET MISSED: (c) decodes" in r.stderr, r.stdout + r.stderr
+    r = run_bench("flood.py", "--smoke", patch="bench.TARGET_FILE_SHARE = 1.01")
+    assert r.returncode == 1 and "TARGET MISSED: 100.00% of the delivered events in the Parquet file" in r.stderr, r.stdout + r.stderr
 
 
 def test_targets_are_judged_on_the_figures():
@@ -79,6 +82,30 @@ def test_targets_are_judged_on_the_figures():
     assert [m[:3] for m in ingest.shortfalls(7.9, 20e6)] == ["(b)"]
     assert [m[:3] for m in ingest.shortfalls(8.0, 19.9e6)] == ["(c)"]
     assert len(ingest.shortfalls(1.0, 1e6)) == 2
+
+
+@needs_root
+def test_flood_bench_smoke_run_puts_every_delivered_event_in_the_parquet_file():
+    r = run_bench("flood.py", "--smoke")
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert "with Parquet follow: 300,000 events" in r.stdout and "every event accounted for in both runs" in r.stdout
+    assert any(line.strip().startswith("delivered events in the file  100.00%") for line in lines), r.stdout
+    assert any("x the producer's rate in this run; the producer ran at" in line for line in lines), r.stdout
+    # the smoke run's queue (8,192 rows) is far smaller than the flood; whether the reader had to
+    # wait depends on the machine's speed (tests/test_reliability.py stalls the writer to be sure)
+    queued = re.search(r"peak queued ([\d,]+) rows of 8,192 at most; the reader waited for the writer [\d,]+ times", r.stdout)
+    assert queued and 0 < int(queued[1].replace(",", "")) <= 8192, r.stdout
+    assert "target met" in r.stdout
+
+
+def test_flood_target_is_judged_on_the_figures():
+    flood = load_bench("flood.py")
+    ok = {"count": 1000, "file_rows": 1000, "peak_queued_rows": 64, "max_queued_rows": 64}
+    assert flood.shortfalls(ok) == []
+    assert [m.split("%")[1].strip()[:6] for m in flood.shortfalls({**ok, "file_rows": 999})] == ["of the"]
+    assert ["beyond the bound" in m for m in flood.shortfalls({**ok, "peak_queued_rows": 65})] == [True]
+    assert flood.shortfalls({**ok, "count": 0, "file_rows": 0}) == []
 
 
 def test_ingest_delivery_check_refuses_missing_and_reordered_records():

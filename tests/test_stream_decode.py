@@ -127,3 +127,35 @@ def test_rewrite_counts_failures_and_keeps_lines():
     assert "u32 __bm_lk = 0" in lines[5] and "u32 __bm_lk = 0" in lines[6] and "u32 __bm_lk = 1" in lines[7]
     assert lines[4] == src.split("\n")[4]
     assert "({ int __bm_rc = other" not in out  # not a declared event table
+
+
+def test_arrow_table_without_pandas_equals_the_dataframe_conversion(tmp_path):
+    """The followed Parquet file's records go to Arrow straight from numpy:
+    the same schema and values as the DataFrame's conversion, for every
+    kind of column, over several batches; and they read back as the frame."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    from bpfmagic.events.parquet import column_options
+
+    spec = [("seq", "u64"), ("comm", "char[16]"), ("ok", "bool"), ("v", "u32[4]")]
+    spec += [("big", "__int128"), ("x", "double"), ("b", "s8"), ("n", "char[2][4]")]
+    rt = RecordType([parse_field(name, ctype, {}) for name, ctype in spec])
+    records = rt.empty(5)
+    records["seq"] = [1, 2, 3, 2**64 - 1, 0]  # a wrap: delta encoding must keep it
+    records["comm"] = [b"bash", b"", b"x" * 16, b"sh\0junk", b"bash"]
+    records["ok"][1] = True
+    records["v"][2] = [1, 2, 3, 4]
+    records["x"] = [0.5, -1, 1e300, 0, 3]
+    records["b"] = [-128, 127, 0, -1, 5]
+    records["n"][4] = [b"ab", b"cd"]
+    schema = rt.arrow_schema()
+    expected = pa.Table.from_pandas(rt.frame(records), schema=schema, preserve_index=False)
+    table = rt.arrow_table([records[:2], records[2:2], records[2:]], schema)
+    assert table.schema == schema and table.equals(expected)
+    path = str(tmp_path / "kinds.parquet")
+    with pq.ParquetWriter(path, schema, **column_options(rt)) as writer:
+        writer.write_table(table)
+    back = pq.read_table(path)
+    assert back.equals(expected)
+    encodings = {c.path_in_schema: c.encodings for c in (pq.ParquetFile(path).metadata.row_group(0).column(i) for i in range(back.num_columns))}
+    assert "DELTA_BINARY_PACKED" in encodings["seq"] and "RLE_DICTIONARY" in encodings["comm"]

