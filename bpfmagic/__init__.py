@@ -13,6 +13,7 @@ from .errors import (
     BpfError,
     BpfVerifierError,
     EnvironmentProblem,
+    NotFound,
     SlotError,
     UsageProblem,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "SlotError",
     "EnvironmentProblem",
     "UsageProblem",
+    "NotFound",
     "load_ipython_extension",
     "unload_ipython_extension",
     "packets",

@@ -44,3 +44,13 @@ class UsageProblem(BpfError):
 class ValueTypeError(UsageProblem, TypeError):
     """A value does not fit the C type of the variable or field it is written to
     (a TypeError to Python code, a clear message in a cell)."""
+
+
+class NotFound(UsageProblem, KeyError):
+    """A name bpfmagic looked up is not there (a module, table, stream, chain or variable):
+    a clear message in a cell, a KeyError to Python code; ``kind``, ``name`` and ``known``
+    (the names there are) beside the text."""
+
+    def __init__(self, message: str, kind: str = "", name: str = "", known: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.kind, self.name, self.known = kind, name, tuple(known)

@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 
-from .errors import UsageProblem
+from .errors import NotFound, UsageProblem
 from .kernel import libbpf
 from .kernel.btf import Field, ctypes_fields, raw_fields
 
@@ -480,7 +480,9 @@ class MapView:
         self.globals = self.table not in module.tables and self.table in global_sections(module)
         self.map_name = global_sections(module)[self.table] if self.globals else self.table
         if not self.globals and self.table not in module.tables:
-            raise KeyError(f"{module.name} has no table {self.table!r} (tables: {', '.join(module.tables) or 'none'})")
+            raise NotFound(
+                f"{module.name} has no table {self.table!r} (tables: {', '.join(module.tables) or 'none'})", "table", self.table, tuple(module.tables)
+            )
         handle = module.object.map_handle(self.map_name)
         self._module = module
         self.fd = handle.fd
@@ -687,7 +689,7 @@ class MapView:
         if self.globals and isinstance(key, str):  # view["counter"]: one global variable
             values = self[0]
             if key not in values:
-                raise KeyError(f"{self.name} has no variable {key!r} (variables: {', '.join(values)})")
+                raise NotFound(f"{self.name} has no variable {key!r} (variables: {', '.join(values)})", "variable", key, tuple(values))
             return values[key]
         k = self._pack_key(key)
         buf = np.zeros(self.ncpu, self.value.dtype)
@@ -1000,8 +1002,11 @@ def find(session, name: str) -> MapView:
     if dot:
         module = session.modules.get(mod_name)
         if module is None:
-            raise UsageProblem(
-                f"no module {mod_name!r} (modules: {', '.join(session.modules) or 'none'}); a map of an unloaded module is gone with it"
+            raise NotFound(
+                f"no module {mod_name!r} (modules: {', '.join(session.modules) or 'none'}); a map of an unloaded module is gone with it",
+                "module",
+                mod_name,
+                tuple(session.modules),
             )
         return view_of(session, module, table)
     owners = [m for m in session.modules.values() if name in m.tables]
@@ -1015,7 +1020,7 @@ def find(session, name: str) -> MapView:
     if len(owners) > 1:
         raise UsageProblem(f"several modules have a table {name!r}: name one of {', '.join(f'{m.name}.{name}' for m in owners)}")
     known = [f"{m.name}.{t}" for m in session.modules.values() for t in m.tables]
-    raise UsageProblem(f"no map {name!r}; maps: {', '.join(known) or 'none (no module is loaded)'}")
+    raise NotFound(f"no map {name!r}; maps: {', '.join(known) or 'none (no module is loaded)'}", "map", name, tuple(known))
 
 
 def view_of(session, module, table: str) -> MapView:
@@ -1024,7 +1029,7 @@ def view_of(session, module, table: str) -> MapView:
     sections = global_sections(module)
     if table not in module.tables and table not in sections:
         names = module.tables + [f".{g}" for g in sections]
-        raise UsageProblem(f"{module.name} has no table {table!r} (tables: {', '.join(names) or 'none'})")
+        raise NotFound(f"{module.name} has no table {table!r} (tables: {', '.join(names) or 'none'})", "table", table, tuple(names))
     return MapView(session, module, table)
 
 

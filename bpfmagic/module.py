@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .c import CellSyntax
-from .errors import UsageProblem
+from .errors import NotFound, UsageProblem
 from .kernel import libbpf
 from .kernel.attach import Attachment
 
@@ -150,7 +150,7 @@ class Module:
     def __getitem__(self, table: str):
         with self.session._lock:
             if table not in self.tables:
-                raise KeyError(f"{self.name} has no table {table!r} (tables: {', '.join(self.tables) or 'none'})")
+                raise NotFound(f"{self.name} has no table {table!r} (tables: {', '.join(self.tables) or 'none'})", "table", table, tuple(self.tables))
             return self.object.table(table)
 
     def __contains__(self, table: str) -> bool:

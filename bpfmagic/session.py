@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from . import progarray as prog_arrays
 from .c import CellSyntax
 from .c.source_files import check_includes, check_source_size, split_cflags
-from .errors import BpfError, EnvironmentProblem, SlotError, UsageProblem
+from .errors import BpfError, EnvironmentProblem, NotFound, SlotError, UsageProblem
 from .kernel import libbpf, pins
 from .kernel.progtypes import PROG_TYPE_NAMES, auto_attach_type, prog_type_name, prog_type_value
 from .load import LoadRequest, LoadTransaction, load_program, require_function, slot_type, with_file
@@ -462,7 +462,7 @@ class Session:
         try:
             return self.modules[name]
         except KeyError:
-            raise UsageProblem(f"no module {name!r} (modules: {', '.join(self.modules) or 'none'})") from None
+            raise NotFound(f"no module {name!r} (modules: {', '.join(self.modules) or 'none'})", "module", name, tuple(self.modules)) from None
 
     # ------------------------------------------------------------ slots
     def slot(self, spec: str, program: str) -> None:
@@ -723,7 +723,7 @@ class Session:
             existing = self.chains.get(name)
             if stages is None:
                 if existing is None:
-                    raise UsageProblem(f"no chain {name!r} (chains: {', '.join(self.chains) or 'none'})")
+                    raise NotFound(f"no chain {name!r} (chains: {', '.join(self.chains) or 'none'})", "chain", name, tuple(self.chains))
                 return existing
             if existing is None:
                 existing = chains.Chain.create(self, name, type=type, capacity=capacity)

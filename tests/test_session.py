@@ -659,3 +659,24 @@ def test_duplicate_slot_names_and_ring_size_hint(session):
 BPF_RINGBUF_OUTPUT(oddring, 3);
 int f(struct xdp_md *ctx) { struct e v = {1}; oddring.ringbuf_output(&v, sizeof(v), 0); return XDP_PASS; }""",
         )
+
+
+def test_a_name_not_found_is_a_usage_problem_and_a_key_error_with_fields(session):
+    """One error for every lookup that misses: a cell shows its text, Python code can catch it as
+    a KeyError, and its fields say what was looked for among what is there."""
+    from bpfmagic import NotFound, UsageProblem
+
+    session.load("nf", "BPF_ARRAY(counts, u64, 2);\nint f(struct xdp_md *ctx) { return XDP_PASS; }")
+    cases = [
+        (lambda: session.module("nope"), "module", "nope", ("nf",)),
+        (lambda: session.map("nope"), "map", "nope", ("nf.counts",)),
+        (lambda: session.map("nf.nope"), "table", "nope", ("counts",)),
+        (lambda: session.modules["nf"]["nope"], "table", "nope", ("counts",)),
+        (lambda: session.stream("nope"), "stream", "nope", ()),
+    ]
+    for lookup, kind, name, known in cases:
+        with pytest.raises(NotFound) as err:
+            lookup()
+        assert isinstance(err.value, UsageProblem) and isinstance(err.value, KeyError)
+        assert (err.value.kind, err.value.name, err.value.known) == (kind, name, known)
+        assert str(err.value).startswith(("no ", "nf has no")) and "'" in str(err.value)

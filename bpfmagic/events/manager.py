@@ -11,7 +11,7 @@ try:
 except ImportError:  # bpfmagic itself must import without numpy (the doctor runs on a bare python3)
     np = None
 
-from ..errors import UsageProblem
+from ..errors import NotFound, UsageProblem
 from . import StreamWarning
 from .readers import BPF_MAP_TYPE_PERF_EVENT_ARRAY, BPF_MAP_TYPE_RINGBUF, DEFAULT_PERF_PAGES
 from .records import Undeterminable, record_type
@@ -130,7 +130,7 @@ class StreamManager:
         if len(unstreamed) == 1:
             raise UsageProblem(f"{unstreamed[0][0]} is not streamed: {unstreamed[0][1]}")
         known = ", ".join(self._streams) or "none (streams come from BPF_RINGBUF_OUTPUT / BPF_PERF_OUTPUT tables)"
-        raise UsageProblem(f"no stream {name!r}; streams: {known}")
+        raise NotFound(f"no stream {name!r}; streams: {known}", "stream", name, tuple(self._streams))
 
     def summary(self):
         import pandas as pd
