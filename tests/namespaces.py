@@ -90,7 +90,10 @@ IMPORT_EVERYTHING = """
 import importlib, pkgutil, bpfmagic
 for _m in pkgutil.walk_packages(bpfmagic.__path__, "bpfmagic."):
     importlib.import_module(_m.name)
-import bcc, pandas
+import bcc, pandas, numpy, yaml
+# what the package imports lazily, on first use: the C parser and its grammar
+from bpfmagic.c.analysis import analyse
+analyse("int x;")
 """
 BECOME_NOBODY_WITH_CAP_BPF = """
 import ctypes
