@@ -117,7 +117,6 @@ def test_fentry_fexit_observe_a_tail_call_chain(session):
     runs = 25
     assert session.test_run("chain.entry", data=PACKET, repeat=runs).retval == XDP_PASS
     seen = obs.globals
-    print("observed through the chain:", {k: seen[k] for k in ("classify_calls", "stage_calls", "verdict_calls", "last_slot", "last_verdict")})
     assert (seen["classify_calls"], seen["packet_bytes"], seen["last_slot"]) == (runs, len(PACKET), 0)
     # The subprogram of the tail-called stage is traced on every run that reaches it ...
     assert (seen["verdict_calls"], seen["last_verdict"]) == (runs, XDP_PASS)
