@@ -287,7 +287,7 @@ def _attach(session, fragment: str) -> Candidates:
         if colon2:
             return Candidates(target, _starting(target, [f"tc:{iface}:ingress", f"tc:{iface}:egress"]), "interface")
         return Candidates(target, _starting(target, [f"tc:{i}" for i in interfaces()]), "interface")
-    if kind in ("fentry", "fexit"):
+    if kind in ("fentry", "fexit", "freplace"):
         return Candidates(target, _starting(target, [f"{kind}:{p}" for p in _programs(session)]), "program")
     if kind == "perf":
         return Candidates(target, _starting(target, ["perf:cpu-clock:"]), "attach")

@@ -35,7 +35,7 @@ from .c.analysis import SKB_TYPES
 from .c.source_files import read_source_file
 from .errors import AttachError, BpfError, SlotError, UsageProblem
 from .kernel import libbpf
-from .kernel.attach import Attachment, Target, check_event_exists, check_servable, parse_target
+from .kernel.attach import TRAMPOLINE_KINDS, Attachment, Target, check_event_exists, check_servable, parse_target
 from .kernel.attach import attach as attach_target
 from .kernel.env import KernelOffsetsWarning
 from .kernel.progtypes import PROG_TYPES, prog_type_name
@@ -88,7 +88,7 @@ def read_cell(req: LoadRequest) -> CellSpec:
     backend.check_tools()
     attach = [(func, parse_target(target)) for func, target in req.attach]
     for _func, target in attach:
-        check_servable(target)
+        check_servable(target, core=req.core)
     syntax, notes = backend.read_source(req.source, req.origin)
     if not syntax.has_content:
         raise UsageProblem(f"{req.origin} has no C code: write the program below the %%bpf line (or load a file with --file PATH)")
@@ -169,7 +169,8 @@ class LoadTransaction:
     def compile(self) -> None:
         session, req, syntax = self.session, self.req, self.spec.syntax
         site_base = session._alloc_sites(syntax, req)
-        obj, log = self.spec.backend.compile_cell(session, req, syntax, self.slot_index, self.resolved_slots, site_base)
+        bound = bound_targets(session, req.name, self.spec.attach)
+        obj, log = self.spec.backend.compile_cell(session, req, syntax, self.slot_index, self.resolved_slots, site_base, bound)
         module = self.module = Module(session, req.name, syntax, obj, req.origin)
         module.compile_log = log
         module.notes += [*self.spec.notes, *obj.notes]
@@ -222,6 +223,12 @@ class LoadTransaction:
                     self.retargeted.append((old_att, previous))
                     module.attachments.append(old_att)
                     continue
+            if target.kind == "freplace" and self.old is not None:
+                # A function takes one freplace program at a time (EBUSY): the old version lets go
+                # first. Not undone by rollback: the kernel binds an freplace program to its target once.
+                for old_att in self.old.attachments:
+                    if old_att.target == target:
+                        old_att.detach()
             att = attach_target(program, target)
             self.attachments.append(att)
             module.attachments.append(att)
@@ -248,6 +255,8 @@ class LoadTransaction:
             session.arrays[array_name].names.update(names)
             module.new_slot_names += [f"{array_name}[{n}]={i}" for n, i in names.items()]
         if old is not None:
+            for observer, target in session.observers(module.name):
+                module.notes.append(f"{observer} ({target}) still traces the previous version of {module.name}: re-run {observer} to follow this one")
             transferred = {id(att) for att, _ in self.retargeted}
             old.attachments = [a for a in old.attachments if id(a) not in transferred]
             kept = {(a.name, i) for a, i, _ in self.resolved_slots} | set(module.slots)
@@ -400,6 +409,51 @@ def load_program(session, module: Module, func: str, ptype: str | None = None, w
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def bound_targets(session, name: str, attach: list[tuple[str, Target]]) -> dict[str, tuple[str, int, str, str]]:
+    """function -> (fentry, fexit or freplace; fd of the program it traces or replaces, or 0 for
+    the kernel; the function's name there; the target as written) of the cell's fentry/fexit/freplace targets: the kernel binds such a program
+    to its target when it loads it, so the target is found before the cell is compiled."""
+    out = {}
+    for func, target in attach:
+        if target.kind not in TRAMPOLINE_KINDS:
+            continue
+        traced = target.traced_program
+        out[func] = (target.kind, *((0, target.args[0]) if traced is None else traced_function(session, name, target, traced)), target.text)
+    return out
+
+
+def traced_function(session, name: str, target: Target, traced: tuple[str, ...]) -> tuple[int, str]:
+    """(program fd, function name) of MODULE.FUNC or MODULE.PROG.FUNC: FUNC is a loaded program,
+    or a subprogram of one (each program that calls it holds its own copy: the one it is in,
+    or PROG's)."""
+    from .kernel.proginfo import prog_info
+
+    mod_name, *prog_name, func = traced
+    if mod_name == name:
+        raise UsageProblem(
+            f"{target}: a cell cannot {target.kind} its own programs (they load together, and the target must be "
+            f"loaded first): put the {target.kind} program in a cell of its own"
+        )
+    module = session.modules.get(mod_name)
+    if module is None:
+        raise UsageProblem(f"{target}: no module {mod_name!r} is loaded (modules: {', '.join(session.modules) or 'none'})")
+    if not prog_name and func in module.programs:
+        return module.programs[func].fd, func
+    holders = [p for p in module.programs.values() if not prog_name or p.name == prog_name[0]]
+    holders = [p for p in holders if func in prog_info(p.fd, code=True).func_names[1:]]
+    if len(holders) == 1:
+        return holders[0].fd, func
+    if holders:
+        copies = ", ".join(f"{target.kind}:{mod_name}.{p.name}.{func}" for p in holders)
+        raise UsageProblem(f"{target}: {func} is a subprogram of several programs of {mod_name}, each with its own copy; name one: {copies}")
+    where = f"{mod_name}.{prog_name[0]}" if prog_name else mod_name
+    loaded = ", ".join(module.programs) or "none"
+    raise UsageProblem(
+        f"{target}: {where} has no loaded program or subprogram {func!r} (programs: {loaded}; a subprogram is "
+        "found in the programs that call it, a static one only if the compiler kept it)"
+    )
 
 
 def attach_specs(attach) -> list[tuple[str, str]]:

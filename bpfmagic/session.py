@@ -655,6 +655,11 @@ class Session:
         Returns the slots that emptied (tail calls into them fall through from now on)."""
         with self._lock:
             if name in self.modules:
+                observers = self.observers(name)
+                if observers:
+                    # Their links would keep the freed programs running in the kernel, traced by no one's code
+                    users = ", ".join(f"{m} ({t})" for m, t in observers)
+                    raise UsageProblem(f"{name} is traced by {users}: unload {', '.join(sorted({m for m, _ in observers}))} first")
                 return self._free_module(self.modules.pop(name))
             elif name in self.arrays:
                 users = [m.name for m in self.modules.values() if name in m.tables]
@@ -666,6 +671,16 @@ class Session:
                 raise UsageProblem(
                     f"nothing named {name!r} is loaded (modules: {', '.join(self.modules) or 'none'}; arrays: {', '.join(self.arrays) or 'none'})"
                 )
+
+    def observers(self, name: str) -> list[tuple[str, str]]:
+        """(module, target) of the fentry/fexit/freplace attachments other modules hold on module NAME's programs."""
+        return [
+            (m.name, att.target.text)
+            for m in self.modules.values()
+            if m.name != name
+            for att in m.attachments
+            if att.target.traced_program and att.target.traced_program[0] == name
+        ]
 
     def reset(self) -> None:
         """Unload every module and free every array."""

@@ -194,6 +194,54 @@ def kernel_loads_fentry() -> bool:
     return False
 
 
+def kernel_loads_freplace() -> bool:
+    """Does the kernel load an freplace (BPF_PROG_TYPE_EXT) program aimed at a global
+    function of a loaded XDP program? A plain libbpf loader through ctypes on objects clang
+    compiles here: nothing of bpfmagic's loading is reused."""
+    import ctypes
+    import shutil
+    import subprocess
+    import tempfile
+
+    clang = shutil.which("clang")
+    assert clang, "clang is missing: `make setup` installs it"
+    target_c = (
+        "#include <linux/bpf.h>\n#include <bpf/bpf_helpers.h>\n"
+        # pick reads the context: a constant function would lose its call to clang
+        "__attribute__((noinline)) int pick(struct xdp_md *ctx) { return ctx->data_end > ctx->data ? XDP_PASS : XDP_DROP; }\n"
+        'SEC("xdp") int root(struct xdp_md *ctx) { return pick(ctx); }\nchar LICENSE[] SEC("license") = "GPL";\n'
+    )
+    ext_c = (
+        "#include <linux/bpf.h>\n#include <bpf/bpf_helpers.h>\n"
+        'SEC("freplace") int other(struct xdp_md *ctx) { return XDP_DROP; }\nchar LICENSE[] SEC("license") = "GPL";\n'
+    )
+    lib = ctypes.CDLL("libbpf.so.1", use_errno=True)
+    vp = ctypes.c_void_p
+    lib.bpf_object__open_file.restype, lib.bpf_object__open_file.argtypes = vp, [ctypes.c_char_p, vp]
+    lib.bpf_object__load.argtypes = [vp]
+    lib.bpf_object__close.argtypes = [vp]
+    lib.bpf_object__find_program_by_name.restype, lib.bpf_object__find_program_by_name.argtypes = vp, [vp, ctypes.c_char_p]
+    lib.bpf_program__fd.argtypes = [vp]
+    lib.bpf_program__set_attach_target.argtypes = [vp, ctypes.c_int, ctypes.c_char_p]
+    multiarch = f"-I/usr/include/{os.uname().machine}-linux-gnu"
+    with tempfile.TemporaryDirectory() as tmp:
+        objs = []
+        for name, text in (("target", target_c), ("ext", ext_c)):
+            path = os.path.join(tmp, name + ".o")
+            subprocess.run([clang, "-g", "-O2", "-target", "bpf", multiarch, "-x", "c", "-c", "-", "-o", path], input=text, text=True, check=True)
+            objs.append(path)
+        target = lib.bpf_object__open_file(objs[0].encode(), None)
+        ext = lib.bpf_object__open_file(objs[1].encode(), None)
+        try:
+            assert target and ext and lib.bpf_object__load(target) == 0, "the freplace target (a plain XDP program) did not load"
+            target_fd = lib.bpf_program__fd(lib.bpf_object__find_program_by_name(target, b"root"))
+            assert lib.bpf_program__set_attach_target(lib.bpf_object__find_program_by_name(ext, b"other"), target_fd, b"pick") == 0
+            return lib.bpf_object__load(ext) == 0
+        finally:
+            lib.bpf_object__close(ext)
+            lib.bpf_object__close(target)
+
+
 def syscall_nr(name: str) -> int:
     """This architecture's number of syscall NAME, as the C preprocessor sees
     it through libc's <sys/syscall.h>, confirmed by the kernel for getppid."""

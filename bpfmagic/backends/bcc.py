@@ -212,8 +212,9 @@ class BccPerfBuffer:
         self._readers, self._reader_array = [], None
 
 
-def compile_cell(session, req, syntax, slot_index, resolved_slots, site_base) -> tuple[BccObject, str]:
-    """Compile REQ's cell with BCC for SESSION: (the object, what libbcc and clang said)."""
+def compile_cell(session, req, syntax, slot_index, resolved_slots, site_base, bound=None) -> tuple[BccObject, str]:
+    """Compile REQ's cell with BCC for SESSION: (the object, what libbcc and clang said).
+    ``bound``: fentry/fexit/freplace targets, which BCC cells cannot have (refused before)."""
     from .bcc_stats import collect_bcc
 
     arrays = {n: (a.pin, a.size, a.counter_pin) for n, a in session.arrays.items()}

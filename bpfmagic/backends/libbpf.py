@@ -366,6 +366,7 @@ class CoreObject:
         self._notes: list[str] = []  # what the cell should say besides its summary
         self.syntax: CellSyntax | None = None  # what the front end read in the cell (its rings' order)
         self.verifier_logs: dict[str, str] = {}  # program -> the verifier's statistics (log level 4)
+        self.bound: dict[str, tuple[str, int, str]] = {}  # program -> (kind, target fd or 0, target as written): bind_target
 
     def _open(self, pin_root: str | None) -> int:
         lib = _lib()
@@ -458,17 +459,37 @@ class CoreObject:
                 problem = privilege_problem(what, ptype, log[0] + f"\n{os.strerror(errno.EPERM)}")
                 if problem is not None:
                     raise problem
-            sections = [self.section(p) for p in self.programs().values()]
-            refused = [sec for sec in sections if sec.startswith(("fentry/", "fexit/", "lsm/", "fmod_ret/"))]
-            if refused and -ret == 1:  # EPERM: this kernel build refuses these program types
-                raise AttachError(
-                    f'{self.name}: SEC("{refused[0]}") programs are refused by this kernel '
-                    '(EPERM at load, a policy of this kernel build). Use SEC("tp_btf/...") '
-                    '(BTF-typed tracepoints) or SEC("raw_tp/...") instead.',
-                    log[0],
-                )
+            if -ret == errno.EPERM:  # this kernel build refuses trampoline program types
+                refusal = self._trampoline_refusal(log[0])
+                if refusal is not None:
+                    raise AttachError(refusal, log[0])
             raise _verifier_error(self.name, log[0], -ret, origin, source)
         return log[0]
+
+    def _trampoline_refusal(self, log: str) -> str | None:
+        """Why an EPERM load of fentry/fexit/freplace/LSM programs failed, with what serves
+        instead: for kernel functions, BTF tracepoints; for a chain, its own instruments."""
+        failed = re.search(r"prog '(\w+)': BPF program load failed", log)
+        by_name = {p: self.section(prog) for p, prog in self.programs().items()}
+        candidates = [failed[1]] if failed and failed[1] in by_name else list(by_name)
+        refused = [(p, by_name[p]) for p in candidates if by_name[p].split("/", 1)[0] in ("fentry", "fexit", "freplace", "lsm", "fmod_ret")]
+        if not refused:
+            return None
+        pname, section = refused[0]
+        text = f'{self.name}.{pname}: SEC("{section}") programs are refused by this kernel (EPERM at load, a policy of this kernel build)'
+        bound = self.bound.get(pname)
+        if section.startswith("freplace"):
+            return (
+                f"{text}. To swap a stage of a chain at run time here, put the new version in a slot: "
+                "-s ARRAY[KEY]=FUNC, or %bpf slot ARRAY[KEY]=MODULE.FUNC"
+            )
+        if bound is not None and bound[1]:  # aimed at a BPF program of the session
+            return (
+                f"{text}, also when aimed at a BPF program ({bound[2]}). To watch a chain on this kernel: "
+                "its slots' call counters (%bpf slots), run counts (%bpf stats), the way runs go (%bpf paths --on, "
+                "%bpf run MODULE.FUNC --path)"
+            )
+        return f'{text}. Use SEC("tp_btf/...") (BTF-typed tracepoints) or SEC("raw_tp/...") instead.'
 
     def _note_default_pins(self) -> None:
         """Say when a map the cell pins by name also has a pin at libbpf's default place
@@ -695,19 +716,46 @@ def _legacy_section_hint(section: str) -> str | None:
     return None
 
 
-def check_sections(obj: "CoreObject") -> None:
-    """Refuse, before loading, programs whose SEC() this kernel cannot serve:
-    they would load and then sit unattached."""
+# Trampoline sections and the -a target kind each serves, by libbpf's expected attach type.
+_TRAMPOLINE_SECTIONS = {24: "fentry", 25: "fexit"}
+
+
+def bind_target(obj: "CoreObject", name: str, func: str, prog, wanted: str, target_fd: int, target_func: str, text: str) -> None:
+    """Give libbpf the program (fd; 0: the kernel) and function the fentry/fexit/freplace
+    (WANTED) program FUNC is for: the kernel binds it at load (bpf_program__set_attach_target).
+    TEXT: the target as the cell wrote it."""
+    lib = _lib()
+    section = obj.section(prog)
+    kind = "freplace" if obj.program_type(prog) == "ext" else _TRAMPOLINE_SECTIONS.get(lib.bpf_program__expected_attach_type(prog))
+    if kind != wanted:
+        raise AttachError(f'{name}.{func} is SEC("{section}"); -a {func}={text} needs SEC("{wanted}")')
+    with libbpf_messages() as log:
+        ret = lib.bpf_program__set_attach_target(prog, target_fd, target_func.encode())
+    obj.bound[func] = (wanted, target_fd, text)
+    if ret < 0:
+        said = " ".join(line.removeprefix("libbpf: ").strip() for line in log[0].splitlines() if line.strip())
+        where = "the kernel's BTF" if not target_fd else "the target program's BTF"
+        raise AttachError(f"{name}.{func}: libbpf cannot find {target_func!r} in {where} ({os.strerror(-ret)}){': ' + said if said else ''}", log[0])
+
+
+def check_sections(obj: "CoreObject", attached=frozenset()) -> None:
+    """Refuse, before loading, programs whose SEC() this kernel cannot serve or that would
+    load and then sit unattached. ATTACHED: the programs the cell attaches with -a."""
     from ..kernel.attach import ALTERNATIVE, kprobes_available
 
     for pname, prog in obj.programs().items():
         section = obj.section(prog)
         kind = section.split("/", 1)[0]
-        if kind == "freplace":
+        if kind in ("freplace", "fentry", "fexit") and "/" not in section and pname not in attached:
             raise AttachError(
-                f'{obj.name}.{pname} is SEC("{section}"): an freplace program replaces a function '
-                "of a program already loaded, which a cell cannot name as its target; to swap code "
-                "at run time put the new version in a slot instead (-s ARRAY[KEY]=FUNC)"
+                f'{obj.name}.{pname} is SEC("{section}"), which names no target: attach it with '
+                f"-a {pname}={kind}:MODULE.FUNC (a program or subprogram of a module loaded before)"
+            )
+        if kind == "freplace" and pname not in attached:
+            raise AttachError(
+                f'{obj.name}.{pname} is SEC("{section}"): an freplace program replaces a global function of a '
+                f"program loaded before; name it with -a {pname}=freplace:MODULE.FUNC (or, to swap code at run "
+                "time through a prog array, put the new version in a slot: -s ARRAY[KEY]=FUNC)"
             )
         if kind in ("kprobe", "kretprobe", "ksyscall", "kretsyscall") and not kprobes_available():
             raise AttachError(
@@ -840,6 +888,7 @@ def load_object(
     paths=None,
     cursor=None,
     pin_root=None,
+    bound=None,
 ) -> tuple[CoreObject, str]:
     """Compile a --core cell and load it: clang against vmlinux.h, then libbpf
     with the session's arrays (and their call counters) reusing the session's
@@ -848,7 +897,8 @@ def load_object(
     serve is refused before the kernel would say only EINVAL.
     ``initial_globals``: values written into the object's sections before load
     (.rodata included). ``pin_root``: where maps the cell pins by name go (CoreObject).
-    Returns the loaded object and what clang and libbpf said."""
+    ``bound``: function -> (program fd, or 0 for the kernel; function name) of its fentry,
+    fexit or freplace target, given to libbpf before load. Returns the loaded object and what clang and libbpf said."""
     source = syntax.source
     written = syntax.written or source  # what errors quote and BTF line info holds: the cell as the user wrote it
     # sites: (fd, base) of the session's per-call-site counters
@@ -882,6 +932,7 @@ def load_object(
             paths=paths,
             cursor=cursor,
             pin_root=pin_root,
+            bound=bound,
         )
 
     try:
@@ -912,6 +963,7 @@ def _open_and_load(
     paths=None,
     cursor=None,
     pin_root=None,
+    bound=None,
 ):
     source = syntax.written or syntax.source  # verifier errors quote the cell as written
     obj = CoreObject(name, obj_bytes, pin_root)
@@ -944,7 +996,7 @@ def _open_and_load(
         check_rings(obj, syntax, origin)
         type_custom_sections(obj, syntax, needs, slotted, arrays)
         progs = obj.programs()
-        check_sections(obj)
+        check_sections(obj, set(needs))
 
         def program(func: str):
             if func not in progs:
@@ -954,7 +1006,10 @@ def _open_and_load(
         for func, need in needs.items():
             have = obj.program_type(program(func))
             if have != need:
-                raise AttachError(f'{name}.{func} is SEC("{obj.section(progs[func])}"), a {have} program; its target needs {need}')
+                section = {"tracing": 'SEC("fentry") or SEC("fexit")', "ext": 'SEC("freplace")'}.get(need, need)
+                raise AttachError(f'{name}.{func} is SEC("{obj.section(progs[func])}"), a {have} program; its target needs {section}')
+        for func, (kind, target_fd, target_func, text) in (bound or {}).items():
+            bind_target(obj, name, func, progs[func], kind, target_fd, target_func, text)
         for array, func in slotted:
             have, kind = array.owner_type, obj.program_type(program(func))
             if have and have != kind:
@@ -970,8 +1025,9 @@ def _open_and_load(
     return obj, warnings_text + log
 
 
-def compile_cell(session, req, syntax, slot_index, resolved_slots, site_base) -> tuple[CoreObject, str]:
-    """Compile REQ's --core cell with clang and load it with libbpf for SESSION."""
+def compile_cell(session, req, syntax, slot_index, resolved_slots, site_base, bound=None) -> tuple[CoreObject, str]:
+    """Compile REQ's --core cell with clang and load it with libbpf for SESSION. ``bound``:
+    function -> (program fd or 0, function) its fentry/fexit/freplace target names (load.bound_targets)."""
     from ..kernel.attach import parse_target
 
     needs = {func: parse_target(target).prog_type for func, target in req.attach}
@@ -995,6 +1051,7 @@ def compile_cell(session, req, syntax, slot_index, resolved_slots, site_base) ->
         paths=paths,
         cursor=session._cursor[0] if session._cursor else None,
         pin_root=req.pin_root or session.name_pin_dir,
+        bound=bound,
     )
 
 

@@ -28,9 +28,13 @@ TARGET_KINDS = {
     "tc": ("sched_cls", "tc:IFACE[:ingress|egress]"),
     "socket": ("socket_filter", "socket:IFACE"),
     "perf": ("perf_event", "perf:cpu-clock:HZ"),
-    "fentry": ("tracing", "fentry:FUNCTION"),
-    "fexit": ("tracing", "fexit:FUNCTION"),
+    "fentry": ("tracing", "fentry:MODULE.FUNC|KERNEL_FUNCTION"),
+    "fexit": ("tracing", "fexit:MODULE.FUNC|KERNEL_FUNCTION"),
+    "freplace": ("ext", "freplace:MODULE.FUNC"),
 }
+# Kinds whose program is bound to its target when it is loaded (BPF trampolines): a --core
+# cell's SEC("fentry") / SEC("fexit") / SEC("freplace") program, given its target before load.
+TRAMPOLINE_KINDS = ("fentry", "fexit", "freplace")
 KIND_ALIASES = {"raw_tp": "raw_tracepoint", "tp": "tracepoint", "tcx": "tc", "kfunc": "fentry", "kretfunc": "fexit"}
 
 ALTERNATIVE = (
@@ -48,6 +52,12 @@ class Target:
     @property
     def prog_type(self) -> str:
         return TARGET_KINDS[self.kind][0]
+
+    @property
+    def traced_program(self) -> tuple[str, ...] | None:
+        """(MODULE, FUNC) or (MODULE, PROG, FUNC) of an fentry/fexit/freplace target in the
+        session; None for other kinds and for a kernel function."""
+        return self.args if self.kind in TRAMPOLINE_KINDS and len(self.args) > 1 else None
 
     def __str__(self) -> str:
         return self.text
@@ -80,6 +90,12 @@ def parse_target(text: str) -> Target:
         if len(parts) != 2 or parts[0] != "cpu-clock" or not parts[1].isdigit() or int(parts[1]) <= 0:
             raise AttachError(f"bad target {text!r}: use {syntax}, e.g. perf:cpu-clock:99")
         args = tuple(parts)
+    elif kind in TRAMPOLINE_KINDS:
+        # MODULE.FUNC (a program or subprogram of the session), MODULE.PROG.FUNC (the copy of
+        # subprogram FUNC inside program PROG), or for fentry/fexit a kernel function.
+        args = tuple(rest.split("."))
+        if not all(args) or len(args) > 3 or (kind == "freplace" and len(args) == 1):
+            raise AttachError(f"bad target {text!r}: use {syntax}, e.g. {kind}:chain.stage")
     else:
         args = (rest,)
     return Target(kind, args, f"{kind}:{rest}")
@@ -89,17 +105,24 @@ def kprobes_available() -> bool:
     return os.path.exists(f"{TRACEFS}/kprobe_events") or os.path.isdir("/sys/bus/event_source/devices/kprobe")
 
 
-def check_servable(target: Target) -> None:
-    """Refuse, before anything is compiled, a target kind this kernel cannot serve."""
+def check_servable(target: Target, core: bool = False) -> None:
+    """Refuse, before anything is compiled, a target kind this kernel cannot serve. fentry,
+    fexit and freplace targets of --core cells are left to the load: the kernel's answer there
+    is the one that counts (it may refuse them for kernel functions and BPF programs alike)."""
     if target.kind in ("kprobe", "kretprobe") and not kprobes_available():
         raise AttachError(f"{target}: kprobes are not available on this kernel (CONFIG_KPROBES is off); {ALTERNATIVE}")
-    if target.kind in ("fentry", "fexit"):
+    if target.kind == "freplace" and not core:
+        raise AttachError(
+            f'{target}: BCC cannot declare freplace programs in %%bpf cells; use a --core cell with SEC("freplace") '
+            "(or, to swap a stage at run time, put the new version in a slot: -s ARRAY[KEY]=FUNC)"
+        )
+    if target.kind in ("fentry", "fexit") and not core:
         from .features import probe_fentry
 
         if probe_fentry()[0]:  # the kernel would load them: only BCC is in the way
             raise AttachError(
                 f"{target}: BCC cannot declare fentry/fexit programs in %%bpf cells; use a --core "
-                f'cell with SEC("{target.kind}/FUNCTION"), or {ALTERNATIVE}'
+                f'cell with SEC("{target.kind}") and -a FUNC={target}, or {ALTERNATIVE}'
             )
         raise AttachError(
             f"{target}: fentry/fexit programs are refused by this kernel (EPERM at load, a policy of "
@@ -249,8 +272,11 @@ def _attach(program, target: Target) -> Attachment:
         if res < 0:
             raise AttachError(f"cannot attach {program.qualname} to {target}: {os.strerror(ct.get_errno())}")
         return Attachment(target, program, [res], "perf", lambda: bcc.bpf_detach_kprobe(ev))
-    if kind in ("fentry", "fexit"):
-        check_servable(target)
+    if kind in TRAMPOLINE_KINDS:
+        # The target was bound at load (bpf_program__set_attach_target): the link names none.
+        # libbpf turns an fentry/fexit link into BPF_RAW_TRACEPOINT_OPEN where the kernel's
+        # BPF_LINK_CREATE does not take tracing programs (6.1).
+        return _link(program, target, 0, _TRAMPOLINE_ATTACH_TYPES[kind])
     if kind in ("uprobe", "uretprobe"):
         return _attach_uprobe(program, target)
     if kind == "xdp":
@@ -341,12 +367,18 @@ def _trusted_elf(path: str, program, target: Target) -> str:
     return real
 
 
+# enum bpf_attach_type of each trampoline kind (an freplace program has none: 0)
+_TRAMPOLINE_ATTACH_TYPES = {"fentry": 24, "fexit": 25, "freplace": 0}
+
+
 def _link(program, target: Target, ifindex: int, attach_type: int) -> Attachment:
     try:
         link = libbpf.link_create(program.fd, ifindex, attach_type)
     except OSError as e:
         hint = ""
-        if e.errno == 16:  # EBUSY
+        if e.errno == 16 and target.kind == "freplace":  # EBUSY
+            hint = " (another freplace program replaces that function already; unload the module that holds it)"
+        elif e.errno == 16:
             hint = " (another XDP program is attached there; detach it or unload the module that holds it)"
         raise AttachError(f"cannot attach {program.qualname} to {target}: {e.strerror}{hint}") from None
     return Attachment(target, program, [link], "link")

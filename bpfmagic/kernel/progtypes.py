@@ -19,6 +19,7 @@ PROG_TYPES = {
     "raw_tracepoint": 17,
     "flow_dissector": 22,
     "tracing": 26,
+    "ext": 28,  # freplace: replaces a global function of a loaded program
     "lsm": 29,
 }
 PROG_TYPE_NAMES = {v: k for k, v in PROG_TYPES.items()}

@@ -10,5 +10,9 @@ for fs in "bpf /sys/fs/bpf" "tracefs /sys/kernel/tracing" "debugfs /sys/kernel/d
 done
 mkdir -p "$out/home" "$out/tmp"
 chmod 0700 "$out" "$out/home" "$out/tmp"
+# Temporary files on a guest tmpfs: on the shared directory, truncating a file that is open but
+# unlinked (pytest's output capture, tempfile.TemporaryFile) fails with ENOENT, so the first
+# test that writes to stdout or stderr broke the run.
+mount -t tmpfs -o mode=0700 tmpfs "$out/tmp" || echo "guest: could not mount a tmpfs on $out/tmp" >&2
 export HOME="$out/home" XDG_CACHE_HOME="$out/home/.cache" TMPDIR="$out/tmp"
 exec "$@"
