@@ -85,7 +85,7 @@ test: setup
 # build/site/index.html); a notebook that fails fails the build. Progress bars on a terminal.
 docs: setup
 	rm -rf build/site
-	$(PY) -m bpfmagic.site --out build/site notebooks/*.ipynb
+	$(PY) -m bpfmagic.site --out build/site --reference docs/reference.md notebooks/*.ipynb
 
 # Debian's chromium driven by Playwright (never `playwright install`: the
 # system browser), JupyterLab in the venv; both installed only when missing.

@@ -45,6 +45,7 @@ WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 HEADERS_NOTE = re.compile(r"^note: BCC uses the headers of kernel .*\n?", re.M)
 SITE_TITLE = "bpfmagic tutorials"
 RUNNING_PAGE = "running"
+REFERENCE_PAGE = "reference"
 # README sections that make the "how to run them" page, besides its opening
 RUNNING_SECTIONS = ("Environment notes",)
 
@@ -225,7 +226,7 @@ def build_stamp(now: datetime.datetime | None = None) -> str:
     return f"Linux {platform.release()} ({platform.machine()}), {now:%Y-%m-%d %H:%M %Z}"
 
 
-def index_page(entries: list[dict], stamp: str, headers_note: str | None) -> str:
+def index_page(entries: list[dict], stamp: str, headers_note: str | None, reference: bool = False) -> str:
     """The landing page (MyST): what each tutorial teaches, in order; the toctrees that make the sidebar."""
     lines = [
         f"# {SITE_TITLE}",
@@ -241,7 +242,7 @@ def index_page(entries: list[dict], stamp: str, headers_note: str | None) -> str
         lines += [f"{n}. **[{e['title']}]({e['doc']}.ipynb)**{failed}\\", f"   {e['line']}", ""]
     if headers_note:
         lines += ["```{note}", f"Every notebook printed this when it loaded the extension, on this machine: {headers_note}", "```", ""]
-    lines += ["```{toctree}", ":hidden:", ":caption: Start here", "", RUNNING_PAGE, "```", ""]
+    lines += ["```{toctree}", ":hidden:", ":caption: Start here", "", RUNNING_PAGE, *([REFERENCE_PAGE] if reference else []), "```", ""]
     lines += ["```{toctree}", ":hidden:", ":caption: Tutorials", "", *(e["doc"] for e in entries), "```", ""]
     return "\n".join(lines)
 
@@ -345,7 +346,15 @@ def run_notebooks(notebooks: list[str], executed_dir: str, timeout: float, progr
     return results
 
 
-def build(notebooks: list[str], out: str, timeout: float = 600, readme: str | None = None, progress: bool = True, execute: bool = True) -> bool:
+def build(
+    notebooks: list[str],
+    out: str,
+    timeout: float = 600,
+    readme: str | None = None,
+    progress: bool = True,
+    execute: bool = True,
+    reference: str | None = None,
+) -> bool:
     """Execute NOTEBOOKS and render them into OUT; True when every one ran cleanly.
     With ``execute=False`` they are rendered as they are (notebooks executed before)."""
     import shutil
@@ -387,11 +396,16 @@ def build(notebooks: list[str], out: str, timeout: float = 600, readme: str | No
             headers_note = remove_headers_note(nb) or headers_note
             nbformat.write(nb, os.path.join(src, name))
             entries.append({"doc": os.path.splitext(name)[0], "title": title, "line": line, "ok": ok})
+        reference_text = _read(reference)
+        if reference_text:  # docs/reference.md: the README's reference, as a page of the site
+            with open(os.path.join(src, f"{REFERENCE_PAGE}.md"), "w", encoding="utf-8") as f:
+                f.write(reference_text)
         with open(os.path.join(src, "index.md"), "w", encoding="utf-8") as f:
-            f.write(index_page(entries, stamp, headers_note))
+            f.write(index_page(entries, stamp, headers_note, reference=bool(reference_text)))
         with open(os.path.join(src, f"{RUNNING_PAGE}.md"), "w", encoding="utf-8") as f:
             f.write(running_page(readme_text))
-        warnings = render_site(src, out, [e["doc"] for e in entries] + ["index", RUNNING_PAGE], stamp, progress)
+        pages = [e["doc"] for e in entries] + ["index", RUNNING_PAGE] + ([REFERENCE_PAGE] if reference_text else [])
+        warnings = render_site(src, out, pages, stamp, progress)
 
     if progress:
         for warning in warnings:
@@ -408,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=os.path.join("build", "site"), help="output directory (build/site)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per cell (default 600)")
     parser.add_argument("--readme", default="README.md", help="where the tutorials' descriptions and the set-up page come from")
+    parser.add_argument("--reference", default=os.path.join("docs", "reference.md"), help="the reference page (MyST Markdown)")
     parser.add_argument(
         "--no-execute",
         dest="execute",
@@ -419,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"docs: no such notebook: {', '.join(missing)}", file=sys.stderr)
         return 2
-    return 0 if build(args.notebooks, args.out, args.timeout, args.readme, execute=args.execute) else 1
+    return 0 if build(args.notebooks, args.out, args.timeout, args.readme, execute=args.execute, reference=args.reference) else 1
 
 
 if __name__ == "__main__":

@@ -125,7 +125,9 @@ def built(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("site")
     good, _, bpf, readme = make_notebooks(tmp_path)
     out = tmp_path / "site"
-    ok = site.build([good, bpf], str(out), timeout=120, readme=readme, progress=False)
+    reference = tmp_path / "reference.md"
+    reference.write_text("# Reference\n\n## Magics\n\n`%bpf slots` shows the slots.\n")
+    ok = site.build([good, bpf], str(out), timeout=120, readme=readme, progress=False, reference=str(reference))
     return ok, out
 
 
@@ -149,10 +151,11 @@ def test_page_titles_from_first_headings(built):
 def test_navigation_sidebar_and_previous_next(built):
     _, out = built
     page = text_of(out / "01-good.html")
-    for target in ("index.html", "running.html", "03-bpf.html"):  # the sidebar links every page
+    for target in ("index.html", "running.html", "reference.html", "03-bpf.html"):  # the sidebar links every page
         assert f'href="{target}"' in page or f'href="{target}#' in page, target
     prev_next = re.search(r'<a class="left-prev"[^>]*href="([^"]+)".*?<a class="right-next"[^>]*href="([^"]+)"', page, re.S)
-    assert prev_next and prev_next.groups() == ("running.html", "03-bpf.html")
+    # the "Start here" pages (running, reference) come before the tutorials
+    assert prev_next and prev_next.groups() == ("reference.html", "03-bpf.html")
 
 
 def test_search_index_and_page(built):
@@ -262,3 +265,22 @@ def test_frozen_widget_view():
     html = nb.cells[0].outputs[0]["data"]["text/html"]
     assert "<b>1,234</b> events" in html and "<button disabled>Stop</button>" in html
     assert site.WIDGET_VIEW not in nb.cells[0].outputs[0]["data"] and "widgets" not in nb.metadata
+
+
+def test_site_has_the_reference_page(built):
+    """The README's reference lives in docs/reference.md and is a page of the site, in the sidebar."""
+    ok, out = built
+    page = text_of(out / "reference.html")
+    assert "<title>Reference" in page and "shows the slots" in page
+    assert 'href="reference.html"' in text_of(out / "index.html")
+
+
+def test_the_repository_reference_is_linked_from_the_readme():
+    root = os.path.join(os.path.dirname(__file__), "..")
+    with open(os.path.join(root, "README.md")) as f:
+        readme = f.read()
+    assert "(docs/reference.md)" in readme and os.path.isfile(os.path.join(root, "docs", "reference.md"))
+    with open(os.path.join(root, "docs", "reference.md")) as f:
+        reference = f.read()
+    for heading in ("## Magics, API, front end", "### Real-world C", "### Events: ring and perf buffers into DataFrames"):
+        assert heading in reference
