@@ -381,11 +381,11 @@ COMMENT_COLOR, META_COLOR, TYPE_COLOR = "--jp-mirror-editor-comment-color", "--j
 
 
 def write_cells_notebook(path: str) -> None:
-    def code(source: str) -> dict:
-        return {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": source}
+    def code(cell_id: str, source: str) -> dict:
+        return {"cell_type": "code", "id": cell_id, "execution_count": None, "metadata": {}, "outputs": [], "source": source}
 
     nb = {
-        "cells": [code("%load_ext bpfmagic"), code(BPF_CELL), code("")],
+        "cells": [code("load", "%load_ext bpfmagic"), code("bpf", BPF_CELL), code("completion", "")],
         "metadata": {
             "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
             "language_info": {"name": "python"},
