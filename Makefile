@@ -29,7 +29,7 @@ help:
 	@echo "make demo    run $(DEMO) headless (prepares the machine first)"
 	@echo "make test    run the tests (prepares the machine first; PYTEST_ARGS=... passes through)"
 	@echo "make docs    execute every notebook and render it to HTML under build/site/ (open build/site/index.html)"
-	@echo "make browser run $(BROWSER_NB) in JupyterLab in headless chromium; screenshots in build/browser/"
+	@echo "make browser check %%bpf cells (C highlighting, completion) and run $(BROWSER_NB) in JupyterLab in headless chromium; screenshots in build/browser/"
 	@echo "make bench   run bench/*.py; fails when one misses its target"
 	@echo "make test-kernels  the kernel-dependent tests here and on Debian's 6.1 in a QEMU guest (slow: see README)"
 	@echo "make setup   only prepare: apt packages, tracefs/bpffs, $(VENV), kernel headers"
@@ -62,6 +62,11 @@ $(PY): | apt
 $(VENV)/.installed: pyproject.toml | $(PY)
 	@echo "setup: installing bpfmagic with its test and docs extras into $(VENV) (a minute or two the first time)"
 	$(PY) -m pip install -q -e '.[test,docs]'
+	@# the JupyterLab extension (%%bpf cells as C): an editable install skips data files, so link
+	@# it where JupyterLab looks, as `jupyter labextension develop` would
+	@mkdir -p $(VENV)/share/jupyter/labextensions
+	@ext=$(VENV)/share/jupyter/labextensions/bpfmagic-cells; [ -L "$$ext" ] || rm -rf "$$ext"; \
+	  ln -sfn "$(CURDIR)/bpfmagic/labextension" "$$ext"
 	@$(PY) -c "import bcc, pandas, ipywidgets, nbclient, myst_nb, sphinx_book_theme, tqdm" \
 	  || { echo "setup: $(VENV) cannot import bcc or a dependency; run 'make clean setup'" >&2; exit 1; }
 	@touch $@
@@ -95,8 +100,9 @@ browser-tools: setup
 	@$(PY) -c "import jupyterlab, playwright" 2>/dev/null || { echo "setup: installing jupyterlab playwright"; \
 	  $(PY) -m pip install -q jupyterlab playwright; }
 
-# JupyterLab on 127.0.0.1 runs $(BROWSER_NB) in headless chromium: the live
-# view renders and its count grows; screenshots in build/browser/.
+# JupyterLab on 127.0.0.1 in headless chromium: a %%bpf cell is highlighted as C
+# (bpfmagic/labextension) and Tab after `%bpf ` offers subcommands; $(BROWSER_NB)
+# runs, its live view renders and its count grows; screenshots in build/browser/.
 browser: browser-tools
 	timeout -k 10 $(BROWSER_LIMIT) $(PY) tests/browser/run_browser.py --out build/browser $(BROWSER_NB)
 

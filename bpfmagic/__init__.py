@@ -42,6 +42,12 @@ from .shell import drop as _drop_session
 from .shell import session
 
 
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """The prebuilt JupyterLab extension (``%%bpf`` cells edited as C), for
+    ``jupyter labextension develop``; a normal install puts it in place itself."""
+    return [{"src": "labextension", "dest": "bpfmagic-cells"}]
+
+
 def load_ipython_extension(ipython) -> None:
     from .magics import register
 

@@ -1,13 +1,26 @@
 """``make browser``: a tutorial notebook run in JupyterLab in a real browser.
 
-    python tests/browser/run_browser.py [--out build/browser] [--timeout S] [NOTEBOOK]
+    python tests/browser/run_browser.py [--out build/browser] [--timeout S] [--only cells|notebook] [NOTEBOOK]
 
 Starts JupyterLab from this Python on 127.0.0.1 (a free port, a random
 token, settings/config/runtime directories of its own, this checkout first
 on the kernel's PYTHONPATH) over a copy of ``notebooks/`` (JupyterLab saves
 what it runs; the repository's notebooks stay without outputs), drives
 Debian's chromium with Playwright for Python (``/usr/bin/chromium``, never
-a downloaded browser), runs every cell of the notebook and checks:
+a downloaded browser). JupyterLab gets this checkout's prebuilt extension
+(``bpfmagic/labextension``) in its own data directory. First, in a notebook
+made for it (``bpf-cells.ipynb``):
+
+- the extension ``bpfmagic-cells`` is loaded and the ``%%bpf`` cell's editor
+  has the C mimetype (the other code cells keep Python's);
+- in that cell, a C comment is styled as a comment (the check can tell),
+  ``#include`` is not (it is a preprocessor directive) and ``int`` is styled
+  as a type (the CSS rules of CodeMirror's token spans name the theme's
+  colour variables);
+- Tab after ``%bpf `` in a code cell, with ``%load_ext bpfmagic`` run,
+  opens JupyterLab's completer with bpfmagic's subcommands.
+
+Then it runs every cell of NOTEBOOK and checks:
 
 - no cell shows an error (cells tagged ``raises-exception`` excepted);
 - the ``%bpf watch`` view renders as a widget (not "Loading widget", not
@@ -17,7 +30,9 @@ a downloaded browser), runs every cell of the notebook and checks:
 - after a save, the kernel shut down and the page reloaded, the view shows
   its last state from the notebook's saved widget state.
 
-Screenshots go to ``--out``. Exit 0 when every check passed, 1 with one line
+Screenshots go to ``--out`` (``10-bpf-cell.png``: the highlighted cell;
+``11-completion.png``: the completer). ``--only`` runs one of the two
+parts. Exit 0 when every check passed, 1 with one line
 per failed check otherwise, 2 when the tools are missing. Whatever happens,
 the JupyterLab server, its kernels and chromium are stopped on exit (also on
 SIGTERM/SIGINT, e.g. from ``timeout``).
@@ -40,6 +55,7 @@ import time
 import urllib.request
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+LABEXTENSION = os.path.join(REPO, "bpfmagic", "labextension")  # prebuilt from labextension/ (see its README)
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -95,6 +111,11 @@ class Lab:
             JUPYTERLAB_WORKSPACES_DIR=os.path.join(work, "workspaces"),
             PYTHONPATH=os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p),
         )
+        # this checkout's extension, found before any installed copy (the user data dir comes first)
+        with open(os.path.join(LABEXTENSION, "package.json")) as f:
+            self.extension = json.load(f)["name"]
+        os.makedirs(os.path.join(work, "data", "labextensions"), exist_ok=True)
+        os.symlink(LABEXTENSION, os.path.join(work, "data", "labextensions", self.extension))
         for path, value in SETTINGS.items():
             full = os.path.join(work, "settings", path)
             os.makedirs(os.path.dirname(full), exist_ok=True)
@@ -344,6 +365,145 @@ def with_suppress_pw(fn, **kw):
         pass
 
 
+# ------------------------------------------------------------------ %%bpf cells: C in the editor, completion
+CELLS_NOTEBOOK = "bpf-cells.ipynb"
+C_MIMETYPE = "text/x-csrc"
+BPF_CELL = """%%bpf hello
+#include <linux/bpf.h>
+/* a C comment */
+int hello(struct bpf_raw_tracepoint_args *ctx) {
+    return 0;
+}"""
+# A few of bpfmagic's subcommands: the completer must offer them after `%bpf `.
+SUBCOMMANDS = {"ls", "slots", "progarray", "watch", "unload"}
+# The theme's colour variables that JupyterLab's highlight style (and the extension, for types) declare
+COMMENT_COLOR, META_COLOR, TYPE_COLOR = "--jp-mirror-editor-comment-color", "--jp-mirror-editor-meta-color", "--jp-mirror-editor-variable-3-color"
+
+
+def write_cells_notebook(path: str) -> None:
+    def code(cell_id: str, source: str) -> dict:
+        return {"cell_type": "code", "id": cell_id, "execution_count": None, "metadata": {}, "outputs": [], "source": source}
+
+    nb = {
+        "cells": [code("load", "%load_ext bpfmagic"), code("bpf", BPF_CELL), code("completion", "")],
+        "metadata": {
+            "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+            "language_info": {"name": "python"},
+        },
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    with open(path, "w") as f:
+        json.dump(nb, f, indent=1)
+
+
+JS_PLUGIN = """(id) => { const app = window.jupyterapp; return {known: app.hasPlugin(id), active: app.isPluginActivated(id)}; }"""
+
+JS_SET_SOURCE = """([index, source]) => window.jupyterapp.shell.currentWidget.content.widgets[index].model.sharedModel.setSource(source)"""
+
+JS_MIMETYPES = """() => window.jupyterapp.shell.currentWidget.content.widgets.map(w => w.model.mimeType)"""
+
+# For each token: the innermost span of the cell's editor whose text starts with it, the colours
+# the CSS rules matching it (or a highlighting span around it) declare, and its computed style.
+# CodeMirror 6 puts its highlight styles into adopted style sheets.
+JS_TOKENS = """([index, tokens]) => {
+  const cell = window.jupyterapp.shell.currentWidget.content.widgets[index];
+  const sheets = [...document.styleSheets, ...(document.adoptedStyleSheets || [])];
+  const declared = el => {
+    const out = [];
+    for (; el && !el.classList.contains('cm-line'); el = el.parentElement) {
+      for (const sheet of sheets) {
+        let rules;
+        try { rules = sheet.cssRules; } catch (e) { continue; }
+        for (const r of rules) {
+          if (r.selectorText && r.style && r.style.color && el.matches(r.selectorText)) out.push(r.style.color);
+        }
+      }
+    }
+    return out;
+  };
+  const spans = [...cell.node.querySelectorAll('.cm-content .cm-line span')];
+  return tokens.map(token => {
+    const hits = spans.filter(s => s.textContent.startsWith(token)).sort((a, b) => a.textContent.length - b.textContent.length);
+    if (!hits.length) return {token, found: false};
+    const el = hits[0], style = getComputedStyle(el);
+    return {token, found: true, text: el.textContent, classes: el.className, declared: declared(el), color: style.color, fontStyle: style.fontStyle};
+  });
+}"""
+
+JS_COMPLETER = """() => {
+  const c = document.querySelector('.jp-Completer');
+  if (!c || c.classList.contains('lm-mod-hidden')) return null;
+  return [...c.querySelectorAll('.jp-Completer-item')].map(i => i.getAttribute('data-value') || i.textContent.trim());
+}"""
+
+
+def styled_with(token: dict, variable: str) -> bool:
+    return any(variable in color for color in token["declared"])
+
+
+def check_cells(page: Page, timeout: float) -> list[str]:
+    """The %%bpf cell edited as C, and completion after `%bpf `: problems, one line each."""
+    problems = []
+    page.open(timeout=60)
+    plugin = page.page.evaluate(JS_PLUGIN, f"{page.lab.extension}:plugin")
+    if not plugin["known"] or not plugin["active"]:
+        raise Failed(f"the JupyterLab extension {page.lab.extension} is not loaded (plugin {plugin}); see jupyterlab.log")
+    bpf = 1  # the %%bpf cell of write_cells_notebook
+    try:
+        wait_for(lambda: page.page.evaluate(JS_MIMETYPES)[bpf] == C_MIMETYPE, 15, f"the %%bpf cell's editor to get {C_MIMETYPE}")
+    except Failed as e:
+        problems.append(str(e))
+    mimetypes = page.page.evaluate(JS_MIMETYPES)
+    log(f"editor mimetypes of the cells: {mimetypes}")
+    if mimetypes[0] == C_MIMETYPE or mimetypes[2] == C_MIMETYPE:
+        problems.append(f"a cell without %%bpf got {C_MIMETYPE}: {mimetypes}")
+    time.sleep(0.5)  # the editor applies a language asynchronously; then CodeMirror re-highlights
+    comment, include, int_ = page.page.evaluate(JS_TOKENS, [bpf, ["/* a C comment", "#include", "int"]])
+    for t in (comment, include, int_):
+        seen = f"span {t['text']!r} declares colours {t['declared']}, computed {t['color']} {t['fontStyle']}" if t["found"] else "no span"
+        log(f"token {t['token']!r}: {seen}")
+    if not all(t["found"] for t in (comment, include, int_)):
+        problems.append(f"the %%bpf cell's tokens are not highlighted spans: {[t['token'] for t in (comment, include, int_) if not t['found']]}")
+    else:
+        if not styled_with(comment, COMMENT_COLOR):
+            problems.append(f"a C comment in the %%bpf cell is not styled as a comment ({comment['declared']}): the check cannot tell comments")
+        if styled_with(include, COMMENT_COLOR) or include["fontStyle"] == "italic" or not styled_with(include, META_COLOR):
+            problems.append(f"#include in the %%bpf cell is not styled as a directive: span {include['text']!r} declares {include['declared']}")
+        if not styled_with(int_, TYPE_COLOR):
+            problems.append(f"int in the %%bpf cell is not styled as a type: span {int_['text']!r} declares {int_['declared']}")
+    page.cell(bpf).screenshot(path=os.path.join(page.out, "10-bpf-cell.png"))
+    # a cell that stops being %%bpf gets the notebook's mimetype back, and C again when it is %%bpf again
+    for source, wanted in ((BPF_CELL.replace("%%bpf", "%%writefile", 1), mimetypes[0]), (BPF_CELL, C_MIMETYPE)):
+        page.page.evaluate(JS_SET_SOURCE, [bpf, source])
+        try:
+            wait_for(lambda w=wanted: page.page.evaluate(JS_MIMETYPES)[bpf] == w, 10, f"the cell starting {source.split()[0]!r} to get {wanted}")
+        except Failed as e:
+            problems.append(str(e))
+    # completion: the kernel answers once bpfmagic is loaded
+    page.run("notebook:run-cell", 0, timeout, until=1)
+    if errs := page.errors():
+        raise Failed("%load_ext bpfmagic failed: " + " / ".join(errs))
+    editor = page.cell(2).locator(".cm-content")
+    editor.click()
+    page.page.keyboard.type("%bpf ")
+    page.page.keyboard.press("Tab")
+    try:
+        items = wait_for(lambda: page.page.evaluate(JS_COMPLETER), 15, "the completer to open after Tab on `%bpf `")
+        log(f"completer after `%bpf `: {len(items)} items: {', '.join(items[:12])}{' ...' if len(items) > 12 else ''}")
+        if missing := SUBCOMMANDS - set(items):
+            problems.append(f"the completer after `%bpf ` lacks subcommands {sorted(missing)} (it offers {items[:20]})")
+        page.shot("11-completion.png")
+    except Failed as e:
+        problems.append(str(e))
+    page.page.keyboard.press("Escape")
+    # leave the notebook saved (no "unsaved changes" prompt when the next one opens) and its kernel gone
+    page.page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+    wait_for(lambda: not page.page.evaluate("() => window.jupyterapp.shell.currentWidget.context.model.dirty"), 20, "the notebook to be saved")
+    page.lab.shutdown_kernels()
+    return problems
+
+
 # ------------------------------------------------------------------ the run
 def drive(page: Page, timeout: float) -> list[str]:
     problems = []
@@ -405,6 +565,7 @@ def main(argv=None) -> int:
     ap.add_argument("notebook", nargs="?", default="notebooks/04-events-into-dataframes.ipynb")
     ap.add_argument("--out", default="build/browser")
     ap.add_argument("--timeout", type=float, default=150, help="seconds for each group of cells")
+    ap.add_argument("--only", choices=("cells", "notebook"), help="run only the %%%%bpf cell checks, or only NOTEBOOK")
     args = ap.parse_args(argv)
     try:
         from playwright.sync_api import Error as PlaywrightError
@@ -439,6 +600,7 @@ def main(argv=None) -> int:
     if os.path.isdir(os.path.join(REPO, "bpf")):
         shutil.copytree(os.path.join(REPO, "bpf"), os.path.join(root, "bpf"))
     rel = "notebooks/" + os.path.basename(notebook)
+    write_cells_notebook(os.path.join(root, CELLS_NOTEBOOK))
     started = time.monotonic()
     lab = None
     problems: list[str] = []
@@ -455,13 +617,19 @@ def main(argv=None) -> int:
                 viewport={"width": 1400, "height": 1000},
             )
             try:
-                page = Page(ctx.pages[0] if ctx.pages else ctx.new_page(), lab, rel, out)
-                page.lab_root = root
-                try:
-                    problems = drive(page, args.timeout)
-                except (Failed, PlaywrightError) as e:
-                    problems = [str(e).splitlines()[0]]
-                    with_suppress_pw(page.page.screenshot, path=os.path.join(out, "failure.png"))
+                browser_page = ctx.pages[0] if ctx.pages else ctx.new_page()
+                parts = [("cells", CELLS_NOTEBOOK, check_cells), ("notebook", rel, drive)]
+                for part, part_rel, check in parts:
+                    if args.only and args.only != part:
+                        continue
+                    page = Page(browser_page, lab, part_rel, out)
+                    page.lab_root = root
+                    try:
+                        found = check(page, args.timeout)
+                    except (Failed, PlaywrightError) as e:
+                        found = [str(e).splitlines()[0]]
+                        with_suppress_pw(page.page.screenshot, path=os.path.join(out, f"failure-{part}.png"))
+                    problems += [f"{part_rel}: {p}" for p in found]
             finally:
                 ctx.close()
     except Failed as e:
@@ -479,11 +647,16 @@ def main(argv=None) -> int:
         for p in problems:
             print(f"browser: FAILED: {p}", file=sys.stderr)
         print(
-            f"browser: {rel} in JupyterLab + chromium failed after {took:.0f} s; screenshots and the server log in {os.path.relpath(out)}",
+            f"browser: JupyterLab + chromium failed after {took:.0f} s; screenshots and the server log in {os.path.relpath(out)}",
             file=sys.stderr,
         )
         return 1
-    log(f"passed in {took:.0f} s: {rel} ran in JupyterLab + chromium, the view rendered and grew; screenshots in {os.path.relpath(out)}")
+    done = {
+        "cells": "the %%bpf cell is highlighted as C and `%bpf ` completes subcommands",
+        "notebook": f"{rel} ran, the view rendered and grew",
+    }
+    passed = "; ".join(v for k, v in done.items() if args.only in (None, k))
+    log(f"passed in {took:.0f} s in JupyterLab + chromium: {passed}; screenshots in {os.path.relpath(out)}")
     return 0
 
 
