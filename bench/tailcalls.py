@@ -4,7 +4,14 @@ a retpoline where those are on), measured the published way: a chain of XDP
 programs run with BPF_PROG_TEST_RUN, best of several rounds, the slope of ns
 per run against tail calls taken.
 
-Usage: python bench/tailcalls.py [--depth 35] [--repeat 100000] [--rounds 3] [--plot FILE.svg]
+Then what bpfmagic's instruments add to a tail call (issue 24), measured in
+the same run: the const chain bare, with per-slot counting (what every cell
+gets unless --no-count) and with path recording (%bpf paths --on), in
+interleaved rounds; each instrument's slope against the bare one's of the same
+round, median over rounds. Exits 1 when counting adds more than
+TARGET_COUNTING or paths more than TARGET_PATHS of the bare tail call.
+
+Usage: python bench/tailcalls.py [--depth 35] [--repeat 100000] [--rounds 3] [--overhead-rounds 7] [--plot FILE.svg] [--smoke]
 Needs root (or CAP_BPF + CAP_NET_ADMIN) and BCC.
 """
 
@@ -12,8 +19,12 @@ from __future__ import annotations
 
 import argparse
 import platform
+import statistics
 import sys
 import time
+
+TARGET_COUNTING = 0.10  # per-slot counting: at most 10% added to a tail call
+TARGET_PATHS = 1.0  # path recording: at most 1x the tail call's own cost per hop
 
 # Published figures, for context (same method: XDP chain, BPF_PROG_TEST_RUN).
 PUBLISHED = [
@@ -29,8 +40,12 @@ def main(argv=None) -> int:
     parser.add_argument("--depth", type=int, default=35, help="tail calls asked for, 0..DEPTH (default 35)")
     parser.add_argument("--repeat", type=int, default=100_000, help="runs per test run (default 100000)")
     parser.add_argument("--rounds", type=int, default=3, help="best of ROUNDS (default 3)")
+    parser.add_argument("--overhead-rounds", type=int, default=7, help="interleaved rounds of bare / counted / paths (default 7)")
     parser.add_argument("--plot", metavar="FILE", help="also write the curves (svg/png/pdf by the extension)")
+    parser.add_argument("--smoke", action="store_true", help="a short run that checks the script works; targets not judged")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.depth, args.repeat, args.rounds, args.overhead_rounds = 12, 2_000, 1, 1
 
     from bpfmagic import Session
     from bpfmagic.experiments import testrun
@@ -41,10 +56,7 @@ def main(argv=None) -> int:
             started = time.perf_counter()
             frames[index] = session.bench_tailcalls(depth=args.depth, repeat=args.repeat, index=index, rounds=args.rounds)
             frames[index].attrs["seconds"] = time.perf_counter() - started
-        # The same const chain with path recording (%bpf paths --on), in the same run.
-        started = time.perf_counter()
-        traced = session.bench_tailcalls(depth=min(args.depth, 33), repeat=args.repeat, index="const", rounds=args.rounds, paths=True)
-        traced.attrs["seconds"] = time.perf_counter() - started
+        overhead = measure_overhead(session, min(args.depth, 33), args.repeat, args.overhead_rounds)
     print(
         f"tail-call cost, XDP chain, kernel {platform.release()}, depth 0..{args.depth}, "
         f"best of {args.rounds} x {args.repeat:,} runs, kernel run stats off while measuring"
@@ -61,14 +73,6 @@ def main(argv=None) -> int:
         f"var / const: {var / const:.1f}x per tail call (ns/tail call: slope fitted from "
         f"{frames['const'].attrs['fit_from']} tail calls on, where each call pays its full latency)"
     )
-    bare, with_paths = frames["const"].attrs, traced.attrs
-    print(
-        f"paths on (const index): {with_paths['ns_per_tail_call']:.2f} ns per tail call vs "
-        f"{bare['ns_per_tail_call']:.2f} bare: path recording costs "
-        f"{with_paths['ns_per_tail_call'] - bare['ns_per_tail_call']:.2f} ns per hop "
-        f"({with_paths['ns_per_tail_call'] / bare['ns_per_tail_call']:.1f}x); base "
-        f"{with_paths['base_ns']:.0f} vs {bare['base_ns']:.0f} ns per run; {with_paths['seconds']:.1f} s"
-    )
     held = sum(df.attrs["stats_on_runs"] for df in frames.values())
     if held:
         print(f"({held} runs had kernel run stats on despite retries: another process holds them)")
@@ -80,7 +84,74 @@ def main(argv=None) -> int:
         fig = testrun.plot_tailcalls(frames["const"], frames["var"])
         fig.savefig(args.plot)
         print(f"\nplot: {args.plot}")
-    return 0
+
+    print_overhead(overhead, args)
+    if args.smoke:
+        print("smoke run: the instruments' targets are not judged on so short a run")
+        return 0
+    missed = shortfalls(overhead["counting"], overhead["paths"])
+    for message in missed:
+        print(f"TARGET MISSED: {message}", file=sys.stderr)
+    if not missed:
+        print("targets met")
+    return 1 if missed else 0
+
+
+VARIANTS = {"bare": {}, "counting": {"count_tail_calls": True}, "paths": {"paths": True}}
+
+
+def measure_overhead(session, depth: int, repeat: int, rounds: int) -> dict:
+    """ns per tail call of the const chain bare, counted and with paths, in ROUNDS interleaved
+    rounds (each variant loaded, swept over every depth once, freed): per variant the slopes,
+    and per instrument the median over rounds of (its slope - the round's bare one) / bare."""
+    slopes: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    taken: set[int] = set()
+    for round_number in range(rounds):
+        # the order turns each round, so no variant always runs right after another
+        order = list(VARIANTS)[round_number % 3 :] + list(VARIANTS)[: round_number % 3]
+        for name in order:
+            df = session.bench_tailcalls(depth=depth, repeat=repeat, index="const", rounds=1, **VARIANTS[name])
+            slopes[name].append(df.attrs["ns_per_tail_call"])
+            taken.add(df.attrs["max_tail_calls"])
+    if len(taken) != 1:  # the instruments must not change what the chain does
+        raise SystemExit(f"the variants took different numbers of tail calls: {sorted(taken)}")
+    added = {
+        name: statistics.median((slopes[name][r] - slopes["bare"][r]) / slopes["bare"][r] for r in range(rounds)) for name in ("counting", "paths")
+    }
+    return {"slopes": slopes, "depth": depth, "repeat": repeat, "rounds": rounds, "loadavg": _loadavg(), **added}
+
+
+def print_overhead(overhead: dict, args) -> None:
+    slopes = overhead["slopes"]
+    print(
+        f"\ninstruments' cost per tail call (const chain, depth 0..{overhead['depth']}, {overhead['rounds']} interleaved rounds "
+        f"of {overhead['repeat']:,} runs; slopes, median over rounds; /proc/loadavg {overhead['loadavg']}):"
+    )
+    print(f"{'chain':<10} {'ns/tail call':>12} {'added ns':>9} {'added':>8} {'target':>8}   rounds (ns/tail call)")
+    bare = statistics.median(slopes["bare"])
+    targets = {"counting": TARGET_COUNTING, "paths": TARGET_PATHS}
+    for name in VARIANTS:
+        median = statistics.median(slopes[name])
+        added = f"{overhead[name] * 100:>7.0f}%" if name in targets else f"{'':>8}"
+        target = f"<={targets[name] * 100:.0f}%" if name in targets else ""
+        every = " ".join(f"{x:.2f}" for x in slopes[name])
+        print(f"{name:<10} {median:>12.2f} {median - bare:>9.2f} {added} {target:>8}   {every}")
+    print("(added: the instrument's slope minus the bare one of the same round, over the bare one)")
+
+
+def shortfalls(counting: float, paths: float) -> list[str]:
+    """The instruments' targets missed, given what each adds per tail call (a fraction of the bare one)."""
+    out = []
+    if not counting <= TARGET_COUNTING:
+        out.append(f"per-slot counting adds {counting * 100:.0f}% to a tail call (target <= {TARGET_COUNTING * 100:.0f}%)")
+    if not paths <= TARGET_PATHS:
+        out.append(f"path recording adds {paths:.2f}x a tail call per hop (target <= {TARGET_PATHS:.2f}x)")
+    return out
+
+
+def _loadavg() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
 
 
 if __name__ == "__main__":

@@ -179,6 +179,8 @@ class LoadTransaction:
             module.programs[fname] = Program(module, fname, ptype, fd, stats)
         module.auto_attached += obj.convention_attached()
         module.site_base = site_base
+        if obj.implied_sites and site_base is not None:
+            session.sites.imply(site_base, obj.implied_sites, session.arrays)
         module.paths = req.paths and site_base is not None
         module.counts_tail_calls = req.count_calls and bool(syntax.tail_calls)
         adopt_initialized_slots(session, module, self.replaced)

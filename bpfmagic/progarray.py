@@ -12,6 +12,7 @@ import re
 import weakref
 from dataclasses import dataclass, field
 
+from .c.instrument import IMPLIED_CALLS, IMPLIED_MISSED
 from .errors import SlotError, UsageProblem
 from .kernel import libbpf, pins
 from .kernel.progtypes import prog_type_name
@@ -85,6 +86,10 @@ class ProgArray:
     baselines: dict[int, tuple[int, int]] = field(default_factory=dict)
     # program -> {index: (calls, missed)} of its finished stays; weak: gone with the program.
     earned: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary)
+    # Call sites with a constant slot count in the session's sites map instead (one counter per
+    # hop, c/instrument.const_site_keys): (site id, index) of each, and the CallSites that holds them.
+    implied: list[tuple[int, int]] = field(default_factory=list)
+    sites: object = None
 
     def __repr__(self) -> str:
         keys = "syscall keys" if self.keys == "syscalls" else f"{len(self.names)} named slots"
@@ -92,16 +97,35 @@ class ProgArray:
 
     def call_counts(self) -> tuple[list[int], list[int]]:
         """(calls, missed) per index, summed over CPUs."""
-        # Missed first, then calls (libbpf.calls_and_missed): numbers read together agree.
-        # While programs run, a call still in flight may show as taken for a moment.
-        return libbpf.calls_and_missed(self.counter_fd, self.size)
+        # Missed first, then calls: numbers read together agree (every miss counted had its
+        # call counted before it). While programs run, a call in flight may show as taken for a moment.
+        missed = libbpf.percpu_u64_sums(self.counter_fd, self.size, start=self.size)
+        self._add_implied(missed, IMPLIED_MISSED)
+        calls = libbpf.percpu_u64_sums(self.counter_fd, self.size)
+        self._add_implied(calls, IMPLIED_CALLS)
+        return calls, missed
+
+    def _add_implied(self, counts: list[int], run: int) -> None:
+        """Add what the constant-slot call sites counted in run RUN of the sites map (one batch read)."""
+        fd = getattr(self.sites, "fd", None)
+        if not self.implied or fd is None:
+            return
+        first = min(site for site, _ in self.implied)
+        values = libbpf.percpu_u64_sums(fd, max(site for site, _ in self.implied) - first + 1, start=run + first)
+        for site, index in self.implied:
+            counts[index] += values[site - first]
 
     def counts_at(self, index: int) -> tuple[int, int]:
         """(calls, missed) at one index since the array was created."""
         if self.counter_fd < 0:
             return 0, 0
-        missed = libbpf.percpu_u64_sum(self.counter_fd, self.size + index)  # missed first: see call_counts
+        sites = [site for site, i in self.implied if i == index]
+        fd = getattr(self.sites, "fd", None) if sites else None
+        # missed first: see call_counts
+        missed = libbpf.percpu_u64_sum(self.counter_fd, self.size + index)
+        missed += sum(libbpf.percpu_u64_sum(fd, IMPLIED_MISSED + site) for site in sites) if fd is not None else 0
         calls = libbpf.percpu_u64_sum(self.counter_fd, index)
+        calls += sum(libbpf.percpu_u64_sum(fd, IMPLIED_CALLS + site) for site in sites) if fd is not None else 0
         return calls, missed
 
     def credited(self, program, counts: dict | None = None) -> dict[int, tuple[int, int]]:

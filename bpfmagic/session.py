@@ -601,12 +601,15 @@ class Session:
 
         return stats.stats(self, since=since)
 
-    def bench_tailcalls(self, depth: int = 33, repeat: int = 100_000, index: str = "const", rounds: int = 3, paths: bool = False) -> pd.DataFrame:
+    def bench_tailcalls(
+        self, depth: int = 33, repeat: int = 100_000, index: str = "const", rounds: int = 3, paths: bool = False, count_tail_calls: bool = False
+    ) -> pd.DataFrame:
         """Tail-call cost curve: DataFrame (depth, tail_calls, ns_per_run); the fit is in .attrs.
-        ``paths``: the chain records paths (its cost per hop: the slope minus the bare one)."""
+        ``paths``: the chain records paths; ``count_tail_calls``: it counts per slot (either's
+        cost per hop: the slope minus the bare one)."""
         from .experiments import testrun
 
-        return testrun.bench_tailcalls(self, depth=depth, repeat=repeat, index=index, rounds=rounds, paths=paths)
+        return testrun.bench_tailcalls(self, depth=depth, repeat=repeat, index=index, rounds=rounds, paths=paths, count_tail_calls=count_tail_calls)
 
     def bench_calls(self, depths=(0, 1, 2, 4, 8, 16, 32), repeat: int = 100_000, rounds: int = 5) -> pd.DataFrame:
         """The same stage work chained by a constant- and a variable-index tail call, a BPF-to-BPF

@@ -1,5 +1,7 @@
 """Per call site counters: one per-CPU map for the whole session, ``__bm_sites``,
-with three runs of SITES counters (calls, fell through, of those the limit).
+with five runs of SITES counters (calls, fell through, of those the limit; and
+calls and fall-throughs at sites whose key is one constant slot, which the
+slot's counts include: c/instrument.const_site_keys).
 
 Each load that counts gets a base; a site's id is base + the line of the cell
 it is on, and a function's id is base + the line of its definition (paths
@@ -12,7 +14,8 @@ import contextlib
 import os
 from collections.abc import Callable
 
-from .c.instrument import SITES
+from .c.analysis import constant_key
+from .c.instrument import IMPLIED_CALLS, IMPLIED_MISSED, SITES, SITES_ENTRIES
 from .kernel import libbpf
 
 MISSES_COLUMNS = ["module", "function", "line", "array", "key", "slot", "calls", "taken", "missed", "slot_empty", "limit_reached"]
@@ -34,7 +37,7 @@ class CallSites:
         if self._next + lines > SITES:
             return None
         if self.fd is None:
-            fd = libbpf.map_create_percpu_u64_array("bm_sites", 3 * SITES)
+            fd = libbpf.map_create_percpu_u64_array("bm_sites", SITES_ENTRIES)
             self.fd, self.pin = fd, self._pin_map(fd, "bm_sites")
         base = self._next
         self._next += lines
@@ -63,16 +66,23 @@ class CallSites:
         (fall-throughs read first, so they never exceed the calls)."""
         if module.site_base is None or self.fd is None:
             return {}
-        lines = _lines(module.source)
-        missed = libbpf.percpu_u64_sums(self.fd, lines, start=SITES + module.site_base)
-        calls = libbpf.percpu_u64_sums(self.fd, lines, start=module.site_base)
-        return {t.line: (calls[t.line], missed[t.line]) for t in module.syntax.tail_calls}
+        lines, base = _lines(module.source), module.site_base
+        missed = libbpf.percpu_u64_sums(self.fd, lines, start=SITES + base)
+        missed_implied = libbpf.percpu_u64_sums(self.fd, lines, start=IMPLIED_MISSED + base)
+        calls = libbpf.percpu_u64_sums(self.fd, lines, start=base)
+        calls_implied = libbpf.percpu_u64_sums(self.fd, lines, start=IMPLIED_CALLS + base)
+        return {t.line: (calls[t.line] + calls_implied[t.line], missed[t.line] + missed_implied[t.line]) for t in module.syntax.tail_calls}
+
+    def imply(self, base: int, implied: dict[int, tuple[str, int]], arrays: dict) -> None:
+        """Credit the constant-slot call sites of a load (line -> (array, index)) to their slots."""
+        for line, (name, index) in implied.items():
+            array = arrays[name]
+            array.sites = self
+            array.implied.append((base + line, index))
 
     def misses(self, modules, arrays):
         """Session.misses(): why tail calls fell through, per call site of MODULES."""
         import pandas as pd
-
-        from .experiments.graph import resolve_key
 
         rows = []
         for m in modules:
@@ -84,7 +94,7 @@ class CallSites:
                 calls, missed = counts.get(t.line, (0, 0))
                 lim = limit[t.line] if m.paths else None  # the split is recorded only with paths on
                 a = arrays.get(t.array) if t.array else None
-                index = resolve_key(a, t.key, m.source) if a is not None and t.kind != "chain" else None
+                index = constant_key(t.key, m.source, a.resolve) if a is not None and t.kind != "chain" else None
                 slot = a.label(index) if index is not None and 0 <= index < a.size else None
                 rows.append(
                     {

@@ -70,6 +70,9 @@ def test_a_missed_target_makes_each_bench_exit_1():
     assert r.returncode == 1 and "TARGET MISSED: (c) decodes" in r.stderr, r.stdout + r.stderr
     r = run_bench("flood.py", "--smoke", patch="bench.TARGET_FILE_SHARE = 1.01")
     assert r.returncode == 1 and "TARGET MISSED: 100.00% of the delivered events in the Parquet file" in r.stderr, r.stdout + r.stderr
+    short = ("--depth", "12", "--repeat", "2000", "--rounds", "1", "--overhead-rounds", "1")
+    r = run_bench("tailcalls.py", *short, patch="bench.TARGET_COUNTING = float('-inf')")
+    assert r.returncode == 1 and "TARGET MISSED: per-slot counting adds" in r.stderr, r.stdout + r.stderr
 
 
 def test_targets_are_judged_on_the_figures():
@@ -97,6 +100,25 @@ def test_flood_bench_smoke_run_puts_every_delivered_event_in_the_parquet_file():
     queued = re.search(r"peak queued ([\d,]+) rows of 8,192 at most; the reader waited for the writer [\d,]+ times", r.stdout)
     assert queued and 0 < int(queued[1].replace(",", "")) <= 8192, r.stdout
     assert "target met" in r.stdout
+
+
+@needs_root
+def test_tailcalls_bench_smoke_run_shows_the_instruments_beside_the_bare_call():
+    r = run_bench("tailcalls.py", "--smoke")
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert any(line.startswith("instruments' cost per tail call") and "/proc/loadavg" in line for line in lines), r.stdout
+    for chain in ("bare", "counting", "paths"):
+        assert any(line.startswith(chain + " ") for line in lines), (chain, r.stdout)
+    assert "smoke run: the instruments' targets are not judged" in r.stdout
+
+
+def test_tailcalls_targets_are_judged_on_the_figures():
+    tailcalls = load_bench("tailcalls.py")
+    assert tailcalls.shortfalls(0.10, 1.0) == []
+    assert [m.split()[0] for m in tailcalls.shortfalls(0.11, 1.0)] == ["per-slot"]
+    assert [m.split()[0] for m in tailcalls.shortfalls(0.10, 1.01)] == ["path"]
+    assert len(tailcalls.shortfalls(float("nan"), float("nan"))) == 2  # a figure that could not be measured is no pass
 
 
 def test_flood_target_is_judged_on_the_figures():

@@ -140,6 +140,52 @@ char LICENSE[] SEC("license") = "GPL";
     assert session.site_counts(m) == {6: (5, 5), 7: (5, 5)}
 
 
+CONST_AND_VARIABLE_SITES = r"""BPF_PROG_ARRAY(cv, 4);
+#define NEXT 2
+int by_const(struct xdp_md *ctx) { cv.call(ctx, NEXT); return XDP_PASS; }
+int by_packet(struct xdp_md *ctx) {
+    u8 *key = (u8 *)(long)ctx->data;
+    if ((void *)(key + 1) > (void *)(long)ctx->data_end) return XDP_ABORTED;
+    cv.call(ctx, *key);
+    return XDP_PASS;
+}
+int target(struct xdp_md *ctx) { return XDP_TX; }
+"""
+
+
+def _map_loads_before_the_tail_call(program) -> int:
+    """How many map addresses the program loads before its tail call (the prog array's included)."""
+    code = [line for line in program.dump("xlated").splitlines() if not line.startswith(";")]
+    before = code[: next(i for i, line in enumerate(code) if "call bpf_tail_call" in line)]
+    return sum("= map[id:" in line for line in before)
+
+
+@needs_root
+def test_a_constant_slot_site_counts_once_per_hop_and_every_reading_agrees(session):
+    m = session.load("cv", CONST_AND_VARIABLE_SITES, slots={"cv[2]": "target"})
+    # the constant site bumps one counter that names the site and the slot; the packet-keyed one
+    # the slot's and the site's (and the prog array's address is loaded by both)
+    assert _map_loads_before_the_tail_call(session.program("cv.by_const")) == 2
+    assert _map_loads_before_the_tail_call(session.program("cv.by_packet")) == 3
+    for _ in range(3):
+        assert session.test_run("cv.by_const").retval_name == "XDP_TX"
+    for key, outcome in ((2, "XDP_TX"), (2, "XDP_TX"), (3, "XDP_PASS")):
+        assert session.test_run("cv.by_packet", data=bytes([key]) + bytes(63)).retval_name == outcome
+    slots = session.slots("cv", all_keys=True).set_index("index")
+    assert slots.loc[2, ["calls", "taken", "missed"]].tolist() == [5, 5, 0]
+    assert slots.loc[3, ["calls", "taken", "missed"]].tolist() == [1, 0, 1]
+    assert session.site_counts(m) == {3: (3, 0), 7: (3, 1)}
+    misses = session.misses().set_index("line")
+    assert misses.loc[3, ["slot", "calls", "taken", "missed"]].tolist() == ["cv[2]", 3, 3, 0]
+    assert session.arrays["cv"].counts_at(2) == (5, 0)
+    # a program moved out of the slot keeps what it earned there
+    session.unslot("cv[2]")
+    assert session.test_run("cv.by_const").retval_name == "XDP_PASS"
+    slots = session.slots("cv", all_keys=True).set_index("index")
+    assert slots.loc[2, ["calls", "taken", "missed"]].tolist() == [6, 5, 1]
+    assert session.arrays["cv"].credited(session.program("cv.target")) == {2: (5, 0)}
+
+
 @needs_root
 def test_a_wide_chain_fits_a_notebook(session):
     n = 9

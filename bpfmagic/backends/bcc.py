@@ -12,7 +12,7 @@ import re
 import tempfile
 
 from ..c.diagnostics import compile_error, verifier_error
-from ..c.instrument import ColumnMap, bcc_text
+from ..c.instrument import ColumnMap, bcc_text, const_site_keys
 from ..errors import BpfError, EnvironmentProblem, UsageProblem
 from ..kernel import libbpf
 from ..kernel.lock import captured_fd2
@@ -41,6 +41,8 @@ class BccObject:
     kind = "bcc"
     notes: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()  # kernel struct members read at another kernel's offsets (bcc_offsets.py)
+    # line -> (array, index): call sites that count in the sites map for a constant slot (const_site_keys)
+    implied_sites: dict[int, tuple[str, int]] = {}
 
     @property
     def pins(self) -> dict[str, bool]:
@@ -220,6 +222,7 @@ def compile_cell(session, req, syntax, slot_index, resolved_slots, site_base, bo
     arrays = {n: (a.pin, a.size, a.counter_pin) for n, a in session.arrays.items()}
     sites = (session.sites.pin, site_base) if site_base is not None else None
     paths = {"pins": session._path_maps.pins} if req.paths and session._path_maps and sites else None
+    implied = const_site_keys(syntax, slot_index, {n: a[1] for n, a in arrays.items()}) if req.count_calls and sites else {}
     from . import bcc_offsets
 
     # The kernel struct offsets the cell reads are asked of clang while libbcc compiles it.
@@ -239,12 +242,14 @@ def compile_cell(session, req, syntax, slot_index, resolved_slots, site_base, bo
                 sites=sites,
                 paths=paths,
                 cursor=session._cursor[1] if session._cursor else None,
+                implied=implied,
             )
     except BaseException:
         if offsets is not None:
             offsets.cancel()
         raise
     obj = BccObject(bpf, columns, req.origin, syntax, dict(stats))
+    obj.implied_sites = implied
     if offsets is not None:
         obj.warnings = tuple(offsets.warnings())
     return obj, log
@@ -294,6 +299,7 @@ def load_bcc(
     sites=None,
     paths=None,
     cursor=None,
+    implied=None,
 ):
     """Compile the cell with BCC, instrumented for the session (shared arrays,
     SLOT, call and loss counters); BCC also loads and attaches the functions
@@ -302,7 +308,7 @@ def load_bcc(
     errors that point at the cell."""
     from bcc import BPF
 
-    text, header, columns = bcc_text(syntax, arrays, slot_index, count_calls, sites, paths, cursor)
+    text, header, columns = bcc_text(syntax, arrays, slot_index, count_calls, sites, paths, cursor, implied)
     debug = 0x10 if verbose else 0  # BCC's DEBUG_BPF_REGISTER_STATE: the full verifier log
     # The header lives in a directory only this process can enter, for the compile only.
     with tempfile.TemporaryDirectory(prefix="bpfmagic-bcc-") as tmp:

@@ -345,6 +345,9 @@ class CoreLink(Attachment):
 class CoreObject:
     """One clang-compiled object loaded through libbpf."""
 
+    # line -> (array, index): call sites that count in the sites map for a constant slot (none yet for --core)
+    implied_sites: dict[int, tuple[str, int]] = {}
+
     def __init__(self, name: str, obj_bytes: bytes, pin_root=None):
         """``pin_root``: the directory of maps the cell pins by name (LIBBPF_PIN_BY_NAME), or a
         callable that makes it, called only when the object has such maps; None: libbpf's

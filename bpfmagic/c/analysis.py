@@ -357,6 +357,29 @@ def file_constants(source: str) -> dict[str, str]:
     return out
 
 
+def constant_key(key: str, source: str, slot_of) -> int | None:
+    """The slot index a tail call's key expression names when it is a constant (a number,
+    a #define'd number, an enum constant or SLOT(array, name), whose index ``slot_of(name)``
+    gives); None when it is computed at run time or the text alone cannot say."""
+    tree = _parser().parse(b"int __bm_key = " + key.encode() + b";").root_node
+    decl = tree.named_children[0] if tree.named_children else None
+    init = decl.child_by_field_name("declarator") if decl is not None else None
+    value = init.child_by_field_name("value") if init is not None else None
+    while value is not None and value.type == "parenthesized_expression" and value.named_children:
+        value = value.named_children[0]
+    if value is not None and value.type == "call_expression":
+        fn = value.child_by_field_name("function")
+        args = value.child_by_field_name("arguments")
+        names = [c.text.decode() for c in args.named_children] if args is not None else []
+        if fn is not None and fn.text == b"SLOT" and len(names) == 2:
+            try:
+                return slot_of(names[1])
+            except Exception:
+                return None
+        return None
+    return constant_value(value, file_constants(source))
+
+
 def _struct_map_kind(decl) -> tuple[str | None, object]:
     """For a libbpf ``struct { __uint(type, BPF_MAP_TYPE_X); ... } name SEC(".maps")``
     declaration: ("PROG_ARRAY" etc., the max_entries argument node or None)."""

@@ -14,14 +14,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .analysis import CellSyntax
+from .analysis import CellSyntax, constant_key
 from .records import event_tables, output_calls
 
 COUNTER_PREFIX = "__bm_calls_"
-# Per call site counters, session-wide: [base + line] calls made at the call site on that line of
-# the cell, [SITES + base + line] those that fell through; each loaded module gets its own base.
+# Per call site counters, session-wide, in runs of SITES: [base + line] calls made at the call site
+# on that line of the cell, [SITES + base + line] those that fell through, [2 * SITES + ...] of those
+# the limit (paths on); each loaded module gets its own base. A site whose key is one constant slot
+# counts only in the last two runs (IMPLIED_CALLS, IMPLIED_MISSED): one counter per hop tells both the
+# site and the slot, which sites.py credits to that slot (const_site_keys).
 SITES_MAP = "__bm_sites"
 SITES = 1 << 15
+IMPLIED_CALLS, IMPLIED_MISSED = 3 * SITES, 4 * SITES
+SITES_ENTRIES = 5 * SITES
 CURSOR_MAP = "__bm_cursor"  # chains as data: each CPU's position in the chain it runs
 LOST_COUNTER = "__bm_lost"
 # The cell's own file name in what clang compiles for --core (the cell's
@@ -90,13 +95,15 @@ def bcc_text(
     sites: tuple[str, int] | None = None,
     paths: dict | None = None,
     cursor: str | None = None,
+    implied: dict[int, tuple[str, int]] | None = None,
 ) -> tuple[str, str, ColumnMap]:
     """What BCC compiles: (the cell's text, a header BCC force-includes ahead
     of it, the column map). ``arrays``: each session array -> (pin, size,
     counter pin). Every prog array the cell declares is a session array
     (BPF_PROG_ARRAY, or BPF_TABLE("prog", ...)), opened through its pin. The
     header holds bpfmagic's macros, so the cell's text keeps its lines: BCC
-    quotes source lines in verifier logs by their number in the text it got."""
+    quotes source lines in verifier logs by their number in the text it got.
+    ``implied``: const_site_keys() of the cell, when the caller has it already."""
     lines = [
         "#undef BPF_PROG_ARRAY",
         '#define BPF_PROG_ARRAY(_n, _sz) BPF_TABLE_PINNED("prog", u32, u32, _n, _sz, __BM_PIN_##_n) __BM_COUNTERS_##_n',
@@ -109,7 +116,7 @@ def bcc_text(
         lines.append(f"#define __BM_COUNTERS_{name} {counters}")
     lines += _slot_defines(cell, slot_index)
     if sites is not None and (count_calls or paths):  # (pin, base): the session's per-site counters
-        lines.append(f'BPF_TABLE_PINNED("percpu_array", u32, u64, {SITES_MAP}, {3 * SITES}, "{sites[0]}");')
+        lines.append(f'BPF_TABLE_PINNED("percpu_array", u32, u64, {SITES_MAP}, {SITES_ENTRIES}, "{sites[0]}");')
     if paths:  # the session's path maps (bpfmagic/experiments/paths.py), opened by their pins
         from .path_record import C_TYPES, PATH_COUNTS
 
@@ -201,28 +208,39 @@ def bcc_text(
             )
             original = data[call.start : call.end]
             edits.append((call.start, call.end, text.encode() + b"\n" * original.count(b"\n")))
+    if implied is None:
+        implied = const_site_keys(cell, slot_index, {n: a[1] for n, a in arrays.items()}) if count_calls and sites is not None else {}
     if count_calls or (paths and sites is not None):
         for call in cell.tail_calls:
             if call.kind != "call" or call.array not in arrays:
                 continue
             counter, size = counter_name(call.array), arrays[call.array][1]
             key = data[call.key_start : call.key_end].decode()
-            # An index past the end has no slot (the kernel falls through): only the site counts it.
-            bump = f"if (__bm_k < {size}) {{ __bm_v = {counter}.lookup(&__bm_i); if (__bm_v) *__bm_v += 1; }}" if count_calls else ""
-            site_in = site_out = ""
-            if sites is not None and count_calls:
-                site = sites[1] + call.line
-                sbump = f"__bm_v = {SITES_MAP}.lookup(&__bm_i); if (__bm_v) *__bm_v += 1;"
-                site_in = f" __bm_i = {site}; {sbump}"
-                site_out = f" __bm_i = {SITES + site}; {sbump}"
+            bump = f"__bm_v = {SITES_MAP}.lookup(&__bm_i); if (__bm_v) *__bm_v += 1;"
+            count_in = count_out = ""
+            if count_calls:
+                # An index past the end has no slot (the kernel falls through): only the site counts it.
+                slot_in = f"if (__bm_k < {size}) {{ __bm_i = __bm_k; __bm_v = {counter}.lookup(&__bm_i); if (__bm_v) *__bm_v += 1; }}"
+                slot_out = f"if (__bm_k < {size}) {{ __bm_i = __bm_k + {size}; __bm_v = {counter}.lookup(&__bm_i); if (__bm_v) *__bm_v += 1; }}"
+                count_in, count_out = slot_in, slot_out
+                if sites is not None:
+                    site = sites[1] + call.line
+                    count_in += f" __bm_i = {site}; {bump}"
+                    count_out += f" __bm_i = {SITES + site}; {bump}"
+                    if call.line in implied:
+                        # clang keeps one branch: with the key the constant slot, one counter per hop
+                        # names both the site and the slot; otherwise the slot's and the site's.
+                        known = f"__builtin_constant_p(__bm_k) && __bm_k == {implied[call.line][1]}"
+                        count_in = f"if ({known}) {{ __bm_i = {IMPLIED_CALLS + site}; {bump} }} else {{ {count_in} }}"
+                        count_out = f"if ({known}) {{ __bm_i = {IMPLIED_MISSED + site}; {bump} }} else {{ {count_out} }}"
             path_in = path_out = ""
             if paths and sites is not None:
                 site = sites[1] + call.line
                 path_in = f" __bm_path_call({call.ctx}, {site}, __bm_k);"
                 path_out = f" __bm_path_miss({site});"
             text = (
-                f"({{ u32 __bm_k = ({key}); u32 __bm_i = __bm_k; u64 *__bm_v; {bump}{site_in}{path_in} "
-                f"{call.array}.call({call.ctx}, __bm_k); __bm_i = __bm_k + {size}; {bump}{site_out}{path_out} }})"
+                f"({{ u32 __bm_k = ({key}); u32 __bm_i; u64 *__bm_v; {count_in}{path_in} "
+                f"{call.array}.call({call.ctx}, __bm_k); {count_out}{path_out} }})"
             )
             original = data[call.start : call.end]
             # One line for the wrapper, then the call's own line breaks: later lines keep their numbers.
@@ -243,6 +261,25 @@ def bcc_text(
         last = end
     out.append(data[last:])
     return b"".join(out).decode(errors="replace"), "\n".join(lines) + "\n", columns
+
+
+def const_site_keys(cell: CellSyntax, slot_index, sizes: dict[str, int]) -> dict[int, tuple[str, int]]:
+    """Lines whose one tail call (an ``ARRAY.call``) names a constant slot of a session array:
+    line -> (array, index). Such a site counts its calls and misses once, in the sites map
+    (IMPLIED_CALLS/IMPLIED_MISSED), and they are credited to that slot. The C checks the
+    constant again (``__builtin_constant_p``), so a key the text misreads still counts right."""
+    per_line: dict[int, list] = {}
+    for call in cell.tail_calls:
+        per_line.setdefault(call.line, []).append(call)
+    out = {}
+    for line, calls in per_line.items():
+        call = calls[0]
+        if len(calls) != 1 or call.kind != "call" or call.array not in sizes:
+            continue
+        index = constant_key(call.key, cell.source, lambda name, array=call.array: slot_index(array, name))
+        if index is not None and 0 <= index < sizes[call.array]:
+            out[line] = (call.array, index)
+    return out
 
 
 def _one_line(text: str, original: str) -> bytes:
@@ -416,7 +453,7 @@ def core_text(
             'unsigned long long *value; } __bm_pathc __attribute__((section(".maps"), used));',
             "struct { int (*type)[2]; int (*max_entries)[1]; unsigned int *key; unsigned int *value; } "
             '__bm_pathctl __attribute__((section(".maps"), used));',
-            _percpu_u64_map(SITES_MAP, 3 * SITES),
+            _percpu_u64_map(SITES_MAP, SITES_ENTRIES),
             f"#define __BM_SITE_BASE {site_base}\n#define __BM_SITES {SITES}",
             c_helpers(
                 f"{lookup}(&__bm_path, &__bm_z)",
@@ -445,7 +482,7 @@ def core_text(
     if count_calls:
         if site_base is not None:
             if not paths:
-                block.append(_percpu_u64_map(SITES_MAP, 3 * SITES))
+                block.append(_percpu_u64_map(SITES_MAP, SITES_ENTRIES))
                 block.append(f"#define __BM_SITE_BASE {site_base}\n#define __BM_SITES {SITES}")
             block.append(_CORE_SITES)
         block.append(_dispatch("__BM_COUNT", "_m, _k, _x", undeclared + declared_names, extra=("__BM_SITE_COUNT(_x)",)))

@@ -16,7 +16,7 @@ import shutil
 from dataclasses import dataclass
 
 from ..c import analyse
-from ..c.analysis import _parser, constant_value, file_constants
+from ..c.analysis import constant_key
 from ..progarray import slot_counts
 
 NODE_COLUMNS = [
@@ -82,23 +82,7 @@ def _callers(cell, function: str) -> set[str]:
 def resolve_key(array, key: str, source: str) -> int | None:
     """The slot index a key expression names when it is a constant (a number,
     a #define'd number or SLOT(array, name)); None when it is computed at run time."""
-    tree = _parser().parse(b"int __bm_key = " + key.encode() + b";").root_node
-    decl = tree.named_children[0] if tree.named_children else None
-    init = decl.child_by_field_name("declarator") if decl is not None else None
-    value = init.child_by_field_name("value") if init is not None else None
-    while value is not None and value.type == "parenthesized_expression" and value.named_children:
-        value = value.named_children[0]
-    if value is not None and value.type == "call_expression":
-        fn = value.child_by_field_name("function")
-        args = value.child_by_field_name("arguments")
-        names = [c.text.decode() for c in args.named_children] if args is not None else []
-        if fn is not None and fn.text == b"SLOT" and len(names) == 2:
-            try:
-                return array.resolve(names[1])
-            except Exception:
-                return None
-        return None
-    return constant_value(value, file_constants(source))  # numbers, #defines, enum constants
+    return constant_key(key, source, array.resolve)
 
 
 class ChainGraph:

@@ -126,7 +126,7 @@ class TestRunResult:
             parts.append(f"data out {len(self.data_out)} bytes ({changed}): {packets.describe(self.data_out)}")
         text = "; ".join(parts)
         if self.ns_per_run is not None and self.counters_in:
-            # measured here: 20-40% on a tail call (4.1-5.0 ns against 3.2-3.6 ns)
+            # bench/tailcalls.py: about 25% on a const-key tail call (one per-CPU counter per hop; 120% before)
             text += (
                 f"\nnote: per-slot tail-call counters are in this chain's timed path ({', '.join(self.counters_in)}); "
                 "load with --no-count (count_tail_calls=False) for a bare timing"
@@ -401,12 +401,16 @@ int hop(struct xdp_md *ctx) { return step(ctx, 0); }
     return "\n".join(lines) + "\n"
 
 
-def bench_tailcalls(session, depth: int = 33, repeat: int = 100_000, index: str = "const", rounds: int = 3, paths: bool = False):
+def bench_tailcalls(
+    session, depth: int = 33, repeat: int = 100_000, index: str = "const", rounds: int = 3, paths: bool = False, count_tail_calls: bool = False
+):
     """The tail-call cost curve: DataFrame with one row per depth 0..depth
     (tail calls asked for), ``tail_calls`` (taken: the chain's own count) and
     ``ns_per_run`` (best of ``rounds`` test runs of ``repeat`` runs each);
     ``df.attrs`` holds the fit (ns_per_tail_call, intercept_ns) and the setup.
-    Loads its own module and array and frees both afterwards."""
+    Loads its own module and array and frees both afterwards. The chain is bare
+    unless ``paths`` (path recording) or ``count_tail_calls`` (bpfmagic's per-slot
+    counting) put an instrument in it: its cost per hop is the difference of the slopes."""
     import numpy as np
     import pandas as pd
 
@@ -430,15 +434,13 @@ def bench_tailcalls(session, depth: int = 33, repeat: int = 100_000, index: str 
     had_stats = session.stats_enabled
     session.disable_stats()
     try:
-        # Bare tail calls: without the per-slot counting the rewrite would add (with ``paths``,
-        # with path recording only: its cost per hop is the difference of the slopes).
         had_paths = session.paths_enabled
         if paths:
             session.enable_paths()
         else:
             session.paths_enabled = False
         try:
-            session.load(BENCH_MODULE, chain_source(depth, index), count_tail_calls=False, origin="bench_tailcalls")
+            session.load(BENCH_MODULE, chain_source(depth, index), count_tail_calls=count_tail_calls, origin="bench_tailcalls")
         finally:
             session.paths_enabled = had_paths
         entry = session.program(f"{BENCH_MODULE}.{'hop0' if index == 'const' else 'entry'}")
@@ -505,6 +507,7 @@ def bench_tailcalls(session, depth: int = 33, repeat: int = 100_000, index: str 
             "rounds": rounds,
             "max_tail_calls": int(df["tail_calls"].max()),
             "paths": paths,
+            "count_tail_calls": count_tail_calls,
             "kernel": platform.release(),
             "stats_on_runs": stats_on_runs,
         }

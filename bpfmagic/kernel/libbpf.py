@@ -184,15 +184,6 @@ def percpu_u64_sums(fd: int, size: int, start: int = 0) -> list[int]:
     return sums
 
 
-def calls_and_missed(fd: int, size: int) -> tuple[list[int], list[int]]:
-    """(calls, missed) of a counter array laid out [calls x size, missed x size]:
-    the missed half is read first, so every miss counted had its call (bumped
-    before it) counted too, and no snapshot shows more missed than calls."""
-    missed = percpu_u64_sums(fd, size, start=size)
-    calls = percpu_u64_sums(fd, size)
-    return calls, missed
-
-
 def percpu_u64_sum(fd: int, key: int) -> int:
     """Sum over CPUs of one u64 value of a per-CPU array."""
     ncpu = num_possible_cpus()
