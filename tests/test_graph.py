@@ -292,3 +292,18 @@ def test_the_quickstart_dispatcher_picture_fits_a_notebook(session):
         width, height = (float(v) * 96 / 72 for v in re.search(r'<svg width="([\d.]+)pt" height="([\d.]+)pt"', svg).groups())
         assert width <= 953 and height <= 400  # drawn at full size: its 10 pt text is readable
         assert re.search(r'transform="scale\(([\d.]+) ', svg)[1] == "1"  # not scaled down to fit
+
+
+@needs_root
+def test_a_long_chain_goes_top_to_bottom_to_fit_a_notebook(session):
+    """Notebook 02's shape: entry -> slot -> stage -> slot -> stage is five nodes deep; side by
+    side it was a 912-px strip with 7-px text, so it is drawn top to bottom."""
+    session.load("lc3", "int last(struct xdp_md *ctx) { return XDP_DROP; }")
+    session.load("lc2", "BPF_PROG_ARRAY(lc, 4);\nint mid(struct xdp_md *ctx) { lc.call(ctx, 2); return XDP_PASS; }")
+    session.load("lc1", "BPF_PROG_ARRAY(lc, 4);\nint first(struct xdp_md *ctx) { lc.call(ctx, 1); return XDP_PASS; }")
+    session.slot("lc[1]", "lc2.mid")
+    session.slot("lc[2]", "lc3.last")
+    assert session.test_run("lc1.first").retval_name == "XDP_DROP"
+    g = session.graph("lc")
+    assert len(g.nodes) == 5
+    assert "rankdir=TB" in g.dot().source

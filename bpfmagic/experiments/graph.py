@@ -40,6 +40,7 @@ NODE_COLUMNS = [
 # may reach carry no split (calls <NA>), the site's own totals are in site_calls/site_missed.
 EDGE_COLUMNS = ["src", "dst", "kind", "array", "index", "key", "calls", "taken", "missed", "line", "site_calls", "site_missed"]
 WIDE = 6  # pictures with more nodes than this side by side are laid out top to bottom (a notebook is ~950 px wide)
+DEEP = 4  # ... and those whose longest way passes more nodes than this (each rank with its edge label ~220 px)
 FAN_OUT = 2  # variable keys of several programs reaching more slots than this: drawn through one node for the array's lookup
 COLLAPSED_KEYS_SHOWN = 6  # of slots collapsed into one node, the keys of this many (most called first)
 
@@ -100,6 +101,23 @@ class ChainGraph:
         rows = self.edges if kind is None else self.edges[self.edges["kind"] == kind]
         return set(zip(rows["src"], rows["dst"]))
 
+    def _ranks(self, drawn) -> int:
+        """How many nodes the longest way through the drawn chain passes (loops counted once):
+        side by side, each takes a node and a labelled edge, about 220 px."""
+        succ: dict = {}
+        for r in self.edges.itertuples(index=False):
+            succ.setdefault(drawn(r.src), set()).add(drawn(r.dst))
+        targets = {d for ds in succ.values() for d in ds}
+        level = {n: 1 for n in succ if n not in targets} or {n: 1 for n in succ}
+        frontier = list(level)
+        while frontier:
+            node = frontier.pop()
+            for nxt in succ.get(node, ()):
+                if nxt != node and level.get(nxt, 0) < level[node] + 1 and level[node] < len(self.nodes):
+                    level[nxt] = level[node] + 1
+                    frontier.append(nxt)
+        return max(level.values(), default=1)
+
     def dot(self):
         """graphviz.Digraph of the chain, drawn to be read at a notebook's width: empty
         slots reached only through a variable key are one node per array (how many,
@@ -117,7 +135,13 @@ class ChainGraph:
         # wider is scaled down to 9.5 inches (at 96 px per inch).
         g = graphviz.Digraph(
             "chain",
-            graph_attr={"rankdir": "TB" if shown > WIDE else "LR", "fontsize": "10", "label": title, "labelloc": "t", "size": "9.5,40"},
+            graph_attr={
+                "rankdir": "TB" if shown > WIDE or self._ranks(drawn) > DEEP else "LR",
+                "fontsize": "10",
+                "label": title,
+                "labelloc": "t",
+                "size": "9.5,40",
+            },
             node_attr={"fontname": "Helvetica", "fontsize": "10"},
             edge_attr={"fontname": "Helvetica", "fontsize": "9"},
         )
