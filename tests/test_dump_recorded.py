@@ -42,14 +42,21 @@ def _return_kind(image):
     return "thunk" if any(cpu.thunk_kind(s) == "return" for s in image.symbols.values()) else "ret"
 
 
+def _indirect_kind(image):
+    """'thunk' where the host jumps through an indirect-branch thunk (a retpoline, ITS), 'register' where not."""
+    return "thunk" if any(cpu.thunk_kind(s) == "indirect" for s in image.symbols.values()) else "register"
+
+
 def test_recordings_cover_both_kinds_of_host():
-    """One recording returns through a return thunk and uses a retpoline, one returns with `ret`
-    and jumps through a register: both branches of the annotator are proved on every host."""
-    kinds = set()
+    """Recordings return through a return thunk and with `ret`, and jump to a variable index
+    through a retpoline and through a register: every branch of the annotator is proved on
+    every host."""
+    returns, indirect = set(), set()
     for path in RECORDED:
         for data in _load(path)["images"].values():
-            kinds.add(_return_kind(JitImage.from_json(data)))
-    assert kinds == {"thunk", "ret"}, (RECORDED, kinds)
+            returns.add(_return_kind(JitImage.from_json(data)))
+            indirect.add(_indirect_kind(JitImage.from_json(data)))
+    assert returns == {"thunk", "ret"} and indirect == {"thunk", "register"}, (RECORDED, returns, indirect)
 
 
 @pytest.mark.parametrize("path", RECORDED, ids=os.path.basename)
@@ -64,7 +71,7 @@ def test_recorded_chain_sites_and_returns(path):
         assert len(marks) == 3, text
         var = [m for m in marks if "variable index" in m]
         assert len(var) == 1, text
-        if _return_kind(image) == "thunk":
+        if _indirect_kind(image) == "thunk":
             assert "through the retpoline" in var[0] or "through the ITS thunk" in var[0], var
         else:
             assert re.search(r": jmp r[a-z0-9]+\s+◀ tail call: indirect jump to the slot's program", var[0]), var
