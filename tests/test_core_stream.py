@@ -163,6 +163,8 @@ SEC("xdp") int produce(struct xdp_md *ctx) {
         r"streamed",
     ):
         session.stream("pe")
+    # said in the cell at load, not only when someone asks for the stream
+    assert any(n.startswith("pe is not streamed: perf event arrays of --core modules") for n in session.modules["co"].notes)
 
 
 def test_unload_stops_the_core_stream(session):

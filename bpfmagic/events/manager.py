@@ -93,6 +93,11 @@ class StreamManager:
             except Exception as e:  # the module stays loaded; say why its table is not streamed
                 self._unstreamed[qualname] = f"opening it failed: {e}"
                 warnings.warn(f"{qualname} is not streamed: {e}", StreamWarning, stacklevel=2)
+        # the cell says it too: a table listed with the module but never streamed looked like one
+        # whose events simply had not come yet
+        for qualname, why in self._unstreamed.items():
+            if qualname.startswith(module.name + ".") and why not in "".join(module.notes):
+                module.notes.append(f"{qualname.split('.', 1)[1]} is not streamed: {why}")
 
     def _on_unload(self, module) -> None:
         prefix = module.name + "."
