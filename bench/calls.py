@@ -87,7 +87,7 @@ def core_calls(hops: int) -> str:
 
 def independent(session, hops: int, repeat: int, rounds: int) -> dict[str, float]:
     """Per-hop ns of the independent chains: (median at HOPS - median at 0) / HOPS."""
-    from bpfmagic.experiments.testrun import _run_without_stats
+    from bpfmagic.experiments.testrun import run_without_stats
 
     session.load("ind_tc", bcc_chain(hops), count_tail_calls=False, slots={f"ind_chain[{k}]": f"stage{k}" for k in range(1, hops + 1)})
     session.load("ind_calls", core_calls(hops), core=True, count_tail_calls=False)
@@ -108,7 +108,7 @@ def independent(session, hops: int, repeat: int, rounds: int) -> dict[str, float
                             session.unslot("ind_chain[1]")
                         else:
                             session.slot("ind_chain[1]", "ind_tc.stage1")
-                    out, _ = _run_without_stats(prog, packet, repeat)
+                    out, _ = run_without_stats(prog, packet, repeat)
                     if out["retval"] != h:
                         raise RuntimeError(f"independent {m} chain counted {out['retval']} stages for {h}")
                     times[(m, h)].append(out["duration_ns"])

@@ -185,6 +185,15 @@ def _declared_in(node) -> list[str]:
     return [n for d in node.children_by_field_name("declarator") if (n := _declarator_name(d))]
 
 
+def function_parameters(definition) -> list:
+    """The parameter_declaration nodes of a function_definition (through pointer declarators)."""
+    declarator = definition.child_by_field_name("declarator")
+    while declarator is not None and declarator.type != "function_declarator":
+        declarator = declarator.child_by_field_name("declarator")
+    params = declarator.child_by_field_name("parameters") if declarator is not None else None
+    return [p for p in params.named_children if p.type == "parameter_declaration"] if params is not None else []
+
+
 def _is_shadowed(ident, name: str) -> bool:
     """Whether NAME at IDENT refers to a parameter or a local declared before it."""
     node = ident
@@ -197,15 +206,7 @@ def _is_shadowed(ident, name: str) -> bool:
                 if sibling.type == "declaration" and name in _declared_in(sibling):
                     return True
         if parent.type == "function_definition":
-            declarator = parent.child_by_field_name("declarator")
-            while declarator is not None and declarator.type != "function_declarator":
-                declarator = declarator.child_by_field_name("declarator")
-            params = declarator.child_by_field_name("parameters") if declarator is not None else None
-            if params is not None:
-                for p in params.named_children:
-                    if p.type == "parameter_declaration" and name in _declared_in(p):
-                        return True
-            return False
+            return any(name in _declared_in(p) for p in function_parameters(parent))
         node = parent
     return False
 

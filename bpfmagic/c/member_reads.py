@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .analysis import CONTEXT_TYPES, _declarator_name, _parser, _text
+from .analysis import CONTEXT_TYPES, _declarator_name, _parser, _text, function_parameters
 from .analysis import _walk_nodes as _walk
 
 # A step of an access: "->" or "." and the member, or "[]" (an element of an array member).
@@ -146,12 +146,8 @@ def _declaration_of(ident, name: str):
             if found is not None:
                 return found
         if parent.type == "function_definition":
-            declarator = parent.child_by_field_name("declarator")
-            while declarator is not None and declarator.type != "function_declarator":
-                declarator = declarator.child_by_field_name("declarator")
-            params = declarator.child_by_field_name("parameters") if declarator is not None else None
-            for p in params.named_children if params is not None else ():
-                if p.type == "parameter_declaration" and _declares(p, name):
+            for p in function_parameters(parent):
+                if _declares(p, name):
                     return p
         node = parent
     return None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .analysis import _declarator_name, _file_scope, _is_shadowed, _parser, _text, _tokens, constant_value, file_constants
+from .analysis import _declarator_name, _file_scope, _is_shadowed, _parser, _text, _tokens, constant_value, file_constants, function_parameters
 
 # BCC's output methods on event tables; ringbuf_reserve returns the record pointer, the others an int.
 BCC_OUTPUT_METHODS = ("ringbuf_output", "ringbuf_reserve", "perf_submit", "perf_submit_skb")
@@ -123,12 +123,8 @@ def _declaration_of(ident, name: str):
             if sibling.type == "function_definition" and parent.type != "translation_unit":
                 break
         if parent.type == "function_definition":
-            declarator = parent.child_by_field_name("declarator")
-            while declarator is not None and declarator.type != "function_declarator":
-                declarator = declarator.child_by_field_name("declarator")
-            params = declarator.child_by_field_name("parameters") if declarator is not None else None
-            for p in params.named_children if params is not None else []:
-                if p.type == "parameter_declaration" and _declarator_name(p.child_by_field_name("declarator")) == name:
+            for p in function_parameters(parent):
+                if _declarator_name(p.child_by_field_name("declarator")) == name:
                     return p
         node = parent
     return None

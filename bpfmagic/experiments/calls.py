@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from ..errors import BpfError, UsageProblem
 from ..kernel.proginfo import prog_info
-from .testrun import _run_without_stats, check_repeat
+from .testrun import check_repeat, run_without_stats
 
 MECHANISMS = ("tail_call_const", "tail_call_var", "bpf2bpf", "inline")
 DEFAULT_HOPS = (0, 1, 2, 4, 8, 16, 32)
@@ -201,7 +201,7 @@ def bench_calls(session, depths=DEFAULT_HOPS, repeat: int = 100_000, rounds: int
             for m, n in order:
                 setup = setups[m][n]
                 _apply_slots(session, setup, current)
-                out, stats_on = _run_without_stats(setup.entry, packet, repeat)
+                out, stats_on = run_without_stats(setup.entry, packet, repeat)
                 stats_on_runs += stats_on
                 if out["retval"] != n:
                     raise BpfError(f"bench_calls: {m} with {n} hops counted {out['retval']} stages; the chain is not what it should be")

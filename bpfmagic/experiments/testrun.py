@@ -460,7 +460,7 @@ def bench_tailcalls(
                     fill(d)
                 elif not upward and d < depth:
                     session.unslot(f"{BENCH_ARRAY}[{d + 1}]")
-                out, stats_on = _run_without_stats(entry, packet, repeat)
+                out, stats_on = run_without_stats(entry, packet, repeat)
                 stats_on_runs += stats_on
                 taken[d].add(out["retval"])
                 best[d] = min(best.get(d, out["duration_ns"]), out["duration_ns"])
@@ -519,7 +519,7 @@ STEADY_FROM = 10  # tail calls from which the per-call cost is fitted (the long-
 SHORT_UP_TO = 6  # the short-chain regime, reported beside it
 
 
-def _run_without_stats(entry, packet: bytes, repeat: int, tries: int = 5):
+def run_without_stats(entry, packet: bytes, repeat: int, tries: int = 5):
     """One timed test run while no process holds kernel run stats on: the
     entry's run_cnt only moves when someone does (its ~70 ns a run would
     spoil the figure), so such a run is tried again. Returns (result, True
