@@ -32,6 +32,7 @@ from . import backends
 from . import progarray as prog_arrays
 from .c import CellSyntax, analyse
 from .c.analysis import SKB_TYPES
+from .c.macro_code import expand_macro_code
 from .c.source_files import read_source_file
 from .errors import AttachError, BpfError, SlotError, UsageProblem
 from .kernel import libbpf
@@ -90,6 +91,7 @@ def read_cell(req: LoadRequest) -> CellSpec:
     for _func, target in attach:
         check_servable(target, core=req.core)
     syntax, notes = backend.read_source(req.source, req.origin)
+    expand_macro_code(syntax, req.cflags, include_dirs(req.file))  # PROG(X)-built chains: their functions and tail calls
     if not syntax.has_content:
         raise UsageProblem(f"{req.origin} has no C code: write the program below the %%bpf line (or load a file with --file PATH)")
     conventions = list(backend.convention_targets(syntax))  # what BCC attaches by names: the same checks
@@ -183,6 +185,11 @@ class LoadTransaction:
             session.sites.imply(site_base, obj.implied_sites, session.arrays)
         module.paths = req.paths and site_base is not None
         module.counts_tail_calls = req.count_calls and bool(syntax.tail_calls)
+        reached = {t.array for t in syntax.tail_calls if t.array} | {n for n in session.arrays if syntax.uses(n)}
+        if not req.count_calls:
+            module.uncounted_arrays = reached & set(session.arrays)
+        else:  # --core counts in the helper's macro, expansions included; BCC rewrites the call's own text
+            module.uncounted_arrays = {t.array for t in syntax.tail_calls if t.expanded and t.kind == "call" and t.array in session.arrays}
         adopt_initialized_slots(session, module, self.replaced)
 
     # -- step 4

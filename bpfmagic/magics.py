@@ -411,7 +411,10 @@ class BpfMagics(Magics):
         return shell_session.session().ls()
 
     def _cmd_slots(self, args):
-        return shell_session.session().slots(args.array, all_keys=args.all)
+        df = shell_session.session().slots(args.array, all_keys=args.all)
+        if "not_counted" in df.attrs:
+            print("note: " + df.attrs["not_counted"])
+        return df
 
     def _cmd_slot(self, args):
         spec, eq, program = args.assignment.partition("=")
@@ -470,6 +473,8 @@ class BpfMagics(Magics):
         df = s.stats()
         if not s.stats_enabled and not args.off:
             print("note: kernel run stats are off in this session (`%bpf stats --on`); run_cnt may be stale")
+        if "not_counted" in df.attrs:
+            print("note: " + df.attrs["not_counted"])
         return df
 
     def _cmd_bench(self, args):

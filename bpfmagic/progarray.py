@@ -262,6 +262,25 @@ class ProgArray:
         self.fd = self.counter_fd = -1
 
 
+def uncounted_callers(modules) -> dict[str, list[str]]:
+    """array name -> the loaded modules whose tail calls into it go uncounted (loaded with
+    --no-count, or a BCC call one of their macros writes): its counts are then unknown."""
+    out: dict[str, list[str]] = {}
+    for module in modules:
+        for name in sorted(module.uncounted_arrays):
+            out.setdefault(name, []).append(module.name)
+    return out
+
+
+def not_counted_note(blind: dict[str, list[str]]) -> str:
+    """One line for a table whose call counts are blanked (<NA>) because of BLIND."""
+    parts = [f"{array} (by {', '.join(mods)})" for array, mods in sorted(blind.items())]
+    return (
+        "tail calls not counted into " + "; ".join(parts) + ": their calls/taken/missed are <NA> while those modules are "
+        "loaded (they were loaded with --no-count, or a macro writes their BCC .call(); reload without --no-count to count)"
+    )
+
+
 def slot_counts(arrays) -> dict[tuple[str, int], tuple[int, int]]:
     """(array name, index) -> (calls, missed) since the array was created, for
     every slot whose counters moved: one batch read per array."""

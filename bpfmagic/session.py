@@ -563,6 +563,12 @@ class Session:
                 for index in indices:
                     p = a.entries.get(index)
                     info = p.info() if p else {}
+                    taken = max(calls[index] - missed[index], 0)
+                    if p is None:
+                        # Empty now: what it took, it took before it was emptied. A call counted between
+                        # the two reads (a busy dispatcher) and not yet missed must not show as taken.
+                        c0, m0 = a.baselines.get(index, (0, 0))
+                        taken = min(taken, max(c0 - m0, 0))
                     rows.append(
                         {
                             "array": a.name,
@@ -571,15 +577,21 @@ class Session:
                             "program": p.qualname if p else None,
                             "type": p.type if p else None,
                             "prog_id": int(info["prog_id"]) if p else None,
-                            "calls": calls[index],
-                            "taken": max(calls[index] - missed[index], 0),
+                            "calls": taken + missed[index],
+                            "taken": taken,
                             "missed": missed[index],
                             "run_cnt": int(info.get("run_cnt", 0)) if p else 0,
                             "run_time_ns": int(info.get("run_time_ns", 0)) if p else 0,
                         }
                     )
+            blind = {name: mods for name, mods in prog_arrays.uncounted_callers(self.modules.values()).items() if any(a.name == name for a in arrays)}
         df = pd.DataFrame(rows, columns=SLOT_COLUMNS)
         df["prog_id"] = df["prog_id"].astype("Int64")  # integers, empty slots blank (not NaN / 1394.0)
+        if blind:  # a count that misses calls is no count: unknown, and the note says why
+            for column in ("calls", "taken", "missed"):
+                df[column] = df[column].astype("Int64")
+                df.loc[df["array"].isin(list(blind)), column] = pd.NA
+            df.attrs["not_counted"] = prog_arrays.not_counted_note(blind)
         return df
 
     # ------------------------------------------------------------ experiments (testrun.py, stats.py, graph.py)

@@ -774,6 +774,7 @@ def type_custom_sections(obj: "CoreObject", syntax: CellSyntax, needs: dict[str,
     tail-calls through hold one type). Only when nothing says it, one line asks.
     (No SEC() at all is said at load.)"""
     lib = _lib()
+    typed: dict[tuple[str, str], list[tuple[str, str]]] = {}  # (type, why) -> [(function, section)]: one note each
     for pname, prog in obj.programs().items():
         section = obj.section(prog)
         want = needs.get(pname) or next((a.owner_type for a, f in slotted if f == pname and a.owner_type), None)
@@ -806,7 +807,17 @@ def type_custom_sections(obj: "CoreObject", syntax: CellSyntax, needs: dict[str,
                 + (f"; {legacy}" if legacy else "")
             )
         lib.bpf_program__set_type(prog, prog_type_value(chosen))
-        obj._notes.append(f'{pname}: SEC("{section}") names no program type libbpf knows; loaded as {chosen} ({why})')
+        typed.setdefault((chosen, why), []).append((pname, section))
+    for (chosen, why), named in typed.items():
+        if len(named) == 1:
+            pname, section = named[0]
+            obj._notes.append(f'{pname}: SEC("{section}") names no program type libbpf knows; loaded as {chosen} ({why})')
+        else:  # a PROG(X)-built chain: one line, not one per stage
+            (first, first_section), (last, last_section) = named[0], named[-1]
+            obj._notes.append(
+                f'{len(named)} functions, {first} (SEC("{first_section}")) to {last} (SEC("{last_section}")): their sections name '
+                f"no program type libbpf knows; loaded as {chosen} ({why.replace('the array it is', 'the array they are').replace('its ', 'their ')})"
+            )
 
 
 BPF_MAP_TYPE_RINGBUF = 27

@@ -100,6 +100,7 @@ class TailCall:
     ctx: str = ""
     key_start: int = -1
     key_end: int = -1
+    expanded: bool = False  # written by one of the cell's macros (c/macro_code.py): no place in the cell's text
 
 
 @dataclass(frozen=True)

@@ -187,6 +187,8 @@ def bcc_text(
             at = line_starts[header_last]
             edits.append((at, at, f"\x00\x00\x00#line {header_last + 1}\n".encode()))
     for call in cell.tail_calls:
+        if call.expanded:
+            continue  # inside a macro's expansion: no text of its own to rewrite
         if call.kind == "chain" and call.array in arrays and cursor:
             # CHAIN_NEXT(ctx, chain): the run's position + 1, counted like any call site
             counter, size = counter_name(call.array), arrays[call.array][1]
@@ -212,7 +214,7 @@ def bcc_text(
         implied = const_site_keys(cell, slot_index, {n: a[1] for n, a in arrays.items()}) if count_calls and sites is not None else {}
     if count_calls or (paths and sites is not None):
         for call in cell.tail_calls:
-            if call.kind != "call" or call.array not in arrays:
+            if call.kind != "call" or call.array not in arrays or call.expanded:
                 continue
             counter, size = counter_name(call.array), arrays[call.array][1]
             key = data[call.key_start : call.key_end].decode()

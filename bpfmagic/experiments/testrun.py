@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from ..errors import UsageProblem
 from ..kernel import libbpf
-from ..progarray import slot_counts
+from ..progarray import slot_counts, uncounted_callers
 from . import packets
 
 MAX_TAIL_CALL_CNT = 33  # the kernel's limit; used only to label the plot, never to fill in results
@@ -109,6 +109,7 @@ class TestRunResult:
     path: object = None  # DataFrame of the (last) run's hops, with test_run(..., path=True)
     path_text: str = ""  # the same as one line: entry → parse_eth → parse_ip ✗ jt[5] empty
     counters_in: list = field(default_factory=list)  # modules of the chain whose tail calls bump per-slot counters
+    not_counted: dict = field(default_factory=dict)  # array -> modules of the chain whose tail calls into it go uncounted
 
     @property
     def retval_text(self) -> str:
@@ -131,6 +132,10 @@ class TestRunResult:
                 f"\nnote: per-slot tail-call counters are in this chain's timed path ({', '.join(self.counters_in)}); "
                 "load with --no-count (count_tail_calls=False) for a bare timing"
             )
+        if self.not_counted:
+            text += "\nnote: tail calls not counted in " + "; ".join(
+                f"{array} (by {', '.join(mods)})" for array, mods in sorted(self.not_counted.items())
+            ) + ": the table of tail calls leaves those arrays out (--no-count, or a BCC .call() a macro writes)"
         if self.path_text:
             text += f"\npath: {self.path_text}"
         if self.type == "socket_filter":
@@ -169,11 +174,13 @@ def hexdump(data: bytes, width: int = 16, limit: int | None = None) -> str:
 TAIL_CALL_COLUMNS = ["slot", "array", "index", "key", "program", "calls", "taken", "missed"]
 
 
-def _count_delta(arrays, before, after):
+def _count_delta(arrays, before, after, blind=()):
     import pandas as pd
 
     rows = []
     for (name, index), (calls, missed) in sorted(after.items()):
+        if name in blind:
+            continue  # some callers count nothing: a part of the calls is no count
         c0, m0 = before.get((name, index), (0, 0))
         if calls - c0 or missed - m0:
             array = arrays[name]
@@ -242,6 +249,7 @@ def test_run(session, spec: str, data=None, ctx=None, repeat: int = 1, type: str
         # keeps counting during the run, and its slots have nothing to do with it.
         arrays, chain_modules = reachable(session, program)
         counted = [m.name for m in chain_modules if m.counts_tail_calls]
+        blind = {name: mods for name, mods in uncounted_callers(chain_modules).items() if name in arrays}
         path_maps = session._path_maps
         fd = os.dup(program.fd)
     try:
@@ -266,7 +274,7 @@ def test_run(session, spec: str, data=None, ctx=None, repeat: int = 1, type: str
         else:
             hops, text = path_frame([]), f"{program.qualname} (no path recorded)"
     with session._lock:
-        tail_calls = _count_delta(arrays, before, after)
+        tail_calls = _count_delta(arrays, before, after, blind)
     return TestRunResult(
         path=hops,
         path_text=text or "",
@@ -281,6 +289,7 @@ def test_run(session, spec: str, data=None, ctx=None, repeat: int = 1, type: str
         tail_calls=tail_calls,
         stats_on=runs > 0,
         counters_in=counted,
+        not_counted=blind,
     )
 
 
