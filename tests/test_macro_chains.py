@@ -139,3 +139,28 @@ def test_an_empty_slot_shows_nothing_taken_since_it_was_emptied(session):
     assert (row["calls"], row["taken"], row["missed"]) == (7, 3, 4)
     df = session.slots("stages")
     assert (df["calls"] == df["taken"] + df["missed"]).all()
+
+
+# tail-call-bench's shape: libbpf 0.x sections with a suffix, which libbpf 1.x types as nothing.
+ACTION_STAGES = textwrap.dedent(r"""
+    #include <linux/bpf.h>
+    #include <bpf/bpf_helpers.h>
+    struct { __uint(type, BPF_MAP_TYPE_PROG_ARRAY); __uint(max_entries, 3); __type(key, __u32); __type(value, __u32); } acts SEC(".maps");
+    #define ACT(X) SEC("action/prog" #X) int act_##X(void *ctx) { bpf_tail_call(ctx, &acts, X + 1); return 0; }
+    ACT(0)
+    ACT(1)
+    ACT(2)
+    char _license[] SEC("license") = "GPL";
+    """)
+
+
+@needs_root
+def test_stages_of_an_untyped_section_take_the_type_of_their_attached_peer(session):
+    m = session.load(
+        "tcb", ACTION_STAGES, core=True, attach={"act_0": "tc:lo"}, slots={"acts[0]": "act_0", "acts[1]": "act_1", "acts[2]": "act_2"}
+    )
+    assert {p.type for p in m.programs.values()} == {"sched_cls"}
+    assert session.arrays["acts"].owner_type == "sched_cls"
+    assert any("2 functions, act_1" in n and "the other programs slotted into acts" in n for n in m.notes)
+    result = session.test_run("tcb.act_0", data=packets.udp_packet())
+    assert result.tail_calls.set_index("index").loc[2, "taken"] == 1

@@ -775,7 +775,16 @@ def type_custom_sections(obj: "CoreObject", syntax: CellSyntax, needs: dict[str,
     (No SEC() at all is said at load.)"""
     lib = _lib()
     typed: dict[tuple[str, str], list[tuple[str, str]]] = {}  # (type, why) -> [(function, section)]: one note each
-    for pname, prog in obj.programs().items():
+    programs = obj.programs()
+    # An array this cell creates has no type yet: the programs it slots there must share one, so
+    # a peer whose type is known (its -a target, its section) gives it to the others.
+    peer_types: dict[str, set[str]] = {}
+    for array, fname in slotted:
+        prog = programs.get(fname)
+        known = needs.get(fname) or (obj.program_type(prog) if prog is not None and lib.bpf_program__type(prog) != 0 else None)
+        if known:
+            peer_types.setdefault(array.name, set()).add(known)
+    for pname, prog in programs.items():
         section = obj.section(prog)
         want = needs.get(pname) or next((a.owner_type for a, f in slotted if f == pname and a.owner_type), None)
         if obj.program_type(prog) == "sched_act" and want == "sched_cls":
@@ -789,6 +798,10 @@ def type_custom_sections(obj: "CoreObject", syntax: CellSyntax, needs: dict[str,
         chosen, why = needs.get(pname), "its -a target"
         if chosen is None:
             chosen, why = next((a.owner_type for a, f in slotted if f == pname and a.owner_type), None), "the array it is slotted into"
+        if chosen is None:
+            shared = next((a.name for a, f in slotted if f == pname and len(peer_types.get(a.name, ())) == 1), None)
+            if shared is not None:
+                chosen, why = next(iter(peer_types[shared])), f"the type of the other programs slotted into {shared}"
         if chosen is None and fn is not None and fn.context == "__sk_buff":
             kinds = {arrays[t.array].owner_type for t in syntax.tail_calls if t.function == pname and t.array in arrays} & SKB_TYPES
             if len(kinds) == 1:
