@@ -107,13 +107,13 @@ def ring_tables(source: str) -> list[str]:
 
 
 def keep_ring_types(text: str, source: str) -> str:
-    """Append a global pointer to each type the cell writes into a ring it
-    declares: clang emits BTF only for types reachable from globals, maps
+    """Append a global pointer to each type the cell writes into a ring or perf
+    event array it declares: clang emits BTF only for types reachable from globals, maps
     and function signatures, and a local ``struct event rec`` is none of
     them. The stream reads the record layout from that BTF. (A .bss map
     holds the pointers; it is not one of the module's tables.)"""
     decls = []
-    for table in ring_tables(source):
+    for table in ring_tables(source) + sorted(set(analyse(source).perf_arrays)):
         for kind in ring_record_types(source, table):
             if kind != "?":
                 decls.append(f"{kind} *__bm_rec_{table}_{len(decls)} __attribute__((unused));")
@@ -633,15 +633,11 @@ class CoreObject:
     def event_fields(self, table: str) -> None:
         return None  # no inference: the struct the cell writes, laid out by btf()
 
-    def perf_refusal(self, table: str) -> str:
-        return (
-            f"perf event arrays of --core modules are not streamed: declare it as a "
-            f"BPF_MAP_TYPE_RINGBUF map and write it with bpf_ringbuf_output, or read it with "
-            f"{self.name}[{table!r}]"
-        )
+    def perf_refusal(self, table: str) -> None:
+        return None  # libbpf's perf buffer reads it (kernel/libbpf.PerfBuffer)
 
     def open_perf_buffer(self, table: str, on_event, on_lost, page_cnt: int):
-        raise ValueError(f"{self.name}.{table} is not a ring buffer: only rings of --core modules are streamed")
+        return libbpf.PerfBuffer(self.map_fd(table), page_cnt, on_event, on_lost)
 
     def loss_counter(self, table: str) -> tuple[int, int, int] | None:
         """Rings are counted by the front end's bpf_ringbuf_* macros, in the order of ring_tables."""
@@ -833,27 +829,40 @@ def type_custom_sections(obj: "CoreObject", syntax: CellSyntax, needs: dict[str,
             )
 
 
+BPF_MAP_TYPE_PERF_EVENT_ARRAY = 4
 BPF_MAP_TYPE_RINGBUF = 27
 
 
-def check_rings(obj: "CoreObject", syntax: CellSyntax, origin: str) -> None:
-    """A ring buffer declared with a key or value type: the kernel refuses it with a bare
-    EINVAL (libbpf 1.1 passes the sizes on), so say why before loading."""
+def size_event_maps(obj: "CoreObject", syntax: CellSyntax, origin: str) -> None:
+    """Event maps declared with a key or value type, as cilium/ebpf's examples write them
+    (``__type(value, struct event)`` in a ring buffer or a perf event array): cilium/ebpf
+    ignores those types for such maps; libbpf 1.1 passes their sizes on and the kernel refuses
+    the map with a bare EINVAL. Created with the sizes the kernel wants (a ring buffer none, a
+    perf event array 4-byte CPU keys and fd values); the type stays in the object's BTF, where
+    the stream finds the record's layout."""
     lib = _lib()
     for map_name, m in obj.maps().items():
-        if lib.bpf_map__type(m) != BPF_MAP_TYPE_RINGBUF:
+        kind = lib.bpf_map__type(m)
+        want = {BPF_MAP_TYPE_RINGBUF: 0, BPF_MAP_TYPE_PERF_EVENT_ARRAY: 4}.get(kind)
+        if want is None:
             continue
-        given = [field for field, size in (("key", lib.bpf_map__key_size(m)), ("value", lib.bpf_map__value_size(m))) if size]
-        if given:
-            decl = next((d for d in syntax.rings if d.name == map_name), None)
-            where = f"{origin}:{decl.line}: " if decl else ""
-            raise BpfCompileError(
-                f"{where}ring buffer {map_name} declares {' and '.join(f'__type({f}, ...)' for f in given)}: a ring buffer has "
-                "no key or value type (the kernel refuses one with EINVAL); its records are whatever "
-                "bpf_ringbuf_output / bpf_ringbuf_reserve write. Declare only __uint(type, BPF_MAP_TYPE_RINGBUF) and "
-                "__uint(max_entries, BYTES) (a power-of-two multiple of the page size); the stream reads the record "
-                "type from what the program writes."
-            )
+        sizes = {"key": lib.bpf_map__key_size(m), "value": lib.bpf_map__value_size(m)}
+        wrong = {field: size for field, size in sizes.items() if size != want}
+        if not wrong:
+            continue
+        lib.bpf_map__set_key_size(m, want)
+        lib.bpf_map__set_value_size(m, want)
+        decl = next((d for d in syntax.rings if d.name == map_name), None)
+        where = f" ({origin}:{decl.line})" if decl else ""
+        declared = " and ".join(f"a {size}-byte {field}" if size else f"no {field} size" for field, size in wrong.items())
+        if kind == BPF_MAP_TYPE_RINGBUF:
+            what = "a ring buffer has no key or value, so it is created without them"
+        else:
+            what = "a perf event array's keys and values are 4 bytes (a CPU, its event's fd), so it is created with those"
+        obj._notes.append(
+            f"{map_name}{where} has {declared}: {what}, as cilium/ebpf does (libbpf 1.1 would pass the declared sizes to "
+            "the kernel, which refuses the map); the stream reads the records the program writes"
+        )
 
 
 def _libbpf_refusal(name: str, log: str, errno_: int) -> BpfCompileError:
@@ -1020,7 +1029,7 @@ def _open_and_load(
             for map_name, fd in (("__bm_path", paths.rec_fd), ("__bm_pathc", paths.counts_fd), ("__bm_pathctl", paths.ctl_fd)):
                 if map_name in maps:
                     obj.reuse(map_name, fd)
-        check_rings(obj, syntax, origin)
+        size_event_maps(obj, syntax, origin)
         type_custom_sections(obj, syntax, needs, slotted, arrays)
         progs = obj.programs()
         check_sections(obj, set(needs))

@@ -118,6 +118,7 @@ class CellSyntax:
     functions: dict[str, Function] = field(default_factory=dict)
     arrays: list[ArrayDecl] = field(default_factory=list)
     rings: list[ArrayDecl] = field(default_factory=list)  # BPF_MAP_TYPE_RINGBUF maps of the libbpf form
+    perf_arrays: list[str] = field(default_factory=list)  # BPF_MAP_TYPE_PERF_EVENT_ARRAY maps of the libbpf form
     tail_calls: list[TailCall] = field(default_factory=list)
     slot_refs: list[SlotRef] = field(default_factory=list)
     globals: set[str] = field(default_factory=set)  # names declared at file scope
@@ -589,6 +590,8 @@ def analyse(source: str) -> CellSyntax:
             names = _declared_in(node)
             cell.globals.update(names)
             kind, size = _struct_map_kind(node)
+            if kind == "PERF_EVENT_ARRAY" and names:
+                cell.perf_arrays.append(names[0])
             if kind in ("PROG_ARRAY", "RINGBUF") and names:
                 end_line, initialized, code_after = _statement_end_line(top_level, i)
                 decl = ArrayDecl(

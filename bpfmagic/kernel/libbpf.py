@@ -294,6 +294,8 @@ def object_api() -> ct.CDLL:
             ("bpf_map__max_entries", ct.c_uint32, [vp]),
             ("bpf_map__key_size", ct.c_uint32, [vp]),
             ("bpf_map__value_size", ct.c_uint32, [vp]),
+            ("bpf_map__set_key_size", ct.c_int, [vp, ct.c_uint32]),
+            ("bpf_map__set_value_size", ct.c_int, [vp, ct.c_uint32]),
             ("bpf_map__reuse_fd", ct.c_int, [vp, ct.c_int]),
             ("bpf_map__set_pin_path", ct.c_int, [vp, cp]),
             ("bpf_map__pin_path", cp, [vp]),
@@ -314,3 +316,46 @@ def object_api() -> ct.CDLL:
             f.restype, f.argtypes = res, args
         _object_api_declared = True
     return l
+
+
+# perf_buffer__new's callbacks: sample(ctx, cpu, data, size) and lost(ctx, cpu, count).
+_PERF_SAMPLE_FN = ct.CFUNCTYPE(None, ct.c_void_p, ct.c_int, ct.c_void_p, ct.c_uint32)
+_PERF_LOST_FN = ct.CFUNCTYPE(None, ct.c_void_p, ct.c_int, ct.c_uint64)
+
+
+class PerfBuffer:
+    """libbpf's per-CPU readers of one perf event array (``perf_buffer__new``):
+    ON_EVENT(cpu, data, size) and ON_LOST(count) run from consume(), as BCC's do.
+    One epoll fd stands for all CPUs' buffers."""
+
+    def __init__(self, map_fd: int, page_cnt: int, on_event, on_lost):
+        l = object_api()
+        vp = ct.c_void_p
+        for fname, res, args in [
+            ("perf_buffer__new", vp, [ct.c_int, ct.c_size_t, _PERF_SAMPLE_FN, _PERF_LOST_FN, vp, vp]),
+            ("perf_buffer__consume", ct.c_int, [vp]),
+            ("perf_buffer__epoll_fd", ct.c_int, [vp]),
+            ("perf_buffer__free", None, [vp]),
+        ]:
+            f = getattr(l, fname)
+            f.restype, f.argtypes = res, args
+        # kept referenced: libbpf calls them for as long as the buffer lives
+        self._sample = _PERF_SAMPLE_FN(lambda _ctx, cpu, data, size: on_event(cpu, data, size))
+        self._lost = _PERF_LOST_FN(lambda _ctx, _cpu, count: on_lost(count))
+        ptr = l.perf_buffer__new(map_fd, page_cnt, self._sample, self._lost, None, None)
+        if not ptr:  # libbpf 1.x: NULL, and the error in errno (libbpf_get_error reads it)
+            err = -l.libbpf_get_error(None) or _errno.ENOMEM
+            raise OSError(err, f"perf_buffer__new: {os.strerror(err)}")
+        self._ptr = ptr
+
+    def fds(self) -> list[int]:
+        return [lib().perf_buffer__epoll_fd(self._ptr)] if self._ptr else []
+
+    def consume(self) -> None:
+        if self._ptr:
+            lib().perf_buffer__consume(self._ptr)
+
+    def close(self) -> None:
+        if self._ptr:
+            lib().perf_buffer__free(self._ptr)
+            self._ptr = None
