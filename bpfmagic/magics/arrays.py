@@ -30,7 +30,7 @@ def slots(args, notebook: Notebook):
 
 
 @command("slot", python='s.slot("ARRAY[KEY]", "MODULE.FUNC")')
-@argument("assignment", completes="slot_assignment")
+@argument("assignment", metavar="ARRAY[KEY]=MODULE.FUNC", completes="slot_assignment")
 def slot(args, notebook: Notebook):
     """put a loaded program into a slot: ARRAY[KEY]=MODULE.FUNC (one atomic map update)"""
     spec, eq, program = args.assignment.partition("=")
@@ -41,7 +41,7 @@ def slot(args, notebook: Notebook):
 
 
 @command("unslot", python='s.unslot("ARRAY[KEY]")')
-@argument("spec", completes="slot_key")
+@argument("spec", metavar="ARRAY[KEY]", completes="slot_key")
 def unslot(args, notebook: Notebook):
     """empty a slot: ARRAY[KEY]"""
     had = notebook.session.unslot(args.spec)

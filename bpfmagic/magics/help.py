@@ -8,7 +8,7 @@ import copy
 import functools
 import textwrap
 
-from .registry import Command, Registry, usage_line
+from .registry import Command, Registry, synopsis
 
 WIDTH = 100  # the docstring's width: the same whatever terminal imports the package
 
@@ -21,17 +21,18 @@ def commands_help(registry: Registry) -> str:
     return "\n".join(lines)
 
 
-def fixed_width_help(parser: argparse.ArgumentParser) -> str:
-    """The parser's help wrapped at WIDTH."""
-    fixed = copy.copy(parser)  # shares the arguments; only the formatter differs
+def options_help(parser: argparse.ArgumentParser) -> str:
+    """The parser's help without its usage line (the synopsis says it), wrapped at WIDTH."""
+    fixed = copy.copy(parser)  # shares the arguments; only the formatter and the usage differ
     fixed.formatter_class = functools.partial(argparse.HelpFormatter, width=WIDTH)
-    return fixed.format_help().rstrip()
+    fixed.usage = argparse.SUPPRESS
+    return fixed.format_help().strip()
 
 
 def command_lines(each: Command) -> str:
     """A command's usage on one line (every option on it), its description under it."""
     description = textwrap.fill(each.description, WIDTH - 8, initial_indent="    ", subsequent_indent="    ", break_on_hyphens=False)
-    return f"{usage_line(each.parser)}\n{description}"
+    return f"{synopsis(each.parser)}\n{description}"
 
 
 def magic_docstring(registry: Registry, cell: Command, cell_text: str, epilogue: str) -> str:
@@ -43,7 +44,9 @@ def magic_docstring(registry: Registry, cell: Command, cell_text: str, epilogue:
             "",
             "Cell magic::",
             "",
-            textwrap.indent(fixed_width_help(cell.parser), "    "),
+            "    " + synopsis(cell.parser),
+            "",
+            textwrap.indent(options_help(cell.parser), "    "),
             "",
             cell_text,
             "",

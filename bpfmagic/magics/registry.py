@@ -71,11 +71,36 @@ def plain_help(parser: argparse.ArgumentParser) -> str:
     return parser.format_help().rstrip()
 
 
-def usage_line(parser: argparse.ArgumentParser) -> str:
-    """The usage on one line, without "usage: " (for %bpf? and the reference)."""
-    formatter = argparse.HelpFormatter(prog=parser.prog, width=100_000)
-    formatter.add_usage(parser.usage, parser._actions, parser._mutually_exclusive_groups, prefix="")
-    return formatter.format_help().strip()
+def synopsis(parser: argparse.ArgumentParser) -> str:
+    """The usage on one line, the positionals first as a person types them (``%bpf unload
+    NAME``, ``[-a FUNC=TARGET]...``, ``[--on | --off]``): for %bpf? and the reference."""
+    exclusive = {id(action): group for group in parser._mutually_exclusive_groups for action in group._group_actions}
+    actions = [a for a in parser._actions if not a.option_strings] + [a for a in parser._actions if a.option_strings]
+    words, shown = [parser.prog], set()
+    for action in actions:
+        group = exclusive.get(id(action))
+        if group is not None:
+            if id(group) not in shown:
+                shown.add(id(group))
+                words.append("[" + " | ".join(_option_usage(a) for a in group._group_actions) + "]")
+        elif not action.option_strings:
+            words.append(f"[{_value_usage(action)}]" if action.nargs == "?" else _value_usage(action))
+        else:
+            words.append(f"[{_option_usage(action)}]" + ("..." if isinstance(action, argparse._AppendAction) else ""))
+    return " ".join(words)
+
+
+def _value_usage(action: argparse.Action) -> str:
+    if action.metavar:
+        return action.metavar
+    if action.choices:
+        return "{" + ",".join(map(str, action.choices)) + "}"
+    return action.dest.upper()
+
+
+def _option_usage(action: argparse.Action) -> str:
+    option = action.option_strings[0]
+    return option if action.nargs == 0 else f"{option} {_value_usage(action)}"
 
 
 @dataclass(frozen=True)
