@@ -86,7 +86,7 @@ def cell(args, notebook: Notebook, body: str = ""):
     return load_into(notebook, args, body)
 
 
-@command("load", python='s.load(NAME, file=PATH, attach=..., slots=..., core=...)')
+@command("load", python="s.load(NAME, file=PATH, attach=..., slots=..., core=...)")
 @LOAD_OPTIONS
 def load(args, notebook: Notebook):
     """load module NAME from --file PATH, like a %%bpf cell with that file as its body"""

@@ -43,7 +43,7 @@ def stats(args, notebook: Notebook):
 
 @command(
     "bench",
-    python="s.bench_tailcalls(depth=33, repeat=100_000, index=\"const\", rounds=3), s.bench_calls(depths=..., repeat=..., rounds=5), s.call_limits()",
+    python='s.bench_tailcalls(depth=33, repeat=100_000, index="const", rounds=3), s.bench_calls(depths=..., repeat=..., rounds=5), s.call_limits()',
 )
 @argument("what", choices=["tailcalls", "calls", "limits"])
 @argument("--depth", type=int, default=33, help="tailcalls: tail calls asked for, 0..DEPTH (past 33 shows the limit)")
