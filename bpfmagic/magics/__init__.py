@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from .commands import CELL, COMMANDS
 from .magic import BpfMagics, register, unregister
-from .words import asks_help as _asks_help
-from .words import cflags as _cflags
-from .words import option_words as _option_words
-from .words import split as _split
+
+# The line's words under the names the suite imports them by.
+from .words import asks_help as _asks_help  # noqa: F401
+from .words import cflags as _cflags  # noqa: F401
+from .words import option_words as _option_words  # noqa: F401
+from .words import split as _split  # noqa: F401
 
 __all__ = ["BpfMagics", "COMMANDS", "CELL", "register", "unregister"]
 
@@ -28,7 +30,3 @@ def _line_parsers() -> dict:
 def _cell_parser():
     """The %%bpf parser."""
     return CELL.parser
-
-
-# The names the suite imports from bpfmagic.magics: the line's words and the help check.
-_private_names = (_asks_help, _cflags, _option_words, _split)

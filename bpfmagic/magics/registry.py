@@ -117,10 +117,6 @@ class Command:
     def description(self) -> str:
         return self.parser.description or ""
 
-    def options(self) -> list[str]:
-        """Every option string but -h/--help."""
-        return [opt for action in self.parser._actions for opt in action.option_strings if opt not in ("-h", "--help")]
-
 
 def command(name: str, python: str, prog: str | None = None) -> Callable[[Callable], Command]:
     """Make the decorated function a Command NAME. Its docstring is the description (the
