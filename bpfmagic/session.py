@@ -784,6 +784,21 @@ class Session:
     def __repr__(self) -> str:
         return f"<bpfmagic Session: modules {', '.join(self.modules) or '-'}; arrays {', '.join(self.arrays) or '-'}>"
 
+    # ------------------------------------------------------------ the magics' doors (issue 22, item 4)
+    # Two %bpf commands reached experiments/ around the Session; these are their Python doors.
+    def chain_from_file(self, name: str, path: str) -> Chain:
+        """The chain NAME as a YAML file describes it (``stages: [MODULE.FUNC, ...]``; ``type:``
+        and ``capacity:`` optional): made, or switched to the file's order atomically."""
+        from .experiments import chain as chains
+
+        return chains.load_file(self, name, path)
+
+    def path_graph(self, paths: pd.DataFrame, array: str | None = None) -> ChainGraph:
+        """The chain graph with each edge as wide as the runs ``paths`` (from ``s.paths()``) took along it."""
+        from .experiments import paths as live_paths
+
+        return live_paths.picture(self, paths, array)
+
 
 # ---------------------------------------------------------------- helpers
 
