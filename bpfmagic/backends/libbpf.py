@@ -31,6 +31,7 @@ from ..kernel import libbpf
 from ..kernel.attach import Attachment, Target
 from ..kernel.btf import Btf
 from ..kernel.lock import NATIVE_LOCK
+from ..kernel.maptypes import ARRAY_TYPES, PERCPU_TYPES, MapType
 from ..kernel.pins import BPFFS
 from ..kernel.privileges import privilege_problem
 from ..kernel.progtypes import prog_type_name, prog_type_value
@@ -298,7 +299,7 @@ class CoreMap:
     def __init__(self, name: str, fd: int, map_type: int, key_size: int, value_size: int, max_entries: int):
         self.name, self.fd, self.map_type = name, fd, map_type
         self.key_size, self.value_size, self.max_entries = key_size, value_size, max_entries
-        self.percpu = map_type in (5, 6, 10)  # PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH
+        self.percpu = map_type in PERCPU_TYPES
 
     def _value_type(self):
         return {4: ct.c_uint32, 8: ct.c_uint64}.get(self.value_size)
@@ -318,7 +319,7 @@ class CoreMap:
         return values if self.percpu else values[0]
 
     def items(self):
-        if self.map_type in (2, 6):  # arrays: every index exists
+        if self.map_type in ARRAY_TYPES:  # arrays: every index exists
             return [(ct.c_uint32(i), self[i]) for i in range(self.max_entries)]
         raise NotImplementedError(
             f"{self.name}: iterating this map type is not supported here; read it whole, "
@@ -809,15 +810,12 @@ def type_custom_sections(obj: "CoreObject", syntax: CellSyntax, needs: dict[str,
         obj._notes.append(f'{pname}: SEC("{section}") names no program type libbpf knows; loaded as {chosen} ({why})')
 
 
-BPF_MAP_TYPE_RINGBUF = 27
-
-
 def check_rings(obj: "CoreObject", syntax: CellSyntax, origin: str) -> None:
     """A ring buffer declared with a key or value type: the kernel refuses it with a bare
     EINVAL (libbpf 1.1 passes the sizes on), so say why before loading."""
     lib = _lib()
     for map_name, m in obj.maps().items():
-        if lib.bpf_map__type(m) != BPF_MAP_TYPE_RINGBUF:
+        if lib.bpf_map__type(m) != MapType.RINGBUF:
             continue
         given = [field for field, size in (("key", lib.bpf_map__key_size(m)), ("value", lib.bpf_map__value_size(m))) if size]
         if given:
