@@ -14,7 +14,7 @@ import ctypes as ct
 
 import numpy as np
 
-from ..kernel.btf import Field
+from ..kernel.btf import Field, ctypes_fields, raw_fields
 
 
 class Number(int):
@@ -67,6 +67,27 @@ def _from_ctypes(value):
     if isinstance(value, (ct.Structure, ct.Union, ct.Array)):
         return bytes(value)
     return value
+
+
+def fields_of(handle, btf, index_keys: bool) -> tuple[list[Field], list[Field]]:
+    """The key and value fields of the map HANDLE (backends.MapHandle): from BTF (libbpf's
+    object BTF), else BCC's ctypes Key/Leaf, else raw bytes. INDEX_KEYS: u32 keys are indexes."""
+    key_size, value_size = handle.key_size, handle.value_size
+    key_fields = value_fields = None
+    kid, vid = handle.btf_key_type_id, handle.btf_value_type_id
+    if btf is not None and kid and btf.size_of(kid) == key_size:
+        key_fields = btf.fields(kid)
+    if btf is not None and vid and btf.size_of(vid) == value_size:
+        value_fields = btf.fields(vid)
+    if key_fields is None and handle.key_ctype is not None and ct.sizeof(handle.key_ctype) == key_size:
+        key_fields = ctypes_fields(handle.key_ctype)
+    if value_fields is None and handle.leaf_ctype is not None and ct.sizeof(handle.leaf_ctype) == value_size:
+        value_fields = ctypes_fields(handle.leaf_ctype)
+    if index_keys and key_size == 4:
+        key_fields = [Field("", 0, "uint", 4)]  # BCC types array indices as int
+    if key_size == 0:  # queues and stacks have no key
+        key_fields = []
+    return (raw_fields(key_size) if key_fields is None else key_fields, value_fields or raw_fields(value_size))
 
 
 class Layout:

@@ -6,7 +6,6 @@ itself the view of map types no subclass names (a get_next_key walk)."""
 
 from __future__ import annotations
 
-import ctypes as ct
 import errno as _errno
 import functools
 import time
@@ -16,12 +15,12 @@ import numpy as np
 
 from ..errors import NotFound, UsageProblem
 from ..kernel import libbpf
-from ..kernel.btf import Field, ctypes_fields, raw_fields
+from ..kernel.btf import Field
 from ..kernel.libbpf import errno_of
 from ..kernel.maptypes import type_name
 from . import bulk, frames
 from .bulk import ReadStats, ptr
-from .layout import Layout
+from .layout import Layout, fields_of
 
 # map type -> the view class of that kind (kinds.py fills it)
 VIEW_CLASSES: dict[int, type] = {}
@@ -88,7 +87,7 @@ class MapView(MutableMapping):
             self.__class__ = kind
         self._module = module
         self._set_shape(handle.fd)
-        self._set_layouts(*self._types(module.object.btf(), handle))
+        self._set_layouts(*fields_of(handle, module.object.btf(), self.index_keys))
 
     def _set_shape(self, fd: int) -> None:
         self.fd = fd
@@ -108,24 +107,6 @@ class MapView(MutableMapping):
             for f in self.value.fields:
                 f.name = f"value.{f.name}"
             self.value = Layout(value_fields, self.value_size, "value", itemsize=self.stride)
-
-    def _types(self, btf, handle) -> tuple[list[Field], list[Field]]:
-        """Key and value fields: BTF (libbpf), else BCC's ctypes Key/Leaf, else raw bytes."""
-        key_fields = value_fields = None
-        kid, vid = handle.btf_key_type_id, handle.btf_value_type_id
-        if btf is not None and kid and btf.size_of(kid) == self.key_size:
-            key_fields = btf.fields(kid)
-        if btf is not None and vid and btf.size_of(vid) == self.value_size:
-            value_fields = btf.fields(vid)
-        if key_fields is None and handle.key_ctype is not None and ct.sizeof(handle.key_ctype) == self.key_size:
-            key_fields = ctypes_fields(handle.key_ctype)
-        if value_fields is None and handle.leaf_ctype is not None and ct.sizeof(handle.leaf_ctype) == self.value_size:
-            value_fields = ctypes_fields(handle.leaf_ctype)
-        if self.index_keys and self.key_size == 4:
-            key_fields = [Field("", 0, "uint", 4)]  # BCC types array indices as int
-        if self.key_size == 0:  # queues and stacks have no key
-            key_fields = []
-        return (raw_fields(self.key_size) if key_fields is None else key_fields, value_fields or raw_fields(self.value_size))
 
     def _live(self):
         """The module behind the view, refusing clearly when its map was freed
