@@ -57,6 +57,11 @@ class MapView(MutableMapping):
     ``.hist()``. Names a view does not have are looked up on the backend's own table
     (BCC's ``open_ring_buffer``, ``items_lookup_batch``, ``Leaf``, ...)."""
 
+    # A view is its map's handle, not a snapshot of its entries: equal only to itself, and
+    # hashable (Mapping would compare entries, reading both maps, and drop the hash).
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
     percpu = False  # values one per possible CPU (PerCpuValues)
     batch_ops = False  # BPF_MAP_*_BATCH exist for the type
     index_keys = False  # keys are u32 indexes (BCC types them as int)
