@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .c import CellSyntax
-from .errors import NotFound, UsageProblem
+from .errors import UsageProblem
 from .kernel import libbpf
 from .kernel.attach import Attachment
 
@@ -86,7 +86,8 @@ class Program:
 
 class Module:
     """A loaded cell: its BCC object, programs, attachments and slots.
-    Tables are reached as ``module["table"]`` (BCC table objects)."""
+    Maps are reached as ``module["table"]`` or ``module.map("table")``, the same
+    view (maps.MapView; BCC's own table objects: ``module.bpf["table"]``)."""
 
     def __init__(self, session, name: str, syntax: CellSyntax, obj, origin: str):
         self.session = session
@@ -150,18 +151,17 @@ class Module:
         df = self.session.stats(since=since)
         return df[df["module"] == self.name].reset_index(drop=True)
 
-    def __getitem__(self, table: str):
-        with self.session._lock:
-            if table not in self.tables:
-                raise NotFound(f"{self.name} has no table {table!r} (tables: {', '.join(self.tables) or 'none'})", "table", table, tuple(self.tables))
-            return self.object.table(table)
+    def __getitem__(self, table: str) -> MapView:
+        """``module["t"]``: the same view as ``module.map("t")``."""
+        return self.map(table)
 
     def __contains__(self, table: str) -> bool:
         return table in self.tables
 
     def map(self, table: str) -> MapView:
-        """A view of map TABLE: .df(), [key], [key] = value, del, .clear(), .from_df() (maps.MapView);
-        --core globals: map("bss"), map("data"), map("rodata")."""
+        """The view of map TABLE (also ``module[TABLE]``): .df(), [key], [key] = value, del, .clear(),
+        .from_df() (maps.MapView, of the class its map type calls for); --core globals: map("bss"),
+        map("data"), map("rodata")."""
         from .maps import view_of
 
         with self.session._lock:

@@ -191,7 +191,7 @@ class MapWatch(_LiveView):
     rate per second (``COL.rate``), the ``top`` keys by the rate of ``sort``
     (default: the first numeric value). Per-CPU values are summed. Every
     refresh is one read of the map, so the figures shown together come from
-    the same pass (see maps.py for what the kernel does not make atomic).
+    the same pass (see maps/__init__.py for what the kernel does not make atomic).
     Stop button / ``stop()`` as for the stream view; the view stops by itself
     when the module is unloaded. ``frame`` is the table last shown and
     ``values`` its totals, for code that reads the view."""

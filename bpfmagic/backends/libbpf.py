@@ -31,6 +31,7 @@ from ..kernel import libbpf
 from ..kernel.attach import Attachment, Target
 from ..kernel.btf import Btf
 from ..kernel.lock import NATIVE_LOCK
+from ..kernel.maptypes import ARRAY_TYPES, PERCPU_TYPES, MapType
 from ..kernel.pins import BPFFS
 from ..kernel.privileges import privilege_problem
 from ..kernel.progtypes import prog_type_name, prog_type_value
@@ -298,7 +299,7 @@ class CoreMap:
     def __init__(self, name: str, fd: int, map_type: int, key_size: int, value_size: int, max_entries: int):
         self.name, self.fd, self.map_type = name, fd, map_type
         self.key_size, self.value_size, self.max_entries = key_size, value_size, max_entries
-        self.percpu = map_type in (5, 6, 10)  # PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH
+        self.percpu = map_type in PERCPU_TYPES
 
     def _value_type(self):
         return {4: ct.c_uint32, 8: ct.c_uint64}.get(self.value_size)
@@ -318,7 +319,7 @@ class CoreMap:
         return values if self.percpu else values[0]
 
     def items(self):
-        if self.map_type in (2, 6):  # arrays: every index exists
+        if self.map_type in ARRAY_TYPES:  # arrays: every index exists
             return [(ct.c_uint32(i), self[i]) for i in range(self.max_entries)]
         raise NotImplementedError(
             f"{self.name}: iterating this map type is not supported here; read it whole, "
@@ -829,10 +830,6 @@ def type_custom_sections(obj: "CoreObject", syntax: CellSyntax, needs: dict[str,
             )
 
 
-BPF_MAP_TYPE_PERF_EVENT_ARRAY = 4
-BPF_MAP_TYPE_RINGBUF = 27
-
-
 def size_event_maps(obj: "CoreObject", syntax: CellSyntax, origin: str) -> None:
     """Event maps declared with a key or value type, as cilium/ebpf's examples write them
     (``__type(value, struct event)`` in a ring buffer or a perf event array): cilium/ebpf
@@ -843,7 +840,7 @@ def size_event_maps(obj: "CoreObject", syntax: CellSyntax, origin: str) -> None:
     lib = _lib()
     for map_name, m in obj.maps().items():
         kind = lib.bpf_map__type(m)
-        want = {BPF_MAP_TYPE_RINGBUF: 0, BPF_MAP_TYPE_PERF_EVENT_ARRAY: 4}.get(kind)
+        want = {MapType.RINGBUF: 0, MapType.PERF_EVENT_ARRAY: 4}.get(kind)
         if want is None:
             continue
         sizes = {"key": lib.bpf_map__key_size(m), "value": lib.bpf_map__value_size(m)}
@@ -855,7 +852,7 @@ def size_event_maps(obj: "CoreObject", syntax: CellSyntax, origin: str) -> None:
         decl = next((d for d in syntax.rings if d.name == map_name), None)
         where = f" ({origin}:{decl.line})" if decl else ""
         declared = " and ".join(f"a {size}-byte {field}" if size else f"no {field} size" for field, size in wrong.items())
-        if kind == BPF_MAP_TYPE_RINGBUF:
+        if kind == MapType.RINGBUF:
             what = "a ring buffer has no key or value, so it is created without them"
         else:
             what = "a perf event array's keys and values are 4 bytes (a CPU, its event's fd), so it is created with those"

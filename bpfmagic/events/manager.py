@@ -12,8 +12,9 @@ except ImportError:  # bpfmagic itself must import without numpy (the doctor run
     np = None
 
 from ..errors import NotFound, UsageProblem
+from ..kernel.maptypes import EVENT_TYPES, MapType
 from . import StreamWarning
-from .readers import BPF_MAP_TYPE_PERF_EVENT_ARRAY, BPF_MAP_TYPE_RINGBUF, DEFAULT_PERF_PAGES
+from .readers import DEFAULT_PERF_PAGES
 from .records import Undeterminable, record_type
 from .stream import Stream, check_max_rows
 
@@ -59,9 +60,9 @@ class StreamManager:
                 kind = obj.map_handle(table).map_type
             except Exception:
                 continue
-            if kind not in (BPF_MAP_TYPE_RINGBUF, BPF_MAP_TYPE_PERF_EVENT_ARRAY):
+            if kind not in EVENT_TYPES:
                 continue
-            refusal = obj.perf_refusal(table) if kind == BPF_MAP_TYPE_PERF_EVENT_ARRAY else None
+            refusal = obj.perf_refusal(table) if kind == MapType.PERF_EVENT_ARRAY else None
             if refusal is not None:
                 self._unstreamed[qualname] = refusal
                 continue
@@ -80,7 +81,7 @@ class StreamManager:
             if rtype is None:
                 call = (
                     "ringbuf_output(&rec, sizeof(rec), 0) or ringbuf_submit(rec, 0)"
-                    if kind == BPF_MAP_TYPE_RINGBUF
+                    if kind == MapType.RINGBUF
                     else "perf_submit(ctx, &rec, sizeof(rec))"
                 )
                 self._unstreamed[qualname] = f"BCC inferred no record type for it: write {table}.{call} with a struct, or read it yourself with BCC"

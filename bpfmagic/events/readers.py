@@ -16,6 +16,7 @@ except ImportError:  # bpfmagic itself must import without numpy (the doctor run
     np = None
 
 from ..kernel import libbpf
+from ..kernel.maptypes import MapType
 from . import StreamWarning
 from .records import RecordType
 
@@ -26,8 +27,6 @@ RINGBUF_BUSY = 1 << 31
 RINGBUF_DISCARD = 1 << 30
 RINGBUF_LEN_MASK = RINGBUF_DISCARD - 1
 RINGBUF_HDR = 8
-BPF_MAP_TYPE_PERF_EVENT_ARRAY = 4
-BPF_MAP_TYPE_RINGBUF = 27
 
 
 # ------------------------------------------------------------ ring buffer reader
@@ -43,7 +42,7 @@ class RingReader:
 
     def __init__(self, map_fd: int, rtype: RecordType):
         info = libbpf.fdinfo(map_fd)
-        if int(info["map_type"]) != BPF_MAP_TYPE_RINGBUF:
+        if int(info["map_type"]) != MapType.RINGBUF:
             raise ValueError(f"map fd {map_fd} is not a ring buffer")
         self.rtype = rtype
         self.size = int(info["max_entries"])

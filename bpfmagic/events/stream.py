@@ -30,9 +30,10 @@ except ImportError:  # bpfmagic itself must import without numpy (the doctor run
 
 from ..errors import UsageProblem
 from ..kernel import libbpf
+from ..kernel.maptypes import MapType
 from . import warn_from_thread as _warn
 from .parquet import DEFAULT_PARQUET_QUEUE_BYTES, ParquetSink
-from .readers import BPF_MAP_TYPE_RINGBUF, DEFAULT_PERF_PAGES, PerfReader, RingReader
+from .readers import DEFAULT_PERF_PAGES, PerfReader, RingReader
 from .records import Field, RecordType, decode_cstrings
 
 
@@ -157,7 +158,7 @@ class Stream:
         if counter is not None:
             self._lost_fd, self._lost_slot, self._lost_size = counter
         map_fd = obj.map_handle(table).fd
-        if int(libbpf.fdinfo(map_fd)["map_type"]) == BPF_MAP_TYPE_RINGBUF:
+        if int(libbpf.fdinfo(map_fd)["map_type"]) == MapType.RINGBUF:
             self.kind = "ringbuf"
             self._reader = RingReader(map_fd, rtype)
             self._fds = [map_fd]

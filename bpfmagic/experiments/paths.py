@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from ..c.path_record import CLOSING, EMPTY, KEY_WORDS, LIMIT, MAX_HOPS, PATH_COUNTS, REC_SIZE  # noqa: F401  (the record the reader decodes)
 from ..errors import UsageProblem
 from ..kernel import libbpf
+from ..kernel.maptypes import MapType
 
 
 @dataclass
@@ -53,9 +54,9 @@ class PathMaps:
 
         fds = []
         try:
-            fds.append(libbpf.map_create(libbpf.BPF_MAP_TYPE_PERCPU_ARRAY, "bm_path", 4, REC_SIZE, 1))
-            fds.append(libbpf.map_create(1, "bm_pathc", 4 * KEY_WORDS, 8, PATH_COUNTS))  # BPF_MAP_TYPE_HASH
-            fds.append(libbpf.map_create(2, "bm_pathctl", 4, 4, 1))  # BPF_MAP_TYPE_ARRAY
+            fds.append(libbpf.map_create(MapType.PERCPU_ARRAY, "bm_path", 4, REC_SIZE, 1))
+            fds.append(libbpf.map_create(MapType.HASH, "bm_pathc", 4 * KEY_WORDS, 8, PATH_COUNTS))
+            fds.append(libbpf.map_create(MapType.ARRAY, "bm_pathctl", 4, 4, 1))
             pins = {}
             os.makedirs(os.path.join(pin_dir, "calls"), exist_ok=True)
             for name, fd in zip(("bm_path", "bm_pathc", "bm_pathctl"), fds):

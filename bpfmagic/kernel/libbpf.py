@@ -11,6 +11,8 @@ import ctypes.util
 import errno as _errno
 import os
 
+from .maptypes import MapType
+
 _lib = None
 
 
@@ -30,14 +32,17 @@ def lib() -> ct.CDLL:
     return _lib
 
 
-# enum bpf_map_type / bpf_attach_type values from the uapi (stable ABI)
-BPF_MAP_TYPE_PERCPU_ARRAY = 6
-BPF_MAP_TYPE_PROG_ARRAY = 3
+# enum bpf_attach_type values from the uapi (stable ABI); map types: maptypes.MapType
+# (the uapi spellings below are its values, for callers that create maps)
+BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_PROG_ARRAY = MapType.ARRAY, MapType.PERCPU_ARRAY, MapType.PROG_ARRAY
 BPF_XDP = 37
 BPF_TCX_INGRESS = 46
 BPF_TCX_EGRESS = 47
 BPF_STATS_RUN_TIME = 0
 BPF_ANY = 0
+# The kernel-internal "operation not supported" (include/linux/errno.h), which some
+# bpf() commands return to user space; not in Python's errno module.
+ENOTSUPP = 524
 
 
 class MapCreateOpts(ct.Structure):
@@ -89,6 +94,11 @@ class ObjectOpenOpts(ct.Structure):
     ]
 
 
+class BatchOpts(ct.Structure):
+    # struct bpf_map_batch_opts of libbpf 1.x
+    _fields_ = [("sz", ct.c_size_t), ("elem_flags", ct.c_uint64), ("flags", ct.c_uint64)]
+
+
 class LinkCreateOpts(ct.Structure):
     # struct bpf_link_create_opts: only the leading fields we set; the union that
     # follows is zeroed by the padding (libbpf checks sz, so it must be the real size)
@@ -103,27 +113,42 @@ def _declare(l: ct.CDLL) -> None:
     l.bpf_map_create.restype = ct.c_int
     l.bpf_map_create.argtypes = [ct.c_int, ct.c_char_p, ct.c_uint32, ct.c_uint32, ct.c_uint32, ct.POINTER(MapCreateOpts)]
     l.bpf_obj_pin.argtypes = [ct.c_int, ct.c_char_p]
-    l.bpf_map_update_elem.argtypes = [ct.c_int, ct.c_void_p, ct.c_void_p, ct.c_uint64]
-    l.bpf_map_delete_elem.argtypes = [ct.c_int, ct.c_void_p]
-    l.bpf_map_lookup_elem.argtypes = [ct.c_int, ct.c_void_p, ct.c_void_p]
+    vp, u32p = ct.c_void_p, ct.POINTER(ct.c_uint32)
+    for fname, args in [  # the map element and batch calls (maps/ reads and writes every map type with them)
+        ("bpf_map_lookup_elem", [ct.c_int, vp, vp]),
+        ("bpf_map_update_elem", [ct.c_int, vp, vp, ct.c_uint64]),
+        ("bpf_map_delete_elem", [ct.c_int, vp]),
+        ("bpf_map_lookup_and_delete_elem", [ct.c_int, vp, vp]),
+        ("bpf_map_get_next_key", [ct.c_int, vp, vp]),
+        ("bpf_map_lookup_batch", [ct.c_int, vp, vp, vp, vp, u32p, vp]),
+        ("bpf_map_update_batch", [ct.c_int, vp, vp, u32p, vp]),
+        ("bpf_map_delete_batch", [ct.c_int, vp, u32p, vp]),
+    ]:
+        f = getattr(l, fname)
+        f.restype, f.argtypes = ct.c_int, args
     l.bpf_prog_test_run_opts.argtypes = [ct.c_int, ct.POINTER(TestRunOpts)]
     l.bpf_enable_stats.argtypes = [ct.c_int]
     l.bpf_link_create.argtypes = [ct.c_int, ct.c_int, ct.c_int, ct.POINTER(LinkCreateOpts)]
-    l.bpf_map_lookup_batch.argtypes = [ct.c_int, ct.c_void_p, ct.c_void_p, ct.c_void_p, ct.c_void_p, ct.POINTER(ct.c_uint32), ct.c_void_p]
     l.bpf_link_update.argtypes = [ct.c_int, ct.c_int, ct.c_void_p]
+
+
+def errno_of(ret: int) -> int:
+    """The errno of a failed libbpf call (libbpf 1.x returns -errno), 0 on success."""
+    if ret >= 0:
+        return 0
+    return -ret if ret < -1 else (ct.get_errno() or _errno.EINVAL)
 
 
 def _check(ret: int, what: str) -> int:
     if ret < 0:
-        # libbpf returns -errno (and sets errno)
-        err = -ret if ret < -1 else (ct.get_errno() or _errno.EINVAL)
+        err = errno_of(ret)
         raise OSError(err, f"{what}: {os.strerror(err)}")
     return ret
 
 
 def map_create_prog_array(name: str, size: int) -> int:
     opts = MapCreateOpts(sz=ct.sizeof(MapCreateOpts))
-    fd = lib().bpf_map_create(BPF_MAP_TYPE_PROG_ARRAY, name[:15].encode(), 4, 4, size, ct.byref(opts))
+    fd = lib().bpf_map_create(MapType.PROG_ARRAY, name[:15].encode(), 4, 4, size, ct.byref(opts))
     return _check(fd, f"create prog array {name}")
 
 
@@ -131,10 +156,6 @@ def map_create(map_type: int, name: str, key_size: int, value_size: int, entries
     opts = MapCreateOpts(sz=ct.sizeof(MapCreateOpts))
     fd = lib().bpf_map_create(map_type, name[:15].encode(), key_size, value_size, entries, ct.byref(opts))
     return _check(fd, f"create map {name}")
-
-
-BPF_MAP_TYPE_ARRAY = 2
-BPF_MAP_TYPE_ARRAY_OF_MAPS = 12
 
 
 def wait_for_running_programs() -> None:
@@ -146,9 +167,9 @@ def wait_for_running_programs() -> None:
     exist only for this call."""
     fds = []
     try:
-        fds.append(map_create(BPF_MAP_TYPE_ARRAY, "bm_rcu_inner", 4, 4, 1))
+        fds.append(map_create(MapType.ARRAY, "bm_rcu_inner", 4, 4, 1))
         opts = MapCreateOpts(sz=ct.sizeof(MapCreateOpts), inner_map_fd=fds[0])
-        fds.append(_check(lib().bpf_map_create(BPF_MAP_TYPE_ARRAY_OF_MAPS, b"bm_rcu_wait", 4, 4, 1, ct.byref(opts)), "create map bm_rcu_wait"))
+        fds.append(_check(lib().bpf_map_create(MapType.ARRAY_OF_MAPS, b"bm_rcu_wait", 4, 4, 1, ct.byref(opts)), "create map bm_rcu_wait"))
         map_update_u32(fds[1], 0, fds[0])
     finally:
         for fd in fds:
@@ -157,7 +178,7 @@ def wait_for_running_programs() -> None:
 
 def map_create_percpu_u64_array(name: str, size: int) -> int:
     opts = MapCreateOpts(sz=ct.sizeof(MapCreateOpts))
-    fd = lib().bpf_map_create(BPF_MAP_TYPE_PERCPU_ARRAY, name[:15].encode(), 4, 8, size, ct.byref(opts))
+    fd = lib().bpf_map_create(MapType.PERCPU_ARRAY, name[:15].encode(), 4, 8, size, ct.byref(opts))
     return _check(fd, f"create per-CPU array {name}")
 
 
@@ -309,6 +330,7 @@ def object_api() -> ct.CDLL:
             ("btf__type_by_id", vp, [vp, ct.c_uint32]),
             ("btf__resolve_size", ct.c_int64, [vp, ct.c_uint32]),
             ("btf__name_by_offset", cp, [vp, ct.c_uint32]),
+            ("bpf_map__btf_key_type_id", ct.c_uint32, [vp]),
             ("bpf_map__btf_value_type_id", ct.c_uint32, [vp]),
             ("bpf_map__initial_value", vp, [vp, ct.POINTER(ct.c_size_t)]),
         ]:
