@@ -91,6 +91,7 @@ class BpfCompleter:
         words = before[(cell or line).end() :].split()
         fragment = "" if before[-1].isspace() else words.pop()
         if cell:
+            self._cell_functions = _cell_functions(full_text.partition("\n")[2])
             return self._arguments(self.cell_parser, words, fragment)
         if not words:
             return Candidates(fragment, _starting(fragment, self.line_parsers), "command")
@@ -121,10 +122,17 @@ class BpfCompleter:
     # -- values
     def _value(self, kind: str | None, fragment: str) -> Candidates:
         session = shell_session.current()
+        functions = getattr(self, "_cell_functions", [])
         if kind == "attach":
+            func, eq, _target = fragment.partition("=")
+            if not eq:  # -a FUNC=: the functions the cell below defines
+                return Candidates(fragment, _starting(fragment, [f"{f}=" for f in functions]), "function")
             return _attach(session, fragment)
         if kind == "cell_slot":  # ARRAY[KEY]=FUNC: the FUNC is the cell's, not loaded yet
-            return Candidates(fragment, [] if "=" in fragment else _slot_keys(session, fragment, suffix="="), "slot")
+            left, eq, right = fragment.partition("=")
+            if eq:
+                return Candidates(right, _starting(right, functions), "function")
+            return Candidates(fragment, _slot_keys(session, fragment, suffix="="), "slot")
         if kind == "slot_assignment":
             left, eq, right = fragment.partition("=")
             if eq:
@@ -200,6 +208,19 @@ def _takes_value(words: list[str], parser) -> bool:
 
 def _starting(fragment: str, names) -> list[str]:
     return sorted(n for n in dict.fromkeys(names) if n.startswith(fragment))
+
+
+def _cell_functions(body: str) -> list[str]:
+    """The functions a cell's C defines (its syntax tree; macro-written ones included when
+    the tree names them), for -a FUNC= and -s ARRAY[KEY]=FUNC on its %%bpf line."""
+    if not body.strip():
+        return []
+    from .c import analyse
+
+    try:
+        return sorted(f for f in analyse(body).functions if f.isidentifier())
+    except Exception:  # half-typed C: nothing to offer rather than an error in the completer
+        return []
 
 
 def _programs(session) -> list[str]:
