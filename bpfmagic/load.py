@@ -185,11 +185,9 @@ class LoadTransaction:
             session.sites.imply(site_base, obj.implied_sites, session.arrays)
         module.paths = req.paths and site_base is not None
         module.counts_tail_calls = req.count_calls and bool(syntax.tail_calls)
-        reached = {t.array for t in syntax.tail_calls if t.array} | {n for n in session.arrays if syntax.uses(n)}
-        if not req.count_calls:
+        if not req.count_calls:  # (--core counts in the helper's macro, macro-written calls included; BCC refuses map calls in macros)
+            reached = {t.array for t in syntax.tail_calls if t.array} | {n for n in session.arrays if syntax.uses(n)}
             module.uncounted_arrays = reached & set(session.arrays)
-        else:  # --core counts in the helper's macro, expansions included; BCC rewrites the call's own text
-            module.uncounted_arrays = {t.array for t in syntax.tail_calls if t.expanded and t.kind == "call" and t.array in session.arrays}
         adopt_initialized_slots(session, module, self.replaced)
 
     # -- step 4

@@ -108,7 +108,7 @@ class Module:
         self.site_base: int | None = None  # this module's call-site counters: Session.site_counts
         self.paths = False  # loaded with path recording
         self.counts_tail_calls = False  # its tail-call sites bump per-slot counters (loaded without --no-count)
-        # Arrays it tail-calls into without counting (--no-count; a BCC call one of its macros writes):
+        # Arrays it tail-calls into without counting (loaded with --no-count):
         # their slot counts miss its calls, so they are shown as unknown while it is loaded.
         self.uncounted_arrays: set[str] = set()
         self.slot_notes: list[str] = []  # what a re-run did to slots the old version held (refilled / emptied)

@@ -264,7 +264,7 @@ class ProgArray:
 
 def uncounted_callers(modules) -> dict[str, list[str]]:
     """array name -> the loaded modules whose tail calls into it go uncounted (loaded with
-    --no-count, or a BCC call one of their macros writes): its counts are then unknown."""
+    --no-count): its counts are then unknown."""
     out: dict[str, list[str]] = {}
     for module in modules:
         for name in sorted(module.uncounted_arrays):
@@ -277,7 +277,7 @@ def not_counted_note(blind: dict[str, list[str]]) -> str:
     parts = [f"{array} (by {', '.join(mods)})" for array, mods in sorted(blind.items())]
     return (
         "tail calls not counted into " + "; ".join(parts) + ": their calls/taken/missed are <NA> while those modules are "
-        "loaded (they were loaded with --no-count, or a macro writes their BCC .call(); reload without --no-count to count)"
+        "loaded (they were loaded with --no-count; load them again without it to count)"
     )
 
 

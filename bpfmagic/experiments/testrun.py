@@ -135,7 +135,7 @@ class TestRunResult:
         if self.not_counted:
             text += "\nnote: tail calls not counted in " + "; ".join(
                 f"{array} (by {', '.join(mods)})" for array, mods in sorted(self.not_counted.items())
-            ) + ": the table of tail calls leaves those arrays out (--no-count, or a BCC .call() a macro writes)"
+            ) + ": the table of tail calls leaves those arrays out (--no-count)"
         if self.path_text:
             text += f"\npath: {self.path_text}"
         if self.type == "socket_filter":
