@@ -450,7 +450,7 @@ def _holding_the_map(method):
 
     @functools.wraps(method)
     def locked(self, *args, **kwargs):
-        with self.session._lock:
+        with self.session.lock:
             self._live()
             return method(self, *args, **kwargs)
 

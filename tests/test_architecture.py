@@ -1,7 +1,8 @@
 """The house rules ARCHITECTURE.md states, checked on the source: no import
 circle among bpfmagic's modules (function-level imports count), no module
-over 600 lines without a reason at its top, and no backend branching in
-Session and Module (they use the backend interface)."""
+over 600 lines without a reason at its top, no class over 300 lines, no module
+reading another module's objects' private attributes, and no backend branching
+in Session and Module (they use the backend interface)."""
 
 from __future__ import annotations
 
@@ -151,7 +152,10 @@ LAYERS = {
     "bpfmagic.globals": 3,
     "bpfmagic.events": 3,
     "bpfmagic.experiments": 3,
+    "bpfmagic.views": 3,
     "bpfmagic.load": 4,
+    "bpfmagic.registry": 4,
+    "bpfmagic.instrumentation": 4,
     "bpfmagic.session": 4,
     "bpfmagic.shell": 5,
     "bpfmagic.magics": 5,
@@ -283,3 +287,64 @@ def test_both_backend_modules_compile_a_cell_alike():
     assert names, "for_cell's docstring names no functions"
     for name in names:
         assert inspect.signature(getattr(bcc, name)).parameters.keys() == inspect.signature(getattr(libbpf, name)).parameters.keys(), name
+
+
+def _private_names_defined() -> dict[str, set[str]]:
+    """module -> the private names it defines: functions, classes and their methods,
+    attributes it assigns (``self._x = ...``, ``cls._x``, class-level ``_x = ...``)."""
+    out: dict[str, set[str]] = {}
+    for mod, path in _modules().items():
+        with open(path) as f:
+            tree = ast.parse(f.read())
+        names = set()
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                names.add(node.attr)
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                names.add(node.id)
+        out[mod] = {n for n in names if _private(n)}
+    return out
+
+
+def _private(name: str) -> bool:
+    """_x, not __x__ (Python's own) nor _x_ (ctypes' protocol: _fields_, _type_, _length_)."""
+    return name.startswith("_") and not name.endswith("_")
+
+
+def private_reads() -> list[tuple[str, int, str]]:
+    """(module, line, expression) of every ``x._name`` read where x is not self or cls and
+    _name is a private name some *other* bpfmagic module defines (whether or not this one
+    defines one too: the receiver's type is not known here): one module reaching into
+    another's object. A module's own privates (its functions reading its classes' fields)
+    and other projects' privates (BCC's, argparse's, which bpfmagic cannot change and no
+    name of its own collides with) are outside this check."""
+    defined = _private_names_defined()
+    found = []
+    for mod, path in _modules().items():
+        with open(path) as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Attribute) and _private(node.attr)):
+                continue
+            if isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
+                continue
+            if any(node.attr in names for other, names in defined.items() if other != mod):
+                found.append((mod, node.lineno, ast.unparse(node)))
+    return sorted(found)
+
+
+def test_no_module_reads_another_objects_private_attributes():
+    assert private_reads() == []
+
+
+def test_the_private_read_check_sees_one(tmp_path):
+    (tmp_path / "owner.py").write_text("class Session:\n    def __init__(self):\n        self._lock = 1\n")
+    (tmp_path / "reader.py").write_text("def f(session):\n    return session._lock\n")
+    (tmp_path / "own.py").write_text("class A:\n    _x = 1\n\ndef g(a):\n    return a._x\n")
+    modules = {"owner": str(tmp_path / "owner.py"), "reader": str(tmp_path / "reader.py"), "own": str(tmp_path / "own.py")}
+    import unittest.mock
+
+    with unittest.mock.patch(f"{__name__}._modules", return_value=modules):
+        assert private_reads() == [("reader", 2, "session._lock")]

@@ -121,7 +121,7 @@ class CellSyntax:
     slot_refs: list[SlotRef] = field(default_factory=list)
     globals: set[str] = field(default_factory=set)  # names declared at file scope
     # identifier nodes inside functions, by name; uses() resolves them lazily (most names are never asked about)
-    _identifiers: dict = field(default_factory=dict, repr=False)
+    identifier_nodes: dict = field(default_factory=dict, repr=False)
     has_license: bool = False
     has_code: bool = False  # any file-scope node that is not a preprocessor directive or a comment
     has_content: bool = False  # anything but comments and blank space
@@ -137,7 +137,7 @@ class CellSyntax:
 
     def uses(self, name: str) -> bool:
         """Whether a function refers to file-scope NAME (not a parameter or local of that name)."""
-        return any(not _is_shadowed(node, name) for node in self._identifiers.get(name, ()))
+        return any(not _is_shadowed(node, name) for node in self.identifier_nodes.get(name, ()))
 
     @property
     def instrument_offset(self) -> int:
@@ -626,7 +626,7 @@ def analyse(source: str) -> CellSyntax:
         stack.extend(node.children)
         if node.type == "identifier":
             if enclosing(node.start_byte) is not None:
-                cell._identifiers.setdefault(_text(node), []).append(node)
+                cell.identifier_nodes.setdefault(_text(node), []).append(node)
             continue
         if node.type != "call_expression":
             continue
