@@ -58,14 +58,15 @@ class Session(ExperimentDoors):
     What it changes on the machine (``prepare=False`` skips the first four):
     mounts tracefs at /sys/kernel/tracing and bpffs at /sys/fs/bpf where they are
     missing (as root); builds, when the running kernel's headers are not where BCC
-    looks, a merged header tree under ~/.cache/bpfmagic/headers and sets
+    looks, a merged header tree under $XDG_CACHE_HOME/bpfmagic/headers (~/.cache) and sets
     BCC_KERNEL_SOURCE to it for this process and its children; makes the pin root
     /sys/fs/bpf/bpfmagic (0700), this process's entry in it (locked, removed by a
     reaper process it starts, which outlives a kill) and removes dead processes'
     entries; keeps kernel run-time stats on (bpf_enable_stats: every BPF program on
     the machine pays a clock read per run) while it lives, unless ``stats=False``.
     On first need: its directory s<N> there (arrays, counters under calls/, --core
-    maps pinned by name under by-name/), compile caches under ~/.cache/bpfmagic.
+    maps pinned by name under by-name/; bpffs mounted if it is not), caches under
+    $XDG_CACHE_HOME/bpfmagic (--core objects, vmlinux.h, BCC's struct offsets).
     It sets no rlimit. close() (or the interpreter's exit) frees what it loaded and
     removes its directories."""
 

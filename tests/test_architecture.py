@@ -348,3 +348,26 @@ def test_the_private_read_check_sees_one(tmp_path):
 
     with unittest.mock.patch(f"{__name__}._modules", return_value=modules):
         assert private_reads() == [("reader", 2, "session._lock")]
+
+
+# Classes still over 300 lines, with the length they may not exceed until they are split:
+# maps.py and magics.py become packages (issue 22, items 3 and 4); the other three are next.
+LONG_CLASSES_YET = {
+    "bpfmagic.maps.MapView": 493,
+    "bpfmagic.magics.BpfMagics": 329,
+    "bpfmagic.kernel.btf.Btf": 424,
+    "bpfmagic.events.stream.Stream": 423,
+    "bpfmagic.backends.libbpf.CoreObject": 329,
+}
+
+
+def test_no_class_over_300_lines():
+    long = {}
+    for mod, path in _modules().items():
+        with open(path) as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > 300:
+                long[f"{mod}.{node.name}"] = node.end_lineno - node.lineno + 1
+    grown = {name: n for name, n in long.items() if n > LONG_CLASSES_YET.get(name, 300)}
+    assert grown == {}, "split them (or, for those listed, do not let them grow)"
