@@ -16,6 +16,7 @@ from .kernel.attach import Attachment
 if TYPE_CHECKING:  # the types of what the API returns; their modules load on first use
     import pandas as pd
 
+    from .experiments.testrun import TestRunResult
     from .experiments.verifier import VerifierStats
     from .globals import Globals
     from .maps import MapView
@@ -37,7 +38,7 @@ class Program:
         verification time, stack depth per subprogram (verifier.VerifierStats)."""
         from .experiments.verifier import stats_of
 
-        with self.module.session._lock:
+        with self.module.session.lock:
             self.require_loaded()
             return stats_of(self)
 
@@ -46,9 +47,21 @@ class Program:
         cell's source lines interleaved (BTF line info) and tail-call sites marked."""
         from .experiments.dump import dump
 
-        with self.module.session._lock:
+        with self.module.session.lock:
             self.require_loaded()
             return dump(self, mode=mode, source=source)
+
+    def test_run(self, data: bytes | str | None = None, ctx: bytes | str | None = None, repeat: int = 1, path: bool = False) -> TestRunResult:
+        """BPF_PROG_TEST_RUN of this program (Session.test_run with the program in hand: this
+        version, even when its cell was re-run since, then refused as freed)."""
+        return self.module.session.test_run(self, data=data, ctx=ctx, repeat=repeat, path=path)
+
+    @property
+    def stats(self) -> dict:
+        """This program's row of Session.stats(): run_cnt, run_time_ns, avg_ns, tail_calls_in, missed, ..."""
+        df = self.module.session.stats()
+        rows = df[df["program"] == self.qualname]
+        return rows.iloc[0].to_dict() if len(rows) else {}
 
     def require_loaded(self) -> None:
         """Refuse a program whose module was freed: its fd number is closed and may
@@ -64,7 +77,7 @@ class Program:
         return f"{self.module.name}.{self.name}"
 
     def info(self) -> dict[str, str]:
-        with self.module.session._lock:
+        with self.module.session.lock:
             self.require_loaded()
             return libbpf.fdinfo(self.fd)
 
@@ -99,7 +112,6 @@ class Module:
         self.programs: dict[str, Program] = {}
         self.attachments: list[Attachment] = []
         self.auto_attached: list[str] = []  # functions BCC attached by naming convention
-        self.slots: list[tuple[str, int]] = []  # (array, index) this module filled
         self.compile_log = ""
         self.contexts = syntax.contexts
         self.columns = None  # BCC: column shifts of instrumented call sites (for verifier messages)
@@ -116,6 +128,11 @@ class Module:
 
     # -- contents
     @property
+    def slots(self) -> list[tuple[str, int]]:
+        """(array, index) of the session's slots that hold this module's programs (the arrays keep them)."""
+        return [(a.name, i) for a in list(self.session.arrays.values()) for i in a.held_by(self)]
+
+    @property
     def bpf(self):
         """BCC's own BPF object of a BCC module (None for --core): for what bpfmagic does not wrap."""
         return self.object.bpf if self.object is not None and self.object.kind == "bcc" else None
@@ -124,13 +141,13 @@ class Module:
     # session's lock, under which another thread's re-run or unload frees it.
     @property
     def functions(self) -> list[str]:
-        with self.session._lock:
+        with self.session.lock:
             names = self.object.functions() if self.object is not None and not self.closed else []
             return names or list(self.programs)
 
     @property
     def tables(self) -> list[str]:
-        with self.session._lock:
+        with self.session.lock:
             return self.object.tables() if self.object is not None and not self.closed else []
 
     @property
@@ -164,7 +181,7 @@ class Module:
         map("data"), map("rodata")."""
         from .maps import view_of
 
-        with self.session._lock:
+        with self.session.lock:
             if self.closed:
                 raise UsageProblem(f"module {self.name} was unloaded or re-run: its maps are gone; use the module object the cell made now")
             return view_of(self.session, self, table)
@@ -183,8 +200,10 @@ class Module:
         state = "unloaded" if self.closed else "loaded"
         return f"<bpfmagic Module {self.name} ({state}): {progs}; tables: {', '.join(self.tables) or '-'}>"
 
-    # -- teardown (called by the session)
-    def _free(self) -> None:
+    # -- teardown
+    def free(self) -> None:
+        """Detach and close everything the module holds (the session's registry calls this when
+        it unloads or replaces the module: use Session.unload, which also empties its slots)."""
         for att in self.attachments:
             att.detach()
         self.attachments.clear()

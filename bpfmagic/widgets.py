@@ -127,13 +127,13 @@ class Watch(_LiveView):
         self.widget = w.VBox([w.HBox([self.status, self.stop_button, self.clear_button]), self.tables])
         self._stopped = threading.Event()
         self._last = (time.monotonic(), stream.count)
-        previous = getattr(stream, "_watch", None)
+        previous = getattr(stream, "live_view", None)
         if previous is not None:
             previous.stop()
         self.update()
         self._thread = threading.Thread(target=self._run, name=f"bpfmagic-watch-{stream.name}", daemon=True)
         self._thread.start()
-        stream._watch = self
+        stream.live_view = self
         self._on_stream_stop = lambda _stream: self.stop()
         stream.on_stop(self._on_stream_stop)
 
@@ -199,8 +199,8 @@ class Watch(_LiveView):
         listener = getattr(self, "_on_stream_stop", None)
         if listener is not None:  # a stopped view need not stay referenced by the stream
             self.stream.remove_on_stop(listener)
-        if getattr(self.stream, "_watch", None) is self:
-            self.stream._watch = None
+        if getattr(self.stream, "live_view", None) is self:
+            self.stream.live_view = None
         self.update()  # the view says it stopped
         self._freeze()
 

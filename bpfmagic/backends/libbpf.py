@@ -35,7 +35,7 @@ from ..kernel.maptypes import ARRAY_TYPES, PERCPU_TYPES, MapType
 from ..kernel.pins import BPFFS
 from ..kernel.privileges import privilege_problem
 from ..kernel.progtypes import prog_type_name, prog_type_value
-from . import MapHandle
+from .interface import LoadContext, MapHandle
 
 VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
 GLOBAL_SECTIONS = ("bss", "data", "rodata")
@@ -1058,23 +1058,23 @@ def _open_and_load(
     return obj, warnings_text + log
 
 
-def compile_cell(session, req, syntax, slot_index, resolved_slots, site_base, bound=None) -> tuple[CoreObject, str]:
-    """Compile REQ's --core cell with clang and load it with libbpf for SESSION. ``bound``:
+def compile_cell(ctx: LoadContext, req, syntax) -> tuple[CoreObject, str]:
+    """Compile REQ's --core cell with clang and load it with libbpf in CTX's session. ``ctx.bound``:
     function -> (program fd or 0, function) its fentry/fexit/freplace target names (load.bound_targets)."""
     from ..kernel.attach import parse_target
 
     needs = {func: parse_target(target).prog_type for func, target in req.attach}
-    slotted = [(array, func) for array, _, func in resolved_slots]
-    sites = (session.sites.fd, site_base) if site_base is not None else None
-    paths = session._path_maps if req.paths and sites else None
+    slotted = [(array, func) for array, _, func in ctx.resolved_slots]
+    sites = (ctx.sites_fd, ctx.site_base) if ctx.site_base is not None else None
+    paths = ctx.path_maps if sites else None
     return load_object(
         req.name,
         syntax,
         req.origin,
         req.cflags,
-        slot_index,
+        ctx.slot_index,
         req.file,
-        session.arrays,
+        ctx.arrays,
         req.count_calls,
         req.verbose,
         needs,
@@ -1082,9 +1082,9 @@ def compile_cell(session, req, syntax, slot_index, resolved_slots, site_base, bo
         req.initial_globals,
         sites=sites,
         paths=paths,
-        cursor=session._cursor[0] if session._cursor else None,
-        pin_root=req.pin_root or session.name_pin_dir,
-        bound=bound,
+        cursor=ctx.cursor[0] if ctx.cursor else None,
+        pin_root=req.pin_root or ctx.name_pin_dir,
+        bound=ctx.bound,
     )
 
 

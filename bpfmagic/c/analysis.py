@@ -123,7 +123,10 @@ class CellSyntax:
     slot_refs: list[SlotRef] = field(default_factory=list)
     globals: set[str] = field(default_factory=set)  # names declared at file scope
     # identifier nodes inside functions, by name; uses() resolves them lazily (most names are never asked about)
-    _identifiers: dict = field(default_factory=dict, repr=False)
+    identifier_nodes: dict = field(default_factory=dict, repr=False)
+    # the tree-sitter trees those nodes belong to (the cell's first; c/macro_code.py adds its
+    # expansion's): a node lives as long as its tree
+    trees: list = field(default_factory=list, repr=False)
     has_license: bool = False
     has_code: bool = False  # any file-scope node that is not a preprocessor directive or a comment
     has_content: bool = False  # anything but comments and blank space
@@ -139,7 +142,7 @@ class CellSyntax:
 
     def uses(self, name: str) -> bool:
         """Whether a function refers to file-scope NAME (not a parameter or local of that name)."""
-        return any(not _is_shadowed(node, name) for node in self._identifiers.get(name, ()))
+        return any(not _is_shadowed(node, name) for node in self.identifier_nodes.get(name, ()))
 
     @property
     def instrument_offset(self) -> int:
@@ -487,7 +490,7 @@ def analyse(source: str) -> CellSyntax:
     tree = _parser().parse(data)
     root = tree.root_node
     cell = CellSyntax(source=source)
-    cell._tree = tree  # the nodes kept for uses() live as long as their tree
+    cell.trees.append(tree)
     defines = _unconditional_defines(root)
     top_level = _file_scope(root)
     cell.has_content = bool(top_level)
@@ -630,7 +633,7 @@ def analyse(source: str) -> CellSyntax:
         stack.extend(node.children)
         if node.type == "identifier":
             if enclosing(node.start_byte) is not None:
-                cell._identifiers.setdefault(_text(node), []).append(node)
+                cell.identifier_nodes.setdefault(_text(node), []).append(node)
             continue
         if node.type != "call_expression":
             continue

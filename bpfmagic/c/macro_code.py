@@ -25,7 +25,7 @@ from .analysis import CellSyntax, _text, analyse
 def _macro_bodies(cell: CellSyntax) -> dict[str, object]:
     """name -> value node of each function-like macro the cell defines at file scope."""
     out = {}
-    for node in cell._tree.root_node.named_children:
+    for node in cell.trees[0].root_node.named_children:
         if node.type == "preproc_function_def":
             name, value = node.child_by_field_name("name"), node.child_by_field_name("value")
             if name is not None and value is not None:
@@ -38,7 +38,7 @@ def _invoked_lines(cell: CellSyntax, macros: set[str]) -> set[int]:
     file scope (PROG(0)), a function's type or name (PROG(F)(struct pt_regs *ctx) { ... }). Such a
     macro writes code the syntax tree cannot see."""
     lines = set()
-    for node in cell._tree.root_node.named_children:
+    for node in cell.trees[0].root_node.named_children:
         if node.type.startswith("preproc") or node.type == "comment":
             continue
         stack = [node]
@@ -120,10 +120,10 @@ def expand_macro_code(cell: CellSyntax, cflags=(), include_dirs=()) -> bool:
             cell.tail_calls.append(replace(call, start=-1, end=-1, key_start=-1, key_end=-1, expanded=True))
             added = True
     if added:
-        for name, nodes in written._identifiers.items():
+        for name, nodes in written.identifier_nodes.items():
             if any(n.start_point[0] + 1 in lines for n in nodes):
-                cell._identifiers.setdefault(name, []).extend(n for n in nodes if n.start_point[0] + 1 in lines)
-        cell._macro_trees = getattr(cell, "_macro_trees", []) + [written._tree]  # the nodes live as long as their tree
+                cell.identifier_nodes.setdefault(name, []).extend(n for n in nodes if n.start_point[0] + 1 in lines)
+        cell.trees += written.trees
         cell.tail_calls.sort(key=lambda t: (t.line, t.start))
     return added
 

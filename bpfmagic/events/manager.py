@@ -47,7 +47,7 @@ class StreamManager:
         value = check_max_rows(value)
         self._max_rows = value
         for stream in self:  # streams without a bound of their own follow the default at once
-            if stream._max_rows is None:
+            if stream.follows_default:
                 stream.max_rows = None
 
     def _on_load(self, module) -> None:
@@ -119,7 +119,7 @@ class StreamManager:
 
     def of(self, module) -> dict[str, Stream]:
         """The streams of MODULE by table name."""
-        return {s.table: s for s in self._streams.values() if s._owner() is module}
+        return {s.table: s for s in self._streams.values() if s.owner is module}
 
     def get(self, name: str) -> Stream:
         """The stream of TABLE (when only one module has such a table) or of MODULE.TABLE."""

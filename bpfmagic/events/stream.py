@@ -143,7 +143,7 @@ class Stream:
         self._finished = False
         self._size_warned = False
         self._listeners: list = []  # callables run (with the stream) after it stopped
-        self._watch = None  # its live view (widgets.Watch): one at a time
+        self.live_view = None  # its live view (widgets.Watch): one at a time
         self._parquet = None
         self._parquet_last = None  # the latest followed sink, kept for its counts after it closed
         self._lost_base = 0
@@ -335,6 +335,16 @@ class Stream:
     def discarded(self) -> int:
         """Ring buffer records the program reserved and then discarded."""
         return self._stat("discarded")
+
+    @property
+    def owner(self):
+        """The module whose event table this is (None once that module is gone)."""
+        return self._owner()
+
+    @property
+    def follows_default(self) -> bool:
+        """No max_rows of its own: it keeps as many rows as its manager's default."""
+        return self._max_rows is None
 
     @property
     def max_rows(self) -> int:

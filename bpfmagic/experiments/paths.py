@@ -85,7 +85,7 @@ class PathMaps:
         ncpu = libbpf.num_possible_cpus()
         buf = ct.create_string_buffer(REC_SIZE * ncpu)
         key = ct.c_uint32(0)
-        libbpf._check(libbpf.lib().bpf_map_lookup_elem(self.rec_fd, ct.byref(key), buf), "read the path record")
+        libbpf.check(libbpf.lib().bpf_map_lookup_elem(self.rec_fd, ct.byref(key), buf), "read the path record")
         return [buf.raw[i * REC_SIZE : (i + 1) * REC_SIZE] for i in range(ncpu)]
 
     def collecting(self, value: int) -> None:
@@ -212,7 +212,7 @@ def live(session, seconds: float = 1.0, array: str | None = None, during=None):
         raise UsageProblem(f"paths: --seconds must be a number of seconds from 0 to 3600 (got {seconds!r})")
     if array is not None:
         session.array(array)  # an array the session has, or the error that says which it has
-    maps = session._path_maps
+    maps = session.instruments.path_maps
     if maps is None:
         raise UsageProblem("paths are off: `%bpf paths --on` (Session.enable_paths()), then load the chain")
     maps.counted()  # start from nothing

@@ -11,6 +11,7 @@ program is credited only with the calls made while it sat in the slot.
 
 from __future__ import annotations
 
+from .. import views
 from ..progarray import not_counted_note, slot_counts, uncounted_callers
 
 MAX_EMPTY_ROWS = 8  # empty slots listed one by one in stats(); the rest are summed
@@ -49,7 +50,7 @@ def stats(session, since=None):
     import pandas as pd
 
     rows = []
-    with session._lock:
+    with session.lock:
         arrays = list(session.arrays.values())
         counts = slot_counts(arrays)
         earlier = since.attrs if since is not None else {}
@@ -80,8 +81,8 @@ def stats(session, since=None):
                         "function": program.name,
                         "type": program.type,
                         "prog_id": prog_id,
-                        "attached": ", ".join(session._attached_to(program)),
-                        "slots": ", ".join(session._slots_of(program)),
+                        "attached": ", ".join(views.attached_to(program)),
+                        "slots": ", ".join(views.slots_of(session.arrays, program)),
                         "run_cnt": runs_abs[prog_id][0] - run_cnt0,
                         "run_time_ns": runs_abs[prog_id][1] - run_time0,
                         "avg_ns": None,

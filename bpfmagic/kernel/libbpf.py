@@ -139,7 +139,7 @@ def errno_of(ret: int) -> int:
     return -ret if ret < -1 else (ct.get_errno() or _errno.EINVAL)
 
 
-def _check(ret: int, what: str) -> int:
+def check(ret: int, what: str) -> int:
     if ret < 0:
         err = errno_of(ret)
         raise OSError(err, f"{what}: {os.strerror(err)}")
@@ -149,13 +149,13 @@ def _check(ret: int, what: str) -> int:
 def map_create_prog_array(name: str, size: int) -> int:
     opts = MapCreateOpts(sz=ct.sizeof(MapCreateOpts))
     fd = lib().bpf_map_create(MapType.PROG_ARRAY, name[:15].encode(), 4, 4, size, ct.byref(opts))
-    return _check(fd, f"create prog array {name}")
+    return check(fd, f"create prog array {name}")
 
 
 def map_create(map_type: int, name: str, key_size: int, value_size: int, entries: int) -> int:
     opts = MapCreateOpts(sz=ct.sizeof(MapCreateOpts))
     fd = lib().bpf_map_create(map_type, name[:15].encode(), key_size, value_size, entries, ct.byref(opts))
-    return _check(fd, f"create map {name}")
+    return check(fd, f"create map {name}")
 
 
 def wait_for_running_programs() -> None:
@@ -169,7 +169,7 @@ def wait_for_running_programs() -> None:
     try:
         fds.append(map_create(MapType.ARRAY, "bm_rcu_inner", 4, 4, 1))
         opts = MapCreateOpts(sz=ct.sizeof(MapCreateOpts), inner_map_fd=fds[0])
-        fds.append(_check(lib().bpf_map_create(MapType.ARRAY_OF_MAPS, b"bm_rcu_wait", 4, 4, 1, ct.byref(opts)), "create map bm_rcu_wait"))
+        fds.append(check(lib().bpf_map_create(MapType.ARRAY_OF_MAPS, b"bm_rcu_wait", 4, 4, 1, ct.byref(opts)), "create map bm_rcu_wait"))
         map_update_u32(fds[1], 0, fds[0])
     finally:
         for fd in fds:
@@ -179,11 +179,11 @@ def wait_for_running_programs() -> None:
 def map_create_percpu_u64_array(name: str, size: int) -> int:
     opts = MapCreateOpts(sz=ct.sizeof(MapCreateOpts))
     fd = lib().bpf_map_create(MapType.PERCPU_ARRAY, name[:15].encode(), 4, 8, size, ct.byref(opts))
-    return _check(fd, f"create per-CPU array {name}")
+    return check(fd, f"create per-CPU array {name}")
 
 
 def num_possible_cpus() -> int:
-    return _check(lib().libbpf_num_possible_cpus(), "count possible CPUs")
+    return check(lib().libbpf_num_possible_cpus(), "count possible CPUs")
 
 
 def percpu_u64_sums(fd: int, size: int, start: int = 0) -> list[int]:
@@ -197,7 +197,7 @@ def percpu_u64_sums(fd: int, size: int, start: int = 0) -> list[int]:
     in_batch = ct.byref(ct.c_uint32(start - 1)) if start else None
     ret = lib().bpf_map_lookup_batch(fd, in_batch, ct.byref(out_batch), keys, values, ct.byref(count), None)
     if ret < 0 and -ret != _errno.ENOENT and ct.get_errno() != _errno.ENOENT:
-        _check(ret, "read per-CPU array")
+        check(ret, "read per-CPU array")
     sums = [0] * size
     for i in range(count.value):
         if start <= keys[i] < start + size:
@@ -209,17 +209,17 @@ def percpu_u64_sum(fd: int, key: int) -> int:
     """Sum over CPUs of one u64 value of a per-CPU array."""
     ncpu = num_possible_cpus()
     k, values = ct.c_uint32(key), (ct.c_uint64 * ncpu)()
-    _check(lib().bpf_map_lookup_elem(fd, ct.byref(k), values), f"read key {key}")
+    check(lib().bpf_map_lookup_elem(fd, ct.byref(k), values), f"read key {key}")
     return sum(values)
 
 
 def obj_pin(fd: int, path: str) -> None:
-    _check(lib().bpf_obj_pin(fd, path.encode()), f"pin {path}")
+    check(lib().bpf_obj_pin(fd, path.encode()), f"pin {path}")
 
 
 def map_update_u32(fd: int, key: int, value: int) -> None:
     k, v = ct.c_uint32(key), ct.c_uint32(value)
-    _check(lib().bpf_map_update_elem(fd, ct.byref(k), ct.byref(v), BPF_ANY), f"update key {key}")
+    check(lib().bpf_map_update_elem(fd, ct.byref(k), ct.byref(v), BPF_ANY), f"update key {key}")
 
 
 def map_lookup_u32(fd: int, key: int) -> int | None:
@@ -237,18 +237,18 @@ def map_delete_u32(fd: int, key: int) -> bool:
     ret = lib().bpf_map_delete_elem(fd, ct.byref(k))
     if ret < 0 and (-ret == _errno.ENOENT or ct.get_errno() == _errno.ENOENT):
         return False
-    _check(ret, f"delete key {key}")
+    check(ret, f"delete key {key}")
     return True
 
 
 def enable_stats() -> int:
     """An fd that keeps kernel run-time stats on while it is open."""
-    return _check(lib().bpf_enable_stats(BPF_STATS_RUN_TIME), "enable run-time stats")
+    return check(lib().bpf_enable_stats(BPF_STATS_RUN_TIME), "enable run-time stats")
 
 
 def link_create(prog_fd: int, target_fd: int, attach_type: int) -> int:
     opts = LinkCreateOpts(sz=ct.sizeof(LinkCreateOpts))
-    return _check(lib().bpf_link_create(prog_fd, target_fd, attach_type, ct.byref(opts)), "create link")
+    return check(lib().bpf_link_create(prog_fd, target_fd, attach_type, ct.byref(opts)), "create link")
 
 
 def test_run(prog_fd: int, data: bytes | None = None, ctx: bytes | None = None, repeat: int = 0, data_out_size: int | None = None) -> dict:
@@ -270,7 +270,7 @@ def test_run(prog_fd: int, data: bytes | None = None, ctx: bytes | None = None, 
     if not 0 <= repeat <= MAX_REPEAT:  # ctypes would wrap it silently
         raise ValueError(f"repeat must be 0..{MAX_REPEAT} (got {repeat})")
     opts.repeat = repeat
-    _check(lib().bpf_prog_test_run_opts(prog_fd, ct.byref(opts)), "BPF_PROG_TEST_RUN")
+    check(lib().bpf_prog_test_run_opts(prog_fd, ct.byref(opts)), "BPF_PROG_TEST_RUN")
     data_out = bytes(keep[1].raw[: opts.data_size_out]) if data is not None else None
     return {"retval": opts.retval, "duration_ns": opts.duration, "data_out": data_out}
 

@@ -44,7 +44,7 @@ def holding_the_map(method):
 
     @functools.wraps(method)
     def locked(self, *args, **kwargs):
-        with self.session._lock:
+        with self.session.lock:
             self._live()
             return method(self, *args, **kwargs)
 
@@ -151,7 +151,7 @@ class MapView(MutableMapping):
         # Only reached for names the view lacks: the backend's own table has them (BCC's methods).
         if name.startswith("_") or "_module" not in self.__dict__:
             raise AttributeError(name)
-        with self.session._lock:
+        with self.session.lock:
             module = self._live()
             return getattr(module.object.table(self.map_name), name)
 
