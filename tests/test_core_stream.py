@@ -264,3 +264,44 @@ def test_anonymous_union_and_struct_members_are_columns_as_c_names_them(session)
     assert df["port16"][0].tolist() == [53, 80] and (df["ports"] == 53 | 80 << 16).all()  # the union's members share their bytes
     assert (df["ip_proto"] == 17).all() and (df["ttl"] == 64).all() and (df["len"] == len(PACKET)).all()
     assert st.rtype.itemsize == 16
+
+
+def test_a_libbpf_tools_uretprobe_streams_what_bash_reads(session):
+    """libbpf-tools' bashreadline shape: BPF_URETPROBE (libbpf 1.2's spelling; Debian 12's
+    libbpf 1.1 lacks it) on readline, a perf event array written with bpf_perf_event_output."""
+    import os
+    import pty
+
+    session.load(
+        "br",
+        r"""
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+struct line_event { u32 pid; char str[32]; };
+struct { __uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY); __uint(key_size, sizeof(u32)); __uint(value_size, sizeof(u32)); } events SEC(".maps");
+SEC("uretprobe//bin/bash:readline")
+int BPF_URETPROBE(printret, const void *ret)
+{
+    struct line_event e = { .pid = bpf_get_current_pid_tgid() >> 32 };
+    if (!ret)
+        return 0;
+    bpf_probe_read_user_str(&e.str, sizeof(e.str), ret);
+    bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, &e, sizeof(e));
+    return 0;
+}""",
+        core=True,
+        attach={"printret": "uretprobe:/bin/bash:readline"},
+    )
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv("/bin/bash", ["bash", "--norc", "--noprofile", "-i"])
+    try:
+        stream = session.stream("events")
+        os.write(fd, b"echo bpfmagic-typed-this\n")
+        assert wait_for(lambda: "echo bpfmagic-typed-this" in stream.df()["str"].tolist(), timeout=10)
+        os.write(fd, b"exit\n")
+    finally:
+        os.waitpid(pid, 0)
+        os.close(fd)
+    assert set(stream.df()["pid"]) == {pid}

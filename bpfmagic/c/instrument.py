@@ -310,7 +310,13 @@ _CORE_PRELUDE = """#include "vmlinux.h"
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 """
-_CORE_BASE = r"""#ifndef BPF_PROG_ARRAY
+_CORE_BASE = r"""#if defined(BPF_KPROBE) && !defined(BPF_UPROBE)
+/* libbpf before 1.2 (Debian 12 has 1.1): bpf_tracing.h lacks the uprobe spellings libbpf-tools
+ * use; they are its kprobe macros (a uprobe's context is the same struct pt_regs) */
+#define BPF_UPROBE(name, args...) BPF_KPROBE(name, ##args)
+#define BPF_URETPROBE(name, args...) BPF_KRETPROBE(name, ##args)
+#endif
+#ifndef BPF_PROG_ARRAY
 #define BPF_PROG_ARRAY(_name, _n) struct { int (*type)[3]; int (*max_entries)[_n]; unsigned int *key; \
     unsigned int *value; } _name __attribute__((section(".maps"), used))
 #endif
