@@ -291,8 +291,9 @@ int BPF_URETPROBE(printret, const void *ret)
     return 0;
 }""",
         core=True,
-        attach={"printret": "uretprobe:/bin/bash:readline"},
     )
+    # the section names the binary: attached from it, as libbpf's loaders do
+    assert [str(a.target) for a in session.modules["br"].attachments] == ["uretprobe:/bin/bash:readline"]
     pid, fd = pty.fork()
     if pid == 0:
         os.execv("/bin/bash", ["bash", "--norc", "--noprofile", "-i"])
@@ -305,3 +306,14 @@ int BPF_URETPROBE(printret, const void *ret)
         os.waitpid(pid, 0)
         os.close(fd)
     assert set(stream.df()["pid"]) == {pid}
+
+
+def test_a_uprobe_section_without_its_binary_says_how_to_attach(session):
+    m = session.load(
+        "br2",
+        'SEC("uretprobe/readline") int printret(struct pt_regs *ctx) { return 0; }',
+        core=True,
+    )
+    assert m.attachments == []
+    assert 'printret is not attached: SEC("uretprobe/readline") names no binary' in " ".join(m.notes)
+    assert "-a printret=uretprobe:/PATH/TO/BINARY:readline" in " ".join(m.notes)

@@ -43,6 +43,8 @@ _ARCH = {"x86_64": "x86", "aarch64": "arm64", "s390x": "s390", "ppc64le": "power
 
 # SEC prefixes libbpf can attach by itself (the section names the target).
 AUTO_ATTACH_SECTIONS = ("tp_btf/", "raw_tp/", "raw_tracepoint/", "tp/", "tracepoint/", "kprobe/", "kretprobe/", "fentry/", "fexit/", "lsm/", "iter/")
+# uprobe/PATH:FUNC names its target; libbpf-tools' uprobe/FUNC does not (its loader gives the binary: -a)
+UPROBE_SECTIONS = ("uprobe/", "uretprobe/", "uprobe.s/", "uretprobe.s/")
 
 
 # ------------------------------------------------------------ environment
@@ -587,7 +589,15 @@ class CoreObject:
         fails (tail-call-only programs often carry a placeholder SEC()) the slot is its use."""
         made = []
         for pname, prog_ptr in self.programs().items():
-            if pname in attached or not self.section(prog_ptr).startswith(AUTO_ATTACH_SECTIONS):
+            section = self.section(prog_ptr)
+            names_binary = section.startswith(UPROBE_SECTIONS) and ":" in section
+            if pname not in attached and section.startswith(UPROBE_SECTIONS) and not names_binary and pname not in slotted:
+                kind, _, func = section.partition("/")
+                module.notes.append(
+                    f'{pname} is not attached: SEC("{section}") names no binary (its loader gives it); '
+                    f"attach it with -a {pname}={kind.removesuffix('.s')}:/PATH/TO/BINARY:{func}"
+                )
+            if pname in attached or not (section.startswith(AUTO_ATTACH_SECTIONS) or names_binary):
                 continue
             try:
                 made.append(self.attach_by_section(module.programs[pname], prog_ptr))
