@@ -440,6 +440,8 @@ def load_program(session, module: Module, func: str, ptype: str | None = None, w
     if func not in module.functions:
         known = ", ".join(module.functions) or "none"
         raise UsageProblem(f"{module.name} has no function {func!r} (functions: {known})")
+    if (held_back := module.object.left_unloaded(func, f"{module.name}.{func}")) is not None:
+        raise UsageProblem(held_back)
     if ptype is None and module.contexts.get(func) == "sched_cls":
         ptype = skb_chain_type(session, module, func)
     ptype = ptype or module.contexts.get(func)

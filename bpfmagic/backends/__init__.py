@@ -15,6 +15,8 @@ A loaded object answers the same questions whichever backend made it:
                                                loaded with the object
 ``convention_attached()``                      functions the backend attached by itself (BCC names)
 ``load_program(f, type, qualname)``            (fd, log, verifier stats) of function F loaded as TYPE
+``left_unloaded(function, qualname)``          why the object holds F but did not load it (libbpf:
+                                               SEC("?...")), or None; BCC: None
 ``eager(contexts, loaded)``                    [(function, type)] to load at once: their context
                                                names a type and they are not in LOADED yet
 ``attach_sections(module, attached, slotted)`` attachments SEC() names, but those in ATTACHED

@@ -94,6 +94,9 @@ class BccObject:
         functions = set(self.functions())
         return [(f, t) for f, t in contexts.items() if f in functions and f not in loaded and t not in (None, "sched_cls")]
 
+    def left_unloaded(self, func: str, qualname: str) -> str | None:
+        return None  # BCC loads each function on demand: none is held back
+
     def load_program(self, func: str, ptype: str, qualname: str) -> tuple[int, str, str]:
         """(fd, what libbcc said, the verifier's statistics) of FUNC loaded as PTYPE."""
         from .bcc_stats import collect_bcc

@@ -579,7 +579,19 @@ class CoreObject:
     def eager(self, contexts, loaded) -> list[tuple[str, str]]:
         return []  # already loaded
 
+    def left_unloaded(self, func: str, qualname: str) -> str | None:
+        """Why FUNC, a program of the object, was not loaded with it (SEC("?...")); None if it was."""
+        prog = self.programs().get(func)
+        if prog is None or self.program_fd(prog) >= 0:
+            return None
+        return (
+            f'{qualname} is SEC("?{self.section(prog)}"): libbpf loads it only when the cell names it; '
+            f"attach it with -a {func}=TARGET or slot it with -s ARRAY[KEY]={func}"
+        )
+
     def load_program(self, func: str, ptype: str, qualname: str):
+        if (why := self.left_unloaded(func, qualname)) is not None:
+            raise UsageProblem(why)
         known = ", ".join(self.programs()) or "none"
         raise UsageProblem(f"{qualname.rsplit('.', 1)[0]} has no program {func!r} (programs: {known})")
 
@@ -589,6 +601,8 @@ class CoreObject:
         fails (tail-call-only programs often carry a placeholder SEC()) the slot is its use."""
         made = []
         for pname, prog_ptr in self.programs().items():
+            if pname not in module.programs:
+                continue  # left unloaded (SEC("?...")): nothing to attach
             section = self.section(prog_ptr)
             names_binary = section.startswith(UPROBE_SECTIONS) and ":" in section
             if pname not in attached and section.startswith(UPROBE_SECTIONS) and not names_binary and pname not in slotted:
@@ -598,7 +612,7 @@ class CoreObject:
                     f"attach it with -a {pname}={kind.removesuffix('.s')}:/PATH/TO/BINARY:{func}"
                 )
             if pname in attached or not (section.startswith(AUTO_ATTACH_SECTIONS) or names_binary):
-                continue
+                continue  # attached with -a; attached by no section
             try:
                 made.append(self.attach_by_section(module.programs[pname], prog_ptr))
             except AttachError as e:
@@ -1046,6 +1060,11 @@ def _open_and_load(
                 raise UsageProblem(f"{name} has no program {func!r} (programs: {', '.join(progs) or 'none'})")
             return progs[func]
 
+        # SEC("?...") leaves a program out of the object's load (libbpf's autoload off, as
+        # skeleton users turn it on for the one they want): the cell turns it on by naming it.
+        for func in {*needs, *(f for _, f in slotted)}:
+            if not _lib().bpf_program__autoload(program(func)):
+                _lib().bpf_program__set_autoload(program(func), True)
         for func, need in needs.items():
             have = obj.program_type(program(func))
             if have != need:

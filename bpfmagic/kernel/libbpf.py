@@ -308,6 +308,8 @@ def object_api() -> ct.CDLL:
             ("bpf_program__set_type", ct.c_int, [vp, ct.c_int]),
             ("bpf_program__expected_attach_type", ct.c_int, [vp]),
             ("bpf_program__set_attach_target", ct.c_int, [vp, ct.c_int, cp]),
+            ("bpf_program__autoload", ct.c_bool, [vp]),
+            ("bpf_program__set_autoload", ct.c_int, [vp, ct.c_bool]),
             ("bpf_program__attach", vp, [vp]),
             ("bpf_map__name", cp, [vp]),
             ("bpf_map__fd", ct.c_int, [vp]),
