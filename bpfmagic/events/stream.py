@@ -208,11 +208,16 @@ class Stream:
                 self.count += len(batch)
                 self.dropped += self._rows.append(batch, self.max_rows)
             sink = self._parquet  # read with the rows: a snapshot taken by to_parquet has these batches or the sink gets them
+            if sink is not None:
+                sink.reserve()  # counted rows reach the file even if close_parquet() comes before they do
             self._arrived.notify_all()
         if sink is not None:
             # Outside the lock: this may wait for the writer (backpressure), and df()/wait() must not.
-            for batch in batches:
-                sink.write(batch)
+            try:
+                for batch in batches:
+                    sink.write(batch, reserved=True)
+            finally:
+                sink.release()
         return sum(len(b) for b in batches)
 
     @property
