@@ -125,6 +125,7 @@ class Module:
         self.uncounted_arrays: set[str] = set()
         self.slot_notes: list[str] = []  # what a re-run did to slots the old version held (refilled / emptied)
         self.closed = False
+        self.views: dict = {}  # table -> its MapView (maps/factory.view_of): one per map
 
     # -- contents
     @property

@@ -430,5 +430,3 @@ def test_the_private_read_check_sees_one(tmp_path):
 
     with unittest.mock.patch(f"{__name__}._modules", return_value=modules):
         assert private_reads() == [("reader", 2, "session._lock")]
-
-

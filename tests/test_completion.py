@@ -165,7 +165,7 @@ def test_functions_of_the_cell_below_complete_on_its_line(ip):
     body = (
         '\n#include "vmlinux.h"\nSEC("xdp") int xdp_entry(struct xdp_md *ctx) { return XDP_PASS; }\n'
         "static __noinline int helper_sub(int x) { return x; }\n"
-        "#define STAGE(X) SEC(\"xdp\") int stage_##X(struct xdp_md *ctx) { return XDP_PASS; }\n"
+        '#define STAGE(X) SEC("xdp") int stage_##X(struct xdp_md *ctx) { return XDP_PASS; }\n'
     )
     line = "%%bpf m --core -a x"
     assert offered(ip, line + body, cursor=len(line)) == ["xdp_entry="]

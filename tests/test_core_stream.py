@@ -194,7 +194,7 @@ SEC("xdp") int produce(struct xdp_md *ctx) {
     session.test_run("cil.produce", data=PACKET, repeat=3)
     for table in ("ring", "perf"):
         stream = session.stream(table)
-        assert wait_for(lambda: len(stream.df()) == 3)
+        assert wait_for(lambda stream=stream: len(stream.df()) == 3)
         assert stream.df()["pid"].tolist() == [4242] * 3
 
 

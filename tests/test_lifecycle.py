@@ -262,7 +262,7 @@ def _filled_slots(fd: int, size: int) -> dict[int, int]:
 
 def test_reset_empties_every_slot_of_a_prog_array_before_letting_it_go(session):
     m = session.load("c", CHAIN, slots={"jt[1]": "drop"})
-    m["jt"][3] = m.programs["drop"].fd  # a slot filled through BCC's own table: the session has no record of it
+    m.bpf["jt"][3] = m.programs["drop"].fd  # a slot filled through BCC's own table: the session has no record of it
     held = _map_fd_by_id(session.arrays["jt"].map_id)
     try:
         drop_id = m.programs["drop"].prog_id

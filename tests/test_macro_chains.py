@@ -156,9 +156,7 @@ ACTION_STAGES = textwrap.dedent(r"""
 
 @needs_root
 def test_stages_of_an_untyped_section_take_the_type_of_their_attached_peer(session):
-    m = session.load(
-        "tcb", ACTION_STAGES, core=True, attach={"act_0": "tc:lo"}, slots={"acts[0]": "act_0", "acts[1]": "act_1", "acts[2]": "act_2"}
-    )
+    m = session.load("tcb", ACTION_STAGES, core=True, attach={"act_0": "tc:lo"}, slots={"acts[0]": "act_0", "acts[1]": "act_1", "acts[2]": "act_2"})
     assert {p.type for p in m.programs.values()} == {"sched_cls"}
     assert session.arrays["acts"].owner_type == "sched_cls"
     assert any("2 functions, act_1" in n and "the other programs slotted into acts" in n for n in m.notes)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import platform
 import re
 from html.parser import HTMLParser
 
@@ -394,6 +395,13 @@ def test_limits_notebook_results(executed):
     # two programs calling each other share the chain's budget
     assert summary["pingpong"] == {"ping": 17, "pong": 17, "taken": 33, "missed": 1, "retval": "XDP_DROP"}
     assert summary["empty_slot"] == {"calls": 1, "missed": 1, "runs": 1, "retval": "XDP_PASS"}
+    # the budget across subprograms: one per run since 6.10, one per subprogram frame before
+    from .kernels.test_tail_call_counter import shared_budget
+
+    expected = [33, 0] if shared_budget(platform.release()) else [33, 33]
+    assert summary["subprogram_runs"] == expected
+    prose = "".join(o["data"].get("text/markdown", "") for o in tagged(nb, "subprogram-budget")[0].outputs if "data" in o)
+    assert f"the first chain ran **{expected[0]}** times and the second **{expected[1]}**" in prose
     assert summary["kernel_says"].startswith("errno 22 ")  # the kernel's bare EINVAL
     assert summary["unload"] == {"before": "XDP_DROP", "after": "XDP_PASS", "missed_after": 1, "program_freed": True}
     assert "calls 34 / taken 33 / missed 1; loop ran 34 times" in text_outputs(tagged(nb, "limit-numbers")[0])

@@ -116,7 +116,8 @@ def lookup(cache_key: str) -> tuple[bytes, str] | None:
         return None  # damaged: compile again (and overwrite)
     if not all(_unchanged(path, rec) for path, rec in meta.get("inputs", {}).items()):
         return None
-    os.utime(base + ".json")  # recently used: kept longest
+    with _suppress():  # another session may have trimmed it meanwhile: the object read stands
+        os.utime(base + ".json")  # recently used: kept longest
     return obj, meta.get("warnings", "")
 
 
@@ -146,7 +147,13 @@ def _trim(directory: str) -> None:
         return
     if len(entries) <= MAX_ENTRIES:
         return
-    entries.sort(key=lambda e: e.stat().st_mtime)
+    def used(entry) -> float:
+        try:
+            return entry.stat().st_mtime
+        except OSError:  # trimmed by another session between the listing and now
+            return 0.0
+
+    entries.sort(key=used)
     for e in entries[: len(entries) - MAX_ENTRIES]:
         for suffix in (".json", ".o"):
             with _suppress():

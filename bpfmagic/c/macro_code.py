@@ -108,7 +108,8 @@ def expand_macro_code(cell: CellSyntax, cflags=(), include_dirs=()) -> bool:
         old = by_line.get(fn.line)
         if old is not None and old.name not in written.functions:
             del cell.functions[old.name]
-            cell.functions[fn.name] = replace(old, name=fn.name, section=fn.section or old.section, context=fn.context or old.context, prog_type=fn.prog_type or old.prog_type)
+            named = {"name": fn.name, "section": fn.section or old.section, "context": fn.context or old.context}
+            cell.functions[fn.name] = replace(old, **named, prog_type=fn.prog_type or old.prog_type)
         else:
             # No place in the cell's text to instrument (start -1): it is counted by the helper's macro,
             # where the backend's instrumentation works on the expansion.
@@ -126,4 +127,3 @@ def expand_macro_code(cell: CellSyntax, cflags=(), include_dirs=()) -> bool:
         cell.trees += written.trees
         cell.tail_calls.sort(key=lambda t: (t.line, t.start))
     return added
-

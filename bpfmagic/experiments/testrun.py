@@ -137,9 +137,11 @@ class TestRunResult:
                 "load with --no-count (count_tail_calls=False) for a bare timing"
             )
         if self.not_counted:
-            text += "\nnote: tail calls not counted in " + "; ".join(
-                f"{array} (by {', '.join(mods)})" for array, mods in sorted(self.not_counted.items())
-            ) + ": the table of tail calls leaves those arrays out (--no-count)"
+            text += (
+                "\nnote: tail calls not counted in "
+                + "; ".join(f"{array} (by {', '.join(mods)})" for array, mods in sorted(self.not_counted.items()))
+                + ": the table of tail calls leaves those arrays out (--no-count)"
+            )
         if self.path_text:
             text += f"\npath: {self.path_text}"
         if self.type == "socket_filter":

@@ -26,7 +26,12 @@ def view_of(session, module, table: str) -> MapView:
     if table not in module.tables and table not in sections:
         names = module.tables + [f".{g}" for g in sections]
         raise NotFound(f"{module.name} has no table {table!r} (tables: {', '.join(names) or 'none'})", "table", table, tuple(names))
-    return open_view(session, module, table)
+    # One view per map of a loaded module: opening one reads the map's fdinfo and layout
+    # (syscalls), which `m["t"][k]` in a loop, or a probe counting syscalls, must not pay each time.
+    view = module.views.get(table)
+    if view is None:
+        view = module.views[table] = open_view(session, module, table)
+    return view
 
 
 def find(session, name: str) -> MapView:
@@ -46,7 +51,7 @@ def find(session, name: str) -> MapView:
     if name in session.arrays and not owners:  # a session prog array no loaded cell declares
         return SessionArrayView(session, name)
     if len(owners) == 1 or (owners and name in session.arrays):  # a session prog array: any declaring cell's view
-        return open_view(session, owners[0], name)
+        return view_of(session, owners[0], name)
     if len(owners) > 1:
         raise UsageProblem(f"several modules have a table {name!r}: name one of {', '.join(f'{m.name}.{name}' for m in owners)}")
     known = [f"{m.name}.{t}" for m in session.modules.values() for t in m.tables]
