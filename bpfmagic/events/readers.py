@@ -150,16 +150,17 @@ def decode_ring(data: np.ndarray, cons: int, prod: int, mask: int, rtype: Record
             block = data[off : off + n * stride]
             headers = block.view("<u4")[:: stride // 4]
             kept = headers == itemsize  # committed, of the struct's size
-            if kept.all():  # the common case in one compare (the headers' strided gather costs as much as a field's copy)
+            # the common case in one compare: the headers' strided gather costs as much as a field's copy
+            all_kept = bool(kept.all())
+            if all_kept:
                 k = n
             else:
                 fixed = (headers & ~np.uint32(RINGBUF_DISCARD)) == itemsize  # false for busy or other sizes
                 k = n if fixed.all() else int(np.argmin(fixed))
             if k:
                 records = block.reshape(n, stride)[:k, RINGBUF_HDR : RINGBUF_HDR + itemsize].view(rtype.dtype)[:, 0]
-                if k < n or not kept.all():
-                    kept = kept[:k]
-                    records = records[kept]  # discarded records in the run: rare, a gather
+                if not all_kept and not kept[:k].all():
+                    records = records[kept[:k]]  # discarded records in the run: rare, a gather
                     if state is not None:
                         state.discarded += int(k - len(records))
                 m = len(records)
