@@ -150,6 +150,16 @@ def test_batches_are_copies_and_trimmed_when_mostly_discarded():
     assert sum(b.nbytes for b in batches) <= 2 * rtype().itemsize  # not the 41 rows allocated for
 
 
+def test_a_frame_of_one_batch_is_a_copy_of_it():
+    """The columns a stream keeps must not change when the user edits a DataFrame of them."""
+    records = [(16, rec(i)) for i in range(4)]
+    data, end = ring(1024, records)
+    (batch,), _ = decode_ring(data, 0, end, 1023, rtype(), State())
+    df = rtype().frame(batch)
+    df.loc[0, "seq"] = 99
+    assert batch["seq"].tolist() == [0, 1, 2, 3] and rtype().frame([batch])["seq"].tolist() == [0, 1, 2, 3]
+
+
 def test_parse_fields_and_layout():
     typedefs = {"myu64": "unsigned long long", "name_t": "char [16]"}
     t = RecordType(
