@@ -187,7 +187,9 @@ def libbpf_consumer(module, binary: str, events: int, start: int) -> float:
         raise SystemExit(f"(c0) failed: {r.stderr.strip()}")
     consumed, ns, ordered = (int(x) for x in r.stdout.split())
     if consumed != events or not ordered:
-        raise SystemExit(f"libbpf C consumer: expected seq {start}..{start + events - 1} in order, got {consumed} records (in order: {bool(ordered)})")
+        raise SystemExit(
+            f"libbpf C consumer: expected seq {start}..{start + events - 1} in order, got {consumed} records (in order: {bool(ordered)})"
+        )
     return ns / 1e9
 
 
