@@ -221,7 +221,10 @@ def column_arrays(n: int, dtypes: dict) -> dict:
     pad = HUGE_PAGE if total >= HUGE_PAGE_BUFFER else 0
     raw = np.empty(total + pad, np.uint8)
     start = -raw.ctypes.data % HUGE_PAGE if pad else 0
-    return {name: raw[start + offsets[name] : start + offsets[name] + n * dt.itemsize].view(dt.base).reshape((n, *dt.shape)) for name, dt in dtypes.items()}
+    return {
+        name: raw[start + offsets[name] : start + offsets[name] + n * dt.itemsize].view(dt.base).reshape((n, *dt.shape))
+        for name, dt in dtypes.items()
+    }
 
 
 class ColumnBatch:
