@@ -1,7 +1,8 @@
 """Tab completion for ``%bpf`` and ``%%bpf`` lines through IPython's completer
 (matcher API v2), so every front end that asks the kernel (JupyterLab, the
-terminal, VS Code) gets the same candidates: subcommands, their options (read
-from the magics' argparse parsers), ``MODULE.FUNC``, arrays and ``ARRAY[KEY]``,
+terminal, VS Code) gets the same candidates: subcommands, their options and what
+each value names (read from the magics' parsers: an argument declared with
+``completes=KIND`` keeps KIND on its action), ``MODULE.FUNC``, arrays and ``ARRAY[KEY]``,
 streams and maps, attach target kinds, tracepoints (tracefs) and interfaces.
 
 It only reads: the shell's Session if there is one (completion never creates
@@ -25,30 +26,12 @@ from .kernel.env import TRACEFS
 LINE_MAGIC = re.compile(r"^\s*(?:[A-Za-z_]\w*\s*=\s*)?%bpf\s+")  # `df = %bpf slots` too
 CELL_MAGIC = re.compile(r"^%%bpf\s+")
 
-# What a positional argument or an option's value names, by (command, dest); "%%bpf" is the
-# cell line (and `%bpf load`, which takes its options). Values not listed here complete only
-# from their parser's `choices`.
-VALUE_KINDS = {
-    ("%%bpf", "name"): "module",
-    ("%%bpf", "attach"): "attach",
-    ("%%bpf", "slot"): "cell_slot",
-    ("%%bpf", "file"): "path",
-    ("%%bpf", "pin_root"): "path",
-    ("slots", "array"): "array",
-    ("graph", "array"): "array",
-    ("paths", "array"): "array",
-    ("slot", "assignment"): "slot_assignment",
-    ("unslot", "spec"): "slot_key",
-    ("unload", "name"): "module_or_array",
-    ("run", "program"): "program",
-    ("dump", "program"): "program",
-    ("globals", "module"): "module",
-    ("df", "table"): "stream",
-    ("watch", "table"): "stream_or_map",
-    ("map", "table"): "map",
-    ("chain", "name"): "chain",
-    ("chain", "file"): "path",
-}
+# What a value can name: the kinds the magics' arguments declare (``completes=``), each
+# served by BpfCompleter._value (a path is left to IPython's file matcher).
+KINDS = frozenset(
+    {"module", "array", "module_or_array", "program", "stream", "map", "stream_or_map", "chain"}
+    | {"attach", "cell_slot", "slot_assignment", "slot_key", "path"}
+)
 
 # Raw tracepoints are the kernel's tracepoints by event name, but the per-syscall
 # events (syscalls:sys_enter_*) are made by ftrace, not tracepoints: raw_tracepoint
@@ -108,16 +91,17 @@ class BpfCompleter:
         words = before[(cell or line).end() :].split()
         fragment = "" if before[-1].isspace() else words.pop()
         if cell:
-            return self._arguments("%%bpf", self.cell_parser, words, fragment)
+            self._cell_functions = _cell_functions(full_text.partition("\n")[2])
+            return self._arguments(self.cell_parser, words, fragment)
         if not words:
             return Candidates(fragment, _starting(fragment, self.line_parsers), "command")
         command, rest = words[0], words[1:]
         parser = self.line_parsers.get(command)
         if parser is None:
             return Candidates(fragment, [], "command")
-        return self._arguments("%%bpf" if command == "load" else command, parser, rest, fragment)
+        return self._arguments(parser, rest, fragment)
 
-    def _arguments(self, command: str, parser, words: list[str], fragment: str) -> Candidates | None:
+    def _arguments(self, parser, words: list[str], fragment: str) -> Candidates | None:
         action, used = _argument_at(parser, words)
         if action is None or (fragment.startswith("-") and not _takes_value(words, parser)):
             options = [
@@ -130,7 +114,7 @@ class BpfCompleter:
             return Candidates(fragment, _starting(fragment, options), "option")
         if action.choices:
             return Candidates(fragment, _starting(fragment, [str(c) for c in action.choices]), "value")
-        kind = VALUE_KINDS.get((command, action.dest))
+        kind = getattr(action, "completes", None)  # what the magics declared the value names
         if kind == "path":
             return Candidates(fragment, [], "path")
         return self._value(kind, fragment)
@@ -138,10 +122,17 @@ class BpfCompleter:
     # -- values
     def _value(self, kind: str | None, fragment: str) -> Candidates:
         session = shell_session.current()
+        functions = getattr(self, "_cell_functions", [])
         if kind == "attach":
+            func, eq, _target = fragment.partition("=")
+            if not eq:  # -a FUNC=: the functions the cell below defines
+                return Candidates(fragment, _starting(fragment, [f"{f}=" for f in functions]), "function")
             return _attach(session, fragment)
         if kind == "cell_slot":  # ARRAY[KEY]=FUNC: the FUNC is the cell's, not loaded yet
-            return Candidates(fragment, [] if "=" in fragment else _slot_keys(session, fragment, suffix="="), "slot")
+            left, eq, right = fragment.partition("=")
+            if eq:
+                return Candidates(right, _starting(right, functions), "function")
+            return Candidates(fragment, _slot_keys(session, fragment, suffix="="), "slot")
         if kind == "slot_assignment":
             left, eq, right = fragment.partition("=")
             if eq:
@@ -217,6 +208,19 @@ def _takes_value(words: list[str], parser) -> bool:
 
 def _starting(fragment: str, names) -> list[str]:
     return sorted(n for n in dict.fromkeys(names) if n.startswith(fragment))
+
+
+def _cell_functions(body: str) -> list[str]:
+    """The functions a cell's C defines (its syntax tree; macro-written ones included when
+    the tree names them), for -a FUNC= and -s ARRAY[KEY]=FUNC on its %%bpf line."""
+    if not body.strip():
+        return []
+    from .c import analyse
+
+    try:
+        return sorted(f for f in analyse(body).functions if f.isidentifier())
+    except Exception:  # half-typed C: nothing to offer rather than an error in the completer
+        return []
 
 
 def _programs(session) -> list[str]:

@@ -1,6 +1,9 @@
 """Exceptions of bpfmagic. Each carries a message meant for the notebook cell:
 what went wrong and what to do. The full compiler or verifier output stays on
-the exception (``.log``) because it can be megabytes."""
+the exception (``.log``) because it can be megabytes. What Python code may
+want to branch on is beside the text, as fields: ``array``, ``key``,
+``program`` (MODULE.FUNC), ``errno`` (the kernel's) and ``hint`` (what to do),
+each None where the error has none."""
 
 from __future__ import annotations
 
@@ -8,10 +11,11 @@ from __future__ import annotations
 class BpfError(Exception):
     """Base of every error bpfmagic reports in a cell without a Python traceback."""
 
-    def __init__(self, message: str, log: str = ""):
+    def __init__(self, message: str, log: str = "", *, array=None, key=None, program=None, errno=None, hint=None):
         super().__init__(message)
         self.message = message
         self.log = log
+        self.array, self.key, self.program, self.errno, self.hint = array, key, program, errno, hint
 
     def __str__(self) -> str:
         return self.message

@@ -20,7 +20,7 @@ def _locked(method):
 
     @functools.wraps(method)
     def locked(self, *args, **kwargs):
-        with self.module.session._lock:
+        with self.module.session.lock:
             return method(self, *args, **kwargs)
 
     return locked

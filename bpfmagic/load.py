@@ -24,6 +24,7 @@ version of the module keeps running, attached and slotted."""
 from __future__ import annotations
 
 import contextlib
+import keyword
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -32,9 +33,10 @@ from . import backends
 from . import progarray as prog_arrays
 from .c import CellSyntax, analyse
 from .c.analysis import SKB_TYPES
-from .c.source_files import read_source_file
+from .c.macro_code import expand_macro_code
+from .c.source_files import check_includes, check_source_size, read_source_file, split_cflags
 from .errors import AttachError, BpfError, SlotError, UsageProblem
-from .kernel import libbpf
+from .kernel import libbpf, pins
 from .kernel.attach import TRAMPOLINE_KINDS, Attachment, Target, check_event_exists, check_servable, parse_target
 from .kernel.attach import attach as attach_target
 from .kernel.env import KernelOffsetsWarning
@@ -65,6 +67,34 @@ class LoadRequest:
         return include_dirs(self.file)
 
 
+def check_module_name(name: str) -> None:
+    prog_arrays.check_name("module", name)
+    if keyword.iskeyword(name):
+        raise UsageProblem(f"bad module name {name!r}: a Python keyword cannot name the module object")
+
+
+def make_request(name, source, attach, slots, cflags, file, verbose, core, origin, count_tail_calls, globals, pin_root, paths) -> LoadRequest:
+    """Session.load's arguments checked and read (a --file's text) into a LoadRequest;
+    SLOTS: [((array, key), function)]. Nothing that can block reads the source's includes."""
+    check_module_name(name)
+    if file is not None:
+        source, origin = with_file(file, source)
+    origin = origin or name
+    specs = attach_specs(attach)
+    if isinstance(cflags, str):  # "-DA=1 -DB=2": several flags in one string, the same as --cflags
+        cflags = split_cflags(cflags)
+    # Before anything reads the source's includes (preprocessor, compiler): nothing that can block.
+    check_source_size(source, origin)
+    check_includes(source, origin, os.path.dirname(os.path.abspath(file)) if file else None, list(cflags))
+    if globals and not core:
+        raise UsageProblem("globals= (--set) sets global variables of --core cells; BCC has no such globals")
+    if pin_root is not None:
+        if not core:
+            raise UsageProblem("pin_root= (--pin-root) is where --core cells' LIBBPF_PIN_BY_NAME maps are pinned; BCC names each pin path itself")
+        pin_root = pins.shared_root(pin_root)
+    return LoadRequest(name, source, origin, specs, slots, list(cflags), verbose, count_tail_calls, core, file, dict(globals or {}), paths, pin_root)
+
+
 @dataclass
 class CellSpec:
     """What a cell declares and asks for, read before anything is loaded: its
@@ -90,6 +120,7 @@ def read_cell(req: LoadRequest) -> CellSpec:
     for _func, target in attach:
         check_servable(target, core=req.core)
     syntax, notes = backend.read_source(req.source, req.origin)
+    expand_macro_code(syntax, req.cflags, include_dirs(req.file))  # PROG(X)-built chains: their functions and tail calls
     if not syntax.has_content:
         raise UsageProblem(f"{req.origin} has no C code: write the program below the %%bpf line (or load a file with --file PATH)")
     conventions = list(backend.convention_targets(syntax))  # what BCC attaches by names: the same checks
@@ -116,6 +147,17 @@ class LoadTransaction:
         self.resolved_slots: list[tuple[prog_arrays.ProgArray, int, str]] = []
 
     def run(self) -> Module:
+        try:
+            return self._run()
+        except BpfError as e:
+            if self.old is not None:
+                e.message += (
+                    f"\n\n[bpfmagic] the new version of {self.req.name} was not loaded; the previous version is still loaded, attached and slotted."
+                )
+                e.args = (e.message,)
+            raise
+
+    def _run(self) -> Module:
         self.spec = read_cell(self.req)
         try:
             self.arrays()
@@ -142,7 +184,7 @@ class LoadTransaction:
                     raise SlotError(
                         f"{origin}:{line}: prog array {array_name} has {size} slots in this cell; the "
                         f"session's array {array_name} has {have.size} slots; declare it with {have.size}, "
-                        f"or free it first: {session._unload_advice(array_name)}"
+                        f"or free it first: {session.registry.unload_advice(array_name)}"
                     )
             elif array_name not in self.new_arrays:
                 session.progarray(array_name, size)
@@ -168,13 +210,26 @@ class LoadTransaction:
     # -- step 3
     def compile(self) -> None:
         session, req, syntax = self.session, self.req, self.spec.syntax
-        site_base = session._alloc_sites(syntax, req)
-        bound = bound_targets(session, req.name, self.spec.attach)
-        obj, log = self.spec.backend.compile_cell(session, req, syntax, self.slot_index, self.resolved_slots, site_base, bound)
+        instruments = session.instruments
+        site_base = instruments.allocate_sites(syntax, req)
+        ctx = backends.LoadContext(
+            arrays=session.arrays,
+            slot_index=self.slot_index,
+            resolved_slots=self.resolved_slots,
+            site_base=site_base,
+            sites_fd=instruments.sites.fd if site_base is not None else None,
+            sites_pin=instruments.sites.pin if site_base is not None else None,
+            path_maps=instruments.path_maps if req.paths else None,
+            cursor=instruments.cursor,
+            can_load=session.privileges.can_load,
+            name_pin_dir=session.name_pin_dir,
+            bound=bound_targets(session, req.name, self.spec.attach),
+        )
+        obj, log = self.spec.backend.compile_cell(ctx, req, syntax)
         module = self.module = Module(session, req.name, syntax, obj, req.origin)
         module.compile_log = log
         module.notes += [*self.spec.notes, *obj.notes]
-        session._made_pins.update(path for path, made in obj.pins.items() if made)
+        session.registry.pins.record_made(obj.pins)
         for fname, (ptype, fd, stats) in obj.preloaded().items():
             module.programs[fname] = Program(module, fname, ptype, fd, stats)
         module.auto_attached += obj.convention_attached()
@@ -183,6 +238,9 @@ class LoadTransaction:
             session.sites.imply(site_base, obj.implied_sites, session.arrays)
         module.paths = req.paths and site_base is not None
         module.counts_tail_calls = req.count_calls and bool(syntax.tail_calls)
+        if not req.count_calls:  # (--core counts in the helper's macro, macro-written calls included; BCC refuses map calls in macros)
+            reached = {t.array for t in syntax.tail_calls if t.array} | {n for n in session.arrays if syntax.uses(n)}
+            module.uncounted_arrays = reached & set(session.arrays)
         adopt_initialized_slots(session, module, self.replaced)
 
     # -- step 4
@@ -209,7 +267,6 @@ class LoadTransaction:
         for array, index, func in self.resolved_slots:
             self.replaced.append((array, index, array.entries.get(index)))
             array.put(index, module.programs[func])
-            module.slots.append((array.name, index))
         refill_slots(self.session, self.old, module, self.replaced)
 
     # -- step 6
@@ -236,9 +293,7 @@ class LoadTransaction:
             module.attachments.append(att)
         # Programs whose SEC() names their target (tp_btf/..., raw_tp/...) attach by themselves
         # (libbpf); a slotted program keeps that attachment too: only -a replaces it.
-        slotted = {f for _, _, f in self.resolved_slots} | {
-            p.name for a in self.session.arrays.values() for p in a.entries.values() if p.module is module
-        }
+        slotted = {f for _, _, f in self.resolved_slots} | {a.entries[i].name for a in self.session.arrays.values() for i in a.held_by(module)}
         made = module.object.attach_sections(module, {f for f, _ in self.spec.attach}, slotted)
         self.attachments += made
         module.attachments += made
@@ -261,8 +316,7 @@ class LoadTransaction:
                 module.notes.append(f"{observer} ({target}) still traces the previous version of {module.name}: re-run {observer} to follow this one")
             transferred = {id(att) for att, _ in self.retargeted}
             old.attachments = [a for a in old.attachments if id(a) not in transferred]
-            kept = {(a.name, i) for a, i, _ in self.resolved_slots} | set(module.slots)
-            session._free_module(old, keep_slots=kept, successor=module)
+            session.registry.free_module(old, successor=module)  # the slots the new version took are its own now
         session.modules[module.name] = module
         for hook in list(session.on_load):
             hook(module)
@@ -283,8 +337,8 @@ class LoadTransaction:
             att.detach()
         if self.module is not None:
             self.module.attachments = []
-            self.module._free()
-            self.session._release_pins(self.module)
+            self.module.free()
+            self.session.registry.release_pins(self.module)
         for array_name in self.new_arrays:  # created for this cell: nothing else can use them yet
             with contextlib.suppress(Exception):
                 self.session.arrays.pop(array_name).close()
@@ -300,14 +354,9 @@ def refill_slots(session, old: Module | None, module: Module, replaced: list) ->
     ``module.slot_notes``."""
     if old is None:
         return
-    filled = set(module.slots)
-    for array_name, index in list(old.slots):
-        array = session.arrays.get(array_name)
-        if array is None or (array_name, index) in filled:
-            continue
-        previous = array.entries.get(index)
-        if previous is None or previous.module is not old:
-            continue
+    for array_name, index in old.slots:  # those this cell filled itself hold the new version already
+        array = session.arrays[array_name]
+        previous = array.entries[index]
         label = array.label(index)
         func = previous.name
         if func in module.programs or func in module.functions:
@@ -318,7 +367,6 @@ def refill_slots(session, old: Module | None, module: Module, replaced: list) ->
             except BpfError as e:
                 module.slot_notes.append(f"{label} emptied: the new {module.name}.{func} cannot go there ({e.message.splitlines()[0]})")
                 continue
-            module.slots.append((array_name, index))
             module.slot_notes.append(f"{label} now holds the new {module.name}.{func} (was the old one)")
         else:
             module.slot_notes.append(f"{label} emptied: the new version of {module.name} has no {func}")
@@ -347,9 +395,7 @@ def adopt_initialized_slots(session, module: Module, replaced: list) -> None:
             program = by_id.get(libbpf.map_lookup_u32(array.fd, index))
             if program is not None and array.entries.get(index) is not program:
                 replaced.append((array, index, array.entries.get(index)))
-                array._turn_over(index)
-                array.entries[index] = program
-                module.slots.append((array.name, index))
+                array.adopt(index, program)
 
 
 def slot_type(array: prog_arrays.ProgArray, module: Module, func: str) -> str:
@@ -394,6 +440,8 @@ def load_program(session, module: Module, func: str, ptype: str | None = None, w
     if func not in module.functions:
         known = ", ".join(module.functions) or "none"
         raise UsageProblem(f"{module.name} has no function {func!r} (functions: {known})")
+    if (held_back := module.object.left_unloaded(func, f"{module.name}.{func}")) is not None:
+        raise UsageProblem(held_back)
     if ptype is None and module.contexts.get(func) == "sched_cls":
         ptype = skb_chain_type(session, module, func)
     ptype = ptype or module.contexts.get(func)

@@ -9,13 +9,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .c import CellSyntax
-from .errors import NotFound, UsageProblem
+from .errors import UsageProblem
 from .kernel import libbpf
 from .kernel.attach import Attachment
 
 if TYPE_CHECKING:  # the types of what the API returns; their modules load on first use
     import pandas as pd
 
+    from .experiments.testrun import TestRunResult
     from .experiments.verifier import VerifierStats
     from .globals import Globals
     from .maps import MapView
@@ -37,7 +38,7 @@ class Program:
         verification time, stack depth per subprogram (verifier.VerifierStats)."""
         from .experiments.verifier import stats_of
 
-        with self.module.session._lock:
+        with self.module.session.lock:
             self.require_loaded()
             return stats_of(self)
 
@@ -46,9 +47,21 @@ class Program:
         cell's source lines interleaved (BTF line info) and tail-call sites marked."""
         from .experiments.dump import dump
 
-        with self.module.session._lock:
+        with self.module.session.lock:
             self.require_loaded()
             return dump(self, mode=mode, source=source)
+
+    def test_run(self, data: bytes | str | None = None, ctx: bytes | str | None = None, repeat: int = 1, path: bool = False) -> TestRunResult:
+        """BPF_PROG_TEST_RUN of this program (Session.test_run with the program in hand: this
+        version, even when its cell was re-run since, then refused as freed)."""
+        return self.module.session.test_run(self, data=data, ctx=ctx, repeat=repeat, path=path)
+
+    @property
+    def stats(self) -> dict:
+        """This program's row of Session.stats(): run_cnt, run_time_ns, avg_ns, tail_calls_in, missed, ..."""
+        df = self.module.session.stats()
+        rows = df[df["program"] == self.qualname]
+        return rows.iloc[0].to_dict() if len(rows) else {}
 
     def require_loaded(self) -> None:
         """Refuse a program whose module was freed: its fd number is closed and may
@@ -64,7 +77,7 @@ class Program:
         return f"{self.module.name}.{self.name}"
 
     def info(self) -> dict[str, str]:
-        with self.module.session._lock:
+        with self.module.session.lock:
             self.require_loaded()
             return libbpf.fdinfo(self.fd)
 
@@ -86,7 +99,8 @@ class Program:
 
 class Module:
     """A loaded cell: its BCC object, programs, attachments and slots.
-    Tables are reached as ``module["table"]`` (BCC table objects)."""
+    Maps are reached as ``module["table"]`` or ``module.map("table")``, the same
+    view (maps.MapView; BCC's own table objects: ``module.bpf["table"]``)."""
 
     def __init__(self, session, name: str, syntax: CellSyntax, obj, origin: str):
         self.session = session
@@ -98,7 +112,6 @@ class Module:
         self.programs: dict[str, Program] = {}
         self.attachments: list[Attachment] = []
         self.auto_attached: list[str] = []  # functions BCC attached by naming convention
-        self.slots: list[tuple[str, int]] = []  # (array, index) this module filled
         self.compile_log = ""
         self.contexts = syntax.contexts
         self.columns = None  # BCC: column shifts of instrumented call sites (for verifier messages)
@@ -107,10 +120,18 @@ class Module:
         self.site_base: int | None = None  # this module's call-site counters: Session.site_counts
         self.paths = False  # loaded with path recording
         self.counts_tail_calls = False  # its tail-call sites bump per-slot counters (loaded without --no-count)
+        # Arrays it tail-calls into without counting (loaded with --no-count):
+        # their slot counts miss its calls, so they are shown as unknown while it is loaded.
+        self.uncounted_arrays: set[str] = set()
         self.slot_notes: list[str] = []  # what a re-run did to slots the old version held (refilled / emptied)
         self.closed = False
 
     # -- contents
+    @property
+    def slots(self) -> list[tuple[str, int]]:
+        """(array, index) of the session's slots that hold this module's programs (the arrays keep them)."""
+        return [(a.name, i) for a in list(self.session.arrays.values()) for i in a.held_by(self)]
+
     @property
     def bpf(self):
         """BCC's own BPF object of a BCC module (None for --core): for what bpfmagic does not wrap."""
@@ -120,13 +141,13 @@ class Module:
     # session's lock, under which another thread's re-run or unload frees it.
     @property
     def functions(self) -> list[str]:
-        with self.session._lock:
+        with self.session.lock:
             names = self.object.functions() if self.object is not None and not self.closed else []
             return names or list(self.programs)
 
     @property
     def tables(self) -> list[str]:
-        with self.session._lock:
+        with self.session.lock:
             return self.object.tables() if self.object is not None and not self.closed else []
 
     @property
@@ -147,21 +168,20 @@ class Module:
         df = self.session.stats(since=since)
         return df[df["module"] == self.name].reset_index(drop=True)
 
-    def __getitem__(self, table: str):
-        with self.session._lock:
-            if table not in self.tables:
-                raise NotFound(f"{self.name} has no table {table!r} (tables: {', '.join(self.tables) or 'none'})", "table", table, tuple(self.tables))
-            return self.object.table(table)
+    def __getitem__(self, table: str) -> MapView:
+        """``module["t"]``: the same view as ``module.map("t")``."""
+        return self.map(table)
 
     def __contains__(self, table: str) -> bool:
         return table in self.tables
 
     def map(self, table: str) -> MapView:
-        """A view of map TABLE: .df(), [key], [key] = value, del, .clear(), .from_df() (maps.MapView);
-        --core globals: map("bss"), map("data"), map("rodata")."""
+        """The view of map TABLE (also ``module[TABLE]``): .df(), [key], [key] = value, del, .clear(),
+        .from_df() (maps.MapView, of the class its map type calls for); --core globals: map("bss"),
+        map("data"), map("rodata")."""
         from .maps import view_of
 
-        with self.session._lock:
+        with self.session.lock:
             if self.closed:
                 raise UsageProblem(f"module {self.name} was unloaded or re-run: its maps are gone; use the module object the cell made now")
             return view_of(self.session, self, table)
@@ -180,8 +200,10 @@ class Module:
         state = "unloaded" if self.closed else "loaded"
         return f"<bpfmagic Module {self.name} ({state}): {progs}; tables: {', '.join(self.tables) or '-'}>"
 
-    # -- teardown (called by the session)
-    def _free(self) -> None:
+    # -- teardown
+    def free(self) -> None:
+        """Detach and close everything the module holds (the session's registry calls this when
+        it unloads or replaces the module: use Session.unload, which also empties its slots)."""
         for att in self.attachments:
             att.detach()
         self.attachments.clear()

@@ -9,11 +9,14 @@ import glob
 import os
 import platform
 import re
+import threading
+import types
 import weakref
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 
 from .c.instrument import IMPLIED_CALLS, IMPLIED_MISSED
-from .errors import SlotError, UsageProblem
+from .errors import NotFound, SlotError, UsageProblem
 from .kernel import libbpf, pins
 from .kernel.progtypes import prog_type_name
 
@@ -62,19 +65,12 @@ def syscall_names() -> dict[int, str]:
     return {v: k for k, v in syscall_numbers().items()}
 
 
-@dataclass
-class ProgArray:
-    """A prog array of the session: its map fd (the session's own reference),
-    its pin, its key names, and which program sits in each slot."""
+@dataclass(eq=False, kw_only=True)
+class CallCounters:
+    """The per-slot tail-call counters of a ProgArray (its base), split by occupant:
+    what the calls into each slot were while each program sat there. Uses the
+    array's ``name``, ``size`` and occupancy (``_entries``)."""
 
-    name: str
-    size: int
-    fd: int
-    pin: str
-    declared_type: str | None = None
-    keys: str | None = None  # "syscalls" or None
-    names: dict[str, int] = field(default_factory=dict)
-    entries: dict[int, object] = field(default_factory=dict)  # index -> Program
     # Per-CPU u64 counters bumped by the rewritten ARRAY.call(): [key] calls made,
     # [size + key] calls that fell through (empty slot or the 33-call limit).
     # Kernel run stats can't give this: a tail-call target's run_cnt never moves.
@@ -90,10 +86,6 @@ class ProgArray:
     # hop, c/instrument.const_site_keys): (site id, index) of each, and the CallSites that holds them.
     implied: list[tuple[int, int]] = field(default_factory=list)
     sites: object = None
-
-    def __repr__(self) -> str:
-        keys = "syscall keys" if self.keys == "syscalls" else f"{len(self.names)} named slots"
-        return f"<ProgArray {self.name}: {self.size} slots of {self.owner_type or 'any type yet'}, {keys}, {len(self.entries)} filled>"
 
     def call_counts(self) -> tuple[list[int], list[int]]:
         """(calls, missed) per index, summed over CPUs."""
@@ -133,7 +125,7 @@ class ProgArray:
         them: its finished stays plus the current ones. ``counts``: a
         slot_counts() reading to use instead of reading the counters again."""
         out = dict(self.earned.get(program, {}))
-        for index, occupant in self.entries.items():
+        for index, occupant in self._entries.items():
             if occupant is program:
                 now = self.counts_at(index) if counts is None else counts.get((self.name, index), (0, 0))
                 c0, m0 = self.baselines.get(index, (0, 0))
@@ -145,13 +137,48 @@ class ProgArray:
         """End the stay of whatever is at index (crediting its program) and start the next.
         A call in flight during the map update may land on either side."""
         now = self.counts_at(index)
-        occupant = self.entries.get(index)
+        occupant = self._entries.get(index)
         if occupant is not None:
             c0, m0 = self.baselines.get(index, (0, 0))
             stays = self.earned.setdefault(occupant, {})
             c, m = stays.get(index, (0, 0))
             stays[index] = (c + now[0] - c0, m + now[1] - m0)
         self.baselines[index] = now
+
+
+@dataclass(eq=False)
+class ProgArray(CallCounters, MutableMapping):
+    """A prog array of the session: its map fd (the session's own reference),
+    its pin, its key names, and which program sits in each slot. The array is
+    the one record of its occupancy (put, clear, adopt, move, release, rekey);
+    a module's slots are read from the arrays (Module.slots).
+
+    As a mapping, key -> the Program in that slot: ``arr["write"] = program``
+    (a new name takes the lowest free index), ``del arr["write"]``,
+    ``arr["write"]``, ``list(arr)`` (the keys of the filled slots), ``len(arr)``."""
+
+    name: str
+    size: int
+    fd: int
+    pin: str
+    declared_type: str | None = None
+    keys: str | None = None  # "syscalls" or None
+    names: dict[str, int] = field(default_factory=dict)
+    _entries: dict[int, object] = field(default_factory=dict, repr=False)  # index -> Program
+    # Held by every change and read of the mapping (the session's lock when the session made it).
+    lock: object = field(default_factory=threading.RLock, repr=False)
+
+    __hash__ = object.__hash__  # one array is one kernel map: equal only to itself
+    __eq__ = object.__eq__
+
+    @property
+    def entries(self) -> types.MappingProxyType:
+        """index -> Program of the filled slots (read-only: the methods below change it)."""
+        return types.MappingProxyType(self._entries)
+
+    def __repr__(self) -> str:
+        keys = "syscall keys" if self.keys == "syscalls" else f"{len(self.names)} named slots"
+        return f"<ProgArray {self.name}: {self.size} slots of {self.owner_type or 'any type yet'}, {keys}, {len(self.entries)} filled>"
 
     # -- type
     @property
@@ -209,7 +236,7 @@ class ProgArray:
         if not allocate:
             known = ", ".join(f"{n}={i}" for n, i in sorted(self.names.items(), key=lambda kv: kv[1])) or "none"
             raise SlotError(f"{self.name}[{key}]: no slot named {key!r} (named slots: {known})")
-        taken = set(self.names.values()) | set(self.entries) | set((pending or {}).values())
+        taken = set(self.names.values()) | set(self._entries) | set((pending or {}).values())
         free = next((i for i in range(self.size) if i not in taken), None)
         if free is None:
             raise SlotError(f"{self.name}: no free slot left for {key!r} (all {self.size} in use)")
@@ -224,16 +251,21 @@ class ProgArray:
         """Store program at index; a type the array cannot hold is refused with both types named."""
         have = self.owner_type
         if have and have != program.type:
-            raise SlotError(self.mismatch(program, have))
+            raise SlotError(self.mismatch(program, have), **self._fields(index, program))
         try:
             libbpf.map_update_u32(self.fd, index, program.fd)
         except OSError as e:
             have = self.owner_type
             if have and have != program.type:
-                raise SlotError(self.mismatch(program, have)) from None
-            raise SlotError(f"{self.name}[{index}] = {program.qualname}: the kernel refused it ({e.strerror})") from None
+                raise SlotError(self.mismatch(program, have), **self._fields(index, program)) from None
+            raise SlotError(
+                f"{self.name}[{index}] = {program.qualname}: the kernel refused it ({e.strerror})", **self._fields(index, program), errno=e.errno
+            ) from None
         self._turn_over(index)
-        self.entries[index] = program
+        self._entries[index] = program
+
+    def _fields(self, index: int, program=None) -> dict:
+        return {"array": self.name, "key": self.key_name(index) or index, "program": program.qualname if program is not None else None}
 
     def mismatch(self, program, have: str) -> str:
         return (
@@ -246,13 +278,124 @@ class ProgArray:
     def clear(self, index: int) -> None:
         libbpf.map_delete_u32(self.fd, index)
         self._turn_over(index)
-        self.entries.pop(index, None)
+        self._entries.pop(index, None)
+
+    def adopt(self, index: int, program) -> None:
+        """Record PROGRAM at INDEX where the loader put it already (libbpf fills a prog
+        array declared with ``.values``): no map update, the stay starts now."""
+        self._turn_over(index)
+        self._entries[index] = program
+
+    def move(self, old: int, new: int) -> None:
+        """The program at OLD goes to NEW (NEW filled first: a call never finds neither)."""
+        program = self._entries.get(old)
+        if program is not None and old != new:
+            self.put(new, program)
+            self.clear(old)
+
+    def held_by(self, module) -> list[int]:
+        """The indices whose program is one of MODULE's, in order."""
+        return sorted(i for i, p in self._entries.items() if p.module is module)
+
+    def slots_of(self, program) -> list[str]:
+        """ARRAY[KEY] of every slot PROGRAM sits in."""
+        return [self.label(i) for i in sorted(self._entries) if self._entries[i] is program]
+
+    def release(self, module) -> list[str]:
+        """Empty every slot holding one of MODULE's programs (its module is going); returns
+        what emptied, ARRAY[KEY] (was MODULE.FUNC)."""
+        emptied = []
+        for index in self.held_by(module):
+            program = self._entries[index]
+            try:
+                self.clear(index)
+            except OSError:
+                continue
+            emptied.append(f"{self.label(index)} (was {program.qualname})")
+        return emptied
+
+    def rekey_to_syscalls(self, compiled_in: set[str]) -> bool:
+        """Switch an array whose slot names are all syscall names to syscall keys, moving
+        each named program to its syscall's index (DESIGN's own example slots progs[write]
+        first and asks for syscall keys after). Refused (False) when a name's old index is
+        compiled into a loaded program (COMPILED_IN: the names SLOT() uses), or when the move
+        would overwrite a slot."""
+        numbers = syscall_numbers()
+        if self.keys is not None or not self.names:
+            return False
+        if any(n not in numbers or numbers[n] >= self.size for n in self.names) or compiled_in & set(self.names):
+            return False
+        moves = {self.names[n]: numbers[n] for n in self.names}
+        if any(new in self._entries and new not in moves for new in moves.values()):
+            return False
+        programs = {old: self._entries.get(old) for old in moves}
+        for old, new in moves.items():  # every new index filled first, then the old ones emptied
+            if programs[old] is not None and old != new:
+                self.put(new, programs[old])
+        for old, new in moves.items():
+            if programs[old] is not None and old != new and old not in moves.values():
+                self.clear(old)
+        self.names.clear()
+        self.keys = "syscalls"
+        return True
+
+    # -- the mapping: key -> Program
+    def assign(self, key: str | int, program) -> int:
+        """Put PROGRAM (a loaded Program) into slot KEY; a new name takes the lowest free
+        index, kept only once the slot is filled. Returns the index."""
+        with self.lock:
+            program.require_loaded()
+            pending: dict[str, int] = {}
+            index = self.resolve(key, allocate=True, pending=pending)
+            self.put(index, program)
+            self.names.update(pending)
+            return index
+
+    def remove(self, key: str | int):
+        """Empty slot KEY; returns the program that was there (None if it was empty)."""
+        with self.lock:
+            index = self.resolve(key)
+            previous = self._entries.get(index)
+            self.clear(index)
+            return previous
+
+    def _index_of(self, key) -> int:
+        """KEY's index for a lookup: KeyError (NotFound) for what names no slot."""
+        try:
+            return self.resolve(key)
+        except (SlotError, UsageProblem) as e:
+            raise NotFound(e.message, "slot", str(key), tuple(map(str, self))) from None
+
+    def __getitem__(self, key):
+        with self.lock:
+            index = self._index_of(key)
+            if index not in self._entries:
+                raise NotFound(f"{self.label(index)} is empty", "slot", str(key), tuple(map(str, self)))
+            return self._entries[index]
+
+    def __setitem__(self, key, program) -> None:
+        self.assign(key, program)
+
+    def __delitem__(self, key) -> None:
+        with self.lock:
+            index = self._index_of(key)
+            if index not in self._entries:
+                raise NotFound(f"{self.label(index)} is empty", "slot", str(key), tuple(map(str, self)))
+            self.clear(index)
+
+    def __iter__(self) -> Iterator[str | int]:
+        """The keys of the filled slots: the name where the index has one, else the index."""
+        with self.lock:
+            return iter([self.key_name(i) or i for i in sorted(self._entries)])
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     def close(self) -> None:
         # Emptied, every slot, before the session lets go of it (pins.empty_prog_array says
         # why); without crediting anyone: the counts go with the array.
         pins.empty_prog_array(self.fd)
-        self.entries.clear()
+        self._entries.clear()
         for path in (self.pin, self.counter_pin):
             with _suppress():
                 os.unlink(path)
@@ -260,6 +403,25 @@ class ProgArray:
             with _suppress():
                 os.close(fd)
         self.fd = self.counter_fd = -1
+
+
+def uncounted_callers(modules) -> dict[str, list[str]]:
+    """array name -> the loaded modules whose tail calls into it go uncounted (loaded with
+    --no-count): its counts are then unknown."""
+    out: dict[str, list[str]] = {}
+    for module in modules:
+        for name in sorted(module.uncounted_arrays):
+            out.setdefault(name, []).append(module.name)
+    return out
+
+
+def not_counted_note(blind: dict[str, list[str]]) -> str:
+    """One line for a table whose call counts are blanked (<NA>) because of BLIND."""
+    parts = [f"{array} (by {', '.join(mods)})" for array, mods in sorted(blind.items())]
+    return (
+        "tail calls not counted into " + "; ".join(parts) + ": their calls/taken/missed are <NA> while those modules are "
+        "loaded (they were loaded with --no-count; load them again without it to count)"
+    )
 
 
 def slot_counts(arrays) -> dict[tuple[str, int], tuple[int, int]]:
@@ -280,7 +442,7 @@ def _suppress():
     return contextlib.suppress(OSError)
 
 
-def create(name: str, size: int, pin: str, prog_type: str | None = None, keys: str | None = None) -> ProgArray:
+def create(name: str, size: int, pin: str, prog_type: str | None = None, keys: str | None = None, lock=None) -> ProgArray:
     """The kernel maps of a new array (the prog array and its call counters),
     pinned. Session.progarray has checked every argument already."""
     fds = []
@@ -296,7 +458,10 @@ def create(name: str, size: int, pin: str, prog_type: str | None = None, keys: s
         with _suppress():
             os.unlink(pin)
         raise
-    return ProgArray(name=name, size=size, fd=fds[0], pin=pin, declared_type=prog_type, keys=keys, counter_fd=fds[1], counter_pin=counter_pin(pin))
+    array = ProgArray(name=name, size=size, fd=fds[0], pin=pin, declared_type=prog_type, keys=keys, counter_fd=fds[1], counter_pin=counter_pin(pin))
+    if lock is not None:
+        array.lock = lock
+    return array
 
 
 def counter_pin(pin: str) -> str:

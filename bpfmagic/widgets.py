@@ -48,7 +48,14 @@ def as_wall_clock(frame):
 
 
 class _LiveView:
-    """What both live views share: a refresh thread and a widget (``stop()`` is each view's own)."""
+    """What both live views share: a refresh thread and a widget (``stop()`` is each view's own).
+
+    A notebook saved without its widget state shows a widget's output as an error on reopening:
+    the view is displayed with a display id, and once it stops its output is replaced by the
+    last figures as plain HTML, which every notebook viewer shows; the bundle carries that HTML
+    too, for renderers without widgets (nbconvert, the site, GitHub)."""
+
+    _handle = None  # the DisplayHandle of the output the view was shown in
 
     @property
     def running(self) -> bool:
@@ -58,8 +65,30 @@ class _LiveView:
         self.stop()
         self.widget.close()
 
+    def snapshot_html(self) -> str:
+        """The view as it stands, as HTML without widgets."""
+        parts = [self.status.value] + [child.value for child in self._tables()]
+        return "<div class='bpfmagic-live-view'>" + "".join(f"<div>{p}</div>" for p in parts if p) + "</div>"
+
+    def _static_bundle(self) -> dict:
+        return {"text/html": self.snapshot_html(), "text/plain": repr(self)}
+
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        data = bundle[0] if isinstance(bundle, tuple) else bundle
+        data = {**self._static_bundle(), **data}  # the widget first where widgets render, its figures elsewhere
+        return (data, bundle[1]) if isinstance(bundle, tuple) else data
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        self._handle = display(self._repr_mimebundle_(), raw=True, display_id=True)
+
+    def _freeze(self) -> None:
+        """The stopped view's output becomes its last figures (see the class's text)."""
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            handle.update(self._static_bundle(), raw=True)
 
 
 class Watch(_LiveView):
@@ -98,13 +127,13 @@ class Watch(_LiveView):
         self.widget = w.VBox([w.HBox([self.status, self.stop_button, self.clear_button]), self.tables])
         self._stopped = threading.Event()
         self._last = (time.monotonic(), stream.count)
-        previous = getattr(stream, "_watch", None)
+        previous = getattr(stream, "live_view", None)
         if previous is not None:
             previous.stop()
         self.update()
         self._thread = threading.Thread(target=self._run, name=f"bpfmagic-watch-{stream.name}", daemon=True)
         self._thread.start()
-        stream._watch = self
+        stream.live_view = self
         self._on_stream_stop = lambda _stream: self.stop()
         stream.on_stop(self._on_stream_stop)
 
@@ -153,6 +182,9 @@ class Watch(_LiveView):
         if counted is not None:
             self.values["counted"] = counted
 
+    def _tables(self) -> list:
+        return [self.table, self.groups] if self.by else [self.table]
+
     def _clear(self) -> None:
         self.stream.clear()
         self._last = (time.monotonic(), 0)
@@ -167,8 +199,10 @@ class Watch(_LiveView):
         listener = getattr(self, "_on_stream_stop", None)
         if listener is not None:  # a stopped view need not stay referenced by the stream
             self.stream.remove_on_stop(listener)
-        if getattr(self.stream, "_watch", None) is self:
-            self.stream._watch = None
+        if getattr(self.stream, "live_view", None) is self:
+            self.stream.live_view = None
+        self.update()  # the view says it stopped
+        self._freeze()
 
     def __repr__(self) -> str:
         return f"<bpfmagic Watch of {self.stream.name} ({'updating' if self.running else 'stopped'})>"
@@ -191,7 +225,7 @@ class MapWatch(_LiveView):
     rate per second (``COL.rate``), the ``top`` keys by the rate of ``sort``
     (default: the first numeric value). Per-CPU values are summed. Every
     refresh is one read of the map, so the figures shown together come from
-    the same pass (see maps.py for what the kernel does not make atomic).
+    the same pass (see maps/__init__.py for what the kernel does not make atomic).
     Stop button / ``stop()`` as for the stream view; the view stops by itself
     when the module is unloaded. ``frame`` is the table last shown and
     ``values`` its totals, for code that reads the view."""
@@ -223,6 +257,9 @@ class MapWatch(_LiveView):
         _LIVE_MAP_VIEWS[view.name] = self
         self._thread = threading.Thread(target=self._run, name=f"bpfmagic-mapwatch-{view.name}", daemon=True)
         self._thread.start()
+
+    def _tables(self) -> list:
+        return [self.table]
 
     def _keys(self, frame) -> list[str]:
         key = getattr(self.view, "key", None)
@@ -297,6 +334,9 @@ class MapWatch(_LiveView):
             thread.join()
         if _LIVE_MAP_VIEWS.get(self.view.name) is self:
             del _LIVE_MAP_VIEWS[self.view.name]
+        if self.error is None and "view stopped" not in self.status.value:
+            self.status.value += " · view stopped"
+        self._freeze()
 
     def __repr__(self) -> str:
         return f"<bpfmagic MapWatch of {self.view.name} ({'updating' if self.running else 'stopped'})>"

@@ -158,3 +158,22 @@ def test_unloading_the_extension_removes_completion(ip):
     assert offered(ip, "%bpf sl") == ["slot", "slots"]
     ip.run_line_magic("reload_ext", "bpfmagic")  # registered once, however often it is loaded
     assert len(ip.Completer.custom_matchers) == len(matchers)
+
+
+def test_functions_of_the_cell_below_complete_on_its_line(ip):
+    """-a FUNC= and -s ARRAY[KEY]=FUNC name functions of the cell being written, before it is loaded."""
+    body = (
+        '\n#include "vmlinux.h"\nSEC("xdp") int xdp_entry(struct xdp_md *ctx) { return XDP_PASS; }\n'
+        "static __noinline int helper_sub(int x) { return x; }\n"
+        "#define STAGE(X) SEC(\"xdp\") int stage_##X(struct xdp_md *ctx) { return XDP_PASS; }\n"
+    )
+    line = "%%bpf m --core -a x"
+    assert offered(ip, line + body, cursor=len(line)) == ["xdp_entry="]
+    line = "%%bpf m --core -a "
+    assert offered(ip, line + body, cursor=len(line)) == ["helper_sub=", "xdp_entry="]
+    line = "%%bpf m --core -s jt[1]=he"
+    assert offered(ip, line + body, cursor=len(line)) == ["helper_sub"]
+    with provisionalcompleter():  # the function's name replaces what was typed after `=`, not the slot
+        [c] = ip.Completer.completions(line + body, len(line))
+    assert (line + body)[c.start : c.end] == "he" and c.text == "helper_sub"
+    assert offered(ip, "%%bpf m --core -a f") == []  # no cell below: nothing to name

@@ -270,7 +270,7 @@ def test_a_raw_tp_section_without_a_target_says_how_to_name_one(session):
     assert "libbpf:" not in str(err.value)
 
 
-def test_a_ring_buffer_with_a_value_type_says_why_it_cannot_load(session):
+def test_a_ring_buffer_with_a_value_type_loads_as_cilium_ebpf_loads_it(session):
     source = """struct event { u32 pid; };
 struct {
     __uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -284,12 +284,8 @@ SEC("xdp") int f(struct xdp_md *ctx) {
     return XDP_PASS;
 }
 """
-    with pytest.raises(BpfCompileError) as err:
-        session.load("rb", source, core=True, origin="cell")
-    text = str(err.value)
-    assert text.startswith("cell:2: ring buffer events declares __type(value, ...): a ring buffer has no key or value type")
-    assert "__uint(max_entries, BYTES)" in text
-    m = session.load("rb", source.replace("    __type(value, struct event);\n", ""), core=True)
+    m = session.load("rb", source, core=True, origin="cell")
+    assert any(n.startswith("events (cell:2) has a ") and "a ring buffer has no key or value" in n for n in m.notes)
     assert "events" in m.streams
 
 

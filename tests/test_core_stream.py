@@ -145,26 +145,57 @@ SEC("xdp") int produce(struct xdp_md *ctx) {
         session.stream("bits")
 
 
-def test_core_perf_event_arrays_are_not_streamed(session):
+def test_core_perf_event_arrays_stream_their_records(session):
+    # libbpf-bootstrap's shape: 4-byte key and value sizes, a struct written with bpf_perf_event_output
     session.load(
         "co",
         r"""
+struct bm_sample { u64 seq; u32 cpu_tag; };
 struct { __uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY); __uint(key_size, 4); __uint(value_size, 4); } pe SEC(".maps");
+u64 next_seq = 0;
 SEC("xdp") int produce(struct xdp_md *ctx) {
-    u64 v = 1;
-    bpf_perf_event_output(ctx, &pe, BPF_F_CURRENT_CPU, &v, sizeof(v));
+    struct bm_sample s = { .seq = __sync_fetch_and_add(&next_seq, 1), .cpu_tag = 77 };
+    bpf_perf_event_output(ctx, &pe, BPF_F_CURRENT_CPU, &s, sizeof(s));
     return XDP_PASS;
 }""",
         core=True,
     )
-    with pytest.raises(
-        UsageProblem,
-        match=r"co\.pe is not streamed: perf event arrays of --core modules are not "
-        r"streamed",
-    ):
-        session.stream("pe")
-    # said in the cell at load, not only when someone asks for the stream
-    assert any(n.startswith("pe is not streamed: perf event arrays of --core modules") for n in session.modules["co"].notes)
+    assert not any("not streamed" in n for n in session.modules["co"].notes)
+    session.test_run("co.produce", data=PACKET, repeat=200)
+    stream = session.stream("pe")
+    assert wait_for(lambda: len(stream.df()) == 200)
+    df = stream.df()
+    assert df["seq"].tolist() == list(range(200)) and set(df["cpu_tag"]) == {77}
+    assert stream.lost == 0
+
+
+def test_event_maps_typed_the_cilium_way_load_and_stream(session):
+    # cilium/ebpf's examples declare the record as the value type of a ring buffer or a perf
+    # event array; cilium/ebpf ignores it, the kernel refuses it
+    session.load(
+        "cil",
+        r"""
+struct event { u32 pid; u8 comm[16]; };
+struct { __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, 1 << 16); __type(value, struct event); } ring SEC(".maps");
+struct { __uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY); __type(value, struct event); } perf SEC(".maps");
+SEC("xdp") int produce(struct xdp_md *ctx) {
+    struct event e = { .pid = 4242 };
+    __builtin_memcpy(e.comm, "cilium", 7);
+    bpf_ringbuf_output(&ring, &e, sizeof(e), 0);
+    bpf_perf_event_output(ctx, &perf, BPF_F_CURRENT_CPU, &e, sizeof(e));
+    return XDP_PASS;
+}""",
+        core=True,
+        origin="cell",
+    )
+    notes = session.modules["cil"].notes
+    assert any(n.startswith("ring (cell:3) has a 20-byte value: a ring buffer has no key or value") for n in notes)
+    assert any(n.startswith("perf has no key size and a 20-byte value: a perf event array's keys and values are 4 bytes") for n in notes)
+    session.test_run("cil.produce", data=PACKET, repeat=3)
+    for table in ("ring", "perf"):
+        stream = session.stream(table)
+        assert wait_for(lambda: len(stream.df()) == 3)
+        assert stream.df()["pid"].tolist() == [4242] * 3
 
 
 def test_unload_stops_the_core_stream(session):
@@ -233,3 +264,56 @@ def test_anonymous_union_and_struct_members_are_columns_as_c_names_them(session)
     assert df["port16"][0].tolist() == [53, 80] and (df["ports"] == 53 | 80 << 16).all()  # the union's members share their bytes
     assert (df["ip_proto"] == 17).all() and (df["ttl"] == 64).all() and (df["len"] == len(PACKET)).all()
     assert st.rtype.itemsize == 16
+
+
+def test_a_libbpf_tools_uretprobe_streams_what_bash_reads(session):
+    """libbpf-tools' bashreadline shape: BPF_URETPROBE (libbpf 1.2's spelling; Debian 12's
+    libbpf 1.1 lacks it) on readline, a perf event array written with bpf_perf_event_output."""
+    import os
+    import pty
+
+    session.load(
+        "br",
+        r"""
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+struct line_event { u32 pid; char str[32]; };
+struct { __uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY); __uint(key_size, sizeof(u32)); __uint(value_size, sizeof(u32)); } events SEC(".maps");
+SEC("uretprobe//bin/bash:readline")
+int BPF_URETPROBE(printret, const void *ret)
+{
+    struct line_event e = { .pid = bpf_get_current_pid_tgid() >> 32 };
+    if (!ret)
+        return 0;
+    bpf_probe_read_user_str(&e.str, sizeof(e.str), ret);
+    bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, &e, sizeof(e));
+    return 0;
+}""",
+        core=True,
+    )
+    # the section names the binary: attached from it, as libbpf's loaders do
+    assert [str(a.target) for a in session.modules["br"].attachments] == ["uretprobe:/bin/bash:readline"]
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv("/bin/bash", ["bash", "--norc", "--noprofile", "-i"])
+    try:
+        stream = session.stream("events")
+        os.write(fd, b"echo bpfmagic-typed-this\n")
+        assert wait_for(lambda: "echo bpfmagic-typed-this" in stream.df()["str"].tolist(), timeout=10)
+        os.write(fd, b"exit\n")
+    finally:
+        os.waitpid(pid, 0)
+        os.close(fd)
+    assert set(stream.df()["pid"]) == {pid}
+
+
+def test_a_uprobe_section_without_its_binary_says_how_to_attach(session):
+    m = session.load(
+        "br2",
+        'SEC("uretprobe/readline") int printret(struct pt_regs *ctx) { return 0; }',
+        core=True,
+    )
+    assert m.attachments == []
+    assert 'printret is not attached: SEC("uretprobe/readline") names no binary' in " ".join(m.notes)
+    assert "-a printret=uretprobe:/PATH/TO/BINARY:readline" in " ".join(m.notes)

@@ -335,5 +335,8 @@ def test_no_count_loads_without_counters_and_run_says_when_they_are_timed(fresh)
     assert run(fresh, "%%bpf bare --no-count -s jt[1]=stage\n" + CHAIN_CELL).success
     bare = fresh.run_line_magic("bpf", "run bare.entry --repeat 50")
     assert bare.retval_name == "XDP_DROP"  # the tail call was taken, and nothing counted it
-    assert bare.tail_calls.empty and fresh.run_line_magic("bpf", "slots jt").set_index("index").loc[1, "calls"] == 0
+    # 50 tail calls that no counter saw: unknown, and said so (not a count of 0)
+    assert bare.tail_calls.empty and bare.not_counted == {"jt": ["bare"]}
+    assert "tail calls not counted in jt (by bare)" in bare.summary()
+    assert pd.isna(fresh.run_line_magic("bpf", "slots jt").set_index("index").loc[1, "calls"])
     assert "counters" not in bare.summary()

@@ -155,3 +155,25 @@ def test_watch_magic_returns_a_displayable_view():
     finally:
         bpfmagic._drop_session()
         ip.run_line_magic("unload_ext", "bpfmagic")
+
+
+def test_a_stopped_view_leaves_its_last_figures_as_plain_html(session, ip):
+    """A notebook saved without widget state shows a widget output as an error when opened
+    again: the stopped view's output is replaced (update_display_data) by its last figures."""
+    from IPython.utils.capture import capture_output
+
+    m = session.load("wf", ring_producer())
+    with capture_output() as shown:
+        view = Watch(session.stream("events"), by="len", rows=2, interval=0.05)
+        view._ipython_display_()
+        libbpf.test_run(m.program("produce").fd, data=PACKET, repeat=300)
+        assert wait_for(lambda: view.values.get("count") == 300)
+        view.stop()
+    first, last = shown.outputs[0], shown.outputs[-1]
+    # shown: the widget where widgets render, its figures as HTML elsewhere
+    assert "application/vnd.jupyter.widget-view+json" in first.data and "events" in first.data["text/html"]
+    # stopped: the same output (its display id), now without the widget
+    assert last.update and last.transient["display_id"] == first.transient["display_id"]
+    assert "application/vnd.jupyter.widget-view+json" not in last.data
+    page = last.data["text/html"]
+    assert "<b>300</b> events" in page and "view stopped" in page and "<td>64</td>" in page and "<td>299</td>" in page

@@ -15,6 +15,8 @@ A loaded object answers the same questions whichever backend made it:
                                                loaded with the object
 ``convention_attached()``                      functions the backend attached by itself (BCC names)
 ``load_program(f, type, qualname)``            (fd, log, verifier stats) of function F loaded as TYPE
+``left_unloaded(function, qualname)``          why the object holds F but did not load it (libbpf:
+                                               SEC("?...")), or None; BCC: None
 ``eager(contexts, loaded)``                    [(function, type)] to load at once: their context
                                                names a type and they are not in LOADED yet
 ``attach_sections(module, attached, slotted)`` attachments SEC() names, but those in ATTACHED
@@ -51,33 +53,21 @@ A loaded object answers the same questions whichever backend made it:
 ``Module`` and ``Session``, and the events, maps, globals and experiments
 beside them, use only this interface (one exception: ``Module.bpf`` hands
 out BCC's own object, ``BccObject.bpf``). tests/test_architecture.py checks
-that both objects have every name of the table."""
+that both objects have every name of the table. What a backend is handed for one
+load is a ``LoadContext``, what it hands out of a map a ``MapHandle`` (both in
+interface.py, which bcc.py and libbpf.py import: this package imports them only
+when ``for_cell`` picks one)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from .interface import LoadContext, MapHandle
 
-
-@dataclass(frozen=True)
-class MapHandle:
-    """One map of a loaded object, as much as a reader of it needs: its fd and
-    shape, and its key and value types: BCC's ctypes Key/Leaf, or (libbpf) the
-    BTF type ids of the object's btf()."""
-
-    name: str
-    fd: int
-    map_type: int
-    key_size: int
-    value_size: int
-    max_entries: int
-    key_ctype: object = None
-    leaf_ctype: object = None
-    btf_key_type_id: int = 0
-    btf_value_type_id: int = 0
+__all__ = ["LoadContext", "MapHandle", "for_cell"]
 
 
 def for_cell(core: bool):
-    """The backend module a cell is compiled with: ``read_source``, ``compile_cell``,
+    """The backend module a cell is compiled with: ``read_source``, ``compile_cell``
+    (``compile_cell(ctx, req, syntax)``, ctx a LoadContext),
     ``check_tools``, ``convention_targets``."""
     if core:
         from . import libbpf

@@ -18,7 +18,7 @@ from ..kernel import libbpf
 from ..kernel.lock import captured_fd2
 from ..kernel.privileges import fd_limit_problem, privilege_problem
 from ..kernel.progtypes import PROG_TYPES, auto_attach_type
-from . import MapHandle
+from .interface import LoadContext, MapHandle
 
 
 def _libbcc():
@@ -93,6 +93,9 @@ class BccObject:
         or socket filter is the user's choice)."""
         functions = set(self.functions())
         return [(f, t) for f, t in contexts.items() if f in functions and f not in loaded and t not in (None, "sched_cls")]
+
+    def left_unloaded(self, func: str, qualname: str) -> str | None:
+        return None  # BCC loads each function on demand: none is held back
 
     def load_program(self, func: str, ptype: str, qualname: str) -> tuple[int, str, str]:
         """(fd, what libbcc said, the verifier's statistics) of FUNC loaded as PTYPE."""
@@ -214,14 +217,15 @@ class BccPerfBuffer:
         self._readers, self._reader_array = [], None
 
 
-def compile_cell(session, req, syntax, slot_index, resolved_slots, site_base, bound=None) -> tuple[BccObject, str]:
-    """Compile REQ's cell with BCC for SESSION: (the object, what libbcc and clang said).
-    ``bound``: fentry/fexit/freplace targets, which BCC cells cannot have (refused before)."""
+def compile_cell(ctx: LoadContext, req, syntax) -> tuple[BccObject, str]:
+    """Compile REQ's cell with BCC in CTX's session: (the object, what libbcc and clang said).
+    ``ctx.bound``: fentry/fexit/freplace targets, which BCC cells cannot have (refused before)."""
     from .bcc_stats import collect_bcc
 
-    arrays = {n: (a.pin, a.size, a.counter_pin) for n, a in session.arrays.items()}
-    sites = (session.sites.pin, site_base) if site_base is not None else None
-    paths = {"pins": session._path_maps.pins} if req.paths and session._path_maps and sites else None
+    slot_index = ctx.slot_index
+    arrays = {n: (a.pin, a.size, a.counter_pin) for n, a in ctx.arrays.items()}
+    sites = (ctx.sites_pin, ctx.site_base) if ctx.site_base is not None else None
+    paths = {"pins": ctx.path_maps.pins} if ctx.path_maps is not None and sites else None
     implied = const_site_keys(syntax, slot_index, {n: a[1] for n, a in arrays.items()}) if req.count_calls and sites else {}
     from . import bcc_offsets
 
@@ -237,11 +241,11 @@ def compile_cell(session, req, syntax, slot_index, resolved_slots, site_base, bo
                 req.cflags,
                 req.count_calls,
                 req.verbose,
-                can_load=session.privileges.can_load,
+                can_load=ctx.can_load,
                 include_dirs=req.include_dirs,
                 sites=sites,
                 paths=paths,
-                cursor=session._cursor[1] if session._cursor else None,
+                cursor=ctx.cursor[1] if ctx.cursor else None,
                 implied=implied,
             )
     except BaseException:

@@ -128,6 +128,11 @@ def _kbuild_flags(headers: str) -> list[str]:
         "-D__HAVE_BUILTIN_BSWAP16__",
         "-D__HAVE_BUILTIN_BSWAP32__",
         "-D__HAVE_BUILTIN_BSWAP64__",
+        # Kbuild's own defines for any file of the tree: x86's asm/ftrace.h refuses to compile without
+        # CC_USING_FENTRY (Kbuild sets it beside -mfentry), and some headers want a module name.
+        # Neither changes a struct's layout.
+        *(["-DCC_USING_FENTRY"] if arch == "x86" else []),
+        '-DKBUILD_MODNAME="bpfmagic"',
         "-Wno-unused-value",
         "-Wno-pointer-sign",
         "-Wno-address-of-packed-member",

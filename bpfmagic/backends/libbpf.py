@@ -31,10 +31,11 @@ from ..kernel import libbpf
 from ..kernel.attach import Attachment, Target
 from ..kernel.btf import Btf
 from ..kernel.lock import NATIVE_LOCK
+from ..kernel.maptypes import ARRAY_TYPES, PERCPU_TYPES, MapType
 from ..kernel.pins import BPFFS
 from ..kernel.privileges import privilege_problem
 from ..kernel.progtypes import prog_type_name, prog_type_value
-from . import MapHandle
+from .interface import LoadContext, MapHandle
 
 VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
 GLOBAL_SECTIONS = ("bss", "data", "rodata")
@@ -42,6 +43,8 @@ _ARCH = {"x86_64": "x86", "aarch64": "arm64", "s390x": "s390", "ppc64le": "power
 
 # SEC prefixes libbpf can attach by itself (the section names the target).
 AUTO_ATTACH_SECTIONS = ("tp_btf/", "raw_tp/", "raw_tracepoint/", "tp/", "tracepoint/", "kprobe/", "kretprobe/", "fentry/", "fexit/", "lsm/", "iter/")
+# uprobe/PATH:FUNC names its target; libbpf-tools' uprobe/FUNC does not (its loader gives the binary: -a)
+UPROBE_SECTIONS = ("uprobe/", "uretprobe/", "uprobe.s/", "uretprobe.s/")
 
 
 # ------------------------------------------------------------ environment
@@ -107,13 +110,13 @@ def ring_tables(source: str) -> list[str]:
 
 
 def keep_ring_types(text: str, source: str) -> str:
-    """Append a global pointer to each type the cell writes into a ring it
-    declares: clang emits BTF only for types reachable from globals, maps
+    """Append a global pointer to each type the cell writes into a ring or perf
+    event array it declares: clang emits BTF only for types reachable from globals, maps
     and function signatures, and a local ``struct event rec`` is none of
     them. The stream reads the record layout from that BTF. (A .bss map
     holds the pointers; it is not one of the module's tables.)"""
     decls = []
-    for table in ring_tables(source):
+    for table in ring_tables(source) + sorted(set(analyse(source).perf_arrays)):
         for kind in ring_record_types(source, table):
             if kind != "?":
                 decls.append(f"{kind} *__bm_rec_{table}_{len(decls)} __attribute__((unused));")
@@ -298,7 +301,7 @@ class CoreMap:
     def __init__(self, name: str, fd: int, map_type: int, key_size: int, value_size: int, max_entries: int):
         self.name, self.fd, self.map_type = name, fd, map_type
         self.key_size, self.value_size, self.max_entries = key_size, value_size, max_entries
-        self.percpu = map_type in (5, 6, 10)  # PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH
+        self.percpu = map_type in PERCPU_TYPES
 
     def _value_type(self):
         return {4: ct.c_uint32, 8: ct.c_uint64}.get(self.value_size)
@@ -318,7 +321,7 @@ class CoreMap:
         return values if self.percpu else values[0]
 
     def items(self):
-        if self.map_type in (2, 6):  # arrays: every index exists
+        if self.map_type in ARRAY_TYPES:  # arrays: every index exists
             return [(ct.c_uint32(i), self[i]) for i in range(self.max_entries)]
         raise NotImplementedError(
             f"{self.name}: iterating this map type is not supported here; read it whole, "
@@ -576,7 +579,19 @@ class CoreObject:
     def eager(self, contexts, loaded) -> list[tuple[str, str]]:
         return []  # already loaded
 
+    def left_unloaded(self, func: str, qualname: str) -> str | None:
+        """Why FUNC, a program of the object, was not loaded with it (SEC("?...")); None if it was."""
+        prog = self.programs().get(func)
+        if prog is None or self.program_fd(prog) >= 0:
+            return None
+        return (
+            f'{qualname} is SEC("?{self.section(prog)}"): libbpf loads it only when the cell names it; '
+            f"attach it with -a {func}=TARGET or slot it with -s ARRAY[KEY]={func}"
+        )
+
     def load_program(self, func: str, ptype: str, qualname: str):
+        if (why := self.left_unloaded(func, qualname)) is not None:
+            raise UsageProblem(why)
         known = ", ".join(self.programs()) or "none"
         raise UsageProblem(f"{qualname.rsplit('.', 1)[0]} has no program {func!r} (programs: {known})")
 
@@ -586,8 +601,18 @@ class CoreObject:
         fails (tail-call-only programs often carry a placeholder SEC()) the slot is its use."""
         made = []
         for pname, prog_ptr in self.programs().items():
-            if pname in attached or not self.section(prog_ptr).startswith(AUTO_ATTACH_SECTIONS):
-                continue
+            if pname not in module.programs:
+                continue  # left unloaded (SEC("?...")): nothing to attach
+            section = self.section(prog_ptr)
+            names_binary = section.startswith(UPROBE_SECTIONS) and ":" in section
+            if pname not in attached and section.startswith(UPROBE_SECTIONS) and not names_binary and pname not in slotted:
+                kind, _, func = section.partition("/")
+                module.notes.append(
+                    f'{pname} is not attached: SEC("{section}") names no binary (its loader gives it); '
+                    f"attach it with -a {pname}={kind.removesuffix('.s')}:/PATH/TO/BINARY:{func}"
+                )
+            if pname in attached or not (section.startswith(AUTO_ATTACH_SECTIONS) or names_binary):
+                continue  # attached with -a; attached by no section
             try:
                 made.append(self.attach_by_section(module.programs[pname], prog_ptr))
             except AttachError as e:
@@ -633,15 +658,11 @@ class CoreObject:
     def event_fields(self, table: str) -> None:
         return None  # no inference: the struct the cell writes, laid out by btf()
 
-    def perf_refusal(self, table: str) -> str:
-        return (
-            f"perf event arrays of --core modules are not streamed: declare it as a "
-            f"BPF_MAP_TYPE_RINGBUF map and write it with bpf_ringbuf_output, or read it with "
-            f"{self.name}[{table!r}]"
-        )
+    def perf_refusal(self, table: str) -> None:
+        return None  # libbpf's perf buffer reads it (kernel/libbpf.PerfBuffer)
 
     def open_perf_buffer(self, table: str, on_event, on_lost, page_cnt: int):
-        raise ValueError(f"{self.name}.{table} is not a ring buffer: only rings of --core modules are streamed")
+        return libbpf.PerfBuffer(self.map_fd(table), page_cnt, on_event, on_lost)
 
     def loss_counter(self, table: str) -> tuple[int, int, int] | None:
         """Rings are counted by the front end's bpf_ringbuf_* macros, in the order of ring_tables."""
@@ -774,7 +795,17 @@ def type_custom_sections(obj: "CoreObject", syntax: CellSyntax, needs: dict[str,
     tail-calls through hold one type). Only when nothing says it, one line asks.
     (No SEC() at all is said at load.)"""
     lib = _lib()
-    for pname, prog in obj.programs().items():
+    typed: dict[tuple[str, str], list[tuple[str, str]]] = {}  # (type, why) -> [(function, section)]: one note each
+    programs = obj.programs()
+    # An array this cell creates has no type yet: the programs it slots there must share one, so
+    # a peer whose type is known (its -a target, its section) gives it to the others.
+    peer_types: dict[str, set[str]] = {}
+    for array, fname in slotted:
+        prog = programs.get(fname)
+        known = needs.get(fname) or (obj.program_type(prog) if prog is not None and lib.bpf_program__type(prog) != 0 else None)
+        if known:
+            peer_types.setdefault(array.name, set()).add(known)
+    for pname, prog in programs.items():
         section = obj.section(prog)
         want = needs.get(pname) or next((a.owner_type for a, f in slotted if f == pname and a.owner_type), None)
         if obj.program_type(prog) == "sched_act" and want == "sched_cls":
@@ -788,6 +819,10 @@ def type_custom_sections(obj: "CoreObject", syntax: CellSyntax, needs: dict[str,
         chosen, why = needs.get(pname), "its -a target"
         if chosen is None:
             chosen, why = next((a.owner_type for a, f in slotted if f == pname and a.owner_type), None), "the array it is slotted into"
+        if chosen is None:
+            shared = next((a.name for a, f in slotted if f == pname and len(peer_types.get(a.name, ())) == 1), None)
+            if shared is not None:
+                chosen, why = next(iter(peer_types[shared])), f"the type of the other programs slotted into {shared}"
         if chosen is None and fn is not None and fn.context == "__sk_buff":
             kinds = {arrays[t.array].owner_type for t in syntax.tail_calls if t.function == pname and t.array in arrays} & SKB_TYPES
             if len(kinds) == 1:
@@ -806,30 +841,49 @@ def type_custom_sections(obj: "CoreObject", syntax: CellSyntax, needs: dict[str,
                 + (f"; {legacy}" if legacy else "")
             )
         lib.bpf_program__set_type(prog, prog_type_value(chosen))
-        obj._notes.append(f'{pname}: SEC("{section}") names no program type libbpf knows; loaded as {chosen} ({why})')
+        typed.setdefault((chosen, why), []).append((pname, section))
+    for (chosen, why), named in typed.items():
+        if len(named) == 1:
+            pname, section = named[0]
+            obj._notes.append(f'{pname}: SEC("{section}") names no program type libbpf knows; loaded as {chosen} ({why})')
+        else:  # a PROG(X)-built chain: one line, not one per stage
+            (first, first_section), (last, last_section) = named[0], named[-1]
+            obj._notes.append(
+                f'{len(named)} functions, {first} (SEC("{first_section}")) to {last} (SEC("{last_section}")): their sections name '
+                f"no program type libbpf knows; loaded as {chosen} ({why.replace('the array it is', 'the array they are').replace('its ', 'their ')})"
+            )
 
 
-BPF_MAP_TYPE_RINGBUF = 27
-
-
-def check_rings(obj: "CoreObject", syntax: CellSyntax, origin: str) -> None:
-    """A ring buffer declared with a key or value type: the kernel refuses it with a bare
-    EINVAL (libbpf 1.1 passes the sizes on), so say why before loading."""
+def size_event_maps(obj: "CoreObject", syntax: CellSyntax, origin: str) -> None:
+    """Event maps declared with a key or value type, as cilium/ebpf's examples write them
+    (``__type(value, struct event)`` in a ring buffer or a perf event array): cilium/ebpf
+    ignores those types for such maps; libbpf 1.1 passes their sizes on and the kernel refuses
+    the map with a bare EINVAL. Created with the sizes the kernel wants (a ring buffer none, a
+    perf event array 4-byte CPU keys and fd values); the type stays in the object's BTF, where
+    the stream finds the record's layout."""
     lib = _lib()
     for map_name, m in obj.maps().items():
-        if lib.bpf_map__type(m) != BPF_MAP_TYPE_RINGBUF:
+        kind = lib.bpf_map__type(m)
+        want = {MapType.RINGBUF: 0, MapType.PERF_EVENT_ARRAY: 4}.get(kind)
+        if want is None:
             continue
-        given = [field for field, size in (("key", lib.bpf_map__key_size(m)), ("value", lib.bpf_map__value_size(m))) if size]
-        if given:
-            decl = next((d for d in syntax.rings if d.name == map_name), None)
-            where = f"{origin}:{decl.line}: " if decl else ""
-            raise BpfCompileError(
-                f"{where}ring buffer {map_name} declares {' and '.join(f'__type({f}, ...)' for f in given)}: a ring buffer has "
-                "no key or value type (the kernel refuses one with EINVAL); its records are whatever "
-                "bpf_ringbuf_output / bpf_ringbuf_reserve write. Declare only __uint(type, BPF_MAP_TYPE_RINGBUF) and "
-                "__uint(max_entries, BYTES) (a power-of-two multiple of the page size); the stream reads the record "
-                "type from what the program writes."
-            )
+        sizes = {"key": lib.bpf_map__key_size(m), "value": lib.bpf_map__value_size(m)}
+        wrong = {field: size for field, size in sizes.items() if size != want}
+        if not wrong:
+            continue
+        lib.bpf_map__set_key_size(m, want)
+        lib.bpf_map__set_value_size(m, want)
+        decl = next((d for d in syntax.rings if d.name == map_name), None)
+        where = f" ({origin}:{decl.line})" if decl else ""
+        declared = " and ".join(f"a {size}-byte {field}" if size else f"no {field} size" for field, size in wrong.items())
+        if kind == MapType.RINGBUF:
+            what = "a ring buffer has no key or value, so it is created without them"
+        else:
+            what = "a perf event array's keys and values are 4 bytes (a CPU, its event's fd), so it is created with those"
+        obj._notes.append(
+            f"{map_name}{where} has {declared}: {what}, as cilium/ebpf does (libbpf 1.1 would pass the declared sizes to "
+            "the kernel, which refuses the map); the stream reads the records the program writes"
+        )
 
 
 def _libbpf_refusal(name: str, log: str, errno_: int) -> BpfCompileError:
@@ -996,7 +1050,7 @@ def _open_and_load(
             for map_name, fd in (("__bm_path", paths.rec_fd), ("__bm_pathc", paths.counts_fd), ("__bm_pathctl", paths.ctl_fd)):
                 if map_name in maps:
                     obj.reuse(map_name, fd)
-        check_rings(obj, syntax, origin)
+        size_event_maps(obj, syntax, origin)
         type_custom_sections(obj, syntax, needs, slotted, arrays)
         progs = obj.programs()
         check_sections(obj, set(needs))
@@ -1006,6 +1060,11 @@ def _open_and_load(
                 raise UsageProblem(f"{name} has no program {func!r} (programs: {', '.join(progs) or 'none'})")
             return progs[func]
 
+        # SEC("?...") leaves a program out of the object's load (libbpf's autoload off, as
+        # skeleton users turn it on for the one they want): the cell turns it on by naming it.
+        for func in {*needs, *(f for _, f in slotted)}:
+            if not _lib().bpf_program__autoload(program(func)):
+                _lib().bpf_program__set_autoload(program(func), True)
         for func, need in needs.items():
             have = obj.program_type(program(func))
             if have != need:
@@ -1028,23 +1087,23 @@ def _open_and_load(
     return obj, warnings_text + log
 
 
-def compile_cell(session, req, syntax, slot_index, resolved_slots, site_base, bound=None) -> tuple[CoreObject, str]:
-    """Compile REQ's --core cell with clang and load it with libbpf for SESSION. ``bound``:
+def compile_cell(ctx: LoadContext, req, syntax) -> tuple[CoreObject, str]:
+    """Compile REQ's --core cell with clang and load it with libbpf in CTX's session. ``ctx.bound``:
     function -> (program fd or 0, function) its fentry/fexit/freplace target names (load.bound_targets)."""
     from ..kernel.attach import parse_target
 
     needs = {func: parse_target(target).prog_type for func, target in req.attach}
-    slotted = [(array, func) for array, _, func in resolved_slots]
-    sites = (session.sites.fd, site_base) if site_base is not None else None
-    paths = session._path_maps if req.paths and sites else None
+    slotted = [(array, func) for array, _, func in ctx.resolved_slots]
+    sites = (ctx.sites_fd, ctx.site_base) if ctx.site_base is not None else None
+    paths = ctx.path_maps if sites else None
     return load_object(
         req.name,
         syntax,
         req.origin,
         req.cflags,
-        slot_index,
+        ctx.slot_index,
         req.file,
-        session.arrays,
+        ctx.arrays,
         req.count_calls,
         req.verbose,
         needs,
@@ -1052,9 +1111,9 @@ def compile_cell(session, req, syntax, slot_index, resolved_slots, site_base, bo
         req.initial_globals,
         sites=sites,
         paths=paths,
-        cursor=session._cursor[0] if session._cursor else None,
-        pin_root=req.pin_root or session.name_pin_dir,
-        bound=bound,
+        cursor=ctx.cursor[0] if ctx.cursor else None,
+        pin_root=req.pin_root or ctx.name_pin_dir,
+        bound=ctx.bound,
     )
 
 

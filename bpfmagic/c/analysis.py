@@ -100,6 +100,7 @@ class TailCall:
     ctx: str = ""
     key_start: int = -1
     key_end: int = -1
+    expanded: bool = False  # written by one of the cell's macros (c/macro_code.py): no place in the cell's text
 
 
 @dataclass(frozen=True)
@@ -117,11 +118,15 @@ class CellSyntax:
     functions: dict[str, Function] = field(default_factory=dict)
     arrays: list[ArrayDecl] = field(default_factory=list)
     rings: list[ArrayDecl] = field(default_factory=list)  # BPF_MAP_TYPE_RINGBUF maps of the libbpf form
+    perf_arrays: list[str] = field(default_factory=list)  # BPF_MAP_TYPE_PERF_EVENT_ARRAY maps of the libbpf form
     tail_calls: list[TailCall] = field(default_factory=list)
     slot_refs: list[SlotRef] = field(default_factory=list)
     globals: set[str] = field(default_factory=set)  # names declared at file scope
     # identifier nodes inside functions, by name; uses() resolves them lazily (most names are never asked about)
-    _identifiers: dict = field(default_factory=dict, repr=False)
+    identifier_nodes: dict = field(default_factory=dict, repr=False)
+    # the tree-sitter trees those nodes belong to (the cell's first; c/macro_code.py adds its
+    # expansion's): a node lives as long as its tree
+    trees: list = field(default_factory=list, repr=False)
     has_license: bool = False
     has_code: bool = False  # any file-scope node that is not a preprocessor directive or a comment
     has_content: bool = False  # anything but comments and blank space
@@ -137,7 +142,7 @@ class CellSyntax:
 
     def uses(self, name: str) -> bool:
         """Whether a function refers to file-scope NAME (not a parameter or local of that name)."""
-        return any(not _is_shadowed(node, name) for node in self._identifiers.get(name, ()))
+        return any(not _is_shadowed(node, name) for node in self.identifier_nodes.get(name, ()))
 
     @property
     def instrument_offset(self) -> int:
@@ -485,7 +490,7 @@ def analyse(source: str) -> CellSyntax:
     tree = _parser().parse(data)
     root = tree.root_node
     cell = CellSyntax(source=source)
-    cell._tree = tree  # the nodes kept for uses() live as long as their tree
+    cell.trees.append(tree)
     defines = _unconditional_defines(root)
     top_level = _file_scope(root)
     cell.has_content = bool(top_level)
@@ -588,6 +593,8 @@ def analyse(source: str) -> CellSyntax:
             names = _declared_in(node)
             cell.globals.update(names)
             kind, size = _struct_map_kind(node)
+            if kind == "PERF_EVENT_ARRAY" and names:
+                cell.perf_arrays.append(names[0])
             if kind in ("PROG_ARRAY", "RINGBUF") and names:
                 end_line, initialized, code_after = _statement_end_line(top_level, i)
                 decl = ArrayDecl(
@@ -626,7 +633,7 @@ def analyse(source: str) -> CellSyntax:
         stack.extend(node.children)
         if node.type == "identifier":
             if enclosing(node.start_byte) is not None:
-                cell._identifiers.setdefault(_text(node), []).append(node)
+                cell.identifier_nodes.setdefault(_text(node), []).append(node)
             continue
         if node.type != "call_expression":
             continue

@@ -187,6 +187,8 @@ def bcc_text(
             at = line_starts[header_last]
             edits.append((at, at, f"\x00\x00\x00#line {header_last + 1}\n".encode()))
     for call in cell.tail_calls:
+        if call.expanded:
+            continue  # inside a macro's expansion: no text of its own to rewrite
         if call.kind == "chain" and call.array in arrays and cursor:
             # CHAIN_NEXT(ctx, chain): the run's position + 1, counted like any call site
             counter, size = counter_name(call.array), arrays[call.array][1]
@@ -212,7 +214,7 @@ def bcc_text(
         implied = const_site_keys(cell, slot_index, {n: a[1] for n, a in arrays.items()}) if count_calls and sites is not None else {}
     if count_calls or (paths and sites is not None):
         for call in cell.tail_calls:
-            if call.kind != "call" or call.array not in arrays:
+            if call.kind != "call" or call.array not in arrays or call.expanded:
                 continue
             counter, size = counter_name(call.array), arrays[call.array][1]
             key = data[call.key_start : call.key_end].decode()
@@ -308,7 +310,13 @@ _CORE_PRELUDE = """#include "vmlinux.h"
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 """
-_CORE_BASE = r"""#ifndef BPF_PROG_ARRAY
+_CORE_BASE = r"""#if defined(BPF_KPROBE) && !defined(BPF_UPROBE)
+/* libbpf before 1.2 (Debian 12 has 1.1): bpf_tracing.h lacks the uprobe spellings libbpf-tools
+ * use; they are its kprobe macros (a uprobe's context is the same struct pt_regs) */
+#define BPF_UPROBE(name, args...) BPF_KPROBE(name, ##args)
+#define BPF_URETPROBE(name, args...) BPF_KRETPROBE(name, ##args)
+#endif
+#ifndef BPF_PROG_ARRAY
 #define BPF_PROG_ARRAY(_name, _n) struct { int (*type)[3]; int (*max_entries)[_n]; unsigned int *key; \
     unsigned int *value; } _name __attribute__((section(".maps"), used))
 #endif

@@ -11,7 +11,7 @@ from .analysis import _declarator_name, _file_scope, _is_shadowed, _parser, _tex
 
 # BCC's output methods on event tables; ringbuf_reserve returns the record pointer, the others an int.
 BCC_OUTPUT_METHODS = ("ringbuf_output", "ringbuf_reserve", "perf_submit", "perf_submit_skb")
-_LIBBPF_RING_CALLS = ("bpf_ringbuf_output", "bpf_ringbuf_reserve")
+_LIBBPF_RING_CALLS = ("bpf_ringbuf_output", "bpf_ringbuf_reserve", "bpf_perf_event_output")
 
 
 @dataclass(frozen=True)
@@ -158,13 +158,21 @@ def ring_record_types(source: str, table: str) -> list[str]:
         if node.type != "call_expression" or _call_name(node) not in _LIBBPF_RING_CALLS:
             continue
         args = _call_args(node)
-        if not args or args[0].type != "pointer_expression":
+        perf = _call_name(node) == "bpf_perf_event_output"  # (ctx, &TABLE, flags, &VAR, size)
+        at = 1 if perf else 0
+        if len(args) <= at or args[at].type != "pointer_expression":
             continue
-        ring = args[0].child_by_field_name("argument")
+        ring = args[at].child_by_field_name("argument")
         if ring is None or _text(ring) != table:
             continue
         kind = None
-        if _call_name(node) == "bpf_ringbuf_output" and len(args) >= 3:
+        if perf and len(args) >= 5:
+            data = args[3].child_by_field_name("argument") if args[3].type == "pointer_expression" else args[3]
+            if data is not None and data.type == "identifier":
+                decl = _declaration_of(data, _text(data))
+                kind = _type_spelling(decl.child_by_field_name("type")) if decl is not None else None
+            kind = kind or _sizeof_type(args[4])
+        elif _call_name(node) == "bpf_ringbuf_output" and len(args) >= 3:
             data = args[1].child_by_field_name("argument") if args[1].type == "pointer_expression" else args[1]
             if data is not None and data.type == "identifier":
                 decl = _declaration_of(data, _text(data))

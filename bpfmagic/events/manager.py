@@ -12,8 +12,9 @@ except ImportError:  # bpfmagic itself must import without numpy (the doctor run
     np = None
 
 from ..errors import NotFound, UsageProblem
+from ..kernel.maptypes import EVENT_TYPES, MapType
 from . import StreamWarning
-from .readers import BPF_MAP_TYPE_PERF_EVENT_ARRAY, BPF_MAP_TYPE_RINGBUF, DEFAULT_PERF_PAGES
+from .readers import DEFAULT_PERF_PAGES
 from .records import Undeterminable, record_type
 from .stream import Stream, check_max_rows
 
@@ -46,7 +47,7 @@ class StreamManager:
         value = check_max_rows(value)
         self._max_rows = value
         for stream in self:  # streams without a bound of their own follow the default at once
-            if stream._max_rows is None:
+            if stream.follows_default:
                 stream.max_rows = None
 
     def _on_load(self, module) -> None:
@@ -59,9 +60,9 @@ class StreamManager:
                 kind = obj.map_handle(table).map_type
             except Exception:
                 continue
-            if kind not in (BPF_MAP_TYPE_RINGBUF, BPF_MAP_TYPE_PERF_EVENT_ARRAY):
+            if kind not in EVENT_TYPES:
                 continue
-            refusal = obj.perf_refusal(table) if kind == BPF_MAP_TYPE_PERF_EVENT_ARRAY else None
+            refusal = obj.perf_refusal(table) if kind == MapType.PERF_EVENT_ARRAY else None
             if refusal is not None:
                 self._unstreamed[qualname] = refusal
                 continue
@@ -80,7 +81,7 @@ class StreamManager:
             if rtype is None:
                 call = (
                     "ringbuf_output(&rec, sizeof(rec), 0) or ringbuf_submit(rec, 0)"
-                    if kind == BPF_MAP_TYPE_RINGBUF
+                    if kind == MapType.RINGBUF
                     else "perf_submit(ctx, &rec, sizeof(rec))"
                 )
                 self._unstreamed[qualname] = f"BCC inferred no record type for it: write {table}.{call} with a struct, or read it yourself with BCC"
@@ -118,7 +119,7 @@ class StreamManager:
 
     def of(self, module) -> dict[str, Stream]:
         """The streams of MODULE by table name."""
-        return {s.table: s for s in self._streams.values() if s._owner() is module}
+        return {s.table: s for s in self._streams.values() if s.owner is module}
 
     def get(self, name: str) -> Stream:
         """The stream of TABLE (when only one module has such a table) or of MODULE.TABLE."""

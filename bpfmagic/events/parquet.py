@@ -76,12 +76,25 @@ class ParquetSink:
         self._thread = threading.Thread(target=self._run, name=f"bpfmagic-parquet-{os.path.basename(path)}", daemon=True)
         self._thread.start()
 
-    def write(self, batch: ColumnBatch) -> int:
+    def reserve(self) -> None:
+        """Announce a write() to come: a close() from now on waits for it (and its
+        ``release()``). The stream reserves while it counts the rows, under its lock,
+        so rows it has counted cannot reach a sink that closed in between."""
+        with self._room:
+            self._writers += 1
+
+    def release(self) -> None:
+        with self._room:
+            self._writers -= 1
+            self._room.notify_all()
+
+    def write(self, batch: ColumnBatch, reserved: bool = False) -> int:
         """Queue BATCH for the file, waiting while ``max_queued_rows`` rows
         already wait; returns the rows accepted. Rows refused (the writer
-        failed, or the sink is closing) are counted in ``dropped``."""
+        failed, or the sink is closing and the write was not reserved) are
+        counted in ``dropped``."""
         with self._room:
-            if self._closing:
+            if self._closing and not reserved:
                 self._drop(len(batch), "they arrived after the file was being closed")
                 return 0
             self._writers += 1

@@ -17,6 +17,7 @@ except ImportError:  # bpfmagic itself must import without numpy (the doctor run
     np = None
 
 from ..kernel import libbpf
+from ..kernel.maptypes import MapType
 from . import StreamWarning
 from .records import ColumnBatch, RecordType
 
@@ -31,8 +32,6 @@ RINGBUF_HDR = 8
 # check to the last field's copy (measured, 1 M 32-byte records: 1 to 4 MiB blocks alike,
 # 256 KiB 15% slower, 64 KiB 80% slower: numpy's per-call cost)
 RING_BLOCK_BYTES = 1 << 20
-BPF_MAP_TYPE_PERF_EVENT_ARRAY = 4
-BPF_MAP_TYPE_RINGBUF = 27
 
 
 # ------------------------------------------------------------ ring buffer reader
@@ -47,7 +46,7 @@ class RingReader:
 
     def __init__(self, map_fd: int, rtype: RecordType):
         info = libbpf.fdinfo(map_fd)
-        if int(info["map_type"]) != BPF_MAP_TYPE_RINGBUF:
+        if int(info["map_type"]) != MapType.RINGBUF:
             raise ValueError(f"map fd {map_fd} is not a ring buffer")
         self.rtype = rtype
         self.size = int(info["max_entries"])

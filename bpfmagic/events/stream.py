@@ -30,9 +30,10 @@ except ImportError:  # bpfmagic itself must import without numpy (the doctor run
 
 from ..errors import UsageProblem
 from ..kernel import libbpf
+from ..kernel.maptypes import MapType
 from . import warn_from_thread as _warn
 from .parquet import DEFAULT_PARQUET_QUEUE_BYTES, ParquetSink
-from .readers import BPF_MAP_TYPE_RINGBUF, DEFAULT_PERF_PAGES, PerfReader, RingReader
+from .readers import DEFAULT_PERF_PAGES, PerfReader, RingReader
 from .records import ColumnBatch, Field, RecordType, concatenate, decode_cstrings
 
 
@@ -142,7 +143,7 @@ class Stream:
         self._finished = False
         self._size_warned = False
         self._listeners: list = []  # callables run (with the stream) after it stopped
-        self._watch = None  # its live view (widgets.Watch): one at a time
+        self.live_view = None  # its live view (widgets.Watch): one at a time
         self._parquet = None
         self._parquet_last = None  # the latest followed sink, kept for its counts after it closed
         self._lost_base = 0
@@ -157,7 +158,7 @@ class Stream:
         if counter is not None:
             self._lost_fd, self._lost_slot, self._lost_size = counter
         map_fd = obj.map_handle(table).fd
-        if int(libbpf.fdinfo(map_fd)["map_type"]) == BPF_MAP_TYPE_RINGBUF:
+        if int(libbpf.fdinfo(map_fd)["map_type"]) == MapType.RINGBUF:
             self.kind = "ringbuf"
             self._reader = RingReader(map_fd, rtype)
             self._fds = [map_fd]
@@ -207,11 +208,16 @@ class Stream:
                 self.count += len(batch)
                 self.dropped += self._rows.append(batch, self.max_rows)
             sink = self._parquet  # read with the rows: a snapshot taken by to_parquet has these batches or the sink gets them
+            if sink is not None:
+                sink.reserve()  # counted rows reach the file even if close_parquet() comes before they do
             self._arrived.notify_all()
         if sink is not None:
             # Outside the lock: this may wait for the writer (backpressure), and df()/wait() must not.
-            for batch in batches:
-                sink.write(batch)
+            try:
+                for batch in batches:
+                    sink.write(batch, reserved=True)
+            finally:
+                sink.release()
         return sum(len(b) for b in batches)
 
     @property
@@ -334,6 +340,16 @@ class Stream:
     def discarded(self) -> int:
         """Ring buffer records the program reserved and then discarded."""
         return self._stat("discarded")
+
+    @property
+    def owner(self):
+        """The module whose event table this is (None once that module is gone)."""
+        return self._owner()
+
+    @property
+    def follows_default(self) -> bool:
+        """No max_rows of its own: it keeps as many rows as its manager's default."""
+        return self._max_rows is None
 
     @property
     def max_rows(self) -> int:

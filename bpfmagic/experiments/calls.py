@@ -9,12 +9,13 @@ ran, and every timed run checks it."""
 
 from __future__ import annotations
 
+import contextlib
 import platform
 from dataclasses import dataclass
 
 from ..errors import BpfError, UsageProblem
 from ..kernel.proginfo import prog_info
-from .testrun import check_repeat, run_without_stats
+from .timing import check_repeat, figure, fit_line, run_without_stats, slope_stderr
 
 MECHANISMS = ("tail_call_const", "tail_call_var", "bpf2bpf", "inline")
 DEFAULT_HOPS = (0, 1, 2, 4, 8, 16, 32)
@@ -179,10 +180,7 @@ def bench_calls(session, depths=DEFAULT_HOPS, repeat: int = 100_000, rounds: int
     times: dict[tuple[str, int], list[int]] = {(m, n): [] for m in mechanisms for n in hops}
     sizes: dict[tuple[str, int], dict] = {}
     stats_on_runs = 0
-    had_stats, had_paths = session.stats_enabled, session.paths_enabled
-    session.disable_stats()
-    session.paths_enabled = False  # bare calls: no path recording
-    try:
+    with session.instrumentation(stats=False, paths=False), _cleaned_up(session, mechanisms):  # bare calls, no run stats
         setups = {}
         for m in mechanisms:
             session.load(MODULE.format(m), source(m, hops), core=True, count_tail_calls=False, origin="bench_calls")
@@ -206,26 +204,13 @@ def bench_calls(session, depths=DEFAULT_HOPS, repeat: int = 100_000, rounds: int
                 if out["retval"] != n:
                     raise BpfError(f"bench_calls: {m} with {n} hops counted {out['retval']} stages; the chain is not what it should be")
                 times[(m, n)].append(out["duration_ns"])
-    finally:
-        for m in mechanisms:
-            if MODULE.format(m) in session.modules:
-                session.unload(MODULE.format(m))
-        for i in ("const", "var"):
-            if ARRAY.format(i) in session.arrays:
-                session.unload(ARRAY.format(i))
-        session.paths_enabled = had_paths
-        if had_stats:
-            session.enable_stats()
     rows = [{"mechanism": m, "hops": n, "ns_per_run": float(np.median(times[(m, n)])), **sizes[(m, n)]} for m in mechanisms for n in hops]
     df = pd.DataFrame(rows, columns=["mechanism", "hops", "ns_per_run", "jited_bytes", "xlated_insns", "stack_bytes", "verified_insns"])
     per_hop, stderr = {}, {}
     for m in mechanisms:
         part = df[df["mechanism"] == m]
-        per_hop[m] = stderr[m] = float("nan")
-        if part["hops"].nunique() > 1:
-            per_hop[m] = float(np.polyfit(part["hops"], part["ns_per_run"], 1)[0])
-        if part["hops"].nunique() > 3:  # the slope's standard error: how far this run's noise moves it
-            stderr[m] = float(np.sqrt(np.polyfit(part["hops"], part["ns_per_run"], 1, cov=True)[1][0, 0]))
+        per_hop[m] = fit_line(part["hops"], part["ns_per_run"])[0]
+        stderr[m] = slope_stderr(part["hops"], part["ns_per_run"])  # how far this run's noise moves the slope
     df.attrs.update(
         {
             "ns_per_hop": per_hop,
@@ -238,6 +223,20 @@ def bench_calls(session, depths=DEFAULT_HOPS, repeat: int = 100_000, rounds: int
         }
     )
     return df
+
+
+@contextlib.contextmanager
+def _cleaned_up(session, mechanisms):
+    """The bench's modules and arrays unloaded after the block, however it ends."""
+    try:
+        yield
+    finally:
+        for m in mechanisms:
+            if MODULE.format(m) in session.modules:
+                session.unload(MODULE.format(m))
+        for i in ("const", "var"):
+            if ARRAY.format(i) in session.arrays:
+                session.unload(ARRAY.format(i))
 
 
 def _emulated() -> bool:
@@ -274,13 +273,7 @@ def describe(df) -> str:
 
 def plot_calls(df, axes=None):
     """ns per run against hops (one line per mechanism) beside JIT image size against hops."""
-    from matplotlib.figure import Figure
-
-    if axes is None:
-        fig = Figure(figsize=(9, 3.6), layout="constrained")
-        axes = fig.subplots(1, 2)
-    else:
-        fig = axes[0].figure
+    fig, axes = figure(9, 3.6, columns=2) if axes is None else (axes[0].figure, axes)
     for m, part in df.groupby("mechanism", sort=False):
         slope = df.attrs.get("ns_per_hop", {}).get(m)
         label = f"{m} ({slope:.1f} ns/hop)" if slope == slope and slope is not None else m

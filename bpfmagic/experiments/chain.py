@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 
-from ..errors import SlotError, UsageProblem
+from ..errors import NotFound, SlotError, UsageProblem
 from ..kernel import libbpf
 
 DEFAULT_CAPACITY = 16
@@ -45,6 +45,22 @@ def entry_source(name: str, ptype: str) -> str:
         f"    return {default};\n"
         f"}}\n"
     )
+
+
+def chain(session, name: str, stages: list[str] | None = None, type: str | None = None, capacity: int = DEFAULT_CAPACITY) -> "Chain":
+    """Session.chain: the chain NAME of the session's registry, made on first use, set to STAGES
+    when given; without stages the chain as it is."""
+    with session.lock:
+        existing = session.chains.get(name)
+        if stages is None:
+            if existing is None:
+                raise NotFound(f"no chain {name!r} (chains: {', '.join(session.chains) or 'none'})", "chain", name, tuple(session.chains))
+            return existing
+        if existing is None:
+            existing = Chain.create(session, name, type=type, capacity=capacity)
+            session.chains[name] = existing
+        existing.set(stages)
+        return existing
 
 
 class Chain:

@@ -69,7 +69,7 @@ def _callers(cell, function: str) -> set[str]:
     todo = [function]
     while todo:
         name = todo.pop()
-        for node in cell._identifiers.get(name, ()):
+        for node in cell.identifier_nodes.get(name, ()):
             parent = node.parent
             if parent is None or parent.type != "call_expression" or parent.child_by_field_name("function") != node:
                 continue  # a name used otherwise (SLOT(jt, parse_ip), a pointer) is no call
@@ -270,7 +270,7 @@ def graph(session, array: str | None = None) -> ChainGraph:
     nodes: dict[str, dict] = {}
     edges: list[dict] = []
     verifier: dict = {}
-    with session._lock:
+    with session.lock:
         arrays = [session.array(array)] if array else list(session.arrays.values())
         names = {a.name for a in arrays}
         counts = slot_counts(arrays)

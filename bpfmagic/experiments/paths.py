@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from ..c.path_record import CLOSING, EMPTY, KEY_WORDS, LIMIT, MAX_HOPS, PATH_COUNTS, REC_SIZE  # noqa: F401  (the record the reader decodes)
 from ..errors import UsageProblem
 from ..kernel import libbpf
+from ..kernel.maptypes import MapType
 
 
 @dataclass
@@ -53,9 +54,9 @@ class PathMaps:
 
         fds = []
         try:
-            fds.append(libbpf.map_create(libbpf.BPF_MAP_TYPE_PERCPU_ARRAY, "bm_path", 4, REC_SIZE, 1))
-            fds.append(libbpf.map_create(1, "bm_pathc", 4 * KEY_WORDS, 8, PATH_COUNTS))  # BPF_MAP_TYPE_HASH
-            fds.append(libbpf.map_create(2, "bm_pathctl", 4, 4, 1))  # BPF_MAP_TYPE_ARRAY
+            fds.append(libbpf.map_create(MapType.PERCPU_ARRAY, "bm_path", 4, REC_SIZE, 1))
+            fds.append(libbpf.map_create(MapType.HASH, "bm_pathc", 4 * KEY_WORDS, 8, PATH_COUNTS))
+            fds.append(libbpf.map_create(MapType.ARRAY, "bm_pathctl", 4, 4, 1))
             pins = {}
             os.makedirs(os.path.join(pin_dir, "calls"), exist_ok=True)
             for name, fd in zip(("bm_path", "bm_pathc", "bm_pathctl"), fds):
@@ -84,7 +85,7 @@ class PathMaps:
         ncpu = libbpf.num_possible_cpus()
         buf = ct.create_string_buffer(REC_SIZE * ncpu)
         key = ct.c_uint32(0)
-        libbpf._check(libbpf.lib().bpf_map_lookup_elem(self.rec_fd, ct.byref(key), buf), "read the path record")
+        libbpf.check(libbpf.lib().bpf_map_lookup_elem(self.rec_fd, ct.byref(key), buf), "read the path record")
         return [buf.raw[i * REC_SIZE : (i + 1) * REC_SIZE] for i in range(ncpu)]
 
     def collecting(self, value: int) -> None:
@@ -211,7 +212,7 @@ def live(session, seconds: float = 1.0, array: str | None = None, during=None):
         raise UsageProblem(f"paths: --seconds must be a number of seconds from 0 to 3600 (got {seconds!r})")
     if array is not None:
         session.array(array)  # an array the session has, or the error that says which it has
-    maps = session._path_maps
+    maps = session.instruments.path_maps
     if maps is None:
         raise UsageProblem("paths are off: `%bpf paths --on` (Session.enable_paths()), then load the chain")
     maps.counted()  # start from nothing

@@ -11,7 +11,8 @@ program is credited only with the calls made while it sat in the slot.
 
 from __future__ import annotations
 
-from ..progarray import slot_counts
+from .. import views
+from ..progarray import not_counted_note, slot_counts, uncounted_callers
 
 MAX_EMPTY_ROWS = 8  # empty slots listed one by one in stats(); the rest are summed
 STATS_COLUMNS = [
@@ -49,7 +50,7 @@ def stats(session, since=None):
     import pandas as pd
 
     rows = []
-    with session._lock:
+    with session.lock:
         arrays = list(session.arrays.values())
         counts = slot_counts(arrays)
         earlier = since.attrs if since is not None else {}
@@ -57,6 +58,8 @@ def stats(session, since=None):
         earlier_runs = earlier.get("runs_abs", {})
         earlier_tail = earlier.get("tail_abs", {})
         runs_abs, tail_abs = {}, {}
+        blind = uncounted_callers(session.modules.values())
+        unknown_rows = []  # rows whose tail counts miss calls no counter saw
 
         for module in session.modules.values():
             for program in module.programs.values():
@@ -67,6 +70,7 @@ def stats(session, since=None):
                     for c, m in array.credited(program, counts).values():
                         calls, missed = calls + c, missed + m
                 tail_abs[prog_id] = (calls - missed, missed)
+                unknown_rows.append(any(array.name in blind and program in array.entries.values() for array in arrays))
                 runs_abs[prog_id] = (int(info.get("run_cnt", 0)), int(info.get("run_time_ns", 0)))
                 run_cnt0, run_time0 = earlier_runs.get(prog_id, (0, 0))
                 taken0, missed0 = earlier_tail.get(prog_id, (0, 0))
@@ -77,8 +81,8 @@ def stats(session, since=None):
                         "function": program.name,
                         "type": program.type,
                         "prog_id": prog_id,
-                        "attached": ", ".join(session._attached_to(program)),
-                        "slots": ", ".join(session._slots_of(program)),
+                        "attached": ", ".join(views.attached_to(program)),
+                        "slots": ", ".join(views.slots_of(session.arrays, program)),
                         "run_cnt": runs_abs[prog_id][0] - run_cnt0,
                         "run_time_ns": runs_abs[prog_id][1] - run_time0,
                         "avg_ns": None,
@@ -103,6 +107,7 @@ def stats(session, since=None):
             if rest:
                 shown.append((sum(m for m, _ in rest), f"{len(rest)} more slots of {array.name}"))
             for missed, label in shown:
+                unknown_rows.append(array.name in blind)
                 rows.append(
                     {
                         "program": "(empty)",
@@ -122,6 +127,11 @@ def stats(session, since=None):
     df = pd.DataFrame(rows, columns=STATS_COLUMNS)
     df["avg_ns"] = [round(t / n, 1) if n else None for t, n in zip(df["run_time_ns"], df["run_cnt"])]
     df["prog_id"] = df["prog_id"].astype("Int64")
+    if any(unknown_rows):
+        for column in ("tail_calls_in", "missed"):
+            df[column] = df[column].astype("Int64")
+            df.loc[unknown_rows, column] = pd.NA
+        df.attrs["not_counted"] = not_counted_note(blind)
     # Absolute counters, so that a later stats(since=this) works even when this one is a difference.
     df.attrs["runs_abs"] = runs_abs
     df.attrs["tail_abs"] = tail_abs

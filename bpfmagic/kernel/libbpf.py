@@ -11,6 +11,8 @@ import ctypes.util
 import errno as _errno
 import os
 
+from .maptypes import MapType
+
 _lib = None
 
 
@@ -30,14 +32,17 @@ def lib() -> ct.CDLL:
     return _lib
 
 
-# enum bpf_map_type / bpf_attach_type values from the uapi (stable ABI)
-BPF_MAP_TYPE_PERCPU_ARRAY = 6
-BPF_MAP_TYPE_PROG_ARRAY = 3
+# enum bpf_attach_type values from the uapi (stable ABI); map types: maptypes.MapType
+# (the uapi spellings below are its values, for callers that create maps)
+BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_PROG_ARRAY = MapType.ARRAY, MapType.PERCPU_ARRAY, MapType.PROG_ARRAY
 BPF_XDP = 37
 BPF_TCX_INGRESS = 46
 BPF_TCX_EGRESS = 47
 BPF_STATS_RUN_TIME = 0
 BPF_ANY = 0
+# The kernel-internal "operation not supported" (include/linux/errno.h), which some
+# bpf() commands return to user space; not in Python's errno module.
+ENOTSUPP = 524
 
 
 class MapCreateOpts(ct.Structure):
@@ -89,6 +94,11 @@ class ObjectOpenOpts(ct.Structure):
     ]
 
 
+class BatchOpts(ct.Structure):
+    # struct bpf_map_batch_opts of libbpf 1.x
+    _fields_ = [("sz", ct.c_size_t), ("elem_flags", ct.c_uint64), ("flags", ct.c_uint64)]
+
+
 class LinkCreateOpts(ct.Structure):
     # struct bpf_link_create_opts: only the leading fields we set; the union that
     # follows is zeroed by the padding (libbpf checks sz, so it must be the real size)
@@ -103,38 +113,49 @@ def _declare(l: ct.CDLL) -> None:
     l.bpf_map_create.restype = ct.c_int
     l.bpf_map_create.argtypes = [ct.c_int, ct.c_char_p, ct.c_uint32, ct.c_uint32, ct.c_uint32, ct.POINTER(MapCreateOpts)]
     l.bpf_obj_pin.argtypes = [ct.c_int, ct.c_char_p]
-    l.bpf_map_update_elem.argtypes = [ct.c_int, ct.c_void_p, ct.c_void_p, ct.c_uint64]
-    l.bpf_map_delete_elem.argtypes = [ct.c_int, ct.c_void_p]
-    l.bpf_map_lookup_elem.argtypes = [ct.c_int, ct.c_void_p, ct.c_void_p]
+    vp, u32p = ct.c_void_p, ct.POINTER(ct.c_uint32)
+    for fname, args in [  # the map element and batch calls (maps/ reads and writes every map type with them)
+        ("bpf_map_lookup_elem", [ct.c_int, vp, vp]),
+        ("bpf_map_update_elem", [ct.c_int, vp, vp, ct.c_uint64]),
+        ("bpf_map_delete_elem", [ct.c_int, vp]),
+        ("bpf_map_lookup_and_delete_elem", [ct.c_int, vp, vp]),
+        ("bpf_map_get_next_key", [ct.c_int, vp, vp]),
+        ("bpf_map_lookup_batch", [ct.c_int, vp, vp, vp, vp, u32p, vp]),
+        ("bpf_map_update_batch", [ct.c_int, vp, vp, u32p, vp]),
+        ("bpf_map_delete_batch", [ct.c_int, vp, u32p, vp]),
+    ]:
+        f = getattr(l, fname)
+        f.restype, f.argtypes = ct.c_int, args
     l.bpf_prog_test_run_opts.argtypes = [ct.c_int, ct.POINTER(TestRunOpts)]
     l.bpf_enable_stats.argtypes = [ct.c_int]
     l.bpf_link_create.argtypes = [ct.c_int, ct.c_int, ct.c_int, ct.POINTER(LinkCreateOpts)]
-    l.bpf_map_lookup_batch.argtypes = [ct.c_int, ct.c_void_p, ct.c_void_p, ct.c_void_p, ct.c_void_p, ct.POINTER(ct.c_uint32), ct.c_void_p]
     l.bpf_link_update.argtypes = [ct.c_int, ct.c_int, ct.c_void_p]
 
 
-def _check(ret: int, what: str) -> int:
+def errno_of(ret: int) -> int:
+    """The errno of a failed libbpf call (libbpf 1.x returns -errno), 0 on success."""
+    if ret >= 0:
+        return 0
+    return -ret if ret < -1 else (ct.get_errno() or _errno.EINVAL)
+
+
+def check(ret: int, what: str) -> int:
     if ret < 0:
-        # libbpf returns -errno (and sets errno)
-        err = -ret if ret < -1 else (ct.get_errno() or _errno.EINVAL)
+        err = errno_of(ret)
         raise OSError(err, f"{what}: {os.strerror(err)}")
     return ret
 
 
 def map_create_prog_array(name: str, size: int) -> int:
     opts = MapCreateOpts(sz=ct.sizeof(MapCreateOpts))
-    fd = lib().bpf_map_create(BPF_MAP_TYPE_PROG_ARRAY, name[:15].encode(), 4, 4, size, ct.byref(opts))
-    return _check(fd, f"create prog array {name}")
+    fd = lib().bpf_map_create(MapType.PROG_ARRAY, name[:15].encode(), 4, 4, size, ct.byref(opts))
+    return check(fd, f"create prog array {name}")
 
 
 def map_create(map_type: int, name: str, key_size: int, value_size: int, entries: int) -> int:
     opts = MapCreateOpts(sz=ct.sizeof(MapCreateOpts))
     fd = lib().bpf_map_create(map_type, name[:15].encode(), key_size, value_size, entries, ct.byref(opts))
-    return _check(fd, f"create map {name}")
-
-
-BPF_MAP_TYPE_ARRAY = 2
-BPF_MAP_TYPE_ARRAY_OF_MAPS = 12
+    return check(fd, f"create map {name}")
 
 
 def wait_for_running_programs() -> None:
@@ -146,9 +167,9 @@ def wait_for_running_programs() -> None:
     exist only for this call."""
     fds = []
     try:
-        fds.append(map_create(BPF_MAP_TYPE_ARRAY, "bm_rcu_inner", 4, 4, 1))
+        fds.append(map_create(MapType.ARRAY, "bm_rcu_inner", 4, 4, 1))
         opts = MapCreateOpts(sz=ct.sizeof(MapCreateOpts), inner_map_fd=fds[0])
-        fds.append(_check(lib().bpf_map_create(BPF_MAP_TYPE_ARRAY_OF_MAPS, b"bm_rcu_wait", 4, 4, 1, ct.byref(opts)), "create map bm_rcu_wait"))
+        fds.append(check(lib().bpf_map_create(MapType.ARRAY_OF_MAPS, b"bm_rcu_wait", 4, 4, 1, ct.byref(opts)), "create map bm_rcu_wait"))
         map_update_u32(fds[1], 0, fds[0])
     finally:
         for fd in fds:
@@ -157,12 +178,12 @@ def wait_for_running_programs() -> None:
 
 def map_create_percpu_u64_array(name: str, size: int) -> int:
     opts = MapCreateOpts(sz=ct.sizeof(MapCreateOpts))
-    fd = lib().bpf_map_create(BPF_MAP_TYPE_PERCPU_ARRAY, name[:15].encode(), 4, 8, size, ct.byref(opts))
-    return _check(fd, f"create per-CPU array {name}")
+    fd = lib().bpf_map_create(MapType.PERCPU_ARRAY, name[:15].encode(), 4, 8, size, ct.byref(opts))
+    return check(fd, f"create per-CPU array {name}")
 
 
 def num_possible_cpus() -> int:
-    return _check(lib().libbpf_num_possible_cpus(), "count possible CPUs")
+    return check(lib().libbpf_num_possible_cpus(), "count possible CPUs")
 
 
 def percpu_u64_sums(fd: int, size: int, start: int = 0) -> list[int]:
@@ -176,7 +197,7 @@ def percpu_u64_sums(fd: int, size: int, start: int = 0) -> list[int]:
     in_batch = ct.byref(ct.c_uint32(start - 1)) if start else None
     ret = lib().bpf_map_lookup_batch(fd, in_batch, ct.byref(out_batch), keys, values, ct.byref(count), None)
     if ret < 0 and -ret != _errno.ENOENT and ct.get_errno() != _errno.ENOENT:
-        _check(ret, "read per-CPU array")
+        check(ret, "read per-CPU array")
     sums = [0] * size
     for i in range(count.value):
         if start <= keys[i] < start + size:
@@ -188,17 +209,17 @@ def percpu_u64_sum(fd: int, key: int) -> int:
     """Sum over CPUs of one u64 value of a per-CPU array."""
     ncpu = num_possible_cpus()
     k, values = ct.c_uint32(key), (ct.c_uint64 * ncpu)()
-    _check(lib().bpf_map_lookup_elem(fd, ct.byref(k), values), f"read key {key}")
+    check(lib().bpf_map_lookup_elem(fd, ct.byref(k), values), f"read key {key}")
     return sum(values)
 
 
 def obj_pin(fd: int, path: str) -> None:
-    _check(lib().bpf_obj_pin(fd, path.encode()), f"pin {path}")
+    check(lib().bpf_obj_pin(fd, path.encode()), f"pin {path}")
 
 
 def map_update_u32(fd: int, key: int, value: int) -> None:
     k, v = ct.c_uint32(key), ct.c_uint32(value)
-    _check(lib().bpf_map_update_elem(fd, ct.byref(k), ct.byref(v), BPF_ANY), f"update key {key}")
+    check(lib().bpf_map_update_elem(fd, ct.byref(k), ct.byref(v), BPF_ANY), f"update key {key}")
 
 
 def map_lookup_u32(fd: int, key: int) -> int | None:
@@ -216,18 +237,18 @@ def map_delete_u32(fd: int, key: int) -> bool:
     ret = lib().bpf_map_delete_elem(fd, ct.byref(k))
     if ret < 0 and (-ret == _errno.ENOENT or ct.get_errno() == _errno.ENOENT):
         return False
-    _check(ret, f"delete key {key}")
+    check(ret, f"delete key {key}")
     return True
 
 
 def enable_stats() -> int:
     """An fd that keeps kernel run-time stats on while it is open."""
-    return _check(lib().bpf_enable_stats(BPF_STATS_RUN_TIME), "enable run-time stats")
+    return check(lib().bpf_enable_stats(BPF_STATS_RUN_TIME), "enable run-time stats")
 
 
 def link_create(prog_fd: int, target_fd: int, attach_type: int) -> int:
     opts = LinkCreateOpts(sz=ct.sizeof(LinkCreateOpts))
-    return _check(lib().bpf_link_create(prog_fd, target_fd, attach_type, ct.byref(opts)), "create link")
+    return check(lib().bpf_link_create(prog_fd, target_fd, attach_type, ct.byref(opts)), "create link")
 
 
 def test_run(prog_fd: int, data: bytes | None = None, ctx: bytes | None = None, repeat: int = 0, data_out_size: int | None = None) -> dict:
@@ -249,7 +270,7 @@ def test_run(prog_fd: int, data: bytes | None = None, ctx: bytes | None = None, 
     if not 0 <= repeat <= MAX_REPEAT:  # ctypes would wrap it silently
         raise ValueError(f"repeat must be 0..{MAX_REPEAT} (got {repeat})")
     opts.repeat = repeat
-    _check(lib().bpf_prog_test_run_opts(prog_fd, ct.byref(opts)), "BPF_PROG_TEST_RUN")
+    check(lib().bpf_prog_test_run_opts(prog_fd, ct.byref(opts)), "BPF_PROG_TEST_RUN")
     data_out = bytes(keep[1].raw[: opts.data_size_out]) if data is not None else None
     return {"retval": opts.retval, "duration_ns": opts.duration, "data_out": data_out}
 
@@ -287,6 +308,8 @@ def object_api() -> ct.CDLL:
             ("bpf_program__set_type", ct.c_int, [vp, ct.c_int]),
             ("bpf_program__expected_attach_type", ct.c_int, [vp]),
             ("bpf_program__set_attach_target", ct.c_int, [vp, ct.c_int, cp]),
+            ("bpf_program__autoload", ct.c_bool, [vp]),
+            ("bpf_program__set_autoload", ct.c_int, [vp, ct.c_bool]),
             ("bpf_program__attach", vp, [vp]),
             ("bpf_map__name", cp, [vp]),
             ("bpf_map__fd", ct.c_int, [vp]),
@@ -294,6 +317,8 @@ def object_api() -> ct.CDLL:
             ("bpf_map__max_entries", ct.c_uint32, [vp]),
             ("bpf_map__key_size", ct.c_uint32, [vp]),
             ("bpf_map__value_size", ct.c_uint32, [vp]),
+            ("bpf_map__set_key_size", ct.c_int, [vp, ct.c_uint32]),
+            ("bpf_map__set_value_size", ct.c_int, [vp, ct.c_uint32]),
             ("bpf_map__reuse_fd", ct.c_int, [vp, ct.c_int]),
             ("bpf_map__set_pin_path", ct.c_int, [vp, cp]),
             ("bpf_map__pin_path", cp, [vp]),
@@ -307,6 +332,7 @@ def object_api() -> ct.CDLL:
             ("btf__type_by_id", vp, [vp, ct.c_uint32]),
             ("btf__resolve_size", ct.c_int64, [vp, ct.c_uint32]),
             ("btf__name_by_offset", cp, [vp, ct.c_uint32]),
+            ("bpf_map__btf_key_type_id", ct.c_uint32, [vp]),
             ("bpf_map__btf_value_type_id", ct.c_uint32, [vp]),
             ("bpf_map__initial_value", vp, [vp, ct.POINTER(ct.c_size_t)]),
         ]:
@@ -314,3 +340,46 @@ def object_api() -> ct.CDLL:
             f.restype, f.argtypes = res, args
         _object_api_declared = True
     return l
+
+
+# perf_buffer__new's callbacks: sample(ctx, cpu, data, size) and lost(ctx, cpu, count).
+_PERF_SAMPLE_FN = ct.CFUNCTYPE(None, ct.c_void_p, ct.c_int, ct.c_void_p, ct.c_uint32)
+_PERF_LOST_FN = ct.CFUNCTYPE(None, ct.c_void_p, ct.c_int, ct.c_uint64)
+
+
+class PerfBuffer:
+    """libbpf's per-CPU readers of one perf event array (``perf_buffer__new``):
+    ON_EVENT(cpu, data, size) and ON_LOST(count) run from consume(), as BCC's do.
+    One epoll fd stands for all CPUs' buffers."""
+
+    def __init__(self, map_fd: int, page_cnt: int, on_event, on_lost):
+        l = object_api()
+        vp = ct.c_void_p
+        for fname, res, args in [
+            ("perf_buffer__new", vp, [ct.c_int, ct.c_size_t, _PERF_SAMPLE_FN, _PERF_LOST_FN, vp, vp]),
+            ("perf_buffer__consume", ct.c_int, [vp]),
+            ("perf_buffer__epoll_fd", ct.c_int, [vp]),
+            ("perf_buffer__free", None, [vp]),
+        ]:
+            f = getattr(l, fname)
+            f.restype, f.argtypes = res, args
+        # kept referenced: libbpf calls them for as long as the buffer lives
+        self._sample = _PERF_SAMPLE_FN(lambda _ctx, cpu, data, size: on_event(cpu, data, size))
+        self._lost = _PERF_LOST_FN(lambda _ctx, _cpu, count: on_lost(count))
+        ptr = l.perf_buffer__new(map_fd, page_cnt, self._sample, self._lost, None, None)
+        if not ptr:  # libbpf 1.x: NULL, and the error in errno (libbpf_get_error reads it)
+            err = -l.libbpf_get_error(None) or _errno.ENOMEM
+            raise OSError(err, f"perf_buffer__new: {os.strerror(err)}")
+        self._ptr = ptr
+
+    def fds(self) -> list[int]:
+        return [lib().perf_buffer__epoll_fd(self._ptr)] if self._ptr else []
+
+    def consume(self) -> None:
+        if self._ptr:
+            lib().perf_buffer__consume(self._ptr)
+
+    def close(self) -> None:
+        if self._ptr:
+            lib().perf_buffer__free(self._ptr)
+            self._ptr = None

@@ -226,7 +226,7 @@ def _is_dir(name: str, dir_fd: int) -> bool:
 # stay loaded for good. So bpfmagic empties its prog arrays itself before letting go
 # of them; one leaked that way holds no programs.
 
-BPF_MAP_TYPE_PROG_ARRAY = 3
+BPF_MAP_TYPE_PROG_ARRAY = 3  # MapType.PROG_ARRAY (kernel/maptypes.py), spelled here for the reaper (test_architecture checks they agree)
 _bpf: ctypes.CDLL | None = None
 
 

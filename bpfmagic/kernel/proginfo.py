@@ -89,7 +89,7 @@ def _get(fd: int, info: BpfProgInfo) -> None:
     size = u32(ct.sizeof(info))
     l = libbpf.lib()
     l.bpf_obj_get_info_by_fd.argtypes = [ct.c_int, ct.c_void_p, ct.POINTER(u32)]
-    libbpf._check(l.bpf_obj_get_info_by_fd(fd, ct.byref(info), ct.byref(size)), "read program info")
+    libbpf.check(l.bpf_obj_get_info_by_fd(fd, ct.byref(info), ct.byref(size)), "read program info")
 
 
 def prog_info(fd: int, code: bool = False) -> ProgInfo:

@@ -1,0 +1,211 @@
+"""The tail-call cost curve (Cloudflare LPC 2020, pchaigno 2021): a chain of XDP
+programs run with BPF_PROG_TEST_RUN, best of several rounds, one row per number of
+tail calls asked for; its fit and its figure. Beside it calls.py times tail calls
+against BPF-to-BPF calls and inlining; both use timing.py's run, fit and figures."""
+
+from __future__ import annotations
+
+import platform
+
+from ..errors import UsageProblem
+from .timing import check_repeat, figure, fit_line, run_without_stats
+
+MAX_TAIL_CALL_CNT = 33  # the kernel's limit; used only to label the plot, never to fill in results
+
+BENCH_MODULE = "_bench_tailcalls"
+BENCH_ARRAY = "_bench_tc"
+MAX_BENCH_DEPTH = 256
+
+
+def chain_source(depth: int, index: str) -> str:
+    """XDP programs for a chain of ``depth`` tail calls. Each program returns
+    how many tail calls were taken to reach it, so when the chain ends (an
+    empty slot, or the kernel's limit) the test run's retval is the count,
+    measured by the programs themselves at no cost per hop.
+
+    const: hop_i calls slot i+1 with a constant index (the JIT patches a direct jump).
+    var: one program in every slot reads the count from the packet's first
+    byte and calls slot count+1 (an indirect jump, through a retpoline where on).
+    """
+    size = depth + 2
+    lines = [f"BPF_PROG_ARRAY({BENCH_ARRAY}, {size});"]
+    if index == "const":
+        for i in range(depth + 1):
+            lines.append(f"int hop{i}(struct xdp_md *ctx) {{ {BENCH_ARRAY}.call(ctx, {i + 1}); return {i}; }}")
+    elif index == "var":
+        # The count lives in the packet: a value loaded from packet memory is
+        # unknown to the verifier, so the index is a variable one.
+        lines.append(
+            r"""
+static __always_inline int step(struct xdp_md *ctx, int first) {
+    u8 *count = (u8 *)(long)ctx->data;
+    if ((void *)(count + 1) > (void *)(long)ctx->data_end)
+        return XDP_ABORTED;
+    if (first)
+        *count = 0;  /* the packet is reused across repeats: the entry resets the count */
+    u32 taken = *count;
+    *count = taken + 1;
+    TC_ARRAY.call(ctx, taken + 1);
+    return taken;
+}
+int entry(struct xdp_md *ctx) { return step(ctx, 1); }
+int hop(struct xdp_md *ctx) { return step(ctx, 0); }
+""".replace("TC_ARRAY", BENCH_ARRAY)
+        )
+    else:
+        raise UsageProblem(f"index must be 'const' or 'var' (got {index!r})")
+    return "\n".join(lines) + "\n"
+
+
+def bench_tailcalls(
+    session, depth: int = 33, repeat: int = 100_000, index: str = "const", rounds: int = 3, paths: bool = False, count_tail_calls: bool = False
+):
+    """The tail-call cost curve: DataFrame with one row per depth 0..depth
+    (tail calls asked for), ``tail_calls`` (taken: the chain's own count) and
+    ``ns_per_run`` (best of ``rounds`` test runs of ``repeat`` runs each);
+    ``df.attrs`` holds the fit (ns_per_tail_call, intercept_ns) and the setup.
+    Loads its own module and array and frees both afterwards. The chain is bare
+    unless ``paths`` (path recording) or ``count_tail_calls`` (bpfmagic's per-slot
+    counting) put an instrument in it: its cost per hop is the difference of the slopes."""
+    import pandas as pd
+
+    if not isinstance(depth, int) or not 0 <= depth <= MAX_BENCH_DEPTH:
+        raise UsageProblem(f"depth must be an integer 0..{MAX_BENCH_DEPTH} (got {depth!r})")
+    repeat = check_repeat(repeat)
+    if not isinstance(rounds, int) or rounds < 1:
+        raise UsageProblem(f"rounds must be a positive integer (got {rounds!r})")
+    if index not in ("const", "var"):
+        raise UsageProblem(f"index must be 'const' or 'var' (got {index!r})")
+    if BENCH_MODULE in session.modules or BENCH_ARRAY in session.arrays:
+        raise UsageProblem(
+            f"{BENCH_MODULE}/{BENCH_ARRAY} already exist in this session: is another benchmark "
+            f"running? `%bpf unload {BENCH_MODULE}` then `%bpf unload {BENCH_ARRAY}` if not"
+        )
+    packet = bytes(64)
+    best: dict[int, int] = {}
+    taken: dict[int, set[int]] = {d: set() for d in range(depth + 1)}
+    stats_on_runs = 0
+    # Kernel run stats add ~70 ns to every run here (not to each tail call): off while measuring.
+    with session.instrumentation(stats=False):
+        try:
+            with session.instrumentation(paths=paths):  # the chain records paths only when asked
+                session.load(BENCH_MODULE, chain_source(depth, index), count_tail_calls=count_tail_calls, origin="bench_tailcalls")
+            entry = session.program(f"{BENCH_MODULE}.{'hop0' if index == 'const' else 'entry'}")
+
+            def fill(slot: int) -> None:
+                session.slot(f"{BENCH_ARRAY}[{slot}]", f"{BENCH_MODULE}.{f'hop{slot}' if index == 'const' else 'hop'}")
+
+            # Depth d = slots 1..d filled and d+1 empty. Rounds alternate going up
+            # (fill slot d, run) and down (empty slot d+1, run): one map update per
+            # step, and a disturbance (another process switching kernel stats on,
+            # a noisy neighbour) spoils one pass over several depths rather than
+            # every run of one depth; each depth keeps its best round.
+            for round_number in range(rounds):
+                upward = round_number % 2 == 0
+                for d in range(depth + 1) if upward else range(depth, -1, -1):
+                    if upward and d >= 1:
+                        fill(d)
+                    elif not upward and d < depth:
+                        session.unslot(f"{BENCH_ARRAY}[{d + 1}]")
+                    out, stats_on = run_without_stats(entry, packet, repeat)
+                    stats_on_runs += stats_on
+                    taken[d].add(out["retval"])
+                    best[d] = min(best.get(d, out["duration_ns"]), out["duration_ns"])
+        finally:
+            if BENCH_MODULE in session.modules:
+                session.unload(BENCH_MODULE)
+            if BENCH_ARRAY in session.arrays:
+                session.unload(BENCH_ARRAY)
+    rows = []
+    for d in range(depth + 1):
+        if len(taken[d]) != 1:
+            raise RuntimeError(f"the chain of depth {d} took different numbers of tail calls: {sorted(taken[d])}")
+        rows.append({"depth": d, "tail_calls": taken[d].pop(), "ns_per_run": best[d]})
+    df = pd.DataFrame(rows, columns=["depth", "tail_calls", "ns_per_run"])
+    df["index"] = index
+
+    # Fit against tail calls taken, not asked for: past the limit the extra calls
+    # fall through and the cost stops growing. The curve has two regimes here:
+    # the first few calls overlap with the run's fixed overhead, then each call
+    # pays the full latency of the JIT's tail-call counter (kept in memory, via
+    # a pointer) — so the per-call figure is the slope of the long-chain part.
+    def slope_of(part):
+        return fit_line(part["tail_calls"], part["ns_per_run"])
+
+    steady = df[df["tail_calls"] >= STEADY_FROM]
+    if steady["tail_calls"].nunique() < 2:  # a short curve: one fit over all of it
+        steady = df
+    slope, intercept = slope_of(steady)
+    df.attrs.update(
+        {
+            "ns_per_tail_call": slope,
+            "intercept_ns": intercept,
+            "fit_from": int(steady["tail_calls"].min()),
+            "ns_per_tail_call_short": slope_of(df[df["tail_calls"] <= SHORT_UP_TO])[0],
+            "ns_per_tail_call_all": slope_of(df)[0],
+            "base_ns": float(df.loc[df["tail_calls"] == 0, "ns_per_run"].min()) if (df["tail_calls"] == 0).any() else None,
+            "index": index,
+            "repeat": repeat,
+            "rounds": rounds,
+            "max_tail_calls": int(df["tail_calls"].max()),
+            "paths": paths,
+            "count_tail_calls": count_tail_calls,
+            "kernel": platform.release(),
+            "stats_on_runs": stats_on_runs,
+        }
+    )
+    return df
+
+
+STEADY_FROM = 10  # tail calls from which the per-call cost is fitted (the long-chain regime)
+SHORT_UP_TO = 6  # the short-chain regime, reported beside it
+
+
+def describe_fit(df) -> str:
+    a = df.attrs
+    text = f"{a['ns_per_tail_call']:.2f} ns per tail call ({a['index']} index, fitted from {a['fit_from']} tail calls on)"
+    if a.get("ns_per_tail_call_short") == a.get("ns_per_tail_call_short"):  # not NaN
+        text += f"; {a['ns_per_tail_call_short']:.2f} ns each for the first {SHORT_UP_TO}"
+    if a.get("base_ns") is not None:
+        text += f"; {a['base_ns']:.0f} ns per run without tail calls"
+    text += f"; at most {a['max_tail_calls']} tail calls taken; kernel {a['kernel']}, best of {a['rounds']} x {a['repeat']:,} runs"
+    if a.get("stats_on_runs"):
+        text += f" ({a['stats_on_runs']} runs had kernel run stats on: another process holds them)"
+    return text
+
+
+def plot_tailcalls(*frames, ax=None):
+    """ns_per_run against depth for each bench_tailcalls DataFrame, with its
+    fit (flat past the most tail calls taken). Returns the matplotlib Figure."""
+    import numpy as np
+
+    fig, ax = figure(7, 4) if ax is None else (ax.figure, ax)
+    for df in frames:
+        a = df.attrs
+        points = ax.plot(df["depth"], df["ns_per_run"], "o", ms=4, label=f"{a['index']} index (measured)")
+        depth = np.arange(a.get("fit_from", 0), int(df["depth"].max()) + 1)  # the fitted regime only
+        taken = np.minimum(depth, a["max_tail_calls"])
+        ax.plot(
+            depth,
+            a["intercept_ns"] + a["ns_per_tail_call"] * taken,
+            "-",
+            color=points[0].get_color(),
+            label=f"fit from {a.get('fit_from', 0)}: {a['ns_per_tail_call']:.2f} ns/tail call",
+        )
+    if frames and max(int(df["depth"].max()) for df in frames) > MAX_TAIL_CALL_CNT:
+        ax.axvline(MAX_TAIL_CALL_CNT, color="grey", ls="--", lw=1)
+        ax.annotate(
+            f"kernel limit ({MAX_TAIL_CALL_CNT})",
+            (MAX_TAIL_CALL_CNT, ax.get_ylim()[0]),
+            xytext=(-4, 4),
+            textcoords="offset points",
+            ha="right",
+            color="grey",
+            fontsize=8,
+        )
+    ax.set_xlabel("tail calls asked for (chain depth)")
+    ax.set_ylabel("ns per run (BPF_PROG_TEST_RUN)")
+    ax.set_title(f"Tail-call cost, XDP, kernel {platform.release()}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
