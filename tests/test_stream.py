@@ -104,6 +104,11 @@ def test_events_of_real_syscalls_with_strings(session):
     assert set(df["comm"]) == {comm} and isinstance(df["comm"].iloc[0], str)
     assert df["nr_bytes"].iloc[0].tolist() == [1, 0, 0, 255]
     assert str(df["neg"].dtype) == "int32" and (df["neg"] == -7).all()
+    # The rows are kept column by column; records() lays them out as the C struct again.
+    raw = st.records()
+    assert raw.dtype == st.rtype.dtype and raw["seq"].tolist() == list(range(n + 1))
+    assert raw["comm"][0].split(b"\0")[0].decode() == comm and raw["nr_bytes"][0].tolist() == [1, 0, 0, 255]
+    assert (raw["neg"] == -7).all() and set(raw["tid"][:n]) == {tid}
     session.unload("sys")
 
 

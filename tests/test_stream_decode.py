@@ -9,13 +9,13 @@ import pytest
 
 from bpfmagic.c.records import event_tables
 from bpfmagic.events.readers import RINGBUF_BUSY, RINGBUF_DISCARD, decode_ring
-from bpfmagic.events.records import RecordType, parse_field
+from bpfmagic.events.records import RecordType, concatenate, parse_field
 
 
 class State:
     variable = discarded = 0
     _window = 4
-    max_batch = 1 << 20
+    max_block = 1 << 20
 
 
 def rtype():
@@ -41,7 +41,7 @@ def rec(seq: int, v: int = 7) -> bytes:
 def decode(data, start, end, size):
     state = State()
     batches, cons = decode_ring(data, start, end, size - 1, rtype(), state)
-    seqs = np.concatenate(batches)["seq"].tolist() if batches else []
+    seqs = concatenate(batches)["seq"].tolist() if batches else []
     return seqs, cons, state
 
 
@@ -74,7 +74,7 @@ def test_discarded_and_variable_records():
     assert seqs == [0, 2, 3, 4, 5] and cons == end
     assert state.discarded == 2 and state.variable == 2
     batches, _ = decode_ring(data, 0, end, 1023, rtype(), State())
-    values = np.concatenate(batches)["v"].tolist()
+    values = concatenate(batches)["v"].tolist()
     assert values == [7, 7, 7, 7, 7]  # the 12-byte record kept v; its padding is zero
 
 
@@ -83,6 +83,81 @@ def test_a_run_longer_than_the_window_is_decoded_in_steps():
     data, end = ring(1 << 15, records)
     seqs, cons, state = decode(data, 0, end, 1 << 15)
     assert seqs == list(range(1000)) and state._window > 4
+
+
+def test_more_short_records_than_the_struct_size_allows_for():
+    """Rows are allocated for as many struct-sized records as the range holds; 8-byte
+    records (16 with the header, the struct's take 24) outnumber that: a second batch."""
+    records = [(8, i.to_bytes(8, "little")) for i in range(30)] + [(16, rec(30))]
+    data, end = ring(1024, records)
+    seqs, cons, state = decode(data, 0, end, 1024)
+    assert seqs == list(range(31)) and cons == end and state.variable == 30
+
+
+def reference_decode(data, start, end, size):
+    """The ring walked one record at a time, in plain Python: what decode_ring must equal."""
+    seqs, pos, raw = [], start, data.tobytes()
+    while pos < end:
+        header = int.from_bytes(raw[pos % size : pos % size + 4], "little")
+        if header & RINGBUF_BUSY:
+            break
+        length = header & ~(RINGBUF_BUSY | RINGBUF_DISCARD)
+        if not header & RINGBUF_DISCARD:
+            seqs.append(int.from_bytes(raw[pos % size + 8 : pos % size + 8 + min(length, 8)].ljust(8, b"\0"), "little"))
+        pos += (8 + length + 7) & ~7
+    return seqs, pos
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_mixed_runs_equal_a_record_by_record_walk(seed):
+    """Runs of fixed records cut by discarded, short, long and busy records, from a
+    position that wraps around, through blocks smaller than the runs."""
+    rng = np.random.default_rng(seed)
+    size, records, seq = 1 << 14, [], 0
+    while sum((8 + (h & 0xFFFF) + 7) & ~7 for h, _ in records) < (1 << 13):
+        roll = rng.random()
+        if roll < 0.8:
+            header, payload = 16, rec(seq)
+        elif roll < 0.88:
+            header, payload = 16 | RINGBUF_DISCARD, rec(seq)
+        elif roll < 0.96:
+            length = int(rng.integers(1, 40))
+            header, payload = length, (rec(seq) + bytes(40))[:length]
+        else:
+            header, payload = int(rng.integers(0, 20)) | RINGBUF_DISCARD, bytes(20)
+            payload = payload[: header & 0xFFFF]
+        records.append((header, payload))
+        seq += 1
+    if seed % 2:
+        records[len(records) * 3 // 4] = (16 | RINGBUF_BUSY, rec(10**6))
+    start = size - 200
+    data, end = ring(size, records, start=start)
+    state = State()
+    state.max_block = 7
+    batches, cons = decode_ring(data, start, end, size - 1, rtype(), state)
+    expected, expected_cons = reference_decode(data, start, end, size)
+    assert (concatenate(batches)["seq"].tolist() if batches else []) == expected
+    assert cons == expected_cons
+
+
+def test_batches_are_copies_and_trimmed_when_mostly_discarded():
+    records = [(16, rec(0))] + [(16 | RINGBUF_DISCARD, rec(i)) for i in range(1, 40)] + [(16, rec(40))]
+    data, end = ring(1024, records)
+    batches, _ = decode_ring(data, 0, end, 1023, rtype(), State())
+    data[:] = 0xFF  # the producers reuse the ring once the consumer position moves
+    batch = concatenate(batches)
+    assert batch["seq"].tolist() == [0, 40] and batch["v"].tolist() == [7, 7]
+    assert sum(b.nbytes for b in batches) <= 2 * rtype().itemsize  # not the 41 rows allocated for
+
+
+def test_a_frame_of_one_batch_is_a_copy_of_it():
+    """The columns a stream keeps must not change when the user edits a DataFrame of them."""
+    records = [(16, rec(i)) for i in range(4)]
+    data, end = ring(1024, records)
+    (batch,), _ = decode_ring(data, 0, end, 1023, rtype(), State())
+    df = rtype().frame(batch)
+    df.loc[0, "seq"] = 99
+    assert batch["seq"].tolist() == [0, 1, 2, 3] and rtype().frame([batch])["seq"].tolist() == [0, 1, 2, 3]
 
 
 def test_parse_fields_and_layout():

@@ -17,7 +17,7 @@ except ImportError:  # bpfmagic itself must import without numpy (the doctor run
 
 from ..errors import UsageProblem
 from . import warn_from_thread as _warn
-from .records import RecordType
+from .records import ColumnBatch, RecordType
 
 DEFAULT_PARQUET_QUEUE_BYTES = 64 << 20  # records waiting for a followed Parquet file, at most
 
@@ -88,7 +88,7 @@ class ParquetSink:
             self._writers -= 1
             self._room.notify_all()
 
-    def write(self, batch: np.ndarray, reserved: bool = False) -> int:
+    def write(self, batch: ColumnBatch, reserved: bool = False) -> int:
         """Queue BATCH for the file, waiting while ``max_queued_rows`` rows
         already wait; returns the rows accepted. Rows refused (the writer
         failed, or the sink is closing and the write was not reserved) are
@@ -122,7 +122,7 @@ class ParquetSink:
             _warn(f"{self.path}: {rows:,} rows left out of the Parquet file ({why}); they are counted in parquet_dropped")
         self.dropped += rows
 
-    def _put(self, batch: np.ndarray) -> None:
+    def _put(self, batch: ColumnBatch) -> None:
         self._queue.append(batch)
         self.queued_rows += len(batch)
         self.peak_queued_rows = max(self.peak_queued_rows, self.queued_rows)
@@ -160,7 +160,7 @@ class ParquetSink:
                     self._room.notify_all()
                 pending, n = [], 0
 
-    def _flush(self, batches: list[np.ndarray]) -> None:
+    def _flush(self, batches: list[ColumnBatch]) -> None:
         # Straight from the records' numpy columns to Arrow: no DataFrame in between.
         table = self.rtype.arrow_table(batches, self._schema)
         self._writer.write_table(table, row_group_size=max(table.num_rows, 1))  # one row group per flush

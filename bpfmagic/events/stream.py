@@ -1,6 +1,6 @@
 """Streams: the events of one BPF_RINGBUF_OUTPUT / BPF_PERF_OUTPUT table
 (or a --core BPF_MAP_TYPE_RINGBUF map) consumed by a background thread from
-load to unload. Rows are kept raw (one numpy structured array per batch) up
+load to unload. Rows are kept raw (a ColumnBatch, one numpy array per field, per batch) up
 to ``max_rows``; they are turned into DataFrame columns only when asked for.
 
 Loss: the front end's instrumentation (bpfmagic.c.instrument) makes every
@@ -34,7 +34,7 @@ from ..kernel.maptypes import MapType
 from . import warn_from_thread as _warn
 from .parquet import DEFAULT_PARQUET_QUEUE_BYTES, ParquetSink
 from .readers import DEFAULT_PERF_PAGES, PerfReader, RingReader
-from .records import Field, RecordType, decode_cstrings
+from .records import ColumnBatch, Field, RecordType, concatenate, decode_cstrings
 
 
 def check_max_rows(value) -> int:
@@ -48,13 +48,13 @@ def check_max_rows(value) -> int:
 
 
 class _Rows:
-    """Raw record batches, oldest first, at most max_rows in all."""
+    """Raw record batches (ColumnBatch: a column per field), oldest first, at most max_rows in all."""
 
     def __init__(self):
-        self.chunks: deque[np.ndarray] = deque()
+        self.chunks: deque[ColumnBatch] = deque()
         self.n = 0
 
-    def append(self, batch: np.ndarray, max_rows: int) -> int:
+    def append(self, batch: ColumnBatch, max_rows: int) -> int:
         """Add BATCH; returns how many of the oldest rows were dropped."""
         if len(batch) == 0:
             return 0
@@ -88,12 +88,12 @@ class _Rows:
         while self.chunks and len(self.chunks[-1]) < 65536 and len(small) < 256:
             small.append(self.chunks.pop())
         if small:
-            self.chunks.append(np.concatenate(small[::-1]))
+            self.chunks.append(concatenate(small[::-1]))
 
-    def snapshot(self) -> list[np.ndarray]:
+    def snapshot(self) -> list[ColumnBatch]:
         return list(self.chunks)
 
-    def tail(self, n: int) -> list[np.ndarray]:
+    def tail(self, n: int) -> list[ColumnBatch]:
         out, have = [], 0
         for chunk in reversed(self.chunks):
             if have >= n:
@@ -376,7 +376,7 @@ class Stream:
         """The rows kept so far as one numpy structured array (raw fields)."""
         with self._lock:
             chunks = self._rows.snapshot()
-        return np.concatenate(chunks) if chunks else self.rtype.empty()
+        return self.rtype.records_of(chunks)
 
     def df(self):
         """DataFrame of the rows kept so far, oldest first."""
@@ -409,7 +409,7 @@ class Stream:
             raise UsageProblem(f"{self.name}.{column} is an array ({field.ctype}); count by a scalar column")
         return field
 
-    def _counts(self, chunks: list[np.ndarray], column: str):
+    def _counts(self, chunks: list[ColumnBatch], column: str):
         import pandas as pd
 
         field = self._count_field(column)
