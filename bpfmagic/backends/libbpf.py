@@ -530,31 +530,6 @@ class CoreObject:
     def tables(self) -> list[str]:
         return [n for n in self.maps() if "." not in n and not n.startswith("__bm_")]
 
-    def attach_by_section(self, program, prog_ptr) -> CoreLink:
-        lib = _lib()
-        section = self.section(prog_ptr)
-        kind, _, target = section.partition("/")
-        if not target:
-            raise AttachError(_no_target(program, section, kind))
-        with libbpf_messages() as log:  # libbpf's own line goes to the error's log, not to fd 2
-            link = lib.bpf_program__attach(prog_ptr)
-            # -errno of the failed call (ctypes keeps errno across calls with use_errno), 0 on success
-            err = lib.libbpf_get_error(link)
-        if not link or err:
-            code = -err if err < 0 else 0
-            hint = (
-                " (fentry/fexit/LSM are refused by this kernel build; tp_btf/ and raw_tp/ sections work)"
-                if section.startswith(("fentry/", "fexit/", "lsm/"))
-                else ""
-            )
-            if code == errno.ENOENT and kind in _ATTACH_KINDS:
-                what, example, option = _ATTACH_KINDS[kind]
-                hint = f": this kernel has no {what} {target!r}" + (f" (-a {program.name}={option})" if option else "")
-            reason = os.strerror(code) if code else "failed"
-            raise AttachError(f'libbpf could not attach {program.qualname} (SEC("{section}")): {reason}{hint}', log[0])
-        kind, _, rest = self.section(prog_ptr).partition("/")
-        return CoreLink(Target(kind, (rest,), f"{kind}:{rest}"), program, link)
-
     # -- the backend interface (backends/__init__.py)
     kind = "core"
 
@@ -596,34 +571,8 @@ class CoreObject:
         raise UsageProblem(f"{qualname.rsplit('.', 1)[0]} has no program {func!r} (programs: {known})")
 
     def attach_sections(self, module, attached: set[str], slotted: set[str]) -> list:
-        """Attach the programs whose SEC() names their target (tp_btf/..., raw_tp/...), but
-        those attached with -a. A slotted program keeps its SEC() attachment; when that
-        fails (tail-call-only programs often carry a placeholder SEC()) the slot is its use."""
-        made = []
-        for pname, prog_ptr in self.programs().items():
-            if pname not in module.programs:
-                continue  # left unloaded (SEC("?...")): nothing to attach
-            section = self.section(prog_ptr)
-            names_binary = section.startswith(UPROBE_SECTIONS) and ":" in section
-            if pname not in attached and section.startswith(UPROBE_SECTIONS) and not names_binary and pname not in slotted:
-                kind, _, func = section.partition("/")
-                module.notes.append(
-                    f'{pname} is not attached: SEC("{section}") names no binary (its loader gives it); '
-                    f"attach it with -a {pname}={kind.removesuffix('.s')}:/PATH/TO/BINARY:{func}"
-                )
-            if pname in attached or not (section.startswith(AUTO_ATTACH_SECTIONS) or names_binary):
-                continue  # attached with -a; attached by no section
-            try:
-                made.append(self.attach_by_section(module.programs[pname], prog_ptr))
-            except AttachError as e:
-                if pname not in slotted:
-                    for att in made:
-                        att.detach()
-                    raise
-                module.notes.append(f"{pname} runs through its slot only: {e.message}")
-                continue
-            module.auto_attached.append(pname)
-        return made
+        """Attach the programs whose SEC() names their target (attach_sections below)."""
+        return attach_sections(self, module, attached, slotted)
 
     def close(self) -> None:
         if self.ptr:
@@ -713,6 +662,64 @@ def _no_target(program, section: str, kind: str) -> str:
     if option:
         text += f", or attach it from the cell with -a {program.name}={option} (in the Python API: attach={{{program.name!r}: {option!r}}})"
     return text
+
+
+def attach_by_section(obj: "CoreObject", program, prog_ptr) -> CoreLink:
+    """Attach PROGRAM where its SEC() says (libbpf's bpf_program__attach), or say why not."""
+    lib = _lib()
+    section = obj.section(prog_ptr)
+    kind, _, target = section.partition("/")
+    if not target:
+        raise AttachError(_no_target(program, section, kind))
+    with libbpf_messages() as log:  # libbpf's own line goes to the error's log, not to fd 2
+        link = lib.bpf_program__attach(prog_ptr)
+        # -errno of the failed call (ctypes keeps errno across calls with use_errno), 0 on success
+        err = lib.libbpf_get_error(link)
+    if not link or err:
+        code = -err if err < 0 else 0
+        hint = (
+            " (fentry/fexit/LSM are refused by this kernel build; tp_btf/ and raw_tp/ sections work)"
+            if section.startswith(("fentry/", "fexit/", "lsm/"))
+            else ""
+        )
+        if code == errno.ENOENT and kind in _ATTACH_KINDS:
+            what, example, option = _ATTACH_KINDS[kind]
+            hint = f": this kernel has no {what} {target!r}" + (f" (-a {program.name}={option})" if option else "")
+        reason = os.strerror(code) if code else "failed"
+        raise AttachError(f'libbpf could not attach {program.qualname} (SEC("{section}")): {reason}{hint}', log[0])
+    kind, _, rest = obj.section(prog_ptr).partition("/")
+    return CoreLink(Target(kind, (rest,), f"{kind}:{rest}"), program, link)
+
+
+def attach_sections(obj: "CoreObject", module, attached: set[str], slotted: set[str]) -> list:
+    """Attach the programs whose SEC() names their target (tp_btf/..., raw_tp/...), but
+    those attached with -a. A slotted program keeps its SEC() attachment; when that
+    fails (tail-call-only programs often carry a placeholder SEC()) the slot is its use."""
+    made = []
+    for pname, prog_ptr in obj.programs().items():
+        if pname not in module.programs:
+            continue  # left unloaded (SEC("?...")): nothing to attach
+        section = obj.section(prog_ptr)
+        names_binary = section.startswith(UPROBE_SECTIONS) and ":" in section
+        if pname not in attached and section.startswith(UPROBE_SECTIONS) and not names_binary and pname not in slotted:
+            kind, _, func = section.partition("/")
+            module.notes.append(
+                f'{pname} is not attached: SEC("{section}") names no binary (its loader gives it); '
+                f"attach it with -a {pname}={kind.removesuffix('.s')}:/PATH/TO/BINARY:{func}"
+            )
+        if pname in attached or not (section.startswith(AUTO_ATTACH_SECTIONS) or names_binary):
+            continue  # attached with -a; attached by no section
+        try:
+            made.append(attach_by_section(obj, module.programs[pname], prog_ptr))
+        except AttachError as e:
+            if pname not in slotted:
+                for att in made:
+                    att.detach()
+                raise
+            module.notes.append(f"{pname} runs through its slot only: {e.message}")
+            continue
+        module.auto_attached.append(pname)
+    return made
 
 
 class _RetryWithoutStats(Exception):

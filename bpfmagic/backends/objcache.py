@@ -147,6 +147,7 @@ def _trim(directory: str) -> None:
         return
     if len(entries) <= MAX_ENTRIES:
         return
+
     def used(entry) -> float:
         try:
             return entry.stat().st_mtime

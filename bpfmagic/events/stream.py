@@ -32,7 +32,7 @@ from ..errors import UsageProblem
 from ..kernel import libbpf
 from ..kernel.maptypes import MapType
 from . import warn_from_thread as _warn
-from .parquet import DEFAULT_PARQUET_QUEUE_BYTES, ParquetSink
+from .parquet import FollowedParquet
 from .readers import DEFAULT_PERF_PAGES, PerfReader, RingReader
 from .records import ColumnBatch, Field, RecordType, concatenate, decode_cstrings
 
@@ -111,7 +111,7 @@ class _Rows:
 # ------------------------------------------------------------ the stream
 
 
-class Stream:
+class Stream(FollowedParquet):
     """The events of one table, consumed in the background from load to unload.
 
     ``df()``: DataFrame of the rows kept so far (columns = the record's fields);
@@ -443,68 +443,6 @@ class Stream:
         tail = self.rtype.frame(tail_chunks[::-1])
         tail.index = tail.index + (held - len(tail))
         return {"count": count, "dropped": dropped, "rows": held, "tail": tail, "counts": self._counts(chunks, by) if by is not None else None}
-
-    # -------------------------------------------------- export
-    def to_parquet(self, path: str, follow: bool = False, queue_bytes: int = DEFAULT_PARQUET_QUEUE_BYTES) -> str:
-        """Write the rows kept so far to a Parquet file. With ``follow=True``
-        the file stays open and every batch that arrives afterwards is
-        appended too (beyond ``max_rows``: for runs too big for memory) until
-        the stream stops or :meth:`close_parquet` is called.
-
-        Memory stays bounded while following: at most ``queue_bytes`` of
-        records (default 64 MiB) wait for the writer thread. When the writer
-        falls that far behind, the stream's reader waits for it: the kernel's
-        ring fills meanwhile and what it refuses is counted in ``lost``, so
-        every record the stream delivers (``count``) reaches the file.
-        ``parquet_written`` counts the rows in the file; ``parquet_dropped``
-        the rows that still missed it (the writer failed, or they arrived
-        while the file was being closed; warned of). Snapshot rows + count
-        since the call == parquet_written + parquet_dropped once the file is
-        closed."""
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError:
-            raise UsageProblem("to_parquet needs pyarrow: pip install pyarrow") from None
-        if follow and not self.running:
-            raise UsageProblem(f"{self.name} is stopped: nothing more will arrive to follow")
-        with self._lock:
-            if follow and self._parquet is not None:  # a snapshot beside a followed file is fine
-                raise UsageProblem(f"{self.name} already follows into {self._parquet.path}; close_parquet() first")
-            chunks = self._rows.snapshot()
-            sink = ParquetSink(path, self.rtype, queue_bytes)
-            for chunk in chunks:
-                sink.write(chunk)
-            if follow:
-                self._parquet = self._parquet_last = sink
-        if not follow:
-            sink.close()
-        return path
-
-    @property
-    def parquet_dropped(self) -> int:
-        """Records left out of the followed Parquet file (the latest one):
-        its writer failed, or they arrived while it was being closed."""
-        sink = self._parquet_last
-        return sink.dropped if sink is not None else 0
-
-    @property
-    def parquet_written(self) -> int:
-        """Rows written into the followed Parquet file (the latest one) so far."""
-        sink = self._parquet_last
-        return sink.written if sink is not None else 0
-
-    @property
-    def parquet_queued(self) -> int:
-        """Rows waiting for the followed Parquet file's writer now."""
-        sink = self._parquet
-        return sink.queued_rows if sink is not None else 0
-
-    def close_parquet(self) -> None:
-        """Stop appending to the file that ``to_parquet(..., follow=True)`` opened."""
-        with self._lock:
-            sink, self._parquet = self._parquet, None
-        if sink is not None:
-            sink.close()
 
     def on_stop(self, listener) -> None:
         """Run LISTENER(stream) once the stream has stopped (now if it has)."""
