@@ -69,7 +69,7 @@ def test_path_graph_draws_the_live_paths_on_the_chain(session):
     as the runs the kernel recorded along it."""
     from bpfmagic.kernel import libbpf
 
-    from .test_instruments import PATH_CHAIN
+    from .programs import PATH_CHAIN
 
     session.enable_paths()
     session.load("lv", PATH_CHAIN, slots={"pj[1]": "parse_eth", "pj[2]": "parse_ip"})

@@ -210,7 +210,7 @@ def test_unload_stops_the_core_stream(session):
 
 
 def test_bpf_df_of_a_core_ring_through_the_magic():
-    from .test_stream import bpf_shell
+    from .programs import bpf_shell
 
     with bpf_shell() as ip:
         ip.run_cell_magic("bpf", 'mag --core --cflags "-DRING=4096"', OUTPUT)

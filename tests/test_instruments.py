@@ -16,6 +16,7 @@ from bpfmagic.c.analysis import file_constants
 from bpfmagic.experiments import graph as chain_graph
 
 from .conftest import needs_root
+from .programs import PATH_CHAIN
 
 CORE_MIXED = r"""
 #include "vmlinux.h"
@@ -352,18 +353,6 @@ def test_dump_through_the_magic(capsys):
 
 
 # ------------------------------------------------------------------ paths
-
-PATH_CHAIN = r"""
-BPF_PROG_ARRAY(pj, 8);
-int entry(struct xdp_md *ctx) {
-  u8 *p = (u8 *)(long)ctx->data;
-  if ((void *)(p + 1) > (void *)(long)ctx->data_end) return XDP_ABORTED;
-  if (*p == 0xAA) pj.call(ctx, 3);
-  pj.call(ctx, 1);
-  return XDP_PASS; }
-int parse_eth(struct xdp_md *ctx) { pj.call(ctx, 2); return XDP_DROP; }
-int parse_ip(struct xdp_md *ctx) { pj.call(ctx, 5); return XDP_TX; }
-"""
 
 
 @needs_root

@@ -522,7 +522,7 @@ def test_map_watch_stops_when_the_module_is_unloaded(session):
 def test_stream_view_counts_agree_with_its_count(session):
     from bpfmagic.widgets import Watch
 
-    from .test_stream import PACKET, ring_producer
+    from .programs import PACKET, ring_producer
 
     m = session.load("w", ring_producer())
     st = session.stream("events")

@@ -396,7 +396,7 @@ def test_limits_notebook_results(executed):
     assert summary["pingpong"] == {"ping": 17, "pong": 17, "taken": 33, "missed": 1, "retval": "XDP_DROP"}
     assert summary["empty_slot"] == {"calls": 1, "missed": 1, "runs": 1, "retval": "XDP_PASS"}
     # the budget across subprograms: one per run since 6.10, one per subprogram frame before
-    from .kernels.test_tail_call_counter import shared_budget
+    from .programs import shared_budget
 
     expected = [33, 0] if shared_budget(platform.release()) else [33, 33]
     assert summary["subprogram_runs"] == expected

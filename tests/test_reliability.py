@@ -3,16 +3,13 @@ is a fault that once crashed, hung or misled, run on the real kernel."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from .conftest import needs_root
+from .programs import child_result, run_child
 
 pytestmark = needs_root
 
@@ -24,30 +21,6 @@ HAZARD_C = (
     "BPF_ARRAY(c, u64, 1);\nint f(struct xdp_md *ctx) { int z = 0; u64 *v = c.lookup(&z); "
     "if (v) { u64 old = __sync_fetch_and_add(v, 1); if (old > 1000000) return XDP_DROP; } return XDP_PASS; }\n"
 )
-
-
-def run_child(
-    code: str, timeout: float = 120, prefix: list[str] | None = None, env_extra: dict[str, str] | None = None
-) -> subprocess.CompletedProcess:
-    """Run CODE in a fresh Python that imports this checkout's bpfmagic: a
-    crash (segfault, abort) there is a failed test, not a dead test run."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), **(env_extra or {}))
-    env = {k: v for k, v in env.items() if v != ""}  # an empty value in env_extra unsets the variable
-    return subprocess.run(
-        [*(prefix or []), sys.executable, "-c", textwrap.dedent(code)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def child_result(r: subprocess.CompletedProcess) -> dict:
-    """The JSON the child printed on its last stdout line."""
-    assert r.returncode == 0, f"child died with {r.returncode}:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
-    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 # ---------------------------------------------------------------- threads
@@ -381,7 +354,7 @@ def test_followed_parquet_keeps_every_delivered_event_when_the_flood_outruns_its
     from bpfmagic.events import parquet
 
     from .conftest import wait_for
-    from .test_stream import produce, ring_producer
+    from .programs import produce, ring_producer
 
     disk_free = threading.Event()
     real_flush = parquet.ParquetSink._flush
@@ -426,7 +399,7 @@ def test_followed_parquet_rows_its_writer_fails_on_are_counted_and_warned(sessio
     from bpfmagic.events import StreamWarning, parquet
 
     from .conftest import wait_for
-    from .test_stream import produce, ring_producer
+    from .programs import produce, ring_producer
 
     def full_disk(sink, batches):
         raise OSError(28, "No space left on device")
@@ -448,7 +421,7 @@ def test_parquet_snapshot_larger_than_the_queue_is_written_whole(session, tmp_pa
     pd = pytest.importorskip("pandas")
     pytest.importorskip("pyarrow")
     from .conftest import wait_for
-    from .test_stream import produce, ring_producer
+    from .programs import produce, ring_producer
 
     m = session.load("snap", ring_producer())
     st = session.stream("events")
@@ -751,7 +724,7 @@ def test_rows_counted_before_close_parquet_reach_the_file(session, tmp_path, mon
     from bpfmagic.events import parquet
 
     from .conftest import wait_for
-    from .test_stream import produce, ring_producer
+    from .programs import produce, ring_producer
 
     entered, gate = threading.Event(), threading.Event()
     real_write = parquet.ParquetSink.write

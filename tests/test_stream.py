@@ -3,8 +3,6 @@ run with BPF_PROG_TEST_RUN or by real syscalls, read back into DataFrames."""
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import os
 import threading
 
@@ -16,23 +14,11 @@ from bpfmagic.events import StreamWarning
 from bpfmagic.kernel import libbpf
 
 from .conftest import needs_root, stream_threads, syscall_nr, wait_for
+from .programs import PACKET, bpf_shell, produce, ring_producer
 
 pytestmark = needs_root
 
-PACKET = bytes(64)  # XDP test_run needs at least an Ethernet header
 NR_GETPPID = syscall_nr("getppid")
-
-# One fixed 32-byte record per run (the reusable snippet in bpf/): seq counts every run.
-RING_PRODUCER_FILE = os.path.join(os.path.dirname(__file__), "..", "bpf", "xdp_ring_producer.bpf.c")
-
-
-def ring_producer(pages: int = 256) -> str:
-    with open(RING_PRODUCER_FILE) as f:
-        return f"#define PAGES {pages}\n" + f.read()
-
-
-def produce(module, func: str, runs: int) -> None:
-    libbpf.test_run(module.program(func).fd, data=PACKET, repeat=runs)
 
 
 # ---------------------------------------------------------------- ring buffers
@@ -517,28 +503,6 @@ def test_to_parquet_snapshot_and_follow(session, tmp_path):
 
 
 # ---------------------------------------------------------------- the magics
-
-
-@contextlib.contextmanager
-def bpf_shell():
-    """The shared test shell with bpfmagic loaded; afterwards the extension is
-    unloaded and BpfMagics' config (shared by every later shell test) is as it was."""
-    from IPython.testing.globalipapp import get_ipython
-
-    import bpfmagic
-
-    ip = get_ipython()
-    saved = copy.deepcopy(ip.config.get("BpfMagics")) if "BpfMagics" in ip.config else None
-    ip.run_line_magic("load_ext", "bpfmagic")
-    try:
-        yield ip
-    finally:
-        bpfmagic._drop_session()
-        ip.run_line_magic("unload_ext", "bpfmagic")
-        if saved is None:
-            ip.config.pop("BpfMagics", None)
-        else:
-            ip.config["BpfMagics"] = saved
 
 
 def test_magics_df_streams_and_max_rows_config(tmp_path):

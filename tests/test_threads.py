@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from .conftest import needs_root
-from .test_reliability import child_result, run_child
+from .programs import child_result, run_child
 
 pytestmark = needs_root
 

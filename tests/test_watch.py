@@ -14,7 +14,7 @@ from bpfmagic.kernel import libbpf
 from bpfmagic.widgets import Watch
 
 from .conftest import needs_root, wait_for
-from .test_stream import PACKET, ring_producer
+from .programs import PACKET, ring_producer
 
 pytestmark = needs_root
 

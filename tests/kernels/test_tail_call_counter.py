@@ -15,6 +15,7 @@ import platform
 from bpfmagic.experiments import packets
 
 from ..conftest import needs_root
+from ..programs import shared_budget
 
 pytestmark = needs_root
 
@@ -56,12 +57,6 @@ SEC("tc") int entry(struct __sk_buff *skb)
 
 char LICENSE[] SEC("license") = "GPL";
 """
-
-
-def shared_budget(release: str) -> bool:
-    """Whether this kernel counts tail calls per run across subprograms (6.10 and later)."""
-    major, minor = (int(x) for x in release.split(".")[:2])
-    return (major, minor) >= (6, 10)
 
 
 def test_the_tail_call_budget_across_subprograms_follows_the_kernel(session):

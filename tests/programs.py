@@ -1,0 +1,97 @@
+"""Programs and helpers that tests in more than one file use: the ring-buffer
+producer of bpf/, a chain with paths, a child Python running this checkout,
+the shell with bpfmagic loaded, the kernel release rule of the tail-call budget."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from bpfmagic.kernel import libbpf
+
+REPO = Path(__file__).resolve().parent.parent
+
+PACKET = bytes(64)  # XDP test_run needs at least an Ethernet header
+
+# One fixed 32-byte record per run (the reusable snippet in bpf/): seq counts every run.
+RING_PRODUCER_FILE = os.path.join(REPO, "bpf", "xdp_ring_producer.bpf.c")
+
+
+def ring_producer(pages: int = 256) -> str:
+    with open(RING_PRODUCER_FILE) as f:
+        return f"#define PAGES {pages}\n" + f.read()
+
+
+def produce(module, func: str, runs: int) -> None:
+    libbpf.test_run(module.program(func).fd, data=PACKET, repeat=runs)
+
+
+PATH_CHAIN = r"""
+BPF_PROG_ARRAY(pj, 8);
+int entry(struct xdp_md *ctx) {
+  u8 *p = (u8 *)(long)ctx->data;
+  if ((void *)(p + 1) > (void *)(long)ctx->data_end) return XDP_ABORTED;
+  if (*p == 0xAA) pj.call(ctx, 3);
+  pj.call(ctx, 1);
+  return XDP_PASS; }
+int parse_eth(struct xdp_md *ctx) { pj.call(ctx, 2); return XDP_DROP; }
+int parse_ip(struct xdp_md *ctx) { pj.call(ctx, 5); return XDP_TX; }
+"""
+
+
+def run_child(
+    code: str, timeout: float = 120, prefix: list[str] | None = None, env_extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run CODE in a fresh Python that imports this checkout's bpfmagic: a
+    crash (segfault, abort) there is a failed test, not a dead test run."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), **(env_extra or {}))
+    env = {k: v for k, v in env.items() if v != ""}  # an empty value in env_extra unsets the variable
+    return subprocess.run(
+        [*(prefix or []), sys.executable, "-c", textwrap.dedent(code)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def child_result(r: subprocess.CompletedProcess) -> dict:
+    """The JSON the child printed on its last stdout line."""
+    assert r.returncode == 0, f"child died with {r.returncode}:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@contextlib.contextmanager
+def bpf_shell():
+    """The shared test shell with bpfmagic loaded; afterwards the extension is
+    unloaded and BpfMagics' config (shared by every later shell test) is as it was."""
+    from IPython.testing.globalipapp import get_ipython
+
+    import bpfmagic
+
+    ip = get_ipython()
+    saved = copy.deepcopy(ip.config.get("BpfMagics")) if "BpfMagics" in ip.config else None
+    ip.run_line_magic("load_ext", "bpfmagic")
+    try:
+        yield ip
+    finally:
+        bpfmagic._drop_session()
+        ip.run_line_magic("unload_ext", "bpfmagic")
+        if saved is None:
+            ip.config.pop("BpfMagics", None)
+        else:
+            ip.config["BpfMagics"] = saved
+
+
+def shared_budget(release: str) -> bool:
+    """Whether this kernel counts tail calls per run across subprograms (6.10 and later)."""
+    major, minor = (int(x) for x in release.split(".")[:2])
+    return (major, minor) >= (6, 10)
