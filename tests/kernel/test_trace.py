@@ -1,0 +1,113 @@
+"""%bpf trace: bpf_trace_printk lines from trace_pipe into a DataFrame."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bpfmagic.kernel import libbpf
+
+from ..conftest import needs_root
+
+SESSION_CLOCK_SLACK = 1.0  # Session.trace: the trace clock and CLOCK_MONOTONIC may drift this much
+
+
+@needs_root
+def test_capture_returns_the_printed_lines(session):
+    marker = f"bm{os.getpid()}x{time.monotonic_ns() % 100000}"
+    src = r"""
+    BPF_ARRAY(seqs, u64, 1);
+    int say(struct xdp_md *ctx) {
+        int k = 0;
+        u64 *c = seqs.lookup(&k);
+        if (!c) return XDP_PASS;
+        u64 n = *c;
+        *c = n + 1;
+        bpf_trace_printk("MARKER %llu\n", n);
+        return XDP_PASS;
+    }
+    """.replace("MARKER", marker)
+    m = session.load("say", src)
+    libbpf.test_run(m.program("say").fd, data=bytes(64), repeat=25)
+    df = session.trace(seconds=2, grep=marker)
+    assert df.attrs["stopped_by"] == "seconds"  # no line limit: the deadline ended it
+    assert list(df.columns) == ["ts", "cpu", "pid", "comm", "msg"]
+    assert df["msg"].tolist() == [f"{marker} {i}" for i in range(25)]
+    assert set(df["pid"]) == {os.getpid()} and (df["ts"].diff().dropna() >= 0).all()
+    # a second capture finds nothing: trace_pipe reads consume
+    assert session.trace(seconds=0.2, grep=marker).empty
+
+
+@needs_root
+def test_capture_stops_after_max_lines(session):
+    src = r"""int say(struct xdp_md *ctx) { bpf_trace_printk("bmlimit\n"); return XDP_PASS; }"""
+    m = session.load("lim", src)
+    libbpf.test_run(m.program("say").fd, data=bytes(64), repeat=50)
+    df = session.trace(seconds=5, max_lines=10, grep="^bmlimit$")
+    assert len(df) == 10 and df.attrs["stopped_by"] == "max_lines"  # returned at 10 lines, not at the deadline
+    session.trace(seconds=0.3, grep="bmlimit")  # leave nothing of ours in the pipe
+
+
+@needs_root
+def test_unprivileged_capture_says_permission_denied():
+    """As another user, tracefs (mode 700) is there but unreadable: the error
+    says permission, not "mount it"."""
+    from ..namespaces import BECOME_NOBODY, child_env
+
+    # Imported as root (the clone may sit under a 0700 directory), then user nobody.
+    # pandas too: capture() imports it when it has lines to return, after the drop.
+    code = (
+        "import os, pandas, bpfmagic\nfrom bpfmagic.events.trace import capture\n" + BECOME_NOBODY + "try:\n    capture(seconds=0.1)\n"
+        "except Exception as e:\n    print(type(e).__name__, e)\n"
+        "print('MODULE:', bpfmagic.__file__)\n"
+    )
+    import bpfmagic
+
+    out = subprocess.run([sys.executable, "-c", code], cwd="/", env=child_env(), capture_output=True, text=True, timeout=60)
+    assert out.stdout.startswith("EnvironmentProblem permission denied reading /sys/kernel/tracing/trace_pipe"), out.stdout + out.stderr
+    assert f"MODULE: {bpfmagic.__file__}" in out.stdout
+    assert "mount" not in out.stdout
+
+
+def test_a_second_reader_gets_a_clear_error(session):
+    import errno as errno_
+
+    from bpfmagic import EnvironmentProblem
+    from bpfmagic.events.trace import TRACE_PIPE
+
+    try:
+        holder = os.open(TRACE_PIPE, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as e:
+        if e.errno == errno_.EBUSY:
+            pytest.skip("another process reads trace_pipe right now")
+        raise
+    try:
+        with pytest.raises(EnvironmentProblem, match="being read by another process"):
+            session.trace(seconds=0.1)
+    finally:
+        os.close(holder)
+
+
+@needs_root
+def test_lines_older_than_the_session_are_skipped(session):
+    from bpfmagic import Session
+
+    src = r"""int say(struct xdp_md *ctx) { bpf_trace_printk("bmold\n"); return XDP_PASS; }"""
+    m = session.load("old", src)
+    libbpf.test_run(m.program("say").fd, data=bytes(64), repeat=3)  # printed before `later` began
+    printed_by = time.monotonic()
+    # A session skips lines older than its start minus a clock slack (1 s): `later` has to
+    # begin more than that after the printing; only the clock can be waited for here.
+    while time.monotonic() < printed_by + SESSION_CLOCK_SLACK + 0.1:
+        time.sleep(0.05)
+    later = Session()
+    try:
+        assert later.started - SESSION_CLOCK_SLACK > printed_by
+        df = later.trace(seconds=0.5, grep="^bmold$")
+        assert df.empty and df.attrs["older"] == 3
+    finally:
+        later.close()

@@ -1,0 +1,30 @@
+"""%bpf trace: bpf_trace_printk lines from trace_pipe into a DataFrame."""
+
+from __future__ import annotations
+
+import pytest
+
+from bpfmagic import UsageProblem
+from bpfmagic.events.trace import capture, parse_line
+
+
+def test_parse_line_formats():
+    new = "          python3-4242    [001] d..31  5123.456789: bpf_trace_printk: slot 3 taken"
+    assert parse_line(new) == {"ts": 5123.456789, "cpu": 1, "pid": 4242, "comm": "python3", "msg": "slot 3 taken"}
+    old = "  <idle>-0     [000] ..s1  12.000001: bpf_trace_printk: x=1"
+    assert parse_line(old)["comm"] == "<idle>" and parse_line(old)["pid"] == 0
+    tgid = "  my-prog-name-7 (   7) [003] .... 1.5: bpf_trace_printk: a: b"
+    assert parse_line(tgid) == {"ts": 1.5, "cpu": 3, "pid": 7, "comm": "my-prog-name", "msg": "a: b"}
+    assert parse_line("  bash-1 [000] .... 1.0: sys_enter: NR 0") is None  # not a printk line
+    assert parse_line("CPU:1 [LOST 3 EVENTS]") is None
+
+
+def test_bad_grep_is_a_usage_problem():
+    with pytest.raises(UsageProblem, match=r"--grep '\(' is not a valid regular expression"):
+        capture(seconds=0.1, grep="(")
+
+
+def test_seconds_are_checked(session):
+    for bad in (-1, 0, float("nan"), float("inf"), 1e9):
+        with pytest.raises(UsageProblem, match="--seconds"):
+            session.trace(seconds=bad)
