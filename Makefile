@@ -1,5 +1,6 @@
 # make demo   prepare the machine, then run notebooks/01-syscall-dispatch.ipynb headless
 # make test   prepare the machine, then run the test suite
+# make test-unit  only tests/unit (no root, no kernel objects: any user)
 # make docs   prepare the machine, then execute every notebook and render build/site/
 # Every target prepares the machine first (`setup`); that step is idempotent
 # and takes about a second once done.
@@ -23,11 +24,12 @@ BROWSER_LIMIT ?= 240
 export DEBIAN_FRONTEND := noninteractive
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help setup apt mounts headers demo test test-kernels kernel-tools docs browser browser-tools bench clean
+.PHONY: help setup apt mounts headers demo test test-unit test-kernels kernel-tools docs browser browser-tools bench clean
 
 help:
 	@echo "make demo    run $(DEMO) headless (prepares the machine first)"
 	@echo "make test    run the tests (prepares the machine first; PYTEST_ARGS=... passes through)"
+	@echo "make test-unit  only tests/unit: no root, no kernel objects (needs $(VENV) only)"
 	@echo "make docs    execute every notebook and render it to HTML under build/site/ (open build/site/index.html)"
 	@echo "make browser check %%bpf cells (C highlighting, completion) and run $(BROWSER_NB) in JupyterLab in headless chromium; screenshots in build/browser/"
 	@echo "make bench   run bench/*.py; fails when one misses its target"
@@ -85,6 +87,10 @@ test: setup
 	$(PY) -m ruff check bpfmagic tests bench
 	$(PY) -m ruff format --check bpfmagic tests bench
 	$(PY) -m pytest -q --durations=15 tests $(PYTEST_ARGS)
+
+# tests/unit only: no root, no kernel objects, no mounts (any user with the venv).
+test-unit: $(VENV)/.installed
+	$(PY) -m pytest -q --durations=15 tests/unit $(PYTEST_ARGS)
 
 # Every notebook executed, then rendered by Sphinx (MyST-NB) to build/site/ (open
 # build/site/index.html); a notebook that fails fails the build. Progress bars on a terminal.

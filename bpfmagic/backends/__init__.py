@@ -52,7 +52,7 @@ A loaded object answers the same questions whichever backend made it:
 
 ``Module`` and ``Session``, and the events, maps, globals and experiments
 beside them, use only this interface (one exception: ``Module.bpf`` hands
-out BCC's own object, ``BccObject.bpf``). tests/test_architecture.py checks
+out BCC's own object, ``BccObject.bpf``). tests/unit/test_architecture.py checks
 that both objects have every name of the table. What a backend is handed for one
 load is a ``LoadContext``, what it hands out of a map a ``MapHandle`` (both in
 interface.py, which bcc.py and libbpf.py import: this package imports them only

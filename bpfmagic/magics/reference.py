@@ -1,7 +1,7 @@
 """The %bpf command table of docs/reference.md, made from the registry: each command's
 usage, description and Session (Python API) equivalent. ``python -m
 bpfmagic.magics.reference docs/reference.md`` rewrites the table between its two markers;
-``--check`` only says whether it is current (tests/test_commands.py runs the check)."""
+``--check`` only says whether it is current (tests/unit/test_commands.py runs the check)."""
 
 from __future__ import annotations
 

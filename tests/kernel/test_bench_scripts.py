@@ -73,7 +73,7 @@ def test_flood_bench_smoke_run_puts_every_delivered_event_in_the_parquet_file():
     assert any(line.strip().startswith("delivered events in the file  100.00%") for line in lines), r.stdout
     assert any("x the producer's rate in this run; the producer ran at" in line for line in lines), r.stdout
     # the smoke run's queue (8,192 rows) is far smaller than the flood; whether the reader had to
-    # wait depends on the machine's speed (tests/test_reliability.py stalls the writer to be sure)
+    # wait depends on the machine's speed (tests/kernel/test_reliability.py stalls the writer to be sure)
     queued = re.search(r"peak queued ([\d,]+) rows of 8,192 at most; the reader waited for the writer [\d,]+ times", r.stdout)
     assert queued and 0 < int(queued[1].replace(",", "")) <= 8192, r.stdout
     assert "target met" in r.stdout

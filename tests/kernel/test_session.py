@@ -494,7 +494,7 @@ def test_dead_session_pins_are_cleaned(tmp_path):
 
     # A process that pins an array and dies without closing, its reaper killed
     # first (stopped, so it cannot clean up): only the next session's cleanup
-    # can free the pins. (With its reaper, tests/test_lifecycle.py.)
+    # can free the pins. (With its reaper, tests/kernel/test_lifecycle.py.)
     code = (
         "import os, signal, bpfmagic; from bpfmagic.kernel import pins; s = bpfmagic.Session(); s.progarray('jt', 4); "
         "os.kill(pins.process_dir().reaper_pid, signal.SIGSTOP); "
