@@ -95,3 +95,71 @@ def shared_budget(release: str) -> bool:
     """Whether this kernel counts tail calls per run across subprograms (6.10 and later)."""
     major, minor = (int(x) for x in release.split(".")[:2])
     return (major, minor) >= (6, 10)
+
+
+# A chain as tail-call-bench's kern.c writes it: a legacy prog array, programs that tail-call
+# each other through it, a size from a #define.
+LEGACY_CHAIN = """#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#define NUM_STAGES 8
+
+struct bpf_map_def SEC("maps") jmp_table = {
+	.type = BPF_MAP_TYPE_PROG_ARRAY,
+	.key_size = sizeof(__u32),
+	.value_size = sizeof(__u32),
+	.max_entries = NUM_STAGES,
+};
+
+SEC("xdp")
+int entry(struct xdp_md *ctx)
+{
+	bpf_tail_call(ctx, &jmp_table, 1);
+	return XDP_ABORTED;
+}
+
+SEC("xdp")
+int stage1(struct xdp_md *ctx)
+{
+	bpf_tail_call(ctx, &jmp_table, 2);
+	return XDP_PASS;
+}
+
+SEC("xdp")
+int stage2(struct xdp_md *ctx)
+{
+	return XDP_DROP;
+}
+
+char _license[] SEC("license") = "GPL";
+"""
+
+
+# The benchmark shape: a legacy-style stage macro that names the function by pasting
+# and its section by stringifying, one line per stage, each calling the next slot.
+PROG_MACRO_CHAIN = textwrap.dedent(r"""
+    #include <linux/bpf.h>
+    #include <bpf/bpf_helpers.h>
+
+    struct {
+        __uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+        __uint(max_entries, 4);
+        __uint(key_size, sizeof(__u32));
+        __uint(value_size, sizeof(__u32));
+    } stages SEC(".maps");
+
+    #define STAGE(X) SEC("xdp/stage" #X)                     \
+    int stage_##X(struct xdp_md *ctx) {                       \
+        bpf_tail_call(ctx, &stages, X + 1);                   \
+        return XDP_PASS;                                      \
+    }
+
+    STAGE(0)
+    STAGE(1)
+    STAGE(2)
+
+    char _license[] SEC("license") = "GPL";
+    """)
+
+
+XDP_PASS_C = "int f(struct xdp_md *ctx) { return XDP_PASS; }\n"

@@ -10,6 +10,7 @@ import pytest
 from IPython.core.completer import provisionalcompleter
 
 from ..conftest import needs_root
+from ..helpers import offered
 
 CELL = textwrap.dedent(
     """\
@@ -28,12 +29,6 @@ CELL = textwrap.dedent(
     }
     """
 )
-
-
-def offered(ip, text: str, cursor: int | None = None) -> list[str]:
-    """What IPython's completer offers with the cursor at the end of TEXT (or at CURSOR)."""
-    with provisionalcompleter():
-        return [c.text for c in ip.Completer.completions(text, len(text) if cursor is None else cursor)]
 
 
 def replaced(ip, text: str) -> set[str]:

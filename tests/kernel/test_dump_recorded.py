@@ -10,14 +10,7 @@ import re
 from bpfmagic.kernel import cpu
 
 from ..conftest import needs_root
-
-
-def _last_instruction(text, function):
-    """The last instruction of FUNCTION's image, padding (int3) left out."""
-    body = text.split(f"<{function}>:", 1)[1].split("\n<", 1)[0]
-    rows = [r for r in body.splitlines() if re.match(r"^\s+[0-9a-f]+: ", r) and not r.split(": ", 1)[1].startswith("int3")]
-    return rows[-1]
-
+from ..helpers import _last_instruction
 
 LIVE = r"""
 BPF_PROG_ARRAY(lj, 4);

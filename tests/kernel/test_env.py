@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -14,28 +12,10 @@ from bpfmagic import doctor
 from bpfmagic.kernel import env, features
 
 from ..conftest import kernel_has_kprobes
+from ..helpers import _clean_env, _py
 
-REPO = Path(__file__).resolve().parent.parent.parent
 PRIV = env.privileges()
 needs_root = pytest.mark.skipif(not (PRIV.can_load and PRIV.can_trace), reason="needs CAP_BPF+CAP_PERFMON")
-
-
-def _clean_env(**extra) -> dict:
-    e = {k: v for k, v in os.environ.items() if k != "BCC_KERNEL_SOURCE"}
-    e["PYTHONPATH"] = str(REPO)
-    e.update(extra)
-    return e
-
-
-def _py(code: str, *args: str, env_=None, timeout=60, python=sys.executable) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [python, *args, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO,
-        env=env_ if env_ is not None else _clean_env(),
-    )
 
 
 @needs_root

@@ -10,43 +10,7 @@ import pytest
 from bpfmagic import BpfCompileError, SlotError, UsageProblem
 
 from ..conftest import needs_root
-
-# A chain as tail-call-bench's kern.c writes it: a legacy prog array, programs that tail-call
-# each other through it, a size from a #define.
-LEGACY_CHAIN = """#include <linux/bpf.h>
-#include <bpf/bpf_helpers.h>
-
-#define NUM_STAGES 8
-
-struct bpf_map_def SEC("maps") jmp_table = {
-	.type = BPF_MAP_TYPE_PROG_ARRAY,
-	.key_size = sizeof(__u32),
-	.value_size = sizeof(__u32),
-	.max_entries = NUM_STAGES,
-};
-
-SEC("xdp")
-int entry(struct xdp_md *ctx)
-{
-	bpf_tail_call(ctx, &jmp_table, 1);
-	return XDP_ABORTED;
-}
-
-SEC("xdp")
-int stage1(struct xdp_md *ctx)
-{
-	bpf_tail_call(ctx, &jmp_table, 2);
-	return XDP_PASS;
-}
-
-SEC("xdp")
-int stage2(struct xdp_md *ctx)
-{
-	return XDP_DROP;
-}
-
-char _license[] SEC("license") = "GPL";
-"""
+from ..programs import LEGACY_CHAIN
 
 XDP_ABORTED, XDP_DROP, XDP_PASS = 0, 1, 2
 

@@ -12,32 +12,7 @@ import pandas as pd
 from bpfmagic.experiments import packets
 
 from ..conftest import needs_root
-
-# The benchmark shape: a legacy-style stage macro that names the function by pasting
-# and its section by stringifying, one line per stage, each calling the next slot.
-PROG_MACRO_CHAIN = textwrap.dedent(r"""
-    #include <linux/bpf.h>
-    #include <bpf/bpf_helpers.h>
-
-    struct {
-        __uint(type, BPF_MAP_TYPE_PROG_ARRAY);
-        __uint(max_entries, 4);
-        __uint(key_size, sizeof(__u32));
-        __uint(value_size, sizeof(__u32));
-    } stages SEC(".maps");
-
-    #define STAGE(X) SEC("xdp/stage" #X)                     \
-    int stage_##X(struct xdp_md *ctx) {                       \
-        bpf_tail_call(ctx, &stages, X + 1);                   \
-        return XDP_PASS;                                      \
-    }
-
-    STAGE(0)
-    STAGE(1)
-    STAGE(2)
-
-    char _license[] SEC("license") = "GPL";
-    """)
+from ..programs import PROG_MACRO_CHAIN
 
 
 @needs_root

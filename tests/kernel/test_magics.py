@@ -16,10 +16,7 @@ import bpfmagic
 from bpfmagic import BpfCompileError, BpfVerifierError, Module, SlotError
 
 from ..conftest import kernel_objects, leftovers, needs_root
-
-
-def run(ip, code: str):
-    return ip.run_cell(textwrap.dedent(code))
+from ..helpers import run
 
 
 @needs_root

@@ -462,15 +462,17 @@ def test_names_and_unloaded_modules(session):
     with pytest.raises(UsageProblem, match="several modules have a table 'counts'.*a1.counts"):
         session.map("counts")
     assert session.map("a2.counts").name == "a2.counts"
-    with pytest.raises(UsageProblem, match="no map 'nope'"):
+    with pytest.raises(UsageProblem, match="no map 'nope'") as err:
         session.map("nope")
+    assert (err.value.kind, err.value.name) == ("map", "nope")
     session.unload("a1")
     with pytest.raises(UsageProblem, match="module a1 was unloaded"):
         view.df()
     with pytest.raises(UsageProblem, match="module a1 was unloaded"):
         view[0] = 1
-    with pytest.raises(UsageProblem, match="no module 'a1'"):
+    with pytest.raises(UsageProblem, match="no module 'a1'") as err:
         session.map("a1.counts")
+    assert (err.value.kind, err.value.name) == ("module", "a1") and "a2" in err.value.known
 
 
 def test_event_tables_point_at_the_stream(session):

@@ -4,17 +4,14 @@ is a fault that once crashed, hung or misled, run on the real kernel."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
 from ..conftest import needs_root
-from ..programs import child_result, run_child
+from ..programs import XDP_PASS_C, child_result, run_child
 
 pytestmark = needs_root
 
-REPO = Path(__file__).resolve().parent.parent.parent
-XDP_PASS_C = "int f(struct xdp_md *ctx) { return XDP_PASS; }\n"
 # A cell with what can make libbcc end the process (a used atomic's result; 64-bit: it compiles):
 # such cells are compiled in a child first.
 HAZARD_C = (

@@ -295,8 +295,9 @@ def test_shared_array_size_mismatch_and_unknown_array(session):
     session.load("a", "BPF_PROG_ARRAY(jt, 4);\nint f(struct xdp_md *ctx) { jt.call(ctx, 0); return 0; }")
     with pytest.raises(SlotError, match="has 4 slots"):
         session.load("b", "\nBPF_PROG_ARRAY(jt, 8);\nint g(struct xdp_md *ctx) { return 0; }")
-    with pytest.raises(SlotError, match="no prog array 'nope'"):
+    with pytest.raises(SlotError, match="no prog array 'nope'") as err:
         session.load("c", "int g(struct xdp_md *ctx) { return 0; }", slots={"nope[0]": "g"})
+    assert (err.value.array, err.value.hint) == ("nope", "%bpf progarray nope N")
 
 
 def test_type_mismatch_names_both_types(session):

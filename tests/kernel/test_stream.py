@@ -221,8 +221,9 @@ def test_two_streams_and_ambiguous_names(session):
     b = session.load("b", ring_producer())
     with pytest.raises(UsageProblem, match=r"a\.events, b\.events"):
         session.stream("events")
-    with pytest.raises(UsageProblem, match="no stream 'nope'"):
+    with pytest.raises(UsageProblem, match="no stream 'nope'") as err:
         session.stream("nope")
+    assert (err.value.kind, err.value.name) == ("stream", "nope")
     produce(a, "produce", 3000)
     produce(b, "produce", 5000)
     sa, sb = session.stream("a.events"), session.stream("b.events")

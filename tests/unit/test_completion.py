@@ -7,11 +7,7 @@ from IPython.core.completer import provisionalcompleter
 
 from bpfmagic import completion
 
-
-def offered(ip, text: str, cursor: int | None = None) -> list[str]:
-    """What IPython's completer offers with the cursor at the end of TEXT (or at CURSOR)."""
-    with provisionalcompleter():
-        return [c.text for c in ip.Completer.completions(text, len(text) if cursor is None else cursor)]
+from ..helpers import offered
 
 
 def test_subcommands_and_their_options_from_the_parsers(ip):

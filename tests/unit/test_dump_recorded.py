@@ -15,6 +15,8 @@ import pytest
 from bpfmagic.experiments.dump import JitImage, annotate_jited
 from bpfmagic.kernel import cpu
 
+from ..helpers import _last_instruction
+
 DATA = os.path.join(os.path.dirname(__file__), "..", "data", "jit")
 RECORDED = sorted(glob.glob(os.path.join(DATA, "*.json")))
 
@@ -26,13 +28,6 @@ def _load(path):
 
 def _rows(text, start):
     return [line for line in text.splitlines() if line.startswith(start)]
-
-
-def _last_instruction(text, function):
-    """The last instruction of FUNCTION's image, padding (int3) left out."""
-    body = text.split(f"<{function}>:", 1)[1].split("\n<", 1)[0]
-    rows = [r for r in body.splitlines() if re.match(r"^\s+[0-9a-f]+: ", r) and not r.split(": ", 1)[1].startswith("int3")]
-    return rows[-1]
 
 
 def _return_kind(image):

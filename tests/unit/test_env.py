@@ -6,13 +6,14 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from bpfmagic import doctor
 from bpfmagic.kernel import env
+
+from ..helpers import _clean_env, _py
 
 REPO = Path(__file__).resolve().parent.parent.parent
 RUNNING = os.uname().release
@@ -22,24 +23,6 @@ needs_debian_headers = pytest.mark.skipif(
     HAS_BUILD or env.find_debian_headers() is None,
     reason="running kernel has its own headers, or no Debian headers installed",
 )
-
-
-def _clean_env(**extra) -> dict:
-    e = {k: v for k, v in os.environ.items() if k != "BCC_KERNEL_SOURCE"}
-    e["PYTHONPATH"] = str(REPO)
-    e.update(extra)
-    return e
-
-
-def _py(code: str, *args: str, env_=None, timeout=60, python=sys.executable) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [python, *args, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO,
-        env=env_ if env_ is not None else _clean_env(),
-    )
 
 
 @pytest.fixture

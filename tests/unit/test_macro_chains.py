@@ -10,31 +10,7 @@ import textwrap
 from bpfmagic.c import analyse
 from bpfmagic.c.macro_code import expand_macro_code
 
-# The benchmark shape: a legacy-style stage macro that names the function by pasting
-# and its section by stringifying, one line per stage, each calling the next slot.
-PROG_MACRO_CHAIN = textwrap.dedent(r"""
-    #include <linux/bpf.h>
-    #include <bpf/bpf_helpers.h>
-
-    struct {
-        __uint(type, BPF_MAP_TYPE_PROG_ARRAY);
-        __uint(max_entries, 4);
-        __uint(key_size, sizeof(__u32));
-        __uint(value_size, sizeof(__u32));
-    } stages SEC(".maps");
-
-    #define STAGE(X) SEC("xdp/stage" #X)                     \
-    int stage_##X(struct xdp_md *ctx) {                       \
-        bpf_tail_call(ctx, &stages, X + 1);                   \
-        return XDP_PASS;                                      \
-    }
-
-    STAGE(0)
-    STAGE(1)
-    STAGE(2)
-
-    char _license[] SEC("license") = "GPL";
-    """)
+from ..programs import PROG_MACRO_CHAIN
 
 # The seed's sample shape: the macro writes only the function's head, the body follows.
 HANDLER_MACRO = textwrap.dedent(r"""

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import textwrap
-
 import pandas as pd
 
 import bpfmagic
 
-
-def run(ip, code: str):
-    return ip.run_cell(textwrap.dedent(code))
+from ..helpers import run
 
 
 def test_help_is_usable(ip):

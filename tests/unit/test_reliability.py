@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-XDP_PASS_C = "int f(struct xdp_md *ctx) { return XDP_PASS; }\n"
+from ..programs import XDP_PASS_C
 
 
 def test_refused_config_value_does_not_break_reloading_the_extension(caplog):
