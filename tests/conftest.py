@@ -1,4 +1,5 @@
-"""Shared fixtures. Every test that loads BPF objects runs as root on a real
+"""Shared fixtures. tests/unit needs neither root nor a kernel object (any user
+runs it); tests/kernel and tests/kernels load BPF objects as root on a real
 kernel; the whole run must leave no program, map or link behind."""
 
 from __future__ import annotations
