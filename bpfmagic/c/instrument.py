@@ -112,7 +112,7 @@ def bcc_text(
     ]
     for name, (pin, size, counter_pin) in arrays.items():
         lines.append(f'#define __BM_PIN_{name} "{pin}"')
-        counters = (f'; BPF_TABLE_PINNED("percpu_array", u32, u64, {counter_name(name)}, {2 * size}, "{counter_pin}")') if count_calls else ""
+        counters = (f'; BPF_TABLE_PINNED("percpu_array", u32, u64, {counter_name(name)}, {2 * size + 1}, "{counter_pin}")') if count_calls else ""
         lines.append(f"#define __BM_COUNTERS_{name} {counters}")
     lines += _slot_defines(cell, slot_index)
     if sites is not None and (count_calls or paths):  # (pin, base): the session's per-site counters
@@ -221,8 +221,10 @@ def bcc_text(
             bump = f"__bm_v = {SITES_MAP}.lookup(&__bm_i); if (__bm_v) *__bm_v += 1;"
             count_in = count_out = ""
             if count_calls:
-                # An index past the end has no slot (the kernel falls through): only the site counts it.
-                slot_in = f"if (__bm_k < {size}) {{ __bm_i = __bm_k; __bm_v = {counter}.lookup(&__bm_i); if (__bm_v) *__bm_v += 1; }}"
+                # An index past the end has no slot (the kernel falls through): counted once, at [2 * size].
+                slot_in = (
+                    f"__bm_i = __bm_k < {size} ? __bm_k : {2 * size}; __bm_v = {counter}.lookup(&__bm_i); if (__bm_v) *__bm_v += 1;"
+                )
                 slot_out = f"if (__bm_k < {size}) {{ __bm_i = __bm_k + {size}; __bm_v = {counter}.lookup(&__bm_i); if (__bm_v) *__bm_v += 1; }}"
                 count_in, count_out = slot_in, slot_out
                 if sites is not None:
@@ -380,12 +382,14 @@ def _count_try(name: str, at_file_scope: bool = True) -> str:
     if not at_file_scope:
         return (
             f"#undef __BM_COUNT_TRY_{name}\n#define __BM_COUNT_TRY_{name}(_m, _k, _x) "
-            f"({{ if ((const void *)(_m) == (const void *)&{name} && (unsigned int)(_k) < {size}) "
-            f"__bm_bump(&{counter}, (_k) + (_x) * {size}); }})"
+            f"({{ if ((const void *)(_m) == (const void *)&{name}) {{ if ((unsigned int)(_k) < {size}) "
+            f"__bm_bump(&{counter}, (_k) + (_x) * {size}); else if (!(_x)) __bm_bump(&{counter}, 2 * {size}); }} }})"
         )
     return (
         f"{_HELPER} __bm_count_{name}(const void *m, unsigned int k, unsigned int x)\n"
-        f"{{ if (m == (const void *)&{name} && k < {size}) __bm_bump(&{counter}, k + x * {size}); }}\n"
+        # past the end there is no slot: the call is counted once, at [2 * size] (it always misses)
+        f"{{ if (m != (const void *)&{name}) return; if (k < {size}) __bm_bump(&{counter}, k + x * {size}); "
+        f"else if (!x) __bm_bump(&{counter}, 2 * {size}); }}\n"
         f"#undef __BM_COUNT_TRY_{name}\n#define __BM_COUNT_TRY_{name}(_m, _k, _x) __bm_count_{name}(_m, _k, _x)"
     )
 
