@@ -222,9 +222,7 @@ def bcc_text(
             count_in = count_out = ""
             if count_calls:
                 # An index past the end has no slot (the kernel falls through): counted once, at [2 * size].
-                slot_in = (
-                    f"__bm_i = __bm_k < {size} ? __bm_k : {2 * size}; __bm_v = {counter}.lookup(&__bm_i); if (__bm_v) *__bm_v += 1;"
-                )
+                slot_in = f"__bm_i = __bm_k < {size} ? __bm_k : {2 * size}; __bm_v = {counter}.lookup(&__bm_i); if (__bm_v) *__bm_v += 1;"
                 slot_out = f"if (__bm_k < {size}) {{ __bm_i = __bm_k + {size}; __bm_v = {counter}.lookup(&__bm_i); if (__bm_v) *__bm_v += 1; }}"
                 count_in, count_out = slot_in, slot_out
                 if sites is not None:
@@ -359,6 +357,8 @@ _CORE_LOSS = r"""#define bpf_ringbuf_output(_r, _d, _s, _f) ({ long __bm_rc = (b
     if (__bm_rc) __BM_LOST(_r); __bm_rc; })
 #define bpf_ringbuf_reserve(_r, _s, _f) ({ void *__bm_rp = (bpf_ringbuf_reserve)(_r, _s, _f); \
     if (!__bm_rp) __BM_LOST(_r); __bm_rp; })
+#define bpf_perf_event_output(_c, _m, _fl, _d, _s) ({ long __bm_rc = (bpf_perf_event_output)(_c, _m, _fl, _d, _s); \
+    if (__bm_rc) __BM_LOST(_m); __bm_rc; })
 """
 
 
@@ -505,12 +505,12 @@ def core_text(
             after.setdefault(decl.end_line, []).append(_count_try(decl.name, not decl.code_after))
     elif paths:
         block.append("#define __BM_COUNT(_m, _k, _x) ((void)0)")
-    rings = sorted({r.name for r in cell.rings})
+    rings = sorted({r.name for r in cell.rings + cell.perf_arrays})  # the order of backends/libbpf.ring_tables
     if count_losses and rings:
         block.append(_CORE_LOSS)
         block.append(_dispatch("__BM_LOST", "_r", rings))
         block.append(_percpu_u64_map(LOST_COUNTER, len(rings)))
-        for ring in cell.rings:
+        for ring in cell.rings + cell.perf_arrays:
             after.setdefault(ring.end_line, []).append(_loss_try(ring.name, rings.index(ring.name), not ring.code_after))
 
     out = []
