@@ -341,3 +341,12 @@ SEC("xdp") int produce(struct xdp_md *ctx) {
     stream = session.stream("pe")
     assert wait_for(lambda: stream.count + stream.lost == 100_000, timeout=20), stream
     assert stream.lost > 0 and m.globals["sent"] == 100_000
+
+
+def test_a_uprobe_on_a_symbol_the_binary_lacks_says_which(session):
+    from bpfmagic import AttachError
+
+    with pytest.raises(AttachError, match=r"/bin/bash has no symbol 'bm_no_such_function'"):
+        session.load("nos", 'SEC("uprobe//bin/bash:bm_no_such_function") int f(struct pt_regs *ctx) { return 0; }', core=True)
+    with pytest.raises(AttachError, match=r"there is no file /bm/none"):
+        session.load("nof", 'SEC("uprobe//bm/none:readline") int f(struct pt_regs *ctx) { return 0; }', core=True)

@@ -686,6 +686,12 @@ def attach_by_section(obj: "CoreObject", program, prog_ptr) -> CoreLink:
         if code == errno.ENOENT and kind in _ATTACH_KINDS:
             what, example, option = _ATTACH_KINDS[kind]
             hint = f": this kernel has no {what} {target!r}" + (f" (-a {program.name}={option})" if option else "")
+        elif code == errno.ENOENT and section.startswith(UPROBE_SECTIONS):
+            binary, _, func = target.rpartition(":")
+            if os.path.exists(binary):  # the file is there: libbpf found no such function in it
+                hint = f": {binary} has no symbol {func!r} (its symbols: nm -D {binary}; a library's functions attach through the .so)"
+            else:
+                hint = f": there is no file {binary} (give the path of the binary or library to probe)"
         reason = os.strerror(code) if code else "failed"
         raise AttachError(f'libbpf could not attach {program.qualname} (SEC("{section}")): {reason}{hint}', log[0])
     kind, _, rest = obj.section(prog_ptr).partition("/")
