@@ -14,6 +14,7 @@ import re
 import shutil
 import sys
 import tempfile
+import time
 
 from .errors import EnvironmentProblem
 from .kernel import trust
@@ -126,6 +127,17 @@ def _sweep_dead_runs(base: str) -> None:
             continue
 
 
+def _remove_sockets_dir(path: str, seconds: float = 5.0) -> None:
+    """Remove a run's socket directory. A kernel that was still closing its sockets when
+    the removal began can leave an entry behind (seen under load): try again a little."""
+    deadline = time.monotonic() + seconds
+    while True:
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.lexists(path) or time.monotonic() > deadline:
+            return
+        time.sleep(0.1)
+
+
 def private_sockets_dir() -> str:
     """A new directory only this user can enter, for the kernel's Unix sockets (not TCP on
     127.0.0.1: other local users cannot reach its ports). Its parent must be one no other user
@@ -205,7 +217,7 @@ def run_notebook(
         if km.has_kernel:
             run_sync(km.shutdown_kernel)(now=False)
         run_sync(km.cleanup_resources)()
-        shutil.rmtree(km.sockets_dir, ignore_errors=True)
+        _remove_sockets_dir(km.sockets_dir)
         os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
         nbformat.write(nb, output)
     if not ok:

@@ -88,12 +88,14 @@ class CallCounters:
     sites: object = None
 
     def call_counts(self) -> tuple[list[int], list[int]]:
-        """(calls, missed) per index, summed over CPUs."""
+        """(calls, missed) per index, summed over CPUs; one more entry, at index ``size``, for
+        the calls past the end of the array (every one of them missed: there is no slot)."""
         # Missed first, then calls: numbers read together agree (every miss counted had its
         # call counted before it). While programs run, a call in flight may show as taken for a moment.
-        missed = libbpf.percpu_u64_sums(self.counter_fd, self.size, start=self.size)
+        past = libbpf.percpu_u64_sum(self.counter_fd, 2 * self.size)
+        missed = libbpf.percpu_u64_sums(self.counter_fd, self.size, start=self.size) + [past]
         self._add_implied(missed, IMPLIED_MISSED)
-        calls = libbpf.percpu_u64_sums(self.counter_fd, self.size)
+        calls = libbpf.percpu_u64_sums(self.counter_fd, self.size) + [past]
         self._add_implied(calls, IMPLIED_CALLS)
         return calls, missed
 
@@ -111,6 +113,9 @@ class CallCounters:
         """(calls, missed) at one index since the array was created."""
         if self.counter_fd < 0:
             return 0, 0
+        if index >= self.size:  # past the end: every call missed
+            past = libbpf.percpu_u64_sum(self.counter_fd, 2 * self.size)
+            return past, past
         sites = [site for site, i in self.implied if i == index]
         fd = getattr(self.sites, "fd", None) if sites else None
         # missed first: see call_counts
@@ -200,6 +205,8 @@ class ProgArray(CallCounters, MutableMapping):
         return f"{self.name}[{self.key_name(index) or index}]"
 
     def key_name(self, index: int) -> str | None:
+        if index >= self.size:
+            return f"past the end (>= {self.size})"
         if self.keys == "syscalls":
             return syscall_names().get(index)
         for name, i in self.names.items():
@@ -448,7 +455,8 @@ def create(name: str, size: int, pin: str, prog_type: str | None = None, keys: s
     fds = []
     try:
         fds.append(libbpf.map_create_prog_array(name, size))
-        fds.append(libbpf.map_create_percpu_u64_array(name[:11] + "_tcc", 2 * size))
+        # [i] calls into slot i, [size + i] those that missed, [2 * size] calls past the end
+        fds.append(libbpf.map_create_percpu_u64_array(name[:11] + "_tcc", 2 * size + 1))
         libbpf.obj_pin(fds[0], pin)
         pins.make_dir(os.path.join(os.path.dirname(pin), "calls"))
         libbpf.obj_pin(fds[1], counter_pin(pin))

@@ -86,8 +86,8 @@ def slots(arrays, all_keys: bool = False, modules=()) -> pd.DataFrame:
     for a in arrays:
         calls, missed = a.call_counts()
         named = set(a.names.values())
-        used = {i for i in range(a.size) if calls[i]}
-        indices = range(a.size) if all_keys else sorted(set(a.entries) | named | used)
+        used = {i for i in range(a.size + 1) if calls[i]}  # a.size: the calls past the end, when there were any
+        indices = sorted(set(range(a.size)) | (used & {a.size})) if all_keys else sorted(set(a.entries) | named | used)
         for index in indices:
             p = a.entries.get(index)
             info = p.info() if p else {}

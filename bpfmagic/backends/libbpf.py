@@ -104,9 +104,10 @@ def prepare_cache() -> str:
 
 
 def ring_tables(source: str) -> list[str]:
-    """Names of the BPF_MAP_TYPE_RINGBUF maps the cell declares in libbpf's
-    struct form, in the order of their slots in the loss counter."""
-    return sorted(r.name for r in analyse(source).rings)
+    """Names of the event maps (BPF_MAP_TYPE_RINGBUF, PERF_EVENT_ARRAY) the cell declares
+    in libbpf's struct form, in the order of their slots in the loss counter."""
+    cell = analyse(source)
+    return sorted({r.name for r in cell.rings + cell.perf_arrays})
 
 
 def keep_ring_types(text: str, source: str) -> str:
@@ -116,7 +117,7 @@ def keep_ring_types(text: str, source: str) -> str:
     them. The stream reads the record layout from that BTF. (A .bss map
     holds the pointers; it is not one of the module's tables.)"""
     decls = []
-    for table in ring_tables(source) + sorted(set(analyse(source).perf_arrays)):
+    for table in ring_tables(source):
         for kind in ring_record_types(source, table):
             if kind != "?":
                 decls.append(f"{kind} *__bm_rec_{table}_{len(decls)} __attribute__((unused));")
@@ -685,6 +686,12 @@ def attach_by_section(obj: "CoreObject", program, prog_ptr) -> CoreLink:
         if code == errno.ENOENT and kind in _ATTACH_KINDS:
             what, example, option = _ATTACH_KINDS[kind]
             hint = f": this kernel has no {what} {target!r}" + (f" (-a {program.name}={option})" if option else "")
+        elif code == errno.ENOENT and section.startswith(UPROBE_SECTIONS):
+            binary, _, func = target.rpartition(":")
+            if os.path.exists(binary):  # the file is there: libbpf found no such function in it
+                hint = f": {binary} has no symbol {func!r} (its symbols: nm -D {binary}; a library's functions attach through the .so)"
+            else:
+                hint = f": there is no file {binary} (give the path of the binary or library to probe)"
         reason = os.strerror(code) if code else "failed"
         raise AttachError(f'libbpf could not attach {program.qualname} (SEC("{section}")): {reason}{hint}', log[0])
     kind, _, rest = obj.section(prog_ptr).partition("/")
@@ -880,7 +887,7 @@ def size_event_maps(obj: "CoreObject", syntax: CellSyntax, origin: str) -> None:
             continue
         lib.bpf_map__set_key_size(m, want)
         lib.bpf_map__set_value_size(m, want)
-        decl = next((d for d in syntax.rings if d.name == map_name), None)
+        decl = next((d for d in syntax.rings + syntax.perf_arrays if d.name == map_name), None)
         where = f" ({origin}:{decl.line})" if decl else ""
         declared = " and ".join(f"a {size}-byte {field}" if size else f"no {field} size" for field, size in wrong.items())
         if kind == MapType.RINGBUF:

@@ -118,7 +118,7 @@ class CellSyntax:
     functions: dict[str, Function] = field(default_factory=dict)
     arrays: list[ArrayDecl] = field(default_factory=list)
     rings: list[ArrayDecl] = field(default_factory=list)  # BPF_MAP_TYPE_RINGBUF maps of the libbpf form
-    perf_arrays: list[str] = field(default_factory=list)  # BPF_MAP_TYPE_PERF_EVENT_ARRAY maps of the libbpf form
+    perf_arrays: list[ArrayDecl] = field(default_factory=list)  # BPF_MAP_TYPE_PERF_EVENT_ARRAY maps of the libbpf form
     tail_calls: list[TailCall] = field(default_factory=list)
     slot_refs: list[SlotRef] = field(default_factory=list)
     globals: set[str] = field(default_factory=set)  # names declared at file scope
@@ -593,9 +593,7 @@ def analyse(source: str) -> CellSyntax:
             names = _declared_in(node)
             cell.globals.update(names)
             kind, size = _struct_map_kind(node)
-            if kind == "PERF_EVENT_ARRAY" and names:
-                cell.perf_arrays.append(names[0])
-            if kind in ("PROG_ARRAY", "RINGBUF") and names:
+            if kind in ("PROG_ARRAY", "RINGBUF", "PERF_EVENT_ARRAY") and names:
                 end_line, initialized, code_after = _statement_end_line(top_level, i)
                 decl = ArrayDecl(
                     names[0],
@@ -607,7 +605,7 @@ def analyse(source: str) -> CellSyntax:
                     initialized=initialized,
                     code_after=code_after,
                 )
-                (cell.arrays if kind == "PROG_ARRAY" else cell.rings).append(decl)
+                {"PROG_ARRAY": cell.arrays, "RINGBUF": cell.rings, "PERF_EVENT_ARRAY": cell.perf_arrays}[kind].append(decl)
             pending_section = None
             continue
         if node.type == "function_definition":

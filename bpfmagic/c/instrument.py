@@ -112,7 +112,7 @@ def bcc_text(
     ]
     for name, (pin, size, counter_pin) in arrays.items():
         lines.append(f'#define __BM_PIN_{name} "{pin}"')
-        counters = (f'; BPF_TABLE_PINNED("percpu_array", u32, u64, {counter_name(name)}, {2 * size}, "{counter_pin}")') if count_calls else ""
+        counters = (f'; BPF_TABLE_PINNED("percpu_array", u32, u64, {counter_name(name)}, {2 * size + 1}, "{counter_pin}")') if count_calls else ""
         lines.append(f"#define __BM_COUNTERS_{name} {counters}")
     lines += _slot_defines(cell, slot_index)
     if sites is not None and (count_calls or paths):  # (pin, base): the session's per-site counters
@@ -221,8 +221,8 @@ def bcc_text(
             bump = f"__bm_v = {SITES_MAP}.lookup(&__bm_i); if (__bm_v) *__bm_v += 1;"
             count_in = count_out = ""
             if count_calls:
-                # An index past the end has no slot (the kernel falls through): only the site counts it.
-                slot_in = f"if (__bm_k < {size}) {{ __bm_i = __bm_k; __bm_v = {counter}.lookup(&__bm_i); if (__bm_v) *__bm_v += 1; }}"
+                # An index past the end has no slot (the kernel falls through): counted once, at [2 * size].
+                slot_in = f"__bm_i = __bm_k < {size} ? __bm_k : {2 * size}; __bm_v = {counter}.lookup(&__bm_i); if (__bm_v) *__bm_v += 1;"
                 slot_out = f"if (__bm_k < {size}) {{ __bm_i = __bm_k + {size}; __bm_v = {counter}.lookup(&__bm_i); if (__bm_v) *__bm_v += 1; }}"
                 count_in, count_out = slot_in, slot_out
                 if sites is not None:
@@ -357,6 +357,8 @@ _CORE_LOSS = r"""#define bpf_ringbuf_output(_r, _d, _s, _f) ({ long __bm_rc = (b
     if (__bm_rc) __BM_LOST(_r); __bm_rc; })
 #define bpf_ringbuf_reserve(_r, _s, _f) ({ void *__bm_rp = (bpf_ringbuf_reserve)(_r, _s, _f); \
     if (!__bm_rp) __BM_LOST(_r); __bm_rp; })
+#define bpf_perf_event_output(_c, _m, _fl, _d, _s) ({ long __bm_rc = (bpf_perf_event_output)(_c, _m, _fl, _d, _s); \
+    if (__bm_rc) __BM_LOST(_m); __bm_rc; })
 """
 
 
@@ -380,12 +382,14 @@ def _count_try(name: str, at_file_scope: bool = True) -> str:
     if not at_file_scope:
         return (
             f"#undef __BM_COUNT_TRY_{name}\n#define __BM_COUNT_TRY_{name}(_m, _k, _x) "
-            f"({{ if ((const void *)(_m) == (const void *)&{name} && (unsigned int)(_k) < {size}) "
-            f"__bm_bump(&{counter}, (_k) + (_x) * {size}); }})"
+            f"({{ if ((const void *)(_m) == (const void *)&{name}) {{ if ((unsigned int)(_k) < {size}) "
+            f"__bm_bump(&{counter}, (_k) + (_x) * {size}); else if (!(_x)) __bm_bump(&{counter}, 2 * {size}); }} }})"
         )
     return (
         f"{_HELPER} __bm_count_{name}(const void *m, unsigned int k, unsigned int x)\n"
-        f"{{ if (m == (const void *)&{name} && k < {size}) __bm_bump(&{counter}, k + x * {size}); }}\n"
+        # past the end there is no slot: the call is counted once, at [2 * size] (it always misses)
+        f"{{ if (m != (const void *)&{name}) return; if (k < {size}) __bm_bump(&{counter}, k + x * {size}); "
+        f"else if (!x) __bm_bump(&{counter}, 2 * {size}); }}\n"
         f"#undef __BM_COUNT_TRY_{name}\n#define __BM_COUNT_TRY_{name}(_m, _k, _x) __bm_count_{name}(_m, _k, _x)"
     )
 
@@ -501,12 +505,12 @@ def core_text(
             after.setdefault(decl.end_line, []).append(_count_try(decl.name, not decl.code_after))
     elif paths:
         block.append("#define __BM_COUNT(_m, _k, _x) ((void)0)")
-    rings = sorted({r.name for r in cell.rings})
+    rings = sorted({r.name for r in cell.rings + cell.perf_arrays})  # the order of backends/libbpf.ring_tables
     if count_losses and rings:
         block.append(_CORE_LOSS)
         block.append(_dispatch("__BM_LOST", "_r", rings))
         block.append(_percpu_u64_map(LOST_COUNTER, len(rings)))
-        for ring in cell.rings:
+        for ring in cell.rings + cell.perf_arrays:
             after.setdefault(ring.end_line, []).append(_loss_try(ring.name, rings.index(ring.name), not ring.code_after))
 
     out = []

@@ -38,12 +38,19 @@ def preprocessed_sizes(source: str, cflags: list[str], include_dirs=()) -> dict[
     clang = shutil.which("clang")
     if clang is None:
         return {}
-    for keep_local in (True, False):
-        text = _MARKERS + "#line 1\n" + _blank_includes(source, keep_local)
-        cmd = [clang, "-E", "-P", "-target", "bpf", *(f"-I{os.path.abspath(d)}" for d in include_dirs), *cflags, "-x", "c", "-"]
-        res = subprocess.run(cmd, input=text, capture_output=True, text=True, timeout=30)
-        if res.returncode == 0:
-            return _sizes_in(res.stdout)
+    import tempfile
+
+    # A local header that includes vmlinux.h itself (L3AF's sizes header) finds an empty one
+    # first: what it defines for sizes does not need the 3 MB of kernel types.
+    with tempfile.TemporaryDirectory(prefix="bpfmagic-sizes-") as stub:
+        open(os.path.join(stub, "vmlinux.h"), "w").close()
+        for keep_local in (True, False):
+            text = _MARKERS + "#line 1\n" + _blank_includes(source, keep_local)
+            dirs = [stub, *(os.path.abspath(d) for d in include_dirs)]
+            cmd = [clang, "-E", "-P", "-target", "bpf", *(f"-I{d}" for d in dirs), *cflags, "-x", "c", "-"]
+            res = subprocess.run(cmd, input=text, capture_output=True, text=True, timeout=30)
+            if res.returncode == 0:
+                return _sizes_in(res.stdout)
     return {}
 
 

@@ -121,4 +121,28 @@ def capture(seconds: float = 1.0, max_lines: int | None = None, grep: str | None
     frame.attrs["lost"] = lost
     frame.attrs["older"] = older
     frame.attrs["stopped_by"] = "max_lines" if max_lines is not None and len(rows) >= max_lines else "seconds"
+    if lost:  # a frame missing lines must say so where it is shown, not only in attrs
+        import warnings
+
+        from . import StreamWarning
+
+        size = _buffer_size(os.path.dirname(path))
+        warnings.warn(
+            f"{lost:,} trace lines were lost before they were read (the kernel overwrote them"
+            f"{f'; its trace buffer holds {size} per CPU' if size else ''}): the rows are the lines that were left"
+            f"{', filtered' if pattern is not None else ''}. Read while the program runs (`%bpf trace --seconds N` "
+            "as it prints), print less often, or send events through a ring buffer (BPF_RINGBUF_OUTPUT / "
+            "bpf_ringbuf_output), whose losses are counted exactly",
+            StreamWarning,
+            stacklevel=2,
+        )
     return frame
+
+
+def _buffer_size(tracefs: str) -> str | None:
+    """The trace buffer's size per CPU in tracefs's own words ("7 (expanded: 1408)" KB)."""
+    try:
+        with open(os.path.join(tracefs, "buffer_size_kb")) as f:
+            return f"{f.read().strip()} KB (tracefs's buffer_size_kb)"
+    except OSError:
+        return None

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from ..errors import BpfError, UsageProblem
 from ..kernel.proginfo import prog_info
+from .progress import progress
 from .timing import check_repeat, figure, fit_line, run_without_stats, slope_stderr
 
 MECHANISMS = ("tail_call_const", "tail_call_var", "bpf2bpf", "inline")
@@ -190,20 +191,22 @@ def bench_calls(session, depths=DEFAULT_HOPS, repeat: int = 100_000, rounds: int
             for m in mechanisms:
                 _apply_slots(session, setups[m][n], current)
                 sizes[(m, n)] = _sizes(m, setups[m][n])
-        for r in range(rounds):
-            # interleaved: each round visits every (mechanism, hops), in a rotated order, so a
-            # noisy moment spoils one point of several curves rather than one whole curve
-            order = [
-                (m, n) for n in (hops if r % 2 == 0 else hops[::-1]) for m in mechanisms[r % len(mechanisms) :] + mechanisms[: r % len(mechanisms)]
-            ]
-            for m, n in order:
-                setup = setups[m][n]
-                _apply_slots(session, setup, current)
-                out, stats_on = run_without_stats(setup.entry, packet, repeat)
-                stats_on_runs += stats_on
-                if out["retval"] != n:
-                    raise BpfError(f"bench_calls: {m} with {n} hops counted {out['retval']} stages; the chain is not what it should be")
-                times[(m, n)].append(out["duration_ns"])
+        bar = progress(rounds * len(hops) * len(mechanisms), "bench calls")
+        with bar:
+            for r in range(rounds):
+                # interleaved: each round visits every (mechanism, hops), in a rotated order, so a
+                # noisy moment spoils one point of several curves rather than one whole curve
+                rotated = mechanisms[r % len(mechanisms) :] + mechanisms[: r % len(mechanisms)]
+                order = [(m, n) for n in (hops if r % 2 == 0 else hops[::-1]) for m in rotated]
+                for m, n in order:
+                    bar.update()
+                    setup = setups[m][n]
+                    _apply_slots(session, setup, current)
+                    out, stats_on = run_without_stats(setup.entry, packet, repeat)
+                    stats_on_runs += stats_on
+                    if out["retval"] != n:
+                        raise BpfError(f"bench_calls: {m} with {n} hops counted {out['retval']} stages; the chain is not what it should be")
+                    times[(m, n)].append(out["duration_ns"])
     rows = [{"mechanism": m, "hops": n, "ns_per_run": float(np.median(times[(m, n)])), **sizes[(m, n)]} for m in mechanisms for n in hops]
     df = pd.DataFrame(rows, columns=["mechanism", "hops", "ns_per_run", "jited_bytes", "xlated_insns", "stack_bytes", "verified_insns"])
     per_hop, stderr = {}, {}

@@ -92,7 +92,7 @@ def stats(session, since=None):
                 )
         for array in arrays:
             empty = []
-            for index in range(array.size):
+            for index in range(array.size + 1):  # array.size: the calls past the end (no slot: all missed)
                 if index in array.entries:
                     continue
                 missed = counts.get((array.name, index), (0, 0))[1]

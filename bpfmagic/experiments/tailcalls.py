@@ -8,6 +8,7 @@ from __future__ import annotations
 import platform
 
 from ..errors import UsageProblem
+from .progress import progress
 from .timing import check_repeat, figure, fit_line, run_without_stats
 
 MAX_TAIL_CALL_CNT = 33  # the kernel's limit; used only to label the plot, never to fill in results
@@ -100,17 +101,19 @@ def bench_tailcalls(
             # step, and a disturbance (another process switching kernel stats on,
             # a noisy neighbour) spoils one pass over several depths rather than
             # every run of one depth; each depth keeps its best round.
-            for round_number in range(rounds):
-                upward = round_number % 2 == 0
-                for d in range(depth + 1) if upward else range(depth, -1, -1):
-                    if upward and d >= 1:
-                        fill(d)
-                    elif not upward and d < depth:
-                        session.unslot(f"{BENCH_ARRAY}[{d + 1}]")
-                    out, stats_on = run_without_stats(entry, packet, repeat)
-                    stats_on_runs += stats_on
-                    taken[d].add(out["retval"])
-                    best[d] = min(best.get(d, out["duration_ns"]), out["duration_ns"])
+            with progress(rounds * (depth + 1), "bench tailcalls") as bar:
+                for round_number in range(rounds):
+                    upward = round_number % 2 == 0
+                    for d in range(depth + 1) if upward else range(depth, -1, -1):
+                        bar.update()
+                        if upward and d >= 1:
+                            fill(d)
+                        elif not upward and d < depth:
+                            session.unslot(f"{BENCH_ARRAY}[{d + 1}]")
+                        out, stats_on = run_without_stats(entry, packet, repeat)
+                        stats_on_runs += stats_on
+                        taken[d].add(out["retval"])
+                        best[d] = min(best.get(d, out["duration_ns"]), out["duration_ns"])
         finally:
             if BENCH_MODULE in session.modules:
                 session.unload(BENCH_MODULE)

@@ -20,6 +20,8 @@ READ_BUFFER_BYTES = 256 << 20  # one batch buffer at most; bigger maps take seve
 
 
 def ptr(buf: np.ndarray | None):
+    """BUF's address for a libbpf call. A bare number: the caller keeps BUF referenced
+    until the call returns (``ptr(make_array())`` would hand over freed memory)."""
     return None if buf is None else buf.ctypes.data
 
 

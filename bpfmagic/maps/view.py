@@ -234,7 +234,8 @@ class MapView(MutableMapping):
     @holding_the_map
     def __getitem__(self, key):
         buf = np.zeros(self.ncpu, self.value.dtype)
-        err = errno_of(libbpf.lib().bpf_map_lookup_elem(self.fd, ptr(self._pack_key(key)), ptr(buf)))
+        packed = self._pack_key(key)  # held by a name: ptr() is a bare address, the array must outlive the call
+        err = errno_of(libbpf.lib().bpf_map_lookup_elem(self.fd, ptr(packed), ptr(buf)))
         if err == _errno.ENOENT:
             raise KeyError(key)
         if err:
@@ -280,7 +281,8 @@ class MapView(MutableMapping):
     @holding_the_map
     def __delitem__(self, key) -> None:
         self._writable()
-        err = errno_of(libbpf.lib().bpf_map_delete_elem(self.fd, ptr(self._pack_key(key))))
+        packed = self._pack_key(key)  # held by a name: see __getitem__
+        err = errno_of(libbpf.lib().bpf_map_delete_elem(self.fd, ptr(packed)))
         if err == _errno.ENOENT:
             raise KeyError(key)
         if err:

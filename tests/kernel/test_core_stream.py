@@ -190,7 +190,7 @@ SEC("xdp") int produce(struct xdp_md *ctx) {
     )
     notes = session.modules["cil"].notes
     assert any(n.startswith("ring (cell:3) has a 20-byte value: a ring buffer has no key or value") for n in notes)
-    assert any(n.startswith("perf has no key size and a 20-byte value: a perf event array's keys and values are 4 bytes") for n in notes)
+    assert any(n.startswith("perf (cell:4) has no key size and a 20-byte value: a perf event array's keys and values are 4 bytes") for n in notes)
     session.test_run("cil.produce", data=PACKET, repeat=3)
     for table in ("ring", "perf"):
         stream = session.stream(table)
@@ -317,3 +317,36 @@ def test_a_uprobe_section_without_its_binary_says_how_to_attach(session):
     assert m.attachments == []
     assert 'printret is not attached: SEC("uretprobe/readline") names no binary' in " ".join(m.notes)
     assert "-a printret=uretprobe:/PATH/TO/BINARY:readline" in " ".join(m.notes)
+
+
+def test_a_perf_stream_counts_every_record_the_program_could_not_write(session):
+    """The kernel reports a perf buffer's losses only at that CPU's next successful write;
+    the cell's bpf_perf_event_output calls are counted where they fail, so count + lost is
+    what was sent as soon as the reader has drained the buffer."""
+    session.streams.perf_pages = 1  # a small buffer: the flood outruns the reader
+    m = session.load(
+        "pl",
+        r"""
+struct big { u64 seq; u64 pad[50]; };
+struct { __uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY); __uint(key_size, 4); __uint(value_size, 4); } pe SEC(".maps");
+u64 sent = 0;
+SEC("xdp") int produce(struct xdp_md *ctx) {
+    struct big e = { .seq = sent++ };
+    bpf_perf_event_output(ctx, &pe, BPF_F_CURRENT_CPU, &e, sizeof(e));
+    return XDP_PASS;
+}""",
+        core=True,
+    )
+    libbpf.test_run(m.program("produce").fd, data=PACKET, repeat=100_000)
+    stream = session.stream("pe")
+    assert wait_for(lambda: stream.count + stream.lost == 100_000, timeout=20), stream
+    assert stream.lost > 0 and m.globals["sent"] == 100_000
+
+
+def test_a_uprobe_on_a_symbol_the_binary_lacks_says_which(session):
+    from bpfmagic import AttachError
+
+    with pytest.raises(AttachError, match=r"/bin/bash has no symbol 'bm_no_such_function'"):
+        session.load("nos", 'SEC("uprobe//bin/bash:bm_no_such_function") int f(struct pt_regs *ctx) { return 0; }', core=True)
+    with pytest.raises(AttachError, match=r"there is no file /bm/none"):
+        session.load("nof", 'SEC("uprobe//bm/none:readline") int f(struct pt_regs *ctx) { return 0; }', core=True)

@@ -86,3 +86,21 @@ def test_stages_of_an_untyped_section_take_the_type_of_their_attached_peer(sessi
     assert any("2 functions, act_1" in n and "the other programs slotted into acts" in n for n in m.notes)
     result = session.test_run("tcb.act_0", data=packets.udp_packet())
     assert result.tail_calls.set_index("index").loc[2, "taken"] == 1
+
+
+@needs_root
+def test_a_tail_call_past_the_end_of_the_array_is_counted_as_missed(session):
+    """tail-call-bench's last stage calls progs[34] of a 34-slot array: no slot, the kernel
+    falls through. Those calls are counted (once each, all missed), not lost from every view."""
+    session.load("tcb", ACTION_STAGES, core=True, attach={"act_0": "tc:lo"}, slots={f"acts[{n}]": f"act_{n}" for n in range(3)})
+    result = session.test_run("tcb.act_0", data=packets.udp_packet(), repeat=7)
+    past = result.tail_calls.set_index("index").loc[3]  # act_2 calls acts[3]; acts has 3 slots
+    assert (past["calls"], past["taken"], past["missed"]) == (7, 0, 7) and past["key"] == "past the end (>= 3)"
+    row = session.slots("acts").set_index("index").loc[3]
+    assert (row["calls"], row["missed"]) == (7, 7) and pd.isna(row["program"])
+    stats = session.stats().set_index("slots")
+    assert stats.loc["acts[past the end (>= 3)]", "missed"] == 7
+    # BCC's ARRAY.call the same
+    session.load("bcc_past", "BPF_PROG_ARRAY(small, 2);\nint entry(struct xdp_md *ctx) { small.call(ctx, 9); return XDP_PASS; }")
+    result = session.test_run("bcc_past.entry", data=packets.udp_packet(), repeat=4)
+    assert result.tail_calls.set_index("index").loc[2, "missed"] == 4

@@ -790,6 +790,10 @@ def test_calls_vs_tail_calls_notebook(executed):
     assert prose.count("which this run cannot tell from zero") == len(noisy)
     assert f"inlining made a **{size['inline'][32]}-byte** image" in text_outputs(tagged(nb, "sizes")[0])
     assert "8448 bytes (33 tail calls x 256 bytes)" in text_outputs(tagged(nb, "limits-prose")[0])
+    # the bench's progress bar, updated in place while it ran, is left as one line (no widget)
+    [bar] = [o["data"] for o in tagged(nb, "bench")[0].outputs if "data" in o]
+    assert "<progress" not in bar["text/html"] and "<code>bench calls</code>: 140 steps in " in bar["text/html"]
+    assert not any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
 
 
 def test_tail_call_cost_notebook_published_figures(executed):

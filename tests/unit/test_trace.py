@@ -28,3 +28,20 @@ def test_seconds_are_checked(session):
     for bad in (-1, 0, float("nan"), float("inf"), 1e9):
         with pytest.raises(UsageProblem, match="--seconds"):
             session.trace(seconds=bad)
+
+
+def test_lines_the_kernel_lost_are_said_in_the_cell(tmp_path):
+    """trace_pipe reports overwritten lines as "CPU:N [LOST M EVENTS]": a frame that misses
+    them says so (a warning in the cell), not only in df.attrs."""
+    from bpfmagic.events import StreamWarning
+    from bpfmagic.events.trace import capture
+
+    pipe = tmp_path / "trace_pipe"
+    pipe.write_text(
+        "CPU:1 [LOST 10620 EVENTS]\n"
+        "       true-4242    [001] d..31  1234.500000: bpf_trace_printk: exec seen\n"
+        "       true-4242    [001] d..31  1234.600000: bpf_trace_printk: other 12\n"
+    )
+    with pytest.warns(StreamWarning, match=r"10,620 trace lines were lost before they were read.*the rows are the lines that were left, filtered"):
+        df = capture(seconds=0.2, grep="exec", path=str(pipe))
+    assert df["msg"].tolist() == ["exec seen"] and df.attrs["lost"] == 10620
