@@ -13,7 +13,8 @@ round, median over rounds. Exits 1 when counting adds more than
 TARGET_COUNTING or paths more than TARGET_PATHS of the bare tail call (the
 floor row says whether per-hop counting could meet its target at all).
 
-Usage: python bench/tailcalls.py [--depth 35] [--repeat 100000] [--rounds 3] [--overhead-rounds 7] [--plot FILE.svg] [--smoke]
+Usage: python bench/tailcalls.py [--depth 35] [--repeat 100000] [--rounds 3] [--overhead-rounds 7]
+       [--overhead-repeat 5000] [--overhead-best 8] [--plot FILE.svg] [--smoke]
 Needs root (or CAP_BPF + CAP_NET_ADMIN) and BCC.
 """
 
@@ -42,12 +43,14 @@ def main(argv=None) -> int:
     parser.add_argument("--depth", type=int, default=35, help="tail calls asked for, 0..DEPTH (default 35)")
     parser.add_argument("--repeat", type=int, default=100_000, help="runs per test run (default 100000)")
     parser.add_argument("--rounds", type=int, default=3, help="best of ROUNDS (default 3)")
-    parser.add_argument("--overhead-rounds", type=int, default=7, help="interleaved rounds of bare / counted / paths (default 7)")
+    parser.add_argument("--overhead-rounds", type=int, default=7, help="interleaved rounds of bare / counting / paths / floor (default 7)")
+    parser.add_argument("--overhead-repeat", type=int, default=5_000, help="runs per test run of the instruments' chains (default 5000)")
+    parser.add_argument("--overhead-best", type=int, default=8, help="best of this many test runs per depth, per chain and round (default 8)")
     parser.add_argument("--plot", metavar="FILE", help="also write the curves (svg/png/pdf by the extension)")
     parser.add_argument("--smoke", action="store_true", help="a short run that checks the script works; targets not judged")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.depth, args.repeat, args.rounds, args.overhead_rounds = 12, 2_000, 1, 1
+        args.depth, args.repeat, args.rounds, args.overhead_rounds, args.overhead_repeat, args.overhead_best = 12, 2_000, 1, 1, 2_000, 2
 
     from bpfmagic import Session
     from bpfmagic.experiments import testrun
@@ -58,7 +61,7 @@ def main(argv=None) -> int:
             started = time.perf_counter()
             frames[index] = session.bench_tailcalls(depth=args.depth, repeat=args.repeat, index=index, rounds=args.rounds)
             frames[index].attrs["seconds"] = time.perf_counter() - started
-        overhead = measure_overhead(session, min(args.depth, 33), args.repeat, args.overhead_rounds)
+        overhead = measure_overhead(session, min(args.depth, 33), args.overhead_repeat, args.overhead_rounds, args.overhead_best)
     print(
         f"tail-call cost, XDP chain, kernel {platform.release()}, depth 0..{args.depth}, "
         f"best of {args.rounds} x {args.repeat:,} runs, kernel run stats off while measuring"
@@ -103,10 +106,10 @@ VARIANTS = {"bare": {}, "counting": {"count_tail_calls": True}, "paths": {"paths
 INSTRUMENTS = ("counting", "paths", "floor")  # each against the bare chain of its round
 
 
-def measure_overhead(session, depth: int, repeat: int, rounds: int) -> dict:
+def measure_overhead(session, depth: int, repeat: int, rounds: int, best: int = 8) -> dict:
     """ns per tail call of the const chain bare, counted, with paths and with the hand-written
     floor counter, in ROUNDS interleaved rounds (each variant loaded, swept over every depth
-    once, freed): per variant the slopes, and per instrument the median over rounds of (its
+    BEST times, freed): per variant the slopes, and per instrument the median over rounds of (its
     slope - the round's bare one) / bare."""
     slopes: dict[str, list[float]] = {name: [] for name in VARIANTS}
     taken: set[int] = set()
@@ -115,7 +118,9 @@ def measure_overhead(session, depth: int, repeat: int, rounds: int) -> dict:
         turn = round_number % len(VARIANTS)
         order = list(VARIANTS)[turn:] + list(VARIANTS)[:turn]
         for name in order:
-            df = session.bench_tailcalls(depth=depth, repeat=repeat, index="const", rounds=1, **VARIANTS[name])
+            # each depth the best of BEST short test runs (sweeps up and down): on shared cores a
+            # run of milliseconds is often preempted, one of a fraction of that seldom is
+            df = session.bench_tailcalls(depth=depth, repeat=repeat, index="const", rounds=best, **VARIANTS[name])
             slopes[name].append(df.attrs["ns_per_tail_call"])
             taken.add(df.attrs["max_tail_calls"])
     if len(taken) != 1:  # the instruments must not change what the chain does
@@ -123,14 +128,14 @@ def measure_overhead(session, depth: int, repeat: int, rounds: int) -> dict:
     added = {
         name: statistics.median((slopes[name][r] - slopes["bare"][r]) / slopes["bare"][r] for r in range(rounds)) for name in INSTRUMENTS
     }
-    return {"slopes": slopes, "depth": depth, "repeat": repeat, "rounds": rounds, "loadavg": _loadavg(), **added}
+    return {"slopes": slopes, "depth": depth, "repeat": repeat, "rounds": rounds, "best": best, "loadavg": _loadavg(), **added}
 
 
 def print_overhead(overhead: dict, args) -> None:
     slopes = overhead["slopes"]
     print(
         f"\ninstruments' cost per tail call (const chain, depth 0..{overhead['depth']}, {overhead['rounds']} interleaved rounds "
-        f"of {overhead['repeat']:,} runs; slopes, median over rounds; /proc/loadavg {overhead['loadavg']}):"
+        f"of best-of-{overhead['best']} x {overhead['repeat']:,} runs per depth; slopes, median over rounds; /proc/loadavg {overhead['loadavg']}):"
     )
     print(f"{'chain':<10} {'ns/tail call':>12} {'added ns':>9} {'added':>8} {'target':>8}   rounds (ns/tail call)")
     bare = statistics.median(slopes["bare"])
