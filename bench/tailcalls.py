@@ -125,9 +125,7 @@ def measure_overhead(session, depth: int, repeat: int, rounds: int, best: int = 
             taken.add(df.attrs["max_tail_calls"])
     if len(taken) != 1:  # the instruments must not change what the chain does
         raise SystemExit(f"the variants took different numbers of tail calls: {sorted(taken)}")
-    added = {
-        name: statistics.median((slopes[name][r] - slopes["bare"][r]) / slopes["bare"][r] for r in range(rounds)) for name in INSTRUMENTS
-    }
+    added = {name: statistics.median((slopes[name][r] - slopes["bare"][r]) / slopes["bare"][r] for r in range(rounds)) for name in INSTRUMENTS}
     return {"slopes": slopes, "depth": depth, "repeat": repeat, "rounds": rounds, "best": best, "loadavg": _loadavg(), **added}
 
 
