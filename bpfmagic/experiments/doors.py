@@ -72,14 +72,24 @@ class ExperimentDoors:
         return paths.live(self, seconds=seconds, array=array, during=during)
 
     def bench_tailcalls(
-        self, depth: int = 33, repeat: int = 100_000, index: str = "const", rounds: int = 3, paths: bool = False, count_tail_calls: bool = False
+        self,
+        depth: int = 33,
+        repeat: int = 100_000,
+        index: str = "const",
+        rounds: int = 3,
+        paths: bool = False,
+        count_tail_calls: bool = False,
+        floor_counter: bool = False,
     ) -> pd.DataFrame:
         """Tail-call cost curve: DataFrame (depth, tail_calls, ns_per_run); the fit is in .attrs.
         ``paths``: the chain records paths; ``count_tail_calls``: it counts per slot (either's
-        cost per hop: the slope minus the bare one)."""
+        cost per hop: the slope minus the bare one); ``floor_counter``: each hop bumps a per-CPU
+        counter written by hand, the floor of any per-hop counting."""
         from . import tailcalls
 
-        return tailcalls.bench_tailcalls(self, depth=depth, repeat=repeat, index=index, rounds=rounds, paths=paths, count_tail_calls=count_tail_calls)
+        return tailcalls.bench_tailcalls(
+            self, depth=depth, repeat=repeat, index=index, rounds=rounds, paths=paths, count_tail_calls=count_tail_calls, floor_counter=floor_counter
+        )
 
     def bench_calls(self, depths=(0, 1, 2, 4, 8, 16, 32), repeat: int = 100_000, rounds: int = 5) -> pd.DataFrame:
         """The same stage work chained by a constant- and a variable-index tail call, a BPF-to-BPF

@@ -15,10 +15,11 @@ MAX_TAIL_CALL_CNT = 33  # the kernel's limit; used only to label the plot, never
 
 BENCH_MODULE = "_bench_tailcalls"
 BENCH_ARRAY = "_bench_tc"
+FLOOR_COUNTERS = "_bench_floor"  # the hand-written per-hop counter of chain_source(floor_counter=True)
 MAX_BENCH_DEPTH = 256
 
 
-def chain_source(depth: int, index: str) -> str:
+def chain_source(depth: int, index: str, floor_counter: bool = False) -> str:
     """XDP programs for a chain of ``depth`` tail calls. Each program returns
     how many tail calls were taken to reach it, so when the chain ends (an
     empty slot, or the kernel's limit) the test run's retval is the count,
@@ -27,12 +28,20 @@ def chain_source(depth: int, index: str) -> str:
     const: hop_i calls slot i+1 with a constant index (the JIT patches a direct jump).
     var: one program in every slot reads the count from the packet's first
     byte and calls slot count+1 (an indirect jump, through a retpoline where on).
+
+    floor_counter (const only): each hop first adds 1 to a per-CPU counter of its own, written
+    by hand: the least any per-hop tail-call counting can cost, beside bpfmagic's counting.
     """
     size = depth + 2
     lines = [f"BPF_PROG_ARRAY({BENCH_ARRAY}, {size});"]
+    if floor_counter and index != "const":
+        raise UsageProblem("the floor counter is measured on the const chain only")
+    if floor_counter:
+        lines.append(f"BPF_PERCPU_ARRAY({FLOOR_COUNTERS}, u64, {size});")
     if index == "const":
         for i in range(depth + 1):
-            lines.append(f"int hop{i}(struct xdp_md *ctx) {{ {BENCH_ARRAY}.call(ctx, {i + 1}); return {i}; }}")
+            count = f"u32 k = {i}; u64 *v = {FLOOR_COUNTERS}.lookup(&k); if (v) *v += 1; " if floor_counter else ""
+            lines.append(f"int hop{i}(struct xdp_md *ctx) {{ {count}{BENCH_ARRAY}.call(ctx, {i + 1}); return {i}; }}")
     elif index == "var":
         # The count lives in the packet: a value loaded from packet memory is
         # unknown to the verifier, so the index is a variable one.
@@ -59,7 +68,14 @@ int hop(struct xdp_md *ctx) { return step(ctx, 0); }
 
 
 def bench_tailcalls(
-    session, depth: int = 33, repeat: int = 100_000, index: str = "const", rounds: int = 3, paths: bool = False, count_tail_calls: bool = False
+    session,
+    depth: int = 33,
+    repeat: int = 100_000,
+    index: str = "const",
+    rounds: int = 3,
+    paths: bool = False,
+    count_tail_calls: bool = False,
+    floor_counter: bool = False,
 ):
     """The tail-call cost curve: DataFrame with one row per depth 0..depth
     (tail calls asked for), ``tail_calls`` (taken: the chain's own count) and
@@ -67,7 +83,9 @@ def bench_tailcalls(
     ``df.attrs`` holds the fit (ns_per_tail_call, intercept_ns) and the setup.
     Loads its own module and array and frees both afterwards. The chain is bare
     unless ``paths`` (path recording) or ``count_tail_calls`` (bpfmagic's per-slot
-    counting) put an instrument in it: its cost per hop is the difference of the slopes."""
+    counting) put an instrument in it: its cost per hop is the difference of the slopes.
+    ``floor_counter``: each hop bumps a per-CPU counter written by hand (chain_source), the
+    floor any per-hop counting stands on."""
     import pandas as pd
 
     if not isinstance(depth, int) or not 0 <= depth <= MAX_BENCH_DEPTH:
@@ -90,7 +108,7 @@ def bench_tailcalls(
     with session.instrumentation(stats=False):
         try:
             with session.instrumentation(paths=paths):  # the chain records paths only when asked
-                session.load(BENCH_MODULE, chain_source(depth, index), count_tail_calls=count_tail_calls, origin="bench_tailcalls")
+                session.load(BENCH_MODULE, chain_source(depth, index, floor_counter), count_tail_calls=count_tail_calls, origin="bench_tailcalls")
             entry = session.program(f"{BENCH_MODULE}.{'hop0' if index == 'const' else 'entry'}")
 
             def fill(slot: int) -> None:
@@ -153,6 +171,7 @@ def bench_tailcalls(
             "max_tail_calls": int(df["tail_calls"].max()),
             "paths": paths,
             "count_tail_calls": count_tail_calls,
+            "floor_counter": floor_counter,
             "kernel": platform.release(),
             "stats_on_runs": stats_on_runs,
         }
