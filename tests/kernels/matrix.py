@@ -60,7 +60,8 @@ def run_here(out: str, timeout: float) -> tuple[str, float]:
 
 def run_in_guest(kernel: str, out: str, timeout: float, kvm: bool) -> tuple[str, float]:
     release = os.path.basename(kernel)[len("vmlinuz-") :]
-    run_dir = os.path.join(out, release)
+    # absolute: the guest's HOME and caches live there, and clang runs from temporary directories
+    run_dir = os.path.join(os.path.abspath(out), release)
     os.makedirs(run_dir, mode=0o700, exist_ok=True)
     junit = os.path.join(run_dir, "junit.xml")
     if os.path.exists(junit):
