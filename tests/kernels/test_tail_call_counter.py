@@ -6,7 +6,8 @@ subprograms, each starting a self-repeating tail-call chain, shows which: on a
 6.10+ kernel the second chain finds the budget spent (33 and 0 runs), on 6.1
 (Debian 12) each chain gets 33. Notebook 05 (limits) shows this kernel's.
 
-Recorded: this host's 6.18 gave (33, 0), Debian's 6.1.0 under virtme-ng (33, 33)."""
+Recorded: this host's 6.18 gave (33, 0), Debian's 6.1.0 under virtme-ng (33, 33) and
+Debian's 6.12.118 (bookworm-security) under virtme-ng (33, 0)."""
 
 from __future__ import annotations
 
@@ -79,4 +80,5 @@ def test_the_tail_call_budget_across_subprograms_follows_the_kernel(session):
 
 def test_the_release_rule_reads_versions():
     assert shared_budget("6.18.44-fc-v1300") and shared_budget("6.10.0")
+    assert shared_budget("6.12.118+deb12-amd64")
     assert not shared_budget("6.1.0-57-amd64") and not shared_budget("5.15.0-1")
