@@ -33,7 +33,7 @@ help:
 	@echo "make docs    execute every notebook and render it to HTML under build/site/ (open build/site/index.html)"
 	@echo "make browser check %%bpf cells (C highlighting, completion) and run $(BROWSER_NB) in JupyterLab in headless chromium; screenshots in build/browser/"
 	@echo "make bench   run bench/*.py; fails when one misses its target"
-	@echo "make test-kernels  the kernel-dependent tests here and on Debian's 6.1 in a QEMU guest (slow: see README)"
+	@echo "make test-kernels  the kernel-dependent tests here and on Debian's 6.1 and 6.12 in QEMU guests (slow: see README)"
 	@echo "make setup   only prepare: apt packages, tracefs/bpffs, $(VENV), kernel headers"
 	@echo "make clean   remove $(VENV) and build outputs"
 
@@ -112,9 +112,10 @@ browser-tools: setup
 browser: browser-tools
 	timeout -k 10 $(BROWSER_LIMIT) $(PY) tests/browser/run_browser.py --out build/browser $(BROWSER_NB)
 
-# Other kernels in virtual machines: Debian's kernel image, QEMU, busybox (virtme-ng's
-# initramfs) and virtme-ng, each installed only when missing.
-KERNEL_PACKAGES := qemu-system-x86 linux-image-amd64 busybox-static
+# Other kernels in virtual machines: Debian's kernel images (bookworm's 6.1, and 6.12 from
+# bookworm-security, which has 6.10's one tail-call counter per run across subprograms),
+# QEMU, busybox (virtme-ng's initramfs) and virtme-ng, each installed only when missing.
+KERNEL_PACKAGES := qemu-system-x86 linux-image-amd64 linux-image-6.12-amd64 busybox-static
 kernel-tools: setup
 	@missing=""; \
 	for p in $(KERNEL_PACKAGES); do \

@@ -1,11 +1,12 @@
 """`make test-kernels`: the kernel-dependent tests on this kernel and, in virtual machines,
 on every other kernel installed under /boot (Debian's linux-image-amd64 gives 6.1, which
-has kprobes and BPF trampolines). Each guest is booted by virtme-ng under QEMU with this
+has kprobes and BPF trampolines; linux-image-6.12-amd64 gives 6.12, which also has 6.10's
+tail-call counter shared across subprograms). Each guest is booted by virtme-ng under QEMU with this
 machine's filesystem shared read-only and a writable run directory; the tests run there
 with the project's own venv. Prints one matrix (test x kernel: pass / FAIL / skip) and
 the line `kernels: K kernels, P passed, F failed`; exits 1 when a test failed anywhere.
 
-    .venv/bin/python tests/kernels/matrix.py [--out build/kernels] [--timeout 1800] [--kvm]
+    .venv/bin/python tests/kernels/matrix.py [--out build/kernels] [--timeout 1800] [--kvm] [--kernel 6.12 ...]
 
 Software emulation (no KVM: a KVM guest hangs in early boot on these hosts): a guest
 boots in about a minute and compiles slowly, so timings in it mean nothing; the objects
@@ -36,10 +37,14 @@ KERNEL_TESTS = [
 ]
 
 
-def guest_kernels() -> list[str]:
-    """Kernel images under /boot other than the running kernel's."""
+def guest_kernels(only: list[str] | None = None) -> list[str]:
+    """Kernel images under /boot other than the running kernel's; with `only`, those whose
+    release starts with one of its entries ("6.12" picks 6.12.118+deb12-amd64)."""
     running = platform.release()
-    return sorted(p for p in glob.glob("/boot/vmlinuz-*") if os.path.basename(p)[len("vmlinuz-") :] != running and os.access(p, os.R_OK))
+    found = sorted(p for p in glob.glob("/boot/vmlinuz-*") if os.path.basename(p)[len("vmlinuz-") :] != running and os.access(p, os.R_OK))
+    if only:
+        found = [p for p in found if any(os.path.basename(p)[len("vmlinuz-") :].startswith(o) for o in only)]
+    return found
 
 
 def pytest_command(junit: str) -> list[str]:
@@ -55,7 +60,8 @@ def run_here(out: str, timeout: float) -> tuple[str, float]:
 
 def run_in_guest(kernel: str, out: str, timeout: float, kvm: bool) -> tuple[str, float]:
     release = os.path.basename(kernel)[len("vmlinuz-") :]
-    run_dir = os.path.join(out, release)
+    # absolute: the guest's HOME and caches live there, and clang runs from temporary directories
+    run_dir = os.path.join(os.path.abspath(out), release)
     os.makedirs(run_dir, mode=0o700, exist_ok=True)
     junit = os.path.join(run_dir, "junit.xml")
     if os.path.exists(junit):
@@ -123,13 +129,17 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=os.path.join(REPO, "build", "kernels"), help="run directories (default build/kernels)")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per kernel (default 1800)")
     ap.add_argument("--kvm", action="store_true", help="use KVM (hangs in early boot on some hosts)")
+    ap.add_argument("--kernel", nargs="+", metavar="RELEASE", help="only the guest kernels whose release starts so (default: all under /boot)")
     args = ap.parse_args(argv)
+    guests = guest_kernels(args.kernel)
+    if args.kernel and not guests:
+        raise SystemExit(f"matrix: no kernel under /boot matches {' '.join(args.kernel)}")
     os.makedirs(args.out, mode=0o700, exist_ok=True)
     results, seconds = {}, {}
     here = f"{platform.release()} (host)"
     junit, seconds[here] = run_here(args.out, args.timeout)
     results[here] = outcomes(junit)
-    for kernel in guest_kernels():
+    for kernel in guests:
         release = os.path.basename(kernel)[len("vmlinuz-") :]
         print(f"matrix: booting {release} (software emulation: slow) ...", flush=True)
         junit, seconds[release] = run_in_guest(kernel, args.out, args.timeout, args.kvm)

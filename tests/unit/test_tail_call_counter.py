@@ -15,4 +15,5 @@ from ..programs import shared_budget
 
 def test_the_release_rule_reads_versions():
     assert shared_budget("6.18.44-fc-v1300") and shared_budget("6.10.0")
+    assert shared_budget("6.12.118+deb12-amd64")
     assert not shared_budget("6.1.0-57-amd64") and not shared_budget("5.15.0-1")
