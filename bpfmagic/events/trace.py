@@ -45,7 +45,8 @@ def capture(seconds: float = 1.0, max_lines: int | None = None, grep: str | None
     never blocking longer. ``grep``: keep messages matching this regex.
     DataFrame columns: ts (seconds since boot, as the trace clock), cpu, pid
     (the thread id), comm, msg. ``df.attrs["lost"]``: lines the kernel
-    reported as overwritten before they were read; ``df.attrs["stopped_by"]``:
+    reported as overwritten before they were read (since SINCE; those lost
+    before it, in ``older_lost``, are a backlog of other programs' lines); ``df.attrs["stopped_by"]``:
     "max_lines" or "seconds", what ended the capture. Reading consumes: lines
     read past MAX_LINES in the same read are gone for other readers too."""
     import math
@@ -80,7 +81,7 @@ def capture(seconds: float = 1.0, max_lines: int | None = None, grep: str | None
             raise
         raise EnvironmentProblem(f"no {path}: {status.reason}; mount it with `mount -t tracefs nodev /sys/kernel/tracing`") from None
     rows: list[dict] = []
-    lost = older = 0
+    lost = older = older_lost = pending_lost = 0
     deadline = time.monotonic() + max(0.0, seconds)
     try:
         poller = select.poll()
@@ -104,9 +105,17 @@ def capture(seconds: float = 1.0, max_lines: int | None = None, grep: str | None
                 text = raw.decode("utf-8", "replace")
                 m = _LOST_RE.search(text)
                 if m:
-                    lost += int(m[2])
+                    pending_lost += int(m[2])
                     continue
                 row = parse_line(text)
+                if row is not None and pending_lost:
+                    # the lost lines came before this one: before the session began (a backlog
+                    # other programs left in the shared buffer) they are none of its business
+                    if since is None or row["ts"] >= since:
+                        lost += pending_lost
+                    else:
+                        older_lost += pending_lost
+                    pending_lost = 0
                 if row is None or (pattern is not None and not pattern.search(row["msg"])):
                     continue
                 if since is not None and row["ts"] < since:
@@ -117,8 +126,10 @@ def capture(seconds: float = 1.0, max_lines: int | None = None, grep: str | None
                     break
     finally:
         os.close(fd)
+    lost += pending_lost  # nothing came after them: when they were printed is unknown
     frame = pd.DataFrame(rows, columns=COLUMNS)
     frame.attrs["lost"] = lost
+    frame.attrs["older_lost"] = older_lost
     frame.attrs["older"] = older
     frame.attrs["stopped_by"] = "max_lines" if max_lines is not None and len(rows) >= max_lines else "seconds"
     if lost:  # a frame missing lines must say so where it is shown, not only in attrs
@@ -127,14 +138,15 @@ def capture(seconds: float = 1.0, max_lines: int | None = None, grep: str | None
         from . import StreamWarning
 
         size = _buffer_size(os.path.dirname(path))
-        warnings.warn(
+        warnings.warn_explicit(  # shown as bpfmagic's, not as a line of its source
             f"{lost:,} trace lines were lost before they were read (the kernel overwrote them"
             f"{f'; its trace buffer holds {size} per CPU' if size else ''}): the rows are the lines that were left"
             f"{', filtered' if pattern is not None else ''}. Read while the program runs (`%bpf trace --seconds N` "
             "as it prints), print less often, or send events through a ring buffer (BPF_RINGBUF_OUTPUT / "
             "bpf_ringbuf_output), whose losses are counted exactly",
             StreamWarning,
-            stacklevel=2,
+            filename="bpfmagic",
+            lineno=0,
         )
     return frame
 

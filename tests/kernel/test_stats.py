@@ -232,14 +232,18 @@ char LICENSE[] SEC("license") = "GPL";
 @pytest.mark.parametrize("backend", ["bcc", "core"])
 def test_an_index_past_the_array_end_counts_at_its_site_not_in_a_slot(session, backend):
     """An index of size..2*size-1 once landed in the missed counters of slot index-size
-    (taken -1, a made-up empty slot in stats); one past that was not counted at all."""
+    (taken -1, a made-up empty slot in stats); one past that was not counted at all. Now
+    no slot is touched, and the calls are the array's "past the end" row (all missed)."""
     session.load("oob", OUT_OF_RANGE[backend], core=backend == "core")
-    for _ in range(3):
+    for run in range(1, 4):
         result = session.test_run("oob.entry")
         assert result.retval_name == "XDP_PASS"
-        assert result.tail_calls.empty, result.tail_calls  # no slot was called
+        [row] = result.tail_calls.to_dict("records")  # no slot was called: only the past-the-end row
+        assert (row["index"], row["key"], row["calls"], row["taken"], row["missed"]) == (4, "past the end (>= 4)", 2, 0, 2)
     stats = session.stats()
-    assert stats[stats["program"] == "(empty)"].empty, stats
-    assert (session.slots("jt", all_keys=True)[["calls", "missed"]] == 0).all().all()
+    [empty] = stats[stats["program"] == "(empty)"].to_dict("records")
+    assert (empty["slots"], empty["missed"]) == ("jt[past the end (>= 4)]", 6)
+    slots = session.slots("jt", all_keys=True).set_index("index")
+    assert (slots.loc[0:3, ["calls", "missed"]] == 0).all().all() and slots.loc[4, "missed"] == 6
     misses = session.misses().set_index("key")
     assert [(int(misses.loc[k, "calls"]), int(misses.loc[k, "missed"])) for k in ("5", "9")] == [(3, 3), (3, 3)]

@@ -45,3 +45,22 @@ def test_lines_the_kernel_lost_are_said_in_the_cell(tmp_path):
     with pytest.warns(StreamWarning, match=r"10,620 trace lines were lost before they were read.*the rows are the lines that were left, filtered"):
         df = capture(seconds=0.2, grep="exec", path=str(pipe))
     assert df["msg"].tolist() == ["exec seen"] and df.attrs["lost"] == 10620
+
+
+def test_lines_lost_before_the_session_began_are_not_its_losses(tmp_path):
+    """trace_pipe is shared by the machine: a backlog other programs overflowed before this
+    session began reports its losses too; they come before lines older than the session."""
+    import warnings
+
+    from bpfmagic.events.trace import capture
+
+    pipe = tmp_path / "trace_pipe"
+    pipe.write_text(
+        "CPU:0 [LOST 500 EVENTS]\n"
+        "       spam-1111    [000] d..31  100.000000: bpf_trace_printk: old\n"
+        "       true-4242    [001] d..31  1234.500000: bpf_trace_printk: exec seen\n"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        df = capture(seconds=0.2, path=str(pipe), since=1000.0)
+    assert df["msg"].tolist() == ["exec seen"] and df.attrs["lost"] == 0 and df.attrs["older_lost"] == 500
