@@ -27,6 +27,8 @@ Then it runs every cell of NOTEBOOK and checks:
   "model not found", not its text repr);
 - its event count grows between a read before and a read after the cells
   that follow it (the cells run in two steps: up to the view, then the rest);
+- once the notebook stops the view, its output is its last figures as plain
+  HTML ("view stopped", the count), no widget left to break a reopened notebook;
 - after a save, the kernel shut down and the page reloaded, the view shows
   its last state from the notebook's saved widget state.
 
@@ -344,6 +346,20 @@ class Page:
             return f"the view has no event count (it shows {text[:120]!r})"
         return None
 
+    def frozen_problem(self, index: int) -> str | None:
+        """None when the cell shows a stopped view's last figures as plain HTML (what stays
+        readable in a notebook reopened without widget state), else what it shows instead."""
+        area = self.cell(index).locator(".jp-OutputArea")
+        text = area.inner_text(timeout=5000) if area.count() else ""
+        for bad in ("Loading widget", "model not found", "Error displaying widget"):
+            if bad in text:
+                return f"the stopped view shows {bad!r}"
+        if area.locator(".jupyter-widgets, .widget-vbox").count():
+            return "the stopped view is still a widget (its output should be its last figures as HTML)"
+        if "view stopped" not in text or not COUNT.search(text):
+            return f"the stopped view does not show its last figures (it shows {text[:120]!r})"
+        return None
+
     def count(self, index: int) -> int:
         m = COUNT.search(self.widget_text(index))
         if not m:
@@ -530,7 +546,7 @@ def drive(page: Page, timeout: float) -> list[str]:
         log(f"the other cells ran in {time.monotonic() - t1:.1f} s")
     if errs := page.errors():
         raise Failed("a cell failed: " + " / ".join(errs))
-    if why := page.widget_problem(watch):
+    if why := page.frozen_problem(watch):  # the notebook stops the view: its output is its last figures
         problems.append(f"after the run: {why}")
     second = page.count(watch)
     log(f"event count in the view: {first:,} then {second:,}")
