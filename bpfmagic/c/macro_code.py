@@ -20,6 +20,7 @@ import subprocess
 from dataclasses import replace
 
 from .analysis import CellSyntax, _text, analyse
+from .sizes import blank_includes
 
 
 def _macro_bodies(cell: CellSyntax) -> dict[str, object]:
@@ -54,14 +55,6 @@ def _invoked_lines(cell: CellSyntax, macros: set[str]) -> set[int]:
     return lines
 
 
-def _blank_includes(cell: CellSyntax) -> str:
-    """The cell with its #include lines blanked, lines kept (the headers' macros stay unexpanded)."""
-    lines = cell.source.split("\n")
-    for inc in cell.includes:
-        lines[inc.line - 1] = ""
-    return "\n".join(lines)
-
-
 def _on_cell_lines(expanded: str, line_count: int) -> str:
     """clang -E's output laid back on the cell's lines: each output line goes to the
     line its line markers (``# N "file" flags``) say it came from."""
@@ -92,7 +85,7 @@ def expand_macro_code(cell: CellSyntax, cflags=(), include_dirs=()) -> bool:
     source_lines = cell.source.count("\n") + 1
     cmd = [clang, "-E", "-target", "bpf", *(f"-I{os.path.abspath(d)}" for d in include_dirs), *cflags, "-x", "c", "-"]
     try:
-        res = subprocess.run(cmd, input=_blank_includes(cell), capture_output=True, text=True, timeout=30)
+        res = subprocess.run(cmd, input=blank_includes(cell.source, keep_local=False), capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return False
     if res.returncode != 0:

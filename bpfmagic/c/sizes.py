@@ -19,7 +19,7 @@ _MARKERS = """#define BPF_PROG_ARRAY(_n, _s) int __bm_size_##_n = (_s);
 """
 
 
-def _blank_includes(source: str, keep_local: bool) -> str:
+def blank_includes(source: str, keep_local: bool) -> str:
     """The cell with its system includes (and vmlinux.h) blanked, lines kept:
     what they declare is not needed to evaluate a size, and vmlinux.h is 3 MB."""
     cell = analyse(source)
@@ -45,7 +45,7 @@ def preprocessed_sizes(source: str, cflags: list[str], include_dirs=()) -> dict[
     with tempfile.TemporaryDirectory(prefix="bpfmagic-sizes-") as stub:
         open(os.path.join(stub, "vmlinux.h"), "w").close()
         for keep_local in (True, False):
-            text = _MARKERS + "#line 1\n" + _blank_includes(source, keep_local)
+            text = _MARKERS + "#line 1\n" + blank_includes(source, keep_local)
             dirs = [stub, *(os.path.abspath(d) for d in include_dirs)]
             cmd = [clang, "-E", "-P", "-target", "bpf", *(f"-I{d}" for d in dirs), *cflags, "-x", "c", "-"]
             res = subprocess.run(cmd, input=text, capture_output=True, text=True, timeout=30)
