@@ -77,22 +77,22 @@ class Instrumentation:
         return self.sites.allocate(syntax, req.name)
 
     def pin_counter_map(self, fd: int, name: str) -> str:
-        """Pin session map FD as calls/NAME (BCC cells open it by that path); the fd is
-        closed when the pin fails. Returns the pin."""
+        """Pin session map FD as calls/NAME; returns the pin. The fd stays the caller's, also
+        when the pin fails."""
         pin = os.path.join(self._pin_dir(), "calls", name)
         pins.make_dir(os.path.dirname(pin))  # 0700 whatever the umask, as progarray makes it
-        try:
-            libbpf.obj_pin(fd, pin)
-        except OSError:
-            os.close(fd)
-            raise
+        libbpf.obj_pin(fd, pin)
         return pin
 
     def cursor_map(self) -> tuple[int, str]:
         """(fd, pin) of the per-CPU position a run has in a chain described as data."""
         if self.cursor is None:
             fd = libbpf.map_create(libbpf.BPF_MAP_TYPE_PERCPU_ARRAY, "bm_cursor", 4, 4, 1)
-            self.cursor = (fd, self.pin_counter_map(fd, "bm_cursor"))
+            try:
+                self.cursor = (fd, self.pin_counter_map(fd, "bm_cursor"))
+            except OSError:
+                os.close(fd)
+                raise
         return self.cursor
 
     def free(self) -> None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from .c.instrument import IMPLIED_CALLS, IMPLIED_MISSED
 from .errors import NotFound, SlotError, UsageProblem
 from .kernel import libbpf, pins
+from .kernel.counters import CounterTable
 from .kernel.progtypes import prog_type_name
 
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")  # used with fullmatch: `$` would let a final "\n" pass
@@ -71,10 +72,10 @@ class CallCounters:
     what the calls into each slot were while each program sat there. Uses the
     array's ``name``, ``size`` and occupancy (``_entries``)."""
 
-    # Per-CPU u64 counters bumped by the rewritten ARRAY.call(): [key] calls made,
-    # [size + key] calls that fell through (empty slot or the 33-call limit).
-    # Kernel run stats can't give this: a tail-call target's run_cnt never moves.
-    counter_fd: int = -1
+    # Counters bumped by the rewritten ARRAY.call() (a kernel/counters.CounterTable): [key] calls
+    # made, [size + key] calls that fell through (empty slot or the 33-call limit), [2 * size]
+    # calls past the end. Kernel run stats can't give this: a tail-call target's run_cnt never moves.
+    counters: CounterTable | None = None
     counter_pin: str = ""
     # The counters are per index and never reset; these split them by occupant, so a
     # program is credited only with the calls made while it sat in a slot.
@@ -92,37 +93,37 @@ class CallCounters:
         the calls past the end of the array (every one of them missed: there is no slot)."""
         # Missed first, then calls: numbers read together agree (every miss counted had its
         # call counted before it). While programs run, a call in flight may show as taken for a moment.
-        past = libbpf.percpu_u64_sum(self.counter_fd, 2 * self.size)
-        missed = libbpf.percpu_u64_sums(self.counter_fd, self.size, start=self.size) + [past]
+        past = self.counters.sum(2 * self.size)
+        missed = self.counters.sums(self.size, start=self.size) + [past]
         self._add_implied(missed, IMPLIED_MISSED)
-        calls = libbpf.percpu_u64_sums(self.counter_fd, self.size) + [past]
+        calls = self.counters.sums(self.size) + [past]
         self._add_implied(calls, IMPLIED_CALLS)
         return calls, missed
 
     def _add_implied(self, counts: list[int], run: int) -> None:
         """Add what the constant-slot call sites counted in run RUN of the sites map (one batch read)."""
-        fd = getattr(self.sites, "fd", None)
-        if not self.implied or fd is None:
+        table = getattr(self.sites, "table", None)
+        if not self.implied or table is None:
             return
         first = min(site for site, _ in self.implied)
-        values = libbpf.percpu_u64_sums(fd, max(site for site, _ in self.implied) - first + 1, start=run + first)
+        values = table.sums(max(site for site, _ in self.implied) - first + 1, start=run + first)
         for site, index in self.implied:
             counts[index] += values[site - first]
 
     def counts_at(self, index: int) -> tuple[int, int]:
         """(calls, missed) at one index since the array was created."""
-        if self.counter_fd < 0:
+        if self.counters is None or self.counters.fd < 0:
             return 0, 0
         if index >= self.size:  # past the end: every call missed
-            past = libbpf.percpu_u64_sum(self.counter_fd, 2 * self.size)
+            past = self.counters.sum(2 * self.size)
             return past, past
         sites = [site for site, i in self.implied if i == index]
-        fd = getattr(self.sites, "fd", None) if sites else None
+        table = getattr(self.sites, "table", None) if sites else None
         # missed first: see call_counts
-        missed = libbpf.percpu_u64_sum(self.counter_fd, self.size + index)
-        missed += sum(libbpf.percpu_u64_sum(fd, IMPLIED_MISSED + site) for site in sites) if fd is not None else 0
-        calls = libbpf.percpu_u64_sum(self.counter_fd, index)
-        calls += sum(libbpf.percpu_u64_sum(fd, IMPLIED_CALLS + site) for site in sites) if fd is not None else 0
+        missed = self.counters.sum(self.size + index)
+        missed += sum(table.sum(IMPLIED_MISSED + site) for site in sites) if table is not None else 0
+        calls = self.counters.sum(index)
+        calls += sum(table.sum(IMPLIED_CALLS + site) for site in sites) if table is not None else 0
         return calls, missed
 
     def credited(self, program, counts: dict | None = None) -> dict[int, tuple[int, int]]:
@@ -406,10 +407,12 @@ class ProgArray(CallCounters, MutableMapping):
         for path in (self.pin, self.counter_pin):
             with _suppress():
                 os.unlink(path)
-        for fd in (self.fd, self.counter_fd):
+        with _suppress():
+            os.close(self.fd)
+        self.fd = -1
+        if self.counters is not None:
             with _suppress():
-                os.close(fd)
-        self.fd = self.counter_fd = -1
+                self.counters.close()
 
 
 def uncounted_callers(modules) -> dict[str, list[str]]:
@@ -452,21 +455,23 @@ def _suppress():
 def create(name: str, size: int, pin: str, prog_type: str | None = None, keys: str | None = None, lock=None) -> ProgArray:
     """The kernel maps of a new array (the prog array and its call counters),
     pinned. Session.progarray has checked every argument already."""
-    fds = []
+    fd, counters = -1, None
     try:
-        fds.append(libbpf.map_create_prog_array(name, size))
+        fd = libbpf.map_create_prog_array(name, size)
         # [i] calls into slot i, [size + i] those that missed, [2 * size] calls past the end
-        fds.append(libbpf.map_create_percpu_u64_array(name[:11] + "_tcc", 2 * size + 1))
-        libbpf.obj_pin(fds[0], pin)
+        counters = CounterTable(name[:11] + "_tcc", 2 * size + 1)
+        libbpf.obj_pin(fd, pin)
         pins.make_dir(os.path.join(os.path.dirname(pin), "calls"))
-        libbpf.obj_pin(fds[1], counter_pin(pin))
+        libbpf.obj_pin(counters.fd, counter_pin(pin))
     except OSError:
-        for fd in fds:
+        if fd >= 0:
             os.close(fd)
+        if counters is not None:
+            counters.close()
         with _suppress():
             os.unlink(pin)
         raise
-    array = ProgArray(name=name, size=size, fd=fds[0], pin=pin, declared_type=prog_type, keys=keys, counter_fd=fds[1], counter_pin=counter_pin(pin))
+    array = ProgArray(name=name, size=size, fd=fd, pin=pin, declared_type=prog_type, keys=keys, counters=counters, counter_pin=counter_pin(pin))
     if lock is not None:
         array.lock = lock
     return array

@@ -1,12 +1,14 @@
-"""Per call site counters: one per-CPU map for the whole session, ``__bm_sites``,
+"""Per call site counters: one counter table for the whole session, ``__bm_sites``
+(kernel/counters.py: a row per CPU, bumped at a fixed address),
 with five runs of SITES counters (calls, fell through, of those the limit; and
 calls and fall-throughs at sites whose key is one constant slot, which the
 slot's counts include: c/instrument.const_site_keys).
 
 Each load that counts gets a base; a site's id is base + the line of the cell
 it is on, and a function's id is base + the line of its definition (paths
-name hops by those). The map is made on first use and pinned, so BCC cells
-open it by its path."""
+name hops by those). The map is made on first use and pinned (its pin names
+it in the session's directory); cells reach it by its fd (BCC) or as their
+``.bss.__bm_sites`` (--core)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from collections.abc import Callable
 
 from .c.analysis import constant_key
 from .c.instrument import IMPLIED_CALLS, IMPLIED_MISSED, SITES, SITES_ENTRIES
-from .kernel import libbpf
+from .kernel.counters import CounterTable
 
 MISSES_COLUMNS = ["module", "function", "line", "array", "key", "slot", "calls", "taken", "missed", "slot_empty", "limit_reached"]
 
@@ -26,7 +28,7 @@ class CallSites:
 
     def __init__(self, pin_map: Callable[[int, str], str]):
         self._pin_map = pin_map  # pins a new map under the session's directory, returns the pin
-        self.fd: int | None = None
+        self.table: CounterTable | None = None
         self.pin = ""
         self._next = 0
         self._owners: list = []  # (base, lines, syntax, module name) of every load with site ids
@@ -36,9 +38,14 @@ class CallSites:
         lines = _lines(syntax.source)
         if self._next + lines > SITES:
             return None
-        if self.fd is None:
-            fd = libbpf.map_create_percpu_u64_array("bm_sites", SITES_ENTRIES)
-            self.fd, self.pin = fd, self._pin_map(fd, "bm_sites")
+        if self.table is None:
+            table = CounterTable("bm_sites", SITES_ENTRIES)
+            try:
+                self.pin = self._pin_map(table.fd, "bm_sites")
+            except OSError:
+                table.close()
+                raise
+            self.table = table
         base = self._next
         self._next += lines
         self._owners.append((base, lines, syntax, module_name))
@@ -64,13 +71,13 @@ class CallSites:
     def counts(self, module) -> dict[int, tuple[int, int]]:
         """line of the cell -> (calls, fell through) at MODULE's tail-call site(s) on that line
         (fall-throughs read first, so they never exceed the calls)."""
-        if module.site_base is None or self.fd is None:
+        if module.site_base is None or self.table is None:
             return {}
-        lines, base = _lines(module.source), module.site_base
-        missed = libbpf.percpu_u64_sums(self.fd, lines, start=SITES + base)
-        missed_implied = libbpf.percpu_u64_sums(self.fd, lines, start=IMPLIED_MISSED + base)
-        calls = libbpf.percpu_u64_sums(self.fd, lines, start=base)
-        calls_implied = libbpf.percpu_u64_sums(self.fd, lines, start=IMPLIED_CALLS + base)
+        lines, base, table = _lines(module.source), module.site_base, self.table
+        missed = table.sums(lines, start=SITES + base)
+        missed_implied = table.sums(lines, start=IMPLIED_MISSED + base)
+        calls = table.sums(lines, start=base)
+        calls_implied = table.sums(lines, start=IMPLIED_CALLS + base)
         return {t.line: (calls[t.line] + calls_implied[t.line], missed[t.line] + missed_implied[t.line]) for t in module.syntax.tail_calls}
 
     def imply(self, base: int, implied: dict[int, tuple[str, int]], arrays: dict) -> None:
@@ -86,9 +93,9 @@ class CallSites:
 
         rows = []
         for m in modules:
-            if m.site_base is None or self.fd is None:
+            if m.site_base is None or self.table is None:
                 continue
-            limit = libbpf.percpu_u64_sums(self.fd, _lines(m.source), start=2 * SITES + m.site_base)
+            limit = self.table.sums(_lines(m.source), start=2 * SITES + m.site_base)
             counts = self.counts(m)
             for t in m.syntax.tail_calls:
                 calls, missed = counts.get(t.line, (0, 0))
@@ -118,11 +125,11 @@ class CallSites:
 
     def free(self) -> None:
         """The map and every id (the next load that counts makes them again)."""
-        if self.fd is not None:
+        if self.table is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self.pin)
-            os.close(self.fd)
-            self.fd = None
+            self.table.close()
+            self.table = None
         self._next = 0
         self._owners.clear()
 

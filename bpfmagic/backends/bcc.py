@@ -223,8 +223,8 @@ def compile_cell(ctx: LoadContext, req, syntax) -> tuple[BccObject, str]:
     from .bcc_stats import collect_bcc
 
     slot_index = ctx.slot_index
-    arrays = {n: (a.pin, a.size, a.counter_pin) for n, a in ctx.arrays.items()}
-    sites = (ctx.sites_pin, ctx.site_base) if ctx.site_base is not None else None
+    arrays = {n: (a.pin, a.size, a.counters) for n, a in ctx.arrays.items()}
+    sites = (ctx.sites, ctx.site_base) if ctx.site_base is not None else None
     paths = {"pins": ctx.path_maps.pins} if ctx.path_maps is not None and sites else None
     implied = const_site_keys(syntax, slot_index, {n: a[1] for n, a in arrays.items()}) if req.count_calls and sites else {}
     from . import bcc_offsets
@@ -293,7 +293,7 @@ def convention_targets(syntax):
 def load_bcc(
     syntax,
     origin: str,
-    arrays: dict[str, tuple[str, int, str]],
+    arrays: dict[str, tuple],
     slot_index,
     cflags: list[str],
     count_calls: bool,

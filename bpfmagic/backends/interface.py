@@ -34,8 +34,7 @@ class LoadContext:
     slot_index: Callable[[str, str], int]  # (array, key) -> index; a new name is kept only if the load commits
     resolved_slots: list  # (ProgArray, index, function) the cell's own slots
     site_base: int | None  # the first of this load's per-call-site counters; None: not counted
-    sites_fd: int | None  # the session's call-site counter map, and its pin (BCC opens it by path)
-    sites_pin: str | None
+    sites: object  # the session's call-site kernel/counters.CounterTable when site_base is set, else None
     path_maps: object  # experiments.paths.PathMaps when the cell records paths, else None
     cursor: tuple[int, str] | None  # (fd, pin) of chains' per-CPU position, when a chain needs it
     can_load: bool  # the process may load programs (else BCC only compiles)

@@ -24,7 +24,7 @@ import tempfile
 
 from ..c import CellSyntax, analyse, core_text
 from ..c.analysis import SKB_TYPES
-from ..c.instrument import CORE_CELL_FILE, SITES_MAP, counter_name
+from ..c.instrument import CORE_CELL_FILE, SITES_MAP, counter_name, counter_section
 from ..c.records import ring_record_types
 from ..errors import AttachError, BpfCompileError, BpfVerifierError, EnvironmentProblem, SlotError, UsageProblem
 from ..kernel import libbpf
@@ -972,15 +972,16 @@ def load_object(
     fexit or freplace target, given to libbpf before load. Returns the loaded object and what clang and libbpf said."""
     source = syntax.source
     written = syntax.written or source  # what errors quote and BTF line info holds: the cell as the user wrote it
-    # sites: (fd, base) of the session's per-call-site counters
+    # sites: (counter table, base) of the session's per-call-site counters
     text = core_text(
         syntax,
-        {n: a.size for n, a in arrays.items()},
+        {n: (a.size, a.counters) for n, a in arrays.items()},
         slot_index,
         count_calls,
         site_base=sites[1] if sites else None,
         paths=paths is not None,
         cursor=cursor is not None,
+        sites=sites[0] if sites else None,
     )
     text = keep_ring_types(text, source)  # record types of rings get BTF: the stream reads their layout
     include_dirs = [os.path.dirname(os.path.abspath(file))] if file else []
@@ -1054,10 +1055,10 @@ def _open_and_load(
                         f"`%bpf unload {array_name}`)"
                     )
                 obj.reuse(array_name, array.fd)
-            if counter_name(array_name) in maps:
-                obj.reuse(counter_name(array_name), array.counter_fd)
-        if sites and SITES_MAP in maps:
-            obj.reuse(SITES_MAP, sites[0])
+            if counter_section(counter_name(array_name)) in maps:
+                obj.reuse(counter_section(counter_name(array_name)), array.counters.fd)
+        if sites and counter_section(SITES_MAP) in maps:
+            obj.reuse(counter_section(SITES_MAP), sites[0].fd)
         if cursor is not None and "__bm_cursor" in maps:
             obj.reuse("__bm_cursor", cursor)
         if paths is not None:
@@ -1108,7 +1109,7 @@ def compile_cell(ctx: LoadContext, req, syntax) -> tuple[CoreObject, str]:
 
     needs = {func: parse_target(target).prog_type for func, target in req.attach}
     slotted = [(array, func) for array, _, func in ctx.resolved_slots]
-    sites = (ctx.sites_fd, ctx.site_base) if ctx.site_base is not None else None
+    sites = (ctx.sites, ctx.site_base) if ctx.site_base is not None else None
     paths = ctx.path_maps if sites else None
     return load_object(
         req.name,

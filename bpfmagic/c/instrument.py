@@ -23,7 +23,7 @@ COUNTER_PREFIX = "__bm_calls_"
 # the limit (paths on); each loaded module gets its own base. A site whose key is one constant slot
 # counts only in the last two runs (IMPLIED_CALLS, IMPLIED_MISSED): one counter per hop tells both the
 # site and the slot, which sites.py credits to that slot (const_site_keys).
-SITES_MAP = "__bm_sites"
+SITES_MAP = "__bm_sites"  # a kernel/counters.CounterTable: a row of counters per CPU
 SITES = 1 << 15
 IMPLIED_CALLS, IMPLIED_MISSED = 3 * SITES, 4 * SITES
 SITES_ENTRIES = 5 * SITES
@@ -36,6 +36,49 @@ CORE_CELL_FILE = "cell.bpf.c"
 
 def counter_name(array: str) -> str:
     return f"{COUNTER_PREFIX}{array}"
+
+
+# Counters are bumped at a fixed address (kernel/counters.py says why): the element of a one-entry
+# array, reached through an ld_imm64 of BPF_PSEUDO_MAP_VALUE (src_reg 2), which BCC cells make from
+# the session map's fd (LLVM's llvm.bpf.pseudo intrinsic, as BCC's own bpf_pseudo_fd) and --core
+# cells as a global in a section of its own that libbpf relocates. __bm_add adds 1 in this CPU's
+# row: plainly when every CPU has a row, atomically when CPUs share rows (``shared``).
+BUMP_HELPER = r"""extern unsigned long long __bm_pseudo(unsigned long long, unsigned long long) __asm__("llvm.bpf.pseudo");
+#define __BM_TABLE(_fd) ((unsigned long long *)__bm_pseudo(2, (_fd)))
+static __attribute__((always_inline)) inline void __bm_add(unsigned long long *t, unsigned int i, unsigned int width,
+                                                           unsigned int rows, int shared)
+{
+    /* bpf_get_smp_processor_id (inlined by the verifier on x86-64 since 6.10), taken as the u64 it is */
+    unsigned long long cpu = ((unsigned long long (*)(void))8)();
+    unsigned long long at;
+    if (i >= width)
+        return;
+    if (shared)
+        cpu %= rows;
+    if (__builtin_constant_p(i)) {
+        if (cpu >= rows)
+            return;
+        at = cpu * width + i;
+    } else {
+        at = cpu * width + i;
+        /* clang would check a copy and index with the original: the bound on the register used */
+        __asm__ volatile("" : "+r"(at));
+        if (at >= (unsigned long long)rows * width)
+            return;
+    }
+    if (shared)
+        __sync_fetch_and_add(&t[at], 1);
+    else
+        t[at] += 1;
+}
+"""
+
+
+def bump(table, index: str, address: str | None = None) -> str:
+    """C that adds 1 to counter INDEX of TABLE (a kernel/counters.CounterTable, or anything with its
+    fd, width, rows and shared): at ADDRESS (a --core global), else at the map's own (its fd)."""
+    where = address if address is not None else f"__BM_TABLE({table.fd})"
+    return f"__bm_add({where}, {index}, {table.width}, {table.rows}, {int(table.shared)});"
 
 
 # BCC writes the struct of a tracepoint's args (read from tracefs, as many lines as the event has
@@ -99,7 +142,7 @@ def bcc_text(
 ) -> tuple[str, str, ColumnMap]:
     """What BCC compiles: (the cell's text, a header BCC force-includes ahead
     of it, the column map). ``arrays``: each session array -> (pin, size,
-    counter pin). Every prog array the cell declares is a session array
+    its counter table). Every prog array the cell declares is a session array
     (BPF_PROG_ARRAY, or BPF_TABLE("prog", ...)), opened through its pin. The
     header holds bpfmagic's macros, so the cell's text keeps its lines: BCC
     quotes source lines in verifier logs by their number in the text it got.
@@ -110,13 +153,12 @@ def bcc_text(
         # BPF_TABLE("prog", ...) is renamed to this (same length: columns stay).
         "#define _BM_PROGS(_t, _k, _v, _n, _sz) BPF_PROG_ARRAY(_n, _sz)",
     ]
-    for name, (pin, size, counter_pin) in arrays.items():
+    for name, (pin, _size, _counters) in arrays.items():
         lines.append(f'#define __BM_PIN_{name} "{pin}"')
-        counters = (f'; BPF_TABLE_PINNED("percpu_array", u32, u64, {counter_name(name)}, {2 * size + 1}, "{counter_pin}")') if count_calls else ""
-        lines.append(f"#define __BM_COUNTERS_{name} {counters}")
+        lines.append(f"#define __BM_COUNTERS_{name}")  # the counters are reached by their fd (bump())
     lines += _slot_defines(cell, slot_index)
-    if sites is not None and (count_calls or paths):  # (pin, base): the session's per-site counters
-        lines.append(f'BPF_TABLE_PINNED("percpu_array", u32, u64, {SITES_MAP}, {SITES_ENTRIES}, "{sites[0]}");')
+    if count_calls or (paths and sites is not None):
+        lines.append(BUMP_HELPER)
     if paths:  # the session's path maps (bpfmagic/experiments/paths.py), opened by their pins
         from .path_record import C_TYPES, PATH_COUNTS
 
@@ -148,11 +190,11 @@ def bcc_text(
         slot = {name: i for i, name in enumerate(tables)}
         for out in output_calls(cell.source, set(tables)):
             call = data[out.start : out.end].decode()
-            bump = f"{{ u32 __bm_lk = {slot[out.table]}; u64 *__bm_lv = {LOST_COUNTER}.lookup(&__bm_lk); if (__bm_lv) *__bm_lv += 1; }}"
+            count_lost = f"{{ u32 __bm_lk = {slot[out.table]}; u64 *__bm_lv = {LOST_COUNTER}.lookup(&__bm_lk); if (__bm_lv) *__bm_lv += 1; }}"
             if out.method == "ringbuf_reserve":  # keeps the pointer: BCC infers the record type from it
-                text = f"({{ void *__bm_rp = {call}; if (!__bm_rp) {bump} __bm_rp; }})"
+                text = f"({{ void *__bm_rp = {call}; if (!__bm_rp) {count_lost} __bm_rp; }})"
             else:
-                text = f"({{ int __bm_rc = {call}; if (__bm_rc) {bump} __bm_rc; }})"
+                text = f"({{ int __bm_rc = {call}; if (__bm_rc) {count_lost} __bm_rc; }})"
             edits.append((out.start, out.end, _one_line(text, call)))
     if undeclared:
         at = cell.first_code_offset
@@ -166,7 +208,7 @@ def bcc_text(
             "__bm_pathctl.lookup(&__bm_z)",
             "__bm_pathc.lookup(K)",
             "__bm_pathc.update(K, V)",
-            f"u32 __bm_s = {2 * SITES} + site; u64 *__bm_sv = {SITES_MAP}.lookup(&__bm_s); if (__bm_sv) *__bm_sv += 1;",
+            bump(sites[0], f"{2 * SITES} + site"),
         )
         edits.append((at, at, b"\x00" + helpers.encode() + b" "))  # \x00: sorts first; stripped below
         for fn in cell.functions.values():
@@ -191,22 +233,21 @@ def bcc_text(
             continue  # inside a macro's expansion: no text of its own to rewrite
         if call.kind == "chain" and call.array in arrays and cursor:
             # CHAIN_NEXT(ctx, chain): the run's position + 1, counted like any call site
-            counter, size = counter_name(call.array), arrays[call.array][1]
+            _, size, counters = arrays[call.array]
             # An index past the end has no slot (the kernel falls through): only the site counts it.
-            bump = f"if (__bm_k < {size}) {{ __bm_v = {counter}.lookup(&__bm_i); if (__bm_v) *__bm_v += 1; }}" if count_calls else ""
+            slot_bump = f"if (__bm_k < {size}) {{ {bump(counters, '__bm_i')} }}" if count_calls else ""
             path_in = path_out = site_in = site_out = ""
             if sites is not None and count_calls:
                 site = sites[1] + call.line
-                sbump = f"__bm_v = {SITES_MAP}.lookup(&__bm_i); if (__bm_v) *__bm_v += 1;"
-                site_in, site_out = f" __bm_i = {site}; {sbump}", f" __bm_i = {SITES + site}; {sbump}"
+                site_in, site_out = f" {bump(sites[0], str(site))}", f" {bump(sites[0], str(SITES + site))}"
             if paths and sites is not None:
                 site = sites[1] + call.line
                 path_in, path_out = f" __bm_path_call({call.ctx}, {site}, __bm_k);", f" __bm_path_miss({site});"
             text = (
                 f"({{ u32 __bm_z = 0; u32 *__bm_c = {CURSOR_MAP}.lookup(&__bm_z); if (__bm_c) {{ "
-                f"u32 __bm_k = *__bm_c + 1; *__bm_c = __bm_k; u32 __bm_i = __bm_k; u64 *__bm_v; "
-                f"{bump}{site_in}{path_in} {call.array}.call({call.ctx}, __bm_k); __bm_i = __bm_k + {size}; "
-                f"{bump}{site_out}{path_out} }} }})"
+                f"u32 __bm_k = *__bm_c + 1; *__bm_c = __bm_k; u32 __bm_i = __bm_k; "
+                f"{slot_bump}{site_in}{path_in} {call.array}.call({call.ctx}, __bm_k); __bm_i = __bm_k + {size}; "
+                f"{slot_bump}{site_out}{path_out} }} }})"
             )
             original = data[call.start : call.end]
             edits.append((call.start, call.end, text.encode() + b"\n" * original.count(b"\n")))
@@ -216,34 +257,30 @@ def bcc_text(
         for call in cell.tail_calls:
             if call.kind != "call" or call.array not in arrays or call.expanded:
                 continue
-            counter, size = counter_name(call.array), arrays[call.array][1]
+            _, size, counters = arrays[call.array]
             key = data[call.key_start : call.key_end].decode()
-            bump = f"__bm_v = {SITES_MAP}.lookup(&__bm_i); if (__bm_v) *__bm_v += 1;"
             count_in = count_out = ""
             if count_calls:
                 # An index past the end has no slot (the kernel falls through): counted once, at [2 * size].
-                slot_in = f"__bm_i = __bm_k < {size} ? __bm_k : {2 * size}; __bm_v = {counter}.lookup(&__bm_i); if (__bm_v) *__bm_v += 1;"
-                slot_out = f"if (__bm_k < {size}) {{ __bm_i = __bm_k + {size}; __bm_v = {counter}.lookup(&__bm_i); if (__bm_v) *__bm_v += 1; }}"
+                slot_in = bump(counters, f"(__bm_k < {size} ? __bm_k : {2 * size})")
+                slot_out = f"if (__bm_k < {size}) {{ {bump(counters, f'__bm_k + {size}')} }}"
                 count_in, count_out = slot_in, slot_out
                 if sites is not None:
                     site = sites[1] + call.line
-                    count_in += f" __bm_i = {site}; {bump}"
-                    count_out += f" __bm_i = {SITES + site}; {bump}"
+                    count_in += f" {bump(sites[0], str(site))}"
+                    count_out += f" {bump(sites[0], str(SITES + site))}"
                     if call.line in implied:
                         # clang keeps one branch: with the key the constant slot, one counter per hop
                         # names both the site and the slot; otherwise the slot's and the site's.
                         known = f"__builtin_constant_p(__bm_k) && __bm_k == {implied[call.line][1]}"
-                        count_in = f"if ({known}) {{ __bm_i = {IMPLIED_CALLS + site}; {bump} }} else {{ {count_in} }}"
-                        count_out = f"if ({known}) {{ __bm_i = {IMPLIED_MISSED + site}; {bump} }} else {{ {count_out} }}"
+                        count_in = f"if ({known}) {{ {bump(sites[0], str(IMPLIED_CALLS + site))} }} else {{ {count_in} }}"
+                        count_out = f"if ({known}) {{ {bump(sites[0], str(IMPLIED_MISSED + site))} }} else {{ {count_out} }}"
             path_in = path_out = ""
             if paths and sites is not None:
                 site = sites[1] + call.line
                 path_in = f" __bm_path_call({call.ctx}, {site}, __bm_k);"
                 path_out = f" __bm_path_miss({site});"
-            text = (
-                f"({{ u32 __bm_k = ({key}); u32 __bm_i; u64 *__bm_v; {count_in}{path_in} "
-                f"{call.array}.call({call.ctx}, __bm_k); {count_out}{path_out} }})"
-            )
+            text = f"({{ u32 __bm_k = ({key}); {count_in}{path_in} {call.array}.call({call.ctx}, __bm_k); {count_out}{path_out} }})"
             original = data[call.start : call.end]
             # One line for the wrapper, then the call's own line breaks: later lines keep their numbers.
             edits.append((call.start, call.end, text.replace("\n", " ").encode() + b"\n" * original.count(b"\n")))
@@ -330,7 +367,7 @@ static __attribute__((always_inline)) inline void __bm_bump(void *map, unsigned 
 """
 # The call site's own counter (__LINE__ is the cell's line of the call: the #line markers keep it).
 _CORE_SITES = r"""#undef __BM_SITE_COUNT
-#define __BM_SITE_COUNT(_x) __bm_bump(&__bm_sites, __BM_SITE_BASE + __LINE__ + (_x) * __BM_SITES)
+#define __BM_SITE_COUNT(_x) __BM_SITE_BUMP(__BM_SITE_BASE + __LINE__ + (_x) * __BM_SITES)
 """
 # bpf_tail_call keeps its value: libbpf declares it `long`, old kernel samples and Katran declare
 # their own `void (*bpf_tail_call)(...)`, and __typeof__/__builtin_choose_expr take either (the
@@ -377,19 +414,19 @@ def _dispatch(macro: str, args: str, names: list[str], extra: tuple[str, ...] = 
 _HELPER = "static __attribute__((always_inline)) inline void"
 
 
-def _count_try(name: str, at_file_scope: bool = True) -> str:
+def _count_try(name: str, table, at_file_scope: bool = True) -> str:
     size, counter = f"__BM_SIZE({name})", counter_name(name)
     if not at_file_scope:
         return (
             f"#undef __BM_COUNT_TRY_{name}\n#define __BM_COUNT_TRY_{name}(_m, _k, _x) "
             f"({{ if ((const void *)(_m) == (const void *)&{name}) {{ if ((unsigned int)(_k) < {size}) "
-            f"__bm_bump(&{counter}, (_k) + (_x) * {size}); else if (!(_x)) __bm_bump(&{counter}, 2 * {size}); }} }})"
+            f"{bump(table, f'(_k) + (_x) * {size}', counter)} else if (!(_x)) {bump(table, f'2 * {size}', counter)} }} }})"
         )
     return (
         f"{_HELPER} __bm_count_{name}(const void *m, unsigned int k, unsigned int x)\n"
         # past the end there is no slot: the call is counted once, at [2 * size] (it always misses)
-        f"{{ if (m != (const void *)&{name}) return; if (k < {size}) __bm_bump(&{counter}, k + x * {size}); "
-        f"else if (!x) __bm_bump(&{counter}, 2 * {size}); }}\n"
+        f"{{ if (m != (const void *)&{name}) return; if (k < {size}) {bump(table, f'k + x * {size}', counter)} "
+        f"else if (!x) {bump(table, f'2 * {size}', counter)} }}\n"
         f"#undef __BM_COUNT_TRY_{name}\n#define __BM_COUNT_TRY_{name}(_m, _k, _x) __bm_count_{name}(_m, _k, _x)"
     )
 
@@ -407,6 +444,20 @@ def _loss_try(name: str, slot: int, at_file_scope: bool = True) -> str:
     )
 
 
+def counter_section(name: str) -> str:
+    """The ELF section of a --core cell's counter global NAME: libbpf makes it a map of its own,
+    named after the section cut to the kernel's 15 characters, which the load swaps for the
+    session's counter table (bpf_map__reuse_fd). Hence a short hash of NAME, not NAME."""
+    import hashlib
+
+    return ".bss.bm" + hashlib.sha1(name.encode()).hexdigest()[:8]
+
+
+def _counter_global(name: str, table) -> str:
+    # As large as the session's table: the verifier checks each bump against the map's value size.
+    return f'unsigned long long {name}[{table.rows * table.width}] __attribute__((section("{counter_section(name)}"), used));'
+
+
 def _percpu_u64_map(name: str, entries: int) -> str:
     # type 6: BPF_MAP_TYPE_PERCPU_ARRAY. A counter that reuses the session's map takes its size from it.
     return (
@@ -417,19 +468,21 @@ def _percpu_u64_map(name: str, entries: int) -> str:
 
 def core_text(
     cell: CellSyntax,
-    session_arrays: dict[str, int],
+    session_arrays: dict[str, tuple],
     slot_index,
     count_calls: bool,
     count_losses: bool = True,
     site_base: int | None = None,
     paths: bool = False,
     cursor: bool = False,
+    sites=None,
 ) -> str:
     """The text clang compiles for a --core cell: the cell's includes first
     (vmlinux.h and libbpf's headers when it has none), then bpfmagic's
     declarations, then the rest of the cell, every line under its own number
-    (``#line N "cell.bpf.c"``). ``session_arrays``: name -> size of the
-    session's arrays; those the cell uses without declaring are declared."""
+    (``#line N "cell.bpf.c"``). ``session_arrays``: name -> (size, counter
+    table) of the session's arrays; those the cell uses without declaring are
+    declared. ``sites``: the session's call-site counter table (with ``site_base``)."""
     data = cell.source.encode()
     insert_at = cell.instrument_offset if cell.includes else 0
     paths = paths and site_base is not None
@@ -451,7 +504,14 @@ def core_text(
     declared = {a.name for a in cell.arrays}
     undeclared = [n for n in sorted(session_arrays) if n not in declared and cell.uses(n)]
     for name in undeclared:
-        block.append(f"BPF_PROG_ARRAY({name}, {session_arrays[name]});")
+        block.append(f"BPF_PROG_ARRAY({name}, {session_arrays[name][0]});")
+    paths = paths and sites is not None
+    if count_calls or paths:
+        block.append(BUMP_HELPER)
+    if site_base is not None and sites is not None and (count_calls or paths):
+        block.append(_counter_global(SITES_MAP, sites))
+        block.append(f"#define __BM_SITE_BASE {site_base}\n#define __BM_SITES {SITES}")
+        block.append(f"#define __BM_SITE_BUMP(_i) {bump(sites, '(_i)', SITES_MAP)}")
     if paths:
         from .path_record import C_TYPES, PATH_COUNTS, c_helpers
 
@@ -465,14 +525,12 @@ def core_text(
             'unsigned long long *value; } __bm_pathc __attribute__((section(".maps"), used));',
             "struct { int (*type)[2]; int (*max_entries)[1]; unsigned int *key; unsigned int *value; } "
             '__bm_pathctl __attribute__((section(".maps"), used));',
-            _percpu_u64_map(SITES_MAP, SITES_ENTRIES),
-            f"#define __BM_SITE_BASE {site_base}\n#define __BM_SITES {SITES}",
             c_helpers(
                 f"{lookup}(&__bm_path, &__bm_z)",
                 f"{lookup}(&__bm_pathctl, &__bm_z)",
                 f"{lookup}(&__bm_pathc, K)",
                 f"{update}(&__bm_pathc, K, V, 0)",
-                f"__bm_bump(&{SITES_MAP}, {2 * SITES} + site);",
+                bump(sites, f"{2 * SITES} + site", SITES_MAP),
             ),
             "#define __BM_PATH_CALL(_c, _k) __bm_path_call(_c, __BM_SITE_BASE + __LINE__, _k)",
             "#define __BM_PATH_MISS() __bm_path_miss(__BM_SITE_BASE + __LINE__)",
@@ -492,17 +550,17 @@ def core_text(
     after: dict[int, list[str]] = {}  # line of the cell -> directives that go after it
     declared_names = sorted(declared)
     if count_calls:
-        if site_base is not None:
-            if not paths:
-                block.append(_percpu_u64_map(SITES_MAP, SITES_ENTRIES))
-                block.append(f"#define __BM_SITE_BASE {site_base}\n#define __BM_SITES {SITES}")
+        if site_base is not None and sites is not None:
             block.append(_CORE_SITES)
+        # Arrays the session has not made (none, once load.py has made the cell's) go uncounted.
+        counted = [n for n in undeclared + declared_names if n in session_arrays]
         block.append(_dispatch("__BM_COUNT", "_m, _k, _x", undeclared + declared_names, extra=("__BM_SITE_COUNT(_x)",)))
-        for name in undeclared + declared_names:
-            block.append(_percpu_u64_map(counter_name(name), 1))
-        block += [_count_try(name) for name in undeclared]
+        for name in counted:
+            block.append(_counter_global(counter_name(name), session_arrays[name][1]))
+        block += [_count_try(name, session_arrays[name][1]) for name in undeclared]
         for decl in cell.arrays:
-            after.setdefault(decl.end_line, []).append(_count_try(decl.name, not decl.code_after))
+            if decl.name in session_arrays:
+                after.setdefault(decl.end_line, []).append(_count_try(decl.name, session_arrays[decl.name][1], not decl.code_after))
     elif paths:
         block.append("#define __BM_COUNT(_m, _k, _x) ((void)0)")
     rings = sorted({r.name for r in cell.rings + cell.perf_arrays})  # the order of backends/libbpf.ring_tables

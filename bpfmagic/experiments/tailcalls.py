@@ -8,6 +8,7 @@ from __future__ import annotations
 import platform
 
 from ..errors import UsageProblem
+from ..kernel.counters import CounterTable
 from .progress import progress
 from .timing import check_repeat, figure, fit_line, run_without_stats
 
@@ -15,11 +16,11 @@ MAX_TAIL_CALL_CNT = 33  # the kernel's limit; used only to label the plot, never
 
 BENCH_MODULE = "_bench_tailcalls"
 BENCH_ARRAY = "_bench_tc"
-FLOOR_COUNTERS = "_bench_floor"  # the hand-written per-hop counter of chain_source(floor_counter=True)
+FLOOR_COUNTERS = "bm_bench_floor"  # the table of the hand-written per-hop counter (chain_source)
 MAX_BENCH_DEPTH = 256
 
 
-def chain_source(depth: int, index: str, floor_counter: bool = False) -> str:
+def chain_source(depth: int, index: str, floor_counter=None) -> str:
     """XDP programs for a chain of ``depth`` tail calls. Each program returns
     how many tail calls were taken to reach it, so when the chain ends (an
     empty slot, or the kernel's limit) the test run's retval is the count,
@@ -29,18 +30,23 @@ def chain_source(depth: int, index: str, floor_counter: bool = False) -> str:
     var: one program in every slot reads the count from the packet's first
     byte and calls slot count+1 (an indirect jump, through a retpoline where on).
 
-    floor_counter (const only): each hop first adds 1 to a per-CPU counter of its own, written
+    floor_counter (const only): a kernel/counters.CounterTable of at least depth + 1 counters;
+    each hop first adds 1 to a counter of its own in this CPU's row, at the table's address, written
     by hand: the least any per-hop tail-call counting can cost, beside bpfmagic's counting.
     """
     size = depth + 2
     lines = [f"BPF_PROG_ARRAY({BENCH_ARRAY}, {size});"]
-    if floor_counter and index != "const":
+    if floor_counter is not None and index != "const":
         raise UsageProblem("the floor counter is measured on the const chain only")
-    if floor_counter:
-        lines.append(f"BPF_PERCPU_ARRAY({FLOOR_COUNTERS}, u64, {size});")
     if index == "const":
         for i in range(depth + 1):
-            count = f"u32 k = {i}; u64 *v = {FLOOR_COUNTERS}.lookup(&k); if (v) *v += 1; " if floor_counter else ""
+            count = ""
+            if floor_counter is not None:
+                table = floor_counter
+                count = (
+                    f"u64 *t = (u64 *)bpf_pseudo_fd(2, {table.fd}); u32 cpu = bpf_get_smp_processor_id(); "
+                    f"if (cpu < {table.rows}) t[cpu * {table.width} + {i}] += 1; "
+                )
             lines.append(f"int hop{i}(struct xdp_md *ctx) {{ {count}{BENCH_ARRAY}.call(ctx, {i + 1}); return {i}; }}")
     elif index == "var":
         # The count lives in the packet: a value loaded from packet memory is
@@ -84,8 +90,8 @@ def bench_tailcalls(
     Loads its own module and array and frees both afterwards. The chain is bare
     unless ``paths`` (path recording) or ``count_tail_calls`` (bpfmagic's per-slot
     counting) put an instrument in it: its cost per hop is the difference of the slopes.
-    ``floor_counter``: each hop bumps a per-CPU counter written by hand (chain_source), the
-    floor any per-hop counting stands on."""
+    ``floor_counter``: each hop bumps a counter of its CPU's row written by hand (chain_source),
+    the floor any per-hop counting stands on."""
     import pandas as pd
 
     if not isinstance(depth, int) or not 0 <= depth <= MAX_BENCH_DEPTH:
@@ -105,10 +111,12 @@ def bench_tailcalls(
     taken: dict[int, set[int]] = {d: set() for d in range(depth + 1)}
     stats_on_runs = 0
     # Kernel run stats add ~70 ns to every run here (not to each tail call): off while measuring.
+    floor_table = CounterTable(FLOOR_COUNTERS, depth + 1) if floor_counter else None
     with session.instrumentation(stats=False):
         try:
             with session.instrumentation(paths=paths):  # the chain records paths only when asked
-                session.load(BENCH_MODULE, chain_source(depth, index, floor_counter), count_tail_calls=count_tail_calls, origin="bench_tailcalls")
+                source = chain_source(depth, index, floor_table)
+                session.load(BENCH_MODULE, source, count_tail_calls=count_tail_calls, origin="bench_tailcalls")
             entry = session.program(f"{BENCH_MODULE}.{'hop0' if index == 'const' else 'entry'}")
 
             def fill(slot: int) -> None:
@@ -137,6 +145,8 @@ def bench_tailcalls(
                 session.unload(BENCH_MODULE)
             if BENCH_ARRAY in session.arrays:
                 session.unload(BENCH_ARRAY)
+            if floor_table is not None:
+                floor_table.close()
     rows = []
     for d in range(depth + 1):
         if len(taken[d]) != 1:

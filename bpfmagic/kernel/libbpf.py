@@ -152,8 +152,8 @@ def map_create_prog_array(name: str, size: int) -> int:
     return check(fd, f"create prog array {name}")
 
 
-def map_create(map_type: int, name: str, key_size: int, value_size: int, entries: int) -> int:
-    opts = MapCreateOpts(sz=ct.sizeof(MapCreateOpts))
+def map_create(map_type: int, name: str, key_size: int, value_size: int, entries: int, flags: int = 0) -> int:
+    opts = MapCreateOpts(sz=ct.sizeof(MapCreateOpts), map_flags=flags)
     fd = lib().bpf_map_create(map_type, name[:15].encode(), key_size, value_size, entries, ct.byref(opts))
     return check(fd, f"create map {name}")
 
@@ -174,12 +174,6 @@ def wait_for_running_programs() -> None:
     finally:
         for fd in fds:
             os.close(fd)
-
-
-def map_create_percpu_u64_array(name: str, size: int) -> int:
-    opts = MapCreateOpts(sz=ct.sizeof(MapCreateOpts))
-    fd = lib().bpf_map_create(MapType.PERCPU_ARRAY, name[:15].encode(), 4, 8, size, ct.byref(opts))
-    return check(fd, f"create per-CPU array {name}")
 
 
 def num_possible_cpus() -> int:
