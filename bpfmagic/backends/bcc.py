@@ -225,7 +225,8 @@ def compile_cell(ctx: LoadContext, req, syntax) -> tuple[BccObject, str]:
     slot_index = ctx.slot_index
     arrays = {n: (a.pin, a.size, a.counters) for n, a in ctx.arrays.items()}
     sites = (ctx.sites, ctx.site_base) if ctx.site_base is not None else None
-    paths = {"pins": ctx.path_maps.pins} if ctx.path_maps is not None and sites else None
+    path_maps = ctx.path_maps
+    paths = {"pins": path_maps.pins, "rec_fd": path_maps.rec_fd, "rows": path_maps.rows} if path_maps is not None and sites else None
     implied = const_site_keys(syntax, slot_index, {n: a[1] for n, a in arrays.items()}) if req.count_calls and sites else {}
     from . import bcc_offsets
 

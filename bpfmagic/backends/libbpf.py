@@ -24,7 +24,7 @@ import tempfile
 
 from ..c import CellSyntax, analyse, core_text
 from ..c.analysis import SKB_TYPES
-from ..c.instrument import CORE_CELL_FILE, SITES_MAP, counter_name, counter_section
+from ..c.instrument import CORE_CELL_FILE, PATH_RECORDS, SITES_MAP, counter_name, counter_section
 from ..c.records import ring_record_types
 from ..errors import AttachError, BpfCompileError, BpfVerifierError, EnvironmentProblem, SlotError, UsageProblem
 from ..kernel import libbpf
@@ -982,6 +982,7 @@ def load_object(
         paths=paths is not None,
         cursor=cursor is not None,
         sites=sites[0] if sites else None,
+        path_rows=paths.rows if paths is not None else 0,
     )
     text = keep_ring_types(text, source)  # record types of rings get BTF: the stream reads their layout
     include_dirs = [os.path.dirname(os.path.abspath(file))] if file else []
@@ -1062,7 +1063,7 @@ def _open_and_load(
         if cursor is not None and "__bm_cursor" in maps:
             obj.reuse("__bm_cursor", cursor)
         if paths is not None:
-            for map_name, fd in (("__bm_path", paths.rec_fd), ("__bm_pathc", paths.counts_fd), ("__bm_pathctl", paths.ctl_fd)):
+            for map_name, fd in ((counter_section(PATH_RECORDS), paths.rec_fd), ("__bm_pathc", paths.counts_fd), ("__bm_pathctl", paths.ctl_fd)):
                 if map_name in maps:
                     obj.reuse(map_name, fd)
         size_event_maps(obj, syntax, origin)

@@ -27,6 +27,7 @@ SITES_MAP = "__bm_sites"  # a kernel/counters.CounterTable: a row of counters pe
 SITES = 1 << 15
 IMPLIED_CALLS, IMPLIED_MISSED = 3 * SITES, 4 * SITES
 SITES_ENTRIES = 5 * SITES
+PATH_RECORDS = "__bm_path"  # each CPU's path record, in one array element (experiments/paths.PathMaps)
 CURSOR_MAP = "__bm_cursor"  # chains as data: each CPU's position in the chain it runs
 LOST_COUNTER = "__bm_lost"
 # The cell's own file name in what clang compiles for --core (the cell's
@@ -165,7 +166,6 @@ def bcc_text(
         pins = paths["pins"]
         lines += [
             C_TYPES,
-            f'BPF_TABLE_PINNED("percpu_array", u32, struct __bm_path_rec, __bm_path, 1, "{pins["bm_path"]}");',
             f'BPF_TABLE_PINNED("hash", struct __bm_path_key, u64, __bm_pathc, {PATH_COUNTS}, "{pins["bm_pathc"]}");',
             f'BPF_TABLE_PINNED("array", u32, u32, __bm_pathctl, 1, "{pins["bm_pathctl"]}");',
         ]
@@ -200,11 +200,11 @@ def bcc_text(
         at = cell.first_code_offset
         edits.append((at, at, " ".join(undeclared).encode() + b" "))
     if paths and sites is not None:
-        from .path_record import c_helpers
+        from .path_record import c_helpers, record_at
 
         at = cell.first_code_offset
         helpers = c_helpers(
-            "__bm_path.lookup(&__bm_z)",
+            record_at(f"__BM_TABLE({paths['rec_fd']})", paths["rows"]),
             "__bm_pathctl.lookup(&__bm_z)",
             "__bm_pathc.lookup(K)",
             "__bm_pathc.update(K, V)",
@@ -476,13 +476,15 @@ def core_text(
     paths: bool = False,
     cursor: bool = False,
     sites=None,
+    path_rows: int = 0,
 ) -> str:
     """The text clang compiles for a --core cell: the cell's includes first
     (vmlinux.h and libbpf's headers when it has none), then bpfmagic's
     declarations, then the rest of the cell, every line under its own number
     (``#line N "cell.bpf.c"``). ``session_arrays``: name -> (size, counter
     table) of the session's arrays; those the cell uses without declaring are
-    declared. ``sites``: the session's call-site counter table (with ``site_base``)."""
+    declared. ``sites``: the session's call-site counter table (with ``site_base``);
+    ``path_rows``: how many CPUs' path records the session's record map holds (paths on)."""
     data = cell.source.encode()
     insert_at = cell.instrument_offset if cell.includes else 0
     paths = paths and site_base is not None
@@ -513,20 +515,19 @@ def core_text(
         block.append(f"#define __BM_SITE_BASE {site_base}\n#define __BM_SITES {SITES}")
         block.append(f"#define __BM_SITE_BUMP(_i) {bump(sites, '(_i)', SITES_MAP)}")
     if paths:
-        from .path_record import C_TYPES, PATH_COUNTS, c_helpers
+        from .path_record import C_TYPES, PATH_COUNTS, c_helpers, record_at
 
         lookup = "((void *(*)(void *, const void *))1)"  # bpf_map_lookup_elem
         update = "((long (*)(void *, const void *, const void *, unsigned long long))2)"  # bpf_map_update_elem
         block += [
             C_TYPES,
-            "struct { int (*type)[6]; int (*max_entries)[1]; unsigned int *key; struct __bm_path_rec *value; } "
-            '__bm_path __attribute__((section(".maps"), used));',
+            f'struct __bm_path_rec {PATH_RECORDS}[{path_rows}] __attribute__((section("{counter_section(PATH_RECORDS)}"), used));',
             f"struct {{ int (*type)[1]; int (*max_entries)[{PATH_COUNTS}]; struct __bm_path_key *key; "
             'unsigned long long *value; } __bm_pathc __attribute__((section(".maps"), used));',
             "struct { int (*type)[2]; int (*max_entries)[1]; unsigned int *key; unsigned int *value; } "
             '__bm_pathctl __attribute__((section(".maps"), used));',
             c_helpers(
-                f"{lookup}(&__bm_path, &__bm_z)",
+                record_at(PATH_RECORDS, path_rows),
                 f"{lookup}(&__bm_pathctl, &__bm_z)",
                 f"{lookup}(&__bm_pathc, K)",
                 f"{update}(&__bm_pathc, K, V, 0)",

@@ -22,6 +22,16 @@ C_TYPES = (
 )
 
 
+def record_at(base: str, rows: int) -> str:
+    """C yielding this CPU's record (NULL past ROWS) in the array element at BASE, which holds
+    ROWS records in a row (experiments/paths.PathMaps: no per-CPU lookup per hop)."""
+    return (
+        f"({{ unsigned long long __bm_cpu = ((unsigned long long (*)(void))8)(); "  # bpf_get_smp_processor_id
+        f"__bm_cpu < {rows} ? (struct __bm_path_rec *)((char *)({base}) + __bm_cpu * sizeof(struct __bm_path_rec)) : "
+        "(struct __bm_path_rec *)0; })"
+    )
+
+
 def c_helpers(lookup_rec: str, lookup_ctl: str, lookup_count: str, update_count: str, bump_site: str) -> str:
     """The recording functions, on one line (BCC puts them on the cell's first line of code).
     The arguments are the backend's spelling of map access: ``lookup_rec`` yields the record

@@ -42,10 +42,11 @@ from ..kernel.maptypes import MapType
 class PathMaps:
     """The session's path maps: the per-CPU record, the path counts, the collection switch."""
 
-    rec_fd: int
+    rec_fd: int  # one array element holding each CPU's record in turn (a row per CPU, at a fixed address)
     counts_fd: int
     ctl_fd: int
-    pins: dict = field(default_factory=dict)  # name -> pin (BCC opens them by pin)
+    pins: dict = field(default_factory=dict)  # name -> pin (BCC opens the counts and the switch by pin)
+    rows: int = 0  # records in rec_fd's element: the possible CPUs
     window: int = 0  # the last collection window's number
 
     @classmethod
@@ -54,7 +55,10 @@ class PathMaps:
 
         fds = []
         try:
-            fds.append(libbpf.map_create(MapType.PERCPU_ARRAY, "bm_path", 4, REC_SIZE, 1))
+            # Not a per-CPU map: a hop would pay two lookups (~3 ns each here); programs reach
+            # this CPU's record by address (c/instrument.py, as the counters: kernel/counters.py).
+            rows = libbpf.num_possible_cpus()
+            fds.append(libbpf.map_create(MapType.ARRAY, "bm_path", 4, REC_SIZE * rows, 1))
             fds.append(libbpf.map_create(MapType.HASH, "bm_pathc", 4 * KEY_WORDS, 8, PATH_COUNTS))
             fds.append(libbpf.map_create(MapType.ARRAY, "bm_pathctl", 4, 4, 1))
             pins = {}
@@ -66,7 +70,7 @@ class PathMaps:
             for fd in fds:
                 os.close(fd)
             raise
-        return cls(*fds, pins=pins)
+        return cls(*fds, pins=pins, rows=rows)
 
     def close(self) -> None:
         import contextlib
@@ -82,11 +86,10 @@ class PathMaps:
     # -- reading
     def records(self) -> list[bytes]:
         """The record of each CPU."""
-        ncpu = libbpf.num_possible_cpus()
-        buf = ct.create_string_buffer(REC_SIZE * ncpu)
+        buf = ct.create_string_buffer(REC_SIZE * self.rows)
         key = ct.c_uint32(0)
-        libbpf.check(libbpf.lib().bpf_map_lookup_elem(self.rec_fd, ct.byref(key), buf), "read the path record")
-        return [buf.raw[i * REC_SIZE : (i + 1) * REC_SIZE] for i in range(ncpu)]
+        libbpf.check(libbpf.lib().bpf_map_lookup_elem(self.rec_fd, ct.byref(key), buf), "read the path records")
+        return [buf.raw[i * REC_SIZE : (i + 1) * REC_SIZE] for i in range(self.rows)]
 
     def collecting(self, value: int) -> None:
         """The collection switch: 0 off, a window's number while it is open (runs that begin
