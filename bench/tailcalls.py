@@ -7,7 +7,8 @@ per run against tail calls taken.
 Then what bpfmagic's instruments add to a tail call (issue 24), measured in
 the same run: the const chain bare, with per-slot counting (what every cell
 gets unless --no-count), with path recording (%bpf paths --on), and the floor
-of any per-hop counting: one per-CPU counter bumped per hop, written by hand;
+of any per-hop counting: one add per hop in this CPU's row of a counter table
+reached by address, written by hand (what the counting does: kernel/counters.py);
 in interleaved rounds; each one's slope against the bare one's of the same
 round, median over rounds. Exits 1 when counting adds more than
 TARGET_COUNTING or paths more than TARGET_PATHS of the bare tail call (the
@@ -145,7 +146,7 @@ def print_overhead(overhead: dict, args) -> None:
         every = " ".join(f"{x:.2f}" for x in slopes[name])
         print(f"{name:<10} {median:>12.2f} {median - bare:>9.2f} {added} {target:>8}   {every}")
     print("(added: the instrument's slope minus the bare one of the same round, over the bare one;")
-    print(" floor: one per-CPU counter bumped per hop, by hand: the least per-hop counting can add)")
+    print(" floor: one add per hop in this CPU's row at a fixed address, by hand: the least per-hop counting can add)")
     floor, counting = overhead["floor"], overhead["counting"]
     print(f"counting adds {counting * 100:.0f}% where the floor adds {floor * 100:.0f}%", end="")
     if floor > TARGET_COUNTING:
