@@ -367,7 +367,7 @@ def test_followed_parquet_keeps_every_delivered_event_when_the_flood_outruns_its
     st = session.stream("events")
     bound = 50_000  # rows
     path = st.to_parquet(str(tmp_path / "flood.parquet"), follow=True, queue_bytes=bound * st.rtype.itemsize)
-    sink = st._parquet
+    sink = st.parquet_sink
     events = 1_000_000
     for _ in range(20):
         produce(m, "produce", 50_000)
@@ -376,7 +376,7 @@ def test_followed_parquet_keeps_every_delivered_event_when_the_flood_outruns_its
     assert wait_for(lambda: sink.waits > 0, timeout=30), st
     assert st.lost > events // 2, st  # the flood outran the writer: the kernel's losses, counted
     assert sink.peak_queued_rows <= bound and st.parquet_queued <= bound
-    assert sum(b.nbytes for b in sink._queue) <= bound * st.rtype.itemsize  # no view pins a whole batch
+    assert sink.queued_bytes <= bound * st.rtype.itemsize  # no view pins a whole batch
     assert len(st) <= 10_000  # the stream's own bound held meanwhile
     disk_free.set()
     assert wait_for(lambda: st.count + st.lost == events, timeout=60), st

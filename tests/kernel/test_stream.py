@@ -212,8 +212,7 @@ def test_memory_stays_bounded_under_a_flood(session):
         produce(m, "produce", 50_000)
     assert wait_for(lambda: st.count + st.lost == 1_000_000, timeout=30)
     assert len(st) == 10_000 and st.dropped == st.count - 10_000
-    held = sum(c.nbytes for c in st._rows.chunks)
-    assert held <= 10_000 * st.rtype.itemsize * 2  # a kept tail of a big batch is copied out
+    assert st.nbytes <= 10_000 * st.rtype.itemsize * 2  # a kept tail of a big batch is copied out
 
 
 def test_two_streams_and_ambiguous_names(session):
@@ -303,14 +302,20 @@ def test_a_stopped_stream_goes_with_its_module(session):
     assert session.streams.names() == [] and stream_threads() == []
 
 
-def test_reader_failure_stops_the_stream_and_wakes_waiters(session):
+def test_reader_failure_stops_the_stream_and_wakes_waiters(session, monkeypatch):
     """A consumer thread that dies must not leave wait() hanging nor die
-    silently. The failure is the one a negative max_rows used to cause
-    (the setter refuses it now, so it is put in place behind its back)."""
+    silently. The failure is the one a negative max_rows once caused (an
+    IndexError trimming the rows, on the consumer thread; the setter refuses
+    such a bound now): here the ring's reader raises it."""
+    from bpfmagic.events.readers import RingReader
+
+    def broken(reader):
+        raise IndexError("deque index out of range")
+
     m = session.load("dies", ring_producer())
     st = session.stream("events")
-    st._max_rows = -5  # _Rows.trim then fails on the consumer thread
     with pytest.warns(StreamWarning, match=r"dies\.events stopped: its reader failed with IndexError") as caught:
+        monkeypatch.setattr(RingReader, "read", broken)  # the thread's next read fails
         produce(m, "produce", 10)
         # No timeout: only the stream's stop can end this wait (the join is a guard against a hang).
         reached = []

@@ -290,11 +290,6 @@ def test_both_backend_modules_compile_a_cell_alike():
 
 
 MAX_CLASS_LINES = 300
-# Classes over MAX_CLASS_LINES today, with their length when this list was made. Each is
-# being split (issue 22): remove its line when it is under the limit; the list only shrinks.
-LONG_CLASSES = {
-    "bpfmagic.events.stream.Stream": 366,  # the stream: reading thread apart from the rows it keeps
-}
 
 
 def class_lengths() -> dict[str, int]:
@@ -312,12 +307,17 @@ def class_lengths() -> dict[str, int]:
 def test_no_class_is_over_300_lines():
     lengths = class_lengths()
     assert len(lengths) > 50, "the classes of bpfmagic/ were not found"
-    too_long = {name: n for name, n in lengths.items() if n > MAX_CLASS_LINES and name not in LONG_CLASSES}
+    too_long = {name: n for name, n in lengths.items() if n > MAX_CLASS_LINES}
     assert too_long == {}, f"classes over {MAX_CLASS_LINES} lines: split them"
-    grown = {name: (lengths[name], n) for name, n in LONG_CLASSES.items() if name in lengths and lengths[name] > n}
-    assert grown == {}, "allowed long classes that grew (now, then): split them instead"
-    done = sorted(name for name in LONG_CLASSES if lengths.get(name, 0) <= MAX_CLASS_LINES)
-    assert done == [], f"no longer over {MAX_CLASS_LINES} lines (or gone): remove them from LONG_CLASSES"
+
+
+def test_the_class_length_check_sees_a_long_class(tmp_path):
+    body = "".join(f"    x{i} = {i}\n" for i in range(MAX_CLASS_LINES))
+    (tmp_path / "long.py").write_text(f"class Long:\n{body}\n\nclass Short:\n    pass\n")
+    import unittest.mock
+
+    with unittest.mock.patch(f"{__name__}._modules", return_value={"long": str(tmp_path / "long.py")}):
+        assert class_lengths() == {"long.Long": MAX_CLASS_LINES + 1, "long.Short": 2}
 
 
 def _int_constants(node) -> list[int]:
