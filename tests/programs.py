@@ -83,7 +83,7 @@ def bpf_shell():
     try:
         yield ip
     finally:
-        bpfmagic._drop_session()
+        bpfmagic.shell.drop()
         ip.run_line_magic("unload_ext", "bpfmagic")
         if saved is None:
             ip.config.pop("BpfMagics", None)

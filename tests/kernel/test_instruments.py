@@ -326,14 +326,14 @@ def test_dump_through_the_magic(capsys):
 
     ip = get_ipython()
     ip.run_line_magic("load_ext", "bpfmagic")
-    bpfmagic._drop_session()
+    bpfmagic.shell.drop()
     try:
         ip.run_cell("%%bpf dm -s dj[1]=g\n" + DUMPED)
         ip.run_line_magic("bpf", "dump dm.f --jited")
         assert "direct jump" in capsys.readouterr().out
     finally:
         ip.run_line_magic("bpf", "reset")
-        bpfmagic._drop_session()
+        bpfmagic.shell.drop()
 
 
 # ------------------------------------------------------------------ paths
@@ -575,7 +575,7 @@ def test_chain_from_a_yaml_file_through_the_magic(tmp_path, capsys):
 
     ip = get_ipython()
     ip.run_line_magic("load_ext", "bpfmagic")
-    bpfmagic._drop_session()
+    bpfmagic.shell.drop()
     try:
         ip.run_cell("%%bpf st\n" + STAGES)
         f = tmp_path / "chain.yaml"
@@ -601,7 +601,7 @@ def test_chain_from_a_yaml_file_through_the_magic(tmp_path, capsys):
         assert _order(bpfmagic.session()) == b"CAB"
     finally:
         ip.run_line_magic("bpf", "reset")
-        bpfmagic._drop_session()
+        bpfmagic.shell.drop()
 
 
 SLOW_STAGE = r"""

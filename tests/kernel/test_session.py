@@ -486,7 +486,8 @@ def test_unload_and_reset_free_everything(session):
 
 
 def _pins_of(session) -> list[str]:
-    return [p for p in _pins() if session._pin_dir and p.startswith(session._pin_dir)]
+    made = session.pin_space.path  # None until the session first needed its directory
+    return [p for p in _pins() if made and p.startswith(made)]
 
 
 def test_dead_session_pins_are_cleaned(tmp_path):

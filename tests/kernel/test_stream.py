@@ -553,7 +553,7 @@ def test_magics_config_applies_once_and_rejects_bad_values():
         st = bpfmagic.session().stream("events")
         produce(ip.user_ns["cfg"], "produce", 100)
         assert st.wait(100, timeout=10) and st.running and len(st) == 77
-        bpfmagic._drop_session()
+        bpfmagic.shell.drop()
         ip.run_line_magic("bpf", "ls")  # a new session gets the config once
         assert bpfmagic.session().streams.max_rows == 77
 
