@@ -683,6 +683,7 @@ def test_live_paths_refuse_a_window_they_cannot_keep_and_an_unknown_array(sessio
     for seconds in (-1, float("nan"), float("inf"), 1e300):
         with pytest.raises(UsageProblem, match="--seconds must be"):
             session.paths(seconds=seconds)
-    with pytest.raises(SlotError, match="no prog array 'nosuch'"):
+    with pytest.raises(SlotError) as err:
         session.paths("nosuch", seconds=0.01)
+    assert (err.value.array, err.value.hint) == ("nosuch", "%bpf progarray nosuch N")
     assert session.paths(seconds=0).empty

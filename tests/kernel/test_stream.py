@@ -268,8 +268,9 @@ def test_reload_and_unload_stop_the_consumer(session):
     assert wait_for(lambda: new.count == 4)
     session.unload("life")
     assert not new.running and stream_threads() == [] and new.count == 4
-    with pytest.raises(UsageProblem):
+    with pytest.raises(UsageProblem) as err:
         session.stream("events")
+    assert (err.value.kind, err.value.name, err.value.known) == ("stream", "events", ())
     session.load("again", ring_producer())
     session.reset()
     assert stream_threads() == []
