@@ -12,7 +12,7 @@ import textwrap
 
 from IPython.core.completer import provisionalcompleter
 
-from .programs import REPO
+from .paths import REPO
 
 
 def offered(ip, text: str, cursor: int | None = None) -> list[str]:

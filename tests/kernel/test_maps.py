@@ -21,6 +21,7 @@ from bpfmagic.kernel import libbpf
 from bpfmagic.widgets import MapWatch
 
 from ..conftest import needs_root, wait_for
+from ..paths import REPO
 
 pytestmark = needs_root
 
@@ -684,7 +685,7 @@ def test_bench_maps_runs_and_checks_its_frames():
     import subprocess
     import sys
 
-    bench = os.path.join(os.path.dirname(__file__), "..", "..", "bench", "maps.py")
+    bench = os.path.join(REPO, "bench", "maps.py")
     res = subprocess.run(
         [sys.executable, bench, "--entries", "50000", "--baseline", "5000", "--rounds", "1"], capture_output=True, text=True, timeout=300, check=False
     )

@@ -16,8 +16,9 @@ from bpfmagic.experiments.dump import JitImage, annotate_jited
 from bpfmagic.kernel import cpu
 
 from ..helpers import last_instruction
+from ..paths import REPO
 
-DATA = os.path.join(os.path.dirname(__file__), "..", "data", "jit")
+DATA = os.path.join(REPO, "tests", "data", "jit")
 RECORDED = sorted(glob.glob(os.path.join(DATA, "*.json")))
 
 

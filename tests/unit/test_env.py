@@ -14,8 +14,8 @@ from bpfmagic import doctor
 from bpfmagic.kernel import env
 
 from ..helpers import clean_env, run_python
+from ..paths import REPO
 
-REPO = Path(__file__).resolve().parent.parent.parent
 RUNNING = os.uname().release
 HAS_BUILD = os.path.isdir(f"/lib/modules/{RUNNING}/build")
 
