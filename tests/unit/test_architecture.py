@@ -354,17 +354,12 @@ def test_map_types_and_enotsupp_are_defined_once():
             elif isinstance(node, ast.Call) and getattr(node.func, "attr", "") in ("map_create", "bpf_map_create") and node.args:
                 if isinstance(node.args[0], ast.Constant):
                     wrong.append((mod, node.lineno, "a map created with a numbered type"))
-            elif isinstance(node, ast.Constant) and node.value == libbpf.ENOTSUPP and mod not in ENOTSUPP_LITERALS | {"bpfmagic.kernel.libbpf"}:
+            elif isinstance(node, ast.Constant) and node.value == libbpf.ENOTSUPP and mod != "bpfmagic.kernel.libbpf":
                 wrong.append((mod, node.lineno, "ENOTSUPP as a number"))
     # kernel/pins.py runs alone in the reaper (no package imports): its one copy must agree
     allowed = {("bpfmagic.kernel.pins", "BPF_MAP_TYPE_PROG_ARRAY"), ("bpfmagic.kernel.libbpf", "ENOTSUPP")}
     assert [w for w in wrong if (w[0], w[2]) not in allowed] == []
     assert pins.BPF_MAP_TYPE_PROG_ARRAY == MapType.PROG_ARRAY
-
-
-# Modules that still spell ENOTSUPP as 524: experiments/testrun.py is being split (issue 22);
-# its pieces use kernel.libbpf.ENOTSUPP, and this set empties.
-ENOTSUPP_LITERALS = {"bpfmagic.experiments.testrun"}
 
 
 def _private_names_defined() -> dict[str, set[str]]:
