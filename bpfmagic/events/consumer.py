@@ -79,6 +79,7 @@ class Consumer:
             self._failed(e)
         finally:
             ep.close()
+            self._deliver = self._failed = None  # they hold the stream: no cycle once the thread is done
 
     def _drain(self) -> int:
         batches = self._reader.read()
