@@ -90,7 +90,7 @@ def run_flood(events: int, max_rows: int, parquet: bool, queue_bytes: int) -> di
         out["seconds"] = time.perf_counter() - t0
         out.update(count=st.count, lost=st.lost, dropped=st.dropped, rows=len(st))
         if parquet:
-            sink = st._parquet
+            sink = st.parquet_sink
             st.close_parquet()
             out["file_seconds"] = time.perf_counter() - t0  # until the last row group is in the file
             import pyarrow.parquet as pq

@@ -38,7 +38,6 @@ __all__ = [
     "packets",
 ]
 
-from .shell import drop as _drop_session
 from .shell import session
 
 
@@ -56,6 +55,7 @@ def load_ipython_extension(ipython) -> None:
 
 def unload_ipython_extension(ipython) -> None:
     from .magics import unregister
+    from .shell import drop
 
     unregister(ipython)
-    _drop_session()
+    drop()

@@ -12,6 +12,7 @@ from collections.abc import MutableMapping
 
 from .errors import UsageProblem
 from .kernel import libbpf
+from .kernel import values as btf_values
 
 
 def _locked(method):
@@ -58,7 +59,7 @@ class Globals(MutableMapping):
         if name not in found:
             raise KeyError(f"{self.module.name} has no global {name!r} (globals: {', '.join(found) or 'none'})")
         map_name, var = found[name]
-        return btf.decode(var.type_id, bytes(self._read(obj, map_name)[var.offset : var.offset + var.size]))
+        return btf_values.decode(btf, var.type_id, bytes(self._read(obj, map_name)[var.offset : var.offset + var.size]))
 
     @_locked
     def __setitem__(self, name: str, value) -> None:
@@ -73,7 +74,7 @@ class Globals(MutableMapping):
             )
         raw = self._read(obj, map_name)
         # a dict for a struct keeps the fields it does not name, as a map view's write does
-        data = btf.encode(var.type_id, value, name, bytes(raw[var.offset : var.offset + var.size]))
+        data = btf_values.encode(btf, var.type_id, value, name, bytes(raw[var.offset : var.offset + var.size]))
         raw[var.offset : var.offset + var.size] = data
         key = ct.c_uint32(0)
         buf = ct.create_string_buffer(bytes(raw), len(raw))
@@ -106,7 +107,7 @@ class Globals(MutableMapping):
                     "name": name,
                     "section": var.section,
                     "type": var.ctype,
-                    "value": btf.decode(var.type_id, bytes(raw[var.offset : var.offset + var.size])),
+                    "value": btf_values.decode(btf, var.type_id, bytes(raw[var.offset : var.offset + var.size])),
                 }
             )
         return pd.DataFrame(rows, columns=["name", "section", "type", "value"])

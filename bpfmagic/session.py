@@ -106,10 +106,6 @@ class Session(ExperimentDoors):
         if self.closed:
             raise UsageProblem("this Session is closed; create a new one")
 
-    @property
-    def _pin_dir(self) -> str | None:  # the directory if made yet (tests read it)
-        return self.pin_space.path
-
     def pin_dir(self) -> str:
         """/sys/fs/bpf/bpfmagic/<pid>/s<N>: where this session pins its arrays (made on first call)."""
         return self.pin_space.directory()

@@ -26,6 +26,7 @@ def current() -> Session | None:
 
 
 def drop() -> None:
+    """Close the shell's session and forget it (the next session() makes a new one)."""
     global _session
     if _session is not None:
         _session.close()

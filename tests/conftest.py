@@ -105,7 +105,7 @@ def nothing_left_loaded():
     yield
     import bpfmagic
 
-    bpfmagic._drop_session()
+    bpfmagic.shell.drop()
     left = leftovers(before)
     assert not left, f"BPF objects left loaded after the test run: {left}"
 
@@ -292,10 +292,10 @@ def fresh(ip):
     """The shell with an empty bpfmagic session; everything is freed afterwards."""
     import bpfmagic
 
-    bpfmagic._drop_session()
+    bpfmagic.shell.drop()
     before = kernel_objects() if os.geteuid() == 0 else None
     yield ip
     ip.run_line_magic("bpf", "reset")
-    bpfmagic._drop_session()
+    bpfmagic.shell.drop()
     if before is not None:
         assert leftovers(before) == {}

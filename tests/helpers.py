@@ -12,7 +12,7 @@ import textwrap
 
 from IPython.core.completer import provisionalcompleter
 
-from .programs import REPO
+from .paths import REPO
 
 
 def offered(ip, text: str, cursor: int | None = None) -> list[str]:
@@ -25,26 +25,29 @@ def run(ip, code: str):
     return ip.run_cell(textwrap.dedent(code))
 
 
-def _last_instruction(text, function):
+def last_instruction(text, function):
     """The last instruction of FUNCTION's image, padding (int3) left out."""
     body = text.split(f"<{function}>:", 1)[1].split("\n<", 1)[0]
     rows = [r for r in body.splitlines() if re.match(r"^\s+[0-9a-f]+: ", r) and not r.split(": ", 1)[1].startswith("int3")]
     return rows[-1]
 
 
-def _clean_env(**extra) -> dict:
+def clean_env(**extra) -> dict:
+    """This process's environment for a child Python: this checkout on its path, no
+    BCC_KERNEL_SOURCE, EXTRA added."""
     e = {k: v for k, v in os.environ.items() if k != "BCC_KERNEL_SOURCE"}
     e["PYTHONPATH"] = str(REPO)
     e.update(extra)
     return e
 
 
-def _py(code: str, *args: str, env_=None, timeout=60, python=sys.executable) -> subprocess.CompletedProcess:
+def run_python(code: str, *args: str, env_=None, timeout=60, python=sys.executable) -> subprocess.CompletedProcess:
+    """CODE run by a child Python (ARGS before ``-c``) in the checkout, its output captured."""
     return subprocess.run(
         [python, *args, "-c", textwrap.dedent(code)],
         capture_output=True,
         text=True,
         timeout=timeout,
         cwd=REPO,
-        env=env_ if env_ is not None else _clean_env(),
+        env=env_ if env_ is not None else clean_env(),
     )

@@ -11,11 +11,10 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 from bpfmagic.kernel import libbpf
 
-REPO = Path(__file__).resolve().parent.parent
+from .paths import REPO
 
 PACKET = bytes(64)  # XDP test_run needs at least an Ethernet header
 
@@ -83,7 +82,7 @@ def bpf_shell():
     try:
         yield ip
     finally:
-        bpfmagic._drop_session()
+        bpfmagic.shell.drop()
         ip.run_line_magic("unload_ext", "bpfmagic")
         if saved is None:
             ip.config.pop("BpfMagics", None)

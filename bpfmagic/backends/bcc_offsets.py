@@ -231,13 +231,22 @@ class OffsetCheck:
             with contextlib.suppress(subprocess.SubprocessError):
                 self.proc.communicate(timeout=5)
 
-    def warnings(self) -> list[str]:
+    def in_headers(self) -> tuple[dict[tuple[str, str], tuple[int, int] | None], str | None]:
+        """Where the headers BCC compiles against put each member read: {(record,
+        designator): (offset, size), None where they have no such member}, and why they
+        could not be asked (None: they were). Clang is asked once per key; its answer is
+        kept in memory and in the trusted cache directory."""
         if self.key in _cache:
-            there, problem = _cache[self.key], None
-        else:
-            there, problem = self._finish()
-            if problem is None:
-                _remember(self.key, there)
+            return _cache[self.key], None
+        there, problem = self._finish()
+        if problem is None:
+            _remember(self.key, there)
+        return there, problem
+
+    def warnings(self) -> list[str]:
+        """The lines the cell shows: the reads whose offsets in the headers differ from the
+        running kernel's, or why they could not be checked; none when all agree."""
+        there, problem = self.in_headers()
         if problem is not None:
             names = ", ".join(f"{r.record.split()[-1]}.{r.designator}" for r in self.reads)
             return [

@@ -14,6 +14,7 @@ import ctypes as ct
 
 from ..errors import UsageProblem
 from ..kernel import libbpf
+from ..kernel import values as btf_values
 from ..kernel.btf import Btf, Variable
 
 _SECTIONS = (".bss", ".data", ".rodata", ".kconfig")
@@ -55,7 +56,7 @@ def set_initial(obj, values: dict) -> None:
         if not base:
             raise UsageProblem(f"{obj.name}: libbpf gives no initial value for {var.section}")
         current = ct.string_at(base + var.offset, var.size)
-        data = btf.encode(var.type_id, parse_literal(value, btf.is_text(var.type_id)), name, current)
+        data = btf_values.encode(btf, var.type_id, parse_literal(value, btf.is_text(var.type_id)), name, current)
         ct.memmove(base + var.offset, data, var.size)
 
 

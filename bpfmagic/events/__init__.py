@@ -1,6 +1,7 @@
 """Events: record types (records.py), ring and perf readers (readers.py),
-streams and their rows (stream.py), the Parquet sink (parquet.py), the
-session's streams (manager.py), and the kernel's trace pipe (trace.py)."""
+streams (stream.py) joining a reading thread (consumer.py) and the rows
+they keep (rows.py), the Parquet writer (parquet.py), the session's streams
+(manager.py), and the kernel's trace pipe (trace.py)."""
 
 from __future__ import annotations
 

@@ -16,7 +16,8 @@ from ..kernel.maptypes import EVENT_TYPES, MapType
 from . import StreamWarning
 from .readers import DEFAULT_PERF_PAGES
 from .records import Undeterminable, record_type
-from .stream import Stream, check_max_rows
+from .rows import check_max_rows
+from .stream import Stream
 
 DEFAULT_MAX_ROWS = 1_000_000
 

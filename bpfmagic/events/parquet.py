@@ -117,6 +117,13 @@ class ParquetSink:
                 self._room.notify_all()
             return accepted
 
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of the batches in the queue, not yet taken for a row group (a part
+        of a batch is queued as a copy: no view keeps a whole batch alive)."""
+        with self._room:
+            return sum(b.nbytes for b in self._queue)
+
     def _drop(self, rows: int, why: str) -> None:
         if rows and not self.dropped:
             _warn(f"{self.path}: {rows:,} rows left out of the Parquet file ({why}); they are counted in parquet_dropped")
@@ -174,69 +181,3 @@ class ParquetSink:
         self._writer.close()
         if self.error is not None:
             raise self.error
-
-
-class FollowedParquet:
-    """A stream's Parquet export: a snapshot of its rows, or a file that follows it
-    (Stream inherits these; they use its lock, rows, record type and name)."""
-
-    def to_parquet(self, path: str, follow: bool = False, queue_bytes: int = DEFAULT_PARQUET_QUEUE_BYTES) -> str:
-        """Write the rows kept so far to a Parquet file. With ``follow=True``
-        the file stays open and every batch that arrives afterwards is
-        appended too (beyond ``max_rows``: for runs too big for memory) until
-        the stream stops or :meth:`close_parquet` is called.
-
-        Memory stays bounded while following: at most ``queue_bytes`` of
-        records (default 64 MiB) wait for the writer thread. When the writer
-        falls that far behind, the stream's reader waits for it: the kernel's
-        ring fills meanwhile and what it refuses is counted in ``lost``, so
-        every record the stream delivers (``count``) reaches the file.
-        ``parquet_written`` counts the rows in the file; ``parquet_dropped``
-        the rows that still missed it (the writer failed, or they arrived
-        while the file was being closed; warned of). Snapshot rows + count
-        since the call == parquet_written + parquet_dropped once the file is
-        closed."""
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError:
-            raise UsageProblem("to_parquet needs pyarrow: pip install pyarrow") from None
-        if follow and not self.running:
-            raise UsageProblem(f"{self.name} is stopped: nothing more will arrive to follow")
-        with self._lock:
-            if follow and self._parquet is not None:  # a snapshot beside a followed file is fine
-                raise UsageProblem(f"{self.name} already follows into {self._parquet.path}; close_parquet() first")
-            chunks = self._rows.snapshot()
-            sink = ParquetSink(path, self.rtype, queue_bytes)
-            for chunk in chunks:
-                sink.write(chunk)
-            if follow:
-                self._parquet = self._parquet_last = sink
-        if not follow:
-            sink.close()
-        return path
-
-    @property
-    def parquet_dropped(self) -> int:
-        """Records left out of the followed Parquet file (the latest one):
-        its writer failed, or they arrived while it was being closed."""
-        sink = self._parquet_last
-        return sink.dropped if sink is not None else 0
-
-    @property
-    def parquet_written(self) -> int:
-        """Rows written into the followed Parquet file (the latest one) so far."""
-        sink = self._parquet_last
-        return sink.written if sink is not None else 0
-
-    @property
-    def parquet_queued(self) -> int:
-        """Rows waiting for the followed Parquet file's writer now."""
-        sink = self._parquet
-        return sink.queued_rows if sink is not None else 0
-
-    def close_parquet(self) -> None:
-        """Stop appending to the file that ``to_parquet(..., follow=True)`` opened."""
-        with self._lock:
-            sink, self._parquet = self._parquet, None
-        if sink is not None:
-            sink.close()

@@ -57,7 +57,7 @@ class RingReader:
         self._consumer_pos = np.frombuffer(self._consumer_map, np.uint64, 1)
         self._producer_pos = np.frombuffer(self._producer_map, np.uint64, 1)
         self._data = np.frombuffer(self._producer_map, np.uint8, 2 * self.size, offset=page)
-        self._window = 4096  # adapts: grows over runs of fixed-size records, shrinks after a mismatch
+        self.window = 4096  # adapts: grows over runs of fixed-size records, shrinks after a mismatch
         self.variable = 0  # records of another length than the struct (padded or cut)
         self.variable_length = 0  # the length of the last of them
         self.discarded = 0
@@ -126,7 +126,7 @@ def decode_ring(data: np.ndarray, cons: int, prod: int, mask: int, rtype: Record
     itemsize = rtype.itemsize
     stride = (itemsize + RINGBUF_HDR + 7) & ~7
     names = rtype.dtype.names
-    window = getattr(state, "_window", 4096)
+    window = getattr(state, "window", 4096)
     max_block = getattr(state, "max_block", max(16, RING_BLOCK_BYTES // stride))
     out: list[ColumnBatch] = []
     batch, filled = None, 0
@@ -192,7 +192,7 @@ def decode_ring(data: np.ndarray, cons: int, prod: int, mask: int, rtype: Record
     if filled:
         out.append(full_batch())
     if state is not None:
-        state._window = window
+        state.window = window
     return out, cons
 
 

@@ -21,6 +21,7 @@ except ImportError:  # bpfmagic itself must import without numpy (the doctor run
 
 from ..c.records import ring_record_types, struct_layout
 from ..c.records import typedefs as _resolve_typedefs
+from ..kernel.structs import struct_members
 
 # ------------------------------------------------------------ record types
 
@@ -404,7 +405,7 @@ def btf_record_type(module, table: str) -> RecordType:
     try:
         if btf is None:
             raise LookupError(f"{module.name} has no BTF")
-        struct_name, members, size = btf.struct(known[0])
+        struct_name, members, size = struct_members(btf, known[0])
     except LookupError as e:
         raise Undeterminable(f"cannot tell which struct goes into {table} ({e}): {hint}") from None
     what = f"struct {struct_name}"
@@ -421,7 +422,7 @@ def btf_record_type(module, table: str) -> RecordType:
 
 
 def _btf_field(m: dict) -> Field:
-    """One BTF struct member (kernel.btf.Btf.struct) as a Field."""
+    """One BTF struct member (kernel.structs.struct_members) as a Field."""
     name, ctype, base, dims = m["name"], m["ctype"], m["base"], m["dims"]
     if not name:
         raise TypeError(f"an anonymous member ({ctype}) cannot be a column: name it or flatten the record")

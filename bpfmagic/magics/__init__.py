@@ -13,20 +13,4 @@ from __future__ import annotations
 from .commands import CELL, COMMANDS
 from .magic import BpfMagics, register, unregister
 
-# The line's words under the names the suite imports them by.
-from .words import asks_help as _asks_help  # noqa: F401
-from .words import cflags as _cflags  # noqa: F401
-from .words import option_words as _option_words  # noqa: F401
-from .words import split as _split  # noqa: F401
-
 __all__ = ["BpfMagics", "COMMANDS", "CELL", "register", "unregister"]
-
-
-def _line_parsers() -> dict:
-    """Command name -> its parser (the tests' and the completer's view of the registry)."""
-    return COMMANDS.parsers()
-
-
-def _cell_parser():
-    """The %%bpf parser."""
-    return CELL.parser

@@ -56,8 +56,6 @@ class BpfMagics(Magics):
         super().__init__(shell)
         shell_session.hooks.append(self._configure_session)
         self.notebook = Notebook(shell)
-        self._cell_parser = CELL.parser
-        self._line = COMMANDS.parsers()  # name -> parser, as the tests and completion read them
 
     @line_cell_magic
     @_documented

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import NotFound, UsageProblem
 from ..kernel import libbpf
-from ..kernel.btf import Field
+from ..kernel.fields import Field
 from ..kernel.maptypes import EVENT_TYPES, MapType
 from . import bulk, frames
 from .view import VIEW_CLASSES, MapView, holding_the_map

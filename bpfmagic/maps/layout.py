@@ -14,7 +14,7 @@ import ctypes as ct
 
 import numpy as np
 
-from ..kernel.btf import Field, ctypes_fields, raw_fields
+from ..kernel.fields import Field, btf_fields, ctypes_fields, raw_fields
 
 
 class Number(int):
@@ -76,9 +76,9 @@ def fields_of(handle, btf, index_keys: bool) -> tuple[list[Field], list[Field]]:
     key_fields = value_fields = None
     kid, vid = handle.btf_key_type_id, handle.btf_value_type_id
     if btf is not None and kid and btf.size_of(kid) == key_size:
-        key_fields = btf.fields(kid)
+        key_fields = btf_fields(btf, kid)
     if btf is not None and vid and btf.size_of(vid) == value_size:
-        value_fields = btf.fields(vid)
+        value_fields = btf_fields(btf, vid)
     if key_fields is None and handle.key_ctype is not None and ct.sizeof(handle.key_ctype) == key_size:
         key_fields = ctypes_fields(handle.key_ctype)
     if value_fields is None and handle.leaf_ctype is not None and ct.sizeof(handle.leaf_ctype) == value_size:

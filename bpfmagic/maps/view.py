@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import NotFound, UsageProblem
 from ..kernel import libbpf
-from ..kernel.btf import Field
+from ..kernel.fields import Field
 from ..kernel.libbpf import errno_of
 from ..kernel.maptypes import type_name
 from . import bulk, frames

@@ -62,8 +62,9 @@ def test_a_new_key_takes_the_lowest_free_index(session):
 def test_lookups_of_empty_or_unknown_slots_are_key_errors_with_fields(session):
     m = session.load("disp", DISPATCH)
     arr = session.arrays["progs"]
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError) as e:
         arr["write"]  # named, empty
+    assert isinstance(e.value, NotFound) and (e.value.kind, e.value.name) == ("slot", "write")
     with pytest.raises(NotFound) as e:
         del arr["nosuch"]
     assert (e.value.kind, e.value.name) == ("slot", "nosuch")

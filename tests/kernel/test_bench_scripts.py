@@ -12,8 +12,7 @@ import sys
 import textwrap
 
 from ..conftest import needs_root
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from ..paths import REPO
 
 
 def run_bench(script: str, *args: str, patch: str = "") -> subprocess.CompletedProcess:

@@ -181,14 +181,14 @@ def test_core_cell_through_the_magic(session):
 
     ip = get_ipython()
     ip.run_line_magic("load_ext", "bpfmagic")
-    bpfmagic._drop_session()
+    bpfmagic.shell.drop()
     try:
         res = ip.run_cell('%%bpf c --core -a f=xdp:lo\nSEC("xdp") int f(struct xdp_md *ctx) { return XDP_PASS; }\n')
         assert res.success, res.error_in_exec
         assert ip.user_ns["c"].programs["f"].type == "xdp"
         assert ip.run_line_magic("bpf", "ls").set_index("function").loc["f", "attached"] == "xdp:lo"
     finally:
-        bpfmagic._drop_session()
+        bpfmagic.shell.drop()
 
 
 def test_core_program_without_sec_is_explained(session):
@@ -230,7 +230,7 @@ def test_names_longer_than_the_kernel_keeps_are_used_whole():
 
     ip = get_ipython()
     ip.run_line_magic("load_ext", "bpfmagic")
-    bpfmagic._drop_session()
+    bpfmagic.shell.drop()
     try:
         res = ip.run_cell(LONG_NAMES)
         assert res.success, res.error_in_exec
@@ -252,7 +252,7 @@ def test_names_longer_than_the_kernel_keeps_are_used_whole():
         assert ls.loc["verdict_drop_every_frame", "slots"] == "xdp_rl_ingress_next_prog[verdict]"
         assert ip.run_line_magic("bpf", "map xdp_rl_ingress_next_prog")["program"].tolist() == ["verdict.verdict_drop_every_frame"]
     finally:
-        bpfmagic._drop_session()
+        bpfmagic.shell.drop()
 
 
 def test_a_raw_tp_section_without_a_target_says_how_to_name_one(session):

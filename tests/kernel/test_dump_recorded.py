@@ -10,7 +10,7 @@ import re
 from bpfmagic.kernel import cpu
 
 from ..conftest import needs_root
-from ..helpers import _last_instruction
+from ..helpers import last_instruction
 
 LIVE = r"""
 BPF_PROG_ARRAY(lj, 4);
@@ -38,6 +38,6 @@ def test_live_dump_follows_this_hosts_mitigations(session):
         assert re.search(r"jmp 0x[0-9a-f]+\s+◀ tail call: indirect jump through the (retpoline|ITS thunk) __x86_indirect_", var), var
     else:
         assert re.search(r"jmp r[a-z0-9]+\s+◀ tail call", var), var
-    last = _last_instruction(text, "entry")
+    last = last_instruction(text, "entry")
     assert "tail call" not in last
     assert last.rstrip().endswith(": ret") or "◀ return, through the return thunk" in last, last

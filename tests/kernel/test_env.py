@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from bpfmagic import doctor
 from bpfmagic.kernel import env, features
 
 from ..conftest import kernel_has_kprobes
-from ..helpers import _clean_env, _py
+from ..helpers import clean_env, run_python
 
 PRIV = env.privileges()
 needs_root = pytest.mark.skipif(not (PRIV.can_load and PRIV.can_trace), reason="needs CAP_BPF+CAP_PERFMON")
@@ -20,7 +21,7 @@ needs_root = pytest.mark.skipif(not (PRIV.can_load and PRIV.can_trace), reason="
 
 @needs_root
 def test_bcc_compiles_and_loads_with_prepared_headers(tmp_path):
-    r = _py(
+    r = run_python(
         """
         import time, warnings
         warnings.simplefilter("ignore")
@@ -40,7 +41,7 @@ def test_bcc_compiles_and_loads_with_prepared_headers(tmp_path):
         print(b["cnt"][0].value)
         b.cleanup()
         """,
-        env_=_clean_env(XDG_CACHE_HOME=str(tmp_path)),
+        env_=clean_env(XDG_CACHE_HOME=str(tmp_path)),
         python="/usr/bin/python3",
     )
     assert r.returncode == 0, r.stderr
@@ -80,14 +81,14 @@ def test_doctor_btf_and_jit_match_machine():
 def test_btf_func_lookup_matches_bpftool():
     tid = features.btf_func_id("bpf_fentry_test1")
     assert isinstance(tid, int) and tid > 0
-    bpftool = doctor._which("bpftool")
+    bpftool = shutil.which("bpftool") or shutil.which("bpftool", path="/usr/sbin:/sbin")
     assert bpftool, "bpftool is missing: `make setup` installs it"
     out = subprocess.run([bpftool, "btf", "dump", "file", "/sys/kernel/btf/vmlinux"], capture_output=True, text=True, timeout=60).stdout
     assert f"[{tid}] FUNC 'bpf_fentry_test1'" in out
 
 
 def test_doctor_without_bcc_blocked_import():
-    r = _py(
+    r = run_python(
         """
         import sys
         sys.modules["bcc"] = None  # import bcc -> ImportError

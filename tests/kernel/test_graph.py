@@ -109,14 +109,14 @@ def shell():
 
     ip = get_ipython()
     ip.run_line_magic("load_ext", "bpfmagic")
-    bpfmagic._drop_session()
+    bpfmagic.shell.drop()
     before = kernel_objects() if os.geteuid() == 0 else None
     names = set(ip.user_ns)
     yield ip
     ip.run_line_magic("bpf", "reset")
     for name in set(ip.user_ns) - names:  # the shell is shared: a test's variables must not reach the next
         del ip.user_ns[name]
-    bpfmagic._drop_session()
+    bpfmagic.shell.drop()
     if before is not None:
         assert leftovers(before) == {}
 

@@ -326,14 +326,14 @@ def test_dump_through_the_magic(capsys):
 
     ip = get_ipython()
     ip.run_line_magic("load_ext", "bpfmagic")
-    bpfmagic._drop_session()
+    bpfmagic.shell.drop()
     try:
         ip.run_cell("%%bpf dm -s dj[1]=g\n" + DUMPED)
         ip.run_line_magic("bpf", "dump dm.f --jited")
         assert "direct jump" in capsys.readouterr().out
     finally:
         ip.run_line_magic("bpf", "reset")
-        bpfmagic._drop_session()
+        bpfmagic.shell.drop()
 
 
 # ------------------------------------------------------------------ paths
@@ -575,7 +575,7 @@ def test_chain_from_a_yaml_file_through_the_magic(tmp_path, capsys):
 
     ip = get_ipython()
     ip.run_line_magic("load_ext", "bpfmagic")
-    bpfmagic._drop_session()
+    bpfmagic.shell.drop()
     try:
         ip.run_cell("%%bpf st\n" + STAGES)
         f = tmp_path / "chain.yaml"
@@ -601,7 +601,7 @@ def test_chain_from_a_yaml_file_through_the_magic(tmp_path, capsys):
         assert _order(bpfmagic.session()) == b"CAB"
     finally:
         ip.run_line_magic("bpf", "reset")
-        bpfmagic._drop_session()
+        bpfmagic.shell.drop()
 
 
 SLOW_STAGE = r"""
@@ -683,6 +683,7 @@ def test_live_paths_refuse_a_window_they_cannot_keep_and_an_unknown_array(sessio
     for seconds in (-1, float("nan"), float("inf"), 1e300):
         with pytest.raises(UsageProblem, match="--seconds must be"):
             session.paths(seconds=seconds)
-    with pytest.raises(SlotError, match="no prog array 'nosuch'"):
+    with pytest.raises(SlotError) as err:
         session.paths("nosuch", seconds=0.01)
+    assert (err.value.array, err.value.hint) == ("nosuch", "%bpf progarray nosuch N")
     assert session.paths(seconds=0).empty

@@ -23,7 +23,7 @@ def test_a_legacy_prog_array_chain_runs_through_the_magic():
 
     ip = get_ipython()
     ip.run_line_magic("load_ext", "bpfmagic")
-    bpfmagic._drop_session()
+    bpfmagic.shell.drop()
     try:
         res = ip.run_cell(f"%%bpf bench --core -s jmp_table[1]=stage1\n{LEGACY_CHAIN}")
         assert res.success, res.error_in_exec
@@ -39,7 +39,7 @@ def test_a_legacy_prog_array_chain_runs_through_the_magic():
         ]
         assert bpfmagic.session().arrays["jmp_table"].size == 8  # NUM_STAGES
     finally:
-        bpfmagic._drop_session()
+        bpfmagic.shell.drop()
 
 
 @needs_root

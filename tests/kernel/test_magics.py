@@ -151,7 +151,7 @@ def test_doctor_and_reset(fresh):
 
 @needs_root
 def test_unload_ext_frees_everything(ip):
-    bpfmagic._drop_session()
+    bpfmagic.shell.drop()
     before = kernel_objects()
     assert ip.run_cell("%%bpf u -a f=xdp:lo\nint f(struct xdp_md *c) { return XDP_PASS; }\n").success
     assert kernel_objects()["prog"] - before["prog"]

@@ -17,9 +17,10 @@ from bpfmagic.cli import run_notebook
 from bpfmagic.kernel import cpu
 
 from ..conftest import kernel_objects, leftovers, needs_root, syscall_nr
+from ..paths import REPO
 
 pytestmark = needs_root
-NOTEBOOKS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "..", "notebooks", "*.ipynb")))
+NOTEBOOKS = sorted(glob.glob(os.path.join(REPO, "notebooks", "*.ipynb")))
 
 
 # Read-only cells the tests add before a notebook's final `%bpf reset`, to look at

@@ -225,10 +225,13 @@ def test_members_that_agree_give_no_note(session, header_offsets, kernel_offsets
     check = bcc_offsets.start(analyse(AGREEING), "agree", [], [])
     assert [r.designator for r in check.reads] == ["flags", "__state"]  # the check has something to compare
     assert check.warnings() == []
-    assert bcc_offsets._cache[check.key] == {
-        ("struct task_struct", "flags"): (header_offsets["flags"], 4),
-        ("struct task_struct", "__state"): (header_offsets["__state"], 4),
-    }
+    assert check.in_headers() == (
+        {
+            ("struct task_struct", "flags"): (header_offsets["flags"], 4),
+            ("struct task_struct", "__state"): (header_offsets["__state"], 4),
+        },
+        None,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error", env.HeadersMismatchWarning)
         session.load("agree", AGREEING)

@@ -347,27 +347,26 @@ def test_followed_parquet_keeps_every_delivered_event_when_the_flood_outruns_its
     import numpy as np
 
     pd = pytest.importorskip("pandas")
-    pytest.importorskip("pyarrow")
-    from bpfmagic.events import parquet
+    pq = pytest.importorskip("pyarrow.parquet")
 
     from ..conftest import wait_for
     from ..programs import produce, ring_producer
 
     disk_free = threading.Event()
-    real_flush = parquet.ParquetSink._flush
+    real_write = pq.ParquetWriter.write_table
 
-    def stalled_flush(sink, batches):
+    def stalled_write(writer, table, *args, **kwargs):
         disk_free.wait(60)
-        real_flush(sink, batches)
+        real_write(writer, table, *args, **kwargs)
 
-    monkeypatch.setattr(parquet.ParquetSink, "_flush", stalled_flush)
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", stalled_write)
 
     session.streams.max_rows = 10_000
     m = session.load("flood", ring_producer(pages=1024))  # 4 MiB: ~100,000 records of 40 bytes
     st = session.stream("events")
     bound = 50_000  # rows
     path = st.to_parquet(str(tmp_path / "flood.parquet"), follow=True, queue_bytes=bound * st.rtype.itemsize)
-    sink = st._parquet
+    sink = st.parquet_sink
     events = 1_000_000
     for _ in range(20):
         produce(m, "produce", 50_000)
@@ -376,7 +375,7 @@ def test_followed_parquet_keeps_every_delivered_event_when_the_flood_outruns_its
     assert wait_for(lambda: sink.waits > 0, timeout=30), st
     assert st.lost > events // 2, st  # the flood outran the writer: the kernel's losses, counted
     assert sink.peak_queued_rows <= bound and st.parquet_queued <= bound
-    assert sum(b.nbytes for b in sink._queue) <= bound * st.rtype.itemsize  # no view pins a whole batch
+    assert sink.queued_bytes <= bound * st.rtype.itemsize  # no view pins a whole batch
     assert len(st) <= 10_000  # the stream's own bound held meanwhile
     disk_free.set()
     assert wait_for(lambda: st.count + st.lost == events, timeout=60), st
@@ -392,16 +391,16 @@ def test_followed_parquet_rows_its_writer_fails_on_are_counted_and_warned(sessio
     """A writer that fails (disk full) leaves rows out: never silently. They
     are counted in parquet_dropped, a StreamWarning says so, and closing
     the file raises the writer's error."""
-    pytest.importorskip("pyarrow")
-    from bpfmagic.events import StreamWarning, parquet
+    pq = pytest.importorskip("pyarrow.parquet")
+    from bpfmagic.events import StreamWarning
 
     from ..conftest import wait_for
     from ..programs import produce, ring_producer
 
-    def full_disk(sink, batches):
+    def full_disk(writer, table, *args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(parquet.ParquetSink, "_flush", full_disk)
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", full_disk)
     m = session.load("full", ring_producer(pages=1024))
     st = session.stream("events")
     st.to_parquet(str(tmp_path / "full.parquet"), follow=True, queue_bytes=1000 * st.rtype.itemsize)

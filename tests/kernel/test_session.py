@@ -486,7 +486,8 @@ def test_unload_and_reset_free_everything(session):
 
 
 def _pins_of(session) -> list[str]:
-    return [p for p in _pins() if session._pin_dir and p.startswith(session._pin_dir)]
+    made = session.pin_space.path  # None until the session first needed its directory
+    return [p for p in _pins() if made and p.startswith(made)]
 
 
 def test_dead_session_pins_are_cleaned(tmp_path):
@@ -531,8 +532,9 @@ def test_syscall_keys_can_be_set_after_the_array_is_declared(session):
 
 def test_syscall_keys_refused_once_names_are_taken(session):
     session.progarray("jt", 8, slots="a,b")
-    with pytest.raises(SlotError, match="already has keys"):
+    with pytest.raises(SlotError, match="already has keys") as err:
         session.progarray("jt", 8, keys="syscalls")
+    assert err.value.array == "jt"
 
 
 # ------------------------------------------------------- review regressions
@@ -604,8 +606,9 @@ def test_slot_of_a_missing_function_keeps_no_name(session):
 def test_an_array_used_by_a_core_module_cannot_be_unloaded(session):
     session.progarray("jt", 4)
     session.load("c", 'SEC("xdp") int f(struct xdp_md *ctx) { bpf_tail_call(ctx, &jt, 0); return XDP_PASS; }', core=True)
-    with pytest.raises(UsageProblem, match="used by c"):
+    with pytest.raises(UsageProblem, match="used by c") as err:  # the users are named only in the text
         session.unload("jt")
+    assert err.value.array == "jt"
 
 
 def test_file_with_a_comment_only_body(session, tmp_path):

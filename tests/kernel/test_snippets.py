@@ -8,9 +8,10 @@ from bpfmagic.experiments import packets
 from bpfmagic.kernel import libbpf
 
 from ..conftest import needs_root
+from ..paths import REPO
 
 pytestmark = needs_root
-BPF_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "bpf")
+BPF_DIR = os.path.join(REPO, "bpf")
 
 
 def test_syscall_dispatcher_snippet(session):

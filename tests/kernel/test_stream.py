@@ -212,8 +212,7 @@ def test_memory_stays_bounded_under_a_flood(session):
         produce(m, "produce", 50_000)
     assert wait_for(lambda: st.count + st.lost == 1_000_000, timeout=30)
     assert len(st) == 10_000 and st.dropped == st.count - 10_000
-    held = sum(c.nbytes for c in st._rows.chunks)
-    assert held <= 10_000 * st.rtype.itemsize * 2  # a kept tail of a big batch is copied out
+    assert st.nbytes <= 10_000 * st.rtype.itemsize * 2  # a kept tail of a big batch is copied out
 
 
 def test_two_streams_and_ambiguous_names(session):
@@ -269,8 +268,9 @@ def test_reload_and_unload_stop_the_consumer(session):
     assert wait_for(lambda: new.count == 4)
     session.unload("life")
     assert not new.running and stream_threads() == [] and new.count == 4
-    with pytest.raises(UsageProblem):
+    with pytest.raises(UsageProblem) as err:
         session.stream("events")
+    assert (err.value.kind, err.value.name, err.value.known) == ("stream", "events", ())
     session.load("again", ring_producer())
     session.reset()
     assert stream_threads() == []
@@ -303,14 +303,20 @@ def test_a_stopped_stream_goes_with_its_module(session):
     assert session.streams.names() == [] and stream_threads() == []
 
 
-def test_reader_failure_stops_the_stream_and_wakes_waiters(session):
+def test_reader_failure_stops_the_stream_and_wakes_waiters(session, monkeypatch):
     """A consumer thread that dies must not leave wait() hanging nor die
-    silently. The failure is the one a negative max_rows used to cause
-    (the setter refuses it now, so it is put in place behind its back)."""
+    silently. The failure is the one a negative max_rows once caused (an
+    IndexError trimming the rows, on the consumer thread; the setter refuses
+    such a bound now): here the ring's reader raises it."""
+    from bpfmagic.events.readers import RingReader
+
+    def broken(reader):
+        raise IndexError("deque index out of range")
+
     m = session.load("dies", ring_producer())
     st = session.stream("events")
-    st._max_rows = -5  # _Rows.trim then fails on the consumer thread
     with pytest.warns(StreamWarning, match=r"dies\.events stopped: its reader failed with IndexError") as caught:
+        monkeypatch.setattr(RingReader, "read", broken)  # the thread's next read fails
         produce(m, "produce", 10)
         # No timeout: only the stream's stop can end this wait (the join is a guard against a hang).
         reached = []
@@ -548,7 +554,7 @@ def test_magics_config_applies_once_and_rejects_bad_values():
         st = bpfmagic.session().stream("events")
         produce(ip.user_ns["cfg"], "produce", 100)
         assert st.wait(100, timeout=10) and st.running and len(st) == 77
-        bpfmagic._drop_session()
+        bpfmagic.shell.drop()
         ip.run_line_magic("bpf", "ls")  # a new session gets the config once
         assert bpfmagic.session().streams.max_rows == 77
 

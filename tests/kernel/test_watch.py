@@ -134,7 +134,7 @@ def test_watch_magic_returns_a_displayable_view():
         ip.run_line_magic("bpf", "unload wm")
         assert wait_for(lambda: not view.running, timeout=5)
     finally:
-        bpfmagic._drop_session()
+        bpfmagic.shell.drop()
         ip.run_line_magic("unload_ext", "bpfmagic")
 
 

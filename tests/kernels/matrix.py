@@ -25,6 +25,7 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 
+# Run as a script, outside the tests package: its own copy of tests/paths.REPO.
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 # The tests whose outcome depends on the kernel's features (each asserts the branch it finds).
 KERNEL_TESTS = [

@@ -21,9 +21,9 @@ import pytest
 from bpfmagic import AttachError
 
 from ..conftest import kernel_has_kprobes, needs_root
+from ..paths import REPO
 
 pytestmark = needs_root
-REPO = os.path.join(os.path.dirname(__file__), "..", "..")
 REFUSED = "kprobes are not available on this kernel"
 
 BCC_KPROBE = r"""

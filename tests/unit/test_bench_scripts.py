@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from ..paths import REPO
 
 
 def load_bench(script: str):

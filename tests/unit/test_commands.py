@@ -9,7 +9,7 @@ import re
 from bpfmagic import Session, completion
 from bpfmagic.magics import CELL, COMMANDS, reference
 
-ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+from ..paths import REPO
 
 
 def test_every_command_names_its_session_equivalent(session):
@@ -29,7 +29,7 @@ def test_the_python_doors_of_chain_files_and_path_pictures():
 
 
 def test_the_reference_table_is_made_from_the_registry():
-    path = os.path.join(ROOT, "docs", "reference.md")
+    path = os.path.join(REPO, "docs", "reference.md")
     with open(path) as f:
         text = f.read()
     assert reference.with_table(text) == text, "run python -m bpfmagic.magics.reference docs/reference.md"

@@ -26,9 +26,9 @@ def test_subcommands_and_their_options_from_the_parsers(ip):
 
 
 def test_every_subcommand_is_offered(ip):
-    from bpfmagic.magics import _line_parsers
+    from bpfmagic.magics import COMMANDS
 
-    assert offered(ip, "%bpf ") == sorted(_line_parsers())
+    assert offered(ip, "%bpf ") == sorted(COMMANDS.parsers())
 
 
 def test_tracefs_is_read_once():

@@ -15,9 +15,10 @@ import pytest
 from bpfmagic.experiments.dump import JitImage, annotate_jited
 from bpfmagic.kernel import cpu
 
-from ..helpers import _last_instruction
+from ..helpers import last_instruction
+from ..paths import REPO
 
-DATA = os.path.join(os.path.dirname(__file__), "..", "data", "jit")
+DATA = os.path.join(REPO, "tests", "data", "jit")
 RECORDED = sorted(glob.glob(os.path.join(DATA, "*.json")))
 
 
@@ -68,7 +69,7 @@ def test_recorded_chain_sites_and_returns(path):
             assert "through the retpoline" in var[0] or "through the ITS thunk" in var[0], var
         else:
             assert re.search(r": jmp r[a-z0-9]+\s+◀ tail call: indirect jump to the slot's program", var[0]), var
-        last = _last_instruction(text, "entry")
+        last = last_instruction(text, "entry")
         assert "tail call" not in last, last
         if _return_kind(image) == "thunk":
             assert "◀ return, through the return thunk" in last, last
@@ -90,7 +91,7 @@ def test_recorded_subprogram_tail_call(path):
     hop = text.split("<hop>:")[1]
     assert sum("direct jump the kernel patched in for a constant index, into sub.end" in r for r in hop.splitlines()) == 1
     for function in ("top", "hop"):
-        assert "tail call" not in _last_instruction(text, function)
+        assert "tail call" not in last_instruction(text, function)
 
 
 def test_thunk_names():

@@ -13,9 +13,9 @@ import pytest
 from bpfmagic import doctor
 from bpfmagic.kernel import env
 
-from ..helpers import _clean_env, _py
+from ..helpers import clean_env, run_python
+from ..paths import REPO
 
-REPO = Path(__file__).resolve().parent.parent.parent
 RUNNING = os.uname().release
 HAS_BUILD = os.path.isdir(f"/lib/modules/{RUNNING}/build")
 
@@ -91,7 +91,7 @@ def test_concurrent_builds_are_atomic(tmp_path):
             text=True,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=_clean_env(XDG_CACHE_HOME=str(cache)),
+            env=clean_env(XDG_CACHE_HOME=str(cache)),
         )
         for _ in range(4)
     ]
@@ -106,7 +106,7 @@ def test_concurrent_builds_are_atomic(tmp_path):
 
 @needs_debian_headers
 def test_mismatch_warning_once_per_process():
-    r = _py(
+    r = run_python(
         """
         import os, warnings
         from bpfmagic.kernel import env
@@ -132,9 +132,9 @@ def test_mismatch_warning_once_per_process():
 @needs_debian_headers
 def test_child_of_prepared_process_still_warns():
     """A kernel started by a process that set BCC_KERNEL_SOURCE still warns."""
-    prep = _py("from bpfmagic.kernel import env; import warnings; warnings.simplefilter('ignore'); print(env.ensure_kernel_headers())")
+    prep = run_python("from bpfmagic.kernel import env; import warnings; warnings.simplefilter('ignore'); print(env.ensure_kernel_headers())")
     tree = prep.stdout.strip()
-    r = _py(
+    r = run_python(
         """
         import warnings
         from bpfmagic.kernel import env
@@ -143,7 +143,7 @@ def test_child_of_prepared_process_still_warns():
             print(env.ensure_kernel_headers())
         print(sum(issubclass(x.category, env.HeadersMismatchWarning) for x in w))
         """,
-        env_=_clean_env(BCC_KERNEL_SOURCE=tree),
+        env_=clean_env(BCC_KERNEL_SOURCE=tree),
     )
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == [tree, "1"]
@@ -219,7 +219,7 @@ def test_matched_headers_are_used_as_they_are(tmp_path, fresh_cache, monkeypatch
     assert not fresh_cache.exists()  # no merged tree built
     info = env.kernel_headers_info(str(src))
     assert (info.kind, info.path, info.mismatch) == ("modules-build", str(build), False)
-    check = doctor._check_headers()
+    check = next(c for c in doctor.checks() if c.name == "kernel headers")
     assert check.ok and str(build) in check.detail and "matches the running kernel" in check.detail
 
 
@@ -263,7 +263,8 @@ def test_privileges_parse_capeff():
 
 def test_ensure_fs_reports_instead_of_raising(monkeypatch):
     monkeypatch.setattr(env.os, "geteuid", lambda: 1000)
-    st = env._ensure_fs("/nonexistent/mnt", "tracefs", "nodev")
+    monkeypatch.setattr(env, "TRACEFS", "/nonexistent/mnt")
+    st = env.ensure_tracefs()
     assert st.ok is False and "mount -t tracefs nodev /nonexistent/mnt" in st.reason
 
 
@@ -289,7 +290,7 @@ def test_doctor_checks_complete():
 def test_doctor_cli_prints_every_check():
     script = Path(sys.executable).parent / "bpfmagic"
     cmd = [str(script), "doctor"] if script.exists() else [sys.executable, "-m", "bpfmagic.cli", "doctor"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=30, cwd=REPO, env=_clean_env())
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=30, cwd=REPO, env=clean_env())
     for name in CHECK_NAMES:
         assert f"  {name} " in r.stdout, name
     # The required checks, judged from the machine itself, not by doctor.
@@ -312,7 +313,7 @@ def _required_facts() -> dict[str, bool]:
         cap_eff = next(int(l.split()[1], 16) for l in f if l.startswith("CapEff:"))
     has = lambda bit: bool(cap_eff >> bit & 1)  # noqa: E731
     privileged = has(21) or (has(39) and has(38) and has(12))  # SYS_ADMIN, or BPF + PERFMON + NET_ADMIN
-    imports_bcc = subprocess.run([sys.executable, "-c", "import bcc"], capture_output=True, env=_clean_env(), timeout=30).returncode == 0
+    imports_bcc = subprocess.run([sys.executable, "-c", "import bcc"], capture_output=True, env=clean_env(), timeout=30).returncode == 0
     headers = HAS_BUILD or any(Path(env.USR_SRC).glob("linux-headers-*-common/include"))
     with open("/proc/mounts") as f:
         tracefs = any(l.split()[1:3] == ["/sys/kernel/tracing", "tracefs"] for l in f)
@@ -327,7 +328,7 @@ def test_doctor_cli_without_site_packages_exits_1():
         text=True,
         timeout=30,
         cwd=REPO,
-        env=_clean_env(),
+        env=clean_env(),
     )
     assert r.returncode == 1, r.stdout + r.stderr
     line = next(l for l in r.stdout.splitlines() if "  bcc " in l)
@@ -372,9 +373,7 @@ def test_run_notebook_prints_outputs_and_saves_copy(tmp_path):
     before = src.read_bytes()
     work = tmp_path / "work"
     work.mkdir()
-    r = subprocess.run(
-        [*_bpfmagic_cmd(), "run", str(src), "--timeout", "60"], capture_output=True, text=True, timeout=120, cwd=work, env=_clean_env()
-    )
+    r = subprocess.run([*_bpfmagic_cmd(), "run", str(src), "--timeout", "60"], capture_output=True, text=True, timeout=120, cwd=work, env=clean_env())
     assert r.returncode == 0, r.stdout + r.stderr
     assert "hello from cell 0" in r.stdout
     assert "run_cnt" in r.stdout and "prog" in r.stdout
@@ -394,7 +393,7 @@ def test_run_notebook_failure_exits_nonzero(tmp_path):
     _notebook(src, ["x = 1", "raise RuntimeError('boom in cell 1')", "print('never')"])
     out = tmp_path / "out" / "bad-run.ipynb"
     r = subprocess.run(
-        [*_bpfmagic_cmd(), "run", str(src), "--output", str(out)], capture_output=True, text=True, timeout=120, cwd=tmp_path, env=_clean_env()
+        [*_bpfmagic_cmd(), "run", str(src), "--output", str(out)], capture_output=True, text=True, timeout=120, cwd=tmp_path, env=clean_env()
     )
     assert r.returncode == 1
     assert "boom in cell 1" in r.stderr and "RuntimeError" in r.stderr
@@ -406,6 +405,6 @@ def test_run_refuses_to_overwrite_source(tmp_path):
     src = tmp_path / "same.ipynb"
     _notebook(src, ["1"])
     r = subprocess.run(
-        [*_bpfmagic_cmd(), "run", str(src), "--output", str(src)], capture_output=True, text=True, timeout=60, cwd=tmp_path, env=_clean_env()
+        [*_bpfmagic_cmd(), "run", str(src), "--output", str(src)], capture_output=True, text=True, timeout=60, cwd=tmp_path, env=clean_env()
     )
     assert r.returncode == 2 and "overwrite" in r.stderr

@@ -13,11 +13,12 @@ from bpfmagic.errors import UsageProblem
 
 
 def test_cflags_forms_in_the_magic():
-    from bpfmagic.magics import _cell_parser, _cflags, _option_words
+    from bpfmagic.magics import CELL
+    from bpfmagic.magics.words import cflags, option_words
 
-    parser = _cell_parser()
+    parser = CELL.parser
     for line in ['m --cflags "-DA=1 -DB=2"', "m --cflags -DA=1 --cflags -DB=2", 'm --cflags="-DA=1 -DB=2"', "m --cflags '-DA=1 -DB=2'"]:
-        assert _cflags(parser.parse_args(_option_words(line)).cflags) == ["-DA=1", "-DB=2"], line
+        assert cflags(parser.parse_args(option_words(line)).cflags) == ["-DA=1", "-DB=2"], line
     # Inner quotes are C's and reach clang (BCC's xdp_drop_count passes -DMAPTYPE="percpu_array").
     for line, flags in [
         ("m --cflags '-DMAPTYPE=\"percpu_array\"'", ['-DMAPTYPE="percpu_array"']),
@@ -26,26 +27,27 @@ def test_cflags_forms_in_the_magic():
         ('m --cflags -DA=1 --cflags=\'-DMSG="x y"\' --cflags "-DB=2 -DC=3"', ["-DA=1", '-DMSG="x y"', "-DB=2", "-DC=3"]),
         ("m --cflags '-DQ=\\\"unpaired'", ['-DQ="unpaired']),
     ]:
-        assert _cflags(parser.parse_args(_option_words(line)).cflags) == flags, line
+        assert cflags(parser.parse_args(option_words(line)).cflags) == flags, line
 
 
 def test_an_unclosed_quote_inside_cflags_is_a_usage_error():
-    from bpfmagic.magics import _cflags
+    from bpfmagic.magics.words import cflags
 
     with pytest.raises(UsageProblem, match="not closed"):
-        _cflags(['-DMAPTYPE="percpu_array'])
+        cflags(['-DMAPTYPE="percpu_array'])
 
 
 def test_line_magic_options_are_split_like_a_shell():
-    from bpfmagic.magics import _line_parsers, _split
+    from bpfmagic.magics import COMMANDS
+    from bpfmagic.magics.words import split
 
-    trace = _line_parsers()["trace"]
+    trace = COMMANDS.parsers()["trace"]
     for line, pattern in [
         ('trace --grep "Hello ping"', "Hello ping"),
         ("trace --grep 'Hello ping'", "Hello ping"),
         ("trace --grep=\"a 'b'\"", "a 'b'"),
     ]:
-        assert trace.parse_args(_split(line)[1:]).grep == pattern, line
+        assert trace.parse_args(split(line)[1:]).grep == pattern, line
 
 
 def test_front_end_reads_code_not_comments():

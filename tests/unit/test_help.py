@@ -5,8 +5,11 @@ from __future__ import annotations
 
 
 def commands(ip):
-    magics = ip.magics_manager.registry["BpfMagics"]
-    return magics._line
+    """The line commands' parsers of the magics registered in IP."""
+    from bpfmagic.magics import COMMANDS
+
+    assert "BpfMagics" in ip.magics_manager.registry
+    return COMMANDS.parsers()
 
 
 def test_every_subcommand_answers_help(ip, capsys):
@@ -35,7 +38,9 @@ def test_help_after_other_arguments_and_not_as_a_value(ip, capsys):
     assert "%bpf run" in capsys.readouterr().out
     # `-h` as the value of --grep is a pattern, not a request for help: the command runs (and
     # fails for its own reason, here: nothing is loaded / no privileges), it does not print help
-    assert not __import__("bpfmagic.magics", fromlist=["_asks_help"])._asks_help(commands(ip)["trace"], ["--grep", "-h"])
+    from bpfmagic.magics.words import asks_help
+
+    assert not asks_help(commands(ip)["trace"], ["--grep", "-h"])
 
 
 def test_command_list_and_cell_magic_help(ip, capsys):
@@ -53,7 +58,7 @@ def test_magic_docstring_matches_the_parsers():
     from bpfmagic import magics
 
     doc = magics.BpfMagics.bpf.__doc__
-    for name, parser in magics._line_parsers().items():
+    for name, parser in magics.COMMANDS.parsers().items():
         lines = " ".join(ln.strip() for ln in doc.splitlines() if ln.strip().startswith(f"%bpf {name}"))
         assert lines, f"%bpf? has no line for {name}"
         if name == "load":
@@ -62,7 +67,7 @@ def test_magic_docstring_matches_the_parsers():
             for option in action.option_strings:
                 if option.startswith("--"):
                     assert option in lines, f"%bpf? does not show {name} {option}"
-    cell = magics._cell_parser().format_help() + doc.split("Line magic")[0]
+    cell = magics.CELL.parser.format_help() + doc.split("Line magic")[0]
     # kprobes are offered only with the caveat that the kernel may lack them
     assert "kprobe:SYM only where the kernel" in " ".join(doc.split())
     assert "only where the kernel has kprobes" in " ".join(cell.split())

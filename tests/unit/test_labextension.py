@@ -20,7 +20,8 @@ import pytest
 
 import bpfmagic
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from ..paths import REPO
+
 BUILT = os.path.join(os.path.dirname(bpfmagic.__file__), "labextension")
 SOURCE = os.path.join(REPO, "labextension")
 NAME = "bpfmagic-cells"

@@ -11,7 +11,7 @@ def test_layouts_from_ctypes_round_trip():
     """Nested structs, char[M][N], number arrays and bit-fields: pack, then decode, in pure Python."""
     import ctypes as ct
 
-    from bpfmagic.kernel.btf import ctypes_fields
+    from bpfmagic.kernel.fields import ctypes_fields
     from bpfmagic.maps import Layout
 
     class Inner(ct.Structure):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import warnings
 
 import pytest
 
@@ -29,25 +28,34 @@ pytestmark = [
 ]
 
 
-def test_session_says_nothing_of_the_headers_when_cells_are_checked(monkeypatch, capsys):
-    """The per-session note is the fallback where cells cannot be checked (no BTF)."""
-    import importlib
+def headers_warnings(vmlinux: bool) -> tuple[list[str], str]:
+    """The HeadersMismatchWarning messages a new Session gives in a fresh Python (outside
+    IPython, the note is a warning; the headers warning is once per process), with the
+    running kernel's BTF or, without VMLINUX, as if it had none; and what else it printed."""
+    import json
 
-    from bpfmagic.session import _prepare_environment
+    from ..helpers import run_python
 
-    session_module = importlib.import_module("bpfmagic.session")  # (bpfmagic.session is also a function)
-
-    # outside IPython the note is a warning (an earlier test may have started an in-process IPython)
-    monkeypatch.setattr(session_module, "_in_ipython", lambda: False)
-
-    def headers_warnings() -> list[str]:
-        monkeypatch.setattr(env, "_warned", False)
+    r = run_python(
+        f"""
+        import json, warnings
+        from bpfmagic import Session
+        from bpfmagic.kernel import btf, env
+        if not {vmlinux}:
+            btf.vmlinux = lambda: None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            _prepare_environment()
-        return [str(w.message) for w in caught if issubclass(w.category, env.HeadersMismatchWarning)]
+            Session(stats=False).close()
+        print(json.dumps([str(w.message) for w in caught if issubclass(w.category, env.HeadersMismatchWarning)]))
+        """
+    )
+    assert r.returncode == 0, r.stderr
+    *printed, last = r.stdout.splitlines()
+    return json.loads(last), "\n".join(printed)
 
-    assert headers_warnings() == []
-    monkeypatch.setattr(btf, "vmlinux", lambda: None)
-    assert [w for w in headers_warnings() if "has no headers" in w]
-    assert capsys.readouterr().out == ""
+
+def test_session_says_nothing_of_the_headers_when_cells_are_checked():
+    """The per-session note is the fallback where cells cannot be checked (no BTF)."""
+    assert headers_warnings(vmlinux=True) == ([], "")
+    caught, printed = headers_warnings(vmlinux=False)
+    assert [w for w in caught if "has no headers" in w] and printed == ""

@@ -15,6 +15,8 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from bpfmagic import site
 
+from ..paths import REPO
+
 PNG_CELL = """
 import base64
 from IPython.display import Image, SVG, display
@@ -276,7 +278,7 @@ def test_site_has_the_reference_page(built):
 
 
 def test_the_repository_reference_is_linked_from_the_readme():
-    root = os.path.join(os.path.dirname(__file__), "..", "..")
+    root = REPO
     with open(os.path.join(root, "README.md")) as f:
         readme = f.read()
     assert "(docs/reference.md)" in readme and os.path.isfile(os.path.join(root, "docs", "reference.md"))

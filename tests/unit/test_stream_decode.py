@@ -14,7 +14,7 @@ from bpfmagic.events.records import RecordType, concatenate, parse_field
 
 class State:
     variable = discarded = 0
-    _window = 4
+    window = 4
     max_block = 1 << 20
 
 
@@ -82,7 +82,7 @@ def test_a_run_longer_than_the_window_is_decoded_in_steps():
     records = [(16, rec(i)) for i in range(1000)]
     data, end = ring(1 << 15, records)
     seqs, cons, state = decode(data, 0, end, 1 << 15)
-    assert seqs == list(range(1000)) and state._window > 4
+    assert seqs == list(range(1000)) and state.window > 4
 
 
 def test_more_short_records_than_the_struct_size_allows_for():
