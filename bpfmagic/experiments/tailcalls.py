@@ -20,7 +20,7 @@ FLOOR_COUNTERS = "bm_bench_floor"  # the table of the hand-written per-hop count
 MAX_BENCH_DEPTH = 256
 
 
-def chain_source(depth: int, index: str, floor_counter=None) -> str:
+def chain_source(depth: int, index: str, floor_counter=None, array: str = BENCH_ARRAY) -> str:
     """XDP programs for a chain of ``depth`` tail calls. Each program returns
     how many tail calls were taken to reach it, so when the chain ends (an
     empty slot, or the kernel's limit) the test run's retval is the count,
@@ -33,9 +33,10 @@ def chain_source(depth: int, index: str, floor_counter=None) -> str:
     floor_counter (const only): a kernel/counters.CounterTable of at least depth + 1 counters;
     each hop first adds 1 to a counter of its own in this CPU's row, at the table's address, written
     by hand: the least any per-hop tail-call counting can cost, beside bpfmagic's counting.
+    ``array``: the prog array's name.
     """
     size = depth + 2
-    lines = [f"BPF_PROG_ARRAY({BENCH_ARRAY}, {size});"]
+    lines = [f"BPF_PROG_ARRAY({array}, {size});"]
     if floor_counter is not None and index != "const":
         raise UsageProblem("the floor counter is measured on the const chain only")
     if index == "const":
@@ -47,7 +48,7 @@ def chain_source(depth: int, index: str, floor_counter=None) -> str:
                     f"u64 *t = (u64 *)bpf_pseudo_fd(2, {table.fd}); u32 cpu = bpf_get_smp_processor_id(); "
                     f"if (cpu < {table.rows}) t[cpu * {table.width} + {i}] += 1; "
                 )
-            lines.append(f"int hop{i}(struct xdp_md *ctx) {{ {count}{BENCH_ARRAY}.call(ctx, {i + 1}); return {i}; }}")
+            lines.append(f"int hop{i}(struct xdp_md *ctx) {{ {count}{array}.call(ctx, {i + 1}); return {i}; }}")
     elif index == "var":
         # The count lives in the packet: a value loaded from packet memory is
         # unknown to the verifier, so the index is a variable one.
@@ -66,7 +67,7 @@ static __always_inline int step(struct xdp_md *ctx, int first) {
 }
 int entry(struct xdp_md *ctx) { return step(ctx, 1); }
 int hop(struct xdp_md *ctx) { return step(ctx, 0); }
-""".replace("TC_ARRAY", BENCH_ARRAY)
+""".replace("TC_ARRAY", array)
         )
     else:
         raise UsageProblem(f"index must be 'const' or 'var' (got {index!r})")
@@ -190,6 +191,78 @@ def bench_tailcalls(
 
 
 STEADY_FROM = 10  # tail calls from which the per-call cost is fitted (the long-chain regime)
+
+INSTRUMENTS = {"counting": {"count_tail_calls": True}, "paths": {"paths": True}, "floor": {"floor": True}}
+
+
+def bench_instruments(session, depth: int = 33, repeat: int = 5_000, rounds: int = 7, best: int = 8) -> dict:
+    """What bpfmagic's instruments add to a const-index tail call: the bare chain, per-slot
+    counting, path recording and the floor (a counter written by hand: chain_source) loaded
+    side by side, each its own module and array, and measured in turn at every depth
+    (best of BEST test runs of REPEAT runs each), so that a drift of the machine between
+    variants is a few milliseconds' worth, not a whole sweep's. Per round, each variant's ns per
+    tail call is its slope (from STEADY_FROM tail calls on); each instrument's share is
+    (its slope - bare's) / bare's of the same round. Returns {"slopes": variant -> [per round],
+    instrument -> median share over rounds, "max_tail_calls": ...}; frees what it loaded."""
+    import numpy as np
+
+    if not isinstance(depth, int) or not STEADY_FROM + 2 <= depth <= MAX_BENCH_DEPTH:
+        raise UsageProblem(f"depth must be an integer {STEADY_FROM + 2}..{MAX_BENCH_DEPTH} (got {depth!r})")
+    repeat = check_repeat(repeat)
+    variants = {"bare": {}, **INSTRUMENTS}
+    loaded, tables, entries = [], [], {}
+    packet = bytes(64)
+    slopes: dict[str, list[float]] = {name: [] for name in variants}
+    taken: dict[int, set[int]] = {}
+    try:
+        with session.instrumentation(stats=False):
+            for name, how in variants.items():
+                module, array = f"{BENCH_MODULE}_{name}", f"{BENCH_ARRAY}_{name}"
+                floor = CounterTable(FLOOR_COUNTERS, depth + 1) if how.get("floor") else None
+                if floor is not None:
+                    tables.append(floor)
+                with session.instrumentation(paths=bool(how.get("paths"))):
+                    source = chain_source(depth, "const", floor, array)
+                    session.load(module, source, count_tail_calls=bool(how.get("count_tail_calls")), origin="bench_instruments")
+                loaded += [module, array]
+                entries[name] = (session.program(f"{module}.hop0"), module, array)
+            with progress(rounds * (depth + 1), "bench instruments") as bar:
+                for round_number in range(rounds):
+                    best_ns: dict[str, dict[int, int]] = {name: {} for name in variants}
+                    upward = round_number % 2 == 0
+                    for step, d in enumerate(range(depth + 1) if upward else range(depth, -1, -1)):
+                        bar.update()
+                        order = list(variants)[step % len(variants) :] + list(variants)[: step % len(variants)]
+                        for name in order:
+                            entry, module, array = entries[name]
+                            if upward and d >= 1:
+                                session.slot(f"{array}[{d}]", f"{module}.hop{d}")
+                            elif not upward and d < depth:
+                                session.unslot(f"{array}[{d + 1}]")
+                            for _ in range(best):
+                                out, _stats_on = run_without_stats(entry, packet, repeat)
+                                taken.setdefault(d, set()).add(out["retval"])
+                                best_ns[name][d] = min(best_ns[name].get(d, out["duration_ns"]), out["duration_ns"])
+                    for name in variants:
+                        points = sorted(best_ns[name].items())
+                        xs = [min(taken[d]) for d, _ in points]  # taken, not asked for: the chain's own count
+                        keep = [i for i, x in enumerate(xs) if x >= STEADY_FROM]
+                        slope, _ = fit_line(np.array(xs)[keep], np.array([ns for _, ns in points])[keep])
+                        slopes[name].append(slope)
+    finally:
+        for name in loaded[0::2] + loaded[1::2]:  # the modules, then their arrays
+            if name in session.modules or name in session.arrays:
+                session.unload(name)
+        for table in tables:
+            table.close()
+    wrong = {d: sorted(v) for d, v in taken.items() if len(v) != 1}
+    if wrong:  # the instruments must not change what the chain does
+        raise RuntimeError(f"the chains took different numbers of tail calls at some depths: {wrong}")
+    shares = {name: float(np.median([(slopes[name][r] - slopes["bare"][r]) / slopes["bare"][r] for r in range(rounds)])) for name in INSTRUMENTS}
+    most = max(max(v) for v in taken.values())
+    return {"slopes": slopes, "depth": depth, "repeat": repeat, "rounds": rounds, "best": best, "max_tail_calls": most, **shares}
+
+
 SHORT_UP_TO = 6  # the short-chain regime, reported beside it
 
 
