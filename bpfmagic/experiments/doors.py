@@ -83,13 +83,22 @@ class ExperimentDoors:
     ) -> pd.DataFrame:
         """Tail-call cost curve: DataFrame (depth, tail_calls, ns_per_run); the fit is in .attrs.
         ``paths``: the chain records paths; ``count_tail_calls``: it counts per slot (either's
-        cost per hop: the slope minus the bare one); ``floor_counter``: each hop bumps a per-CPU
-        counter written by hand, the floor of any per-hop counting."""
+        cost per hop: the slope minus the bare one); ``floor_counter``: each hop bumps a counter
+        of its CPU's row written by hand, the floor of any per-hop counting."""
         from . import tailcalls
 
         return tailcalls.bench_tailcalls(
             self, depth=depth, repeat=repeat, index=index, rounds=rounds, paths=paths, count_tail_calls=count_tail_calls, floor_counter=floor_counter
         )
+
+    def bench_instruments(self, depth: int = 33, repeat: int = 5_000, rounds: int = 7, best: int = 8) -> pd.DataFrame:
+        """What bpfmagic's instruments add to a const-index tail call on this host: the bare chain,
+        per-slot counting, path recording and a counter written by hand (the floor), loaded side by
+        side and measured in turn at every depth. DataFrame (chain, ns_per_tail_call, added_ns,
+        added: a share of the bare tail call), medians over ROUNDS; the rounds in .attrs."""
+        from . import tailcalls
+
+        return tailcalls.instruments_frame(tailcalls.bench_instruments(self, depth=depth, repeat=repeat, rounds=rounds, best=best))
 
     def bench_calls(self, depths=(0, 1, 2, 4, 8, 16, 32), repeat: int = 100_000, rounds: int = 5) -> pd.DataFrame:
         """The same stage work chained by a constant- and a variable-index tail call, a BPF-to-BPF

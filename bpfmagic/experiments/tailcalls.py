@@ -279,6 +279,40 @@ def describe_fit(df) -> str:
     return text
 
 
+def instruments_frame(result: dict):
+    """bench_instruments' result as a DataFrame: a row per chain, its median ns per tail call, what it
+    adds to the bare chain's (ns, and as a share of it: the median of the rounds' shares)."""
+    import statistics
+
+    import pandas as pd
+
+    slopes = result["slopes"]
+    bare = statistics.median(slopes["bare"])
+    rows = [
+        {
+            "chain": name,
+            "ns_per_tail_call": statistics.median(values),
+            "added_ns": statistics.median(values) - bare,
+            "added": result.get(name, 0.0),
+        }
+        for name, values in slopes.items()
+    ]
+    df = pd.DataFrame(rows, columns=["chain", "ns_per_tail_call", "added_ns", "added"])
+    df.attrs.update({k: v for k, v in result.items() if k not in INSTRUMENTS} | {"kernel": platform.release()})
+    return df
+
+
+def describe_instruments(df) -> str:
+    a = df.attrs
+    by = df.set_index("chain")
+    text = ", ".join(f"{name} +{by.loc[name, 'added_ns']:.2f} ns ({by.loc[name, 'added'] * 100:.0f}%)" for name in INSTRUMENTS)
+    return (
+        f"a const-index tail call: {by.loc['bare', 'ns_per_tail_call']:.2f} ns bare; {text} "
+        f"(floor: a counter written by hand; medians of {a['rounds']} rounds, kernel {a['kernel']}; "
+        "a difference under a nanosecond may be this machine's noise)"
+    )
+
+
 def plot_tailcalls(*frames, ax=None):
     """ns_per_run against depth for each bench_tailcalls DataFrame, with its
     fit (flat past the most tail calls taken). Returns the matplotlib Figure."""

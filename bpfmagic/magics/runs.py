@@ -44,22 +44,31 @@ def stats(args, notebook: Notebook):
 
 @command(
     "bench",
-    python='s.bench_tailcalls(depth=33, repeat=100_000, index="const", rounds=3), s.bench_calls(depths=..., repeat=..., rounds=5), s.call_limits()',
+    python='s.bench_tailcalls(depth=33, repeat=100_000, index="const", rounds=3), s.bench_calls(depths=..., repeat=..., rounds=5), '
+    "s.bench_instruments(depth=33, repeat=5_000, rounds=7), s.call_limits()",
 )
-@argument("what", choices=["tailcalls", "calls", "limits"])
+@argument("what", choices=["tailcalls", "calls", "instruments", "limits"])
 @argument("--depth", type=int, default=33, help="tailcalls: tail calls asked for, 0..DEPTH (past 33 shows the limit)")
 @argument("--depths", default="0,1,2,4,8,16,32", metavar="H,H,...", help="calls: the numbers of hops (0..32), comma-separated")
-@argument("--repeat", type=int, default=100_000, metavar="N", help="runs per test run")
-@argument("--rounds", type=int, default=None, metavar="R", help="tailcalls: best of R rounds (3); calls: median of R (5)")
+@argument("--repeat", type=int, default=None, metavar="N", help="runs per test run (100000; instruments: 5000)")
+@argument("--rounds", type=int, default=None, metavar="R", help="tailcalls: best of R rounds (3); calls, instruments: median of R (5, 7)")
 @argument("--index", choices=["const", "var"], default="const", help="const: direct jumps the JIT patches; var: indirect (retpoline) path")
 def bench(args, notebook: Notebook):
     """benchmarks: `tailcalls` is the tail-call cost curve; `calls` chains the same stage by tail calls,
-    BPF-to-BPF calls and inlining; `limits` tries the limits of calls and tail calls on this kernel"""
-    from ..experiments import calls, testrun
+    BPF-to-BPF calls and inlining; `instruments` is what per-slot counting and path recording add to a
+    tail call here; `limits` tries the limits of calls and tail calls on this kernel"""
+    from ..experiments import calls, tailcalls, testrun
 
     session = notebook.session
     if args.what == "limits":
         return session.call_limits()
+    if args.what == "instruments":
+        repeat = 5_000 if args.repeat is None else args.repeat
+        frame = session.bench_instruments(depth=args.depth, repeat=repeat, rounds=args.rounds or 7)
+        print(tailcalls.describe_instruments(frame))
+        return frame
+    if args.repeat is None:
+        args.repeat = 100_000
     if args.what == "calls":
         try:
             depths = [int(d) for d in args.depths.split(",") if d.strip()]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from bpfmagic.errors import UsageProblem
 from bpfmagic.experiments import testrun
 
 from ..conftest import needs_root
@@ -61,3 +62,30 @@ def test_bench_frees_its_programs_even_when_a_run_fails(session, monkeypatch):
     with pytest.raises(OSError):
         session.bench_tailcalls(depth=3, repeat=10)
     assert not session.modules and not session.arrays
+
+
+@needs_root
+def test_the_instruments_bench_measures_four_chains_side_by_side_and_frees_them(session):
+    from bpfmagic.experiments import tailcalls
+
+    df = session.bench_instruments(depth=14, repeat=200, rounds=2, best=1)
+    assert list(df["chain"]) == ["bare", "counting", "paths", "floor"]
+    assert df.attrs["max_tail_calls"] == 14 and df.attrs["rounds"] == 2
+    assert all(len(v) == 2 for v in df.attrs["slopes"].values())  # a slope per chain and round
+    bare = df.set_index("chain").loc["bare"]
+    assert (bare["added_ns"], bare["added"]) == (0.0, 0.0)
+    for _, row in df.iterrows():  # each row's added ns is its median slope minus bare's
+        assert row["added_ns"] == pytest.approx(row["ns_per_tail_call"] - bare["ns_per_tail_call"])
+    assert "counting +" in tailcalls.describe_instruments(df)
+    assert not session.modules and not session.arrays  # the four chains and their arrays are gone
+    assert session.stats_enabled  # switched off while measuring, back on afterwards
+    with pytest.raises(UsageProblem) as refused:
+        session.bench_instruments(depth=5)  # too short a chain to fit a slope from STEADY_FROM on
+    assert "depth must be" in str(refused.value)
+
+
+@needs_root
+def test_bench_instruments_in_a_cell(ip, capsys):
+    frame = ip.run_line_magic("bpf", "bench instruments --depth 12 --repeat 100 --rounds 1")
+    assert list(frame["chain"]) == ["bare", "counting", "paths", "floor"] and frame.attrs["max_tail_calls"] == 12
+    assert "a const-index tail call:" in capsys.readouterr().out

@@ -15,7 +15,7 @@ def test_subcommands_and_their_options_from_the_parsers(ip):
     assert offered(ip, "%bpf s") == ["slot", "slots", "stats", "streams"]
     assert offered(ip, "%bpf watch events --") == ["--by", "--interval", "--rows", "--sort", "--top"]
     assert offered(ip, "%bpf run x.y --r") == ["--repeat"]
-    assert offered(ip, "%bpf bench ") == ["calls", "limits", "tailcalls"]  # the parser's choices
+    assert offered(ip, "%bpf bench ") == ["calls", "instruments", "limits", "tailcalls"]  # the parser's choices
     assert offered(ip, "%bpf bench tailcalls --index ") == ["const", "var"]
     assert offered(ip, "%bpf stats --o") == ["--off", "--on"]
     assert offered(ip, "%%bpf m --co") == ["--core"]
