@@ -33,6 +33,7 @@ KERNEL_TESTS = [
     "tests/kernels/test_fentry_freplace.py",
     "tests/kernels/test_optional_programs.py",
     "tests/kernels/test_tail_call_counter.py",
+    "tests/kernel/test_counters.py",
     "tests/kernel/test_core.py::test_fentry_sections_follow_the_kernel",
     "tests/kernel/test_env.py::test_doctor_kprobes_matches_the_kernel",
 ]
