@@ -10,8 +10,8 @@ BPF_PSEUDO_MAP_VALUE: no lookup, no NULL check) and adds 1 at
 its CPU until it returns, as with per-CPU maps). User space reads the rows
 through a shared mapping, with no system call.
 
-Kernels before 6.x refuse an array value over KMALLOC_MAX_SIZE (4 MiB on
-x86-64): a table that would be larger gets as many rows as fit and
+Older kernels refuse an array value over KMALLOC_MAX_SIZE (4 MiB on x86-64;
+this host's 6.18 took 256 MiB): a table that such a kernel refuses gets as many rows as fit and
 ``shared`` rows, each bumped with an atomic add by the CPUs whose number
 modulo ``rows`` it is (exact still, dearer under contention)."""
 
