@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import sys
 import time
 
@@ -64,7 +63,9 @@ def main(argv=None) -> int:
             started = time.perf_counter()
             frames[index] = session.bench_tailcalls(depth=args.depth, repeat=args.repeat, index=index, rounds=args.rounds)
             frames[index].attrs["seconds"] = time.perf_counter() - started
-        overhead = measure_overhead(session, min(args.depth, 33), args.overhead_repeat, args.overhead_rounds, args.overhead_best)
+        # the four chains side by side, in turn at every depth (experiments/tailcalls.bench_instruments)
+        overhead = session.bench_instruments(min(args.depth, 33), args.overhead_repeat, args.overhead_rounds, args.overhead_best)
+        overhead.attrs["loadavg"] = _loadavg()
     print(
         f"tail-call cost, XDP chain, kernel {platform.release()}, depth 0..{args.depth}, "
         f"best of {args.rounds} x {args.repeat:,} runs, kernel run stats off while measuring"
@@ -97,7 +98,8 @@ def main(argv=None) -> int:
     if args.smoke:
         print("smoke run: the instruments' targets are not judged on so short a run")
         return 0
-    missed = shortfalls(overhead["counting"], overhead["paths"])
+    added = overhead.set_index("chain")["added"]
+    missed = shortfalls(added["counting"], added["paths"])
     for message in missed:
         print(f"TARGET MISSED: {message}", file=sys.stderr)
     if not missed:
@@ -105,42 +107,29 @@ def main(argv=None) -> int:
     return 1 if missed else 0
 
 
-VARIANTS = ("bare", "counting", "paths", "floor")
-INSTRUMENTS = ("counting", "paths", "floor")  # each against the bare chain of its round
-
-
-def measure_overhead(session, depth: int, repeat: int, rounds: int, best: int = 8) -> dict:
-    """experiments.tailcalls.bench_instruments: the four chains loaded side by side and measured in
-    turn at every depth, ROUNDS rounds; per instrument the median over rounds of (its slope - the
-    round's bare one) / bare."""
-    from bpfmagic.experiments.tailcalls import bench_instruments
-
-    return {**bench_instruments(session, depth=depth, repeat=repeat, rounds=rounds, best=best), "loadavg": _loadavg()}
-
-
-def print_overhead(overhead: dict, args) -> None:
-    slopes = overhead["slopes"]
+def print_overhead(overhead, args) -> None:
+    """OVERHEAD: Session.bench_instruments' DataFrame (a row per chain), its rounds in .attrs."""
+    a = overhead.attrs
     print(
-        f"\ninstruments' cost per tail call (const chain, depth 0..{overhead['depth']}, {overhead['rounds']} rounds, the chains "
-        f"in turn at each depth, best-of-{overhead['best']} x {overhead['repeat']:,} runs per depth; slopes, median over rounds; "
-        f"/proc/loadavg {overhead['loadavg']}):"
+        f"\ninstruments' cost per tail call (const chain, depth 0..{a['depth']}, {a['rounds']} rounds, the chains "
+        f"in turn at each depth, best-of-{a['best']} x {a['repeat']:,} runs per depth; slopes, median over rounds; "
+        f"/proc/loadavg {a['loadavg']}):"
     )
     print(f"{'chain':<10} {'ns/tail call':>12} {'added ns':>9} {'added':>8} {'target':>8}   rounds (ns/tail call)")
-    bare = statistics.median(slopes["bare"])
     targets = {"counting": TARGET_COUNTING, "paths": TARGET_PATHS}
-    for name in VARIANTS:
-        median = statistics.median(slopes[name])
-        added = f"{overhead[name] * 100:>7.0f}%" if name in INSTRUMENTS else f"{'':>8}"
-        target = f"<={targets[name] * 100:.0f}%" if name in targets else ""
-        every = " ".join(f"{x:.2f}" for x in slopes[name])
-        print(f"{name:<10} {median:>12.2f} {median - bare:>9.2f} {added} {target:>8}   {every}")
+    for row in overhead.itertuples():
+        added = f"{row.added * 100:>7.0f}%" if row.chain != "bare" else f"{'':>8}"
+        target = f"<={targets[row.chain] * 100:.0f}%" if row.chain in targets else ""
+        every = " ".join(f"{x:.2f}" for x in a["slopes"][row.chain])
+        print(f"{row.chain:<10} {row.ns_per_tail_call:>12.2f} {row.added_ns:>9.2f} {added} {target:>8}   {every}")
     print("(added: the instrument's slope minus the bare one of the same round, over the bare one;")
     print(" floor: one add per hop in this CPU's row at a fixed address, by hand: the least per-hop counting can add)")
-    floor, counting = overhead["floor"], overhead["counting"]
+    by = overhead.set_index("chain")
+    floor, counting = by.loc["floor", "added"], by.loc["counting", "added"]
     print(f"counting adds {counting * 100:.0f}% where the floor adds {floor * 100:.0f}%", end="")
     if counting > TARGET_COUNTING and floor > TARGET_COUNTING:
         print(f": the floor itself is over the {TARGET_COUNTING * 100:.0f}% target in this run, so no per-hop counting met it")
-    elif abs(counting - floor) * statistics.median(slopes["bare"]) < 1.0:
+    elif abs(counting - floor) * by.loc["bare", "ns_per_tail_call"] < 1.0:
         print(" (the same code: a difference under 1 ns is this machine's noise)")
     else:
         print()
